@@ -1,0 +1,1 @@
+"""Subcommands of `ringfence-agent`: one module each, discovered by `agents.cli`."""

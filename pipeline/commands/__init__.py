@@ -1,0 +1,1 @@
+"""Subcommands of `ringfence`: one module each, discovered by `pipeline.cli`."""
