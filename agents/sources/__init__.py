@@ -1,0 +1,66 @@
+"""Event sources: the one interface every collector (live Linux, Sysmon files, replay) implements.
+
+Several sources run at once inside one agent, so the publisher needs nothing from a source but an
+async stream of `BehaviorEvent`s and a set of counters it can report (heartbeats, CLI summaries).
+Keeping the contract this small lets a source be a file reader, a kernel connector or a test stub.
+
+Sources do not assign anything the publisher owns: they set `seq` per device in the order they
+read (the publisher may re-sequence if it merges several sources for one device).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from schemas.events import BehaviorEvent
+
+__all__ = ["Source", "SourceStats"]
+
+
+@dataclass
+class SourceStats:
+    """Counters a source keeps while it runs; mutable on purpose (updated per record, read often).
+
+    `skipped` is keyed by a short reason such as `unknown_event_id:4624` or `malformed:bad_json`
+    so that an operator can see *why* input did not become events, not only how much.
+    """
+
+    read: int = 0  # raw records seen (lines, evtx records, kernel messages)
+    emitted: int = 0  # BehaviorEvents yielded
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> count
+
+    def skip(self, reason: str) -> None:
+        """Count one record that did not become an event, with its reason."""
+        self.skipped[reason] += 1
+
+    @property
+    def skipped_total(self) -> int:
+        """All skipped records, whatever the reason."""
+        return sum(self.skipped.values())
+
+    def merge(self, other: SourceStats) -> None:
+        """Add another set of counters into this one (e.g. per-file stats into a source total)."""
+        self.read += other.read
+        self.emitted += other.emitted
+        self.skipped.update(other.skipped)
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A producer of behaviour events.
+
+    `events()` returns a fresh async iterator; it ends when the source is exhausted (a file read to
+    its end) or runs until cancelled (live collection, follow mode). Cancelling the consuming task
+    must release the source's resources.
+    """
+
+    name: str
+    stats: SourceStats
+
+    def events(self) -> AsyncIterator[BehaviorEvent]:
+        """Stream this source's events in read order."""
+        ...
