@@ -1,0 +1,51 @@
+"""Build `BehaviorEvent`s for the live Linux source from plain values.
+
+Sources leave `seq` at 0: the publisher assigns the per-device sequence when it writes an event to
+the spool, because several sources feed one device and only the spool knows the last number used
+(it survives restarts). `event_id` is a random uuid4 hex: unique without coordination.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from schemas.events import BehaviorEvent, Payload, Platform
+
+__all__ = ["UNATTRIBUTED_PROCESS_KEY", "UNKNOWN_IMAGE", "linux_event", "utc_from_ns"]
+
+UNATTRIBUTED_PROCESS_KEY = "linux:unattributed"
+"""`process_key` of an event no process could be tied to (inotify file events, a socket whose owner
+exited before the scan). The contract requires a key; this one is a fixed, greppable marker that no
+hashed key can equal (hashed keys are 32 hex digits), so consumers can tell "unknown" from a process."""
+
+UNKNOWN_IMAGE = "<unknown>"
+"""Image of a process that exited before /proc could be read (the contract needs a non-empty one)."""
+
+
+def utc_from_ns(epoch_ns: int) -> datetime:
+    """An aware UTC datetime from epoch nanoseconds (microsecond resolution, as datetime allows)."""
+    return datetime.fromtimestamp(epoch_ns / 1e9, tz=UTC)
+
+
+def linux_event(
+    device_id: str,
+    ts_ns: int,
+    process_key: str,
+    payload: Payload,
+    *,
+    parent_process_key: str | None = None,
+    image: str | None = None,
+) -> BehaviorEvent:
+    """One Linux event with a fresh event id and seq 0 (the publisher sequences it)."""
+    return BehaviorEvent(
+        event_id=uuid.uuid4().hex,
+        device_id=device_id,
+        seq=0,
+        ts=utc_from_ns(ts_ns),
+        platform=Platform.LINUX,
+        process_key=process_key,
+        parent_process_key=parent_process_key,
+        image=image,
+        payload=payload,
+    )

@@ -1,0 +1,73 @@
+"""sha256 of executables with a bounded cache keyed by (device, inode, mtime).
+
+A busy host execs the same few binaries thousands of times a minute (sh, git, python), so hashing
+each exec would dominate the agent's CPU. A file's identity plus its modification time is a safe
+cache key: replacing or rewriting a binary changes the inode or the mtime, so a stale hash is never
+served. The cache is an LRU with a fixed number of entries so memory stays bounded however many
+distinct binaries run. Files larger than `max_bytes` are not hashed (None) to bound the worst case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections import OrderedDict
+
+__all__ = ["FileKey", "HashCache"]
+
+log = logging.getLogger(__name__)
+
+FileKey = tuple[int, int, int]  # (st_dev, st_ino, st_mtime_ns)
+_CHUNK = 1 << 20
+
+
+class HashCache:
+    """LRU of sha256 hex digests by file identity; counts hits and misses for heartbeats."""
+
+    def __init__(self, max_entries: int = 4096, max_bytes: int = 256 << 20) -> None:
+        self._entries: OrderedDict[FileKey, str | None] = OrderedDict()
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def sha256_of(self, path: str) -> str | None:
+        """Digest of the file at `path` (e.g. `/proc/<pid>/exe`), or None if unreadable/too big."""
+        try:
+            with open(path, "rb") as handle:
+                return self._digest_open_file(handle.fileno(), path)
+        except OSError as exc:
+            log.debug("cannot hash %s: %s", path, exc)
+            return None
+
+    def _digest_open_file(self, fd: int, path: str) -> str | None:
+        st = os.fstat(fd)
+        key: FileKey = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        if key in self._entries:
+            self.hits += 1
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        self.misses += 1
+        digest = _hash_fd(fd) if st.st_size <= self._max_bytes else None
+        if digest is None:
+            log.debug("not hashing %s: %d bytes is over the %d byte limit", path, st.st_size, self._max_bytes)
+        self._remember(key, digest)
+        return digest
+
+    def _remember(self, key: FileKey, digest: str | None) -> None:
+        self._entries[key] = digest
+        if len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+
+def _hash_fd(fd: int) -> str:
+    digest = hashlib.sha256()
+    offset = 0
+    while chunk := os.pread(fd, _CHUNK, offset):
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,164 @@
+"""Read what /proc says about one process, and name it with a PID-reuse-proof `process_key`.
+
+Why a key from the start time: PIDs are recycled (pid_max is often 32768), so a PID alone can name
+two different processes within minutes. The kernel's start time of a task never changes for its
+life (exec keeps it), so `(device, pid, start time)` names exactly one process. The start time is
+`/proc/<pid>/stat` field 22 (clock ticks since boot) plus the boot time from `/proc/stat` `btime`,
+both integers, so the key computed now, later, or by another component (the enforcer checking a
+PID before it signals) is the same.
+
+Every reader returns `None` (or raises `ProcessGone`) when the process has exited between the
+moment we heard of it and the read: that race is normal, not an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from agents.linux.errors import ProcessGone
+
+__all__ = [
+    "ProcessGone",
+    "ProcessSnapshot",
+    "StatLine",
+    "boot_time_ns",
+    "make_process_key",
+    "process_key_for",
+    "read_snapshot",
+    "read_stat",
+    "start_time_ns_from_ticks",
+    "tick_ns",
+]
+
+PROC = Path("/proc")
+PROCESS_KEY_HEX_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
+
+
+@dataclass(frozen=True, slots=True)
+class StatLine:
+    """The fields of /proc/<pid>/stat that the agent uses."""
+
+    pid: int
+    comm: str
+    ppid: int
+    start_ticks: int  # field 22: clock ticks since boot
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSnapshot:
+    """Everything /proc tells about a process at one instant; fields are None when unreadable."""
+
+    pid: int
+    ppid: int
+    start_time_ns: int  # wall clock (UTC epoch) of the process start, tick resolution
+    comm: str
+    exe: str | None
+    command_line: str
+    uid: int | None
+    cwd: str | None
+
+
+@cache
+def tick_ns() -> int:
+    """Nanoseconds per clock tick (USER_HZ, 100 on every mainstream kernel)."""
+    return 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+@cache
+def boot_time_ns() -> int:
+    """Boot time as epoch nanoseconds, from `btime` in /proc/stat (whole seconds, stable)."""
+    for line in (PROC / "stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return int(line.split()[1]) * 1_000_000_000
+    raise RuntimeError("/proc/stat has no btime line")  # pragma: no cover - every Linux has it
+
+
+def start_time_ns_from_ticks(start_ticks: int) -> int:
+    """Epoch nanoseconds of a process start given its /proc stat start ticks."""
+    return boot_time_ns() + start_ticks * tick_ns()
+
+
+def make_process_key(device_id: str, pid: int, start_time_ns: int) -> str:
+    """The contract's Linux process key: sha256 hex prefix of `device:pid:start_time_ns`."""
+    digest = hashlib.sha256(f"{device_id}:{pid}:{start_time_ns}".encode())
+    return digest.hexdigest()[:PROCESS_KEY_HEX_CHARS]
+
+
+def parse_stat(pid: int, text: str) -> StatLine:
+    """Parse /proc/<pid>/stat; `comm` may contain spaces and parentheses, so split at the last ')'."""
+    open_paren, close_paren = text.index("("), text.rindex(")")
+    rest = text[close_paren + 2 :].split()
+    # rest[0] is field 3 (state); ppid is field 4, starttime field 22.
+    return StatLine(pid=pid, comm=text[open_paren + 1 : close_paren], ppid=int(rest[1]),
+                    start_ticks=int(rest[19]))
+
+
+def read_stat(pid: int) -> StatLine:
+    """Read and parse /proc/<pid>/stat or raise `ProcessGone`."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError) as exc:
+        raise ProcessGone(pid) from exc
+    return parse_stat(pid, text)
+
+
+def process_key_for(pid: int, device_id: str) -> str | None:
+    """The process key of the process that has `pid` now, or None if no such process.
+
+    The enforcer compares this with the key in a command before it signals, so a recycled PID that
+    now belongs to another process is never killed.
+    """
+    try:
+        stat = read_stat(pid)
+    except ProcessGone:
+        return None
+    return make_process_key(device_id, pid, start_time_ns_from_ticks(stat.start_ticks))
+
+
+def _read_link(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:  # gone, kernel thread (no exe), or permission
+        return None
+
+
+def _read_cmdline(pid: int) -> str:
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+
+
+def _read_uid(pid: int) -> int | None:
+    try:
+        with open(PROC / str(pid) / "status", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])  # real uid
+    except OSError:
+        return None
+    return None
+
+
+def read_snapshot(pid: int) -> ProcessSnapshot:
+    """Read one process from /proc; raise `ProcessGone` if its stat line is unreadable."""
+    stat = read_stat(pid)
+    base = PROC / str(pid)
+    exe = _read_link(base / "exe")
+    if exe is not None and exe.endswith(" (deleted)"):
+        exe = exe[: -len(" (deleted)")]
+    return ProcessSnapshot(
+        pid=pid, ppid=stat.ppid, start_time_ns=start_time_ns_from_ticks(stat.start_ticks),
+        comm=stat.comm, exe=exe, command_line=_read_cmdline(pid), uid=_read_uid(pid),
+        cwd=_read_link(base / "cwd"),
+    )
+
+
+def list_pids() -> list[int]:
+    """PIDs of all processes visible in /proc (thread groups only, not threads)."""
+    return [int(name) for name in os.listdir(PROC) if name.isdigit()]
