@@ -14,55 +14,41 @@ Identifiers (device, event, process keys) are printable ASCII only.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import Field, StringConstraints, model_validator
 from pydantic_core import PydanticCustomError
 
-SCHEMA_VERSION = "1.0"
-"""The version this code writes. Readers accept any 1.x (see schemas/README.md)."""
+from schemas.common import (
+    MAX_TEXT_CHARS,
+    SCHEMA_VERSION,
+    Contract,
+    Count,
+    DeviceId,
+    EventTime,
+    Identifier,
+    Int64,
+    NonEmptyText,
+    Pid,
+    Platform,
+    Port,
+    SchemaVersion,
+    Seq,
+    Sha256Hex,
+    Text,
+    UInt32,
+)
 
-MAX_TEXT_CHARS = 1 << 20
-"""Static ceiling for one free-text field; `schemas.codec.Limits` applies a tighter, configurable one."""
+__all__ = [
+    "MAX_BATCH_EVENTS_HARD", "MAX_TEXT_CHARS", "PAYLOAD_TYPES", "SCHEMA_VERSION", "BehaviorEvent",
+    "DeviceId", "DnsQuery", "EventBatch", "EventKind", "EventTime", "FileCreate", "FileDelete",
+    "FileRename", "FileWrite", "Identifier", "ImageLoad", "NetworkConnect", "Payload", "Platform",
+    "ProcessAccess", "ProcessEnd", "ProcessStart", "RegistrySet", "RemoteThread", "Script", "Sha256Hex",
+]
 
 MAX_BATCH_EVENTS_HARD = 100_000
 """Static ceiling for events in one batch; `Limits.max_events_per_batch` is the configurable one."""
-
-_INT64_MAX = (1 << 63) - 1
-_UINT32_MAX = (1 << 32) - 1
-
-SchemaVersion = Annotated[str, StringConstraints(pattern=r"^1\.[0-9]{1,4}$")]
-"""major.minor; only major 1 is this contract (the codec reports other majors as UnsupportedVersion)."""
-DeviceId = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
-]
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$")]
-"""An opaque printable-ASCII id: event ids, Sysmon ProcessGuids, hashed Linux process keys."""
-Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
-"""Lower-cased on input: Sysmon reports upper-case hashes, verdicts are keyed by lower-case."""
-Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
-NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
-Seq = Annotated[int, Field(strict=True, ge=0, le=_INT64_MAX)]
-"""Integers are strict: 1.0, "1" and true are not numbers here (huge JSON ints arrive as floats)."""
-Pid = Annotated[int, Field(strict=True, ge=0, le=_UINT32_MAX)]
-Port = Annotated[int, Field(strict=True, ge=0, le=65535)]
-UInt32 = Annotated[int, Field(strict=True, ge=0, le=_UINT32_MAX)]
-Count = Annotated[int, Field(strict=True, ge=0, le=_INT64_MAX)]
-Int64 = Annotated[int, Field(strict=True, ge=-(1 << 63), le=_INT64_MAX)]
-EventTime = Annotated[
-    AwareDatetime,
-    Field(ge=datetime(1990, 1, 1, tzinfo=UTC), lt=datetime(2100, 1, 1, tzinfo=UTC)),
-]
-"""Device clock, timezone-aware (naive input is rejected), years 1990..2099."""
-
-
-class Platform(StrEnum):
-    """Operating system family of the reporting device."""
-
-    WINDOWS = "windows"
-    LINUX = "linux"
 
 
 class EventKind(StrEnum):
@@ -83,13 +69,7 @@ class EventKind(StrEnum):
     SCRIPT = "script"
 
 
-class _Contract(BaseModel):
-    """Base of our wire models: immutable, and unknown fields are an error (see README)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ProcessStart(_Contract):
+class ProcessStart(Contract):
     """A process was created (Sysmon 1, Security 4688, Linux exec)."""
 
     kind: Literal["process_start"] = "process_start"
@@ -106,7 +86,7 @@ class ProcessStart(_Contract):
     cwd: Text | None = None
 
 
-class ProcessEnd(_Contract):
+class ProcessEnd(Contract):
     """A process exited (Sysmon 5)."""
 
     kind: Literal["process_end"] = "process_end"
@@ -114,7 +94,7 @@ class ProcessEnd(_Contract):
     exit_code: Int64 | None = None
 
 
-class FileCreate(_Contract):
+class FileCreate(Contract):
     """A file was created (Sysmon 11)."""
 
     kind: Literal["file_create"] = "file_create"
@@ -122,7 +102,7 @@ class FileCreate(_Contract):
     sha256: Sha256Hex | None = None
 
 
-class FileWrite(_Contract):
+class FileWrite(Contract):
     """A file's content was written."""
 
     kind: Literal["file_write"] = "file_write"
@@ -131,7 +111,7 @@ class FileWrite(_Contract):
     bytes_written: Count | None = None
 
 
-class FileDelete(_Contract):
+class FileDelete(Contract):
     """A file was deleted (Sysmon 23/26)."""
 
     kind: Literal["file_delete"] = "file_delete"
@@ -139,7 +119,7 @@ class FileDelete(_Contract):
     sha256: Sha256Hex | None = None
 
 
-class FileRename(_Contract):
+class FileRename(Contract):
     """A file was renamed or moved; `path` is the new name."""
 
     kind: Literal["file_rename"] = "file_rename"
@@ -147,7 +127,7 @@ class FileRename(_Contract):
     old_path: NonEmptyText
 
 
-class RegistrySet(_Contract):
+class RegistrySet(Contract):
     """A registry key or value changed (Sysmon 12/13/14)."""
 
     kind: Literal["registry_set"] = "registry_set"
@@ -157,7 +137,7 @@ class RegistrySet(_Contract):
     operation: Literal["set_value", "create_key", "delete_key", "delete_value", "rename_key"] = "set_value"
 
 
-class NetworkConnect(_Contract):
+class NetworkConnect(Contract):
     """A network connection (Sysmon 3, Linux connect)."""
 
     kind: Literal["network_connect"] = "network_connect"
@@ -170,7 +150,7 @@ class NetworkConnect(_Contract):
     dst_hostname: Text | None = None
 
 
-class DnsQuery(_Contract):
+class DnsQuery(Contract):
     """A DNS lookup and its answers (Sysmon 22)."""
 
     kind: Literal["dns_query"] = "dns_query"
@@ -178,7 +158,7 @@ class DnsQuery(_Contract):
     answers: Annotated[tuple[Text, ...], Field(max_length=1024)] = ()
 
 
-class ImageLoad(_Contract):
+class ImageLoad(Contract):
     """A module/DLL or shared object was loaded (Sysmon 7)."""
 
     kind: Literal["image_load"] = "image_load"
@@ -188,7 +168,7 @@ class ImageLoad(_Contract):
     signer: Text | None = None
 
 
-class ProcessAccess(_Contract):
+class ProcessAccess(Contract):
     """One process opened another (Sysmon 10), e.g. an LSASS read."""
 
     kind: Literal["process_access"] = "process_access"
@@ -198,7 +178,7 @@ class ProcessAccess(_Contract):
     call_trace: Text | None = None
 
 
-class RemoteThread(_Contract):
+class RemoteThread(Contract):
     """A thread was created in another process (Sysmon 8)."""
 
     kind: Literal["remote_thread"] = "remote_thread"
@@ -207,7 +187,7 @@ class RemoteThread(_Contract):
     start_address: Annotated[str, StringConstraints(max_length=64)] | None = None
 
 
-class Script(_Contract):
+class Script(Contract):
     """Script content seen by an interpreter (PowerShell 4104, AMSI, shell)."""
 
     kind: Literal["script"] = "script"
@@ -233,7 +213,7 @@ Payload = Annotated[
     Field(discriminator="kind"),
 ]
 
-PAYLOAD_TYPES: dict[EventKind, type[_Contract]] = {
+PAYLOAD_TYPES: dict[EventKind, type[Contract]] = {
     EventKind(model.model_fields["kind"].default): model
     for model in (
         ProcessStart, ProcessEnd, FileCreate, FileWrite, FileDelete, FileRename, RegistrySet,
@@ -242,7 +222,7 @@ PAYLOAD_TYPES: dict[EventKind, type[_Contract]] = {
 }
 
 
-class BehaviorEvent(_Contract):
+class BehaviorEvent(Contract):
     """One thing one process did on one device, at device time `ts`."""
 
     schema_version: SchemaVersion = SCHEMA_VERSION
@@ -262,7 +242,7 @@ class BehaviorEvent(_Contract):
         return EventKind(self.payload.kind)
 
 
-class EventBatch(_Contract):
+class EventBatch(Contract):
     """What a shipper publishes (key = device_id): one device's events, so per-record cost is paid once."""
 
     schema_version: SchemaVersion = SCHEMA_VERSION
