@@ -3,7 +3,7 @@
 Kept apart from the process handling in `pipeline.kafka_local` so they can be tested without Java,
 Maven or a broker. Nothing here starts a process; `port_in_use` and `tail_lines` only look.
 
-Errors::
+Errors (under `pipeline.errors.PipelineError`)::
 
     LocalKafkaError
      ├── JavaMissingError      no java, or older than 17
@@ -24,12 +24,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
 MIN_JAVA = 17
 DEFAULT_PORT = 9092
 LOCAL_HOST = "127.0.0.1"
 
 
-class LocalKafkaError(Exception):
+class LocalKafkaError(PipelineError):
     """Root of the local-broker errors; the message is one line meant for the user."""
 
 
