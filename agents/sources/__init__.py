@@ -18,24 +18,36 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from schemas.events import BehaviorEvent
 
-__all__ = ["Source", "SourceStats"]
+__all__ = ["MAX_SKIP_REASONS", "Source", "SourceStats"]
+
+MAX_SKIP_REASONS = 256
+"""Distinct skip reasons kept; hostile input could otherwise grow the counter without bound."""
 
 
 @dataclass
 class SourceStats:
     """Counters a source keeps while it runs; mutable on purpose (updated per record, read often).
 
-    `skipped` is keyed by a short reason such as `unknown_event_id:4624` or `malformed:bad_json`
-    so that an operator can see *why* input did not become events, not only how much.
+    `skipped` is keyed by a short reason such as `unknown_event_id:security:4624` or
+    `malformed:bad_json` so that an operator can see *why* input did not become events, not only
+    how much. `by_kind` counts emitted events per payload kind.
     """
 
     read: int = 0  # raw records seen (lines, evtx records, kernel messages)
     emitted: int = 0  # BehaviorEvents yielded
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> count
+    by_kind: Counter[str] = field(default_factory=Counter)  # payload kind -> count
 
     def skip(self, reason: str) -> None:
         """Count one record that did not become an event, with its reason."""
+        if reason not in self.skipped and len(self.skipped) >= MAX_SKIP_REASONS:
+            reason = f"{reason.split(':', 1)[0]}:other"
         self.skipped[reason] += 1
+
+    def emit(self, kind: str) -> None:
+        """Count one event yielded, by its payload kind."""
+        self.emitted += 1
+        self.by_kind[kind] += 1
 
     @property
     def skipped_total(self) -> int:
@@ -47,6 +59,7 @@ class SourceStats:
         self.read += other.read
         self.emitted += other.emitted
         self.skipped.update(other.skipped)
+        self.by_kind.update(other.by_kind)
 
 
 @runtime_checkable
