@@ -1,0 +1,390 @@
+"""The live process forest of one device, built from its behaviour events.
+
+Nodes are keyed by `process_key` (Sysmon ProcessGuid or a hash of pid and start time), never by
+pid, so a reused pid is simply another node. Unknown parents are normal (the tree started before
+the agent, or the start event was lost): a placeholder node is created from `parent_process_key`
+and filled in if its `process_start` arrives later; a process seen only through other events is
+created from `event.image`.
+
+Memory is bounded per device, because one noisy or hostile device must not starve the worker:
+- each node keeps at most `max_evidence_per_node` evidence records (the oldest go first) and
+  `max_conns_per_node` connection records;
+- a device keeps at most `max_nodes` nodes. When a new node would exceed that, the forest evicts
+  the oldest *exited* node first (by exit order), and only when none has exited the least recently
+  active node. Every drop is counted in `ForestStats` so a flood is visible, never silent.
+TTL eviction (`evict`) removes exited subtrees once every node in them has been gone for
+`exited_ttl_ms` (at least the scoring window, so late evidence still scores), and any node idle for
+`idle_ttl_ms` (its end was never reported). Time is the device's event time (`watermark_ms`), so
+offline hunting evicts exactly as the stream does. Serialisation lives in `pipeline.tree_state`.
+
+This is mutable state on purpose (an immutable forest per event would not reach the throughput
+goal); it does no I/O and is deterministic, so it is as testable as a pure function.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pipeline.indicators import indicator_mask
+from pipeline.lexicon import ImageClass, image_class
+from pipeline.windows import Counter, behaviour_codes, child_codes
+from schemas.events import BehaviorEvent, ProcessStart
+
+
+@dataclass(frozen=True, slots=True)
+class TreeLimits:
+    """Bounds and time-to-live of one device's forest."""
+
+    max_nodes: int = 8192  # nodes per device before flood eviction starts
+    max_evidence_per_node: int = 512  # packed behaviour records kept per process
+    max_conns_per_node: int = 128  # (ts, dst ip, dst port) records kept per process
+    exited_ttl_ms: int = 10 * 60 * 1000  # keep an exited subtree this long after its last exit
+    idle_ttl_ms: int = 2 * 60 * 60 * 1000  # evict a node without activity for this long
+    max_depth: int = 64  # bound on ancestor/descendant walks (also breaks malicious cycles)
+    dedupe_by_seq: bool = True  # drop redelivered events (seq and ts not newer than seen)
+
+
+@dataclass(slots=True)
+class ForestStats:
+    """What the forest did that an operator may need to see; every drop has a counter."""
+
+    events: int = 0
+    nodes_created: int = 0
+    placeholders_created: int = 0
+    placeholders_filled: int = 0
+    evicted_exited: int = 0
+    evicted_idle: int = 0
+    flood_evicted_exited: int = 0
+    flood_evicted_idle: int = 0
+    evidence_dropped: int = 0
+    duplicates_dropped: int = 0
+    parent_conflicts: int = 0
+    cycles_refused: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """Counter name -> value."""
+        return asdict(self)
+
+
+@dataclass(slots=True, eq=False)
+class ProcessNode:
+    """One process: identity, context, parent link and its recent evidence."""
+
+    key: str
+    image: str = ""  # "" while only known as someone's parent
+    command_line: str = ""
+    sha256: str | None = None
+    user: str | None = None  # kept for the alert's tree snapshot; never a feature
+    integrity_level: str | None = None
+    uid: int | None = None
+    pid: int | None = None
+    parent_key: str | None = None
+    start_ms: int | None = None  # None when the process_start was not seen
+    end_ms: int | None = None
+    last_ms: int = 0  # time of the latest event about this process
+    started: bool = False  # its process_start was seen
+    cmd_mask: int = 0  # indicator bits of the command line
+    script_mask: int = 0  # indicator bits of script content it ran
+    signer: str | None = None  # signer of its own image when an image_load reported it
+    signed: bool | None = None
+    alert_mark: str | None = None  # "<tactic>/<band>" of the last alert rooted here
+    image_cls: ImageClass = ImageClass.OTHER
+    children: list[str] = field(default_factory=list)
+    evidence: deque[int] = field(default_factory=deque)
+    conns: deque[tuple[int, str, int]] = field(default_factory=deque)
+
+    @property
+    def placeholder(self) -> bool:
+        """Known only as a parent: no event of its own yet."""
+        return not self.started and not self.image
+
+    @property
+    def exited(self) -> bool:
+        """Its process_end was seen."""
+        return self.end_ms is not None
+
+    @property
+    def mask(self) -> int:
+        """All indicator bits: command line and script content."""
+        return self.cmd_mask | self.script_mask
+
+    def set_image(self, image: str) -> None:
+        """Record the image path and its class."""
+        self.image = image
+        self.image_cls = image_class(image)
+
+
+_SCRIPT = (Counter.SCRIPT,)
+_SCRIPT_SUSPICIOUS = (Counter.SCRIPT, Counter.SCRIPT_SUSPICIOUS)
+
+
+def ts_ms(event: BehaviorEvent) -> int:
+    """Event time in integer milliseconds since the epoch."""
+    return int(event.ts.timestamp() * 1000)
+
+
+class DeviceForest:
+    """All processes of one device; `apply` one event at a time, `evict` now and then."""
+
+    def __init__(self, device_id: str, platform: str, limits: TreeLimits | None = None) -> None:
+        self.device_id = device_id
+        self.platform = platform
+        self.limits = limits or TreeLimits()
+        self.nodes: dict[str, ProcessNode] = {}
+        self.stats = ForestStats()
+        self.watermark_ms = 0  # latest event time seen on this device
+        self.seq_hwm = -1  # highest seq seen (redelivery detection)
+        self._lru: OrderedDict[str, None] = OrderedDict()  # least recently active first
+        self._exited: OrderedDict[str, None] = OrderedDict()  # in exit order
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.nodes
+
+    def recency_order(self) -> list[str]:
+        """Node keys, least recently active first (the flood-eviction order)."""
+        return list(self._lru)
+
+    def exit_order(self) -> list[str]:
+        """Keys of exited nodes in the order they exited."""
+        return list(self._exited)
+
+    def restore(self, nodes: Iterable[ProcessNode], exited: Iterable[str]) -> None:
+        """Load nodes (in recency order) and the exit order from a snapshot; children are relinked."""
+        for node in nodes:
+            self.nodes[node.key] = node
+            self._lru[node.key] = None
+        for node in self.nodes.values():
+            parent = self.get(node.parent_key)
+            if parent is not None:
+                parent.children.append(node.key)
+        self._exited.update((key, None) for key in exited if key in self.nodes)
+
+    def get(self, key: str | None) -> ProcessNode | None:
+        """The node for `key`, or None when unknown (or evicted)."""
+        return None if key is None else self.nodes.get(key)
+
+    def apply(self, event: BehaviorEvent) -> tuple[str, ...]:
+        """Fold one event into the forest; return the keys whose behaviour changed."""
+        when = ts_ms(event)
+        if self._is_redelivery(event.seq, when):
+            self.stats.duplicates_dropped += 1
+            return ()
+        self.stats.events += 1
+        self.watermark_ms = max(self.watermark_ms, when)
+        payload = event.payload
+        node = self._touch(event.process_key, event.image, when)
+        if isinstance(payload, ProcessStart):
+            return self._start(node, event.parent_process_key, payload, when)
+        if event.parent_process_key is not None and node.parent_key is None:
+            self._link(node, event.parent_process_key, when)
+        return self._behaviour(node, payload, when)
+
+    def _is_redelivery(self, seq: int, when: int) -> bool:
+        """Seq not above the high-water mark *and* not newer than the watermark: seen before.
+
+        An agent that restarted its counter sends low seqs with new timestamps, which are accepted
+        and reset the high-water mark instead of being dropped forever.
+        """
+        if not self.limits.dedupe_by_seq:
+            return False
+        if seq <= self.seq_hwm and when <= self.watermark_ms:
+            return True
+        self.seq_hwm = seq if seq > self.seq_hwm or when > self.watermark_ms else self.seq_hwm
+        return False
+
+    def _touch(self, key: str, image: str | None, when: int) -> ProcessNode:
+        node = self.nodes.get(key)
+        if node is None:
+            node = self._new_node(key)
+        else:
+            self._lru.move_to_end(key)
+        if image and not node.image:
+            node.set_image(image)
+        node.last_ms = max(node.last_ms, when)
+        return node
+
+    def _new_node(self, key: str, *, placeholder: bool = False, keep: str | None = None) -> ProcessNode:
+        if len(self.nodes) >= self.limits.max_nodes:
+            self._make_room(keep)
+        node = ProcessNode(key, evidence=deque(maxlen=self.limits.max_evidence_per_node),
+                           conns=deque(maxlen=self.limits.max_conns_per_node))
+        self.nodes[key] = node
+        self._lru[key] = None
+        if placeholder:
+            self._lru.move_to_end(key, last=False)  # a placeholder is the first to go in a flood
+            self.stats.placeholders_created += 1
+        else:
+            self.stats.nodes_created += 1
+        return node
+
+    def _make_room(self, keep: str | None) -> None:
+        """Flood policy: drop the oldest exited node, else the least recently active one."""
+        key = next((k for k in self._exited if k != keep), None)
+        if key is not None:
+            self.stats.flood_evicted_exited += 1
+        else:
+            key = next((k for k in self._lru if k != keep), None)
+            self.stats.flood_evicted_idle += key is not None
+        if key is not None:
+            self._remove(key)
+
+    def _start(
+        self, node: ProcessNode, parent_key: str | None, start: ProcessStart, when: int
+    ) -> tuple[str, ...]:
+        if node.placeholder:
+            self.stats.placeholders_filled += 1
+        first = not node.started
+        node.started, node.start_ms = True, when if first else node.start_ms
+        node.set_image(start.image)
+        node.command_line, node.cmd_mask = start.command_line, indicator_mask(start.command_line)
+        node.sha256, node.user, node.pid = start.sha256 or node.sha256, start.user, start.pid
+        node.integrity_level, node.uid = start.integrity_level, start.uid
+        parent = self._link(node, parent_key, when) if parent_key is not None else self.get(node.parent_key)
+        if parent is None or not first:
+            return (node.key,)
+        parent.last_ms = max(parent.last_ms, when)
+        self._lru.move_to_end(parent.key)
+        self._add_evidence(parent, when, child_codes(start.image))
+        return (node.key, parent.key)
+
+    def _link(self, node: ProcessNode, parent_key: str, when: int) -> ProcessNode | None:
+        """Attach `node` under `parent_key` (creating a placeholder); refuse cycles and re-parenting."""
+        if node.parent_key is not None:
+            if node.parent_key != parent_key:
+                self.stats.parent_conflicts += 1
+            return self.get(node.parent_key)
+        if parent_key == node.key or self._is_ancestor_or_self(node.key, parent_key):
+            self.stats.cycles_refused += 1
+            return None
+        parent = self.nodes.get(parent_key)
+        if parent is None:
+            parent = self._new_node(parent_key, placeholder=True, keep=node.key)
+            parent.last_ms = when
+        node.parent_key = parent_key
+        parent.children.append(node.key)
+        return parent
+
+    def _is_ancestor_or_self(self, key: str, start: str) -> bool:
+        return any(n.key == key for n in self._chain(start))
+
+    def _behaviour(self, node: ProcessNode, payload: Any, when: int) -> tuple[str, ...]:
+        kind = payload.kind
+        if kind == "process_end":
+            node.end_ms = when
+            self._exited[node.key] = None
+            return (node.key,)
+        if kind == "script":
+            found = indicator_mask(payload.content)
+            node.script_mask |= found
+            codes: Iterable[Counter] = _SCRIPT_SUSPICIOUS if found else _SCRIPT
+        else:
+            codes = behaviour_codes(payload)
+            if kind == "network_connect":
+                node.conns.append((when, payload.dst_ip, payload.dst_port))
+            elif kind == "image_load" and payload.path == node.image:
+                node.signer, node.signed = payload.signer, payload.signed
+        self._add_evidence(node, when, codes)
+        return (node.key,)
+
+    def _add_evidence(self, node: ProcessNode, when: int, codes: Iterable[Counter]) -> None:
+        evidence = node.evidence
+        for code in codes:
+            if len(evidence) == evidence.maxlen:
+                self.stats.evidence_dropped += 1
+            evidence.append(when << 8 | code)
+
+    def _chain(self, key: str | None) -> Iterator[ProcessNode]:
+        """`key`'s node then its ancestors, bounded by max_depth and stopping at unknown parents."""
+        node = self.get(key)
+        for _ in range(self.limits.max_depth):
+            if node is None:
+                return
+            yield node
+            node = self.get(node.parent_key)
+
+    def ancestors(self, key: str, max_depth: int | None = None) -> list[ProcessNode]:
+        """Known ancestors of `key`, nearest first."""
+        depth = self.limits.max_depth if max_depth is None else max_depth
+        chain = self._chain(key)
+        next(chain, None)
+        return [node for _, node in zip(range(depth), chain, strict=False)]
+
+    def descendants(self, key: str, *, active_since_ms: int = 0, max_nodes: int = 1024) -> list[ProcessNode]:
+        """Known descendants of `key` active at or after `active_since_ms`, breadth first, bounded."""
+        root = self.nodes.get(key)
+        if root is None:
+            return []
+        found: list[ProcessNode] = []
+        level, seen = [root], {key}
+        for _ in range(self.limits.max_depth):
+            level = [c for n in level for k in n.children if k not in seen and (c := self.nodes.get(k))]
+            if not level:
+                break
+            seen.update(n.key for n in level)
+            found.extend(n for n in level if n.last_ms >= active_since_ms)
+            if len(found) >= max_nodes:
+                return found[:max_nodes]
+        return found
+
+    def depth(self, key: str) -> int:
+        """Number of known ancestors of `key`."""
+        return sum(1 for _ in self._chain(key)) - 1 if key in self.nodes else 0
+
+    def evict(self) -> int:
+        """TTL eviction at the device's own clock; return how many nodes were removed."""
+        now = self.watermark_ms
+        removed = self._evict_idle(now - self.limits.idle_ttl_ms)
+        return removed + self._evict_exited(now - self.limits.exited_ttl_ms)
+
+    def _evict_idle(self, before_ms: int) -> int:
+        idle = []
+        for key in self._lru:
+            if self.nodes[key].last_ms >= before_ms:
+                break
+            idle.append(key)
+        for key in idle:
+            self._remove(key)
+        self.stats.evicted_idle += len(idle)
+        return len(idle)
+
+    def _evict_exited(self, before_ms: int) -> int:
+        expired = {k for k in self._exited if (self.nodes[k].end_ms or 0) < before_ms}
+        memo: dict[str, bool] = {}
+        doomed = [k for k in expired if self._subtree_expired(k, expired, memo)]
+        for key in doomed:
+            self._remove(key)
+        self.stats.evicted_exited += len(doomed)
+        return len(doomed)
+
+    def _subtree_expired(self, key: str, expired: set[str], memo: dict[str, bool]) -> bool:
+        """True when `key` and every descendant still in the forest exited before the cut-off."""
+        stack, order = [key], []
+        while stack:
+            current = stack.pop()
+            if current in memo:
+                continue
+            memo[current] = current in expired
+            order.append(current)
+            stack.extend(c for c in self.nodes[current].children if c in self.nodes)
+        for current in reversed(order):  # children before parents
+            kids = self.nodes[current].children
+            memo[current] = memo[current] and all(memo.get(c, True) for c in kids if c in self.nodes)
+        return memo[key]
+
+    def _remove(self, key: str) -> None:
+        node = self.nodes.pop(key, None)
+        if node is None:
+            return
+        self._lru.pop(key, None)
+        self._exited.pop(key, None)
+        parent = self.get(node.parent_key)
+        if parent is not None and key in parent.children:
+            parent.children.remove(key)
+            if parent.placeholder and not parent.children:
+                self._remove(parent.key)  # a placeholder exists only to hold children
