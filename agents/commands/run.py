@@ -1,0 +1,214 @@
+"""`ringfence-agent run`: start the configured sources and the publisher (and plugins such as the enforcer).
+
+Lifecycle: settings are read once here and passed down. SIGTERM or SIGINT stops the sources first,
+then the publisher spools what is queued and sends the backlog for up to `--flush-timeout-s`;
+anything still unsent stays in the spool for the next start. When every source has ended (a file
+read to its end) and no plugin is running, the agent stops the same way.
+
+Extension points (plain data, no magic discovery):
+- `SOURCE_BUILDERS`: source name (as in `RINGFENCE_AGENT_SOURCES`) -> builder taking the settings.
+- `PLUGIN_BUILDERS`: builders of `AgentPlugin`s that run beside the publisher for the agent's life.
+  The enforcer plugs in here: its `observe(event)` sees every event before it is queued (a
+  blocklisted image can be killed as soon as its process_start is seen) and its `run(context)`
+  follows the verdict and command topics; it sets `context.blocklist_version/size` for heartbeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import platform
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from schemas.cli_support import CliError
+
+if TYPE_CHECKING:
+    from agents.publisher import Publisher, PublisherStats
+    from agents.settings import AgentSettings
+    from agents.sources import Source
+    from schemas.events import BehaviorEvent
+    from schemas.topics import KafkaSettings
+
+__all__ = ["PLUGIN_BUILDERS", "SOURCE_BUILDERS", "AgentContext", "AgentPlugin", "register", "run_agent"]
+
+log = logging.getLogger(__name__)
+
+SPOOL_FILE = "spool.db"
+
+
+@dataclass
+class AgentContext:
+    """What a plugin gets: the settings, the Kafka settings, the publisher, and heartbeat fields."""
+
+    settings: AgentSettings
+    kafka: KafkaSettings
+    publisher: Publisher
+    blocklist_version: int = 0  # set by the enforcer: highest verdict offset applied + 1
+    blocklist_size: int = 0  # set by the enforcer: artifacts currently blocked
+
+
+class AgentPlugin(Protocol):
+    """Something that runs beside sources and publisher (the enforcer)."""
+
+    name: str
+
+    def observe(self, event: BehaviorEvent) -> None:
+        """See every event before it is queued; must be quick and must not raise."""
+        ...
+
+    async def run(self, context: AgentContext) -> None:
+        """Run until cancelled."""
+        ...
+
+
+def _linux_source(settings: AgentSettings) -> Source:
+    from agents.linux.source import LinuxLiveConfig, LinuxLiveSource
+
+    return LinuxLiveSource(LinuxLiveConfig(
+        device_id=settings.device_id, watch_paths=settings.watch_paths, process_mode=settings.process_mode,
+        proc_poll_interval_s=settings.proc_poll_interval_s, net_enabled=settings.net_enabled,
+        net_interval_s=settings.net_interval_s, hash_max_bytes=settings.hash_max_bytes,
+    ))
+
+
+SOURCE_BUILDERS: dict[str, Callable[[AgentSettings], Source]] = {"linux": _linux_source}
+PLUGIN_BUILDERS: list[Callable[[AgentSettings, KafkaSettings], AgentPlugin | None]] = []
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "run", help="collect behaviour events and ship them to Kafka through the durable spool",
+        description="Run the agent: the sources named in RINGFENCE_AGENT_SOURCES (default: linux), the "
+        "spool and publisher (Kafka from RINGFENCE_KAFKA_*), and any enforcement plugin. All settings "
+        "come from RINGFENCE_AGENT_* variables (see agents/settings.py). Stops on SIGTERM/SIGINT, "
+        "flushing the spool.",
+    )
+    parser.add_argument("--duration-s", type=float, default=None,
+                        help="stop by itself after this many seconds (benchmarks, smoke tests)")
+    parser.add_argument("--flush-timeout-s", type=float, default=10.0,
+                        help="on shutdown, keep sending the spooled backlog this long (default 10)")
+    parser.set_defaults(func=_handle)
+
+
+def _handle(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from agents.settings import AgentSettings
+    from schemas.topics import KafkaSettings
+
+    try:
+        settings, kafka = AgentSettings(), KafkaSettings()
+    except ValidationError as exc:
+        raise CliError(f"invalid settings: {exc.errors(include_url=False)[0]}") from None
+    unknown = [name for name in settings.sources if name not in SOURCE_BUILDERS]
+    if not settings.sources:
+        raise CliError("no source configured (RINGFENCE_AGENT_SOURCES is empty)")
+    if unknown:
+        raise CliError(f"unknown source(s) {unknown}; known: {sorted(SOURCE_BUILDERS)}")
+    log.info("%s", settings.describe())
+    log.info("%s", kafka.describe())
+    asyncio.run(run_agent(settings, kafka, duration_s=args.duration_s, flush_timeout_s=args.flush_timeout_s))
+    return 0
+
+
+async def run_agent(settings: AgentSettings, kafka: KafkaSettings, *, duration_s: float | None = None,
+                    flush_timeout_s: float = 10.0) -> None:
+    """The whole agent until a signal, `duration_s`, or the end of every source."""
+    from agents.publisher import Publisher, PublisherConfig, kafka_producer_factory
+    from agents.spool import Spool
+
+    spool = Spool(Path(settings.spool_dir) / SPOOL_FILE, max_bytes=settings.spool_max_bytes,
+                  sync=settings.spool_sync)
+    publisher = Publisher(spool, kafka_producer_factory(kafka), PublisherConfig.from_settings(settings))
+    context = AgentContext(settings, kafka, publisher)
+    publisher.set_heartbeat(lambda stats: _heartbeat(context, stats))
+    plugins = [plugin for build in PLUGIN_BUILDERS if (plugin := build(settings, kafka)) is not None]
+    publisher.start()
+    try:
+        await _run_until_stopped(context, plugins, duration_s)
+    finally:
+        await publisher.close(flush_timeout_s)
+        spool.close()
+        log.info("agent %s stopped: %s", settings.device_id, publisher.stats)
+
+
+async def _run_until_stopped(
+    context: AgentContext, plugins: list[AgentPlugin], duration_s: float | None
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    sources = [SOURCE_BUILDERS[name](context.settings) for name in context.settings.sources]
+    publisher = context.publisher
+    source_tasks = [asyncio.create_task(_pump(source, plugins, publisher), name=f"source:{source.name}")
+                    for source in sources]
+    plugin_tasks = [asyncio.create_task(p.run(context), name=f"plugin:{p.name}") for p in plugins]
+    waiters: list[asyncio.Task[object]] = [asyncio.create_task(stop.wait())]
+    if not plugin_tasks:
+        waiters.append(asyncio.create_task(_all_done(source_tasks)))
+    try:
+        await asyncio.wait(waiters, timeout=duration_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await _cancel_all([*waiters, *source_tasks, *plugin_tasks])
+        for source in sources:
+            stats = source.stats
+            log.info("source %s: read=%d emitted=%d skipped=%s", source.name, stats.read, stats.emitted,
+                     dict(stats.skipped))
+
+
+async def _pump(source: Source, plugins: list[AgentPlugin], publisher: Publisher) -> None:
+    try:
+        async for event in source.events():
+            for plugin in plugins:
+                plugin.observe(event)
+            await publisher.submit(event)
+    except Exception:
+        log.exception("source %s failed; the agent goes on without it", source.name)
+        return
+    log.info("source %s ended", source.name)
+
+
+async def _all_done(tasks: Sequence[asyncio.Task[None]]) -> object:
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+def _heartbeat(context: AgentContext, stats: PublisherStats) -> tuple[str, bytes]:
+    from schemas.codec import encode
+    from schemas.devices import Heartbeat
+
+    settings = context.settings
+    beat = Heartbeat(
+        device_id=settings.device_id, hostname=socket.gethostname(), platform="linux",
+        os_version=f"{platform.system()} {platform.release()}", group=settings.group, mode=settings.mode,
+        agent_version=_agent_version(), blocklist_version=context.blocklist_version,
+        blocklist_size=context.blocklist_size, spooled_events=context.publisher.spool.pending_events,
+        ts=datetime.now(UTC),
+    )
+    return settings.device_id, encode(beat)
+
+
+def _agent_version() -> str:
+    try:
+        return metadata.version("ringfence")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"

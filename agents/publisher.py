@@ -1,0 +1,317 @@
+"""Ship events to Kafka through the spool: sources -> bounded queue -> spool (disk) -> EventBatch records.
+
+The path of one event:
+1. `submit()` puts it on a bounded in-memory queue; when the queue is full the source waits
+   (backpressure), so memory stays bounded whatever the source's rate.
+2. The writer task takes what is queued, numbers it per device and commits it to the spool in one
+   transaction (group commit). From here on a crash or a reboot loses nothing.
+3. The sender task takes the oldest device's oldest spooled events (up to `batch_max_events` /
+   `batch_max_bytes`, waiting up to `linger_ms` for a batch to fill), publishes one EventBatch keyed
+   by device_id with acks=all and idempotence, and trims the spool only after the broker's ack.
+   One batch is in flight at a time: strict per-device order, and a failed send is simply offered
+   again. When the broker is unreachable the producer is dropped and re-created with exponential
+   backoff while the spool absorbs events; when it returns the backlog drains in order.
+Delivery is at-least-once: a batch whose ack was lost (a crash between the broker's write and our
+trim) is sent again after restart with the same event ids and seqs, so consumers can drop it.
+
+The producer is built by an injected factory (`ProducerFactory`) so tests swap in a fake; the real
+one is `kafka_producer_factory(KafkaSettings)`. Heartbeats go to the devices topic every
+`heartbeat_interval_s` through the same producer; they are state, not events, so they are not spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agents.settings import AgentSettings
+from agents.spool import Spool, SpoolBatch
+from schemas.codec import decode_event, encode_batch
+from schemas.errors import ContractError
+from schemas.events import BehaviorEvent, EventBatch
+from schemas.topics import KafkaSettings
+
+__all__ = [
+    "Producer",
+    "ProducerFactory",
+    "Publisher",
+    "PublisherConfig",
+    "PublisherStats",
+    "kafka_producer_factory",
+    "pick_compression",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Producer(Protocol):
+    """The part of aiokafka's producer the publisher uses."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send_and_wait(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> Any: ...
+
+
+ProducerFactory = Callable[[], Producer]
+HeartbeatFn = Callable[["PublisherStats"], tuple[str, bytes]]  # -> (device_id key, record value)
+
+
+def pick_compression() -> str:
+    """lz4 when aiokafka can do it here (cramjam), else gzip (always available)."""
+    from aiokafka import codec
+
+    return "lz4" if codec.has_lz4() else "gzip"
+
+
+def kafka_producer_factory(kafka: KafkaSettings, max_record_bytes: int = 1 << 20) -> ProducerFactory:
+    """A factory of aiokafka producers with acks=all, idempotence, compression, TLS/SASL from `kafka`."""
+
+    def make() -> Producer:
+        from aiokafka import AIOKafkaProducer
+
+        producer: Producer = AIOKafkaProducer(
+            **kafka.client_kwargs(), acks="all", enable_idempotence=True,
+            compression_type=pick_compression(), max_request_size=max_record_bytes,
+            max_batch_size=max_record_bytes, request_timeout_ms=15_000,
+        )
+        return producer
+
+    return make
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherConfig:
+    events_topic: str
+    devices_topic: str
+    batch_max_events: int = 500
+    batch_max_bytes: int = 512 << 10
+    linger_ms: int = 200
+    queue_max_events: int = 10_000
+    retry_backoff_initial_s: float = 0.5
+    retry_backoff_max_s: float = 30.0
+    heartbeat_interval_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> PublisherConfig:
+        return cls(
+            events_topic=settings.events_topic, devices_topic=settings.devices_topic,
+            batch_max_events=settings.batch_max_events, batch_max_bytes=settings.batch_max_bytes,
+            linger_ms=settings.linger_ms, queue_max_events=settings.queue_max_events,
+            retry_backoff_initial_s=settings.retry_backoff_initial_s,
+            retry_backoff_max_s=settings.retry_backoff_max_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s,
+        )
+
+
+@dataclass
+class PublisherStats:
+    """Counters for heartbeats and logs; mutable on purpose."""
+
+    submitted: int = 0
+    sent_events: int = 0
+    sent_batches: int = 0
+    send_failures: int = 0
+    rejected_records: int = 0  # spool records that no longer decode (logged at ERROR with ids)
+    connected: bool = False
+    last_error: str | None = None
+
+
+class Publisher:
+    """Runs the writer, sender and heartbeat tasks; `submit` events, `close` to flush and stop."""
+
+    def __init__(self, spool: Spool, producer_factory: ProducerFactory, config: PublisherConfig,
+                 heartbeat: HeartbeatFn | None = None) -> None:
+        self.spool = spool
+        self.config = config
+        self.stats = PublisherStats()
+        self._factory = producer_factory
+        self._heartbeat = heartbeat
+        self._queue: asyncio.Queue[BehaviorEvent] = asyncio.Queue(config.queue_max_events)
+        self._spooled = asyncio.Event()  # the writer committed something
+        self._batch_full = asyncio.Event()  # enough is spooled for a full batch: stop lingering
+        self._producer: Producer | None = None
+        self._recent: dict[tuple[str, int], BehaviorEvent] = {}  # spooled this run: no decode to send
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def set_heartbeat(self, heartbeat: HeartbeatFn) -> None:
+        """Set the heartbeat builder (before `start`)."""
+        self._heartbeat = heartbeat
+
+    async def submit(self, event: BehaviorEvent) -> None:
+        """Queue one event; waits while the queue (and behind it the spool) is full."""
+        if self._closing:
+            raise RuntimeError("publisher is closing")
+        await self._queue.put(event)
+        self.stats.submitted += 1
+
+    def start(self) -> None:
+        """Start the background tasks on the running loop."""
+        self._tasks = [asyncio.create_task(self._writer(), name="publisher-writer"),
+                       asyncio.create_task(self._sender(), name="publisher-sender")]
+        if self._heartbeat is not None:
+            beats = self._heartbeats(self._heartbeat)
+            self._tasks.append(asyncio.create_task(beats, name="publisher-heartbeat"))
+
+    async def close(self, flush_timeout_s: float = 10.0) -> None:
+        """Spool everything queued, try to send the backlog for up to `flush_timeout_s`, then stop.
+
+        Whatever is not acknowledged by then stays in the spool for the next run.
+        """
+        self._closing = True
+        await self._queue.join()  # the writer has committed every submitted event
+        deadline = time.monotonic() + flush_timeout_s
+        while self.spool.pending_events and time.monotonic() < deadline:
+            self._batch_full.set()  # no lingering while flushing
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+        await self._drop_producer()
+        if self.spool.pending_events:
+            log.warning("publisher stopped with %d events still spooled; they are sent on the next run",
+                        self.spool.pending_events)
+
+    # -- writer ---------------------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        while True:
+            group = [await self._queue.get()]
+            while len(group) < self.config.batch_max_events * 4 and not self._queue.empty():
+                group.append(self._queue.get_nowait())
+            try:
+                numbered = await self.spool.put(group)
+            finally:
+                for _ in group:
+                    self._queue.task_done()
+            self._remember(numbered)
+            self._spooled.set()
+            if self.spool.pending_events >= self.config.batch_max_events:
+                self._batch_full.set()
+
+    def _remember(self, events: list[BehaviorEvent]) -> None:
+        if len(self._recent) < self.config.queue_max_events:
+            self._recent.update(((event.device_id, event.seq), event) for event in events)
+
+    # -- sender ---------------------------------------------------------------------------------
+
+    async def _sender(self) -> None:
+        backoff_s = self.config.retry_backoff_initial_s
+        while True:
+            batch = await self._next_batch()
+            try:
+                await self._send(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any producer failure: keep the batch, back off, reconnect
+                await self._on_send_failure(batch, exc, backoff_s)
+                backoff_s = min(backoff_s * 2, self.config.retry_backoff_max_s)
+                continue
+            backoff_s = self.config.retry_backoff_initial_s
+
+    async def _next_batch(self) -> SpoolBatch:
+        """Wait for spooled events; linger for a fuller batch unless one is full already."""
+        while True:
+            batch = self._peek()
+            if batch is None:
+                self._spooled.clear()
+                await self._spooled.wait()
+                continue
+            if len(batch.records) < self.config.batch_max_events and not self._closing:
+                self._batch_full.clear()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self.config.linger_ms / 1000)
+                batch = self._peek() or batch
+            return batch
+
+    def _peek(self) -> SpoolBatch | None:
+        return self.spool.peek(self.config.batch_max_events, self.config.batch_max_bytes)
+
+    async def _send(self, batch: SpoolBatch) -> None:
+        events = self._events_of(batch)
+        producer = await self._connected_producer()
+        if events:
+            value = encode_batch(EventBatch.of(events))
+            await producer.send_and_wait(self.config.events_topic, value=value, key=batch.device_id.encode())
+        self.spool.ack(batch)
+        for event in events:
+            self._recent.pop((event.device_id, event.seq), None)
+        self.stats.sent_events += len(events)
+        self.stats.sent_batches += 1
+
+    def _events_of(self, batch: SpoolBatch) -> list[BehaviorEvent]:
+        events: list[BehaviorEvent] = []
+        for offset, record in enumerate(batch.records):
+            cached = self._recent.get((batch.device_id, batch.first_seq + offset))
+            if cached is not None:
+                events.append(cached)
+                continue
+            try:
+                events.append(decode_event(record))
+            except ContractError as exc:  # cannot happen for records we wrote; never loop on one
+                self.stats.rejected_records += 1
+                log.error("spool record of device %s (batch seq %d..%d) no longer decodes, skipped: %s",
+                          batch.device_id, batch.first_seq, batch.last_seq, exc)
+        return events
+
+    async def _connected_producer(self) -> Producer:
+        if self._producer is None:
+            producer = self._factory()
+            try:
+                await producer.start()
+            except BaseException:
+                with suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+            self.stats.connected = True
+            log.info("publisher connected; %d events spooled", self.spool.pending_events)
+        return self._producer
+
+    async def _on_send_failure(self, batch: SpoolBatch, exc: Exception, backoff_s: float) -> None:
+        self.stats.send_failures += 1
+        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("send of device %s seq %d..%d failed (%s); %d events spooled, retry in %.1fs",
+                    batch.device_id, batch.first_seq, batch.last_seq, self.stats.last_error,
+                    self.spool.pending_events, backoff_s)
+        await self._drop_producer()
+        await asyncio.sleep(backoff_s)
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        self.stats.connected = False
+        if producer is not None:
+            with suppress(Exception):
+                await producer.stop()
+
+    # -- heartbeats -----------------------------------------------------------------------------
+
+    async def _heartbeats(self, make: HeartbeatFn) -> None:
+        while True:
+            await self._send_heartbeat(make)
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+
+    async def _send_heartbeat(self, make: HeartbeatFn) -> None:
+        producer = self._producer
+        if producer is None:
+            return  # disconnected: the next heartbeat after reconnecting says it all
+        key, value = make(self.stats)
+        try:
+            sent = producer.send_and_wait(self.config.devices_topic, value=value, key=key.encode())
+            await asyncio.wait_for(sent, timeout=10)
+        except Exception as exc:  # a lost heartbeat is superseded by the next one
+            log.debug("heartbeat of device %s not sent: %s", key, exc)
+

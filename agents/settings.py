@@ -1,0 +1,84 @@
+"""`AgentSettings`: the one frozen configuration of an endpoint agent (env prefix `RINGFENCE_AGENT_`).
+
+Read once in `ringfence-agent run` (`AgentSettings()`), logged once with `describe()`, and passed
+down; no other module reads the environment. How to reach Kafka (bootstrap, TLS, SASL) is the
+shared `schemas.topics.KafkaSettings` (prefix `RINGFENCE_KAFKA_`), read beside it.
+List settings accept JSON (`["/etc","/tmp"]`) or a comma-separated string (`/etc,/tmp`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.topics import DEVICES, EVENTS
+
+__all__ = ["AgentSettings", "default_device_id"]
+
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+_NOT_ALLOWED = re.compile(r"[^A-Za-z0-9._:@-]+")
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+def default_device_id() -> str:
+    """The host name, made to fit the contract's device id pattern (`ws-042.corp` stays as is)."""
+    name = _NOT_ALLOWED.sub("-", socket.gethostname()).strip("-._:@")[:128]
+    return name if name and _DEVICE_ID.match(name) else "linux-host"
+
+
+class AgentSettings(BaseSettings):
+    """Everything an agent process is configured with; one field, one comment."""
+
+    model_config = SettingsConfigDict(env_prefix="RINGFENCE_AGENT_", frozen=True, extra="ignore")
+
+    device_id: str = Field(default_factory=default_device_id, pattern=_DEVICE_ID.pattern, max_length=128)
+    group: str = "default"  # device group: policy (audit/block) is set per group in the fleet
+    mode: Literal["audit", "block"] = "audit"  # audit: report what would be done; block: act
+    sources: CommaList = ("linux",)  # event sources to run (see `agents.commands.run.SOURCE_BUILDERS`)
+
+    # live Linux collection
+    watch_paths: CommaList = ()  # folders watched recursively for file events
+    process_mode: Literal["auto", "netlink", "poll"] = "auto"  # auto: netlink, else /proc polling
+    proc_poll_interval_s: float = Field(0.5, gt=0)
+    net_enabled: bool = True  # outbound TCP connections from /proc/net/tcp{,6}
+    net_interval_s: float = Field(1.0, gt=0)
+    hash_max_bytes: int = Field(256 << 20, ge=0)  # executables larger than this are not hashed
+
+    # spool and publishing
+    spool_dir: Path = Path("/var/lib/ringfence/spool")
+    spool_max_bytes: int = Field(256 << 20, gt=0)  # past this, sources are blocked (never dropped)
+    spool_sync: Literal["full", "normal"] = "full"  # full: fsync each commit (survives power loss)
+    queue_max_events: int = Field(10_000, gt=0)  # in-memory events between sources and spool
+    batch_max_events: int = Field(500, gt=0)  # events per EventBatch record
+    batch_max_bytes: int = Field(512 << 10, gt=0)  # bytes of events per record (< broker's 1 MiB)
+    linger_ms: int = Field(200, ge=0)  # wait this long for a batch to fill before sending
+    retry_backoff_initial_s: float = Field(0.5, gt=0)
+    retry_backoff_max_s: float = Field(30.0, gt=0)
+    events_topic: str = EVENTS
+    devices_topic: str = DEVICES
+    heartbeat_interval_s: float = Field(30.0, gt=0)
+
+    # enforcement (used by the enforcer)
+    public_key_path: Path | None = None  # fleet Ed25519 public key, until enrollment distributes it
+    quarantine_dir: Path = Path("/var/lib/ringfence/quarantine")
+
+    @field_validator("sources", "watch_paths", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return tuple(json.loads(text))
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
+    def describe(self) -> str:
+        """One loggable line with every setting (there are no secrets here; Kafka's are in KafkaSettings)."""
+        return "agent settings: " + " ".join(f"{name}={value!r}" for name, value in self.model_dump().items())
