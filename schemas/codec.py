@@ -31,6 +31,7 @@ from pydantic_core import ErrorDetails
 
 from schemas import _rawjson
 from schemas._rawjson import Path
+from schemas.common import Contract
 from schemas.errors import (
     ContractError,
     DecodeError,
@@ -43,7 +44,7 @@ from schemas.errors import (
 )
 from schemas.events import SCHEMA_VERSION, BehaviorEvent, EventBatch
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=Contract)
 RecordValue = bytes | bytearray | memoryview
 
 _VERSION = re.compile(r"^([0-9]{1,4})\.([0-9]{1,4})$")
@@ -111,7 +112,7 @@ def validate(model_type: type[M], raw: bytes, obj: dict[str, Any]) -> M:
     try:
         return model_type.model_validate_json(raw)
     except ValidationError as exc:
-        if not _drop_fields_of_newer_versions(exc, obj):
+        if not model_type.forward_compatible or not _drop_fields_of_newer_versions(exc, obj):
             raise _translate(exc, obj) from None
     try:
         return model_type.model_validate(obj)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -40,6 +40,10 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128, patt
 """An opaque printable-ASCII id: event ids, Sysmon ProcessGuids, hashed Linux process keys."""
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-fA-F]{64}$", to_lower=True)]
 """Lower-cased on input: Sysmon reports upper-case hashes, verdicts are keyed by lower-case."""
+KeyId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:-]{1,64}$")]
+"""Names the Ed25519 key a verdict or command was signed with (see `schemas.signing.Keyring`)."""
+Signature = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{86}$")]
+"""Ed25519 signature (64 bytes), base64url without padding."""
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
 NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_CHARS)]
 ShortText = Annotated[str, StringConstraints(max_length=4096)]
@@ -91,3 +95,7 @@ class Contract(BaseModel):
     """Base of our wire models: immutable, and unknown fields are an error (see schemas/README.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    forward_compatible: ClassVar[bool] = True
+    """Whether the codec drops unknown fields of a newer minor version (False for signed contracts:
+    a field we cannot see may restrict what the signer meant, so we must not act without it)."""

@@ -14,10 +14,11 @@ turn it into a dead-letter record or a refused action; each error carries *where
     │   └── DeviceMismatch        a batch carries an event of another device
     ├── SignatureError            missing, malformed or wrong signature
     │   └── UnknownKey            signed by a key_id the keyring does not hold
-    └── Rejected                  authentic, but must not be acted upon
-        ├── Expired               past expires_at (or issued in the future beyond skew)
-        ├── WrongTarget           a command for another device
-        └── Replayed              a nonce already seen
+    ├── Rejected                  authentic, but must not be acted upon
+    │   ├── Expired               past expires_at (or issued in the future beyond skew)
+    │   ├── WrongTarget           a command for another device
+    │   └── Replayed              a nonce already seen
+    └── KeyMaterialError          a key file is missing, unreadable, too open or not Ed25519
 """
 
 from __future__ import annotations
@@ -47,12 +48,14 @@ class ContractError(Exception):
         field_path: str | None = None,
         device_id: str | None = None,
         event_id: str | None = None,
+        record_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.field_path = field_path
         self.device_id = device_id
         self.event_id = event_id
+        self.record_id = record_id  # command_id, verdict artifact id, ... for non-event records
 
     @property
     def error_class(self) -> str:
@@ -61,7 +64,10 @@ class ContractError(Exception):
 
     def context(self) -> dict[str, str]:
         """The known location/ids, for structured logs and dead letters."""
-        items = {"field_path": self.field_path, "device_id": self.device_id, "event_id": self.event_id}
+        items = {
+            "field_path": self.field_path, "device_id": self.device_id,
+            "event_id": self.event_id, "record_id": self.record_id,
+        }
         return {key: value for key, value in items.items() if value is not None}
 
     def __str__(self) -> str:
@@ -137,3 +143,7 @@ class WrongTarget(Rejected):
 
 class Replayed(Rejected):
     """A command nonce this device has already accepted."""
+
+
+class KeyMaterialError(ContractError):
+    """A key file or key text could not be used (missing, wrong type, readable by others)."""
