@@ -1,0 +1,140 @@
+"""Replay recorded BehaviorEvent JSON Lines, at recorded speed or faster, as an event source.
+
+Why: demos, load tests and regression runs need a device that behaves exactly like a recording
+(the output of `ringfence-agent ingest`, or any events topic dump). Pacing is anchored at the first
+event: event *n* is released at `start + (ts_n - ts_0) / speed`, so sleeps never accumulate drift;
+`speed=0` releases everything as fast as the consumer takes it. Events whose time goes backwards
+are released at once. `max_gap_s` squeezes long idle stretches of a recording.
+
+Events are replayed unchanged (same ids, seq and ts), so replaying twice is idempotent downstream;
+`retime=True` shifts every `ts` by one offset so that the first event happens "now" (the order and
+spacing are kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+from agents.sources import SourceStats
+from agents.sysmon.readers import DEFAULT_MAX_LINE_BYTES, iter_lines, open_binary
+from schemas.codec import decode_event
+from schemas.errors import ContractError
+from schemas.events import BehaviorEvent
+
+log = logging.getLogger(__name__)
+
+_YIELD_EVERY_EVENTS = 256  # at speed 0, give the event loop a turn this often
+
+
+def read_behavior_events(
+    handle: IO[bytes], stats: SourceStats, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
+) -> Iterator[BehaviorEvent]:
+    """Decode BehaviorEvent JSON Lines; bad lines are counted in `stats` by contract error class."""
+    line_no = 0
+    try:
+        for line in iter_lines(handle, max_line_bytes):
+            line_no += 1
+            if line is not None and not line.strip():
+                continue
+            stats.read += 1
+            event = _decode(line, line_no, stats)
+            if event is not None:
+                stats.emit(event.payload.kind)
+                yield event
+    except (EOFError, OSError) as exc:
+        stats.skip("malformed:truncated_or_corrupt_stream")
+        log.warning("stopped reading events after line %d: %s", line_no, exc)
+
+
+def _decode(line: bytes | None, line_no: int, stats: SourceStats) -> BehaviorEvent | None:
+    if line is None:
+        stats.skip("malformed:line_too_long")
+        return None
+    try:
+        return decode_event(line.strip())
+    except ContractError as exc:
+        stats.skip(f"invalid_event:{exc.error_class}")
+        log.debug("line %d is not a BehaviorEvent: %s", line_no, exc)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Pacer:
+    """When to release each event: pure arithmetic over event times and a monotonic clock."""
+
+    speed: float
+    max_gap_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.speed < 0:
+            raise ValueError(f"speed must be >= 0 (0 = as fast as possible), got {self.speed}")
+        if self.max_gap_s is not None and self.max_gap_s < 0:
+            raise ValueError(f"max_gap_s must be >= 0, got {self.max_gap_s}")
+
+    def offset_s(self, previous_offset_s: float, previous_ts: datetime, ts: datetime) -> float:
+        """Recording-time offset of an event from the first one, with long gaps squeezed."""
+        gap_s = (ts - previous_ts).total_seconds()
+        if self.max_gap_s is not None:
+            gap_s = min(gap_s, self.max_gap_s)
+        return previous_offset_s + max(gap_s, 0.0)
+
+    def delay_s(self, offset_s: float, started_at_s: float, now_s: float) -> float:
+        """Seconds to wait before releasing an event `offset_s` into the recording."""
+        if self.speed == 0:
+            return 0.0
+        return max(started_at_s + offset_s / self.speed - now_s, 0.0)
+
+
+class ReplaySource:
+    """A Source replaying files of BehaviorEvent JSON Lines one after the other."""
+
+    name = "replay"
+
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        pacer: Pacer,
+        *,
+        retime: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.paths = list(paths)
+        self.pacer = pacer
+        self.retime = retime
+        self.stats = SourceStats()
+        self._clock, self._sleep, self._now = clock, sleep, now
+
+    async def events(self) -> AsyncIterator[BehaviorEvent]:
+        """All events of all files, each released at its paced time."""
+        started_at_s = self._clock()
+        previous: datetime | None = None
+        offset_s, shift = 0.0, timedelta(0)
+        for index, event in enumerate(self._all_events()):
+            if previous is None:
+                previous = event.ts
+                shift = self._now() - event.ts if self.retime else timedelta(0)
+            offset_s = self.pacer.offset_s(offset_s, previous, event.ts)
+            previous = max(previous, event.ts)
+            await self._wait(offset_s, started_at_s, index)
+            yield event.model_copy(update={"ts": event.ts + shift}) if self.retime else event
+
+    async def _wait(self, offset_s: float, started_at_s: float, index: int) -> None:
+        delay_s = self.pacer.delay_s(offset_s, started_at_s, self._clock())
+        if delay_s > 0:
+            await self._sleep(delay_s)
+        elif index % _YIELD_EVERY_EVENTS == 0:
+            await asyncio.sleep(0)
+
+    def _all_events(self) -> Iterator[BehaviorEvent]:
+        for path in self.paths:
+            with open_binary(path) as handle:
+                yield from read_behavior_events(handle, self.stats)
