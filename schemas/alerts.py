@@ -76,7 +76,10 @@ DETECTION_NAME = re.compile(
     rf"^Behavior:(?P<os>Win32|Linux)/(?P<tactic>{_TACTICS})\.(?P<variant>{_VARIANT})!ml$"
 )
 
-DetectionName = Annotated[str, StringConstraints(pattern=DETECTION_NAME.pattern)]
+DetectionName = Annotated[
+    str, StringConstraints(pattern=rf"^Behavior:(?:Win32|Linux)/(?:{_TACTICS})\.{_VARIANT}!ml$")
+]
+"""The same rule without named groups, which JSON Schema (ECMA-262) regexes do not spell this way."""
 TechniqueId = Annotated[str, StringConstraints(pattern=r"^T[0-9]{4}(\.[0-9]{3})?$")]
 """An ATT&CK technique or sub-technique id, e.g. T1059.001."""
 
