@@ -16,6 +16,7 @@ The parser is a pure function over bytes so it is tested without a kernel.
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
 import logging
 import os
@@ -24,7 +25,8 @@ import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from agents.linux.errors import ConnectorUnavailable
+from agents.linux.errors import ConnectorUnavailable, ProcessGone
+from agents.linux.procfs import ProcessSnapshot, read_snapshot
 
 __all__ = [
     "ConnectorUnavailable",
@@ -71,10 +73,12 @@ class ForkEvent:
 
 @dataclass(frozen=True, slots=True)
 class ExecEvent:
-    """A process replaced its image."""
+    """A process replaced its image; `snapshot` is /proc read the moment the message was received
+    (None if the process had already exited), because short-lived processes do not wait for us."""
 
     tgid: int
     monotonic_ns: int
+    snapshot: ProcessSnapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +167,8 @@ class ProcConnector:
             pass  # closing anyway; the kernel drops the subscription with the socket
         self._sock.close()
 
-    def read_ready(self) -> list[KernelProcEvent]:
-        """Drain every datagram queued now (non-blocking)."""
+    def read_ready(self, capture: bool = False) -> list[KernelProcEvent]:
+        """Drain every datagram queued now (non-blocking); `capture` snapshots /proc per exec."""
         events: list[KernelProcEvent] = []
         while True:
             try:
@@ -177,19 +181,38 @@ class ProcConnector:
                 self.overruns += 1  # the kernel dropped messages while we were busy: say so, go on
                 log.warning("process connector overrun (%s): some process events were lost", exc)
                 continue
-            events.extend(parse_datagram(data))
+            parsed = parse_datagram(data)
+            if capture:
+                parsed = [_with_snapshot(e) if isinstance(e, ExecEvent) else e for e in parsed]
+            events.extend(parsed)
+
+    def _read_and_capture(
+        self, pending: collections.deque[list[KernelProcEvent]], ready: asyncio.Event
+    ) -> None:
+        """Reader callback: drain the socket, reading /proc for each exec *now*, before it exits."""
+        batch = self.read_ready(capture=True)
+        if batch:
+            pending.append(batch)
+            ready.set()
 
     async def stream(self) -> AsyncIterator[list[KernelProcEvent]]:
         """Yield the events of each wake-up, in kernel order, until cancelled."""
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
-        loop.add_reader(self._sock.fileno(), ready.set)
+        pending: collections.deque[list[KernelProcEvent]] = collections.deque()
+        loop.add_reader(self._sock.fileno(), self._read_and_capture, pending, ready)
         try:
             while True:
                 await ready.wait()
                 ready.clear()
-                batch = self.read_ready()
-                if batch:
-                    yield batch
+                while pending:
+                    yield pending.popleft()
         finally:
             loop.remove_reader(self._sock.fileno())
+
+
+def _with_snapshot(event: ExecEvent) -> ExecEvent:
+    try:
+        return ExecEvent(event.tgid, event.monotonic_ns, read_snapshot(event.tgid))
+    except ProcessGone:
+        return event

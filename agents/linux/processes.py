@@ -95,12 +95,13 @@ class ProcessTracker:
             announced=False,
         ))
 
-    def on_exec(self, pid: int, monotonic_ns: int) -> list[BehaviorEvent]:
-        """A process replaced its image: emit its start (and its parent's, if never announced)."""
+    def on_exec(self, pid: int, monotonic_ns: int, snap: ProcessSnapshot | None) -> list[BehaviorEvent]:
+        """A process replaced its image: emit its start (and its parent's, if never announced).
+
+        `snap` is /proc as read when the kernel message arrived; None if the process was gone.
+        """
         known = self._table.get(pid)
-        try:
-            snap = read_snapshot(pid)
-        except ProcessGone:
+        if snap is None:
             return self._exec_unreadable(pid, known, monotonic_ns)
         parent_key, ppid = (known.parent_key, known.ppid) if known else (None, snap.ppid)
         events = self._announce_parent(ppid) if ppid is not None else []

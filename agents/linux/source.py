@@ -142,7 +142,7 @@ class LinuxLiveSource:
             if isinstance(kev, ForkEvent):
                 self.tracker.on_fork(kev.parent_tgid, kev.child_tgid, kev.monotonic_ns)
             elif isinstance(kev, ExecEvent):
-                events.extend(self.tracker.on_exec(kev.tgid, kev.monotonic_ns))
+                events.extend(self.tracker.on_exec(kev.tgid, kev.monotonic_ns, kev.snapshot))
             elif isinstance(kev, ExitEvent):
                 events.extend(self.tracker.on_exit(kev.tgid, kev.exit_code, kev.monotonic_ns))
         return events

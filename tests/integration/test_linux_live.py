@@ -1,0 +1,165 @@
+"""The live Linux source on this machine, with real processes, files and a loopback connection.
+
+No broker is involved, but these tests need root (netlink connector) and a real kernel, so they
+live in the integration tier. Other engineers' processes run on the same host: every assertion
+filters on the processes and paths this test created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from agents.linux.procfs import process_key_for
+from agents.linux.source import LinuxLiveConfig, LinuxLiveSource, ProcessMode
+from schemas.events import BehaviorEvent, EventKind
+
+pytestmark = pytest.mark.integration
+
+DEVICE = "itest-linux"
+
+
+class Collected:
+    def __init__(self) -> None:
+        self.events: list[BehaviorEvent] = []
+
+    def of_kind(self, kind: EventKind) -> list[BehaviorEvent]:
+        return [e for e in self.events if e.kind == kind]
+
+    def starts_by_pid(self) -> dict[int, BehaviorEvent]:
+        return {e.payload.pid: e for e in self.of_kind(EventKind.PROCESS_START)  # type: ignore[union-attr]
+                if e.payload.pid is not None}  # type: ignore[union-attr]
+
+    async def wait_for(self, predicate: Callable[[Collected], bool], timeout_s: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not predicate(self):
+            if asyncio.get_running_loop().time() > deadline:
+                kinds = [(e.kind.value, getattr(e.payload, "pid", None) or getattr(e.payload, "path", ""))
+                         for e in self.events][-40:]
+                raise AssertionError(f"expected events did not arrive; last seen: {kinds}")
+            await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running(config: LinuxLiveConfig) -> AsyncIterator[tuple[LinuxLiveSource, Collected]]:
+    source = LinuxLiveSource(config)
+    collected = Collected()
+
+    async def consume() -> None:
+        async for event in source.events():
+            collected.events.append(event)
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(source.ready.wait(), timeout=10)
+    try:
+        yield source, collected
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def script(tmp: Path, port: int) -> str:
+    """A shell that starts children, writes files in `tmp` and connects to the test's port."""
+    connect = (f"import socket,time; s=socket.create_connection(('127.0.0.1',{port})); "
+               f"open('{tmp}/from-python.txt','w').write('x'); time.sleep(2.5)")
+    return (f"echo one > {tmp}/a.txt; mkdir {tmp}/sub; sleep 0.3; echo two > {tmp}/sub/b.txt; "
+            f"mv {tmp}/a.txt {tmp}/c.txt; rm {tmp}/c.txt; "
+            f"{sys.executable} -c \"{connect}\" & sleep 0.2; wait; exit 3")
+
+
+async def exercise(collected: Collected, tmp: Path, expect_net: bool = True) -> tuple[int, int]:
+    """Run the script against a listening socket; returns (shell pid, listening port)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    try:
+        shell = await asyncio.create_subprocess_exec("/bin/sh", "-c", script(tmp, port))
+        assert await asyncio.wait_for(shell.wait(), timeout=20) == 3
+        await collected.wait_for(lambda c: any(
+            e.payload.pid == shell.pid for e in c.of_kind(EventKind.PROCESS_END)))  # type: ignore[union-attr]
+        if expect_net:
+            await collected.wait_for(lambda c: any(
+                e.payload.dst_port == port for e in c.of_kind(EventKind.NETWORK_CONNECT)))  # type: ignore[union-attr]
+    finally:
+        server.close()
+    return shell.pid, port
+
+
+async def test_netlink_sees_the_tree_files_and_connection(tmp_path: Path) -> None:
+    config = LinuxLiveConfig(device_id=DEVICE, watch_paths=(str(tmp_path),), process_mode="netlink",
+                             net_interval_s=0.2)
+    async with running(config) as (source, collected):
+        assert source.process_mode == "netlink"
+        shell_pid, port = await exercise(collected, tmp_path)
+        await collected.wait_for(lambda c: len(c.of_kind(EventKind.FILE_DELETE)) >= 1)
+
+    starts = collected.starts_by_pid()
+    shell = starts[shell_pid]
+    assert shell.image in ("/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/dash", "/usr/bin/bash", "/bin/bash")
+    assert shell.parent_process_key == process_key_for(os.getpid(), DEVICE)  # the test process
+    shell_end = next(e for e in collected.of_kind(EventKind.PROCESS_END) if e.payload.pid == shell_pid)  # type: ignore[union-attr]
+    assert shell_end.process_key == shell.process_key and shell_end.payload.exit_code == 3  # type: ignore[union-attr]
+
+    children = [e for e in starts.values() if e.parent_process_key == shell.process_key]
+    # mkdir, sleep, mv, rm, python, sleep: each one is seen with its parent link, even those that exit
+    # before /proc can be read (their image is then "<unknown>"); the long-lived ones have images.
+    assert len(children) == 6, [(e.image, e.payload) for e in children]
+    images = [os.path.basename(e.image or "") for e in children]
+    assert images.count("sleep") == 2, images
+    python_child = next(e for e in children if e.payload.command_line.find("create_connection") >= 0)  # type: ignore[union-attr]
+    assert python_child.payload.sha256 is not None and len(python_child.payload.sha256) == 64  # type: ignore[union-attr]
+
+    connect = next(e for e in collected.of_kind(EventKind.NETWORK_CONNECT) if e.payload.dst_port == port)  # type: ignore[union-attr]
+    assert connect.process_key == python_child.process_key
+    assert connect.payload.dst_ip == "127.0.0.1" and connect.payload.outbound  # type: ignore[union-attr]
+    assert not [e for e in collected.of_kind(EventKind.NETWORK_CONNECT)
+                if e.payload.src_port == port]  # type: ignore[union-attr]  # the accepted side is inbound
+
+    paths = {(e.kind, getattr(e.payload, "path", None)) for e in collected.events}
+    assert (EventKind.FILE_CREATE, str(tmp_path / "a.txt")) in paths
+    assert (EventKind.FILE_WRITE, str(tmp_path / "a.txt")) in paths
+    assert (EventKind.FILE_WRITE, str(tmp_path / "sub" / "b.txt")) in paths  # folder created after start
+    assert (EventKind.FILE_DELETE, str(tmp_path / "c.txt")) in paths
+    rename = next(e for e in collected.of_kind(EventKind.FILE_RENAME))
+    assert (rename.payload.old_path, rename.payload.path) == (str(tmp_path / "a.txt"), str(tmp_path / "c.txt"))  # type: ignore[union-attr]
+    assert all(e.device_id == DEVICE and e.seq == 0 for e in collected.events)
+
+
+@pytest.mark.parametrize("mode", ["poll"])
+async def test_proc_polling_fallback_sees_processes_that_live_past_one_poll(
+    tmp_path: Path, mode: ProcessMode
+) -> None:
+    config = LinuxLiveConfig(device_id=DEVICE, process_mode=mode, proc_poll_interval_s=0.1,
+                             net_interval_s=0.2)
+    async with running(config) as (source, collected):
+        assert source.process_mode == "poll"
+        shell = await asyncio.create_subprocess_exec(
+            "/bin/sh", "-c", "sleep 0.6 & sleep 0.7; wait; exit 5")
+        await asyncio.wait_for(shell.wait(), timeout=10)
+        await collected.wait_for(lambda c: any(
+            e.payload.pid == shell.pid for e in c.of_kind(EventKind.PROCESS_END)))  # type: ignore[union-attr]
+
+    starts = collected.starts_by_pid()
+    shell_start = starts[shell.pid]
+    assert shell_start.parent_process_key == process_key_for(os.getpid(), DEVICE)
+    sleeps = [e for e in starts.values() if e.parent_process_key == shell_start.process_key]
+    assert len(sleeps) == 2 and all(os.path.basename(e.image or "") == "sleep" for e in sleeps)
+
+
+async def test_process_key_for_matches_the_event_and_is_none_once_gone(tmp_path: Path) -> None:
+    config = LinuxLiveConfig(device_id=DEVICE, process_mode="netlink", net_enabled=False)
+    async with running(config) as (_source, collected):
+        child = await asyncio.create_subprocess_exec("/bin/sleep", "1")
+        await collected.wait_for(lambda c: child.pid in c.starts_by_pid())
+        assert collected.starts_by_pid()[child.pid].process_key == process_key_for(child.pid, DEVICE)
+        await child.wait()
+    assert process_key_for(child.pid, DEVICE) is None

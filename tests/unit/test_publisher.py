@@ -1,0 +1,186 @@
+"""Publisher with a fake producer: batching, order, outage and restart behaviour without a broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agents.publisher import Producer, Publisher, PublisherConfig, PublisherStats
+from agents.spool import Spool
+from schemas.codec import decode_batch
+from schemas.events import BehaviorEvent, EventBatch, FileWrite, Platform
+
+EVENTS, DEVICES = "t.events", "t.devices"
+
+
+def event(device: str = "dev-a", n: int = 0) -> BehaviorEvent:
+    return BehaviorEvent(
+        event_id=f"{device}-{n}-{uuid.uuid4().hex[:6]}", device_id=device, seq=0,
+        ts=datetime(2026, 1, 1, tzinfo=UTC), platform=Platform.LINUX, process_key="k" * 32,
+        payload=FileWrite(path=f"/f/{n}"),
+    )
+
+
+@dataclass
+class FakeBroker:
+    """Records what was produced; `down` makes start and send fail like an unreachable broker."""
+
+    down: bool = False
+    records: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    starts: int = 0
+
+    def factory(self) -> Producer:
+        return FakeProducer(self)
+
+    def batches(self) -> list[EventBatch]:
+        return [decode_batch(value) for topic, _key, value in self.records if topic == EVENTS]
+
+
+class FakeProducer:
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+
+    async def start(self) -> None:
+        self.broker.starts += 1
+        if self.broker.down:
+            raise ConnectionError("broker unreachable")
+
+    async def stop(self) -> None:
+        return None
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+        if self.broker.down:
+            raise ConnectionError("broker unreachable")
+        assert value is not None and key is not None
+        self.broker.records.append((topic, key, value))
+
+
+def config(**overrides: Any) -> PublisherConfig:
+    base: dict[str, Any] = dict(events_topic=EVENTS, devices_topic=DEVICES, batch_max_events=10,
+                                linger_ms=20, retry_backoff_initial_s=0.01, retry_backoff_max_s=0.05,
+                                heartbeat_interval_s=0.05)
+    return PublisherConfig(**{**base, **overrides})
+
+
+async def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_batches_are_keyed_by_device_numbered_and_in_order(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config())
+    publisher.start()
+    sent = [event("dev-a" if n % 3 else "dev-b", n) for n in range(25)]
+    for item in sent:
+        await publisher.submit(item)
+    await publisher.close()
+
+    assert all(len(b.events) <= 10 for b in broker.batches())
+    assert all(key == b.device_id.encode() for (_t, key, _v), b in zip(broker.records, broker.batches(),
+                                                                          strict=True))
+    for device in ("dev-a", "dev-b"):
+        got = [e for b in broker.batches() if b.device_id == device for e in b.events]
+        assert [e.event_id for e in got] == [e.event_id for e in sent if e.device_id == device]
+        assert [e.seq for e in got] == list(range(len(got)))
+    assert publisher.spool.pending_events == 0
+
+
+async def test_outage_spools_then_drains_everything_once_in_order(tmp_path: Path) -> None:
+    broker = FakeBroker(down=True)
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config())
+    publisher.start()
+    sent = [event("dev-a", n) for n in range(40)]
+    for item in sent:
+        await publisher.submit(item)
+    await wait_until(lambda: broker.starts >= 3)  # it keeps retrying with backoff
+    assert broker.records == [] and publisher.stats.send_failures >= 3
+    assert publisher.spool.pending_events == 40
+
+    broker.down = False
+    await wait_until(lambda: publisher.spool.pending_events == 0)
+    await publisher.close()
+    got = [e.event_id for b in broker.batches() for e in b.events]
+    assert got == [e.event_id for e in sent]
+
+
+async def test_restart_while_broker_down_sends_old_spool_first_and_continues_seq(tmp_path: Path) -> None:
+    broker = FakeBroker(down=True)
+    first = Publisher(Spool(tmp_path / "s.db"), broker.factory, config())
+    first.start()
+    for n in range(5):
+        await first.submit(event("dev-a", n))
+    await first.close(flush_timeout_s=0.1)
+    first.spool.close()
+    assert broker.records == []
+
+    broker.down = False
+    second = Publisher(Spool(tmp_path / "s.db"), broker.factory, config())
+    second.start()
+    for n in range(5, 8):
+        await second.submit(event("dev-a", n))
+    await second.close()
+    got = [e for b in broker.batches() for e in b.events]
+    assert [e.event_id.split("-")[2] for e in got] == [str(n) for n in range(8)]
+    assert [e.seq for e in got] == list(range(8))
+
+
+async def test_lingers_for_a_fuller_batch_but_sends_a_partial_one(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config(linger_ms=300))
+    publisher.start()
+    await publisher.submit(event("dev-a", 0))
+    await asyncio.sleep(0.1)
+    assert broker.records == []  # still lingering
+    await publisher.submit(event("dev-a", 1))
+    await wait_until(lambda: len(broker.records) == 1, timeout_s=2)
+    assert [len(b.events) for b in broker.batches()] == [2]
+    await publisher.close()
+
+
+async def test_submit_blocks_when_queue_and_spool_are_full(tmp_path: Path) -> None:
+    broker = FakeBroker(down=True)
+    probe = Spool(tmp_path / "probe.db")
+    probe.append([event()])
+    one = probe.pending_bytes
+    publisher = Publisher(Spool(tmp_path / "s.db", max_bytes=one * 3), broker.factory,
+                          config(queue_max_events=2))
+    publisher.start()
+    submitted = 0
+
+    async def producer() -> None:
+        nonlocal submitted
+        for n in range(20):
+            await publisher.submit(event("dev-a", n))
+            submitted += 1
+
+    task = asyncio.create_task(producer())
+    await asyncio.sleep(0.3)
+    assert not task.done() and submitted < 20  # the source is held back, nothing dropped
+    assert publisher.spool.pending_events <= 3
+    broker.down = False
+    await asyncio.wait_for(task, timeout=5)
+    await publisher.close()
+    assert [e.seq for b in broker.batches() for e in b.events] == list(range(20))
+
+
+async def test_heartbeats_go_to_the_devices_topic_once_connected(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config())
+
+    def beat(stats: PublisherStats) -> tuple[str, bytes]:
+        return "dev-a", f"sent={stats.sent_events}".encode()
+
+    publisher.set_heartbeat(beat)
+    publisher.start()
+    await publisher.submit(event("dev-a", 0))
+    await wait_until(lambda: any(topic == DEVICES for topic, _k, _v in broker.records))
+    await publisher.close()
+    beats = [(key, value) for topic, key, value in broker.records if topic == DEVICES]
+    assert beats[0][0] == b"dev-a"
