@@ -108,14 +108,17 @@ def decode_record(data: RecordValue, limits: Limits = DEFAULT_LIMITS) -> EventBa
 
 
 def validate(model_type: type[M], raw: bytes, obj: dict[str, Any]) -> M:
-    """One validation call; a newer-minor record gets a second one without its unknown fields."""
+    """One validation call; a newer-minor record gets a second one without its unknown fields.
+
+    Strict JSON mode: times must be RFC 3339 strings (not epoch numbers), integers not floats.
+    """
     try:
-        return model_type.model_validate_json(raw)
+        return model_type.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         if not model_type.forward_compatible or not _drop_fields_of_newer_versions(exc, obj):
             raise _translate(exc, obj) from None
     try:
-        return model_type.model_validate(obj)
+        return model_type.model_validate_json(orjson.dumps(obj), strict=True)
     except ValidationError as exc:
         raise _translate(exc, obj) from None
 
