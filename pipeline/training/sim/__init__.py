@@ -1,0 +1,1 @@
+"""Generators of simulated process trees: documented attack behaviour and benign workloads."""

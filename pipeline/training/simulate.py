@@ -1,0 +1,174 @@
+"""Simulated training trees: documented attack behaviour for every tactic on Windows and Linux,
+and realistic benign workloads, with randomised entry chains, noise and sensor views.
+
+Why simulate: the recorded lab data has no CommandAndControl, Exfiltration or Impact examples,
+one or two of InitialAccess and Collection, and no Linux at all. The generators in
+`pipeline.training.sim` re-create what ATT&CK, Atomic Red Team and LOLBAS document for each
+technique id; this module drives them reproducibly (a tree's randomness depends only on the seed,
+the generator's name and the tree's index) and varies what a sensor would have seen:
+
+- *entry*: interactive shell, cut tree (unknown parent), C2 implant, remote execution, SSH, web shell;
+- *preamble*: a quick `whoami`/`hostname` before the main step (as operators do);
+- *noise*: unrelated benign activity on the same device, interleaved in time;
+- *view*: full Sysmon-like telemetry, process creation only (Security 4688 / audit-only
+  collection), or a light Sysmon config without image loads and process access.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from pipeline.training.sim import (
+    linux_attack1,
+    linux_attack2,
+    linux_benign,
+    win_attack1,
+    win_attack2,
+    win_attack3,
+    win_attack4,
+    win_benign,
+)
+from pipeline.training.sim.builder import SimTree, TreeBuilder
+from pipeline.training.sim.catalog import Technique
+from pipeline.training.sim.session import LINUX_ENTRIES, WIN_ENTRIES, Session
+from pipeline.training.sim.session import linux_benign as linux_benign_entry
+from pipeline.training.sim.session import win_benign as win_benign_entry
+from pipeline.training.sim.vocab import Rand, sys32
+from schemas.events import BehaviorEvent, Platform
+
+BENIGN = "Benign"
+TACTICS: tuple[str, ...] = (
+    "InitialAccess", "Execution", "Persistence", "PrivilegeEscalation", "DefenseEvasion", "CredentialAccess",
+    "Discovery", "LateralMovement", "Collection", "CommandAndControl", "Exfiltration", "Impact",
+)
+_PROCESS_KINDS = frozenset({"process_start", "process_end"})
+_LIGHT_DROP = frozenset({"image_load", "process_access"})
+Workload = Callable[[Session], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SimConfig:
+    """How much to simulate; defaults give ~10k attack trees and ~12k benign trees."""
+
+    seed: int = 7
+    attacks_per_technique: int = 60
+    benign_trees: int = 12_000
+    noise_max: int = 2
+    process_only_share: float = 0.3
+    light_share: float = 0.2
+    preamble_share: float = 0.3
+    linux_benign_share: float = 0.4
+
+
+def techniques() -> tuple[Technique, ...]:
+    """Every registered attack generator, Windows then Linux."""
+    modules = (win_attack1, win_attack2, win_attack3, win_attack4, linux_attack1, linux_attack2)
+    return tuple(t for m in modules for t in m.REG.items)
+
+
+def benign_workloads(platform: Platform) -> tuple[tuple[str, float, Workload], ...]:
+    """(name, weight, generator) of the benign workloads of one platform."""
+    return tuple((win_benign if platform is Platform.WINDOWS else linux_benign).WORKLOADS)
+
+
+def _rng(*parts: object) -> random.Random:
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))  # noqa: S311 - reproducible simulation
+
+
+def _builder(rng: random.Random, platform: Platform, prefix: str) -> TreeBuilder:
+    start = datetime(2019, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.uniform(0, 6 * 365 * 86400))
+    device = f"{prefix}-{rng.getrandbits(40):010x}"
+    return TreeBuilder(rng, platform, device, start)
+
+
+def simulate_attack(tech: Technique, index: int, config: SimConfig) -> SimTree:
+    """One attack tree of `tech` (deterministic in config.seed, technique and index)."""
+    rng = _rng(config.seed, "attack", tech.platform, tech.attack_id, tech.generate.__name__, index)
+    r = Rand(rng)
+    b = _builder(rng, tech.platform, "sim")
+    b.label = tech.tactic
+    entries = WIN_ENTRIES if tech.platform is Platform.WINDOWS else LINUX_ENTRIES
+    session = (tech.entry or r.pick(entries))(b, r)
+    if tech.tactic != "Discovery" and tech.entry is None and r.chance(config.preamble_share):
+        _preamble(session)
+    b.label = tech.tactic
+    tech.generate(session)
+    tree_id = f"sim:{tech.platform}:{tech.attack_id}:{tech.generate.__name__}:{index}"
+    tree = b.build(tree_id, tech.tactic, tech.attack_id)
+    return _finish(tree, rng, config)
+
+
+def _preamble(s: Session) -> None:
+    """An operator's first look around, labelled Discovery on its own processes."""
+    s.b.label = "Discovery"
+    commands = ("whoami", "hostname") + (("ipconfig", "systeminfo") if s.windows else ("id", "uname -a"))
+    for cmd in s.r.sample(commands, s.r.num(1, 2)):
+        image = sys32(s.r, cmd.split()[0] + ".exe") if s.windows else f"/usr/bin/{cmd.split()[0]}"
+        s.run(image, cmd)
+
+
+def simulate_benign(
+    platform: Platform, name: str, fn: Workload, index: int, config: SimConfig
+) -> SimTree:
+    """One benign recording of workload `name` (deterministic in seed, name and index)."""
+    rng = _rng(config.seed, "benign", platform, name, index)
+    b = _builder(rng, platform, "sim")
+    r = Rand(rng)
+    session = (win_benign_entry if platform is Platform.WINDOWS else linux_benign_entry)(b, r)
+    fn(session)
+    tree = b.build(f"sim:{platform}:benign:{name}:{index}", BENIGN, name)
+    return _finish(tree, rng, config)
+
+
+def _finish(tree: SimTree, rng: random.Random, config: SimConfig) -> SimTree:
+    """Interleave benign noise from the same device and apply a sensor view."""
+    noise = [_noise(tree, rng, i, config) for i in range(rng.randint(0, config.noise_max))]
+    events = _merge(tree.events, [n.events for n in noise])
+    roll = rng.random()
+    if roll < config.process_only_share:
+        events = [e for e in events if e.payload.kind in _PROCESS_KINDS]
+    elif roll < config.process_only_share + config.light_share:
+        events = [e for e in events if e.payload.kind not in _LIGHT_DROP]
+    events = [e.model_copy(update={"seq": i}) for i, e in enumerate(events)]
+    return replace(tree, events=tuple(events))
+
+
+def _noise(tree: SimTree, rng: random.Random, index: int, config: SimConfig) -> SimTree:
+    workloads = benign_workloads(tree.platform)
+    name, _, fn = workloads[rng.randrange(len(workloads))]
+    nrng = _rng(config.seed, "noise", tree.tree_id, index)
+    first = tree.events[0].ts if tree.events else datetime(2020, 1, 1, tzinfo=UTC)
+    b = TreeBuilder(nrng, tree.platform, tree.events[0].device_id if tree.events else "sim-noise",
+                    first + timedelta(seconds=nrng.uniform(-60, 120)))
+    fn((win_benign_entry if tree.platform is Platform.WINDOWS else linux_benign_entry)(b, Rand(nrng)))
+    return b.build(f"{tree.tree_id}:noise{index}", BENIGN, name)
+
+
+def _merge(main: Sequence[BehaviorEvent], others: Sequence[Sequence[BehaviorEvent]]) -> list[BehaviorEvent]:
+    """Merge event streams of one device by time (stable: ties keep stream order)."""
+    streams = [list(main), *map(list, others)]
+    return list(heapq.merge(*streams, key=lambda e: e.ts))
+
+
+def simulate_corpus(config: SimConfig = SimConfig()) -> Iterator[SimTree]:
+    """Every simulated tree: attacks per technique, then benign workloads by weight and platform."""
+    for tech in techniques():
+        for index in range(config.attacks_per_technique):
+            yield simulate_attack(tech, index, config)
+    yield from _benign_corpus(config)
+
+
+def _benign_corpus(config: SimConfig) -> Iterator[SimTree]:
+    shares = ((Platform.LINUX, config.linux_benign_share), (Platform.WINDOWS, 1 - config.linux_benign_share))
+    for platform, share in shares:
+        workloads = benign_workloads(platform)
+        total = sum(w for _, w, _ in workloads)
+        for name, weight, fn in workloads:
+            for index in range(round(config.benign_trees * share * weight / total)):
+                yield simulate_benign(platform, name, fn, index, config)
