@@ -35,8 +35,14 @@ EPOCH = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 class EventKit:
     """Event factory for one device; time advances by `step_ms` per event unless `at_ms` is given."""
 
-    def __init__(self, device_id: str = "dev-1", platform: str = "windows", *, step_ms: int = 10,
-                 start: datetime = EPOCH) -> None:
+    def __init__(
+        self,
+        device_id: str = "dev-1",
+        platform: str = "windows",
+        *,
+        step_ms: int = 10,
+        start: datetime = EPOCH,
+    ) -> None:
         self.device_id, self.platform, self.step_ms = device_id, platform, step_ms
         self.seq = 0
         self.now = start
@@ -52,22 +58,35 @@ class EventKit:
         """Move the kit's clock forward."""
         self.now += timedelta(milliseconds=ms)
 
-    def event(self, key: str, payload: Payload, *, parent: str | None = None, image: str | None = None,
-              at_ms: int | None = None) -> BehaviorEvent:
+    def event(
+        self,
+        key: str,
+        payload: Payload,
+        *,
+        parent: str | None = None,
+        image: str | None = None,
+        at_ms: int | None = None,
+    ) -> BehaviorEvent:
         """One event of process `key`; parent and image default to what the kit saw for `key`."""
         self.seq += 1
         if at_ms is None:
             self.advance(self.step_ms)
         ts = self.now if at_ms is None else datetime.fromtimestamp(at_ms / 1000, tz=UTC)
         return BehaviorEvent(
-            event_id=f"{self.device_id}-{self.seq}", device_id=self.device_id, seq=self.seq, ts=ts,
+            event_id=f"{self.device_id}-{self.seq}",
+            device_id=self.device_id,
+            seq=self.seq,
+            ts=ts,
             platform=self.platform,
-            process_key=key, parent_process_key=parent if parent is not None else self._parents.get(key),
-            image=image if image is not None else self._images.get(key), payload=payload,
+            process_key=key,
+            parent_process_key=parent if parent is not None else self._parents.get(key),
+            image=image if image is not None else self._images.get(key),
+            payload=payload,
         )
 
-    def start(self, key: str, image: str, command_line: str = "", *, parent: str | None = None,
-              **fields: Any) -> BehaviorEvent:
+    def start(
+        self, key: str, image: str, command_line: str = "", *, parent: str | None = None, **fields: Any
+    ) -> BehaviorEvent:
         """process_start of `key` under `parent`."""
         self._images[key], self._parents[key] = image, parent
         return self.event(key, ProcessStart(image=image, command_line=command_line, **fields), parent=parent)
@@ -88,8 +107,9 @@ class EventKit:
         """file_rename by `key`."""
         return self.event(key, FileRename(path=path, old_path=old_path))
 
-    def reg(self, key: str, reg_key: str, value_name: str | None = None,
-            data: str | None = None) -> BehaviorEvent:
+    def reg(
+        self, key: str, reg_key: str, value_name: str | None = None, data: str | None = None
+    ) -> BehaviorEvent:
         """registry_set by `key`."""
         return self.event(key, RegistrySet(key=reg_key, value_name=value_name, data=data))
 

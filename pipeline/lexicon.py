@@ -151,7 +151,7 @@ _POSIX_PREFIXES: tuple[tuple[str, Location], ...] = (
 _WIN_RULES: tuple[tuple[str, Location], ...] = (
     ("\\start menu\\programs\\startup\\", Location.STARTUP),
     ("\\.ssh\\", Location.SSH),
-    ("\\windowspowershell\\", Location.SHELL_PROFILE),
+    ("profile.ps1", Location.SHELL_PROFILE),
     ("\\system32\\tasks\\", Location.SERVICE_UNIT),
     ("\\appdata\\local\\temp\\", Location.TEMP),
     ("\\windows\\temp\\", Location.TEMP),
@@ -192,23 +192,30 @@ def extension(path: str) -> str:
 
 
 EXECUTABLE_EXTENSIONS = frozenset(
-    "exe dll sys scr com cpl ocx ps1 psm1 bat cmd vbs vbe js jse wsf wsh hta msi lnk jar sh so py pl elf"
-    .split()
+    "exe dll sys scr com cpl ocx ps1 psm1 bat cmd vbs vbe js jse wsf wsh hta msi lnk jar sh so py pl "
+    "elf".split()
 )
 ARCHIVE_EXTENSIONS = frozenset("zip 7z rar tar gz tgz bz2 xz cab iso".split())
 BACKUP_EXTENSIONS = frozenset("bak vhd vhdx vbk vib vrb bkf wbcat backup tib sql dmp".split())
-COMMON_EXTENSIONS = frozenset(
-    "txt log tmp dat db ini xml json yaml yml cfg conf csv htm html css png jpg jpeg gif bmp ico svg "
-    "doc docx xls xlsx ppt pptx pdf rtf odt ods md pyc lock pid sqlite etl evtx pf mui manifest cat "
-    "old new part crdownload partial swp".split()
-) | EXECUTABLE_EXTENSIONS | ARCHIVE_EXTENSIONS | BACKUP_EXTENSIONS
+COMMON_EXTENSIONS = (
+    frozenset(
+        "txt log tmp dat db ini xml json yaml yml cfg conf csv htm html css png jpg jpeg gif bmp ico svg "
+        "doc docx xls xlsx ppt pptx pdf rtf odt ods md pyc lock pid sqlite etl evtx pf mui manifest cat "
+        "old new part crdownload partial swp".split()
+    )
+    | EXECUTABLE_EXTENSIONS
+    | ARCHIVE_EXTENSIONS
+    | BACKUP_EXTENSIONS
+)
 
 
 def is_backup_path(path: str) -> bool:
     """A backup, shadow-copy or recovery artifact (deleting these is an Impact signal)."""
     lowered = path.lower()
-    return extension(lowered) in BACKUP_EXTENSIONS or "system volume information" in lowered or (
-        "\\windowsimagebackup\\" in lowered
+    return (
+        extension(lowered) in BACKUP_EXTENSIONS
+        or "system volume information" in lowered
+        or ("\\windowsimagebackup\\" in lowered)
     )
 
 
@@ -272,11 +279,14 @@ class DllClass(IntEnum):
 _DLLS: dict[str, DllClass] = {
     **dict.fromkeys(
         "samlib.dll vaultcli.dll dbghelp.dll dbgcore.dll wdigest.dll kerberos.dll cryptdll.dll "
-        "msv1_0.dll ntdsapi.dll".split(), DllClass.CREDENTIAL),
+        "msv1_0.dll ntdsapi.dll".split(),
+        DllClass.CREDENTIAL,
+    ),
     **dict.fromkeys(
         "system.management.automation.dll system.management.automation.ni.dll jscript.dll "
         "jscript9.dll vbscript.dll scrobj.dll clr.dll clrjit.dll mscoree.dll amsi.dll".split(),
-        DllClass.SCRIPT_ENGINE),
+        DllClass.SCRIPT_ENGINE,
+    ),
     **dict.fromkeys("winhttp.dll wininet.dll ws2_32.dll urlmon.dll".split(), DllClass.NETWORK),
     **dict.fromkeys("wmiutils.dll fastprox.dll wbemcomn.dll wbemprox.dll mi.dll".split(), DllClass.REMOTE),
 }
@@ -287,8 +297,38 @@ def dll_class(path: str) -> DllClass:
     return _DLLS.get(basename(path), DllClass.OTHER)
 
 
-STANDARD_PORTS = frozenset({20, 21, 22, 25, 53, 80, 88, 110, 123, 135, 137, 138, 139, 143, 389, 443, 445,
-                            465, 587, 636, 993, 995, 3268, 3389, 5985, 5986, 8080, 8443})
+STANDARD_PORTS = frozenset(
+    {
+        20,
+        21,
+        22,
+        25,
+        53,
+        80,
+        88,
+        110,
+        123,
+        135,
+        137,
+        138,
+        139,
+        143,
+        389,
+        443,
+        445,
+        465,
+        587,
+        636,
+        993,
+        995,
+        3268,
+        3389,
+        5985,
+        5986,
+        8080,
+        8443,
+    }
+)
 LATERAL_PORTS = frozenset({22, 135, 139, 445, 3389, 5985, 5986, 5900, 23})
 
 

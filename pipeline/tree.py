@@ -8,7 +8,8 @@ created from `event.image`.
 
 Memory is bounded per device, because one noisy or hostile device must not starve the worker:
 - each node keeps at most `max_evidence_per_node` evidence records (the oldest go first) and
-  `max_conns_per_node` connection records;
+  `max_conns_per_node` connection records and `max_notable_per_node` raw "notable" events (those
+  that earned a specific behaviour code or an indicator: the evidence an alert shows);
 - a device keeps at most `max_nodes` nodes. When a new node would exceed that, the forest evicts
   the oldest *exited* node first (by exit order), and only when none has exited the least recently
   active node. Every drop is counted in `ForestStats` so a flood is visible, never silent.
@@ -41,6 +42,7 @@ class TreeLimits:
     max_nodes: int = 8192  # nodes per device before flood eviction starts
     max_evidence_per_node: int = 512  # packed behaviour records kept per process
     max_conns_per_node: int = 128  # (ts, dst ip, dst port) records kept per process
+    max_notable_per_node: int = 4  # raw events kept per process as alert evidence
     exited_ttl_ms: int = 10 * 60 * 1000  # keep an exited subtree this long after its last exit
     idle_ttl_ms: int = 2 * 60 * 60 * 1000  # evict a node without activity for this long
     max_depth: int = 64  # bound on ancestor/descendant walks (also breaks malicious cycles)
@@ -95,6 +97,7 @@ class ProcessNode:
     children: list[str] = field(default_factory=list)
     evidence: deque[int] = field(default_factory=deque)
     conns: deque[tuple[int, str, int]] = field(default_factory=deque)
+    notable: deque[BehaviorEvent] = field(default_factory=deque)
 
     @property
     def placeholder(self) -> bool:
@@ -117,6 +120,20 @@ class ProcessNode:
         self.image_cls = image_class(image)
 
 
+GENERIC_CODES = frozenset(
+    {
+        Counter.CHILD_SPAWN,
+        Counter.FILE_WRITE,
+        Counter.FILE_DELETE,
+        Counter.FILE_RENAME,
+        Counter.REG_WRITE,
+        Counter.NET_CONNECT,
+        Counter.DNS_QUERY,
+        Counter.PROC_ACCESS,
+        Counter.SCRIPT,
+    }
+)
+"""Codes that alone do not make an event worth keeping as alert evidence."""
 _SCRIPT = (Counter.SCRIPT,)
 _SCRIPT_SUSPICIOUS = (Counter.SCRIPT, Counter.SCRIPT_SUSPICIOUS)
 
@@ -180,10 +197,13 @@ class DeviceForest:
         payload = event.payload
         node = self._touch(event.process_key, event.image, when)
         if isinstance(payload, ProcessStart):
-            return self._start(node, event.parent_process_key, payload, when)
+            dirty = self._start(node, event.parent_process_key, payload, when)
+            if node.cmd_mask:
+                node.notable.append(event)
+            return dirty
         if event.parent_process_key is not None and node.parent_key is None:
             self._link(node, event.parent_process_key, when)
-        return self._behaviour(node, payload, when)
+        return self._behaviour(node, event, when)
 
     def _is_redelivery(self, seq: int, when: int) -> bool:
         """Seq not above the high-water mark *and* not newer than the watermark: seen before.
@@ -212,8 +232,13 @@ class DeviceForest:
     def _new_node(self, key: str, *, placeholder: bool = False, keep: str | None = None) -> ProcessNode:
         if len(self.nodes) >= self.limits.max_nodes:
             self._make_room(keep)
-        node = ProcessNode(key, evidence=deque(maxlen=self.limits.max_evidence_per_node),
-                           conns=deque(maxlen=self.limits.max_conns_per_node))
+        limits = self.limits
+        node = ProcessNode(
+            key,
+            evidence=deque(maxlen=limits.max_evidence_per_node),
+            conns=deque(maxlen=limits.max_conns_per_node),
+            notable=deque(maxlen=limits.max_notable_per_node),
+        )
         self.nodes[key] = node
         self._lru[key] = None
         if placeholder:
@@ -273,7 +298,8 @@ class DeviceForest:
     def _is_ancestor_or_self(self, key: str, start: str) -> bool:
         return any(n.key == key for n in self._chain(start))
 
-    def _behaviour(self, node: ProcessNode, payload: Any, when: int) -> tuple[str, ...]:
+    def _behaviour(self, node: ProcessNode, event: BehaviorEvent, when: int) -> tuple[str, ...]:
+        payload: Any = event.payload
         kind = payload.kind
         if kind == "process_end":
             node.end_ms = when
@@ -290,6 +316,8 @@ class DeviceForest:
             elif kind == "image_load" and payload.path == node.image:
                 node.signer, node.signed = payload.signer, payload.signed
         self._add_evidence(node, when, codes)
+        if any(code not in GENERIC_CODES for code in codes):
+            node.notable.append(event)
         return (node.key,)
 
     def _add_evidence(self, node: ProcessNode, when: int, codes: Iterable[Counter]) -> None:

@@ -17,12 +17,31 @@ import orjson
 from pipeline.errors import StateError
 from pipeline.tree import DeviceForest, ForestStats, ProcessNode, TreeLimits
 from pipeline.windows import CODE_MASK, N_COUNTERS
+from schemas.events import BehaviorEvent
 
 STATE_VERSION = 1
-_FIELDS = ("key", "image", "command_line", "sha256", "user", "integrity_level", "uid", "pid",
-           "parent_key", "start_ms", "end_ms", "last_ms", "started", "cmd_mask", "script_mask",
-           "signer", "signed", "alert_mark")
+_FIELDS = (
+    "key",
+    "image",
+    "command_line",
+    "sha256",
+    "user",
+    "integrity_level",
+    "uid",
+    "pid",
+    "parent_key",
+    "start_ms",
+    "end_ms",
+    "last_ms",
+    "started",
+    "cmd_mask",
+    "script_mask",
+    "signer",
+    "signed",
+    "alert_mark",
+)
 _INT_FIELDS = ("uid", "pid", "start_ms", "end_ms")
+_TAILS = 3  # evidence, conns, notable events
 _REQUIRED_INT_FIELDS = ("last_ms", "cmd_mask", "script_mask")
 _STR_FIELDS = ("key", "image", "command_line")
 
@@ -45,6 +64,7 @@ def _node_row(node: ProcessNode) -> list[Any]:
     row: list[Any] = [getattr(node, name) for name in _FIELDS]
     row.append(list(node.evidence))
     row.append([list(c) for c in node.conns])
+    row.append([event.model_dump(mode="json") for event in node.notable])
     return row
 
 
@@ -58,7 +78,7 @@ def forest_from_dict(data: Any, limits: TreeLimits | None = None) -> DeviceFores
         raise StateError(f"unsupported forest state version {data.get('v')!r}", device_id=device_id)
     try:
         return _rebuild(data, limits)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic errors are ValueErrors
         raise StateError(f"corrupt forest state: {exc}", device_id=device_id) from exc
 
 
@@ -71,8 +91,8 @@ def _rebuild(data: dict[str, Any], limits: TreeLimits | None) -> DeviceForest:
 
 
 def _node_from_row(row: list[Any], limits: TreeLimits) -> ProcessNode:
-    if len(row) != len(_FIELDS) + 2:
-        raise ValueError(f"node row has {len(row)} fields, expected {len(_FIELDS) + 2}")
+    if len(row) != len(_FIELDS) + _TAILS:
+        raise ValueError(f"node row has {len(row)} fields, expected {len(_FIELDS) + _TAILS}")
     values = dict(zip(_FIELDS, row[: len(_FIELDS)], strict=True))
     for name in _INT_FIELDS:
         values[name] = None if values[name] is None else int(values[name])
@@ -83,12 +103,16 @@ def _node_from_row(row: list[Any], limits: TreeLimits) -> ProcessNode:
             raise TypeError(f"node field {name} must be a string")
     node = ProcessNode(**values)
     node.set_image(node.image)
-    evidence = [int(x) for x in row[-2]]
+    evidence = [int(x) for x in row[-3]]
     if any((x & CODE_MASK) >= N_COUNTERS for x in evidence):
         raise ValueError(f"unknown behaviour code in node {node.key}")
     node.evidence = deque(evidence, maxlen=limits.max_evidence_per_node)
-    node.conns = deque(((int(t), str(ip), int(port)) for t, ip, port in row[-1]),
-                       maxlen=limits.max_conns_per_node)
+    node.conns = deque(
+        ((int(t), str(ip), int(port)) for t, ip, port in row[-2]), maxlen=limits.max_conns_per_node
+    )
+    node.notable = deque(
+        (BehaviorEvent.model_validate(e) for e in row[-1]), maxlen=limits.max_notable_per_node
+    )
     return node
 
 

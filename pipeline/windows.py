@@ -145,22 +145,33 @@ COUNTER_DOCS: dict[Counter, str] = {
 }
 
 _FW_BY_LOCATION: dict[Location, Counter] = {
-    Location.TEMP: Counter.FW_TEMP, Location.USER_PROFILE: Counter.FW_USER_PROFILE,
-    Location.SYSTEM: Counter.FW_SYSTEM, Location.STARTUP: Counter.FW_STARTUP,
-    Location.PROGRAM_DATA: Counter.FW_PROGRAM_DATA, Location.ETC: Counter.FW_ETC,
-    Location.CRON: Counter.FW_CRON, Location.SSH: Counter.FW_SSH,
-    Location.SERVICE_UNIT: Counter.FW_SERVICE_UNIT, Location.SHELL_PROFILE: Counter.FW_SHELL_PROFILE,
-    Location.PROGRAM_FILES: Counter.FW_PROGRAM_FILES, Location.WINDOWS: Counter.FW_WINDOWS,
+    Location.TEMP: Counter.FW_TEMP,
+    Location.USER_PROFILE: Counter.FW_USER_PROFILE,
+    Location.SYSTEM: Counter.FW_SYSTEM,
+    Location.STARTUP: Counter.FW_STARTUP,
+    Location.PROGRAM_DATA: Counter.FW_PROGRAM_DATA,
+    Location.ETC: Counter.FW_ETC,
+    Location.CRON: Counter.FW_CRON,
+    Location.SSH: Counter.FW_SSH,
+    Location.SERVICE_UNIT: Counter.FW_SERVICE_UNIT,
+    Location.SHELL_PROFILE: Counter.FW_SHELL_PROFILE,
+    Location.PROGRAM_FILES: Counter.FW_PROGRAM_FILES,
+    Location.WINDOWS: Counter.FW_WINDOWS,
 }
 _REG_BY_CLASS: dict[RegistryClass, Counter] = {
-    RegistryClass.RUN: Counter.REG_RUN, RegistryClass.SERVICES: Counter.REG_SERVICES,
-    RegistryClass.WINLOGON: Counter.REG_WINLOGON, RegistryClass.IFEO: Counter.REG_IFEO,
-    RegistryClass.COM_HIJACK: Counter.REG_COM_HIJACK, RegistryClass.DEFENSE: Counter.REG_DEFENSE,
+    RegistryClass.RUN: Counter.REG_RUN,
+    RegistryClass.SERVICES: Counter.REG_SERVICES,
+    RegistryClass.WINLOGON: Counter.REG_WINLOGON,
+    RegistryClass.IFEO: Counter.REG_IFEO,
+    RegistryClass.COM_HIJACK: Counter.REG_COM_HIJACK,
+    RegistryClass.DEFENSE: Counter.REG_DEFENSE,
     RegistryClass.LSA: Counter.REG_LSA,
 }
 _LOAD_BY_CLASS: dict[DllClass, Counter] = {
-    DllClass.CREDENTIAL: Counter.LOAD_CREDENTIAL, DllClass.SCRIPT_ENGINE: Counter.LOAD_SCRIPT_ENGINE,
-    DllClass.NETWORK: Counter.LOAD_NETWORK, DllClass.REMOTE: Counter.LOAD_REMOTE_MGMT,
+    DllClass.CREDENTIAL: Counter.LOAD_CREDENTIAL,
+    DllClass.SCRIPT_ENGINE: Counter.LOAD_SCRIPT_ENGINE,
+    DllClass.NETWORK: Counter.LOAD_NETWORK,
+    DllClass.REMOTE: Counter.LOAD_REMOTE_MGMT,
 }
 _USER_WRITABLE = frozenset({Location.TEMP, Location.USER_PROFILE, Location.PROGRAM_DATA})
 _SENSITIVE_TARGETS = frozenset({ImageClass.SYSTEM_CORE, ImageClass.SERVICE_HOST, ImageClass.USER_SHELL})
@@ -272,10 +283,19 @@ def _none(payload: Any) -> tuple[Counter, ...]:
 
 _DNS = (Counter.DNS_QUERY,)
 _BY_KIND: dict[str, Callable[[Any], tuple[Counter, ...]]] = {
-    "file_create": _file_write, "file_write": _file_write, "file_delete": _file_delete,
-    "file_rename": _file_rename, "registry_set": _registry, "network_connect": _network,
-    "dns_query": lambda _p: _DNS, "image_load": _image_load, "process_access": _process_access,
-    "remote_thread": _remote_thread, "process_start": _none, "process_end": _none, "script": _none,
+    "file_create": _file_write,
+    "file_write": _file_write,
+    "file_delete": _file_delete,
+    "file_rename": _file_rename,
+    "registry_set": _registry,
+    "network_connect": _network,
+    "dns_query": lambda _p: _DNS,
+    "image_load": _image_load,
+    "process_access": _process_access,
+    "remote_thread": _remote_thread,
+    "process_start": _none,
+    "process_end": _none,
+    "script": _none,
 }
 
 
@@ -361,3 +381,29 @@ def sum_groups(values: NDArray[np.float32], groups: Sequence[Sequence[int]]) -> 
 def distinct_in_window(records: Iterable[tuple[int, str]], start_ms: int) -> int:
     """Distinct values among (ts_ms, value) records at or after `start_ms` (e.g. destination IPs)."""
     return len({value for ts_ms, value in records if ts_ms >= start_ms})
+
+
+COUNTER_TECHNIQUES: dict[Counter, tuple[str, ...]] = {
+    Counter.FW_STARTUP: ("T1547.001",),
+    Counter.REG_RUN: ("T1547.001",),
+    Counter.FW_CRON: ("T1053.003",),
+    Counter.FW_SSH: ("T1098.004",),
+    Counter.FW_SERVICE_UNIT: ("T1543.002",),
+    Counter.REG_SERVICES: ("T1543.003",),
+    Counter.FW_SHELL_PROFILE: ("T1546.004",),
+    Counter.REG_WINLOGON: ("T1547.004",),
+    Counter.REG_IFEO: ("T1546.012",),
+    Counter.REG_COM_HIJACK: ("T1546.015",),
+    Counter.REG_DEFENSE: ("T1562.001",),
+    Counter.REG_LSA: ("T1556",),
+    Counter.LSASS_READ: ("T1003.001",),
+    Counter.LSASS_WRITE: ("T1003.001",),
+    Counter.REMOTE_THREAD: ("T1055",),
+    Counter.REMOTE_THREAD_SYSTEM: ("T1055",),
+    Counter.RENAME_UNCOMMON_EXT: ("T1486",),
+    Counter.FILE_DELETE_BACKUP: ("T1490",),
+    Counter.NET_LATERAL_PORT: ("T1021",),
+    Counter.FW_ARCHIVE: ("T1560",),
+    Counter.LOAD_CREDENTIAL: ("T1003",),
+}
+"""ATT&CK techniques that a counter firing points at (for the alert's technique list)."""

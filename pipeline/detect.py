@@ -1,0 +1,307 @@
+"""The detection path, end to end and free of I/O: events -> trees -> windows -> features -> score -> policy.
+
+The stream worker and `ringfence hunt` both call `Detector.process(events, now_ms)`, so what an
+analyst sees offline is what the fleet would have done. `now_ms` is the caller's clock (wall time
+in the stream, event time or "end of file" when hunting); it drives micro-batch flushing, command
+expiry and exclusion expiry. Windows and TTLs run on each device's own event time.
+
+A flush scores every process whose tree changed plus `context_up` of its ancestors (their subtree
+features changed too), skipping anchors (services, desktop shells, sshd...) that are never a
+subtree root. Malicious rows are grouped into incidents: a row's root is its highest ancestor that
+is itself malicious (in this flush, or already alerted) and not an anchor. A root that was already
+alerted for the same tactic at the same or a higher score band is not alerted again; the mark lives
+on the node, so it survives with the forest's state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline.features import FEATURE_NAMES, RowContext, feature_matrix, row_context
+from pipeline.incident import Incident, NodeView
+from pipeline.indicators import indicator_techniques
+from pipeline.lexicon import ANCHOR_CLASSES
+from pipeline.policy import Decision, Policy
+from pipeline.scoring import TACTICS, Matrix, MicroBatcher, Model, RowScore, Scorer, load_model
+from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
+from pipeline.tree_state import forest_from_bytes, forest_to_bytes
+from pipeline.windows import COUNTER_TECHNIQUES, DEFAULT_WINDOW_MS, Counter
+from schemas.events import BehaviorEvent
+
+log = logging.getLogger(__name__)
+_BANDS = ("medium", "high", "critical")
+_SUB_OFFSET = FEATURE_NAMES.index("sub_child_spawn")
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    """Knobs of the detection path."""
+
+    window_ms: int = DEFAULT_WINDOW_MS  # sliding behaviour window
+    max_rows: int = 512  # flush when this many changed processes are pending
+    max_delay_ms: int = 50  # ... or when the oldest has waited this long (caller's clock)
+    context_up: int = 3  # ancestors re-scored with a changed process
+    evict_every_ms: int = 60_000  # TTL eviction period per device (device time)
+    max_incident_nodes: int = 256  # processes in an alert's tree snapshot
+    limits: TreeLimits = field(default_factory=TreeLimits)
+
+
+@dataclass(slots=True)
+class DetectorStats:
+    """What the detector did, for metrics and for the hunt summary."""
+
+    events: int = 0
+    flushes: int = 0
+    rows_scored: int = 0
+    incidents: int = 0
+    realerts_skipped: int = 0
+    suppressed: int = 0
+    decisions: int = 0
+
+
+Row = tuple[DeviceForest, ProcessNode]
+
+
+class Detector:
+    """Per-device forests, a micro-batcher, a scorer and a policy."""
+
+    def __init__(
+        self, model: Model | None = None, policy: Policy | None = None, config: DetectorConfig | None = None
+    ) -> None:
+        self.config = config or DetectorConfig()
+        self.scorer = Scorer(model if model is not None else load_model())
+        self.policy = policy or Policy()
+        self.forests: dict[str, DeviceForest] = {}
+        self.stats = DetectorStats()
+        self._batcher: MicroBatcher[tuple[str, str]] = MicroBatcher(
+            self.config.max_rows, self.config.max_delay_ms
+        )
+        self._next_evict: dict[str, int] = {}
+
+    @property
+    def model(self) -> Model:
+        """The model scoring the rows."""
+        return self.scorer.model
+
+    def process(self, events: Sequence[BehaviorEvent], now_ms: int) -> list[Decision]:
+        """Fold events into the trees; score and decide if a micro-batch is due."""
+        for event in events:
+            self._ingest(event, now_ms)
+        return self.flush(now_ms) if self._batcher.due(now_ms) else []
+
+    def tick(self, now_ms: int) -> list[Decision]:
+        """Flush if the oldest pending change has waited long enough (call from a timer)."""
+        return self.flush(now_ms) if self._batcher.due(now_ms) else []
+
+    def flush(self, now_ms: int) -> list[Decision]:
+        """Score everything pending in one predict call and return the decisions."""
+        rows = self._rows(self._batcher.drain())
+        if not rows:
+            return []
+        contexts = [row_context(forest, node.key, self.config.window_ms) for forest, node in rows]
+        matrix = feature_matrix(contexts)
+        scores = self.scorer.score(matrix)
+        self.stats.flushes += 1
+        self.stats.rows_scored += len(rows)
+        if not any(s.is_malicious for s in scores):
+            return []
+        reasons = self.scorer.explain(matrix, scores, FEATURE_NAMES)
+        return self._decide(rows, contexts, matrix, scores, reasons, now_ms)
+
+    def _ingest(self, event: BehaviorEvent, now_ms: int) -> None:
+        device = event.device_id
+        forest = self.forests.get(device)
+        if forest is None:
+            forest = self.forests[device] = DeviceForest(device, event.platform.value, self.config.limits)
+        self.stats.events += 1
+        dirty = forest.apply(event)
+        if dirty:
+            self._batcher.add([(device, key) for key in dirty], now_ms)
+        if forest.watermark_ms >= self._next_evict.get(device, 0):
+            forest.evict()
+            self._next_evict[device] = forest.watermark_ms + self.config.evict_every_ms
+
+    def _rows(self, pending: Iterable[tuple[str, str]]) -> list[Row]:
+        """Changed processes plus their nearest ancestors, once each, anchors and placeholders left out."""
+        seen: dict[tuple[str, str], Row] = {}
+        for device, key in pending:
+            forest = self.forests.get(device)
+            node = forest.get(key) if forest is not None else None
+            if forest is None or node is None:
+                continue
+            for candidate in (node, *forest.ancestors(key, self.config.context_up)):
+                if _scorable(candidate):
+                    seen.setdefault((device, candidate.key), (forest, candidate))
+        return list(seen.values())
+
+    def _decide(
+        self,
+        rows: list[Row],
+        contexts: list[RowContext],
+        matrix: Matrix,
+        scores: list[RowScore],
+        reasons: list[list[tuple[str, float, float]]],
+        now_ms: int,
+    ) -> list[Decision]:
+        malicious = {
+            (f.device_id, n.key): i
+            for i, ((f, n), s) in enumerate(zip(rows, scores, strict=True))
+            if s.is_malicious
+        }
+        groups: dict[tuple[str, str], int] = {}
+        for (device, _), i in malicious.items():
+            root = self._root(rows[i], malicious)
+            best = groups.get((device, root.key))
+            if best is None or scores[i].malicious > scores[best].malicious:
+                groups[(device, root.key)] = i
+        decisions: list[Decision] = []
+        for (device, root_key), i in groups.items():
+            forest = self.forests[device]
+            decisions += self._incident(
+                forest, forest.nodes[root_key], contexts[i], matrix[i], scores[i], reasons[i], now_ms
+            )
+        self.stats.decisions += len(decisions)
+        return decisions
+
+    def _root(self, row: Row, malicious: dict[tuple[str, str], int]) -> ProcessNode:
+        forest, node = row
+        root = node
+        for parent in forest.ancestors(node.key):
+            if not _scorable(parent) or (
+                (forest.device_id, parent.key) not in malicious and not parent.alert_mark
+            ):
+                break
+            root = parent
+        return root
+
+    def _incident(
+        self,
+        forest: DeviceForest,
+        root: ProcessNode,
+        ctx: RowContext,
+        values: Matrix,
+        score: RowScore,
+        reasons: list[tuple[str, float, float]],
+        now_ms: int,
+    ) -> list[Decision]:
+        if _already_alerted(root.alert_mark, score.tactic, score.band):
+            self.stats.realerts_skipped += 1
+            return []
+        incident = self._build(forest, root, ctx, values, score, reasons)
+        self.stats.incidents += 1
+        decisions = self.policy.decide(incident, now_ms)
+        self.stats.suppressed += not decisions
+        root.alert_mark = _with_mark(root.alert_mark, score.tactic, score.band)
+        log.info(
+            "device %s: %s on tree %s (score %.3f, %d decisions)",
+            forest.device_id,
+            incident.tactic,
+            root.key,
+            score.malicious,
+            len(decisions),
+        )
+        return decisions
+
+    def _build(
+        self,
+        forest: DeviceForest,
+        root: ProcessNode,
+        ctx: RowContext,
+        values: Matrix,
+        score: RowScore,
+        reasons: list[tuple[str, float, float]],
+    ) -> Incident:
+        window_start = ctx.window_start_ms
+        members = [
+            root,
+            *forest.descendants(
+                root.key, active_since_ms=window_start, max_nodes=self.config.max_incident_nodes - 1
+            ),
+        ]
+        mask = 0
+        for member in (*members, *ctx.ancestors):
+            mask |= member.mask
+        evidence = sorted((e for m in members for e in m.notable), key=lambda e: (e.ts, e.seq))
+        model = self.model
+        return Incident(
+            device_id=forest.device_id,
+            platform=forest.platform,
+            root=_view(root),
+            scored=_view(ctx.node),
+            nodes=tuple(_view(m) for m in members),
+            evidence=tuple(evidence),
+            tactic=score.tactic,
+            score=score.malicious,
+            threshold=float(model.thresholds.get("malicious", 0.5)),
+            tactic_scores=dict(zip(TACTICS, score.probabilities[1:], strict=True)),
+            top_features=tuple(reasons),
+            techniques=_techniques(mask, values),
+            model_version=model.version,
+            feature_version=model.feature_version,
+        )
+
+    def device_state(self, device_id: str) -> bytes | None:
+        """Serialised forest of one device (for a changelog), None when unknown."""
+        forest = self.forests.get(device_id)
+        return None if forest is None else forest_to_bytes(forest)
+
+    def restore_device(self, data: bytes) -> str:
+        """Load a device's forest from `device_state` bytes; returns its device id (StateError if corrupt)."""
+        forest = forest_from_bytes(data, self.config.limits)
+        self.forests[forest.device_id] = forest
+        return forest.device_id
+
+    def drop_device(self, device_id: str) -> None:
+        """Forget a device (its partition moved to another worker)."""
+        self.forests.pop(device_id, None)
+        self._next_evict.pop(device_id, None)
+
+
+def _scorable(node: ProcessNode) -> bool:
+    return not node.placeholder and node.image_cls not in ANCHOR_CLASSES
+
+
+def _view(node: ProcessNode) -> NodeView:
+    return NodeView(
+        node.key,
+        node.parent_key,
+        node.image,
+        node.command_line,
+        node.sha256,
+        node.user,
+        node.pid,
+        node.start_ms,
+        node.end_ms,
+        node.last_ms,
+        node.signer,
+        node.image_cls,
+    )
+
+
+def _techniques(mask: int, values: Matrix) -> tuple[str, ...]:
+    fired = np.nonzero(values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)])[0]
+    found = set(indicator_techniques(mask))
+    found.update(t for i in fired.tolist() for t in COUNTER_TECHNIQUES.get(Counter(i), ()))
+    return tuple(sorted(found))
+
+
+def _already_alerted(mark: str | None, tactic: str, band: str) -> bool:
+    """Same tactic already alerted at this band or a higher one."""
+    previous = _marks(mark)
+    return tactic in previous and _BANDS.index(previous[tactic]) >= _BANDS.index(band)
+
+
+def _marks(mark: str | None) -> dict[str, str]:
+    """Parse "Tactic:band,..." (unknown bands and malformed parts are ignored)."""
+    pairs = (part.partition(":") for part in (mark or "").split(","))
+    return {tactic: band for tactic, _, band in pairs if band in _BANDS}
+
+
+def _with_mark(mark: str | None, tactic: str, band: str) -> str:
+    marks = _marks(mark)
+    marks[tactic] = band
+    return ",".join(f"{t}:{b}" for t, b in sorted(marks.items()))

@@ -1,0 +1,210 @@
+"""Scoring in micro-batches: many changed trees, one `predict_proba` call.
+
+A per-row predict call costs far more in Python and XGBoost overhead than the row itself, so the
+detector collects the processes whose trees changed and flushes when `max_rows` are pending or the
+oldest has waited `max_delay_ms`; each flush is exactly one `predict_proba` call. Contributions
+(why a row scored as it did) are computed afterwards only for the rows that turned out malicious.
+
+`Model` is the protocol both the provisional rule scorer (`pipeline.model.provisional`) and the
+trained XGBoost model (`pipeline.model.booster`) satisfy; `load_model` picks the trained one when
+`pipeline/model/model.ubj` and `model.json` exist and says loudly when it falls back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from schemas.alerts import Tactic
+
+log = logging.getLogger(__name__)
+
+BENIGN = "Benign"
+TACTICS: tuple[str, ...] = tuple(t.value for t in Tactic if t is not Tactic.GENERIC)
+CLASSES: tuple[str, ...] = (BENIGN, *TACTICS)
+"""Class order every model must use: benign first, then the 12 tactics in ATT&CK order."""
+MODEL_DIR = Path(__file__).resolve().parent / "model"
+Matrix = NDArray[np.float32]
+
+
+class Model(Protocol):
+    """What the detector needs from a model."""
+
+    @property
+    def version(self) -> str:
+        """Model version; contains 'provisional' for a stand-in model."""
+
+    @property
+    def feature_version(self) -> str:
+        """FEATURE_VERSION the model was built for."""
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, `CLASSES` order."""
+
+    @property
+    def thresholds(self) -> Mapping[str, float]:
+        """Per class: minimum probability to name that tactic; key 'malicious': minimum 1 - P(benign)."""
+
+    def predict_proba(self, matrix: Matrix) -> Matrix:
+        """(rows, features) -> (rows, classes) probabilities."""
+
+    def contributions(self, matrix: Matrix) -> Matrix:
+        """(rows, features) -> (rows, classes, features + 1) margin contributions, bias last."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowScore:
+    """The verdict of the model on one row."""
+
+    malicious: float  # 1 - P(benign)
+    tactic: str  # a TACTICS name, "Generic", or "Benign" when not malicious
+    class_index: int  # column of the winning tactic (for contributions); 0 when benign
+    probabilities: tuple[float, ...]
+
+    @property
+    def is_malicious(self) -> bool:
+        """True when the row crossed the malicious threshold."""
+        return self.tactic != BENIGN
+
+    @property
+    def band(self) -> str:
+        """Coarse score class; an alert is re-raised only when tactic or band changes."""
+        return "critical" if self.malicious >= 0.95 else "high" if self.malicious >= 0.8 else "medium"
+
+
+DOMINANCE = 0.5
+"""A tactic is named only when it holds at least this share of the malicious probability."""
+
+
+def classify(probabilities: Matrix, thresholds: Mapping[str, float]) -> list[RowScore]:
+    """Turn class probabilities into row scores (benign, a tactic, or Generic)."""
+    malicious = 1.0 - probabilities[:, 0]
+    best = np.argmax(probabilities[:, 1:], axis=1) + 1
+    best_p = probabilities[np.arange(len(best)), best]
+    cutoff = thresholds.get("malicious", 0.5)
+    scores = []
+    for row, (mal, cls, p) in enumerate(zip(malicious.tolist(), best.tolist(), best_p.tolist(), strict=True)):
+        if mal < cutoff:
+            tactic, cls = BENIGN, 0
+        elif p >= thresholds.get(CLASSES[cls], 0.0) and p >= DOMINANCE * mal:
+            tactic = CLASSES[cls]
+        else:
+            tactic = Tactic.GENERIC.value
+        scores.append(RowScore(mal, tactic, cls, tuple(probabilities[row].tolist())))
+    return scores
+
+
+def top_features(
+    contributions: Matrix, values: Matrix, names: tuple[str, ...], k: int = 8
+) -> list[tuple[str, float, float]]:
+    """The k (name, value, contribution) with the largest positive contributions for one row/class."""
+    per_feature = contributions[:-1]
+    order = np.argsort(-per_feature, kind="stable")[:k]
+    return [(names[i], float(values[i]), float(per_feature[i])) for i in order if per_feature[i] > 0]
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class MicroBatcher(Generic[K]):
+    """Pending keys (e.g. (device, process_key)) and the rule that says when to flush them."""
+
+    def __init__(self, max_rows: int = 512, max_delay_ms: int = 50) -> None:
+        if max_rows <= 0 or max_delay_ms < 0:
+            raise ValueError("max_rows must be positive and max_delay_ms not negative")
+        self.max_rows, self.max_delay_ms = max_rows, max_delay_ms
+        self._pending: dict[K, None] = {}
+        self._since_ms: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, keys: Iterable[K], now_ms: int) -> None:
+        """Mark keys as changed; the first pending key starts the delay clock."""
+        before = len(self._pending)
+        self._pending.update(dict.fromkeys(keys))
+        if before == 0 and self._pending:
+            self._since_ms = now_ms
+
+    def due(self, now_ms: int) -> bool:
+        """True when a flush is owed: enough rows, or the oldest has waited long enough."""
+        if not self._pending or self._since_ms is None:
+            return False
+        return len(self._pending) >= self.max_rows or now_ms - self._since_ms >= self.max_delay_ms
+
+    def drain(self) -> list[K]:
+        """Take every pending key (in arrival order) and reset the clock."""
+        keys = list(self._pending)
+        self._pending.clear()
+        self._since_ms = None
+        return keys
+
+
+@dataclass(slots=True)
+class ScorerStats:
+    """Calls and rows, to show batching works (rows per call)."""
+
+    predict_calls: int = 0
+    contribution_calls: int = 0
+    rows_scored: int = 0
+    rows_malicious: int = 0
+
+
+class Scorer:
+    """Wraps a model: one predict per batch, contributions for malicious rows only."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.stats = ScorerStats()
+
+    def score(self, matrix: Matrix) -> list[RowScore]:
+        """Score every row with a single `predict_proba` call."""
+        if len(matrix) == 0:
+            return []
+        probabilities = np.asarray(self.model.predict_proba(matrix), dtype=np.float32)
+        self.stats.predict_calls += 1
+        self.stats.rows_scored += len(matrix)
+        scores = classify(probabilities, self.model.thresholds)
+        self.stats.rows_malicious += sum(s.is_malicious for s in scores)
+        return scores
+
+    def explain(
+        self, matrix: Matrix, scores: list[RowScore], names: tuple[str, ...], k: int = 8
+    ) -> list[list[tuple[str, float, float]]]:
+        """Top features of each row for its own class, in one contributions call (empty for benign)."""
+        wanted = [i for i, s in enumerate(scores) if s.is_malicious]
+        out: list[list[tuple[str, float, float]]] = [[] for _ in scores]
+        if not wanted:
+            return out
+        contrib = self.model.contributions(matrix[wanted])
+        self.stats.contribution_calls += 1
+        for pos, row in enumerate(wanted):
+            cls = scores[row].class_index or int(np.argmax(scores[row].probabilities[1:])) + 1
+            out[row] = top_features(contrib[pos, cls], matrix[row], names, k)
+        return out
+
+
+def is_provisional(model: Model) -> bool:
+    """A stand-in model says so in its version."""
+    return "provisional" in model.version
+
+
+def load_model(directory: Path = MODEL_DIR) -> Model:
+    """The trained model from `directory` when present, else the provisional rule scorer (logged)."""
+    from pipeline.model.provisional import ProvisionalRules
+
+    if (directory / "model.ubj").is_file() and (directory / "model.json").is_file():
+        from pipeline.model.booster import BoosterModel
+
+        return BoosterModel.load(directory)
+    log.warning(
+        "no trained model in %s: using the PROVISIONAL rule scorer %s", directory, ProvisionalRules.VERSION
+    )
+    return ProvisionalRules()
