@@ -241,9 +241,9 @@ def _translate(exc: ValidationError, obj: dict[str, Any]) -> ContractError:
         return UnknownKind(message, issues=issues, **context)
     if first["type"] == "device_mismatch":
         return DeviceMismatch(message, issues=issues, **context)
-    if path and path[-1] == "schema_version" and first["type"] == "string_pattern_mismatch":
-        version = str(_rawjson.walk(obj, path, _is_newer)[0])[:16]
-        return UnsupportedVersion(message, version=version, **context)
+    version = _rawjson.walk(obj, path, _is_newer)[0] if path and path[-1] == "schema_version" else None
+    if first["type"] == "string_pattern_mismatch" and _version_of(version) is not None:
+        return UnsupportedVersion(message, version=str(version), **context)
     return ValidationFailed(message, issues=issues, **context)
 
 
