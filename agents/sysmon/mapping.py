@@ -132,13 +132,11 @@ def _select_builder(win: WinRecord) -> tuple[Origin, Builder] | Skip:
 
 
 def _event_time(win: WinRecord, origin: Origin) -> datetime | None:
-    candidates = [win.get("utctime")] if origin is Origin.SYSMON else []
-    candidates += [time_text(win.time_created), win.get("@timestamp"), win.get("timegenerated")]
-    for candidate in candidates:
-        parsed = parse_ts(candidate)
+    if origin is Origin.SYSMON:
+        parsed = parse_ts(win.get("UtcTime"))
         if parsed is not None:
             return parsed
-    return None
+    return parse_ts(time_text(win.time_created))
 
 
 def _event_id(

@@ -1,6 +1,6 @@
 """Per-event-ID builders: which Windows fields fill which BehaviorEvent fields.
 
-Each builder reads one normalised record (`WinRecord`, lower-case field names) and returns a
+Each builder reads one normalised record (`WinRecord`, fields by their usual spelling) and returns a
 `Draft`: the acting process, its parent when the record names it, and the payload as a plain dict
 (validated once, together with the envelope, in `agents.sysmon.mapping`). A field the event cannot
 do without raises `MissingField`; the mapping turns it into a counted skip.
@@ -71,21 +71,21 @@ Builder = Callable[[WinRecord, Context], Draft]
 
 
 def _required(record: WinRecord, name: str) -> str:
-    value = opt_text(record.get(name.lower()))
+    value = opt_text(record.get(name))
     if value is None:
         raise MissingField(name)
     return value
 
 
 def _guid(record: WinRecord, name: str) -> str:
-    guid = normalise_guid(record.get(name.lower()))
+    guid = normalise_guid(record.get(name, name.replace("Guid", "GUID")))
     if guid is None:
         raise MissingField(name)
     return guid
 
 
 def _opt(record: WinRecord, name: str) -> str | None:
-    return opt_text(record.get(name.lower()))
+    return opt_text(record.get(name))
 
 
 def _sysmon_draft(record: WinRecord, payload: dict[str, Any]) -> Draft:
@@ -99,23 +99,23 @@ def process_create(record: WinRecord, _: Context) -> Draft:
     payload = {
         "kind": "process_start",
         "image": image,
-        "command_line": text(record.get("commandline")) or "",
-        "sha256": sha256_from_hashes(record.get("hashes")),
+        "command_line": text(record.get("CommandLine")) or "",
+        "sha256": sha256_from_hashes(record.get("Hashes")),
         "user": _opt(record, "User"),
         "integrity_level": _opt(record, "IntegrityLevel"),
-        "pid": parse_int(record.get("processid")),
-        "ppid": parse_int(record.get("parentprocessid")),
+        "pid": parse_int(record.get("ProcessId")),
+        "ppid": parse_int(record.get("ParentProcessId")),
         "parent_image": _opt(record, "ParentImage"),
         "parent_command_line": _opt(record, "ParentCommandLine"),
         "cwd": _opt(record, "CurrentDirectory"),
     }
-    parent = normalise_guid(record.get("parentprocessguid"))
+    parent = normalise_guid(record.get("ParentProcessGuid"))
     return Draft(_guid(record, "ProcessGuid"), payload, image=image, parent_process_key=parent)
 
 
 def network_connect(record: WinRecord, _: Context) -> Draft:
     """Sysmon 3."""
-    port = parse_int(record.get("destinationport"))
+    port = parse_int(record.get("DestinationPort"))
     if port is None:
         raise MissingField("DestinationPort")
     protocol = (_opt(record, "Protocol") or "tcp").lower()
@@ -124,16 +124,16 @@ def network_connect(record: WinRecord, _: Context) -> Draft:
         "dst_ip": _required(record, "DestinationIp"),
         "dst_port": port,
         "src_ip": _opt(record, "SourceIp"),
-        "src_port": parse_int(record.get("sourceport")),
+        "src_port": parse_int(record.get("SourcePort")),
         "protocol": protocol,
-        "outbound": parse_bool(record.get("initiated")) is not False,
+        "outbound": parse_bool(record.get("Initiated")) is not False,
         "dst_hostname": _opt(record, "DestinationHostname"),
     })
 
 
 def process_terminate(record: WinRecord, _: Context) -> Draft:
     """Sysmon 5."""
-    return _sysmon_draft(record, {"kind": "process_end", "pid": parse_int(record.get("processid"))})
+    return _sysmon_draft(record, {"kind": "process_end", "pid": parse_int(record.get("ProcessId"))})
 
 
 def image_load(record: WinRecord, _: Context) -> Draft:
@@ -141,8 +141,8 @@ def image_load(record: WinRecord, _: Context) -> Draft:
     return _sysmon_draft(record, {
         "kind": "image_load",
         "path": _required(record, "ImageLoaded"),
-        "sha256": sha256_from_hashes(record.get("hashes")),
-        "signed": parse_bool(record.get("signed")),
+        "sha256": sha256_from_hashes(record.get("Hashes")),
+        "signed": parse_bool(record.get("Signed")),
         "signer": _opt(record, "Signature"),
     })
 
@@ -157,7 +157,7 @@ def create_remote_thread(record: WinRecord, _: Context) -> Draft:
     key, image = _source_process(record)
     return Draft(key, {
         "kind": "remote_thread",
-        "target_process_key": normalise_guid(record.get("targetprocessguid")),
+        "target_process_key": normalise_guid(record.get("TargetProcessGuid", "TargetProcessGUID")),
         "target_image": _required(record, "TargetImage"),
         "start_address": _opt(record, "StartAddress"),
     }, image=image)
@@ -166,12 +166,12 @@ def create_remote_thread(record: WinRecord, _: Context) -> Draft:
 def process_access(record: WinRecord, _: Context) -> Draft:
     """Sysmon 10."""
     key, image = _source_process(record)
-    access = parse_hex(record.get("grantedaccess"))
+    access = parse_hex(record.get("GrantedAccess"))
     if access is None:
         raise MissingField("GrantedAccess")
     return Draft(key, {
         "kind": "process_access",
-        "target_process_key": normalise_guid(record.get("targetprocessguid")),
+        "target_process_key": normalise_guid(record.get("TargetProcessGuid", "TargetProcessGUID")),
         "target_image": _required(record, "TargetImage"),
         "granted_access": access,
         "call_trace": _opt(record, "CallTrace"),
@@ -183,7 +183,7 @@ def file_create(record: WinRecord, _: Context) -> Draft:
     return _sysmon_draft(record, {
         "kind": "file_create",
         "path": _required(record, "TargetFilename"),
-        "sha256": sha256_from_hashes(record.get("hashes")),
+        "sha256": sha256_from_hashes(record.get("Hashes")),
     })
 
 
@@ -192,7 +192,7 @@ def file_delete(record: WinRecord, _: Context) -> Draft:
     return _sysmon_draft(record, {
         "kind": "file_delete",
         "path": _required(record, "TargetFilename"),
-        "sha256": sha256_from_hashes(record.get("hashes")),
+        "sha256": sha256_from_hashes(record.get("Hashes")),
     })
 
 
@@ -225,7 +225,7 @@ def registry_add_delete(record: WinRecord, _: Context) -> Draft:
 
 def registry_set_value(record: WinRecord, _: Context) -> Draft:
     """Sysmon 13."""
-    return _registry(record, "set_value", text(record.get("details")))
+    return _registry(record, "set_value", text(record.get("Details")))
 
 
 def registry_rename(record: WinRecord, _: Context) -> Draft:
@@ -238,7 +238,7 @@ def dns_query(record: WinRecord, _: Context) -> Draft:
     return _sysmon_draft(record, {
         "kind": "dns_query",
         "query": _required(record, "QueryName"),
-        "answers": dns_answers(record.get("queryresults")),
+        "answers": dns_answers(record.get("QueryResults")),
     })
 
 
@@ -254,18 +254,18 @@ def _security_user(record: WinRecord) -> str | None:
 
 def security_process_create(record: WinRecord, context: Context) -> Draft:
     """Security 4688: ids are hex (`0x1a2c`); the key is derived, the parent key is not."""
-    pid = parse_hex(record.get("newprocessid"))
+    pid = parse_hex(record.get("NewProcessId"))
     if pid is None:
         raise MissingField("NewProcessId")
     image = _required(record, "NewProcessName")
     payload = {
         "kind": "process_start",
         "image": image,
-        "command_line": text(record.get("commandline")) or "",
+        "command_line": text(record.get("CommandLine")) or "",
         "user": _security_user(record),
-        "integrity_level": integrity_from_label(record.get("mandatorylabel")),
+        "integrity_level": integrity_from_label(record.get("MandatoryLabel")),
         "pid": pid,
-        "ppid": parse_hex(record.get("processid")),
+        "ppid": parse_hex(record.get("ProcessId")),
         "parent_image": _opt(record, "ParentProcessName"),
     }
     key = pid_process_key(context.device_id, pid, epoch_ns(context.ts))

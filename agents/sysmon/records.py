@@ -5,51 +5,87 @@ The same Sysmon event reaches us in several shapes, all seen in real data:
 - flattened (winlogbeat-style, nxlog, OTRF): `EventID`, `Channel`, `Hostname`, the event's own
   fields at the top level;
 - evtx-dump (the `evtx` package, `evtx_dump -o jsonl`): `Event.System` + `Event.EventData`, or the
-  same two objects at the top level, with `EventID` possibly `{"#text": 1}` and `TimeCreated` as
+  same objects at the top level, with `EventID` possibly `{"#text": 1}` and `TimeCreated` as
   `{"#attributes": {"SystemTime": ...}}`;
 - winlogbeat 6: `event_id`, `log_name`, `computer_name`, fields nested in `event_data`;
 - winlogbeat 7+/ECS: the same under `winlog`;
 - Azure Monitor `WindowsEvent`: `EventData` is a JSON *string*.
 
 `normalise` turns any of them into a `WinRecord`: the header (id, channel, provider, computer,
-record id, time) plus the event fields with lower-cased names, because shippers also disagree on
-case (`SourceProcessGUID` vs `SourceProcessGuid`). It never raises on odd input.
+record id, time) plus the event fields. Event fields are looked up by their usual spelling first
+and case-insensitively only on a miss (shippers disagree on case: `SourceProcessGUID` vs
+`SourceProcessGuid`); folding every key of every record up front cost more than all the rest of
+the mapping. Nothing here raises on odd input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from agents.sysmon.values import parse_int, text
 
-_COMPUTER_KEYS = ("computer", "hostname", "computer_name", "computername")
-_CHANNEL_KEYS = ("channel", "log_name", "eventlog")
-_PROVIDER_KEYS = ("provider", "providername", "provider_name", "sourcename", "source_name")
-_RECORD_ID_KEYS = ("eventrecordid", "recordnumber", "record_number", "record_id")
-_TIME_KEYS = ("timecreated", "@timestamp", "timegenerated")
-_EVENT_ID_KEYS = ("eventid", "event_id")
+# Header fields: the spellings shippers use, matched exactly (folding every record's keys to find a
+# header that is simply absent would cost more than the whole mapping).
+_COMPUTER_KEYS = ("Computer", "Hostname", "computer_name", "ComputerName", "computer", "hostname")
+_CHANNEL_KEYS = ("Channel", "log_name", "EventLog", "channel")
+_PROVIDER_KEYS = ("Provider", "SourceName", "ProviderName", "provider_name", "source_name", "provider")
+_RECORD_ID_KEYS = ("EventRecordID", "RecordNumber", "record_number", "record_id", "EventRecordId")
+_TIME_KEYS = ("TimeCreated", "@timestamp", "TimeGenerated", "timeCreated")
+_EVENT_ID_KEYS = ("EventID", "event_id", "EventId", "eventid", "eventId")
 _NESTED_PARTS = frozenset({"System", "EventData", "UserData", "#attributes"})
 
 
-@dataclass(frozen=True, slots=True)
+class Fields:
+    """Read-only field access by usual spelling, falling back to a case-insensitive match."""
+
+    __slots__ = ("_folded", "_items")
+
+    def __init__(self, items: Mapping[str, Any]) -> None:
+        self._items = items
+        self._folded: dict[str, Any] | None = None
+
+    def get(self, name: str, *alternates: str) -> Any:
+        """The value of `name` or an alternate spelling (exact first, then any case), or None."""
+        value = self._items.get(name)
+        if value is not None:
+            return value
+        for alternate in alternates:
+            value = self._items.get(alternate)
+            if value is not None:
+                return value
+        if self._folded is None:
+            self._folded = {key.lower(): item for key, item in self._items.items() if isinstance(key, str)}
+        return self._folded.get(name.lower())
+
+    def first(self, names: tuple[str, ...]) -> Any:
+        """The first of `names` present with exactly that spelling."""
+        for name in names:
+            value = self._items.get(name)
+            if value is not None:
+                return value
+        return None
+
+
 class WinRecord:
-    """A Windows event reduced to what the mapping needs; `fields` keys are lower case."""
+    """A Windows event reduced to what the mapping needs."""
 
-    event_id: int | None
-    channel: str | None
-    provider: str | None
-    computer: str | None
-    record_id: str | None
-    time_created: object  # raw: text, or evtx's {"#attributes": {"SystemTime": ...}}
-    fields: Mapping[str, Any]
+    __slots__ = ("channel", "computer", "event_id", "fields", "provider", "record_id", "time_created")
 
-    def get(self, name: str) -> Any:
-        """An event field by its lower-case name (None when absent)."""
-        return self.fields.get(name)
+    def __init__(self, header: Fields, fields: Fields) -> None:
+        self.event_id = _event_id(header.first(_EVENT_ID_KEYS))
+        self.channel = text(header.first(_CHANNEL_KEYS))
+        self.provider = _provider(header.first(_PROVIDER_KEYS))
+        self.computer = text(header.first(_COMPUTER_KEYS))
+        self.record_id = text(header.first(_RECORD_ID_KEYS))
+        self.time_created: object = header.first(_TIME_KEYS)  # text, or evtx's {"#attributes": ...}
+        self.fields = fields
+
+    def get(self, name: str, *alternates: str) -> Any:
+        """An event field by its usual spelling or known alternates (any case matches), else None."""
+        return self.fields.get(name, *alternates)
 
 
 def normalise(record: Mapping[str, Any]) -> WinRecord:
@@ -63,21 +99,35 @@ def normalise(record: Mapping[str, Any]) -> WinRecord:
     winlog = record.get("winlog")
     if isinstance(winlog, Mapping):
         return _from_nested(winlog, winlog.get("event_data"), record)
-    if isinstance(record.get("event_data"), Mapping):
-        return _from_nested(record, record.get("event_data"), record)
+    event_data = record.get("event_data")
+    if isinstance(event_data, Mapping):
+        return _from_nested(record, event_data, record)
     return _from_flat(record)
 
 
-def _lower_keys(items: Mapping[str, Any]) -> dict[str, Any]:
-    return {key.lower(): value for key, value in items.items() if isinstance(key, str)}
+def _from_flat(record: Mapping[str, Any]) -> WinRecord:
+    fields = Fields(record)
+    event_data = record.get("EventData")
+    if isinstance(event_data, str | Mapping):  # Azure WindowsEvent: the fields are a JSON string
+        fields = Fields({**record, **_event_data(event_data)})
+    return WinRecord(fields, fields)
 
 
-def _first(fields: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        value = fields.get(key)
-        if value is not None:
-            return value
-    return None
+def _from_system(system: Mapping[str, Any], record: Mapping[str, Any]) -> WinRecord:
+    fields = {key: value for key, value in record.items() if key not in _NESTED_PARTS}
+    for part in ("EventData", "UserData"):
+        data = record.get(part)
+        if isinstance(data, str | Mapping):
+            fields.update(_event_data(data))
+    return WinRecord(Fields(system), Fields(fields))
+
+
+def _from_nested(header: Mapping[str, Any], event_data: Any, record: Mapping[str, Any]) -> WinRecord:
+    fields = _event_data(event_data) if isinstance(event_data, str | Mapping) else {}
+    merged = dict(header)
+    if "@timestamp" in record:
+        merged.setdefault("@timestamp", record["@timestamp"])
+    return WinRecord(Fields(merged), Fields(fields))
 
 
 def _event_id(value: Any) -> int | None:
@@ -93,47 +143,6 @@ def _provider(value: Any) -> str | None:
     return text(value)
 
 
-def _record_id(value: Any) -> str | None:
-    return text(value)
-
-
-def _from_flat(record: Mapping[str, Any]) -> WinRecord:
-    fields = _lower_keys(record)
-    event_data = fields.get("eventdata")
-    if isinstance(event_data, str | Mapping):
-        fields.update(_event_data(event_data))
-    return _header(fields, fields)
-
-
-def _header(header: Mapping[str, Any], fields: Mapping[str, Any]) -> WinRecord:
-    return WinRecord(
-        event_id=_event_id(_first(header, _EVENT_ID_KEYS)),
-        channel=text(_first(header, _CHANNEL_KEYS)),
-        provider=_provider(_first(header, _PROVIDER_KEYS)),
-        computer=text(_first(header, _COMPUTER_KEYS)),
-        record_id=_record_id(_first(header, _RECORD_ID_KEYS)),
-        time_created=_first(header, _TIME_KEYS),
-        fields=fields,
-    )
-
-
-def _from_system(system: Mapping[str, Any], record: Mapping[str, Any]) -> WinRecord:
-    fields = _lower_keys({key: value for key, value in record.items() if key not in _NESTED_PARTS})
-    for part in ("EventData", "UserData"):
-        data = record.get(part)
-        if isinstance(data, str | Mapping):
-            fields.update(_event_data(data))
-    return _header(_lower_keys(system), fields)
-
-
-def _from_nested(header: Mapping[str, Any], event_data: Any, record: Mapping[str, Any]) -> WinRecord:
-    fields = _event_data(event_data) if isinstance(event_data, str | Mapping) else {}
-    merged = _lower_keys(header)
-    if "timecreated" not in merged and "@timestamp" in record:
-        merged["@timestamp"] = record["@timestamp"]
-    return _header(merged, fields)
-
-
 def _event_data(data: str | Mapping[str, Any]) -> dict[str, Any]:
     """EventData as name -> value, from a mapping, a JSON string, or evtx's `Data` list."""
     if isinstance(data, str):
@@ -141,12 +150,11 @@ def _event_data(data: str | Mapping[str, Any]) -> dict[str, Any]:
     items = data.get("Data")
     if isinstance(items, list):
         return _data_list(items)
-    flat = _lower_keys(data)
-    if len(flat) == 1:  # UserData wraps its fields in one element named after the event
-        (only,) = flat.values()
+    if len(data) == 1:  # UserData wraps its fields in one element named after the event
+        (only,) = data.values()
         if isinstance(only, Mapping):
-            return _lower_keys(only)
-    return flat
+            return {key: value for key, value in only.items() if key != "#attributes"}
+    return dict(data)
 
 
 def _json_event_data(data: str) -> dict[str, Any]:
@@ -156,7 +164,7 @@ def _json_event_data(data: str) -> dict[str, Any]:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
         return {}
-    return _lower_keys(parsed) if isinstance(parsed, dict) else {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 def _data_list(items: list[Any]) -> dict[str, Any]:
@@ -168,7 +176,7 @@ def _data_list(items: list[Any]) -> dict[str, Any]:
         attributes = item.get("#attributes")
         name = attributes.get("Name") if isinstance(attributes, Mapping) else None
         if isinstance(name, str):
-            result[name.lower()] = item.get("#text")
+            result[name] = item.get("#text")
     return result
 
 
