@@ -225,26 +225,45 @@ def _drop_fields_of_newer_versions(exc: ValidationError, obj: dict[str, Any]) ->
 
 
 def _translate(exc: ValidationError, obj: dict[str, Any]) -> ContractError:
-    """Map pydantic's error list to one typed ContractError; every issue is kept in `issues`."""
+    """Map pydantic's error list to one typed ContractError; every issue is kept in `issues`.
+
+    The class follows the most telling issue, not the first: a record from a newer major or with
+    an unknown kind usually has other problems too, and those are consequences.
+    """
     errors = exc.errors(include_url=False, include_input=False)
     paths = [_issue_path(obj, error) for error in errors]
     issues = tuple(
         Issue(_rawjson.dotted(path), error["type"], error["msg"])
         for path, error in zip(paths, errors, strict=True)
     )
-    first, path = errors[0], paths[0]
+    ranks = [_rank(error, path, obj) for error, path in zip(errors, paths, strict=True)]
+    index = ranks.index(min(ranks))
+    path, rank = paths[index], ranks[index]
     context = {"field_path": _rawjson.dotted(path), **_rawjson.ids_at(obj, path)}
-    message = f"{len(issues)} problem(s), first: {issues[0]}"
-    if first["type"] == "json_invalid":
+    message = f"{len(issues)} problem(s), first: {issues[index]}"
+    if rank == _DECODE:
         return DecodeError(message, **context)
-    if first["type"] == "union_tag_invalid":
-        return UnknownKind(message, issues=issues, **context)
-    if first["type"] == "device_mismatch":
-        return DeviceMismatch(message, issues=issues, **context)
-    version = _rawjson.walk(obj, path, _is_newer)[0] if path and path[-1] == "schema_version" else None
-    if first["type"] == "string_pattern_mismatch" and _version_of(version) is not None:
-        return UnsupportedVersion(message, version=str(version), **context)
-    return ValidationFailed(message, issues=issues, **context)
+    if rank == _VERSION_RANK:
+        version = str(_rawjson.walk(obj, path, _is_newer)[0])[:16]
+        return UnsupportedVersion(message, version=version, **context)
+    return _FAILURES[rank](message, issues=issues, **context)
+
+
+_DECODE, _VERSION_RANK, _KIND, _DEVICE, _OTHER = range(5)
+_FAILURES: dict[int, type[ValidationFailed]] = {
+    _KIND: UnknownKind, _DEVICE: DeviceMismatch, _OTHER: ValidationFailed,
+}
+
+
+def _rank(error: ErrorDetails, path: Path, obj: dict[str, Any]) -> int:
+    """Lower is more telling: undecodable, then another major version, unknown kind, device mismatch."""
+    kind = error["type"]
+    if kind == "json_invalid":
+        return _DECODE
+    if kind == "string_pattern_mismatch" and path and path[-1] == "schema_version":
+        if _version_of(_rawjson.walk(obj, path, _is_newer)[0]) is not None:
+            return _VERSION_RANK
+    return {"union_tag_invalid": _KIND, "device_mismatch": _DEVICE}.get(kind, _OTHER)
 
 
 def _issue_path(obj: dict[str, Any], error: ErrorDetails) -> Path:

@@ -171,3 +171,11 @@ def test_signed_contracts_never_ignore_unknown_fields_even_from_a_newer_minor(mo
     with pytest.raises(ValidationFailed) as caught:
         codec.decode(model, orjson.dumps(data))
     assert caught.value.field_path == "only_if_parent"
+
+
+def test_the_error_class_follows_the_most_telling_issue_not_the_first() -> None:
+    record = {"events": [{"payload": {"kind": "teleport"}}]}  # device, seqs, ids... all missing too
+    with pytest.raises(UnknownKind) as caught:
+        codec.decode_batch(orjson.dumps(record))
+    assert caught.value.field_path == "events.0.payload"
+    assert len(caught.value.issues) > 5
