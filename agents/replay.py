@@ -7,8 +7,8 @@ event: event *n* is released at `start + (ts_n - ts_0) / speed`, so sleeps never
 are released at once. `max_gap_s` squeezes long idle stretches of a recording.
 
 Events are replayed unchanged (same ids, seq and ts), so replaying twice is idempotent downstream;
-`retime=True` shifts every `ts` by one offset so that the first event happens "now" (the order and
-spacing are kept).
+`retime=True` gives each event its paced release time as `ts` (start + offset / speed; at speed 0,
+start + offset), so a recording looks live to time-windowed consumers.
 """
 
 from __future__ import annotations
@@ -20,49 +20,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
 
 from agents.sources import SourceStats
-from agents.sysmon.readers import DEFAULT_MAX_LINE_BYTES, iter_lines, open_binary
-from schemas.codec import decode_event
-from schemas.errors import ContractError
+from agents.sysmon.event_lines import read_behavior_events
+from agents.sysmon.readers import open_binary
 from schemas.events import BehaviorEvent
 
 log = logging.getLogger(__name__)
 
 _YIELD_EVERY_EVENTS = 256  # at speed 0, give the event loop a turn this often
-
-
-def read_behavior_events(
-    handle: IO[bytes], stats: SourceStats, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES
-) -> Iterator[BehaviorEvent]:
-    """Decode BehaviorEvent JSON Lines; bad lines are counted in `stats` by contract error class."""
-    line_no = 0
-    try:
-        for line in iter_lines(handle, max_line_bytes):
-            line_no += 1
-            if line is not None and not line.strip():
-                continue
-            stats.read += 1
-            event = _decode(line, line_no, stats)
-            if event is not None:
-                stats.emit(event.payload.kind)
-                yield event
-    except (EOFError, OSError) as exc:
-        stats.skip("malformed:truncated_or_corrupt_stream")
-        log.warning("stopped reading events after line %d: %s", line_no, exc)
-
-
-def _decode(line: bytes | None, line_no: int, stats: SourceStats) -> BehaviorEvent | None:
-    if line is None:
-        stats.skip("malformed:line_too_long")
-        return None
-    try:
-        return decode_event(line.strip())
-    except ContractError as exc:
-        stats.skip(f"invalid_event:{exc.error_class}")
-        log.debug("line %d is not a BehaviorEvent: %s", line_no, exc)
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +50,10 @@ class Pacer:
         if self.max_gap_s is not None:
             gap_s = min(gap_s, self.max_gap_s)
         return previous_offset_s + max(gap_s, 0.0)
+
+    def release_offset(self, offset_s: float) -> timedelta:
+        """How long after the start an event `offset_s` into the recording is released."""
+        return timedelta(seconds=offset_s / self.speed if self.speed else offset_s)
 
     def delay_s(self, offset_s: float, started_at_s: float, now_s: float) -> float:
         """Seconds to wait before releasing an event `offset_s` into the recording."""
@@ -115,17 +85,16 @@ class ReplaySource:
 
     async def events(self) -> AsyncIterator[BehaviorEvent]:
         """All events of all files, each released at its paced time."""
-        started_at_s = self._clock()
+        started_at_s, started_at = self._clock(), self._now()
         previous: datetime | None = None
-        offset_s, shift = 0.0, timedelta(0)
+        offset_s = 0.0
         for index, event in enumerate(self._all_events()):
-            if previous is None:
-                previous = event.ts
-                shift = self._now() - event.ts if self.retime else timedelta(0)
-            offset_s = self.pacer.offset_s(offset_s, previous, event.ts)
-            previous = max(previous, event.ts)
+            offset_s = self.pacer.offset_s(offset_s, previous or event.ts, event.ts)
+            previous = max(previous or event.ts, event.ts)
             await self._wait(offset_s, started_at_s, index)
-            yield event.model_copy(update={"ts": event.ts + shift}) if self.retime else event
+            if self.retime:
+                event = event.model_copy(update={"ts": started_at + self.pacer.release_offset(offset_s)})
+            yield event
 
     async def _wait(self, offset_s: float, started_at_s: float, index: int) -> None:
         delay_s = self.pacer.delay_s(offset_s, started_at_s, self._clock())

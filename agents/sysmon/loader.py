@@ -13,9 +13,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.replay import read_behavior_events
 from agents.sources import SourceStats
 from agents.sysmon.errors import InputFileError
+from agents.sysmon.event_lines import read_behavior_events
 from agents.sysmon.mapping import MappingConfig, Skip, map_record
 from agents.sysmon.readers import (
     DEFAULT_MAX_LINE_BYTES,
@@ -79,7 +79,7 @@ def load_events(
         config = MappingConfig(device_id=device_id)
         items = _raw_items(path, InputFormat(stats.format), max_line_bytes)
         yield from map_items(items, config, sequencer or Sequencer(), stats)
-    log.info("%s", stats.summary())
+    log.debug("%s", stats.summary())
 
 
 def load_many(
