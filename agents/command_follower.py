@@ -1,0 +1,271 @@
+"""Follow the commands addressed to this device, check each one, and hand the good ones to the enforcer.
+
+Choice: manual assignment, no consumer group. Commands are keyed by device_id, so Kafka's default
+partitioner (murmur2 of the key, as in the Java client and aiokafka) puts all of a device's commands
+in one partition; the follower assigns itself that partition and skips records with another key
+before decoding them. Why not a group per device: joining a group costs every agent a coordinator
+round trip and an initial rebalance delay (3 s by default) at each start, and 100,000 devices would
+mean 100,000 groups for the brokers to keep. The position is saved locally (like the verdicts'),
+in the same SQLite file as the used nonces. A device that was offline resumes where it stopped;
+a device's first start reads its partition from the beginning (14 d retention), where expired
+commands are refused by the validity check, so nothing stale runs. A producer with a custom
+partitioner would break the key -> partition mapping: `all_partitions=True` reads every partition.
+
+Every command is checked with `schemas.signing.check_command` (signature, target device, validity
+window, nonce) before anything happens; the nonce is remembered durably (committed before the
+action runs), so a replay is refused even after a restart. A refused command is reported on the
+actions topic with outcome `refused` and the reason, and never executed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.action_reporter import Reporter, action_result
+from agents.blocklist import Clock, SyncMode, utc_now
+from agents.enforcement_errors import StateError
+from agents.verdict_follower import ConsumerFactory
+from schemas.actions import ActionKind, ActionResult, Outcome
+from schemas.codec import decode
+from schemas.commands import Command, CommandAction
+from schemas.errors import ContractError
+from schemas.signing import DEFAULT_MAX_SKEW, Keyring, check_command
+
+__all__ = ["COMMANDS_FILE", "CommandFollower", "CommandHandler", "CommandStore", "partition_for_key"]
+
+log = logging.getLogger(__name__)
+
+COMMANDS_FILE = "commands.db"
+Executor = Callable[[Command], Awaitable[ActionResult]]
+_COMMAND_ACTIONS = frozenset(action.value for action in CommandAction)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nonces (nonce TEXT PRIMARY KEY, expires_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS positions (
+    topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic, partition));
+"""
+
+
+def partition_for_key(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner picks for `key` (murmur2, positive, modulo)."""
+    from aiokafka.partitioner import murmur2
+
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+class CommandStore:
+    """Used nonces (a `schemas.signing.NonceStore`) and the followed position, in one SQLite file."""
+
+    def __init__(self, path: Path | None, *, sync: SyncMode = "full") -> None:
+        self.path = path
+        try:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(path if path is not None else ":memory:")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StateError(f"{path}: cannot open the command state: {exc}") from exc
+
+    def __contains__(self, nonce: object) -> bool:
+        row = self._db.execute("SELECT 1 FROM nonces WHERE nonce = ?", (str(nonce),)).fetchone()
+        return row is not None
+
+    def remember(self, nonce: str, expires_at: datetime) -> None:
+        """Record an accepted nonce, durably, before the command runs."""
+        self._write("INSERT OR REPLACE INTO nonces VALUES (?, ?)", (nonce, expires_at.isoformat()))
+
+    def prune(self, now: datetime) -> None:
+        """Forget nonces of commands that expired (they are refused as expired anyway)."""
+        self._write("DELETE FROM nonces WHERE expires_at <= ?", (now.isoformat(),))
+
+    def positions(self, topic: str) -> dict[int, int]:
+        rows = self._db.execute("SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,))
+        return dict(rows.fetchall())
+
+    def save_position(self, topic: str, partition: int, next_offset: int) -> None:
+        self._write("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)", (topic, partition, next_offset))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        try:
+            with self._db:
+                self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StateError(f"{self.path}: cannot save command state: {exc}") from exc
+
+
+class CommandHandler:
+    """Checks one command record for this device and runs it through the executor (the enforcer)."""
+
+    def __init__(self, *, device_id: str, keyring: Keyring, store: CommandStore, reporter: Reporter,
+                 executor: Executor, clock: Clock = utc_now, max_skew: timedelta = DEFAULT_MAX_SKEW) -> None:
+        self.device_id = device_id
+        self.keyring = keyring  # replaceable: key rotation hands in a new keyring
+        self.store = store
+        self.refused = 0
+        self.unreportable = 0  # refused records too broken to name an action (logged, counted)
+        self._key = device_id.encode()
+        self._reporter = reporter
+        self._executor = executor
+        self._clock = clock
+        self._max_skew = max_skew
+
+    def prune_nonces(self) -> None:
+        self.store.prune(self._clock())
+
+    def is_mine(self, key: bytes | None) -> bool:
+        return key == self._key
+
+    async def handle(self, value: bytes | None) -> ActionResult | None:
+        """Check and run one command addressed (by record key) to this device."""
+        now = self._clock()
+        try:
+            command = decode(Command, value or b"")
+        except ContractError as exc:
+            self._refuse_undecodable(value, exc, now)
+            return None
+        try:
+            check_command(command, keyring=self.keyring, device_id=self.device_id, now=now,
+                          seen_nonces=self.store, max_skew=self._max_skew)
+        except ContractError as exc:
+            return self._refuse(command, exc, now)
+        log.info("device %s: command %s (%s) accepted", self.device_id, command.command_id, command.action)
+        return await self._executor(command)
+
+    def _refuse(self, command: Command, exc: ContractError, now: datetime) -> ActionResult:
+        self.refused += 1
+        log.warning("device %s: command %s refused: %s", self.device_id, command.command_id, exc)
+        result = action_result(
+            self.device_id, ActionKind(command.action), Outcome.REFUSED, now=now, since=command.issued_at,
+            command_id=command.command_id, process_key=command.process_key, path=command.path,
+            reason=str(exc)[:4096], error_class=exc.error_class,
+        )
+        self._reporter.report(result)
+        return result
+
+    def _refuse_undecodable(self, value: bytes | None, exc: ContractError, now: datetime) -> None:
+        self.refused += 1
+        action, command_id = _peek(value)
+        log.warning("device %s: undecodable command %s refused: %s", self.device_id, command_id, exc)
+        if action is None:  # the ActionResult contract needs an action: count what cannot be named
+            self.unreportable += 1
+            return
+        self._reporter.report(action_result(
+            self.device_id, action, Outcome.REFUSED, now=now, command_id=command_id,
+            reason=str(exc)[:4096], error_class=exc.error_class,
+        ))
+
+
+def _peek(value: bytes | None) -> tuple[ActionKind | None, str | None]:
+    """The action and command id of a record that does not decode, if they can be read at all."""
+    try:
+        obj = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(obj, dict):
+        return None, None
+    action = obj.get("action")
+    command_id = obj.get("command_id")
+    kind = ActionKind(action) if isinstance(action, str) and action in _COMMAND_ACTIONS else None
+    valid_id = isinstance(command_id, str) and 0 < len(command_id) <= 128 and command_id.isprintable() \
+        and " " not in command_id
+    return kind, (command_id if valid_id else None)
+
+
+class CommandFollower:
+    """Runs one consumer (no group) on this device's commands partition, forever."""
+
+    def __init__(self, handler: CommandHandler, consumer_factory: ConsumerFactory, topic: str, *,
+                 all_partitions: bool = False, fetch_timeout_ms: int = 500,
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+        self.handler = handler
+        self.topic = topic
+        self.caught_up = asyncio.Event()
+        self.connected = False
+        self._factory = consumer_factory
+        self._all_partitions = all_partitions
+        self._fetch_timeout_ms = fetch_timeout_ms
+        self._backoff = (backoff_initial_s, backoff_max_s)
+
+    async def run(self) -> None:
+        """Follow until cancelled; reconnects with backoff."""
+        backoff_s = self._backoff[0]
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # broker away, topic missing, auth: retry, never give up
+                self.connected = False
+                log.warning("command follower of device %s on %s: %s: %s; retry in %.1fs",
+                            self.handler.device_id, self.topic, type(exc).__name__, exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self._backoff[1])
+
+    async def _follow(self) -> None:
+        consumer = self._factory()
+        await consumer.start()
+        try:
+            partitions = await self._assign(consumer)
+            targets = await consumer.end_offsets(partitions)
+            self.connected = True
+            self.handler.prune_nonces()
+            while True:
+                batch = await consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=100)
+                for tp, records in batch.items():
+                    for msg in records:
+                        await self._one(tp.partition, msg)
+                    if records:  # others' commands: one save per batch is enough
+                        self.handler.store.save_position(self.topic, tp.partition, records[-1].offset + 1)
+                if not self.caught_up.is_set() and all(
+                        [await consumer.position(tp) >= end for tp, end in targets.items()]):
+                    self.caught_up.set()
+        finally:
+            self.connected = False
+            await consumer.stop()
+
+    async def _assign(self, consumer: Any) -> list[Any]:
+        from aiokafka.structs import TopicPartition
+
+        await consumer.topics()
+        numbers = sorted(consumer.partitions_for_topic(self.topic) or ())
+        if not numbers:
+            raise LookupError(f"topic {self.topic} does not exist (yet)")
+        if not self._all_partitions:
+            numbers = [numbers[partition_for_key(self.handler.device_id.encode(), len(numbers))]]
+        partitions = [TopicPartition(self.topic, n) for n in numbers]
+        consumer.assign(partitions)
+        saved = self.handler.store.positions(self.topic)
+        for tp in partitions:
+            if tp.partition in saved:
+                consumer.seek(tp, saved[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        log.info("command follower of device %s: %s partitions %s", self.handler.device_id, self.topic,
+                 numbers)
+        return partitions
+
+    async def _one(self, partition: int, msg: Any) -> None:
+        if not self.handler.is_mine(msg.key):
+            return
+        try:
+            await self.handler.handle(msg.value)
+        except StateError:
+            raise  # cannot remember nonces: stop and retry rather than act without replay protection
+        except Exception:  # a bug on one record must not stop the device's commands
+            log.exception("command %s[%d] offset %d could not be handled; skipped", self.topic,
+                          partition, msg.offset)
+        self.handler.store.save_position(self.topic, partition, msg.offset + 1)
