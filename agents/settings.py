@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.topics import DEVICES, EVENTS
+from schemas.topics import ACTIONS, COMMANDS, DEVICES, EVENTS, VERDICTS
 
 __all__ = ["AgentSettings", "default_device_id"]
 
@@ -68,6 +68,11 @@ class AgentSettings(BaseSettings):
     # enforcement (used by the enforcer)
     public_key_path: Path | None = None  # fleet Ed25519 public key, until enrollment distributes it
     quarantine_dir: Path = Path("/var/lib/ringfence/quarantine")
+    state_dir: Path = Path("/var/lib/ringfence/state")  # local blocklist, followed offsets, used nonces
+    enforce: bool = True  # follow verdicts/commands (needs public_key_path); False: collect only
+    verdicts_topic: str = VERDICTS
+    commands_topic: str = COMMANDS
+    actions_topic: str = ACTIONS
 
     @field_validator("sources", "watch_paths", mode="before")
     @classmethod
