@@ -36,6 +36,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 _READ_CHUNK_BYTES = 1 << 16
+_EVTX_HEADER_BYTES = 4096
 _MAX_EVTX_ERRORS = 1000  # a corrupt file stops after this many failed chunks, whatever happens
 
 
@@ -121,13 +122,18 @@ def read_evtx(path: Path) -> Iterator[ReadItem]:
     except (RuntimeError, OSError) as exc:
         yield BadRecord("bad_evtx_header", _short(exc))
         return
+    produced = 0
     for _ in range(_MAX_EVTX_ERRORS):
         try:
             for item in records:
+                produced += 1
                 yield _evtx_item(item)
-            return
+            break
         except RuntimeError as exc:
+            produced += 1
             yield BadRecord("bad_evtx_chunk", _short(exc))
+    if produced == 0 and path.stat().st_size > _EVTX_HEADER_BYTES:
+        yield BadRecord("evtx_without_records", "the parser found no valid chunk")  # junk after a header
 
 
 def _evtx_item(item: object) -> ReadItem:
@@ -167,7 +173,7 @@ def iter_lines(handle: IO[bytes], max_line_bytes: int) -> Iterator[bytes | None]
         if first:
             line, first = line.removeprefix(UTF8_BOM), False
         if len(line) > max_line_bytes and not line.endswith(b"\n"):
-            _discard_rest_of_line(handle, max_line_bytes)
+            _discard_rest_of_line(handle, _READ_CHUNK_BYTES)
             yield None
         else:
             yield line
