@@ -241,10 +241,20 @@ class LocalKafka:
         self.wait_ready(current.pid, ready_timeout_s)
         return current
 
-    def down(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> bool:
-        """Stop the broker; True if one was running. SIGTERM first, SIGKILL after `timeout_s`."""
+    def down(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S, purge: bool = False) -> bool:
+        """Stop the broker; True if one was running. SIGTERM first, SIGKILL after `timeout_s`.
+
+        `purge` also deletes this port's state (data, logs): for throwaway brokers such as `make test`'s."""
         with _locked(self.paths.run_dir):
-            return self._stop_locked(timeout_s)
+            was_running = self._stop_locked(timeout_s)
+            if purge:
+                shutil.rmtree(self.paths.run_dir, ignore_errors=True)
+        return was_running
+
+    def fetch_jars(self) -> Path:
+        """Check Java and resolve (or find cached) the broker's jars, without starting anything."""
+        check_java(self.java)
+        return ensure_jars(self.paths, self.pom)
 
     def logs(self, lines: int) -> list[str]:
         return tail_lines(self.paths.server_log, lines)

@@ -142,6 +142,21 @@ def port_in_use(port: int, host: str = LOCAL_HOST) -> bool:
     return False
 
 
+def find_free_port_pair(avoid: frozenset[int] = frozenset({19092, 19093})) -> int:
+    """A port P such that P (broker) and P+1 (controller) are both free on 127.0.0.1.
+
+    Asks the OS for an ephemeral port, so concurrent callers rarely collide; `avoid` keeps well-known
+    brokers (the team's dev broker) out even if they are momentarily down."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((LOCAL_HOST, 0))
+            port = int(probe.getsockname()[1])
+        if port < 65535 and not {port, port + 1} & avoid and not port_in_use(port) \
+                and not port_in_use(port + 1):
+            return port
+    raise PortInUseError("no free pair of ports found on 127.0.0.1")
+
+
 def tail_lines(path: Path, count: int) -> list[str]:
     """The last `count` lines of a text file ([] if it does not exist); reads at most the last 256 KiB."""
     if count <= 0 or not path.exists():

@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _add(actions, "status", "print running/stopped with pid, bootstrap and version (exit 1 if stopped)",
          _status)
     _add(actions, "logs", "print the end of the broker's server.log", _logs)
+    _add(actions, "jars", "check Java and resolve/cache the broker's jars with Maven; start nothing", _jars)
 
 
 def _add(actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str,
@@ -52,6 +53,7 @@ def _add(actions: argparse._SubParsersAction[argparse.ArgumentParser], name: str
         parser.add_argument("--heap", default="512m", help="JVM max heap (default 512m)")
     if name == "down":
         parser.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL")
+        parser.add_argument("--purge", action="store_true", help="also delete this port's data and logs")
     if name == "logs":
         parser.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
         parser.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
@@ -115,9 +117,22 @@ def _down(args: argparse.Namespace) -> int:
         print(f"kafka: external cluster at {external} is not managed by ringfence; nothing stopped")
         return 0
     launcher = _launcher(args)
-    was_running = launcher.down(timeout_s=args.timeout)
+    was_running = launcher.down(timeout_s=args.timeout, purge=args.purge)
     print(f"kafka: stopped bootstrap={launcher.status().bootstrap}"
-          + ("" if was_running else " (was not running)"))
+          + ("" if was_running else " (was not running)") + (" (data purged)" if args.purge else ""))
+    return 0
+
+
+def _jars(args: argparse.Namespace) -> int:
+    from pipeline.kafka_local import LocalKafkaError
+
+    launcher = _launcher(args)
+    try:
+        libs = launcher.fetch_jars()
+    except LocalKafkaError as exc:
+        raise CliError(str(exc)) from None
+    count = sum(1 for _ in libs.glob("*.jar"))
+    print(f"kafka: {count} jars for Kafka {launcher.paths.version} in {libs}")
     return 0
 
 

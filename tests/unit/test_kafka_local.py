@@ -22,6 +22,7 @@ from pipeline.kafka_local import (
     java_executable,
 )
 from pipeline.kafka_local_config import (
+    find_free_port_pair,
     kafka_deploy_dir,
     kafka_version_from_pom,
     new_cluster_id,
@@ -100,6 +101,13 @@ def test_port_in_use_sees_a_listener() -> None:
         port = listener.getsockname()[1]
         assert port_in_use(port)
     assert not port_in_use(port)
+
+
+def test_free_port_pair_leaves_room_for_the_controller() -> None:
+    port = find_free_port_pair()
+    assert port not in (19092, 19093, 19091)
+    assert not port_in_use(port)
+    assert not port_in_use(port + 1)
 
 
 def test_server_properties_bind_localhost_with_one_voter(tmp_path: Path) -> None:

@@ -1,0 +1,61 @@
+# ringfence — every target sets up what it needs (virtualenv, install, Kafka jars) and is idempotent.
+# `make help` lists the targets. Kafka: RINGFENCE_KAFKA_BOOTSTRAP names an existing cluster; when it
+# is unset, `make test` starts a throwaway local broker (Java 17+ and Maven) and always stops it.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.ringfence-installed
+# Broker port for `make test` (default: a free port pair chosen by the OS; never 19092/19093).
+KAFKA_PORT ?=
+PYTEST_ARGS ?=
+LINT_PATHS := schemas agents pipeline tests bench scripts
+
+.PHONY: help venv kafka-jars test demo lint typecheck bench clean
+
+help: ## show this help
+	@echo "ringfence — open, Kafka-native client behavioral blocking"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables: RINGFENCE_KAFKA_BOOTSTRAP (use an existing Kafka), KAFKA_PORT (test broker port),"
+	@echo "           PYTEST_ARGS (extra pytest arguments), PYTHON (interpreter for the virtualenv)"
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ not found (set PYTHON=...)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
+		|| { echo "ringfence needs Python 3.11+, $(PYTHON) is older (set PYTHON=...)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP) ## create .venv and install ringfence with all extras (only when pyproject.toml changed)
+
+kafka-jars: venv ## resolve and cache Apache Kafka's jars (skipped when RINGFENCE_KAFKA_BOOTSTRAP is set)
+	@if [[ -n "$${RINGFENCE_KAFKA_BOOTSTRAP:-}" ]]; then \
+		echo "kafka-jars: using $$RINGFENCE_KAFKA_BOOTSTRAP, no local broker needed"; \
+	else \
+		$(PY) -m pipeline.cli kafka jars; \
+	fi
+
+test: kafka-jars ## unit + integration tests against real Kafka (starts and stops a broker if none is configured)
+	PY=$(PY) KAFKA_PORT=$(KAFKA_PORT) scripts/with-kafka.sh $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+
+demo: kafka-jars ## the end-to-end demo (see scripts/demo.sh)
+	PY=$(PY) scripts/demo.sh
+
+lint: venv ## ruff check
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+
+typecheck: venv ## mypy --strict on schemas, agents, pipeline (configured in pyproject.toml)
+	$(VENV)/bin/mypy
+
+bench: venv ## run the benchmarks in bench/ and print figure, baseline and ratio (BENCH_ARGS=--quick)
+	$(PY) -m bench $(BENCH_ARGS)
+
+clean: ## remove caches (keeps .venv and the Kafka jar cache)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +
