@@ -126,7 +126,7 @@ class VerdictHandler:
             change = self.blocklist.remove(verdict.artifact_id, partition=record.partition,
                                            offset=record.offset)
         applied = self._applied(record, verdict.artifact_id, change, verdict, now)
-        if verdict.applies_to(self.device_id, self.group) or change is Change.UNBLOCKED:
+        if _worth_reporting(verdict, change, in_scope=verdict.applies_to(self.device_id, self.group)):
             self._report_applied(applied)
         return applied
 
@@ -184,6 +184,14 @@ class VerdictHandler:
             self.device_id, ActionKind.APPLY_VERDICT, Outcome.REFUSED, now=now, artifact_id=artifact,
             reason=str(exc)[:4096], error_class=exc.error_class,
         ))
+
+
+def _worth_reporting(verdict: Verdict, change: Change, *, in_scope: bool) -> bool:
+    """Every in-scope verdict is reported once; re-reading an unchanged block (a resync, a replay
+    after a crash) is not news, and an out-of-scope verdict matters only if it lifted our block."""
+    if not in_scope:
+        return change is Change.UNBLOCKED
+    return change is not Change.UNCHANGED or not verdict.blocks
 
 
 def _text(key: bytes | None) -> str | None:

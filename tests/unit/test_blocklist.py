@@ -1,0 +1,242 @@
+"""The local fleet blocklist: what verdicts and tombstones do to it, what is refused, and that it
+survives a restart (the broker may be unreachable when the agent starts again)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from enforcement_support import DEVICE, T0, Clock, FakeReporter, verdict
+
+from agents.blocklist import Blocklist, Change
+from agents.verdict_follower import AppliedVerdict, VerdictHandler, VerdictRecord
+from schemas.actions import ActionKind, Outcome
+from schemas.codec import encode
+from schemas.signing import Keyring, SigningKey
+from schemas.verdicts import Disposition, Verdict
+
+TOPIC = "t.verdicts"
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+class Rig:
+    """A handler over a blocklist file, with a recording reporter and a settable clock."""
+
+    def __init__(self, path: Path | None, key: SigningKey, group: str | None = "default") -> None:
+        self.path, self.key, self.group = path, key, group
+        self.clock = Clock(T0 + timedelta(seconds=2))
+        self.reporter = FakeReporter()
+        self.applied: list[AppliedVerdict] = []
+        self.offset = 0
+        self.open()
+
+    def open(self) -> None:
+        self.blocklist = Blocklist(self.path, TOPIC)
+        self.handler = VerdictHandler(
+            device_id=DEVICE, group=self.group, blocklist=self.blocklist,
+            keyring=Keyring.of([self.key.trusted()]), reporter=self.reporter,
+            clock=self.clock, on_applied=[self.applied.append],
+        )
+
+    def restart(self) -> None:
+        self.blocklist.close()
+        self.open()
+
+    def send(self, value: Verdict | None, key: str | None = None,
+             partition: int = 0) -> AppliedVerdict | None:
+        record_key = key if key is not None else (value.artifact_id if value is not None else None)
+        record = VerdictRecord(partition, self.offset, record_key.encode() if record_key else None,
+                               encode(value) if value is not None else None, timestamp_ms=1)
+        self.offset += 1
+        return self.handler.handle(record)
+
+
+@pytest.fixture
+def rig(tmp_path: Path, key: SigningKey) -> Rig:
+    return Rig(tmp_path / "state" / "blocklist.db", key)
+
+
+def test_malicious_verdict_blocks_and_is_reported(rig: Rig) -> None:
+    applied = rig.send(verdict(SHA_A, rig.key))
+    assert applied is not None and applied.change is Change.BLOCKED and applied.blocked
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is not None
+    assert rig.blocklist.blocking(SHA_B, rig.clock()) is None
+    [report] = rig.reporter.of(ActionKind.APPLY_VERDICT, Outcome.SUCCEEDED)
+    assert report.artifact_id == SHA_A and report.device_id == DEVICE
+    assert report.latency_ms == pytest.approx(2000.0)  # issued at T0, applied 2 s later
+
+
+def test_upper_case_hash_in_an_event_still_matches(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    assert rig.blocklist.blocking(SHA_A.upper(), rig.clock()) is not None
+
+
+def test_callbacks_get_the_apply_time_from_the_injected_clock(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    [applied] = rig.applied
+    assert applied.applied_at == rig.clock() and applied.offset == 0 and applied.record_ts_ms == 1
+
+
+def test_persisted_list_still_blocks_after_restart(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    rig.send(verdict(SHA_B, rig.key), partition=1)
+    rig.blocklist.commit()
+    rig.restart()  # no broker involved: the list comes from disk alone
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is not None
+    assert rig.blocklist.blocking(SHA_B, rig.clock()) is not None
+    assert rig.blocklist.positions == {0: 1, 1: 2}
+    assert rig.blocklist.version == 3
+
+
+def test_uncommitted_changes_are_not_on_disk(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    rig.blocklist._db.close()  # type: ignore[union-attr]  # a crash: no commit, no close
+    rig.blocklist._db = None
+    rig.open()
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is None
+    assert rig.blocklist.positions == {}  # so the record is read (and applied) again
+
+
+def test_tombstone_unblocks_and_persists(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    applied = rig.send(None, key=SHA_A)
+    assert applied is not None and applied.change is Change.UNBLOCKED and not applied.blocked
+    rig.blocklist.commit()
+    rig.restart()
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is None
+    assert len(rig.reporter.of(ActionKind.APPLY_VERDICT, Outcome.SUCCEEDED)) == 2
+
+
+@pytest.mark.parametrize("disposition", [Disposition.LIFTED, Disposition.CLEAN, Disposition.SUSPICIOUS])
+def test_non_blocking_verdict_replaces_a_block(rig: Rig, disposition: Disposition) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    applied = rig.send(verdict(SHA_A, rig.key, disposition=disposition))
+    assert applied is not None and applied.change is Change.UNBLOCKED
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is None
+
+
+def test_verdict_expiring_later_stops_blocking_then(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key, expires_at=T0 + timedelta(minutes=10)))
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is not None
+    assert rig.blocklist.blocking(SHA_A, T0 + timedelta(minutes=10)) is None
+
+
+def test_expired_verdict_is_refused_and_changes_nothing(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    rig.clock.advance(timedelta(days=2))
+    stale = verdict(SHA_B, rig.key, issued_at=T0, expires_at=T0 + timedelta(days=1))
+    assert rig.send(stale) is None
+    assert rig.blocklist.blocking(SHA_B, rig.clock()) is None
+    [refused] = rig.reporter.of(ActionKind.APPLY_VERDICT, Outcome.REFUSED)
+    assert refused.error_class == "Expired" and refused.artifact_id == SHA_B
+    assert rig.blocklist.positions == {0: 2}  # refused records are not read again
+
+
+def test_forged_verdict_is_refused_reported_and_never_applied(rig: Rig) -> None:
+    forger = SigningKey.generate(key_id=rig.key.key_id)  # claims the fleet's key id
+    assert rig.send(verdict(SHA_A, forger)) is None
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is None
+    [refused] = rig.reporter.of(ActionKind.APPLY_VERDICT, Outcome.REFUSED)
+    assert refused.error_class == "SignatureError" and "does not verify" in refused.reason
+
+
+def test_forged_lift_cannot_unblock(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    rig.send(verdict(SHA_A, SigningKey.generate(), disposition=Disposition.LIFTED))
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is not None
+    [refused] = rig.reporter.of(ActionKind.APPLY_VERDICT, Outcome.REFUSED)
+    assert refused.error_class == "UnknownKey"
+
+
+def test_unsigned_and_undecodable_records_are_refused(rig: Rig) -> None:
+    assert rig.send(verdict(SHA_A, None)) is None
+    record = VerdictRecord(0, 99, SHA_B.encode(), b'{"not": "a verdict"', timestamp_ms=1)
+    assert rig.handler.handle(record) is None
+    classes = [r.error_class for r in rig.reporter.of(ActionKind.APPLY_VERDICT, Outcome.REFUSED)]
+    assert classes == ["SignatureError", "DecodeError"]
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is None and rig.blocklist.positions == {0: 100}
+
+
+def test_verdict_under_another_key_is_refused(rig: Rig) -> None:
+    assert rig.send(verdict(SHA_A, rig.key), key=SHA_B) is None
+    assert len(rig.blocklist) == 0
+    [refused] = rig.reporter.of(ActionKind.APPLY_VERDICT, Outcome.REFUSED)
+    assert "record key" in refused.reason
+
+
+def test_tombstone_with_a_bad_key_is_refused(rig: Rig) -> None:
+    assert rig.send(None, key="not-a-hash") is None
+    assert rig.reporter.of(ActionKind.APPLY_VERDICT, Outcome.REFUSED)[0].error_class == "ValidationFailed"
+
+
+def test_scope_other_group_or_device_does_not_block_here(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key, scope="group:finance"))
+    rig.send(verdict(SHA_B, rig.key, scope="device:someone-else"))
+    assert len(rig.blocklist) == 0
+    assert rig.reporter.results == []  # not ours: nothing applied, nothing to report
+    rig.send(verdict(SHA_A, rig.key, scope="group:default"))
+    rig.send(verdict(SHA_B, rig.key, scope=f"device:{DEVICE}"))
+    assert {entry.artifact_id for entry in rig.blocklist} == {SHA_A, SHA_B}
+
+
+def test_newer_verdict_out_of_scope_lifts_our_block(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    applied = rig.send(verdict(SHA_A, rig.key, scope="group:finance"))
+    assert applied is not None and applied.change is Change.UNBLOCKED
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is None
+
+
+def test_reapplying_the_same_verdict_is_unchanged_and_not_reported_twice(rig: Rig) -> None:
+    same = verdict(SHA_A, rig.key)
+    rig.send(same)
+    applied = rig.send(same)
+    assert applied is not None and applied.change is Change.UNCHANGED
+    assert len(rig.reporter.of(ActionKind.APPLY_VERDICT)) == 1
+
+
+def test_resync_drops_entries_the_topic_no_longer_confirms(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    rig.send(verdict(SHA_B, rig.key))
+    rig.blocklist.begin_resync()
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is not None  # keeps blocking while re-reading
+    rig.offset = 0
+    rig.send(verdict(SHA_A, rig.key))
+    assert rig.blocklist.caught_up(rig.clock()) == [SHA_B]
+    assert [entry.artifact_id for entry in rig.blocklist] == [SHA_A]
+
+
+def test_positions_of_another_topic_trigger_a_resync(tmp_path: Path, key: SigningKey) -> None:
+    path = tmp_path / "blocklist.db"
+    first = Rig(path, key)
+    first.send(verdict(SHA_A, key))
+    first.blocklist.close()
+    moved = Blocklist(path, "t.other-verdicts")
+    assert moved.positions == {} and moved.resyncing
+    assert moved.blocking(SHA_A, T0) is not None
+
+
+def test_damaged_row_is_skipped_and_the_rest_still_blocks(rig: Rig) -> None:
+    rig.send(verdict(SHA_A, rig.key))
+    rig.send(verdict(SHA_B, rig.key))
+    rig.blocklist.close()
+    assert rig.path is not None
+    with sqlite3.connect(rig.path) as db:
+        db.execute("UPDATE entries SET verdict = ? WHERE artifact_id = ?", (b"garbage", SHA_B))
+    rig.open()
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is not None
+    assert rig.blocklist.get(SHA_B) is None
+
+
+def test_in_memory_list_needs_no_disk(key: SigningKey) -> None:
+    rig = Rig(None, key)
+    rig.send(verdict(SHA_A, key))
+    rig.blocklist.commit()
+    assert rig.blocklist.blocking(SHA_A, rig.clock()) is not None
