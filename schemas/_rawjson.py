@@ -8,7 +8,6 @@ levels, deeper than Python's recursion limit.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -145,12 +144,3 @@ def ids_at(obj: dict[str, Any], path: Path) -> dict[str, str | None]:
         event = events[path[1]] if 0 <= path[1] < len(events) else None
         ids["event_id"] = safe_text(event.get("event_id")) if isinstance(event, dict) else None
     return ids
-
-
-def strings_in(values: Iterator[tuple[Path, object]]) -> Iterator[tuple[Path, str]]:
-    """Flatten (path, value) pairs of a validated model's fields into their strings."""
-    for path, value in values:
-        if type(value) is str:
-            yield path, value
-        elif type(value) is tuple:
-            yield from (((*path, index), item) for index, item in enumerate(value) if type(item) is str)

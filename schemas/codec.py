@@ -21,7 +21,6 @@ The parsed objects from step 2 are kept to name field paths and ids in errors.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,7 +28,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from schemas import _rawjson
+from schemas import _rawjson, _textlimits
 from schemas._rawjson import Path
 from schemas.common import Contract
 from schemas.errors import (
@@ -145,43 +144,27 @@ def _batch(raw: bytes, obj: dict[str, Any], limits: Limits) -> EventBatch:
             field_path="events", **_rawjson.ids_at(obj, ()),
         )
     batch = validate(EventBatch, raw, obj)
-    if len(raw) > limits.max_string_chars:
-        for index, event in enumerate(batch.events):
-            if _has_long_text(event, limits.max_string_chars):
-                _check_event_strings(event, limits, prefix=("events", index))
+    if len(raw) > limits.max_string_chars:  # N characters need at least N bytes
+        _check_event_strings(batch.events, limits, prefix=("events",))
     return batch
 
 
 def _event(raw: bytes, obj: dict[str, Any], limits: Limits) -> BehaviorEvent:
     event = validate(BehaviorEvent, raw, obj)
     if len(raw) > limits.max_string_chars:
-        _check_event_strings(event, limits, prefix=())
+        _check_event_strings((event,), limits, prefix=())
     return event
 
 
-def _has_long_text(event: BehaviorEvent, max_chars: int) -> bool:
-    """The hot loop of the string limit: plain attribute scans, no paths, no generators."""
-    for value in (*event.__dict__.values(), *event.payload.__dict__.values()):
-        if type(value) is str:
-            if len(value) > max_chars:
-                return True
-        elif type(value) is tuple and any(len(item) > max_chars for item in value):
-            return True
-    return False
-
-
-def _check_event_strings(event: BehaviorEvent, limits: Limits, *, prefix: Path) -> None:
-    """String limit on a validated event: walking its typed fields beats walking the raw JSON."""
-    for path, text in _rawjson.strings_in(_event_fields(event)):
-        if len(text) > limits.max_string_chars:
-            raise _string_too_long(
-                len(text), limits, (*prefix, *path), device_id=event.device_id, event_id=event.event_id
-            )
-
-
-def _event_fields(event: BehaviorEvent) -> Iterator[tuple[Path, object]]:
-    yield from (((name,), value) for name, value in event.__dict__.items())
-    yield from ((("payload", name), value) for name, value in event.payload.__dict__.items())
+def _check_event_strings(events: tuple[BehaviorEvent, ...], limits: Limits, *, prefix: Path) -> None:
+    """String limit on validated events: their free-text fields are few and cheap to read."""
+    found = _textlimits.first_long_text(events, limits.max_string_chars)
+    if found is None:
+        return
+    index, path, length = found
+    where = (*prefix, index, *path) if prefix else path
+    ids = {"device_id": events[index].device_id, "event_id": events[index].event_id}
+    raise _string_too_long(length, limits, where, **ids)
 
 
 def _string_too_long(length: int, limits: Limits, path: Path, **ids: str | None) -> LimitExceeded:

@@ -312,3 +312,25 @@ def test_random_bytes_never_escape_as_another_exception(raw: bytes) -> None:
 
 def test_unsupported_major_version_in_the_corpus() -> None:
     assert isinstance(_decode_error(_with("schema_version", "2.0")), UnsupportedVersion)
+
+
+@pytest.mark.parametrize(
+    ("payload", "path"),
+    [
+        ({"kind": "script", "content": "A" * 70_000}, "events.0.payload.content"),
+        ({"kind": "dns_query", "query": "q", "answers": ["a", "B" * 70_000]}, "events.0.payload.answers.1"),
+        ({"kind": "registry_set", "key": "k", "data": "C" * 70_000}, "events.0.payload.data"),
+    ],
+)
+def test_the_string_limit_covers_optional_and_repeated_free_text(payload: dict[str, Any], path: str) -> None:
+    record = _batch(1)
+    record["events"][0]["payload"] = payload
+    error = _decode_error(orjson.dumps(record))
+    assert isinstance(error, LimitExceeded)
+    assert (error.limit, error.field_path) == ("max_string_chars", path)
+
+
+def test_the_string_limit_covers_the_envelope_image() -> None:
+    error = _decode_error(_with("events.2.image", "D" * 70_000))
+    assert isinstance(error, LimitExceeded)
+    assert error.field_path == "events.2.image"
