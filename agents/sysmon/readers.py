@@ -98,19 +98,30 @@ def detect_format(path: Path) -> InputFormat:
 
 
 def _format_of_text(head: bytes) -> InputFormat:
-    stripped = head.lstrip()
-    if stripped.startswith(b"["):
-        return InputFormat.JSON_ARRAY
-    if not stripped.startswith(b"{"):
-        return InputFormat.UNKNOWN
-    first_line = stripped.split(b"\n", 1)[0]
+    """JSON array if the text opens one; JSON Lines if any sniffed line is JSON (a damaged first line
+    must not hide a good file); our own events if the first object is a BehaviorEvent."""
+    lines = [line.strip() for line in head.lstrip().split(b"\n")]
+    non_blank = [line for line in lines if line]
+    if lines[0].startswith(b"[") and (len(non_blank) == 1 or not _is_json(lines[0])):
+        return InputFormat.JSON_ARRAY  # one line, or `[` followed by pretty-printed elements
+    first = next((line for line in non_blank if line.startswith(b"{")), None)
+    if first is None:
+        return InputFormat.JSON_LINES if any(map(_is_json, non_blank)) else InputFormat.UNKNOWN
     try:
-        first = orjson.loads(first_line)
+        record = orjson.loads(first)
     except orjson.JSONDecodeError:
-        return InputFormat.JSON_LINES  # the line may just be longer than the sniffed head
-    if isinstance(first, dict) and {"schema_version", "event_id", "payload"} <= first.keys():
+        return InputFormat.JSON_LINES  # damaged, or longer than the sniffed head
+    if isinstance(record, dict) and {"schema_version", "event_id", "payload"} <= record.keys():
         return InputFormat.BEHAVIOR_EVENTS
     return InputFormat.JSON_LINES
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def read_evtx(path: Path) -> Iterator[ReadItem]:

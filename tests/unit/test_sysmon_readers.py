@@ -73,9 +73,13 @@ def test_gzip_and_json_array_give_the_same_events(tmp_path: Path) -> None:
 
 def test_format_detection(tmp_path: Path) -> None:
     cases = {"empty.jsonl": b"", "text.jsonl": b"hello world\n", "bom.jsonl": b"\xef\xbb\xbf" + _line(),
-             "events.jsonl": next(iter(load_events(FIXTURE))).model_dump_json().encode() + b"\n"}
+             "events.jsonl": next(iter(load_events(FIXTURE))).model_dump_json().encode() + b"\n",
+             "junk-first.jsonl": b"\x00\xff junk\n" + _line(), "list-first.jsonl": b"[1]\n" + _line(),
+             "one-line-array.json": b"[" + _line().strip() + b"]"}
     expected = {"empty.jsonl": InputFormat.UNKNOWN, "text.jsonl": InputFormat.UNKNOWN,
-                "bom.jsonl": InputFormat.JSON_LINES, "events.jsonl": InputFormat.BEHAVIOR_EVENTS}
+                "bom.jsonl": InputFormat.JSON_LINES, "events.jsonl": InputFormat.BEHAVIOR_EVENTS,
+                "junk-first.jsonl": InputFormat.JSON_LINES, "list-first.jsonl": InputFormat.JSON_LINES,
+                "one-line-array.json": InputFormat.JSON_ARRAY}
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         assert detect_format(tmp_path / name) == expected[name], name
