@@ -92,8 +92,13 @@ class BlockEntry:
 class Blocklist:
     """In-memory blocklist with SQLite persistence; `commit()` writes what changed since the last one."""
 
-    def __init__(self, path: Path | None, topic: str, *, sync: SyncMode = "full") -> None:
-        """Open (or create) the list at `path`; None keeps it in memory only (tests, simulations)."""
+    def __init__(self, path: Path | None, topic: str, *, sync: SyncMode = "full",
+                 read_only: bool = False) -> None:
+        """Open (or create) the list at `path`; None keeps it in memory only (tests, simulations).
+
+        `read_only` (the `ringfence-agent blocklist` command) never writes, so it may look at the
+        file of a running agent.
+        """
         self.path = path
         self.topic = topic
         self._entries: dict[str, BlockEntry] = {}
@@ -102,7 +107,8 @@ class Blocklist:
         self._positions_dirty = False
         self._unconfirmed: set[str] | None = None  # during a resync: entries not yet seen again
         self.last_caught_up_at: datetime | None = None
-        self._db = _open(path, sync)
+        self._read_only = read_only
+        self._db = _open_read_only(path) if read_only else _open(path, sync)
         self._load()
 
     # -- reading ------------------------------------------------------------------------------
@@ -197,7 +203,7 @@ class Blocklist:
 
     def commit(self) -> None:
         """Write every change since the last commit in one transaction (no-op when nothing changed)."""
-        if self._db is None or not (self._dirty or self._positions_dirty):
+        if self._db is None or self._read_only or not (self._dirty or self._positions_dirty):
             return
         try:
             with self._db:
@@ -268,6 +274,15 @@ class Blocklist:
             log.info("blocklist %s: resync of %s from the beginning (was: %s)", self.path, self.topic,
                      sorted(other_topics) or "interrupted resync")
             self.begin_resync()
+
+
+def _open_read_only(path: Path | None) -> sqlite3.Connection | None:
+    if path is None:
+        return None
+    try:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StateError(f"{path}: cannot open the blocklist: {exc}") from exc
 
 
 def _open(path: Path | None, sync: SyncMode) -> sqlite3.Connection | None:

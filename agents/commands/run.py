@@ -80,8 +80,14 @@ def _linux_source(settings: AgentSettings) -> Source:
     ))
 
 
+def _enforcer(settings: AgentSettings, kafka: KafkaSettings) -> AgentPlugin | None:
+    from agents.enforcement_plugin import build_plugin
+
+    return build_plugin(settings, kafka)
+
+
 SOURCE_BUILDERS: dict[str, Callable[[AgentSettings], Source]] = {"linux": _linux_source}
-PLUGIN_BUILDERS: list[Callable[[AgentSettings, KafkaSettings], AgentPlugin | None]] = []
+PLUGIN_BUILDERS: list[Callable[[AgentSettings, KafkaSettings], AgentPlugin | None]] = [_enforcer]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
