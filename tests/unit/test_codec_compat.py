@@ -179,3 +179,10 @@ def test_the_error_class_follows_the_most_telling_issue_not_the_first() -> None:
         codec.decode_batch(orjson.dumps(record))
     assert caught.value.field_path == "events.0.payload"
     assert len(caught.value.issues) > 5
+
+
+def test_a_current_event_inside_a_newer_batch_may_not_add_fields() -> None:
+    record = _batch("1.7", [_event(0, "1.0", added=True)])
+    with pytest.raises(ValidationFailed) as caught:
+        codec.decode_batch(orjson.dumps(record))
+    assert caught.value.field_path == "events.0.added"
