@@ -9,7 +9,7 @@ Only a path that cannot be opened raises (`InputFileError`); damaged content is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,12 +61,12 @@ def load_events(
     stats: FileStats | None = None,
     sequencer: Sequencer | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-) -> Iterator[BehaviorEvent]:
+) -> Generator[BehaviorEvent, None, None]:
     """Stream the BehaviorEvents of one file (.evtx, JSON Lines, JSON array, gzip, or our own output).
 
     Pass `stats` to receive the counters (filled while iterating) and `sequencer` to continue
     another file's per-device `seq`. BehaviorEvent files are returned as recorded (not re-stamped).
-    Raises InputFileError when the path cannot be opened.
+    Raises InputFileError (when iteration starts) if the path cannot be opened.
     """
     path = Path(path)
     stats = stats if stats is not None else FileStats()

@@ -61,11 +61,14 @@ class SysmonSource:
             file_stats = self._new_file_stats(path)
             events = load_events(path, device_id=self._config.device_id, stats=file_stats,
                                  sequencer=self._sequencer)
-            while chunk := await asyncio.to_thread(_take, events, _CHUNK_EVENTS):
+            try:
+                while chunk := await asyncio.to_thread(_take, events, _CHUNK_EVENTS):
+                    self._refresh_stats()
+                    for event in chunk:
+                        yield event
+            finally:
+                events.close()  # closes the file now if the consumer stopped early
                 self._refresh_stats()
-                for event in chunk:
-                    yield event
-            self._refresh_stats()
 
     async def _follow_all(self) -> AsyncIterator[BehaviorEvent]:
         for path in self.paths:
