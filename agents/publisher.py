@@ -99,6 +99,7 @@ class PublisherConfig:
     retry_backoff_initial_s: float = 0.5
     retry_backoff_max_s: float = 30.0
     heartbeat_interval_s: float = 30.0
+    send_timeout_s: float = 30.0  # an ack not received by then counts as a failed send (retried)
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> PublisherConfig:
@@ -108,7 +109,7 @@ class PublisherConfig:
             linger_ms=settings.linger_ms, queue_max_events=settings.queue_max_events,
             retry_backoff_initial_s=settings.retry_backoff_initial_s,
             retry_backoff_max_s=settings.retry_backoff_max_s,
-            heartbeat_interval_s=settings.heartbeat_interval_s,
+            heartbeat_interval_s=settings.heartbeat_interval_s, send_timeout_s=settings.send_timeout_s,
         )
 
 
@@ -245,7 +246,8 @@ class Publisher:
         producer = await self._connected_producer()
         if events:
             value = encode_batch(EventBatch.of(events))
-            await producer.send_and_wait(self.config.events_topic, value=value, key=batch.device_id.encode())
+            sent = producer.send_and_wait(self.config.events_topic, value=value, key=batch.device_id.encode())
+            await asyncio.wait_for(sent, timeout=self.config.send_timeout_s)
         self.spool.ack(batch)
         for event in events:
             self._recent.pop((event.device_id, event.seq), None)
@@ -271,7 +273,7 @@ class Publisher:
         if self._producer is None:
             producer = self._factory()
             try:
-                await producer.start()
+                await asyncio.wait_for(producer.start(), timeout=self.config.send_timeout_s)
             except BaseException:
                 with suppress(Exception):
                     await producer.stop()

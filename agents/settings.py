@@ -61,6 +61,7 @@ class AgentSettings(BaseSettings):
     linger_ms: int = Field(200, ge=0)  # wait this long for a batch to fill before sending
     retry_backoff_initial_s: float = Field(0.5, gt=0)
     retry_backoff_max_s: float = Field(30.0, gt=0)
+    send_timeout_s: float = Field(30.0, gt=0)  # no ack by then: the batch is retried (at-least-once)
     events_topic: str = EVENTS
     devices_topic: str = DEVICES
     heartbeat_interval_s: float = Field(30.0, gt=0)
