@@ -14,7 +14,7 @@ KAFKA_PORT ?=
 PYTEST_ARGS ?=
 LINT_PATHS := schemas agents pipeline tests bench scripts
 
-.PHONY: help venv kafka-jars test demo lint typecheck bench clean
+.PHONY: help venv kafka-jars test demo lint typecheck bench compose-config clean
 
 help: ## show this help
 	@echo "ringfence — open, Kafka-native client behavioral blocking"
@@ -55,6 +55,16 @@ typecheck: venv ## mypy --strict on schemas, agents, pipeline (configured in pyp
 
 bench: venv ## run the benchmarks in bench/ and print figure, baseline and ratio (BENCH_ARGS=--quick)
 	$(PY) -m bench $(BENCH_ARGS)
+
+compose-config: ## validate docker-compose.yml (docker compose config, else the compose-go checker with Go)
+	@if docker compose version >/dev/null 2>&1; then \
+		docker compose config --quiet && echo "docker-compose.yml: valid (docker compose config)"; \
+	elif command -v go >/dev/null; then \
+		(cd deploy/docker/composecheck && go run . ../../../docker-compose.yml >/dev/null) \
+			&& echo "docker-compose.yml: valid (compose-go, the loader of docker compose)"; \
+	else \
+		echo "compose-config: needs the Docker compose plugin or Go"; exit 1; \
+	fi
 
 clean: ## remove caches (keeps .venv and the Kafka jar cache)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis
