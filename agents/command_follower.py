@@ -32,7 +32,7 @@ import orjson
 from agents.action_reporter import Reporter, action_result
 from agents.blocklist import Clock, SyncMode, utc_now
 from agents.enforcement_errors import StateError
-from agents.verdict_follower import ConsumerFactory
+from agents.verdict_follower import ConsumerFactory, partitions_of
 from schemas.actions import ActionKind, ActionResult, Outcome
 from schemas.codec import decode
 from schemas.commands import Command, CommandAction
@@ -240,10 +240,7 @@ class CommandFollower:
     async def _assign(self, consumer: Any) -> list[Any]:
         from aiokafka.structs import TopicPartition
 
-        await consumer.topics()
-        numbers = sorted(consumer.partitions_for_topic(self.topic) or ())
-        if not numbers:
-            raise LookupError(f"topic {self.topic} does not exist (yet)")
+        numbers = await partitions_of(consumer, self.topic)
         if not self._all_partitions:
             numbers = [numbers[partition_for_key(self.handler.device_id.encode(), len(numbers))]]
         partitions = [TopicPartition(self.topic, n) for n in numbers]

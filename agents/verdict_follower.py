@@ -42,6 +42,7 @@ __all__ = [
     "VerdictHandler",
     "VerdictRecord",
     "kafka_consumer_factory",
+    "partitions_of",
 ]
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,19 @@ def kafka_consumer_factory(kafka: KafkaSettings, *, fetch_max_wait_ms: int = 500
                                 auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms)
 
     return make
+
+
+async def partitions_of(consumer: Any, topic: str) -> list[int]:
+    """The partition numbers of `topic`; LookupError if it does not exist.
+
+    aiokafka's consumer learns a topic's partitions only once its client tracks the topic (the
+    public `topics()` returns a separate copy of the metadata), so the topic is added first.
+    """
+    await consumer._client.add_topic(topic)
+    numbers = consumer.partitions_for_topic(topic)
+    if not numbers:
+        raise LookupError(f"topic {topic} does not exist (yet)")
+    return sorted(numbers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,10 +273,7 @@ class VerdictFollower:
     async def _assign(self, consumer: Any) -> list[Any]:
         from aiokafka.structs import TopicPartition
 
-        await consumer.topics()  # loads metadata for every topic, ours included
-        numbers = consumer.partitions_for_topic(self.topic)
-        if not numbers:
-            raise LookupError(f"topic {self.topic} does not exist (yet)")
+        numbers = await partitions_of(consumer, self.topic)
         partitions = [TopicPartition(self.topic, n) for n in sorted(numbers)]
         consumer.assign(partitions)
         self._maybe_resync()

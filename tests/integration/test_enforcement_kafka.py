@@ -1,0 +1,213 @@
+"""Enforcement against the real broker: a signed verdict on a (unique) verdict topic is applied by a
+follower with no consumer group, and a binary started afterwards is killed as the live Linux source
+reports its start; a forged command is refused and reported on the actions topic while a genuine
+one runs; a restart with the broker unreachable still blocks from the saved list."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.structs import TopicPartition
+from enforcement_support import alive, command, private_sleep, reap, spawn, start_event, verdict
+
+from agents.enforcement_plugin import EnforcementPlugin
+from agents.linux.procfs import process_key_for
+from agents.linux.source import LinuxLiveConfig, LinuxLiveSource
+from agents.settings import AgentSettings
+from schemas.actions import ActionKind, ActionResult, Outcome
+from schemas.codec import decode, encode
+from schemas.commands import CommandAction
+from schemas.signing import Keyring, SigningKey
+from schemas.topics import KafkaSettings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Topics:
+    verdicts: str
+    commands: str
+    actions: str
+
+
+@pytest.fixture
+async def topics(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> AsyncIterator[Topics]:
+    names = Topics(unique_name("it.verdicts"), unique_name("it.commands"), unique_name("it.actions"))
+    specs = [NewTopic(names.verdicts, 3, 1, topic_configs={"cleanup.policy": "compact"}),
+             NewTopic(names.commands, 3, 1), NewTopic(names.actions, 1, 1)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        response = await admin.create_topics(specs)
+        assert all(error == 0 for _, error, *_ in response.topic_errors), response.topic_errors
+        yield names
+        await admin.delete_topics([names.verdicts, names.commands, names.actions])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[object]]:
+    spawned: list[object] = []
+    yield spawned
+    reap(*spawned)  # type: ignore[arg-type]
+
+
+def agent_settings(tmp_path: Path, topics: Topics, device_id: str, mode: str = "block") -> AgentSettings:
+    return AgentSettings(
+        device_id=device_id, mode=mode, state_dir=tmp_path / "state", quarantine_dir=tmp_path / "quarantine",
+        verdicts_topic=topics.verdicts, commands_topic=topics.commands, actions_topic=topics.actions,
+        spool_sync="normal",
+    )
+
+
+async def produce(bootstrap: str, topic: str, key: str, value: bytes | None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def wait_for_actions(bootstrap: str, topic: str, done: Callable[[list[ActionResult]], bool],
+                           timeout_s: float = 20.0) -> list[ActionResult]:
+    """Read the actions topic from the beginning until `done(results)` or the timeout."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    results: list[ActionResult] = []
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not done(results) and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            results += [decode(ActionResult, msg.value) for msgs in batch.values() for msg in msgs]
+    finally:
+        await consumer.stop()
+    return results
+
+
+@asynccontextmanager
+async def running(plugin: EnforcementPlugin, *tasks: asyncio.Task[None]) -> AsyncIterator[None]:
+    """Run the plugin (and helper tasks) for the body of the `async with`, then stop everything."""
+    server = asyncio.create_task(plugin.serve())
+    try:
+        yield
+    finally:
+        for task in (*tasks, server):
+            task.cancel()
+        for task in (*tasks, server):
+            with suppress(asyncio.CancelledError):
+                await task
+
+
+async def wait_exit(proc: object, timeout_s: float = 10.0) -> int | None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while proc.poll() is None and asyncio.get_running_loop().time() < deadline:  # type: ignore[attr-defined]
+        await asyncio.sleep(0.02)
+    return proc.poll()  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_verdict_from_the_topic_blocks_a_binary_started_afterwards(
+    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[object]
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers
+    device = f"it-{uuid.uuid4().hex[:8]}"
+    image, sha = private_sleep(tmp_path)
+    await produce(bootstrap, topics.verdicts, sha, encode(verdict(sha, key, issued_at=datetime.now(UTC))))
+
+    plugin = EnforcementPlugin(agent_settings(tmp_path, topics, device), kafka_settings,
+                               keyring=Keyring.of([key.trusted()]))
+    source = LinuxLiveSource(LinuxLiveConfig(device_id=device, net_enabled=False))
+
+    async def pump() -> None:
+        async for event in source.events():
+            plugin.observe(event)
+
+    async with running(plugin, asyncio.create_task(pump())):
+        await asyncio.wait_for(plugin.verdicts.caught_up.wait(), 30)
+        assert plugin.blocklist.blocking(sha, datetime.now(UTC)) is not None
+        await asyncio.wait_for(source.ready.wait(), 10)
+        proc = spawn(str(image), "60")
+        procs.append(proc)
+        assert await wait_exit(proc) == -9, "the blocklisted binary was not killed"
+
+        results = await wait_for_actions(bootstrap, topics.actions, lambda rs: any(
+            r.action is ActionKind.BLOCK_EXECUTION for r in rs))
+    applied = [r for r in results if r.action is ActionKind.APPLY_VERDICT]
+    blocked = [r for r in results if r.action is ActionKind.BLOCK_EXECUTION]
+    assert [(r.outcome, r.artifact_id, r.device_id) for r in applied] == [(Outcome.SUCCEEDED, sha, device)]
+    assert [(r.outcome, r.pid) for r in blocked] == [(Outcome.SUCCEEDED, proc.pid)]
+    assert blocked[0].latency_ms is not None and blocked[0].latency_ms < 10_000
+    assert plugin.blocklist.version == 1  # one verdict-topic record consumed
+
+
+async def test_forged_command_is_refused_and_reported_while_a_genuine_one_runs(
+    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[object]
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers
+    device = f"it-{uuid.uuid4().hex[:8]}"
+    spared, doomed = spawn("sleep", "60"), spawn("sleep", "60")
+    procs += [spared, doomed]
+    forger = SigningKey.generate(key_id=key.key_id)
+    now = datetime.now(UTC)
+    forged = command(forger, CommandAction.KILL_PROCESS_TREE, device_id=device, now=now,
+                     process_key=process_key_for(spared.pid, device), pid=spared.pid)
+    genuine = command(key, CommandAction.KILL_PROCESS_TREE, device_id=device, now=now,
+                      process_key=process_key_for(doomed.pid, device), pid=doomed.pid)
+    other_device = command(key, CommandAction.KILL_PROCESS_TREE, device_id="someone-else", now=now,
+                           process_key=process_key_for(spared.pid, "someone-else"), pid=spared.pid)
+    await produce(bootstrap, topics.commands, device, encode(forged))
+    await produce(bootstrap, topics.commands, "someone-else", encode(other_device))
+    await produce(bootstrap, topics.commands, device, encode(genuine))
+
+    plugin = EnforcementPlugin(agent_settings(tmp_path, topics, device), kafka_settings,
+                               keyring=Keyring.of([key.trusted()]))
+    async with running(plugin):
+        results = await wait_for_actions(bootstrap, topics.actions, lambda rs: len(rs) >= 2)
+        assert await wait_exit(doomed) == -9
+    by_command = {r.command_id: r for r in results}
+    assert set(by_command) == {forged.command_id, genuine.command_id}  # another device's is not ours
+    refused = by_command[forged.command_id]
+    assert refused.outcome is Outcome.REFUSED and refused.error_class == "SignatureError"
+    assert refused.device_id == device and refused.action is ActionKind.KILL_PROCESS_TREE
+    assert by_command[genuine.command_id].outcome is Outcome.SUCCEEDED
+    assert alive(spared.pid)
+
+
+async def test_restart_with_the_broker_unreachable_still_blocks(
+    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[object]
+) -> None:
+    device = f"it-{uuid.uuid4().hex[:8]}"
+    image, sha = private_sleep(tmp_path)
+    await produce(kafka_settings.bootstrap_servers, topics.verdicts, sha,
+                  encode(verdict(sha, key, issued_at=datetime.now(UTC))))
+    settings = agent_settings(tmp_path, topics, device)
+    first = EnforcementPlugin(settings, kafka_settings, keyring=Keyring.of([key.trusted()]))
+    async with running(first):
+        await asyncio.wait_for(first.verdicts.caught_up.wait(), 30)
+
+    unreachable = kafka_settings.model_copy(update={"bootstrap": "127.0.0.1:1"})
+    second = EnforcementPlugin(settings, unreachable, keyring=Keyring.of([key.trusted()]))
+    async with running(second):
+        proc = spawn(str(image), "60")
+        procs.append(proc)
+        second.observe(start_event(proc, image, sha, device_id=device))
+        assert await wait_exit(proc) == -9
+        assert not second.verdicts.connected and not second.verdicts.caught_up.is_set()
