@@ -19,7 +19,7 @@ import pytest
 
 from agents.linux.procfs import process_key_for
 from agents.linux.source import LinuxLiveConfig, LinuxLiveSource, ProcessMode
-from schemas.events import BehaviorEvent, EventKind
+from schemas.events import BehaviorEvent, EventKind, FileRename, NetworkConnect, ProcessEnd, ProcessStart
 
 pytestmark = pytest.mark.integration
 
@@ -33,9 +33,17 @@ class Collected:
     def of_kind(self, kind: EventKind) -> list[BehaviorEvent]:
         return [e for e in self.events if e.kind == kind]
 
-    def starts_by_pid(self) -> dict[int, BehaviorEvent]:
-        return {e.payload.pid: e for e in self.of_kind(EventKind.PROCESS_START)  # type: ignore[union-attr]
-                if e.payload.pid is not None}  # type: ignore[union-attr]
+    def starts_by_pid(self) -> dict[int, tuple[BehaviorEvent, ProcessStart]]:
+        return {e.payload.pid: (e, e.payload) for e in self.events
+                if isinstance(e.payload, ProcessStart) and e.payload.pid is not None}
+
+    def ended(self, pid: int) -> tuple[BehaviorEvent, ProcessEnd] | None:
+        return next(((e, e.payload) for e in self.events
+                     if isinstance(e.payload, ProcessEnd) and e.payload.pid == pid), None)
+
+    def connects_to(self, port: int) -> list[tuple[BehaviorEvent, NetworkConnect]]:
+        return [(e, e.payload) for e in self.events
+                if isinstance(e.payload, NetworkConnect) and e.payload.dst_port == port]
 
     async def wait_for(self, predicate: Callable[[Collected], bool], timeout_s: float = 10.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -84,11 +92,9 @@ async def exercise(collected: Collected, tmp: Path, expect_net: bool = True) -> 
     try:
         shell = await asyncio.create_subprocess_exec("/bin/sh", "-c", script(tmp, port))
         assert await asyncio.wait_for(shell.wait(), timeout=20) == 3
-        await collected.wait_for(lambda c: any(
-            e.payload.pid == shell.pid for e in c.of_kind(EventKind.PROCESS_END)))  # type: ignore[union-attr]
+        await collected.wait_for(lambda c: c.ended(shell.pid) is not None)
         if expect_net:
-            await collected.wait_for(lambda c: any(
-                e.payload.dst_port == port for e in c.of_kind(EventKind.NETWORK_CONNECT)))  # type: ignore[union-attr]
+            await collected.wait_for(lambda c: bool(c.connects_to(port)))
     finally:
         server.close()
     return shell.pid, port
@@ -103,34 +109,37 @@ async def test_netlink_sees_the_tree_files_and_connection(tmp_path: Path) -> Non
         await collected.wait_for(lambda c: len(c.of_kind(EventKind.FILE_DELETE)) >= 1)
 
     starts = collected.starts_by_pid()
-    shell = starts[shell_pid]
-    assert shell.image in ("/bin/sh", "/usr/bin/sh", "/usr/bin/dash", "/bin/dash", "/usr/bin/bash", "/bin/bash")
+    shell, _ = starts[shell_pid]
+    assert os.path.basename(shell.image or "") in ("sh", "dash", "bash")
     assert shell.parent_process_key == process_key_for(os.getpid(), DEVICE)  # the test process
-    shell_end = next(e for e in collected.of_kind(EventKind.PROCESS_END) if e.payload.pid == shell_pid)  # type: ignore[union-attr]
-    assert shell_end.process_key == shell.process_key and shell_end.payload.exit_code == 3  # type: ignore[union-attr]
+    ended = collected.ended(shell_pid)
+    assert ended is not None and ended[0].process_key == shell.process_key and ended[1].exit_code == 3
 
-    children = [e for e in starts.values() if e.parent_process_key == shell.process_key]
+    children = [e for e, _ in starts.values() if e.parent_process_key == shell.process_key]
     # mkdir, sleep, mv, rm, python, sleep: each one is seen with its parent link, even those that exit
     # before /proc can be read (their image is then "<unknown>"); the long-lived ones have images.
     assert len(children) == 6, [(e.image, e.payload) for e in children]
     images = [os.path.basename(e.image or "") for e in children]
     assert images.count("sleep") == 2, images
-    python_child = next(e for e in children if e.payload.command_line.find("create_connection") >= 0)  # type: ignore[union-attr]
-    assert python_child.payload.sha256 is not None and len(python_child.payload.sha256) == 64  # type: ignore[union-attr]
+    python_child, python_start = next((e, p) for e, p in starts.values()
+                                      if e in children and "create_connection" in p.command_line)
+    assert python_start.sha256 is not None and len(python_start.sha256) == 64
 
-    connect = next(e for e in collected.of_kind(EventKind.NETWORK_CONNECT) if e.payload.dst_port == port)  # type: ignore[union-attr]
+    [(connect, connect_payload)] = collected.connects_to(port)
     assert connect.process_key == python_child.process_key
-    assert connect.payload.dst_ip == "127.0.0.1" and connect.payload.outbound  # type: ignore[union-attr]
-    assert not [e for e in collected.of_kind(EventKind.NETWORK_CONNECT)
-                if e.payload.src_port == port]  # type: ignore[union-attr]  # the accepted side is inbound
+    assert connect_payload.dst_ip == "127.0.0.1" and connect_payload.outbound
+    inbound = [e for e in collected.events
+               if isinstance(e.payload, NetworkConnect) and e.payload.src_port == port]
+    assert inbound == []  # the accepted side of the loopback connection is not outbound
 
     paths = {(e.kind, getattr(e.payload, "path", None)) for e in collected.events}
     assert (EventKind.FILE_CREATE, str(tmp_path / "a.txt")) in paths
     assert (EventKind.FILE_WRITE, str(tmp_path / "a.txt")) in paths
     assert (EventKind.FILE_WRITE, str(tmp_path / "sub" / "b.txt")) in paths  # folder created after start
     assert (EventKind.FILE_DELETE, str(tmp_path / "c.txt")) in paths
-    rename = next(e for e in collected.of_kind(EventKind.FILE_RENAME))
-    assert (rename.payload.old_path, rename.payload.path) == (str(tmp_path / "a.txt"), str(tmp_path / "c.txt"))  # type: ignore[union-attr]
+    renames = [(e.payload.old_path, e.payload.path) for e in collected.events
+               if isinstance(e.payload, FileRename)]
+    assert renames == [(str(tmp_path / "a.txt"), str(tmp_path / "c.txt"))]
     assert all(e.device_id == DEVICE and e.seq == 0 for e in collected.events)
 
 
@@ -145,13 +154,12 @@ async def test_proc_polling_fallback_sees_processes_that_live_past_one_poll(
         shell = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", "sleep 0.6 & sleep 0.7; wait; exit 5")
         await asyncio.wait_for(shell.wait(), timeout=10)
-        await collected.wait_for(lambda c: any(
-            e.payload.pid == shell.pid for e in c.of_kind(EventKind.PROCESS_END)))  # type: ignore[union-attr]
+        await collected.wait_for(lambda c: c.ended(shell.pid) is not None)
 
     starts = collected.starts_by_pid()
-    shell_start = starts[shell.pid]
+    shell_start, _ = starts[shell.pid]
     assert shell_start.parent_process_key == process_key_for(os.getpid(), DEVICE)
-    sleeps = [e for e in starts.values() if e.parent_process_key == shell_start.process_key]
+    sleeps = [e for e, _ in starts.values() if e.parent_process_key == shell_start.process_key]
     assert len(sleeps) == 2 and all(os.path.basename(e.image or "") == "sleep" for e in sleeps)
 
 
@@ -160,6 +168,6 @@ async def test_process_key_for_matches_the_event_and_is_none_once_gone(tmp_path:
     async with running(config) as (_source, collected):
         child = await asyncio.create_subprocess_exec("/bin/sleep", "1")
         await collected.wait_for(lambda c: child.pid in c.starts_by_pid())
-        assert collected.starts_by_pid()[child.pid].process_key == process_key_for(child.pid, DEVICE)
+        assert collected.starts_by_pid()[child.pid][0].process_key == process_key_for(child.pid, DEVICE)
         await child.wait()
     assert process_key_for(child.pid, DEVICE) is None
