@@ -61,6 +61,7 @@ class DetectorStats:
     realerts_skipped: int = 0
     suppressed: int = 0
     decisions: int = 0
+    decision_errors: int = 0
 
 
 Row = tuple[DeviceForest, ProcessNode]
@@ -77,7 +78,7 @@ class Detector:
         self.policy = policy or Policy()
         self.forests: dict[str, DeviceForest] = {}
         self.stats = DetectorStats()
-        self._batcher: MicroBatcher[tuple[str, str]] = MicroBatcher(
+        self._batcher: MicroBatcher[tuple[str, str, bool]] = MicroBatcher(
             self.config.max_rows, self.config.max_delay_ms
         )
         self._next_evict: dict[str, int] = {}
@@ -107,10 +108,11 @@ class Detector:
         scores = self.scorer.score(matrix)
         self.stats.flushes += 1
         self.stats.rows_scored += len(rows)
-        if not any(s.is_malicious for s in scores):
+        if not scores.flagged.any():
             return []
         reasons = self.scorer.explain(matrix, scores, FEATURE_NAMES)
-        return self._decide(rows, contexts, matrix, scores, reasons, now_ms)
+        flagged = {i: scores.row(i) for i in reasons}
+        return self._decide(rows, contexts, matrix, flagged, reasons, now_ms)
 
     def _ingest(self, event: BehaviorEvent, now_ms: int) -> None:
         device = event.device_id
@@ -118,22 +120,23 @@ class Detector:
         if forest is None:
             forest = self.forests[device] = DeviceForest(device, event.platform.value, self.config.limits)
         self.stats.events += 1
-        dirty = forest.apply(event)
-        if dirty:
-            self._batcher.add([(device, key) for key in dirty], now_ms)
+        change = forest.apply(event)
+        if change.keys:
+            self._batcher.add([(device, key, change.notable) for key in change.keys], now_ms)
         if forest.watermark_ms >= self._next_evict.get(device, 0):
             forest.evict()
             self._next_evict[device] = forest.watermark_ms + self.config.evict_every_ms
 
-    def _rows(self, pending: Iterable[tuple[str, str]]) -> list[Row]:
-        """Changed processes plus their nearest ancestors, once each, anchors and placeholders left out."""
+    def _rows(self, pending: Iterable[tuple[str, str, bool]]) -> list[Row]:
+        """Changed processes (plus nearest ancestors on notable changes), once each, minus anchors."""
         seen: dict[tuple[str, str], Row] = {}
-        for device, key in pending:
+        for device, key, notable in pending:
             forest = self.forests.get(device)
             node = forest.get(key) if forest is not None else None
             if forest is None or node is None:
                 continue
-            for candidate in (node, *forest.ancestors(key, self.config.context_up)):
+            up = forest.ancestors(key, self.config.context_up) if notable else []
+            for candidate in (node, *up):
                 if _scorable(candidate):
                     seen.setdefault((device, candidate.key), (forest, candidate))
         return list(seen.values())
@@ -143,26 +146,23 @@ class Detector:
         rows: list[Row],
         contexts: list[RowContext],
         matrix: Matrix,
-        scores: list[RowScore],
-        reasons: list[list[tuple[str, float, float]]],
+        flagged: dict[int, RowScore],
+        reasons: dict[int, list[tuple[str, float, float]]],
         now_ms: int,
     ) -> list[Decision]:
-        malicious = {
-            (f.device_id, n.key): i
-            for i, ((f, n), s) in enumerate(zip(rows, scores, strict=True))
-            if s.is_malicious
-        }
+        """Group malicious rows by the root of their malicious subtree; one incident per root."""
+        malicious = {(rows[i][0].device_id, rows[i][1].key): i for i in flagged}
         groups: dict[tuple[str, str], int] = {}
         for (device, _), i in malicious.items():
             root = self._root(rows[i], malicious)
             best = groups.get((device, root.key))
-            if best is None or scores[i].malicious > scores[best].malicious:
+            if best is None or flagged[i].malicious > flagged[best].malicious:
                 groups[(device, root.key)] = i
         decisions: list[Decision] = []
         for (device, root_key), i in groups.items():
             forest = self.forests[device]
             decisions += self._incident(
-                forest, forest.nodes[root_key], contexts[i], matrix[i], scores[i], reasons[i], now_ms
+                forest, forest.nodes[root_key], contexts[i], matrix[i], flagged[i], reasons[i], now_ms
             )
         self.stats.decisions += len(decisions)
         return decisions
@@ -193,7 +193,12 @@ class Detector:
             return []
         incident = self._build(forest, root, ctx, values, score, reasons)
         self.stats.incidents += 1
-        decisions = self.policy.decide(incident, now_ms)
+        try:
+            decisions = self.policy.decide(incident, now_ms)
+        except ValueError as exc:  # a contract refused a field (pydantic's ValidationError is a ValueError)
+            self.stats.decision_errors += 1
+            log.error("device %s: cannot build decisions for tree %s: %s", forest.device_id, root.key, exc)
+            return []
         self.stats.suppressed += not decisions
         root.alert_mark = _with_mark(root.alert_mark, score.tactic, score.band)
         log.info(

@@ -33,7 +33,6 @@ from pipeline.windows import (
     Counter,
     count_windows,
     sliding_start,
-    sum_groups,
 )
 
 FEATURE_VERSION = "1.0"
@@ -129,8 +128,6 @@ FEATURE_DOCS: dict[str, str] = dict(_CATALOGUE)
 N_FEATURES = len(FEATURE_NAMES)
 _AT = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _IMG, _PARENT, _GPARENT = _AT["img_other"], _AT["parent_other"], _AT["gparent_other"]
-_SCALARS = _AT["pair_office_tool"]  # first of the per-row scalar block
-_N_SCALARS = _AT["self_" + INDICATORS[0].name] - _SCALARS
 _SELF_IND, _DESC_IND, _ANC_IND = (_AT[f"{p}_{INDICATORS[0].name}"] for p in ("self", "desc", "anc"))
 _OWN, _SUB = _AT["own_child_spawn"], _AT["sub_child_spawn"]
 
@@ -182,10 +179,12 @@ def feature_matrix(contexts: Sequence[RowContext]) -> NDArray[np.float32]:
     matrix = np.zeros((len(contexts), N_FEATURES), dtype=np.float32)
     if not contexts:
         return matrix
-    _fill_classes(matrix, contexts)
-    matrix[:, _SCALARS : _SCALARS + _N_SCALARS] = [_scalars(c) for c in contexts]
-    _fill_indicators(matrix, contexts)
-    _fill_counters(matrix, contexts)
+    table = _Table.of(contexts)
+    _fill_classes(matrix, contexts, table)
+    _fill_process(matrix, contexts, table)
+    _fill_subtree(matrix, table)
+    _fill_indicators(matrix, contexts, table)
+    _fill_counters(matrix, contexts, table)
     return matrix
 
 
@@ -196,16 +195,58 @@ def features_for(
     return feature_matrix([row_context(forest, key, window_ms) for key in keys])
 
 
-def _fill_classes(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
+@dataclass(slots=True)
+class _Table:
+    """Every node the rows need, once, as arrays; and which nodes are each row's descendants."""
+
+    nodes: list[ProcessNode]
+    starts: NDArray[np.int64]  # window start per node (its forest's)
+    own: NDArray[np.int64]  # row -> position of the row's process
+    desc: NDArray[np.int64]  # positions of all rows' descendants, row by row
+    desc_row: NDArray[np.int64]  # row of each entry in `desc`
+    desc_sizes: NDArray[np.int64]  # descendants per row
+    cls: NDArray[np.int64]  # image class per node
+    static: NDArray[np.float32]  # static_facts per node
+
+    @classmethod
+    def of(cls, contexts: Sequence[RowContext]) -> _Table:
+        index: dict[int, int] = {}
+        nodes: list[ProcessNode] = []
+        starts: list[int] = []
+
+        def position(node: ProcessNode, start: int) -> int:
+            pos = index.setdefault(id(node), len(nodes))
+            if pos == len(nodes):
+                nodes.append(node)
+                starts.append(start)
+            return pos
+
+        own = [position(c.node, c.window_start_ms) for c in contexts]
+        desc = [position(d, c.window_start_ms) for c in contexts for d in c.descendants]
+        sizes = np.fromiter((len(c.descendants) for c in contexts), dtype=np.int64, count=len(contexts))
+        return cls(
+            nodes,
+            np.array(starts, dtype=np.int64),
+            np.array(own, dtype=np.int64),
+            np.array(desc, dtype=np.int64),
+            np.repeat(np.arange(len(contexts), dtype=np.int64), sizes),
+            sizes,
+            np.fromiter((n.image_cls for n in nodes), dtype=np.int64, count=len(nodes)),
+            np.array([static_facts(n) for n in nodes], dtype=np.float32).reshape(len(nodes), _N_STATIC),
+        )
+
+
+def _fill_classes(matrix: NDArray[np.float32], contexts: Sequence[RowContext], table: _Table) -> None:
     rows = np.arange(len(contexts))
-    own = [int(c.node.image_cls) for c in contexts]
-    parent = [_class_of(c.ancestors, 0) for c in contexts]
-    grand = [_class_of(c.ancestors, 1) for c in contexts]
-    matrix[rows, _IMG + np.array(own)] = 1.0
+    own = table.cls[table.own]
+    parent = np.array([_class_of(c.ancestors, 0) for c in contexts], dtype=np.int64)
+    grand = np.array([_class_of(c.ancestors, 1) for c in contexts], dtype=np.int64)
+    matrix[rows, _IMG + own] = 1.0
     for offset, classes in ((_PARENT, parent), (_GPARENT, grand)):
-        known = np.array(classes) >= 0
-        matrix[rows[known], offset + np.array(classes)[known]] = 1.0
-    matrix[rows, _AT["parent_unknown"]] = [not c.ancestors or c.ancestors[0].placeholder for c in contexts]
+        known = classes >= 0
+        matrix[rows[known], offset + classes[known]] = 1.0
+    matrix[:, _AT["parent_unknown"]] = parent < 0
+    _fill_pairs(matrix, own, parent)
 
 
 def _class_of(ancestors: tuple[ProcessNode, ...], level: int) -> int:
@@ -215,36 +256,136 @@ def _class_of(ancestors: tuple[ProcessNode, ...], level: int) -> int:
     return int(ancestors[level].image_cls)
 
 
-def _pairs(own: ImageClass, parent: ImageClass | None, grand: ImageClass | None) -> list[float]:
-    return [
-        parent is ImageClass.OFFICE and own in _TOOLISH,
-        parent is ImageClass.BROWSER and own in _TOOLISH,
-        parent is ImageClass.WEB_SERVER and own in _SHELLISH,
-        parent is ImageClass.SERVICE_HOST and own in _SHELLISH,
-        parent is ImageClass.WMI and (own in _SHELLISH or own is ImageClass.LOLBIN),
-        parent is ImageClass.REMOTE_SERVICE and own in _SHELLISH,
-        parent in _SHELLISH and own is ImageClass.LOLBIN,
-        own in _SHELLISH and parent in _SHELLISH,
-    ]
+def _isin(classes: NDArray[np.int64], members: frozenset[ImageClass]) -> NDArray[np.bool_]:
+    return np.isin(classes, [int(m) for m in members])
 
 
-def _image_facts(node: ProcessNode) -> list[float]:
-    image = node.image
-    loc = lx.location(image) if image else Location.OTHER
-    name = lx.basename(image)
-    stem_ext = name.rsplit(".", 2)
-    return [
-        loc is Location.TEMP,
-        loc is Location.USER_PROFILE,
-        loc is Location.PROGRAM_DATA,
-        loc is Location.SYSTEM,
-        loc is Location.PROGRAM_FILES,
-        _masquerade(image, node.image_cls, loc),
-        len(stem_ext) == 3 and stem_ext[1] in _DOUBLE_EXT and stem_ext[2] in lx.EXECUTABLE_EXTENSIONS,
-        "/." in image or "\\." in image,
-        node.signed is False,
-        not image,
-    ]
+def _fill_pairs(matrix: NDArray[np.float32], own: NDArray[np.int64], parent: NDArray[np.int64]) -> None:
+    shellish, toolish, parent_shellish = _isin(own, _SHELLISH), _isin(own, _TOOLISH), _isin(parent, _SHELLISH)
+    pairs = {
+        "pair_office_tool": (parent == ImageClass.OFFICE) & toolish,
+        "pair_browser_tool": (parent == ImageClass.BROWSER) & toolish,
+        "pair_webserver_shell": (parent == ImageClass.WEB_SERVER) & shellish,
+        "pair_service_shell": (parent == ImageClass.SERVICE_HOST) & shellish,
+        "pair_wmi_shell": (parent == ImageClass.WMI) & (shellish | (own == ImageClass.LOLBIN)),
+        "pair_remote_shell": (parent == ImageClass.REMOTE_SERVICE) & shellish,
+        "pair_shell_lolbin": parent_shellish & (own == ImageClass.LOLBIN),
+        "pair_shell_chain": parent_shellish & shellish,
+    }
+    for name, values in pairs.items():
+        matrix[:, _AT[name]] = values
+
+
+_STATIC_COLUMNS = (
+    "img_loc_temp", "img_loc_user", "img_loc_programdata", "img_loc_system", "img_loc_programfiles",
+    "img_masquerade", "img_double_ext", "img_hidden_dir", "img_unsigned", "img_unknown",
+    "priv_high", "priv_system", "cmd_len_log", "cmd_entropy", "cmd_max_token_log", "cmd_special_ratio",
+)  # fmt: skip
+_N_STATIC = len(_STATIC_COLUMNS) + 1  # + runs-from-user-writable (used for descendants)
+_PROCESS_COLUMNS = (
+    "start_seen", "exited", "depth", "lifetime_log", "n_children", "n_descendants", "subtree_depth",
+)  # fmt: skip
+
+
+def _fill_process(matrix: NDArray[np.float32], contexts: Sequence[RowContext], table: _Table) -> None:
+    matrix[:, [_AT[c] for c in _STATIC_COLUMNS]] = table.static[table.own, : len(_STATIC_COLUMNS)]
+    matrix[:, [_AT[c] for c in _PROCESS_COLUMNS]] = [_process_scalars(c) for c in contexts]
+
+
+def _process_scalars(ctx: RowContext) -> tuple[float, ...]:
+    node = ctx.node
+    end = node.end_ms if node.end_ms is not None else ctx.forest.watermark_ms
+    lifetime = max(0, end - node.start_ms) / 1000 if node.start_ms is not None else 0.0
+    depths = ctx.depths
+    return (node.started, node.exited, _depth(ctx), math.log1p(lifetime), len(node.children), len(depths),
+            depths[-1] if depths else 0)  # fmt: skip
+
+
+def _fill_subtree(matrix: NDArray[np.float32], table: _Table) -> None:
+    """Descendant class counts, user-writable images and distinct images, by bincount over members."""
+    n = len(matrix)
+    row, cls = table.desc_row, table.cls[table.desc]
+    by_class = np.bincount(row * _N_CLS + cls, minlength=n * _N_CLS).reshape(n, _N_CLS)
+    matrix[:, _AT["desc_shell"]] = by_class[:, ImageClass.SHELL] + by_class[:, ImageClass.SCRIPT_HOST]
+    matrix[:, _AT["desc_lolbin"]] = by_class[:, ImageClass.LOLBIN]
+    matrix[:, _AT["desc_admin_tool"]] = by_class[:, ImageClass.ADMIN_TOOL]
+    matrix[:, _AT["desc_user_writable"]] = np.bincount(row, weights=table.static[table.desc, -1], minlength=n)
+    image_ids: dict[str, int] = {}
+    images = np.fromiter(
+        (image_ids.setdefault(table.nodes[p].image, len(image_ids)) for p in table.desc.tolist()),
+        dtype=np.int64,
+        count=len(table.desc),
+    )
+    distinct = np.unique(row * (len(image_ids) + 1) + images)
+    matrix[:, _AT["desc_distinct_images"]] = np.bincount(distinct // (len(image_ids) + 1), minlength=n)
+
+
+def _fill_indicators(matrix: NDArray[np.float32], contexts: Sequence[RowContext], table: _Table) -> None:
+    masks = np.zeros((len(contexts), 3), dtype=np.uint64)
+    node_masks = np.fromiter((n.mask for n in table.nodes), dtype=np.uint64, count=len(table.nodes))
+    masks[:, 0] = node_masks[table.own]
+    nonempty = table.desc_sizes > 0
+    if table.desc.size:
+        offsets = np.concatenate(([0], np.cumsum(table.desc_sizes)[:-1]))
+        masks[nonempty, 1] = np.bitwise_or.reduceat(node_masks[table.desc], offsets[nonempty])
+    for row, ctx in enumerate(contexts):
+        anc = 0
+        for a in ctx.ancestors:
+            anc |= a.mask
+        masks[row, 2] = anc
+    bits = (masks[:, :, None] >> np.arange(_N_IND, dtype=np.uint64)) & np.uint64(1)
+    for col, offset in enumerate((_SELF_IND, _DESC_IND, _ANC_IND)):
+        matrix[:, offset : offset + _N_IND] = bits[:, col, :]
+    matrix[:, _AT["self_ind_count"]] = bits[:, 0, :].sum(axis=1)
+    matrix[:, _AT["tree_ind_count"]] = (bits.max(axis=1)).sum(axis=1)
+
+
+def _fill_counters(matrix: NDArray[np.float32], contexts: Sequence[RowContext], table: _Table) -> None:
+    counts = count_windows([n.evidence for n in table.nodes], table.starts)
+    own = counts[table.own]
+    matrix[:, _OWN : _OWN + _N_CNT] = own
+    desc_sum = np.zeros_like(own)
+    np.add.at(desc_sum, table.desc_row, counts[table.desc])
+    matrix[:, _SUB : _SUB + _N_CNT] = own + desc_sum
+    matrix[:, _AT["own_distinct_dst_ip"] :] = [_distinct(ctx) for ctx in contexts]
+
+
+def _distinct(ctx: RowContext) -> tuple[int, int, int]:
+    start = ctx.window_start_ms
+    own = [(ip, port) for ts, ip, port in ctx.node.conns if ts >= start]
+    sub = {ip for d in ctx.descendants if d.conns for ts, ip, _ in d.conns if ts >= start}
+    if not own and not sub:
+        return (0, 0, 0)
+    return len({ip for ip, _ in own}), len({port for _, port in own}), len(sub | {ip for ip, _ in own})
+
+
+def static_facts(node: ProcessNode) -> tuple[float, ...]:
+    """Facts that change only when the process's start, image or signature is seen; cached on the node.
+
+    Layout: 10 image facts, priv_high, priv_system, 4 command-line stats, runs-from-user-writable.
+    """
+    if node.static is None:
+        image = node.image
+        loc = lx.location(image) if image else Location.OTHER
+        stem_ext = lx.basename(image).rsplit(".", 2)
+        integrity = (node.integrity_level or "").lower()
+        node.static = (
+            loc is Location.TEMP,
+            loc is Location.USER_PROFILE,
+            loc is Location.PROGRAM_DATA,
+            loc is Location.SYSTEM,
+            loc is Location.PROGRAM_FILES,
+            _masquerade(image, node.image_cls, loc),
+            len(stem_ext) == 3 and stem_ext[1] in _DOUBLE_EXT and stem_ext[2] in lx.EXECUTABLE_EXTENSIONS,
+            "/." in image or "\\." in image,
+            node.signed is False,
+            not image,
+            integrity == "high",
+            integrity == "system" or node.uid == 0,
+            *command_line_stats(node.command_line),
+            loc in _USER_WRITABLE,
+        )
+    return node.static
 
 
 def _masquerade(image: str, cls: ImageClass, loc: Location) -> bool:
@@ -255,33 +396,11 @@ def _masquerade(image: str, cls: ImageClass, loc: Location) -> bool:
     return loc in _USER_WRITABLE
 
 
-def _scalars(ctx: RowContext) -> list[float]:
-    node, anc, desc = ctx.node, ctx.ancestors, ctx.descendants
-    parent = ImageClass(_class_of(anc, 0)) if _class_of(anc, 0) >= 0 else None
-    grand = ImageClass(_class_of(anc, 1)) if _class_of(anc, 1) >= 0 else None
-    integrity = (node.integrity_level or "").lower()
-    end = node.end_ms if node.end_ms is not None else ctx.forest.watermark_ms
-    lifetime = max(0, end - node.start_ms) / 1000 if node.start_ms is not None else 0.0
-    classes = Tally(d.image_cls for d in desc)
-    return [
-        *_pairs(node.image_cls, parent, grand),
-        *_image_facts(node),
-        integrity == "high",
-        integrity == "system" or node.uid == 0,
-        node.started,
-        node.exited,
-        min(ctx.forest.depth(node.key), 16),
-        math.log1p(lifetime),
-        len(node.children),
-        len(desc),
-        max(ctx.depths, default=0),
-        len({d.image for d in desc}),
-        classes[ImageClass.SHELL] + classes[ImageClass.SCRIPT_HOST],
-        classes[ImageClass.LOLBIN],
-        classes[ImageClass.ADMIN_TOOL],
-        sum(lx.location(d.image) in _USER_WRITABLE for d in desc),
-        *command_line_stats(node.command_line),
-    ]
+def _depth(ctx: RowContext, cap: int = 16) -> int:
+    nodes, depth, parent = ctx.forest.nodes, 0, ctx.node.parent_key
+    while parent is not None and depth < cap and (up := nodes.get(parent)) is not None:
+        depth, parent = depth + 1, up.parent_key
+    return depth
 
 
 @lru_cache(maxsize=65536)
@@ -295,49 +414,6 @@ def command_line_stats(command_line: str) -> tuple[float, float, float, float]:
     longest = max((len(t) for t in text.split()), default=0)
     special = sum(text.count(ch) for ch in "^`$|&;<>%\"'") / n
     return (math.log1p(len(command_line)), entropy, math.log1p(longest), special)
-
-
-def _fill_indicators(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
-    masks = np.zeros((len(contexts), 3), dtype=np.uint64)
-    for row, ctx in enumerate(contexts):
-        desc = anc = 0
-        for d in ctx.descendants:
-            desc |= d.mask
-        for a in ctx.ancestors:
-            anc |= a.mask
-        masks[row] = (ctx.node.mask, desc, anc)
-    bits = (masks[:, :, None] >> np.arange(_N_IND, dtype=np.uint64)) & np.uint64(1)
-    for col, offset in enumerate((_SELF_IND, _DESC_IND, _ANC_IND)):
-        matrix[:, offset : offset + _N_IND] = bits[:, col, :]
-    matrix[:, _AT["self_ind_count"]] = bits[:, 0, :].sum(axis=1)
-    matrix[:, _AT["tree_ind_count"]] = (bits.max(axis=1)).sum(axis=1)
-
-
-def _fill_counters(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
-    index: dict[int, int] = {}
-    nodes: list[ProcessNode] = []
-    starts: list[int] = []
-    groups: list[list[int]] = []
-    for ctx in contexts:
-        group = []
-        for node in (ctx.node, *ctx.descendants):
-            pos = index.setdefault(id(node), len(nodes))
-            if pos == len(nodes):
-                nodes.append(node)
-                starts.append(ctx.window_start_ms)
-            group.append(pos)
-        groups.append(group)
-    counts = count_windows([n.evidence for n in nodes], np.array(starts, dtype=np.int64))
-    matrix[:, _OWN : _OWN + _N_CNT] = counts[[g[0] for g in groups]]
-    matrix[:, _SUB : _SUB + _N_CNT] = sum_groups(counts, groups)
-    matrix[:, _AT["own_distinct_dst_ip"] :] = [_distinct(ctx) for ctx in contexts]
-
-
-def _distinct(ctx: RowContext) -> tuple[int, int, int]:
-    start = ctx.window_start_ms
-    own = [(ip, port) for ts, ip, port in ctx.node.conns if ts >= start]
-    sub = {ip for d in ctx.descendants for ts, ip, _ in d.conns if ts >= start}
-    return len({ip for ip, _ in own}), len({port for _, port in own}), len(sub | {ip for ip, _ in own})
 
 
 def _cell(text: str) -> str:

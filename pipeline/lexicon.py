@@ -168,7 +168,24 @@ _WIN_RULES: tuple[tuple[str, Location], ...] = (
 
 
 def location(path: str) -> Location:
-    """Class of the directory a path is in (Windows paths are matched case-insensitively)."""
+    """Class of the directory a path is in (Windows paths are matched case-insensitively).
+
+    Most rules are about directories, so the result is cached per directory; names that rules
+    single out (dot files, profiles, crontabs) are classified from the full path.
+    """
+    cut = max(path.rfind("\\"), path.rfind("/")) + 1
+    name = path[cut:].lower()
+    if name.startswith(".") or "profile" in name or "cron" in name or "bashrc" in name:
+        return _location(path)
+    return _dir_location(path[:cut])
+
+
+@lru_cache(maxsize=16384)
+def _dir_location(directory: str) -> Location:
+    return _location(directory)
+
+
+def _location(path: str) -> Location:
     if path.startswith("/"):
         for needle, cls in _POSIX_RULES:
             if needle in path:

@@ -65,7 +65,7 @@ class RowScore:
 
     malicious: float  # 1 - P(benign)
     tactic: str  # a TACTICS name, "Generic", or "Benign" when not malicious
-    class_index: int  # column of the winning tactic (for contributions); 0 when benign
+    class_index: int  # column of the most probable tactic (whose contributions explain the row)
     probabilities: tuple[float, ...]
 
     @property
@@ -83,22 +83,43 @@ DOMINANCE = 0.5
 """A tactic is named only when it holds at least this share of the malicious probability."""
 
 
-def classify(probabilities: Matrix, thresholds: Mapping[str, float]) -> list[RowScore]:
-    """Turn class probabilities into row scores (benign, a tactic, or Generic)."""
-    malicious = 1.0 - probabilities[:, 0]
-    best = np.argmax(probabilities[:, 1:], axis=1) + 1
-    best_p = probabilities[np.arange(len(best)), best]
-    cutoff = thresholds.get("malicious", 0.5)
-    scores = []
-    for row, (mal, cls, p) in enumerate(zip(malicious.tolist(), best.tolist(), best_p.tolist(), strict=True)):
-        if mal < cutoff:
-            tactic, cls = BENIGN, 0
-        elif p >= thresholds.get(CLASSES[cls], 0.0) and p >= DOMINANCE * mal:
-            tactic = CLASSES[cls]
+@dataclass(frozen=True, slots=True)
+class BatchScores:
+    """The model's verdict on a whole micro-batch, as arrays (no per-row Python for benign rows)."""
+
+    probabilities: Matrix  # (rows, classes)
+    malicious: NDArray[np.float32]  # 1 - P(benign)
+    flagged: NDArray[np.bool_]  # crossed the malicious threshold
+    best: NDArray[np.int64]  # column of the most probable tactic
+    named: NDArray[np.bool_]  # that tactic passes its threshold and dominates (else Generic)
+
+    def __len__(self) -> int:
+        return len(self.malicious)
+
+    def flagged_rows(self) -> list[int]:
+        """Indices of malicious rows."""
+        return [int(i) for i in np.nonzero(self.flagged)[0]]
+
+    def row(self, i: int) -> RowScore:
+        """The score of one row as a value."""
+        if not self.flagged[i]:
+            tactic = BENIGN
         else:
-            tactic = Tactic.GENERIC.value
-        scores.append(RowScore(mal, tactic, cls, tuple(probabilities[row].tolist())))
-    return scores
+            tactic = CLASSES[int(self.best[i])] if self.named[i] else Tactic.GENERIC.value
+        return RowScore(
+            float(self.malicious[i]), tactic, int(self.best[i]), tuple(self.probabilities[i].tolist())
+        )
+
+
+def classify(probabilities: Matrix, thresholds: Mapping[str, float]) -> BatchScores:
+    """Turn class probabilities into scores: benign, a named tactic, or Generic."""
+    malicious = (1.0 - probabilities[:, 0]).astype(np.float32)
+    best = np.argmax(probabilities[:, 1:], axis=1).astype(np.int64) + 1
+    best_p = probabilities[np.arange(len(best)), best]
+    per_class = np.array([thresholds.get(name, 0.0) for name in CLASSES], dtype=np.float32)
+    flagged = malicious >= thresholds.get("malicious", 0.5)
+    named = (best_p >= per_class[best]) & (best_p >= DOMINANCE * malicious)
+    return BatchScores(probabilities, malicious, flagged, best, named)
 
 
 def top_features(
@@ -164,31 +185,28 @@ class Scorer:
         self.model = model
         self.stats = ScorerStats()
 
-    def score(self, matrix: Matrix) -> list[RowScore]:
+    def score(self, matrix: Matrix) -> BatchScores:
         """Score every row with a single `predict_proba` call."""
-        if len(matrix) == 0:
-            return []
         probabilities = np.asarray(self.model.predict_proba(matrix), dtype=np.float32)
         self.stats.predict_calls += 1
         self.stats.rows_scored += len(matrix)
-        scores = classify(probabilities, self.model.thresholds)
-        self.stats.rows_malicious += sum(s.is_malicious for s in scores)
+        scores = classify(probabilities.reshape(len(matrix), len(CLASSES)), self.model.thresholds)
+        self.stats.rows_malicious += int(scores.flagged.sum())
         return scores
 
     def explain(
-        self, matrix: Matrix, scores: list[RowScore], names: tuple[str, ...], k: int = 8
-    ) -> list[list[tuple[str, float, float]]]:
-        """Top features of each row for its own class, in one contributions call (empty for benign)."""
-        wanted = [i for i, s in enumerate(scores) if s.is_malicious]
-        out: list[list[tuple[str, float, float]]] = [[] for _ in scores]
+        self, matrix: Matrix, scores: BatchScores, names: tuple[str, ...], k: int = 8
+    ) -> dict[int, list[tuple[str, float, float]]]:
+        """Top features of each malicious row for its tactic, in one contributions call."""
+        wanted = scores.flagged_rows()
         if not wanted:
-            return out
+            return {}
         contrib = self.model.contributions(matrix[wanted])
         self.stats.contribution_calls += 1
-        for pos, row in enumerate(wanted):
-            cls = scores[row].class_index or int(np.argmax(scores[row].probabilities[1:])) + 1
-            out[row] = top_features(contrib[pos, cls], matrix[row], names, k)
-        return out
+        return {
+            row: top_features(contrib[pos, int(scores.best[row])], matrix[row], names, k)
+            for pos, row in enumerate(wanted)
+        }
 
 
 def is_provisional(model: Model) -> bool:

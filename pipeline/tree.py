@@ -27,11 +27,11 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.indicators import indicator_mask
 from pipeline.lexicon import ImageClass, image_class
-from pipeline.windows import Counter, behaviour_codes, child_codes
+from pipeline.windows import GENERIC_CODES, STRONG_CODES, Counter, behaviour_codes, child_codes
 from schemas.events import BehaviorEvent, ProcessStart
 
 
@@ -92,12 +92,14 @@ class ProcessNode:
     script_mask: int = 0  # indicator bits of script content it ran
     signer: str | None = None  # signer of its own image when an image_load reported it
     signed: bool | None = None
-    alert_mark: str | None = None  # "<tactic>/<band>" of the last alert rooted here
+    alert_mark: str | None = None  # "<tactic>:<band>,..." of alerts rooted here
+    code_counts: dict[int, int] = field(default_factory=dict)  # lifetime count per behaviour code
     image_cls: ImageClass = ImageClass.OTHER
     children: list[str] = field(default_factory=list)
     evidence: deque[int] = field(default_factory=deque)
     conns: deque[tuple[int, str, int]] = field(default_factory=deque)
     notable: deque[BehaviorEvent] = field(default_factory=deque)
+    static: tuple[float, ...] | None = None  # per-process feature cache, owned by pipeline.features
 
     @property
     def placeholder(self) -> bool:
@@ -118,24 +120,21 @@ class ProcessNode:
         """Record the image path and its class."""
         self.image = image
         self.image_cls = image_class(image)
+        self.static = None
 
 
-GENERIC_CODES = frozenset(
-    {
-        Counter.CHILD_SPAWN,
-        Counter.FILE_WRITE,
-        Counter.FILE_DELETE,
-        Counter.FILE_RENAME,
-        Counter.REG_WRITE,
-        Counter.NET_CONNECT,
-        Counter.DNS_QUERY,
-        Counter.PROC_ACCESS,
-        Counter.SCRIPT,
-    }
-)
-"""Codes that alone do not make an event worth keeping as alert evidence."""
 _SCRIPT = (Counter.SCRIPT,)
 _SCRIPT_SUSPICIOUS = (Counter.SCRIPT, Counter.SCRIPT_SUSPICIOUS)
+
+
+class Change(NamedTuple):
+    """What one event changed: processes to re-score, and whether their ancestors should be too."""
+
+    keys: tuple[str, ...]
+    notable: bool  # a new process or specific behaviour (not just another file write or DNS query)
+
+
+NO_CHANGE = Change((), False)
 
 
 def ts_ms(event: BehaviorEvent) -> int:
@@ -186,21 +185,18 @@ class DeviceForest:
         """The node for `key`, or None when unknown (or evicted)."""
         return None if key is None else self.nodes.get(key)
 
-    def apply(self, event: BehaviorEvent) -> tuple[str, ...]:
-        """Fold one event into the forest; return the keys whose behaviour changed."""
+    def apply(self, event: BehaviorEvent) -> Change:
+        """Fold one event into the forest; say which processes should be re-scored."""
         when = ts_ms(event)
         if self._is_redelivery(event.seq, when):
             self.stats.duplicates_dropped += 1
-            return ()
+            return NO_CHANGE
         self.stats.events += 1
         self.watermark_ms = max(self.watermark_ms, when)
         payload = event.payload
         node = self._touch(event.process_key, event.image, when)
         if isinstance(payload, ProcessStart):
-            dirty = self._start(node, event.parent_process_key, payload, when)
-            if node.cmd_mask:
-                node.notable.append(event)
-            return dirty
+            return self._start(node, event, payload, when)
         if event.parent_process_key is not None and node.parent_key is None:
             self._link(node, event.parent_process_key, when)
         return self._behaviour(node, event, when)
@@ -259,9 +255,8 @@ class DeviceForest:
         if key is not None:
             self._remove(key)
 
-    def _start(
-        self, node: ProcessNode, parent_key: str | None, start: ProcessStart, when: int
-    ) -> tuple[str, ...]:
+    def _start(self, node: ProcessNode, event: BehaviorEvent, start: ProcessStart, when: int) -> Change:
+        """Fill the node; the parent earns child codes. Notable when the child carries any signal."""
         if node.placeholder:
             self.stats.placeholders_filled += 1
         first = not node.started
@@ -270,13 +265,17 @@ class DeviceForest:
         node.command_line, node.cmd_mask = start.command_line, indicator_mask(start.command_line)
         node.sha256, node.user, node.pid = start.sha256 or node.sha256, start.user, start.pid
         node.integrity_level, node.uid = start.integrity_level, start.uid
+        if node.cmd_mask:
+            node.notable.append(event)
+        parent_key = event.parent_process_key
         parent = self._link(node, parent_key, when) if parent_key is not None else self.get(node.parent_key)
         if parent is None or not first:
-            return (node.key,)
+            return Change((node.key,), bool(node.cmd_mask))
         parent.last_ms = max(parent.last_ms, when)
         self._lru.move_to_end(parent.key)
-        self._add_evidence(parent, when, child_codes(start.image))
-        return (node.key, parent.key)
+        rescore, notable = self._add_evidence(parent, when, child_codes(start.image))
+        notable = notable or bool(node.cmd_mask)
+        return Change((node.key, parent.key) if rescore or notable else (node.key,), notable)
 
     def _link(self, node: ProcessNode, parent_key: str, when: int) -> ProcessNode | None:
         """Attach `node` under `parent_key` (creating a placeholder); refuse cycles and re-parenting."""
@@ -298,13 +297,13 @@ class DeviceForest:
     def _is_ancestor_or_self(self, key: str, start: str) -> bool:
         return any(n.key == key for n in self._chain(start))
 
-    def _behaviour(self, node: ProcessNode, event: BehaviorEvent, when: int) -> tuple[str, ...]:
+    def _behaviour(self, node: ProcessNode, event: BehaviorEvent, when: int) -> Change:
         payload: Any = event.payload
         kind = payload.kind
         if kind == "process_end":
             node.end_ms = when
             self._exited[node.key] = None
-            return (node.key,)
+            return Change((node.key,), False)
         if kind == "script":
             found = indicator_mask(payload.content)
             node.script_mask |= found
@@ -314,18 +313,37 @@ class DeviceForest:
             if kind == "network_connect":
                 node.conns.append((when, payload.dst_ip, payload.dst_port))
             elif kind == "image_load" and payload.path == node.image:
-                node.signer, node.signed = payload.signer, payload.signed
-        self._add_evidence(node, when, codes)
-        if any(code not in GENERIC_CODES for code in codes):
+                node.signer, node.signed, node.static = payload.signer, payload.signed, None
+        if not codes:
+            return NO_CHANGE
+        rescore, notable = self._add_evidence(node, when, codes)
+        if notable:
             node.notable.append(event)
-        return (node.key,)
+        return Change((node.key,), notable) if rescore else NO_CHANGE
 
-    def _add_evidence(self, node: ProcessNode, when: int, codes: Iterable[Counter]) -> None:
-        evidence = node.evidence
+    def _add_evidence(self, node: ProcessNode, when: int, codes: Iterable[Counter]) -> tuple[bool, bool]:
+        """Record codes; return (re-score, notable).
+
+        Re-scoring backs off per code: a process is re-scored when a code's lifetime count reaches
+        1, 2, 4, 8... so counts stay within a factor of two of what was last scored and a process
+        writing a million temp files costs twenty scorings, not a million. Strong codes (a Run key,
+        an LSASS read...) always re-score; they and the first sight of any specific code are
+        notable: the event is kept as alert evidence and the ancestors are re-scored too.
+        """
+        evidence, counts = node.evidence, node.code_counts
+        rescore = notable = False
         for code in codes:
             if len(evidence) == evidence.maxlen:
                 self.stats.evidence_dropped += 1
             evidence.append(when << 8 | code)
+            seen = counts.get(code, 0) + 1
+            counts[code] = seen
+            if code in STRONG_CODES:
+                rescore = notable = True
+            elif seen & (seen - 1) == 0:
+                rescore = True
+                notable = notable or (seen == 1 and code not in GENERIC_CODES)
+        return rescore, notable
 
     def _chain(self, key: str | None) -> Iterator[ProcessNode]:
         """`key`'s node then its ancestors, bounded by max_depth and stopping at unknown parents."""

@@ -41,7 +41,7 @@ _FIELDS = (
     "alert_mark",
 )
 _INT_FIELDS = ("uid", "pid", "start_ms", "end_ms")
-_TAILS = 3  # evidence, conns, notable events
+_TAILS = 4  # evidence, conns, notable events, code counts
 _REQUIRED_INT_FIELDS = ("last_ms", "cmd_mask", "script_mask")
 _STR_FIELDS = ("key", "image", "command_line")
 
@@ -65,6 +65,7 @@ def _node_row(node: ProcessNode) -> list[Any]:
     row.append(list(node.evidence))
     row.append([list(c) for c in node.conns])
     row.append([event.model_dump(mode="json") for event in node.notable])
+    row.append(sorted(node.code_counts.items()))
     return row
 
 
@@ -103,16 +104,17 @@ def _node_from_row(row: list[Any], limits: TreeLimits) -> ProcessNode:
             raise TypeError(f"node field {name} must be a string")
     node = ProcessNode(**values)
     node.set_image(node.image)
-    evidence = [int(x) for x in row[-3]]
+    evidence = [int(x) for x in row[-4]]
     if any((x & CODE_MASK) >= N_COUNTERS for x in evidence):
         raise ValueError(f"unknown behaviour code in node {node.key}")
     node.evidence = deque(evidence, maxlen=limits.max_evidence_per_node)
     node.conns = deque(
-        ((int(t), str(ip), int(port)) for t, ip, port in row[-2]), maxlen=limits.max_conns_per_node
+        ((int(t), str(ip), int(port)) for t, ip, port in row[-3]), maxlen=limits.max_conns_per_node
     )
     node.notable = deque(
-        (BehaviorEvent.model_validate(e) for e in row[-1]), maxlen=limits.max_notable_per_node
+        (BehaviorEvent.model_validate(e) for e in row[-2]), maxlen=limits.max_notable_per_node
     )
+    node.code_counts = {int(code): int(n) for code, n in row[-1]}
     return node
 
 

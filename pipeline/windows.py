@@ -144,6 +144,45 @@ COUNTER_DOCS: dict[Counter, str] = {
     Counter.SCRIPT_SUSPICIOUS: "script blocks matching a behaviour indicator",
 }
 
+GENERIC_CODES = frozenset(
+    {
+        Counter.CHILD_SPAWN,
+        Counter.FILE_WRITE,
+        Counter.FILE_DELETE,
+        Counter.FILE_RENAME,
+        Counter.REG_WRITE,
+        Counter.NET_CONNECT,
+        Counter.DNS_QUERY,
+        Counter.PROC_ACCESS,
+        Counter.SCRIPT,
+    }
+)
+"""Everyday behaviour: never alert evidence on its own."""
+STRONG_CODES = frozenset(
+    {
+        Counter.FW_STARTUP,
+        Counter.FW_CRON,
+        Counter.FW_SSH,
+        Counter.FW_SERVICE_UNIT,
+        Counter.FW_SHELL_PROFILE,
+        Counter.FILE_DELETE_BACKUP,
+        Counter.REG_RUN,
+        Counter.REG_WINLOGON,
+        Counter.REG_IFEO,
+        Counter.REG_COM_HIJACK,
+        Counter.REG_DEFENSE,
+        Counter.REG_LSA,
+        Counter.LOAD_CREDENTIAL,
+        Counter.LSASS_ACCESS,
+        Counter.LSASS_READ,
+        Counter.LSASS_WRITE,
+        Counter.REMOTE_THREAD,
+        Counter.REMOTE_THREAD_SYSTEM,
+        Counter.SCRIPT_SUSPICIOUS,
+    }
+)
+"""Behaviour that is rare in benign trees and decisive for detection: always re-scored at once."""
+
 _FW_BY_LOCATION: dict[Location, Counter] = {
     Location.TEMP: Counter.FW_TEMP,
     Location.USER_PROFILE: Counter.FW_USER_PROFILE,
