@@ -1,0 +1,95 @@
+"""inotify file events on a temp folder: renames paired, moves in/out, folders created or renamed later."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from agents.linux.build import UNATTRIBUTED_PROCESS_KEY
+from agents.linux.files import FileWatcher
+from schemas.events import BehaviorEvent
+
+
+def settle(watcher: FileWatcher, rounds: int = 3) -> list[tuple[str, str, str | None]]:
+    """Read until quiet; (kind, path, old_path) triples."""
+    seen: list[BehaviorEvent] = []
+    for _ in range(rounds):
+        time.sleep(0.06)
+        seen.extend(watcher.read_ready())
+    return [(e.kind.value, e.payload.path, getattr(e.payload, "old_path", None))  # type: ignore[union-attr]
+            for e in seen]
+
+
+def test_create_write_rename_delete_in_a_watched_folder(tmp_path: Path) -> None:
+    watcher = FileWatcher("dev", [str(tmp_path)], rename_wait_s=0.05)
+    watcher.start()
+    try:
+        (tmp_path / "a").write_text("x")
+        os.rename(tmp_path / "a", tmp_path / "b")
+        (tmp_path / "b").unlink()
+        events = settle(watcher)
+    finally:
+        watcher.close()
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    assert events == [("file_create", a, None), ("file_write", a, None), ("file_rename", b, a),
+                      ("file_delete", b, None)]
+
+
+def test_moves_across_the_watch_boundary_are_create_and_delete(tmp_path: Path) -> None:
+    inside, outside = tmp_path / "in", tmp_path / "out"
+    inside.mkdir()
+    outside.mkdir()
+    (outside / "incoming").write_text("x")
+    (inside / "leaving").write_text("x")
+    watcher = FileWatcher("dev", [str(inside)], rename_wait_s=0.05)
+    watcher.start()
+    try:
+        os.rename(outside / "incoming", inside / "incoming")
+        os.rename(inside / "leaving", outside / "leaving")
+        events = settle(watcher)
+    finally:
+        watcher.close()
+    assert ("file_create", str(inside / "incoming"), None) in events
+    assert ("file_delete", str(inside / "leaving"), None) in events
+
+
+def test_folders_created_or_renamed_later_are_watched_under_their_new_name(tmp_path: Path) -> None:
+    watcher = FileWatcher("dev", [str(tmp_path)], rename_wait_s=0.05)
+    watcher.start()
+    try:
+        (tmp_path / "d1" / "d2").mkdir(parents=True)
+        settle(watcher, rounds=1)
+        os.rename(tmp_path / "d1", tmp_path / "renamed")
+        settle(watcher, rounds=1)
+        (tmp_path / "renamed" / "d2" / "late").write_text("x")
+        events = settle(watcher)
+        assert watcher.watch_count == 3
+    finally:
+        watcher.close()
+    assert ("file_create", str(tmp_path / "renamed" / "d2" / "late"), None) in events
+
+
+def test_file_events_carry_the_unattributed_marker_and_a_hash_of_what_was_written(tmp_path: Path) -> None:
+    watcher = FileWatcher("dev", [str(tmp_path)])
+    watcher.start()
+    try:
+        (tmp_path / "payload").write_bytes(b"one")
+        time.sleep(0.05)
+        events = watcher.read_ready()
+    finally:
+        watcher.close()
+    write = next(e for e in events if e.kind.value == "file_write")
+    assert write.process_key == UNATTRIBUTED_PROCESS_KEY
+    assert write.payload.sha256 == "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"  # type: ignore[union-attr]
+
+
+def test_watch_limit_is_enforced_and_counted(tmp_path: Path) -> None:
+    for index in range(4):
+        (tmp_path / f"d{index}").mkdir()
+    watcher = FileWatcher("dev", [str(tmp_path)], max_watches=2)
+    watcher.start()
+    try:
+        assert watcher.watch_count == 2 and watcher.unwatched_dirs >= 1
+    finally:
+        watcher.close()

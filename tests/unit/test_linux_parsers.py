@@ -1,0 +1,166 @@
+"""Pure parts of the live Linux source: kernel messages, /proc and socket tables, hash cache, tracker."""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+from agents.linux import inotify
+from agents.linux.build import UNKNOWN_IMAGE
+from agents.linux.hashing import HashCache
+from agents.linux.net import TCP_ESTABLISHED, TCP_LISTEN, SocketRow, new_outbound, parse_table
+from agents.linux.proc_events import (
+    PROC_EVENT_EXEC,
+    PROC_EVENT_EXIT,
+    PROC_EVENT_FORK,
+    ExecEvent,
+    ExitEvent,
+    ForkEvent,
+    decode_wait_status,
+    parse_datagram,
+)
+from agents.linux.processes import ProcessTracker
+from agents.linux.procfs import ProcessSnapshot, make_process_key, parse_stat
+from schemas.events import ProcessEnd, ProcessStart
+
+NO_SUCH_PID = 4_000_001  # above any pid_max: /proc reads always fail
+
+
+def message(what: int, body: bytes, ts_ns: int = 123) -> bytes:
+    event = struct.pack("=IIQ", what, 0, ts_ns) + body
+    cn = struct.pack("=IIIIHH", 1, 1, 0, 0, len(event), 0) + event
+    return struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
+
+
+def test_connector_datagram_yields_process_events_and_skips_threads() -> None:
+    data = (message(PROC_EVENT_FORK, struct.pack("=IIII", 10, 10, 11, 11))
+            + message(PROC_EVENT_FORK, struct.pack("=IIII", 10, 10, 12, 10))  # a thread of 10
+            + message(PROC_EVENT_EXEC, struct.pack("=II", 11, 11))
+            + message(PROC_EVENT_EXIT, struct.pack("=IIII", 11, 11, 9, 17))  # killed by SIGKILL
+            + message(PROC_EVENT_EXIT, struct.pack("=IIII", 13, 11, 0, 0))  # a thread exiting
+            + message(0x200, b"\0" * 24))  # comm change: ignored
+    assert parse_datagram(data) == [ForkEvent(10, 11, 123), ExecEvent(11, 123), ExitEvent(11, -9, 123)]
+
+
+def test_truncated_or_garbage_datagram_is_ignored_not_misread() -> None:
+    whole = message(PROC_EVENT_EXEC, struct.pack("=II", 5, 5))
+    assert parse_datagram(whole) == [ExecEvent(5, 123)]
+    assert parse_datagram(whole[:-4]) == []  # header claims more bytes than arrived
+    assert parse_datagram(b"\xff" * 7) == []
+    assert parse_datagram(struct.pack("=IHHII", 4, 3, 0, 0, 0) + b"\0" * 40) == []  # length too small
+
+
+def test_wait_status_decoding() -> None:
+    assert decode_wait_status(3 << 8) == 3
+    assert decode_wait_status(0) == 0
+    assert decode_wait_status(15) == -15
+
+
+def test_stat_parsing_survives_hostile_comm() -> None:
+    fields = " ".join(["S", "77"] + ["0"] * 17 + ["4242"] + ["0"] * 30)
+    stat = parse_stat(99, f"99 (evil) (name) {fields}")
+    assert (stat.comm, stat.ppid, stat.start_ticks) == ("evil) (name", 77, 4242)
+
+
+def test_process_key_is_a_stable_hash_of_device_pid_and_start() -> None:
+    key = make_process_key("dev", 10, 1_000)
+    assert key == make_process_key("dev", 10, 1_000) and len(key) == 32
+    assert key != make_process_key("dev", 10, 1_001) != make_process_key("other", 10, 1_000)
+
+
+TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1
+   1: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 1002 1
+   2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 1003 1
+   3: garbage line
+"""
+TCP6 = """  sl  local_address                         remote_address                        st
+   0: 0000000000000000FFFF00000100007F:A000 0000000000000000FFFF00000A00000A:01BB 02 0:0 00:0 0 0 0 2001 1
+   1: 00000000000000000000000001000000:A001 B80D0120000000000000000001000000:0050 01 0:0 00:0 0 0 0 2002 1
+"""
+
+
+def test_socket_tables_decode_v4_v6_and_v4_mapped_addresses() -> None:
+    rows = parse_table(TCP)
+    assert rows[0] == SocketRow("127.0.0.1", 8080, "0.0.0.0", 0, TCP_LISTEN, 1001)
+    assert rows[1] == SocketRow("127.0.0.1", 54321, "127.0.0.1", 8080, TCP_ESTABLISHED, 1002)
+    assert len(rows) == 3  # the garbage line is skipped
+    v6 = parse_table(TCP6)
+    assert (v6[0].local_ip, v6[0].remote_ip, v6[0].remote_port) == ("127.0.0.1", "10.0.0.10", 443)
+    assert (v6[1].local_ip, v6[1].remote_ip, v6[1].remote_port) == ("::1", "2001:db8::1", 80)
+
+
+def test_outbound_means_connecting_and_not_on_a_listening_port() -> None:
+    rows = parse_table(TCP) + parse_table(TCP6)
+    fresh = new_outbound(rows, seen=set())
+    assert {row.inode for row in fresh} == {1002, 2001, 2002}  # 1003 is the accepted (inbound) side
+    assert {row.inode for row in new_outbound(rows, seen={1002, 2001})} == {2002}
+
+
+def test_inotify_records_parse_with_padding() -> None:
+    name = b"a.txt\0\0\0"
+    data = struct.pack("=iIII", 1, inotify.Mask.CREATE, 0, len(name)) + name
+    data += struct.pack("=iIII", 2, inotify.Mask.IGNORED, 0, 0)
+    events = inotify.parse_events(data)
+    assert [(e.wd, e.name) for e in events] == [(1, "a.txt"), (2, "")]
+
+
+def test_hash_cache_hits_until_the_file_changes_and_is_bounded(tmp_path: Path) -> None:
+    cache = HashCache(max_entries=2, max_bytes=1 << 20)
+    target = tmp_path / "bin"
+    target.write_bytes(b"one")
+    first = cache.sha256_of(str(target))
+    assert first == "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"
+    assert cache.sha256_of(str(target)) == first and cache.hits == 1
+    target.write_bytes(b"two")
+    os.utime(target, ns=(1, 2))  # a different mtime: must not serve the stale digest
+    assert cache.sha256_of(str(target)) != first and cache.misses == 2
+    for index in range(3):
+        (tmp_path / f"f{index}").write_bytes(b"x")
+        cache.sha256_of(str(tmp_path / f"f{index}"))
+    assert len(cache) == 2
+    big = tmp_path / "big"
+    big.write_bytes(b"0" * ((1 << 20) + 1))
+    assert cache.sha256_of(str(big)) is None
+    assert cache.sha256_of(str(tmp_path / "missing")) is None
+
+
+def snapshot(pid: int, ppid: int, exe: str = "/usr/bin/tool") -> ProcessSnapshot:
+    return ProcessSnapshot(pid=pid, ppid=ppid, start_time_ns=1_700_000_000_000_000_000, comm="tool",
+                           exe=exe, command_line=f"{exe} --flag", uid=1000, cwd="/home")
+
+
+def test_exec_of_a_process_already_gone_still_yields_a_start_with_its_parent() -> None:
+    tracker = ProcessTracker("dev", HashCache())
+    tracker.on_fork(NO_SUCH_PID, NO_SUCH_PID + 1, monotonic_ns=5_000_000_000)
+    [start] = tracker.on_exec(NO_SUCH_PID + 1, 5_000_100_000, snap=None)
+    assert isinstance(start.payload, ProcessStart)
+    assert start.payload.image == UNKNOWN_IMAGE and start.payload.ppid == NO_SUCH_PID
+    [end] = tracker.on_exit(NO_SUCH_PID + 1, 0, 5_000_200_000)
+    assert isinstance(end.payload, ProcessEnd) and end.process_key == start.process_key
+
+
+def test_fork_only_parent_is_announced_before_its_exec_child() -> None:
+    tracker = ProcessTracker("dev", HashCache())
+    parent, child = NO_SUCH_PID + 10, NO_SUCH_PID + 11
+    tracker.on_fork(NO_SUCH_PID, parent, monotonic_ns=1_000)  # a subshell: fork, no exec
+    tracker.on_fork(parent, child, monotonic_ns=2_000)
+    events = tracker.on_exec(child, 3_000, snap=snapshot(child, parent))
+    assert [e.payload.pid for e in events if isinstance(e.payload, ProcessStart)] == [parent, child]
+    assert events[1].parent_process_key == events[0].process_key
+    assert tracker.on_exit(parent, 0, 4_000)[0].process_key == events[0].process_key
+
+
+def test_fork_that_never_execs_or_acts_is_not_reported() -> None:
+    tracker = ProcessTracker("dev", HashCache())
+    tracker.on_fork(NO_SUCH_PID, NO_SUCH_PID + 20, monotonic_ns=1_000)
+    assert tracker.on_exit(NO_SUCH_PID + 20, 0, 2_000) == []
+    assert len(tracker) == 0
+
+
+def test_tracker_table_is_bounded() -> None:
+    tracker = ProcessTracker("dev", HashCache(), max_tracked=3)
+    for offset in range(10):
+        tracker.on_fork(NO_SUCH_PID, NO_SUCH_PID + 100 + offset, monotonic_ns=offset)
+    assert len(tracker) == 3
