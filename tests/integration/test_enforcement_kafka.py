@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from subprocess import Popen
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -61,10 +62,10 @@ def key() -> SigningKey:
 
 
 @pytest.fixture
-def procs() -> Iterator[list[object]]:
-    spawned: list[object] = []
+def procs() -> Iterator[list[Popen[bytes]]]:
+    spawned: list[Popen[bytes]] = []
     yield spawned
-    reap(*spawned)  # type: ignore[arg-type]
+    reap(*spawned)
 
 
 def agent_settings(tmp_path: Path, topics: Topics, device_id: str, mode: str = "block") -> AgentSettings:
@@ -117,15 +118,15 @@ async def running(plugin: EnforcementPlugin, *tasks: asyncio.Task[None]) -> Asyn
                 await task
 
 
-async def wait_exit(proc: object, timeout_s: float = 10.0) -> int | None:
+async def wait_exit(proc: Popen[bytes], timeout_s: float = 10.0) -> int | None:
     deadline = asyncio.get_running_loop().time() + timeout_s
-    while proc.poll() is None and asyncio.get_running_loop().time() < deadline:  # type: ignore[attr-defined]
+    while proc.poll() is None and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.02)
-    return proc.poll()  # type: ignore[attr-defined, no-any-return]
+    return proc.poll()
 
 
 async def test_verdict_from_the_topic_blocks_a_binary_started_afterwards(
-    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[object]
+    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[Popen[bytes]]
 ) -> None:
     bootstrap = kafka_settings.bootstrap_servers
     device = f"it-{uuid.uuid4().hex[:8]}"
@@ -159,7 +160,7 @@ async def test_verdict_from_the_topic_blocks_a_binary_started_afterwards(
 
 
 async def test_forged_command_is_refused_and_reported_while_a_genuine_one_runs(
-    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[object]
+    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[Popen[bytes]]
 ) -> None:
     bootstrap = kafka_settings.bootstrap_servers
     device = f"it-{uuid.uuid4().hex[:8]}"
@@ -192,7 +193,7 @@ async def test_forged_command_is_refused_and_reported_while_a_genuine_one_runs(
 
 
 async def test_restart_with_the_broker_unreachable_still_blocks(
-    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[object]
+    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[Popen[bytes]]
 ) -> None:
     device = f"it-{uuid.uuid4().hex[:8]}"
     image, sha = private_sleep(tmp_path)

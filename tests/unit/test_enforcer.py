@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from subprocess import Popen
 from typing import Any
 
 import pytest
@@ -43,11 +44,11 @@ PROTECTED = protected_pids()
 
 
 @pytest.fixture
-def procs() -> Iterator[list[object]]:
+def procs() -> Iterator[list[Popen[bytes]]]:
     """Processes to reap after the test, whatever happened."""
-    spawned: list[object] = []
+    spawned: list[Popen[bytes]] = []
     yield spawned
-    reap(*spawned)  # type: ignore[arg-type]
+    reap(*spawned)
 
 
 def key_of(pid: int) -> str:
@@ -56,7 +57,7 @@ def key_of(pid: int) -> str:
     return key
 
 
-def shell_tree(procs: list[object], script: str, children: int) -> int:
+def shell_tree(procs: list[Popen[bytes]], script: str, children: int) -> int:
     shell = spawn("/bin/sh", "-c", script)
     procs.append(shell)
     assert wait_until(lambda: len(children_of(shell.pid)) >= children), "children did not start"
@@ -65,7 +66,7 @@ def shell_tree(procs: list[object], script: str, children: int) -> int:
 
 # -- kill_process_tree ----------------------------------------------------------------------------
 
-async def test_kill_tree_kills_every_descendant_children_first(procs: list[object]) -> None:
+async def test_kill_tree_kills_every_descendant_children_first(procs: list[Popen[bytes]]) -> None:
     root = shell_tree(procs, "sleep 60 & sh -c 'sleep 60 & wait' & wait", children=2)
     assert wait_until(lambda: any(children_of(child) for child in children_of(root)))
     tree = [root, *children_of(root)]
@@ -79,7 +80,7 @@ async def test_kill_tree_kills_every_descendant_children_first(procs: list[objec
     assert not any(alive(pid) for pid in tree)
 
 
-async def test_kill_by_key_without_a_pid_hint(procs: list[object]) -> None:
+async def test_kill_by_key_without_a_pid_hint(procs: list[Popen[bytes]]) -> None:
     victim = spawn("sleep", "60")
     procs.append(victim)
     report = await kill_process_tree(key_of(victim.pid), device_id=DEVICE, protected=PROTECTED)
@@ -87,7 +88,7 @@ async def test_kill_by_key_without_a_pid_hint(procs: list[object]) -> None:
     assert victim.wait(timeout=5) == -9
 
 
-async def test_recycled_pid_is_left_alone(procs: list[object]) -> None:
+async def test_recycled_pid_is_left_alone(procs: list[Popen[bytes]]) -> None:
     """The command names (pid, start time T); the process now at that pid started at another time."""
     bystander = spawn("sleep", "60")
     procs.append(bystander)
@@ -101,7 +102,7 @@ async def test_recycled_pid_is_left_alone(procs: list[object]) -> None:
     assert alive(bystander.pid) and bystander.poll() is None
 
 
-async def test_key_of_another_device_matches_nothing(procs: list[object]) -> None:
+async def test_key_of_another_device_matches_nothing(procs: list[Popen[bytes]]) -> None:
     bystander = spawn("sleep", "60")
     procs.append(bystander)
     other_key = process_key_for(bystander.pid, "another-device")
@@ -110,7 +111,7 @@ async def test_key_of_another_device_matches_nothing(procs: list[object]) -> Non
     assert report.outcome is KillOutcome.NOT_FOUND and alive(bystander.pid)
 
 
-async def test_exited_process_is_not_found(procs: list[object]) -> None:
+async def test_exited_process_is_not_found(procs: list[Popen[bytes]]) -> None:
     gone = spawn("true")
     key = key_of(gone.pid)
     gone.wait(timeout=5)
@@ -169,7 +170,7 @@ def audit(tmp_path: Path, key: SigningKey) -> Rig:
     return Rig(tmp_path, Mode.AUDIT, key)
 
 
-async def test_blocklisted_start_is_killed(tmp_path: Path, block: Rig, procs: list[object]) -> None:
+async def test_blocklisted_start_is_killed(tmp_path: Path, block: Rig, procs: list[Popen[bytes]]) -> None:
     image, sha = private_sleep(tmp_path)
     block.block(sha)
     proc = spawn(str(image), "60")
@@ -182,7 +183,7 @@ async def test_blocklisted_start_is_killed(tmp_path: Path, block: Rig, procs: li
 
 
 async def test_observe_queues_the_kill_and_run_carries_it_out(
-    tmp_path: Path, block: Rig, procs: list[object]
+    tmp_path: Path, block: Rig, procs: list[Popen[bytes]]
 ) -> None:
     image, sha = private_sleep(tmp_path)
     block.block(sha)
@@ -204,7 +205,7 @@ async def test_observe_queues_the_kill_and_run_carries_it_out(
 
 
 async def test_audit_mode_reports_the_start_and_kills_nothing(
-    tmp_path: Path, audit: Rig, procs: list[object]
+    tmp_path: Path, audit: Rig, procs: list[Popen[bytes]]
 ) -> None:
     image, sha = private_sleep(tmp_path)
     audit.block(sha)
@@ -216,7 +217,7 @@ async def test_audit_mode_reports_the_start_and_kills_nothing(
 
 
 async def test_new_verdict_kills_running_instances_only(
-    tmp_path: Path, block: Rig, procs: list[object]
+    tmp_path: Path, block: Rig, procs: list[Popen[bytes]]
 ) -> None:
     image, sha = private_sleep(tmp_path)
     first, second, innocent = spawn(str(image), "60"), spawn(str(image), "61"), spawn("sleep", "60")
@@ -237,7 +238,7 @@ async def test_new_verdict_kills_running_instances_only(
 
 
 async def test_audit_mode_reports_running_instances_and_kills_nothing(
-    tmp_path: Path, audit: Rig, procs: list[object]
+    tmp_path: Path, audit: Rig, procs: list[Popen[bytes]]
 ) -> None:
     image, sha = private_sleep(tmp_path)
     proc = spawn(str(image), "60")
@@ -255,7 +256,7 @@ def kill_command(key: SigningKey | None, pid: int, **fields: Any) -> bytes:
     return encode(made)
 
 
-async def test_signed_kill_command_kills_the_tree(block: Rig, procs: list[object]) -> None:
+async def test_signed_kill_command_kills_the_tree(block: Rig, procs: list[Popen[bytes]]) -> None:
     root = shell_tree(procs, "sleep 60 & wait", children=1)
     result = await block.commands.handle(kill_command(block.key, root))
     assert result is not None and result.outcome is Outcome.SUCCEEDED
@@ -265,7 +266,7 @@ async def test_signed_kill_command_kills_the_tree(block: Rig, procs: list[object
 
 @pytest.mark.parametrize("case", ["forged", "unsigned", "expired", "future", "mis-targeted"])
 async def test_bad_commands_are_refused_reported_and_not_run(
-    block: Rig, procs: list[object], case: str
+    block: Rig, procs: list[Popen[bytes]], case: str
 ) -> None:
     victim = spawn("sleep", "60")
     procs.append(victim)
@@ -288,7 +289,9 @@ async def test_bad_commands_are_refused_reported_and_not_run(
     assert alive(victim.pid)
 
 
-async def test_replayed_command_is_refused_even_after_a_restart(block: Rig, procs: list[object]) -> None:
+async def test_replayed_command_is_refused_even_after_a_restart(
+    block: Rig, procs: list[Popen[bytes]]
+) -> None:
     first = spawn("sleep", "60")
     procs.append(first)
     value = kill_command(block.key, first.pid)
@@ -302,7 +305,9 @@ async def test_replayed_command_is_refused_even_after_a_restart(block: Rig, proc
     assert after_restart is not None and after_restart.error_class == "Replayed"
 
 
-async def test_kill_command_for_a_recycled_pid_fails_and_leaves_it(block: Rig, procs: list[object]) -> None:
+async def test_kill_command_for_a_recycled_pid_fails_and_leaves_it(
+    block: Rig, procs: list[Popen[bytes]]
+) -> None:
     bystander = spawn("sleep", "60")
     procs.append(bystander)
     started_ns = start_time_ns_from_ticks(read_stat(bystander.pid).start_ticks)
@@ -313,7 +318,7 @@ async def test_kill_command_for_a_recycled_pid_fails_and_leaves_it(block: Rig, p
     assert alive(bystander.pid)
 
 
-async def test_audit_mode_kill_command_kills_nothing(audit: Rig, procs: list[object]) -> None:
+async def test_audit_mode_kill_command_kills_nothing(audit: Rig, procs: list[Popen[bytes]]) -> None:
     victim = spawn("sleep", "60")
     procs.append(victim)
     result = await audit.commands.handle(kill_command(audit.key, victim.pid))
