@@ -1,0 +1,187 @@
+"""Assemble the training data: labelled lab recordings, simulated trees and captured Linux sessions.
+
+Each source (one recording, one simulated tree, one captured session) becomes a `RowBlock` of
+feature rows computed by the stream's own code (`pipeline.training.rows`), tagged with its origin
+and split. Only the `_`-prefixed recording labels and the adversary view decide labels; nothing
+about a host, user, domain, dataset path or Sysmon rule name reaches a feature (features are
+computed from BehaviorEvents, which carry none of the `_` fields).
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from agents.sysmon import load_events
+from pipeline.features import N_FEATURES
+from pipeline.scoring import BENIGN
+from pipeline.training.labels import Recording, extract_clues, label_events, load_catalog, raw_pid_keys
+from pipeline.training.rows import AMBIGUOUS, RowBlock, replay_rows
+from pipeline.training.simulate import SimConfig, simulate_corpus
+from pipeline.training.split import hashed_split, lab_of, recording_splits
+from schemas.events import BehaviorEvent
+
+log = logging.getLogger(__name__)
+DEFAULT_OTRF = Path("/work/shared/datasets/otrf")
+CAPTURE_DIR = Path(__file__).resolve().parent.parent / "model" / "data"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """Where a block of rows came from."""
+
+    source: str
+    origin: str  # otrf | sim | capture
+    split: str  # train | calib | dev
+    platform: str
+    label: str  # the source's own label (recording tactic, simulated tactic, Benign)
+    technique: str = ""
+
+
+@dataclass(slots=True)
+class RecordingReport:
+    """How labelling went for one lab recording (rendered into DATA.md)."""
+
+    rel: str
+    tactic: str
+    split: str
+    lab: str
+    process_starts: int
+    seeds: int
+    attack_processes: int
+    trees: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class Dataset:
+    """Rows of every source, with per-row source index; ambiguous rows are already dropped."""
+
+    matrix: NDArray[np.float32]
+    labels: NDArray[np.str_]
+    weights: NDArray[np.float32]
+    source_index: NDArray[np.int32]
+    trees: NDArray[np.str_]
+    sources: list[SourceInfo]
+    reports: list[RecordingReport]
+
+    def split_mask(self, split: str, origin: str | None = None) -> NDArray[np.bool_]:
+        """Rows whose source is in `split` (and of `origin`, when given)."""
+        keep = np.array([s.split == split and (origin is None or s.origin == origin) for s in self.sources])
+        return keep[self.source_index] if len(keep) else np.zeros(0, dtype=bool)
+
+
+@dataclass(frozen=True, slots=True)
+class DataConfig:
+    """Which sources to use."""
+
+    otrf_root: Path | None = DEFAULT_OTRF
+    captures: Path | None = CAPTURE_DIR
+    sim: SimConfig = field(default_factory=SimConfig)
+
+
+def build_dataset(config: DataConfig) -> Dataset:
+    """Every source's rows (see module docstring); logs progress per origin."""
+    blocks: list[tuple[SourceInfo, RowBlock]] = []
+    reports: list[RecordingReport] = []
+    if config.otrf_root is not None and config.otrf_root.is_dir():
+        for info, block, report in otrf_blocks(config.otrf_root):
+            reports.append(report)
+            if info is not None:
+                blocks.append((info, block))
+    else:
+        log.warning("no lab recordings at %s: training on simulated and captured data only", config.otrf_root)
+    blocks.extend(sim_blocks(config.sim))
+    if config.captures is not None and config.captures.is_dir():
+        blocks.extend(capture_blocks(config.captures))
+    return _assemble(blocks, reports)
+
+
+def otrf_blocks(root: Path) -> Iterator[tuple[SourceInfo | None, RowBlock, RecordingReport]]:
+    """Labelled rows per lab recording; unlabelled recordings yield a report and no SourceInfo."""
+    catalog = load_catalog(root)
+    events_by_rec = {rec.rel: list(load_events(rec.path)) for rec in catalog}
+    hosts = {rel: {e.device_id for e in events} for rel, events in events_by_rec.items()}
+    splits = recording_splits(hosts)
+    labs = lab_of(hosts)
+    for number, rec in enumerate(catalog, start=1):
+        events = events_by_rec.pop(rec.rel)
+        info, block, report = _recording(rec, events, splits[rec.rel], labs[rec.rel])
+        log.info("recording %d/%d %s: %s", number, len(catalog), rec.rel,
+                 f"{report.attack_processes} attack processes" if info else "no attack tree found, left out")
+        yield info, block, report
+
+
+def _recording(rec: Recording, events: Sequence[BehaviorEvent], split: str,
+               lab: str) -> tuple[SourceInfo | None, RowBlock, RecordingReport]:
+    clues = extract_clues(rec.adversary_view)
+    with gzip.open(rec.path, "rb") as handle:
+        pid_keys = raw_pid_keys(handle, clues.pids)
+    labelled = label_events(events, rec, pid_keys)
+    starts = sum(1 for e in events if e.payload.kind == "process_start")
+    report = RecordingReport(rec.rel, rec.tactic, split, lab, starts, len(labelled.matches),
+                             len(labelled.node_labels))
+    if not labelled.found:
+        return None, replay_rows((), {}, rec.rel), report
+    block = replay_rows(events, labelled.node_labels, f"otrf:{rec.rel}")
+    report.trees = tree_classes(block)
+    platform = events[0].platform.value if events else "windows"
+    info = SourceInfo(block.source, "otrf", split, platform, rec.tactic, ",".join(rec.techniques))
+    return info, block, report
+
+
+def tree_classes(block: RowBlock) -> Counter[str]:
+    """Trees per class: a tree is of a tactic when any of its rows is, else benign."""
+    by_tree: dict[str, str] = {}
+    for tree, label in zip(block.trees, block.labels, strict=True):
+        if label not in (BENIGN, AMBIGUOUS) or tree not in by_tree:
+            by_tree[tree] = label if label != AMBIGUOUS else by_tree.get(tree, BENIGN)
+    return Counter(by_tree.values())
+
+
+def sim_blocks(config: SimConfig) -> Iterator[tuple[SourceInfo, RowBlock]]:
+    """Rows of every simulated tree."""
+    for number, tree in enumerate(simulate_corpus(config), start=1):
+        block = replay_rows(tree.events, tree.node_labels, tree.tree_id)
+        yield SourceInfo(tree.tree_id, "sim", hashed_split(tree.tree_id), tree.platform.value, tree.label,
+                         tree.technique), block
+        if number % 2000 == 0:
+            log.info("simulated %d trees", number)
+
+
+def capture_blocks(directory: Path) -> Iterator[tuple[SourceInfo, RowBlock]]:
+    """Rows of captured benign sessions (BehaviorEvent JSON Lines in `directory`)."""
+    for path in sorted(directory.glob("*.jsonl*")):
+        events = list(load_events(path))
+        if not events:
+            continue
+        block = replay_rows(events, {}, f"capture:{path.name}")
+        yield SourceInfo(block.source, "capture", hashed_split(path.name), events[0].platform.value, BENIGN,
+                         path.name), block
+
+
+def _assemble(blocks: list[tuple[SourceInfo, RowBlock]], reports: list[RecordingReport]) -> Dataset:
+    matrices, labels, weights, index, trees = [], [], [], [], []
+    sources: list[SourceInfo] = []
+    for info, block in blocks:
+        keep = np.array([label != AMBIGUOUS for label in block.labels], dtype=bool)
+        if not keep.any():
+            continue
+        matrices.append(block.matrix[keep])
+        labels += [lab for lab, k in zip(block.labels, keep, strict=True) if k]
+        weights.append(block.weights[keep])
+        trees += [f"{info.source}|{t}" for t, k in zip(block.trees, keep, strict=True) if k]
+        index.append(np.full(int(keep.sum()), len(sources), dtype=np.int32))
+        sources.append(info)
+    if not matrices:
+        empty = np.zeros((0, N_FEATURES), dtype=np.float32)
+        return Dataset(empty, np.array([], dtype=str), np.zeros(0, np.float32), np.zeros(0, np.int32),
+                       np.array([], dtype=str), [], reports)
+    return Dataset(np.vstack(matrices), np.array(labels), np.concatenate(weights), np.concatenate(index),
+                   np.array(trees), sources, reports)

@@ -1,0 +1,138 @@
+"""Feature rows for training, computed exactly where and how the stream computes them.
+
+A recording is replayed in chunks the way `ringfence hunt` feeds the detector (file order, one
+scoring pass per chunk). After each chunk the rows the detector would score are computed with the
+shared `pipeline.features` code: every process whose tree changed plus its nearest ancestors,
+leaving out anchors (services, desktop shells, sshd...) and placeholders. A process is scored many
+times while its subtree grows, so each distinct snapshot is kept (the first few and the latest
+few) with weights that sum to one per process: the model sees the early, partial view the stream
+sees, without long-lived processes dominating.
+
+Row labels: the tactic of the process when it belongs to the attack, `Benign` when neither it nor
+any of its window-active descendants does, and *ambiguous* (left out of training) when a benign
+process holds attack descendants, e.g. the WMI host that ran an attacker's command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.detect import Detector, DetectorConfig
+from pipeline.features import N_FEATURES, RowContext, feature_matrix, row_context
+from pipeline.lexicon import ANCHOR_CLASSES
+from pipeline.model.provisional import ProvisionalRules
+from pipeline.scoring import BENIGN
+from pipeline.tree import DeviceForest, ProcessNode
+from pipeline.windows import DEFAULT_WINDOW_MS
+from schemas.events import BehaviorEvent
+
+AMBIGUOUS = "Ambiguous"
+CHUNK_EVENTS = 256
+"""Events per scoring pass; `pipeline.hunt` feeds the detector in chunks of the same size."""
+KEEP_FIRST, KEEP_LAST = 2, 4
+
+
+@dataclass(slots=True)
+class RowBlock:
+    """Rows of one source (recording or simulated tree)."""
+
+    source: str
+    matrix: NDArray[np.float32]
+    labels: list[str]
+    weights: NDArray[np.float32]
+    keys: list[str]  # "device/process_key" of each row
+    trees: list[str]  # "device/root_key": the subtree the row belongs to (root = highest scorable ancestor)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(slots=True)
+class _Snapshots:
+    rows: dict[str, list[NDArray[np.float32]]] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    trees: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, row: NDArray[np.float32], label: str, tree: str) -> None:
+        kept = self.rows.setdefault(key, [])
+        if kept and np.array_equal(kept[-1], row):
+            return
+        if len(kept) >= KEEP_FIRST + KEEP_LAST:
+            del kept[KEEP_FIRST]
+        kept.append(row)
+        self.labels[key] = label if self.labels.get(key) in (None, BENIGN) else self.labels[key]
+        self.trees[key] = tree
+
+
+def replay_rows(events: Iterable[BehaviorEvent], node_labels: Mapping[str, str], source: str,
+                window_ms: int = DEFAULT_WINDOW_MS) -> RowBlock:
+    """Replay `events` in order and collect labelled feature rows (see module docstring).
+
+    Row selection and TTL eviction are the detector's own (`Detector._ingest`/`_rows`), so training
+    rows are the rows the stream scores; only the model call is replaced by feature collection.
+    """
+    detector = Detector(model=ProvisionalRules(), config=DetectorConfig(window_ms=window_ms))
+    snaps = _Snapshots()
+    for count, event in enumerate(events, start=1):
+        detector._ingest(event, 0)
+        if count % CHUNK_EVENTS == 0:
+            _score_pending(detector, node_labels, snaps, window_ms)
+    _score_pending(detector, node_labels, snaps, window_ms)
+    return _block(source, snaps)
+
+
+def _score_pending(detector: Detector, node_labels: Mapping[str, str], snaps: _Snapshots,
+                   window_ms: int) -> None:
+    rows = detector._rows(detector._batcher.drain())
+    if not rows:
+        return
+    contexts = [row_context(forest, node.key, window_ms) for forest, node in rows]
+    matrix = feature_matrix(contexts)
+    for (forest, node), ctx, row in zip(rows, contexts, matrix, strict=True):
+        snaps.add(f"{forest.device_id}/{node.key}", row, row_label(ctx, node_labels),
+                  f"{forest.device_id}/{tree_root(forest, node).key}")
+
+
+def scorable(node: ProcessNode) -> bool:
+    """Rows the detector scores: not a placeholder, not an anchor."""
+    return not node.placeholder and node.image_cls not in ANCHOR_CLASSES
+
+
+def tree_root(forest: DeviceForest, node: ProcessNode) -> ProcessNode:
+    """Highest ancestor reachable through scorable processes (the subtree an alert would name)."""
+    root = node
+    for parent in forest.ancestors(node.key):
+        if not scorable(parent):
+            break
+        root = parent
+    return root
+
+
+def row_label(ctx: RowContext, node_labels: Mapping[str, str]) -> str:
+    """Tactic of an attack process; Benign; or Ambiguous for a benign holder of attack descendants."""
+    own = node_labels.get(ctx.node.key)
+    if own is not None:
+        return own
+    if any(d.key in node_labels for d in ctx.descendants):
+        return AMBIGUOUS
+    return BENIGN
+
+
+def _block(source: str, snaps: _Snapshots) -> RowBlock:
+    rows: list[NDArray[np.float32]] = []
+    labels: list[str] = []
+    weights: list[float] = []
+    keys: list[str] = []
+    trees: list[str] = []
+    for key, kept in snaps.rows.items():
+        rows.extend(kept)
+        labels += [snaps.labels[key]] * len(kept)
+        weights += [1.0 / len(kept)] * len(kept)
+        keys += [key] * len(kept)
+        trees += [snaps.trees[key]] * len(kept)
+    matrix = np.vstack(rows).astype(np.float32) if rows else np.zeros((0, N_FEATURES), dtype=np.float32)
+    return RowBlock(source, matrix, labels, np.asarray(weights, dtype=np.float32), keys, trees)
