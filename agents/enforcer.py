@@ -42,7 +42,7 @@ from agents.quarantine import Quarantine, sha256_file
 from agents.verdict_follower import AppliedVerdict
 from schemas.actions import ActionKind, ActionResult, Outcome
 from schemas.commands import Command, CommandAction
-from schemas.common import Mode
+from schemas.common import Mode, Platform
 from schemas.events import BehaviorEvent, ProcessStart
 
 __all__ = ["Enforcer", "EnforcerStats"]
@@ -94,6 +94,8 @@ class Enforcer:
         """Every event the sources see: queue a kill when a blocklisted executable starts."""
         if not isinstance(event.payload, ProcessStart):
             return
+        if event.device_id != self.device_id or event.platform is not Platform.LINUX:
+            return  # replayed or Sysmon events name processes of another machine: never ours to kill
         if self.blocklist.blocking(event.payload.sha256, self._clock()) is not None:
             self._enqueue(event)
 

@@ -38,6 +38,7 @@ from schemas.actions import ActionKind, Outcome
 from schemas.codec import encode
 from schemas.commands import CommandAction
 from schemas.common import Mode
+from schemas.events import Platform
 from schemas.signing import Keyring, SigningKey
 
 PROTECTED = protected_pids()
@@ -202,6 +203,22 @@ async def test_observe_queues_the_kill_and_run_carries_it_out(
         runner.cancel()
     assert proc.poll() == -9 and alive(innocent.pid)
     assert [r.pid for r in block.reporter.of(ActionKind.BLOCK_EXECUTION)] == [proc.pid]
+
+
+async def test_events_of_other_devices_or_platforms_are_not_acted_on(
+    tmp_path: Path, block: Rig, procs: list[Popen[bytes]]
+) -> None:
+    image, sha = private_sleep(tmp_path)
+    block.block(sha)
+    proc = spawn(str(image), "60")
+    procs.append(proc)
+    ours = start_event(proc, image, sha)
+    queued = block.enforcer._queue.qsize()  # the verdict itself queued a scan for running copies
+    block.enforcer.observe(ours.model_copy(update={"device_id": "replayed-host"}))
+    block.enforcer.observe(ours.model_copy(update={"platform": Platform.WINDOWS}))
+    assert block.enforcer._queue.qsize() == queued
+    block.enforcer.observe(ours)
+    assert block.enforcer._queue.qsize() == queued + 1
 
 
 async def test_audit_mode_reports_the_start_and_kills_nothing(
