@@ -50,7 +50,8 @@ class Model(Protocol):
 
     @property
     def thresholds(self) -> Mapping[str, float]:
-        """Per class: minimum probability to name that tactic; key 'malicious': minimum 1 - P(benign)."""
+        """Per class: minimum probability to name that tactic; key 'malicious': minimum 1 - P(benign);
+        key 'generic' (default: 'malicious'): minimum 1 - P(benign) to alert with no tactic named."""
 
     def predict_proba(self, matrix: Matrix) -> Matrix:
         """(rows, features) -> (rows, classes) probabilities."""
@@ -117,8 +118,11 @@ def classify(probabilities: Matrix, thresholds: Mapping[str, float]) -> BatchSco
     best = np.argmax(probabilities[:, 1:], axis=1).astype(np.int64) + 1
     best_p = probabilities[np.arange(len(best)), best]
     per_class = np.array([thresholds.get(name, 0.0) for name in CLASSES], dtype=np.float32)
-    flagged = malicious >= thresholds.get("malicious", 0.5)
+    cutoff = thresholds.get("malicious", 0.5)
     named = (best_p >= per_class[best]) & (best_p >= DOMINANCE * malicious)
+    # A row whose tactic is not named alerts (as Generic) only above the "generic" cut-off, so
+    # per-class thresholds calibrated to a false-positive budget bound the alerts of every class.
+    flagged = (malicious >= cutoff) & (named | (malicious >= thresholds.get("generic", cutoff)))
     return BatchScores(probabilities, malicious, flagged, best, named)
 
 
