@@ -3,15 +3,20 @@ survives a restart (the broker may be unreachable when the agent starts again)."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka.structs import TopicPartition
 from enforcement_support import DEVICE, T0, Clock, FakeReporter, verdict
 
 from agents.blocklist import Blocklist, Change
-from agents.verdict_follower import AppliedVerdict, VerdictHandler, VerdictRecord
+from agents.verdict_follower import AppliedVerdict, VerdictFollower, VerdictHandler, VerdictRecord
 from schemas.actions import ActionKind, Outcome
 from schemas.codec import encode
 from schemas.signing import Keyring, SigningKey
@@ -240,3 +245,140 @@ def test_in_memory_list_needs_no_disk(key: SigningKey) -> None:
     rig.send(verdict(SHA_A, key))
     rig.blocklist.commit()
     assert rig.blocklist.blocking(SHA_A, rig.clock()) is not None
+
+
+# -- the follower shell, with a fake consumer ----------------------------------------------------
+
+@dataclass
+class Msg:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int = 0
+
+
+class FakeClient:
+    async def add_topic(self, topic: str) -> None:
+        return None
+
+
+class FakeConsumer:
+    """Enough of AIOKafkaConsumer for the follower: one topic, records per partition, positions."""
+
+    def __init__(self, log: dict[int, list[Msg]]) -> None:
+        self.log = log
+        self._client = FakeClient()
+        self.seeks: dict[int, int | str] = {}
+        self.position_of: dict[int, int] = {}
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.log)
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.assigned = partitions
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks[tp.partition] = offset
+        self.position_of[tp.partition] = offset
+
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        for tp in tps:
+            self.seeks[tp.partition] = "beginning"
+            self.position_of[tp.partition] = 0
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.log[tp.partition]) for tp in tps}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.position_of[tp.partition]
+
+    async def getmany(self, timeout_ms: int = 0,
+                      max_records: int | None = None) -> dict[TopicPartition, list[Msg]]:
+        batch = {}
+        for partition, msgs in self.log.items():
+            fresh = [m for m in msgs if m.offset >= self.position_of[partition]]
+            if fresh:
+                batch[TopicPartition(TOPIC, partition)] = fresh
+                self.position_of[partition] = fresh[-1].offset + 1
+        if not batch:
+            await asyncio.sleep(timeout_ms / 1000)
+        return batch
+
+
+def msg(offset: int, value: Verdict | None, key: str | None = None) -> Msg:
+    record_key = key or (value.artifact_id if value is not None else None)
+    return Msg(offset, record_key.encode() if record_key else None,
+               encode(value) if value is not None else None)
+
+
+async def follow_until_caught_up(rig: Rig, consumer: FakeConsumer, **options: Any) -> VerdictFollower:
+    follower = VerdictFollower(rig.handler, lambda: consumer, TOPIC, clock=rig.clock, fetch_timeout_ms=10,
+                               **options)
+    task = asyncio.create_task(follower.run())
+    try:
+        await asyncio.wait_for(follower.caught_up.wait(), 5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return follower
+
+
+async def test_follower_reads_from_the_beginning_then_from_saved_offsets(rig: Rig) -> None:
+    log = {0: [msg(0, verdict(SHA_A, rig.key)), msg(1, None, key=SHA_A)],
+           1: [msg(0, verdict(SHA_B, rig.key))]}
+    first = FakeConsumer(log)
+    follower = await follow_until_caught_up(rig, first)
+    assert first.seeks == {0: "beginning", 1: "beginning"}
+    assert [entry.artifact_id for entry in rig.blocklist] == [SHA_B] and rig.blocklist.version == 3
+    assert follower.caught_up_at == rig.clock()
+
+    rig.restart()
+    log[0].append(msg(2, verdict(SHA_A, rig.key)))
+    second = FakeConsumer(log)
+    await follow_until_caught_up(rig, second)
+    assert second.seeks == {0: 2, 1: 1}  # resumes where the saved list ends: nothing re-applied
+    assert {entry.artifact_id for entry in rig.blocklist} == {SHA_A, SHA_B}
+    assert len(rig.reporter.of(ActionKind.APPLY_VERDICT)) == 4  # each record reported once
+
+
+async def test_follower_catches_up_at_once_on_an_empty_topic(rig: Rig) -> None:
+    await follow_until_caught_up(rig, FakeConsumer({0: [], 1: []}))
+    assert rig.blocklist.last_caught_up_at == rig.clock()
+
+
+async def test_long_absence_rereads_the_topic_and_drops_what_it_no_longer_lists(rig: Rig) -> None:
+    log = {0: [msg(0, verdict(SHA_A, rig.key)), msg(1, verdict(SHA_B, rig.key))]}
+    await follow_until_caught_up(rig, FakeConsumer(log))
+    # While we were away for 40 days, B was lifted and its tombstone compacted away: only A remains.
+    rig.clock.advance(timedelta(days=40))
+    compacted = {0: [msg(0, verdict(SHA_A, rig.key))]}
+    consumer = FakeConsumer(compacted)
+    await follow_until_caught_up(rig, consumer, max_offline=timedelta(days=25))
+    assert consumer.seeks == {0: "beginning"}
+    assert [entry.artifact_id for entry in rig.blocklist] == [SHA_A]
+
+
+async def test_a_record_that_breaks_the_handler_is_skipped_not_retried(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = []
+    real = rig.handler.handle
+
+    def flaky(record: VerdictRecord) -> AppliedVerdict | None:
+        calls.append(record.offset)
+        if record.offset == 0:
+            raise RuntimeError("bug")
+        return real(record)
+
+    monkeypatch.setattr(rig.handler, "handle", flaky)
+    log = {0: [msg(0, verdict(SHA_A, rig.key)), msg(1, verdict(SHA_B, rig.key))]}
+    await follow_until_caught_up(rig, FakeConsumer(log))
+    assert calls == [0, 1] and rig.blocklist.positions == {0: 2}
+    assert [entry.artifact_id for entry in rig.blocklist] == [SHA_B]
