@@ -32,8 +32,14 @@ ACTIONS = "ringfence.actions.v1"
 """Results of commands, reported by devices; key = device_id."""
 DEVICES = "ringfence.devices.v1"
 """Compacted device registry (enrollment, heartbeat); key = device_id."""
+POLICY = "ringfence.policy.v1"
+"""Compacted analyst policy changes (group modes, exclusions); key = PolicyUpdate.key."""
+AUDIT = "ringfence.audit.v1"
+"""Who changed what from the SOC console, and when (schemas.audit.AuditRecord); key = actor."""
 
-ALL_TOPICS: tuple[str, ...] = (EVENTS, EVENTS_DLQ, ALERTS, VERDICTS, COMMANDS, ACTIONS, DEVICES)
+ALL_TOPICS: tuple[str, ...] = (
+    EVENTS, EVENTS_DLQ, ALERTS, VERDICTS, COMMANDS, ACTIONS, DEVICES, POLICY, AUDIT
+)
 
 LOCAL_BOOTSTRAP = "127.0.0.1:9092"
 """Where `ringfence kafka up` listens by default and where tools look when nothing is configured."""
