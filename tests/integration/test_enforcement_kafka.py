@@ -191,6 +191,14 @@ async def test_forged_command_is_refused_and_reported_while_a_genuine_one_runs(
     assert by_command[genuine.command_id].outcome is Outcome.SUCCEEDED
     assert alive(spared.pid)
 
+    # A restart resumes after what it handled: no command runs or is reported twice.
+    again = EnforcementPlugin(agent_settings(tmp_path, topics, device), kafka_settings,
+                              keyring=Keyring.of([key.trusted()]))
+    async with running(again):
+        await asyncio.wait_for(again.commands.caught_up.wait(), 30)
+        later = await wait_for_actions(bootstrap, topics.actions, lambda rs: len(rs) > 2, timeout_s=2)
+    assert len(later) == 2 and again.commands.handler.refused == 0
+
 
 async def test_restart_with_the_broker_unreachable_still_blocks(
     tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[Popen[bytes]]
