@@ -123,6 +123,7 @@ class EnforcementPlugin:
             factories.consumer, settings.commands_topic,
         )
         self._context: AgentContext | None = None
+        self._clock = clock
         log.info("enforcement: mode=%s, %d artifacts on the saved blocklist (version %d), keys %s",
                  settings.mode, len(self.blocklist), self.blocklist.version, sorted(keyring.keys))
 
@@ -170,4 +171,4 @@ class EnforcementPlugin:
     def _applied(self, _applied: AppliedVerdict | None) -> None:
         if self._context is not None:
             self._context.blocklist_version = self.blocklist.version
-            self._context.blocklist_size = len(self.blocklist)
+            self._context.blocklist_size = self.blocklist.active_count(self._clock())

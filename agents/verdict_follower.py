@@ -188,6 +188,14 @@ class VerdictHandler:
             since=verdict.issued_at if verdict else None, artifact_id=applied.artifact_id, reason=reason,
         ))
 
+    def report_dropped(self, artifact_id: str, now: datetime) -> None:
+        """A resync found no record for an artifact we blocked: it was lifted while we were away."""
+        log.info("device %s: %s no longer on the fleet blocklist (resync)", self.device_id, artifact_id)
+        self._reporter.report(action_result(
+            self.device_id, ActionKind.APPLY_VERDICT, Outcome.SUCCEEDED, now=now, artifact_id=artifact_id,
+            reason=f"{Change.UNBLOCKED}: not on the verdict topic any more (resync after a long absence)",
+        ))
+
     def _refuse(self, record: VerdictRecord, exc: ContractError, now: datetime) -> None:
         self.refused += 1
         self.blocklist.advance(record.partition, record.offset)
@@ -317,10 +325,8 @@ class VerdictFollower:
             if await consumer.position(tp) < end:
                 return
         now = self._clock()
-        dropped = self.blocklist.caught_up(now)
-        for artifact_id in dropped:
-            log.info("device %s: %s no longer on the fleet blocklist (resync)", self.handler.device_id,
-                     artifact_id)
+        for artifact_id in self.blocklist.caught_up(now):
+            self.handler.report_dropped(artifact_id, now)
         self._commit()
         self.caught_up_at = now
         self.caught_up.set()

@@ -363,6 +363,8 @@ async def test_long_absence_rereads_the_topic_and_drops_what_it_no_longer_lists(
     await follow_until_caught_up(rig, consumer, max_offline=timedelta(days=25))
     assert consumer.seeks == {0: "beginning"}
     assert [entry.artifact_id for entry in rig.blocklist] == [SHA_A]
+    last = rig.reporter.results[-1]
+    assert last.artifact_id == SHA_B and "resync" in last.reason and last.outcome is Outcome.SUCCEEDED
 
 
 async def test_a_record_that_breaks_the_handler_is_skipped_not_retried(
