@@ -103,6 +103,14 @@ def ensure_jars(paths: LocalKafkaPaths, pom: Path) -> Path:
     digest = hashlib.sha256(pom.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text().strip() == digest:
         return paths.libs
+    with _locked(paths.libs.parent):  # concurrent first runs: one resolves, the others reuse
+        if stamp.exists() and stamp.read_text().strip() == digest:
+            return paths.libs
+        _resolve_jars(paths, pom, digest)
+    return paths.libs
+
+
+def _resolve_jars(paths: LocalKafkaPaths, pom: Path, digest: str) -> None:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise MavenMissingError("Maven (mvn) not found: install Maven 3.6+ or set RINGFENCE_KAFKA_BOOTSTRAP")
@@ -113,7 +121,6 @@ def ensure_jars(paths: LocalKafkaPaths, pom: Path) -> Path:
     (staging / ".pom-sha256").write_text(digest + "\n")
     shutil.rmtree(paths.libs, ignore_errors=True)
     staging.rename(paths.libs)
-    return paths.libs
 
 
 def _run_maven(mvn: str, pom: Path, output_dir: Path) -> None:
@@ -148,10 +155,10 @@ def _read_pid(pid_file: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def _locked(run_dir: Path) -> Iterator[None]:
-    """Serialise up/down on one port between concurrent invocations."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / ".lock").open("w") as handle:
+def _locked(directory: Path) -> Iterator[None]:
+    """Serialise changes to `directory` (a port's state, a jar cache) between concurrent invocations."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with (directory / ".lock").open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
