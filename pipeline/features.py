@@ -382,7 +382,7 @@ def static_facts(node: ProcessNode) -> tuple[float, ...]:
             not image,
             integrity == "high",
             integrity == "system" or node.uid == 0,
-            *command_line_stats(node.command_line),
+            *command_line_stats(lx.anonymise(node.command_line)),
             loc in _USER_WRITABLE,
         )
     return node.static

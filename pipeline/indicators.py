@@ -181,7 +181,7 @@ INDICATORS: tuple[Indicator, ...] = (
         "make_executable",
         "chmod +x / setuid bits on a file",
         "T1222.002",
-        r"\bchmod\s+(-\w+\s+)*([ugoa]*\+[rwx]*x|[0-7]?[0-7][5-7][0-7]{2}\b|u\+s|[2-7][0-7]{3})",
+        r"\bchmod\s+(-\w+\s+)*(?:[ugoa]*\+[rwxst]*[xs]|(?=[0-7]{3,4}\b)[0-7]*[1357])",
         needles="chmod",
     ),
     _ind(

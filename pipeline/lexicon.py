@@ -9,6 +9,7 @@ its argument; results of the image classifier are cached because images repeat h
 from __future__ import annotations
 
 import ipaddress
+import re
 from enum import IntEnum
 from functools import lru_cache
 
@@ -79,6 +80,24 @@ def basename(path: str) -> str:
     """Lower-cased file name of a Windows or POSIX path."""
     cut = max(path.rfind("\\"), path.rfind("/"))
     return path[cut + 1 :].lower()
+
+
+_USER_SEGMENTS = (
+    (re.compile(r"(?i)(\b[a-z]:\\(?:users|documents and settings)\\)[^\\\"'\s]+"), r"\1U"),
+    (re.compile(r"(/home/)[^/\"'\s]+"), r"\1U"),
+    (re.compile(r"(\\\\)[^\\\"'\s]+"), r"\1H"),
+)
+
+
+def anonymise(text: str) -> str:
+    """Replace user-profile names and UNC host names in a path or command line with fixed tokens.
+
+    Statistics over a command line (length, entropy) must not change with the name of the user
+    or the file server a lab happened to use.
+    """
+    for pattern, replacement in _USER_SEGMENTS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def _stem(name: str) -> str:

@@ -220,6 +220,7 @@ class DeviceForest:
             node = self._new_node(key)
         else:
             self._lru.move_to_end(key)
+            self.stats.placeholders_filled += node.placeholder  # its own event arrived
         if image and not node.image:
             node.set_image(image)
         node.last_ms = max(node.last_ms, when)
@@ -257,8 +258,6 @@ class DeviceForest:
 
     def _start(self, node: ProcessNode, event: BehaviorEvent, start: ProcessStart, when: int) -> Change:
         """Fill the node; the parent earns child codes. Notable when the child carries any signal."""
-        if node.placeholder:
-            self.stats.placeholders_filled += 1
         first = not node.started
         node.started, node.start_ms = True, when if first else node.start_ms
         node.set_image(start.image)
