@@ -39,6 +39,7 @@ from agents.verdict_follower import (
 )
 from schemas.common import Mode
 from schemas.errors import KeyMaterialError
+from schemas.identity import load_keyring_file
 from schemas.keyfiles import load_public_key
 from schemas.signing import Keyring
 
@@ -54,7 +55,13 @@ log = logging.getLogger(__name__)
 
 
 def load_keyring(path: Path) -> Keyring:
-    """The fleet keys an agent trusts: one PEM file, or every `*.pem` in a folder (rotation)."""
+    """The fleet keys an agent trusts: a keyring.json (enrollment; keys carry their rotation
+    `not_after`), one PEM file, or every `*.pem` in a folder."""
+    if path.suffix == ".json":
+        try:
+            return load_keyring_file(path).keyring()
+        except KeyMaterialError as exc:
+            raise KeyringError(str(exc)) from None
     files = sorted(path.glob("*.pem")) if path.is_dir() else [path]
     if not files:
         raise KeyringError(f"{path}: no *.pem public key in this folder")

@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas.topics import ACTIONS, COMMANDS, DEVICES, EVENTS, VERDICTS
@@ -67,7 +67,10 @@ class AgentSettings(BaseSettings):
     heartbeat_interval_s: float = Field(30.0, gt=0)
 
     # enforcement (used by the enforcer)
-    public_key_path: Path | None = None  # fleet Ed25519 public key, until enrollment distributes it
+    public_key_path: Path | None = None  # fleet public key: PEM, folder of PEMs, or keyring.json
+    # enrollment bundle (`ringfence devices enroll`): supplies device_id, group, mode and
+    # public_key_path unless they are set explicitly (a different device_id is an error)
+    identity_dir: Path | None = None
     quarantine_dir: Path = Path("/var/lib/ringfence/quarantine")
     state_dir: Path = Path("/var/lib/ringfence/state")  # local blocklist, followed offsets, used nonces
     enforce: bool = True  # follow verdicts/commands (needs public_key_path); False: collect only
@@ -84,6 +87,16 @@ class AgentSettings(BaseSettings):
                 return tuple(json.loads(text))
             return tuple(part.strip() for part in text.split(",") if part.strip())
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_identity(cls, data: object) -> object:
+        folder = data.get("identity_dir") if isinstance(data, dict) else None
+        if not folder or not isinstance(data, dict):
+            return data
+        from schemas.identity import identity_settings
+
+        return identity_settings(Path(folder), data)
 
     def describe(self) -> str:
         """One loggable line with every setting (there are no secrets here; Kafka's are in KafkaSettings)."""

@@ -102,6 +102,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         help="stop by itself after this many seconds (benchmarks, smoke tests)")
     parser.add_argument("--flush-timeout-s", type=float, default=10.0,
                         help="on shutdown, keep sending the spooled backlog this long (default 10)")
+    parser.add_argument("--identity", type=Path, default=None, metavar="DIR",
+                        help="enrollment bundle from `ringfence devices enroll` (device id, group, mode, "
+                        "fleet keyring); same as RINGFENCE_AGENT_IDENTITY_DIR")
     parser.set_defaults(func=_handle)
 
 
@@ -112,7 +115,8 @@ def _handle(args: argparse.Namespace) -> int:
     from schemas.topics import KafkaSettings
 
     try:
-        settings, kafka = AgentSettings(), KafkaSettings()
+        identity = {"identity_dir": args.identity} if args.identity is not None else {}
+        settings, kafka = AgentSettings(**identity), KafkaSettings()
     except ValidationError as exc:
         raise CliError(f"invalid settings: {exc.errors(include_url=False)[0]}") from None
     unknown = [name for name in settings.sources if name not in SOURCE_BUILDERS]
