@@ -62,6 +62,7 @@ class TopicTemplate:
     key: str = ""
     value: str = ""
     line: int = 0
+    co_partitioned_with: str = ""  # another topic whose partition count (after overrides) this one follows
 
 
 @dataclass(frozen=True)
@@ -92,8 +93,11 @@ class TopicsFile:
         if unknown:
             raise TopicSpecError(f"partition override for unknown topic(s): {', '.join(unknown)}",
                                  self.source, None)
-        return tuple(self._resolve_one(t, chosen, prefix, overrides.get(t.name, t.partitions))
-                     for t in self.topics)
+        counts = {t.name: overrides.get(t.name, t.partitions) for t in self.topics}
+        for t in self.topics:
+            if t.co_partitioned_with:  # e.g. per-device state keyed and partitioned like the events
+                counts[t.name] = counts[t.co_partitioned_with]
+        return tuple(self._resolve_one(t, chosen, prefix, counts[t.name]) for t in self.topics)
 
     def _resolve_one(self, template: TopicTemplate, profile: Profile, prefix: str,
                      partitions: int) -> TopicSpec:
@@ -170,11 +174,20 @@ class _Reader:
                 raise self.fail(item, f"duplicate topic {topic.name!r} (first on line {seen[topic.name]})")
             seen[topic.name] = topic.line
             result.append(topic)
+        self._check_co_partitioning({t.name: t for t in result})
         return tuple(result)
+
+    def _check_co_partitioning(self, by_name: dict[str, TopicTemplate]) -> None:
+        for topic in by_name.values():
+            if topic.co_partitioned_with:
+                problem = _co_partitioning_problem(topic, by_name.get(topic.co_partitioned_with))
+                if problem:
+                    raise TopicSpecError(f"{topic.name}: co_partitioned_with {topic.co_partitioned_with!r} "
+                                         f"{problem}", self.source, topic.line)
 
     def topic(self, node: Node) -> TopicTemplate:
         fields = self.mapping(node, "a topic", required={"name", "partitions", "config"},
-                              optional={"key", "value"})
+                              optional={"key", "value", "co_partitioned_with"})
         name = self.text(fields["name"], "name")
         if not TOPIC_NAME.match(name):
             raise self.fail(fields["name"], f"{name!r} is not a valid Kafka topic name")
@@ -185,6 +198,8 @@ class _Reader:
             key=self.text(fields["key"], "key") if "key" in fields else "",
             value=self.text(fields["value"], "value") if "value" in fields else "",
             line=node.start_mark.line + 1,
+            co_partitioned_with=(self.text(fields["co_partitioned_with"], "co_partitioned_with")
+                                 if "co_partitioned_with" in fields else ""),
         )
 
     def config_value(self, key: str, node: Node) -> str:
@@ -246,3 +261,14 @@ class _Reader:
         if value < minimum:
             raise self.fail(node, f"{what} must be at least {minimum}, not {value}")
         return value
+
+
+def _co_partitioning_problem(topic: TopicTemplate, leader: TopicTemplate | None) -> str:
+    """Why `topic` cannot follow `leader`'s partition count ("" if it can)."""
+    if leader is None:
+        return "names no topic of this file"
+    if leader.co_partitioned_with:
+        return "names a topic that is itself co-partitioned"
+    if topic.partitions != leader.partitions:
+        return f"but partitions {topic.partitions} != {leader.partitions}"
+    return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,9 @@ topics:
 
 
 def test_shipped_file_covers_every_contract_topic() -> None:
-    spec = load_topics_file(REPO / "deploy" / "topics.yaml")
-    assert tuple(t.name for t in spec.topics) == topics.ALL_TOPICS
+    names = [t.name for t in load_topics_file(REPO / "deploy" / "topics.yaml").topics]
+    assert set(topics.ALL_TOPICS) <= set(names)
+    assert all(re.fullmatch(r"ringfence\.[a-z0-9.-]+\.v[0-9]+", name) for name in names), names
 
 
 def test_shipped_file_matches_design_policies() -> None:
@@ -118,6 +120,32 @@ def test_empty_and_unreadable_files_are_errors(tmp_path: Path) -> None:
         load_topics_file(tmp_path / "absent.yaml")
     with pytest.raises(TopicSpecError, match="topics must be a non-empty list"):
         parse_topics_yaml(MINIMAL.split("topics:")[0] + "topics: []\n")
+
+
+CO_PARTITIONED = MINIMAL + """\
+  - name: state.v1
+    partitions: 4
+    co_partitioned_with: a.v1
+    config:
+      cleanup.policy: compact
+"""
+
+
+def test_co_partitioned_topic_follows_the_override() -> None:
+    specs = {s.name: s for s in parse_topics_yaml(CO_PARTITIONED).resolve("local", partitions={"a.v1": 24})}
+    assert specs["a.v1"].partitions == specs["state.v1"].partitions == 24
+    assert specs["b.v1"].partitions == 2
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("co_partitioned_with: a.v1", "co_partitioned_with: zz.v1", "names no topic of this file"),
+    ("    partitions: 4\n    co_partitioned_with", "    partitions: 5\n    co_partitioned_with",
+     "but partitions 5 != 4"),
+])
+def test_bad_co_partitioning_names_the_topic_line(old: str, new: str, message: str) -> None:
+    with pytest.raises(TopicSpecError, match=message) as caught:
+        parse_topics_yaml(CO_PARTITIONED.replace(old, new), "t.yaml")
+    assert caught.value.line == 15
 
 
 def test_boolean_and_float_values_become_kafka_strings() -> None:
