@@ -36,9 +36,11 @@ POLICY = "ringfence.policy.v1"
 """Compacted analyst policy changes (group modes, exclusions); key = PolicyUpdate.key."""
 AUDIT = "ringfence.audit.v1"
 """Who changed what from the SOC console, and when (schemas.audit.AuditRecord); key = actor."""
+WORKER_STATE = "ringfence.worker-state.v1"
+"""Compacted per-device detector state of the pipeline workers; key = device_id, partition = its events'."""
 
 ALL_TOPICS: tuple[str, ...] = (
-    EVENTS, EVENTS_DLQ, ALERTS, VERDICTS, COMMANDS, ACTIONS, DEVICES, POLICY, AUDIT
+    EVENTS, EVENTS_DLQ, ALERTS, VERDICTS, COMMANDS, ACTIONS, DEVICES, POLICY, AUDIT, WORKER_STATE
 )
 
 LOCAL_BOOTSTRAP = "127.0.0.1:9092"

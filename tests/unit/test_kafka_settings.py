@@ -132,7 +132,7 @@ def test_ssl_with_missing_cafile_fails_loudly(tmp_path: Path) -> None:
 
 
 def test_topic_names_are_versioned_and_unique() -> None:
-    assert len(set(topics.ALL_TOPICS)) == 9
+    assert len(set(topics.ALL_TOPICS)) == 10
     assert all(name.startswith("ringfence.") and name.endswith(".v1") for name in topics.ALL_TOPICS)
     assert topics.EVENTS == "ringfence.events.v1"
     assert topics.VERDICTS == "ringfence.verdicts.v1"
