@@ -14,7 +14,7 @@ KAFKA_PORT ?=
 PYTEST_ARGS ?=
 LINT_PATHS := schemas agents pipeline tests bench scripts
 
-.PHONY: help venv kafka-jars test demo lint typecheck bench compose-config clean
+.PHONY: help venv kafka-jars browser-deps test demo lint typecheck bench compose-config clean
 
 help: ## show this help
 	@echo "ringfence — open, Kafka-native client behavioral blocking"
@@ -41,7 +41,18 @@ kafka-jars: venv ## resolve and cache Apache Kafka's jars (skipped when RINGFENC
 		$(PY) -m pipeline.cli kafka jars; \
 	fi
 
-test: kafka-jars ## unit + integration tests against real Kafka (starts and stops a broker if none is configured)
+browser-deps: ## Debian's chromium + chromium-driver for the console browser tests (only if missing)
+	@if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then \
+		echo "browser-deps: chromium and chromedriver present"; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$([[ $$(id -u) -eq 0 ]] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver; \
+	else \
+		echo "browser-deps: install chromium and its chromedriver (Debian: chromium chromium-driver)"; exit 1; \
+	fi
+
+test: kafka-jars browser-deps ## unit + integration tests against real Kafka (starts and stops a broker if none is configured)
 	PY=$(PY) KAFKA_PORT=$(KAFKA_PORT) scripts/with-kafka.sh $(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 
 demo: kafka-jars ## the end-to-end demo (see scripts/demo.sh)
