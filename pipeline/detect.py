@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.behaviour import COUNTER_TECHNIQUES, Counter
 from pipeline.features import FEATURE_NAMES, RowContext, feature_matrix, row_context
 from pipeline.incident import Incident, NodeView
 from pipeline.indicators import indicator_techniques
@@ -29,7 +30,7 @@ from pipeline.policy import Decision, Policy
 from pipeline.scoring import TACTICS, Matrix, MicroBatcher, Model, RowScore, Scorer, load_model
 from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
 from pipeline.tree_state import forest_from_bytes, forest_to_bytes
-from pipeline.windows import COUNTER_TECHNIQUES, DEFAULT_WINDOW_MS, Counter
+from pipeline.windows import DEFAULT_WINDOW_MS
 from schemas.events import BehaviorEvent
 
 log = logging.getLogger(__name__)
@@ -90,9 +91,32 @@ class Detector:
 
     def process(self, events: Sequence[BehaviorEvent], now_ms: int) -> list[Decision]:
         """Fold events into the trees; score and decide if a micro-batch is due."""
-        for event in events:
-            self._ingest(event, now_ms)
+        self.ingest(events, now_ms)
         return self.flush(now_ms) if self._batcher.due(now_ms) else []
+
+    def ingest(self, events: Sequence[BehaviorEvent], now_ms: int) -> None:
+        """Fold events into the trees and queue the changed processes, without scoring."""
+        touched: dict[str, DeviceForest] = {}
+        forest: DeviceForest | None = None
+        add = self._batcher.add
+        for event in events:  # the hot loop: a batch usually holds one device's events
+            if forest is None or event.device_id != forest.device_id:
+                forest = touched.get(event.device_id) or self._forest(event)
+                touched[forest.device_id] = forest
+            change = forest.apply(event)
+            if change.keys:
+                add([(forest.device_id, key, change.notable) for key in change.keys], now_ms)
+        self.stats.events += len(events)
+        for device in touched.values():
+            self._maybe_evict(device)
+
+    def _ingest(self, event: BehaviorEvent, now_ms: int) -> None:
+        """One event (kept for callers written against the first version; prefer `ingest`)."""
+        self.ingest((event,), now_ms)
+
+    def take_rows(self) -> list[Row]:
+        """Drain the queued changes into the rows a flush would score (training replays use this)."""
+        return self._rows(self._batcher.drain())
 
     def tick(self, now_ms: int) -> list[Decision]:
         """Flush if the oldest pending change has waited long enough (call from a timer)."""
@@ -100,7 +124,7 @@ class Detector:
 
     def flush(self, now_ms: int) -> list[Decision]:
         """Score everything pending in one predict call and return the decisions."""
-        rows = self._rows(self._batcher.drain())
+        rows = self.take_rows()
         if not rows:
             return []
         contexts = [row_context(forest, node.key, self.config.window_ms) for forest, node in rows]
@@ -114,18 +138,18 @@ class Detector:
         flagged = {i: scores.row(i) for i in reasons}
         return self._decide(rows, contexts, matrix, flagged, reasons, now_ms)
 
-    def _ingest(self, event: BehaviorEvent, now_ms: int) -> None:
-        device = event.device_id
-        forest = self.forests.get(device)
+    def _forest(self, event: BehaviorEvent) -> DeviceForest:
+        forest = self.forests.get(event.device_id)
         if forest is None:
-            forest = self.forests[device] = DeviceForest(device, event.platform.value, self.config.limits)
-        self.stats.events += 1
-        change = forest.apply(event)
-        if change.keys:
-            self._batcher.add([(device, key, change.notable) for key in change.keys], now_ms)
-        if forest.watermark_ms >= self._next_evict.get(device, 0):
+            forest = DeviceForest(event.device_id, event.platform.value, self.config.limits)
+            self.forests[event.device_id] = forest
+        return forest
+
+    def _maybe_evict(self, forest: DeviceForest) -> None:
+        """TTL eviction every `evict_every_ms` of the device's own time."""
+        if forest.watermark_ms >= self._next_evict.get(forest.device_id, 0):
             forest.evict()
-            self._next_evict[device] = forest.watermark_ms + self.config.evict_every_ms
+            self._next_evict[forest.device_id] = forest.watermark_ms + self.config.evict_every_ms
 
     def _rows(self, pending: Iterable[tuple[str, str, bool]]) -> list[Row]:
         """Changed processes (plus nearest ancestors on notable changes), once each, minus anchors."""

@@ -1,11 +1,12 @@
 """The feature vector of a process in the context of its ancestors and its window-active descendants.
 
 One list, one version, shared by the stream, training and offline hunting (`FEATURE_NAMES`,
-`FEATURE_DOCS`, `FEATURE_VERSION`; `pipeline/FEATURES.md` is rendered from them and a test keeps it
-in sync). Features describe *behaviour and roles*, so they carry across labs and fleets: image
-classes instead of names, directory classes instead of paths, command-line indicators instead of
-strings, counts of behaviour in the window. Host, user and domain names, Sysmon rule names and
-absolute paths never enter a feature.
+`FEATURE_DOCS`, `FEATURE_VERSION`, defined in `pipeline.feature_catalogue` and re-exported here;
+`pipeline/FEATURES.md` is rendered from them and a test keeps it in sync). Features describe
+*behaviour and roles*, so they carry across labs and fleets: image classes instead of names,
+directory classes instead of paths, command-line indicators instead of strings, counts of
+behaviour in the window. Host, user and domain names, Sysmon rule names and absolute paths never
+enter a feature (command-line statistics are taken after `lexicon.anonymise`).
 
 `feature_matrix` computes many rows at once: evidence of every involved node is counted in one
 vectorised pass (`pipeline.windows.count_windows`), subtrees are summed with one `reduceat`, and
@@ -24,19 +25,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline import lexicon as lx
+from pipeline.behaviour import Counter
+from pipeline.feature_catalogue import (
+    ANCESTOR_DEPTH,
+    FEATURE_DOCS,
+    FEATURE_NAMES,
+    FEATURE_VERSION,
+    N_FEATURES,
+    feature_index,
+    render_markdown,
+)
 from pipeline.indicators import INDICATORS
 from pipeline.lexicon import ImageClass, Location
 from pipeline.tree import DeviceForest, ProcessNode
-from pipeline.windows import (
-    COUNTER_DOCS,
-    DEFAULT_WINDOW_MS,
-    Counter,
-    count_windows,
-    sliding_start,
-)
+from pipeline.windows import DEFAULT_WINDOW_MS, count_windows, sliding_start
 
-FEATURE_VERSION = "1.0"
-ANCESTOR_DEPTH = 3  # ancestors whose indicators form the row's context
+__all__ = [
+    "ANCESTOR_DEPTH", "FEATURE_DOCS", "FEATURE_NAMES", "FEATURE_VERSION", "MAX_DESCENDANTS", "N_FEATURES",
+    "RowContext", "command_line_stats", "feature_index", "feature_matrix", "features_for", "render_markdown",
+    "row_context", "static_facts",
+]  # fmt: skip
 MAX_DESCENDANTS = 256  # descendants per row (breadth first) counted into subtree features
 _N_CLS = len(ImageClass)
 _N_IND = len(INDICATORS)
@@ -58,83 +66,10 @@ _USER_WRITABLE = frozenset({Location.TEMP, Location.USER_PROFILE, Location.PROGR
 _DOUBLE_EXT = ("pdf", "doc", "docx", "xls", "xlsx", "txt", "jpg", "png", "zip", "rtf")
 
 
-def _catalogue() -> tuple[tuple[str, str], ...]:
-    cls = [c.name.lower() for c in ImageClass]
-    out: list[tuple[str, str]] = []
-    out += [(f"img_{c}", f"the process image is a {c} (by file name)") for c in cls]
-    out += [(f"parent_{c}", f"the parent image is a {c}") for c in cls]
-    out += [("parent_unknown", "the parent is unknown (started before the agent, or its start was lost)")]
-    out += [(f"gparent_{c}", f"the grandparent image is a {c}") for c in cls]
-    out += [
-        ("pair_office_tool", "an office/document process started a shell, script host, LOLBin or admin tool"),
-        ("pair_browser_tool", "a browser started a shell, script host, LOLBin or admin tool"),
-        ("pair_webserver_shell", "a web or database server started a shell or script host"),
-        ("pair_service_shell", "a service host (services, svchost, systemd, cron) started a shell"),
-        ("pair_wmi_shell", "the WMI provider host started a shell, script host or LOLBin"),
-        ("pair_remote_shell", "a remote-access service (sshd, WinRM, psexec) started a shell"),
-        ("pair_shell_lolbin", "a shell or script host started a LOLBin"),
-        ("pair_shell_chain", "a shell whose parent is also a shell or script host"),
-        ("img_loc_temp", "the image runs from a temp directory"),
-        ("img_loc_user", "the image runs from a user profile"),
-        ("img_loc_programdata", "the image runs from ProgramData or Users\\Public"),
-        ("img_loc_system", "the image runs from a system directory"),
-        ("img_loc_programfiles", "the image runs from Program Files, /opt or /usr/local"),
-        ("img_masquerade", "a system/shell/admin tool name running outside the system directories"),
-        ("img_double_ext", "the image name has a document extension before the executable one"),
-        ("img_hidden_dir", "the image lives in a hidden (dot) directory"),
-        ("img_unsigned", "the image was reported unsigned"),
-        ("img_unknown", "only the process key is known (no image yet)"),
-        ("priv_high", "integrity level High"),
-        ("priv_system", "integrity level System or uid 0"),
-        ("start_seen", "its process_start was seen"),
-        ("exited", "the process has exited"),
-        ("depth", "number of known ancestors (capped at 16)"),
-        ("lifetime_log", "log1p of seconds between start and exit or the window end"),
-        ("n_children", "children known (any time)"),
-        ("n_descendants", "descendants active in the window"),
-        ("subtree_depth", "deepest level below the process among window-active descendants"),
-        ("desc_distinct_images", "distinct images among window-active descendants"),
-        ("desc_shell", "window-active descendants that are shells or script hosts"),
-        ("desc_lolbin", "window-active descendants that are LOLBins"),
-        ("desc_admin_tool", "window-active descendants that are admin tools"),
-        ("desc_user_writable", "window-active descendants running from user-writable directories"),
-        ("cmd_len_log", "log1p of the command line length"),
-        ("cmd_entropy", "Shannon entropy (bits/char) of the command line"),
-        ("cmd_max_token_log", "log1p of the longest whitespace-separated token"),
-        ("cmd_special_ratio", "share of shell metacharacters (^ ` $ | & ; < > % quotes) in the command line"),
-    ]
-    out += [(f"self_{i.name}", f"own command line/scripts: {i.doc}") for i in INDICATORS]
-    out += [(f"desc_{i.name}", f"a window-active descendant: {i.doc}") for i in INDICATORS]
-    out += [(f"anc_{i.name}", f"one of {ANCESTOR_DEPTH} nearest ancestors: {i.doc}") for i in INDICATORS]
-    out += [
-        ("self_ind_count", "distinct indicators in own command line/scripts"),
-        ("tree_ind_count", "distinct indicators in the process, its ancestors and descendants"),
-    ]
-    out += [(f"own_{c.name.lower()}", f"own, in window: {COUNTER_DOCS[c]}") for c in Counter]
-    out += [
-        (f"sub_{c.name.lower()}", f"process + descendants, in window: {COUNTER_DOCS[c]}") for c in Counter
-    ]
-    out += [
-        ("own_distinct_dst_ip", "distinct destination addresses contacted in the window"),
-        ("own_distinct_dst_port", "distinct destination ports contacted in the window"),
-        ("sub_distinct_dst_ip", "distinct destination addresses of the process and descendants"),
-    ]
-    return tuple(out)
-
-
-_CATALOGUE = _catalogue()
-FEATURE_NAMES: tuple[str, ...] = tuple(name for name, _ in _CATALOGUE)
-FEATURE_DOCS: dict[str, str] = dict(_CATALOGUE)
-N_FEATURES = len(FEATURE_NAMES)
 _AT = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _IMG, _PARENT, _GPARENT = _AT["img_other"], _AT["parent_other"], _AT["gparent_other"]
 _SELF_IND, _DESC_IND, _ANC_IND = (_AT[f"{p}_{INDICATORS[0].name}"] for p in ("self", "desc", "anc"))
 _OWN, _SUB = _AT["own_child_spawn"], _AT["sub_child_spawn"]
-
-
-def feature_index(name: str) -> int:
-    """Column of a feature; KeyError for an unknown name."""
-    return _AT[name]
 
 
 @dataclass(frozen=True, slots=True)
@@ -414,29 +349,3 @@ def command_line_stats(command_line: str) -> tuple[float, float, float, float]:
     longest = max((len(t) for t in text.split()), default=0)
     special = sum(text.count(ch) for ch in "^`$|&;<>%\"'") / n
     return (math.log1p(len(command_line)), entropy, math.log1p(longest), special)
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def render_markdown() -> str:
-    """The text of pipeline/FEATURES.md (a test checks the committed file equals this)."""
-    lines = [
-        "# Features",
-        "",
-        f"Feature version **{FEATURE_VERSION}**, {N_FEATURES} features. Generated from "
-        "`pipeline/features.py`",
-        "(`render_markdown()`); do not edit by hand — `tests/unit/test_features.py` checks it is current.",
-        "",
-        "A row describes one process in the context of its ancestors and of its descendants that were",
-        "active in the sliding window (default 5 minutes, ending at the device's latest event time).",
-        "Counts are raw numbers of events in the window. Nothing here names a host, user, domain, lab",
-        "path or Sysmon rule: images are reduced to roles, paths to directory classes, command lines",
-        "to behaviour indicators.",
-        "",
-        "| # | name | meaning |",
-        "|---|---|---|",
-    ]
-    lines += [f"| {i} | `{name}` | {_cell(FEATURE_DOCS[name])} |" for i, name in enumerate(FEATURE_NAMES)]
-    return "\n".join(lines) + "\n"

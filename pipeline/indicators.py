@@ -52,362 +52,201 @@ def _ind(name: str, doc: str, techniques: str, regex: str, *, needles: str) -> I
 
 _B64 = r"[a-z0-9+/]{40,}={0,2}"
 
+# fmt: off
 INDICATORS: tuple[Indicator, ...] = (
-    _ind(
-        "encoded_command",
-        "PowerShell -enc/-EncodedCommand or FromBase64String",
-        "T1027 T1059.001",
-        r"\s[-/]e(nc(odedcommand)?|c)?\s+[a-z0-9+/=]{20,}|frombase64string",
-        needles="=-e =-ec =-enc =-encodedcommand =e =ec =enc =encodedcommand frombase64string",
-    ),
-    _ind(
-        "base64_blob",
-        "a base64-looking token of 40+ characters",
-        "T1027",
-        r"(?<![a-z0-9+/])" + _B64,
-        needles="",
-    ),
-    _ind(
-        "download_cradle",
-        "download primitives: WebClient, iwr, curl/wget URL, certutil/bitsadmin",
-        "T1105",
-        r"downloadstring|downloadfile|downloaddata|net\.webclient|invoke-webrequest|\biwr\b"
-        r"|start-bitstransfer|bitsadmin\b.*/transfer|certutil\b.*(urlcache|verifyctl)"
-        r"|\b(curl|wget)\b.*\b(https?|ftp)://|invoke-restmethod|\birm\b\s+http",
-        needles=(
-            "download webclient invoke-webrequest iwr bitstransfer bitsadmin certutil curl wget "
-            "invoke-restmethod irm"
-        ),
-    ),
-    _ind(
-        "invoke_expression",
-        "IEX / Invoke-Expression / eval of fetched text",
-        "T1059.001",
-        r"\biex\b|invoke-expression|\|\s*iex|\beval\b\s*[\"'(\$`]",
-        needles="iex invoke-expression eval",
-    ),
-    _ind(
-        "hidden_execution",
-        "hidden window, no profile, non-interactive, policy bypass",
-        "T1564.003 T1059.001",
-        r"\s-w(indowstyle)?\s+h(idden)?\b|\s-nop(rofile)?\b|\s-noni(nteractive)?\b"
-        r"|-e(xecutionpolicy|p)\s+bypass|-exec\s+bypass",
-        needles="-w -nop -noni bypass",
-    ),
-    _ind(
-        "shadow_copy_delete",
-        "delete shadow copies, backups or recovery (vssadmin, wmic, wbadmin, bcdedit)",
-        "T1490",
-        r"vssadmin\b.*(delete|resize)\s+shadow|shadowcopy\b.*delete|win32_shadowcopy"
-        r"|wbadmin\b.*delete|bcdedit\b.*(recoveryenabled\s+no|ignoreallfailures)|diskshadow\b",
-        needles="vssadmin shadowcopy wbadmin bcdedit diskshadow",
-    ),
-    _ind(
-        "log_clear",
-        "clear event logs or shell history",
-        "T1070.001 T1070.003",
-        r"wevtutil\b.*\b(cl|clear-log)\b|clear-eventlog|remove-eventlog|history\s+-c|unset\s+histfile"
-        r"|histfile=/dev/null|>\s*/var/log/|rm\s+(-\w+\s+)*/var/log|\.bash_history",
-        needles="wevtutil clear-eventlog remove-eventlog history histfile /var/log",
-    ),
-    _ind(
-        "registry_run_key",
-        "write a Run/RunOnce autorun key from the command line",
-        "T1547.001",
-        r"(reg(\.exe)?\s+add|new-itemproperty|set-itemproperty).*\\currentversion\\run",
-        needles="\\currentversion\\run",
-    ),
-    _ind(
-        "scheduled_task",
-        "create a scheduled task or cron/at job",
-        "T1053.005 T1053.003",
-        r"schtasks\b.*/create|register-scheduledtask|new-scheduledtask|\bat\s+\d|\bcrontab\b"
-        r"|/etc/cron|/var/spool/cron",
-        needles="schtasks scheduledtask =at crontab /etc/cron /var/spool/cron",
-    ),
-    _ind(
-        "service_install",
-        "create/alter a service or systemd unit",
-        "T1543.003 T1543.002",
-        r"\bsc(\.exe)?\s+(\\\\\S+\s+)?(create|config)\b|new-service|systemctl\s+(enable|daemon-reload)"
-        r"|/etc/systemd/system|/etc/init\.d/|update-rc\.d",
-        needles="create config new-service systemctl /etc/systemd/system /etc/init.d/ update-rc.d",
-    ),
-    _ind(
-        "account_create",
-        "add a user or add one to an admin group",
-        "T1136 T1098",
-        r"net1?(\.exe)?\s+(user|localgroup|group)\b.*\s/add|\buseradd\b|\badduser\b|usermod\s+-\w*g"
-        r"|new-localuser|add-localgroupmember|/etc/sudoers",
-        needles="/add useradd adduser usermod new-localuser add-localgroupmember /etc/sudoers",
-    ),
-    _ind(
-        "identity_discovery",
-        "whoami, id, quser, net user/group queries",
-        "T1033 T1087",
-        r"\bwhoami\b|^\s*id(\s|$)|[;&|]\s*id(\s|$)|\bquser\b|query\s+user|net1?(\.exe)?\s+(user|group|"
-        r"localgroup|accounts)\b|\bgetent\s+passwd|cat\s+/etc/passwd",
-        needles="=whoami =quser =query =net =net1 =id =getent /etc/passwd",
-    ),
-    _ind(
-        "domain_discovery",
-        "domain trust/controller/admin enumeration",
-        "T1482 T1087.002 T1069.002",
-        r"\bnltest\b|dsquery|get-ad(user|computer|group|domain)|\badfind\b|\bsetspn\b|ldapsearch"
-        r"|domain\s+(admins|controllers)|\bklist\b|get-netdomain|sharphound|bloodhound",
-        needles="nltest dsquery get-ad adfind setspn ldapsearch domain klist sharphound bloodhound",
-    ),
-    _ind(
-        "system_discovery",
-        "system/network configuration discovery",
-        "T1082 T1016 T1057",
-        r"\bsysteminfo\b|\bipconfig\b|\bifconfig\b|\bip\s+(a|addr|route)\b|\bnetstat\b|\barp\s+-a"
-        r"|route\s+print|\btasklist\b|\bps\s+(-?aux|-ef)\b|\buname\s+-a|/etc/os-release|\bhostname\b"
-        r"|get-process\b|get-ciminstance|get-wmiobject\s+win32_",
-        needles=(
-            "=systeminfo =ipconfig =ifconfig =ip =netstat =arp =route =tasklist =ps =uname =hostname "
-            "=get-process /etc/os-release get-ciminstance get-wmiobject"
-        ),
-    ),
-    _ind(
-        "network_discovery",
-        "shares, remote systems and port scanning",
-        "T1018 T1135 T1046",
-        r"net1?(\.exe)?\s+(view|share)\b|\bnmap\b|\bmasscan\b|test-netconnection|\bping\s+-[nc]\s+\d"
-        r"|get-netshare|invoke-portscan|\bnbtstat\b",
-        needles="=net =net1 =nmap =masscan =ping =nbtstat test-netconnection get-netshare invoke-portscan",
-    ),
-    _ind(
-        "make_executable",
-        "chmod +x / setuid bits on a file",
-        "T1222.002",
-        r"\bchmod\s+(-\w+\s+)*(?:[ugoa]*\+[rwxst]*[xs]|(?=[0-7]{3,4}\b)[0-7]*[1357])",
-        needles="chmod",
-    ),
-    _ind(
-        "pipe_to_shell",
-        "fetched content piped into a shell or interpreter",
-        "T1059.004 T1105",
-        r"\b(curl|wget|fetch)\b[^|]*\|\s*(sudo\s+)?(ba|da|z|k)?sh\b|\|\s*(python\d?|perl|ruby)\b"
-        r"|\b(curl|wget)\b.*-o\s*-\s*\|",
-        needles="|",
-    ),
-    _ind(
-        "base64_decode",
-        "decode base64/hex payloads (base64 -d, certutil -decode, openssl)",
-        "T1140",
-        r"base64\s+(-\w+\s+)*(-d|--decode)|certutil\b.*-decode|openssl\s+(enc|base64)\b.*-d"
-        r"|xxd\s+-r|\[convert\]::frombase64",
-        needles="base64 certutil openssl xxd frombase64",
-    ),
-    _ind(
-        "reverse_shell",
-        "interactive shell bound to a socket",
-        "T1059 T1095",
-        r"\bn(c|cat)\b.*\s-[a-z]*e\s|/dev/(tcp|udp)/|bash\s+-i\s*>&|socat\b.*exec|mkfifo\b"
-        r"|pty\.spawn|socket\.socket|tcpclient\(",
-        needles="nc /dev/ >& socat mkfifo pty.spawn socket tcpclient",
-    ),
-    _ind(
-        "remote_execution",
-        "run code on another host (psexec, wmic /node, winrm, ssh cmd)",
-        "T1021 T1047",
-        r"psexec|paexec|wmic\b.*/node:|\bwinrs\b|invoke-command\b.*-computername|enter-pssession"
-        r"|\\\\[\w.-]+\\(admin|c|ipc)\$|\bssh\b\s+(-\w+\s+)*\S+@?\S+\s+\S|\bscp\b|\bsshpass\b"
-        r"|schtasks\b.*/s\s|invoke-wmimethod\b.*-computername",
-        needles="psexec paexec /node: winrs -computername enter-pssession \\\\ ssh scp /s",
-    ),
-    _ind(
-        "archive_data",
-        "pack files into an archive",
-        "T1560",
-        r"\btar\s+-?\w*[cz]\w*\b|\bzip\s+-|7z(a|\.exe)?\s+a\b|\brar\s+a\b|compress-archive|\bmakecab\b"
-        r"|\bgzip\b|\bzip\s+\S+\.zip",
-        needles="tar zip 7z rar compress-archive makecab gzip",
-    ),
-    _ind(
-        "exfil_transfer",
-        "upload or send data out (curl -T/-F, scp, rsync, rclone, nc < file)",
-        "T1048 T1041 T1567",
-        r"curl\b.*\s(-t|--upload-file|-f|--form|--data-binary|-d\s*@)|\brclone\b"
-        r"|\brsync\b.*:|\bftp\b|\btftp\b|invoke-restmethod\b.*-method\s+(post|put)|\bn(c|cat)\b.*<"
-        r"|uploadfile|uploadstring|\bscp\b.*:",
-        needles="curl rclone rsync ftp invoke-restmethod nc upload scp",
-    ),
-    _ind(
-        "credential_tool",
-        "credential dumping tools and hives (mimikatz, comsvcs, sam/shadow)",
-        "T1003",
-        r"mimikatz|sekurlsa|lsadump|kerberos::|comsvcs(\.dll)?\W*,?\s*#?(minidump|24)"
-        r"|procdump\b.*lsass|ntdsutil|reg(\.exe)?\s+save\s+hklm\\(sam|security|system)|/etc/shadow"
-        r"|\bunshadow\b|vaultcmd|cmdkey\s+/list|rubeus|kerberoast|invoke-mimikatz|lazagne",
-        needles=(
-            "mimikatz sekurlsa lsadump kerberos:: comsvcs procdump ntdsutil save /etc/shadow "
-            "unshadow vaultcmd cmdkey rubeus kerberoast lazagne"
-        ),
-    ),
-    _ind(
-        "defense_tamper",
-        "disable AV, firewall, audit or SELinux; AMSI bypass",
-        "T1562",
-        r"set-mppreference|add-mppreference\b.*exclusion|disablerealtimemonitoring|amsiutils"
-        r"|amsiinitfailed|setenforce\s+0|systemctl\s+(stop|disable)\s+(auditd|firewalld|apparmor)"
-        r"|ufw\s+disable|iptables\s+-f|netsh\b.*(firewall|advfirewall).*(off|disable)|sc\s+stop\s+windefend"
-        r"|fltmc\b.*unload|auditpol\b.*/(clear|remove)|tamperprotection|stop-service\b.*windefend",
-        needles=(
-            "mppreference disablerealtimemonitoring amsiutils amsiinitfailed setenforce systemctl "
-            "ufw iptables netsh windefend fltmc auditpol tamperprotection"
-        ),
-    ),
-    _ind(
-        "proxy_execution",
-        "signed-binary proxy execution (mshta, regsvr32 /i:, rundll32 js, msbuild)",
-        "T1218 T1127",
-        r"mshta\b.*(https?:|javascript:|vbscript:)|regsvr32\b.*/i:|scrobj\.dll"
-        r"|rundll32\b.*(javascript:|url\.dll|shell32\.dll,\s*shellexec|advpack|ieadvpack|zipfldr)"
-        r"|msiexec\b.*/q.*https?:|\bodbcconf\b|installutil\b|\bregasm\b|\bregsvcs\b|cmstp\b.*/s"
-        r"|msbuild\b.*\.(xml|csproj|proj)\b|forfiles\b.*/c|pcalua\b.*-a|mavinject",
-        needles=(
-            "mshta regsvr32 scrobj rundll32 msiexec odbcconf installutil regasm regsvcs cmstp "
-            "msbuild forfiles pcalua mavinject"
-        ),
-    ),
-    _ind(
-        "hide_artifacts",
-        "hide or timestomp files (attrib +h, chattr +i, touch -r)",
-        "T1564.001 T1070.006",
-        r"attrib\s+.*\+[hs]|chattr\s+\+i|touch\s+-(r|t|d)\s|set-itemproperty\b.*(creationtime|"
-        r"lastwritetime)|\.lastwritetime\s*=",
-        needles="attrib chattr touch creationtime lastwritetime",
-    ),
-    _ind(
-        "file_wipe",
-        "secure delete or mass recursive deletion",
-        "T1485 T1070.004",
-        r"\bshred\b|\bsdelete\b|cipher\s+/w|\brm\s+-\w*r\w*f\w*\s+/(\s|$|\*)|dd\s+if=/dev/(zero|u?random)"
-        r"\s+of=/dev/|format\s+[a-z]:|del\s+/[fsq].*/[fsq]",
-        needles="shred sdelete cipher rm if=/dev/ format del",
-    ),
-    _ind(
-        "ssh_keys",
-        "authorized_keys, ssh-keygen or private key access",
-        "T1098.004 T1552.004",
-        r"authorized_keys|ssh-keygen|\bid_(rsa|dsa|ecdsa|ed25519)\b|\.ssh[\\/]",
-        needles="authorized_keys ssh-keygen id_ .ssh",
-    ),
-    _ind(
-        "privilege_escalation",
-        "sudo/su/pkexec, setuid hunts, runas, UAC bypass hosts",
-        "T1548",
-        r"\bsudo\s+(-l|su\b|-s\b|-i\b)|\bsu\s+(-|root)|\bpkexec\b|-perm\s+-?[u/]?[+=]?[4-6]000|\bsetcap\b"
-        r"|getcap\s+-r|runas\s+/user|fodhelper|eventvwr|computerdefaults|sdclt|ms-settings\\shell",
-        needles=(
-            "sudo su pkexec -perm setcap getcap runas fodhelper eventvwr computerdefaults sdclt ms-settings"
-        ),
-    ),
-    _ind(
-        "data_collection",
-        "clipboard, screenshots, keylogging or searching for secrets",
-        "T1005 T1115 T1113",
-        r"get-clipboard|\bxclip\b|\bxsel\b|copyfromscreen|screenshot|import\s+-window\s+root|keylog"
-        r"|getasynckeystate|findstr\s+/\w*s\w*i?.*pass|grep\s+-\w*r\w*.*pass(word|wd)"
-        r"|get-childitem\b.*-recurse.*\.(docx?|xlsx?|pdf|kdbx)|find\s+/.*-name\s+.*\.(docx?|pdf|kdbx|pem)",
-        needles=(
-            "clipboard xclip xsel copyfromscreen screenshot import keylog getasynckeystate findstr "
-            "grep get-childitem find"
-        ),
-    ),
-    _ind(
-        "tunnel_proxy",
-        "port forwarding or tunnelling (ssh -R/-D, plink, chisel, portproxy)",
-        "T1572 T1090",
-        r"\bssh\b.*\s-[a-z]*[rld]\s+\d|\bplink\b|\bchisel\b|\bngrok\b|socat\b.*tcp-listen"
-        r"|portproxy|\bfrpc\b|\biodine\b|dnscat",
-        needles="ssh plink chisel ngrok socat portproxy frpc iodine dnscat",
-    ),
+    _ind("encoded_command", "PowerShell -enc/-EncodedCommand or FromBase64String", "T1027 T1059.001",
+         r"\s[-/]e(nc(odedcommand)?|c)?\s+[a-z0-9+/=]{20,}|frombase64string",
+         needles="=-e =-ec =-enc =-encodedcommand =e =ec =enc =encodedcommand frombase64string"),
+    _ind("base64_blob", "a base64-looking token of 40+ characters", "T1027",
+         r"(?<![a-z0-9+/])" + _B64,
+         needles=""),
+    _ind("download_cradle", "download primitives: WebClient, iwr, curl/wget URL, certutil/bitsadmin", "T1105",
+         r"downloadstring|downloadfile|downloaddata|net\.webclient|invoke-webrequest|\biwr\b"
+         r"|start-bitstransfer|bitsadmin\b.*/transfer|certutil\b.*(urlcache|verifyctl)"
+         r"|\b(curl|wget)\b.*\b(https?|ftp)://|invoke-restmethod|\birm\b\s+http",
+         needles=(
+             "download webclient invoke-webrequest iwr bitstransfer bitsadmin certutil curl wget "
+             "invoke-restmethod irm"
+         )),
+    _ind("invoke_expression", "IEX / Invoke-Expression / eval of fetched text", "T1059.001",
+         r"\biex\b|invoke-expression|\|\s*iex|\beval\b\s*[\"'(\$`]",
+         needles="iex invoke-expression eval"),
+    _ind("hidden_execution", "hidden window, no profile, non-interactive, policy bypass",
+         "T1564.003 T1059.001",
+         r"\s-w(indowstyle)?\s+h(idden)?\b|\s-nop(rofile)?\b|\s-noni(nteractive)?\b"
+         r"|-e(xecutionpolicy|p)\s+bypass|-exec\s+bypass",
+         needles="-w -nop -noni bypass"),
+    _ind("shadow_copy_delete", "delete shadow copies, backups or recovery (vssadmin, wmic, wbadmin, bcdedit)",
+         "T1490",
+         r"vssadmin\b.*(delete|resize)\s+shadow|shadowcopy\b.*delete|win32_shadowcopy"
+         r"|wbadmin\b.*delete|bcdedit\b.*(recoveryenabled\s+no|ignoreallfailures)|diskshadow\b",
+         needles="vssadmin shadowcopy wbadmin bcdedit diskshadow"),
+    _ind("log_clear", "clear event logs or shell history", "T1070.001 T1070.003",
+         r"wevtutil\b.*\b(cl|clear-log)\b|clear-eventlog|remove-eventlog|history\s+-c|unset\s+histfile"
+         r"|histfile=/dev/null|>\s*/var/log/|rm\s+(-\w+\s+)*/var/log|\.bash_history",
+         needles="wevtutil clear-eventlog remove-eventlog history histfile /var/log"),
+    _ind("registry_run_key", "write a Run/RunOnce autorun key from the command line", "T1547.001",
+         r"(reg(\.exe)?\s+add|new-itemproperty|set-itemproperty).*\\currentversion\\run",
+         needles="\\currentversion\\run"),
+    _ind("scheduled_task", "create a scheduled task or cron/at job", "T1053.005 T1053.003",
+         r"schtasks\b.*/create|register-scheduledtask|new-scheduledtask|\bat\s+\d|\bcrontab\b"
+         r"|/etc/cron|/var/spool/cron",
+         needles="schtasks scheduledtask =at crontab /etc/cron /var/spool/cron"),
+    _ind("service_install", "create/alter a service or systemd unit", "T1543.003 T1543.002",
+         r"\bsc(\.exe)?\s+(\\\\\S+\s+)?(create|config)\b|new-service|systemctl\s+(enable|daemon-reload)"
+         r"|/etc/systemd/system|/etc/init\.d/|update-rc\.d",
+         needles="create config new-service systemctl /etc/systemd/system /etc/init.d/ update-rc.d"),
+    _ind("account_create", "add a user or add one to an admin group", "T1136 T1098",
+         r"net1?(\.exe)?\s+(user|localgroup|group)\b.*\s/add|\buseradd\b|\badduser\b|usermod\s+-\w*g"
+         r"|new-localuser|add-localgroupmember|/etc/sudoers",
+         needles="/add useradd adduser usermod new-localuser add-localgroupmember /etc/sudoers"),
+    _ind("identity_discovery", "whoami, id, quser, net user/group queries", "T1033 T1087",
+         r"\bwhoami\b|^\s*id(\s|$)|[;&|]\s*id(\s|$)|\bquser\b|query\s+user|net1?(\.exe)?\s+(user|group|"
+         r"localgroup|accounts)\b|\bgetent\s+passwd|cat\s+/etc/passwd",
+         needles="=whoami =quser =query =net =net1 =id =getent /etc/passwd"),
+    _ind("domain_discovery", "domain trust/controller/admin enumeration", "T1482 T1087.002 T1069.002",
+         r"\bnltest\b|dsquery|get-ad(user|computer|group|domain)|\badfind\b|\bsetspn\b|ldapsearch"
+         r"|domain\s+(admins|controllers)|\bklist\b|get-netdomain|sharphound|bloodhound",
+         needles="nltest dsquery get-ad adfind setspn ldapsearch domain klist sharphound bloodhound"),
+    _ind("system_discovery", "system/network configuration discovery", "T1082 T1016 T1057",
+         r"\bsysteminfo\b|\bipconfig\b|\bifconfig\b|\bip\s+(a|addr|route)\b|\bnetstat\b|\barp\s+-a"
+         r"|route\s+print|\btasklist\b|\bps\s+(-?aux|-ef)\b|\buname\s+-a|/etc/os-release|\bhostname\b"
+         r"|get-process\b|get-ciminstance|get-wmiobject\s+win32_",
+         needles=(
+             "=systeminfo =ipconfig =ifconfig =ip =netstat =arp =route =tasklist =ps =uname =hostname "
+             "=get-process /etc/os-release get-ciminstance get-wmiobject"
+         )),
+    _ind("network_discovery", "shares, remote systems and port scanning", "T1018 T1135 T1046",
+         r"net1?(\.exe)?\s+(view|share)\b|\bnmap\b|\bmasscan\b|test-netconnection|\bping\s+-[nc]\s+\d"
+         r"|get-netshare|invoke-portscan|\bnbtstat\b",
+         needles="=net =net1 =nmap =masscan =ping =nbtstat test-netconnection get-netshare invoke-portscan"),
+    _ind("make_executable", "chmod +x / setuid bits on a file", "T1222.002",
+         r"\bchmod\s+(-\w+\s+)*(?:[ugoa]*\+[rwxst]*[xs]|(?=[0-7]{3,4}\b)[0-7]*[1357])",
+         needles="chmod"),
+    _ind("pipe_to_shell", "fetched content piped into a shell or interpreter", "T1059.004 T1105",
+         r"\b(curl|wget|fetch)\b[^|]*\|\s*(sudo\s+)?(ba|da|z|k)?sh\b|\|\s*(python\d?|perl|ruby)\b"
+         r"|\b(curl|wget)\b.*-o\s*-\s*\|",
+         needles="|"),
+    _ind("base64_decode", "decode base64/hex payloads (base64 -d, certutil -decode, openssl)", "T1140",
+         r"base64\s+(-\w+\s+)*(-d|--decode)|certutil\b.*-decode|openssl\s+(enc|base64)\b.*-d"
+         r"|xxd\s+-r|\[convert\]::frombase64",
+         needles="base64 certutil openssl xxd frombase64"),
+    _ind("reverse_shell", "interactive shell bound to a socket", "T1059 T1095",
+         r"\bn(c|cat)\b.*\s-[a-z]*e\s|/dev/(tcp|udp)/|bash\s+-i\s*>&|socat\b.*exec|mkfifo\b"
+         r"|pty\.spawn|socket\.socket|tcpclient\(",
+         needles="nc /dev/ >& socat mkfifo pty.spawn socket tcpclient"),
+    _ind("remote_execution", "run code on another host (psexec, wmic /node, winrm, ssh cmd)", "T1021 T1047",
+         r"psexec|paexec|wmic\b.*/node:|\bwinrs\b|invoke-command\b.*-computername|enter-pssession"
+         r"|\\\\[\w.-]+\\(admin|c|ipc)\$|\bssh\b\s+(-\w+\s+)*\S+@?\S+\s+\S|\bscp\b|\bsshpass\b"
+         r"|schtasks\b.*/s\s|invoke-wmimethod\b.*-computername",
+         needles="psexec paexec /node: winrs -computername enter-pssession \\\\ ssh scp /s"),
+    _ind("archive_data", "pack files into an archive", "T1560",
+         r"\btar\s+-?\w*[cz]\w*\b|\bzip\s+-|7z(a|\.exe)?\s+a\b|\brar\s+a\b|compress-archive|\bmakecab\b"
+         r"|\bgzip\b|\bzip\s+\S+\.zip",
+         needles="tar zip 7z rar compress-archive makecab gzip"),
+    _ind("exfil_transfer", "upload or send data out (curl -T/-F, scp, rsync, rclone, nc < file)",
+         "T1048 T1041 T1567",
+         r"curl\b.*\s(-t|--upload-file|-f|--form|--data-binary|-d\s*@)|\brclone\b"
+         r"|\brsync\b.*:|\bftp\b|\btftp\b|invoke-restmethod\b.*-method\s+(post|put)|\bn(c|cat)\b.*<"
+         r"|uploadfile|uploadstring|\bscp\b.*:",
+         needles="curl rclone rsync ftp invoke-restmethod nc upload scp"),
+    _ind("credential_tool", "credential dumping tools and hives (mimikatz, comsvcs, sam/shadow)", "T1003",
+         r"mimikatz|sekurlsa|lsadump|kerberos::|comsvcs(\.dll)?\W*,?\s*#?(minidump|24)"
+         r"|procdump\b.*lsass|ntdsutil|reg(\.exe)?\s+save\s+hklm\\(sam|security|system)|/etc/shadow"
+         r"|\bunshadow\b|vaultcmd|cmdkey\s+/list|rubeus|kerberoast|invoke-mimikatz|lazagne",
+         needles=(
+             "mimikatz sekurlsa lsadump kerberos:: comsvcs procdump ntdsutil save /etc/shadow "
+             "unshadow vaultcmd cmdkey rubeus kerberoast lazagne"
+         )),
+    _ind("defense_tamper", "disable AV, firewall, audit or SELinux; AMSI bypass", "T1562",
+         r"set-mppreference|add-mppreference\b.*exclusion|disablerealtimemonitoring|amsiutils"
+         r"|amsiinitfailed|setenforce\s+0|systemctl\s+(stop|disable)\s+(auditd|firewalld|apparmor)"
+         r"|ufw\s+disable|iptables\s+-f|netsh\b.*(firewall|advfirewall).*(off|disable)|sc\s+stop\s+windefend"
+         r"|fltmc\b.*unload|auditpol\b.*/(clear|remove)|tamperprotection|stop-service\b.*windefend",
+         needles=(
+             "mppreference disablerealtimemonitoring amsiutils amsiinitfailed setenforce systemctl "
+             "ufw iptables netsh windefend fltmc auditpol tamperprotection"
+         )),
+    _ind("proxy_execution", "signed-binary proxy execution (mshta, regsvr32 /i:, rundll32 js, msbuild)",
+         "T1218 T1127",
+         r"mshta\b.*(https?:|javascript:|vbscript:)|regsvr32\b.*/i:|scrobj\.dll"
+         r"|rundll32\b.*(javascript:|url\.dll|shell32\.dll,\s*shellexec|advpack|ieadvpack|zipfldr)"
+         r"|msiexec\b.*/q.*https?:|\bodbcconf\b|installutil\b|\bregasm\b|\bregsvcs\b|cmstp\b.*/s"
+         r"|msbuild\b.*\.(xml|csproj|proj)\b|forfiles\b.*/c|pcalua\b.*-a|mavinject",
+         needles=(
+             "mshta regsvr32 scrobj rundll32 msiexec odbcconf installutil regasm regsvcs cmstp "
+             "msbuild forfiles pcalua mavinject"
+         )),
+    _ind("hide_artifacts", "hide or timestomp files (attrib +h, chattr +i, touch -r)", "T1564.001 T1070.006",
+         r"attrib\s+.*\+[hs]|chattr\s+\+i|touch\s+-(r|t|d)\s|set-itemproperty\b.*(creationtime|"
+         r"lastwritetime)|\.lastwritetime\s*=",
+         needles="attrib chattr touch creationtime lastwritetime"),
+    _ind("file_wipe", "secure delete or mass recursive deletion", "T1485 T1070.004",
+         r"\bshred\b|\bsdelete\b|cipher\s+/w|\brm\s+-\w*r\w*f\w*\s+/(\s|$|\*)|dd\s+if=/dev/(zero|u?random)"
+         r"\s+of=/dev/|format\s+[a-z]:|del\s+/[fsq].*/[fsq]",
+         needles="shred sdelete cipher rm if=/dev/ format del"),
+    _ind("ssh_keys", "authorized_keys, ssh-keygen or private key access", "T1098.004 T1552.004",
+         r"authorized_keys|ssh-keygen|\bid_(rsa|dsa|ecdsa|ed25519)\b|\.ssh[\\/]",
+         needles="authorized_keys ssh-keygen id_ .ssh"),
+    _ind("privilege_escalation", "sudo/su/pkexec, setuid hunts, runas, UAC bypass hosts", "T1548",
+         r"\bsudo\s+(-l|su\b|-s\b|-i\b)|\bsu\s+(-|root)|\bpkexec\b|-perm\s+-?[u/]?[+=]?[4-6]000|\bsetcap\b"
+         r"|getcap\s+-r|runas\s+/user|fodhelper|eventvwr|computerdefaults|sdclt|ms-settings\\shell",
+         needles=(
+             "sudo su pkexec -perm setcap getcap runas fodhelper eventvwr computerdefaults sdclt ms-settings"
+         )),
+    _ind("data_collection", "clipboard, screenshots, keylogging or searching for secrets",
+         "T1005 T1115 T1113",
+         r"get-clipboard|\bxclip\b|\bxsel\b|copyfromscreen|screenshot|import\s+-window\s+root|keylog"
+         r"|getasynckeystate|findstr\s+/\w*s\w*i?.*pass|grep\s+-\w*r\w*.*pass(word|wd)"
+         r"|get-childitem\b.*-recurse.*\.(docx?|xlsx?|pdf|kdbx)|find\s+/.*-name\s+.*\.(docx?|pdf|kdbx|pem)",
+         needles=(
+             "clipboard xclip xsel copyfromscreen screenshot import keylog getasynckeystate findstr "
+             "grep get-childitem find"
+         )),
+    _ind("tunnel_proxy", "port forwarding or tunnelling (ssh -R/-D, plink, chisel, portproxy)", "T1572 T1090",
+         r"\bssh\b.*\s-[a-z]*[rld]\s+\d|\bplink\b|\bchisel\b|\bngrok\b|socat\b.*tcp-listen"
+         r"|portproxy|\bfrpc\b|\biodine\b|dnscat",
+         needles="ssh plink chisel ngrok socat portproxy frpc iodine dnscat"),
     _ind("url_literal", "a URL in the command line", "T1105", r"\b(https?|ftp)://", needles="://"),
-    _ind(
-        "ip_literal",
-        "a raw IPv4 address in the command line",
-        "T1071",
-        r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![0-9.])",
-        needles="",
-    ),
-    _ind(
-        "user_writable_exec",
-        "runs or names an executable/script in a temp or world-writable dir",
-        "T1204",
-        r"(\\(temp|tmp|appdata\\local\\temp|downloads|public)\\[^\s\"']*\.(exe|dll|scr|ps1|bat"
-        r"|cmd|vbs|js|hta))|((^|\s)/(tmp|var/tmp|dev/shm)/)",
-        needles="\\temp\\ \\tmp\\ \\downloads\\ \\public\\ /tmp/ /var/tmp/ /dev/shm/",
-    ),
-    _ind(
-        "obfuscation",
-        "caret/backtick/char-code/concat obfuscation or IFS tricks",
-        "T1027",
-        r"(\w\^){3,}|(\w`){3,}|\[char\]\s*\d|-join\s*\(|\$\{ifs\}|-bxor|\[string\]::join"
-        r"|replace\([^)]*\)\s*\.\s*replace|\|\s*rev\b|(\+\s*['\"]\w{1,3}['\"]\s*){3,}",
-        needles="^ ` [char] -join ${ifs} -bxor [string]::join replace rev +",
-    ),
-    _ind(
-        "wmi_execution",
-        "process creation through WMI/CIM",
-        "T1047",
-        r"wmic\b.*process\s+call\s+create|invoke-wmimethod|invoke-cimmethod|win32_process\b.*create",
-        needles="wmic invoke-wmimethod invoke-cimmethod win32_process",
-    ),
-    _ind(
-        "inline_interpreter",
-        "python -c / perl -e / ruby -e / node -e / php -r one-liners",
-        "T1059.006",
-        r"\b(python\d?(\.\d+)?|perl|ruby|node|php)\s+-[ecr]\s",
-        needles="python perl ruby node php",
-    ),
-    _ind(
-        "security_discovery",
-        "look for security products",
-        "T1518.001",
-        r"securitycenter2|antivirusproduct|get-mpcomputerstatus|sc\s+query\s+windefend|"
-        r"\b(ps|tasklist)\b.*\|\s*(grep|findstr).*(av|defender|falcon|sentinel|sysmon)",
-        needles="securitycenter2 antivirusproduct get-mpcomputerstatus windefend |",
-    ),
-    _ind(
-        "memory_dump",
-        "dump process memory (procdump, MiniDump, gcore, /proc/*/mem)",
-        "T1003.001",
-        r"procdump|minidump|\bgcore\b|/proc/\S+/mem\b|out-minidump|createdump",
-        needles="procdump minidump gcore /proc/ createdump",
-    ),
-    _ind(
-        "remote_access_tool",
-        "remote access/admin tools launched by command line",
-        "T1219",
-        r"anydesk|teamviewer|screenconnect|\bvnc\w*\b|atera|\bngrok\b",
-        needles="anydesk teamviewer screenconnect vnc atera ngrok",
-    ),
-    _ind(
-        "kill_processes",
-        "kill processes or stop services en masse",
-        "T1489",
-        r"taskkill\b.*/(f|im)|stop-process\b.*-force|\bpkill\b|\bkillall\b|net1?\s+stop\b"
-        r"|systemctl\s+stop\b|sc\s+stop\b",
-        needles="taskkill pkill killall stop",
-    ),
-    _ind(
-        "dll_sideload_path",
-        "loads code from a writable path via rundll32/regsvr32",
-        "T1574.002",
-        r"(rundll32|regsvr32)\b.*(\\temp\\|\\appdata\\|\\users\\public\\|\\programdata\\|/tmp/)",
-        needles="rundll32 regsvr32",
-    ),
-    _ind(
-        "ransom_encrypt",
-        "bulk encryption commands (openssl enc -e, gpg -c, cipher /e)",
-        "T1486",
-        r"openssl\s+enc\b(?!.*\s-d\b)|\bgpg\b.*(-c|--symmetric)|cipher\s+/e|\.encrypt\(|aescryptoserviceprovider",
-        needles="openssl gpg cipher .encrypt( aescryptoserviceprovider",
-    ),
+    _ind("ip_literal", "a raw IPv4 address in the command line", "T1071",
+         r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![0-9.])",
+         needles=""),
+    _ind("user_writable_exec", "runs or names an executable/script in a temp or world-writable dir", "T1204",
+         r"(\\(temp|tmp|appdata\\local\\temp|downloads|public)\\[^\s\"']*\.(exe|dll|scr|ps1|bat"
+         r"|cmd|vbs|js|hta))|((^|\s)/(tmp|var/tmp|dev/shm)/)",
+         needles="\\temp\\ \\tmp\\ \\downloads\\ \\public\\ /tmp/ /var/tmp/ /dev/shm/"),
+    _ind("obfuscation", "caret/backtick/char-code/concat obfuscation or IFS tricks", "T1027",
+         r"(\w\^){3,}|(\w`){3,}|\[char\]\s*\d|-join\s*\(|\$\{ifs\}|-bxor|\[string\]::join"
+         r"|replace\([^)]*\)\s*\.\s*replace|\|\s*rev\b|(\+\s*['\"]\w{1,3}['\"]\s*){3,}",
+         needles="^ ` [char] -join ${ifs} -bxor [string]::join replace rev +"),
+    _ind("wmi_execution", "process creation through WMI/CIM", "T1047",
+         r"wmic\b.*process\s+call\s+create|invoke-wmimethod|invoke-cimmethod|win32_process\b.*create",
+         needles="wmic invoke-wmimethod invoke-cimmethod win32_process"),
+    _ind("inline_interpreter", "python -c / perl -e / ruby -e / node -e / php -r one-liners", "T1059.006",
+         r"\b(python\d?(\.\d+)?|perl|ruby|node|php)\s+-[ecr]\s",
+         needles="python perl ruby node php"),
+    _ind("security_discovery", "look for security products", "T1518.001",
+         r"securitycenter2|antivirusproduct|get-mpcomputerstatus|sc\s+query\s+windefend|"
+         r"\b(ps|tasklist)\b.*\|\s*(grep|findstr).*(av|defender|falcon|sentinel|sysmon)",
+         needles="securitycenter2 antivirusproduct get-mpcomputerstatus windefend |"),
+    _ind("memory_dump", "dump process memory (procdump, MiniDump, gcore, /proc/*/mem)", "T1003.001",
+         r"procdump|minidump|\bgcore\b|/proc/\S+/mem\b|out-minidump|createdump",
+         needles="procdump minidump gcore /proc/ createdump"),
+    _ind("remote_access_tool", "remote access/admin tools launched by command line", "T1219",
+         r"anydesk|teamviewer|screenconnect|\bvnc\w*\b|atera|\bngrok\b",
+         needles="anydesk teamviewer screenconnect vnc atera ngrok"),
+    _ind("kill_processes", "kill processes or stop services en masse", "T1489",
+         r"taskkill\b.*/(f|im)|stop-process\b.*-force|\bpkill\b|\bkillall\b|net1?\s+stop\b"
+         r"|systemctl\s+stop\b|sc\s+stop\b",
+         needles="taskkill pkill killall stop"),
+    _ind("dll_sideload_path", "loads code from a writable path via rundll32/regsvr32", "T1574.002",
+         r"(rundll32|regsvr32)\b.*(\\temp\\|\\appdata\\|\\users\\public\\|\\programdata\\|/tmp/)",
+         needles="rundll32 regsvr32"),
+    _ind("ransom_encrypt", "bulk encryption commands (openssl enc -e, gpg -c, cipher /e)", "T1486",
+         r"openssl\s+enc\b(?!.*\s-d\b)|\bgpg\b.*(-c|--symmetric)|cipher\s+/e|\.encrypt\(|aescryptoserviceprovider",
+         needles="openssl gpg cipher .encrypt( aescryptoserviceprovider"),
 )
+# fmt: on
 
 INDICATOR_NAMES: tuple[str, ...] = tuple(ind.name for ind in INDICATORS)
 _INDEXED = tuple(enumerate(INDICATORS))

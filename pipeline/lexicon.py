@@ -221,10 +221,10 @@ def _location(path: str) -> Location:
 
 
 def extension(path: str) -> str:
-    """Lower-cased extension without the dot ('' when none)."""
-    name = basename(path)
-    dot = name.rfind(".")
-    return name[dot + 1 :] if dot > 0 else ""
+    """Lower-cased extension without the dot ('' when none; a leading dot is a name, not one)."""
+    dot = path.rfind(".")
+    cut = max(path.rfind("\\"), path.rfind("/"))
+    return path[dot + 1 :].lower() if dot > cut + 1 else ""
 
 
 EXECUTABLE_EXTENSIONS = frozenset(

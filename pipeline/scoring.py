@@ -153,10 +153,11 @@ class MicroBatcher(Generic[K]):
 
     def add(self, keys: Iterable[K], now_ms: int) -> None:
         """Mark keys as changed; the first pending key starts the delay clock."""
-        before = len(self._pending)
-        self._pending.update(dict.fromkeys(keys))
-        if before == 0 and self._pending:
+        pending = self._pending
+        if not pending:
             self._since_ms = now_ms
+        for key in keys:
+            pending[key] = None
 
     def due(self, now_ms: int) -> bool:
         """True when a flush is owed: enough rows, or the oldest has waited long enough."""

@@ -26,115 +26,18 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
+from pipeline.behaviour import GENERIC_CODES, STRONG_CODES, Counter, behaviour_codes, child_codes
 from pipeline.indicators import indicator_mask
-from pipeline.lexicon import ImageClass, image_class
-from pipeline.windows import GENERIC_CODES, STRONG_CODES, Counter, behaviour_codes, child_codes
+from pipeline.node import NO_CHANGE, Change, ForestStats, ProcessNode, TreeLimits
 from schemas.events import BehaviorEvent, ProcessStart
 
-
-@dataclass(frozen=True, slots=True)
-class TreeLimits:
-    """Bounds and time-to-live of one device's forest."""
-
-    max_nodes: int = 8192  # nodes per device before flood eviction starts
-    max_evidence_per_node: int = 512  # packed behaviour records kept per process
-    max_conns_per_node: int = 128  # (ts, dst ip, dst port) records kept per process
-    max_notable_per_node: int = 4  # raw events kept per process as alert evidence
-    exited_ttl_ms: int = 10 * 60 * 1000  # keep an exited subtree this long after its last exit
-    idle_ttl_ms: int = 2 * 60 * 60 * 1000  # evict a node without activity for this long
-    max_depth: int = 64  # bound on ancestor/descendant walks (also breaks malicious cycles)
-    dedupe_by_seq: bool = True  # drop redelivered events (seq and ts not newer than seen)
-
-
-@dataclass(slots=True)
-class ForestStats:
-    """What the forest did that an operator may need to see; every drop has a counter."""
-
-    events: int = 0
-    nodes_created: int = 0
-    placeholders_created: int = 0
-    placeholders_filled: int = 0
-    evicted_exited: int = 0
-    evicted_idle: int = 0
-    flood_evicted_exited: int = 0
-    flood_evicted_idle: int = 0
-    evidence_dropped: int = 0
-    duplicates_dropped: int = 0
-    parent_conflicts: int = 0
-    cycles_refused: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """Counter name -> value."""
-        return asdict(self)
-
-
-@dataclass(slots=True, eq=False)
-class ProcessNode:
-    """One process: identity, context, parent link and its recent evidence."""
-
-    key: str
-    image: str = ""  # "" while only known as someone's parent
-    command_line: str = ""
-    sha256: str | None = None
-    user: str | None = None  # kept for the alert's tree snapshot; never a feature
-    integrity_level: str | None = None
-    uid: int | None = None
-    pid: int | None = None
-    parent_key: str | None = None
-    start_ms: int | None = None  # None when the process_start was not seen
-    end_ms: int | None = None
-    last_ms: int = 0  # time of the latest event about this process
-    started: bool = False  # its process_start was seen
-    cmd_mask: int = 0  # indicator bits of the command line
-    script_mask: int = 0  # indicator bits of script content it ran
-    signer: str | None = None  # signer of its own image when an image_load reported it
-    signed: bool | None = None
-    alert_mark: str | None = None  # "<tactic>:<band>,..." of alerts rooted here
-    code_counts: dict[int, int] = field(default_factory=dict)  # lifetime count per behaviour code
-    image_cls: ImageClass = ImageClass.OTHER
-    children: list[str] = field(default_factory=list)
-    evidence: deque[int] = field(default_factory=deque)
-    conns: deque[tuple[int, str, int]] = field(default_factory=deque)
-    notable: deque[BehaviorEvent] = field(default_factory=deque)
-    static: tuple[float, ...] | None = None  # per-process feature cache, owned by pipeline.features
-
-    @property
-    def placeholder(self) -> bool:
-        """Known only as a parent: no event of its own yet."""
-        return not self.started and not self.image
-
-    @property
-    def exited(self) -> bool:
-        """Its process_end was seen."""
-        return self.end_ms is not None
-
-    @property
-    def mask(self) -> int:
-        """All indicator bits: command line and script content."""
-        return self.cmd_mask | self.script_mask
-
-    def set_image(self, image: str) -> None:
-        """Record the image path and its class."""
-        self.image = image
-        self.image_cls = image_class(image)
-        self.static = None
+__all__ = ["NO_CHANGE", "Change", "DeviceForest", "ForestStats", "ProcessNode", "TreeLimits", "ts_ms"]
 
 
 _SCRIPT = (Counter.SCRIPT,)
 _SCRIPT_SUSPICIOUS = (Counter.SCRIPT, Counter.SCRIPT_SUSPICIOUS)
-
-
-class Change(NamedTuple):
-    """What one event changed: processes to re-score, and whether their ancestors should be too."""
-
-    keys: tuple[str, ...]
-    notable: bool  # a new process or specific behaviour (not just another file write or DNS query)
-
-
-NO_CHANGE = Change((), False)
 
 
 def ts_ms(event: BehaviorEvent) -> int:
@@ -187,12 +90,13 @@ class DeviceForest:
 
     def apply(self, event: BehaviorEvent) -> Change:
         """Fold one event into the forest; say which processes should be re-scored."""
-        when = ts_ms(event)
-        if self._is_redelivery(event.seq, when):
+        when = int(event.ts.timestamp() * 1000)
+        if self.limits.dedupe_by_seq and self._is_redelivery(event.seq, when):
             self.stats.duplicates_dropped += 1
             return NO_CHANGE
         self.stats.events += 1
-        self.watermark_ms = max(self.watermark_ms, when)
+        if when > self.watermark_ms:
+            self.watermark_ms = when
         payload = event.payload
         node = self._touch(event.process_key, event.image, when)
         if isinstance(payload, ProcessStart):
@@ -207,8 +111,6 @@ class DeviceForest:
         An agent that restarted its counter sends low seqs with new timestamps, which are accepted
         and reset the high-water mark instead of being dropped forever.
         """
-        if not self.limits.dedupe_by_seq:
-            return False
         if seq <= self.seq_hwm and when <= self.watermark_ms:
             return True
         self.seq_hwm = seq if seq > self.seq_hwm or when > self.watermark_ms else self.seq_hwm

@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 
+from pipeline.behaviour import N_COUNTERS
 from pipeline.errors import StateError
 from pipeline.tree import DeviceForest, ForestStats, ProcessNode, TreeLimits
-from pipeline.windows import CODE_MASK, N_COUNTERS
+from pipeline.windows import CODE_MASK
 from schemas.events import BehaviorEvent
 
 STATE_VERSION = 1

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from pipeline.features import FEATURE_NAMES, FEATURE_VERSION, feature_index
 from pipeline.scoring import BENIGN, CLASSES, Matrix
@@ -155,13 +156,22 @@ class ProvisionalRules:
 
     def __init__(self, rules: tuple[Rule, ...] = RULES) -> None:
         self.rules = rules
-        self._columns = [[feature_index(n) for n, _ in r.when] for r in rules]
-        self._minimums = [np.array([m for _, m in r.when], dtype=np.float32) for r in rules]
-        self._unless = [
-            None if r.unless is None else (feature_index(r.unless[0]), r.unless[1]) for r in rules
+        # Every condition of every rule as one column test; a rule fires when all of its own hold.
+        conditions = [
+            [(feature_index(n), m, False) for n, m in r.when]
+            + ([] if r.unless is None else [(feature_index(r.unless[0]), r.unless[1], True)])
+            for r in rules
         ]
+        flat = [c for conds in conditions for c in conds]
+        self._cond_columns = np.array([c for c, _, _ in flat], dtype=np.int64)
+        self._cond_minimums = np.array([m for _, m, _ in flat], dtype=np.float32)
+        self._cond_negated = np.array([neg for _, _, neg in flat], dtype=bool)
+        self._rule_offsets = np.cumsum([0] + [len(c) for c in conditions[:-1]])
+        self._anchor = np.array([feature_index(r.when[0][0]) for r in rules], dtype=np.int64)
         self._class = np.array([CLASSES.index(r.tactic) for r in rules])
         self._weight = np.array([r.weight for r in rules], dtype=np.float32)
+        self._weights = np.zeros((len(rules), len(CLASSES)), dtype=np.float32)
+        self._weights[np.arange(len(rules)), self._class] = self._weight
         self._bias = np.zeros(len(CLASSES), dtype=np.float32)
         self._bias[CLASSES.index(BENIGN)] = BENIGN_LOGIT
 
@@ -185,22 +195,13 @@ class ProvisionalRules:
         """Only a malicious cut-off; any dominant tactic is named."""
         return THRESHOLDS
 
-    def fired(self, matrix: Matrix) -> np.ndarray:
-        """(rows, rules) boolean: which rules fire on which rows."""
-        out = np.empty((len(matrix), len(self.rules)), dtype=bool)
-        for j, (cols, mins, unless) in enumerate(
-            zip(self._columns, self._minimums, self._unless, strict=True)
-        ):
-            hit = (matrix[:, cols] >= mins).all(axis=1)
-            if unless is not None:
-                hit &= matrix[:, unless[0]] < unless[1]
-            out[:, j] = hit
-        return out
+    def fired(self, matrix: Matrix) -> NDArray[np.bool_]:
+        """(rows, rules) boolean: which rules fire on which rows (one vectorised pass)."""
+        held = (matrix[:, self._cond_columns] >= self._cond_minimums) != self._cond_negated
+        return np.logical_and.reduceat(held, self._rule_offsets, axis=1)
 
-    def _logits(self, fired: np.ndarray) -> Matrix:
-        weights = np.zeros((len(self.rules), len(CLASSES)), dtype=np.float32)
-        weights[np.arange(len(self.rules)), self._class] = self._weight
-        return np.asarray(fired.astype(np.float32) @ weights + self._bias, dtype=np.float32)
+    def _logits(self, fired: NDArray[np.bool_]) -> Matrix:
+        return np.asarray(fired.astype(np.float32) @ self._weights + self._bias, dtype=np.float32)
 
     def predict_proba(self, matrix: Matrix) -> Matrix:
         """Softmax of the summed rule weights per class."""
@@ -211,10 +212,8 @@ class ProvisionalRules:
 
     def contributions(self, matrix: Matrix) -> Matrix:
         """Each fired rule's weight, on its first feature, for its class; the bias in the last column."""
-        fired = self.fired(matrix)
+        rows, rules = np.nonzero(self.fired(matrix))
         out = np.zeros((len(matrix), len(CLASSES), len(FEATURE_NAMES) + 1), dtype=np.float32)
-        for j, cols in enumerate(self._columns):
-            rows = np.nonzero(fired[:, j])[0]
-            out[rows, self._class[j], cols[0]] += self._weight[j]
+        np.add.at(out, (rows, self._class[rules], self._anchor[rules]), self._weight[rules])
         out[:, :, -1] = self._bias
         return out

@@ -5,12 +5,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pipeline.behaviour import Counter
 from pipeline.errors import StateError
 from pipeline.eventkit import EventKit
 from pipeline.lexicon import ImageClass
 from pipeline.tree import NO_CHANGE, DeviceForest, TreeLimits
 from pipeline.tree_state import forest_from_bytes, forest_from_dict, forest_to_bytes, forest_to_dict
-from pipeline.windows import Counter, process_window, unpack
+from pipeline.windows import process_window, unpack
 
 CMD = r"C:\Windows\System32\cmd.exe"
 PS = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"

@@ -1,15 +1,13 @@
-"""Behaviour codes and sliding windows: what each event counts as, and what falls out of a window."""
+"""Behaviour codes (pipeline.behaviour) and sliding windows: what each event counts as, what falls out."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from pipeline.behaviour import Counter, behaviour_codes, child_codes
 from pipeline.eventkit import EventKit
 from pipeline.windows import (
-    Counter,
-    behaviour_codes,
-    child_codes,
     count_windows,
     distinct_in_window,
     pack,
