@@ -273,6 +273,15 @@ class Detector:
             feature_version=model.feature_version,
         )
 
+    def forest_stats(self) -> dict[str, int]:
+        """Forest counters (floods, evictions, duplicates...) summed over every device held."""
+        total: dict[str, int] = {"devices": len(self.forests), "nodes": 0}
+        for forest in self.forests.values():
+            total["nodes"] += len(forest)
+            for name, value in forest.stats.as_dict().items():
+                total[name] = total.get(name, 0) + value
+        return total
+
     def device_state(self, device_id: str) -> bytes | None:
         """Serialised forest of one device (for a changelog), None when unknown."""
         forest = self.forests.get(device_id)

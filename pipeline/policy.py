@@ -156,6 +156,10 @@ class Policy:
         self.config = config or PolicyConfig()
         self.suppressed: Tally[str] = Tally()
 
+    def update(self, config: PolicyConfig) -> None:
+        """Replace modes, groups and exclusions (e.g. from `ringfence.policy.v1`); counters are kept."""
+        self.config = config
+
     def excluded_by(self, incident: Incident, now_ms: int) -> Exclusion | None:
         """The first active, in-scope exclusion matching the root, scored process or artifact."""
         group = self.config.group_of(incident.device_id)

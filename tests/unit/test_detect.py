@@ -106,6 +106,7 @@ def test_benign_trees_produce_nothing() -> None:
     d = detector()
     assert run(d, benign(kit), kit.now_ms) == []
     assert d.stats.rows_scored > 0
+    assert d.forest_stats()["devices"] == 1 and d.forest_stats()["nodes"] == 4
 
 
 def test_redelivered_events_do_not_duplicate_alerts() -> None:

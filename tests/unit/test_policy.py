@@ -159,6 +159,16 @@ def test_exclusion_scope_and_expiry() -> None:
     assert dict(policy.suppressed) == {"lab-only": 1, "dev-3-only": 1, "until-later": 1}
 
 
+def test_policy_update_switches_a_group_to_block_and_keeps_counters() -> None:
+    only_dev_9 = Exclusion("x", ExclusionKind.HASH, SHA, scope="device:dev-9")
+    policy = Policy(PolicyConfig(device_groups={"dev-1": "lab"}, exclusions=(only_dev_9,)))
+    assert kinds(policy.decide(incident(), NOW)) == ["Alert"]
+    policy.decide(incident("dev-9"), NOW)
+    policy.update(PolicyConfig(group_modes={"lab": Mode.BLOCK}, device_groups={"dev-1": "lab"}))
+    assert kinds(policy.decide(incident(), NOW)) == ["Alert", "Command", "Command", "Verdict"]
+    assert policy.suppressed == {"x": 1}
+
+
 def test_provisional_model_can_be_kept_from_enforcing() -> None:
     config = PolicyConfig(default_mode=Mode.BLOCK, enforce_provisional=False)
     decisions = Policy(config).decide(incident(), NOW)
