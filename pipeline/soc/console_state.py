@@ -71,6 +71,9 @@ class AlertBoard:
     def unsubscribe(self, queue: asyncio.Queue[Alert | None]) -> None:
         self._subscribers.discard(queue)
 
+    def subscribed(self, queue: asyncio.Queue[Alert | None]) -> bool:
+        return queue in self._subscribers
+
     def close(self) -> None:
         """Tell every subscriber to stop (console shutdown)."""
         for queue in self._subscribers:

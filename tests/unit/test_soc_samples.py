@@ -50,7 +50,7 @@ def alert(
     alert_id: str = "al-1", *, device_id: str = "dev-1", score: float = 0.97,
     tactic: Tactic = Tactic.CREDENTIAL_ACCESS, mode: Mode = Mode.BLOCK, hostname: str | None = "ws-042",
 ) -> Alert:
-    evidence = (
+    evidence: tuple[BehaviorEvent, ...] = (
         event(1, "{P}", FileWrite(path="C:\\Users\\bob\\m.exe", sha256=SHA_M, bytes_written=4096)),
         event(2, "{M}", ProcessAccess(target_image="C:\\Windows\\System32\\lsass.exe",
                                       granted_access=0x1010)),
