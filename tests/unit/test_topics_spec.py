@@ -51,6 +51,12 @@ def test_shipped_file_matches_design_policies() -> None:
     assert all(t.config["compression.type"] == "zstd" for t in by_name.values())
 
 
+def test_worker_state_follows_the_events_partition_count() -> None:
+    spec = load_topics_file(REPO / "deploy" / "topics.yaml")
+    resolved = {s.name: s.partitions for s in spec.resolve("local", partitions={topics.EVENTS: 20})}
+    assert resolved[topics.WORKER_STATE] == resolved[topics.EVENTS] == 20
+
+
 def test_production_and_local_profiles_differ_only_in_replication() -> None:
     spec = load_topics_file(REPO / "deploy" / "topics.yaml")
     production = {s.name: s for s in spec.resolve("production")}
