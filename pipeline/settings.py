@@ -72,7 +72,8 @@ class WorkerSettings(BaseSettings):
     def _check(self) -> WorkerSettings:
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
-        outputs = {self.dlq_topic, self.alerts_topic, self.verdicts_topic, self.commands_topic, self.state_topic}
+        outputs = {self.dlq_topic, self.alerts_topic, self.verdicts_topic, self.commands_topic}
+        outputs.add(self.state_topic)
         if self.events_topic in outputs:
             raise ValueError(f"events_topic {self.events_topic} is also an output topic")
         return self

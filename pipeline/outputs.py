@@ -1,0 +1,83 @@
+"""What the worker writes, as plain (topic, key, value) records: signed decisions and dead letters.
+
+Pure, so the rules "every verdict and command leaves signed", "a verdict is keyed by its artifact
+(the compacted blocklist keeps one per file)" and "a dead letter keeps the raw bytes and where they
+came from" are tested without a broker. The stream shell only sends what this module returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from pipeline.policy import Decision
+from schemas.alerts import Alert
+from schemas.codec import encode
+from schemas.commands import Command
+from schemas.deadletter import DeadLetter
+from schemas.signing import SigningKey, sign_command, sign_verdict
+from schemas.verdicts import Verdict
+
+__all__ = ["OutRecord", "OutputTopics", "SourceCoordinates", "dead_letter", "decision_records"]
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """One record to produce."""
+
+    topic: str
+    key: bytes
+    value: bytes | None  # None: a tombstone
+
+
+@dataclass(frozen=True, slots=True)
+class OutputTopics:
+    """Where each kind of decision goes."""
+
+    alerts: str
+    verdicts: str
+    commands: str
+    dlq: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCoordinates:
+    """Where a consumed record came from (for dead letters and log lines)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+def decision_records(decisions: Iterable[Decision], topics: OutputTopics, key: SigningKey) -> list[OutRecord]:
+    """Alerts as they are; verdicts and commands signed with the fleet key."""
+    return [_record(decision, topics, key) for decision in decisions]
+
+
+def _record(decision: Decision, topics: OutputTopics, key: SigningKey) -> OutRecord:
+    if isinstance(decision, Alert):
+        return OutRecord(topics.alerts, decision.device_id.encode(), encode(decision))
+    if isinstance(decision, Verdict):
+        return OutRecord(topics.verdicts, decision.artifact_id.encode(), encode(sign_verdict(decision, key)))
+    if isinstance(decision, Command):
+        return OutRecord(topics.commands, decision.device_id.encode(), encode(sign_command(decision, key)))
+    raise TypeError(f"not a decision: {type(decision).__name__}")
+
+
+def dead_letter(
+    raw: bytes | None,
+    key: bytes | None,
+    error: Exception,
+    where: SourceCoordinates,
+    topics: OutputTopics,
+    now: datetime,
+) -> OutRecord:
+    """The DLQ record for a rejected input record, keyed like the source record (usually device_id)."""
+    letter = DeadLetter.for_record(
+        raw or b"", error, topic=where.topic, partition=where.partition, offset=where.offset, now=now, key=key
+    )
+    return OutRecord(topics.dlq, key or b"", encode(letter))

@@ -1,0 +1,192 @@
+"""A worker process, assembled: key, model, live policy, followers, state topic, clients, signals.
+
+Why not a faust App as the process shell: the worker needs the *whole* devices and policy topics on
+every worker whatever events partitions it owns, i.e. faust's GlobalTable, and with two workers
+faust-streaming 0.15.3's GlobalTable missed most updates written through the other worker (measured
+here: 9 and 15 of 24 keys after 30 s; faust-streaming/faust#283 is the open report). A partitioned
+faust Table cannot serve a lookup keyed differently from the events. faust would also add a second
+consumer group with its own leader topic and a consumer thread. What remains of a shell is small
+and plain here: `TopicFollower`s for the two compacted topics, SIGTERM/SIGINT handlers, a policy
+file watcher and a periodic stats line. The numbers behind this choice are in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from aiokafka.errors import KafkaError
+
+from pipeline.detect import Detector, DetectorConfig
+from pipeline.enroll import EnrollmentError, KeysFolder
+from pipeline.errors import PipelineError, PolicyError
+from pipeline.kafka_io import (
+    TopicFollower,
+    make_events_consumer,
+    make_producer,
+    prepare_state_topic,
+    read_compacted,
+)
+from pipeline.live_policy import DeviceDirectory, LivePolicy, load_policy_document
+from pipeline.policy import Policy
+from pipeline.scoring import load_model
+from pipeline.settings import WorkerSettings
+from pipeline.worker import BatchWorker
+from schemas.signing import SigningKey
+
+__all__ = ["WorkerStartError", "build_detector", "load_signing_key", "run_worker"]
+
+log = logging.getLogger(__name__)
+STATS_EVERY_S = 30.0
+
+
+class WorkerStartError(PipelineError):
+    """The worker cannot start: no signing key, a bad policy file, an unreachable cluster..."""
+
+
+def load_signing_key(settings: WorkerSettings) -> SigningKey:
+    """The fleet's active signing key; a missing one says how to create it."""
+    folder = KeysFolder(settings.keys_dir)
+    if not folder.signing_key_path.exists():
+        raise WorkerStartError(
+            f"no fleet signing key at {folder.signing_key_path}: run `ringfence keys init` "
+            "(or point RINGFENCE_KEYS_DIR at the keys folder)"
+        )
+    try:
+        return folder.signing_key()
+    except EnrollmentError as exc:
+        raise WorkerStartError(str(exc)) from None
+
+
+def live_policy(settings: WorkerSettings) -> LivePolicy:
+    """The policy sources, with the file loaded (WorkerStartError on a bad file)."""
+    live = LivePolicy(
+        DeviceDirectory(),
+        command_ttl_ms=settings.command_ttl_s * 1000,
+        verdict_ttl_ms=None if settings.verdict_ttl_s is None else settings.verdict_ttl_s * 1000,
+    )
+    if settings.policy_path is not None:
+        try:
+            live.set_document(load_policy_document(settings.policy_path))
+        except PolicyError as exc:
+            raise WorkerStartError(str(exc)) from None
+    return live
+
+
+def build_detector(settings: WorkerSettings, live: LivePolicy) -> Detector:
+    """The pure detection path with the settings' window and micro-batch knobs."""
+    model = load_model(settings.model_dir) if settings.model_dir is not None else load_model()
+    config = DetectorConfig(
+        window_ms=settings.window_ms, max_rows=settings.micro_batch_rows, max_delay_ms=settings.micro_batch_ms
+    )
+    return Detector(model, Policy(live.config()), config)
+
+
+async def run_worker(
+    settings: WorkerSettings, key: SigningKey, *, install_signals: bool = True
+) -> BatchWorker:
+    """Run until SIGTERM/SIGINT (clean stop, last commit point) or a failure (raised)."""
+    live = live_policy(settings)
+    detector = build_detector(settings, live)
+    await prepare_state_topic(settings.kafka, settings.events_topic, settings.state_topic,
+                              max_message_bytes=settings.max_state_bytes)
+    followers = _followers(settings, live, detector)
+    producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
+    consumer = make_events_consumer(settings.kafka, group_id=settings.group_id,
+                                    session_timeout_ms=settings.session_timeout_ms,
+                                    heartbeat_interval_ms=settings.heartbeat_interval_ms)
+
+    async def restore(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
+        return await read_compacted(settings.kafka, settings.state_topic, partitions,
+                                    settings.restore_timeout_s)
+
+    worker = BatchWorker(settings, detector, key, consumer=consumer, producer=producer, restore=restore)
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for follower in followers:
+            await follower.start(settings.restore_timeout_s)
+        await producer.start()
+        await consumer.start()
+        if install_signals:
+            _install_signals(worker)
+        tasks = [asyncio.create_task(_watch_policy_file(settings, live, detector)),
+                 asyncio.create_task(_log_stats(worker))]
+        log.info("worker running: %s", settings.describe())
+        await worker.run()
+    finally:
+        await _shutdown(tasks, consumer, producer, followers)
+    return worker
+
+
+def _followers(settings: WorkerSettings, live: LivePolicy, detector: Detector) -> list[TopicFollower]:
+    def on_policy(key: bytes | None, value: bytes | None) -> None:
+        if live.apply_update(key, value):
+            detector.policy.config = live.config()
+            log.info("policy updated from %s (key %r)", settings.policy_topic, key)
+
+    return [TopicFollower(settings.kafka, settings.devices_topic, live.directory.apply),
+            TopicFollower(settings.kafka, settings.policy_topic, on_policy)]
+
+
+def _install_signals(worker: BatchWorker) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _stop_on, worker, signum)
+
+
+def _stop_on(worker: BatchWorker, signum: int) -> None:
+    name = signal.Signals(signum).name
+    log.info("received %s: finishing the current batch, saving state and offsets", name)
+    worker.request_stop()
+
+
+async def _shutdown(tasks: list[asyncio.Task[None]], consumer: Any, producer: Any,
+                    followers: list[TopicFollower]) -> None:
+    """Stop everything; a failure to stop one client is logged and must not hide why we stopped."""
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for name, stop in (("consumer", consumer.stop), ("producer", producer.stop),
+                       *((f.topic, f.stop) for f in followers)):
+        try:
+            await stop()
+        except (KafkaError, OSError) as exc:
+            log.warning("stopping %s: %s", name, exc)
+
+
+async def _watch_policy_file(settings: WorkerSettings, live: LivePolicy, detector: Detector) -> None:
+    path = settings.policy_path
+    if path is None:
+        return
+    seen = _mtime(path)
+    while True:
+        await asyncio.sleep(settings.policy_reload_s)
+        current = _mtime(path)
+        if current == seen:
+            continue
+        seen = current
+        try:
+            live.set_document(load_policy_document(path))
+            detector.policy.config = live.config()
+        except PolicyError as exc:
+            log.error("policy file changed but is invalid, keeping the previous policy: %s", exc)
+            continue
+        log.info("policy reloaded from %s", path)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+async def _log_stats(worker: BatchWorker) -> None:
+    while True:
+        await asyncio.sleep(STATS_EVERY_S)
+        log.info("worker stats: partitions %s, %s", sorted(worker.owned), worker.stats)
