@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from pipeline import commands
 from schemas.cli_support import CliError, build_parser
 
-
 DESCRIPTION = """\
 ringfence — open, Kafka-native client behavioral blocking (fleet side and tools).
 
