@@ -242,8 +242,11 @@ async def test_new_verdict_kills_running_instances_only(
     runner = asyncio.create_task(block.enforcer.run())
     try:
         block.block(sha)  # the verdict arrives while they run
-        for _ in range(500):
-            if first.poll() is not None and second.poll() is not None:
+        # Wait for the kills to be *reported*, not only for the processes to die: the enforcer
+        # records a kill after it has verified the process is gone.
+        for _ in range(1000):
+            kills = block.reporter.of(ActionKind.KILL_BLOCKED_INSTANCE, Outcome.SUCCEEDED)
+            if first.poll() is not None and second.poll() is not None and len(kills) >= 2:
                 break
             await asyncio.sleep(0.01)
     finally:
