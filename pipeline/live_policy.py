@@ -137,7 +137,10 @@ def load_policy_document(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise PolicyError(f"{path}: the policy must be a mapping, not {type(data).__name__}")
-    PolicyConfig.from_dict(data)  # refuse a bad file now, with PolicyError, not at the first alert
+    try:
+        PolicyConfig.from_dict(data)  # refuse a bad file now, not at the first alert
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from None
     return data
 
 

@@ -1,0 +1,266 @@
+"""The worker's events loop with a scripted consumer and a recording producer (no broker).
+
+What a user of the fleet would notice: bad records reach the DLQ with their coordinates and the
+good ones still alert; offsets are committed only after the decisions and the trees' state were
+acknowledged; a partition handed over keeps its trees (restored from the state records); a
+failed restore stops the worker instead of processing without trees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+from worker_support import ransomware
+
+from pipeline.detect import Detector
+from pipeline.errors import PipelineError
+from pipeline.model.provisional import ProvisionalRules
+from pipeline.policy import Policy, PolicyConfig
+from pipeline.settings import WorkerSettings
+from pipeline.worker import BatchWorker
+from schemas.alerts import Alert
+from schemas.codec import decode, encode_batch
+from schemas.commands import Command
+from schemas.common import Mode
+from schemas.deadletter import DeadLetter
+from schemas.events import BehaviorEvent, EventBatch
+from schemas.signing import Keyring, SigningKey, verify
+
+KEY = SigningKey.generate()
+SHA = "ab" * 32
+EVENTS = "t.events"
+
+
+@dataclass
+class Record:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class FakeProducer:
+    sent: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list)
+    fail: bool = False
+    log: list[str] = field(default_factory=list)
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None) -> asyncio.Future[None]:
+        self.sent.append((topic, key, value, partition))
+        self.log.append(f"send {topic}")
+        ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.fail:
+            ack.set_exception(OSError("broker gone"))
+        else:
+            ack.set_result(None)
+        return ack
+
+    def values(self, topic: str) -> list[bytes]:
+        return [v for t, _, v, _ in self.sent if t == topic and v is not None]
+
+
+Step = dict[int, list[Record]] | Callable[[Any], Awaitable[None]]
+
+
+class FakeConsumer:
+    """Replays `steps`: a batch per getmany, or an action (e.g. a rebalance) run in between."""
+
+    def __init__(self, steps: list[Step], producer: FakeProducer, partitions: set[int],
+                 committed: dict[int, int] | None = None) -> None:
+        self.steps, self.producer, self.partitions = list(steps), producer, partitions
+        self.committed_offsets: dict[int, int] = dict(committed or {})
+        self.listener: Any = None
+        self.worker: BatchWorker | None = None
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.listener = listener
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        if self.partitions and self.listener is not None and not self.worker_owned():
+            await self.listener.on_partitions_assigned({TopicPartition(EVENTS, p) for p in self.partitions})
+        while self.steps:
+            step = self.steps.pop(0)
+            if callable(step):
+                await step(self)
+                continue
+            return {TopicPartition(EVENTS, p): records for p, records in step.items()}
+        assert self.worker is not None
+        self.worker.request_stop()
+        return {}
+
+    def worker_owned(self) -> bool:
+        return self.worker is not None and bool(self.worker.owned)
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.producer.log.append(f"commit {sorted((tp.partition, o) for tp, o in offsets.items())}")
+        self.committed_offsets.update({tp.partition: o for tp, o in offsets.items()})
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self.committed_offsets.get(tp.partition)
+
+
+def settings(tmp_path: Path) -> WorkerSettings:
+    return WorkerSettings(events_topic=EVENTS, alerts_topic="t.alerts", verdicts_topic="t.verdicts",
+                          commands_topic="t.commands", dlq_topic="t.dlq", state_topic="t.state",
+                          keys_dir=tmp_path, commit_interval_ms=60_000)
+
+
+def detector() -> Detector:
+    return Detector(ProvisionalRules(), Policy(PolicyConfig(default_mode=Mode.BLOCK)))
+
+
+def record(offset: int, events: list[BehaviorEvent]) -> Record:
+    return Record(offset, events[0].device_id.encode(), encode_batch(EventBatch.of(events)))
+
+
+async def no_state(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
+    return {p: {} for p in partitions}
+
+
+Made = tuple[BatchWorker, FakeConsumer, FakeProducer]
+
+
+def make(tmp_path: Path, steps: list[Step], *, restore: Any = no_state,
+         partitions: frozenset[int] = frozenset({0}), committed: dict[int, int] | None = None) -> Made:
+    producer = FakeProducer()
+    consumer = FakeConsumer(steps, producer, set(partitions), committed)
+    worker = BatchWorker(settings(tmp_path), detector(), KEY, consumer=consumer, producer=producer,
+                         restore=restore)
+    consumer.worker = worker
+    return worker, consumer, producer
+
+
+def alerts(producer: FakeProducer) -> list[Alert]:
+    return [decode(Alert, v) for v in producer.values("t.alerts")]
+
+
+async def test_bad_records_go_to_the_dlq_with_coordinates_and_good_ones_still_alert(tmp_path: Path) -> None:
+    phase1, phase2 = ransomware("dev-a", SHA)
+    batch = {3: [Record(10, b"dev-a", b"{not json"), Record(11, b"dev-a", None),
+                 Record(12, b"dev-a", b'{"schema_version": "9.0", "events": []}'),
+                 record(13, phase1 + phase2)]}
+    worker, consumer, producer = make(tmp_path, [batch], partitions=frozenset({3}))
+    await worker.run()
+    letters = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
+    assert [(d.source_topic, d.source_partition, d.source_offset) for d in letters] == [
+        (EVENTS, 3, 10), (EVENTS, 3, 11), (EVENTS, 3, 12)]
+    assert [d.error_class for d in letters] == ["DecodeError", "DecodeError", "UnsupportedVersion"]
+    assert letters[0].raw() == b"{not json" and letters[0].key_b64 is not None
+    assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
+    assert consumer.committed_offsets == {3: 14}
+    assert worker.stats.dead_letters == 3 and worker.stats.records == 4
+
+
+async def test_verdicts_and_commands_are_signed_and_acked_before_offsets_commit(tmp_path: Path) -> None:
+    phase1, phase2 = ransomware("dev-a", SHA)
+    worker, _, producer = make(tmp_path, [{0: [record(0, phase1 + phase2)]}])
+    await worker.run()
+    keyring = Keyring.of([KEY.trusted()])
+    commands = [decode(Command, v) for v in producer.values("t.commands")]
+    assert {c.action.value for c in commands} == {"kill_process_tree", "quarantine_file"}
+    for command in commands:
+        verify(command, keyring)
+    verdict_records = [(k, v) for t, k, v, _ in producer.sent if t == "t.verdicts"]
+    assert [k for k, _ in verdict_records] == [SHA.encode()]
+    state = [(k, p) for t, k, v, p in producer.sent if t == "t.state"]
+    assert state == [(b"dev-a", 0)]  # the device's tree, in the partition of its events
+    assert producer.log[-1] == "commit [(0, 1)]"
+    assert all(entry.startswith("send") for entry in producer.log[:-1])
+
+
+async def test_a_failed_ack_stops_the_worker_without_committing(tmp_path: Path) -> None:
+    phase1, _ = ransomware("dev-a", SHA)
+    worker, consumer, producer = make(tmp_path, [{0: [record(0, phase1)]}])
+    producer.fail = True
+    with pytest.raises(OSError, match="broker gone"):
+        await worker.run()
+    assert consumer.committed_offsets == {}
+
+
+async def test_a_partition_moved_to_another_worker_arrives_with_its_trees(tmp_path: Path) -> None:
+    phase1, phase2 = ransomware("dev-a", SHA)
+    first, _, first_out = make(tmp_path, [{0: [record(0, phase1)]}])
+    await first.run()
+    assert [a.tactic.value for a in alerts(first_out)] == ["Execution"]
+    saved = {k: v for t, k, v, _ in first_out.sent if t == "t.state"}
+
+    async def restore(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
+        assert partitions == {0}
+        return {0: saved}
+
+    second, _, second_out = make(tmp_path, [{0: [record(1, phase2)]}], restore=restore, committed={0: 1})
+    await second.run()
+    (impact,) = alerts(second_out)
+    assert impact.tactic.value == "Impact"
+    assert impact.process_tree.root_process_key == "dev-a-word"  # rooted where the attack entered
+    assert second.stats.states_restored == 1
+
+
+async def test_without_its_state_the_same_events_alert_only_on_the_fragment(tmp_path: Path) -> None:
+    _, phase2 = ransomware("dev-a", SHA)
+    worker, _, producer = make(tmp_path, [{0: [record(1, phase2)]}])
+    await worker.run()
+    (impact,) = alerts(producer)
+    assert impact.process_tree.root_process_key == "dev-a-upd"  # the counterfactual of the test above
+
+
+async def test_a_partition_reassigned_to_the_same_worker_keeps_its_trees_unrestored(tmp_path: Path) -> None:
+    phase1, phase2 = ransomware("dev-a", SHA)
+    restores: list[set[int]] = []
+
+    async def restore(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
+        restores.append(partitions)
+        return {p: {} for p in partitions}
+
+    async def rebalance(consumer: Any) -> None:
+        await consumer.listener.on_partitions_revoked({TopicPartition(EVENTS, 0)})
+        await consumer.listener.on_partitions_assigned({TopicPartition(EVENTS, 0)})
+
+    worker, _, producer = make(tmp_path, [{0: [record(0, phase1)]}, rebalance, {0: [record(1, phase2)]}],
+                               restore=restore)
+    await worker.run()
+    assert restores == [{0}]  # at the first assignment only
+    assert [a.process_tree.root_process_key for a in alerts(producer)] == ["dev-a-word", "dev-a-word"]
+
+
+async def test_trees_are_dropped_and_restored_when_someone_else_committed_meanwhile(tmp_path: Path) -> None:
+    phase1, _ = ransomware("dev-a", SHA)
+
+    async def moved_away_and_back(consumer: Any) -> None:
+        await consumer.listener.on_partitions_revoked({TopicPartition(EVENTS, 0)})
+        consumer.committed_offsets[0] = 50  # another worker processed more of partition 0
+        await consumer.listener.on_partitions_assigned({TopicPartition(EVENTS, 0)})
+
+    worker, _, _ = make(tmp_path, [{0: [record(0, phase1)]}, moved_away_and_back])
+    await worker.run()
+    assert "dev-a" not in worker.detector.forests  # stale in-memory tree dropped (the changelog had none)
+
+
+async def test_a_failed_restore_stops_the_worker_before_it_processes_anything(tmp_path: Path) -> None:
+    phase1, _ = ransomware("dev-a", SHA)
+
+    async def broken(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
+        raise TimeoutError("state topic unreadable")
+
+    worker, consumer, producer = make(tmp_path, [{0: [record(0, phase1)]}], restore=broken)
+    with pytest.raises(PipelineError, match="state topic unreadable"):
+        await worker.run()
+    assert producer.sent == [] and consumer.committed_offsets == {}
+
+
+async def test_an_unreadable_state_record_is_counted_and_the_device_starts_empty(tmp_path: Path) -> None:
+    phase1, _ = ransomware("dev-a", SHA)
+
+    async def corrupt(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
+        return {0: {b"dev-a": b'{"v": 99}', b"dev-b": None}}
+
+    worker, _, producer = make(tmp_path, [{0: [record(0, phase1)]}], restore=corrupt)
+    await worker.run()
+    assert worker.stats.states_unreadable == 1
+    assert [a.tactic.value for a in alerts(producer)] == ["Execution"]
