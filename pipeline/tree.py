@@ -184,7 +184,8 @@ class DeviceForest:
             if node.parent_key != parent_key:
                 self.stats.parent_conflicts += 1
             return self.get(node.parent_key)
-        if parent_key == node.key or self._is_ancestor_or_self(node.key, parent_key):
+        # Only a node that already has children can close a cycle (its parent would be below it).
+        if parent_key == node.key or (node.children and self._is_ancestor_or_self(node.key, parent_key)):
             self.stats.cycles_refused += 1
             return None
         parent = self.nodes.get(parent_key)
@@ -257,10 +258,14 @@ class DeviceForest:
 
     def ancestors(self, key: str, max_depth: int | None = None) -> list[ProcessNode]:
         """Known ancestors of `key`, nearest first."""
-        depth = self.limits.max_depth if max_depth is None else max_depth
-        chain = self._chain(key)
-        next(chain, None)
-        return [node for _, node in zip(range(depth), chain, strict=False)]
+        depth = min(self.limits.max_depth, self.limits.max_depth if max_depth is None else max_depth)
+        nodes, found = self.nodes, list[ProcessNode]()
+        node = nodes.get(key)
+        while node is not None and len(found) < depth and node.parent_key is not None:
+            node = nodes.get(node.parent_key)
+            if node is not None:
+                found.append(node)
+        return found
 
     def descendants(self, key: str, *, active_since_ms: int = 0, max_nodes: int = 1024) -> list[ProcessNode]:
         """Known descendants of `key` active at or after `active_since_ms`, breadth first, bounded."""
