@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import shutil
 import sys
 from collections.abc import Coroutine
@@ -107,6 +108,8 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
     from pipeline.soc.errors import SocError
 
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # keep aiokafka's chatter out of the output
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
     try:
         return asyncio.run(coroutine)
     except SocError as exc:

@@ -152,11 +152,11 @@ async def tail(
 async def show(kafka: KafkaSettings, alerts_topic: str, alert_id: str, *, max_records: int,
                timeout_s: float, width: int) -> str:
     """The rendered alert `alert_id`, found by scanning the topic within the bounds."""
-    alert = None
+    alert, scanned = None, 0
     async for record in read_existing(kafka, alerts_topic, max_records=max_records, timeout_s=timeout_s):
-        alert = match_alert(record, alert_id) or alert
+        alert, scanned = match_alert(record, alert_id) or alert, scanned + 1
     if alert is None:
-        raise AlertNotFound(f"no alert {alert_id} in {alerts_topic} within {max_records} records "
-                            f"and {timeout_s:g} s", alert_id=alert_id)
+        raise AlertNotFound(f"not among the {scanned} records scanned in {alerts_topic} "
+                            f"(bounds: {max_records} records, {timeout_s:g} s)", alert_id=alert_id)
     return render_alert(alert, width)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -114,17 +115,29 @@ async def serve(settings: ConsoleSettings, kafka: KafkaSettings, *, on_ready: Ca
     runner = web.AppRunner(build_app(deps), handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     feeding = asyncio.create_task(feed(kafka, topics, settings, board, fleet))
+    stop = stop or asyncio.Event()
     try:
         site = web.TCPSite(runner, settings.host, settings.port)
         await site.start()
         log.info("%s", settings.describe())
+        _stop_on_signals(stop)
         on_ready(_url(runner))
-        await (stop or asyncio.Event()).wait()
+        await stop.wait()
     finally:
         feeding.cancel()
         await asyncio.gather(feeding, return_exceptions=True)
         await runner.cleanup()
         await publisher.close()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM (docker, systemd) and SIGINT stop the console cleanly, even when started in background."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals
+            log.debug("cannot handle signal %s here", signum)
 
 
 def _url(runner: web.AppRunner) -> str:
