@@ -124,7 +124,10 @@ class Fleet:
         self.devices[device.device_id] = device
 
     def apply_policy(self, record: Record) -> None:
-        if record.value is None:
+        if record.value is None:  # a tombstone withdraws the setting under its key
+            key = (record.key or b"").decode(errors="replace")
+            if key.startswith("group_mode:"):
+                self.group_modes.pop(key.removeprefix("group_mode:"), None)
             return
         try:
             update = decode(PolicyUpdate, record.value)

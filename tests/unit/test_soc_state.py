@@ -74,6 +74,8 @@ def test_records_route_to_alerts_devices_and_group_modes() -> None:
     assert (finance.name, finance.devices, finance.policy_mode, finance.device_modes) == (
         "finance", 2, None, (Mode.AUDIT, Mode.BLOCK))
     assert (lab.name, lab.devices, lab.policy_mode) == ("lab", 0, Mode.BLOCK)
+    apply(_record(TOPICS.policy, None, key=b"group_mode:lab"), TOPICS, board, fleet)  # withdrawn
+    assert [g.name for g in fleet.groups()] == ["finance"]
 
 
 def test_tokens_parse_with_actor_names_and_compare_exactly() -> None:
