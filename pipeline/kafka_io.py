@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 Apply = Callable[[bytes | None, bytes | None], None]
 PartitionsHook = Callable[[set[int]], Awaitable[None]]
 _FETCH_MS = 200
+_EXISTS_WAIT_S = 3.0  # how long a follower looks for its topic before following it lazily
 
 
 class KafkaIOError(PipelineError):
@@ -151,8 +152,9 @@ class TopicFollower:
     """Reads a compacted topic from the beginning (no group, every partition), then follows it.
 
     `start()` returns once the records present at start time are applied, so a worker decides
-    with the whole devices table and policy from its first event. A topic that does not exist
-    yet is looked for again every `retry_s` (the devices topic may be created after the worker).
+    with the whole devices table and policy from its first event. Without a group aiokafka assigns
+    every partition itself, including partitions (or the whole topic) that appear later: metadata
+    is refreshed every `retry_s`.
     """
 
     def __init__(self, kafka: KafkaSettings, topic: str, apply: Apply, *, retry_s: float = 5.0) -> None:
@@ -164,10 +166,11 @@ class TopicFollower:
     async def start(self, timeout_s: float) -> None:
         """Connect, apply everything up to the current end, then follow in the background."""
         self._consumer = AIOKafkaConsumer(
-            **self.kafka.client_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=_FETCH_MS
+            self.topic, **self.kafka.client_kwargs(), enable_auto_commit=False, auto_offset_reset="earliest",
+            fetch_max_wait_ms=_FETCH_MS, metadata_max_age_ms=int(self.retry_s * 1000),
         )
         try:
-            await asyncio.wait_for(self._catch_up(), timeout_s)
+            await asyncio.wait_for(self._catch_up(min(timeout_s, _EXISTS_WAIT_S)), timeout_s)
         except TimeoutError:
             raise KafkaIOError(f"not read to its end within {timeout_s} s", self.topic) from None
         except KafkaError as exc:
@@ -182,30 +185,20 @@ class TopicFollower:
         if self._consumer is not None:
             await self._consumer.stop()
 
-    async def _assign(self) -> bool:
-        await self._consumer.topics()  # refreshes the metadata of every topic
-        partitions = self._consumer.partitions_for_topic(self.topic)
-        if not partitions:
-            return False
-        tps = [TopicPartition(self.topic, p) for p in sorted(partitions)]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        return True
-
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, exists_wait_s: float) -> None:
         await self._consumer.start()
-        if not await self._assign():
+        deadline = time.monotonic() + exists_wait_s
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assignment = list(self._consumer.assignment())
+        if not assignment:
             log.warning("%s does not exist yet: following it once it does", self.topic)
             return
-        ends: dict[Any, int] = await self._consumer.end_offsets(list(self._consumer.assignment()))
+        ends: dict[Any, int] = await self._consumer.end_offsets(assignment)
         while await _behind(self._consumer, ends):
             self._apply_batch(await self._consumer.getmany(timeout_ms=_FETCH_MS))
 
     async def _follow(self) -> None:
-        while not self._consumer.assignment():
-            await asyncio.sleep(self.retry_s)
-            if await self._assign():
-                log.info("%s now exists: following it", self.topic)
         while True:
             try:
                 self._apply_batch(await self._consumer.getmany(timeout_ms=1000))
