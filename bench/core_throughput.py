@@ -4,7 +4,11 @@ Events are built up front (decoding is measured by the contracts benchmark), the
 `Detector.process` in batches as the stream would, with the wall clock as `now_ms`. Prints
 events/s for the tree alone and for the full core, and rows per predict call.
 
-    .venv/bin/python bench/core_throughput.py [--events 200000] [--devices 50] [--batch 500]
+    .venv/bin/python bench/core_throughput.py [--events 200000] [--devices 50] [--batch 500] [--xgb]
+
+`--xgb` scores with a stand-in XGBoost booster of a realistic size (150 rounds x 13 classes,
+depth 6, trained on random rows at start-up) instead of the provisional rules, to show what the
+predict call costs; its scores are meaningless.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from collections.abc import Callable
 
 from pipeline.detect import Detector, DetectorConfig
 from pipeline.eventkit import EventKit
+from pipeline.features import FEATURE_NAMES, FEATURE_VERSION, N_FEATURES
 from pipeline.model.provisional import ProvisionalRules
+from pipeline.scoring import CLASSES, Model, load_model
 from pipeline.tree import DeviceForest
 from schemas.events import BehaviorEvent
 
@@ -99,6 +105,33 @@ def _behaviour(kit: EventKit, key: str, roll: float, rng: random.Random, i: int)
     return kit.access(key, r"C:\Windows\System32\svchost.exe", 0x1000)
 
 
+def random_booster(rounds: int = 150) -> Model:
+    """A meaningless booster of realistic size, loaded through the real model loader."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((4000, N_FEATURES)) < 0.05).astype(np.float32)
+    y = rng.integers(0, len(CLASSES), 4000)
+    params = {"objective": "multi:softprob", "num_class": len(CLASSES), "max_depth": 6, "nthread": 1}
+    booster = xgboost.train(params, xgboost.DMatrix(x, label=y), num_boost_round=rounds)
+    directory = Path(tempfile.mkdtemp(prefix="ringfence-bench-"))
+    booster.save_model(str(directory / "model.ubj"))
+    meta = {
+        "version": "bench-random-1",
+        "feature_version": FEATURE_VERSION,
+        "feature_names": list(FEATURE_NAMES),
+        "classes": list(CLASSES),
+        "thresholds": {"malicious": 1.01},
+    }  # never flags: measures predict only
+    (directory / "model.json").write_text(json.dumps(meta), encoding="utf-8")
+    return load_model(directory)
+
+
 def timed(label: str, n: int, run: Callable[[], object]) -> float:
     """Run once, print events/s by wall clock and by this process's CPU time (robust to a busy host)."""
     wall, cpu = time.perf_counter(), time.process_time()
@@ -117,6 +150,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--starts", type=float, default=0.04, help="share of events that start a process")
     parser.add_argument("--skew", type=float, default=3.0, help="1 = uniform over live processes")
+    parser.add_argument("--xgb", action="store_true", help="score with a realistic-size XGBoost booster")
     args = parser.parse_args()
     events = build_events(args.events, args.devices, args.starts, args.skew)
     n = len(events)
@@ -129,7 +163,8 @@ def main() -> None:
                 forest = forests[event.device_id] = DeviceForest(event.device_id, "windows")
             forest.apply(event)
 
-    detector = Detector(ProvisionalRules(), config=DetectorConfig(max_rows=512, max_delay_ms=50))
+    model = random_booster() if args.xgb else ProvisionalRules()
+    detector = Detector(model, config=DetectorConfig(max_rows=512, max_delay_ms=50))
 
     def full_core() -> None:
         for lo in range(0, n, args.batch):
@@ -144,7 +179,7 @@ def main() -> None:
     timed("full core (Detector.process + flush)", n, full_core)
     stats = detector.scorer.stats
     print(
-        f"predict calls {stats.predict_calls}, rows {stats.rows_scored} "
+        f"model {model.version}: predict calls {stats.predict_calls}, rows {stats.rows_scored} "
         f"({stats.rows_scored / max(stats.predict_calls, 1):.0f} rows/call), "
         f"decisions {detector.stats.decisions}"
     )

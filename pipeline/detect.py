@@ -134,9 +134,8 @@ class Detector:
         self.stats.rows_scored += len(rows)
         if not scores.flagged.any():
             return []
-        reasons = self.scorer.explain(matrix, scores, FEATURE_NAMES)
-        flagged = {i: scores.row(i) for i in reasons}
-        return self._decide(rows, contexts, matrix, flagged, reasons, now_ms)
+        flagged = {i: scores.row(i) for i in scores.flagged_rows()}
+        return self._decide(rows, contexts, matrix, flagged, now_ms)
 
     def _forest(self, event: BehaviorEvent) -> DeviceForest:
         forest = self.forests.get(event.device_id)
@@ -171,25 +170,37 @@ class Detector:
         contexts: list[RowContext],
         matrix: Matrix,
         flagged: dict[int, RowScore],
-        reasons: dict[int, list[tuple[str, float, float]]],
         now_ms: int,
     ) -> list[Decision]:
-        """Group malicious rows by the root of their malicious subtree; one incident per root."""
-        malicious = {(rows[i][0].device_id, rows[i][1].key): i for i in flagged}
-        groups: dict[tuple[str, str], int] = {}
-        for (device, _), i in malicious.items():
-            root = self._root(rows[i], malicious)
-            best = groups.get((device, root.key))
-            if best is None or flagged[i].malicious > flagged[best].malicious:
-                groups[(device, root.key)] = i
+        """One incident per root of a malicious subtree, explained only when it will be alerted."""
+        groups = self._group(rows, flagged)
+        fresh = {i: root for i, root in groups.items() if self._fresh(root, flagged[i])}
+        picks = list(fresh)
+        reasons = self.scorer.explain(matrix, picks, [flagged[i].class_index for i in picks], FEATURE_NAMES)
         decisions: list[Decision] = []
-        for (device, root_key), i in groups.items():
-            forest = self.forests[device]
-            decisions += self._incident(
-                forest, forest.nodes[root_key], contexts[i], matrix[i], flagged[i], reasons[i], now_ms
-            )
+        for i, root in fresh.items():
+            forest = rows[i][0]
+            decisions += self._incident(forest, root, contexts[i], matrix[i], flagged[i], reasons[i], now_ms)
         self.stats.decisions += len(decisions)
         return decisions
+
+    def _group(self, rows: list[Row], flagged: dict[int, RowScore]) -> dict[int, ProcessNode]:
+        """Representative row (highest score) -> root, for each malicious subtree."""
+        malicious = {(rows[i][0].device_id, rows[i][1].key): i for i in flagged}
+        best: dict[tuple[str, str], tuple[int, ProcessNode]] = {}
+        for (device, _), i in malicious.items():
+            root = self._root(rows[i], malicious)
+            held = best.get((device, root.key))
+            if held is None or flagged[i].malicious > flagged[held[0]].malicious:
+                best[(device, root.key)] = (i, root)
+        return dict(best.values())
+
+    def _fresh(self, root: ProcessNode, score: RowScore) -> bool:
+        """Not alerted yet for this tactic at this band or higher (counted when skipped)."""
+        if _already_alerted(root.alert_mark, score.tactic, score.band):
+            self.stats.realerts_skipped += 1
+            return False
+        return True
 
     def _root(self, row: Row, malicious: dict[tuple[str, str], int]) -> ProcessNode:
         forest, node = row
@@ -212,9 +223,6 @@ class Detector:
         reasons: list[tuple[str, float, float]],
         now_ms: int,
     ) -> list[Decision]:
-        if _already_alerted(root.alert_mark, score.tactic, score.band):
-            self.stats.realerts_skipped += 1
-            return []
         incident = self._build(forest, root, ctx, values, score, reasons)
         self.stats.incidents += 1
         try:

@@ -13,7 +13,7 @@ trained XGBoost model (`pipeline.model.booster`) satisfy; `load_model` picks the
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -200,17 +200,20 @@ class Scorer:
         return scores
 
     def explain(
-        self, matrix: Matrix, scores: BatchScores, names: tuple[str, ...], k: int = 8
+        self, matrix: Matrix, rows: Sequence[int], classes: Sequence[int], names: tuple[str, ...], k: int = 8
     ) -> dict[int, list[tuple[str, float, float]]]:
-        """Top features of each malicious row for its tactic, in one contributions call."""
-        wanted = scores.flagged_rows()
-        if not wanted:
+        """Top features of `rows`, each for its class column, in one contributions call.
+
+        Contributions (SHAP values for a booster) cost far more than a prediction, so the detector
+        asks only for the rows that will become alerts, not for every malicious row.
+        """
+        if not rows:
             return {}
-        contrib = self.model.contributions(matrix[wanted])
+        contrib = self.model.contributions(matrix[list(rows)])
         self.stats.contribution_calls += 1
         return {
-            row: top_features(contrib[pos, int(scores.best[row])], matrix[row], names, k)
-            for pos, row in enumerate(wanted)
+            row: top_features(contrib[pos, cls], matrix[row], names, k)
+            for pos, (row, cls) in enumerate(zip(rows, classes, strict=True))
         }
 
 

@@ -39,6 +39,7 @@ class CountingModel:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.explained: list[int] = []
 
     def predict_proba(self, matrix: Matrix) -> Matrix:
         self.calls.append(len(matrix))
@@ -49,6 +50,7 @@ class CountingModel:
         return out
 
     def contributions(self, matrix: Matrix) -> Matrix:
+        self.explained.append(len(matrix))
         out = np.zeros((len(matrix), len(CLASSES), N_FEATURES + 1), dtype=np.float32)
         out[:, :, feature_index("self_shadow_copy_delete")] = 3.0
         return out
@@ -106,8 +108,9 @@ def test_scorer_makes_one_predict_call_per_batch() -> None:
     scores = scorer.score(matrix)
     assert model.calls == [7]
     assert scores.flagged_rows() == [3]
-    reasons = scorer.explain(matrix, scores, FEATURE_NAMES)
+    reasons = scorer.explain(matrix, [3], [scores.row(3).class_index], FEATURE_NAMES)
     assert list(reasons) == [3] and reasons[3][0][0] == "self_shadow_copy_delete"
+    assert scorer.explain(matrix, [], [], FEATURE_NAMES) == {}
     assert scorer.stats.predict_calls == 1 and scorer.stats.contribution_calls == 1
 
 
@@ -136,6 +139,19 @@ def test_detector_flushes_when_enough_rows_are_pending() -> None:
     for i in range(12):
         detector.process([kit.start(f"p{i}", r"C:\Program Files\App\app.exe")], now_ms=0)
     assert model.calls == [5, 5]
+
+
+def test_contributions_are_computed_only_for_new_alerts() -> None:
+    model = CountingModel()
+    detector = Detector(model, config=DetectorConfig(max_rows=10_000, max_delay_ms=0))
+    kit = EventKit()
+    vss = r"C:\Windows\System32\vssadmin.exe"
+    detector.process([kit.start("a", vss, "vssadmin delete shadows /all"),
+                      kit.start("b", vss, "vssadmin delete shadows /all")], now_ms=kit.now_ms)  # fmt: skip
+    assert model.explained == [2]  # two separate trees, one row each
+    detector.process([kit.write("a", r"C:\Temp\x.log")], now_ms=kit.now_ms)
+    assert len(model.calls) == 2 and model.explained == [2]  # flagged again, already alerted
+    assert detector.stats.realerts_skipped == 1
 
 
 def test_top_features_are_positive_and_ordered() -> None:
