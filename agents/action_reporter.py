@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from agents.publisher import Producer, ProducerFactory
+from agents.telemetry import TraceContext, current, headers_kwargs
 from schemas.actions import ActionKind, ActionResult, Outcome
 from schemas.codec import encode
 
@@ -56,6 +57,7 @@ class KafkaActionReporter:
         self.dropped = 0
         self._factory = producer_factory
         self._pending: deque[ActionResult] = deque()
+        self._traces: dict[str, TraceContext] = {}  # result_id -> trace it was reported in (W3C)
         self._max_pending = max_pending
         self._wakeup = asyncio.Event()
         self._backoff = (backoff_initial_s, backoff_max_s)
@@ -69,10 +71,13 @@ class KafkaActionReporter:
         """Queue one result (dropping the oldest queued one when full)."""
         if len(self._pending) >= self._max_pending:
             lost = self._pending.popleft()
+            self._traces.pop(lost.result_id, None)
             self.dropped += 1
             log.warning("actions queue full: dropped result %s (%s %s of device %s)", lost.result_id,
                         lost.action, lost.outcome, lost.device_id)
         self._pending.append(result)
+        if (trace := current()) is not None:
+            self._traces[result.result_id] = trace
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -95,7 +100,7 @@ class KafkaActionReporter:
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, self._backoff[1])
                     continue
-                self._pending.popleft()
+                self._traces.pop(self._pending.popleft().result_id, None)
                 self.sent += 1
                 backoff_s = self._backoff[0]
         finally:
@@ -119,7 +124,8 @@ class KafkaActionReporter:
                     await producer.stop()
                 raise
             self._producer = producer
-        await self._producer.send_and_wait(self.topic, value=encode(result), key=result.device_id.encode())
+        await self._producer.send_and_wait(self.topic, value=encode(result), key=result.device_id.encode(),
+                                           **headers_kwargs(self._traces.get(result.result_id)))
 
     async def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None

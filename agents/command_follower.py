@@ -32,6 +32,7 @@ import orjson
 from agents.action_reporter import Reporter, action_result
 from agents.blocklist import Clock, SyncMode, utc_now
 from agents.enforcement_errors import StateError
+from agents.telemetry import continued, from_headers
 from agents.verdict_follower import ConsumerFactory, partitions_of
 from schemas.actions import ActionKind, ActionResult, Outcome
 from schemas.codec import decode
@@ -259,7 +260,9 @@ class CommandFollower:
         if not self.handler.is_mine(msg.key):
             return
         try:
-            await self.handler.handle(msg.value)
+            parent = from_headers(getattr(msg, "headers", None))
+            with continued("ringfence.agent.command", parent, kind="consumer"):
+                await self.handler.handle(msg.value)  # the ActionResult it reports continues the trace
         except StateError:
             raise  # cannot remember nonces: stop and retry rather than act without replay protection
         except Exception:  # a bug on one record must not stop the device's commands

@@ -3,8 +3,9 @@
 The path of one event:
 1. `submit()` puts it on a bounded in-memory queue; when the queue is full the source waits
    (backpressure), so memory stays bounded whatever the source's rate.
-2. The writer task takes what is queued, numbers it per device and commits it to the spool in one
-   transaction (group commit). From here on a crash or a reboot loses nothing.
+2. The writer task takes what is queued (gathering for up to `spool_commit_ms`), numbers it per
+   device and commits it to the spool in one transaction: one fsync for many events. From here on
+   a crash or a reboot loses nothing.
 3. The sender task takes the oldest device's oldest spooled events (up to `batch_max_events` /
    `batch_max_bytes`, waiting up to `linger_ms` for a batch to fill), publishes one EventBatch keyed
    by device_id with acks=all and idempotence, and trims the spool only after the broker's ack.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -47,6 +49,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_STOP_TIMEOUT_S = 5.0  # bound on stopping the tasks and the producer at close
 
 
 class Producer(Protocol):
@@ -100,6 +104,7 @@ class PublisherConfig:
     retry_backoff_max_s: float = 30.0
     heartbeat_interval_s: float = 30.0
     send_timeout_s: float = 30.0  # an ack not received by then counts as a failed send (retried)
+    spool_commit_ms: int = 50  # gather events this long before one spool transaction (one fsync)
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> PublisherConfig:
@@ -110,6 +115,7 @@ class PublisherConfig:
             retry_backoff_initial_s=settings.retry_backoff_initial_s,
             retry_backoff_max_s=settings.retry_backoff_max_s,
             heartbeat_interval_s=settings.heartbeat_interval_s, send_timeout_s=settings.send_timeout_s,
+            spool_commit_ms=settings.spool_commit_ms,
         )
 
 
@@ -171,16 +177,18 @@ class Publisher:
         Whatever is not acknowledged by then stays in the spool for the next run.
         """
         self._closing = True
-        await self._queue.join()  # the writer has committed every submitted event
         deadline = time.monotonic() + flush_timeout_s
+        try:  # the writer commits every submitted event (it only fails to if the disk does)
+            await asyncio.wait_for(self._queue.join(), timeout=flush_timeout_s)
+        except TimeoutError:
+            log.error("publisher closing: %d submitted events could not be spooled and are lost",
+                      self._queue.qsize())
         while self.spool.pending_events and time.monotonic() < deadline:
             self._batch_full.set()  # no lingering while flushing
             await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with suppress(asyncio.CancelledError):
-                await task
+        await asyncio.wait(self._tasks, timeout=_STOP_TIMEOUT_S)
         await self._drop_producer()
         if self.spool.pending_events:
             log.warning("publisher stopped with %d events still spooled; they are sent on the next run",
@@ -191,17 +199,29 @@ class Publisher:
     async def _writer(self) -> None:
         while True:
             group = [await self._queue.get()]
+            if self.config.spool_commit_ms and not self._closing:
+                await asyncio.sleep(self.config.spool_commit_ms / 1000)  # group commit: one fsync for many
             while len(group) < self.config.batch_max_events * 4 and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            try:
-                numbered = await self.spool.put(group)
-            finally:
-                for _ in group:
-                    self._queue.task_done()
+            numbered = await self._spool_group(group)
+            for _ in group:
+                self._queue.task_done()
             self._remember(numbered)
             self._spooled.set()
             if self.spool.pending_events >= self.config.batch_max_events:
                 self._batch_full.set()
+
+    async def _spool_group(self, group: list[BehaviorEvent]) -> list[BehaviorEvent]:
+        """Commit a group to the spool; if the disk fails, retry (sources wait) rather than drop."""
+        backoff_s = self.config.retry_backoff_initial_s
+        while True:
+            try:
+                return await self.spool.put(group)
+            except (sqlite3.Error, OSError) as exc:
+                log.error("spool write of %d events failed (%s); retrying in %.1fs, sources wait",
+                          len(group), exc, backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, self.config.retry_backoff_max_s)
 
     def _remember(self, events: list[BehaviorEvent]) -> None:
         if len(self._recent) < self.config.queue_max_events:
@@ -296,8 +316,8 @@ class Publisher:
         producer, self._producer = self._producer, None
         self.stats.connected = False
         if producer is not None:
-            with suppress(Exception):
-                await producer.stop()
+            with suppress(Exception):  # includes TimeoutError: a producer that will not stop is abandoned
+                await asyncio.wait_for(producer.stop(), timeout=_STOP_TIMEOUT_S)
 
     # -- heartbeats -----------------------------------------------------------------------------
 

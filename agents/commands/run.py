@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import platform
 import signal
 import socket
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -142,6 +142,10 @@ async def run_agent(settings: AgentSettings, kafka: KafkaSettings, *, duration_s
     context = AgentContext(settings, kafka, publisher)
     publisher.set_heartbeat(lambda stats: _heartbeat(context, stats))
     plugins = [plugin for build in PLUGIN_BUILDERS if (plugin := build(settings, kafka)) is not None]
+    # Everything imported so far (pydantic schemas, aiokafka, ...) lives as long as the process: keep
+    # it out of the cyclic GC's scans, which otherwise cost ~50 ms per full collection (bench_agent).
+    gc.collect()
+    gc.freeze()
     publisher.start()
     try:
         await _run_until_stopped(context, plugins, duration_s)
@@ -194,12 +198,13 @@ async def _all_done(tasks: Sequence[asyncio.Task[None]]) -> object:
     return await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+async def _cancel_all(tasks: Sequence[asyncio.Task[Any]], timeout_s: float = 10.0) -> None:
+    """Cancel and wait (bounded: a task that ignores cancellation must not hang the shutdown)."""
     for task in tasks:
         task.cancel()
-    for task in tasks:
-        with suppress(asyncio.CancelledError):
-            await task
+    _done, stuck = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in stuck:
+        log.error("task %s did not stop within %.0fs of shutdown", task.get_name(), timeout_s)
 
 
 def _heartbeat(context: AgentContext, stats: PublisherStats) -> tuple[str, bytes]:

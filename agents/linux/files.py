@@ -15,7 +15,9 @@ Mapping:
   IN_MOVED_FROM + _TO      -> file_rename (paired by cookie); an unpaired TO is a create (moved in),
                               an unpaired FROM is a delete (moved out), decided after `rename_wait_s`
   IN_Q_OVERFLOW            -> counted and logged: the kernel dropped events
-Watches are bounded by `max_watches`; beyond it new folders are logged and not watched.
+Watches are bounded by `max_watches`; beyond it new folders are logged and not watched. The queue is
+read every `read_interval_s`: a folder created and written within that tick is watched late, so its
+files are reported as created (found by a scan) but their first writes are not.
 """
 
 from __future__ import annotations
@@ -50,12 +52,14 @@ class FileWatcher:
         hashes: HashCache | None = None,
         max_watches: int = 8192,
         rename_wait_s: float = 0.5,
+        read_interval_s: float = 0.1,
     ) -> None:
         self.device_id = device_id
         self._roots = [os.path.abspath(root) for root in roots]
         self._hashes = hashes or HashCache(max_entries=1024, max_bytes=16 << 20)
         self._max_watches = max_watches
         self._rename_wait_s = rename_wait_s
+        self._read_interval_s = read_interval_s
         self._fd = -1
         self._paths: dict[int, str] = {}  # wd -> directory path
         self._moves: dict[int, tuple[str, bool, float]] = {}  # cookie -> (old path, is_dir, seen at)
@@ -98,24 +102,20 @@ class FileWatcher:
         return events
 
     async def stream(self) -> AsyncIterator[list[BehaviorEvent]]:
-        """Yield the file events of each wake-up until cancelled; closes the descriptor at the end."""
+        """Yield the file events of each `read_interval_s` tick until cancelled; closes at the end.
+
+        A tick rather than a wake-up per kernel event: busy folders produce bursts, and one read
+        per tick turns a burst into one batch (the kernel queues up to max_queued_events meanwhile).
+        """
         if self._fd < 0:
             self.start()
-        loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
-        loop.add_reader(self._fd, ready.set)
         try:
             while True:
-                try:
-                    await asyncio.wait_for(ready.wait(), timeout=self._rename_wait_s)
-                except TimeoutError:
-                    pass  # wake up anyway so unpaired moves are reported
-                ready.clear()
                 batch = self.read_ready()
                 if batch:
                     yield batch
+                await asyncio.sleep(self._read_interval_s)
         finally:
-            loop.remove_reader(self._fd)
             self.close()
 
     # -- mapping --------------------------------------------------------------------------------

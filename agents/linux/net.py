@@ -26,14 +26,13 @@ from agents.linux.processes import ProcessTracker
 from agents.linux.procfs import PROC, list_pids
 from schemas.events import BehaviorEvent, NetworkConnect
 
-__all__ = ["ConnectionPoller", "SocketRow", "parse_table"]
+__all__ = ["ConnectionPoller", "SocketRow", "parse_table", "scan_tables"]
 
 log = logging.getLogger(__name__)
 
 TCP_ESTABLISHED = 0x01
 TCP_SYN_SENT = 0x02
 TCP_LISTEN = 0x0A
-_CONNECTING_STATES = frozenset({TCP_ESTABLISHED, TCP_SYN_SENT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,25 +63,48 @@ def parse_table(text: str) -> list[SocketRow]:
     """Parse one /proc/net/tcp{,6} file; malformed lines are skipped."""
     rows: list[SocketRow] = []
     for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10:
-            continue
-        try:
-            local_ip, local_port = fields[1].split(":")
-            remote_ip, remote_port = fields[2].split(":")
-            rows.append(SocketRow(_decode_ip(local_ip), int(local_port, 16), _decode_ip(remote_ip),
-                                  int(remote_port, 16), int(fields[3], 16), int(fields[9])))
-        except ValueError:
-            continue
+        row = _parse_line(line.split())
+        if row is not None:
+            rows.append(row)
     return rows
 
 
-def new_outbound(rows: Iterable[SocketRow], seen: set[int]) -> list[SocketRow]:
-    """Connecting sockets not seen before whose local port is not a listening port (pure)."""
-    rows = list(rows)
-    listening = {row.local_port for row in rows if row.state == TCP_LISTEN}
-    return [row for row in rows if row.state in _CONNECTING_STATES and row.inode != 0
-            and row.inode not in seen and row.local_port not in listening]
+def _parse_line(fields: list[str]) -> SocketRow | None:
+    if len(fields) < 10:
+        return None
+    try:
+        local_ip, local_port = fields[1].split(":")
+        remote_ip, remote_port = fields[2].split(":")
+        return SocketRow(_decode_ip(local_ip), int(local_port, 16), _decode_ip(remote_ip),
+                         int(remote_port, 16), int(fields[3], 16), int(fields[9]))
+    except ValueError:
+        return None
+
+
+def scan_tables(texts: Iterable[str], seen: set[int]) -> tuple[list[SocketRow], set[int]]:
+    """New outbound sockets and the inodes of all connecting sockets, decoding only what is new.
+
+    The tables list every socket of the host (hundreds on a busy one, polled every second), so
+    addresses are decoded only for connecting sockets not seen before.
+    """
+    listening: set[int] = set()
+    connecting: set[int] = set()
+    candidates: list[list[str]] = []
+    for text in texts:
+        for line in text.splitlines()[1:]:
+            fields = line.split(maxsplit=10)
+            if len(fields) < 10:
+                continue
+            state = fields[3]
+            if state == "0A":
+                listening.add(int(fields[1].rpartition(":")[2], 16))
+            elif state in ("01", "02") and fields[9].isdigit():
+                inode = int(fields[9])
+                connecting.add(inode)
+                if inode and inode not in seen:
+                    candidates.append(fields)
+    rows = [row for row in map(_parse_line, candidates) if row is not None]
+    return [row for row in rows if row.local_port not in listening], connecting
 
 
 class ConnectionPoller:
@@ -98,13 +120,11 @@ class ConnectionPoller:
 
     def poll_once(self) -> list[BehaviorEvent]:
         """One poll; the first only records the sockets that already exist."""
-        rows = _read_tables()
-        connecting = {row.inode for row in rows if row.state in _CONNECTING_STATES}
-        if self._seen is None:
-            self._seen = connecting
-            return []
-        fresh = new_outbound(rows, self._seen)
+        first = self._seen is None
+        fresh, connecting = scan_tables(_read_tables(), self._seen or set())
         self._seen = connecting  # forget closed sockets so the set stays small
+        if first:
+            return []
         if not fresh:
             return []
         owners = find_socket_owners({row.inode for row in fresh}, self._max_fd_reads)
@@ -136,14 +156,14 @@ class ConnectionPoller:
             await asyncio.sleep(self._interval_s)
 
 
-def _read_tables() -> list[SocketRow]:
-    rows: list[SocketRow] = []
+def _read_tables() -> list[str]:
+    texts: list[str] = []
     for name in ("tcp", "tcp6"):
         try:
-            rows.extend(parse_table((PROC / "net" / name).read_text()))
+            texts.append((PROC / "net" / name).read_text())
         except OSError:
             continue  # IPv6 disabled, or /proc/net not mounted
-    return rows
+    return texts
 
 
 def find_socket_owners(inodes: set[int], max_fd_reads: int) -> dict[int, int]:

@@ -195,8 +195,12 @@ class ProcConnector:
             pending.append(batch)
             ready.set()
 
-    async def stream(self) -> AsyncIterator[list[KernelProcEvent]]:
-        """Yield the events of each wake-up, in kernel order, until cancelled."""
+    async def stream(self, coalesce_s: float = 0.02) -> AsyncIterator[list[KernelProcEvent]]:
+        """Yield events in kernel order until cancelled, at most one batch per `coalesce_s`.
+
+        /proc is read in the reader callback as each message arrives (short-lived processes do not
+        wait); only the rest of the work is grouped, so a burst costs one pass downstream.
+        """
         loop = asyncio.get_running_loop()
         ready = asyncio.Event()
         pending: collections.deque[list[KernelProcEvent]] = collections.deque()
@@ -204,9 +208,12 @@ class ProcConnector:
         try:
             while True:
                 await ready.wait()
+                await asyncio.sleep(coalesce_s)
                 ready.clear()
+                batch: list[KernelProcEvent] = []
                 while pending:
-                    yield pending.popleft()
+                    batch.extend(pending.popleft())
+                yield batch
         finally:
             loop.remove_reader(self._sock.fileno())
 

@@ -15,6 +15,8 @@ Decisions:
   `<unknown>`, its start time estimated from the kernel's fork timestamp) and a `process_end`.
 - A second exec in the same process emits another `process_start` with the same `process_key`
   (exec keeps pid and start time): consumers read it as the process's new image.
+- Processes that predate the agent are described when first needed (as a parent or an actor) but
+  never announced; their exit is reported.
 - The table is bounded (`max_tracked`): the oldest entries are forgotten first.
 """
 
@@ -135,13 +137,13 @@ class ProcessTracker:
         """The process behind `pid`, announcing it first if the consumer never heard of it.
 
         Returns the process (None if it is gone and unknown) and the events to emit before the
-        caller's own event. Processes that started before the agent are described but not
-        announced: their key is computable, and a start event with a stale timestamp would lie.
+        caller's own event (none for processes that predate the agent, see `_known_or_read`).
         """
         known = self._table.get(pid)
         if known is None:
             return self._known_or_read(pid), []
-        return self._table[pid], self._announce(known)
+        events = self._announce(known)
+        return self._table[pid], events
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -183,7 +185,12 @@ class ProcessTracker:
         return [self._start_event(proc, self.epoch_ns(monotonic_ns), None)]
 
     def _known_or_read(self, pid: int) -> TrackedProcess | None:
-        """A tracked process, or one described from /proc (not inserted: it predates us)."""
+        """A tracked process, or one that predates the agent, read from /proc once and remembered.
+
+        A process that predates the agent is never announced (a start event would carry a stale
+        timestamp); it is remembered as `announced` so that its exit is reported and so that the
+        next child it forks costs no /proc read for the parent.
+        """
         known = self._table.get(pid)
         if known is not None or pid <= 0:
             return known
@@ -191,11 +198,13 @@ class ProcessTracker:
             snap = read_snapshot(pid)
         except ProcessGone:
             return None
-        return TrackedProcess(
+        proc = TrackedProcess(
             pid=pid, key=make_process_key(self.device_id, pid, snap.start_time_ns),
             start_time_ns=snap.start_time_ns, parent_key=None, ppid=snap.ppid, image=snap.exe,
-            command_line=snap.command_line, announced=False,
+            command_line=snap.command_line, announced=True,
         )
+        self._put(proc)
+        return proc
 
     def _from_snapshot(
         self, snap: ProcessSnapshot, parent_key: str | None, ppid: int | None

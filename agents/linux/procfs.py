@@ -36,6 +36,7 @@ __all__ = [
 
 PROC = Path("/proc")
 PROCESS_KEY_HEX_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
+MAX_COMMAND_LINE_BYTES = 32 * 1024  # longer command lines are cut (the pipeline's string limit is 64 KiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +101,10 @@ def parse_stat(pid: int, text: str) -> StatLine:
 def read_stat(pid: int) -> StatLine:
     """Read and parse /proc/<pid>/stat or raise `ProcessGone`."""
     try:
-        text = (PROC / str(pid) / "stat").read_text()
-    except (FileNotFoundError, ProcessLookupError) as exc:
+        raw = _read_file(f"/proc/{pid}/stat", 4096)
+    except OSError as exc:  # ENOENT or ESRCH: exited (and reaped)
         raise ProcessGone(pid) from exc
-    return parse_stat(pid, text)
+    return parse_stat(pid, raw.decode("utf-8", "replace"))
 
 
 def process_key_for(pid: int, device_id: str) -> str | None:
@@ -119,44 +120,65 @@ def process_key_for(pid: int, device_id: str) -> str | None:
     return make_process_key(device_id, pid, start_time_ns_from_ticks(stat.start_ticks))
 
 
-def _read_link(path: Path) -> str | None:
-    try:
-        return os.readlink(path)
-    except OSError:  # gone, kernel thread (no exe), or permission
-        return None
-
-
-def _read_cmdline(pid: int) -> str:
-    try:
-        raw = (PROC / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return ""
-    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
-
-
-def _read_uid(pid: int) -> int | None:
-    try:
-        with open(PROC / str(pid) / "status", encoding="utf-8", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("Uid:"):
-                    return int(line.split()[1])  # real uid
-    except OSError:
-        return None
-    return None
-
-
 def read_snapshot(pid: int) -> ProcessSnapshot:
-    """Read one process from /proc; raise `ProcessGone` if its stat line is unreadable."""
-    stat = read_stat(pid)
-    base = PROC / str(pid)
-    exe = _read_link(base / "exe")
+    """Read one process from /proc; raise `ProcessGone` if it has exited.
+
+    Every file is opened relative to one descriptor of /proc/<pid>, so all fields describe the
+    same process even if the PID is recycled while we read (and it is fewer path lookups).
+    """
+    try:
+        dir_fd = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ProcessGone(pid) from exc
+    try:
+        return _snapshot_at(pid, dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _snapshot_at(pid: int, dir_fd: int) -> ProcessSnapshot:
+    try:
+        stat = parse_stat(pid, _read_file("stat", 4096, dir_fd).decode("utf-8", "replace"))
+        uid: int | None = os.fstat(dir_fd).st_uid  # owner of /proc/<pid>: the effective uid
+    except OSError as exc:
+        raise ProcessGone(pid) from exc
+    exe = _read_link("exe", dir_fd)
     if exe is not None and exe.endswith(" (deleted)"):
         exe = exe[: -len(" (deleted)")]
     return ProcessSnapshot(
         pid=pid, ppid=stat.ppid, start_time_ns=start_time_ns_from_ticks(stat.start_ticks),
-        comm=stat.comm, exe=exe, command_line=_read_cmdline(pid), uid=_read_uid(pid),
-        cwd=_read_link(base / "cwd"),
+        comm=stat.comm, exe=exe, command_line=_read_cmdline(dir_fd), uid=uid,
+        cwd=_read_link("cwd", dir_fd),
     )
+
+
+def _read_file(path: str, limit: int, dir_fd: int | None = None) -> bytes:
+    """Up to `limit` bytes of a (proc) file, with raw syscalls: no buffering layers to set up."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        chunks: list[bytes] = []
+        size = 0
+        while size < limit and (chunk := os.read(fd, limit - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_link(name: str, dir_fd: int) -> str | None:
+    try:
+        return os.readlink(name, dir_fd=dir_fd)
+    except OSError:  # gone, kernel thread (no exe), or permission
+        return None
+
+
+def _read_cmdline(dir_fd: int) -> str:
+    try:
+        raw = _read_file("cmdline", MAX_COMMAND_LINE_BYTES, dir_fd)
+    except OSError:
+        return ""
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
 
 
 def list_pids() -> list[int]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from agents.linux import inotify
 from agents.linux.build import UNKNOWN_IMAGE
 from agents.linux.hashing import HashCache
-from agents.linux.net import TCP_ESTABLISHED, TCP_LISTEN, SocketRow, new_outbound, parse_table
+from agents.linux.net import TCP_ESTABLISHED, TCP_LISTEN, SocketRow, parse_table, scan_tables
 from agents.linux.proc_events import (
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
@@ -92,10 +92,12 @@ def test_socket_tables_decode_v4_v6_and_v4_mapped_addresses() -> None:
 
 
 def test_outbound_means_connecting_and_not_on_a_listening_port() -> None:
-    rows = parse_table(TCP) + parse_table(TCP6)
-    fresh = new_outbound(rows, seen=set())
+    fresh, connecting = scan_tables([TCP, TCP6], seen=set())
     assert {row.inode for row in fresh} == {1002, 2001, 2002}  # 1003 is the accepted (inbound) side
-    assert {row.inode for row in new_outbound(rows, seen={1002, 2001})} == {2002}
+    assert connecting == {1002, 1003, 2001, 2002}
+    assert fresh[0] == SocketRow("127.0.0.1", 54321, "127.0.0.1", 8080, TCP_ESTABLISHED, 1002)
+    again, _ = scan_tables([TCP, TCP6], seen={1002, 2001})
+    assert {row.inode for row in again} == {2002}
 
 
 def test_inotify_records_parse_with_padding() -> None:

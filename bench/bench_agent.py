@@ -1,0 +1,187 @@
+"""Agent footprint: CPU (% of one core) and resident memory of `ringfence-agent run` under live-like load.
+
+The agent runs as its own process, exactly as deployed (linux source with the netlink connector,
+inotify on a folder, the TCP poller, spool with fsync, publisher to the broker at
+RINGFENCE_KAFKA_BOOTSTRAP, or to a dead port when none is set: the spool then absorbs everything).
+This process generates the load: half of the events are processes (`/bin/true` spawned, giving a
+process_start and a process_end each), half are rewrites of files in the watched folder (one
+file_write each). The agent is sampled from /proc/<pid>/stat (utime+stime over the measured window)
+and /proc/<pid>/status (VmRSS, peak of samples). The baseline is the same agent left idle in the same
+run, so background activity of the machine (other processes the agent also observes) is visible.
+Goal (issue 4): <= 2 % of one core and <= 60 MB RSS at 100 events/s.
+
+    .venv/bin/python -m bench.bench_agent [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import Result
+
+REPO = Path(__file__).resolve().parents[1]
+RATES = (100, 1000)
+_TICKS = os.sysconf("SC_CLK_TCK")
+_EMITTED = re.compile(r"source linux-live: read=\d+ emitted=(\d+)")
+
+
+@dataclass(frozen=True)
+class Sample:
+    rate: int  # offered events/s (0 = idle)
+    cpu_percent: float  # of one core, over the measured window
+    rss_peak_mb: float
+    emitted: int  # events the agent reported for its whole run (includes this host's other activity)
+    seconds: float  # whole agent run
+
+
+def _cpu_ticks(pid: int) -> int:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _agent_env(work: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    suffix = uuid.uuid4().hex[:8]
+    env.setdefault("RINGFENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # nothing listens: spool-only run
+    env.update({
+        "RINGFENCE_AGENT_DEVICE_ID": f"bench-agent-{suffix}",
+        "RINGFENCE_AGENT_SPOOL_DIR": str(work / "spool"),
+        "RINGFENCE_AGENT_WATCH_PATHS": str(work / "watched"),
+        "RINGFENCE_AGENT_EVENTS_TOPIC": f"bench-agent-events-{suffix}",
+        "RINGFENCE_AGENT_DEVICES_TOPIC": f"bench-agent-devices-{suffix}",
+        "RINGFENCE_AGENT_QUARANTINE_DIR": str(work / "quarantine"),
+        "RINGFENCE_AGENT_SOURCES": "linux",
+    })
+    return env
+
+
+class Load:
+    """Paced live-like load: process spawns and file rewrites, half the events each."""
+
+    def __init__(self, folder: Path, rate: int) -> None:
+        self.folder = folder
+        self.rate = rate
+        self.files = [folder / f"f{index}.dat" for index in range(32)]
+        for path in self.files:
+            path.write_bytes(b"0" * 512)
+        self.done = 0
+        self.children: set[int] = set()
+
+    def step(self, elapsed_s: float) -> None:
+        """Do the actions due by `elapsed_s` (2 events per spawn, 1 per file write)."""
+        due_events = int(elapsed_s * self.rate)
+        while self.done < due_events:
+            if self.done % 4 < 2:  # two events' worth: one spawn
+                self.children.add(os.posix_spawn("/bin/true", ["/bin/true"], {}))
+                self.done += 2
+            else:
+                self.files[self.done % len(self.files)].write_bytes(os.urandom(256))
+                self.done += 1
+        self.reap()
+
+    def reap(self) -> None:
+        for pid in list(self.children):
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                self.children.discard(pid)
+
+    def finish(self) -> None:
+        for pid in self.children:
+            os.waitpid(pid, 0)
+        self.children.clear()
+
+
+def measure(rate: int, warmup_s: float, window_s: float) -> Sample:
+    """One fresh agent process: warm up, then `window_s` of load while sampling it."""
+    with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
+        work = Path(tmp)
+        (work / "watched").mkdir()
+        log_path = work / "agent.log"
+        total_s = warmup_s + window_s + 2
+        with open(log_path, "w") as log:
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "agents.cli", "run", "--duration-s", str(total_s), "--flush-timeout-s", "2"],
+                cwd=REPO, env=_agent_env(work), stdout=log, stderr=subprocess.STDOUT,
+            )
+        load = Load(work / "watched", rate)
+        try:
+            time.sleep(warmup_s)
+            if agent.poll() is not None:
+                raise RuntimeError(f"agent exited early:\n{log_path.read_text()[-2000:]}")
+            cpu, rss = _load_window(agent.pid, load, window_s)
+        finally:
+            load.finish()
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                raise RuntimeError(f"agent did not stop on SIGTERM:\n{log_path.read_text()[-3000:]}") from None
+        match = _EMITTED.search(log_path.read_text())
+    return Sample(rate, cpu, rss, int(match[1]) if match else -1, total_s)
+
+
+def _load_window(pid: int, load: Load, window_s: float) -> tuple[float, float]:
+    start_ticks, start = _cpu_ticks(pid), time.monotonic()
+    rss_peak = _rss_mb(pid)
+    next_sample = start
+    while (elapsed := time.monotonic() - start) < window_s:
+        if load.rate:
+            load.step(elapsed)
+        if time.monotonic() >= next_sample:
+            rss_peak = max(rss_peak, _rss_mb(pid))
+            next_sample += 0.25
+        time.sleep(0.005)
+    cpu_s = (_cpu_ticks(pid) - start_ticks) / _TICKS
+    return 100.0 * cpu_s / (time.monotonic() - start), max(rss_peak, _rss_mb(pid))
+
+
+def run(quick: bool) -> list[Result]:
+    """Idle, 100 and 1,000 events/s; one fresh agent process each."""
+    warmup_s, window_s = (4.0, 10.0) if quick else (5.0, 30.0)
+    idle = measure(0, warmup_s, window_s)
+    results = [Result("agent idle: CPU (% of one core)", idle.cpu_percent, "%", higher_is_better=False),
+               Result("agent idle: peak RSS", idle.rss_peak_mb, "MB", higher_is_better=False)]
+    for rate in RATES:
+        sample = measure(rate, warmup_s, window_s)
+        results += [
+            Result(f"agent at {rate} events/s: CPU (% of one core)", sample.cpu_percent, "%",
+                   baseline=idle.cpu_percent, baseline_name="the same agent idle, same run",
+                   higher_is_better=False),
+            Result(f"agent at {rate} events/s: peak RSS", sample.rss_peak_mb, "MB",
+                   baseline=idle.rss_peak_mb, baseline_name="the same agent idle, same run",
+                   higher_is_better=False),
+            Result(f"agent at {rate} events/s: events emitted per second of run",
+                   sample.emitted / sample.seconds, "events/s"),
+        ]
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short windows (smoke run)")
+    args = parser.parse_args()
+    for result in run(args.quick):
+        base = f"  (idle: {result.baseline:.2f})" if result.baseline is not None else ""
+        print(f"{result.name:<60} {result.figure:10.2f} {result.unit}{base}")
+
+
+if __name__ == "__main__":
+    main()
