@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -262,7 +263,7 @@ class Detector:
         mask = 0
         for member in (*members, *ctx.ancestors):
             mask |= member.mask
-        evidence = sorted((e for m in members for e in m.notable), key=lambda e: (e.ts, e.seq))
+        evidence = sorted(_events(e for m in members for e in m.notable), key=lambda e: (e.ts, e.seq))
         model = self.model
         return Incident(
             device_id=forest.device_id,
@@ -293,7 +294,9 @@ class Detector:
     def device_state(self, device_id: str) -> bytes | None:
         """Serialised forest of one device (for a changelog), None when unknown."""
         forest = self.forests.get(device_id)
-        return None if forest is None else forest_to_bytes(forest)
+        if forest is None:
+            return None
+        return forest_to_bytes(forest, keep_since_ms=forest.watermark_ms - self.config.window_ms)
 
     def restore_device(self, data: bytes) -> str:
         """Load a device's forest from `device_state` bytes; returns its device id (StateError if corrupt)."""
@@ -305,6 +308,20 @@ class Detector:
         """Forget a device (its partition moved to another worker)."""
         self.forests.pop(device_id, None)
         self._next_evict.pop(device_id, None)
+
+
+def _events(kept: Iterable[BehaviorEvent | dict[str, Any]]) -> list[BehaviorEvent]:
+    """Notable events as models: restored ones are validated now; unreadable ones are left out."""
+    out = []
+    for event in kept:
+        if isinstance(event, BehaviorEvent):
+            out.append(event)
+            continue
+        try:
+            out.append(BehaviorEvent.model_validate(event))
+        except ValueError:
+            log.warning("dropping an unreadable evidence event restored from state")
+    return out
 
 
 def _scorable(node: ProcessNode) -> bool:

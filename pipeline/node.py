@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pipeline.lexicon import ImageClass, image_class
 from schemas.events import BehaviorEvent
@@ -77,7 +77,7 @@ class ProcessNode:
     children: list[str] = field(default_factory=list)
     evidence: deque[int] = field(default_factory=deque)
     conns: deque[tuple[int, str, int]] = field(default_factory=deque)
-    notable: deque[BehaviorEvent] = field(default_factory=deque)
+    notable: deque[BehaviorEvent | dict[str, Any]] = field(default_factory=deque)  # dicts after a restore
     static: tuple[float, ...] | None = None  # per-process feature cache, owned by pipeline.features
 
     @property
