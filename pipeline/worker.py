@@ -39,12 +39,14 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
+from agents.telemetry import TraceContext, continued, from_headers, headers_kwargs
 from pipeline.detect import Detector
 from pipeline.errors import PipelineError, StateError
 from pipeline.kafka_io import RebalanceHooks
 from pipeline.outputs import OutputTopics, OutRecord, SourceCoordinates, dead_letter, decision_records
 from pipeline.policy import Decision
 from pipeline.settings import WorkerSettings
+from pipeline.telemetry import trace_groups
 from schemas.alerts import Alert
 from schemas.codec import decode_record
 from schemas.commands import Command
@@ -100,6 +102,7 @@ class BatchWorker:
         self._committed: dict[int, int] = {}  # what this worker last committed
         self._held: dict[int, int | None] = {}  # after a revoke: the offset our trees are at
         self._partition_of: dict[str, int] = {}  # device -> events partition
+        self._trace_of: dict[str, TraceContext] = {}  # device -> trace of its latest event batch (W3C)
         self._dirty: set[str] = set()  # devices changed since the last commit point
         self._inflight: list[asyncio.Future[Any]] = []
         self._lock = asyncio.Lock()
@@ -159,6 +162,10 @@ class BatchWorker:
             return
         device = events[0].device_id
         self._partition_of[device] = partition
+        if (trace := from_headers(getattr(record, "headers", None))) is None:
+            self._trace_of.pop(device, None)  # only the latest batch's trace goes on its decisions
+        else:
+            self._trace_of[device] = trace
         self._dirty.add(device)
         self.stats.events += len(events)
         try:
@@ -182,14 +189,18 @@ class BatchWorker:
             self.stats.alerts += isinstance(decision, Alert)
             self.stats.commands += isinstance(decision, Command)
         self.stats.verdicts += len(decisions) - sum(isinstance(d, Alert | Command) for d in decisions)
-        for out in decision_records(decisions, self.topics, self.key):
-            await self._send(out)
+        for parent, device, group in trace_groups(decisions, self._trace_of):
+            with continued("ringfence.pipeline.decide", parent, kind="producer",
+                           attributes={"device_id": device or "", "decisions": len(group)}) as trace:
+                for out in decision_records(group, self.topics, self.key):
+                    await self._send(out, trace=trace)
 
-    async def _send(self, out: OutRecord, partition: int | None = None) -> None:
+    async def _send(
+        self, out: OutRecord, partition: int | None = None, trace: TraceContext | None = None
+    ) -> None:
         """Hand a record to the producer (in order); its ack is awaited at the next commit point."""
-        self._inflight.append(
-            await self.producer.send(out.topic, value=out.value, key=out.key, partition=partition)
-        )
+        self._inflight.append(await self.producer.send(out.topic, value=out.value, key=out.key,
+                                                       partition=partition, **headers_kwargs(trace)))
 
     # ---------------------------------------------------------------- commit points
 

@@ -1,0 +1,196 @@
+"""Telemetry of the fleet service: OpenTelemetry traces and metrics, exported by OTLP, Prometheus or console.
+
+Why OpenTelemetry: the trace of one attack crosses processes (agent → worker → agent) through Kafka,
+and W3C trace context in record headers (`agents.telemetry`) is what every tracing backend joins on.
+Metrics answer the operator's questions about the stream: events/s and DLQ rate (counters — the
+backend takes the rate), scoring batch size and latency, consumer lag, fan-out latency (verdict
+published → applied on a device) and agents' spool depth (from heartbeats).
+
+`configure()` is called once by a deployable's `main()` with `TelemetrySettings` (env prefix
+`RINGFENCE_OTEL_`); nothing is set up at import time, and with no exporter configured the
+instruments are cheap no-ops. Tests pass their own in-memory exporter and reader.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from threading import Lock
+from typing import Any
+
+from opentelemetry.metrics import CallbackOptions, Meter, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    ConsoleMetricExporter,
+    MetricReader,
+    PeriodicExportingMetricReader,
+)
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agents.telemetry import TraceContext, use_tracer_provider
+from pipeline.policy import Decision
+from schemas.alerts import Alert
+from schemas.commands import Command
+
+log = logging.getLogger(__name__)
+
+METER_NAME = "ringfence.pipeline"
+
+
+class TelemetrySettings(BaseSettings):
+    """Where traces and metrics go (env prefix `RINGFENCE_OTEL_`); all off by default."""
+
+    model_config = SettingsConfigDict(env_prefix="RINGFENCE_OTEL_", frozen=True, extra="ignore")
+
+    service_name: str = "ringfence-pipeline"
+    console: bool = False  # print spans and metrics on stderr (local runs)
+    otlp_endpoint: str | None = None  # OTLP/HTTP collector, e.g. http://127.0.0.1:4318
+    prometheus_port: int | None = Field(default=None, ge=0, le=65535)  # serve /metrics here (0: any)
+    prometheus_host: str = "127.0.0.1"
+    metric_interval_ms: int = Field(default=10_000, ge=100)
+
+
+class PipelineMetrics:
+    """The instruments; observable gauges read the latest values their `set_*` methods stored."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.events = meter.create_counter("ringfence.events", unit="{event}",
+                                           description="events decoded and processed (rate: events/s)")
+        self.dead_letters = meter.create_counter("ringfence.dlq.records", unit="{record}",
+                                                 description="records sent to the dead-letter topic")
+        self.scoring_batch_size = meter.create_histogram("ringfence.scoring.batch_size", unit="{row}",
+                                                         description="rows per model predict call")
+        self.scoring_latency = meter.create_histogram("ringfence.scoring.duration", unit="ms",
+                                                      description="time of one micro-batch predict call")
+        self.fanout_latency = meter.create_histogram("ringfence.fanout.latency", unit="ms",
+                                                     description="verdict published -> applied on a device")
+        self._lock = Lock()
+        self._lag: dict[tuple[str, int], int] = {}
+        self._spool: dict[str, int] = {}
+        meter.create_observable_gauge("ringfence.consumer.lag", [self._observe_lag], unit="{record}",
+                                      description="records between the committed and the end offset")
+        meter.create_observable_gauge("ringfence.agent.spool_depth", [self._observe_spool], unit="{event}",
+                                      description="events waiting on an agent's disk (from heartbeats)")
+
+    def set_lag(self, topic: str, lag_by_partition: Mapping[int, int]) -> None:
+        with self._lock:
+            self._lag.update({(topic, partition): max(lag, 0) for partition, lag in lag_by_partition.items()})
+
+    def set_spool_depth(self, device_id: str, spooled_events: int) -> None:
+        with self._lock:
+            self._spool[device_id] = spooled_events
+
+    def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            return [Observation(lag, {"topic": topic, "partition": partition})
+                    for (topic, partition), lag in self._lag.items()]
+
+    def _observe_spool(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            return [Observation(depth, {"device_id": device}) for device, depth in self._spool.items()]
+
+
+@dataclass
+class Telemetry:
+    """What `configure` set up; `shutdown()` flushes and stops every exporter."""
+
+    tracer_provider: TracerProvider
+    meter_provider: MeterProvider
+    metrics: PipelineMetrics
+    prometheus_port: int | None = None
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+
+    def shutdown(self) -> None:
+        use_tracer_provider(None)
+        for stop in reversed(self._stops):
+            stop()
+
+
+def configure(settings: TelemetrySettings, *, span_exporters: Sequence[SpanExporter] = (),
+              metric_readers: Sequence[MetricReader] = ()) -> Telemetry:
+    """Tracer and meter providers with the configured exporters (plus the given ones, for tests)."""
+    resource = Resource.create({"service.name": settings.service_name})
+    tracer_provider = TracerProvider(resource=resource)
+    for exporter in span_exporters:
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    readers, stops = list(metric_readers), []
+    _exporters(settings, tracer_provider, readers)
+    prometheus_port = None
+    if settings.prometheus_port is not None:
+        prometheus_port, stop_server = _prometheus(settings, readers)
+        stops.append(stop_server)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    use_tracer_provider(tracer_provider)
+    metrics = PipelineMetrics(meter_provider.get_meter(METER_NAME))
+    telemetry = Telemetry(tracer_provider, meter_provider, metrics, prometheus_port)
+    telemetry._stops += [*stops, tracer_provider.shutdown, meter_provider.shutdown]
+    log.info("telemetry: console=%s otlp=%s prometheus=%s", settings.console, settings.otlp_endpoint,
+             prometheus_port)
+    return telemetry
+
+
+def _exporters(settings: TelemetrySettings, tracer_provider: TracerProvider, readers: list[MetricReader]
+               ) -> None:
+    interval = settings.metric_interval_ms
+    if settings.console:
+        tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(),
+                                                     export_interval_millis=interval))
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        base = settings.otlp_endpoint.rstrip("/")
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces")))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"),
+                                                     export_interval_millis=interval))
+
+
+def _prometheus(settings: TelemetrySettings, readers: list[MetricReader]) -> tuple[int, Callable[[], None]]:
+    """A Prometheus reader and its /metrics HTTP endpoint: (the port it listens on, its stop)."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    readers.append(PrometheusMetricReader())
+    server: Any
+    server, thread = start_http_server(settings.prometheus_port or 0, addr=settings.prometheus_host)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return int(server.server_port), stop
+
+
+def trace_groups(decisions: Sequence[Decision], traces: Mapping[str, TraceContext]
+                 ) -> list[tuple[TraceContext | None, str | None, list[Decision]]]:
+    """Consecutive decisions about one device, with the trace its latest event batch carried.
+
+    Scoring is micro-batched across devices, so the decisions of one flush belong to several
+    traces; a verdict belongs to the device of the alert it names.
+    """
+    device_of_alert: dict[str, str] = {}
+    groups: list[tuple[TraceContext | None, str | None, list[Decision]]] = []
+    for decision in decisions:
+        if isinstance(decision, Alert | Command):
+            device: str | None = decision.device_id
+            if isinstance(decision, Alert):
+                device_of_alert[decision.alert_id] = decision.device_id
+        else:
+            device = device_of_alert.get(decision.alert_id or "")
+        if groups and groups[-1][1] == device:
+            groups[-1][2].append(decision)
+        else:
+            groups.append((traces.get(device) if device else None, device, [decision]))
+    return groups
