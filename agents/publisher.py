@@ -98,13 +98,13 @@ class PublisherConfig:
     devices_topic: str
     batch_max_events: int = 500
     batch_max_bytes: int = 512 << 10
-    linger_ms: int = 200
+    linger_ms: int = 500
     queue_max_events: int = 10_000
     retry_backoff_initial_s: float = 0.5
     retry_backoff_max_s: float = 30.0
     heartbeat_interval_s: float = 30.0
     send_timeout_s: float = 30.0  # an ack not received by then counts as a failed send (retried)
-    spool_commit_ms: int = 50  # gather events this long before one spool transaction (one fsync)
+    spool_commit_ms: int = 100  # gather events this long before one spool transaction (one fsync)
 
     @classmethod
     def from_settings(cls, settings: AgentSettings) -> PublisherConfig:

@@ -55,11 +55,11 @@ class AgentSettings(BaseSettings):
     spool_dir: Path = Path("/var/lib/ringfence/spool")
     spool_max_bytes: int = Field(256 << 20, gt=0)  # past this, sources are blocked (never dropped)
     spool_sync: Literal["full", "normal"] = "full"  # full: fsync each commit (survives power loss)
-    spool_commit_ms: int = Field(50, ge=0)  # gather events this long per spool transaction (fsync)
+    spool_commit_ms: int = Field(100, ge=0)  # gather events this long per spool transaction (fsync)
     queue_max_events: int = Field(10_000, gt=0)  # in-memory events between sources and spool
     batch_max_events: int = Field(500, gt=0)  # events per EventBatch record
     batch_max_bytes: int = Field(512 << 10, gt=0)  # bytes of events per record (< broker's 1 MiB)
-    linger_ms: int = Field(200, ge=0)  # wait this long for a batch to fill before sending
+    linger_ms: int = Field(500, ge=0)  # wait this long for a batch to fill (fewer, bigger sends)
     retry_backoff_initial_s: float = Field(0.5, gt=0)
     retry_backoff_max_s: float = Field(30.0, gt=0)
     send_timeout_s: float = Field(30.0, gt=0)  # no ack by then: the batch is retried (at-least-once)

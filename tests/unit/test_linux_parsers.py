@@ -9,7 +9,6 @@ from pathlib import Path
 from agents.linux import inotify
 from agents.linux.build import UNKNOWN_IMAGE
 from agents.linux.hashing import HashCache
-from agents.linux.net import TCP_ESTABLISHED, TCP_LISTEN, SocketRow, parse_table, scan_tables
 from agents.linux.proc_events import (
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
@@ -22,6 +21,16 @@ from agents.linux.proc_events import (
 )
 from agents.linux.processes import ProcessTracker
 from agents.linux.procfs import ProcessSnapshot, make_process_key, parse_stat
+from agents.linux.sockets import (
+    TCP_ESTABLISHED,
+    TCP_LISTEN,
+    TCP_SYN_SENT,
+    SocketRow,
+    parse_diag,
+    parse_table,
+    read_tcp_sockets,
+    select_new_outbound,
+)
 from schemas.events import ProcessEnd, ProcessStart
 
 NO_SUCH_PID = 4_000_001  # above any pid_max: /proc reads always fail
@@ -92,12 +101,50 @@ def test_socket_tables_decode_v4_v6_and_v4_mapped_addresses() -> None:
 
 
 def test_outbound_means_connecting_and_not_on_a_listening_port() -> None:
-    fresh, connecting = scan_tables([TCP, TCP6], seen=set())
+    rows = parse_table(TCP) + parse_table(TCP6)
+    fresh, connecting = select_new_outbound(rows, seen=set())
     assert {row.inode for row in fresh} == {1002, 2001, 2002}  # 1003 is the accepted (inbound) side
     assert connecting == {1002, 1003, 2001, 2002}
     assert fresh[0] == SocketRow("127.0.0.1", 54321, "127.0.0.1", 8080, TCP_ESTABLISHED, 1002)
-    again, _ = scan_tables([TCP, TCP6], seen={1002, 2001})
+    again, _ = select_new_outbound(rows, seen={1002, 2001})
     assert {row.inode for row in again} == {2002}
+
+
+def diag_message(
+    family: int, state: int, src: bytes, sport: int, dst: bytes, dport: int, inode: int
+) -> bytes:
+    sockid = struct.pack(">HH", sport, dport) + src.ljust(16, b"\0") + dst.ljust(16, b"\0") + b"\0" * 12
+    body = struct.pack("=BBBB", family, state, 0, 0) + sockid + struct.pack("=IIIII", 0, 0, 0, 0, inode)
+    return struct.pack("=IHHII", 16 + len(body), 20, 2, 1, 0) + body
+
+
+def test_sock_diag_messages_decode_and_done_ends_the_dump() -> None:
+    v4 = diag_message(2, TCP_ESTABLISHED, bytes([10, 0, 0, 5]), 40000, bytes([93, 184, 216, 34]), 443, 77)
+    mapped = diag_message(10, TCP_SYN_SENT, b"\0" * 10 + b"\xff\xff" + bytes([127, 0, 0, 1]), 40001,
+                          b"\0" * 15 + b"\1", 8080, 78)
+    done, rows = parse_diag(v4 + mapped)
+    assert not done
+    assert rows == [SocketRow("10.0.0.5", 40000, "93.184.216.34", 443, TCP_ESTABLISHED, 77),
+                    SocketRow("127.0.0.1", 40001, "::1", 8080, TCP_SYN_SENT, 78)]
+    assert parse_diag(struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4) == (True, [])
+
+
+def test_live_socket_listing_sees_a_loopback_connection() -> None:
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    client = socket.create_connection(server.getsockname())
+    try:
+        port = server.getsockname()[1]
+        rows = read_tcp_sockets()
+        fresh, _ = select_new_outbound(rows, seen=set())
+        assert any(r.remote_port == port and r.local_port == client.getsockname()[1] for r in fresh)
+        assert not any(r.local_port == port for r in fresh)  # the accepted side is inbound
+    finally:
+        client.close()
+        server.close()
 
 
 def test_inotify_records_parse_with_padding() -> None:
