@@ -195,8 +195,8 @@ async def test_observe_queues_the_kill_and_run_carries_it_out(
     try:
         block.enforcer.observe(start_event(innocent, Path("/bin/sleep"), sha256_of(Path("/bin/sleep"))))
         block.enforcer.observe(start_event(proc, image, sha))
-        for _ in range(500):
-            if proc.poll() is not None:
+        for _ in range(1000):  # until the kill is reported, which follows the process's death
+            if proc.poll() is not None and block.reporter.of(ActionKind.BLOCK_EXECUTION):
                 break
             await asyncio.sleep(0.01)
     finally:
