@@ -92,6 +92,7 @@ class Demo:
         self.kit: AttackKit | None = None
         self.fleet: SimFleet | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.interrupted = False
 
     def t(self) -> str:
         start = self.result.attack_started
@@ -259,7 +260,7 @@ class Demo:
         self.supervisor.stop_all(10)
         if not self.options.keep:
             await delete_topics(self.kafka, self.topics)
-            if self.result.ok:
+            if self.result.ok or self.interrupted:  # a failed run keeps its logs for a look
                 shutil.rmtree(self.root, ignore_errors=True)
 
     def _kit(self) -> AttackKit:
@@ -282,6 +283,10 @@ async def run_demo(kafka: KafkaSettings, options: DemoOptions, say: Say) -> Demo
         await demo.relaunch()
         await demo.fleet_view()
         demo.judge()
+    except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task, then raises KeyboardInterrupt
+        demo.interrupted = True
+        say(f"\n{demo.t()} interrupted: stopping everything the demo started")
+        raise
     finally:
         await asyncio.shield(demo.cleanup())
     return demo.result

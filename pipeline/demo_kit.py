@@ -277,13 +277,13 @@ class Supervisor:
             await asyncio.sleep(0.1)
 
     def stop(self, name: str, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL after `timeout_s`; returns the exit status."""
+        """SIGTERM to the child's process group, SIGKILL after `timeout_s`; returns the exit status."""
         proc = self.children.pop(name, None)
         if proc is None:
             return None
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                os.killpg(proc.pid, signal.SIGTERM)  # its own session: the child and its children
             try:
                 proc.wait(timeout_s)
             except subprocess.TimeoutExpired:

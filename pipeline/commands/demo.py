@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(run_demo(kafka, options, _say))
     except PipelineError as exc:
-        raise CliError(f"demo failed: {exc}", exit_code=1) from None
+        raise CliError(f"demo failed: {exc} (its folder is kept, see logs/ in it)", exit_code=1) from None
     _summary(result, args.keep)
     return 0 if result.ok else 1
 
