@@ -322,18 +322,21 @@ class Publisher:
     # -- heartbeats -----------------------------------------------------------------------------
 
     async def _heartbeats(self, make: HeartbeatFn) -> None:
+        interval_s = self.config.heartbeat_interval_s
         while True:
-            await self._send_heartbeat(make)
-            await asyncio.sleep(self.config.heartbeat_interval_s)
+            sent = await self._send_heartbeat(make)
+            # not connected yet: try again soon, so the fleet hears of a new device right away
+            await asyncio.sleep(interval_s if sent else min(1.0, interval_s))
 
-    async def _send_heartbeat(self, make: HeartbeatFn) -> None:
+    async def _send_heartbeat(self, make: HeartbeatFn) -> bool:
         producer = self._producer
         if producer is None:
-            return  # disconnected: the next heartbeat after reconnecting says it all
+            return False  # disconnected: the next heartbeat after reconnecting says it all
         key, value = make(self.stats)
         try:
             sent = producer.send_and_wait(self.config.devices_topic, value=value, key=key.encode())
             await asyncio.wait_for(sent, timeout=10)
         except Exception as exc:  # a lost heartbeat is superseded by the next one
             log.debug("heartbeat of device %s not sent: %s", key, exc)
-
+            return False
+        return True
