@@ -54,7 +54,9 @@ class WorkerSettings(BaseSettings):
     micro_batch_rows: int = Field(512, gt=0)  # score when this many changed processes are pending
     micro_batch_ms: int = Field(20, ge=0)  # ... or when the oldest has waited this long
     window_ms: int = Field(5 * 60 * 1000, gt=0)  # sliding behaviour window per process
-    commit_interval_ms: int = Field(1000, gt=0)  # flush, write state and commit offsets this often
+    # flush, write changed devices' state and commit offsets this often: state records cost CPU and
+    # bytes (tens of KB per busy device), a longer interval means more events replayed after a crash
+    commit_interval_ms: int = Field(5000, gt=0)
     session_timeout_ms: int = Field(10_000, ge=6000)  # a dead worker's partitions move after this
     heartbeat_interval_ms: int = Field(2000, gt=0)
     restore_timeout_s: float = Field(120.0, gt=0)  # reading a partition's state on assignment

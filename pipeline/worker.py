@@ -5,19 +5,23 @@ Why at batch level and not as a faust agent: faust's per-event agent path measur
 up to `poll_max_records` records, each decoded with one validation call (`schemas.codec`), and
 the detector scores changed trees in micro-batches (one predict call per flush).
 
-**At-least-once with idempotent output.** A commit point (every `commit_interval_ms`, on revoke,
-at shutdown) does, in order: flush the detector (nothing pending stays unscored), send the
-decisions, write the state of every device changed since the last point to the state changelog
-(compacted, key device_id, *partition = its events partition*), wait until Kafka acknowledged all
-of it (idempotent producer, acks=all), and only then commit the events offsets. A crash anywhere
-before the commit replays the events since the last commit onto the state of the last commit,
-which reproduces the same alert ids, command ids, nonces and verdict keys (the pure core derives
-them from the tree, not from time). Duplicates can still escape in that window: consumers dedupe
-alerts by `alert_id`, agents refuse a command nonce seen before, and the verdict topic is compacted
-by artifact. A state record over `max_state_bytes` is not written (logged, counted): that device
-restarts from an empty tree after a crash.
+**At-least-once with idempotent output.** Every `commit_interval_ms` a checkpoint takes the
+current offsets and the set of devices changed since the last one, then, a slice of at most
+`STATE_SLICE_S` between two batches (so saving hundreds of trees never stalls detection), flushes
+the detector (a saved tree never holds unscored changes) and writes those devices' state to the
+state changelog (compacted, key device_id, *partition = its events partition*). When all are
+written it waits until Kafka acknowledged everything sent so far (decisions included; idempotent
+producer, acks=all) and only then commits the offsets it took. On revoke and at shutdown the same
+happens at once with the current offsets. A crash replays the events after the committed offsets
+onto the saved trees: events a tree already holds are dropped as redeliveries (per-device seq
+high-water mark), the others reproduce the same alert ids, command ids, nonces and verdict keys
+(the pure core derives them from the tree, not from time). Duplicates can still escape: decisions
+sent after the last commit and before a crash are sent again by the next owner when the tree it
+restored predates them. Consumers dedupe alerts by `alert_id`, agents refuse a command nonce seen
+before, and the verdict topic is compacted by artifact. A state record over `max_state_bytes` is
+not written (logged, counted): that device restarts from an empty tree after a crash.
 
-**Rebalance.** aiokafka awaits `RebalanceHooks` before fetching resumes. Revoke: a commit point,
+**Rebalance.** aiokafka awaits `RebalanceHooks` before fetching resumes. Revoke: a whole checkpoint,
 then the partitions' committed offsets are remembered. Assign: a partition whose committed offset
 is still the one this worker committed keeps its in-memory trees (nobody else touched it); any
 other is restored from the state changelog before its first record is processed. A failure there
@@ -58,6 +62,21 @@ __all__ = ["BatchWorker", "WorkerStats"]
 log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
+STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    """A commit in progress: offsets taken when it began, devices whose state must be saved first.
+
+    Device states are written a slice at a time between batches, so saving hundreds of trees never
+    stalls the stream for long. A device changed after the checkpoint began may be saved with those
+    later events in it; after a crash they are replayed from `offsets` onto that state and dropped
+    as redeliveries (the forest's per-device seq high-water mark), so nothing is applied twice.
+    """
+
+    offsets: dict[int, int]
+    devices: set[str]
 
 
 @dataclass(slots=True)
@@ -108,6 +127,7 @@ class BatchWorker:
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
+        self._checkpoint: Checkpoint | None = None
         self._next_commit_ms = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -128,8 +148,7 @@ class BatchWorker:
             self._raise_fatal()
             async with self._lock:
                 await self._handle(batch)
-                if self._clock_ms() >= self._next_commit_ms:
-                    await self._commit_point()
+                await self._checkpoint_step()
         async with self._lock:
             await self._commit_point()
         log.info("worker stopped cleanly: %s", self.stats)
@@ -204,33 +223,56 @@ class BatchWorker:
 
     # ---------------------------------------------------------------- commit points
 
+    async def _checkpoint_step(self) -> None:
+        """Advance the incremental checkpoint by one slice (see `Checkpoint`); commit when it is complete."""
+        now_ms = self._clock_ms()
+        if self._checkpoint is None:
+            if now_ms < self._next_commit_ms:
+                return
+            offsets = {p: o for p, o in self._positions.items() if p in self.owned}
+            self._checkpoint, self._dirty = Checkpoint(offsets, self._dirty), set()
+        if self._checkpoint.devices:
+            await self._emit(self.detector.flush(now_ms))  # a saved tree never holds unscored changes
+            deadline = time.perf_counter() + STATE_SLICE_S
+            while True:  # at least one device per step, however slow, so a checkpoint always ends
+                await self._write_state(self._checkpoint.devices.pop())
+                if not self._checkpoint.devices or time.perf_counter() >= deadline:
+                    break
+        if not self._checkpoint.devices:
+            await self._drain()
+            await self._commit_changed(self._checkpoint.offsets)
+            self._checkpoint = None
+            self._next_commit_ms = now_ms + self.settings.commit_interval_ms
+
     async def _commit_point(self) -> None:
-        """Flush, send decisions and states, wait for every ack, then commit the offsets."""
+        """A whole checkpoint at once (revoke, shutdown): flush, every changed state, acks, commit."""
         now_ms = self._clock_ms()
         await self._emit(self.detector.flush(now_ms))
-        await self._write_states()
+        pending = self._dirty | (self._checkpoint.devices if self._checkpoint else set())
+        self._checkpoint, self._dirty = None, set()
+        for device in pending:
+            await self._write_state(device)
         await self._drain()
-        offsets = {
-            p: o for p, o in self._positions.items() if p in self.owned and o != self._committed.get(p)
-        }
-        if offsets:
-            await self._commit(offsets)
+        await self._commit_changed({p: o for p, o in self._positions.items() if p in self.owned})
         self._next_commit_ms = now_ms + self.settings.commit_interval_ms
 
-    async def _write_states(self) -> None:
-        for device in self._dirty:
-            partition = self._partition_of.get(device)
-            if partition is None:
-                continue
-            data = self.detector.device_state(device)
-            if data is not None and len(data) > self.settings.max_state_bytes:
-                self.stats.states_too_large += 1
-                log.error("device %s: state of %d bytes exceeds max_state_bytes %d; not saved",
-                          device, len(data), self.settings.max_state_bytes)
-                continue
-            self.stats.states_written += 1
-            await self._send(OutRecord(self.settings.state_topic, device.encode(), data), partition)
-        self._dirty.clear()
+    async def _write_state(self, device: str) -> None:
+        partition = self._partition_of.get(device)
+        if partition is None:
+            return
+        data = self.detector.device_state(device)
+        if data is not None and len(data) > self.settings.max_state_bytes:
+            self.stats.states_too_large += 1
+            log.error("device %s: state of %d bytes exceeds max_state_bytes %d; not saved",
+                      device, len(data), self.settings.max_state_bytes)
+            return
+        self.stats.states_written += 1
+        await self._send(OutRecord(self.settings.state_topic, device.encode(), data), partition)
+
+    async def _commit_changed(self, offsets: dict[int, int]) -> None:
+        changed = {p: o for p, o in offsets.items() if p in self.owned and o != self._committed.get(p)}
+        if changed:
+            await self._commit(changed)
 
     async def _drain(self) -> None:
         """Wait until Kafka acknowledged every record sent so far (raises: nothing gets committed)."""
@@ -299,6 +341,8 @@ class BatchWorker:
         self.detector.drop_device(device)
         self._partition_of.pop(device, None)
         self._dirty.discard(device)
+        if self._checkpoint is not None:
+            self._checkpoint.devices.discard(device)
 
     async def _restore_partitions(self, partitions: set[int]) -> int:
         if not partitions:

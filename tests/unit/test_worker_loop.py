@@ -35,6 +35,7 @@ from schemas.signing import Keyring, SigningKey, verify
 KEY = SigningKey.generate()
 SHA = "ab" * 32
 EVENTS = "t.events"
+NOW_MS = 1_780_000_000_000  # the workers' wall clock in these tests (2026)
 
 
 @dataclass
@@ -105,10 +106,10 @@ class FakeConsumer:
         return self.committed_offsets.get(tp.partition)
 
 
-def settings(tmp_path: Path) -> WorkerSettings:
+def settings(tmp_path: Path, commit_interval_ms: int = 60_000) -> WorkerSettings:
     return WorkerSettings(events_topic=EVENTS, alerts_topic="t.alerts", verdicts_topic="t.verdicts",
                           commands_topic="t.commands", dlq_topic="t.dlq", state_topic="t.state",
-                          keys_dir=tmp_path, commit_interval_ms=60_000)
+                          keys_dir=tmp_path, commit_interval_ms=commit_interval_ms)
 
 
 def detector() -> Detector:
@@ -127,11 +128,12 @@ Made = tuple[BatchWorker, FakeConsumer, FakeProducer]
 
 
 def make(tmp_path: Path, steps: list[Step], *, restore: Any = no_state,
-         partitions: frozenset[int] = frozenset({0}), committed: dict[int, int] | None = None) -> Made:
+         partitions: frozenset[int] = frozenset({0}), committed: dict[int, int] | None = None,
+         clock: Callable[[], int] | None = None, commit_interval_ms: int = 60_000) -> Made:
     producer = FakeProducer()
     consumer = FakeConsumer(steps, producer, set(partitions), committed)
-    worker = BatchWorker(settings(tmp_path), detector(), KEY, consumer=consumer, producer=producer,
-                         restore=restore)
+    worker = BatchWorker(settings(tmp_path, commit_interval_ms), detector(), KEY, consumer=consumer,
+                         producer=producer, restore=restore, clock_ms=clock or (lambda: NOW_MS))
     consumer.worker = worker
     return worker, consumer, producer
 
@@ -264,3 +266,36 @@ async def test_an_unreadable_state_record_is_counted_and_the_device_starts_empty
     await worker.run()
     assert worker.stats.states_unreadable == 1
     assert [a.tactic.value for a in alerts(producer)] == ["Execution"]
+
+
+async def test_a_checkpoint_saves_trees_a_slice_at_a_time_and_commits_the_offsets_it_began_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One state per step; dev-a changes mid-checkpoint; a crash after the commit loses no alert."""
+    monkeypatch.setattr("pipeline.worker.STATE_SLICE_S", 0.0)
+    (a1, a2), (b1, _), (c1, _) = (ransomware(d, SHA) for d in ("dev-a", "dev-b", "dev-c"))
+    now = [NOW_MS]
+
+    async def later(consumer: Any) -> None:
+        now[0] += 5_000  # the commit interval has passed: the next step begins a checkpoint
+
+    async def crash(consumer: Any) -> None:
+        raise RuntimeError("kill -9")
+
+    steps: list[Step] = [{0: [record(0, a1), record(1, b1)]}, later, {0: [record(2, c1)]},
+                         {0: [record(3, a2)]}, {0: []}, {0: []}, crash]
+    first, _, out = make(tmp_path, steps, clock=lambda: now[0], commit_interval_ms=1_000)
+    with pytest.raises(RuntimeError, match="kill -9"):
+        await first.run()
+    assert [e for e in out.log if e.startswith("commit")] == ["commit [(0, 3)]"]  # taken before record 3
+    saved = {k: v for t, k, v, _ in out.sent[: out.log.index("commit [(0, 3)]")] if t == "t.state"}
+    assert set(saved) == {b"dev-a", b"dev-b", b"dev-c"}
+
+    async def restore(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
+        return {0: saved}
+
+    second, _, again = make(tmp_path, [{0: [record(3, a2)]}], restore=restore, committed={0: 3})
+    await second.run()
+    tactics = {(a.device_id, a.tactic.value) for a in alerts(out) + alerts(again)}
+    assert ("dev-a", "Impact") in tactics  # sent before the crash or replayed, never lost
+    assert all(a.process_tree.root_process_key == "dev-a-word" for a in alerts(again))
