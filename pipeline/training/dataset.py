@@ -10,10 +10,11 @@ computed from BehaviorEvents, which carry none of the `_` fields).
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,14 @@ from numpy.typing import NDArray
 from agents.sysmon import load_events
 from pipeline.features import N_FEATURES
 from pipeline.scoring import BENIGN
-from pipeline.training.labels import Recording, extract_clues, label_events, load_catalog, raw_pid_keys
+from pipeline.training.labels import (
+    Recording,
+    extract_clues,
+    label_events,
+    load_catalog,
+    raw_hosts,
+    raw_pid_keys,
+)
 from pipeline.training.rows import AMBIGUOUS, RowBlock, replay_rows
 from pipeline.training.simulate import SimConfig, simulate_corpus
 from pipeline.training.split import hashed_split, lab_of, recording_splits
@@ -68,6 +76,7 @@ class Dataset:
     weights: NDArray[np.float32]
     source_index: NDArray[np.int32]
     trees: NDArray[np.str_]
+    keys: NDArray[np.str_]  # "device/process_key" of each row (for inspection, never a feature)
     sources: list[SourceInfo]
     reports: list[RecordingReport]
 
@@ -84,6 +93,8 @@ class DataConfig:
     otrf_root: Path | None = DEFAULT_OTRF
     captures: Path | None = CAPTURE_DIR
     sim: SimConfig = field(default_factory=SimConfig)
+    only_split: str | None = None
+    """Build only the sources of this split (evaluation needs dev only)."""
 
 
 def build_dataset(config: DataConfig) -> Dataset:
@@ -91,42 +102,55 @@ def build_dataset(config: DataConfig) -> Dataset:
     blocks: list[tuple[SourceInfo, RowBlock]] = []
     reports: list[RecordingReport] = []
     if config.otrf_root is not None and config.otrf_root.is_dir():
-        for info, block, report in otrf_blocks(config.otrf_root):
+        for info, block, report in otrf_blocks(config.otrf_root, config.only_split):
             reports.append(report)
             if info is not None:
                 blocks.append((info, block))
     else:
         log.warning("no lab recordings at %s: training on simulated and captured data only", config.otrf_root)
-    blocks.extend(sim_blocks(config.sim))
+    blocks.extend(sim_blocks(config.sim, config.only_split))
     if config.captures is not None and config.captures.is_dir():
-        blocks.extend(capture_blocks(config.captures))
+        blocks.extend(capture_blocks(config.captures, config.only_split))
     return _assemble(blocks, reports)
 
 
-def otrf_blocks(root: Path) -> Iterator[tuple[SourceInfo | None, RowBlock, RecordingReport]]:
+def otrf_blocks(
+    root: Path, only_split: str | None = None
+) -> Iterator[tuple[SourceInfo | None, RowBlock, RecordingReport]]:
     """Labelled rows per lab recording; unlabelled recordings yield a report and no SourceInfo."""
     catalog = load_catalog(root)
-    events_by_rec = {rec.rel: list(load_events(rec.path)) for rec in catalog}
-    hosts = {rel: {e.device_id for e in events} for rel, events in events_by_rec.items()}
+    hosts: dict[str, set[str]] = {}
+    for rec in catalog:
+        with gzip.open(rec.path, "rb") as handle:
+            hosts[rec.rel] = raw_hosts(handle)
     splits = recording_splits(hosts)
     labs = lab_of(hosts)
     for number, rec in enumerate(catalog, start=1):
-        events = events_by_rec.pop(rec.rel)
+        if only_split is not None and splits[rec.rel] != only_split:
+            continue
+        events = list(load_events(rec.path))
         info, block, report = _recording(rec, events, splits[rec.rel], labs[rec.rel])
-        log.info("recording %d/%d %s: %s", number, len(catalog), rec.rel,
-                 f"{report.attack_processes} attack processes" if info else "no attack tree found, left out")
+        log.info(
+            "recording %d/%d %s: %s",
+            number,
+            len(catalog),
+            rec.rel,
+            f"{report.attack_processes} attack processes" if info else "no attack tree found, left out",
+        )
         yield info, block, report
 
 
-def _recording(rec: Recording, events: Sequence[BehaviorEvent], split: str,
-               lab: str) -> tuple[SourceInfo | None, RowBlock, RecordingReport]:
+def _recording(
+    rec: Recording, events: Sequence[BehaviorEvent], split: str, lab: str
+) -> tuple[SourceInfo | None, RowBlock, RecordingReport]:
     clues = extract_clues(rec.adversary_view)
     with gzip.open(rec.path, "rb") as handle:
         pid_keys = raw_pid_keys(handle, clues.pids)
     labelled = label_events(events, rec, pid_keys)
     starts = sum(1 for e in events if e.payload.kind == "process_start")
-    report = RecordingReport(rec.rel, rec.tactic, split, lab, starts, len(labelled.matches),
-                             len(labelled.node_labels))
+    report = RecordingReport(
+        rec.rel, rec.tactic, split, lab, starts, len(labelled.matches), len(labelled.node_labels)
+    )
     if not labelled.found:
         return None, replay_rows((), {}, rec.rel), report
     block = replay_rows(events, labelled.node_labels, f"otrf:{rec.rel}")
@@ -145,29 +169,45 @@ def tree_classes(block: RowBlock) -> Counter[str]:
     return Counter(by_tree.values())
 
 
-def sim_blocks(config: SimConfig) -> Iterator[tuple[SourceInfo, RowBlock]]:
-    """Rows of every simulated tree."""
-    for number, tree in enumerate(simulate_corpus(config), start=1):
+def sim_blocks(config: SimConfig, only_split: str | None = None) -> Iterator[tuple[SourceInfo, RowBlock]]:
+    """Rows of every simulated tree (of one split, when given)."""
+    keep = None if only_split is None else (lambda tree_id: hashed_split(tree_id) == only_split)
+    for number, tree in enumerate(simulate_corpus(config, keep), start=1):
         block = replay_rows(tree.events, tree.node_labels, tree.tree_id)
-        yield SourceInfo(tree.tree_id, "sim", hashed_split(tree.tree_id), tree.platform.value, tree.label,
-                         tree.technique), block
+        yield (
+            SourceInfo(
+                tree.tree_id,
+                "sim",
+                hashed_split(tree.tree_id),
+                tree.platform.value,
+                tree.label,
+                tree.technique,
+            ),
+            block,
+        )
         if number % 2000 == 0:
             log.info("simulated %d trees", number)
 
 
-def capture_blocks(directory: Path) -> Iterator[tuple[SourceInfo, RowBlock]]:
+def capture_blocks(directory: Path, only_split: str | None = None) -> Iterator[tuple[SourceInfo, RowBlock]]:
     """Rows of captured benign sessions (BehaviorEvent JSON Lines in `directory`)."""
     for path in sorted(directory.glob("*.jsonl*")):
+        if only_split is not None and hashed_split(path.name) != only_split:
+            continue
         events = list(load_events(path))
         if not events:
             continue
         block = replay_rows(events, {}, f"capture:{path.name}")
-        yield SourceInfo(block.source, "capture", hashed_split(path.name), events[0].platform.value, BENIGN,
-                         path.name), block
+        yield (
+            SourceInfo(
+                block.source, "capture", hashed_split(path.name), events[0].platform.value, BENIGN, path.name
+            ),
+            block,
+        )
 
 
 def _assemble(blocks: list[tuple[SourceInfo, RowBlock]], reports: list[RecordingReport]) -> Dataset:
-    matrices, labels, weights, index, trees = [], [], [], [], []
+    matrices, labels, weights, index, trees, keys = [], [], [], [], [], []
     sources: list[SourceInfo] = []
     for info, block in blocks:
         keep = np.array([label != AMBIGUOUS for label in block.labels], dtype=bool)
@@ -177,11 +217,55 @@ def _assemble(blocks: list[tuple[SourceInfo, RowBlock]], reports: list[Recording
         labels += [lab for lab, k in zip(block.labels, keep, strict=True) if k]
         weights.append(block.weights[keep])
         trees += [f"{info.source}|{t}" for t, k in zip(block.trees, keep, strict=True) if k]
+        keys += [key for key, k in zip(block.keys, keep, strict=True) if k]
         index.append(np.full(int(keep.sum()), len(sources), dtype=np.int32))
         sources.append(info)
     if not matrices:
         empty = np.zeros((0, N_FEATURES), dtype=np.float32)
-        return Dataset(empty, np.array([], dtype=str), np.zeros(0, np.float32), np.zeros(0, np.int32),
-                       np.array([], dtype=str), [], reports)
-    return Dataset(np.vstack(matrices), np.array(labels), np.concatenate(weights), np.concatenate(index),
-                   np.array(trees), sources, reports)
+        none = np.array([], dtype=str)
+        return Dataset(empty, none, np.zeros(0, np.float32), np.zeros(0, np.int32), none, none, [], reports)
+    return Dataset(
+        np.vstack(matrices),
+        np.array(labels),
+        np.concatenate(weights),
+        np.concatenate(index),
+        np.array(trees),
+        np.array(keys),
+        sources,
+        reports,
+    )
+
+
+def save_dataset(data: Dataset, path: Path) -> None:
+    """Cache a built dataset (rows as .npz, sources and reports as JSON beside it)."""
+    np.savez_compressed(
+        path.with_suffix(".npz"),
+        matrix=data.matrix,
+        labels=data.labels,
+        weights=data.weights,
+        source_index=data.source_index,
+        trees=data.trees,
+        keys=data.keys,
+    )
+    meta = {
+        "sources": [asdict(s) for s in data.sources],
+        "reports": [{**asdict(r), "trees": dict(r.trees)} for r in data.reports],
+    }
+    path.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Read a dataset cached by `save_dataset`."""
+    arrays = np.load(path.with_suffix(".npz"))
+    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    reports = [RecordingReport(**{**r, "trees": Counter(r["trees"])}) for r in meta["reports"]]
+    return Dataset(
+        arrays["matrix"],
+        arrays["labels"],
+        arrays["weights"],
+        arrays["source_index"],
+        arrays["trees"],
+        arrays["keys"],
+        [SourceInfo(**s) for s in meta["sources"]],
+        reports,
+    )

@@ -29,7 +29,7 @@ from pathlib import Path
 import orjson
 import yaml
 
-from agents.sysmon.values import normalise_guid
+from agents.sysmon.values import device_id_from_host, normalise_guid
 from pipeline.lexicon import ANCHOR_CLASSES, ImageClass, Location, basename, image_class, location
 from schemas.events import BehaviorEvent, ProcessStart
 
@@ -43,7 +43,12 @@ _PROMPTS = (
     re.compile(r"^\s*(?:\S+@\S+:\S*[$#]|\$|#)\s+(?P<cmd>.+)$"),
     re.compile(r"^\s*\(Empire: [^)]*\)\s*>\s*shell\s+(?P<cmd>.+)$"),
     re.compile(r"ShellCmd\s+/shellcommand:\"(?P<cmd>.+?)\"\s*$"),
-    re.compile(r"^\s*(?:meterpreter|msf\d?)\s*.*?>\s*execute\s+-f\s+(?P<exe>\S+)(?:.*?-a\s+'(?P<args>[^']*)')?"),
+    re.compile(
+        r"^\s*(?:meterpreter|msf\d?)\s*.*?>\s*execute\s+-f\s+(?P<exe>\S+)(?:.*?-a\s+'(?P<args>[^']*)')?"
+    ),
+    re.compile(r"^TOOL> execute\s+-f\s+'?(?P<exe>[^']+?)'?\s+(?:-H\s+)?-a\s+'(?P<args>[^']*)'"),
+    re.compile(r"^TOOL> (?:powershell_execute|shell)\s+\"?(?P<cmd>[^\"]+)\"?\s*$"),
+    re.compile(r"^TOOL> (?P<cmd>(?!https?:)[^ ]+\.exe\b.*)$"),
 )
 _PIDS = (
     re.compile(r"Process\s+(\d{2,6})\s+created", re.I),
@@ -116,13 +121,25 @@ def load_catalog(root: Path) -> list[Recording]:
         if not rel or not (root / rel).is_file():
             continue
         view = _adversary_view(root, entry)
-        out.append(Recording(root / rel, rel, str(entry.get("dataset_id") or rel), str(entry["tactic"]),
-                             tuple(entry.get("techniques") or ()), str(entry.get("title") or ""), view))
+        out.append(
+            Recording(
+                root / rel,
+                rel,
+                str(entry.get("dataset_id") or rel),
+                str(entry["tactic"]),
+                tuple(entry.get("techniques") or ()),
+                str(entry.get("title") or ""),
+                view,
+            )
+        )
     return sorted(out, key=lambda rec: rec.rel)
 
 
 def _adversary_view(root: Path, entry: Mapping[str, object]) -> str:
-    """The metadata's adversary_view: `_metadata/<dataset_id>.yaml`, else by the metadata file name."""
+    """The metadata's adversary_view plus its `simulation.tools[].script` lines.
+
+    Read from `_metadata/<dataset_id>.yaml`, else from the metadata file named in the inventory.
+    """
     names = [f"{entry.get('dataset_id')}.yaml"]
     if isinstance(entry.get("metadata"), str):
         names.append(Path(str(entry["metadata"])).name)
@@ -130,8 +147,13 @@ def _adversary_view(root: Path, entry: Mapping[str, object]) -> str:
         path = root / "_metadata" / name
         if path.is_file():
             meta = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            view = (meta.get("simulation") or {}).get("adversary_view") if isinstance(meta, dict) else None
-            return str(view or "")
+            simulation = (meta.get("simulation") or {}) if isinstance(meta, dict) else {}
+            scripts = [
+                str(t.get("script"))
+                for t in simulation.get("tools") or ()
+                if isinstance(t, dict) and t.get("script")
+            ]
+            return "\n".join([str(simulation.get("adversary_view") or ""), *(f"TOOL> {s}" for s in scripts)])
     return ""
 
 
@@ -162,8 +184,11 @@ def _command(text: str) -> Command | None:
     if head is None:
         return None
     exe = basename(head.group(1)).removesuffix(".exe")
-    tokens = frozenset(t for t in (m.lower().strip("\"'") for m in _TOKEN.findall(text[head.end():]))
-                       if t not in _STOP_TOKENS and not t.isdigit())
+    tokens = frozenset(
+        t
+        for t in (m.lower().strip("\"'") for m in _TOKEN.findall(text[head.end() :]))
+        if t not in _STOP_TOKENS and not t.isdigit()
+    )
     if exe in ("cd", "dir", "cls", "exit", "back", "info", "agents", "interact", "usemodule", "run", "help"):
         return None
     return Command(exe, tokens, text)
@@ -182,8 +207,9 @@ def matches(start: ProcessStart, command: Command) -> bool:
     return shared >= max(1, round(0.5 * len(command.tokens)))
 
 
-def label_events(events: Sequence[BehaviorEvent], recording: Recording,
-                 pid_keys: Mapping[int, set[str]] | None = None) -> Labelled:
+def label_events(
+    events: Sequence[BehaviorEvent], recording: Recording, pid_keys: Mapping[int, set[str]] | None = None
+) -> Labelled:
     """Attack processes of one recording (see module docstring).
 
     `pid_keys` maps printed pids to process keys seen in the raw records (`raw_pid_keys`), for
@@ -193,9 +219,13 @@ def label_events(events: Sequence[BehaviorEvent], recording: Recording,
     hint = HINTS.get(Path(recording.rel).name.removesuffix(".jsonl.gz"))
     if hint is not None:
         clues = Clues((*clues.commands, *hint), clues.pids)
-    starts = [(e.process_key, e.parent_process_key, e.payload) for e in events
-              if isinstance(e.payload, ProcessStart)]
+    starts = [
+        (e.process_key, e.parent_process_key, e.payload)
+        for e in events
+        if isinstance(e.payload, ProcessStart)
+    ]
     seeds = _seeds(starts, clues)
+    parent_of, image_of = _lineage(events)
     known = {e.process_key for e in events}
     for pid, keys in (pid_keys or {}).items():
         if pid in clues.pids and len(keys) <= 4:
@@ -203,12 +233,15 @@ def label_events(events: Sequence[BehaviorEvent], recording: Recording,
             seeds.update((k, f"pid {pid} (raw record)") for k in fresh)
     if not seeds:
         return Labelled({}, ())
-    attack = _expand(starts, set(seeds))
+    attack = _expand(parent_of, image_of, set(seeds))
     return Labelled(dict.fromkeys(sorted(attack), recording.tactic), tuple(sorted(seeds.items())))
 
 
-_PID_FIELDS = (("ProcessId", "ProcessGuid"), ("SourceProcessId", "SourceProcessGUID"),
-               ("SourceProcessId", "SourceProcessGuid"))
+_PID_FIELDS = (
+    ("ProcessId", "ProcessGuid"),
+    ("SourceProcessId", "SourceProcessGUID"),
+    ("SourceProcessId", "SourceProcessGuid"),
+)
 
 
 def raw_pid_keys(lines: Iterable[bytes], pids: frozenset[int]) -> dict[int, set[str]]:
@@ -228,6 +261,24 @@ def raw_pid_keys(lines: Iterable[bytes], pids: frozenset[int]) -> dict[int, set[
             if pid in pids and guid is not None:
                 found.setdefault(pid, set()).add(guid)
     return found
+
+
+_HOST_FIELDS = ("Computer", "Hostname", "computer_name", "ComputerName", "computer", "hostname")
+
+
+def raw_hosts(lines: Iterable[bytes]) -> set[str]:
+    """Device ids (as the mapper derives them) of the hosts named in raw JSON Lines records."""
+    hosts: set[str] = set()
+    for line in lines:
+        try:
+            record = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            name = next((record[k] for k in _HOST_FIELDS if record.get(k)), None)
+            host = device_id_from_host(name)
+            hosts.add(host or "unknown-host")
+    return hosts
 
 
 def _as_pid(value: object) -> int | None:
@@ -267,10 +318,26 @@ def _seeds(starts: Iterable[tuple[str, str | None, ProcessStart]], clues: Clues)
     return found
 
 
-def _expand(starts: Sequence[tuple[str, str | None, ProcessStart]], seeds: set[str]) -> set[str]:
+def _lineage(events: Sequence[BehaviorEvent]) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Parent and image of every process the events mention, started in the recording or not."""
+    parent_of: dict[str, str | None] = {}
+    image_of: dict[str, str] = {}
+    for e in events:
+        if isinstance(e.payload, ProcessStart):
+            parent_of[e.process_key] = e.parent_process_key
+            image_of[e.process_key] = e.payload.image
+            if e.payload.parent_image and e.parent_process_key:
+                image_of.setdefault(e.parent_process_key, e.payload.parent_image)
+        else:
+            if e.parent_process_key is not None:
+                parent_of.setdefault(e.process_key, e.parent_process_key)
+            if e.image:
+                image_of.setdefault(e.process_key, e.image)
+    return parent_of, image_of
+
+
+def _expand(parent_of: Mapping[str, str | None], image_of: Mapping[str, str], seeds: set[str]) -> set[str]:
     """Seeds, their descendants, and their ancestors up to the first shell (stopping at anchors)."""
-    parent_of = {key: parent for key, parent, _ in starts}
-    image_of = {key: start.image for key, _, start in starts}
     children: dict[str, list[str]] = {}
     for key, parent in parent_of.items():
         if parent is not None:

@@ -68,8 +68,12 @@ class _Snapshots:
         self.trees[key] = tree
 
 
-def replay_rows(events: Iterable[BehaviorEvent], node_labels: Mapping[str, str], source: str,
-                window_ms: int = DEFAULT_WINDOW_MS) -> RowBlock:
+def replay_rows(
+    events: Iterable[BehaviorEvent],
+    node_labels: Mapping[str, str],
+    source: str,
+    window_ms: int = DEFAULT_WINDOW_MS,
+) -> RowBlock:
     """Replay `events` in order and collect labelled feature rows (see module docstring).
 
     Row selection and TTL eviction are the detector's own (`Detector._ingest`/`_rows`), so training
@@ -85,16 +89,21 @@ def replay_rows(events: Iterable[BehaviorEvent], node_labels: Mapping[str, str],
     return _block(source, snaps)
 
 
-def _score_pending(detector: Detector, node_labels: Mapping[str, str], snaps: _Snapshots,
-                   window_ms: int) -> None:
+def _score_pending(
+    detector: Detector, node_labels: Mapping[str, str], snaps: _Snapshots, window_ms: int
+) -> None:
     rows = detector._rows(detector._batcher.drain())
     if not rows:
         return
     contexts = [row_context(forest, node.key, window_ms) for forest, node in rows]
     matrix = feature_matrix(contexts)
     for (forest, node), ctx, row in zip(rows, contexts, matrix, strict=True):
-        snaps.add(f"{forest.device_id}/{node.key}", row, row_label(ctx, node_labels),
-                  f"{forest.device_id}/{tree_root(forest, node).key}")
+        snaps.add(
+            f"{forest.device_id}/{node.key}",
+            row,
+            row_label(ctx, node_labels),
+            f"{forest.device_id}/{tree_root(forest, node).key}",
+        )
 
 
 def scorable(node: ProcessNode) -> bool:

@@ -43,8 +43,18 @@ from schemas.events import BehaviorEvent, Platform
 
 BENIGN = "Benign"
 TACTICS: tuple[str, ...] = (
-    "InitialAccess", "Execution", "Persistence", "PrivilegeEscalation", "DefenseEvasion", "CredentialAccess",
-    "Discovery", "LateralMovement", "Collection", "CommandAndControl", "Exfiltration", "Impact",
+    "InitialAccess",
+    "Execution",
+    "Persistence",
+    "PrivilegeEscalation",
+    "DefenseEvasion",
+    "CredentialAccess",
+    "Discovery",
+    "LateralMovement",
+    "Collection",
+    "CommandAndControl",
+    "Exfiltration",
+    "Impact",
 )
 _PROCESS_KINDS = frozenset({"process_start", "process_end"})
 _LIGHT_DROP = frozenset({"image_load", "process_access"})
@@ -62,6 +72,7 @@ class SimConfig:
     process_only_share: float = 0.3
     light_share: float = 0.2
     preamble_share: float = 0.3
+    fragment_share: float = 0.2
     linux_benign_share: float = 0.4
 
 
@@ -99,8 +110,7 @@ def simulate_attack(tech: Technique, index: int, config: SimConfig) -> SimTree:
         _preamble(session)
     b.label = tech.tactic
     tech.generate(session)
-    tree_id = f"sim:{tech.platform}:{tech.attack_id}:{tech.generate.__name__}:{index}"
-    tree = b.build(tree_id, tech.tactic, tech.attack_id)
+    tree = b.build(attack_tree_id(tech, index), tech.tactic, tech.attack_id)
     return _finish(tree, rng, config)
 
 
@@ -113,16 +123,14 @@ def _preamble(s: Session) -> None:
         s.run(image, cmd)
 
 
-def simulate_benign(
-    platform: Platform, name: str, fn: Workload, index: int, config: SimConfig
-) -> SimTree:
+def simulate_benign(platform: Platform, name: str, fn: Workload, index: int, config: SimConfig) -> SimTree:
     """One benign recording of workload `name` (deterministic in seed, name and index)."""
     rng = _rng(config.seed, "benign", platform, name, index)
     b = _builder(rng, platform, "sim")
     r = Rand(rng)
     session = (win_benign_entry if platform is Platform.WINDOWS else linux_benign_entry)(b, r)
     fn(session)
-    tree = b.build(f"sim:{platform}:benign:{name}:{index}", BENIGN, name)
+    tree = b.build(benign_tree_id(platform, name, index), BENIGN, name)
     return _finish(tree, rng, config)
 
 
@@ -131,12 +139,46 @@ def _finish(tree: SimTree, rng: random.Random, config: SimConfig) -> SimTree:
     noise = [_noise(tree, rng, i, config) for i in range(rng.randint(0, config.noise_max))]
     events = _merge(tree.events, [n.events for n in noise])
     roll = rng.random()
-    if roll < config.process_only_share:
+    if roll < config.fragment_share:
+        events = _fragment(tree, rng)
+    elif roll < config.fragment_share + config.process_only_share:
         events = [e for e in events if e.payload.kind in _PROCESS_KINDS]
-    elif roll < config.process_only_share + config.light_share:
+    elif roll < config.fragment_share + config.process_only_share + config.light_share:
         events = [e for e in events if e.payload.kind not in _LIGHT_DROP]
     events = [e.model_copy(update={"seq": i}) for i, e in enumerate(events)]
     return replace(tree, events=tuple(events))
+
+
+def _fragment(tree: SimTree, rng: random.Random) -> list[BehaviorEvent]:
+    """Audit-log fragments: only 1-3 process creations survive (Security 4688 of a few processes),
+    parents often unknown and parent fields often empty, as in small single-technique recordings."""
+    wanted = set(tree.node_labels) if tree.node_labels else {e.process_key for e in tree.events}
+    starts = [
+        e
+        for e in tree.events
+        if e.payload.kind == "process_start"
+        and e.process_key in wanted
+        and not (e.image or "").lower().endswith("conhost.exe")
+    ]
+    if not starts:
+        return list(tree.events)
+    first = rng.randrange(len(starts))
+    kept = starts[first : first + rng.randint(1, 3)]
+    out = []
+    for event in kept:
+        payload = event.payload
+        if rng.random() < 0.5:
+            payload = payload.model_copy(
+                update={
+                    "parent_image": None,
+                    "parent_command_line": None,
+                    "integrity_level": None,
+                    "sha256": None,
+                }
+            )
+        parent = event.parent_process_key if rng.random() < 0.6 else None
+        out.append(event.model_copy(update={"payload": payload, "parent_process_key": parent}))
+    return out
 
 
 def _noise(tree: SimTree, rng: random.Random, index: int, config: SimConfig) -> SimTree:
@@ -144,8 +186,12 @@ def _noise(tree: SimTree, rng: random.Random, index: int, config: SimConfig) -> 
     name, _, fn = workloads[rng.randrange(len(workloads))]
     nrng = _rng(config.seed, "noise", tree.tree_id, index)
     first = tree.events[0].ts if tree.events else datetime(2020, 1, 1, tzinfo=UTC)
-    b = TreeBuilder(nrng, tree.platform, tree.events[0].device_id if tree.events else "sim-noise",
-                    first + timedelta(seconds=nrng.uniform(-60, 120)))
+    b = TreeBuilder(
+        nrng,
+        tree.platform,
+        tree.events[0].device_id if tree.events else "sim-noise",
+        first + timedelta(seconds=nrng.uniform(-60, 120)),
+    )
     fn((win_benign_entry if tree.platform is Platform.WINDOWS else linux_benign_entry)(b, Rand(nrng)))
     return b.build(f"{tree.tree_id}:noise{index}", BENIGN, name)
 
@@ -156,19 +202,33 @@ def _merge(main: Sequence[BehaviorEvent], others: Sequence[Sequence[BehaviorEven
     return list(heapq.merge(*streams, key=lambda e: e.ts))
 
 
-def simulate_corpus(config: SimConfig = SimConfig()) -> Iterator[SimTree]:
-    """Every simulated tree: attacks per technique, then benign workloads by weight and platform."""
+def attack_tree_id(tech: Technique, index: int) -> str:
+    """Stable id of the index-th simulated tree of a technique (decides its split)."""
+    return f"sim:{tech.platform}:{tech.attack_id}:{tech.generate.__name__}:{index}"
+
+
+def benign_tree_id(platform: Platform, name: str, index: int) -> str:
+    """Stable id of the index-th simulated tree of a benign workload."""
+    return f"sim:{platform}:benign:{name}:{index}"
+
+
+def simulate_corpus(
+    config: SimConfig = SimConfig(), keep: Callable[[str], bool] | None = None
+) -> Iterator[SimTree]:
+    """Every simulated tree (those whose id `keep` accepts): attacks per technique, then benign workloads."""
     for tech in techniques():
         for index in range(config.attacks_per_technique):
-            yield simulate_attack(tech, index, config)
-    yield from _benign_corpus(config)
+            if keep is None or keep(attack_tree_id(tech, index)):
+                yield simulate_attack(tech, index, config)
+    yield from _benign_corpus(config, keep)
 
 
-def _benign_corpus(config: SimConfig) -> Iterator[SimTree]:
+def _benign_corpus(config: SimConfig, keep: Callable[[str], bool] | None) -> Iterator[SimTree]:
     shares = ((Platform.LINUX, config.linux_benign_share), (Platform.WINDOWS, 1 - config.linux_benign_share))
     for platform, share in shares:
         workloads = benign_workloads(platform)
         total = sum(w for _, w, _ in workloads)
         for name, weight, fn in workloads:
             for index in range(round(config.benign_trees * share * weight / total)):
-                yield simulate_benign(platform, name, fn, index, config)
+                if keep is None or keep(benign_tree_id(platform, name, index)):
+                    yield simulate_benign(platform, name, fn, index, config)

@@ -114,6 +114,33 @@ def win_cut_shell(b: TreeBuilder, r: Rand) -> Session:
     image = r.pick((sys32(r, "cmd.exe"), powershell(r)))
     shell = b.spawn(parent, image, image.rsplit("\\", 1)[1], user=r.domain_user(user),
                     integrity=r.pick(("Medium", "High", "System")), attack=True)
+    if r.chance(0.4):
+        ps_housekeeping(b, r, shell, user)
+    return Session(b, r, user, shell, win_dirs(r, user))
+
+
+def ps_housekeeping(b: TreeBuilder, r: Rand, shell: Proc, user: str) -> None:
+    """What every PowerShell host writes: policy-test scripts in %TEMP% (created, then deleted) and caches."""
+    if "powershell" not in shell.image.lower() and "pwsh" not in shell.image.lower():
+        return
+    local = f"C:\\Users\\{user}\\AppData\\Local"
+    for _ in range(r.num(1, 3)):
+        test = f"{local}\\Temp\\__PSScriptPolicyTest_{r.token(8, 8)}.{r.token(3, 3)}.ps1"
+        b.create(shell, test)
+        b.delete(shell, test)
+    if r.chance(0.5):
+        b.write(shell, f"{local}\\Microsoft\\Windows\\PowerShell\\StartupProfileData-{r.pick(('Interactive', 'NonInteractive'))}")
+
+
+def win_inmemory_agent(b: TreeBuilder, r: Rand) -> Session:
+    """An in-memory agent (PowerShell/C# stager) that started before the recording: no start event, no parent."""
+    user = r.user()
+    image = r.pick((powershell(r), sys32(r, "rundll32.exe"), sys32(r, "WindowsPowerShell\\v1.0\\powershell.exe")))
+    shell = b.existing(image, user=r.domain_user(user), attack=True)
+    if r.chance(0.5):
+        ps_housekeeping(b, r, shell, user)
+    if r.chance(0.5):
+        b.connect(shell, r.ext_ip(), r.pick((443, 80, 8080)))
     return Session(b, r, user, shell, win_dirs(r, user))
 
 
@@ -226,5 +253,5 @@ def linux_benign(b: TreeBuilder, r: Rand) -> Session:
     return Session(b, r, user, shell, linux_dirs(r, user), malicious=False)
 
 
-WIN_ENTRIES: tuple[Entry, ...] = (win_interactive, win_cut_shell, win_implant, win_remote_exec)
+WIN_ENTRIES: tuple[Entry, ...] = (win_interactive, win_cut_shell, win_implant, win_remote_exec, win_inmemory_agent)
 LINUX_ENTRIES: tuple[Entry, ...] = (linux_ssh, linux_cut_shell, linux_reverse_shell)

@@ -42,7 +42,7 @@ _PS_DISCOVERY = (
     "Get-CimInstance -Namespace root/SecurityCenter2 -ClassName AntivirusProduct", "Get-Process | Select Name,Id,Path",
     "Get-NetTCPConnection -State Established", "Get-LocalUser; Get-LocalGroupMember Administrators",
     "[System.DirectoryServices.ActiveDirectory.Domain]::GetCurrentDomain()", "Get-MpComputerStatus",
-    "1..254 | % { Test-NetConnection -ComputerName 10.0.0.$_ -Port 445 -InformationLevel Quiet }",
+    "1..254 | % {{ Test-NetConnection -ComputerName 10.0.0.$_ -Port 445 -InformationLevel Quiet }}",
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pipeline.training.sim.builder import Proc
-from pipeline.training.sim.session import Session
+from pipeline.training.sim.session import Session, ps_housekeeping
 from pipeline.training.sim.vocab import powershell, sys32
 
 Workload = Callable[[Session], None]
@@ -304,3 +304,26 @@ def backup_agent(s: Session) -> None:
     for _ in range(r.num(2, 20)):
         b.write(agent, f"\\\\{r.host()}\\Backups\\{s.user}\\{r.name(r.pick(('vib', 'vbk', 'tib')))}", r.num(10**6, 10**9))
         b.connect(agent, r.int_ip(), 445)
+
+
+@workload("shell_housekeeping", 2.5)
+def shell_housekeeping(s: Session) -> None:
+    """Consoles open since before the recording (no start event, parent unknown) doing ordinary work."""
+    b, r = s.b, s.r
+    image = r.pick((powershell(r), powershell(r), sys32(r, "cmd.exe"), "C:\\Program Files\\PowerShell\\7\\pwsh.exe"))
+    sh = b.existing(image, user=r.domain_user(s.user)) if r.chance(0.7) else s.run(image, f'"{image}"')
+    ps_housekeeping(b, r, sh, s.user)
+    if r.chance(0.5):
+        b.write(sh, f"C:\\Users\\{s.user}\\AppData\\Roaming\\Microsoft\\Windows\\PowerShell\\PSReadLine\\ConsoleHost_history.txt", r.num(20, 400))
+    if r.chance(0.4):
+        b.load(sh, "C:\\Windows\\assembly\\NativeImages_v4.0.30319_64\\System.Manaa57fc8cc#\\System.Management.Automation.ni.dll")
+    for _ in range(r.num(0, 4)):
+        kind = r.rng.randrange(4)
+        if kind == 0:
+            b.write(sh, f"C:\\Users\\{s.user}\\{r.pick(('Documents', 'Desktop', 'source'))}\\{r.name(r.pick(('txt', 'csv', 'log', 'json')))}")
+        elif kind == 1:
+            b.delete(sh, f"C:\\Users\\{s.user}\\AppData\\Local\\Temp\\{r.name('tmp')}")
+        elif kind == 2:
+            b.connect(sh, r.ext_ip(), 443, hostname=r.pick(("www.powershellgallery.com", "api.github.com", "login.microsoftonline.com")))
+        else:
+            s.run(sys32(r, r.pick(("ipconfig.exe", "whoami.exe", "HOSTNAME.EXE", "where.exe"))), r.pick(("ipconfig", "whoami", "hostname", "where git")), parent=sh)

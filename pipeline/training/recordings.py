@@ -1,0 +1,92 @@
+"""Recording-level evaluation: hunt whole files with the detector and compare with their labels.
+
+Held-out lab recordings are labelled by `pipeline.training.labels` (so an alert can be checked
+against the attack tree); the `.evtx` samples carry only their tactic (from the `TA00xx` prefix
+of the file name), so for them only detection and tactic are measured, not false alerts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from agents.sysmon import load_events
+from pipeline.hunt import FileSummary, hunt_file
+from pipeline.scoring import BENIGN, Model
+from pipeline.training.evaluate import RecordingOutcome
+from pipeline.training.labels import extract_clues, label_events, load_catalog, raw_hosts, raw_pid_keys
+from pipeline.training.split import DEV, recording_splits
+
+log = logging.getLogger(__name__)
+TACTIC_IDS = {
+    "TA0001": "InitialAccess",
+    "TA0002": "Execution",
+    "TA0003": "Persistence",
+    "TA0004": "PrivilegeEscalation",
+    "TA0005": "DefenseEvasion",
+    "TA0006": "CredentialAccess",
+    "TA0007": "Discovery",
+    "TA0008": "LateralMovement",
+    "TA0009": "Collection",
+    "TA0011": "CommandAndControl",
+    "TA0010": "Exfiltration",
+    "TA0040": "Impact",
+}
+_TA = re.compile(r"\b(TA00\d\d)\b|^(TA00\d\d)")
+
+
+def otrf_dev_outcomes(root: Path, model: Model, split: str = DEV) -> Iterator[RecordingOutcome]:
+    """Hunt every labelled recording of `split` and score its alerts against its attack tree."""
+    catalog = load_catalog(root)
+    hosts: dict[str, set[str]] = {}
+    for rec in catalog:
+        with gzip.open(rec.path, "rb") as handle:
+            hosts[rec.rel] = raw_hosts(handle)
+    splits = recording_splits(hosts)
+    for rec in catalog:
+        if splits[rec.rel] != split:
+            continue
+        events = list(load_events(rec.path))
+        clues = extract_clues(rec.adversary_view)
+        with gzip.open(rec.path, "rb") as handle:
+            labelled = label_events(events, rec, raw_pid_keys(handle, clues.pids))
+        if not labelled.found:
+            continue
+        yield _outcome(
+            rec.path,
+            rec.rel,
+            rec.tactic,
+            model,
+            set(labelled.node_labels),
+            any(e.payload.kind == "process_start" for e in events),
+        )
+
+
+def evtx_outcomes(directory: Path, model: Model) -> Iterator[RecordingOutcome]:
+    """Hunt each `.evtx` sample; its tactic comes from the TA00xx id in its name."""
+    for path in sorted(directory.glob("*.evtx")):
+        match = _TA.search(path.name)
+        tactic = TACTIC_IDS.get((match.group(1) or match.group(2)) if match else "", BENIGN)
+        has_start = any(e.payload.kind == "process_start" for e in load_events(path))
+        yield _outcome(path, path.name, tactic, model, None, has_start)
+
+
+def _outcome(
+    path: Path, name: str, tactic: str, model: Model, attack: set[str] | None, has_start: bool
+) -> RecordingOutcome:
+    summary = FileSummary(str(path))
+    outcome = RecordingOutcome(name, tactic, has_start)
+    attack_trees: set[str] = set()
+    for found in hunt_file(path, model, summary):
+        alert = found.alert
+        keys = {n.process_key for n in alert.process_tree.nodes}
+        hit = True if attack is None else bool(keys & attack)
+        if hit:
+            attack_trees.add(alert.process_tree.root_process_key)
+        outcome.alerts.append((str(alert.tactic), float(alert.score), hit))
+    outcome.benign_trees = 0 if attack is None else max(0, summary.trees - max(len(attack_trees), 1))
+    log.info("hunted %s (%s): %d alerts", name, tactic, len(outcome.alerts))
+    return outcome
