@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agents.linux.build import UNATTRIBUTED_PROCESS_KEY
 from agents.linux.files import FileWatcher
-from schemas.events import BehaviorEvent
+from schemas.events import BehaviorEvent, FileWrite
 
 
 def settle(watcher: FileWatcher, rounds: int = 3) -> list[tuple[str, str, str | None]]:
@@ -17,7 +17,7 @@ def settle(watcher: FileWatcher, rounds: int = 3) -> list[tuple[str, str, str | 
     for _ in range(rounds):
         time.sleep(0.06)
         seen.extend(watcher.read_ready())
-    return [(e.kind.value, e.payload.path, getattr(e.payload, "old_path", None))  # type: ignore[union-attr]
+    return [(e.kind.value, str(getattr(e.payload, "path", "")), getattr(e.payload, "old_path", None))
             for e in seen]
 
 
@@ -79,9 +79,10 @@ def test_file_events_carry_the_unattributed_marker_and_a_hash_of_what_was_writte
         events = watcher.read_ready()
     finally:
         watcher.close()
-    write = next(e for e in events if e.kind.value == "file_write")
+    write = next(e for e in events if isinstance(e.payload, FileWrite))
     assert write.process_key == UNATTRIBUTED_PROCESS_KEY
-    assert write.payload.sha256 == "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"  # type: ignore[union-attr]
+    assert isinstance(write.payload, FileWrite)
+    assert write.payload.sha256 == "7692c3ad3540bb803c020b3aee66cd8887123234ea0c6e7143c0add73ff431ed"
 
 
 def test_watch_limit_is_enforced_and_counted(tmp_path: Path) -> None:
