@@ -332,7 +332,11 @@ class Publisher:
         producer = self._producer
         if producer is None:
             return False  # disconnected: the next heartbeat after reconnecting says it all
-        key, value = make(self.stats)
+        try:
+            key, value = make(self.stats)
+        except Exception:  # a bug in building the record must not end the heartbeats silently
+            log.exception("heartbeat record could not be built")
+            return False
         try:
             sent = producer.send_and_wait(self.config.devices_topic, value=value, key=key.encode())
             await asyncio.wait_for(sent, timeout=10)

@@ -39,7 +39,7 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RINGFENCE_AGENT_", frozen=True, extra="ignore")
 
     device_id: str = Field(default_factory=default_device_id, pattern=_DEVICE_ID.pattern, max_length=128)
-    group: str = "default"  # device group: policy (audit/block) is set per group in the fleet
+    group: str = Field("default", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # policy is set per group
     mode: Literal["audit", "block"] = "audit"  # audit: report what would be done; block: act
     sources: CommaList = ("linux",)  # event sources to run (see `agents.commands.run.SOURCE_BUILDERS`)
 

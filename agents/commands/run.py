@@ -118,7 +118,9 @@ def _handle(args: argparse.Namespace) -> int:
         identity = {"identity_dir": args.identity} if args.identity is not None else {}
         settings, kafka = AgentSettings(**identity), KafkaSettings()
     except ValidationError as exc:
-        raise CliError(f"invalid settings: {exc.errors(include_url=False)[0]}") from None
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise CliError(f"invalid setting {where} ({exc.title}): {first['msg']}") from None
     unknown = [name for name in settings.sources if name not in SOURCE_BUILDERS]
     if not settings.sources:
         raise CliError("no source configured (RINGFENCE_AGENT_SOURCES is empty)")
