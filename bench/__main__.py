@@ -1,34 +1,332 @@
-"""`python -m bench [--quick] [--only TEXT] [--json PATH]`: run every `bench/bench_*.py` and print a table.
+"""`python -m bench [NAMES...] [--quick] [--repeat K] [--json OUT]`: run the benchmarks, print medians.
 
-A module must expose `run(quick: bool) -> list[bench.Result]`. A module that returns something else
-(e.g. dicts) is still run; its own `format_table(results)` prints it if it has one. A module that
-raises is reported and makes the exit status 1, after the others have run.
+Each selected `bench/bench_*.py` module (NAMES: `pipeline`, `bench_pipeline`, `kafka-baseline`...;
+none = all) runs K times (default 3; with `--quick` 2, or 1 when one run takes longer than
+QUICK_SECOND_RUN_S), and every figure is printed as its median with min/max, next to the median of
+its same-run baseline and the median of the per-run ratios. A module's `run(quick)` returns a
+list of `bench.Result`; one that returns something else is still run and shown by its own
+`format_table`, without medians. A module that raises is reported as FAILED after the others have
+run, and the exit status is 1.
+
+Kafka: RINGFENCE_KAFKA_BOOTSTRAP names the broker to use; when it is unset and a selected module
+needs one (`NEEDS_KAFKA`, default True), a throwaway local broker is started on a free port
+(`pipeline.kafka_local.LocalKafka`), exported to the modules and always stopped and purged at the
+end. The header names the machine, the date and the git commit, because the numbers mean nothing
+without them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import datetime as dt
 import importlib
 import json
+import os
 import pkgutil
+import platform
+import signal
+import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType, ModuleType
 from typing import Any
 
 import bench
-from bench import Result
+from bench import Result, Summary, summarize
+
+FULL_REPEAT = 3
+QUICK_REPEAT = 2
+QUICK_SECOND_RUN_S = 15.0  # in --quick mode, a benchmark slower than this runs once
+REPO = Path(__file__).resolve().parents[1]
 
 
-def discover(only: str | None) -> list[str]:
+class UnknownBenchmark(ValueError):
+    """A NAME on the command line matches no bench/bench_*.py module."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    names: tuple[str, ...] = ()
+    quick: bool = False
+    repeat: int | None = None  # None: FULL_REPEAT, or QUICK_REPEAT / 1 with quick
+    json_out: Path | None = None
+    only: str | None = None  # legacy `--only TEXT`: modules whose name contains TEXT
+
+
+@dataclasses.dataclass
+class Outcome:
+    """Everything one benchmark module produced over its runs."""
+
+    name: str
+    runs: list[list[Any]] = dataclasses.field(default_factory=list)
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summaries(self) -> list[Summary] | None:
+        """Medians over the runs, or None when the module does not return `Result`s."""
+        if not all(isinstance(r, Result) for run in self.runs for r in run):
+            return None
+        return summarize(self.runs)
+
+
+# ---------------------------------------------------------------- selection
+
+
+def discover(only: str | None, package: ModuleType = bench) -> list[str]:
     """Names of the benchmark modules, sorted; `only` keeps those whose name contains it."""
-    names = [m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")]
+    names = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name.startswith("bench_")]
     return sorted(n for n in names if only is None or only in n)
 
 
+def select(wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """Module names for the NAMES given (all when none), in the order given, without duplicates.
+
+    A NAME matches a module exactly (`bench_pipeline`), without its prefix (`pipeline`), with `-`
+    for `_` (`kafka-baseline`), or else as a unique prefix of the short name (`kafka`)."""
+    if not wanted:
+        return list(available)
+    chosen = [_match(name, available) for name in wanted]
+    return list(dict.fromkeys(chosen))
+
+
+def _match(name: str, available: Sequence[str]) -> str:
+    short = name.strip().replace("-", "_").removeprefix("bench_")
+    if f"bench_{short}" in available:
+        return f"bench_{short}"
+    prefixed = [m for m in available if short and m.removeprefix("bench_").startswith(short)]
+    if len(prefixed) == 1:
+        return prefixed[0]
+    known = ", ".join(m.removeprefix("bench_") for m in available) or "none found"
+    what = f"ambiguous benchmark {name!r} ({', '.join(prefixed)})" if prefixed else None
+    what = what or f"unknown benchmark {name!r}"
+    raise UnknownBenchmark(f"{what}; available: {known}")
+
+
+# ---------------------------------------------------------------- the machine and the broker
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from: cores, memory, CPU model, load, OS, Python, date, commit."""
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": _git_commit(),
+        "cores": os.cpu_count() or 0,
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": round(_memory_bytes() / 2**30, 1),
+        "cpu_model": _cpu_model(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+    }
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{head} (with uncommitted changes)" if dirty else head
+
+
+def _memory_bytes() -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+class Broker:
+    """The Kafka the benchmarks use: RINGFENCE_KAFKA_BOOTSTRAP's, or a local one started on demand."""
+
+    def __init__(self) -> None:
+        self.bootstrap = os.environ.get("RINGFENCE_KAFKA_BOOTSTRAP", "").strip() or None
+        self.origin = "RINGFENCE_KAFKA_BOOTSTRAP" if self.bootstrap else ""
+        self._local: Any = None
+        self._failure: str | None = None
+
+    def ensure(self) -> str:
+        """The bootstrap address, starting a local broker the first time one is needed."""
+        if self.bootstrap is not None:
+            return self.bootstrap
+        if self._failure is not None:
+            raise RuntimeError(self._failure)
+        from pipeline.kafka_local import LocalKafka, LocalKafkaError
+        from pipeline.kafka_local_config import find_free_port_pair
+
+        port = find_free_port_pair()
+        print(f"bench: starting a local Kafka on 127.0.0.1:{port} (stopped at the end)", flush=True)
+        self._local = LocalKafka.from_env(port, os.environ)
+        try:
+            self._local.up(fresh=True)
+        except LocalKafkaError as exc:
+            self._failure = f"no Kafka: RINGFENCE_KAFKA_BOOTSTRAP is unset and a local broker failed: {exc}"
+            raise RuntimeError(self._failure) from exc
+        self.bootstrap, self.origin = f"127.0.0.1:{port}", "local broker started by this run"
+        os.environ["RINGFENCE_KAFKA_BOOTSTRAP"] = self.bootstrap
+        return self.bootstrap
+
+    def close(self) -> None:
+        """Stop and purge the broker this run started (if any); leave a configured one alone."""
+        if self._local is None:
+            return
+        local, self._local = self._local, None
+        os.environ.pop("RINGFENCE_KAFKA_BOOTSTRAP", None)
+        try:
+            local.down(purge=True)
+        except Exception as exc:  # report, never mask the benchmark's own outcome
+            print(f"bench: WARNING: could not stop the local Kafka on port {local.paths.port}: {exc}",
+                  file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the broker started here is stopped either way."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------- running
+
+
+def repeats(options: Options, first_run_s: float) -> int:
+    """How many runs a benchmark gets, given how long its first one took."""
+    if options.repeat is not None:
+        return options.repeat
+    if not options.quick:
+        return FULL_REPEAT
+    return QUICK_REPEAT if first_run_s <= QUICK_SECOND_RUN_S else 1
+
+
+def run_benchmark(name: str, options: Options, broker: Broker, package: ModuleType = bench) -> Outcome:
+    """Import the module and run it until its repeat count; stop at its first failure."""
+    outcome = Outcome(name)
+    try:
+        module = importlib.import_module(f"{package.__name__}.{name}")
+        if getattr(module, "NEEDS_KAFKA", True):
+            broker.ensure()
+        while not outcome.runs or len(outcome.runs) < repeats(options, outcome.seconds[0]):
+            print(f"== {_short(name)}: run {len(outcome.runs) + 1}", flush=True)
+            started = time.monotonic()
+            outcome.runs.append(list(module.run(quick=options.quick)))
+            outcome.seconds.append(time.monotonic() - started)
+    except Exception as exc:  # one broken benchmark must not hide the others
+        traceback.print_exc()
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        return outcome
+    _show(module, outcome)
+    return outcome
+
+
+def run_one(name: str, quick: bool) -> tuple[list[Any], bool]:
+    """One run of one module (the runner before repeats existed): its results and whether it succeeded."""
+    outcome = run_benchmark(name, Options(quick=quick, repeat=1), Broker())
+    if not outcome.ok:
+        print(f"  {name}: FAILED")
+    return (outcome.runs[0] if outcome.runs and outcome.ok else []), outcome.ok
+
+
+def run_suite(options: Options, package: ModuleType = bench) -> int:
+    """Run the selection, print the header, each summary and a verdict line; 0 if all succeeded."""
+    available = discover(options.only, package)
+    names = select(options.names, available)
+    if not names:
+        matching = f" matching {options.only!r}" if options.only else ""
+        print(f"bench: no bench/bench_*.py modules found{matching}")
+        return 0
+    where = machine()
+    print(header(where, options))
+    broker = Broker()
+    outcomes: list[Outcome] = []
+    try:
+        with _terminate_as_interrupt():
+            for name in names:
+                outcomes.append(run_benchmark(name, options, broker, package))
+    finally:
+        broker.close()
+    print(verdict(outcomes))
+    if options.json_out is not None:
+        options.json_out.write_text(json.dumps(as_json(where, broker, options, outcomes), indent=2))
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+# ---------------------------------------------------------------- output
+
+
+def header(where: dict[str, Any], options: Options) -> str:
+    runs = f"{options.repeat}" if options.repeat else ("1-2" if options.quick else str(FULL_REPEAT))
+    load = " ".join(f"{x:.2f}" for x in where["load_average"])
+    return "\n".join([
+        f"ringfence benchmarks: {where['date']}, commit {where['commit']}",
+        f"machine: {where['cores']} cores ({where['cpu_model']}), {where['memory_gib']} GiB memory, "
+        f"load average {load}, {where['os']}, Python {where['python']}",
+        f"mode: {'quick' if options.quick else 'full'}, {runs} run(s) per benchmark; "
+        "medians with [min .. max]; ratio = figure / same-run baseline",
+    ])
+
+
+def _short(name: str) -> str:
+    return name.removeprefix("bench_")
+
+
+def _num(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
+def format_summaries(summaries: Sequence[Summary]) -> str:
+    """One row per figure: median [min .. max], baseline median, ratio median [min .. max]."""
+    width = min(max((len(s.name) for s in summaries), default=10), 72)
+    lines = [f"  {'figure':<{width}}  {'median':>18}  {'[min .. max]':<22} {'baseline':>12}"
+             "  ratio [min .. max]"]
+    for s in summaries:
+        spread = f"[{_num(s.figure.low)} .. {_num(s.figure.high)}]" if s.runs > 1 else "(one run)"
+        base = _num(s.baseline.median) if s.baseline else "-"
+        ratio = f"{s.ratio.median:.3g}x [{s.ratio.low:.3g} .. {s.ratio.high:.3g}]" if s.ratio else "-"
+        value = f"{_num(s.figure.median)} {s.unit}"
+        lines.append(f"  {s.name:<{width}}  {value:>18}  {spread:<22} {base:>12}  {ratio}")
+        notes = [f"baseline: {s.baseline_name or 'same run'}"
+                 + (f" [{_num(s.baseline.low)} .. {_num(s.baseline.high)}]" if s.baseline and s.runs > 1 else "")]
+        notes = notes if s.baseline or s.baseline_name else []
+        notes += [f"also reported as: {other}" for other in s.other_names]
+        lines += [f"  {'':<4}{note}" for note in notes]
+    return "\n".join(lines)
+
+
 def format_results(results: list[Result]) -> str:
+    """A single run's table (used by the modules' own `__main__`s)."""
     lines = [f"  {'figure':<58} {'value':>16} {'baseline':>16} {'ratio':>8}"]
     for r in results:
         value = f"{r.figure:,.1f} {r.unit}"
@@ -40,57 +338,88 @@ def format_results(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def _show(module: Any, results: list[Any]) -> None:
-    if all(isinstance(r, Result) for r in results):
-        print(format_results(results))
-    elif hasattr(module, "format_table"):
-        print(module.format_table(results))
-    else:
-        for row in results:
-            print(f"  {row}")
+def _show(module: ModuleType, outcome: Outcome) -> None:
+    times = ", ".join(f"{s:.1f} s" for s in outcome.seconds)
+    print(f"== {_short(outcome.name)}: {len(outcome.runs)} run(s) ({times})")
+    summaries = outcome.summaries()
+    if summaries is not None:
+        print(format_summaries(summaries))
+        return
+    for run in outcome.runs:  # not Results: the module's own table, run by run
+        own = getattr(module, "format_table", None)
+        print(own(run) if own is not None else "\n".join(f"  {r}" for r in run))
 
 
-def _as_json(result: Any) -> Any:
-    if isinstance(result, Result):
-        return {**dataclasses.asdict(result), "ratio": result.ratio}
-    return result
+def verdict(outcomes: Sequence[Outcome]) -> str:
+    failed = [o for o in outcomes if not o.ok]
+    lines = [f"bench: {len(outcomes) - len(failed)} of {len(outcomes)} benchmark(s) succeeded"
+             f" in {sum(sum(o.seconds) for o in outcomes):.0f} s of runs"]
+    lines += [f"  {_short(o.name)}: FAILED ({o.error})" for o in failed]
+    return "\n".join(lines)
 
 
-def run_one(name: str, quick: bool) -> tuple[list[Any], bool]:
-    """Run one module; return its results and whether it succeeded."""
-    print(f"== {name}")
-    started = time.monotonic()
+def as_json(where: dict[str, Any], broker: Broker, options: Options, outcomes: Sequence[Outcome]) -> Any:
+    def result(r: Any) -> Any:
+        return {**dataclasses.asdict(r), "ratio": r.ratio} if isinstance(r, Result) else r
+
+    def summary(o: Outcome) -> Any:
+        found = o.summaries()
+        return None if found is None else [dataclasses.asdict(s) for s in found]
+
+    return {
+        "machine": where,
+        "kafka": {"bootstrap": broker.bootstrap, "origin": broker.origin},
+        "quick": options.quick,
+        "benchmarks": {
+            _short(o.name): {"ok": o.ok, "error": o.error, "seconds": o.seconds, "summary": summary(o),
+                             "runs": [[result(r) for r in run] for run in o.runs]}
+            for o in outcomes
+        },
+    }
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of `python -m bench` (also used by `ringfence bench`)."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="benchmarks to run (default: all), e.g. pipeline kafka-baseline")
+    p.add_argument("--quick", action="store_true",
+                   help="small workloads, 1-2 runs each (the whole suite in under 3 minutes)")
+    p.add_argument("--repeat", type=_positive, default=None, metavar="K",
+                   help=f"runs per benchmark (default {FULL_REPEAT}; with --quick 1-2)")
+    p.add_argument("--json", type=Path, default=None, metavar="OUT",
+                   help="also write the machine, every run and the medians to OUT")
+    p.add_argument("--only", default=None, metavar="TEXT",
+                   help="(older form) only modules whose name contains TEXT")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    return Options(tuple(args.names), args.quick, args.repeat, args.json, args.only)
+
+
+def main(argv: list[str] | None = None, package: ModuleType = bench) -> int:
+    args = parser().parse_args(argv)
     try:
-        module = importlib.import_module(f"bench.{name}")
-        results = list(module.run(quick=quick))
-    except Exception:  # one broken benchmark must not hide the others
-        traceback.print_exc()
-        print(f"  {name}: FAILED")
-        return [], False
-    _show(module, results)
-    print(f"  ({time.monotonic() - started:.1f} s)")
-    return results, True
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller workloads (smoke test)")
-    parser.add_argument("--only", default=None, help="run only modules whose name contains TEXT")
-    parser.add_argument("--json", type=Path, default=None, help="also write all results to PATH")
-    args = parser.parse_args(argv)
-    names = discover(args.only)
-    if not names:
-        print("bench: no bench/bench_*.py modules found" + (f" matching {args.only!r}" if args.only else ""))
-        return 0
-    collected: dict[str, list[Any]] = {}
-    ok = True
-    for name in names:
-        collected[name], succeeded = run_one(name, args.quick)
-        ok = ok and succeeded
-    if args.json is not None:
-        payload = {n: [_as_json(r) for r in rs] for n, rs in collected.items()}
-        args.json.write_text(json.dumps(payload, indent=2))
-    return 0 if ok else 1
+        return run_suite(options_from(args), package)
+    except UnknownBenchmark as exc:
+        print(f"python -m bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -32,6 +32,8 @@ from schemas.events import (
     RegistrySet,
 )
 
+NEEDS_KAFKA = False  # pure CPU: `python -m bench` starts no broker for it
+
 BATCH_SIZES = (1, 100, 1000)
 _START = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
