@@ -29,6 +29,7 @@ from agents.settings import default_device_id
 from pipeline.demo_fleet import SimFleet, enroll_fleet, tail
 from pipeline.demo_kit import (
     AGENT_READY,
+    SOURCE_READY,
     WORKER_READY,
     AttackKit,
     DemoError,
@@ -120,7 +121,8 @@ class Demo:
         self.fleet = SimFleet(self.kafka, self.topics, load_keyring(keys.keyring_path), self.root / "sims",
                               sims, group="demo-fleet")
         await asyncio.gather(self.supervisor.wait_for("worker", WORKER_READY, 90),
-                             self.supervisor.wait_for("agent", AGENT_READY, 60), self.fleet.start())
+                             self.supervisor.wait_for("agent", AGENT_READY, 60),
+                             self.supervisor.wait_for("agent", SOURCE_READY, 60), self.fleet.start())
         mode = "netlink" if "connector (netlink)" in self.supervisor.log("agent") else "/proc polling"
         say(f"{self.t()} pipeline worker up; live agent up on this machine ({mode}, mode {opts.mode}); "
             f"{len(sims)} simulated devices following the verdict topic")

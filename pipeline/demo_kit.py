@@ -42,8 +42,8 @@ from typing import IO, Any
 
 from pipeline.errors import PipelineError
 
-__all__ = ["AGENT_READY", "WORKER_READY", "AttackKit", "DemoError", "FleetTopics", "Supervisor", "agent_env",
-           "apply_topics", "delete_topics", "prepare_attack", "worker_env"]
+__all__ = ["AGENT_READY", "SOURCE_READY", "WORKER_READY", "AttackKit", "DemoError", "FleetTopics",
+           "Supervisor", "agent_env", "apply_topics", "delete_topics", "prepare_attack", "worker_env"]
 
 LOCKER = "rf-locker"
 ENCRYPTED_SUFFIX = ".rfenc"
@@ -230,6 +230,7 @@ def agent_env(topics: FleetTopics, bundle: Path, state: Path, bootstrap: str, *,
 
 
 AGENT_READY = "blocklist caught up"  # the verdict follower read the fleet blocklist to its end
+SOURCE_READY = "process events:"  # the live source subscribed (netlink) or took its /proc baseline
 WORKER_READY = "assigned events partitions"
 
 
@@ -243,6 +244,7 @@ class Supervisor:
     log_dir: Path
     children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
+    _starts: dict[str, int] = field(default_factory=dict)
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str],
               **kwargs: Any) -> subprocess.Popen[bytes]:
@@ -250,6 +252,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
+        self._starts[name] = log.tell()  # a restarted child appends: `log()` shows this run only
         proc = subprocess.Popen(list(argv), env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True, **kwargs)
         self.children[name] = proc
@@ -262,8 +265,13 @@ class Supervisor:
         return self.start(name, [sys.executable, "-m", module, *args], {**env, "PYTHONPATH": path})
 
     def log(self, name: str) -> str:
+        """What the child's latest run wrote."""
         path = self.log_dir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        if not path.exists():
+            return ""
+        with path.open("rb") as handle:
+            handle.seek(self._starts.get(name, 0))
+            return handle.read().decode(errors="replace")
 
     async def wait_for(self, name: str, needle: str, timeout_s: float) -> None:
         """Until `needle` appears in the child's log; DemoError (with the log's end) if it exits first."""

@@ -1,0 +1,307 @@
+"""The feedback loop end to end: real Kafka, a `ringfence worker` process and `ringfence-agent run`
+processes (live Linux source, enrolled with identity bundles), the demo's safe attack kit.
+
+One host plays several devices, so only the device under attack reports the host's processes to
+the worker; the others send their telemetry to a sink topic (otherwise every device would be
+alerted on the same processes) but enforce from the real verdict and command topics. Re-launch
+checks run one agent at a time, so the agent that kills the binary is the one being tested.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from pipeline.demo_fleet import enroll_fleet, tail
+from pipeline.demo_kit import (
+    AGENT_READY,
+    SOURCE_READY,
+    WORKER_READY,
+    AttackKit,
+    FleetTopics,
+    Supervisor,
+    agent_env,
+    apply_topics,
+    delete_topics,
+    prepare_attack,
+    worker_env,
+)
+from pipeline.enroll import KeysFolder
+from schemas.actions import ActionKind, ActionResult, Outcome
+from schemas.alerts import Alert
+from schemas.codec import encode
+from schemas.commands import Command, CommandAction, new_command
+from schemas.common import Mode
+from schemas.signing import SigningKey, sign_command, sign_verdict
+from schemas.topics import ACTIONS, ALERTS, COMMANDS, VERDICTS, KafkaSettings
+from schemas.verdicts import Disposition, Verdict, VerdictSource
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
+
+BLOCK_DEVICES = ("dev-a", "dev-b", "dev-c", "dev-d")
+AUDIT_DEVICE = "dev-e"
+
+
+@dataclass
+class Loop:
+    """The isolated fleet of this module: topics, keys, bundles, the worker, agents on demand."""
+
+    kafka: KafkaSettings
+    topics: FleetTopics
+    root: Path
+    keys: KeysFolder
+    bundles: dict[str, Path]
+    supervisor: Supervisor
+    sink: str  # events topic of the devices that are not under attack
+
+    def start_agent(self, device: str, *, watch: Path | None = None, reports: bool = False) -> None:
+        """`ringfence-agent run --identity <bundle>`; `reports`: its events reach the worker."""
+        env = agent_env(self.topics, self.bundles[device], self.root / "agents" / device,
+                        self.kafka.bootstrap_servers, watch=watch,
+                        events_topic=None if reports else self.sink)
+        self.supervisor.python(device, "agents.cli", "run", env=env)
+
+    async def ready(self, *devices: str) -> None:
+        needles = (AGENT_READY, SOURCE_READY)
+        waits = [self.supervisor.wait_for(d, needle, 60) for d in devices for needle in needles]
+        await asyncio.gather(*waits)
+
+    def stop(self, *devices: str) -> None:
+        for device in devices:
+            assert self.supervisor.stop(device) == 0, self.supervisor.log(device)[-3000:]
+
+    def attack(self, name: str, *, files: int, delay_s: float) -> tuple[AttackKit, subprocess.Popen[bytes]]:
+        kit = prepare_attack(self.root / name, files=files)
+        return kit, self.supervisor.start(name, kit.argv(delay_s), env={}, cwd=kit.root)
+
+    def relaunch(self, kit: AttackKit, name: str) -> subprocess.Popen[bytes]:
+        """The attack's binary started again, harmlessly (a shell that sleeps)."""
+        return self.supervisor.start(name, [str(kit.sample), "-c", "sleep 30; :"], env={})
+
+
+@dataclass
+class Seen:
+    """Records of the SOC topics, collected by background tails."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    actions: list[ActionResult] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    def acted(self, device: str, action: ActionKind, artifact: str | None = None) -> list[ActionResult]:
+        return [a for a in self.actions if a.device_id == device and a.action is action
+                and (artifact is None or a.artifact_id == artifact)]
+
+
+async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def ended(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+@pytest.fixture(scope="module")
+def loop(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    kafka = KafkaSettings().model_copy(update={"bootstrap": kafka_bootstrap})
+    topics, root = FleetTopics.unique("it-loop"), tmp_path_factory.mktemp("loop")
+    keys = KeysFolder(root / "keys")
+    keys.init(datetime.now(UTC))
+    devices = [(d, "it-block", Mode.BLOCK) for d in BLOCK_DEVICES] + [(AUDIT_DEVICE, "it-audit", Mode.AUDIT)]
+
+    async def setup() -> dict[str, Path]:
+        await apply_topics(kafka, topics)
+        await _create_topic(kafka, topics.name("sink.events"))
+        return await enroll_fleet(kafka, topics, keys, root / "bundles", devices)
+
+    bundles = asyncio.run(setup())
+    supervisor = Supervisor(root / "logs")
+    fleet = Loop(kafka, topics, root, keys, bundles, supervisor, topics.name("sink.events"))
+    try:
+        asyncio.run(start_worker(fleet))
+        yield fleet
+    finally:
+        supervisor.stop_all()
+        asyncio.run(delete_topics(kafka, topics))
+        asyncio.run(_delete_topic(kafka, topics.name("sink.events")))
+
+
+async def start_worker(fleet: Loop) -> None:
+    env = worker_env(fleet.topics, fleet.keys.path, fleet.kafka.bootstrap_servers)
+    fleet.supervisor.python("worker", "pipeline.cli", "worker", env=env)
+    await fleet.supervisor.wait_for("worker", WORKER_READY, 90)
+
+
+@pytest.fixture
+async def seen(loop: Loop) -> Any:
+    records = Seen()
+    name = loop.topics.name
+    tasks = [asyncio.create_task(tail(loop.kafka, name(ALERTS), Alert, records.alerts.append)),
+             asyncio.create_task(tail(loop.kafka, name(ACTIONS), ActionResult, records.actions.append)),
+             asyncio.create_task(tail(loop.kafka, name(COMMANDS), Command, records.commands.append)),
+             asyncio.create_task(tail(loop.kafka, name(VERDICTS), Verdict, records.verdicts.append))]
+    yield records
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Loop, seen: Seen) -> None:
+    loop.start_agent("dev-a", watch=loop.root / "attack-1" / "work", reports=True)
+    loop.start_agent("dev-b")
+    loop.start_agent("dev-c")
+    await loop.ready("dev-a", "dev-b", "dev-c")
+    kit, locker = loop.attack("attack-1", files=30, delay_s=0.5)
+
+    alert = await until(lambda: next((a for a in seen.alerts if a.device_id == "dev-a"), None), 30,
+                        "an alert for dev-a")
+    assert alert.mode == "block" and alert.artifact_sha256 == kit.sha256
+    assert alert.detection_name.startswith(f"Behavior:Linux/{alert.tactic}.")
+    assert (code := ended(locker, 20)) is not None and code < 0, "the attack was not killed"
+    assert kit.originals_left() > 0 and kit.encrypted() < len(kit.victims), "the attack ran to its end"
+    kill = await until(lambda: seen.acted("dev-a", ActionKind.KILL_PROCESS_TREE), 10, "dev-a's kill report")
+    assert kill[0].outcome is Outcome.SUCCEEDED
+    for device in ("dev-b", "dev-c"):  # both applied the verdict while running
+        await until(lambda d=device: seen.acted(d, ActionKind.APPLY_VERDICT, kit.sha256), 10,
+                    f"{device} applied the verdict")
+    loop.stop("dev-a", "dev-b", "dev-c")
+
+    for device in ("dev-b", "dev-c", "dev-d"):  # one at a time; dev-d never ran before
+        loop.start_agent(device)
+        await loop.ready(device)
+        proc = loop.relaunch(kit, f"relaunch-{device}")
+        assert (code := ended(proc, 10)) is not None and code < 0, f"{device} let the binary run"
+        block = await until(lambda d=device: seen.acted(d, ActionKind.BLOCK_EXECUTION, kit.sha256), 10,
+                            f"{device}'s block_execution")
+        assert block[0].outcome is Outcome.SUCCEEDED
+        loop.stop(device)
+
+
+async def test_audit_mode_alerts_and_acts_on_nothing(loop: Loop, seen: Seen) -> None:
+    loop.start_agent(AUDIT_DEVICE, watch=loop.root / "attack-audit" / "work", reports=True)
+    await loop.ready(AUDIT_DEVICE)
+    kit, locker = loop.attack("attack-audit", files=8, delay_s=0.2)
+
+    alert = await until(lambda: next((a for a in seen.alerts if a.device_id == AUDIT_DEVICE), None), 30,
+                        "an alert for the audit device")
+    assert alert.mode == "audit" and alert.actions and all(a.audited for a in alert.actions)
+    assert ended(locker, 20) == 0, "audit mode must not stop the attack"
+    assert kit.encrypted() == len(kit.victims) and kit.locker.exists()  # nothing killed or quarantined
+    await asyncio.sleep(3)  # time for anything that should not happen
+    assert not [c for c in seen.commands if c.device_id == AUDIT_DEVICE]
+    assert not [v for v in seen.verdicts if v.artifact_id == kit.sha256]
+    acted = [a for a in seen.actions
+             if a.device_id == AUDIT_DEVICE and a.action is not ActionKind.APPLY_VERDICT]
+    assert all(a.outcome is Outcome.AUDITED for a in acted), acted  # (it does record the fleet blocklist)
+    loop.stop(AUDIT_DEVICE)
+
+
+async def test_forged_replayed_and_misaddressed_commands_are_refused_and_reported(loop: Loop,
+                                                                                   seen: Seen) -> None:
+    loop.start_agent("dev-b")
+    await loop.ready("dev-b")
+    victim = loop.supervisor.start("victim-b", ["sleep", "60"], env={})
+    from agents.linux.procfs import process_key_for
+
+    key = process_key_for(victim.pid, "dev-b")
+    assert key is not None
+    fleet_key, now = loop.keys.signing_key(), datetime.now(UTC)
+
+    def kill(signer: SigningKey, device: str = "dev-b") -> Command:
+        made = new_command(device_id=device, action=CommandAction.KILL_PROCESS_TREE, now=now,
+                           ttl=timedelta(minutes=5), process_key=key, pid=victim.pid)
+        return sign_command(made, signer)
+
+    forged, misaddressed, genuine = kill(SigningKey.generate()), kill(fleet_key, "dev-c"), kill(fleet_key)
+    await produce(loop, COMMANDS, [("dev-b", forged), ("dev-b", misaddressed)])
+    for command, error in ((forged, "UnknownKey"), (misaddressed, "WrongTarget")):
+        refused = await until(lambda c=command: [a for a in seen.actions if a.command_id == c.command_id], 15,
+                              f"the {error} refusal")
+        assert refused[0].outcome is Outcome.REFUSED and refused[0].error_class == error
+    assert victim.poll() is None, "a refused command touched the process"
+
+    await produce(loop, COMMANDS, [("dev-b", genuine)])
+    assert ended(victim, 10) is not None, "the genuine command did not kill"
+    await produce(loop, COMMANDS, [("dev-b", genuine)])  # the same signed record, again
+    results = await until(lambda: [a for a in seen.actions if a.command_id == genuine.command_id][1:], 15,
+                          "the replay's refusal")
+    first = next(a for a in seen.actions if a.command_id == genuine.command_id)
+    assert first.outcome is Outcome.SUCCEEDED
+    assert results[0].outcome is Outcome.REFUSED and results[0].error_class == "Replayed"
+    loop.stop("dev-b")
+
+
+async def test_key_rotation_keeps_blocking(loop: Loop, seen: Seen) -> None:
+    old_key = loop.keys.signing_key()
+    earlier = prepare_attack(loop.root / "before-rotation", files=1)  # a verdict signed before rotating
+    old = sign_verdict(Verdict(artifact_id=earlier.sha256, disposition=Disposition.MALICIOUS,
+                               source=VerdictSource.ANALYST, issued_at=datetime.now(UTC)), old_key)
+    await produce(loop, VERDICTS, [(earlier.sha256, old)])
+
+    new_key, _ = loop.keys.rotate(datetime.now(UTC), timedelta(hours=1))
+    for device in ("dev-a", "dev-d"):  # devices receive the new keyring (both keys), then workers restart
+        (loop.bundles[device] / "keyring.json").write_bytes(loop.keys.keyring_path.read_bytes())
+    loop.supervisor.stop("worker")
+    await start_worker(loop)
+
+    loop.start_agent("dev-a", watch=loop.root / "attack-2" / "work", reports=True)
+    await loop.ready("dev-a")
+    kit, locker = loop.attack("attack-2", files=20, delay_s=0.5)
+    assert (code := ended(locker, 30)) is not None and code < 0, "the attack after rotation was not killed"
+    verdict = await until(lambda: next((v for v in seen.verdicts if v.artifact_id == kit.sha256), None), 10,
+                          "the new verdict")
+    assert verdict.key_id == new_key.key_id != old_key.key_id
+    loop.stop("dev-a")
+
+    loop.start_agent("dev-d")  # restarted with the rotated keyring: blocks what either key signed
+    await loop.ready("dev-d")
+    for sample in (earlier, kit):
+        proc = loop.relaunch(sample, f"relaunch-rotated-{sample.root.name}")
+        assert (code := ended(proc, 10)) is not None and code < 0, f"{sample.root.name} ran after rotation"
+    loop.stop("dev-d")
+
+
+async def produce(loop: Loop, topic: str, records: list[tuple[str, Command | Verdict]]) -> None:
+    producer = AIOKafkaProducer(**loop.kafka.client_kwargs(), acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(loop.topics.name(topic), encode(value), key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def _create_topic(kafka: KafkaSettings, name: str) -> None:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, 3, 1)])
+    finally:
+        await admin.close()
+
+
+async def _delete_topic(kafka: KafkaSettings, name: str) -> None:
+    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
+    await admin.start()
+    try:
+        await admin.delete_topics([name])
+    finally:
+        await admin.close()
