@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from agents.linux.procfs import process_key_for
 from pipeline.demo_fleet import enroll_fleet, tail
 from pipeline.demo_kit import (
     AGENT_READY,
@@ -97,6 +99,9 @@ class Seen:
     actions: list[ActionResult] = field(default_factory=list)
     commands: list[Command] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
+
+    def results_of(self, command_id: str) -> list[ActionResult]:
+        return [a for a in self.actions if a.command_id == command_id]
 
     def acted(self, device: str, action: ActionKind, artifact: str | None = None) -> list[ActionResult]:
         return [a for a in self.actions if a.device_id == device and a.action is action
@@ -180,7 +185,7 @@ async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Lo
     kill = await until(lambda: seen.acted("dev-a", ActionKind.KILL_PROCESS_TREE), 10, "dev-a's kill report")
     assert kill[0].outcome is Outcome.SUCCEEDED
     for device in ("dev-b", "dev-c"):  # both applied the verdict while running
-        await until(lambda d=device: seen.acted(d, ActionKind.APPLY_VERDICT, kit.sha256), 10,
+        await until(partial(seen.acted, device, ActionKind.APPLY_VERDICT, kit.sha256), 10,
                     f"{device} applied the verdict")
     loop.stop("dev-a", "dev-b", "dev-c")
 
@@ -189,7 +194,7 @@ async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Lo
         await loop.ready(device)
         proc = loop.relaunch(kit, f"relaunch-{device}")
         assert (code := ended(proc, 10)) is not None and code < 0, f"{device} let the binary run"
-        block = await until(lambda d=device: seen.acted(d, ActionKind.BLOCK_EXECUTION, kit.sha256), 10,
+        block = await until(partial(seen.acted, device, ActionKind.BLOCK_EXECUTION, kit.sha256), 10,
                             f"{device}'s block_execution")
         assert block[0].outcome is Outcome.SUCCEEDED
         loop.stop(device)
@@ -219,8 +224,6 @@ async def test_forged_replayed_and_misaddressed_commands_are_refused_and_reporte
     loop.start_agent("dev-b")
     await loop.ready("dev-b")
     victim = loop.supervisor.start("victim-b", ["sleep", "60"], env={})
-    from agents.linux.procfs import process_key_for
-
     key = process_key_for(victim.pid, "dev-b")
     assert key is not None
     fleet_key, now = loop.keys.signing_key(), datetime.now(UTC)
@@ -233,8 +236,7 @@ async def test_forged_replayed_and_misaddressed_commands_are_refused_and_reporte
     forged, misaddressed, genuine = kill(SigningKey.generate()), kill(fleet_key, "dev-c"), kill(fleet_key)
     await produce(loop, COMMANDS, [("dev-b", forged), ("dev-b", misaddressed)])
     for command, error in ((forged, "UnknownKey"), (misaddressed, "WrongTarget")):
-        refused = await until(lambda c=command: [a for a in seen.actions if a.command_id == c.command_id], 15,
-                              f"the {error} refusal")
+        refused = await until(partial(seen.results_of, command.command_id), 15, f"the {error} refusal")
         assert refused[0].outcome is Outcome.REFUSED and refused[0].error_class == error
     assert victim.poll() is None, "a refused command touched the process"
 
