@@ -307,3 +307,41 @@ async def _delete_topic(kafka: KafkaSettings, name: str) -> None:
         await admin.delete_topics([name])
     finally:
         await admin.close()
+
+
+async def test_the_detector_flags_the_demo_attack_from_live_events(tmp_path: Path) -> None:
+    """No broker: the live Linux source around the attack, then the pure `Detector` on its events.
+    Pins what `make demo` relies on: the model (provisional or trained) alerts on the attack's tree
+    rooted at the attack's binary, and block mode names that binary's sha256 in a verdict."""
+    from agents.linux.source import LinuxLiveConfig, LinuxLiveSource
+    from pipeline.detect import Detector
+    from pipeline.policy import Policy, PolicyConfig
+    from schemas.events import BehaviorEvent
+
+    kit = prepare_attack(tmp_path / "attack", files=6)
+    source = LinuxLiveSource(LinuxLiveConfig(device_id="live-check", watch_paths=(str(kit.work),),
+                                             net_enabled=False))
+    events: list[BehaviorEvent] = []
+
+    async def collect() -> None:
+        async for event in source.events():
+            events.append(event)
+
+    task = asyncio.create_task(collect())
+    await source.ready.wait()
+    attack = await asyncio.create_subprocess_exec(*kit.argv(0.05))
+    assert await asyncio.wait_for(attack.wait(), 60) == 0
+    await asyncio.sleep(1.0)  # the last exits and file events
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    detector = Detector(policy=Policy(PolicyConfig(default_mode=Mode.BLOCK)))
+    decisions = [d for e in sorted(events, key=lambda e: (e.ts, e.seq))
+                 for d in detector.process([e], int(e.ts.timestamp() * 1000))]
+    decisions += detector.flush(int(datetime.now(UTC).timestamp() * 1000) + 60_000)
+    alerts = [d for d in decisions if isinstance(d, Alert)]
+    assert alerts, f"no alert on {len(events)} live events ({source.process_mode})"
+    impact = next(a for a in alerts if a.process_tree.nodes[0].image == str(kit.locker))
+    assert impact.artifact_sha256 == kit.sha256
+    assert {"T1486", "T1485"} <= set(impact.techniques)  # encryption, destruction of the originals
+    assert any(isinstance(d, Verdict) and d.artifact_id == kit.sha256 for d in decisions)
