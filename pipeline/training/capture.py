@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.linux.source import LinuxLiveConfig, LinuxLiveSource
+from agents.linux.source import LinuxLiveConfig, LinuxLiveSource, ProcessMode
 from schemas.events import BehaviorEvent, ProcessStart
 
 log = logging.getLogger(__name__)
@@ -92,12 +92,12 @@ def workloads(work: Path, python: str) -> list[tuple[str, list[str], Path]]:
     ]
 
 
-async def capture(out: Path, device_id: str, process_mode: str) -> int:
+async def capture(out: Path, device_id: str, process_mode: ProcessMode) -> int:
     """Record the workloads; return the number of events written."""
     work = Path(tempfile.mkdtemp(prefix="rf-capture-"))
     source = LinuxLiveSource(
         LinuxLiveConfig(device_id=device_id, watch_paths=(str(work),), process_mode=process_mode)
-    )  # type: ignore[arg-type]
+    )
     events: list[BehaviorEvent] = []
     task = asyncio.create_task(_collect(source, events))
     try:
@@ -178,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--process-mode", choices=("auto", "netlink", "poll"), default="auto")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    count = asyncio.run(capture(args.out, args.device_id, args.process_mode))
+    modes: dict[str, ProcessMode] = {"auto": "auto", "netlink": "netlink", "poll": "poll"}
+    count = asyncio.run(capture(args.out, args.device_id, modes[args.process_mode]))
     return 0 if count else 1
 
 

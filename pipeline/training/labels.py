@@ -49,6 +49,7 @@ _PROMPTS = (
     re.compile(r"^TOOL> execute\s+-f\s+'?(?P<exe>[^']+?)'?\s+(?:-H\s+)?-a\s+'(?P<args>[^']*)'"),
     re.compile(r"^TOOL> (?:powershell_execute|shell)\s+\"?(?P<cmd>[^\"]+)\"?\s*$"),
     re.compile(r"^TOOL> (?P<cmd>(?!https?:)[^ ]+\.exe\b.*)$"),
+    re.compile(r"\bexec\(\s*[\"'](?P<cmd>[^\"']+)[\"']\s*\)"),
 )
 _PIDS = (
     re.compile(r"Process\s+(\d{2,6})\s+created", re.I),
@@ -296,7 +297,9 @@ def _hint(executable: str, *tokens: str) -> Command:
 HINTS: dict[str, tuple[Command, ...]] = {
     # Recordings whose adversary view holds no matchable command; hints come from the recording's
     # title (the technique it documents), never from its events.
-    "cmd_dumping_ntds_dit_file_volume_shadow_copy": (_hint("vssadmin", "shadow"), _hint("cmd", "ntds.dit")),
+    "cmd_dumping_ntds_dit_file_volume_shadow_copy": (
+        _hint("vssadmin", "shadow"), _hint("cmd", "ntds.dit"), _hint("reg", "save"),
+    ),
     "cmd_process_herpaderping_mimiexplorer": (_hint("processherpaderping"),),
     "rdp_interactive_taskmanager_lsass_dump": (_hint("taskmgr"),),
 }

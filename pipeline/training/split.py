@@ -46,7 +46,9 @@ def lab_of(hosts_by_recording: Mapping[str, Iterable[str]]) -> dict[str, str]:
 
 
 def recording_splits(hosts_by_recording: Mapping[str, Iterable[str]]) -> dict[str, str]:
-    """Recording -> TRAIN for the largest lab (ties: lowest lab id), DEV for every other lab."""
+    """Recording -> DEV for every lab but the largest; the largest lab's recordings (ties: lowest lab id)
+    are TRAIN, except a fifth of them (by a hash of the recording) kept back for CALIB, so thresholds also
+    see real background. CALIB shares hosts with TRAIN, never with DEV."""
     hosts = {rec: list(h) for rec, h in hosts_by_recording.items()}
     labs = lab_of(hosts)
     sizes: dict[str, int] = {}
@@ -55,7 +57,12 @@ def recording_splits(hosts_by_recording: Mapping[str, Iterable[str]]) -> dict[st
     if not sizes:
         return {}
     biggest = min(sizes, key=lambda lab: (-sizes[lab], lab))
-    return {rec: TRAIN if lab == biggest else DEV for rec, lab in labs.items()}
+    return {rec: (_train_or_calib(rec) if lab == biggest else DEV) for rec, lab in labs.items()}
+
+
+def _train_or_calib(recording: str) -> str:
+    bucket = int.from_bytes(hashlib.sha256(recording.encode()).digest()[:4], "big") % 100
+    return CALIB if bucket < 20 else TRAIN
 
 
 def hashed_split(source_id: str) -> str:

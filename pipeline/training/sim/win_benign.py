@@ -327,3 +327,64 @@ def shell_housekeeping(s: Session) -> None:
             b.connect(sh, r.ext_ip(), 443, hostname=r.pick(("www.powershellgallery.com", "api.github.com", "login.microsoftonline.com")))
         else:
             s.run(sys32(r, r.pick(("ipconfig.exe", "whoami.exe", "HOSTNAME.EXE", "where.exe"))), r.pick(("ipconfig", "whoami", "hostname", "where git")), parent=sh)
+
+
+_SYSTEM_IMAGES = (
+    ("wermgr.exe", "-upload"), ("WerFault.exe", "-u -p {pid} -s {n}"), ("taskhostw.exe", ""), ("sppsvc.exe", ""),
+    ("SearchProtocolHost.exe", ""), ("SearchFilterHost.exe", "0 {n} {n} {n} 8192 {n}"), ("smartscreen.exe", "-Embedding"),
+    ("CompatTelRunner.exe", "-m:appraiser.dll -f:DoScheduledTelemetryRun"), ("DeviceCensus.exe", "SystemCxt"),
+    ("usocoreworker.exe", "-Embedding"), ("VSSVC.exe", ""), ("gpupdate.exe", "/target:computer"), ("consent.exe", "{n} 288 {hex}"),
+    ("dllhost.exe", "/Processid:{guid}"), ("RuntimeBroker.exe", "-Embedding"), ("backgroundTaskHost.exe", "-ServerName:App.{hex}"),
+    ("MusNotification.exe", ""), ("sihclient.exe", "/cv {hex}"), ("WmiApSrv.exe", ""), ("msiexec.exe", "/V"),
+    ("ctfmon.exe", ""), ("fontdrvhost.exe", ""), ("audiodg.exe", "0x{n}"), ("wsqmcons.exe", ""), ("lpremove.exe", ""),
+    ("SecurityHealthService.exe", ""), ("MpCmdRun.exe", "-IdleTask -TaskName WdCacheMaintenance"), ("SgrmBroker.exe", ""),
+    ("WmiPrvSE.exe", "-secured -Embedding"), ("svchost.exe", "-k netsvcs -p -s Schedule"), ("TrustedInstaller.exe", ""),
+    ("conhost.exe", "0xffffffff -ForceV1"), ("VBoxTray.exe", ""), ("vmtoolsd.exe", "-n vmusr"), ("OneDrive.exe", "/background"),
+)
+_SYSTEM_REG = (
+    "HKLM\\System\\CurrentControlSet\\Services\\bam\\State\\UserSettings\\{sid}\\\\Device\\HarddiskVolume2\\Windows\\System32\\{exe}",
+    "HKLM\\System\\CurrentControlSet\\Services\\W32Time\\Config\\LastKnownGoodTime",
+    "HKLM\\System\\CurrentControlSet\\Services\\Tcpip\\Parameters\\Interfaces\\{guid}\\DhcpIPAddress",
+    "HKLM\\System\\CurrentControlSet\\Services\\WinDefend\\Start", "HKLM\\SOFTWARE\\Microsoft\\Windows\\Windows Error Reporting\\LastQueuePesterTime",
+    "HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\Schedule\\TaskCache\\Tasks\\{guid}\\DynamicInfo",
+    "HKU\\{sid}\\Software\\Microsoft\\Windows\\CurrentVersion\\Explorer\\UserAssist\\{guid}\\Count\\{hex}",
+    "HKLM\\SOFTWARE\\Microsoft\\Windows Defender\\Signature Updates\\SignaturesLastUpdated",
+    "HKLM\\System\\CurrentControlSet\\Services\\EventLog\\Application\\{exe}\\EventMessageFile",
+    "HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\WINEVT\\Channels\\Microsoft-Windows-{hex}/Operational\\Enabled",
+    "HKU\\{sid}\\Software\\Microsoft\\Windows\\CurrentVersion\\CapabilityAccessManager\\ConsentStore\\webcam\\NonPackaged\\{exe}\\LastUsedTimeStop",
+)
+
+
+@workload("system_background", 5.0)
+def system_background(s: Session) -> None:
+    """Windows' own processes doing their ordinary mix: registry (services, BAM, WER, task cache), files in
+    Temp/ProgramData/Windows, network to Microsoft, module loads, handles to other processes (including LSASS
+    with query-only rights) and, for VM tools and security agents, threads in other processes."""
+    b, r = s.b, s.r
+    for _ in range(r.num(1, 3)):
+        exe, args = r.pick(_SYSTEM_IMAGES)
+        line = f"{sys32(r, exe)} {args}".format(pid=r.num(300, 9000), n=r.num(100, 9999), hex=r.hexstr(8), guid=r.guid()).strip()
+        parent = b.existing(sys32(r, r.pick(("svchost.exe", "services.exe", "svchost.exe"))), user="NT AUTHORITY\\SYSTEM")
+        p = b.existing(sys32(r, exe), user="NT AUTHORITY\\SYSTEM") if r.chance(0.35) else s.run(
+            sys32(r, exe), line, parent=parent, user=r.pick(("NT AUTHORITY\\SYSTEM", "NT AUTHORITY\\LOCAL SERVICE", r.domain_user(s.user))),
+            integrity="System")
+        sid = f"S-1-5-21-{r.num(10**9, 4 * 10**9)}-{r.num(1000, 9999)}"
+        for _ in range(r.num(0, 6)):
+            b.reg(p, r.pick(_SYSTEM_REG).format(sid=sid, exe=exe, guid=r.guid(), hex=r.hexstr(12)), None, f"DWORD (0x{r.hexstr(8)})")
+        for _ in range(r.num(0, 6)):
+            folder = r.pick(("C:\\Windows\\Temp", "C:\\ProgramData\\Microsoft\\Windows\\WER\\ReportQueue\\AppCrash_" + r.hexstr(12),
+                             "C:\\ProgramData\\Microsoft\\Windows Defender\\Scans", "C:\\Windows\\Logs\\CBS", "C:\\Windows\\Prefetch",
+                             f"C:\\Users\\{s.user}\\AppData\\Local\\Temp", "C:\\Windows\\ServiceProfiles\\LocalService\\AppData\\Local"))
+            path = f"{folder}\\{r.name(r.pick(('tmp', 'etl', 'wer', 'log', 'dat', 'xml', 'pf', 'mdmp')))}"
+            b.write(p, path)
+            if r.chance(0.3):
+                b.delete(p, path)
+        for _ in range(r.num(0, 4)):
+            b.load(p, sys32(r, r.pick(("winhttp.dll", "wininet.dll", "samlib.dll", "cryptdll.dll", "wbemcomn.dll", "ws2_32.dll", "vaultcli.dll", "amsi.dll"))))
+        for _ in range(r.num(0, 3)):
+            b.connect(p, r.ext_ip(), 443, hostname=r.pick(("watson.telemetry.microsoft.com", "settings-win.data.microsoft.com", "ctldl.windowsupdate.com")))
+        if r.chance(0.3):
+            b.access(p, r.pick((sys32(r, "lsass.exe"), sys32(r, "csrss.exe"), sys32(r, "svchost.exe"), r.case("C:\\Windows\\explorer.exe"))),
+                     r.pick((0x1000, 0x1400, 0x101000, 0x1410 if exe in ("MsMpEng.exe", "WerFault.exe", "wermgr.exe") else 0x1000)))
+        if exe in ("VBoxTray.exe", "vmtoolsd.exe", "MpCmdRun.exe") and r.chance(0.5):
+            b.inject(p, sys32(r, r.pick(("csrss.exe", "svchost.exe", "explorer.exe"))))

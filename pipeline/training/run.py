@@ -1,0 +1,131 @@
+"""The `ringfence train` and `ringfence evaluate` workflows, end to end.
+
+train:    build (or load a cached) dataset -> fit -> write model.ubj/model.json -> measure on dev
+          (tree level per origin; recording level through hunt on held-out lab recordings and on the
+          .evtx samples) -> write DATA.md, MODEL_CARD.md and confusion_dev.png next to the model.
+evaluate: load a model directory -> rebuild the dev sources only -> the same measurements, printed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.scoring import Model
+from pipeline.training.artifact import artifact_bytes, write_model
+from pipeline.training.card import Results, render_card, render_data
+from pipeline.training.dataset import DataConfig, Dataset, build_dataset, load_dataset, save_dataset
+from pipeline.training.evaluate import RecordingReport, TreeReport, save_confusion_png, summarise, tree_report
+from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes
+from pipeline.training.split import DEV
+from pipeline.training.train import TrainConfig, fit
+
+log = logging.getLogger(__name__)
+DEFAULT_EVTX = Path("/work/shared/datasets/evtx-samples")
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """Inputs and outputs of a training or evaluation run."""
+
+    out: Path
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evtx_dir: Path | None = DEFAULT_EVTX
+    cache: Path | None = None  # dataset cache (build once, reuse)
+    recordings: bool = True  # also hunt whole recordings (slower)
+
+
+def dataset(config: RunConfig) -> Dataset:
+    """The dataset: from the cache when it exists, else built (and cached when a cache path is given)."""
+    if config.cache is not None and config.cache.with_suffix(".npz").is_file():
+        log.info("loading cached dataset %s", config.cache)
+        return load_dataset(config.cache)
+    data = build_dataset(config.data)
+    if config.cache is not None:
+        save_dataset(data, config.cache)
+    return data
+
+
+def run_train(config: RunConfig) -> Results:
+    """Train, save, measure and document (see module docstring)."""
+    data = dataset(config)
+    started = time.monotonic()
+    trained = fit(data, config.train)
+    seconds = time.monotonic() - started
+    version = write_model(config.out, trained, config.train, data)
+    from pipeline.model.booster import BoosterModel
+
+    model = BoosterModel.load(config.out)
+    results = Results(
+        version,
+        artifact_bytes(config.out),
+        trained.best_iteration,
+        trained.thresholds,
+        tree_reports(model, data),
+        hunt_reports(model, config),
+        seconds,
+    )
+    _write_documents(config, data, results)
+    return results
+
+
+def tree_reports(model: Model, data: Dataset) -> dict[str, TreeReport]:
+    """Tree-level dev reports: all dev rows, then per origin."""
+    out = {}
+    for origin, title in (
+        (None, "Trees, all dev sources"),
+        ("otrf", "Trees, held-out lab recordings"),
+        ("sim", "Trees, held-out simulated trees"),
+        ("capture", "Trees, captured Linux sessions"),
+    ):
+        mask = data.split_mask(DEV, origin)
+        if mask.any():
+            probabilities = np.asarray(model.predict_proba(data.matrix[mask]), dtype=np.float32)
+            out[title] = tree_report(probabilities, data.labels[mask], data.trees[mask], model.thresholds)
+    return out
+
+
+def hunt_reports(model: Model, config: RunConfig) -> dict[str, RecordingReport]:
+    """Recording-level reports through the hunt path."""
+    if not config.recordings:
+        return {}
+    out = {}
+    root = config.data.otrf_root
+    if root is not None and root.is_dir():
+        out["Recordings: held-out lab recordings (hunt)"] = summarise(list(otrf_dev_outcomes(root, model)))
+    if config.evtx_dir is not None and config.evtx_dir.is_dir():
+        out["Recordings: .evtx samples (hunt; tactic from the file name)"] = summarise(
+            list(evtx_outcomes(config.evtx_dir, model))
+        )
+    return out
+
+
+def _write_documents(config: RunConfig, data: Dataset, results: Results) -> None:
+    (config.out / "DATA.md").write_text(render_data(data, config.data.sim), encoding="utf-8")
+    (config.out / "MODEL_CARD.md").write_text(
+        render_card(results, data, config.train, config.data.sim), encoding="utf-8"
+    )
+    first = next(iter(results.tree_reports.values()), None)
+    if first is not None:
+        save_confusion_png(first, str(config.out / "confusion_dev.png"), f"{results.version}: dev trees")
+    meta_path = config.out / "model.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["dev_summary"] = headline(results)
+    meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def headline(results: Results) -> dict[str, float]:
+    """The numbers the judges care about, for model.json."""
+    out: dict[str, float] = {}
+    for title, report in results.tree_reports.items():
+        out[f"{title}: alerts per 1000 benign trees"] = round(report.alerts_per_1000_benign, 3)
+    for title, hunt in results.hunts.items():
+        out[f"{title}: detected"] = round(hunt.rate("detected"), 3)
+        out[f"{title}: right tactic (any alert)"] = round(hunt.rate("right_tactic_any"), 3)
+    return out
