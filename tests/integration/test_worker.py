@@ -99,7 +99,7 @@ async def test_block_mode_signs_verdicts_and_commands_audit_alerts_only(
         for alert in by_device.values():
             assert NAME.match(alert.detection_name) and alert.tactic.value == "Impact"
         assert all(action.audited for action in by_device["lap-1"].actions)
-        await out.until(lambda c: len(c.values(topics.name("commands"))) >= 2, 10, "srv-1's commands")
+        await out.until(lambda c: _have(c, topics, commands=2, verdicts=1), 10, "srv-1's decisions")
         _check_signed(out, topics, key, {"11" * 32}, {"srv-1"})
 
         # the SOC switches the laptops to block: the worker follows the policy topic
@@ -108,11 +108,17 @@ async def test_block_mode_signs_verdicts_and_commands_audit_alerts_only(
         await produce(kafka_bootstrap, topics.name("policy"), [(update.key.encode(), encode(update), None)])
         await asyncio.sleep(1.5)
         await produce(kafka_bootstrap, topics.name("events"), [batch(later[0] + later[1])])
-        await out.until(lambda c: len(c.values(topics.name("commands"))) >= 4, 30, "lap-2's commands")
+        await out.until(lambda c: _have(c, topics, commands=4, verdicts=2), 30, "lap-2's decisions")
         _check_signed(out, topics, key, {"11" * 32, "33" * 32}, {"srv-1", "lap-2"})
     assert worker.stop() == 0
     assert "worker stopped cleanly" in worker.log()
     assert sum((await topics.committed(kafka_bootstrap)).values()) == 3  # every record, nothing re-read
+
+
+def _have(out: Collector, topics: TopicSet, *, commands: int, verdicts: int) -> bool:
+    """At least that many commands and verdicts received."""
+    return (len(out.values(topics.name("commands"))) >= commands
+            and len(out.values(topics.name("verdicts"))) >= verdicts)
 
 
 def _check_signed(

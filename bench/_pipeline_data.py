@@ -1,0 +1,195 @@
+"""Workloads for the pipeline benchmark: realistic EventBatch record values, built fast, and attack probes.
+
+Values are written as JSON by orjson from plain dicts in the contract's shape (building pydantic
+models for a million events would take longer than the benchmark); `check_sample` decodes a few
+with `schemas.codec` so a drift from the contract fails loudly instead of measuring the DLQ.
+
+The mix per device: a few anchors (explorer, svchost, services), processes started under them
+(4 % of events) and a trail of behaviour, the most recent processes the busiest: file writes,
+registry sets, connections, DNS, image loads, process access. One record = one device's batch,
+as the agent's publisher sends them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import orjson
+
+from pipeline.eventkit import EventKit
+from schemas.codec import decode_record, encode_batch
+from schemas.events import EventBatch
+
+_EPOCH = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
+_ANCHORS = [
+    ("explorer", r"C:\Windows\explorer.exe", "C:\\Windows\\Explorer.EXE"),
+    ("svchost", r"C:\Windows\System32\svchost.exe", "svchost.exe -k netsvcs -p -s Schedule"),
+    ("services", r"C:\Windows\System32\services.exe", ""),
+]
+_IMAGES = [
+    (r"C:\Program Files\Microsoft Office\root\Office16\OUTLOOK.EXE", "OUTLOOK.EXE /recycle"),
+    (r"C:\Program Files\Google\Chrome\Application\chrome.exe", "chrome.exe --type=renderer --lang=en-US"),
+    (r"C:\Program Files\Microsoft VS Code\Code.exe", "Code.exe --type=utility"),
+    (r"C:\Windows\System32\conhost.exe", "conhost.exe 0xffffffff -ForceV1"),
+    (r"C:\Windows\System32\cmd.exe", "cmd.exe /c dir C:\\Users"),
+    (
+        r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe",
+        "powershell -NoProfile -File C:\\s\\a.ps1",
+    ),
+    (r"C:\Program Files\App\updater.exe", "updater.exe /silent /check"),
+    (r"C:\Windows\System32\whoami.exe", "whoami /all"),
+]
+
+
+class _Device:
+    """One device's stream: seq, clock, live processes."""
+
+    def __init__(self, device_id: str, rng: random.Random) -> None:
+        self.device_id, self.rng, self.seq = device_id, rng, 0
+        self.live: list[tuple[str, str]] = []  # (process_key, image)
+        self.anchors = [(f"{device_id}-{name}", image, cmd) for name, image, cmd in _ANCHORS]
+
+    def event(
+        self, key: str, image: str, payload: dict[str, object], parent: str | None = None
+    ) -> dict[str, object]:
+        self.seq += 1
+        ts = _EPOCH + timedelta(milliseconds=5 * self.seq)
+        event: dict[str, object] = {
+            "schema_version": "1.0",
+            "event_id": f"{self.device_id}-{self.seq}",
+            "device_id": self.device_id,
+            "seq": self.seq,
+            "ts": ts.isoformat().replace("+00:00", "Z"),
+            "platform": "windows",
+            "process_key": key,
+            "image": image,
+            "payload": payload,
+        }
+        if parent is not None:
+            event["parent_process_key"] = parent
+        return event
+
+    def start_anchors(self) -> list[dict[str, object]]:
+        return [
+            self.event(k, image, {"kind": "process_start", "image": image, "command_line": cmd})
+            for k, image, cmd in self.anchors
+        ]
+
+    def next_event(self) -> dict[str, object]:
+        rng = self.rng
+        if rng.random() < 0.04 or not self.live:
+            return self._start()
+        if rng.random() < 0.33:
+            key, image, _ = rng.choice(self.anchors)
+        else:
+            key, image = self.live[-1 - int(len(self.live) * rng.random() ** 3)]
+        return self.event(key, image, self._behaviour(rng.random()))
+
+    def _start(self) -> dict[str, object]:
+        image, cmd = self.rng.choice(_IMAGES)
+        parent = (
+            self.rng.choice(self.live[-20:])[0]
+            if self.live and self.rng.random() < 0.3
+            else self.rng.choice(self.anchors)[0]
+        )
+        key = f"{self.device_id}-p{self.seq}"
+        self.live.append((key, image))
+        if len(self.live) > 200:
+            old, old_image = self.live.pop(0)
+            return self.event(old, old_image, {"kind": "process_end"})
+        return self.event(key, image, {"kind": "process_start", "image": image, "command_line": cmd}, parent)
+
+    def _behaviour(self, roll: float) -> dict[str, object]:
+        n = self.seq
+        if roll < 0.45:
+            return {"kind": "file_write", "path": rf"C:\Users\u\AppData\Local\Temp\f{n % 997}.tmp"}
+        if roll < 0.60:
+            return {
+                "kind": "registry_set",
+                "key": r"HKLM\Software\Vendor\Settings",
+                "value_name": f"v{n % 13}",
+            }
+        if roll < 0.72:
+            return {"kind": "network_connect", "dst_ip": f"10.0.{n % 7}.{n % 251}", "dst_port": 443}
+        if roll < 0.82:
+            return {"kind": "dns_query", "query": f"host{n % 101}.example.com"}
+        if roll < 0.95:
+            return {"kind": "image_load", "path": r"C:\Windows\System32\winhttp.dll", "signed": True}
+        return {
+            "kind": "process_access",
+            "target_image": r"C:\Windows\System32\svchost.exe",
+            "granted_access": 4096,
+        }
+
+
+def records(
+    n_events: int, events_per_record: int, n_devices: int, *, prefix: str = "dev", seed: int = 7
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) EventBatch records, devices round-robin, until `n_events` events were written."""
+    rng = random.Random(seed)
+    devices = [_Device(f"{prefix}-{d}", rng) for d in range(n_devices)]
+    pending = {d.device_id: d.start_anchors() for d in devices}
+    written, turn = 0, 0
+    while written < n_events:
+        device = devices[turn % n_devices]
+        turn += 1
+        events = pending.pop(device.device_id, [])
+        while len(events) < events_per_record:
+            events.append(device.next_event())
+        written += len(events)
+        yield device.device_id.encode(), _batch(device.device_id, events)
+
+
+def _batch(device_id: str, events: list[dict[str, object]]) -> bytes:
+    if len(events) == 1:
+        return orjson.dumps(events[0])
+    return orjson.dumps(
+        {
+            "schema_version": "1.0",
+            "device_id": device_id,
+            "first_seq": events[0]["seq"],
+            "last_seq": events[-1]["seq"],
+            "events": events,
+        }
+    )
+
+
+def events_in(value: bytes) -> int:
+    """Events in one record value (1 for a single-event record)."""
+    obj = orjson.loads(value)
+    return len(obj["events"]) if "events" in obj else 1
+
+
+def check_sample(values: list[bytes]) -> None:
+    """Decode a few values with the real codec: a generator drift must fail, not be measured."""
+    for value in values[:: max(1, len(values) // 20)]:
+        decode_record(value)
+
+
+def attack_probe(index: int, prefix: str = "probe") -> tuple[str, bytes, bytes]:
+    """(artifact sha256, key, value): one device's whole ransomware tree in one record (-> a verdict)."""
+    device = f"{prefix}-{index}"
+    sha = f"{index:064x}"
+    kit = EventKit(device, start=datetime.now(UTC))
+    word = r"C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE"
+    ps = r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe"
+    drop = r"C:\Users\alice\AppData\Local\Temp\upd.exe"
+    events = [
+        kit.start("e", r"C:\Windows\explorer.exe", "explorer.exe"),
+        kit.start("w", word, "WINWORD.EXE /n invoice.docm", parent="e"),
+        kit.start("p", ps, "powershell.exe -nop -w hidden -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoA", parent="w"),
+        kit.write("p", drop),
+        kit.start("u", drop, "upd.exe", parent="p", sha256=sha),
+        kit.start(
+            "v", r"C:\Windows\System32\vssadmin.exe", "vssadmin.exe delete shadows /all /quiet", parent="u"
+        ),
+        *(
+            kit.rename(
+                "u", rf"C:\Users\alice\Documents\f{i}.docx", rf"C:\Users\alice\Documents\f{i}.docx.locked"
+            )
+            for i in range(12)
+        ),
+    ]
+    return sha, device.encode(), encode_batch(EventBatch.of(events))

@@ -1,0 +1,316 @@
+"""Pipeline throughput, latency and scale-out against raw Kafka reads of the same topic, in one run.
+
+    python -m bench.bench_pipeline [--quick]        (or python -m bench --only pipeline)
+
+Needs a broker: RINGFENCE_KAFKA_BOOTSTRAP (else 127.0.0.1:9092). For each record shape (EventBatch
+records of 50 events, as agents publish; and single-event records, as the issue's baseline was
+measured) on the same pre-filled topic:
+
+(a) raw: aiokafka `getmany` + `orjson.loads` of every value — the floor;
+(b) the whole worker path in this process: `BatchWorker` with real clients (decode + validate,
+    tree, windows, features, one predict per micro-batch, policy, signed outputs, state records
+    at commit points, offset commits) — the ratio (b)/(a) is the goal (>= 25 %);
+    plus, without Kafka, decode alone and the detector alone on the same values (where time goes);
+(c) faust's per-event agent path (`_pipeline_faust`, its own process): decode + detector per record;
+(e) scale-out: one vs two `ringfence worker` processes draining the same backlog, observed through
+    the group's committed offsets (worker processes here commit every second; the default is 5 s);
+(d) event produced -> signed verdict on its topic, p50/p99, with a `ringfence worker` process under
+    background load at 25/50/90 % of (e)'s one-process rate, the maximum of a worker process on this
+    machine (probes: a whole ransomware tree in one record, 10 per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from bench import Result
+from bench._pipeline_data import attack_probe, check_sample, records
+from bench._pipeline_kafka import Bench, WorkerProcess, fill, raw_rate, wait_until, worker_rate
+from schemas.codec import decode_record
+from schemas.topics import KafkaSettings
+
+LEVELS = (0.25, 0.5, 0.9)
+COMMIT_MS = 1000  # worker processes of (d) and (e) commit every second (progress is seen through commits)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    batched_events: int  # events on the 50-events/record topic
+    single_events: int  # events on the 1-event/record topic
+    latency_s: float  # seconds per load level
+    scale_events: int  # backlog drained by one, then two worker processes
+    faust_batched: bool  # also run faust on the batched topic
+
+
+QUICK = Sizes(24_000, 4_000, 2.5, 30_000, False)
+FULL = Sizes(200_000, 40_000, 12.0, 300_000, True)
+DEVICES = 200
+
+
+def run(quick: bool) -> list[Result]:
+    """All figures of the section (see the module docstring)."""
+    with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:
+        bench = Bench(_kafka(), Path(workdir))
+        return asyncio.run(_run(bench, QUICK if quick else FULL))
+
+
+def _kafka() -> KafkaSettings:
+    settings = KafkaSettings()
+    return settings if settings.bootstrap else settings.model_copy(update={"bootstrap": "127.0.0.1:9092"})
+
+
+async def _run(bench: Bench, sizes: Sizes) -> list[Result]:
+    await bench.setup()
+    try:
+        results: list[Result] = []
+        for per_record, events in ((50, sizes.batched_events), (1, sizes.single_events)):
+            await _throughput(bench, per_record, events, sizes, results)
+        one, two = await _scale_out(bench, sizes)
+        results.append(
+            Result(
+                "scale-out: 2 worker processes draining a backlog",
+                two,
+                "events/s",
+                one,
+                "1 worker process, same backlog",
+            )
+        )
+        results += await _latency(bench, one, sizes)
+        return results
+    finally:
+        await bench.cleanup()
+
+
+async def _throughput(
+    bench: Bench, per_record: int, events: int, sizes: Sizes, results: list[Result]
+) -> float:
+    shape = f"{per_record} ev/record"
+    topic = bench.name(f"events{per_record}")
+    await bench.create([(topic, 2)])
+    values = list(records(events, per_record, DEVICES, prefix=f"d{per_record}"))
+    check_sample([v for _, v in values])
+    count = await fill(bench.kafka, topic, values)
+    settings = bench.settings(f"w{per_record}", topic)
+    raw, _ = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
+    full, _ = await worker_rate(bench, settings, count)
+    baseline = "aiokafka getmany + orjson.loads, same topic, same run"
+    results += [
+        Result(f"full worker path, {shape} (goal >= 25 % of raw)", full, "events/s", raw, baseline),
+        _decode_only([v for _, v in values], raw, shape),
+    ]
+    if per_record == 1 or sizes.faust_batched:
+        results.append(
+            Result(
+                f"faust per-event agent path, {shape}",
+                _faust_rate(bench, topic, count),
+                "events/s",
+                raw,
+                baseline,
+            )
+        )
+    return full
+
+
+def _decode_only(values: list[bytes], raw: float, shape: str) -> Result:
+    """schemas.codec on the same values, no Kafka: how much of the gap is validation."""
+    started = time.perf_counter()
+    events = sum(len(decode_record(v).events) for v in values)
+    return Result(
+        f"  of which decode+validate alone, {shape}",
+        events / (time.perf_counter() - started),
+        "events/s",
+        raw,
+        "raw rate above",
+    )
+
+
+def _faust_rate(bench: Bench, topic: str, count: int) -> float:
+    result = bench.workdir / f"faust-{topic}.json"
+    log = (bench.workdir / f"faust-{topic}.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench._pipeline_faust",
+            bench.kafka.bootstrap_servers,
+            topic,
+            str(count),
+            str(result),
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONPATH": "."},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not result.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not result.exists():
+            raise RuntimeError(f"faust agent did not finish: see {log.name}")
+        measured = json.loads(result.read_text())
+        return float(measured["events"]) / float(measured["seconds"])
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+async def _latency(bench: Bench, max_rate: float, sizes: Sizes) -> list[Result]:
+    topic = bench.name("events-latency")
+    await bench.create([(topic, 2)])
+    settings = bench.settings("latency", topic, commit_interval_ms=COMMIT_MS)
+    worker = WorkerProcess(bench.env(settings), bench.workdir / "worker-latency.log")
+    try:
+        await wait_until(worker.assigned, 60, "the latency worker's assignment")
+        async with _Probe(bench, topic) as probe:
+            await probe.warm_up()
+            results = []
+            for level in LEVELS:
+                latencies, lost = await probe.level(max_rate * level, sizes.latency_s, f"l{int(level * 100)}")
+                name = f"produced -> verdict at {int(level * 100)} % of max ({max_rate * level:,.0f} ev/s)"
+                results += [
+                    Result(f"{name} p50", _pct(latencies, 50), "ms", higher_is_better=False),
+                    Result(
+                        f"{name} p99 (goal <= 100 ms at 50 %){f', {lost} lost' if lost else ''}",
+                        _pct(latencies, 99),
+                        "ms",
+                        higher_is_better=False,
+                    ),
+                ]
+            return results
+    finally:
+        worker.stop()
+
+
+def _pct(values: list[float], pct: int) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[pct - 1] if len(values) > 1 else values[0]
+
+
+class _Probe:
+    """Background load at a rate, probes at 10/s, and the verdict consumer timing each probe."""
+
+    def __init__(self, bench: Bench, topic: str) -> None:
+        self.bench, self.topic = bench, topic
+        kwargs = bench.kafka.client_kwargs()
+        self.producer = AIOKafkaProducer(**kwargs, linger_ms=0, compression_type="zstd")
+        self.consumer = AIOKafkaConsumer(**kwargs, enable_auto_commit=False, fetch_max_wait_ms=10)
+        self.sent: dict[bytes, float] = {}
+        self.arrived: dict[bytes, float] = {}
+        self.index = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Probe:
+        await self.producer.start()
+        await self.consumer.start()
+        tp = TopicPartition(self.bench.name("verdicts"), 0)
+        self.consumer.assign([tp])
+        await self.consumer.seek_to_end(tp)
+        self._task = asyncio.create_task(self._receive())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self.producer.stop()
+        await self.consumer.stop()
+
+    async def _receive(self) -> None:
+        while True:
+            for records_ in (await self.consumer.getmany(timeout_ms=50)).values():
+                now = time.perf_counter()
+                for record in records_:
+                    self.arrived.setdefault(record.key, now)
+
+    async def _send_probe(self) -> bytes:
+        sha, key, value = attack_probe(self.index, prefix=f"probe{self.bench.suffix}")
+        self.index += 1
+        self.sent[sha.encode()] = time.perf_counter()
+        await self.producer.send(self.topic, value, key=key)
+        return sha.encode()
+
+    async def warm_up(self) -> None:
+        shas = [await self._send_probe() for _ in range(3)]
+        await wait_until(lambda: all(s in self.arrived for s in shas), 60, "warm-up verdicts")
+
+    async def level(self, rate: float, seconds: float, tag: str) -> tuple[list[float], int]:
+        load = iter(list(records(int(rate * seconds) + 100, 50, DEVICES, prefix=f"{tag}{self.bench.suffix}")))
+        probes: list[bytes] = []
+        started, sent_events = time.perf_counter(), 0
+        while (elapsed := time.perf_counter() - started) < seconds:
+            while sent_events < rate * elapsed:
+                key, value = next(load)
+                await self.producer.send(self.topic, value, key=key)
+                sent_events += 50
+            if len(probes) < elapsed * 10:
+                probes.append(await self._send_probe())
+            await asyncio.sleep(0.005)
+        deadline = time.perf_counter() + 5
+        while not all(p in self.arrived for p in probes) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        latencies = [(self.arrived[p] - self.sent[p]) * 1000 for p in probes if p in self.arrived]
+        await asyncio.sleep(1.0)  # let the worker drain before the next level
+        return latencies, len(probes) - len(latencies)
+
+
+async def _scale_out(bench: Bench, sizes: Sizes) -> tuple[float, float]:
+    """events/s of one, then two worker processes draining the same backlog."""
+    topic = bench.name("events-scale")
+    await bench.create([(topic, 4)])
+    count = await fill(bench.kafka, topic, records(sizes.scale_events, 50, DEVICES, prefix="s"))
+    return await _drain(bench, topic, count, 1), await _drain(bench, topic, count, 2)
+
+
+async def _drain(bench: Bench, topic: str, count: int, processes: int) -> float:
+    settings = bench.settings(f"scale{processes}", topic, commit_interval_ms=COMMIT_MS)
+    workers = [
+        WorkerProcess(bench.env(settings), bench.workdir / f"worker-scale{processes}-{i}.log")
+        for i in range(processes)
+    ]
+    try:
+        first: tuple[float, int] | None = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            done = await bench.committed(settings.group_id, topic)
+            now = time.perf_counter()
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= count and first is not None:
+                return (done - first[1]) * 50 / max(now - first[0], 1e-3)
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"{processes} worker(s) did not drain {topic}")
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def main() -> None:
+    from bench.__main__ import format_results
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    print(format_results(run(args.quick)))
+
+
+if __name__ == "__main__":
+    main()
