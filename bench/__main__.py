@@ -317,12 +317,17 @@ def format_summaries(summaries: Sequence[Summary]) -> str:
         ratio = f"{s.ratio.median:.3g}x [{s.ratio.low:.3g} .. {s.ratio.high:.3g}]" if s.ratio else "-"
         value = f"{_num(s.figure.median)} {s.unit}"
         lines.append(f"  {s.name:<{width}}  {value:>18}  {spread:<22} {base:>12}  {ratio}")
-        notes = [f"baseline: {s.baseline_name or 'same run'}"
-                 + (f" [{_num(s.baseline.low)} .. {_num(s.baseline.high)}]" if s.baseline and s.runs > 1 else "")]
-        notes = notes if s.baseline or s.baseline_name else []
-        notes += [f"also reported as: {other}" for other in s.other_names]
-        lines += [f"  {'':<4}{note}" for note in notes]
+        lines += [f"  {'':<4}{note}" for note in _notes(s)]
     return "\n".join(lines)
+
+
+def _notes(s: Summary) -> list[str]:
+    """What the baseline is (with its min/max) and other spellings of the figure's name."""
+    notes = [f"also reported as: {other}" for other in s.other_names]
+    if s.baseline is None and not s.baseline_name:
+        return notes
+    spread = f" [{_num(s.baseline.low)} .. {_num(s.baseline.high)}]" if s.baseline and s.runs > 1 else ""
+    return [f"baseline: {s.baseline_name or 'same run'}{spread}", *notes]
 
 
 def format_results(results: list[Result]) -> str:
