@@ -14,7 +14,7 @@ KAFKA_PORT ?=
 PYTEST_ARGS ?=
 LINT_PATHS := schemas agents pipeline tests bench scripts
 
-.PHONY: help venv kafka-jars browser-deps test demo lint typecheck bench compose-config clean
+.PHONY: help venv kafka-jars browser-deps test demo lint typecheck bench bench-quick compose-config clean
 
 help: ## show this help
 	@echo "ringfence — open, Kafka-native client behavioral blocking"
@@ -64,8 +64,11 @@ lint: venv ## ruff check
 typecheck: venv ## mypy --strict on schemas, agents, pipeline (configured in pyproject.toml)
 	$(VENV)/bin/mypy
 
-bench: venv ## run the benchmarks in bench/ and print figure, baseline and ratio (BENCH_ARGS=--quick)
+bench: venv kafka-jars ## all benchmarks, 3 runs each: medians of figure, same-run baseline, ratio (BENCH_ARGS="pipeline --json out.json")
 	$(PY) -m bench $(BENCH_ARGS)
+
+bench-quick: venv kafka-jars ## the whole benchmark suite in under 3 minutes (smaller workloads, 1-2 runs each)
+	$(PY) -m bench --quick $(BENCH_ARGS)
 
 compose-config: ## validate docker-compose.yml (docker compose config, else the compose-go checker with Go)
 	@if docker compose version >/dev/null 2>&1; then \
