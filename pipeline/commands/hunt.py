@@ -71,6 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.fmt == "table":
         print(_HEADER)
     summaries: list[FileSummary] = [FileSummary(p, error="no such file or folder") for p in missing]
+    for summary in summaries:
+        print(summary.line(), file=sys.stderr)
     for path in files:
         summary = FileSummary(str(path))
         summaries.append(summary)
@@ -101,7 +103,7 @@ def _progress(line: str) -> None:
     print(f"... {line}", file=sys.stderr, flush=True)
 
 
-_HEADER = f"{'FILE':<28}  {'FIRST SEEN':<19}  {'HOST':<16}  {'SCORE':<5}  {'DETECTION':<46}  ROOT PROCESS"
+_HEADER = f"{'FILE':<28}  {'FIRST SEEN':<19}  {'HOST':<16}  {'SCORE':<5}  {'DETECTION':<60}  ROOT PROCESS"
 
 
 def _format(found: Found, fmt: str) -> str:
@@ -127,10 +129,10 @@ def _format(found: Found, fmt: str) -> str:
         alert.first_seen.strftime("%Y-%m-%d %H:%M:%S"),
         (alert.hostname or alert.device_id)[:16],
         f"{alert.score:.2f}",
-        alert.detection_name[:46],
+        alert.detection_name,
     )
     return safe(
-        "  ".join(f"{c:<{w}}" for c, w in zip(cells, (28, 19, 16, 5, 46), strict=True)) + "  " + what[:120]
+        "  ".join(f"{c:<{w}}" for c, w in zip(cells, (28, 19, 16, 5, 60), strict=True)) + "  " + what[:120]
     )
 
 

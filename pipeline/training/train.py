@@ -166,7 +166,7 @@ def calibrate(
     }
     thresholds = _tighten(probabilities, benign_trees, thresholds, config)
     thresholds["malicious"] = min(thresholds.values())
-    return {k: round(v, 6) for k, v in thresholds.items()}
+    return {k: float(v) for k, v in thresholds.items()}
 
 
 def _benign_tree_rows(labels: NDArray[np.str_], trees: NDArray[np.str_]) -> list[NDArray[np.int64]]:

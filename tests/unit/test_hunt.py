@@ -1,0 +1,83 @@
+"""`ringfence hunt`: the detector over real .evtx, BehaviorEvent files, bad files; table and --json output."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.training.simulate import SimConfig, simulate_attack, techniques
+from schemas.alerts import Alert
+
+
+def _evtx(prefix: str) -> Path:
+    configured = os.environ.get("RINGFENCE_SHARED")
+    root = Path(configured) if configured else Path(__file__).resolve().parents[2].parent / "shared"
+    folder = root / "datasets" / "evtx-samples"
+    if not folder.is_dir():
+        pytest.fail(f".evtx samples not found under {root} (set RINGFENCE_SHARED)", pytrace=False)
+    (path,) = sorted(folder.glob(f"{prefix}*.evtx"))
+    return path
+
+
+LSASS = "TA0006-Credential_Access__T1003"
+
+
+def test_hunt_over_an_evtx_sample_prints_a_behavior_alert(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["hunt", "--quiet", str(_evtx(LSASS))]) == 0
+    out, err = capsys.readouterr()
+    rows = [line for line in out.splitlines()[1:] if line.strip()]
+    assert rows and all("Behavior:Win32/" in row and "!ml" in row for row in rows)
+    assert "events read 14" in err and "alerts:" in err
+
+
+def test_json_lines_parse_and_carry_the_input_path(capsys: pytest.CaptureFixture[str]) -> None:
+    path = _evtx(LSASS)
+    assert main(["hunt", "--quiet", "--json", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines
+    for line in lines:
+        record = json.loads(line)
+        assert record["path"] == str(path)
+        alert = Alert.model_validate(record["alert"])
+        assert alert.detection_name.startswith("Behavior:Win32/") and alert.top_features
+
+
+def test_malformed_and_missing_files_are_reported_and_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "broken.jsonl"
+    bad.write_bytes(b'{"EventID": 1, "Image": \n\x00\xff not json at all\n[1, 2, 3]\n')
+    assert main(["hunt", "--quiet", str(bad), str(tmp_path / "absent.evtx"), str(_evtx(LSASS))]) == 0
+    out, err = capsys.readouterr()
+    assert "broken.jsonl" in err and "malformed" in err
+    assert "absent.evtx: SKIPPED FILE" in err
+    assert any("Behavior:Win32/" in line for line in out.splitlines())
+
+
+def test_behavior_event_json_lines_of_a_linux_attack_raise_a_linux_alert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tech = next(t for t in techniques() if t.generate.__name__ == "linux_ransomware")
+    tree = simulate_attack(
+        tech, 0, SimConfig(seed=5, fragment_share=0.0, process_only_share=0.0, light_share=0.0)
+    )
+    path = tmp_path / "events.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(event.model_dump_json() + "\n" for event in tree.events)
+    assert main(["hunt", "--quiet", "--json", str(path)]) == 0
+    alerts = [
+        Alert.model_validate(json.loads(line)["alert"]) for line in capsys.readouterr().out.splitlines()
+    ]
+    assert any(a.detection_name.startswith("Behavior:Linux/") for a in alerts)
+
+
+def test_a_path_that_does_not_exist_alone_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["hunt", str(tmp_path / "nothing-here")]) == 2
+    assert "no such file or folder" in capsys.readouterr().err

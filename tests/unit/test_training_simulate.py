@@ -1,0 +1,56 @@
+"""Simulated trees: every tactic on both platforms, reproducible, labels on real processes only."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pipeline.scoring import TACTICS
+from pipeline.training.simulate import (
+    SimConfig,
+    benign_workloads,
+    simulate_attack,
+    simulate_benign,
+    techniques,
+)
+from schemas.events import Platform, ProcessStart
+
+CONFIG = SimConfig(seed=11)
+
+
+def test_every_tactic_has_generators_on_windows_and_linux_with_attack_ids() -> None:
+    have = Counter((t.tactic, t.platform) for t in techniques())
+    missing = [(tactic, p) for tactic in TACTICS for p in Platform if have[(tactic, p)] == 0]
+    assert missing == []
+    assert all(t.attack_id.startswith("T1") for t in techniques())
+    assert have[("CommandAndControl", Platform.WINDOWS)] >= 4 and have[("Impact", Platform.LINUX)] >= 4
+
+
+def test_a_tree_is_reproducible_and_the_next_index_differs() -> None:
+    tech = next(t for t in techniques() if t.generate.__name__ == "lsass_dump")
+    first, again, other = (simulate_attack(tech, i, CONFIG) for i in (3, 3, 4))
+    assert [e.model_dump() for e in first.events] == [e.model_dump() for e in again.events]
+    assert first.node_labels == again.node_labels
+    lines = {e.payload.command_line for e in first.events if isinstance(e.payload, ProcessStart)}
+    other_lines = {e.payload.command_line for e in other.events if isinstance(e.payload, ProcessStart)}
+    assert lines != other_lines
+
+
+def test_attack_labels_name_processes_of_the_tree_and_benign_trees_have_none() -> None:
+    for tech in techniques()[::7]:
+        tree = simulate_attack(tech, 0, CONFIG)
+        keys = {e.process_key for e in tree.events} | {e.parent_process_key for e in tree.events}
+        assert tree.node_labels, tech.attack_id
+        assert set(tree.node_labels.values()) <= {tech.tactic, "Discovery"}
+        assert any(k in keys for k in tree.node_labels), tech.attack_id
+        assert [e.seq for e in tree.events] == list(range(len(tree.events)))
+    for platform in Platform:
+        for name, _, fn in benign_workloads(platform):
+            assert simulate_benign(platform, name, fn, 0, CONFIG).node_labels == {}
+
+
+def test_names_paths_and_devices_vary_across_trees_of_one_technique() -> None:
+    tech = next(t for t in techniques() if t.generate.__name__ == "ransomware_encrypt")
+    trees = [simulate_attack(tech, i, CONFIG) for i in range(12)]
+    assert len({t.events[0].device_id for t in trees}) == 12
+    images = {e.payload.image for t in trees for e in t.events if isinstance(e.payload, ProcessStart)}
+    assert len(images) >= 12
