@@ -42,6 +42,7 @@ from bench import Result, Summary, summarize
 FULL_REPEAT = 3
 QUICK_REPEAT = 2
 QUICK_SECOND_RUN_S = 15.0  # in --quick mode, a benchmark slower than this runs once
+NAME_WIDTH = 64  # figure names longer than this get a line of their own
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -308,15 +309,19 @@ def _num(value: float) -> str:
 
 def format_summaries(summaries: Sequence[Summary]) -> str:
     """One row per figure: median [min .. max], baseline median, ratio median [min .. max]."""
-    width = min(max((len(s.name) for s in summaries), default=10), 72)
+    width = min(max((len(s.name) for s in summaries), default=10), NAME_WIDTH)
     lines = [f"  {'figure':<{width}}  {'median':>18}  {'[min .. max]':<22} {'baseline':>12}"
              "  ratio [min .. max]"]
     for s in summaries:
         spread = f"[{_num(s.figure.low)} .. {_num(s.figure.high)}]" if s.runs > 1 else "(one run)"
         base = _num(s.baseline.median) if s.baseline else "-"
-        ratio = f"{s.ratio.median:.3g}x [{s.ratio.low:.3g} .. {s.ratio.high:.3g}]" if s.ratio else "-"
+        ratio = f"{s.ratio.median:.3g}x" if s.ratio else "-"
+        ratio += f" [{s.ratio.low:.3g} .. {s.ratio.high:.3g}]" if s.ratio and s.runs > 1 else ""
         value = f"{_num(s.figure.median)} {s.unit}"
-        lines.append(f"  {s.name:<{width}}  {value:>18}  {spread:<22} {base:>12}  {ratio}")
+        if len(s.name) > width:  # a long name gets a line of its own, the numbers stay in their columns
+            lines.append(f"  {s.name}")
+        name = s.name if len(s.name) <= width else ""
+        lines.append(f"  {name:<{width}}  {value:>18}  {spread:<22} {base:>12}  {ratio}")
         lines += [f"  {'':<4}{note}" for note in _notes(s)]
     return "\n".join(lines)
 

@@ -82,9 +82,8 @@ class Shape:
         return records(make_events(count), self.events_per_record)
 
     def label(self, record_bytes: int) -> str:
-        if self.events_per_record == 1:
-            return f"1-event records, {record_bytes} B"
-        return f"EventBatch records of {self.events_per_record} events, {record_bytes / 1024:.0f} KB"
+        size = f"{record_bytes} B" if record_bytes < 4096 else f"{record_bytes / 1024:.0f} KB"
+        return f"{self.events_per_record} ev/record, {size}"
 
 
 SHAPES = (
@@ -122,11 +121,11 @@ def results(rates: Rates) -> list[Result]:
     consumer = JAVA_CEILING.format(tool="ConsumerPerformance")
     per = rates.shape.events_per_record
     return [
-        Result(f"raw aiokafka producer send_batch ({shape})", rates.send_batch * per, "events/s",
+        Result(f"raw aiokafka send_batch ({shape})", rates.send_batch * per, "events/s",
                rates.java_producer * per, producer),
-        Result(f"raw aiokafka producer send() per record ({shape})", rates.send * per, "events/s",
+        Result(f"raw aiokafka send() per record ({shape})", rates.send * per, "events/s",
                rates.java_producer * per, producer),
-        Result(f"raw aiokafka consumer getmany + orjson.loads ({shape})", rates.getmany * per, "events/s",
+        Result(f"raw aiokafka getmany + orjson.loads ({shape})", rates.getmany * per, "events/s",
                rates.java_consumer * per, consumer),
     ]
 
