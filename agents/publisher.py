@@ -12,6 +12,13 @@ The path of one event:
    One batch is in flight at a time: strict per-device order, and a failed send is simply offered
    again. When the broker is unreachable the producer is dropped and re-created with exponential
    backoff while the spool absorbs events; when it returns the backlog drains in order.
+   The record value is spliced from the spooled bytes (`agents.batch_codec`); only records an
+   earlier process wrote are decoded first, so one that no longer validates is skipped and logged
+   instead of poisoning the batch downstream.
+4. Each send is an OpenTelemetry producer span `ringfence.agent.publish_batch` (`agents.telemetry`:
+   recorded when a tracer provider is installed, ids only otherwise) whose W3C `traceparent` goes
+   in the record's headers, so the pipeline's scoring, the command and the device's action result
+   join one trace.
 Delivery is at-least-once: a batch whose ack was lost (a crash between the broker's write and our
 trim) is sent again after restart with the same event ids and seqs, so consumers can drop it.
 
@@ -31,11 +38,13 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agents.batch_codec import splice_batch
 from agents.settings import AgentSettings
 from agents.spool import Spool, SpoolBatch
-from schemas.codec import decode_event, encode_batch
+from agents.telemetry import span, to_headers
+from schemas.codec import decode_event
 from schemas.errors import ContractError
-from schemas.events import BehaviorEvent, EventBatch
+from schemas.events import BehaviorEvent
 from schemas.topics import KafkaSettings
 
 __all__ = [
@@ -61,7 +70,8 @@ class Producer(Protocol):
     async def stop(self) -> None: ...
 
     async def send_and_wait(
-        self, topic: str, value: bytes | None = None, key: bytes | None = None
+        self, topic: str, value: bytes | None = None, key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> Any: ...
 
 
@@ -146,7 +156,6 @@ class Publisher:
         self._spooled = asyncio.Event()  # the writer committed something
         self._batch_full = asyncio.Event()  # enough is spooled for a full batch: stop lingering
         self._producer: Producer | None = None
-        self._recent: dict[tuple[str, int], BehaviorEvent] = {}  # spooled this run: no decode to send
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -203,10 +212,9 @@ class Publisher:
                 await asyncio.sleep(self.config.spool_commit_ms / 1000)  # group commit: one fsync for many
             while len(group) < self.config.batch_max_events * 4 and not self._queue.empty():
                 group.append(self._queue.get_nowait())
-            numbered = await self._spool_group(group)
+            await self._spool_group(group)
             for _ in group:
                 self._queue.task_done()
-            self._remember(numbered)
             self._spooled.set()
             if self.spool.pending_events >= self.config.batch_max_events:
                 self._batch_full.set()
@@ -222,10 +230,6 @@ class Publisher:
                           len(group), exc, backoff_s)
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, self.config.retry_backoff_max_s)
-
-    def _remember(self, events: list[BehaviorEvent]) -> None:
-        if len(self._recent) < self.config.queue_max_events:
-            self._recent.update(((event.device_id, event.seq), event) for event in events)
 
     # -- sender ---------------------------------------------------------------------------------
 
@@ -262,32 +266,40 @@ class Publisher:
         return self.spool.peek(self.config.batch_max_events, self.config.batch_max_bytes)
 
     async def _send(self, batch: SpoolBatch) -> None:
-        events = self._events_of(batch)
+        records, (first_seq, last_seq) = self._sendable(batch)
         producer = await self._connected_producer()
-        if events:
-            value = encode_batch(EventBatch.of(events))
-            sent = producer.send_and_wait(self.config.events_topic, value=value, key=batch.device_id.encode())
-            await asyncio.wait_for(sent, timeout=self.config.send_timeout_s)
+        if records:
+            value = splice_batch(batch.device_id, first_seq, last_seq, records)
+            with span("ringfence.agent.publish_batch", kind="producer", attributes={
+                "messaging.system": "kafka", "messaging.destination.name": self.config.events_topic,
+                "messaging.batch.message_count": len(records), "ringfence.device_id": batch.device_id,
+                "ringfence.first_seq": first_seq,
+            }) as trace:
+                sent = producer.send_and_wait(self.config.events_topic, value=value,
+                                              key=batch.device_id.encode(), headers=to_headers(trace))
+                await asyncio.wait_for(sent, timeout=self.config.send_timeout_s)
         self.spool.ack(batch)
-        for event in events:
-            self._recent.pop((event.device_id, event.seq), None)
-        self.stats.sent_events += len(events)
+        self.stats.sent_events += len(records)
         self.stats.sent_batches += 1
 
-    def _events_of(self, batch: SpoolBatch) -> list[BehaviorEvent]:
-        events: list[BehaviorEvent] = []
+    def _sendable(self, batch: SpoolBatch) -> tuple[list[bytes], tuple[int, int]]:
+        """The batch's records and their first and last seq. Rows an earlier process wrote are
+        validated first (another agent version, a damaged disk); those that fail are skipped and
+        logged, leaving a gap in the device's seqs that consumers can see."""
+        if batch.first_id > self.spool.earlier_last_id:  # written by this process from valid events
+            return list(batch.records), (batch.first_seq, batch.last_seq)
+        kept: list[tuple[int, bytes]] = []
         for offset, record in enumerate(batch.records):
-            cached = self._recent.get((batch.device_id, batch.first_seq + offset))
-            if cached is not None:
-                events.append(cached)
-                continue
             try:
-                events.append(decode_event(record))
-            except ContractError as exc:  # cannot happen for records we wrote; never loop on one
+                decode_event(record)
+            except ContractError as exc:  # never loop on a record that cannot be sent
                 self.stats.rejected_records += 1
-                log.error("spool record of device %s (batch seq %d..%d) no longer decodes, skipped: %s",
-                          batch.device_id, batch.first_seq, batch.last_seq, exc)
-        return events
+                log.error("spool record of device %s seq %d no longer decodes, skipped: %s",
+                          batch.device_id, batch.first_seq + offset, exc)
+                continue
+            kept.append((batch.first_seq + offset, record))
+        seqs = (kept[0][0], kept[-1][0]) if kept else (batch.first_seq, batch.last_seq)
+        return [record for _seq, record in kept], seqs
 
     async def _connected_producer(self) -> Producer:
         if self._producer is None:

@@ -23,12 +23,30 @@ from pathlib import Path
 
 from agents.sources import SourceStats
 from agents.sysmon.event_lines import read_behavior_events
-from agents.sysmon.readers import open_binary
+from agents.sysmon.readers import InputFormat, detect_format, open_binary
 from schemas.events import BehaviorEvent
+
+__all__ = ["Pacer", "ReplayInputError", "ReplaySource", "check_replay_inputs"]
 
 log = logging.getLogger(__name__)
 
 _YIELD_EVERY_EVENTS = 256  # at speed 0, give the event loop a turn this often
+
+
+class ReplayInputError(ValueError):
+    """A replay input is missing or is not BehaviorEvent JSON Lines; the message names the path."""
+
+
+def check_replay_inputs(paths: Sequence[Path]) -> None:
+    """Raise `ReplayInputError` unless every path is a BehaviorEvent JSON Lines file (plain or .gz)."""
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing or not paths:
+        raise ReplayInputError(f"no such file: {', '.join(missing)}" if missing else "no replay input files")
+    for path in paths:
+        found = detect_format(path)
+        if found is not InputFormat.BEHAVIOR_EVENTS:
+            raise ReplayInputError(f"{path} is not BehaviorEvent JSON Lines (it looks like {found}); convert "
+                                   "it with `ringfence-agent ingest` first")
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,19 @@ class AgentSettings(BaseSettings):
     net_interval_s: float = Field(1.0, gt=0)
     hash_max_bytes: int = Field(256 << 20, ge=0)  # executables larger than this are not hashed
 
+    # Windows Sysmon / Security logs (source "sysmon")
+    sysmon_paths: CommaList = ()  # .evtx / JSON Lines files, or folders searched for them
+    sysmon_follow: bool = False  # keep reading JSON Lines files as they grow (tail -F); else read once
+    sysmon_poll_interval_s: float = Field(0.5, gt=0)  # follow: longest wait between checks for lines
+    # agent: every event is this agent's device_id (its commands reach it); record: the host name in
+    # each record (a collector shipping the logs of many Windows hosts)
+    sysmon_device: Literal["agent", "record"] = "agent"
+
+    # replay of recorded BehaviorEvent JSON Lines (source "replay"; events keep their device ids)
+    replay_paths: CommaList = ()  # files, played one after the other
+    replay_speed: float = Field(1.0, ge=0)  # 1: recorded speed, 10: ten times faster, 0: no waiting
+    replay_retime: bool = False  # shift event times so the first event happens now (spacing kept)
+
     # spool and publishing
     spool_dir: Path = Path("/var/lib/ringfence/spool")
     spool_max_bytes: int = Field(256 << 20, gt=0)  # past this, sources are blocked (never dropped)
@@ -79,7 +92,10 @@ class AgentSettings(BaseSettings):
     commands_topic: str = COMMANDS
     actions_topic: str = ACTIONS
 
-    @field_validator("sources", "watch_paths", mode="before")
+    # diagnostics
+    profile_path: Path | None = None  # write a cProfile (CPU time) of the whole run here when it ends
+
+    @field_validator("sources", "watch_paths", "sysmon_paths", "replay_paths", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):

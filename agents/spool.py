@@ -21,25 +21,36 @@ dropped silently. One group larger than the whole cap is still admitted into an 
 single huge event cannot deadlock the agent. The database file keeps its peak size (SQLite reuses
 freed pages), which the cap bounds.
 
+One process at a time: the spool keeps its counters in memory, so a second process on the same
+file would reuse seqs. `Spool()` takes an exclusive `flock` on `<file>.lock` (released by the kernel
+even on SIGKILL) and raises `SpoolLocked` when another process holds it.
+
+Records are stored as the exact JSON the publisher sends (`agents.batch_codec`), so sending splices
+them into a batch without decoding. `earlier_last_id` is the last row written by an earlier process:
+rows up to it may come from another agent version, and the publisher validates them before sending.
+
     SpoolError        root of this module's errors
     ├── SpoolCorrupt  the database cannot be opened or is not a spool (path in the message)
+    ├── SpoolLocked   another process is using this spool (path in the message)
     └── SpoolClosed   used after close()
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from schemas.codec import encode_event
+from agents.batch_codec import encode_event_fast
 from schemas.events import BehaviorEvent
 
-__all__ = ["Spool", "SpoolBatch", "SpoolClosed", "SpoolCorrupt", "SpoolError"]
+__all__ = ["Spool", "SpoolBatch", "SpoolClosed", "SpoolCorrupt", "SpoolError", "SpoolLocked"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +63,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_device ON events (device_id, id);
 CREATE TABLE IF NOT EXISTS devices (device_id TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
 """
-_PENDING = "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0) FROM events"
+_PENDING = "SELECT COUNT(*), COALESCE(SUM(LENGTH(data)), 0), COALESCE(MAX(id), 0) FROM events"
 _UPSERT_SEQ = ("INSERT INTO devices (device_id, next_seq) VALUES (?, ?) "
                "ON CONFLICT (device_id) DO UPDATE SET next_seq = excluded.next_seq")
 
@@ -65,6 +76,10 @@ class SpoolCorrupt(SpoolError):
     """The spool database cannot be used (corrupt, not a spool, or from a newer format)."""
 
 
+class SpoolLocked(SpoolError):
+    """Another process holds this spool (an agent and an import command on the same folder)."""
+
+
 class SpoolClosed(SpoolError):
     """The spool was used after `close()`."""
 
@@ -74,10 +89,11 @@ class SpoolBatch:
     """The oldest pending events of one device, ready to send; `ack` it once the broker has it."""
 
     device_id: str
+    first_id: int  # lowest row id in the batch (<= `Spool.earlier_last_id`: written by an earlier run)
     last_id: int  # highest row id in the batch (trim key)
     first_seq: int
     last_seq: int
-    records: tuple[bytes, ...]  # encoded BehaviorEvents, seq assigned, in order
+    records: tuple[bytes, ...]  # encoded BehaviorEvents, seq assigned, in order (seqs first_seq + i)
 
     @property
     def nbytes(self) -> int:
@@ -92,11 +108,17 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self._sync = "FULL" if sync == "full" else "NORMAL"
-        self._db: sqlite3.Connection | None = _open(path, self._sync)
+        self._lock_fd: int | None = _lock(path)
+        try:
+            self._db: sqlite3.Connection | None = _open(path, self._sync)
+        except BaseException:
+            self._unlock()
+            raise
         self._next_seq: dict[str, int] = dict(self._conn.execute("SELECT device_id, next_seq FROM devices"))
-        count, size = self._conn.execute(_PENDING).fetchone()
+        count, size, last_id = self._conn.execute(_PENDING).fetchone()
         self.pending_events: int = count
         self.pending_bytes: int = size
+        self.earlier_last_id: int = last_id  # rows up to here were written before this process opened it
         self._room_freed = asyncio.Event()  # set by ack(); producers blocked on the cap wait on it
         self.blocked_count = 0  # how many times producers had to wait for room
         if count:
@@ -113,6 +135,12 @@ class Spool:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases the flock
+            self._lock_fd = None
 
     def next_seq(self, device_id: str) -> int:
         """The seq the next event of `device_id` will get."""
@@ -161,7 +189,7 @@ class Spool:
             counters[event.device_id] = seq + 1
             event = event.model_copy(update={"seq": seq})
             numbered.append(event)
-            rows.append((event.device_id, seq, encode_event(event)))
+            rows.append((event.device_id, seq, encode_event_fast(event)))
         return numbered, rows, counters
 
     def _commit(self, rows: list[tuple[str, int, bytes]], counters: dict[str, int]) -> None:
@@ -194,7 +222,8 @@ class Spool:
             rows.append(row)
             size += len(row[2])
         cursor.close()
-        return SpoolBatch(device_id, rows[-1][0], rows[0][1], rows[-1][1], tuple(row[2] for row in rows))
+        return SpoolBatch(device_id, rows[0][0], rows[-1][0], rows[0][1], rows[-1][1],
+                          tuple(row[2] for row in rows))
 
     def ack(self, batch: SpoolBatch) -> None:
         """Trim a batch the broker acknowledged; wakes producers waiting for room."""
@@ -211,8 +240,20 @@ class Spool:
         self._room_freed.set()
 
 
-def _open(path: Path, sync: str) -> sqlite3.Connection:
+def _lock(path: Path) -> int:
+    """An exclusive, non-blocking flock on `<path>.lock`; its descriptor stays open while we hold it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolLocked(f"spool {path} is in use by another process (lock {lock_path})") from None
+    return fd
+
+
+def _open(path: Path, sync: str) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, isolation_level="DEFERRED", check_same_thread=True)
         conn.execute("PRAGMA journal_mode=WAL")

@@ -13,7 +13,13 @@ The baseline is the same agent left idle in the same run, so background activity
 (other processes the agent also observes) is visible.
 Goal (issue 4): <= 2 % of one core and <= 60 MB RSS at 100 events/s.
 
-    .venv/bin/python -m bench.bench_agent [--quick]
+    .venv/bin/python -m bench.bench_agent [--quick] [--rates 100] [--profile cprofile|pyinstrument]
+
+`--profile` runs the agent process under a profiler for the same load (its CPU figure then includes
+the profiler's overhead, so it is only for finding where the time goes): `cprofile` sets the agent's
+RINGFENCE_AGENT_PROFILE_PATH (cProfile in CPU time, `agent-<rate>.prof`, read it with `python -m
+pstats`); `pyinstrument` (a sampling profiler in wall time, `pip install pyinstrument`) writes
+`agent-<rate>.pyisession` (`pyinstrument --load FILE`). Both go into `--profile-dir`.
 """
 
 from __future__ import annotations
@@ -113,18 +119,41 @@ class Load:
         self.children.clear()
 
 
-def measure(rate: int, warmup_s: float, window_s: float) -> Sample:
+@dataclass(frozen=True)
+class Profiling:
+    """Run the agent under a profiler (see the module docstring); `out_dir` receives the reports."""
+
+    tool: str  # "cprofile" (the agent's own RINGFENCE_AGENT_PROFILE_PATH, CPU time) or "pyinstrument"
+    out_dir: Path
+
+    def prefix(self, rate: int) -> list[str]:
+        """Interpreter arguments before `-m agents.cli`."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.tool == "pyinstrument":
+            out = self.out_dir / f"agent-{rate}.pyisession"
+            return ["-m", "pyinstrument", "--interval", "0.0005", "-o", str(out)]
+        return []
+
+    def env(self, rate: int) -> dict[str, str]:
+        if self.tool == "cprofile":
+            return {"RINGFENCE_AGENT_PROFILE_PATH": str(self.out_dir.resolve() / f"agent-{rate}.prof")}
+        return {}
+
+
+def measure(rate: int, warmup_s: float, window_s: float, profiling: Profiling | None = None) -> Sample:
     """One fresh agent process: warm up, then `window_s` of load while sampling it."""
     with tempfile.TemporaryDirectory(prefix="bench-agent-") as tmp:
         work = Path(tmp)
         (work / "watched").mkdir()
         log_path = work / "agent.log"
         total_s = warmup_s + window_s + 2
+        prefix = profiling.prefix(rate) if profiling is not None else []
+        env = {**_agent_env(work), **(profiling.env(rate) if profiling is not None else {})}
         with open(log_path, "w") as log:
             agent = subprocess.Popen(
-                [sys.executable, "-m", "agents.cli", "run", "--duration-s", str(total_s),
+                [sys.executable, *prefix, "-m", "agents.cli", "run", "--duration-s", str(total_s),
                  "--flush-timeout-s", "2"],
-                cwd=REPO, env=_agent_env(work), stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             )
         try:
             time.sleep(warmup_s)
@@ -185,14 +214,14 @@ def generate(folder: Path, rate: float, seconds: float) -> int:
     return load.done
 
 
-def run(quick: bool) -> list[Result]:
-    """Idle, 100 and 1,000 events/s; one fresh agent process each."""
+def run(quick: bool, rates: tuple[int, ...] = RATES, profiling: Profiling | None = None) -> list[Result]:
+    """Idle, then each rate (100 and 1,000 events/s by default); one fresh agent process each."""
     warmup_s, window_s = (4.0, 10.0) if quick else (5.0, 30.0)
-    idle = measure(0, warmup_s, window_s)
+    idle = measure(0, warmup_s, window_s, profiling)
     results = [Result("agent idle: CPU (% of one core)", idle.cpu_percent, "%", higher_is_better=False),
                Result("agent idle: peak RSS", idle.rss_peak_mb, "MB", higher_is_better=False)]
-    for rate in RATES:
-        sample = measure(rate, warmup_s, window_s)
+    for rate in rates:
+        sample = measure(rate, warmup_s, window_s, profiling)
         results += [
             Result(f"agent at {rate} events/s: CPU (% of one core)", sample.cpu_percent, "%",
                    baseline=idle.cpu_percent, baseline_name="the same agent idle, same run",
@@ -211,6 +240,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="short windows (smoke run)")
+    parser.add_argument("--rates", type=int, nargs="+", default=list(RATES), metavar="N",
+                        help="loaded runs, in events/s (default: 100 1000); an idle run always comes first")
+    parser.add_argument("--profile", choices=("cprofile", "pyinstrument"),
+                        help="run the agent under this profiler (figures then include its overhead)")
+    parser.add_argument("--profile-dir", type=Path, default=Path("bench-agent-profiles"),
+                        help="--profile reports: agent-<rate>.prof or .txt (default: ./bench-agent-profiles)")
     parser.add_argument("--generate", nargs=3, metavar=("FOLDER", "RATE", "SECONDS"),
                         help=argparse.SUPPRESS)  # internal: run as a load generator worker
     args = parser.parse_args()
@@ -218,7 +253,8 @@ def main() -> None:
         folder, rate, seconds = args.generate
         print(generate(Path(folder), float(rate), float(seconds)))
         return
-    for result in run(args.quick):
+    profiling = Profiling(args.profile, args.profile_dir) if args.profile else None
+    for result in run(args.quick, tuple(args.rates), profiling):
         base = f"  (idle: {result.baseline:.2f})" if result.baseline is not None else ""
         print(f"{result.name:<60} {result.figure:10.2f} {result.unit}{base}")
 

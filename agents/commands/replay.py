@@ -33,20 +33,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from agents.replay import Pacer, ReplaySource
-    from agents.sysmon.readers import InputFormat, detect_format
+    from agents.replay import Pacer, ReplaySource, check_replay_inputs
 
-    missing = [str(path) for path in args.paths if not path.is_file()]
-    if missing:
-        raise CliError(f"no such file: {', '.join(missing)}")
-    for path in args.paths:
-        found = detect_format(path)
-        if found is not InputFormat.BEHAVIOR_EVENTS:
-            raise CliError(f"{path} is not BehaviorEvent JSON Lines (it looks like {found}); convert it with "
-                           "`ringfence-agent ingest` first")
     try:
+        check_replay_inputs(args.paths)
         pacer = Pacer(args.speed, args.max_gap_s)
-    except ValueError as exc:
+    except ValueError as exc:  # ReplayInputError included
         raise CliError(str(exc)) from None
     source = ReplaySource(args.paths, pacer, retime=args.retime)
     try:

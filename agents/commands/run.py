@@ -6,7 +6,10 @@ anything still unsent stays in the spool for the next start. When every source h
 read to its end) and no plugin is running, the agent stops the same way.
 
 Extension points (plain data, no magic discovery):
-- `SOURCE_BUILDERS`: source name (as in `RINGFENCE_AGENT_SOURCES`) -> builder taking the settings.
+- `SOURCE_BUILDERS`: source name (as in `RINGFENCE_AGENT_SOURCES`) -> builder taking the settings:
+  `linux` (live collection), `sysmon` (`RINGFENCE_AGENT_SYSMON_PATHS`, optionally followed), `replay`
+  (`RINGFENCE_AGENT_REPLAY_PATHS` at `RINGFENCE_AGENT_REPLAY_SPEED`). Every source is built before
+  anything starts, so a bad path is a one-line error, not a source that dies later.
 - `PLUGIN_BUILDERS`: builders of `AgentPlugin`s that run beside the publisher for the agent's life.
   The enforcer plugs in here: its `observe(event)` sees every event before it is queued (a
   blocklisted image can be killed as soon as its process_start is seen) and its `run(context)`
@@ -17,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import platform
 import signal
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -80,13 +84,48 @@ def _linux_source(settings: AgentSettings) -> Source:
     ))
 
 
+def _sysmon_source(settings: AgentSettings) -> Source:
+    from agents.sources import SourceConfigError
+    from agents.sysmon import InputFileError, SysmonSource, read_paths
+    from agents.sysmon.follow import check_followable
+
+    paths = read_paths([Path(path) for path in settings.sysmon_paths])
+    if not paths:
+        raise SourceConfigError("source sysmon: no input files (set RINGFENCE_AGENT_SYSMON_PATHS)")
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing and not settings.sysmon_follow:  # a followed file may appear later (tail -F)
+        raise SourceConfigError(f"source sysmon: no such file: {', '.join(missing)}")
+    try:
+        for path in paths if settings.sysmon_follow else ():
+            check_followable(path)
+    except InputFileError as exc:
+        raise SourceConfigError(f"source sysmon: {exc}") from None
+    device_id = settings.device_id if settings.sysmon_device == "agent" else None
+    return SysmonSource(paths, device_id=device_id, follow=settings.sysmon_follow,
+                        poll_interval_s=settings.sysmon_poll_interval_s)
+
+
+def _replay_source(settings: AgentSettings) -> Source:
+    from agents.replay import Pacer, ReplayInputError, ReplaySource, check_replay_inputs
+    from agents.sources import SourceConfigError
+
+    paths = [Path(path) for path in settings.replay_paths]
+    try:
+        check_replay_inputs(paths)
+    except ReplayInputError as exc:
+        raise SourceConfigError(f"source replay: {exc} (RINGFENCE_AGENT_REPLAY_PATHS)") from None
+    return ReplaySource(paths, Pacer(settings.replay_speed), retime=settings.replay_retime)
+
+
 def _enforcer(settings: AgentSettings, kafka: KafkaSettings) -> AgentPlugin | None:
     from agents.enforcement_plugin import build_plugin
 
     return build_plugin(settings, kafka)
 
 
-SOURCE_BUILDERS: dict[str, Callable[[AgentSettings], Source]] = {"linux": _linux_source}
+SOURCE_BUILDERS: dict[str, Callable[[AgentSettings], Source]] = {
+    "linux": _linux_source, "sysmon": _sysmon_source, "replay": _replay_source,
+}
 PLUGIN_BUILDERS: list[Callable[[AgentSettings, KafkaSettings], AgentPlugin | None]] = [_enforcer]
 
 
@@ -128,15 +167,53 @@ def _handle(args: argparse.Namespace) -> int:
         raise CliError(f"unknown source(s) {unknown}; known: {sorted(SOURCE_BUILDERS)}")
     log.info("%s", settings.describe())
     log.info("%s", kafka.describe())
-    asyncio.run(run_agent(settings, kafka, duration_s=args.duration_s, flush_timeout_s=args.flush_timeout_s))
+    sources = _build_sources(settings)
+    with _profiled(settings.profile_path):
+        asyncio.run(run_agent(settings, kafka, sources=sources, duration_s=args.duration_s,
+                              flush_timeout_s=args.flush_timeout_s))
     return 0
 
 
+def _build_sources(settings: AgentSettings) -> list[Source]:
+    from agents.sources import SourceConfigError
+
+    try:
+        return [SOURCE_BUILDERS[name](settings) for name in settings.sources]
+    except SourceConfigError as exc:
+        raise CliError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _profiled(path: Path | None) -> Iterator[None]:
+    """With `RINGFENCE_AGENT_PROFILE_PATH`: cProfile the run in CPU time (not wall time: the agent
+    mostly waits) and write the stats there for `python -m pstats`; calls run slower meanwhile."""
+    if path is None:
+        yield
+        return
+    import cProfile
+    import time
+
+    profile = cProfile.Profile(time.process_time)
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        profile.dump_stats(path)
+        log.info("CPU profile of the run written to %s", path)
+
+
 async def run_agent(settings: AgentSettings, kafka: KafkaSettings, *, duration_s: float | None = None,
-                    flush_timeout_s: float = 10.0) -> None:
-    """The whole agent until a signal, `duration_s`, or the end of every source."""
+                    flush_timeout_s: float = 10.0, sources: Sequence[Source] | None = None) -> None:
+    """The whole agent until a signal, `duration_s`, or the end of every source.
+
+    `sources` default to those `settings.sources` names (`SOURCE_BUILDERS`).
+    """
     from agents.publisher import Publisher, PublisherConfig, kafka_producer_factory
     from agents.spool import Spool
+
+    if sources is None:
+        sources = [SOURCE_BUILDERS[name](settings) for name in settings.sources]
 
     spool = Spool(Path(settings.spool_dir) / SPOOL_FILE, max_bytes=settings.spool_max_bytes,
                   sync=settings.spool_sync)
@@ -150,7 +227,7 @@ async def run_agent(settings: AgentSettings, kafka: KafkaSettings, *, duration_s
     gc.freeze()
     publisher.start()
     try:
-        await _run_until_stopped(context, plugins, duration_s)
+        await _run_until_stopped(context, sources, plugins, duration_s)
     finally:
         await publisher.close(flush_timeout_s)
         spool.close()
@@ -158,13 +235,12 @@ async def run_agent(settings: AgentSettings, kafka: KafkaSettings, *, duration_s
 
 
 async def _run_until_stopped(
-    context: AgentContext, plugins: list[AgentPlugin], duration_s: float | None
+    context: AgentContext, sources: Sequence[Source], plugins: list[AgentPlugin], duration_s: float | None
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    sources = [SOURCE_BUILDERS[name](context.settings) for name in context.settings.sources]
     publisher = context.publisher
     source_tasks = [asyncio.create_task(_pump(source, plugins, publisher), name=f"source:{source.name}")
                     for source in sources]

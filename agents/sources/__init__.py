@@ -6,6 +6,9 @@ Keeping the contract this small lets a source be a file reader, a kernel connect
 
 Sources do not assign anything the publisher owns: they set `seq` per device in the order they
 read (the publisher may re-sequence if it merges several sources for one device).
+
+A source that cannot start with its configuration (no input files, a file that is not what the
+source reads) raises `SourceConfigError` from its builder, before the agent starts anything.
 """
 
 from __future__ import annotations
@@ -18,10 +21,14 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from schemas.events import BehaviorEvent
 
-__all__ = ["MAX_SKIP_REASONS", "Source", "SourceStats"]
+__all__ = ["MAX_SKIP_REASONS", "Source", "SourceConfigError", "SourceStats"]
 
 MAX_SKIP_REASONS = 256
 """Distinct skip reasons kept; hostile input could otherwise grow the counter without bound."""
+
+
+class SourceConfigError(Exception):
+    """A source cannot be built from its settings; the message names the source and the problem."""
 
 
 @dataclass

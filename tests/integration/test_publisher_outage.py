@@ -73,10 +73,11 @@ class Breakable:
     async def stop(self) -> None:
         await self._inner.stop()
 
-    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                            headers: list[tuple[str, bytes]] | None = None) -> Any:
         if not self._network.up:
             raise KafkaConnectionError("connection to the broker lost (test outage)")
-        return await self._inner.send_and_wait(topic, value=value, key=key)
+        return await self._inner.send_and_wait(topic, value=value, key=key, headers=headers)
 
 
 def make_events(start: int, count: int) -> list[BehaviorEvent]:

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from agents import telemetry
 from agents.publisher import Producer, Publisher, PublisherConfig, PublisherStats
 from agents.spool import Spool
 from schemas.codec import decode_batch
@@ -31,6 +41,7 @@ class FakeBroker:
 
     down: bool = False
     records: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    headers: list[list[tuple[str, bytes]]] = field(default_factory=list)  # per record, as sent
     starts: int = 0
 
     def factory(self) -> Producer:
@@ -52,11 +63,13 @@ class FakeProducer:
     async def stop(self) -> None:
         return None
 
-    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                            headers: list[tuple[str, bytes]] | None = None) -> Any:
         if self.broker.down:
             raise ConnectionError("broker unreachable")
         assert value is not None and key is not None
         self.broker.records.append((topic, key, value))
+        self.broker.headers.append(list(headers or ()))
 
 
 def config(**overrides: Any) -> PublisherConfig:
@@ -184,3 +197,71 @@ async def test_heartbeats_go_to_the_devices_topic_once_connected(tmp_path: Path)
     await publisher.close()
     beats = [(key, value) for topic, key, value in broker.records if topic == DEVICES]
     assert beats[0][0] == b"dev-a"
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Spans recorded in-process through the agent's telemetry hook (as the pipeline installs it)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry.use_tracer_provider(provider)
+    yield exporter
+    telemetry.use_tracer_provider(None)
+    provider.shutdown()
+
+
+async def test_each_batch_carries_the_traceparent_of_its_producer_span(
+    tmp_path: Path, spans: InMemorySpanExporter
+) -> None:
+    broker = FakeBroker()
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config(batch_max_events=3))
+    publisher.start()
+    for n in range(5):
+        await publisher.submit(event("dev-a", n))
+    await publisher.close()
+
+    finished = [s for s in spans.get_finished_spans() if s.name == "ringfence.agent.publish_batch"]
+    assert len(finished) == len(broker.records) == 2
+    for record_headers, span, batch in zip(broker.headers, finished, broker.batches(), strict=True):
+        parent = telemetry.from_headers(record_headers)
+        assert parent is not None and span.context is not None, record_headers
+        assert parent.trace_id == f"{span.context.trace_id:032x}"  # the pipeline continues this trace
+        assert parent.span_id == f"{span.context.span_id:016x}"
+        assert span.kind is SpanKind.PRODUCER and span.attributes is not None
+        assert span.attributes["ringfence.device_id"] == "dev-a"
+        assert span.attributes["messaging.batch.message_count"] == len(batch.events)
+    assert finished[0].context.trace_id != finished[1].context.trace_id
+
+
+async def test_without_a_tracer_provider_records_still_carry_a_valid_traceparent(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config())
+    publisher.start()
+    await publisher.submit(event("dev-a", 0))
+    await publisher.close()
+    assert [telemetry.from_headers(h) is not None for h in broker.headers] == [True]
+
+
+async def test_records_of_an_earlier_run_that_no_longer_decode_are_skipped_not_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    earlier = Spool(tmp_path / "s.db")
+    written = earlier.append([event("dev-a", n) for n in range(4)])
+    earlier.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:  # an older agent, or a damaged disk
+        db.execute("UPDATE events SET data = ? WHERE seq = 1", (b'{"not": "an event"}',))
+    db.close()
+
+    broker = FakeBroker()
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config())
+    publisher.start()
+    await publisher.submit(event("dev-a", 4))  # written by this run: spliced without a decode
+    with caplog.at_level(logging.ERROR):
+        await publisher.close()
+
+    got = [e for b in broker.batches() for e in b.events]
+    assert [e.event_id for e in got][:3] == [written[n].event_id for n in (0, 2, 3)]
+    assert [e.seq for e in got] == [0, 2, 3, 4]  # the gap stays visible to consumers
+    assert publisher.stats.rejected_records == 1 and publisher.spool.pending_events == 0
+    assert "device dev-a seq 1 no longer decodes" in caplog.text

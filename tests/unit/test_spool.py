@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.spool import Spool, SpoolClosed, SpoolCorrupt
+from agents.spool import Spool, SpoolClosed, SpoolCorrupt, SpoolLocked
 from schemas.codec import decode_event
 from schemas.events import BehaviorEvent, FileWrite, Platform
 
@@ -151,3 +151,23 @@ def test_use_after_close_is_a_typed_error(tmp_path: Path) -> None:
     spool.close()
     with pytest.raises(SpoolClosed):
         spool.append([event()])
+
+
+def test_a_spool_held_by_another_process_is_refused_and_freed_when_that_process_dies(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from pathlib import Path; from agents.spool import Spool; "
+         f"s = Spool(Path({str(db)!r})); print('ready', flush=True); input()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(SpoolLocked, match=str(db)):
+            Spool(db)  # a second writer would reuse seqs: refused, with the path named
+    finally:
+        holder.kill()  # SIGKILL: no close(); the kernel drops the lock with the process
+        holder.wait(timeout=10)
+    spool = Spool(db)
+    assert spool.append([event()])[0].seq == 0
+    spool.close()
+    Spool(db).close()  # close() releases the lock for the next user in this process too
