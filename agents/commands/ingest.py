@@ -5,9 +5,9 @@ any `async (events) -> count` function, so shipping to Kafka is one more sink:
 
     EventSink = Callable[[AsyncIterator[BehaviorEvent]], Awaitable[int]]
 
-`jsonl_sink(handle)` writes JSON Lines, `count_sink` only counts; a Kafka sink (the publisher's
-`submit` in a loop) plugs into `choose_sink`. A per-file summary goes to stderr so that
-`--stdout` output stays pure JSON Lines.
+`jsonl_sink(handle)` writes JSON Lines, `count_sink` only counts, and `--kafka` ships through the
+agent's durable spool and publisher (`agents.kafka_sink`: EventBatch records keyed by device_id,
+acks=all). A per-file summary goes to stderr so that `--stdout` output stays pure JSON Lines.
 """
 
 from __future__ import annotations
@@ -53,10 +53,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--out FILE` / `--stdout`; with neither, events are only counted."""
+    """`--out FILE` / `--stdout` / `--kafka`; with none, events are only counted."""
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--out", type=Path, help="write BehaviorEvent JSON Lines here (.gz compresses)")
     output.add_argument("--stdout", action="store_true", help="write BehaviorEvent JSON Lines to stdout")
+    output.add_argument("--kafka", action="store_true",
+                        help="publish to the events topic (RINGFENCE_AGENT_EVENTS_TOPIC) through a durable "
+                        "spool, as EventBatch records keyed by device_id with acks=all; Kafka settings from "
+                        "RINGFENCE_KAFKA_*")
+    parser.add_argument("--spool-dir", type=Path, default=None,
+                        help="with --kafka: spool folder (default: RINGFENCE_AGENT_SPOOL_DIR/ingest); events "
+                        "the broker did not acknowledge stay there and are sent first by the next run")
+    parser.add_argument("--flush-timeout-s", type=float, default=60.0,
+                        help="with --kafka: after the input ends, wait this long for the broker to "
+                        "acknowledge everything (default 60); what is left stays spooled (exit code 2)")
 
 
 def _handle(args: argparse.Namespace) -> int:
@@ -71,7 +81,7 @@ def _handle(args: argparse.Namespace) -> int:
     try:
         with choose_sink(args, flush_each=args.follow) as sink:
             asyncio.run(run_source(source, sink, args.duration_s))
-    except (InputFileError, FollowError) as exc:
+    except (InputFileError, FollowError, SinkError) as exc:
         raise CliError(str(exc)) from None
     except BrokenPipeError:
         quiet_stdout()
@@ -88,14 +98,51 @@ def quiet_stdout() -> None:
 
 @contextlib.contextmanager
 def choose_sink(args: argparse.Namespace, *, flush_each: bool = False) -> Iterator[EventSink]:
-    """The sink the arguments ask for. (Kafka: add a `--kafka` flag and yield the publisher sink here.)"""
+    """The sink the arguments ask for; a Kafka sink's failures surface as `SinkError`."""
     if args.stdout:
         yield jsonl_sink(sys.stdout.buffer, flush_each=True)
     elif args.out is not None:
         with _open_out(args.out) as handle:
             yield jsonl_sink(handle, flush_each=flush_each)
+    elif args.kafka:
+        yield _kafka_sink(args)
     else:
         yield count_sink
+
+
+class SinkError(Exception):
+    """The sink could not take every event (Kafka: a backlog left in the spool, a spool in use)."""
+
+
+def _kafka_sink(args: argparse.Namespace) -> EventSink:
+    """The agent's spool + publisher, configured like `ringfence-agent run` (RINGFENCE_AGENT_*/KAFKA_*)."""
+    from pydantic import ValidationError
+
+    from agents.kafka_sink import BacklogLeft, KafkaSinkConfig, kafka_sink
+    from agents.publisher import PublisherConfig, kafka_producer_factory
+    from agents.settings import AgentSettings
+    from agents.spool import SpoolError
+    from schemas.topics import KafkaSettings
+
+    try:
+        settings, kafka = AgentSettings(), KafkaSettings()
+    except ValidationError as exc:
+        raise CliError(f"invalid setting: {exc.errors(include_url=False)[0]['msg']}") from None
+    spool_dir = args.spool_dir if args.spool_dir is not None else Path(settings.spool_dir) / "ingest"
+    config = KafkaSinkConfig(
+        spool_path=spool_dir / "spool.db", publisher=PublisherConfig.from_settings(settings),
+        spool_max_bytes=settings.spool_max_bytes, spool_sync=settings.spool_sync,
+        flush_timeout_s=args.flush_timeout_s,
+    )
+    inner = kafka_sink(config, kafka_producer_factory(kafka))
+
+    async def sink(events: AsyncIterator[BehaviorEvent]) -> int:
+        try:
+            return await inner(events)
+        except (BacklogLeft, SpoolError) as exc:
+            raise SinkError(str(exc)) from None
+
+    return sink
 
 
 def _open_out(path: Path) -> IO[bytes]:

@@ -9,7 +9,14 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from agents.commands.ingest import add_output_arguments, choose_sink, print_summary, quiet_stdout, run_source
+from agents.commands.ingest import (
+    SinkError,
+    add_output_arguments,
+    choose_sink,
+    print_summary,
+    quiet_stdout,
+    run_source,
+)
 from schemas.cli_support import CliError
 
 
@@ -44,6 +51,8 @@ def _handle(args: argparse.Namespace) -> int:
     try:
         with choose_sink(args, flush_each=args.speed != 0) as sink:
             asyncio.run(run_source(source, sink, args.duration_s))
+    except SinkError as exc:
+        raise CliError(str(exc)) from None
     except BrokenPipeError:
         quiet_stdout()
     finally:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from schemas.cli_support import CliError
 
 if TYPE_CHECKING:
-    from agents.publisher import Publisher, PublisherStats
+    from agents.publisher import ProducerFactory, Publisher, PublisherStats
     from agents.settings import AgentSettings
     from agents.sources import Source
     from schemas.events import BehaviorEvent
@@ -204,10 +204,12 @@ def _profiled(path: Path | None) -> Iterator[None]:
 
 
 async def run_agent(settings: AgentSettings, kafka: KafkaSettings, *, duration_s: float | None = None,
-                    flush_timeout_s: float = 10.0, sources: Sequence[Source] | None = None) -> None:
+                    flush_timeout_s: float = 10.0, sources: Sequence[Source] | None = None,
+                    producer_factory: ProducerFactory | None = None) -> None:
     """The whole agent until a signal, `duration_s`, or the end of every source.
 
-    `sources` default to those `settings.sources` names (`SOURCE_BUILDERS`).
+    `sources` default to those `settings.sources` names (`SOURCE_BUILDERS`); `producer_factory` to
+    aiokafka producers for `kafka` (tests pass a fake).
     """
     from agents.publisher import Publisher, PublisherConfig, kafka_producer_factory
     from agents.spool import Spool
@@ -217,7 +219,8 @@ async def run_agent(settings: AgentSettings, kafka: KafkaSettings, *, duration_s
 
     spool = Spool(Path(settings.spool_dir) / SPOOL_FILE, max_bytes=settings.spool_max_bytes,
                   sync=settings.spool_sync)
-    publisher = Publisher(spool, kafka_producer_factory(kafka), PublisherConfig.from_settings(settings))
+    factory = producer_factory if producer_factory is not None else kafka_producer_factory(kafka)
+    publisher = Publisher(spool, factory, PublisherConfig.from_settings(settings))
     context = AgentContext(settings, kafka, publisher)
     publisher.set_heartbeat(lambda stats: _heartbeat(context, stats))
     plugins = [plugin for build in PLUGIN_BUILDERS if (plugin := build(settings, kafka)) is not None]
