@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from agents.linux import inotify
-from agents.linux.build import UNATTRIBUTED_PROCESS_KEY, linux_event
+from agents.linux.build import UNATTRIBUTED_PROCESS_KEY, linux_event, wire_text
 from agents.linux.hashing import HashCache
 from agents.linux.inotify import InotifyEvent, Mask
 from schemas.events import BehaviorEvent, FileCreate, FileDelete, FileRename, FileWrite, Payload
@@ -137,12 +137,12 @@ class FileWatcher:
     def _map_path(self, raw: InotifyEvent, path: str) -> list[BehaviorEvent]:
         mask = raw.mask
         if mask & Mask.CREATE:
-            return self._watch_tree(path, report=True) if raw.is_dir else [self._event(FileCreate(path=path))]
+            return self._watch_tree(path, report=True) if raw.is_dir else [self._created(path)]
         if mask & Mask.CLOSE_WRITE:
             # bytes_written stays None: inotify does not say how much was written.
-            return [self._event(FileWrite(path=path, sha256=self._hashes.sha256_of(path)))]
+            return [self._event(FileWrite(path=wire_text(path), sha256=self._hashes.sha256_of(path)))]
         if mask & Mask.DELETE:
-            return [] if raw.is_dir else [self._event(FileDelete(path=path))]
+            return [] if raw.is_dir else [self._event(FileDelete(path=wire_text(path)))]
         if mask & Mask.MOVED_FROM:
             self._moves[raw.cookie] = (path, raw.is_dir, time.monotonic())
             return []
@@ -153,11 +153,11 @@ class FileWatcher:
     def _moved_to(self, raw: InotifyEvent, path: str) -> list[BehaviorEvent]:
         pending = self._moves.pop(raw.cookie, None)
         if pending is None:  # moved in from outside the watched tree
-            return self._watch_tree(path, report=True) if raw.is_dir else [self._event(FileCreate(path=path))]
+            return self._watch_tree(path, report=True) if raw.is_dir else [self._created(path)]
         old_path, is_dir, _seen = pending
         if is_dir:
             self._rename_watched(old_path, path)
-        return [self._event(FileRename(path=path, old_path=old_path))]
+        return [self._event(FileRename(path=wire_text(path), old_path=wire_text(old_path)))]
 
     def flush_moves(self, now: float) -> list[BehaviorEvent]:
         """Moves out of the tree (no matching MOVED_TO within `rename_wait_s`) become deletes."""
@@ -168,8 +168,11 @@ class FileWatcher:
             old_path, is_dir, _seen = self._moves.pop(cookie)
             if is_dir:
                 self._unwatch_under(old_path)
-            events.append(self._event(FileDelete(path=old_path)))
+            events.append(self._event(FileDelete(path=wire_text(old_path))))
         return events
+
+    def _created(self, path: str) -> BehaviorEvent:
+        return self._event(FileCreate(path=wire_text(path)))
 
     def _event(self, payload: Payload) -> BehaviorEvent:
         return linux_event(self.device_id, time.time_ns(), UNATTRIBUTED_PROCESS_KEY, payload)
@@ -184,7 +187,7 @@ class FileWatcher:
                 subdirs.clear()
                 continue
             if report:
-                events.extend(self._event(FileCreate(path=os.path.join(directory, name))) for name in files)
+                events.extend(self._created(os.path.join(directory, name)) for name in files)
         return events
 
     def _watch_one(self, directory: str) -> bool:

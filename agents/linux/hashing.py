@@ -5,6 +5,10 @@ each exec would dominate the agent's CPU. A file's identity plus its modificatio
 cache key: replacing or rewriting a binary changes the inode or the mtime, so a stale hash is never
 served. The cache is an LRU with a fixed number of entries so memory stays bounded however many
 distinct binaries run. Files larger than `max_bytes` are not hashed (None) to bound the worst case.
+Only regular files are read: the open is non-blocking and anything else (a FIFO someone created in
+a watched folder, a device node) gets None, so a hostile file can never stall the agent's loop.
+Files are read with raw descriptors (no buffered file object per hash: this runs for every file
+write in a watched folder).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 from collections import OrderedDict
 
 __all__ = ["FileKey", "HashCache"]
@@ -36,16 +41,25 @@ class HashCache:
         return len(self._entries)
 
     def sha256_of(self, path: str) -> str | None:
-        """Digest of the file at `path` (e.g. `/proc/<pid>/exe`), or None if unreadable/too big."""
+        """Digest of the file at `path` (e.g. `/proc/<pid>/exe`), or None if unreadable, too big or
+        not a regular file."""
         try:
-            with open(path, "rb") as handle:
-                return self._digest_open_file(handle.fileno(), path)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             log.debug("cannot hash %s: %s", path, exc)
             return None
+        try:
+            return self._digest_open_file(fd, path)
+        except OSError as exc:
+            log.debug("cannot hash %s: %s", path, exc)
+            return None
+        finally:
+            os.close(fd)
 
     def _digest_open_file(self, fd: int, path: str) -> str | None:
         st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
         key: FileKey = (st.st_dev, st.st_ino, st.st_mtime_ns)
         if key in self._entries:
             self.hits += 1

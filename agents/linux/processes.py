@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from agents.linux.build import UNKNOWN_IMAGE, linux_event
+from agents.linux.build import UNKNOWN_IMAGE, linux_event, wire_text
 from agents.linux.hashing import HashCache
 from agents.linux.procfs import (
     ProcessGone,
@@ -221,10 +221,11 @@ class ProcessTracker:
         parent = self._table.get(proc.ppid) if proc.ppid is not None else None
         sha = self._hashes.sha256_of(f"/proc/{proc.pid}/exe") if snap is not None and snap.exe else None
         payload = ProcessStart(
-            image=proc.image or UNKNOWN_IMAGE, command_line=proc.command_line, sha256=sha,
-            uid=snap.uid if snap else None, pid=proc.pid, ppid=proc.ppid,
-            parent_image=parent.image if parent else None,
-            parent_command_line=parent.command_line if parent else None, cwd=snap.cwd if snap else None,
+            image=wire_text(proc.image or UNKNOWN_IMAGE), command_line=wire_text(proc.command_line),
+            sha256=sha, uid=snap.uid if snap else None, pid=proc.pid, ppid=proc.ppid,
+            parent_image=wire_text(parent.image) if parent and parent.image else None,
+            parent_command_line=wire_text(parent.command_line) if parent else None,
+            cwd=wire_text(snap.cwd) if snap and snap.cwd else None,
         )
         return linux_event(self.device_id, ts_ns, proc.key, payload,
                            parent_process_key=proc.parent_key, image=payload.image)

@@ -94,3 +94,40 @@ def test_watch_limit_is_enforced_and_counted(tmp_path: Path) -> None:
         assert watcher.watch_count == 2 and watcher.unwatched_dirs >= 1
     finally:
         watcher.close()
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_escaped_and_collection_goes_on(tmp_path: Path) -> None:
+    watcher = FileWatcher("dev", [str(tmp_path)], rename_wait_s=0.05)
+    watcher.start()
+    try:
+        hostile = os.path.join(os.fsencode(tmp_path), b"inv\xffoice.pdf")
+        with open(hostile, "wb") as handle:
+            handle.write(b"x")
+        (tmp_path / "after.txt").write_text("y")
+        events = settle(watcher)
+    finally:
+        watcher.close()
+    escaped = str(tmp_path / "inv\\xffoice.pdf")
+    assert ("file_create", escaped, None) in events and ("file_write", escaped, None) in events
+    assert ("file_write", str(tmp_path / "after.txt"), None) in events  # the watcher did not die
+
+
+def test_a_fifo_written_in_a_watched_folder_is_reported_without_blocking_the_agent(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    watcher = FileWatcher("dev", [str(tmp_path)], rename_wait_s=0.05)
+    watcher.start()
+    try:
+        fd = os.open(fifo, os.O_RDWR)  # a writer that closes: IN_CLOSE_WRITE, and no one left to write
+        os.write(fd, b"x")
+        os.close(fd)
+        started = time.monotonic()
+        seen: list[BehaviorEvent] = []
+        for _ in range(3):
+            time.sleep(0.06)
+            seen.extend(watcher.read_ready())
+    finally:
+        watcher.close()
+    assert time.monotonic() - started < 5  # a blocking open of the FIFO would hang here forever
+    writes = [e.payload for e in seen if isinstance(e.payload, FileWrite)]
+    assert [(w.path, w.sha256) for w in writes] == [(str(fifo), None)]  # no hash of a non-file

@@ -31,6 +31,7 @@ from agents.linux.sockets import (
     read_tcp_sockets,
     select_new_outbound,
 )
+from schemas.codec import encode_event
 from schemas.events import ProcessEnd, ProcessStart
 
 NO_SUCH_PID = 4_000_001  # above any pid_max: /proc reads always fail
@@ -213,3 +214,14 @@ def test_tracker_table_is_bounded() -> None:
     for offset in range(10):
         tracker.on_fork(NO_SUCH_PID, NO_SUCH_PID + 100 + offset, monotonic_ns=offset)
     assert len(tracker) == 3
+
+
+def test_an_exe_path_that_is_not_utf8_still_yields_a_valid_start() -> None:
+    tracker = ProcessTracker("dev", HashCache())
+    exe = os.fsdecode(b"/tmp/\xe9vil")  # what readlink gives for a Latin-1 file name
+    [start] = tracker.on_exec(NO_SUCH_PID + 30, 1_000, snap=snapshot(NO_SUCH_PID + 30, NO_SUCH_PID, exe=exe))
+    assert isinstance(start.payload, ProcessStart)
+    assert start.payload.image == start.image == "/tmp/\\xe9vil"
+    assert encode_event(start)  # the spool can store it (JSON has no lone surrogates)
+    [end] = tracker.on_exit(NO_SUCH_PID + 30, 0, 2_000)
+    assert end.image == "/tmp/\\xe9vil"
