@@ -144,19 +144,22 @@ def alerts(producer: FakeProducer) -> list[Alert]:
 
 async def test_bad_records_go_to_the_dlq_with_coordinates_and_good_ones_still_alert(tmp_path: Path) -> None:
     phase1, phase2 = ransomware("dev-a", SHA)
+    misrouted = Record(13, b"dev-b", record(0, phase1).value)  # keyed (partitioned) as another device
     batch = {3: [Record(10, b"dev-a", b"{not json"), Record(11, b"dev-a", None),
-                 Record(12, b"dev-a", b'{"schema_version": "9.0", "events": []}'),
-                 record(13, phase1 + phase2)]}
+                 Record(12, b"dev-a", b'{"schema_version": "9.0", "events": []}'), misrouted,
+                 record(14, phase1 + phase2)]}
     worker, consumer, producer = make(tmp_path, [batch], partitions=frozenset({3}))
     await worker.run()
     letters = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
     assert [(d.source_topic, d.source_partition, d.source_offset) for d in letters] == [
-        (EVENTS, 3, 10), (EVENTS, 3, 11), (EVENTS, 3, 12)]
-    assert [d.error_class for d in letters] == ["DecodeError", "DecodeError", "UnsupportedVersion"]
+        (EVENTS, 3, 10), (EVENTS, 3, 11), (EVENTS, 3, 12), (EVENTS, 3, 13)]
+    assert [d.error_class for d in letters] == ["DecodeError", "DecodeError", "UnsupportedVersion",
+                                                "DeviceMismatch"]
     assert letters[0].raw() == b"{not json" and letters[0].key_b64 is not None
+    assert letters[3].device_id == "dev-a" and letters[3].field_path == "device_id"
     assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
-    assert consumer.committed_offsets == {3: 14}
-    assert worker.stats.dead_letters == 3 and worker.stats.records == 4
+    assert consumer.committed_offsets == {3: 15}
+    assert worker.stats.dead_letters == 4 and worker.stats.records == 5
 
 
 async def test_verdicts_and_commands_are_signed_and_acked_before_offsets_commit(tmp_path: Path) -> None:
