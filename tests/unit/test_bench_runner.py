@@ -319,3 +319,29 @@ def test_the_real_suite_has_the_documented_benchmarks() -> None:
     names = runner.discover(None)
     assert {"bench_contracts", "bench_kafka_baseline", "bench_xgboost"} <= set(names)
     assert all(n.startswith("bench_") for n in names)
+
+
+# ---------------------------------------------------------------- `ringfence bench`
+
+
+def test_ringfence_bench_reports_an_unknown_name_as_a_cli_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.cli import main as ringfence
+
+    assert ringfence(["bench", "no-such-benchmark"]) == 2
+    err = capsys.readouterr().err
+    assert "ringfence: error: unknown benchmark 'no-such-benchmark'" in err
+    assert "kafka_baseline" in err and "xgboost" in err
+
+
+def test_ringfence_bench_runs_the_same_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.cli import main as ringfence
+
+    seen: list[runner.Options] = []
+
+    def run_suite(options: runner.Options) -> int:
+        seen.append(options)
+        return 0
+
+    monkeypatch.setattr(runner, "run_suite", run_suite)
+    assert ringfence(["bench", "contracts", "xgboost", "--quick", "--repeat", "2"]) == 0
+    assert seen == [runner.Options(("contracts", "xgboost"), quick=True, repeat=2)]
