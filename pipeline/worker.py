@@ -162,14 +162,13 @@ class BatchWorker:
     # ---------------------------------------------------------------- one batch
 
     async def _handle(self, batch: dict[Any, list[Any]]) -> None:
-        now_ms = self._clock_ms()
         for tp, records in batch.items():
             if tp.partition not in self.owned:  # fetched before a revoke that has happened since
                 continue
-            for record in records:
-                await self._record(tp.partition, record, now_ms)
+            for record in records:  # the clock per record: a micro-batch is due mid-poll too
+                await self._record(tp.partition, record, self._clock_ms())
                 self._positions[tp.partition] = record.offset + 1
-        await self._emit(self.detector.tick(now_ms))
+        await self._emit(self.detector.tick(self._clock_ms()))
 
     async def _record(self, partition: int, record: Any, now_ms: int) -> None:
         self.stats.records += 1
