@@ -7,8 +7,10 @@ The path of one event:
    device and commits it to the spool in one transaction: one fsync for many events. From here on
    a crash or a reboot loses nothing.
 3. The sender task takes the oldest device's oldest spooled events (up to `batch_max_events` /
-   `batch_max_bytes`, waiting up to `linger_ms` for a batch to fill), publishes one EventBatch keyed
-   by device_id with acks=all and idempotence, and trims the spool only after the broker's ack.
+   `batch_max_bytes`, waiting for a batch to fill until the oldest unsent event is `linger_ms` old:
+   counted from when the writer took it, so the group commit's wait is not paid twice), publishes
+   one EventBatch keyed by device_id with acks=all and idempotence, and trims the spool only after
+   the broker's ack.
    One batch is in flight at a time: strict per-device order, and a failed send is simply offered
    again. When the broker is unreachable the producer is dropped and re-created with exponential
    backoff while the spool absorbs events; when it returns the backlog drains in order.
@@ -156,6 +158,7 @@ class Publisher:
         self._spooled = asyncio.Event()  # the writer committed something
         self._batch_full = asyncio.Event()  # enough is spooled for a full batch: stop lingering
         self._producer: Producer | None = None
+        self._unsent_since: float | None = None  # monotonic time the oldest unsent event was taken
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
 
@@ -208,6 +211,7 @@ class Publisher:
     async def _writer(self) -> None:
         while True:
             group = [await self._queue.get()]
+            taken_at = time.monotonic()
             if self.config.spool_commit_ms and not self._closing:
                 await asyncio.sleep(self.config.spool_commit_ms / 1000)  # group commit: one fsync for many
             while len(group) < self.config.batch_max_events * 4 and not self._queue.empty():
@@ -215,6 +219,8 @@ class Publisher:
             await self._spool_group(group)
             for _ in group:
                 self._queue.task_done()
+            if self._unsent_since is None:
+                self._unsent_since = taken_at
             self._spooled.set()
             if self.spool.pending_events >= self.config.batch_max_events:
                 self._batch_full.set()
@@ -255,12 +261,18 @@ class Publisher:
                 self._spooled.clear()
                 await self._spooled.wait()
                 continue
-            if len(batch.records) < self.config.batch_max_events and not self._closing:
+            linger_s = self._linger_left_s()
+            if len(batch.records) < self.config.batch_max_events and linger_s > 0 and not self._closing:
                 self._batch_full.clear()
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._batch_full.wait(), self.config.linger_ms / 1000)
+                    await asyncio.wait_for(self._batch_full.wait(), linger_s)
                 batch = self._peek() or batch
             return batch
+
+    def _linger_left_s(self) -> float:
+        """How much longer to wait for a fuller batch: `linger_ms` after the oldest unsent event."""
+        waited_s = time.monotonic() - self._unsent_since if self._unsent_since is not None else 0.0
+        return self.config.linger_ms / 1000 - waited_s
 
     def _peek(self) -> SpoolBatch | None:
         return self.spool.peek(self.config.batch_max_events, self.config.batch_max_bytes)
@@ -279,6 +291,9 @@ class Publisher:
                                               key=batch.device_id.encode(), headers=to_headers(trace))
                 await asyncio.wait_for(sent, timeout=self.config.send_timeout_s)
         self.spool.ack(batch)
+        # What is still spooled was taken before now: let it linger from here (close enough, and
+        # under a steady load it sends once per linger, as intended).
+        self._unsent_since = time.monotonic() if self.spool.pending_events else None
         self.stats.sent_events += len(records)
         self.stats.sent_batches += 1
 

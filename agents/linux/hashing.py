@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 FileKey = tuple[int, int, int]  # (st_dev, st_ino, st_mtime_ns)
 _CHUNK = 1 << 20
+_PAST_END = 64 << 10  # read size once past the fstat size (a file still growing, or the EOF check)
 
 
 class HashCache:
@@ -66,7 +67,7 @@ class HashCache:
             self._entries.move_to_end(key)
             return self._entries[key]
         self.misses += 1
-        digest = _hash_fd(fd) if st.st_size <= self._max_bytes else None
+        digest = _hash_fd(fd, st.st_size) if st.st_size <= self._max_bytes else None
         if digest is None:
             log.debug("not hashing %s: %d bytes is over the %d byte limit", path, st.st_size, self._max_bytes)
         self._remember(key, digest)
@@ -78,10 +79,12 @@ class HashCache:
             self._entries.popitem(last=False)
 
 
-def _hash_fd(fd: int) -> str:
+def _hash_fd(fd: int, size: int) -> str:
+    """sha256 of everything readable from `fd`; reads are sized from `size` (the fstat size), since
+    `os.pread` allocates the full request each call (1 MiB per call costs an mmap for a 256 B file)."""
     digest = hashlib.sha256()
     offset = 0
-    while chunk := os.pread(fd, _CHUNK, offset):
+    while chunk := os.pread(fd, min(_CHUNK, size - offset + 1) if offset < size else _PAST_END, offset):
         digest.update(chunk)
         offset += len(chunk)
     return digest.hexdigest()

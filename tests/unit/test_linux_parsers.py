@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 from pathlib import Path
@@ -225,3 +226,18 @@ def test_an_exe_path_that_is_not_utf8_still_yields_a_valid_start() -> None:
     assert encode_event(start)  # the spool can store it (JSON has no lone surrogates)
     [end] = tracker.on_exit(NO_SUCH_PID + 30, 0, 2_000)
     assert end.image == "/tmp/\\xe9vil"
+
+
+def test_hashing_reads_everything_even_if_the_file_changed_size_since_fstat(tmp_path: Path) -> None:
+    from agents.linux.hashing import _hash_fd
+
+    for size in (0, 1, 300, (1 << 20) + 5):
+        data = os.urandom(size)
+        path = tmp_path / f"f{size}"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        try:  # the size fstat gave, one from before the file grew, and one from before it shrank
+            digests = {_hash_fd(fd, claimed) for claimed in (size, 0, size // 2, size * 2 + 7)}
+        finally:
+            os.close(fd)
+        assert digests == {hashlib.sha256(data).hexdigest()}

@@ -265,3 +265,17 @@ async def test_records_of_an_earlier_run_that_no_longer_decode_are_skipped_not_s
     assert [e.seq for e in got] == [0, 2, 3, 4]  # the gap stays visible to consumers
     assert publisher.stats.rejected_records == 1 and publisher.spool.pending_events == 0
     assert "device dev-a seq 1 no longer decodes" in caplog.text
+
+
+async def test_linger_counts_from_when_the_event_was_taken_not_from_its_commit(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    lingering = config(spool_commit_ms=400, linger_ms=400)
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, lingering)
+    publisher.start()
+    loop = asyncio.get_running_loop()
+    submitted_at = loop.time()
+    await publisher.submit(event("dev-a", 0))
+    await wait_until(lambda: len(broker.records) == 1, timeout_s=3)
+    waited_s = loop.time() - submitted_at
+    await publisher.close()
+    assert 0.35 < waited_s < 0.7  # one linger; lingering again after the group commit would be >= 0.8
