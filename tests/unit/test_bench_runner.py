@@ -19,6 +19,7 @@ import pytest
 
 import bench.__main__ as runner
 from bench import Result, Spread, Summary, summarize
+from bench._machine import machine
 
 STEADY = """
     from bench import Result
@@ -230,7 +231,7 @@ def test_repeat_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_header_names_machine_date_and_commit() -> None:
-    text = runner.header(runner.machine(), runner.Options(quick=True))
+    text = runner.header(machine(), runner.Options(quick=True))
     assert "cores (" in text and "GiB memory" in text and "commit " in text and "UTC" in text
     assert "quick, 1-2 run(s)" in text
 
