@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from pipeline.lexicon import ImageClass, image_class
 from pipeline.training.sim import (
     linux_attack1,
     linux_attack2,
@@ -39,7 +40,7 @@ from pipeline.training.sim.session import LINUX_ENTRIES, WIN_ENTRIES, Session
 from pipeline.training.sim.session import linux_benign as linux_benign_entry
 from pipeline.training.sim.session import win_benign as win_benign_entry
 from pipeline.training.sim.vocab import Rand, sys32
-from schemas.events import BehaviorEvent, Platform
+from schemas.events import BehaviorEvent, Platform, ProcessStart
 
 BENIGN = "Benign"
 TACTICS: tuple[str, ...] = (
@@ -153,13 +154,7 @@ def _fragment(tree: SimTree, rng: random.Random) -> list[BehaviorEvent]:
     """Audit-log fragments: only 1-3 process creations survive (Security 4688 of a few processes),
     parents often unknown and parent fields often empty, as in small single-technique recordings."""
     wanted = set(tree.node_labels) if tree.node_labels else {e.process_key for e in tree.events}
-    starts = [
-        e
-        for e in tree.events
-        if e.payload.kind == "process_start"
-        and e.process_key in wanted
-        and not (e.image or "").lower().endswith("conhost.exe")
-    ]
+    starts = [e for e in tree.events if e.process_key in wanted and _telling(e)]
     if not starts:
         return list(tree.events)
     first = rng.randrange(len(starts))
@@ -179,6 +174,15 @@ def _fragment(tree: SimTree, rng: random.Random) -> list[BehaviorEvent]:
         parent = event.parent_process_key if rng.random() < 0.6 else None
         out.append(event.model_copy(update={"payload": payload, "parent_process_key": parent}))
     return out
+
+
+def _telling(event: BehaviorEvent) -> bool:
+    """A process start worth keeping alone: not conhost, not a bare shell without arguments."""
+    payload = event.payload
+    if not isinstance(payload, ProcessStart) or payload.image.lower().endswith("conhost.exe"):
+        return False
+    bare = len(payload.command_line.split()) <= 1
+    return not (bare and image_class(payload.image) in (ImageClass.SHELL, ImageClass.SCRIPT_HOST))
 
 
 def _noise(tree: SimTree, rng: random.Random, index: int, config: SimConfig) -> SimTree:

@@ -53,6 +53,7 @@ class TrainConfig:
     max_bin: int = 64
     max_class_weight: float = 40.0
     fp_per_1000: float = 1.0
+    calibration_margin: float = 0.7  # aim below the budget on calibration data (dev is out of sample)
     min_threshold: float = 0.5
 
     def params(self) -> dict[str, Any]:
@@ -155,88 +156,67 @@ def calibrate(
     probabilities: NDArray[np.float32], labels: NDArray[np.str_], trees: NDArray[np.str_], config: TrainConfig
 ) -> dict[str, float]:
     """Thresholds meeting the benign-tree budget on the given rows (see module docstring)."""
-    benign_trees = _benign_tree_rows(labels, trees)
-    if not benign_trees:
-        return {"malicious": config.min_threshold, GENERIC: config.min_threshold}
-    per_class_budget = config.fp_per_1000 / 1000 / len(CLASSES)
-    scores = _tree_max_scores(probabilities, benign_trees)
-    thresholds = {
-        name: _quantile_cut(scores[name], per_class_budget, config.min_threshold)
-        for name in (*CLASSES[1:], GENERIC)
-    }
-    thresholds = _tighten(probabilities, benign_trees, thresholds, config)
+    rows, tree_of_row = _benign_tree_rows(labels, trees)
+    start = {name: config.min_threshold for name in (*CLASSES[1:], GENERIC)}
+    if len(rows) == 0:
+        return {**start, "malicious": config.min_threshold}
+    allowed = int(
+        np.floor(config.fp_per_1000 * config.calibration_margin / 1000 * (int(tree_of_row.max()) + 1))
+    )
+    thresholds = _tighten(probabilities[rows], tree_of_row, start, allowed)
     thresholds["malicious"] = min(thresholds.values())
     return {k: float(v) for k, v in thresholds.items()}
 
 
-def _benign_tree_rows(labels: NDArray[np.str_], trees: NDArray[np.str_]) -> list[NDArray[np.int64]]:
-    """Row indices per tree, for trees with no attack row."""
-    groups: dict[str, list[int]] = {}
-    attack: set[str] = set()
-    for i, (label, tree) in enumerate(zip(labels.tolist(), trees.tolist(), strict=True)):
-        groups.setdefault(tree, []).append(i)
-        if label != CLASSES[0]:
-            attack.add(tree)
-    return [np.array(rows, dtype=np.int64) for tree, rows in groups.items() if tree not in attack]
-
-
-def _tree_max_scores(
-    probabilities: NDArray[np.float32], trees: list[NDArray[np.int64]]
-) -> dict[str, NDArray[np.float32]]:
-    """Per class (and 'generic' = 1 - P(benign)): the highest score each benign tree reaches."""
-    malicious = 1.0 - probabilities[:, 0]
-    out = {
-        name: np.array([probabilities[rows, c].max() for rows in trees], dtype=np.float32)
-        for c, name in enumerate(CLASSES)
-        if c > 0
-    }
-    out[GENERIC] = np.array([malicious[rows].max() for rows in trees], dtype=np.float32)
-    return out
-
-
-def _quantile_cut(scores: NDArray[np.float32], budget: float, floor: float) -> float:
-    """Smallest cut with at most budget*len(scores) scores at or above it."""
-    allowed = int(np.floor(budget * len(scores)))
-    ordered = np.sort(scores)[::-1]
-    if allowed >= len(ordered):
-        return floor
-    return float(max(floor, min(0.999999, float(ordered[allowed]) + 1e-6)))
+def _benign_tree_rows(
+    labels: NDArray[np.str_], trees: NDArray[np.str_]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Rows of trees with no attack row, and each such row's tree number (0..n_trees-1)."""
+    attack = {t for t, label in zip(trees.tolist(), labels.tolist(), strict=True) if label != CLASSES[0]}
+    numbers: dict[str, int] = {}
+    rows, tree_of_row = [], []
+    for i, tree in enumerate(trees.tolist()):
+        if tree not in attack:
+            rows.append(i)
+            tree_of_row.append(numbers.setdefault(tree, len(numbers)))
+    return np.array(rows, dtype=np.int64), np.array(tree_of_row, dtype=np.int64)
 
 
 def _tighten(
     probabilities: NDArray[np.float32],
-    trees: list[NDArray[np.int64]],
+    tree_of_row: NDArray[np.int64],
     thresholds: dict[str, float],
-    config: TrainConfig,
+    allowed: int,
 ) -> dict[str, float]:
-    """While the union of alerting benign trees exceeds the budget, raise the threshold of the class
-    responsible for the highest-scoring remaining false alert just above that alert's score."""
-    allowed = int(np.floor(config.fp_per_1000 / 1000 * len(trees)))
+    """While more benign trees alert than `allowed`, raise the threshold of the class responsible for
+    the highest-scoring false alert to just above that alert's score (the cheapest alerts survive)."""
     current = dict(thresholds)
-    for _ in range(200):
-        culprits = _false_alerts(probabilities, trees, current)
+    for _ in range(5000):
+        culprits = _false_alerts(probabilities, tree_of_row, current)
         if len(culprits) <= allowed:
             break
         name, score = max(culprits, key=lambda c: c[1])
+        if current[name] >= 0.999999:
+            break
         current[name] = min(0.999999, score + 1e-6)
     return current
 
 
 def _false_alerts(
-    probabilities: NDArray[np.float32], trees: list[NDArray[np.int64]], thresholds: Mapping[str, float]
+    probabilities: NDArray[np.float32], tree_of_row: NDArray[np.int64], thresholds: Mapping[str, float]
 ) -> list[tuple[str, float]]:
     """(threshold name, score) of the top alerting row of each benign tree that alerts."""
-    full = {**thresholds, "malicious": min(thresholds.values())}
-    batch = classify(probabilities, full)
+    batch = classify(probabilities, {**thresholds, "malicious": min(thresholds.values())})
+    hits = np.nonzero(batch.flagged)[0]
+    if len(hits) == 0:
+        return []
+    hits = hits[np.lexsort((-batch.malicious[hits], tree_of_row[hits]))]
+    tops = hits[np.r_[True, tree_of_row[hits][1:] != tree_of_row[hits][:-1]]]
     out = []
-    for rows in trees:
-        hits = rows[batch.flagged[rows]]
-        if len(hits) == 0:
-            continue
-        top = int(hits[np.argmax(batch.malicious[hits])])
+    for top in tops.tolist():
+        best = int(batch.best[top])
         if batch.named[top]:
-            name = CLASSES[int(batch.best[top])]
-            out.append((name, float(probabilities[top, int(batch.best[top])])))
+            out.append((CLASSES[best], float(probabilities[top, best])))
         else:
             out.append((GENERIC, float(batch.malicious[top])))
     return out

@@ -149,12 +149,14 @@ def cron_maintenance(s: Session) -> None:
 def admin_ssh(s: Session) -> None:
     """An admin logs in and inspects/maintains the box: ps, ss, logs, restarts, edits configs, crontab -e."""
     b, r = s.b, s.r
-    chores = ("ps aux", "top -bn1", "df -h", "free -m", "uptime", "ss -tlnp", "ip a", "cat /etc/os-release", "uname -a", "id", "who",
+    chores = ["ps aux", "top -bn1", "df -h", "free -m", "uptime", "ss -tlnp", "ip a", "cat /etc/os-release", "uname -a", "id", "who",
               "journalctl -u nginx --since today", "tail -n 200 /var/log/syslog", "systemctl status nginx", "sudo systemctl restart nginx",
-              "sudo vim /etc/nginx/nginx.conf", "crontab -e", "crontab -l", "cat /etc/passwd", "sudo useradd -m newdev", "last -n 20",
-              "sudo tar czf /root/etc-backup.tgz /etc", "du -sh /var/*", "docker ps", "kubectl get pods", "sudo apt-get update",
-              "scp backup.tgz backup01:/srv/backups/", "rsync -az /srv/www/ web02:/srv/www/", "ping -c 3 10.0.0.1", "dig example.com",
-              "ls -la /tmp", "sudo chmod +x /usr/local/bin/deploy.sh", "sudo -l", "history")
+              "sudo vim /etc/nginx/nginx.conf", "crontab -l", "last -n 20", "du -sh /var/*", "docker ps", "kubectl get pods",
+              "sudo apt-get update", "ping -c 3 10.0.0.1", "dig example.com", "ls -la /tmp", "history"]
+    if r.chance(0.15):  # rarer chores that also appear in attacks
+        chores.append(r.pick(("crontab -e", "cat /etc/passwd", "sudo useradd -m newdev", "sudo tar czf /root/etc-backup.tgz /etc",
+                              "scp backup.tgz backup01:/srv/backups/", "rsync -az /srv/www/ web02:/srv/www/",
+                              "sudo chmod +x /usr/local/bin/deploy.sh", "sudo -l")))
     for chore in r.sample(chores, r.num(2, 7)):
         tool = chore.split()[0]
         p = s.run(bin_(tool, s), chore)

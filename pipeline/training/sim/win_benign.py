@@ -88,7 +88,7 @@ def installer(s: Session) -> None:
         b.write(p, tmp)
         p = s.run(tmp, f'"{tmp}" /SL5="$' + f'{r.hexstr(5)},{r.num(10**6, 10**8)},{r.num(1000, 900000)},{setup}"', parent=p)
     target = r.pick((f"C:\\Program Files\\{app}", f"C:\\Program Files (x86)\\{app}", f"C:\\Users\\{s.user}\\AppData\\Local\\Programs\\{app}"))
-    for _ in range(r.num(3, 30)):
+    for _ in range(r.num(3, 30) if r.chance(0.6) else r.num(50, 400)):
         b.write(p, f"{target}\\{r.name(r.pick(('exe', 'dll', 'dat', 'json', 'pak')))}")
     b.reg(p, f"HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Uninstall\\{app}\\DisplayName", "DisplayName", app)
     if r.chance(0.4):
@@ -184,24 +184,27 @@ def sccm_intune(s: Session) -> None:
         b.write(p, f"C:\\Windows\\CCM\\Logs\\{r.name('log')}")
 
 
-@workload("admin_shell", 2.5)
+@workload("admin_shell", 1.5)
 def admin_shell(s: Session) -> None:
     """An IT admin opens a shell and runs a few diagnostics or account chores, spread over minutes."""
     b, r = s.b, s.r
     image = r.pick((sys32(r, "cmd.exe"), powershell(r), "C:\\Program Files\\PowerShell\\7\\pwsh.exe"))
     sh = s.run(image, f'"{image}"', integrity=r.pick(("Medium", "High")))
-    chores = ("ipconfig /all", "ipconfig /flushdns", "ping -n 4 {host}", "nslookup {host}", "tracert {host}", "gpupdate /force", "gpresult /r",
-              "net user {user} /domain", "net localgroup administrators", "whoami", "hostname", "systeminfo", "tasklist", "sc query {svc}",
-              "sc stop {svc}", "sc start {svc}", "net use Z: \\\\{host}\\share", "robocopy C:\\Data \\\\{host}\\backup /mir", "netstat -an",
-              "taskkill /im {proc} /f", "reg query HKLM\\SOFTWARE\\Policies", "certutil -hashfile C:\\Users\\{user}\\Downloads\\{file} SHA256",
-              "wevtutil qe System /c:20 /rd:true /f:text", "schtasks /query /fo LIST", "icacls C:\\Shares\\{svc}", "klist", "quser")
-    for chore in r.sample(chores, r.num(1, 5)):
+    chores = ["ipconfig /all", "ipconfig /flushdns", "ping -n 4 {host}", "nslookup {host}", "tracert {host}", "gpupdate /force",
+              "gpresult /r", "net user {user} /domain", "net localgroup administrators", "whoami", "hostname", "systeminfo",
+              "tasklist", "sc query {svc}", "netstat -an", "reg query HKLM\\SOFTWARE\\Policies", "schtasks /query /fo LIST", "klist",
+              "quser", "net use Z: \\\\{host}\\share"]
+    if r.chance(0.1):  # rarer chores that also appear in attacks; at real-world rates, not more
+        chores.append(r.pick(("sc stop {svc}", "sc start {svc}", "robocopy C:\\Data \\\\{host}\\backup /mir",
+                              "taskkill /im {proc} /f", "certutil -hashfile C:\\Users\\{user}\\Downloads\\{file} SHA256",
+                              "wevtutil qe System /c:20 /rd:true /f:text", "icacls C:\\Shares\\{svc}")))
+    for chore in r.sample(chores, r.num(1, 4)):
         line = chore.format(host=r.host(), user=r.user(), svc=r.pick(("Spooler", "wuauserv", "W32Time", "BITS", "MyAppSvc")),
                             proc=r.pick(("notepad.exe", "chrome.exe", "excel.exe", "java.exe")), file=r.name("exe"))
         exe = line.split()[0]
         s.run(sys32(r, exe + ".exe"), line, parent=sh)
         b.tick(5, 120)
-    if r.chance(0.08):
+    if r.chance(0.01):
         who = r.user()
         s.run(sys32(r, "net.exe"), f"net user {who} {r.token(10, 14)} /add /domain", parent=sh)
         s.run(sys32(r, "net.exe"), f'net group "{r.pick(("Sales", "Engineering", "VPN Users"))}" {who} /add /domain', parent=sh)
@@ -371,7 +374,7 @@ def system_background(s: Session) -> None:
         sid = f"S-1-5-21-{r.num(10**9, 4 * 10**9)}-{r.num(1000, 9999)}"
         for _ in range(r.num(0, 6)):
             b.reg(p, r.pick(_SYSTEM_REG).format(sid=sid, exe=exe, guid=r.guid(), hex=r.hexstr(12)), None, f"DWORD (0x{r.hexstr(8)})")
-        for _ in range(r.num(0, 6)):
+        for _ in range(r.num(0, 6) if r.chance(0.7) else r.num(20, 300)):
             folder = r.pick(("C:\\Windows\\Temp", "C:\\ProgramData\\Microsoft\\Windows\\WER\\ReportQueue\\AppCrash_" + r.hexstr(12),
                              "C:\\ProgramData\\Microsoft\\Windows Defender\\Scans", "C:\\Windows\\Logs\\CBS", "C:\\Windows\\Prefetch",
                              f"C:\\Users\\{s.user}\\AppData\\Local\\Temp", "C:\\Windows\\ServiceProfiles\\LocalService\\AppData\\Local"))
