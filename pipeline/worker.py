@@ -10,8 +10,9 @@ current offsets and the set of devices changed since the last one, then, a slice
 `STATE_SLICE_S` between two batches (so saving hundreds of trees never stalls detection), flushes
 the detector (a saved tree never holds unscored changes) and writes those devices' state to the
 state changelog (compacted, key device_id, *partition = its events partition*). When all are
-written it waits until Kafka acknowledged everything sent so far (decisions included; idempotent
-producer, acks=all) and only then commits the offsets it took. On revoke and at shutdown the same
+written, and Kafka has acknowledged everything sent until then (decisions included; idempotent
+producer, acks=all; events keep being processed while the acks come back), it commits the offsets
+it took. On revoke and at shutdown the same
 happens at once with the current offsets. A crash replays the events after the committed offsets
 onto the saved trees: events a tree already holds are dropped as redeliveries (per-device seq
 high-water mark), the others reproduce the same alert ids, command ids, nonces and verdict keys
@@ -79,6 +80,7 @@ class Checkpoint:
 
     offsets: dict[int, int]
     devices: set[str]
+    acks: list[asyncio.Future[Any]] | None = None  # once every state is sent: what must be acked
 
 
 @dataclass(slots=True)
@@ -238,8 +240,12 @@ class BatchWorker:
                 await self._write_state(self._checkpoint.devices.pop())
                 if not self._checkpoint.devices or time.perf_counter() >= deadline:
                     break
-        if not self._checkpoint.devices:
-            await self._drain()
+        if self._checkpoint.devices:
+            return
+        if self._checkpoint.acks is None:  # everything it needs is sent: wait for those acks only
+            self._checkpoint.acks, self._inflight = self._inflight, []
+        if all(ack.done() for ack in self._checkpoint.acks):  # meanwhile events keep flowing
+            await asyncio.gather(*self._checkpoint.acks)  # a failed send raises: nothing is committed
             await self._commit_changed(self._checkpoint.offsets)
             self._checkpoint = None
             self._next_commit_ms = now_ms + self.settings.commit_interval_ms
@@ -249,6 +255,8 @@ class BatchWorker:
         now_ms = self._clock_ms()
         await self._emit(self.detector.flush(now_ms))
         pending = self._dirty | (self._checkpoint.devices if self._checkpoint else set())
+        if self._checkpoint is not None and self._checkpoint.acks is not None:
+            self._inflight = self._checkpoint.acks + self._inflight
         self._checkpoint, self._dirty = None, set()
         for device in pending:
             await self._write_state(device)

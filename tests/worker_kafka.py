@@ -44,7 +44,13 @@ class TopicSet:
                                        "state")]
 
     def env(self, bootstrap: str, keys_dir: Path, policy: Path | None = None) -> dict[str, str]:
+        """The worker's environment. The model is pinned to the deterministic provisional rule scorer
+        (an empty model folder): these tests are about the stream shell, and the trees' effect on an
+        alert (its root) is known for that scorer; the trained model has its own tests."""
+        no_model = keys_dir.parent / "no-trained-model"
+        no_model.mkdir(exist_ok=True)
         env = {
+            "RINGFENCE_MODEL_DIR": str(no_model),
             "RINGFENCE_KAFKA_BOOTSTRAP": bootstrap, "RINGFENCE_KEYS_DIR": str(keys_dir),
             "RINGFENCE_GROUP_ID": self.name("group"), "RINGFENCE_EVENTS_TOPIC": self.name("events"),
             "RINGFENCE_DLQ_TOPIC": self.name("dlq"), "RINGFENCE_ALERTS_TOPIC": self.name("alerts"),

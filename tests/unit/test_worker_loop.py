@@ -49,7 +49,15 @@ class Record:
 class FakeProducer:
     sent: list[tuple[str, bytes | None, bytes | None, int | None]] = field(default_factory=list)
     fail: bool = False
+    hold: bool = False  # acks stay pending until `release()`
     log: list[str] = field(default_factory=list)
+    held: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def release(self) -> None:
+        self.log.append("acks back")
+        for ack in self.held:
+            ack.set_result(None)
+        self.held.clear()
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
                    partition: int | None = None) -> asyncio.Future[None]:
@@ -58,6 +66,8 @@ class FakeProducer:
         ack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.fail:
             ack.set_exception(OSError("broker gone"))
+        elif self.hold:
+            self.held.append(ack)
         else:
             ack.set_result(None)
         return ack
@@ -90,6 +100,7 @@ class FakeConsumer:
             if callable(step):
                 await step(self)
                 continue
+            self.producer.log.append(f"poll {[r.offset for records in step.values() for r in records]}")
             return {TopicPartition(EVENTS, p): records for p, records in step.items()}
         assert self.worker is not None
         self.worker.request_stop()
@@ -176,7 +187,7 @@ async def test_verdicts_and_commands_are_signed_and_acked_before_offsets_commit(
     state = [(k, p) for t, k, v, p in producer.sent if t == "t.state"]
     assert state == [(b"dev-a", 0)]  # the device's tree, in the partition of its events
     assert producer.log[-1] == "commit [(0, 1)]"
-    assert all(entry.startswith("send") for entry in producer.log[:-1])
+    assert all(entry.startswith(("send", "poll")) for entry in producer.log[:-1])
 
 
 async def test_a_failed_ack_stops_the_worker_without_committing(tmp_path: Path) -> None:
@@ -302,3 +313,26 @@ async def test_a_checkpoint_saves_trees_a_slice_at_a_time_and_commits_the_offset
     tactics = {(a.device_id, a.tactic.value) for a in alerts(out) + alerts(again)}
     assert ("dev-a", "Impact") in tactics  # sent before the crash or replayed, never lost
     assert all(a.process_tree.root_process_key == "dev-a-word" for a in alerts(again))
+
+
+async def test_events_keep_flowing_while_a_checkpoint_waits_for_its_acks(tmp_path: Path) -> None:
+    (a1, _), (b1, _), (c1, _) = (ransomware(d, SHA) for d in ("dev-a", "dev-b", "dev-c"))
+    now = [NOW_MS]
+
+    async def later(consumer: Any) -> None:
+        now[0] += 5_000
+
+    async def acks_back(consumer: Any) -> None:
+        consumer.producer.release()
+
+    steps: list[Step] = [{0: [record(0, a1)]}, later, {0: [record(1, b1)]}, {0: [record(2, c1)]}, acks_back,
+                         {0: []}]
+    worker, _, out = make(tmp_path, steps, clock=lambda: now[0], commit_interval_ms=1_000)
+    out.hold = True
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.2)  # the final commit point waits for the acks it holds
+    out.release()
+    await task
+    events = [e for e in out.log if e.startswith(("poll", "commit", "acks"))]
+    assert events == ["poll [0]", "poll [1]", "poll [2]", "acks back", "poll []", "commit [(0, 2)]",
+                      "acks back", "commit [(0, 3)]"]
