@@ -105,10 +105,13 @@ async def _throughput(
     count = await fill(bench.kafka, topic, values)
     settings = bench.settings(f"w{per_record}", topic)
     raw, _ = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
-    full, _ = await worker_rate(bench, settings, count)
+    full, worker = await worker_rate(bench, settings, count)
+    model = worker.detector.model.version
     baseline = "aiokafka getmany + orjson.loads, same topic, same run"
     results += [
-        Result(f"full worker path, {shape} (goal >= 25 % of raw)", full, "events/s", raw, baseline),
+        Result(
+            f"full worker path, {shape}, model {model} (goal >= 25 % of raw)", full, "events/s", raw, baseline
+        ),
         _decode_only([v for _, v in values], raw, shape),
     ]
     if per_record == 1 or sizes.faust_batched:
