@@ -74,7 +74,8 @@ class FakeProducer:
 
 def config(**overrides: Any) -> PublisherConfig:
     base: dict[str, Any] = dict(events_topic=EVENTS, devices_topic=DEVICES, batch_max_events=10,
-                                linger_ms=20, retry_backoff_initial_s=0.01, retry_backoff_max_s=0.05,
+                                linger_ms=20, spool_commit_ms=10, retry_backoff_initial_s=0.01,
+                                retry_backoff_max_s=0.05,
                                 heartbeat_interval_s=0.05)
     return PublisherConfig(**{**base, **overrides})
 
@@ -279,3 +280,18 @@ async def test_linger_counts_from_when_the_event_was_taken_not_from_its_commit(t
     waited_s = loop.time() - submitted_at
     await publisher.close()
     assert 0.35 < waited_s < 0.7  # one linger; lingering again after the group commit would be >= 0.8
+
+
+async def test_close_commits_and_sends_what_is_gathered_without_waiting_for_the_group_commit(
+    tmp_path: Path,
+) -> None:
+    broker = FakeBroker()
+    publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config(spool_commit_ms=10_000))
+    publisher.start()
+    await publisher.submit(event("dev-a", 0))
+    await asyncio.sleep(0.05)  # the writer has taken it and is gathering more
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await publisher.close(flush_timeout_s=5)
+    assert loop.time() - started < 2  # not the 10 s group-commit wait
+    assert [len(b.events) for b in broker.batches()] == [1] and publisher.spool.pending_events == 0
