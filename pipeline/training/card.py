@@ -225,9 +225,12 @@ and Linux, simulated benign workloads with hard negatives and captured Linux wor
 - XGBoost `hist`, depth {train.max_depth}, eta {train.eta}, subsample {train.subsample}, colsample
   {train.colsample_bytree}, early stopping on the calibration split; seed {train.seed}, {train.nthread}
   threads — deterministic.
-- Thresholds, calibrated on the calibration split's benign trees to ≤ {train.fp_per_1000:g} false alert per
-  1,000 benign trees (per class an equal share of the budget; `generic` for alerts naming no tactic; the
-  union then checked against the whole budget): {thresholds}.
+- Per-class thresholds, calibrated on the calibration split's benign trees (simulated, captured and
+  real background of the training lab's calibration recordings) to
+  ≤ {train.fp_per_1000 * train.calibration_margin:g} false alerts per 1,000 benign trees: each class
+  starts just above its highest benign tree (never below {train.min_threshold:g}), then the budget is
+  spent on the benign trees whose acceptance catches the most calibration attack trees (`generic` covers
+  alerts naming no tactic): {thresholds}.
 - Each alert lists the features that drove its score (XGBoost SHAP contributions for its class).
 """
 

@@ -214,7 +214,12 @@ def service_execution(s: Session) -> None:
     s.run(sys32(r, "sc.exe"), f"sc start {name}")
     services = b.existing(sys32(r, "services.exe"), user="NT AUTHORITY\\SYSTEM")
     b.reg(services, f"HKLM\\System\\CurrentControlSet\\Services\\{name}\\ImagePath", "ImagePath", payload)
-    s.run(sys32(r, "cmd.exe"), payload if payload.startswith("cmd") else f"cmd.exe /c {payload}", parent=services, user="NT AUTHORITY\\SYSTEM", integrity="System")
+    runner = s.run(sys32(r, "cmd.exe"), payload if payload.startswith("cmd") else f"cmd.exe /c {payload}", parent=services, user="NT AUTHORITY\\SYSTEM", integrity="System")
+    if r.chance(0.4):  # smbexec-style: the service writes a batch file, runs it quietly, deletes it
+        bat = f"C:\\Windows\\TEMP\\{r.pick(('execute', r.token(4, 8)))}.bat"
+        b.write(runner, bat, r.num(40, 300))
+        s.run(sys32(r, "cmd.exe"), f"cmd.exe /Q /c {bat}", parent=runner, user="NT AUTHORITY\\SYSTEM", integrity="System")
+        b.delete(runner, bat)
 
 
 # --- Persistence (TA0003) ----------------------------------------------------------------------

@@ -391,3 +391,29 @@ def system_background(s: Session) -> None:
                      r.pick((0x1000, 0x1400, 0x101000, 0x1410 if exe in ("MsMpEng.exe", "WerFault.exe", "wermgr.exe") else 0x1000)))
         if exe in ("VBoxTray.exe", "vmtoolsd.exe", "MpCmdRun.exe") and r.chance(0.5):
             b.inject(p, sys32(r, r.pick(("csrss.exe", "svchost.exe", "explorer.exe"))))
+
+
+@workload("builtin_scripts", 1.5)
+def builtin_scripts(s: Session) -> None:
+    """Windows' own script-driven tools: network diagnostics (gatherNetworkInfo.vbs under msdt/sdiagnhost),
+    licensing (slmgr.vbs), printer and WinRM admin scripts, SCOM discovery scripts. They load script
+    engines, write service/network registry keys and temp files, and run netsh/ipconfig/reg children."""
+    b, r = s.b, s.r
+    host = b.existing(sys32(r, r.pick(("sdiagnhost.exe", "msdt.exe", "svchost.exe", "mmc.exe", "MonitoringHost.exe"))),
+                      user=r.pick(("NT AUTHORITY\\SYSTEM", r.domain_user(s.user))))
+    script = r.pick(("gatherNetworkInfo.vbs", "slmgr.vbs /dli", "slmgr.vbs /ato", "Printing_Admin_Scripts\\en-US\\prnport.vbs -l",
+                     "winrm.vbs get winrm/config", "MonitorKnowledgeDiscovery.vbs", "Printing_Admin_Scripts\\en-US\\prnmngr.vbs -l"))
+    sh = s.run(sys32(r, "cscript.exe"), f"C:\\Windows\\system32\\cscript.exe {r.pick(('', '//nologo '))}C:\\Windows\\system32\\{script}",
+               parent=host, integrity=r.pick(("High", "System")))
+    b.load(sh, sys32(r, r.pick(("vbscript.dll", "jscript.dll", "wshom.ocx", "scrrun.dll"))))
+    for _ in range(r.num(0, 12)):
+        b.reg(sh, r.pick((f"HKLM\\System\\CurrentControlSet\\Services\\Tcpip\\Parameters\\Interfaces\\{r.guid()}\\{r.word()}",
+                          f"HKLM\\System\\CurrentControlSet\\Services\\NetBT\\Parameters\\{r.word()}",
+                          f"HKLM\\SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion\\SoftwareProtectionPlatform\\{r.word()}")),
+              None, f"DWORD (0x{r.hexstr(8)})")
+    for _ in range(r.num(0, 8)):
+        b.write(sh, f"C:\\Windows\\Temp\\SDIAG_{r.guid()[1:-1]}\\{r.name(r.pick(('txt', 'etl', 'xml', 'cab')))}")
+    for child in r.sample(("netsh wlan show interfaces", "netsh interface ipv4 show config", "ipconfig /all", "netsh winhttp show proxy",
+                           "reg query HKLM\\SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters", "netsh advfirewall show allprofiles",
+                           "route print", "netstat -ano"), r.num(0, 4)):
+        s.run(sys32(r, child.split()[0] + ".exe"), child, parent=sh, integrity="High")
