@@ -62,6 +62,9 @@ DEVICES = 200
 
 def run(quick: bool) -> list[Result]:
     """All figures of the section (see the module docstring)."""
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", "1"
+    )  # as `ringfence worker` runs (effective if xgboost is not loaded yet)
     with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:
         bench = Bench(_kafka(), Path(workdir))
         return asyncio.run(_run(bench, QUICK if quick else FULL))

@@ -77,6 +77,15 @@ class TopicSet:
         finally:
             await admin.close()
 
+    async def create_state(self, bootstrap: str, partitions: int) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(self.name("state"), partitions, 1,
+                                                topic_configs={"cleanup.policy": "compact"})])
+        finally:
+            await admin.close()
+
     async def delete(self, bootstrap: str) -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()

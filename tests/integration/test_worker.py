@@ -6,7 +6,9 @@
 - malformed records go to the DLQ with their coordinates while good records keep alerting;
 - two worker processes share the partitions; `kill -9` of one hands its partition and its trees
   to the other: the attack's second half still alerts *rooted where the attack entered*, and each
-  alert id appears exactly once.
+  alert id appears exactly once;
+- a state topic with fewer partitions than the events topic is refused at start (a device's state
+  lives in the partition number of its events).
 """
 
 from __future__ import annotations
@@ -194,3 +196,14 @@ async def test_kill9_hands_partitions_and_trees_to_the_other_worker_without_losi
 
 async def _all_committed(topics: TopicSet, bootstrap: str) -> bool:
     return await topics.committed(bootstrap) == {0: 1, 1: 1}
+
+
+async def test_a_state_topic_with_fewer_partitions_than_the_events_is_refused(
+    kafka_bootstrap: str, topics: TopicSet, fleet_key: tuple[Path, SigningKey],
+    workers: Callable[[dict[str, str]], WorkerProcess],
+) -> None:
+    await topics.create(kafka_bootstrap, events_partitions=2)
+    await topics.create_state(kafka_bootstrap, partitions=1)
+    worker = workers(topics.env(kafka_bootstrap, fleet_key[0]))
+    assert await asyncio.to_thread(worker.process.wait, 30) == 1
+    assert "fewer than" in worker.log() and "ringfence topics apply" in worker.log()
