@@ -151,19 +151,26 @@ def replace_entry(entry: KeyEntry, **fields: object) -> KeyEntry:
 # -- enrollment -------------------------------------------------------------------------------------
 
 
-def issue_identity(device_id: str, *, group: str, mode: Mode, now: datetime,
+def issue_identity(device_id: str, *, group: str, mode: Mode | None = None, now: datetime,
                    platform: Platform = Platform.LINUX, bootstrap: str | None = None) -> DeviceIdentity:
-    """The identity a newly enrolled device receives (ValueError on a malformed id or group)."""
+    """The identity a newly enrolled device receives (ValueError on a malformed id or group).
+
+    `mode` is a per-device override; without one the device follows its group's mode, so a SOC
+    console switching the group between audit and block changes what the worker does for it.
+    """
     kafka = KafkaCredentials(bootstrap=bootstrap, sasl_username=device_id)
     return DeviceIdentity(device_id=device_id, group=group, mode=mode, platform=platform, enrolled_at=now,
                           kafka=kafka)
 
 
 def device_record(identity: DeviceIdentity) -> DeviceRecord:
-    """The fleet's record of a device at enrollment (hostname and version arrive with heartbeats)."""
+    """The fleet's record of a device at enrollment (hostname and version arrive with heartbeats).
+
+    Without an override `effective_mode` is audit, the agent's default until it reports its own.
+    """
     return DeviceRecord(
         device_id=identity.device_id, hostname=identity.device_id, platform=identity.platform,
-        group=identity.group, mode_override=identity.mode, effective_mode=identity.mode,
+        group=identity.group, mode_override=identity.mode, effective_mode=identity.mode or Mode.AUDIT,
         agent_version=NOT_SEEN_VERSION, enrolled_at=identity.enrolled_at, last_seen=identity.enrolled_at,
     )
 
@@ -189,7 +196,8 @@ def agent_env(identity: DeviceIdentity, out: Path) -> str:
         f"RINGFENCE_AGENT_IDENTITY_DIR={out.resolve()}",
         f"RINGFENCE_AGENT_DEVICE_ID={identity.device_id}",
         f"RINGFENCE_AGENT_GROUP={identity.group}",
-        f"RINGFENCE_AGENT_MODE={identity.mode.value}",
+        (f"RINGFENCE_AGENT_MODE={identity.mode.value}" if identity.mode is not None else
+         "# no per-device mode: the fleet applies the group's; the agent's local mode defaults to audit"),
         f"RINGFENCE_AGENT_PUBLIC_KEY_PATH={(out / identity.keyring_file).resolve()}",
         "# production Kafka (TLS + SASL); the password comes from your secret store:",
         f"#RINGFENCE_KAFKA_SECURITY_PROTOCOL={kafka.security_protocol}",
@@ -223,7 +231,7 @@ class FleetEntry:
     device_id: str
     group: str | None
     mode: Mode  # the agent's own mode once it reported, else the enrolled one
-    fleet_mode: Mode | None  # what enrollment / the fleet says (None: known from heartbeats only)
+    fleet_mode: Mode | None  # the enrollment's per-device override (None: follows its group, or unknown)
     platform: Platform
     hostname: str
     enrolled_at: datetime | None  # None: the record was compacted away or the device never enrolled
@@ -282,7 +290,7 @@ def _enrolled(record: DeviceRecord, old: FleetEntry | None) -> FleetEntry:
     heard = record.agent_version != NOT_SEEN_VERSION
     entry = FleetEntry(
         device_id=record.device_id, group=record.group, mode=record.effective_mode,
-        fleet_mode=record.effective_mode, platform=record.platform, hostname=record.hostname,
+        fleet_mode=record.mode_override, platform=record.platform, hostname=record.hostname,
         enrolled_at=record.enrolled_at, last_seen=record.last_seen if heard else None,
         agent_version=record.agent_version if heard else None,
         blocklist_version=record.blocklist_version, blocklist_size=record.blocklist_size,

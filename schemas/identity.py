@@ -96,7 +96,7 @@ class DeviceIdentity(Contract):
     format: Literal["ringfence.identity.v1"] = "ringfence.identity.v1"
     device_id: DeviceId
     group: GroupName
-    mode: Mode
+    mode: Mode | None = None  # a per-device override; None: the fleet applies the group's mode
     platform: Platform = Platform.LINUX
     enrolled_at: UtcTimestamp
     keyring_file: _FileName = KEYRING_FILE  # beside identity.json
@@ -133,8 +133,10 @@ def identity_settings(folder: Path, explicit: Mapping[str, Any]) -> dict[str, An
     if configured and configured != identity.device_id:
         raise ValueError(f"identity bundle {folder} is for device {identity.device_id}, "
                          f"but device_id is set to {configured}")
-    from_bundle = {"device_id": identity.device_id, "group": identity.group, "mode": identity.mode.value,
-                   "public_key_path": keyring_path}
+    from_bundle: dict[str, Any] = {"device_id": identity.device_id, "group": identity.group,
+                                   "public_key_path": keyring_path}
+    if identity.mode is not None:
+        from_bundle["mode"] = identity.mode.value
     return {**from_bundle, **{k: v for k, v in explicit.items() if v is not None}}
 
 

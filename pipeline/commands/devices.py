@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from schemas.topics import KafkaSettings
 
 DESCRIPTION = """\
-  enroll   issue DEVICE_ID's identity bundle (identity.json with group, mode and Kafka credential
-           placeholders; keyring.json, the fleet's public keys; agent.env) into --out, and publish
-           its DeviceRecord on the devices topic. Start the agent with
+  enroll   issue DEVICE_ID's identity bundle (identity.json with group, optional --mode override,
+           Kafka credential placeholders; keyring.json, the fleet's public keys; agent.env) into
+           --out, and publish its DeviceRecord on the devices topic. Without --mode the device
+           follows its group's mode (switchable from the SOC console). Start the agent with
            `ringfence-agent run --identity DIR` (or RINGFENCE_AGENT_IDENTITY_DIR=DIR).
   list     read the compacted devices topic (enrollment records and heartbeats) and show every
            device: group, mode, last seen, agent version, blocklist version and size, and how far
@@ -40,7 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                 description="Issue DEVICE_ID's identity bundle and publish its DeviceRecord.")
     enroll.add_argument("device_id", metavar="DEVICE_ID")
     enroll.add_argument("--group", required=True, help="device group (policy is set per group)")
-    enroll.add_argument("--mode", choices=("audit", "block"), required=True, help="enforcement mode")
+    enroll.add_argument("--mode", choices=("audit", "block"), default=None,
+                        help="per-device override of the group's mode (default: follow the group, so "
+                             "a group switch from the SOC console applies to this device)")
     enroll.add_argument("--platform", choices=("linux", "windows"), default="linux")
     enroll.add_argument("--out", type=Path, default=None,
                         help="bundle folder (default: ./enrolled/DEVICE_ID)")
@@ -88,7 +91,8 @@ def _enroll(args: argparse.Namespace) -> int:
     out = args.out or Path("enrolled") / args.device_id
     try:
         keyring = keys_folder(args.keys_dir).keyring_file()
-        identity = issue_identity(args.device_id, group=args.group, mode=Mode(args.mode),
+        identity = issue_identity(args.device_id, group=args.group,
+                                  mode=Mode(args.mode) if args.mode else None,
                                   now=datetime.now(UTC), platform=Platform(args.platform),
                                   bootstrap=kafka.bootstrap)
     except EnrollmentError as exc:
@@ -101,7 +105,8 @@ def _enroll(args: argparse.Namespace) -> int:
         write_bundle(out, identity, keyring, force=args.force)
     except EnrollmentError as exc:
         raise CliError(f"{exc} (the DeviceRecord was published; re-run with --force)") from None
-    print(f"enrolled {identity.device_id}: group {identity.group}, mode {identity.mode}, "
+    mode = f"mode {identity.mode} (override)" if identity.mode else "mode of its group"
+    print(f"enrolled {identity.device_id}: group {identity.group}, {mode}, "
           f"{len(keyring.keys)} trusted key(s); record on {args.topic}")
     print(f"  identity bundle  {out}/  ->  ringfence-agent run --identity {out}")
     return 0

@@ -272,3 +272,32 @@ def test_enroll_cli_refuses_bad_input_before_touching_kafka(tmp_path: Path,
                  "--out", str(tmp_path / "b"), *no_broker]) == 2
     assert "cannot enroll 'ws 1': device_id" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_enrolling_without_a_mode_leaves_the_device_to_its_group(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.cli import main
+    from pipeline.commands import devices
+    from schemas.devices import DeviceRecord
+
+    published: list[DeviceRecord] = []
+
+    async def publish(_kafka: object, _topic: str, record: DeviceRecord, timeout_s: float = 15.0) -> None:
+        published.append(record)
+
+    monkeypatch.setattr(devices, "publish_device", publish)
+    keys, out = str(tmp_path / "keys"), tmp_path / "ws-1"
+    assert main(["keys", "init", "--dir", keys]) == 0
+    assert main(["devices", "enroll", "ws-1", "--group", "servers", "--keys-dir", keys, "--out", str(out),
+                 "--bootstrap", "127.0.0.1:1"]) == 0
+    (record,) = published
+    assert record.group == "servers" and record.mode_override is None
+    identity, _ = load_identity(out)
+    assert identity.mode is None
+    assert "RINGFENCE_AGENT_MODE=" not in (out / "agent.env").read_text()
+    assert AgentSettings(identity_dir=out).mode == "audit"  # the agent's local default
+    assert main(["devices", "enroll", "ws-2", "--group", "servers", "--mode", "block", "--keys-dir", keys,
+                 "--out", str(tmp_path / "ws-2"), "--bootstrap", "127.0.0.1:1"]) == 0
+    assert published[1].mode_override is Mode.BLOCK
+    (entry,) = FleetView.fold([(b"ws-1", encode(record))]).rows()
+    assert entry.fleet_mode is None and "(enrolled" not in render_table([entry], head=0, now=T0)

@@ -158,3 +158,18 @@ def test_a_dead_letter_keeps_a_tombstone_and_its_coordinates() -> None:
     letter = decode(DeadLetter, out.value or b"")
     assert (out.topic, out.key) == ("dlq", b"dev-1")
     assert (letter.source_partition, letter.source_offset, letter.raw_size) == (2, 7, 0)
+
+
+def test_a_device_enrolled_without_a_mode_follows_its_group_when_the_soc_switches_it() -> None:
+    from pipeline.enroll import device_record, issue_identity
+
+    policy = live({"group_modes": {"servers": "audit"}})
+    plain = device_record(issue_identity("srv-1", group="servers", now=T0))
+    pinned = device_record(issue_identity("srv-2", group="servers", mode=Mode.AUDIT, now=T0))
+    policy.directory.apply(b"srv-1", encode(plain))
+    policy.directory.apply(b"srv-2", encode(pinned))
+    assert policy.config().mode_for("srv-1") is Mode.AUDIT
+    assert policy.apply_update(*update(GroupModeChange(group="servers", mode=Mode.BLOCK)))
+    config = policy.config()
+    assert config.mode_for("srv-1") is Mode.BLOCK  # follows the group's switch
+    assert config.mode_for("srv-2") is Mode.AUDIT  # its explicit override still wins
