@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -87,6 +88,10 @@ class AgentSettings(BaseSettings):
     # enrollment bundle (`ringfence devices enroll`): supplies device_id, group, mode and
     # public_key_path unless they are set explicitly (a different device_id is an error)
     identity_dir: Path | None = None
+    # what the bundle says about enrollment, restated in every heartbeat so the compacted devices
+    # topic keeps it after the DeviceRecord is compacted away (not meant to be set by hand)
+    enrolled_at: datetime | None = None
+    mode_override: Literal["audit", "block"] | None = None  # None: the fleet applies the group's mode
     quarantine_dir: Path = Path("/var/lib/ringfence/quarantine")
     state_dir: Path = Path("/var/lib/ringfence/state")  # local blocklist, followed offsets, used nonces
     enforce: bool = True  # follow verdicts/commands (needs public_key_path); False: collect only

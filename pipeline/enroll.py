@@ -7,8 +7,10 @@ old key verifies only what it signed before `not_after`, so the compacted verdic
 fleet blocklist, signed over years) keeps blocking. The old private key is destroyed at rotation.
 
 Enrollment writes a device's identity bundle (see `schemas.identity`) and the `DeviceRecord` the
-fleet publishes on the devices topic; the agent's heartbeats then keep the same key current. The
-fleet view (`ringfence devices list`) folds both kinds of record, in topic order, per device.
+fleet publishes on the devices topic; the agent's heartbeats then keep the same key current and
+restate the enrollment from the bundle, so the latest value per key alone still names the group
+and override after compaction. The fleet view (`ringfence devices list`) folds both kinds of
+record, in topic order, per device.
 
     EnrollmentError (pipeline.errors.PipelineError)   a keys folder or bundle cannot be made or read
 """
@@ -27,7 +29,7 @@ import orjson
 from pipeline.errors import PipelineError
 from schemas.codec import decode
 from schemas.common import Mode, Platform
-from schemas.devices import DeviceRecord, Heartbeat
+from schemas.devices import DeviceRecord, Heartbeat, restates_enrollment
 from schemas.errors import ContractError, KeyMaterialError
 from schemas.identity import (
     IDENTITY_FILE,
@@ -306,10 +308,13 @@ def _heard(beat: Heartbeat, old: FleetEntry | None) -> FleetEntry:
     if old is not None and old.last_seen is not None and beat.ts <= old.last_seen:
         return old
     group = beat.group if beat.group is not None or old is None else old.group
+    fleet_mode, enrolled_at = (old.fleet_mode, old.enrolled_at) if old else (None, None)
+    if restates_enrollment(beat, enrolled_at):  # the enrollment outlives a compacted DeviceRecord
+        fleet_mode, enrolled_at = beat.mode_override, beat.enrolled_at
     return FleetEntry(
         device_id=beat.device_id, group=group,
-        mode=beat.mode, fleet_mode=old.fleet_mode if old else None, platform=beat.platform,
-        hostname=beat.hostname, enrolled_at=old.enrolled_at if old else None, last_seen=beat.ts,
+        mode=beat.mode, fleet_mode=fleet_mode, platform=beat.platform,
+        hostname=beat.hostname, enrolled_at=enrolled_at, last_seen=beat.ts,
         agent_version=beat.agent_version, blocklist_version=beat.blocklist_version,
         blocklist_size=beat.blocklist_size, spooled_events=beat.spooled_events,
     )

@@ -5,8 +5,10 @@
 - **policy updates** (`ringfence.policy.v1`, compacted, latest per key) are the SOC console's
   changes, folded over the file with `schemas.policy_updates.fold`; a tombstone withdraws one;
 - the **devices topic** (`ringfence.devices.v1`) says which group each device is in and whether
-  enrollment gave it its own mode (`DeviceRecord.mode_override`); heartbeats may move a device to
-  another group but never carry an override.
+  enrollment gave it its own mode (`DeviceRecord.mode_override`). Records and heartbeats share the
+  device's key on a compacted topic, so an enrolled agent's heartbeat restates its enrollment
+  (`enrolled_at`, group, `mode_override`): whichever survives compaction is enough. A heartbeat
+  without `enrolled_at` may move a device to another group but leaves its override alone.
 
 A per-device mode in the policy file wins over the device's enrollment override: the file is the
 operator's last word. Device lookups are live views, so a device record changes decisions without
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +32,7 @@ from pipeline.errors import PolicyError
 from pipeline.policy import PolicyConfig
 from schemas.codec import decode
 from schemas.common import Mode
-from schemas.devices import DeviceRecord, Heartbeat
+from schemas.devices import DeviceRecord, Heartbeat, restates_enrollment
 from schemas.errors import ContractError
 from schemas.policy_updates import PolicyUpdate, fold
 
@@ -45,6 +48,7 @@ class DeviceEntry:
 
     group: str | None = None
     mode_override: Mode | None = None
+    enrolled_at: datetime | None = None  # of the enrollment the two fields above come from
 
 
 class _View(Mapping[str, V]):
@@ -106,8 +110,9 @@ class DeviceDirectory:
             log.warning("devices topic: unreadable record (key %r): %s", key, exc)
             return
         old = self.entries.get(record.device_id, DeviceEntry())
-        if isinstance(record, DeviceRecord):
-            self.entries[record.device_id] = DeviceEntry(record.group, record.mode_override)
+        if isinstance(record, DeviceRecord) or restates_enrollment(record, old.enrolled_at):
+            enrolled_at = record.enrolled_at
+            self.entries[record.device_id] = DeviceEntry(record.group, record.mode_override, enrolled_at)
         elif record.group is not None:
             self.entries[record.device_id] = replace(old, group=record.group)
         else:

@@ -134,9 +134,9 @@ def identity_settings(folder: Path, explicit: Mapping[str, Any]) -> dict[str, An
         raise ValueError(f"identity bundle {folder} is for device {identity.device_id}, "
                          f"but device_id is set to {configured}")
     from_bundle: dict[str, Any] = {"device_id": identity.device_id, "group": identity.group,
-                                   "public_key_path": keyring_path}
+                                   "public_key_path": keyring_path, "enrolled_at": identity.enrolled_at}
     if identity.mode is not None:
-        from_bundle["mode"] = identity.mode.value
+        from_bundle["mode"] = from_bundle["mode_override"] = identity.mode.value
     return {**from_bundle, **{k: v for k, v in explicit.items() if v is not None}}
 
 

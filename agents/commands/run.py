@@ -296,6 +296,7 @@ def _heartbeat(context: AgentContext, stats: PublisherStats) -> tuple[str, bytes
     beat = Heartbeat(
         device_id=settings.device_id, hostname=socket.gethostname(), platform="linux",
         os_version=f"{platform.system()} {platform.release()}", group=settings.group, mode=settings.mode,
+        enrolled_at=settings.enrolled_at, mode_override=settings.mode_override,
         agent_version=_agent_version(), blocklist_version=context.blocklist_version,
         blocklist_size=context.blocklist_size, spooled_events=context.publisher.spool.pending_events,
         ts=datetime.now(UTC),

@@ -301,3 +301,64 @@ def test_enrolling_without_a_mode_leaves_the_device_to_its_group(tmp_path: Path,
     assert published[1].mode_override is Mode.BLOCK
     (entry,) = FleetView.fold([(b"ws-1", encode(record))]).rows()
     assert entry.fleet_mode is None and "(enrolled" not in render_table([entry], head=0, now=T0)
+
+
+# -- enrollment survives compaction of the devices topic -------------------------------------------
+
+
+def agent_heartbeat(settings: AgentSettings) -> tuple[str, bytes]:
+    """The heartbeat the agent's run loop publishes with these settings."""
+    from types import SimpleNamespace
+
+    from agents.commands.run import AgentContext, _heartbeat
+
+    publisher = SimpleNamespace(spool=SimpleNamespace(pending_events=0))
+    context = AgentContext(settings=settings, kafka=None, publisher=publisher)  # type: ignore[arg-type]
+    return _heartbeat(context, None)  # type: ignore[arg-type]
+
+
+def test_the_latest_heartbeat_alone_still_names_the_enrolled_group_and_override(bundle: Path) -> None:
+    from pipeline.live_policy import DeviceDirectory
+
+    settings = AgentSettings(identity_dir=bundle)
+    assert (settings.enrolled_at, settings.mode_override) == (T0, "block")
+    key, value = agent_heartbeat(settings)
+    enrollment = encode(device_record(load_identity(bundle)[0]))
+    assert FleetView.fold([(key.encode(), enrollment), (key.encode(), value)]).devices  # both still fold
+    compacted = [(key.encode(), value)]  # what compaction keeps: the latest value for the key
+    (entry,) = FleetView.fold(compacted).rows()
+    assert (entry.group, entry.fleet_mode, entry.enrolled_at) == ("finance", Mode.BLOCK, T0)
+    directory = DeviceDirectory()
+    for k, v in compacted:
+        directory.apply(k, v)
+    assert dict(directory.groups) == {"ws-042.corp": "finance"}
+    assert dict(directory.modes) == {"ws-042.corp": Mode.BLOCK}
+
+
+def test_a_heartbeat_from_a_device_following_its_group_restates_no_override(tmp_path: Path) -> None:
+    from pipeline.live_policy import DeviceDirectory
+
+    keys = KeysFolder(tmp_path / "keys")
+    keys.init(T0)
+    write_bundle(tmp_path / "b", issue_identity("ws-7", group="servers", now=T0), keys.keyring_file())
+    key, value = agent_heartbeat(AgentSettings(identity_dir=tmp_path / "b"))
+    directory = DeviceDirectory()
+    earlier = issue_identity("ws-7", group="servers", mode=Mode.BLOCK, now=T0 - timedelta(1))
+    directory.apply(key.encode(), encode(device_record(earlier)))
+    directory.apply(key.encode(), value)  # the newer enrollment (no override) replaces the older one
+    assert dict(directory.groups) == {"ws-7": "servers"} and dict(directory.modes) == {}
+    (entry,) = FleetView.fold([(key.encode(), value)]).rows()
+    assert entry.group == "servers" and entry.fleet_mode is None and entry.enrolled_at == T0
+
+
+def test_a_stale_bundle_heartbeat_does_not_undo_a_re_enrollment(bundle: Path) -> None:
+    from pipeline.live_policy import DeviceDirectory
+
+    key, value = agent_heartbeat(AgentSettings(identity_dir=bundle))  # enrolled at T0 with block
+    later = device_record(issue_identity("ws-042.corp", group="hr", mode=Mode.AUDIT, now=T0 + timedelta(1)))
+    directory = DeviceDirectory()
+    directory.apply(key.encode(), encode(later))
+    directory.apply(key.encode(), value)
+    assert directory.modes["ws-042.corp"] is Mode.AUDIT  # the newer enrollment holds
+    view = FleetView.fold([(key.encode(), encode(later)), (key.encode(), value)])
+    assert view.devices["ws-042.corp"].fleet_mode is Mode.AUDIT
