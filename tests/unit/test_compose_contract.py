@@ -65,3 +65,47 @@ def test_broker_image_matches_the_launcher_version() -> None:
     version = re.search(r"<kafka\.version>([^<]+)<", pom)
     assert version is not None
     assert image == f"apache/kafka:${{KAFKA_VERSION:-{version.group(1)}}}"
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """container path -> volume name, for `volume:/path[:ro]` entries."""
+    return {entry.split(":")[1]: entry.split(":")[0] for entry in service.get("volumes", [])}
+
+
+def test_worker_env_names_are_worker_settings_fields_and_its_keys_are_mounted() -> None:
+    from pipeline.settings import WorkerSettings
+
+    worker = _compose()["services"]["worker"]
+    names = {n for n in worker["environment"] if n.startswith("RINGFENCE_")} - _env_names("RINGFENCE_KAFKA_")
+    fields = {f"RINGFENCE_{f.upper()}" for f in WorkerSettings.model_fields}
+    assert names <= fields, names - fields
+    keys_dir = worker["environment"]["RINGFENCE_KEYS_DIR"]
+    assert _mounts(worker)[keys_dir] == _mounts(_compose()["services"]["keys"])["/keys"]
+    assert worker["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+
+
+def test_agents_get_the_public_keyring_but_not_the_signing_key() -> None:
+    services = _compose()["services"]
+    fleet, keys = services["fleet"], services["keys"]
+    keyring = Path(fleet["environment"]["RINGFENCE_AGENT_PUBLIC_KEY_PATH"])
+    assert _mounts(fleet)[str(keyring.parent)] == _mounts(keys)[str(keyring.parent)]
+    assert _mounts(keys)["/keys"] not in _mounts(fleet).values()
+    assert fleet["depends_on"]["keys"]["condition"] == "service_completed_successfully"
+
+
+def test_the_keys_job_creates_a_key_once_and_publishes_the_keyring(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = _compose()["services"]["keys"]["command"][2]
+    script = re.sub(r"(^|\s)/(keys|keyring)(?=/|\s|$)", lambda m: f"{m[1]}{tmp_path / m[2]}", script,
+                    flags=re.MULTILINE)  # the job's volume mounts, here in tmp_path
+    (tmp_path / "keyring").mkdir()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    for _ in range(2):  # the second run keeps the key (no --force): agents keep trusting it
+        subprocess.run(["sh", "-ec", script], check=True, env=env, capture_output=True, timeout=60)
+        published = (tmp_path / "keyring" / "keyring.json").read_bytes()
+        assert published == (tmp_path / "keys" / "keyring.json").read_bytes()
+    assert len(yaml.safe_load(published)["keys"]) == 1
+    assert (tmp_path / "keys" / "signing.pem").stat().st_mode & 0o077 == 0
