@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any
 
 from pipeline import lexicon as lx
@@ -226,6 +227,16 @@ def child_codes(child_image: str) -> tuple[Counter, ...]:
 
 def _file_write(payload: Any) -> tuple[Counter, ...]:
     path: str = payload.path
+    return _file_write_codes(path) if len(path) <= _CACHED_CHARS else _file_write_codes.__wrapped__(path)
+
+
+# The per-string classifiers below are pure, and the same paths, DLLs and registry values recur
+# endlessly on a device (logs, caches, system DLLs), so their codes are cached per string: a hit
+# is one dict lookup instead of case folding and a dozen substring tests on the hot path. Only
+# strings of a path's usual length are cached, so a hostile device cannot pin megabytes in them.
+_CACHED_CHARS = 512
+@lru_cache(maxsize=16384)
+def _file_write_codes(path: str) -> tuple[Counter, ...]:
     codes = [Counter.FILE_WRITE]
     fw = _FW_BY_LOCATION.get(lx.location(path))
     if fw is not None:
@@ -254,11 +265,20 @@ def _file_rename(payload: Any) -> tuple[Counter, ...]:
 
 
 def _registry(payload: Any) -> tuple[Counter, ...]:
+    key: str = payload.key
+    value_name: str | None = payload.value_name
+    if len(key) + len(value_name or "") > _CACHED_CHARS:
+        return _registry_codes.__wrapped__(key, value_name, payload.operation)
+    return _registry_codes(key, value_name, payload.operation)
+
+
+@lru_cache(maxsize=16384)
+def _registry_codes(key: str, value_name: str | None, operation: str) -> tuple[Counter, ...]:
     codes = [Counter.REG_WRITE]
-    reg = _REG_BY_CLASS.get(lx.registry_class(payload.key, payload.value_name))
+    reg = _REG_BY_CLASS.get(lx.registry_class(key, value_name))
     if reg is not None:
         codes.append(reg)
-    if payload.operation in ("delete_key", "delete_value"):
+    if operation in ("delete_key", "delete_value"):
         codes.append(Counter.REG_DELETE)
     return tuple(codes)
 
@@ -278,13 +298,21 @@ def _network(payload: Any) -> tuple[Counter, ...]:
 
 
 def _image_load(payload: Any) -> tuple[Counter, ...]:
+    path: str = payload.path
+    if len(path) > _CACHED_CHARS:
+        return _image_load_codes.__wrapped__(path, payload.signed)
+    return _image_load_codes(path, payload.signed)
+
+
+@lru_cache(maxsize=16384)
+def _image_load_codes(path: str, signed: bool | None) -> tuple[Counter, ...]:
     codes: list[Counter] = []
-    load = _LOAD_BY_CLASS.get(lx.dll_class(payload.path))
+    load = _LOAD_BY_CLASS.get(lx.dll_class(path))
     if load is not None:
         codes.append(load)
-    if payload.signed is False:
+    if signed is False:
         codes.append(Counter.LOAD_UNSIGNED)
-    if lx.location(payload.path) in _USER_WRITABLE:
+    if lx.location(path) in _USER_WRITABLE:
         codes.append(Counter.LOAD_USER_WRITABLE)
     return tuple(codes)
 
