@@ -99,14 +99,18 @@ class Detector:
         """Fold events into the trees and queue the changed processes, without scoring."""
         touched: dict[str, DeviceForest] = {}
         forest: DeviceForest | None = None
-        add = self._batcher.add
-        for event in events:  # the hot loop: a batch usually holds one device's events
-            if forest is None or event.device_id != forest.device_id:
-                forest = touched.get(event.device_id) or self._forest(event)
-                touched[forest.device_id] = forest
-            change = forest.apply(event)
-            if change.keys:
-                add([(forest.device_id, key, change.notable) for key in change.keys], now_ms)
+        changed: list[tuple[str, str, bool]] = []
+        try:
+            for event in events:  # the hot loop: a batch usually holds one device's events
+                if forest is None or event.device_id != forest.device_id:
+                    forest = touched.get(event.device_id) or self._forest(event)
+                    touched[forest.device_id] = forest
+                keys, notable = forest.apply(event)
+                if keys:
+                    changed += [(forest.device_id, key, notable) for key in keys]
+        finally:  # one call (same order, same clock); what was applied is queued even if an event raised
+            if changed:
+                self._batcher.add(changed, now_ms)
         self.stats.events += len(events)
         for device in touched.values():
             self._maybe_evict(device)

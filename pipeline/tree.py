@@ -125,7 +125,8 @@ class DeviceForest:
             self.stats.placeholders_filled += node.placeholder  # its own event arrived
         if image and not node.image:
             node.set_image(image)
-        node.last_ms = max(node.last_ms, when)
+        if when > node.last_ms:
+            node.last_ms = when
         return node
 
     def _new_node(self, key: str, *, placeholder: bool = False, keep: str | None = None) -> ProcessNode:
@@ -233,11 +234,12 @@ class DeviceForest:
         notable: the event is kept as alert evidence and the ancestors are re-scored too.
         """
         evidence, counts = node.evidence, node.code_counts
+        maxlen, stamp = evidence.maxlen, when << 8
         rescore = notable = False
         for code in codes:
-            if len(evidence) == evidence.maxlen:
+            if len(evidence) == maxlen:
                 self.stats.evidence_dropped += 1
-            evidence.append(when << 8 | code)
+            evidence.append(stamp | code)
             seen = counts.get(code, 0) + 1
             counts[code] = seen
             if code in STRONG_CODES:
