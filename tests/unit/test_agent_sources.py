@@ -3,6 +3,7 @@ and shipped through the spool and publisher (a fake producer stands in for Kafka
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,23 @@ def test_run_command_refuses_a_bad_source_before_starting_anything(
     assert main(["run"]) == 2
     assert "source sysmon: no such file" in capsys.readouterr().err
     assert not (tmp_path / "spool").exists()  # nothing was started
+
+
+async def test_a_followed_sysmon_log_ships_lines_appended_while_the_agent_runs(tmp_path: Path) -> None:
+    lines = FIXTURE.read_bytes().splitlines(keepends=True)
+    log = tmp_path / "sysmon.jsonl"
+    log.write_bytes(b"".join(lines[:5]))
+    kafka = FakeKafka()
+    agent = settings(tmp_path, sources=("sysmon",), sysmon_paths=(str(log),), sysmon_follow=True,
+                     sysmon_poll_interval_s=0.05)
+
+    async def append_later() -> None:
+        await asyncio.sleep(0.5)
+        with log.open("ab") as handle:
+            handle.write(b"".join(lines[5:]))
+
+    writer = asyncio.create_task(append_later())
+    await run_agent(agent, KafkaSettings(), producer_factory=kafka.factory, duration_s=2.5)
+    await writer
+    events = [event for batch in kafka.batches(EVENTS) for event in batch.events]
+    assert [e.event_id for e in events] == [e.event_id for e in load_events(FIXTURE, device_id="lab-1")]

@@ -69,7 +69,8 @@ def test_ingest_kafka_with_no_broker_exits_2_and_keeps_the_events(
     monkeypatch.setenv("RINGFENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("RINGFENCE_AGENT_RETRY_BACKOFF_INITIAL_S", "0.05")
     spool_dir = tmp_path / "spool"
-    code = main(["ingest", str(FIXTURE), "--kafka", "--spool-dir", str(spool_dir), "--flush-timeout-s", "0.5"])
+    code = main(["ingest", str(FIXTURE), "--kafka", "--spool-dir", str(spool_dir),
+                 "--flush-timeout-s", "0.5"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert "15 events were not acknowledged" in err and str(spool_dir) in err
