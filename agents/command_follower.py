@@ -33,7 +33,7 @@ from agents.action_reporter import Reporter, action_result
 from agents.blocklist import Clock, SyncMode, utc_now
 from agents.enforcement_errors import StateError
 from agents.telemetry import continued, from_headers
-from agents.verdict_follower import ConsumerFactory, partitions_of
+from agents.verdict_follower import ConsumerFactory, check_topic_still_exists, partitions_of
 from schemas.actions import ActionKind, ActionResult, Outcome
 from schemas.codec import decode
 from schemas.commands import Command, CommandAction
@@ -234,6 +234,7 @@ class CommandFollower:
                 if not self.caught_up.is_set() and all(
                         [await consumer.position(tp) >= end for tp, end in targets.items()]):
                     self.caught_up.set()
+                check_topic_still_exists(consumer, self.topic)
         finally:
             self.connected = False
             await consumer.stop()

@@ -384,3 +384,42 @@ async def test_a_record_that_breaks_the_handler_is_skipped_not_retried(
     await follow_until_caught_up(rig, FakeConsumer(log))
     assert calls == [0, 1] and rig.blocklist.positions == {0: 2}
     assert [entry.artifact_id for entry in rig.blocklist] == [SHA_B]
+
+
+class VanishingConsumer(FakeConsumer):
+    """The topic is deleted after the first fetch: metadata stops listing it."""
+
+    def __init__(self, log: dict[int, list[Msg]]) -> None:
+        super().__init__(log)
+        self.fetches = 0
+        self.stopped = False
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return set(self.log) if self.fetches == 0 else set()
+
+    async def getmany(self, timeout_ms: int = 0,
+                      max_records: int | None = None) -> dict[TopicPartition, list[Msg]]:
+        self.fetches += 1
+        return await super().getmany(timeout_ms=0, max_records=max_records)  # as aiokafka: at once
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_deleted_verdict_topic_stops_the_consumer_and_backs_off_instead_of_spinning(rig: Rig) -> None:
+    consumers: list[VanishingConsumer] = []
+
+    def factory() -> VanishingConsumer:
+        consumers.append(VanishingConsumer({0: [msg(0, verdict(SHA_A, rig.key))]}))
+        return consumers[-1]
+
+    follower = VerdictFollower(rig.handler, factory, TOPIC, clock=rig.clock, fetch_timeout_ms=10,
+                               backoff_initial_s=0.2, backoff_max_s=0.2)
+    task = asyncio.create_task(follower.run())
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert [entry.artifact_id for entry in rig.blocklist] == [SHA_A]  # what it read before still blocks
+    assert consumers[0].fetches == 1 and consumers[0].stopped  # no fetch loop on a missing topic
+    assert 2 <= len(consumers) <= 4  # reconnects paced by the backoff, not as fast as it can
