@@ -53,8 +53,9 @@ async def test_agent_ships_a_sysmon_log_as_its_own_device_then_stops(tmp_path: P
     assert keys == {b"lab-1"} and len(events) == 15  # the source ended: the agent flushed and stopped
     assert [e.event_id for e in events] == [e.event_id for e in load_events(FIXTURE, device_id="lab-1")]
     assert [e.seq for e in events] == list(range(15)) and {e.device_id for e in events} == {"lab-1"}
-    beat = Heartbeat.model_validate_json(kafka.values(DEVICES)[0][1])
-    assert beat.device_id == "lab-1"
+    # whether a heartbeat fits in a run this short is timing (test_publisher_agent_run checks them)
+    beats = [Heartbeat.model_validate_json(value) for _key, value in kafka.values(DEVICES)]
+    assert all(beat.device_id == "lab-1" for beat in beats)
 
 
 async def test_sysmon_record_mode_keeps_each_hosts_device_id(tmp_path: Path) -> None:
