@@ -3,9 +3,11 @@
 Deterministic: fixed seed, fixed thread count, `hist` trees, and data built in a fixed order, so
 two runs on the same data give the same booster and the same predictions.
 
-Imbalance: every process contributes total weight one (its snapshot rows share it); then each
-class's rows are scaled so that every class carries the same total weight (capped so that a class
-with a handful of processes is not blown up past `max_class_weight`).
+Imbalance: every process contributes total weight one (its snapshot rows share it); the tactics are
+then scaled to equal totals (a tactic with few processes is boosted at most `max_class_weight` times
+relative to the others), and benign rows together carry `benign_share` of the whole weight — half, not
+one thirteenth: a model that sees benign as one class among thirteen learns a prior that makes every
+unfamiliar benign process look malicious.
 
 Thresholds (consumed by `pipeline.scoring.classify`) are calibrated on the calibration split's
 *benign trees* (a tree alerts when any of its rows does). Each class threshold (the 12 tactics, plus
@@ -53,9 +55,11 @@ class TrainConfig:
     reg_lambda: float = 2.0
     max_bin: int = 64
     max_class_weight: float = 40.0
+    benign_share: float = 0.5  # share of the total training weight carried by benign rows
     fp_per_1000: float = 1.0
     calibration_margin: float = 0.7  # aim below the budget on calibration data (dev is out of sample)
-    min_threshold: float = 0.8  # prior: benign data from an unseen fleet scores higher than calibration data
+    min_threshold: float = 0.6  # prior: benign data from an unseen fleet scores higher than calibration data
+    min_generic: float = 0.98  # alerts that name no tactic need more confidence than named ones
 
     def params(self) -> dict[str, Any]:
         """XGBoost booster parameters."""
@@ -94,14 +98,22 @@ def class_index(labels: NDArray[np.str_]) -> NDArray[np.int32]:
 
 
 def balanced_weights(
-    y: NDArray[np.int32], weights: NDArray[np.float32], cap: float
+    y: NDArray[np.int32], weights: NDArray[np.float32], cap: float, benign_share: float = 0.5
 ) -> tuple[NDArray[np.float32], dict[str, float]]:
-    """Row weights scaled so each present class has equal total weight (scale capped at `cap`)."""
-    totals = np.bincount(y, weights=weights, minlength=len(CLASSES))
-    present = totals > 0
-    target = totals[present].sum() / max(int(present.sum()), 1)
-    scale = np.where(present, np.minimum(target / np.where(present, totals, 1.0), cap), 0.0)
-    scale /= scale[0] if scale[0] > 0 else 1.0
+    """Row weights: the tactics scaled to equal totals (a rare tactic's boost capped at `cap`), and
+    benign holding `benign_share` of the whole weight; benign rows keep weight one."""
+    totals = np.bincount(y, weights=weights, minlength=len(CLASSES)).astype(np.float64)
+    attack = totals[1:]
+    present = attack > 0
+    scale = np.zeros(len(CLASSES), dtype=np.float64)
+    if present.any():
+        scale[1:][present] = np.minimum(attack[present].mean() / attack[present], cap)
+    attack_total = float((attack * scale[1:]).sum())
+    if totals[0] > 0 and attack_total > 0:
+        scale[0] = benign_share / (1.0 - benign_share) * attack_total / totals[0]
+        scale /= scale[0]
+    else:
+        scale[0] = 1.0
     return (weights * scale[y]).astype(np.float32), {CLASSES[i]: float(scale[i]) for i in range(len(CLASSES))}
 
 
@@ -111,8 +123,10 @@ def fit(data: Dataset, config: TrainConfig) -> Trained:
 
     train, calib = data.split_mask(TRAIN), data.split_mask(CALIB)
     y = class_index(data.labels)
-    w, class_weights = balanced_weights(y[train], data.weights[train], config.max_class_weight)
-    w_calib, _ = balanced_weights(y[calib], data.weights[calib], config.max_class_weight)
+    w, class_weights = balanced_weights(
+        y[train], data.weights[train], config.max_class_weight, config.benign_share
+    )
+    w_calib, _ = balanced_weights(y[calib], data.weights[calib], config.max_class_weight, config.benign_share)
     dtrain = xgboost.DMatrix(
         data.matrix[train],
         label=y[train],
@@ -161,14 +175,21 @@ def calibrate(
     attack_rows, attack_tree = _tree_rows(labels, trees, attack=True)
     names = (*CLASSES[1:], GENERIC)
     if len(benign_rows) == 0:
-        return {**dict.fromkeys(names, config.min_threshold), "malicious": config.min_threshold}
+        return {
+            **dict.fromkeys(names, config.min_threshold),
+            GENERIC: max(config.min_threshold, config.min_generic),
+            "malicious": config.min_threshold,
+        }
     allowed = int(
         np.floor(config.fp_per_1000 * config.calibration_margin / 1000 * (int(benign_tree.max()) + 1))
     )
     benign = _tree_scores(probabilities[benign_rows], benign_tree)
     attack = _tree_scores(probabilities[attack_rows], attack_tree) if len(attack_rows) else benign[:0]
     truth = _tree_truth(labels[attack_rows], attack_tree) if len(attack_rows) else np.zeros(0, dtype=np.int64)
-    thresholds = _spend_budget(benign, attack, truth, allowed, config.min_threshold)
+    floors = np.array(
+        [config.min_threshold] * (len(names) - 1) + [max(config.min_threshold, config.min_generic)]
+    )
+    thresholds = _spend_budget(benign, attack, truth, allowed, floors)
     current = dict(zip(names, thresholds.tolist(), strict=True))
     current = _tighten(probabilities[benign_rows], benign_tree, current, allowed)
     current["malicious"] = min(current.values())
@@ -220,7 +241,7 @@ def _spend_budget(
     attack: NDArray[np.float32],
     truth: NDArray[np.int64],
     allowed: int,
-    floor: float,
+    floor: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Start strict (just above every benign tree), then let at most `allowed` benign trees alert: each
     step sacrifices the benign tree whose removal from a class's top lowers that class's threshold the
@@ -243,11 +264,12 @@ def _best_sacrifice(
     truth: NDArray[np.int64],
     thresholds: NDArray[np.float64],
     sacrificed: set[int],
-    floor: float,
+    floors: NDArray[np.float64],
 ) -> tuple[int, int, float] | None:
     best: tuple[int, int, int, float] | None = None  # (gain, column, tree, threshold)
     for column in range(benign.shape[1]):
         alive = [t for t in np.argsort(-benign[:, column]).tolist() if t not in sacrificed]
+        floor = float(floors[column])
         if not alive or benign[alive[0], column] < floor:
             continue
         lower = max(floor, float(benign[alive[1], column]) + 1e-6) if len(alive) > 1 else floor
