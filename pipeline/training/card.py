@@ -103,8 +103,10 @@ Rows are computed by replaying each source through the detector's own row select
 (`pipeline/training/rows.py`) in chunks of 256 events, exactly as `ringfence hunt` does.
 
 ## Split (`pipeline/training/split.py`) — by recording and host, never by event
-Recordings are grouped into labs (connected components of recordings that share a host name). The
-largest lab trains; every other lab is **dev** (held-out hosts, users and background software).
+Recordings are grouped into labs (connected components of recordings that share a host name, host
+names compared without their domain). The largest lab trains — a fifth of its recordings (by a hash of
+the file name) are kept for threshold calibration — and every other lab is **dev** (held-out hosts,
+users and background software). No recording and no host is on both the training and the dev side.
 Simulated trees and captured sessions are split by a hash of their id: 70 % train, 15 % calibration
 (thresholds), 15 % dev.
 """

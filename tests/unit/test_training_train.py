@@ -1,0 +1,57 @@
+"""Training is deterministic, thresholds meet the benign budget, the committed model fits the pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.features import FEATURE_NAMES, FEATURE_VERSION
+from pipeline.scoring import CLASSES, MODEL_DIR, load_model
+from pipeline.training.dataset import DataConfig, Dataset, build_dataset
+from pipeline.training.simulate import SimConfig
+from pipeline.training.train import TrainConfig, calibrate, false_alert_trees, fit, predict
+
+TINY = TrainConfig(rounds=6, early_stopping_rounds=3, max_depth=3)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Dataset:
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120)
+    return build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
+
+
+def test_two_trainings_on_the_same_data_give_identical_predictions(tiny: Dataset) -> None:
+    first, second = fit(tiny, TINY), fit(tiny, TINY)
+    p1, p2 = predict(first.booster, tiny.matrix), predict(second.booster, tiny.matrix)
+    assert np.array_equal(p1, p2)
+    assert first.thresholds == second.thresholds
+    assert p1.shape == (len(tiny.matrix), len(CLASSES))
+
+
+def test_calibrated_thresholds_keep_benign_trees_within_the_budget() -> None:
+    rng = np.random.default_rng(0)
+    rows = 6000
+    probabilities = rng.dirichlet(np.ones(len(CLASSES)), size=rows).astype(np.float32)
+    labels = np.array(["Benign"] * rows)
+    trees = np.array([f"t{i // 3}" for i in range(rows)])
+    config = TrainConfig(fp_per_1000=1.0)
+    thresholds = calibrate(probabilities, labels, trees, config)
+    tree_rows = [np.arange(i, i + 3) for i in range(0, rows, 3)]
+    assert false_alert_trees(probabilities, tree_rows, thresholds) <= 2
+    assert set(CLASSES[1:]) <= set(thresholds) and {"generic", "malicious"} <= set(thresholds)
+
+
+def test_the_committed_model_loads_with_our_feature_list_and_classes() -> None:
+    meta = json.loads((MODEL_DIR / "model.json").read_text(encoding="utf-8"))
+    assert meta["feature_version"] == FEATURE_VERSION
+    assert tuple(meta["feature_names"]) == FEATURE_NAMES
+    assert tuple(meta["classes"]) == CLASSES
+    model = load_model(MODEL_DIR)
+    assert "provisional" not in model.version and model.version == meta["version"]
+    assert (MODEL_DIR / "model.ubj").stat().st_size + (
+        MODEL_DIR / "model.json"
+    ).stat().st_size < 5 * 1024 * 1024
+    out = model.predict_proba(np.zeros((2, len(FEATURE_NAMES)), dtype=np.float32))
+    assert out.shape == (2, len(CLASSES)) and np.allclose(out.sum(axis=1), 1.0, atol=1e-4)
