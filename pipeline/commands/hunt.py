@@ -11,6 +11,7 @@ from schemas.cli_support import CliError
 
 if TYPE_CHECKING:
     from pipeline.hunt import FileSummary, Found
+    from pipeline.scoring import Model
 
 DESCRIPTION = """\
 Run exactly the stream's detection path (trees, windows, features, the model, the policy in audit
@@ -83,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model(directory: Path | None):  # type: ignore[no-untyped-def]
+def _model(directory: Path | None) -> Model:
     from pipeline.errors import ModelError
     from pipeline.scoring import MODEL_DIR, load_model
 
