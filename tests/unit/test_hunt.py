@@ -81,3 +81,45 @@ def test_a_path_that_does_not_exist_alone_is_an_error(
 ) -> None:
     assert main(["hunt", str(tmp_path / "nothing-here")]) == 2
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def _sysmon_fields(n: int) -> dict[str, object]:
+    return {
+        "ProcessGuid": f"{{11111111-2222-3333-4444-00000000000{n}}}",
+        "ParentProcessGuid": "{11111111-2222-3333-4444-000000000009}",
+        "ProcessId": 4000 + n,
+        "Image": "C:\\Windows\\System32\\rundll32.exe",
+        "CommandLine": "rundll32.exe comsvcs.dll, MiniDump 624 C:\\Windows\\Temp\\x.dmp full",
+        "ParentImage": "C:\\Windows\\System32\\WindowsPowerShell\\v1.0\\powershell.exe",
+        "ParentCommandLine": "powershell.exe -nop -w hidden",
+        "User": "CORP\\alice",
+        "IntegrityLevel": "High",
+    }
+
+
+def test_both_flattened_sysmon_json_styles_are_hunted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    winlogbeat = {
+        "EventID": 1,
+        "Channel": "Microsoft-Windows-Sysmon/Operational",
+        "Hostname": "ws1.corp.local",
+        "TimeCreated": "2024-03-01T10:00:00.000Z",
+        **_sysmon_fields(1),
+    }
+    evtx_dump = {
+        "System": {
+            "EventID": {"#text": 1},
+            "Channel": "Microsoft-Windows-Sysmon/Operational",
+            "Computer": "ws2",
+            "TimeCreated": {"#attributes": {"SystemTime": "2024-03-01T10:00:01.000000Z"}},
+        },
+        "EventData": _sysmon_fields(2),
+    }
+    for name, record in (("beat.jsonl", winlogbeat), ("dump.jsonl", evtx_dump)):
+        (tmp_path / name).write_text(json.dumps(record) + "\n", encoding="utf-8")
+    assert main(["hunt", "--quiet", "--json", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    paths = {json.loads(line)["path"] for line in out.splitlines()}
+    assert paths == {str(tmp_path / "beat.jsonl"), str(tmp_path / "dump.jsonl")}
+    assert err.count("mapped 1") == 2
