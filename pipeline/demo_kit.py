@@ -202,10 +202,13 @@ async def delete_topics(kafka: Any, topics: FleetTopics) -> None:
 
 
 def worker_env(topics: FleetTopics, keys_dir: Path, bootstrap: str) -> dict[str, str]:
-    """Environment of a `ringfence worker` on this topic set, signing with `keys_dir`'s key."""
+    """Environment of a `ringfence worker` on this topic set, signing with `keys_dir`'s key.
+
+    The worker runs the provisional rule scorer: the trained model does not yet root the demo's
+    Linux ransomware at its binary reliably (MODEL_CARD.md, known weaknesses)."""
     return {**topics.worker_env(), "RINGFENCE_KAFKA_BOOTSTRAP": bootstrap,
             "RINGFENCE_KEYS_DIR": str(keys_dir), "RINGFENCE_GROUP_ID": f"{topics.prefix}workers",
-            "RINGFENCE_COMMIT_INTERVAL_MS": "500"}
+            "RINGFENCE_COMMIT_INTERVAL_MS": "500", "RINGFENCE_PROVISIONAL_MODEL": "true"}
 
 
 def agent_env(topics: FleetTopics, bundle: Path, state: Path, bootstrap: str, *,

@@ -71,6 +71,9 @@ class WorkerSettings(BaseSettings):
     command_ttl_s: int = Field(24 * 3600, gt=0)  # unless the policy file sets command_ttl_ms
     verdict_ttl_s: int | None = Field(None, gt=0)  # None: a verdict holds until lifted
     model_dir: Path | None = None  # trained model folder; None: the packaged one (or provisional)
+    # Force the hand-written provisional rule scorer (the demo and the feedback-loop tests use it: the
+    # trained model does not yet root the demo's Linux ransomware reliably; see MODEL_CARD.md).
+    provisional_model: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> WorkerSettings:
@@ -91,5 +94,6 @@ class WorkerSettings(BaseSettings):
             f"batch={self.poll_max_records} records/{self.micro_batch_rows} rows/{self.micro_batch_ms} ms "
             f"window={self.window_ms} ms commit={self.commit_interval_ms} ms "
             f"keys={self.keys_dir} policy={self.policy_path or '-'} "
-            f"model={self.model_dir or 'packaged'}; {self.kafka.describe()}"
+            f"model={'provisional' if self.provisional_model else self.model_dir or 'packaged'}; "
+            f"{self.kafka.describe()}"
         )

@@ -33,8 +33,9 @@ from pipeline.kafka_io import (
     read_compacted,
 )
 from pipeline.live_policy import DeviceDirectory, LivePolicy, load_policy_document
+from pipeline.model.provisional import ProvisionalRules
 from pipeline.policy import Policy
-from pipeline.scoring import load_model
+from pipeline.scoring import Model, load_model
 from pipeline.settings import WorkerSettings
 from pipeline.worker import BatchWorker
 from schemas.signing import SigningKey
@@ -96,7 +97,11 @@ def tune_gc() -> tuple[int, int, int]:
 
 def build_detector(settings: WorkerSettings, live: LivePolicy) -> Detector:
     """The pure detection path with the settings' window and micro-batch knobs."""
-    model = load_model(settings.model_dir) if settings.model_dir is not None else load_model()
+    model: Model
+    if settings.provisional_model:
+        model = ProvisionalRules()
+    else:
+        model = load_model(settings.model_dir) if settings.model_dir is not None else load_model()
     config = DetectorConfig(
         window_ms=settings.window_ms, max_rows=settings.micro_batch_rows, max_delay_ms=settings.micro_batch_ms
     )

@@ -335,7 +335,9 @@ async def test_the_detector_flags_the_demo_attack_from_live_events(tmp_path: Pat
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
-    detector = Detector(policy=Policy(PolicyConfig(default_mode=Mode.BLOCK)))
+    from pipeline.model.provisional import ProvisionalRules
+
+    detector = Detector(ProvisionalRules(), policy=Policy(PolicyConfig(default_mode=Mode.BLOCK)))
     decisions = [d for e in sorted(events, key=lambda e: (e.ts, e.seq))
                  for d in detector.process([e], int(e.ts.timestamp() * 1000))]
     decisions += detector.flush(int(datetime.now(UTC).timestamp() * 1000) + 60_000)
