@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -92,6 +93,11 @@ def test_apply_repairs_a_config_someone_changed(kafka_bootstrap: str, prefix: st
             "min.insync.replicas": "1", "segment.ms": "3600000"})])
 
     asyncio.run(_with_admin(kafka_bootstrap, tamper))
+    # AlterConfigs returns before every broker view reflects it: wait (bounded) until it is visible.
+    deadline = time.monotonic() + 15
+    while _observe(kafka_bootstrap, prefix)[alerts].config.get("retention.ms") != "1234":
+        assert time.monotonic() < deadline, "the tampered config never became visible"
+        time.sleep(0.2)
 
     drift = _cli(kafka_bootstrap, "check", "--prefix", prefix)
     assert drift.returncode == 1
