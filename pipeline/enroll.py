@@ -24,10 +24,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import orjson
-
 from pipeline.errors import PipelineError
-from schemas.codec import decode
+from schemas.codec import decode_device_value
 from schemas.common import Mode, Platform
 from schemas.devices import DeviceRecord, Heartbeat, restates_enrollment
 from schemas.errors import ContractError, KeyMaterialError
@@ -265,7 +263,7 @@ class FleetView:
                 self.devices.pop(key.decode("utf-8", "replace"), None)
             return
         try:
-            record = _decode_device_value(value)
+            record = decode_device_value(value)
         except ContractError:
             self.bad_records += 1
             return
@@ -276,16 +274,6 @@ class FleetView:
     def rows(self) -> list[FleetEntry]:
         return [self.devices[d] for d in sorted(self.devices)]
 
-
-def _decode_device_value(value: bytes) -> DeviceRecord | Heartbeat:
-    """The devices topic carries two contracts under one key; `effective_mode` tells them apart."""
-    try:
-        probe = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        probe = None
-    if isinstance(probe, dict) and "effective_mode" in probe:
-        return decode(DeviceRecord, value)
-    return decode(Heartbeat, value)
 
 
 def _enrolled(record: DeviceRecord, old: FleetEntry | None) -> FleetEntry:

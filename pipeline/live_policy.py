@@ -25,14 +25,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
 import yaml
 
 from pipeline.errors import PolicyError
 from pipeline.policy import PolicyConfig
-from schemas.codec import decode
+from schemas.codec import decode, decode_device_value
 from schemas.common import Mode
-from schemas.devices import DeviceRecord, Heartbeat, restates_enrollment
+from schemas.devices import DeviceRecord, restates_enrollment
 from schemas.errors import ContractError
 from schemas.policy_updates import PolicyUpdate, fold
 
@@ -104,7 +103,7 @@ class DeviceDirectory:
                 self.entries.pop(key.decode("utf-8", "replace"), None)
             return
         try:
-            record = _device_value(value)
+            record = decode_device_value(value)
         except ContractError as exc:
             self.bad_records += 1
             log.warning("devices topic: unreadable record (key %r): %s", key, exc)
@@ -118,16 +117,6 @@ class DeviceDirectory:
         else:
             self.entries.setdefault(record.device_id, old)
 
-
-def _device_value(value: bytes) -> DeviceRecord | Heartbeat:
-    """The devices topic carries two contracts under one key; only records have `effective_mode`."""
-    try:
-        probe = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        probe = None
-    if isinstance(probe, dict) and "effective_mode" in probe:
-        return decode(DeviceRecord, value)
-    return decode(Heartbeat, value)
 
 
 def load_policy_document(path: Path) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from pydantic_core import ErrorDetails
 from schemas import _rawjson, _textlimits
 from schemas._rawjson import Path
 from schemas.common import Contract
+from schemas.devices import DeviceRecord, Heartbeat
 from schemas.errors import (
     ContractError,
     DecodeError,
@@ -258,3 +259,15 @@ def _issue_path(obj: dict[str, Any], error: ErrorDetails) -> Path:
         return loc
     _, path, _ = _rawjson.walk(obj, loc[:-1], _is_newer)
     return (*path, loc[-1])
+
+
+def decode_device_value(value: RecordValue) -> DeviceRecord | Heartbeat:
+    """Decode a `ringfence.devices.v1` value: two contracts share that key; only records carry
+    `effective_mode`."""
+    try:
+        probe = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        probe = None
+    if isinstance(probe, dict) and "effective_mode" in probe:
+        return decode(DeviceRecord, value)
+    return decode(Heartbeat, value)
