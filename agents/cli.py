@@ -6,12 +6,11 @@ Each subcommand lives in its own module under `agents/commands/` and exposes
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
 from agents import commands
-from schemas.cli_support import CliError, build_parser
+from schemas.cli_support import run_cli
 
 DESCRIPTION = """\
 ringfence-agent — the ringfence endpoint: collects behaviour events (live Linux, Sysmon .evtx or
@@ -22,20 +21,7 @@ signed verdicts and commands (kill, quarantine, block). Run `ringfence-agent COM
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the chosen subcommand, map our errors to a one-line message."""
-    parser = build_parser("ringfence-agent", DESCRIPTION, commands)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        result: int = args.func(args)
-    except CliError as exc:
-        print(f"ringfence-agent: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    return result
+    return run_cli("ringfence-agent", DESCRIPTION, commands, argv)
 
 
 if __name__ == "__main__":

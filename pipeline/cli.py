@@ -8,13 +8,11 @@ time, so `ringfence --help` stays fast and works with only the base install.
 
 from __future__ import annotations
 
-import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from pipeline import commands
-from schemas.cli_support import CliError, build_parser
+from schemas.cli_support import run_cli
 
 DESCRIPTION = """\
 ringfence — open, Kafka-native client behavioral blocking (fleet side and tools).
@@ -27,24 +25,7 @@ for the details of each command.
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the chosen subcommand, map our errors to a one-line message."""
-    parser = build_parser("ringfence", DESCRIPTION, commands)
-    return _run(parser, argv)
-
-
-def _run(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    try:
-        result: int = args.func(args)
-    except CliError as exc:
-        print(f"ringfence: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
-    return result
+    return run_cli("ringfence", DESCRIPTION, commands, argv)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
+import sys
+from collections.abc import Sequence
 from types import ModuleType
 
 
@@ -37,3 +40,23 @@ def build_parser(prog: str, description: str, package: ModuleType) -> argparse.A
         if register is not None:
             register(sub)
     return parser
+
+
+def run_cli(prog: str, description: str, package: ModuleType, argv: Sequence[str] | None) -> int:
+    """Parse `argv`, configure logging once, run the chosen subcommand and return its exit code.
+
+    A `CliError` becomes one line on stderr (`<prog>: error: ...`) and its exit code; Ctrl-C is 130.
+    """
+    args = build_parser(prog, description, package).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.func(args)
+    except CliError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return result
