@@ -21,22 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.features import FEATURE_NAMES, FEATURE_VERSION, feature_index
-from pipeline.scoring import BENIGN, CLASSES, Matrix
+from pipeline.scoring import BENIGN, CLASSES, TACTICS, Matrix
 
-IA, EX, PE, PR, DE, CA, DI, LM, CO, C2, EF, IM = (
-    "InitialAccess",
-    "Execution",
-    "Persistence",
-    "PrivilegeEscalation",
-    "DefenseEvasion",
-    "CredentialAccess",
-    "Discovery",
-    "LateralMovement",
-    "Collection",
-    "CommandAndControl",
-    "Exfiltration",
-    "Impact",
-)
+IA, EX, PE, PR, DE, CA, DI, LM, CO, C2, EF, IM = TACTICS
 
 
 @dataclass(frozen=True, slots=True)

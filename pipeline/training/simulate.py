@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from pipeline.lexicon import ImageClass, image_class
+from pipeline.scoring import BENIGN
 from pipeline.training.sim import (
     linux_attack1,
     linux_attack2,
@@ -42,21 +43,6 @@ from pipeline.training.sim.session import win_benign as win_benign_entry
 from pipeline.training.sim.vocab import Rand, sys32
 from schemas.events import BehaviorEvent, Platform, ProcessStart
 
-BENIGN = "Benign"
-TACTICS: tuple[str, ...] = (
-    "InitialAccess",
-    "Execution",
-    "Persistence",
-    "PrivilegeEscalation",
-    "DefenseEvasion",
-    "CredentialAccess",
-    "Discovery",
-    "LateralMovement",
-    "Collection",
-    "CommandAndControl",
-    "Exfiltration",
-    "Impact",
-)
 _PROCESS_KINDS = frozenset({"process_start", "process_end"})
 _LIGHT_DROP = frozenset({"image_load", "process_access"})
 Workload = Callable[[Session], None]
