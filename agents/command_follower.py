@@ -19,10 +19,9 @@ actions topic with outcome `refused` and the reason, and never executed.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from agents.action_reporter import Reporter, action_result
 from agents.blocklist import Clock, SyncMode, utc_now
 from agents.enforcement_errors import StateError
 from agents.telemetry import continued, from_headers
-from agents.verdict_follower import ConsumerFactory, check_topic_still_exists, partitions_of
+from agents.topic_follower import ConsumerFactory, TopicFollower, partitions_of, seek_saved
 from schemas.actions import ActionKind, ActionResult, Outcome
 from schemas.codec import decode
 from schemas.commands import Command, CommandAction
@@ -186,58 +185,29 @@ def _peek(value: bytes | None) -> tuple[ActionKind | None, str | None]:
     return kind, (command_id if valid_id else None)
 
 
-class CommandFollower:
-    """Runs one consumer (no group) on this device's commands partition, forever."""
+class CommandFollower(TopicFollower):
+    """Follows this device's commands partition (the loop: `agents.topic_follower.TopicFollower`)."""
+
+    kind = "command"
 
     def __init__(self, handler: CommandHandler, consumer_factory: ConsumerFactory, topic: str, *,
                  all_partitions: bool = False, fetch_timeout_ms: int = 500,
                  backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+        super().__init__(consumer_factory, topic, device_id=handler.device_id,
+                         fetch_timeout_ms=fetch_timeout_ms, max_records=100,
+                         backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s)
         self.handler = handler
-        self.topic = topic
-        self.caught_up = asyncio.Event()
-        self.connected = False
-        self._factory = consumer_factory
         self._all_partitions = all_partitions
-        self._fetch_timeout_ms = fetch_timeout_ms
-        self._backoff = (backoff_initial_s, backoff_max_s)
 
-    async def run(self) -> None:
-        """Follow until cancelled; reconnects with backoff."""
-        backoff_s = self._backoff[0]
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker away, topic missing, auth: retry, never give up
-                self.connected = False
-                log.warning("command follower of device %s on %s: %s: %s; retry in %.1fs",
-                            self.handler.device_id, self.topic, type(exc).__name__, exc, backoff_s)
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, self._backoff[1])
+    def _on_connected(self) -> None:
+        self.handler.prune_nonces()
 
-    async def _follow(self) -> None:
-        consumer = self._factory()
-        await consumer.start()
-        try:
-            partitions = await self._assign(consumer)
-            targets = await consumer.end_offsets(partitions)
-            self.connected = True
-            self.handler.prune_nonces()
-            while True:
-                batch = await consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=100)
-                for tp, records in batch.items():
-                    for msg in records:
-                        await self._one(tp.partition, msg)
-                    if records:  # others' commands: one save per batch is enough
-                        self.handler.store.save_position(self.topic, tp.partition, records[-1].offset + 1)
-                if not self.caught_up.is_set() and all(
-                        [await consumer.position(tp) >= end for tp, end in targets.items()]):
-                    self.caught_up.set()
-                check_topic_still_exists(consumer, self.topic)
-        finally:
-            self.connected = False
-            await consumer.stop()
+    async def _on_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+        for tp, records in batch.items():
+            for msg in records:
+                await self._one(tp.partition, msg)
+            if records:  # others' commands: one save per batch is enough
+                self.handler.store.save_position(self.topic, tp.partition, records[-1].offset + 1)
 
     async def _assign(self, consumer: Any) -> list[Any]:
         from aiokafka.structs import TopicPartition
@@ -246,13 +216,7 @@ class CommandFollower:
         if not self._all_partitions:
             numbers = [numbers[partition_for_key(self.handler.device_id.encode(), len(numbers))]]
         partitions = [TopicPartition(self.topic, n) for n in numbers]
-        consumer.assign(partitions)
-        saved = self.handler.store.positions(self.topic)
-        for tp in partitions:
-            if tp.partition in saved:
-                consumer.seek(tp, saved[tp.partition])
-            else:
-                await consumer.seek_to_beginning(tp)
+        await seek_saved(consumer, partitions, self.handler.store.positions(self.topic))
         log.info("command follower of device %s: %s partitions %s", self.handler.device_id, self.topic,
                  numbers)
         return partitions

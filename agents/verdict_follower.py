@@ -3,7 +3,8 @@
 Why no consumer group: every device must read *every* verdict, so a group (which splits partitions
 among its members) is the wrong tool, and joining one costs each agent a rebalance. The follower
 assigns itself all partitions, starts from the beginning the first time (the compacted topic is
-the whole list) and afterwards from the offsets saved with the blocklist, then follows.
+the whole list) and afterwards from the offsets saved with the blocklist, then follows (the
+reconnecting loop is `agents.topic_follower.TopicFollower`, shared with the other followers).
 
 Each record is decoded and checked with `schemas.signing.check_verdict` (signature, known key,
 validity window) before it can change anything. A refused record (forged, unknown key, expired,
@@ -18,9 +19,8 @@ its own consumer, blocklist and clock, can run in one process (the fan-out bench
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,11 +28,18 @@ from typing import Any
 from agents.action_reporter import Reporter, action_result
 from agents.blocklist import Blocklist, Change, Clock, utc_now
 from agents.enforcement_errors import StateError
+from agents.topic_follower import (
+    ConsumerFactory,
+    TopicFollower,
+    check_topic_still_exists,
+    kafka_consumer_factory,
+    partitions_of,
+    seek_saved,
+)
 from schemas.actions import ActionKind, Outcome
 from schemas.codec import decode
 from schemas.errors import ContractError, ValidationFailed
 from schemas.signing import DEFAULT_MAX_SKEW, Keyring, check_verdict
-from schemas.topics import KafkaSettings
 from schemas.verdicts import Verdict
 
 __all__ = [
@@ -41,50 +48,14 @@ __all__ = [
     "VerdictFollower",
     "VerdictHandler",
     "VerdictRecord",
+    "check_topic_still_exists",
     "kafka_consumer_factory",
     "partitions_of",
 ]
 
 log = logging.getLogger(__name__)
 
-ConsumerFactory = Callable[[], Any]  # -> an unstarted aiokafka AIOKafkaConsumer (or a test double)
 _SHA256_CHARS = frozenset("0123456789abcdef")
-
-
-def kafka_consumer_factory(kafka: KafkaSettings, *, fetch_max_wait_ms: int = 500) -> ConsumerFactory:
-    """Consumers with no group and no auto-commit: offsets live in the agent's own state."""
-
-    def make() -> Any:
-        from aiokafka import AIOKafkaConsumer
-
-        return AIOKafkaConsumer(**kafka.client_kwargs(), group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=fetch_max_wait_ms)
-
-    return make
-
-
-async def partitions_of(consumer: Any, topic: str) -> list[int]:
-    """The partition numbers of `topic`; LookupError if it does not exist.
-
-    aiokafka's consumer learns a topic's partitions only once its client tracks the topic (the
-    public `topics()` returns a separate copy of the metadata), so the topic is added first.
-    """
-    await consumer._client.add_topic(topic)
-    numbers = consumer.partitions_for_topic(topic)
-    if not numbers:
-        raise LookupError(f"topic {topic} does not exist (yet)")
-    return sorted(numbers)
-
-
-def check_topic_still_exists(consumer: Any, topic: str) -> None:
-    """Raise LookupError when the consumer's metadata no longer lists `topic` (it was deleted).
-
-    aiokafka keeps asking for metadata without any pause while an assigned topic is missing (two
-    agents whose topics a test deleted were seen at ~40 % of a core each), so a follower checks
-    after every fetch and, when its topic is gone, stops the consumer and retries with backoff.
-    """
-    if not consumer.partitions_for_topic(topic):
-        raise LookupError(f"topic {topic} no longer exists")
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,81 +204,42 @@ def _text(key: bytes | None) -> str | None:
     return key.decode("utf-8", "replace").lower()
 
 
-class VerdictFollower:
-    """Runs one consumer (no group) over every partition of the verdict topic, forever."""
+class VerdictFollower(TopicFollower):
+    """Follows every partition of the verdict topic into the blocklist (the loop: `TopicFollower`)."""
+
+    kind = "verdict"
 
     def __init__(self, handler: VerdictHandler, consumer_factory: ConsumerFactory, topic: str, *,
                  clock: Clock = utc_now, max_offline: timedelta = timedelta(days=25),
                  fetch_timeout_ms: int = 500, backoff_initial_s: float = 0.5,
                  backoff_max_s: float = 30.0) -> None:
+        super().__init__(consumer_factory, topic, device_id=handler.device_id,
+                         fetch_timeout_ms=fetch_timeout_ms, max_records=1000,
+                         backoff_initial_s=backoff_initial_s, backoff_max_s=backoff_max_s)
         self.handler = handler
-        self.topic = topic
-        self.caught_up = asyncio.Event()  # set once the end offsets seen at start were reached
         self.caught_up_at: datetime | None = None
-        self.connected = False
-        self._factory = consumer_factory
         self._clock = clock
         self._max_offline = max_offline  # below the topic's delete.retention.ms (tombstones kept)
-        self._fetch_timeout_ms = fetch_timeout_ms
-        self._backoff = (backoff_initial_s, backoff_max_s)
 
     @property
     def blocklist(self) -> Blocklist:
         return self.handler.blocklist
 
-    async def run(self) -> None:
-        """Follow until cancelled; reconnects with backoff (the local list keeps blocking meanwhile)."""
-        backoff_s = self._backoff[0]
-        while True:
-            try:
-                await self._follow()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker away, topic missing, auth: retry, never give up
-                self.connected = False
-                log.warning("verdict follower of device %s on %s: %s: %s; retry in %.1fs",
-                            self.handler.device_id, self.topic, type(exc).__name__, exc, backoff_s)
-                await asyncio.sleep(backoff_s)
-                backoff_s = min(backoff_s * 2, self._backoff[1])
-
-    async def _follow(self) -> None:
-        consumer = self._factory()
-        await consumer.start()
-        try:
-            partitions = await self._assign(consumer)
-            targets = await consumer.end_offsets(partitions)
-            self.connected = True
-            await self._check_caught_up(consumer, targets)
-            while True:
-                batch = await consumer.getmany(timeout_ms=self._fetch_timeout_ms, max_records=1000)
-                for tp, records in batch.items():
-                    self._handle_all(tp.partition, records)
-                self._commit()
-                check_topic_still_exists(consumer, self.topic)
-                if not self.caught_up.is_set():
-                    await self._check_caught_up(consumer, targets)
-        finally:
-            self.connected = False
-            await consumer.stop()
-
     async def _assign(self, consumer: Any) -> list[Any]:
         from aiokafka.structs import TopicPartition
 
         numbers = await partitions_of(consumer, self.topic)
-        partitions = [TopicPartition(self.topic, n) for n in sorted(numbers)]
-        consumer.assign(partitions)
+        partitions = [TopicPartition(self.topic, n) for n in numbers]
         self._maybe_resync()
-        saved = self.blocklist.positions
-        fresh = [tp for tp in partitions if tp.partition not in saved]
-        for tp in partitions:
-            if tp.partition in saved:
-                consumer.seek(tp, saved[tp.partition])
-        if fresh:
-            await consumer.seek_to_beginning(*fresh)
+        resumed = await seek_saved(consumer, partitions, self.blocklist.positions)
         log.info("verdict follower of device %s: %s partitions %s, %d from saved offsets, %d entries",
-                 self.handler.device_id, self.topic, sorted(numbers), len(partitions) - len(fresh),
-                 len(self.blocklist))
+                 self.handler.device_id, self.topic, numbers, resumed, len(self.blocklist))
         return partitions
+
+    async def _on_batch(self, batch: Mapping[Any, Sequence[Any]]) -> None:
+        for tp, records in batch.items():
+            self._handle_all(tp.partition, records)
+        self._commit()
 
     def _maybe_resync(self) -> None:
         last = self.blocklist.last_caught_up_at
@@ -332,15 +264,11 @@ class VerdictFollower:
         except StateError as exc:  # enforcement goes on from memory; the next commit retries
             log.error("device %s: %s", self.handler.device_id, exc)
 
-    async def _check_caught_up(self, consumer: Any, targets: dict[Any, int]) -> None:
-        for tp, end in targets.items():
-            if await consumer.position(tp) < end:
-                return
+    def _on_caught_up(self) -> None:
         now = self._clock()
         for artifact_id in self.blocklist.caught_up(now):
             self.handler.report_dropped(artifact_id, now)
         self._commit()
         self.caught_up_at = now
-        self.caught_up.set()
         log.info("device %s: blocklist caught up with %s at version %d (%d entries)",
                  self.handler.device_id, self.topic, self.blocklist.version, len(self.blocklist))
