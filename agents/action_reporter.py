@@ -4,8 +4,12 @@ Every kill, quarantine, restore, applied verdict and refusal ends in one `Action
 SOC sees containment happen and the fan-out benchmark can time it. Reporting must never hold up
 enforcement: `report()` is synchronous and only queues; a sender task publishes in order, keyed by
 device_id, with acks=all and idempotence (the publisher's producer factory), and retries with
-backoff while the broker is away. The queue is bounded (`max_pending`); when it is full the oldest
-result is dropped and counted, because a kill must not wait for a report.
+backoff while the broker is away. The queue is `agents.action_outbox.ActionOutbox`: with a `path`
+(the agent's state dir) a result is on disk before `report()` returns and is deleted only once the
+broker acknowledged it, so an outage followed by a crash or reboot loses nothing (at least once;
+`result_id` identifies duplicates). It is bounded (`max_pending`): when full, the oldest successful
+apply_verdict report goes first, then the oldest of any kind, counted in `dropped`, because a kill
+must not wait for a report.
 
 Many agents in one process (the fan-out benchmark) may share one reporter: the key is each
 result's own device_id.
@@ -16,15 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
 from contextlib import suppress
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
+from agents.action_outbox import ActionOutbox, Pending
+from agents.blocklist import SyncMode
 from agents.publisher import Producer, ProducerFactory
-from agents.telemetry import TraceContext, current, headers_kwargs
+from agents.telemetry import current, headers_kwargs, parse_traceparent
 from schemas.actions import ActionKind, ActionResult, Outcome
-from schemas.codec import encode
 
 __all__ = ["KafkaActionReporter", "Reporter", "action_result"]
 
@@ -48,60 +53,54 @@ def action_result(
 
 
 class KafkaActionReporter:
-    """Queues results and publishes them from `run()`; `close()` flushes for a bounded time."""
+    """Queues results durably (`ActionOutbox`) and publishes them from `run()`; `close()` saves."""
 
     def __init__(self, producer_factory: ProducerFactory, topic: str, *, max_pending: int = 10_000,
-                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+                 backoff_initial_s: float = 0.5, backoff_max_s: float = 30.0, path: Path | None = None,
+                 sync: SyncMode = "full") -> None:
         self.topic = topic
         self.sent = 0
-        self.dropped = 0
+        self.outbox = ActionOutbox(path, max_pending=max_pending, sync=sync)
         self._factory = producer_factory
-        self._pending: deque[ActionResult] = deque()
-        self._traces: dict[str, TraceContext] = {}  # result_id -> trace it was reported in (W3C)
-        self._max_pending = max_pending
         self._wakeup = asyncio.Event()
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._producer: Producer | None = None
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self.outbox)
+
+    @property
+    def dropped(self) -> int:
+        return self.outbox.dropped
 
     def report(self, result: ActionResult) -> None:
-        """Queue one result (dropping the oldest queued one when full)."""
-        if len(self._pending) >= self._max_pending:
-            lost = self._pending.popleft()
-            self._traces.pop(lost.result_id, None)
-            self.dropped += 1
-            log.warning("actions queue full: dropped result %s (%s %s of device %s)", lost.result_id,
-                        lost.action, lost.outcome, lost.device_id)
-        self._pending.append(result)
-        if (trace := current()) is not None:
-            self._traces[result.result_id] = trace
+        """Queue one result (persisted; the outbox's bound decides what goes when it is full)."""
+        trace = current()
+        self.outbox.add(result, trace.traceparent if trace is not None else None)
         self._wakeup.set()
 
     async def run(self) -> None:
-        """Publish queued results until cancelled."""
+        """Publish queued results, oldest first, until cancelled."""
         backoff_s = self._backoff[0]
         try:
             while True:
-                if not self._pending:
+                head = self.outbox.head()
+                if not head:
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
                 try:
-                    await self._send(self._pending[0])
+                    await self._send_all(head)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # broker away or producer broken: keep the result, retry
+                except Exception as exc:  # broker away or producer broken: keep the results, retry
                     log.warning("action result not sent (%s: %s); %d queued, retry in %.1fs",
-                                type(exc).__name__, exc, len(self._pending), backoff_s)
+                                type(exc).__name__, exc, self.pending, backoff_s)
                     await self._drop_producer()
                     await asyncio.sleep(backoff_s)
                     backoff_s = min(backoff_s * 2, self._backoff[1])
                     continue
-                self._traces.pop(self._pending.popleft().result_id, None)
-                self.sent += 1
                 backoff_s = self._backoff[0]
         finally:
             await self._drop_producer()
@@ -110,11 +109,23 @@ class KafkaActionReporter:
         """Wait up to `timeout_s` for the queue to drain (while `run` is running); True if it did."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self._pending and loop.time() < deadline:
+        while self.pending and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        return not self._pending
+        return not self.pending
 
-    async def _send(self, result: ActionResult) -> None:
+    def close(self) -> None:
+        """Save what is still queued (sent after the next start) and close the outbox."""
+        if self.pending:
+            log.info("action reporter: %d results not yet sent are kept for the next start", self.pending)
+        self.outbox.close()
+
+    async def _send_all(self, head: list[Pending]) -> None:
+        for pending in head:  # one at a time: order kept, and each is forgotten once acknowledged
+            await self._send(pending)
+            self.outbox.remove(pending)
+            self.sent += 1
+
+    async def _send(self, pending: Pending) -> None:
         if self._producer is None:
             producer = self._factory()
             try:
@@ -124,8 +135,8 @@ class KafkaActionReporter:
                     await producer.stop()
                 raise
             self._producer = producer
-        await self._producer.send_and_wait(self.topic, value=encode(result), key=result.device_id.encode(),
-                                           **headers_kwargs(self._traces.get(result.result_id)))
+        await self._producer.send_and_wait(self.topic, value=pending.value, key=pending.key,
+                                           **headers_kwargs(parse_traceparent(pending.traceparent)))
 
     async def _drop_producer(self) -> None:
         producer, self._producer = self._producer, None

@@ -3,7 +3,8 @@
 What runs beside the sources and the publisher (see `agents.commands.run.PLUGIN_BUILDERS`):
 - the verdict follower (fleet blocklist, no group) and the command follower (this device's commands),
 - the enforcer (kills and quarantines per mode), fed by `observe()` for every collected event,
-- the action reporter (ActionResults to the actions topic).
+- the action reporter (ActionResults to the actions topic, kept in `actions.db` in the state dir
+  until the broker acknowledges them).
 The local blocklist is opened *before* anything touches the network, so a device that restarts
 while the broker is unreachable blocks from its saved list at once.
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agents.action_outbox import ACTIONS_FILE
 from agents.action_reporter import KafkaActionReporter, Reporter
 from agents.blocklist import BLOCKLIST_FILE, Blocklist, Clock, utc_now
 from agents.command_follower import COMMANDS_FILE, CommandFollower, CommandHandler, CommandStore
@@ -107,10 +109,12 @@ class EnforcementPlugin:
         factories = _Factories(consumer_factory or kafka_consumer_factory(kafka),
                                producer_factory or kafka_producer_factory(kafka))
         self._own_reporter: KafkaActionReporter | None = None
-        if reporter is None:
-            reporter = self._own_reporter = KafkaActionReporter(factories.producer, settings.actions_topic)
-        self.reporter = reporter
         state = Path(settings.state_dir)
+        if reporter is None:  # results wait on disk for the broker's ack (survive crash and reboot)
+            reporter = self._own_reporter = KafkaActionReporter(
+                factories.producer, settings.actions_topic, path=state / ACTIONS_FILE,
+                sync=settings.spool_sync)
+        self.reporter = reporter
         self.blocklist = Blocklist(state / BLOCKLIST_FILE, settings.verdicts_topic, sync=settings.spool_sync)
         self.store = CommandStore(state / COMMANDS_FILE, sync=settings.spool_sync)
         self.enforcer = Enforcer(
@@ -174,6 +178,8 @@ class EnforcementPlugin:
                 await task
         self.blocklist.close()
         self.store.close()
+        if self._own_reporter is not None:
+            self._own_reporter.close()
 
     def _applied(self, _applied: AppliedVerdict | None) -> None:
         if self._context is not None:

@@ -1,12 +1,14 @@
 """Enforcement against the real broker: a signed verdict on a (unique) verdict topic is applied by a
 follower with no consumer group, and a binary started afterwards is killed as the live Linux source
 reports its start; a forged command is refused and reported on the actions topic while a genuine
-one runs; a restart with the broker unreachable still blocks from the saved list."""
+one runs; a restart with the broker unreachable still blocks from the saved list, and the results
+of what it did offline are kept on disk and arrive once each when the broker is back."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 from enforcement_support import alive, command, private_sleep, reap, spawn, start_event, verdict
 
+from agents.action_outbox import ACTIONS_FILE, ActionOutbox
 from agents.enforcement_plugin import EnforcementPlugin
 from agents.linux.procfs import process_key_for
 from agents.linux.source import LinuxLiveConfig, LinuxLiveSource
@@ -220,3 +223,43 @@ async def test_restart_with_the_broker_unreachable_still_blocks(
         second.observe(start_event(proc, image, sha, device_id=device))
         assert await wait_exit(proc) == -9
         assert not second.verdicts.connected and not second.verdicts.caught_up.is_set()
+
+
+async def test_action_results_of_an_outage_survive_a_restart_and_arrive_once_each(
+    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[Popen[bytes]]
+) -> None:
+    device = f"it-{uuid.uuid4().hex[:8]}"
+    image, sha = private_sleep(tmp_path)
+    await produce(kafka_settings.bootstrap_servers, topics.verdicts, sha,
+                  encode(verdict(sha, key, issued_at=datetime.now(UTC))))
+    settings = agent_settings(tmp_path, topics, device)
+    keyring = Keyring.of([key.trusted()])
+    first = EnforcementPlugin(settings, kafka_settings, keyring=keyring)
+    async with running(first):
+        await asyncio.wait_for(first.verdicts.caught_up.wait(), 30)
+        assert await first.reporter.flush(10)  # type: ignore[attr-defined]
+
+    unreachable = kafka_settings.model_copy(update={"bootstrap": "127.0.0.1:1"})
+    offline = EnforcementPlugin(settings, unreachable, keyring=keyring)
+    async with running(offline):
+        for _ in range(3):
+            proc = spawn(str(image), "60")
+            procs.append(proc)
+            offline.observe(start_event(proc, image, sha, device_id=device))
+            assert await wait_exit(proc) == -9
+        while offline.enforcer.stats.outcomes.get(Outcome.SUCCEEDED, 0) < 3:
+            await asyncio.sleep(0.02)
+    kept = ActionOutbox(tmp_path / "state" / ACTIONS_FILE)  # what a new process finds on disk
+    waiting = {decode(ActionResult, p.value).result_id for p in kept.head()}
+    kept.close()
+    assert len(waiting) == 3  # the three kills, on disk while the broker was away
+
+    back = EnforcementPlugin(settings, kafka_settings, keyring=keyring)
+    async with running(back):
+        results = await wait_for_actions(kafka_settings.bootstrap_servers, topics.actions,
+                                         lambda rs: waiting <= {r.result_id for r in rs})
+        assert await back.reporter.flush(10)  # type: ignore[attr-defined]
+    counts = Counter(r.result_id for r in results)
+    assert waiting <= set(counts) and set(counts.values()) == {1}  # every result once
+    blocked = [r for r in results if r.action is ActionKind.BLOCK_EXECUTION]
+    assert len(blocked) == 3 and {r.outcome for r in blocked} == {Outcome.SUCCEEDED}

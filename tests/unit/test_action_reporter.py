@@ -14,7 +14,7 @@ import pytest
 
 from agents.action_reporter import KafkaActionReporter, action_result
 from agents.commands.run import PLUGIN_BUILDERS
-from agents.enforcement_errors import KeyringError
+from agents.enforcement_errors import KeyringError, StateError
 from agents.enforcement_plugin import EnforcementPlugin, build_plugin, load_keyring
 from agents.publisher import Producer
 from agents.settings import AgentSettings
@@ -156,3 +156,83 @@ def test_plugin_opens_the_saved_blocklist_before_any_network(tmp_path: Path) -> 
     assert plugin.enforcer.mode == "block" and set(plugin.verdicts.handler.keyring.keys) == {key.key_id}
     plugin.blocklist.close()
     plugin.store.close()
+
+
+# -- durability: the outbox in the state dir --------------------------------------------------------
+
+
+def verdict_applied(n: int) -> ActionResult:
+    return action_result("dev-1", ActionKind.APPLY_VERDICT, Outcome.SUCCEEDED, now=NOW,
+                         artifact_id=f"{n:064x}")
+
+
+async def test_results_reported_during_an_outage_survive_a_crash_and_are_sent_once_after_restart(
+    tmp_path: Path,
+) -> None:
+    broker = FakeBroker(down=True)
+    first = KafkaActionReporter(broker.factory, "t.actions", path=tmp_path / "actions.db",
+                                backoff_initial_s=0.01, backoff_max_s=0.02)
+    reported = [result(n) for n in range(5)]
+    for made in reported:
+        first.report(made)
+    task = asyncio.create_task(first.run())
+    await asyncio.sleep(0.05)  # tries and fails while the broker is away
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)  # the agent dies here: no close(), no flush
+
+    broker.down = False
+    second = KafkaActionReporter(broker.factory, "t.actions", path=tmp_path / "actions.db")
+    assert second.pending == 5
+    task = asyncio.create_task(second.run())
+    try:
+        assert await second.flush(2.0)
+    finally:
+        task.cancel()
+    sent = [decode(ActionResult, value) for _, _, value in broker.sent]
+    assert [r.result_id for r in sent] == [r.result_id for r in reported]  # once each, in order
+    second.close()
+    third = KafkaActionReporter(broker.factory, "t.actions", path=tmp_path / "actions.db")
+    assert third.pending == 0  # acknowledged results are gone: nothing is sent twice
+    third.close()
+
+
+async def test_a_report_is_on_disk_by_the_next_loop_turn_without_any_close(tmp_path: Path) -> None:
+    reporter = KafkaActionReporter(FakeBroker(down=True).factory, "t.actions", path=tmp_path / "a.db")
+    reporter.report(result(1))
+    await asyncio.sleep(0)  # one event-loop turn: the grouped commit ran
+    other = KafkaActionReporter(FakeBroker().factory, "t.actions", path=tmp_path / "a.db")  # a new process
+    assert other.pending == 1
+    [pending] = other.outbox.head()
+    assert decode(ActionResult, pending.value).command_id == "cmd-1" and pending.key == b"dev-1"
+
+
+def test_a_full_outbox_drops_blocklist_bookkeeping_before_any_kill_report(tmp_path: Path) -> None:
+    reporter = KafkaActionReporter(FakeBroker().factory, "t.actions", path=tmp_path / "a.db", max_pending=3)
+    reporter.report(result(0))
+    reporter.report(verdict_applied(1))
+    reporter.report(result(2))
+    reporter.report(result(3))  # full: the apply_verdict report goes, though it is not the oldest
+    reporter.report(result(4))  # no bookkeeping left: the oldest result goes
+    kept = [decode(ActionResult, p.value).command_id for p in reporter.outbox.head()]
+    assert kept == ["cmd-2", "cmd-3", "cmd-4"] and reporter.dropped == 2 and reporter.pending == 3
+
+
+def test_an_unopenable_outbox_is_a_typed_error(tmp_path: Path) -> None:
+    (tmp_path / "a.db").mkdir()  # a folder where the file should be
+    with pytest.raises(StateError, match="cannot open the action outbox"):
+        KafkaActionReporter(FakeBroker().factory, "t.actions", path=tmp_path / "a.db")
+
+
+def test_the_plugin_keeps_its_action_results_in_the_state_dir(tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    save_public_key(key, tmp_path / "fleet.pem")
+    plugin = build_plugin(settings(tmp_path, public_key_path=tmp_path / "fleet.pem"),
+                          KafkaSettings(bootstrap="127.0.0.1:1"))
+    assert isinstance(plugin, EnforcementPlugin)
+    plugin.reporter.report(result(7))
+    plugin.blocklist.close()
+    plugin.store.close()
+    assert isinstance(plugin.reporter, KafkaActionReporter)
+    plugin.reporter.close()
+    again = KafkaActionReporter(FakeBroker().factory, "t.actions", path=tmp_path / "state" / "actions.db")
+    assert again.pending == 1
