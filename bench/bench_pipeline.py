@@ -18,12 +18,16 @@ measured) on the same pre-filled topic:
 (d) event produced -> signed verdict on its topic, p50/p99, with a `ringfence worker` process under
     background load at 25/50/90 % of (e)'s one-process rate, the maximum of a worker process on this
     machine (probes: a whole ransomware tree in one record, 10 per second).
+
+`--latency-only --max-rate N` runs (d) alone against a given one-process rate (events/s), e.g. the
+scale-out figure of an earlier run, to compare worker versions in the same minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import statistics
@@ -60,14 +64,25 @@ FULL = Sizes(200_000, 40_000, 12.0, 300_000, True)
 DEVICES = 200
 
 
-def run(quick: bool) -> list[Result]:
-    """All figures of the section (see the module docstring)."""
+def run(quick: bool, max_rate: float | None = None, seconds: float | None = None) -> list[Result]:
+    """All figures of the section (see the module docstring); only (d) when `max_rate` is given."""
     os.environ.setdefault(
         "OMP_NUM_THREADS", "1"
     )  # as `ringfence worker` runs (effective if xgboost is not loaded yet)
     with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:
         bench = Bench(_kafka(), Path(workdir))
-        return asyncio.run(_run(bench, QUICK if quick else FULL))
+        sizes = QUICK if quick else FULL
+        if seconds is not None:
+            sizes = dataclasses.replace(sizes, latency_s=seconds)
+        return asyncio.run(_run(bench, sizes) if max_rate is None else _latency_only(bench, max_rate, sizes))
+
+
+async def _latency_only(bench: Bench, max_rate: float, sizes: Sizes) -> list[Result]:
+    await bench.setup()
+    try:
+        return await _latency(bench, max_rate, sizes)
+    finally:
+        await bench.cleanup()
 
 
 def _kafka() -> KafkaSettings:
@@ -311,8 +326,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--latency-only", action="store_true", help="only (d), at --max-rate")
+    parser.add_argument("--max-rate", type=float, help="one worker process's events/s for (d)'s load levels")
+    parser.add_argument("--seconds", type=float, help="seconds per load level of (d) (probes: 10/s)")
     args = parser.parse_args()
-    print(format_results(run(args.quick)))
+    if args.latency_only and not args.max_rate:
+        parser.error("--latency-only needs --max-rate")
+    print(format_results(run(args.quick, args.max_rate if args.latency_only else None, args.seconds)))
 
 
 if __name__ == "__main__":

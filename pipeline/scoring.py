@@ -7,7 +7,10 @@ oldest has waited `max_delay_ms`; each flush is exactly one `predict_proba` call
 
 `Model` is the protocol both the provisional rule scorer (`pipeline.model.provisional`) and the
 trained XGBoost model (`pipeline.model.booster`) satisfy; `load_model` picks the trained one when
-`pipeline/model/model.ubj` and `model.json` exist and says loudly when it falls back.
+`pipeline/model/model.ubj` and `model.json` exist (wrapped by `pipeline.compiled_model.FastBooster`:
+small batches without XGBoost's fixed cost per call, contributions of one class at a time) and says
+loudly when it falls back. A model may offer `class_contributions(matrix, class_index)`; `Scorer.explain`
+then asks for the alerting rows' own classes only.
 """
 
 from __future__ import annotations
@@ -209,12 +212,23 @@ class Scorer:
         """
         if not rows:
             return {}
-        contrib = self.model.contributions(matrix[list(rows)])
-        self.stats.contribution_calls += 1
-        return {
-            row: top_features(contrib[pos, cls], matrix[row], names, k)
-            for pos, (row, cls) in enumerate(zip(rows, classes, strict=True))
-        }
+        per_class = getattr(self.model, "class_contributions", None)
+        if per_class is None:
+            contrib = self.model.contributions(matrix[list(rows)])
+            self.stats.contribution_calls += 1
+            return {
+                row: top_features(contrib[pos, cls], matrix[row], names, k)
+                for pos, (row, cls) in enumerate(zip(rows, classes, strict=True))
+            }
+        out: dict[int, list[tuple[str, float, float]]] = {}
+        for cls in sorted(set(classes)):  # one call per class: only that class's trees are walked
+            picked = [row for row, c in zip(rows, classes, strict=True) if c == cls]
+            contrib = per_class(matrix[picked], cls)
+            self.stats.contribution_calls += 1
+            out.update(
+                (row, top_features(contrib[pos], matrix[row], names, k)) for pos, row in enumerate(picked)
+            )
+        return {row: out[row] for row in rows}
 
 
 def is_provisional(model: Model) -> bool:
@@ -227,9 +241,11 @@ def load_model(directory: Path = MODEL_DIR) -> Model:
     from pipeline.model.provisional import ProvisionalRules
 
     if (directory / "model.ubj").is_file() and (directory / "model.json").is_file():
+        from pipeline.compiled_model import load_fast
         from pipeline.model.booster import BoosterModel
 
-        return BoosterModel.load(directory)
+        base = BoosterModel.load(directory)
+        return load_fast(base, directory / "model.ubj", base.metadata.feature_names)  # type: ignore[no-any-return]
     log.warning(
         "no trained model in %s: using the PROVISIONAL rule scorer %s", directory, ProvisionalRules.VERSION
     )

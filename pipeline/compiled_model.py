@@ -1,0 +1,292 @@
+"""The trained booster without XGBoost's fixed cost per call: its trees as numpy arrays, and per-class SHAP.
+
+Why: a verdict waits for the flush that scores its tree. XGBoost's `inplace_predict` costs a fixed
+~0.85 ms per call with the committed model (1,560 trees) whatever the row count, and its SHAP
+contributions (`pred_contribs`) walk all 13 classes' trees although an alert is explained by one
+class only: 15-20 ms per alerting flush, the largest part of a probe's time in the worker
+(BENCHMARKS.md, "Session D — latency"). Two remedies, both exact:
+
+- `CompiledTrees`: every tree laid out as a perfect binary tree of the model's maximum depth (a leaf
+  above that depth is copied down), so a batch descends all trees at once with a few numpy gathers
+  per level: no per-call fixed cost, but more work per row than XGBoost's C++, so `FastBooster`
+  uses it for small batches only (`COMPILED_MAX_ROWS`, where it measured faster) and XGBoost above.
+  It reproduces `inplace_predict` probabilities within float32 rounding (tests: ≤ 1e-5).
+- `ClassExplainers`: one single-output booster per class, holding only that class's trees and its
+  intercept, built from the model's own JSON; XGBoost's TreeSHAP on it gives exactly the
+  contributions `pred_contribs` gives for that class on the whole model, at 1/13 of the work.
+
+A model this module does not understand (categorical splits, vector leaves, another objective or
+booster) raises `ModelError` when compiled; `load_fast` then keeps the plain `BoosterModel`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.errors import ModelError
+from pipeline.scoring import Matrix
+
+__all__ = ["COMPILED_MAX_ROWS", "ClassExplainers", "CompiledTrees", "FastBooster", "load_fast"]
+
+log = logging.getLogger(__name__)
+COMPILED_MAX_ROWS = 16
+"""Batches up to this many rows are scored by `CompiledTrees`, larger ones by XGBoost (bench_xgboost)."""
+_OBJECTIVE = "multi:softprob"
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledTrees:
+    """A multi:softprob gbtree as arrays: `depth` levels of splits, then leaves, per tree."""
+
+    depth: int
+    features: NDArray[np.intp]  # (trees * internal,) split feature of each internal slot
+    thresholds: NDArray[np.float32]  # (trees * internal,) go left when value < threshold
+    default_left: NDArray[np.bool_]  # (trees * internal,) where a missing (NaN) value goes
+    leaves: NDArray[np.float32]  # (trees * 2**depth,) leaf values
+    classes: NDArray[np.float32]  # (trees, classes) one-hot: which class each tree adds to
+    intercept: NDArray[np.float32]  # (classes,) base margin of each class
+
+    @classmethod
+    def from_json(cls, model: Mapping[str, Any]) -> CompiledTrees:
+        """Compile XGBoost's JSON model (`Booster.save_raw("json")`); ModelError if it is not one we know."""
+        try:
+            trees, tree_class, intercept = _parts(model)
+            depth = max(_depth(tree) for tree in trees)
+            slots = [_perfect(tree, depth) for tree in trees]
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelError(f"cannot compile the booster: {exc!r}") from exc
+        onehot = np.zeros((len(trees), len(intercept)), dtype=np.float32)
+        onehot[np.arange(len(trees)), tree_class] = 1.0
+        return cls(
+            depth,
+            np.concatenate([s[0] for s in slots]).astype(np.intp),
+            np.concatenate([s[1] for s in slots]).astype(np.float32),
+            np.concatenate([s[2] for s in slots]),
+            np.concatenate([s[3] for s in slots]).astype(np.float32),
+            onehot,
+            intercept,
+        )
+
+    @property
+    def trees(self) -> int:
+        """Number of trees."""
+        return len(self.classes)
+
+    def margins(self, matrix: Matrix) -> NDArray[np.float32]:
+        """(rows, features) -> (rows, classes) raw margins, every tree descended level by level."""
+        rows, width = matrix.shape
+        internal = (1 << self.depth) - 1
+        values = np.ascontiguousarray(matrix, dtype=np.float32).ravel()
+        base = (np.arange(self.trees, dtype=np.intp) * internal)[None, :]
+        row_base = (np.arange(rows, dtype=np.intp) * width)[:, None]
+        missing = bool(np.isnan(values).any())
+        slot = np.zeros((rows, self.trees), dtype=np.intp)
+        for _ in range(self.depth):
+            node = base + slot
+            value = values[row_base + self.features[node]]
+            left = value < self.thresholds[node]
+            if missing:
+                left |= np.isnan(value) & self.default_left[node]
+            slot = 2 * slot + 2 - left
+        leaf = slot - internal + (np.arange(self.trees, dtype=np.intp) << self.depth)[None, :]
+        margins: NDArray[np.float32] = self.leaves[leaf] @ self.classes + self.intercept
+        return margins
+
+    def predict_proba(self, matrix: Matrix) -> Matrix:
+        """Softmax of the margins (as multi:softprob does)."""
+        margins = self.margins(matrix).astype(np.float64)
+        margins -= margins.max(axis=1, keepdims=True)
+        exp = np.exp(margins)
+        probabilities: Matrix = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+        return probabilities
+
+
+def _parts(model: Mapping[str, Any]) -> tuple[list[dict[str, Any]], NDArray[np.intp], NDArray[np.float32]]:
+    """Trees, each tree's class and the per-class intercept; refuses what `CompiledTrees` cannot do."""
+    learner = model["learner"]
+    if learner["objective"]["name"] != _OBJECTIVE:
+        raise ValueError(f"objective {learner['objective']['name']}, expected {_OBJECTIVE}")
+    booster = learner["gradient_booster"]
+    if booster["name"] != "gbtree":
+        raise ValueError(f"booster {booster['name']}, expected gbtree")
+    trees: list[dict[str, Any]] = booster["model"]["trees"]
+    classes = int(learner["learner_model_param"]["num_class"])
+    intercept = np.asarray(_floats(learner["learner_model_param"]["base_score"]), dtype=np.float32)
+    if len(intercept) == 1:
+        intercept = np.repeat(intercept, classes)
+    tree_class = np.asarray(booster["model"]["tree_info"], dtype=np.intp)
+    if len(intercept) != classes or len(tree_class) != len(trees) or not trees:
+        raise ValueError(f"{len(trees)} trees, {len(tree_class)} tree classes, {len(intercept)} intercepts")
+    if tree_class.min() < 0 or tree_class.max() >= classes:
+        raise ValueError("a tree adds to a class the model does not have")
+    for tree in trees:
+        if int(tree["tree_param"].get("size_leaf_vector", "1")) > 1 or any(tree.get("split_type", ())):
+            raise ValueError("vector leaves or categorical splits")
+    return trees, tree_class, intercept
+
+
+def _floats(text: str) -> list[float]:
+    """XGBoost writes base_score as "0.5" or, per class, "[2.29E0,-1.91E-1,...]"."""
+    parsed = json.loads(text) if text.lstrip().startswith("[") else [float(text)]
+    return [float(v) for v in parsed]
+
+
+def _depth(tree: Mapping[str, Any]) -> int:
+    left, right = tree["left_children"], tree["right_children"]
+    deepest, stack = 0, [(0, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if left[node] != -1:
+            stack += [(left[node], depth + 1), (right[node], depth + 1)]
+    return deepest
+
+
+def _perfect(
+    tree: Mapping[str, Any], depth: int
+) -> tuple[list[int], list[float], NDArray[np.bool_], list[float]]:
+    """One tree in perfect-binary-tree slots (children of slot i: 2i+1, 2i+2); leaves copied down."""
+    internal = (1 << depth) - 1
+    features, thresholds = [0] * internal, [float("inf")] * internal
+    default_left = np.ones(internal, dtype=np.bool_)
+    leaves = [0.0] * (1 << depth)
+    left, right = tree["left_children"], tree["right_children"]
+    split, condition, dleft = tree["split_indices"], tree["split_conditions"], tree["default_left"]
+    stack = [(0, 0, 0)]  # (node, slot, level)
+    while stack:
+        node, slot, level = stack.pop()
+        if left[node] == -1:  # a leaf: every slot below it (and the leaf slots) carries its value
+            first, count = ((slot + 1) << (depth - level)) - 1 - internal, 1 << (depth - level)
+            leaves[first : first + count] = [float(condition[node])] * count
+            continue
+        features[slot], thresholds[slot], default_left[slot] = int(split[node]), float(condition[node]), bool(
+            dleft[node]
+        )
+        stack += [(left[node], 2 * slot + 1, level + 1), (right[node], 2 * slot + 2, level + 1)]
+    return features, thresholds, default_left, leaves
+
+
+class ClassExplainers:
+    """TreeSHAP contributions of one class at a time, from single-class boosters cut out of the model."""
+
+    def __init__(self, boosters: Sequence[Any], feature_names: Sequence[str]) -> None:
+        self._boosters, self._names = list(boosters), list(feature_names)
+
+    @classmethod
+    def from_json(cls, model: Mapping[str, Any], feature_names: Sequence[str]) -> ClassExplainers:
+        """One booster per class (its trees, its intercept, squared-error objective: margins unchanged)."""
+        import xgboost
+
+        try:
+            parts = _class_models(model)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelError(f"cannot cut the booster into classes: {exc!r}") from exc
+        boosters = []
+        for index, part in enumerate(parts):
+            booster = xgboost.Booster()
+            try:
+                booster.load_model(bytearray(json.dumps(part).encode()))
+            except xgboost.core.XGBoostError as exc:
+                raise ModelError(f"cannot cut class {index} out of the booster: {exc}") from exc
+            boosters.append(booster)
+        return cls(boosters, feature_names)
+
+    def contributions(self, matrix: Matrix, class_index: int) -> Matrix:
+        """(rows, features) -> (rows, features + 1) contributions to `class_index`'s margin, bias last."""
+        import xgboost
+
+        data = xgboost.DMatrix(matrix, feature_names=self._names)
+        out = self._boosters[class_index].predict(data, pred_contribs=True)
+        return np.asarray(out, dtype=np.float32).reshape(len(matrix), len(self._names) + 1)
+
+
+def _class_models(model: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The JSON of a single-output regression booster per class: its trees, its intercept."""
+    trees, tree_class, intercept = _parts(model)
+    learner = model["learner"]
+    gbtree = learner["gradient_booster"]
+    parts = []
+    for index, base in enumerate(intercept.tolist()):
+        own = [t for t, c in zip(trees, tree_class, strict=True) if c == index]
+        trees_json = {
+            **gbtree["model"],
+            "trees": [dict(tree, id=i) for i, tree in enumerate(own)],
+            "tree_info": [0] * len(own),
+            "iteration_indptr": list(range(len(own) + 1)),
+            "gbtree_model_param": {"num_parallel_tree": "1", "num_trees": str(len(own))},
+        }
+        params = {**learner["learner_model_param"], "num_class": "0", "base_score": f"[{base:.9E}]"}
+        objective = {"name": "reg:squarederror", "reg_loss_param": {"scale_pos_weight": "1"}}
+        parts.append({**model, "learner": {
+            **learner, "gradient_booster": {**gbtree, "model": trees_json},
+            "learner_model_param": params, "objective": objective,
+        }})
+    return parts
+
+
+class FastBooster:
+    """A `BoosterModel` whose small batches are scored by `CompiledTrees`, explained per class."""
+
+    def __init__(self, base: Any, compiled: CompiledTrees, explainers: ClassExplainers) -> None:
+        self.base, self.compiled, self.explainers = base, compiled, explainers
+
+    @property
+    def version(self) -> str:
+        """The booster's version."""
+        return str(self.base.version)
+
+    @property
+    def feature_version(self) -> str:
+        """The booster's feature version."""
+        return str(self.base.feature_version)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The booster's classes."""
+        return tuple(self.base.classes)
+
+    @property
+    def thresholds(self) -> Mapping[str, float]:
+        """The booster's thresholds."""
+        thresholds: Mapping[str, float] = self.base.thresholds
+        return thresholds
+
+    def predict_proba(self, matrix: Matrix) -> Matrix:
+        """Compiled trees for small batches (no fixed cost), XGBoost for large ones."""
+        if len(matrix) <= COMPILED_MAX_ROWS:
+            return self.compiled.predict_proba(matrix)
+        probabilities: Matrix = self.base.predict_proba(matrix)
+        return probabilities
+
+    def contributions(self, matrix: Matrix) -> Matrix:
+        """Every class's contributions (the whole model's `pred_contribs`)."""
+        contributions: Matrix = self.base.contributions(matrix)
+        return contributions
+
+    def class_contributions(self, matrix: Matrix, class_index: int) -> Matrix:
+        """One class's contributions, (rows, features + 1), bias last."""
+        return self.explainers.contributions(matrix, class_index)
+
+
+def load_fast(base: Any, booster_path: Path, feature_names: Sequence[str]) -> Any:
+    """`base` wrapped in a `FastBooster`, or `base` itself (logged) when its booster cannot be compiled."""
+    import xgboost
+
+    try:
+        booster = xgboost.Booster()
+        booster.load_model(str(booster_path))
+        model = json.loads(bytes(booster.save_raw("json")))
+        compiled = CompiledTrees.from_json(model)
+        return FastBooster(base, compiled, ClassExplainers.from_json(model, feature_names))
+    except (ModelError, xgboost.core.XGBoostError, OSError, ValueError) as exc:
+        log.warning("model %s: scoring with XGBoost only (cannot compile %s: %s)",
+                    base.version, booster_path, exc)
+        return base
