@@ -6,18 +6,22 @@ Metrics answer the operator's questions about the stream: events/s and DLQ rate 
 backend takes the rate), scoring batch size and latency, consumer lag, fan-out latency (verdict
 published → applied on a device) and agents' spool depth (from heartbeats).
 
-`configure()` is called once by a deployable's `main()` with `TelemetrySettings` (env prefix
-`RINGFENCE_OTEL_`); nothing is set up at import time, and with no exporter configured the
-instruments are cheap no-ops. Tests pass their own in-memory exporter and reader.
+`configure()` is called once per process with `TelemetrySettings` (env prefix `RINGFENCE_OTEL_`;
+`ringfence worker` does it through `pipeline.worker_telemetry`, which also feeds the instruments
+from outside the events loop); nothing is set up at import time. Tests pass their own in-memory
+exporter and reader.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from threading import Lock
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
 from opentelemetry.sdk.metrics import MeterProvider
@@ -26,6 +30,7 @@ from opentelemetry.sdk.metrics.export import (
     MetricReader,
     PeriodicExportingMetricReader,
 )
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -41,6 +46,7 @@ from agents.telemetry import TraceContext, use_tracer_provider
 from pipeline.policy import Decision
 from schemas.alerts import Alert
 from schemas.commands import Command
+from schemas.topics import ACTIONS
 
 log = logging.getLogger(__name__)
 
@@ -57,38 +63,116 @@ class TelemetrySettings(BaseSettings):
     otlp_endpoint: str | None = None  # OTLP/HTTP collector, e.g. http://127.0.0.1:4318
     prometheus_port: int | None = Field(default=None, ge=0, le=65535)  # serve /metrics here (0: any)
     prometheus_host: str = "127.0.0.1"
-    metric_interval_ms: int = Field(default=10_000, ge=100)
+    metric_interval_ms: int = Field(default=10_000, ge=100)  # console and OTLP export period
+    actions_topic: str = ACTIONS  # action results: the fan-out latency is read from them
+    fanout: bool = True  # follow actions_topic for the fan-out latency (when metrics are on)
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Whether any metric exporter is configured (else feeding the instruments is wasted work)."""
+        return self.console or bool(self.otlp_endpoint) or self.prometheus_port is not None
+
+    def describe(self) -> str:
+        """One loggable line."""
+        where = "-" if self.prometheus_port is None else f"{self.prometheus_host}:{self.prometheus_port}"
+        return (f"console={self.console} otlp={self.otlp_endpoint or '-'} prometheus={where} "
+                f"interval={self.metric_interval_ms} ms fanout={self.fanout and self.actions_topic}")
+
+
+class StreamCounts(Protocol):
+    """Running totals of a worker's stream (`pipeline.worker.WorkerStats` is one)."""
+
+    records: int
+    events: int
+    dead_letters: int
+    alerts: int
+    verdicts: int
+    commands: int
+
+
+# Bucket boundaries for the histograms (the SDK's default stops at 10 s and starts at 5 ms/rows).
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+SCORING_BUCKETS_MS = (0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+FANOUT_BUCKETS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 30_000, 60_000, 300_000, 3_600_000)
 
 
 class PipelineMetrics:
-    """The instruments; observable gauges read the latest values their `set_*` methods stored."""
+    """The instruments of the fleet service.
+
+    Counters are *observed*: they read the totals a worker keeps anyway (`watch_stream`) when a
+    reader collects, so the event loop pays nothing per event or per batch for them. Histograms are
+    recorded once per predict call and once per action result; gauges hold the latest values that
+    `set_lag` / `set_spool_depth` stored.
+    """
 
     def __init__(self, meter: Meter) -> None:
-        self.events = meter.create_counter("ringfence.events", unit="{event}",
-                                           description="events decoded and processed (rate: events/s)")
-        self.dead_letters = meter.create_counter("ringfence.dlq.records", unit="{record}",
-                                                 description="records sent to the dead-letter topic")
         self.scoring_batch_size = meter.create_histogram("ringfence.scoring.batch_size", unit="{row}",
                                                          description="rows per model predict call")
         self.scoring_latency = meter.create_histogram("ringfence.scoring.duration", unit="ms",
                                                       description="time of one micro-batch predict call")
-        self.fanout_latency = meter.create_histogram("ringfence.fanout.latency", unit="ms",
-                                                     description="verdict published -> applied on a device")
+        self.fanout_latency = meter.create_histogram(
+            "ringfence.fanout.latency", unit="ms",
+            description="verdict or command issued -> applied on a device (ActionResult.latency_ms)")
         self._lock = Lock()
+        self._stream: StreamCounts | None = None
         self._lag: dict[tuple[str, int], int] = {}
         self._spool: dict[str, int] = {}
+        for name, unit, description, callback in (
+            ("ringfence.events", "{event}", "events decoded and processed (rate: events/s)", self._events),
+            ("ringfence.records", "{record}", "event batch records consumed", self._records),
+            ("ringfence.dlq.records", "{record}", "records sent to the dead-letter topic",
+             self._dead_letters),
+            ("ringfence.decisions", "{decision}", "alerts, verdicts and commands emitted", self._decisions),
+        ):
+            meter.create_observable_counter(name, [callback], unit=unit, description=description)
         meter.create_observable_gauge("ringfence.consumer.lag", [self._observe_lag], unit="{record}",
-                                      description="records between the committed and the end offset")
+                                      description="records between the consumer's position and the end")
         meter.create_observable_gauge("ringfence.agent.spool_depth", [self._observe_spool], unit="{event}",
                                       description="events waiting on an agent's disk (from heartbeats)")
 
+    def watch_stream(self, counts: StreamCounts) -> None:
+        """Report these totals as the stream counters from now on."""
+        self._stream = counts
+
+    def record_scoring(self, rows: int, duration_ms: float) -> None:
+        """One predict call of `rows` rows that took `duration_ms`."""
+        self.scoring_batch_size.record(rows)
+        self.scoring_latency.record(duration_ms)
+
+    def record_fanout(self, latency_ms: float, action: str, outcome: str) -> None:
+        """A device's report that it acted `latency_ms` after the verdict or command was issued."""
+        self.fanout_latency.record(latency_ms, {"action": action, "outcome": outcome})
+
     def set_lag(self, topic: str, lag_by_partition: Mapping[int, int]) -> None:
+        """The lag of every partition of `topic` this process consumes now (others are dropped)."""
         with self._lock:
+            self._lag = {key: lag for key, lag in self._lag.items() if key[0] != topic}
             self._lag.update({(topic, partition): max(lag, 0) for partition, lag in lag_by_partition.items()})
 
-    def set_spool_depth(self, device_id: str, spooled_events: int) -> None:
+    def set_spool_depth(self, device_id: str, spooled_events: int | None) -> None:
+        """The spool depth a device's latest heartbeat stated (None: forget the device)."""
         with self._lock:
-            self._spool[device_id] = spooled_events
+            if spooled_events is None:
+                self._spool.pop(device_id, None)
+            else:
+                self._spool[device_id] = spooled_events
+
+    def _events(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self._stream is None else [Observation(self._stream.events)]
+
+    def _records(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self._stream is None else [Observation(self._stream.records)]
+
+    def _dead_letters(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [] if self._stream is None else [Observation(self._stream.dead_letters)]
+
+    def _decisions(self, options: CallbackOptions) -> Iterable[Observation]:
+        stream = self._stream
+        if stream is None:
+            return []
+        return [Observation(stream.alerts, {"kind": "alert"}),
+                Observation(stream.verdicts, {"kind": "verdict"}),
+                Observation(stream.commands, {"kind": "command"})]
 
     def _observe_lag(self, options: CallbackOptions) -> Iterable[Observation]:
         with self._lock:
@@ -119,7 +203,8 @@ class Telemetry:
 def configure(settings: TelemetrySettings, *, span_exporters: Sequence[SpanExporter] = (),
               metric_readers: Sequence[MetricReader] = ()) -> Telemetry:
     """Tracer and meter providers with the configured exporters (plus the given ones, for tests)."""
-    resource = Resource.create({"service.name": settings.service_name})
+    resource = Resource.create({"service.name": settings.service_name,
+                                "service.instance.id": f"{socket.gethostname()}-{os.getpid()}"})
     tracer_provider = TracerProvider(resource=resource)
     for exporter in span_exporters:
         tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -129,7 +214,7 @@ def configure(settings: TelemetrySettings, *, span_exporters: Sequence[SpanExpor
     if settings.prometheus_port is not None:
         prometheus_port, stop_server = _prometheus(settings, readers)
         stops.append(stop_server)
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
     use_tracer_provider(tracer_provider)
     metrics = PipelineMetrics(meter_provider.get_meter(METER_NAME))
     telemetry = Telemetry(tracer_provider, meter_provider, metrics, prometheus_port)
@@ -143,8 +228,8 @@ def _exporters(settings: TelemetrySettings, tracer_provider: TracerProvider, rea
                ) -> None:
     interval = settings.metric_interval_ms
     if settings.console:
-        tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
-        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(),
+        tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr)))
+        readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stderr),
                                                      export_interval_millis=interval))
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -154,6 +239,13 @@ def _exporters(settings: TelemetrySettings, tracer_provider: TracerProvider, rea
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces")))
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"),
                                                      export_interval_millis=interval))
+
+
+def _views() -> list[View]:
+    return [View(instrument_name=name, aggregation=ExplicitBucketHistogramAggregation(buckets))
+            for name, buckets in (("ringfence.scoring.batch_size", BATCH_BUCKETS),
+                                  ("ringfence.scoring.duration", SCORING_BUCKETS_MS),
+                                  ("ringfence.fanout.latency", FANOUT_BUCKETS_MS))]
 
 
 def _prometheus(settings: TelemetrySettings, readers: list[MetricReader]) -> tuple[int, Callable[[], None]]:

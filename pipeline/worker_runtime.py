@@ -17,6 +17,7 @@ import contextlib
 import gc
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ from pipeline.model.provisional import ProvisionalRules
 from pipeline.policy import Policy
 from pipeline.scoring import Model, load_model
 from pipeline.settings import WorkerSettings
+from pipeline.telemetry import TelemetrySettings
 from pipeline.worker import BatchWorker
+from pipeline.worker_telemetry import Apply, WorkerObserver
 from schemas.signing import SigningKey
 
 __all__ = ["WorkerStartError", "build_detector", "load_signing_key", "run_worker", "tune_gc"]
@@ -109,15 +112,20 @@ def build_detector(settings: WorkerSettings, live: LivePolicy) -> Detector:
 
 
 async def run_worker(
-    settings: WorkerSettings, key: SigningKey, *, install_signals: bool = True
+    settings: WorkerSettings, key: SigningKey, *, install_signals: bool = True,
+    telemetry: TelemetrySettings | None = None,
 ) -> BatchWorker:
-    """Run until SIGTERM/SIGINT (clean stop, last commit point) or a failure (raised)."""
+    """Run until SIGTERM/SIGINT (clean stop, last commit point) or a failure (raised).
+
+    `telemetry`: the exporters of traces and metrics (`pipeline.worker_telemetry`); None: none.
+    """
     log.info("worker starting: %s", settings.describe())  # the one line with every setting (no secret)
     live = live_policy(settings)
     detector = build_detector(settings, live)
     await prepare_state_topic(settings.kafka, settings.events_topic, settings.state_topic,
                               max_message_bytes=settings.max_state_bytes)
-    followers = _followers(settings, live, detector)
+    observer = WorkerObserver.open(telemetry)
+    followers = _followers(settings, live, detector, observer.heartbeats)
     producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
     consumer = make_events_consumer(settings.kafka, group_id=settings.group_id,
                                     session_timeout_ms=settings.session_timeout_ms,
@@ -128,6 +136,7 @@ async def run_worker(
                                     settings.restore_timeout_s)
 
     worker = BatchWorker(settings, detector, key, consumer=consumer, producer=producer, restore=restore)
+    observer.watch(worker.stats, detector)
     tasks: list[asyncio.Task[None]] = []
     try:
         for follower in followers:
@@ -138,21 +147,25 @@ async def run_worker(
             _install_signals(worker)
         tune_gc()
         tasks = [asyncio.create_task(_watch_policy_file(settings, live, detector)),
-                 asyncio.create_task(_log_stats(worker))]
+                 asyncio.create_task(_log_stats(worker)),
+                 asyncio.create_task(observer.run(consumer, settings.events_topic, settings.kafka,
+                                                  settings.group_id))]
         log.info("worker running: waiting for events partitions of %s", settings.events_topic)
         await worker.run()
     finally:
         await _shutdown(tasks, consumer, producer, followers)
+        observer.close()
     return worker
 
 
-def _followers(settings: WorkerSettings, live: LivePolicy, detector: Detector) -> list[TopicFollower]:
+def _followers(settings: WorkerSettings, live: LivePolicy, detector: Detector,
+               tap: Callable[[Apply], Apply]) -> list[TopicFollower]:
     def on_policy(key: bytes | None, value: bytes | None) -> None:
         if live.apply_update(key, value):
             detector.policy.config = live.config()
             log.info("policy updated from %s (key %r)", settings.policy_topic, key)
 
-    return [TopicFollower(settings.kafka, settings.devices_topic, live.directory.apply),
+    return [TopicFollower(settings.kafka, settings.devices_topic, tap(live.directory.apply)),
             TopicFollower(settings.kafka, settings.policy_topic, on_policy)]
 
 

@@ -11,6 +11,7 @@ from schemas.cli_support import CliError
 
 if TYPE_CHECKING:
     from pipeline.settings import WorkerSettings
+    from pipeline.telemetry import TelemetrySettings
 
 DESCRIPTION = """\
 Consume the events topic in batches as a member of the worker group, build process trees per
@@ -24,6 +25,12 @@ Configuration is read from the environment (RINGFENCE_*; Kafka: RINGFENCE_KAFKA_
   RINGFENCE_GROUP_ID      consumer group of the events topic (default ringfence-worker)
   RINGFENCE_EVENTS_TOPIC, RINGFENCE_STATE_TOPIC, RINGFENCE_ALERTS_TOPIC, ... topic names
   RINGFENCE_COMMIT_INTERVAL_MS, RINGFENCE_MICRO_BATCH_MS, RINGFENCE_POLL_MAX_RECORDS  batching
+Telemetry (README "Observability"; all off by default):
+  RINGFENCE_OTEL_PROMETHEUS_PORT  serve Prometheus /metrics on this port (RINGFENCE_OTEL_PROMETHEUS_HOST,
+                                  default 127.0.0.1)
+  RINGFENCE_OTEL_OTLP_ENDPOINT    send spans and metrics by OTLP/HTTP, e.g. http://127.0.0.1:4318
+  RINGFENCE_OTEL_CONSOLE=true     print spans and metrics on stderr
+  RINGFENCE_OTEL_METRIC_INTERVAL_MS, RINGFENCE_OTEL_ACTIONS_TOPIC (fan-out latency source)
 Options below override the environment. SIGTERM or Ctrl-C stops cleanly: the current batch is
 finished, its decisions and the trees' state are written and the offsets committed.
 """
@@ -50,10 +57,10 @@ def _run(args: argparse.Namespace) -> int:
     from pipeline.errors import PipelineError
     from pipeline.worker_runtime import load_signing_key, run_worker
 
-    settings = _settings(args)
+    settings, telemetry = _settings(args), _telemetry()
     try:
         key = load_signing_key(settings)
-        asyncio.run(run_worker(settings, key))
+        asyncio.run(run_worker(settings, key, telemetry=telemetry))
     except PipelineError as exc:
         raise CliError(str(exc), exit_code=1) from None
     return 0
@@ -72,3 +79,16 @@ def _settings(args: argparse.Namespace) -> WorkerSettings:
         raise CliError(f"invalid RINGFENCE_* setting {where or ''}: {error['msg']}") from None
     overrides = {"policy_path": args.policy, "keys_dir": args.keys_dir, "group_id": args.group}
     return settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+def _telemetry() -> TelemetrySettings:
+    from pydantic import ValidationError
+
+    from pipeline.telemetry import TelemetrySettings
+
+    try:
+        return TelemetrySettings()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"])
+        raise CliError(f"invalid RINGFENCE_OTEL_* setting {where or ''}: {error['msg']}") from None

@@ -4,6 +4,7 @@ device's action result (spans collected in-process), and the pipeline's metrics 
 from __future__ import annotations
 
 import asyncio
+import re
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from aiokafka import TopicPartition
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import ValidationError
 from worker_support import ransomware
 
 from agents.action_reporter import KafkaActionReporter, action_result
@@ -34,7 +36,7 @@ from pipeline.model.provisional import ProvisionalRules
 from pipeline.policy import Policy, PolicyConfig
 from pipeline.settings import WorkerSettings
 from pipeline.telemetry import Telemetry, TelemetrySettings, configure
-from pipeline.worker import BatchWorker
+from pipeline.worker import BatchWorker, WorkerStats
 from schemas.actions import ActionKind, Outcome
 from schemas.codec import decode, encode_batch
 from schemas.commands import Command
@@ -227,33 +229,103 @@ def test_pipeline_metrics_reach_the_reader() -> None:
     telemetry: Telemetry = configure(TelemetrySettings(), metric_readers=[reader])
     try:
         metrics = telemetry.metrics
-        metrics.events.add(1200)
-        metrics.dead_letters.add(3)
-        metrics.scoring_batch_size.record(64)
-        metrics.scoring_latency.record(4.5)
-        metrics.fanout_latency.record(180.0)
+        stats = WorkerStats(records=30, events=1200, dead_letters=3, alerts=2, verdicts=1, commands=4)
+        metrics.watch_stream(stats)
+        metrics.record_scoring(64, 4.5)
+        metrics.record_fanout(180.0, "apply_verdict", "succeeded")
         metrics.set_lag("ringfence.events.v1", {0: 12, 1: -1})
         metrics.set_spool_depth("dev-a", 40)
         points = _collect(reader)
+        stats.events, stats.dead_letters = 1500, 4  # counters read the totals at each collection
+        metrics.set_lag("ringfence.events.v1", {1: 7})  # partition 0 revoked: no longer reported
+        metrics.set_spool_depth("dev-a", None)
+        later = _collect(reader)
     finally:
         telemetry.shutdown()
     assert points["ringfence.events"][0].value == 1200 and points["ringfence.dlq.records"][0].value == 3
+    assert points["ringfence.records"][0].value == 30
+    assert {dict(p.attributes)["kind"]: p.value for p in points["ringfence.decisions"]} == {
+        "alert": 2, "verdict": 1, "command": 4}
     assert points["ringfence.scoring.batch_size"][0].sum == 64
-    assert points["ringfence.fanout.latency"][0].count == 1
+    assert points["ringfence.scoring.duration"][0].sum == 4.5
+    [fanout] = points["ringfence.fanout.latency"]
+    assert fanout.count == 1
+    assert dict(fanout.attributes) == {"action": "apply_verdict", "outcome": "succeeded"}
     lag = {dict(p.attributes)["partition"]: p.value for p in points["ringfence.consumer.lag"]}
     assert lag == {0: 12, 1: 0}
     assert [(dict(p.attributes), p.value) for p in points["ringfence.agent.spool_depth"]] == [
         ({"device_id": "dev-a"}, 40)]
+    assert later["ringfence.events"][0].value == 1500 and later["ringfence.dlq.records"][0].value == 4
+    assert [(dict(p.attributes), p.value) for p in later["ringfence.consumer.lag"]] == [
+        ({"topic": "ringfence.events.v1", "partition": 1}, 7)]
+    assert "ringfence.agent.spool_depth" not in later
+
+
+def test_histograms_have_buckets_for_their_ranges() -> None:
+    """Rows up to a full micro-batch, sub-millisecond predicts, fan-out to a device that was offline."""
+    reader = InMemoryMetricReader()
+    telemetry = configure(TelemetrySettings(), metric_readers=[reader])
+    try:
+        telemetry.metrics.record_scoring(512, 0.3)
+        telemetry.metrics.record_fanout(600_000.0, "apply_verdict", "succeeded")
+        points = _collect(reader)
+    finally:
+        telemetry.shutdown()
+    [rows] = points["ringfence.scoring.batch_size"]
+    assert 512 in rows.explicit_bounds and rows.bucket_counts[list(rows.explicit_bounds).index(512)] == 1
+    assert points["ringfence.scoring.duration"][0].bucket_counts[1] == 1  # (0.25, 0.5] ms
+    [fanout] = points["ringfence.fanout.latency"]
+    assert fanout.explicit_bounds[-1] == 3_600_000 and fanout.bucket_counts[-2] == 1  # (5 min, 1 h]
+
+
+def test_without_a_stream_the_counters_report_nothing() -> None:
+    reader = InMemoryMetricReader()
+    telemetry = configure(TelemetrySettings(), metric_readers=[reader])
+    try:
+        data = reader.get_metrics_data()
+    finally:
+        telemetry.shutdown()
+    assert data is not None  # the gauges and histograms exist even with nothing recorded
+    names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+    assert "ringfence.events" not in names and "ringfence.dlq.records" not in names
 
 
 def test_prometheus_endpoint_serves_the_metrics() -> None:
     telemetry = configure(TelemetrySettings(prometheus_port=0))
     try:
-        telemetry.metrics.events.add(5)
+        telemetry.metrics.watch_stream(WorkerStats(events=5))
+        telemetry.metrics.record_scoring(3, 1.0)
         assert telemetry.prometheus_port
         url = f"http://127.0.0.1:{telemetry.prometheus_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as page:
             text = page.read().decode()
     finally:
         telemetry.shutdown()
-    assert "ringfence_events" in text and " 5.0" in text
+    assert re.search(r"^ringfence_events_total(\{[^}]*\})? 5\.0$", text, re.M), text
+    assert re.search(r"^ringfence_scoring_batch_size_count(\{[^}]*\})? 1\.0$", text, re.M), text
+
+
+def test_console_exporter_prints_spans_and_metrics_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    telemetry = configure(TelemetrySettings(console=True, metric_interval_ms=60_000))
+    telemetry.metrics.watch_stream(WorkerStats(events=42))
+    with span("ringfence.pipeline.decide", TraceContext.new(), kind="producer"):
+        pass
+    telemetry.shutdown()  # a last export of the metrics
+    out, err = capsys.readouterr()
+    assert out == ""  # stdout stays the CLI's
+    assert '"name": "ringfence.pipeline.decide"' in err and '"name": "ringfence.events"' in err
+    assert '"value": 42' in err
+
+
+def test_settings_come_from_ringfence_otel_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RINGFENCE_OTEL_PROMETHEUS_PORT", "9464")
+    monkeypatch.setenv("RINGFENCE_OTEL_CONSOLE", "true")
+    monkeypatch.setenv("RINGFENCE_OTEL_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    settings = TelemetrySettings()
+    assert (settings.prometheus_port, settings.console, settings.otlp_endpoint) == (
+        9464, True, "http://127.0.0.1:4318")
+    assert settings.metrics_enabled
+    assert not TelemetrySettings(console=False, otlp_endpoint=None, prometheus_port=None).metrics_enabled
+    monkeypatch.setenv("RINGFENCE_OTEL_PROMETHEUS_PORT", "70000")
+    with pytest.raises(ValidationError):
+        TelemetrySettings()

@@ -1,0 +1,201 @@
+"""How a worker feeds its metrics without touching its events loop: predict calls timed by the
+scorer, lag sampled from the consumer, spool depth tapped from the devices follower, fan-out latency
+from action results; and a worker with no exporter configured is left exactly as it was."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from agents.action_reporter import action_result
+from pipeline.detect import Detector
+from pipeline.features import FEATURE_NAMES
+from pipeline.live_policy import DeviceDirectory
+from pipeline.model.provisional import ProvisionalRules
+from pipeline.scoring import Scorer
+from pipeline.telemetry import Telemetry, TelemetrySettings, configure
+from pipeline.worker_telemetry import TimedScorer, WorkerObserver, fanout_latencies, sample_lag
+from schemas.actions import ActionKind, Outcome
+from schemas.codec import encode
+from schemas.common import Mode, Platform
+from schemas.devices import DeviceRecord, Heartbeat
+
+T0 = datetime(2026, 5, 1, tzinfo=UTC)
+TOPIC = "t.events"
+
+
+@pytest.fixture
+def metered() -> Iterator[tuple[Telemetry, InMemoryMetricReader]]:
+    reader = InMemoryMetricReader()
+    telemetry = configure(TelemetrySettings(), metric_readers=[reader])
+    yield telemetry, reader
+    telemetry.shutdown()
+
+
+def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {m.name: list(m.data.data_points) for r in data.resource_metrics for s in r.scope_metrics
+            for m in s.metrics}
+
+
+def observer_of(telemetry: Telemetry) -> WorkerObserver:
+    return WorkerObserver(TelemetrySettings(prometheus_port=0), telemetry)
+
+
+def test_each_predict_call_records_its_rows_and_duration(
+    metered: tuple[Telemetry, InMemoryMetricReader],
+) -> None:
+    telemetry, reader = metered
+    detector = Detector(ProvisionalRules())
+    observer_of(telemetry).watch(_Stats(), detector)
+    assert isinstance(detector.scorer, TimedScorer)
+    matrix = np.zeros((7, len(FEATURE_NAMES)), dtype=np.float32)
+    detector.scorer.score(matrix)
+    detector.scorer.score(matrix[:2])
+    [rows] = points(reader)["ringfence.scoring.batch_size"]
+    [duration] = points(reader)["ringfence.scoring.duration"]
+    assert (rows.count, rows.sum) == (2, 9) and duration.count == 2 and duration.sum > 0
+    assert detector.scorer.stats.predict_calls == 2 and detector.scorer.stats.rows_scored == 9
+
+
+@dataclass
+class _Stats:
+    records: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    alerts: int = 0
+    verdicts: int = 0
+    commands: int = 0
+
+
+def test_watch_observes_the_worker_totals(metered: tuple[Telemetry, InMemoryMetricReader]) -> None:
+    telemetry, reader = metered
+    stats = _Stats(records=2, events=90, dead_letters=1)
+    observer_of(telemetry).watch(stats, Detector(ProvisionalRules()))
+    stats.events += 10
+    found = points(reader)
+    assert found["ringfence.events"][0].value == 100 and found["ringfence.dlq.records"][0].value == 1
+
+
+@dataclass
+class Consumer:
+    """aiokafka's view of the assignment: high water per partition (None: not fetched yet), positions."""
+
+    high: dict[int, int | None]
+    positions: dict[int, int]
+    revoked_while_sampling: set[int] = field(default_factory=set)
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(TOPIC, p) for p in self.high} | {TopicPartition("other", 0)}
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        assert tp.topic == TOPIC, "the sampler only asks about the events topic"
+        return self.high[tp.partition]
+
+    async def position(self, tp: TopicPartition) -> int:
+        if tp.partition in self.revoked_while_sampling:
+            raise IllegalStateError(f"Partition {tp} is not assigned")
+        return self.positions[tp.partition]
+
+
+async def test_lag_is_high_water_minus_position_of_each_assigned_partition(
+    metered: tuple[Telemetry, InMemoryMetricReader],
+) -> None:
+    telemetry, reader = metered
+    consumer = Consumer({0: 120, 1: None, 2: 50, 3: 9}, {0: 100, 2: 50, 3: 0}, revoked_while_sampling={3})
+    assert await sample_lag(consumer, TOPIC, telemetry.metrics) == {0: 20, 2: 0}
+    assert {dict(p.attributes)["partition"]: p.value for p in points(reader)["ringfence.consumer.lag"]} == {
+        0: 20, 2: 0}
+    consumer.high, consumer.revoked_while_sampling = {2: 80}, set()  # a rebalance took partition 0
+    await sample_lag(consumer, TOPIC, telemetry.metrics)
+    assert [(dict(p.attributes)["partition"], p.value) for p in points(reader)["ringfence.consumer.lag"]] == [
+        (2, 30)]
+
+
+async def test_a_position_that_does_not_come_is_skipped_not_awaited_forever(
+    metered: tuple[Telemetry, InMemoryMetricReader], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.worker_telemetry as module
+
+    class Stuck(Consumer):
+        async def position(self, tp: TopicPartition) -> int:
+            await asyncio.sleep(60)
+            return 0
+
+    monkeypatch.setattr(module, "_POSITION_TIMEOUT_S", 0.05)
+    assert await sample_lag(Stuck({0: 10}, {}), TOPIC, metered[0].metrics) == {}
+
+
+def heartbeat(device: str, spooled: int, ts: datetime = T0) -> bytes:
+    return encode(Heartbeat(device_id=device, hostname=device, platform=Platform.LINUX, mode=Mode.AUDIT,
+                            agent_version="1.0", spooled_events=spooled, group="lab", ts=ts))
+
+
+def test_heartbeats_on_the_devices_topic_give_each_agent_spool_depth(
+    metered: tuple[Telemetry, InMemoryMetricReader],
+) -> None:
+    telemetry, reader = metered
+    directory = DeviceDirectory()
+    apply = observer_of(telemetry).heartbeats(directory.apply)
+    apply(b"dev-a", heartbeat("dev-a", 40))
+    apply(b"dev-b", heartbeat("dev-b", 0))
+    apply(b"dev-c", encode(DeviceRecord(device_id="dev-c", hostname="c", platform=Platform.LINUX,
+                                        effective_mode=Mode.AUDIT, agent_version="1", enrolled_at=T0,
+                                        last_seen=T0)))
+    apply(b"dev-x", b"not json")
+    depths = {dict(p.attributes)["device_id"]: p.value for p in points(reader)["ringfence.agent.spool_depth"]}
+    assert depths == {"dev-a": 40, "dev-b": 0}
+    assert directory.groups["dev-a"] == "lab" and "dev-c" in directory.entries and directory.bad_records == 1
+    apply(b"dev-a", heartbeat("dev-a", 7, T0.replace(minute=1)))
+    apply(b"dev-b", None)  # tombstone: the device is gone from the fleet
+    depths = {dict(p.attributes)["device_id"]: p.value for p in points(reader)["ringfence.agent.spool_depth"]}
+    assert depths == {"dev-a": 7} and "dev-b" not in directory.entries
+
+
+def test_fanout_latency_comes_from_verdict_and_command_results_not_from_blocked_starts() -> None:
+    now = datetime.now(UTC)
+
+    def result(action: ActionKind, outcome: Outcome = Outcome.SUCCEEDED, after_ms: int | None = 250) -> Any:
+        since = None if after_ms is None else now - timedelta(milliseconds=after_ms)  # issued_at
+        return action_result("dev-a", action, outcome, now=now, since=since)
+
+    results = [result(ActionKind.APPLY_VERDICT), result(ActionKind.KILL_PROCESS_TREE, Outcome.REFUSED, 1500),
+               result(ActionKind.BLOCK_EXECUTION, after_ms=1),
+               result(ActionKind.APPLY_VERDICT, after_ms=None)]
+    assert fanout_latencies(results) == [(250.0, "apply_verdict", "succeeded"),
+                                         (1500.0, "kill_process_tree", "refused")]
+
+
+def test_with_no_exporter_the_worker_is_left_untouched() -> None:
+    for settings in (None, TelemetrySettings(console=False, otlp_endpoint=None, prometheus_port=None)):
+        observer = WorkerObserver.open(settings)
+        detector = Detector(ProvisionalRules())
+        scorer = detector.scorer
+        directory = DeviceDirectory()
+        assert observer.telemetry is None and observer.heartbeats(directory.apply) == directory.apply
+        observer.watch(_Stats(), detector)
+        assert detector.scorer is scorer and type(scorer) is Scorer
+        asyncio.run(observer.run(None, TOPIC, None, "g"))  # type: ignore[arg-type]  # returns at once
+        observer.close()
+
+
+def test_a_taken_prometheus_port_is_a_start_error() -> None:
+    from pipeline.worker_telemetry import TelemetryStartError
+
+    first = WorkerObserver.open(TelemetrySettings(prometheus_port=0))
+    try:
+        assert first.telemetry is not None and first.telemetry.prometheus_port
+        with pytest.raises(TelemetryStartError, match="cannot start an exporter"):
+            WorkerObserver.open(TelemetrySettings(prometheus_port=first.telemetry.prometheus_port))
+    finally:
+        first.close()
