@@ -64,6 +64,8 @@ class TelemetrySettings(BaseSettings):
     prometheus_port: int | None = Field(default=None, ge=0, le=65535)  # serve /metrics here (0: any)
     prometheus_host: str = "127.0.0.1"
     metric_interval_ms: int = Field(default=10_000, ge=100)  # console and OTLP export period
+    # one OTLP export, retries included: bounds the stop of a worker whose collector is down
+    otlp_timeout_s: float = Field(default=3.0, gt=0, le=60)
     actions_topic: str = ACTIONS  # action results: the fan-out latency is read from them
     fanout: bool = True  # follow actions_topic for the fan-out latency (when metrics are on)
 
@@ -236,8 +238,11 @@ def _exporters(settings: TelemetrySettings, tracer_provider: TracerProvider, rea
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         base = settings.otlp_endpoint.rstrip("/")
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces")))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"),
+        timeout = settings.otlp_timeout_s
+        spans = OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=timeout)
+        tracer_provider.add_span_processor(BatchSpanProcessor(spans))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics",
+                                                                        timeout=timeout),
                                                      export_interval_millis=interval))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -330,3 +332,17 @@ def test_settings_come_from_ringfence_otel_variables(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("RINGFENCE_OTEL_PROMETHEUS_PORT", "70000")
     with pytest.raises(ValidationError):
         TelemetrySettings()
+
+
+def test_a_dead_otlp_collector_delays_the_stop_by_the_export_timeout_only() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    telemetry = configure(TelemetrySettings(otlp_endpoint=f"http://127.0.0.1:{port}", otlp_timeout_s=1.0,
+                                            metric_interval_ms=60_000))
+    telemetry.metrics.watch_stream(WorkerStats(events=3))
+    with span("ringfence.pipeline.decide", TraceContext.new()):
+        pass
+    started = time.monotonic()
+    telemetry.shutdown()  # a last export of spans and metrics, both refused and retried
+    assert time.monotonic() - started < 6  # default exporter retries took 12 s
