@@ -5,8 +5,8 @@ even per batch — is work it does not need to do. Every number is available els
 
 - events, records, dead letters, decisions: the `WorkerStats` totals the worker keeps anyway,
   *observed* by the counters when an exporter collects (`PipelineMetrics.watch_stream`);
-- scoring batch size and duration: `TimedScorer` replaces the detector's scorer and records once per
-  predict call, i.e. once per micro-batch;
+- scoring batch size and duration: `TimedScorer` replaces the detector's scorer and notes each
+  predict call (once per micro-batch); the values are recorded every `LAG_EVERY_S`;
 - consumer lag: a task samples the events consumer's high water and position every `LAG_EVERY_S`;
 - agents' spool depth: the heartbeats on the devices topic, which every worker follows anyway for
   the device directory (`WorkerObserver.heartbeats` taps that follower);
@@ -50,7 +50,8 @@ __all__ = ["LAG_EVERY_S", "TelemetryStartError", "TimedScorer", "WorkerObserver"
 log = logging.getLogger(__name__)
 
 Apply = Callable[[bytes | None, bytes | None], None]
-LAG_EVERY_S = 1.0
+LAG_EVERY_S = 1.0  # lag sampling and scoring histogram recording period
+MAX_NOTED = 100_000  # predict calls kept between two drains
 _POSITION_TIMEOUT_S = 1.0
 _FANOUT_ACTIONS = frozenset(ActionKind) - {ActionKind.BLOCK_EXECUTION}
 
@@ -60,18 +61,35 @@ class TelemetryStartError(PipelineError):
 
 
 class TimedScorer(Scorer):
-    """The detector's scorer, recording rows and duration of every predict call."""
+    """The detector's scorer, noting rows and duration of every predict call for `drain`.
+
+    Recording into an OpenTelemetry histogram costs ~20 µs a value (measured: two of them per
+    predict, 44 µs, against a predict of ~1 ms), so the predict path only appends to a list and
+    the observer's sampling task records the values once a second, off the detection path.
+    """
 
     def __init__(self, inner: Scorer, metrics: PipelineMetrics) -> None:
         super().__init__(inner.model)
         self.stats = inner.stats
         self._metrics = metrics
+        self._noted: list[tuple[int, float]] = []
+        self.dropped = 0  # values not kept because nobody drained them (bounded memory)
 
     def score(self, matrix: Matrix) -> BatchScores:
         started = time.perf_counter()
         scores = super().score(matrix)
-        self._metrics.record_scoring(len(matrix), (time.perf_counter() - started) * 1000.0)
+        if len(self._noted) < MAX_NOTED:
+            self._noted.append((len(matrix), (time.perf_counter() - started) * 1000.0))
+        else:
+            self.dropped += 1
         return scores
+
+    def drain(self) -> int:
+        """Record the noted predict calls into the histograms; returns how many."""
+        noted, self._noted = self._noted, []
+        for rows, duration_ms in noted:
+            self._metrics.record_scoring(rows, duration_ms)
+        return len(noted)
 
 
 async def sample_lag(consumer: Any, topic: str, metrics: PipelineMetrics) -> dict[int, int]:
@@ -107,6 +125,7 @@ class WorkerObserver:
     def __init__(self, settings: TelemetrySettings | None, telemetry: Telemetry | None) -> None:
         self.settings, self.telemetry = settings, telemetry
         self.fanout_records = 0  # action results read from the actions topic
+        self.scorer: TimedScorer | None = None
 
     @classmethod
     def open(cls, settings: TelemetrySettings | None) -> WorkerObserver:
@@ -141,14 +160,14 @@ class WorkerObserver:
         """Observe the worker's totals and time the detector's predict calls."""
         if (metrics := self.metrics) is not None:
             metrics.watch_stream(stats)
-            detector.scorer = TimedScorer(detector.scorer, metrics)
+            self.scorer = detector.scorer = TimedScorer(detector.scorer, metrics)
 
     async def run(self, consumer: Any, events_topic: str, kafka: KafkaSettings, group_id: str) -> None:
         """Sample the lag and read action results until cancelled."""
         metrics, settings = self.metrics, self.settings
         if metrics is None or settings is None:
             return
-        tasks = [asyncio.create_task(self._lag_loop(consumer, events_topic, metrics))]
+        tasks = [asyncio.create_task(self._sample_loop(consumer, events_topic, metrics))]
         if settings.fanout:
             tasks.append(asyncio.create_task(
                 self._fanout_loop(kafka, settings.actions_topic, f"{group_id}.fanout", metrics)))
@@ -163,10 +182,16 @@ class WorkerObserver:
     def close(self) -> None:
         """Flush and stop the exporters (a last export of the metrics and spans)."""
         if self.telemetry is not None:
+            self._drain()
             self.telemetry.shutdown()
 
-    async def _lag_loop(self, consumer: Any, topic: str, metrics: PipelineMetrics) -> None:
+    def _drain(self) -> None:
+        if self.scorer is not None:
+            self.scorer.drain()
+
+    async def _sample_loop(self, consumer: Any, topic: str, metrics: PipelineMetrics) -> None:
         while True:
+            self._drain()
             try:
                 await sample_lag(consumer, topic, metrics)
             except KafkaError as exc:  # a metric must never stop the worker

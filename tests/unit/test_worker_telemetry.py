@@ -14,7 +14,12 @@ import numpy as np
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalStateError
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    InMemoryMetricReader,
+    MetricExporter,
+    MetricExportResult,
+    PeriodicExportingMetricReader,
+)
 
 from agents.action_reporter import action_result
 from pipeline.detect import Detector
@@ -52,7 +57,7 @@ def observer_of(telemetry: Telemetry) -> WorkerObserver:
     return WorkerObserver(TelemetrySettings(prometheus_port=0), telemetry)
 
 
-def test_each_predict_call_records_its_rows_and_duration(
+def test_each_predict_call_is_noted_then_recorded_off_the_detection_path(
     metered: tuple[Telemetry, InMemoryMetricReader],
 ) -> None:
     telemetry, reader = metered
@@ -62,6 +67,8 @@ def test_each_predict_call_records_its_rows_and_duration(
     matrix = np.zeros((7, len(FEATURE_NAMES)), dtype=np.float32)
     detector.scorer.score(matrix)
     detector.scorer.score(matrix[:2])
+    assert "ringfence.scoring.batch_size" not in points(reader)  # noted, not yet recorded
+    assert detector.scorer.drain() == 2 and detector.scorer.drain() == 0
     [rows] = points(reader)["ringfence.scoring.batch_size"]
     [duration] = points(reader)["ringfence.scoring.duration"]
     assert (rows.count, rows.sum) == (2, 9) and duration.count == 2 and duration.sum > 0
@@ -199,3 +206,46 @@ def test_a_taken_prometheus_port_is_a_start_error() -> None:
             WorkerObserver.open(TelemetrySettings(prometheus_port=first.telemetry.prometheus_port))
     finally:
         first.close()
+
+
+def test_noted_predict_calls_are_bounded_when_nobody_drains(
+    metered: tuple[Telemetry, InMemoryMetricReader], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.worker_telemetry as module
+
+    monkeypatch.setattr(module, "MAX_NOTED", 3)
+    scorer = TimedScorer(Scorer(ProvisionalRules()), metered[0].metrics)
+    for _ in range(5):
+        scorer.score(np.zeros((1, len(FEATURE_NAMES)), dtype=np.float32))
+    assert (scorer.drain(), scorer.dropped, scorer.stats.predict_calls) == (3, 2, 5)
+
+
+class Kept(MetricExporter):
+    """Keeps what the periodic reader exports (its last export happens at shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exported: list[Any] = []
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        self.exported.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+def test_close_records_what_is_still_noted_before_the_last_export() -> None:
+    kept = Kept()
+    reader = PeriodicExportingMetricReader(kept, export_interval_millis=600_000)
+    observer = WorkerObserver(TelemetrySettings(), configure(TelemetrySettings(), metric_readers=[reader]))
+    detector = Detector(ProvisionalRules())
+    observer.watch(_Stats(), detector)
+    detector.scorer.score(np.zeros((4, len(FEATURE_NAMES)), dtype=np.float32))
+    observer.close()
+    sums = [point.sum for data in kept.exported for r in data.resource_metrics for s in r.scope_metrics
+            for m in s.metrics if m.name == "ringfence.scoring.batch_size" for point in m.data.data_points]
+    assert sums == [4]
