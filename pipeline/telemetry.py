@@ -217,7 +217,8 @@ def configure(settings: TelemetrySettings, *, span_exporters: Sequence[SpanExpor
         prometheus_port, stop_server = _prometheus(settings, readers)
         stops.append(stop_server)
     meter_provider = MeterProvider(resource=resource, metric_readers=readers, views=_views())
-    use_tracer_provider(tracer_provider)
+    if span_exporters or settings.console or settings.otlp_endpoint:  # else spans would go nowhere
+        use_tracer_provider(tracer_provider)
     metrics = PipelineMetrics(meter_provider.get_meter(METER_NAME))
     telemetry = Telemetry(tracer_provider, meter_provider, metrics, prometheus_port)
     telemetry._stops += [*stops, tracer_provider.shutdown, meter_provider.shutdown]

@@ -346,3 +346,23 @@ def test_a_dead_otlp_collector_delays_the_stop_by_the_export_timeout_only() -> N
     started = time.monotonic()
     telemetry.shutdown()  # a last export of spans and metrics, both refused and retried
     assert time.monotonic() - started < 6  # default exporter retries took 12 s
+
+
+def test_metrics_only_records_no_spans_and_the_trace_still_flows() -> None:
+    """Prometheus alone: spans would be exported nowhere, so none is made (the ids still propagate)."""
+    from agents import telemetry as agent_telemetry
+
+    telemetry = configure(TelemetrySettings(prometheus_port=0))
+    try:
+        assert agent_telemetry._provider is None
+        parent = TraceContext.new()
+        with span("ringfence.pipeline.decide", parent) as child:
+            assert child.trace_id == parent.trace_id and child.span_id != parent.span_id
+    finally:
+        telemetry.shutdown()
+    exporter = InMemorySpanExporter()
+    traced = configure(TelemetrySettings(), span_exporters=[exporter])
+    try:
+        assert agent_telemetry._provider is traced.tracer_provider
+    finally:
+        traced.shutdown()
