@@ -3,7 +3,9 @@
 Why at batch level and not as a faust agent: faust's per-event agent path measured 1-3 % of a raw
 `getmany` + `orjson.loads` of the same topic (BENCHMARKS.md, "Pipeline"); here one `getmany` brings
 up to `poll_max_records` records, each decoded with one validation call (`schemas.codec`), and
-the detector scores changed trees in micro-batches (one predict call per flush).
+the detector scores changed trees in micro-batches (one predict call per flush). A micro-batch
+closes when it is `micro_batch_ms` old or as soon as the consumer has nothing fetched left: under
+load batches grow, when the worker catches up a verdict does not wait for the timer.
 
 **At-least-once with idempotent output.** Every `commit_interval_ms` a checkpoint takes the
 current offsets and the set of devices changed since the last one, then, a slice of at most
@@ -146,9 +148,7 @@ class BatchWorker:
         self.consumer.subscribe([topic], listener=RebalanceHooks(topic, self._on_revoked, self._on_assigned))
         self._next_commit_ms = self._clock_ms() + self.settings.commit_interval_ms
         while not self._stop.is_set():
-            batch = await self.consumer.getmany(
-                timeout_ms=max(self.settings.micro_batch_ms, 1), max_records=self.settings.poll_max_records
-            )
+            batch = await self._poll()
             self._raise_fatal()
             async with self._lock:
                 await self._handle(batch)
@@ -156,6 +156,18 @@ class BatchWorker:
         async with self._lock:
             await self._commit_point()
         log.info("worker stopped cleanly: %s", self.stats)
+
+    async def _poll(self) -> dict[Any, list[Any]]:
+        """Records already fetched, at once; if there are none, score what is pending first (the
+        worker would only wait: idle time is latency for free), then wait up to a micro-batch."""
+        most = self.settings.poll_max_records
+        batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=0, max_records=most)
+        if batch:
+            return batch
+        async with self._lock:
+            await self._emit(self.detector.flush(self._clock_ms()))
+        batch = await self.consumer.getmany(timeout_ms=max(self.settings.micro_batch_ms, 1), max_records=most)
+        return batch
 
     def _raise_fatal(self) -> None:
         if self._fatal is not None:

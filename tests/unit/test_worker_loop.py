@@ -336,3 +336,26 @@ async def test_events_keep_flowing_while_a_checkpoint_waits_for_its_acks(tmp_pat
     events = [e for e in out.log if e.startswith(("poll", "commit", "acks"))]
     assert events == ["poll [0]", "poll [1]", "poll [2]", "acks back", "poll []", "commit [(0, 2)]",
                       "acks back", "commit [(0, 3)]"]
+
+
+async def test_an_idle_consumer_gets_pending_trees_scored_before_the_next_poll(tmp_path: Path) -> None:
+    # The clock stands still: the micro-batch timer never fires. Nothing else fetched yet (the empty
+    # poll), so the ransomware tree is scored then, its verdict sent before more records arrive.
+    phase1, phase2 = ransomware("dev-a", SHA)
+    other, _ = ransomware("dev-b", "cd" * 32)
+    worker, _, producer = make(tmp_path, [{0: [record(0, phase1 + phase2)]}, {}, {0: [record(1, other)]}])
+    await worker.run()
+    log = producer.log
+    assert log.index("send t.verdicts") < log.index("poll [1]")
+    assert log.index("send t.alerts") < log.index("poll [1]")
+
+
+async def test_records_waiting_in_the_fetch_buffer_are_not_held_up_by_a_flush(tmp_path: Path) -> None:
+    # Back-to-back batches (nothing idle in between): the trees wait for the micro-batch, scored
+    # together; here that is the final commit point, after both polls.
+    phase1, phase2 = ransomware("dev-a", SHA)
+    other, _ = ransomware("dev-b", "cd" * 32)
+    worker, _, producer = make(tmp_path, [{0: [record(0, phase1 + phase2)]}, {0: [record(1, other)]}])
+    await worker.run()
+    assert producer.log.index("poll [1]") < producer.log.index("send t.verdicts")
+    assert worker.detector.stats.flushes == 1
