@@ -74,10 +74,12 @@ def _mounts(service: dict[str, Any]) -> dict[str, str]:
 
 def test_worker_env_names_are_worker_settings_fields_and_its_keys_are_mounted() -> None:
     from pipeline.settings import WorkerSettings
+    from pipeline.telemetry import TelemetrySettings
 
     worker = _compose()["services"]["worker"]
     names = {n for n in worker["environment"] if n.startswith("RINGFENCE_")} - _env_names("RINGFENCE_KAFKA_")
     fields = {f"RINGFENCE_{f.upper()}" for f in WorkerSettings.model_fields}
+    fields |= {f"RINGFENCE_OTEL_{f.upper()}" for f in TelemetrySettings.model_fields}
     assert names <= fields, names - fields
     keys_dir = worker["environment"]["RINGFENCE_KEYS_DIR"]
     assert _mounts(worker)[keys_dir] == _mounts(_compose()["services"]["keys"])["/keys"]
@@ -109,3 +111,15 @@ def test_the_keys_job_creates_a_key_once_and_publishes_the_keyring(tmp_path: Pat
         assert published == (tmp_path / "keys" / "keyring.json").read_bytes()
     assert len(yaml.safe_load(published)["keys"]) == 1
     assert (tmp_path / "keys" / "signing.pem").stat().st_mode & 0o077 == 0
+
+
+def test_worker_metrics_port_is_a_valid_telemetry_setting_and_exposed_on_the_network() -> None:
+    from pipeline.telemetry import TelemetrySettings
+
+    worker = _compose()["services"]["worker"]
+    env = {k.removeprefix("RINGFENCE_OTEL_").lower(): v for k, v in worker["environment"].items()
+           if k.startswith("RINGFENCE_OTEL_")}
+    settings = TelemetrySettings.model_validate(env)
+    assert settings.prometheus_port is not None
+    assert str(settings.prometheus_port) in [str(p) for p in worker["expose"]]
+    assert "ports" not in worker  # replicas would collide on a published host port
