@@ -203,7 +203,7 @@ class ClassExplainers:
         """(rows, features) -> (rows, features + 1) contributions to `class_index`'s margin, bias last."""
         import xgboost
 
-        data = xgboost.DMatrix(matrix, feature_names=self._names)
+        data = xgboost.DMatrix(matrix, nthread=1)
         out = self._boosters[class_index].predict(data, pred_contribs=True)
         return np.asarray(out, dtype=np.float32).reshape(len(matrix), len(self._names) + 1)
 
@@ -225,9 +225,9 @@ def _class_models(model: Mapping[str, Any]) -> list[dict[str, Any]]:
         }
         params = {**learner["learner_model_param"], "num_class": "0", "base_score": f"[{base:.9E}]"}
         objective = {"name": "reg:squarederror", "reg_loss_param": {"scale_pos_weight": "1"}}
-        parts.append({**model, "learner": {
-            **learner, "gradient_booster": {**gbtree, "model": trees_json},
-            "learner_model_param": params, "objective": objective,
+        parts.append({**model, "learner": {  # unnamed features: a named DMatrix costs ~0.8 ms per call
+            **learner, "gradient_booster": {**gbtree, "model": trees_json}, "feature_names": [],
+            "feature_types": [], "learner_model_param": params, "objective": objective,
         }})
     return parts
 
