@@ -1,12 +1,14 @@
 """The enforcement plugin of `ringfence-agent run`: blocklist, followers, enforcer and reporter together.
 
 What runs beside the sources and the publisher (see `agents.commands.run.PLUGIN_BUILDERS`):
-- the verdict follower (fleet blocklist, no group) and the command follower (this device's commands),
+- the verdict follower (fleet blocklist, no group), the command follower (this device's commands)
+  and the mode follower (signed audit/block switches of its group or of itself, policy topic),
 - the enforcer (kills and quarantines per mode), fed by `observe()` for every collected event,
 - the action reporter (ActionResults to the actions topic, kept in `actions.db` in the state dir
   until the broker acknowledges them).
-The local blocklist is opened *before* anything touches the network, so a device that restarts
-while the broker is unreachable blocks from its saved list at once.
+The local blocklist and the last signed mode are opened *before* anything touches the network, so
+a device that restarts while the broker is unreachable blocks from its saved list, in its saved
+mode, at once.
 
 Keys: until enrollment distributes them, the fleet's public key comes from `public_key_path`
 (a PEM file, or a folder of `*.pem` files to trust several keys during a rotation).
@@ -20,6 +22,7 @@ import asyncio
 import logging
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +33,7 @@ from agents.command_follower import COMMANDS_FILE, CommandFollower, CommandHandl
 from agents.enforcement_errors import KeyringError
 from agents.enforcer import Enforcer
 from agents.linux.hashing import HashCache
+from agents.mode_follower import MODE_FILE, ModeFollower, ModeHandler, ModeStore
 from agents.publisher import ProducerFactory, kafka_producer_factory
 from agents.quarantine import Quarantine
 from agents.verdict_follower import (
@@ -117,8 +121,13 @@ class EnforcementPlugin:
         self.reporter = reporter
         self.blocklist = Blocklist(state / BLOCKLIST_FILE, settings.verdicts_topic, sync=settings.spool_sync)
         self.store = CommandStore(state / COMMANDS_FILE, sync=settings.spool_sync)
-        self.enforcer = Enforcer(
-            device_id=settings.device_id, mode=Mode(settings.mode), blocklist=self.blocklist,
+        self.mode_store = ModeStore(state / MODE_FILE, sync=settings.spool_sync)
+        mode_handler = ModeHandler(device_id=settings.device_id, group=settings.group,
+                                   default=Mode(settings.mode), keyring=keyring, store=self.mode_store,
+                                   reporter=self.reporter, clock=clock,
+                                   enrolled=Mode(settings.mode_override) if settings.mode_override else None)
+        self.enforcer = Enforcer(  # in the mode saved from the last signed switch, before any network
+            device_id=settings.device_id, mode=mode_handler.current().mode, blocklist=self.blocklist,
             reporter=self.reporter, quarantine=Quarantine(Path(settings.quarantine_dir)),
             hashes=hashes or HashCache(max_bytes=settings.hash_max_bytes), clock=clock,
         )
@@ -133,21 +142,25 @@ class EnforcementPlugin:
                            reporter=self.reporter, executor=self.enforcer.execute, clock=clock),
             factories.consumer, settings.commands_topic,
         )
+        mode_handler.on_switch = self._mode_switched
+        self.modes = ModeFollower(mode_handler, factories.consumer, settings.policy_topic)
         self._context: AgentContext | None = None
         self._clock = clock
-        log.info("enforcement: mode=%s, %d artifacts on the saved blocklist (version %d), keys %s",
-                 settings.mode, len(self.blocklist), self.blocklist.version, sorted(keyring.keys))
+        log.info("enforcement: mode=%s (from %s), %d artifacts on the saved blocklist (version %d), keys %s",
+                 self.enforcer.mode, mode_handler.current().source, len(self.blocklist),
+                 self.blocklist.version, sorted(keyring.keys))
 
     def set_keyring(self, keyring: Keyring) -> None:
         """Trust a new set of fleet keys from now on (key rotation)."""
         self.verdicts.handler.keyring = keyring
         self.commands.handler.keyring = keyring
+        self.modes.handler.keyring = keyring
 
     def observe(self, event: BehaviorEvent) -> None:
         self.enforcer.observe(event)
 
     async def run(self, context: AgentContext) -> None:
-        """Run until cancelled, keeping the heartbeat's blocklist fields current."""
+        """Run until cancelled, keeping the heartbeat's blocklist and mode fields current."""
         self._context = context
         self._applied(None)
         await self.serve()
@@ -156,6 +169,7 @@ class EnforcementPlugin:
         """Run followers, enforcer and reporter until cancelled; then flush reports and save state."""
         tasks = [asyncio.create_task(self.verdicts.run(), name="enforcer:verdicts"),
                  asyncio.create_task(self.commands.run(), name="enforcer:commands"),
+                 asyncio.create_task(self.modes.run(), name="enforcer:modes"),
                  asyncio.create_task(self.enforcer.run(), name="enforcer:actions")]
         if self._own_reporter is not None:
             tasks.append(asyncio.create_task(self._own_reporter.run(), name="enforcer:reporter"))
@@ -178,10 +192,16 @@ class EnforcementPlugin:
                 await task
         self.blocklist.close()
         self.store.close()
+        self.mode_store.close()
         if self._own_reporter is not None:
             self._own_reporter.close()
 
+    def _mode_switched(self, mode: Mode, since: datetime) -> None:
+        self.enforcer.set_mode(mode, since)
+        self._applied(None)
+
     def _applied(self, _applied: AppliedVerdict | None) -> None:
         if self._context is not None:
+            self._context.mode = self.enforcer.mode.value
             self._context.blocklist_version = self.blocklist.version
             self._context.blocklist_size = self.blocklist.active_count(self._clock())

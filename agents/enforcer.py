@@ -8,6 +8,9 @@ Mode `block` acts; mode `audit` acts on nothing and reports what it would have d
   found by scanning /proc (hashes cached by file identity) and killed (`kill_blocked_instance`).
 - Commands (already verified by `agents.command_follower`): `kill_process_tree`, `quarantine_file`,
   `restore_file`.
+- The mode can change while running (`set_mode`, from a signed switch the mode follower accepted).
+  Switching to block also sweeps the running processes once and kills every one whose executable
+  is on the blocklist now: in audit mode they were only reported, and block means they must go.
 Every action ends in one ActionResult with its outcome and latency (from the event's start time,
 the verdict's or the command's `issued_at`). Kills go through `agents.proctree`, which re-checks the
 process key against the live start time, so PID reuse never kills the wrong process.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +61,13 @@ _KILL_OUTCOMES: dict[KillOutcome, Outcome] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class _Sweep:
+    """A queued sweep of running processes for blocklisted executables (after a switch to block)."""
+
+    since: datetime  # when the switch was issued: the kills' latency is measured from it
+
+
 @dataclass
 class EnforcerStats:
     """Counters for logs and heartbeats; mutable on purpose."""
@@ -86,7 +97,7 @@ class Enforcer:
         self._clock = clock
         self._protected = protected if protected is not None else protected_pids()
         self._kill_timeout_s = kill_timeout_s
-        self._queue: asyncio.Queue[BehaviorEvent | AppliedVerdict] = asyncio.Queue(max_queued)
+        self._queue: asyncio.Queue[BehaviorEvent | AppliedVerdict | _Sweep] = asyncio.Queue(max_queued)
 
     # -- hooks (synchronous, never raise) ---------------------------------------------------------
 
@@ -104,20 +115,29 @@ class Enforcer:
         if applied.change in (Change.BLOCKED, Change.UPDATED) and applied.blocked:
             self._enqueue(applied)
 
+    def set_mode(self, mode: Mode, since: datetime) -> None:
+        """Enforce `mode` from now on (a checked switch); a switch to block queues a sweep."""
+        before, self.mode = self.mode, Mode(mode)
+        log.warning("device %s: enforcement mode %s -> %s", self.device_id, before, self.mode)
+        if self.mode is Mode.BLOCK and before is not Mode.BLOCK:
+            self._enqueue(_Sweep(since))
+
     async def run(self) -> None:
-        """Work through queued starts and verdicts until cancelled."""
+        """Work through queued starts, verdicts and sweeps until cancelled."""
         while True:
             item = await self._queue.get()
             try:
                 if isinstance(item, AppliedVerdict):
                     await self.kill_running(item.artifact_id, since=item.verdict.issued_at
                                             if item.verdict else item.applied_at)
+                elif isinstance(item, _Sweep):
+                    await self.kill_all_listed(since=item.since)
                 else:
                     await self.block_start(item)
             except Exception:  # one failure must not stop enforcement of the next
                 log.exception("device %s: enforcement of %r failed", self.device_id, item)
 
-    def _enqueue(self, item: BehaviorEvent | AppliedVerdict) -> None:
+    def _enqueue(self, item: BehaviorEvent | AppliedVerdict | _Sweep) -> None:
         try:
             self._queue.put_nowait(item)
         except asyncio.QueueFull:
@@ -149,14 +169,29 @@ class Enforcer:
                                             artifact_id=artifact_id, why=f"running {artifact_id[:12]}"))
         return results
 
+    async def kill_all_listed(self, *, since: datetime) -> list[ActionResult]:
+        """Kill (or audit) every running process whose executable is blocklisted now (one scan)."""
+        now, results = self._clock(), []
+        for pid, key, sha256 in self._running(lambda sha: self.blocklist.blocking(sha, now) is not None):
+            self.stats.killed_instances += 1
+            results.append(await self._kill(ActionKind.KILL_BLOCKED_INSTANCE, key, pid, since=since,
+                                            artifact_id=sha256,
+                                            why=f"running {sha256[:12]} (switched to block)"))
+        return results
+
     def running_instances(self, sha256: str) -> list[tuple[int, str]]:
         """(pid, process_key) of live, unprotected processes whose executable hashes to `sha256`."""
+        return [(pid, key) for pid, key, _ in self._running(lambda sha: sha == sha256)]
+
+    def _running(self, wanted: Callable[[str], bool]) -> list[tuple[int, str, str]]:
+        """(pid, process_key, sha256) of live, unprotected processes whose executable hash is `wanted`."""
         found = []
         for pid, info in scan().items():
             if pid in self._protected or info.dead:
                 continue
-            if self._hashes.sha256_of(f"/proc/{pid}/exe") == sha256:
-                found.append((pid, info.key(self.device_id)))
+            sha256 = self._hashes.sha256_of(f"/proc/{pid}/exe")
+            if sha256 is not None and wanted(sha256):
+                found.append((pid, info.key(self.device_id), sha256))
         return found
 
     # -- commands ---------------------------------------------------------------------------------

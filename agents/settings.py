@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from schemas.topics import ACTIONS, COMMANDS, DEVICES, EVENTS, VERDICTS
+from schemas.topics import ACTIONS, COMMANDS, DEVICES, EVENTS, POLICY, VERDICTS
 
 __all__ = ["AgentSettings", "default_device_id"]
 
@@ -98,6 +98,7 @@ class AgentSettings(BaseSettings):
     verdicts_topic: str = VERDICTS
     commands_topic: str = COMMANDS
     actions_topic: str = ACTIONS
+    policy_topic: str = POLICY  # signed group/device mode switches (audit/block) the enforcer follows
 
     # diagnostics
     profile_path: Path | None = None  # write a cProfile (CPU time) of the whole run here when it ends

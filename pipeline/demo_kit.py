@@ -156,7 +156,7 @@ class FleetTopics:
         from schemas import topics as t
 
         names = {"EVENTS": t.EVENTS, "DEVICES": t.DEVICES, "VERDICTS": t.VERDICTS, "COMMANDS": t.COMMANDS,
-                 "ACTIONS": t.ACTIONS}
+                 "ACTIONS": t.ACTIONS, "POLICY": t.POLICY}
         return {f"RINGFENCE_AGENT_{key}_TOPIC": self.name(topic) for key, topic in names.items()}
 
     def all(self) -> list[str]:

@@ -3,7 +3,9 @@
 - the **policy file** (YAML or JSON, `PolicyConfig.from_dict`'s document) is the operator's base:
   default mode, group modes, per-device overrides, exclusions, TTLs;
 - **policy updates** (`ringfence.policy.v1`, compacted, latest per key) are the SOC console's
-  changes, folded over the file with `schemas.policy_updates.fold`; a tombstone withdraws one;
+  changes, folded over the file with `schemas.policy_updates.fold`; a tombstone withdraws one.
+  Given a `keyring`, a group or device mode update must carry a valid fleet signature (as the
+  agents require, `agents.mode_follower`), so worker and agents never disagree on a forged one;
 - the **devices topic** (`ringfence.devices.v1`) says which group each device is in and whether
   enrollment gave it its own mode (`DeviceRecord.mode_override`). Records and heartbeats share the
   device's key on a compacted topic, so an enrolled agent's heartbeat restates its enrollment
@@ -33,12 +35,14 @@ from schemas.codec import decode, decode_device_value
 from schemas.common import Mode
 from schemas.devices import DeviceRecord, restates_enrollment
 from schemas.errors import ContractError
-from schemas.policy_updates import PolicyUpdate, fold
+from schemas.policy_updates import DeviceModeChange, GroupModeChange, PolicyUpdate, fold
+from schemas.signing import Keyring, verify
 
 __all__ = ["DeviceDirectory", "DeviceEntry", "LivePolicy", "load_policy_document"]
 
 log = logging.getLogger(__name__)
 V = TypeVar("V")
+_MODE_KEYS = ("group_mode:", "device_mode:")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,9 +146,11 @@ class LivePolicy:
     """Builds the current `PolicyConfig` from the file document, the updates and the directory."""
 
     def __init__(
-        self, directory: DeviceDirectory, *, command_ttl_ms: int, verdict_ttl_ms: int | None = None
+        self, directory: DeviceDirectory, *, command_ttl_ms: int, verdict_ttl_ms: int | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.directory = directory
+        self.keyring = keyring  # given: mode updates must be signed by one of these keys, as agents require
         self.document: dict[str, Any] = {}
         self.updates: dict[str, PolicyUpdate] = {}  # latest per compaction key
         self.bad_updates = 0
@@ -158,6 +164,10 @@ class LivePolicy:
         """Fold one policy-topic record; True when the policy changed."""
         name = None if key is None else key.decode("utf-8", "replace")
         if value is None:
+            if self.keyring is not None and name is not None and name.startswith(_MODE_KEYS):
+                self.bad_updates += 1  # unsigned: it cannot undo a signed mode switch (agents agree)
+                log.warning("policy topic: tombstone for %s refused: mode changes must be signed", name)
+                return False
             return name is not None and self.updates.pop(name, None) is not None
         try:
             update = decode(PolicyUpdate, value)
@@ -165,6 +175,13 @@ class LivePolicy:
             self.bad_updates += 1
             log.warning("policy topic: unreadable update (key %r): %s", name, exc)
             return False
+        if self.keyring is not None and isinstance(update.change, GroupModeChange | DeviceModeChange):
+            try:
+                verify(update, self.keyring)
+            except ContractError as exc:
+                self.bad_updates += 1
+                log.warning("policy topic: mode update %s refused: %s", update.update_id, exc)
+                return False
         candidate = {**self.updates, update.key: update}
         try:
             self._build(candidate)

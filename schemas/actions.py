@@ -35,6 +35,7 @@ class ActionKind(StrEnum):
     APPLY_VERDICT = "apply_verdict"  # the blocklist entry was added, changed or removed
     BLOCK_EXECUTION = "block_execution"  # a listed artifact was stopped at process start
     KILL_BLOCKED_INSTANCE = "kill_blocked_instance"  # a running instance of a newly listed artifact
+    SET_MODE = "set_mode"  # a signed mode change (group or device) was applied to the enforcer, or refused
 
 
 class Outcome(StrEnum):

@@ -7,9 +7,13 @@ start and follows it, and the history stays reviewable. `fold()` turns updates i
 document `pipeline.policy.PolicyConfig.from_dict` reads (`group_modes`, `exclusions` with `id`,
 `kind`, `pattern`, `scope`, `expires_ms`, `version`), so the pipeline needs no second parser.
 
-Updates are not signed: they change what the fleet service decides, not what an agent executes,
-and in production only the console's and the pipeline's Kafka principals may write this topic.
-Who made each change is also recorded on `ringfence.audit.v1` (see `schemas.audit`).
+Mode changes (`group_mode`, `device_mode`) are also followed by the agents, which switch their own
+enforcement between audit and block: so the console signs them with the fleet key (`key_id`,
+`signature`; `schemas.signing.sign_policy_update`) and an agent applies only one that passes
+`schemas.signing.check_policy_update`, so a forged record cannot turn a device's blocking off.
+Exclusions are read by the fleet service only and need no signature; in production only the
+console's and the pipeline's Kafka principals may write this topic. Who made each change is also
+recorded on `ringfence.audit.v1` (see `schemas.audit`).
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from pydantic import Field, StringConstraints
 from schemas.common import (
     SCHEMA_VERSION,
     Contract,
+    DeviceId,
     Identifier,
+    KeyId,
     Mode,
     SchemaVersion,
     ShortText,
+    Signature,
     UtcTimestamp,
 )
 from schemas.devices import GroupName
@@ -51,6 +58,14 @@ class GroupModeChange(Contract):
     mode: Mode
 
 
+class DeviceModeChange(Contract):
+    """Set (or, with `mode` None, clear) one device's own mode, which wins over its group's."""
+
+    kind: Literal["device_mode"] = "device_mode"
+    device_id: DeviceId
+    mode: Mode | None  # None: the device follows its group's mode again
+
+
 class ExclusionChange(Contract):
     """Add (or replace, same id with a higher version) a scoped, possibly expiring exclusion."""
 
@@ -64,7 +79,7 @@ class ExclusionChange(Contract):
     alert_id: Identifier | None = None  # the false positive that motivated it
 
 
-PolicyChange = Annotated[GroupModeChange | ExclusionChange, Field(discriminator="kind")]
+PolicyChange = Annotated[GroupModeChange | DeviceModeChange | ExclusionChange, Field(discriminator="kind")]
 
 
 class PolicyUpdate(Contract):
@@ -76,12 +91,16 @@ class PolicyUpdate(Contract):
     actor: ShortText  # who asked for it (the console's authenticated analyst)
     reason: ShortText = ""
     issued_at: UtcTimestamp
+    key_id: KeyId | None = None  # set by signing (mode changes: agents act only on signed ones)
+    signature: Signature | None = None  # set by signing; covers every other field
 
     @property
     def key(self) -> str:
         """The compaction key: the latest update per key is the current state of that setting."""
         if isinstance(self.change, GroupModeChange):
             return f"group_mode:{self.change.group}"
+        if isinstance(self.change, DeviceModeChange):
+            return f"device_mode:{self.change.device_id}"
         return f"exclusion:{self.change.exclusion_id}"
 
 
@@ -91,6 +110,12 @@ def fold(document: Mapping[str, Any], update: PolicyUpdate) -> dict[str, Any]:
     change = update.change
     if isinstance(change, GroupModeChange):
         result["group_modes"] = {**dict(document.get("group_modes", {})), change.group: change.mode.value}
+        return result
+    if isinstance(change, DeviceModeChange):
+        modes = {k: v for k, v in dict(document.get("device_modes", {})).items() if k != change.device_id}
+        if change.mode is not None:
+            modes[change.device_id] = change.mode.value
+        result["device_modes"] = modes
         return result
     kept = [e for e in document.get("exclusions", ()) if str(e.get("id")) != change.exclusion_id]
     result["exclusions"] = [*kept, {

@@ -1,12 +1,14 @@
-"""Ed25519 signatures on verdicts and commands, and the one check an agent runs before acting.
+"""Ed25519 signatures on verdicts, commands and mode changes, and the one check an agent runs before acting.
 
 Why: a command kills processes and a verdict blocks files on every device, so an agent must act
 only on records the fleet service signed, addressed to it, still valid and not seen before.
-`check_command` and `check_verdict` bundle those checks so no caller can forget one.
+`check_command`, `check_verdict` and `check_policy_update` bundle those checks so no caller can
+forget one (a mode change switches a device between audit and block: see `schemas.policy_updates`).
 
-Signed bytes = a domain prefix (`ringfence.command.v1\\n` or `ringfence.verdict.v1\\n`, so one
-kind's signature never verifies as the other) + the model as JSON without `signature`, keys sorted,
-no whitespace; times are always `YYYY-MM-DDTHH:MM:SS.ffffffZ` (see `schemas.common.UtcTimestamp`).
+Signed bytes = a domain prefix (`ringfence.command.v1\\n`, `ringfence.verdict.v1\\n` or
+`ringfence.policy.v1\\n`, so one kind's signature never verifies as another) + the model as JSON
+without `signature`, keys sorted, no whitespace; times are always `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+(see `schemas.common.UtcTimestamp`).
 `key_id` is inside the signed bytes, so a signature cannot be relabelled to another key.
 Keys rotate by holding old and new public keys in a `Keyring`; a retired key gets `not_after`.
 """
@@ -29,14 +31,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from schemas.commands import Command
 from schemas.errors import Expired, Replayed, SignatureError, UnknownKey, WrongTarget
+from schemas.policy_updates import PolicyUpdate
 from schemas.verdicts import Verdict
 
-Signed = TypeVar("Signed", Verdict, Command)
+Signed = TypeVar("Signed", Verdict, Command, PolicyUpdate)
+SignedRecord = Verdict | Command | PolicyUpdate
 
 DEFAULT_MAX_SKEW = timedelta(minutes=5)
-_DOMAINS: dict[type[Verdict | Command], bytes] = {
+_DOMAINS: dict[type[SignedRecord], bytes] = {
     Verdict: b"ringfence.verdict.v1\n",
     Command: b"ringfence.command.v1\n",
+    PolicyUpdate: b"ringfence.policy.v1\n",
 }
 _KEY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -169,7 +174,7 @@ class NonceLedger:
         return dict(self._expiry)
 
 
-def canonical_bytes(model: Verdict | Command) -> bytes:
+def canonical_bytes(model: SignedRecord) -> bytes:
     """The exact bytes a signature covers (see the module docstring)."""
     body = model.model_dump(mode="json", exclude={"signature"})
     return _DOMAINS[type(model)] + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
@@ -192,7 +197,12 @@ def sign_command(command: Command, key: SigningKey) -> Command:
     return sign(command, key)
 
 
-def verify(model: Verdict | Command, keyring: Keyring) -> TrustedKey:
+def sign_policy_update(update: PolicyUpdate, key: SigningKey) -> PolicyUpdate:
+    """`sign` for a policy update (mode changes must be signed: agents follow them)."""
+    return sign(update, key)
+
+
+def verify(model: SignedRecord, keyring: Keyring) -> TrustedKey:
     """Check the signature; returns the key that made it. Raises SignatureError / UnknownKey."""
     if model.signature is None:
         raise SignatureError("record is not signed", key_id=model.key_id, **_ids(model))
@@ -234,6 +244,19 @@ def check_verdict(
     _check_window(verdict, now, max_skew)
 
 
+def check_policy_update(
+    update: PolicyUpdate, *, keyring: Keyring, now: datetime, max_skew: timedelta = DEFAULT_MAX_SKEW
+) -> None:
+    """Signature of a policy update, and that it was not issued in the future (it does not expire:
+    it holds until a newer update for the same key; refusing older ones is the follower's job)."""
+    verify(update, keyring)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if update.issued_at > now + max_skew:
+        raise Expired(f"issued at {update.issued_at.isoformat()}, in the future of {now.isoformat()}",
+                      **_ids(update))
+
+
 def _check_window(model: Verdict | Command, now: datetime, max_skew: timedelta) -> None:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
@@ -244,7 +267,9 @@ def _check_window(model: Verdict | Command, now: datetime, max_skew: timedelta) 
         raise Expired(f"expired at {model.expires_at.isoformat()}", **_ids(model))
 
 
-def _ids(model: Verdict | Command) -> dict[str, str | None]:
+def _ids(model: SignedRecord) -> dict[str, str | None]:
     if isinstance(model, Command):
         return {"device_id": model.device_id, "record_id": model.command_id}
+    if isinstance(model, PolicyUpdate):
+        return {"record_id": model.update_id}
     return {"record_id": model.artifact_id}

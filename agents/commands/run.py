@@ -58,6 +58,7 @@ class AgentContext:
     publisher: Publisher
     blocklist_version: int = 0  # set by the enforcer: highest verdict offset applied + 1
     blocklist_size: int = 0  # set by the enforcer: artifacts currently blocked
+    mode: str | None = None  # set by the enforcer: the mode it enforces now (None: settings.mode)
 
 
 class AgentPlugin(Protocol):
@@ -295,7 +296,8 @@ def _heartbeat(context: AgentContext, stats: PublisherStats) -> tuple[str, bytes
     settings = context.settings
     beat = Heartbeat(
         device_id=settings.device_id, hostname=socket.gethostname(), platform="linux",
-        os_version=f"{platform.system()} {platform.release()}", group=settings.group, mode=settings.mode,
+        os_version=f"{platform.system()} {platform.release()}", group=settings.group,
+        mode=context.mode or settings.mode,
         enrolled_at=settings.enrolled_at, mode_override=settings.mode_override,
         agent_version=_agent_version(), blocklist_version=context.blocklist_version,
         blocklist_size=context.blocklist_size, spooled_events=context.publisher.spool.pending_events,

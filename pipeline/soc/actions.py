@@ -3,7 +3,8 @@
 Each action yields one `Outgoing` record (topic, key, encoded value) and the facts its audit record
 needs; the console publishes it and then the `AuditRecord` built by `audit_record`. Verdicts and
 commands are signed here with the fleet key, exactly as the pipeline signs its own, so agents apply
-an analyst's lift or restore with the same checks as any other record.
+an analyst's lift or restore with the same checks as any other record; so is a group's mode switch,
+which the group's agents follow (`agents.mode_follower`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from schemas.codec import encode
 from schemas.commands import CommandAction, new_command
 from schemas.common import Identifier, Mode, Sha256Hex
 from schemas.policy_updates import ExclusionChange, ExclusionMatch, GroupModeChange, PolicyUpdate
-from schemas.signing import SigningKey, sign_command, sign_verdict
+from schemas.signing import SigningKey, sign_command, sign_policy_update, sign_verdict
 from schemas.verdicts import Disposition, Verdict, VerdictSource
 
 Reason = Annotated[str, StringConstraints(max_length=1024, strip_whitespace=True)]
@@ -114,11 +115,15 @@ def restore_file(request: RestoreRequest, *, actor: str, key: SigningKey, now: d
 
 
 def set_group_mode(group: str, request: GroupModeRequest, *, actor: str, now: datetime,
-                   topics: ConsoleTopics) -> Outgoing:
-    """A policy update switching `group` to audit or block."""
+                   topics: ConsoleTopics, key: SigningKey | None = None) -> Outgoing:
+    """A policy update switching `group` to audit or block, signed with the fleet key when there is
+    one: the group's agents switch only on a signed update (without a key the fleet service still
+    applies it, and every agent of the group reports it as a refused `set_mode`)."""
     change = GroupModeChange(group=_group(group), mode=request.mode)
     update = PolicyUpdate(update_id=secrets.token_hex(16), change=change, actor=actor,
                           reason=request.reason, issued_at=now)
+    if key is not None:
+        update = sign_policy_update(update, key)
     return Outgoing(AuditAction.SET_GROUP_MODE, topics.policy, update.key, encode(update),
                     update.update_id, f"group:{change.group}={change.mode.value}")
 

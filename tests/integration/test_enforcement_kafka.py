@@ -2,7 +2,9 @@
 follower with no consumer group, and a binary started afterwards is killed as the live Linux source
 reports its start; a forged command is refused and reported on the actions topic while a genuine
 one runs; a restart with the broker unreachable still blocks from the saved list, and the results
-of what it did offline are kept on disk and arrive once each when the broker is back."""
+of what it did offline are kept on disk and arrive once each when the broker is back; a signed
+audit->block switch of the device's group on the policy topic makes it kill, a forged one is
+refused and reported, and the switched mode survives an offline restart."""
 
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ from agents.settings import AgentSettings
 from schemas.actions import ActionKind, ActionResult, Outcome
 from schemas.codec import decode, encode
 from schemas.commands import CommandAction
-from schemas.signing import Keyring, SigningKey
+from schemas.common import Mode
+from schemas.policy_updates import GroupModeChange, PolicyUpdate
+from schemas.signing import Keyring, SigningKey, sign_policy_update
 from schemas.topics import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -41,20 +45,23 @@ class Topics:
     verdicts: str
     commands: str
     actions: str
+    policy: str
 
 
 @pytest.fixture
 async def topics(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> AsyncIterator[Topics]:
-    names = Topics(unique_name("it.verdicts"), unique_name("it.commands"), unique_name("it.actions"))
+    names = Topics(unique_name("it.verdicts"), unique_name("it.commands"), unique_name("it.actions"),
+                   unique_name("it.policy"))
     specs = [NewTopic(names.verdicts, 3, 1, topic_configs={"cleanup.policy": "compact"}),
-             NewTopic(names.commands, 3, 1), NewTopic(names.actions, 1, 1)]
+             NewTopic(names.commands, 3, 1), NewTopic(names.actions, 1, 1),
+             NewTopic(names.policy, 1, 1, topic_configs={"cleanup.policy": "compact"})]
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:
         response = await admin.create_topics(specs)
         assert all(error == 0 for _, error, *_ in response.topic_errors), response.topic_errors
         yield names
-        await admin.delete_topics([names.verdicts, names.commands, names.actions])
+        await admin.delete_topics([names.verdicts, names.commands, names.actions, names.policy])
     finally:
         await admin.close()
 
@@ -71,10 +78,12 @@ def procs() -> Iterator[list[Popen[bytes]]]:
     reap(*spawned)
 
 
-def agent_settings(tmp_path: Path, topics: Topics, device_id: str, mode: str = "block") -> AgentSettings:
+def agent_settings(tmp_path: Path, topics: Topics, device_id: str, mode: str = "block",
+                   group: str = "default") -> AgentSettings:
     return AgentSettings(
-        device_id=device_id, mode=mode, state_dir=tmp_path / "state", quarantine_dir=tmp_path / "quarantine",
-        verdicts_topic=topics.verdicts, commands_topic=topics.commands, actions_topic=topics.actions,
+        device_id=device_id, mode=mode, group=group, state_dir=tmp_path / "state",
+        quarantine_dir=tmp_path / "quarantine", verdicts_topic=topics.verdicts,
+        commands_topic=topics.commands, actions_topic=topics.actions, policy_topic=topics.policy,
         spool_sync="normal",
     )
 
@@ -263,3 +272,57 @@ async def test_action_results_of_an_outage_survive_a_restart_and_arrive_once_eac
     assert waiting <= set(counts) and set(counts.values()) == {1}  # every result once
     blocked = [r for r in results if r.action is ActionKind.BLOCK_EXECUTION]
     assert len(blocked) == 3 and {r.outcome for r in blocked} == {Outcome.SUCCEEDED}
+
+
+def group_switch(key: SigningKey, group: str, mode: Mode) -> bytes:
+    made = PolicyUpdate(update_id=uuid.uuid4().hex, change=GroupModeChange(group=group, mode=mode),
+                        actor="alice", issued_at=datetime.now(UTC))
+    return encode(sign_policy_update(made, key))
+
+
+async def until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_signed_group_switch_to_block_kills_and_a_forged_one_is_refused(
+    tmp_path: Path, topics: Topics, key: SigningKey, kafka_settings: KafkaSettings, procs: list[Popen[bytes]]
+) -> None:
+    bootstrap = kafka_settings.bootstrap_servers
+    device, group = f"it-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    image, sha = private_sleep(tmp_path)
+    await produce(bootstrap, topics.verdicts, sha, encode(verdict(sha, key, issued_at=datetime.now(UTC))))
+    forger = SigningKey.generate(key_id=key.key_id)
+    await produce(bootstrap, topics.policy, f"group_mode:{group}", group_switch(forger, group, Mode.BLOCK))
+    settings = agent_settings(tmp_path, topics, device, mode="audit", group=group)
+    plugin = EnforcementPlugin(settings, kafka_settings, keyring=Keyring.of([key.trusted()]))
+    async with running(plugin):
+        await asyncio.wait_for(plugin.verdicts.caught_up.wait(), 30)
+        await asyncio.wait_for(plugin.modes.caught_up.wait(), 30)
+        assert plugin.enforcer.mode is Mode.AUDIT  # the forged switch changed nothing
+        survivor = spawn(str(image), "60")
+        procs.append(survivor)
+        plugin.observe(start_event(survivor, image, sha, device_id=device))
+        await until(lambda: plugin.enforcer.stats.audited >= 1)
+        assert alive(survivor.pid)
+
+        await produce(bootstrap, topics.policy, f"group_mode:{group}", group_switch(key, group, Mode.BLOCK))
+        assert await wait_exit(survivor) == -9, "the switch to block did not kill the running binary"
+        assert plugin.enforcer.mode is Mode.BLOCK
+        results = await wait_for_actions(bootstrap, topics.actions, lambda rs: any(
+            r.action is ActionKind.SET_MODE and r.outcome is Outcome.SUCCEEDED for r in rs))
+    modes = [(r.outcome, r.error_class) for r in results if r.action is ActionKind.SET_MODE]
+    assert modes == [(Outcome.REFUSED, "SignatureError"), (Outcome.SUCCEEDED, None)]
+    assert any(r.action is ActionKind.KILL_BLOCKED_INSTANCE and r.pid == survivor.pid
+               and r.outcome is Outcome.SUCCEEDED for r in results)
+
+    unreachable = kafka_settings.model_copy(update={"bootstrap": "127.0.0.1:1"})
+    offline = EnforcementPlugin(settings, unreachable, keyring=Keyring.of([key.trusted()]))
+    assert offline.enforcer.mode is Mode.BLOCK  # the switched mode, from the state dir
+    async with running(offline):
+        proc = spawn(str(image), "60")
+        procs.append(proc)
+        offline.observe(start_event(proc, image, sha, device_id=device))
+        assert await wait_exit(proc) == -9

@@ -173,3 +173,33 @@ def test_a_device_enrolled_without_a_mode_follows_its_group_when_the_soc_switche
     config = policy.config()
     assert config.mode_for("srv-1") is Mode.BLOCK  # follows the group's switch
     assert config.mode_for("srv-2") is Mode.AUDIT  # its explicit override still wins
+
+
+def test_with_the_fleet_keyring_only_signed_mode_updates_change_the_policy() -> None:
+    from schemas.policy_updates import DeviceModeChange
+    from schemas.signing import Keyring, SigningKey, sign_policy_update
+
+    key = SigningKey.generate()
+    policy = LivePolicy(DeviceDirectory(), command_ttl_ms=DAY_MS, keyring=Keyring.of([key.trusted()]))
+    policy.directory.apply(b"srv-1", record("srv-1", "servers"))
+
+    def made(change: GroupModeChange | DeviceModeChange | ExclusionChange, signer: SigningKey | None,
+             at: datetime = T0) -> tuple[bytes, bytes]:
+        value = PolicyUpdate(update_id=f"u-{at.timestamp()}", change=change, actor="soc:ann", issued_at=at)
+        signed = sign_policy_update(value, signer) if signer is not None else value
+        return signed.key.encode(), encode(signed)
+
+    forger = SigningKey.generate(key_id=key.key_id)
+    assert not policy.apply_update(*made(GroupModeChange(group="servers", mode=Mode.BLOCK), None))
+    assert not policy.apply_update(*made(GroupModeChange(group="servers", mode=Mode.BLOCK), forger))
+    assert policy.config().mode_for("srv-1") is Mode.AUDIT and policy.bad_updates == 2
+    assert policy.apply_update(*made(GroupModeChange(group="servers", mode=Mode.BLOCK), key))
+    assert not policy.apply_update(b"group_mode:servers", None)  # an unsigned tombstone undoes nothing
+    assert policy.config().mode_for("srv-1") is Mode.BLOCK
+    assert policy.apply_update(*made(DeviceModeChange(device_id="srv-1", mode=Mode.AUDIT), key))
+    assert policy.config().mode_for("srv-1") is Mode.AUDIT  # the signed device override wins
+    later = datetime(2026, 5, 1, 12, 5, tzinfo=UTC)
+    assert policy.apply_update(*made(DeviceModeChange(device_id="srv-1", mode=None), key, later))
+    assert policy.config().mode_for("srv-1") is Mode.BLOCK  # override cleared: the group's mode again
+    exclusion = ExclusionChange(exclusion_id="x1", match=ExclusionMatch.HASH, pattern="a" * 64, scope="fleet")
+    assert policy.apply_update(*made(exclusion, None))  # exclusions need no signature (agents ignore them)
