@@ -71,6 +71,7 @@ class ActionOutbox:
         self._max_pending = max_pending
         self._memory: deque[Pending] = deque()  # results that could not be written
         self._commit_scheduled = False
+        self._closed = False
         try:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -128,6 +129,8 @@ class ActionOutbox:
     def commit(self) -> None:
         """Make every added result durable now."""
         self._commit_scheduled = False
+        if self._closed:
+            return
         try:
             self._db.commit()
         except sqlite3.Error as exc:
@@ -135,6 +138,7 @@ class ActionOutbox:
 
     def close(self) -> None:
         self.commit()
+        self._closed = True
         self._db.close()
 
     def _schedule_commit(self) -> None:

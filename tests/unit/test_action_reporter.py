@@ -236,3 +236,19 @@ def test_the_plugin_keeps_its_action_results_in_the_state_dir(tmp_path: Path) ->
     plugin.reporter.close()
     again = KafkaActionReporter(FakeBroker().factory, "t.actions", path=tmp_path / "state" / "actions.db")
     assert again.pending == 1
+
+
+async def test_a_result_that_cannot_be_written_is_still_sent_from_memory(tmp_path: Path) -> None:
+    broker = FakeBroker()
+    reporter = KafkaActionReporter(broker.factory, "t.actions", path=tmp_path / "a.db")
+    reporter.outbox._db.execute("PRAGMA query_only=ON")  # writes fail from now on, as on a full disk
+    reporter.report(result(1))
+    assert reporter.outbox.unsaved == 1 and reporter.pending == 1
+    task = asyncio.create_task(reporter.run())
+    try:
+        assert await reporter.flush(2.0)
+    finally:
+        task.cancel()
+    assert [decode(ActionResult, value).command_id for _, _, value in broker.sent] == ["cmd-1"]
+    reporter.close()
+    reporter.report(result(2))  # after close (a late report during shutdown): logged, never raised
