@@ -25,6 +25,7 @@ class AuditAction(StrEnum):
     LIFT_VERDICT = "lift_verdict"
     RESTORE_FILE = "restore_file"
     SET_GROUP_MODE = "set_group_mode"
+    SET_DEVICE_MODE = "set_device_mode"  # a signed per-device override (or its removal)
     MARK_FALSE_POSITIVE = "mark_false_positive"
 
 

@@ -24,7 +24,13 @@ from schemas.audit import AuditAction, AuditOutcome, AuditRecord
 from schemas.codec import encode
 from schemas.commands import CommandAction, new_command
 from schemas.common import Identifier, Mode, Sha256Hex
-from schemas.policy_updates import ExclusionChange, ExclusionMatch, GroupModeChange, PolicyUpdate
+from schemas.policy_updates import (
+    DeviceModeChange,
+    ExclusionChange,
+    ExclusionMatch,
+    GroupModeChange,
+    PolicyUpdate,
+)
 from schemas.signing import SigningKey, sign_command, sign_policy_update, sign_verdict
 from schemas.verdicts import Disposition, Verdict, VerdictSource
 
@@ -56,6 +62,13 @@ class GroupModeRequest(_Request):
     """POST /api/groups/{group}/mode"""
 
     mode: Mode
+    reason: Reason = ""
+
+
+class DeviceModeRequest(_Request):
+    """POST /api/devices/{device_id}/mode (mode null: the device follows its group again)"""
+
+    mode: Mode | None
     reason: Reason = ""
 
 
@@ -128,6 +141,18 @@ def set_group_mode(group: str, request: GroupModeRequest, *, actor: str, now: da
                     update.update_id, f"group:{change.group}={change.mode.value}")
 
 
+def set_device_mode(device_id: str, request: DeviceModeRequest, *, actor: str, key: SigningKey,
+                    now: datetime, topics: ConsoleTopics) -> Outgoing:
+    """A signed policy update giving one device its own mode (or clearing it); it wins over the
+    group's mode and the enrollment's, on the device and in the fleet service."""
+    change = DeviceModeChange(device_id=_device(device_id), mode=request.mode)
+    update = sign_policy_update(PolicyUpdate(update_id=secrets.token_hex(16), change=change, actor=actor,
+                                             reason=request.reason, issued_at=now), key)
+    mode = change.mode.value if change.mode is not None else "group"
+    return Outgoing(AuditAction.SET_DEVICE_MODE, topics.policy, update.key, encode(update),
+                    update.update_id, f"device:{change.device_id}={mode}")
+
+
 def false_positive(alert: Alert, request: FalsePositiveRequest, *, group: str | None, actor: str,
                    now: datetime, max_days: int, topics: ConsoleTopics) -> Outgoing:
     """A scoped, expiring exclusion for the alert's artifact (by hash or by path)."""
@@ -164,6 +189,13 @@ def _group(group: str) -> str:
         return GroupModeChange.model_validate({"group": group, "mode": "audit"}).group
     except ValueError:
         raise ActionRejected(f"{group[:64]!r} is not a group name") from None
+
+
+def _device(device_id: str) -> str:
+    try:
+        return DeviceModeChange.model_validate({"device_id": device_id, "mode": None}).device_id
+    except ValueError:
+        raise ActionRejected(f"{device_id[:64]!r} is not a device id") from None
 
 
 def _reason(actor: str, reason: str) -> str:

@@ -82,6 +82,7 @@ def build_app(deps: ConsoleDeps) -> web.Application:
     app.router.add_post("/api/verdicts/{sha256}/lift", _lift)
     app.router.add_post("/api/commands/restore", _restore)
     app.router.add_post("/api/groups/{group}/mode", _group_mode)
+    app.router.add_post("/api/devices/{device_id}/mode", _device_mode)
     app.router.add_post("/api/alerts/{alert_id}/false-positive", _false_positive)
     app.router.add_static("/static", STATIC, show_index=False, follow_symlinks=False)
     app.on_shutdown.append(_close_streams)
@@ -241,6 +242,16 @@ async def _group_mode(request: web.Request) -> web.Response:
                                       now=deps.clock(), topics=deps.topics, key=deps.signing_key)
 
     return await _act(request, AuditAction.SET_GROUP_MODE, f"group:{group}", build)
+
+
+async def _device_mode(request: web.Request) -> web.Response:
+    deps, device_id = request.app[DEPS], request.match_info["device_id"]
+
+    def build(actor: str, body: dict[str, Any]) -> Outgoing:
+        return actions.set_device_mode(device_id, _parse(actions.DeviceModeRequest, body), actor=actor,
+                                       key=_key(deps), now=deps.clock(), topics=deps.topics)
+
+    return await _act(request, AuditAction.SET_DEVICE_MODE, f"device:{device_id}", build)
 
 
 async def _false_positive(request: web.Request) -> web.Response:

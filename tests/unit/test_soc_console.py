@@ -226,3 +226,34 @@ async def test_whoami_names_the_actor_of_the_token(make_console: Any) -> None:
     console = await make_console()
     assert (await (await console.client.get("/api/whoami", headers=AUTH)).json()) == {"actor": "alice"}
     assert (await console.client.get("/api/whoami")).status == 401
+
+
+async def test_mode_switches_are_signed_for_the_agents_and_a_device_override_needs_the_key(
+    make_console: Any,
+) -> None:
+    from schemas.policy_updates import DeviceModeChange
+    from schemas.signing import check_policy_update
+
+    unsigned = await make_console(None)
+    response = await unsigned.client.post("/api/devices/ws-1/mode", headers=AUTH, json={"mode": "audit"})
+    assert response.status == 503 and unsigned.kafka.records(TOPICS.policy) == []
+
+    key = SigningKey.generate()
+    console = await make_console(key)
+    keyring = Keyring.of([key.trusted()])
+    group = await console.client.post("/api/groups/finance/mode", headers=AUTH, json={"mode": "block"})
+    device = await console.client.post("/api/devices/ws-1/mode", headers=AUTH, json={"mode": "audit"})
+    cleared = await console.client.post("/api/devices/ws-1/mode", headers=AUTH, json={"mode": None})
+    bad = await console.client.post("/api/devices/no%20spaces/mode", headers=AUTH, json={"mode": "block"})
+    assert [r.status for r in (group, device, cleared, bad)] == [200, 200, 200, 400]
+    updates = [decode(PolicyUpdate, value) for value in console.kafka.records(TOPICS.policy)]
+    for update in updates:  # what an agent checks before it switches (agents.mode_follower)
+        check_policy_update(update, keyring=keyring, now=NOW)
+    assert [u.change for u in updates] == [GroupModeChange(group="finance", mode=Mode.BLOCK),
+                                           DeviceModeChange(device_id="ws-1", mode=Mode.AUDIT),
+                                           DeviceModeChange(device_id="ws-1", mode=None)]
+    assert [u.key for u in updates][1:] == ["device_mode:ws-1"] * 2
+    audits = [a for a in console.kafka.audits() if a.action is AuditAction.SET_DEVICE_MODE]
+    assert [(a.outcome, a.target) for a in audits] == [
+        (AuditOutcome.ACCEPTED, "device:ws-1=audit"), (AuditOutcome.ACCEPTED, "device:ws-1=group"),
+        (AuditOutcome.REJECTED, "device:no spaces")]
