@@ -16,7 +16,8 @@ figures are the one-row latency (us per call) and rows/s of `predict_proba` on b
 (B = 64, and 512: the worker's `micro_batch_rows`); the baseline is rows/s of one-row calls on the
 same rows in the same run. Everything is measured twice: with the booster's thread count as
 `BoosterModel.load` leaves it (xgboost's default: all cores), then with `nthread=1`, because on a
-busy machine OpenMP's per-call thread wake-up dominates small predictions.
+busy machine OpenMP's per-call thread wake-up dominates small predictions. Last, the worker's
+compiled scorer and per-class explainer (`pipeline.compiled_model`) against XGBoost on the same rows.
 
     .venv/bin/python -m bench.bench_xgboost [--quick]
 """
@@ -43,6 +44,7 @@ from bench import Result
 
 NEEDS_KAFKA = False
 BATCH_SIZES = (64, 512)  # 512: the worker's micro_batch_rows
+COMPILED_BATCHES = (1, 20, 100, 500)
 DENSITY = 0.05
 ROUNDS, MAX_DEPTH, ETA = 120, 5, 0.2  # pipeline/training/train.py's defaults
 TRAIN_ROWS = 1000
@@ -84,7 +86,42 @@ def run(quick: bool) -> list[Result]:
     loaded.model._booster.set_param({"nthread": 1})  # a benchmark may reach in
     one_thread = measure(loaded.model.predict_proba, matrix, sizes)
     return [*results(as_loaded, sizes, f"{loaded.label}, default threads"),
-            *results(one_thread, sizes, f"{loaded.label}, nthread=1")]
+            *results(one_thread, sizes, f"{loaded.label}, nthread=1"),
+            *compiled(loaded, matrix, sizes)]
+
+
+def compiled(loaded: Loaded, matrix: NDArray[np.float32], sizes: Sizes) -> list[Result]:
+    """`pipeline.compiled_model` against XGBoost (nthread=1) on the same rows: ms per call.
+
+    Scoring: `CompiledTrees.predict_proba` vs `inplace_predict` at COMPILED_BATCHES rows per call
+    (the worker's `FastBooster` takes the compiled path up to `COMPILED_MAX_ROWS`); explaining:
+    one class's contributions (`ClassExplainers`) vs the whole model's `pred_contribs`, the work
+    of an alerting flush (1 and 2 rows).
+    """
+    from pipeline.compiled_model import FastBooster, load_fast
+    from pipeline.features import FEATURE_NAMES
+    from pipeline.scoring import MODEL_DIR
+
+    path = MODEL_DIR / "model.ubj" if loaded.label.startswith("model") else stand_in() / "model.ubj"
+    fast = load_fast(loaded.model, path, FEATURE_NAMES)
+    if not isinstance(fast, FastBooster):
+        return []
+    found = []
+    for size in COMPILED_BATCHES:
+        chunks = _chunks(matrix[: max(size, min(sizes.batched_rows, size * 8))], size)
+        xgb_s = min(_seconds(loaded.model.predict_proba, chunks) for _ in range(sizes.passes))
+        own_s = min(_seconds(fast.compiled.predict_proba, chunks) for _ in range(sizes.passes))
+        found.append(Result(f"compiled trees, {size}-row calls ({loaded.label})", 1e3 * own_s / len(chunks),
+                            "ms/call", 1e3 * xgb_s / len(chunks), "xgboost inplace_predict, nthread=1",
+                            higher_is_better=False))
+    for size in (1, 2):
+        chunks = _chunks(matrix[: size * 8], size)
+        every_s = min(_seconds(loaded.model.contributions, chunks) for _ in range(sizes.passes))
+        one_s = min(_seconds(lambda m: fast.class_contributions(m, 1), chunks) for _ in range(sizes.passes))
+        found.append(Result(f"one class's SHAP, {size}-row calls ({loaded.label})", 1e3 * one_s / len(chunks),
+                            "ms/call", 1e3 * every_s / len(chunks), "xgboost pred_contribs, all classes",
+                            higher_is_better=False))
+    return found
 
 
 def measure(predict: Callable[[NDArray[np.float32]], object], matrix: NDArray[np.float32],

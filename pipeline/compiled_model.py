@@ -196,6 +196,7 @@ class ClassExplainers:
                 booster.load_model(bytearray(json.dumps(part).encode()))
             except xgboost.core.XGBoostError as exc:
                 raise ModelError(f"cannot cut class {index} out of the booster: {exc}") from exc
+            booster.set_param({"nthread": 1})  # a few rows: OpenMP's wake-up would cost more than it saves
             boosters.append(booster)
         return cls(boosters, feature_names)
 
