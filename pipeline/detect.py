@@ -33,6 +33,7 @@ from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
 from pipeline.tree_state import forest_from_bytes, forest_to_bytes
 from pipeline.windows import DEFAULT_WINDOW_MS
 from schemas.events import BehaviorEvent
+from schemas.fastcodec import Event, FastEvent, to_behavior_event
 
 log = logging.getLogger(__name__)
 _BANDS = ("medium", "high", "critical")
@@ -90,12 +91,12 @@ class Detector:
         """The model scoring the rows."""
         return self.scorer.model
 
-    def process(self, events: Sequence[BehaviorEvent], now_ms: int) -> list[Decision]:
+    def process(self, events: Sequence[Event], now_ms: int) -> list[Decision]:
         """Fold events into the trees; score and decide if a micro-batch is due."""
         self.ingest(events, now_ms)
         return self.flush(now_ms) if self._batcher.due(now_ms) else []
 
-    def ingest(self, events: Sequence[BehaviorEvent], now_ms: int) -> None:
+    def ingest(self, events: Sequence[Event], now_ms: int) -> None:
         """Fold events into the trees and queue the changed processes, without scoring."""
         touched: dict[str, DeviceForest] = {}
         forest: DeviceForest | None = None
@@ -115,7 +116,7 @@ class Detector:
         for device in touched.values():
             self._maybe_evict(device)
 
-    def _ingest(self, event: BehaviorEvent, now_ms: int) -> None:
+    def _ingest(self, event: Event, now_ms: int) -> None:
         """One event (kept for callers written against the first version; prefer `ingest`)."""
         self.ingest((event,), now_ms)
 
@@ -142,7 +143,7 @@ class Detector:
         flagged = {i: scores.row(i) for i in scores.flagged_rows()}
         return self._decide(rows, contexts, matrix, flagged, now_ms)
 
-    def _forest(self, event: BehaviorEvent) -> DeviceForest:
+    def _forest(self, event: Event) -> DeviceForest:
         forest = self.forests.get(event.device_id)
         if forest is None:
             forest = DeviceForest(event.device_id, event.platform.value, self.config.limits)
@@ -314,12 +315,15 @@ class Detector:
         self._next_evict.pop(device_id, None)
 
 
-def _events(kept: Iterable[BehaviorEvent | dict[str, Any]]) -> list[BehaviorEvent]:
+def _events(kept: Iterable[Event | dict[str, Any]]) -> list[BehaviorEvent]:
     """Notable events as models: restored ones are validated now; unreadable ones are left out."""
     out = []
     for event in kept:
         if isinstance(event, BehaviorEvent):
             out.append(event)
+            continue
+        if isinstance(event, FastEvent):  # decoded by the fast path (schemas.fastcodec): same values
+            out.append(to_behavior_event(event))
             continue
         try:
             out.append(BehaviorEvent.model_validate(event))

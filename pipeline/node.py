@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from pipeline.lexicon import ImageClass, image_class
-from schemas.events import BehaviorEvent
+from schemas.fastcodec import Event
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +77,7 @@ class ProcessNode:
     children: list[str] = field(default_factory=list)
     evidence: deque[int] = field(default_factory=deque)
     conns: deque[tuple[int, str, int]] = field(default_factory=deque)
-    notable: deque[BehaviorEvent | dict[str, Any]] = field(default_factory=deque)  # dicts after a restore
+    notable: deque[Event | dict[str, Any]] = field(default_factory=deque)  # dicts after a restore
     static: tuple[float, ...] | None = None  # per-process feature cache, owned by pipeline.features
 
     @property

@@ -26,6 +26,7 @@ from pipeline.errors import StateError
 from pipeline.tree import DeviceForest, ForestStats, ProcessNode, TreeLimits, ts_ms
 from pipeline.windows import CODE_BITS, CODE_MASK
 from schemas.events import BehaviorEvent
+from schemas.fastcodec import FastEvent, to_json_dict
 
 STATE_VERSION = 2
 _FIELDS = (
@@ -85,6 +86,9 @@ def _notable(node: ProcessNode, since_ms: int) -> list[dict[str, Any]]:
     for i, event in enumerate(node.notable):
         if isinstance(event, BehaviorEvent):
             when, event = ts_ms(event), event.model_dump(mode="json")
+            node.notable[i] = event
+        elif isinstance(event, FastEvent):
+            when, event = ts_ms(event), to_json_dict(event)
             node.notable[i] = event
         else:
             when = _dict_ts_ms(event)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemas_strategies import batches
 
-from schemas import codec
+from schemas import codec, fastcodec
 from schemas.codec import Limits
 from schemas.errors import (
     ContractError,
@@ -67,9 +67,22 @@ def _with(path: str, value: Any) -> bytes:
 
 
 def _decode_error(data: Any, limits: Limits = codec.DEFAULT_LIMITS) -> ContractError:
+    """The codec's error; the worker's fast path refuses the record too and reports the same error."""
+    assert fastcodec.fast_events(data, limits) is None
     with pytest.raises(ContractError) as caught:
         codec.decode_record(data, limits)
+    with pytest.raises(type(caught.value)) as fast:
+        fastcodec.decode_events(data, limits)
+    assert str(fast.value) == str(caught.value)
     return caught.value
+
+
+def _refused_or_same(data: bytes) -> None:
+    """Whatever the fast path accepts, the codec accepts with equal events."""
+    fast = fastcodec.fast_events(data)
+    if fast is not None:
+        models = codec.decode_record(data).events
+        assert tuple(fastcodec.to_behavior_event(event) for event in fast) == models
 
 
 def test_the_corpus_base_record_is_valid() -> None:
@@ -262,7 +275,8 @@ _json = st.recursive(
 
 
 def _decode_all_ways(data: bytes, name: str) -> None:
-    for decode in (lambda d: codec.decode(CONTRACTS[name], d), codec.decode_record):
+    _refused_or_same(data)
+    for decode in (lambda d: codec.decode(CONTRACTS[name], d), codec.decode_record, fastcodec.decode_events):
         try:
             decode(data)
         except ContractError:
@@ -295,8 +309,9 @@ def test_mutated_valid_records_never_escape_as_another_exception(batch: Any, dat
     for _ in range(data.draw(st.integers(1, 4))):
         position = data.draw(st.integers(0, len(raw) - 1))
         raw[position] = data.draw(st.integers(0, 255))
+    _refused_or_same(bytes(raw))
     try:
-        codec.decode_record(bytes(raw))
+        fastcodec.decode_events(bytes(raw))
     except ContractError:
         pass
 
@@ -304,8 +319,9 @@ def test_mutated_valid_records_never_escape_as_another_exception(batch: Any, dat
 @settings(max_examples=200, deadline=None)
 @given(raw=st.binary(max_size=300))
 def test_random_bytes_never_escape_as_another_exception(raw: bytes) -> None:
+    _refused_or_same(raw)
     try:
-        codec.decode_record(raw)
+        fastcodec.decode_events(raw)
     except ContractError:
         pass
 
