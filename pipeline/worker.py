@@ -2,7 +2,7 @@
 
 Why at batch level and not as a faust agent: faust's per-event agent path measured 1-3 % of a raw
 `getmany` + `orjson.loads` of the same topic (BENCHMARKS.md, "Pipeline"); here one `getmany` brings
-up to `poll_max_records` records, each decoded with one validation call (`schemas.codec`), and
+up to `poll_max_records` records, each decoded and validated in one pass (`schemas.fastcodec`), and
 the detector scores changed trees in micro-batches (one predict call per flush). A micro-batch
 closes when it is `micro_batch_ms` old or as soon as the consumer has nothing fetched left: under
 load batches grow, when the worker catches up a verdict does not wait for the timer.
@@ -56,10 +56,9 @@ from pipeline.policy import Decision
 from pipeline.settings import WorkerSettings
 from pipeline.telemetry import trace_groups
 from schemas.alerts import Alert
-from schemas.codec import decode_record
 from schemas.commands import Command
 from schemas.errors import ContractError, DecodeError, DeviceMismatch
-from schemas.events import BehaviorEvent
+from schemas.fastcodec import Event, decode_events
 from schemas.signing import SigningKey
 
 __all__ = ["BatchWorker", "WorkerStats"]
@@ -388,11 +387,11 @@ class BatchWorker:
         return 1
 
 
-def _events_of(record: Any) -> tuple[BehaviorEvent, ...]:
+def _events_of(record: Any) -> tuple[Event, ...]:
     """The record's events; the key must be their device (else a device's tree would split)."""
     if record.value is None:
         raise DecodeError("record has no value (a tombstone on the events topic)")
-    events = decode_record(record.value).events
+    events = decode_events(record.value)
     device = events[0].device_id
     if record.key != device.encode():
         raise DeviceMismatch(f"record key {record.key!r} is not the events' device_id {device!r}",
