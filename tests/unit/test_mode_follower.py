@@ -329,3 +329,30 @@ def test_the_enrollment_override_wins_over_the_group_as_in_the_fleet_service(rig
     assert effective_mode(Mode.AUDIT, update(key, group(Mode.BLOCK)), None, Mode.AUDIT).mode is Mode.AUDIT
     assert effective_mode(Mode.BLOCK, update(key, group(Mode.BLOCK)), update(key, device(Mode.AUDIT)),
                           Mode.BLOCK).mode is Mode.AUDIT  # a signed device switch beats the bundle
+
+
+def test_the_plugin_starts_in_the_saved_mode_and_tells_the_heartbeat_about_a_switch(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    from types import SimpleNamespace
+
+    from agents.enforcement_plugin import EnforcementPlugin
+    from agents.settings import AgentSettings
+    from schemas.topics import KafkaSettings
+
+    settings = AgentSettings(device_id=DEVICE, group=GROUP, mode="audit", state_dir=tmp_path / "state",
+                             quarantine_dir=tmp_path / "q")
+    offline = KafkaSettings(bootstrap="127.0.0.1:1")
+    plugin = EnforcementPlugin(settings, offline, keyring=Keyring.of([key.trusted()]))
+    context = SimpleNamespace(blocklist_version=0, blocklist_size=0, mode=None)
+    plugin._context = context  # type: ignore[assignment]  # what run() sets
+    switch = update(key, group(Mode.BLOCK), issued_at=datetime.now(UTC))
+    plugin.modes.handler.handle(switch.key.encode(), encode(switch))
+    assert plugin.enforcer.mode is Mode.BLOCK and context.mode == "block"
+    for store in (plugin.mode_store, plugin.blocklist, plugin.store):
+        store.close()
+
+    again = EnforcementPlugin(settings, offline, keyring=Keyring.of([key.trusted()]))
+    assert again.enforcer.mode is Mode.BLOCK  # from mode.db, before any network
+    for store in (again.mode_store, again.blocklist, again.store):
+        store.close()
