@@ -1,8 +1,11 @@
 """Workloads for the pipeline benchmark: realistic EventBatch record values, built fast, and attack probes.
 
 Values are written as JSON by orjson from plain dicts in the contract's shape (building pydantic
-models for a million events would take longer than the benchmark); `check_sample` decodes a few
-with `schemas.codec` so a drift from the contract fails loudly instead of measuring the DLQ.
+models for a million events would take longer than the benchmark), byte for byte what an agent
+publishes (`schemas.codec.encode_batch`, which `agents.batch_codec.splice_batch` reproduces): every
+field in the models' order, defaults written out. `check_sample` decodes a few with `schemas.codec`
+and re-encodes them, so a drift from the contract or from the agents' bytes fails loudly instead of
+measuring the DLQ or another producer's shape.
 
 The mix per device: a few anchors (explorer, svchost, services), processes started under them
 (4 % of events) and a trail of behaviour, the most recent processes the busiest: file writes,
@@ -20,7 +23,7 @@ import orjson
 
 from pipeline.eventkit import EventKit
 from schemas.codec import decode_record, encode_batch
-from schemas.events import EventBatch
+from schemas.events import PAYLOAD_TYPES, BehaviorEvent, EventBatch
 
 _EPOCH = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 _ANCHORS = [
@@ -142,16 +145,32 @@ def records(
         yield device.device_id.encode(), _batch(device.device_id, events)
 
 
+_EVENT_FIELDS = {name: field.default for name, field in BehaviorEvent.model_fields.items()}
+_PAYLOAD_FIELDS = {
+    kind.value: {name: field.default for name, field in model.model_fields.items()}
+    for kind, model in PAYLOAD_TYPES.items()
+}
+
+
+def _as_agents_write(event: dict[str, object]) -> dict[str, object]:
+    """Every field in the model's order, defaults included (required ones are always set here)."""
+    payload: dict[str, object] = event["payload"]  # type: ignore[assignment]
+    fields = _PAYLOAD_FIELDS[str(payload["kind"])]
+    full = {name: payload.get(name, default) for name, default in fields.items()}
+    return {name: full if name == "payload" else event.get(name, v) for name, v in _EVENT_FIELDS.items()}
+
+
 def _batch(device_id: str, events: list[dict[str, object]]) -> bytes:
-    if len(events) == 1:
-        return orjson.dumps(events[0])
+    written = [_as_agents_write(event) for event in events]
+    if len(written) == 1:
+        return orjson.dumps(written[0])
     return orjson.dumps(
         {
             "schema_version": "1.0",
             "device_id": device_id,
-            "first_seq": events[0]["seq"],
-            "last_seq": events[-1]["seq"],
-            "events": events,
+            "first_seq": written[0]["seq"],
+            "last_seq": written[-1]["seq"],
+            "events": written,
         }
     )
 
@@ -163,9 +182,14 @@ def events_in(value: bytes) -> int:
 
 
 def check_sample(values: list[bytes]) -> None:
-    """Decode a few values with the real codec: a generator drift must fail, not be measured."""
+    """Decode a few values with the real codec (a generator drift must fail, not be measured) and check
+    they are the bytes an agent would have written for those events."""
     for value in values[:: max(1, len(values) // 20)]:
-        decode_record(value)
+        batch = decode_record(value)
+        single = b'"events"' not in value
+        written = orjson.dumps(batch.events[0].model_dump(mode="json")) if single else encode_batch(batch)
+        if written != value:
+            raise ValueError("benchmark records are not what agents write (schemas.codec.encode_batch)")
 
 
 def attack_probe(index: int, prefix: str = "probe") -> tuple[str, bytes, bytes]:

@@ -219,13 +219,14 @@ def _attack() -> list[BehaviorEvent]:
     drop = r"C:\Users\ann\AppData\Local\Temp\upd.exe"
     return [
         kit.start("e", r"C:\Windows\explorer.exe", "explorer.exe"),
-        kit.start("w", r"C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE", "WINWORD.EXE /n a.docm",
-                  parent="e"),
+        kit.start("w", r"C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE",
+                  "WINWORD.EXE /n a.docm", parent="e"),
         kit.start("p", r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe",
                   "powershell.exe -nop -w hidden -enc SQBFAFgAIAAoAE4AZQB3AC0ATwBiAGoA", parent="w"),
         kit.write("p", drop),
         kit.start("u", drop, "upd.exe", parent="p", sha256="9f" * 32),
-        kit.start("v", r"C:\Windows\System32\vssadmin.exe", "vssadmin.exe delete shadows /all /quiet", parent="u"),
+        kit.start("v", r"C:\Windows\System32\vssadmin.exe", "vssadmin.exe delete shadows /all /quiet",
+                  parent="u"),
         kit.reg("u", r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run", "upd", drop),
     ]  # fmt: skip
 
@@ -240,9 +241,17 @@ def test_the_detector_decides_the_same_on_fast_events_and_keeps_them_as_evidence
     fast = fast_events(raw)
     assert fast is not None
     runs = []
-    for events in (codec.decode_record(raw).events, fast):
+    for decoded in (codec.decode_record(raw).events, fast):
         detector = Detector(ProvisionalRules())
         now = 1_700_000_000_000
-        decisions = detector.process(events, now) + detector.flush(now + 10_000)
+        decisions = detector.process(decoded, now) + detector.flush(now + 10_000)
         runs.append((decisions, forest_to_dict(detector.forests["dev-9"])))
     assert runs[0][0] and runs[0] == runs[1]
+
+
+def test_the_pipeline_benchmark_measures_what_agents_write() -> None:
+    from bench._pipeline_data import check_sample, records
+
+    values = [value for _, value in records(400, 50, 4)] + [value for _, value in records(20, 1, 4)]
+    check_sample(values)  # raises unless the bytes are `encode_batch`'s
+    assert all(fast_events(value) is not None for value in values)
