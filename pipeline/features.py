@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import math
 from collections import Counter as Tally
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 from numpy.typing import NDArray
@@ -95,6 +97,8 @@ def row_context(forest: DeviceForest, key: str, window_ms: int = DEFAULT_WINDOW_
 def _descendants_with_depth(
     forest: DeviceForest, node: ProcessNode, start_ms: int
 ) -> tuple[tuple[ProcessNode, ...], tuple[int, ...]]:
+    if not node.children:  # most rows are leaves
+        return (), ()
     found: list[ProcessNode] = []
     depths: list[int] = []
     level, seen = [node], {node.key}
@@ -145,19 +149,21 @@ class _Table:
 
     @classmethod
     def of(cls, contexts: Sequence[RowContext]) -> _Table:
-        index: dict[int, int] = {}
+        index: dict[int, int] = {}  # id(node) -> position
         nodes: list[ProcessNode] = []
         starts: list[int] = []
-
-        def position(node: ProcessNode, start: int) -> int:
-            pos = index.setdefault(id(node), len(nodes))
-            if pos == len(nodes):
-                nodes.append(node)
-                starts.append(start)
-            return pos
-
-        own = [position(c.node, c.window_start_ms) for c in contexts]
-        desc = [position(d, c.window_start_ms) for c in contexts for d in c.descendants]
+        own: list[int] = []
+        desc: list[int] = []
+        groups = ((own, [(c.node,) for c in contexts]), (desc, [c.descendants for c in contexts]))
+        for positions, members in groups:
+            for context, group in zip(contexts, members, strict=True):
+                for node in group:
+                    pos = index.get(id(node))
+                    if pos is None:
+                        pos = index[id(node)] = len(nodes)
+                        nodes.append(node)
+                        starts.append(context.window_start_ms)
+                    positions.append(pos)
         sizes = np.fromiter((len(c.descendants) for c in contexts), dtype=np.int64, count=len(contexts))
         return cls(
             nodes,
@@ -167,15 +173,17 @@ class _Table:
             np.repeat(np.arange(len(contexts), dtype=np.int64), sizes),
             sizes,
             np.fromiter((n.image_cls for n in nodes), dtype=np.int64, count=len(nodes)),
-            np.array([static_facts(n) for n in nodes], dtype=np.float32).reshape(len(nodes), _N_STATIC),
+            np.fromiter(
+                chain.from_iterable(static_facts(n) for n in nodes), np.float32, count=len(nodes) * _N_STATIC
+            ).reshape(len(nodes), _N_STATIC),
         )
 
 
 def _fill_classes(matrix: NDArray[np.float32], contexts: Sequence[RowContext], table: _Table) -> None:
     rows = np.arange(len(contexts))
     own = table.cls[table.own]
-    parent = np.array([_class_of(c.ancestors, 0) for c in contexts], dtype=np.int64)
-    grand = np.array([_class_of(c.ancestors, 1) for c in contexts], dtype=np.int64)
+    parent = np.fromiter((_class_of(c.ancestors, 0) for c in contexts), dtype=np.int64, count=len(contexts))
+    grand = np.fromiter((_class_of(c.ancestors, 1) for c in contexts), dtype=np.int64, count=len(contexts))
     matrix[rows, _IMG + own] = 1.0
     for offset, classes in ((_PARENT, parent), (_GPARENT, grand)):
         known = classes >= 0
@@ -191,12 +199,23 @@ def _class_of(ancestors: tuple[ProcessNode, ...], level: int) -> int:
     return int(ancestors[level].image_cls)
 
 
-def _isin(classes: NDArray[np.int64], members: frozenset[ImageClass]) -> NDArray[np.bool_]:
-    return np.isin(classes, [int(m) for m in members])
+def _lookup(members: frozenset[ImageClass]) -> NDArray[np.bool_]:
+    """Membership by class index; one extra False slot at the end answers -1 (unknown)."""
+    table = np.zeros(_N_CLS + 1, dtype=np.bool_)
+    table[[int(m) for m in members]] = True
+    return table
+
+
+_IS_SHELLISH, _IS_TOOLISH = _lookup(_SHELLISH), _lookup(_TOOLISH)
+
+
+def _isin(classes: NDArray[np.int64], members: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    return members[classes]
 
 
 def _fill_pairs(matrix: NDArray[np.float32], own: NDArray[np.int64], parent: NDArray[np.int64]) -> None:
-    shellish, toolish, parent_shellish = _isin(own, _SHELLISH), _isin(own, _TOOLISH), _isin(parent, _SHELLISH)
+    shellish, toolish = _isin(own, _IS_SHELLISH), _isin(own, _IS_TOOLISH)
+    parent_shellish = _isin(parent, _IS_SHELLISH)
     pairs = {
         "pair_office_tool": (parent == ImageClass.OFFICE) & toolish,
         "pair_browser_tool": (parent == ImageClass.BROWSER) & toolish,
@@ -286,12 +305,26 @@ def _fill_counters(matrix: NDArray[np.float32], contexts: Sequence[RowContext], 
 
 
 def _distinct(ctx: RowContext) -> tuple[int, int, int]:
+    """Distinct destination IPs and ports of the process, and IPs of its subtree, in the window."""
     start = ctx.window_start_ms
-    own = [(ip, port) for ts, ip, port in ctx.node.conns if ts >= start]
-    sub = {ip for d in ctx.descendants if d.conns for ts, ip, _ in d.conns if ts >= start}
-    if not own and not sub:
-        return (0, 0, 0)
-    return len({ip for ip, _ in own}), len({port for _, port in own}), len(sub | {ip for ip, _ in own})
+    own_ips, own_ports = _in_window(ctx.node.conns, start)
+    sub = set(own_ips)
+    for d in ctx.descendants:
+        if d.conns:
+            sub.update(_in_window(d.conns, start)[0])
+    return len(set(own_ips)), len(set(own_ports)), len(sub)
+
+
+def _in_window(conns: deque[tuple[int, str, int]], start: int) -> tuple[Sequence[str], Sequence[int]]:
+    """IPs and ports of the (ts, ip, port) records at or after `start` (columns at C speed when the
+    whole deque is in the window, the usual case)."""
+    if not conns:
+        return (), ()
+    times, ips, ports = zip(*conns, strict=True)
+    if min(times) >= start:
+        return ips, ports
+    kept = [(ip, port) for ts, ip, port in conns if ts >= start]
+    return [ip for ip, _ in kept], [port for _, port in kept]
 
 
 def static_facts(node: ProcessNode) -> tuple[float, ...]:
@@ -332,7 +365,11 @@ def _masquerade(image: str, cls: ImageClass, loc: Location) -> bool:
 
 
 def _depth(ctx: RowContext, cap: int = 16) -> int:
-    nodes, depth, parent = ctx.forest.nodes, 0, ctx.node.parent_key
+    """Known ancestors, at most `cap`; the walk starts above the ones `row_context` already found."""
+    ancestors = ctx.ancestors
+    if not ancestors or (len(ancestors) < ANCESTOR_DEPTH and ctx.forest.limits.max_depth >= ANCESTOR_DEPTH):
+        return min(len(ancestors), cap)  # the chain ended below ANCESTOR_DEPTH
+    nodes, depth, parent = ctx.forest.nodes, len(ancestors), ancestors[-1].parent_key
     while parent is not None and depth < cap and (up := nodes.get(parent)) is not None:
         depth, parent = depth + 1, up.parent_key
     return depth

@@ -293,3 +293,32 @@ def test_linux_tree_features() -> None:
     assert sh["self_pipe_to_shell"] == sh["self_download_cradle"] == sh["pair_shell_chain"] == 1
     assert sh["desc_scheduled_task"] == 1 and sh["sub_fw_cron"] == 1
     assert row(forest, "c")["own_fw_cron"] == 1
+
+
+def test_depth_counts_every_known_ancestor_up_to_sixteen() -> None:
+    kit = EventKit()
+    chain = [kit.start("p0", PS, "powershell")]
+    chain += [kit.start(f"p{i}", PS, "powershell", parent=f"p{i - 1}") for i in range(1, 20)]
+    forest = build(chain)
+    assert [row(forest, key).get("depth", 0) for key in ("p0", "p2", "p3", "p5", "p19")] == [0, 2, 3, 5, 16]
+
+
+def test_distinct_destinations_count_only_the_window_and_the_subtree() -> None:
+    kit = EventKit()
+    events = [
+        kit.start("p", PS, "powershell"),
+        kit.connect("p", "203.0.113.9", 8080),  # leaves the 5-minute window below
+        kit.start("c", PS, "powershell", parent="p"),
+        kit.connect("c", "203.0.113.7", 443),
+    ]
+    kit.advance(6 * 60 * 1000)
+    events += [
+        kit.connect("p", "198.51.100.1", 443),
+        kit.connect("p", "198.51.100.1", 8443),
+        kit.connect("p", "198.51.100.2", 443),
+        kit.connect("c", "198.51.100.3", 443),
+        kit.connect("c", "198.51.100.1", 443),
+    ]
+    values = row(build(events), "p")
+    names = ("own_distinct_dst_ip", "own_distinct_dst_port", "sub_distinct_dst_ip")
+    assert tuple(values[name] for name in names) == (2, 2, 3)
