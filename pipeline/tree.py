@@ -28,7 +28,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pipeline.behaviour import GENERIC_CODES, STRONG_CODES, Counter, behaviour_codes, child_codes
+from pipeline.behaviour import CODES_BY_KIND, GENERIC_CODES, STRONG_CODES, Counter, child_codes
 from pipeline.indicators import indicator_mask
 from pipeline.node import NO_CHANGE, Change, ForestStats, ProcessNode, TreeLimits
 from schemas.fastcodec import Event
@@ -36,6 +36,7 @@ from schemas.fastcodec import Event
 __all__ = ["NO_CHANGE", "Change", "DeviceForest", "ForestStats", "ProcessNode", "TreeLimits", "ts_ms"]
 
 
+_CODES_BY_KIND, _STRONG, _GENERIC = CODES_BY_KIND, STRONG_CODES, GENERIC_CODES
 _SCRIPT = (Counter.SCRIPT,)
 _SCRIPT_SUSPICIOUS = (Counter.SCRIPT, Counter.SCRIPT_SUSPICIOUS)
 
@@ -208,9 +209,10 @@ class DeviceForest:
         if kind == "script":
             found = indicator_mask(payload.content)
             node.script_mask |= found
-            codes: Iterable[Counter] = _SCRIPT_SUSPICIOUS if found else _SCRIPT
+            codes: tuple[Counter, ...] = _SCRIPT_SUSPICIOUS if found else _SCRIPT
         else:
-            codes = behaviour_codes(payload)
+            codes_of = _CODES_BY_KIND.get(kind)
+            codes = codes_of(payload) if codes_of is not None else ()
             if kind == "network_connect":
                 node.conns.append((when, payload.dst_ip, payload.dst_port))
             elif kind == "image_load" and payload.path == node.image:
@@ -222,7 +224,7 @@ class DeviceForest:
             node.notable.append(event)
         return Change((node.key,), notable) if rescore else NO_CHANGE
 
-    def _add_evidence(self, node: ProcessNode, when: int, codes: Iterable[Counter]) -> tuple[bool, bool]:
+    def _add_evidence(self, node: ProcessNode, when: int, codes: tuple[Counter, ...]) -> tuple[bool, bool]:
         """Record codes; return (re-score, notable).
 
         Re-scoring backs off per code: a process is re-scored when a code's lifetime count reaches
@@ -232,19 +234,22 @@ class DeviceForest:
         notable: the event is kept as alert evidence and the ancestors are re-scored too.
         """
         evidence, counts = node.evidence, node.code_counts
-        maxlen, stamp = evidence.maxlen, when << 8
+        if evidence.maxlen is not None:  # every append to a full deque drops its oldest record
+            overflow = len(evidence) + len(codes) - evidence.maxlen
+            if overflow > 0:
+                self.stats.evidence_dropped += min(overflow, len(codes))
+        stamp = when << 8
         rescore = notable = False
         for code in codes:
-            if len(evidence) == maxlen:
-                self.stats.evidence_dropped += 1
             evidence.append(stamp | code)
             seen = counts.get(code, 0) + 1
             counts[code] = seen
-            if code in STRONG_CODES:
+            if code in _STRONG:
                 rescore = notable = True
             elif seen & (seen - 1) == 0:
                 rescore = True
-                notable = notable or (seen == 1 and code not in GENERIC_CODES)
+                if seen == 1 and code not in _GENERIC:
+                    notable = True
         return rescore, notable
 
     def _chain(self, key: str | None) -> Iterator[ProcessNode]:

@@ -212,3 +212,13 @@ def test_state_with_a_bad_node_names_the_device() -> None:
     data["nodes"][0] = ["too", "short"]
     with pytest.raises(StateError):
         forest_from_dict(data)
+
+
+def test_every_evidence_record_pushed_out_of_a_full_node_is_counted() -> None:
+    kit = EventKit()
+    f = forest(kit, kit.start("p", CMD), limits=TreeLimits(max_evidence_per_node=3))
+    for _ in range(5):
+        f.apply(kit.write("p", r"C:\Users\u\AppData\Local\Temp\f.tmp"))  # two codes each
+    recorded = sum(f.nodes["p"].code_counts.values())
+    assert recorded == 10 and len(f.nodes["p"].evidence) == 3
+    assert f.stats.evidence_dropped == recorded - 3
