@@ -213,6 +213,7 @@ async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> t
         records,
     )
     producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
+    state_producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
 
     async def restore(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
         return await read_compacted(settings.kafka, settings.state_topic, partitions, 60)
@@ -224,9 +225,11 @@ async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> t
         consumer=consumer,
         producer=producer,
         restore=restore,
+        state_producer=state_producer,
     )
     consumer.worker = worker
     await producer.start()
+    await state_producer.start()
     await consumer.consumer.start()
     previous = tune_gc()  # as `ringfence worker` does
     try:
@@ -237,6 +240,7 @@ async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> t
         gc.unfreeze()
         await consumer.consumer.stop()
         await producer.stop()
+        await state_producer.stop()
     return worker.stats.events / (finished - consumer.started), worker
 
 

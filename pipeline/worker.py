@@ -115,9 +115,13 @@ class BatchWorker:
         producer: Any,
         restore: Restore,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        state_producer: Any = None,
     ) -> None:
         self.settings, self.detector, self.key = settings, detector, key
         self.consumer, self.producer, self._restore, self._clock_ms = consumer, producer, restore, clock_ms
+        # State records on their own connection when given: a producer has one request in flight per
+        # broker, and a verdict queued behind hundreds of KB of state waited for that whole request.
+        self.state_producer = state_producer if state_producer is not None else producer
         self.topics = OutputTopics(settings.alerts_topic, settings.verdicts_topic, settings.commands_topic,
                                    settings.dlq_topic)
         self.stats = WorkerStats()
@@ -228,11 +232,12 @@ class BatchWorker:
         await asyncio.sleep(0)  # let the producer put them on the wire now, not after the whole batch
 
     async def _send(
-        self, out: OutRecord, partition: int | None = None, trace: TraceContext | None = None
+        self, out: OutRecord, partition: int | None = None, trace: TraceContext | None = None,
+        producer: Any = None,
     ) -> None:
         """Hand a record to the producer (in order); its ack is awaited at the next commit point."""
-        self._inflight.append(await self.producer.send(out.topic, value=out.value, key=out.key,
-                                                       partition=partition, **headers_kwargs(trace)))
+        self._inflight.append(await (producer or self.producer).send(
+            out.topic, value=out.value, key=out.key, partition=partition, **headers_kwargs(trace)))
 
     # ---------------------------------------------------------------- commit points
 
@@ -286,7 +291,8 @@ class BatchWorker:
                       device, len(data), self.settings.max_state_bytes)
             return
         self.stats.states_written += 1
-        await self._send(OutRecord(self.settings.state_topic, device.encode(), data), partition)
+        await self._send(OutRecord(self.settings.state_topic, device.encode(), data), partition,
+                         producer=self.state_producer)
 
     async def _commit_changed(self, offsets: dict[int, int]) -> None:
         changed = {p: o for p, o in offsets.items() if p in self.owned and o != self._committed.get(p)}

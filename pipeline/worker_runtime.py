@@ -132,6 +132,7 @@ async def run_worker(
     observer = WorkerObserver.open(telemetry)
     followers = _followers(settings, live, detector, observer.heartbeats)
     producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
+    state_producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
     consumer = make_events_consumer(settings.kafka, group_id=settings.group_id,
                                     session_timeout_ms=settings.session_timeout_ms,
                                     heartbeat_interval_ms=settings.heartbeat_interval_ms)
@@ -140,13 +141,15 @@ async def run_worker(
         return await read_compacted(settings.kafka, settings.state_topic, partitions,
                                     settings.restore_timeout_s)
 
-    worker = BatchWorker(settings, detector, key, consumer=consumer, producer=producer, restore=restore)
+    worker = BatchWorker(settings, detector, key, consumer=consumer, producer=producer, restore=restore,
+                         state_producer=state_producer)
     observer.watch(worker.stats, detector)
     tasks: list[asyncio.Task[None]] = []
     try:
         for follower in followers:
             await follower.start(settings.restore_timeout_s)
         await producer.start()
+        await state_producer.start()
         await consumer.start()
         if install_signals:
             _install_signals(worker)
@@ -158,7 +161,7 @@ async def run_worker(
         log.info("worker running: waiting for events partitions of %s", settings.events_topic)
         await worker.run()
     finally:
-        await _shutdown(tasks, consumer, producer, followers)
+        await _shutdown(tasks, consumer, (producer, state_producer), followers)
         observer.close()
     return worker
 
@@ -186,14 +189,14 @@ def _stop_on(worker: BatchWorker, signum: int) -> None:
     worker.request_stop()
 
 
-async def _shutdown(tasks: list[asyncio.Task[None]], consumer: Any, producer: Any,
+async def _shutdown(tasks: list[asyncio.Task[None]], consumer: Any, producers: tuple[Any, ...],
                     followers: list[TopicFollower]) -> None:
     """Stop everything; a failure to stop one client is logged and must not hide why we stopped."""
     for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    for name, stop in (("consumer", consumer.stop), ("producer", producer.stop),
+    for name, stop in (("consumer", consumer.stop), *(("producer", p.stop) for p in producers),
                        *((f.topic, f.stop) for f in followers)):
         try:
             await stop()

@@ -359,3 +359,22 @@ async def test_records_waiting_in_the_fetch_buffer_are_not_held_up_by_a_flush(tm
     await worker.run()
     assert producer.log.index("poll [1]") < producer.log.index("send t.verdicts")
     assert worker.detector.stats.flushes == 1
+
+
+async def test_state_goes_through_its_own_producer_and_its_acks_still_gate_the_commit(tmp_path: Path) -> None:
+    # Decisions never queue behind state records (a producer sends one request at a time per broker),
+    # but the offsets are committed only once the state producer's acks are back as well.
+    phase1, phase2 = ransomware("dev-a", SHA)
+    states, decisions = FakeProducer(hold=True), FakeProducer()
+    consumer = FakeConsumer([{0: [record(0, phase1 + phase2)]}], decisions, {0})
+    worker = BatchWorker(settings(tmp_path), detector(), KEY, consumer=consumer, producer=decisions,
+                         restore=no_state, clock_ms=lambda: NOW_MS, state_producer=states)
+    consumer.worker = worker
+    task = asyncio.create_task(worker.run())
+    await asyncio.sleep(0.2)  # the final commit point waits for the state's ack
+    assert {t for t, *_ in decisions.sent} == {"t.alerts", "t.commands", "t.verdicts"}
+    assert [(t, k) for t, k, *_ in states.sent] == [("t.state", b"dev-a")]
+    assert consumer.committed_offsets == {} and not task.done()
+    states.release()
+    await asyncio.wait_for(task, 5)
+    assert consumer.committed_offsets == {0: 1}
