@@ -1,5 +1,8 @@
 """Decode+validate throughput of the events contract: single-event records vs batches of 100 and 1,000.
 
+Two decoders: `schemas.codec` (pydantic; what every other reader uses) and the worker's fast path
+`schemas.fastcodec.decode_events` (msgspec, falling back to the codec on anything it cannot prove).
+
 Why ratios: absolute events/s depend on the machine (and on how many others share its CPUs); the
 ratio to bare `orjson.loads` of the *same bytes in the same run* shows what the contract costs on
 top of parsing. Each case is timed best-of-N, alternating codec and orjson, to damp noise.
@@ -19,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from bench import Result
-from schemas import codec
+from schemas import codec, fastcodec
 from schemas.events import (
     BehaviorEvent,
     DnsQuery,
@@ -133,6 +136,8 @@ def run(quick: bool = False) -> list[Result]:
         decode = codec.decode_record if size == 1 else codec.decode_batch
         label = "1 event/record" if size == 1 else f"{size} events/record"
         results.append(_case(f"contracts: decode+validate, {label}", data, n_events, decode, repeats))
+        fast = fastcodec.decode_events
+        results.append(_case(f"contracts: fastcodec.decode_events, {label}", data, n_events, fast, repeats))
     data = records(events, 1000)
     results.append(
         _case(
