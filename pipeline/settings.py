@@ -54,7 +54,7 @@ class WorkerSettings(BaseSettings):
     # (agents send up to 500 events per record; a checkpoint slice runs between two polls)
     poll_max_records: int = Field(50, gt=0)
     micro_batch_rows: int = Field(512, gt=0)  # score when this many changed processes are pending
-    micro_batch_ms: int = Field(10, ge=0)  # ... or when the oldest has waited this long (latency)
+    micro_batch_ms: int = Field(10, ge=0)  # ... or the oldest waited this long (or nothing more is fetched)
     window_ms: int = Field(5 * 60 * 1000, gt=0)  # sliding behaviour window per process
     # flush, write changed devices' state and commit offsets this often: state records cost CPU and
     # bytes (tens of KB per busy device), a longer interval means more events replayed after a crash
