@@ -19,7 +19,7 @@ import orjson
 
 from schemas.events import SCHEMA_VERSION, BehaviorEvent
 
-__all__ = ["encode_event_fast", "splice_batch"]
+__all__ = ["encode_event_fast", "encode_with_seq", "splice_batch"]
 
 _SERIALIZER = BehaviorEvent.__pydantic_serializer__
 _HEAD = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"device_id":'
@@ -28,6 +28,16 @@ _HEAD = b'{"schema_version":' + orjson.dumps(SCHEMA_VERSION) + b',"device_id":'
 def encode_event_fast(event: BehaviorEvent) -> bytes:
     """Compact JSON of one event, as `schemas.codec.encode_event` writes it, in one native call."""
     return _SERIALIZER.to_json(event)
+
+
+def encode_with_seq(event: BehaviorEvent, seq: int) -> bytes:
+    """`encode_event_fast(event.model_copy(update={"seq": seq}))` without copying the model (the spool
+    numbers every event). The first `,"seq":` in the JSON is the top-level field: it follows
+    schema_version, event_id and device_id, and a string cannot hold an unescaped quote."""
+    data = _SERIALIZER.to_json(event)
+    if event.seq == seq:
+        return data
+    return data.replace(b',"seq":%d,' % event.seq, b',"seq":%d,' % seq, 1)
 
 
 def splice_batch(device_id: str, first_seq: int, last_seq: int, records: Sequence[bytes]) -> bytes:

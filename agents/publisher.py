@@ -218,8 +218,7 @@ class Publisher:
             group = [await self._queue.get()]
             taken_at = time.monotonic()
             if self.config.spool_commit_ms and not self._closing:  # group commit: one fsync for many
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush_now.wait(), self.config.spool_commit_ms / 1000)
+                await _wait_at_most(self._flush_now, self.config.spool_commit_ms / 1000)
             while len(group) < self.config.batch_max_events * 4 and not self._queue.empty():
                 group.append(self._queue.get_nowait())
             await self._spool_group(group)
@@ -231,12 +230,13 @@ class Publisher:
             if self.spool.pending_events >= self.config.batch_max_events:
                 self._batch_full.set()
 
-    async def _spool_group(self, group: list[BehaviorEvent]) -> list[BehaviorEvent]:
+    async def _spool_group(self, group: list[BehaviorEvent]) -> None:
         """Commit a group to the spool; if the disk fails, retry (sources wait) rather than drop."""
         backoff_s = self.config.retry_backoff_initial_s
         while True:
             try:
-                return await self.spool.put(group)
+                await self.spool.put(group)
+                return
             except (sqlite3.Error, OSError) as exc:
                 log.error("spool write of %d events failed (%s); retrying in %.1fs, sources wait",
                           len(group), exc, backoff_s)
@@ -270,8 +270,7 @@ class Publisher:
             linger_s = self._linger_left_s()
             if len(batch.records) < self.config.batch_max_events and linger_s > 0 and not self._closing:
                 self._batch_full.clear()
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._batch_full.wait(), linger_s)
+                await _wait_at_most(self._batch_full, linger_s)
                 batch = self._peek() or batch
             return batch
 
@@ -377,3 +376,11 @@ class Publisher:
             log.debug("heartbeat of device %s not sent: %s", key, exc)
             return False
         return True
+
+
+async def _wait_at_most(event: asyncio.Event, timeout_s: float) -> None:
+    """Wait until `event` is set or `timeout_s` passed. `asyncio.timeout` rather than `wait_for`:
+    no task is created per wait (this runs for every group commit and every lingered batch)."""
+    with suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await event.wait()

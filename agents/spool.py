@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from agents.batch_codec import encode_event_fast
+from agents.batch_codec import encode_with_seq
 from schemas.events import BehaviorEvent
 
 __all__ = ["Spool", "SpoolBatch", "SpoolClosed", "SpoolCorrupt", "SpoolError", "SpoolLocked"]
@@ -154,15 +154,15 @@ class Spool:
         self._commit(rows, counters)
         return numbered
 
-    async def put(self, events: Sequence[BehaviorEvent]) -> list[BehaviorEvent]:
-        """`append`, but first wait (blocking the caller, never dropping) until the cap has room."""
-        numbered, rows, counters = self._number(events)
+    async def put(self, events: Sequence[BehaviorEvent]) -> None:
+        """`append`, but first wait (blocking the caller, never dropping) until the cap has room.
+        Returns nothing: the numbered events are only written (no numbered copies are built)."""
+        rows, counters = self._rows(events)
         size = sum(len(row[2]) for row in rows)
         if not self.has_room_for(size):
             await self._wait_for_room(size)
-            numbered, rows, counters = self._number(events)  # another writer may have numbered meanwhile
+            rows, counters = self._rows(events)  # another writer may have numbered meanwhile
         self._commit(rows, counters)
-        return numbered
 
     def has_room_for(self, nbytes: int) -> bool:
         """True if `nbytes` more fit under the cap (an empty spool always admits one group)."""
@@ -180,17 +180,20 @@ class Spool:
     def _number(
         self, events: Sequence[BehaviorEvent]
     ) -> tuple[list[BehaviorEvent], list[tuple[str, int, bytes]], dict[str, int]]:
-        """Assign each device's next seqs (pure: nothing changes until `_commit`)."""
+        """`_rows`, plus the numbered events themselves."""
+        rows, counters = self._rows(events)
+        numbered = [event.model_copy(update={"seq": row[1]}) for event, row in zip(events, rows, strict=True)]
+        return numbered, rows, counters
+
+    def _rows(self, events: Sequence[BehaviorEvent]) -> tuple[list[tuple[str, int, bytes]], dict[str, int]]:
+        """Assign each device's next seqs and encode (pure: nothing changes until `_commit`)."""
         counters: dict[str, int] = {}
-        numbered: list[BehaviorEvent] = []
         rows: list[tuple[str, int, bytes]] = []
         for event in events:
             seq = counters.get(event.device_id, self._next_seq.get(event.device_id, 0))
             counters[event.device_id] = seq + 1
-            event = event.model_copy(update={"seq": seq})
-            numbered.append(event)
-            rows.append((event.device_id, seq, encode_event_fast(event)))
-        return numbered, rows, counters
+            rows.append((event.device_id, seq, encode_with_seq(event, seq)))
+        return rows, counters
 
     def _commit(self, rows: list[tuple[str, int, bytes]], counters: dict[str, int]) -> None:
         if not rows:

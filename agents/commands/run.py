@@ -80,8 +80,9 @@ def _linux_source(settings: AgentSettings) -> Source:
 
     return LinuxLiveSource(LinuxLiveConfig(
         device_id=settings.device_id, watch_paths=settings.watch_paths, process_mode=settings.process_mode,
-        proc_poll_interval_s=settings.proc_poll_interval_s, net_enabled=settings.net_enabled,
-        net_interval_s=settings.net_interval_s, hash_max_bytes=settings.hash_max_bytes,
+        file_mode=settings.file_mode, proc_poll_interval_s=settings.proc_poll_interval_s,
+        net_enabled=settings.net_enabled, net_interval_s=settings.net_interval_s,
+        hash_max_bytes=settings.hash_max_bytes,
     ))
 
 

@@ -4,8 +4,8 @@ Why inotify: unprivileged, in every kernel, and cheap per event. Its limit is at
 says *what* changed, never *who* changed it, so these events carry the fixed marker
 `UNATTRIBUTED_PROCESS_KEY` as their process key (the contract requires one). The pipeline still
 counts them per device (files dropped into a startup folder, mass renames of ransomware); only the
-link to one process is missing. fanotify could attribute (it reports the writer's pid) but needs a
-mount mark and file-handle resolution for create/delete/rename; it is left as a future source.
+link to one process is missing. As root on Linux >= 5.17 the live source uses fanotify instead
+(`fanwatch.py`), which attributes each event; this watcher is the fallback.
 
 Mapping:
   IN_CREATE (file)         -> file_create; (directory) -> watch it too, and report the files that
@@ -15,18 +15,18 @@ Mapping:
   IN_MOVED_FROM + _TO      -> file_rename (paired by cookie); an unpaired TO is a create (moved in),
                               an unpaired FROM is a delete (moved out), decided after `rename_wait_s`
   IN_Q_OVERFLOW            -> counted and logged: the kernel dropped events
-Watches are bounded by `max_watches`; beyond it new folders are logged and not watched. The queue is
-read every `read_interval_s`: a folder created and written within that tick is watched late, so its
-files are reported as created (found by a scan) but their first writes are not.
+Watches are bounded by `max_watches`; beyond it new folders are logged and not watched. The live
+source reads the queue once per tick (`LinuxLiveSource`): a folder created and written within that
+tick is watched late, so its files are reported as created (found by a scan) but their first writes
+are not.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from agents.linux import inotify
 from agents.linux.build import UNATTRIBUTED_PROCESS_KEY, linux_event, wire_text
@@ -42,7 +42,9 @@ _READ_BYTES = 64 * 1024
 
 
 class FileWatcher:
-    """Recursive inotify watches on `roots`; `stream()` yields file events until cancelled."""
+    """Recursive inotify watches on `roots`; `read_ready()` maps what is queued."""
+
+    mode = "inotify"
 
     def __init__(
         self,
@@ -52,14 +54,12 @@ class FileWatcher:
         hashes: HashCache | None = None,
         max_watches: int = 8192,
         rename_wait_s: float = 0.5,
-        read_interval_s: float = 0.1,
     ) -> None:
         self.device_id = device_id
         self._roots = [os.path.abspath(root) for root in roots]
-        self._hashes = hashes or HashCache(max_entries=1024, max_bytes=16 << 20)
+        self._hashes = hashes if hashes is not None else HashCache(max_entries=1024, max_bytes=16 << 20)
         self._max_watches = max_watches
         self._rename_wait_s = rename_wait_s
-        self._read_interval_s = read_interval_s
         self._fd = -1
         self._paths: dict[int, str] = {}  # wd -> directory path
         self._moves: dict[int, tuple[str, bool, float]] = {}  # cookie -> (old path, is_dir, seen at)
@@ -82,45 +82,38 @@ class FileWatcher:
             os.close(self._fd)
             self._fd = -1
 
+    def fileno(self) -> int:
+        return self._fd
+
     @property
     def watch_count(self) -> int:
         return len(self._paths)
 
+    @property
+    def has_pending(self) -> bool:
+        """A move waits for its partner: `read_ready` must run again within `rename_wait_s`."""
+        return bool(self._moves)
+
     # -- reading --------------------------------------------------------------------------------
 
     def read_ready(self) -> list[BehaviorEvent]:
-        """Map everything the kernel has queued now, plus renames that timed out unpaired."""
+        """Map everything the kernel has queued now, plus renames that timed out unpaired. A file
+        written several times within one read is hashed once (its content is the same for all)."""
         events: list[BehaviorEvent] = []
-        while True:
+        digests: dict[str, str | None] = {}
+        while self._fd >= 0:
             try:
                 data = os.read(self._fd, _READ_BYTES)
             except BlockingIOError:
                 break
             for raw in inotify.parse_events(data):
-                events.extend(self._map(raw))
+                events.extend(self._map(raw, digests))
         events.extend(self.flush_moves(time.monotonic()))
         return events
 
-    async def stream(self) -> AsyncIterator[list[BehaviorEvent]]:
-        """Yield the file events of each `read_interval_s` tick until cancelled; closes at the end.
-
-        A tick rather than a wake-up per kernel event: busy folders produce bursts, and one read
-        per tick turns a burst into one batch (the kernel queues up to max_queued_events meanwhile).
-        """
-        if self._fd < 0:
-            self.start()
-        try:
-            while True:
-                batch = self.read_ready()
-                if batch:
-                    yield batch
-                await asyncio.sleep(self._read_interval_s)
-        finally:
-            self.close()
-
     # -- mapping --------------------------------------------------------------------------------
 
-    def _map(self, raw: InotifyEvent) -> list[BehaviorEvent]:
+    def _map(self, raw: InotifyEvent, digests: dict[str, str | None]) -> list[BehaviorEvent]:
         if raw.mask & Mask.Q_OVERFLOW:
             self.overflows += 1
             log.warning("inotify queue overflow on device %s: file events were lost", self.device_id)
@@ -132,15 +125,17 @@ class FileWatcher:
         if directory is None or not raw.name:
             return []
         path = os.path.join(directory, raw.name)
-        return self._map_path(raw, path)
+        return self._map_path(raw, path, digests)
 
-    def _map_path(self, raw: InotifyEvent, path: str) -> list[BehaviorEvent]:
+    def _map_path(self, raw: InotifyEvent, path: str, digests: dict[str, str | None]) -> list[BehaviorEvent]:
         mask = raw.mask
         if mask & Mask.CREATE:
             return self._watch_tree(path, report=True) if raw.is_dir else [self._created(path)]
         if mask & Mask.CLOSE_WRITE:
+            if path not in digests:
+                digests[path] = self._hashes.sha256_of(path)
             # bytes_written stays None: inotify does not say how much was written.
-            return [self._event(FileWrite(path=wire_text(path), sha256=self._hashes.sha256_of(path)))]
+            return [self._event(FileWrite(path=wire_text(path), sha256=digests[path]))]
         if mask & Mask.DELETE:
             return [] if raw.is_dir else [self._event(FileDelete(path=wire_text(path)))]
         if mask & Mask.MOVED_FROM:

@@ -80,11 +80,15 @@ class HashCache:
 
 
 def _hash_fd(fd: int, size: int) -> str:
-    """sha256 of everything readable from `fd`; reads are sized from `size` (the fstat size), since
-    `os.pread` allocates the full request each call (1 MiB per call costs an mmap for a 256 B file)."""
+    """sha256 of everything readable from `fd`; reads are sized from `size` (the fstat size) plus one
+    byte, since `os.pread` allocates the full request each call (1 MiB per call costs an mmap for a
+    256 B file), and the byte that does not come back proves the end: one read for a small file."""
     digest = hashlib.sha256()
     offset = 0
-    while chunk := os.pread(fd, min(_CHUNK, size - offset + 1) if offset < size else _PAST_END, offset):
+    while True:
+        want = min(_CHUNK, size - offset + 1) if offset < size else _PAST_END
+        chunk = os.pread(fd, want, offset)
         digest.update(chunk)
         offset += len(chunk)
-    return digest.hexdigest()
+        if len(chunk) < want:  # a regular file reads short only at its end: no extra read for EOF
+            return digest.hexdigest()

@@ -13,13 +13,11 @@ not reported. A socket is outbound when its local port is not a listening port.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 
-from agents.linux.build import UNATTRIBUTED_PROCESS_KEY, linux_event
+from agents.linux.build import UNATTRIBUTED_PROCESS_KEY
 from agents.linux.processes import ProcessTracker
 from agents.linux.procfs import list_pids
 from agents.linux.sockets import SocketRow, read_tcp_sockets, select_new_outbound
@@ -32,9 +30,8 @@ log = logging.getLogger(__name__)
 class ConnectionPoller:
     """Polls the TCP tables and emits network_connect for new outbound sockets."""
 
-    def __init__(self, tracker: ProcessTracker, interval_s: float = 1.0, max_fd_reads: int = 50_000) -> None:
+    def __init__(self, tracker: ProcessTracker, max_fd_reads: int = 50_000) -> None:
         self._tracker = tracker
-        self._interval_s = interval_s
         self._max_fd_reads = max_fd_reads
         self._seen: set[int] | None = None
         self._own_pid = os.getpid()
@@ -58,24 +55,13 @@ class ConnectionPoller:
     def _connect_events(self, row: SocketRow, pid: int | None) -> list[BehaviorEvent]:
         if pid == self._own_pid:
             return []  # the agent's own broker connections
-        proc, before = self._tracker.actor(pid) if pid is not None else (None, [])
-        if proc is None:
-            self.unattributed += 1
         payload = NetworkConnect(dst_ip=row.remote_ip, dst_port=row.remote_port, src_ip=row.local_ip,
                                  src_port=row.local_port, protocol="tcp", outbound=True)
-        event = linux_event(self._tracker.device_id, time.time_ns(),
-                            proc.key if proc else UNATTRIBUTED_PROCESS_KEY, payload,
-                            parent_process_key=proc.parent_key if proc else None,
-                            image=proc.image if proc else None)
-        return [*before, event]
+        events = self._tracker.event_by(pid, time.time_ns(), payload)
+        if events[-1].process_key == UNATTRIBUTED_PROCESS_KEY:
+            self.unattributed += 1
+        return events
 
-    async def stream(self) -> AsyncIterator[list[BehaviorEvent]]:
-        """Yield the events of each poll until cancelled."""
-        while True:
-            batch = self.poll_once()
-            if batch:
-                yield batch
-            await asyncio.sleep(self._interval_s)
 
 
 def find_socket_owners(inodes: set[int], max_fd_reads: int) -> dict[int, int]:

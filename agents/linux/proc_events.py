@@ -11,19 +11,28 @@ Wire format (include/uapi/linux/connector.h, cn_proc.h), native byte order:
   cn_msg    : idx u32, val u32, seq u32, ack u32, len u16, flags u16      (20 bytes)
   proc_event: what u32, cpu u32, timestamp_ns u64 (CLOCK_MONOTONIC), then a union by `what`.
 The parser is a pure function over bytes so it is tested without a kernel.
+
+Two sockets, because waking up is what the agent pays for (BENCHMARKS.md, "Agent"): a process
+costs three messages (fork, exec, exit), arriving a few hundred microseconds apart, so reading
+them as they come wakes the agent two or three times per process. Only the exec is urgent (/proc
+must be read before a short-lived process is gone). So a second subscription, the *doorbell*,
+carries a classic BPF socket filter that keeps only exec messages; the agent waits on it, and when
+it rings, snapshots /proc for the announced execs and drains the full stream (forks, execs, exits in
+kernel order) from the first socket, which nothing else wakes on. Forks and exits without a later
+exec are read by the live source's timer (`LinuxLiveConfig.netlink_drain_s`). Without socket
+filters the full stream is the one waited on, as before.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
+import ctypes
 import errno
 import logging
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from agents.linux.errors import ConnectorUnavailable, ProcessGone
 from agents.linux.procfs import ProcessSnapshot, read_snapshot
@@ -60,6 +69,13 @@ _EXIT = struct.Struct("=IIII")  # process_pid, process_tgid, exit_code, exit_sig
 _HEADERS = _NLMSGHDR.size + _CN_MSG.size
 _RECV_BYTES = 64 * 1024
 _SOCKET_RCVBUF = 4 << 20  # bursts of forks (a build) must not overflow the socket (ENOBUFS)
+_SO_ATTACH_FILTER = 26
+_SO_RCVBUFFORCE = 33
+_BPF_LD_W_ABS = 0x20  # BPF_LD | BPF_W | BPF_ABS
+_BPF_JEQ_K = 0x15  # BPF_JMP | BPF_JEQ | BPF_K
+_BPF_RET_K = 0x06  # BPF_RET | BPF_K
+_MAX_EARLY = 4096  # exec snapshots waiting for their message on the full stream
+_NOT_RUNG: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,86 +152,126 @@ def _control_message(op: int) -> bytes:
 
 
 class ProcConnector:
-    """A subscribed connector socket read from the asyncio loop without a thread."""
+    """Subscribed, non-blocking connector sockets; the live source reads them from a reader callback
+    on `fileno()` (the doorbell when there is one) and from its tick (`read_ready(capture=True)`)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, doorbell: socket.socket | None = None) -> None:
         self._sock = sock
+        self._doorbell = doorbell
+        self._early: dict[tuple[int, int], ProcessSnapshot | None] = {}  # (tgid, ts) -> /proc at the bell
         self.overruns = 0  # ENOBUFS: the kernel dropped messages because we were too slow
 
     @classmethod
     def open(cls) -> ProcConnector:
-        """Bind and subscribe; raise `ConnectorUnavailable` with the kernel's reason."""
+        """Bind and subscribe; raise `ConnectorUnavailable` with the kernel's reason. The exec
+        doorbell is optional: without it (no socket filters) every message wakes the reader."""
+        sock = _subscribe(exec_only=False)
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
-        except OSError as exc:
-            raise ConnectorUnavailable(f"netlink connector socket: {exc}") from exc
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_RCVBUF)
-            sock.bind((0, CN_IDX_PROC))  # port 0: the kernel assigns a unique port id
-            sock.send(_control_message(PROC_CN_MCAST_LISTEN))
-        except OSError as exc:
-            sock.close()
-            raise ConnectorUnavailable(f"netlink connector subscribe: {exc}") from exc
-        sock.setblocking(False)
-        return cls(sock)
+            doorbell: socket.socket | None = _subscribe(exec_only=True)
+        except ConnectorUnavailable as exc:
+            log.info("process events: no exec-only doorbell (%s); every message wakes the agent", exc)
+            doorbell = None
+        return cls(sock, doorbell)
+
+    @property
+    def has_doorbell(self) -> bool:
+        """True when only execs wake the reader: forks and exits must also be read on a timer."""
+        return self._doorbell is not None
+
+    def fileno(self) -> int:
+        """The socket to wake on: the exec doorbell, or the full stream without one."""
+        return (self._doorbell or self._sock).fileno()
 
     def close(self) -> None:
-        """Unsubscribe (best effort) and close the socket."""
-        try:
-            self._sock.send(_control_message(PROC_CN_MCAST_IGNORE))
-        except OSError:
-            pass  # closing anyway; the kernel drops the subscription with the socket
-        self._sock.close()
+        """Unsubscribe (best effort) and close the sockets."""
+        for sock in (self._doorbell, self._sock):
+            if sock is None:
+                continue
+            try:
+                sock.send(_control_message(PROC_CN_MCAST_IGNORE))
+            except OSError:
+                pass  # closing anyway; the kernel drops the subscription with the socket
+            sock.close()
 
     def read_ready(self, capture: bool = False) -> list[KernelProcEvent]:
-        """Drain every datagram queued now (non-blocking); `capture` snapshots /proc per exec."""
+        """Drain every datagram queued now (non-blocking), in kernel order; `capture` snapshots /proc
+        per exec (read when its doorbell rang if it did, so a process that exited since is still seen)."""
+        if capture and self._doorbell is not None:
+            self._ring(self._doorbell)
         events: list[KernelProcEvent] = []
+        for data in self._drain(self._sock):
+            parsed = parse_datagram(data)
+            if capture:
+                parsed = [self._captured(e) if isinstance(e, ExecEvent) else e for e in parsed]
+            events.extend(parsed)
+        return events
+
+    def _ring(self, doorbell: socket.socket) -> None:
+        """Snapshot /proc for each exec the doorbell announced, before short-lived processes go."""
+        for data in self._drain(doorbell):
+            for event in parse_datagram(data):
+                if isinstance(event, ExecEvent):
+                    self._early[(event.tgid, event.monotonic_ns)] = _with_snapshot(event).snapshot
+        while len(self._early) > _MAX_EARLY:  # the full stream overran: those execs never come
+            del self._early[next(iter(self._early))]
+
+    def _captured(self, event: ExecEvent) -> ExecEvent:
+        snap = self._early.pop((event.tgid, event.monotonic_ns), _NOT_RUNG)
+        if snap is _NOT_RUNG:
+            return _with_snapshot(event)
+        return ExecEvent(event.tgid, event.monotonic_ns, snap) if snap is not None else event
+
+    def _drain(self, sock: socket.socket) -> list[bytes]:
+        datagrams: list[bytes] = []
         while True:
             try:
-                data = self._sock.recv(_RECV_BYTES)
+                datagrams.append(sock.recv(_RECV_BYTES))
             except BlockingIOError:
-                return events
+                return datagrams
             except OSError as exc:
                 if exc.errno != errno.ENOBUFS:
                     raise
-                self.overruns += 1  # the kernel dropped messages while we were busy: say so, go on
-                log.warning("process connector overrun (%s): some process events were lost", exc)
-                continue
-            parsed = parse_datagram(data)
-            if capture:
-                parsed = [_with_snapshot(e) if isinstance(e, ExecEvent) else e for e in parsed]
-            events.extend(parsed)
+                if sock is self._sock:
+                    self.overruns += 1  # the kernel dropped messages while we were busy: say so, go on
+                    log.warning("process connector overrun (%s): some process events were lost", exc)
 
-    def _read_and_capture(
-        self, pending: collections.deque[list[KernelProcEvent]], ready: asyncio.Event
-    ) -> None:
-        """Reader callback: drain the socket, reading /proc for each exec *now*, before it exits."""
-        batch = self.read_ready(capture=True)
-        if batch:
-            pending.append(batch)
-            ready.set()
 
-    async def stream(self, coalesce_s: float = 0.02) -> AsyncIterator[list[KernelProcEvent]]:
-        """Yield events in kernel order until cancelled, at most one batch per `coalesce_s`.
+def _subscribe(exec_only: bool) -> socket.socket:
+    """A bound, subscribed, non-blocking connector socket; `exec_only` filters in the kernel."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
+    except OSError as exc:
+        raise ConnectorUnavailable(f"netlink connector socket: {exc}") from exc
+    try:
+        _set_receive_buffer(sock, 64 << 10 if exec_only else _SOCKET_RCVBUF)
+        if exec_only:
+            _attach_exec_filter(sock)
+        sock.bind((0, CN_IDX_PROC))  # port 0: the kernel assigns a unique port id
+        sock.send(_control_message(PROC_CN_MCAST_LISTEN))
+    except OSError as exc:
+        sock.close()
+        raise ConnectorUnavailable(f"netlink connector subscribe: {exc}") from exc
+    sock.setblocking(False)
+    return sock
 
-        /proc is read in the reader callback as each message arrives (short-lived processes do not
-        wait); only the rest of the work is grouped, so a burst costs one pass downstream.
-        """
-        loop = asyncio.get_running_loop()
-        ready = asyncio.Event()
-        pending: collections.deque[list[KernelProcEvent]] = collections.deque()
-        loop.add_reader(self._sock.fileno(), self._read_and_capture, pending, ready)
-        try:
-            while True:
-                await ready.wait()
-                await asyncio.sleep(coalesce_s)
-                ready.clear()
-                batch: list[KernelProcEvent] = []
-                while pending:
-                    batch.extend(pending.popleft())
-                yield batch
-        finally:
-            loop.remove_reader(self._sock.fileno())
+
+def _set_receive_buffer(sock: socket.socket, size: int) -> None:
+    """As root, past `net.core.rmem_max` (SO_RCVBUFFORCE); otherwise up to it."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, size)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
+def _attach_exec_filter(sock: socket.socket) -> None:
+    """A classic BPF socket filter keeping only PROC_EVENT_EXEC messages (BPF loads big-endian, the
+    message is in host order: the constant is the host-order bytes read big-endian)."""
+    exec_word = int.from_bytes(struct.pack("=I", PROC_EVENT_EXEC), "big")
+    program = [(_BPF_LD_W_ABS, 0, 0, _HEADERS), (_BPF_JEQ_K, 0, 1, exec_word),
+               (_BPF_RET_K, 0, 0, 0xFFFFFFFF), (_BPF_RET_K, 0, 0, 0)]
+    code = ctypes.create_string_buffer(b"".join(struct.pack("=HBBI", *op) for op in program))
+    fprog = struct.pack("@HP", len(program), ctypes.addressof(code))  # struct sock_fprog, native layout
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, fprog)  # the kernel copies the program
 
 
 def _with_snapshot(event: ExecEvent) -> ExecEvent:

@@ -1,4 +1,4 @@
-"""Fallback process collector: diff the PIDs in /proc every `interval_s`.
+"""Fallback process collector: diff the PIDs in /proc, every `proc_poll_interval_s` of the live source.
 
 Used when the netlink connector is refused (not root, a container without CAP_NET_ADMIN or outside
 the initial network namespace). It is honest about its limits: a process that starts and exits
@@ -10,11 +10,9 @@ The first poll only records what already runs: those processes predate the agent
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
 
 from agents.linux.processes import ProcessTracker
 from agents.linux.procfs import ProcessGone, list_pids, read_snapshot
@@ -28,9 +26,8 @@ log = logging.getLogger(__name__)
 class ProcPoller:
     """Turns the difference between two /proc listings into process_start / process_end events."""
 
-    def __init__(self, tracker: ProcessTracker, interval_s: float = 0.5) -> None:
+    def __init__(self, tracker: ProcessTracker) -> None:
         self._tracker = tracker
-        self._interval_s = interval_s
         self._seen: set[int] | None = None
         self._own_pid = os.getpid()
 
@@ -56,11 +53,3 @@ class ProcPoller:
         except ProcessGone:
             return []  # came and went between listdir and read: invisible to a poller
         return self._tracker.on_appeared(snap)
-
-    async def stream(self) -> AsyncIterator[list[BehaviorEvent]]:
-        """Yield the events of each poll until cancelled."""
-        while True:
-            batch = self.poll_once()
-            if batch:
-                yield batch
-            await asyncio.sleep(self._interval_s)

@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 
-from agents.linux.build import UNKNOWN_IMAGE, linux_event, wire_text
+from agents.linux.build import UNATTRIBUTED_PROCESS_KEY, UNKNOWN_IMAGE, linux_event, wire_text
 from agents.linux.hashing import HashCache
 from agents.linux.procfs import (
     ProcessGone,
@@ -38,7 +38,7 @@ from agents.linux.procfs import (
     start_time_ns_from_ticks,
     tick_ns,
 )
-from schemas.events import BehaviorEvent, ProcessEnd, ProcessStart
+from schemas.events import BehaviorEvent, Payload, ProcessEnd, ProcessStart
 
 __all__ = ["ProcessTracker", "TrackedProcess"]
 
@@ -144,6 +144,16 @@ class ProcessTracker:
             return self._known_or_read(pid), []
         events = self._announce(known)
         return self._table[pid], events
+
+    def event_by(self, pid: int | None, ts_ns: int, payload: Payload) -> list[BehaviorEvent]:
+        """An event done by `pid` (a file written, a socket opened), preceded by the start of its
+        process if it was never announced; without a known process (`pid` None or 0, or gone and
+        never seen) the event carries `UNATTRIBUTED_PROCESS_KEY`."""
+        proc, before = self.actor(pid) if pid else (None, [])
+        if proc is None:
+            return [linux_event(self.device_id, ts_ns, UNATTRIBUTED_PROCESS_KEY, payload)]
+        return [*before, linux_event(self.device_id, ts_ns, proc.key, payload,
+                                     parent_process_key=proc.parent_key, image=proc.image)]
 
     # -- internals ------------------------------------------------------------------------------
 

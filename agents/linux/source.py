@@ -1,22 +1,42 @@
 """`LinuxLiveSource`: processes, files and outbound TCP of the running host as one event stream.
 
-Three collectors run as tasks and feed one bounded queue, so a slow consumer (the publisher under
-backpressure) slows the collectors instead of growing memory: the kernel then buffers, and if its
-buffers overflow the loss is counted (connector overruns, inotify overflows) rather than hidden.
-The process collector is the netlink connector when the kernel allows it and the /proc poller
-otherwise; which one is active is logged once and kept in `process_mode`.
+Which collectors: processes from the netlink connector when the kernel allows it, else the /proc
+poller; files from fanotify (attributed to the writing process) when the kernel allows it, else
+inotify (unattributed); outbound TCP from the socket-table poller. Which ones are active is logged
+once and kept in `process_mode` and `file_mode`.
+
+How they run: on the event loop, without a task per collector, because on this kind of host the
+agent's main cost is waking up (BENCHMARKS.md, "Agent": ~80-130 µs of CPU per asyncio wake-up):
+- the netlink reader callback (woken by execs only, see `proc_events`) does all of a process
+  event's work at once: read, snapshot /proc, update the process table, build the events, and hands
+  them over right away (the enforcer kills a blocklisted image from its process_start);
+- the file queue is read in its reader callback, which then stops waiting on the descriptor: while
+  files keep changing, one shared timer (the tick) reads them every `tick_s` (a burst costs one
+  read, a file rewritten within it is hashed once); a tick that finds nothing waits on the
+  descriptor again, so an idle folder costs no wake-up at all;
+- the same tick runs the pollers when they are due (sockets, /proc in polling mode) and reads the
+  forks and exits that no exec brought in (`netlink_drain_s`). Idle, only those periods wake it.
+
+Attribution order: a process that writes a file and exits must still be in the process table when
+its write is mapped, so the exits of a batch of process messages are applied after the fanotify
+queue has been read (the kernel queues the close-write before it reports the exit).
+
+Backpressure: gathered events wait in a list bounded by `max_pending_events`; when the consumer
+(the publisher) falls behind and the list is full, the readers are paused, so the kernel buffers,
+and if its buffers overflow the loss is counted (connector overruns, queue overflows) rather than
+hidden, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import suppress
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from agents.linux.errors import ConnectorUnavailable
+from agents.linux.errors import ConnectorUnavailable, FanotifyError, FanotifyUnavailable
+from agents.linux.fanwatch import FanotifyWatcher
 from agents.linux.files import FileWatcher
 from agents.linux.hashing import HashCache
 from agents.linux.net import ConnectionPoller
@@ -26,11 +46,13 @@ from agents.linux.processes import ProcessTracker
 from agents.sources import SourceStats
 from schemas.events import BehaviorEvent
 
-__all__ = ["LinuxLiveConfig", "LinuxLiveSource", "ProcessMode"]
+__all__ = ["FileMode", "LinuxLiveConfig", "LinuxLiveSource", "ProcessMode"]
 
 log = logging.getLogger(__name__)
 
 ProcessMode = Literal["auto", "netlink", "poll"]
+FileMode = Literal["auto", "fanotify", "inotify"]
+Watcher = FileWatcher | FanotifyWatcher
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,13 +62,16 @@ class LinuxLiveConfig:
     device_id: str
     watch_paths: tuple[str, ...] = ()
     process_mode: ProcessMode = "auto"  # auto: netlink, falling back to /proc polling
+    file_mode: FileMode = "auto"  # auto: fanotify (attributed), falling back to inotify
     proc_poll_interval_s: float = 0.5
     net_enabled: bool = True
     net_interval_s: float = 1.0
     net_max_fd_reads: int = 50_000
     hash_max_bytes: int = 256 << 20  # executables larger than this are not hashed
     hash_cache_entries: int = 4096
-    queue_batches: int = 256  # collector batches buffered before collectors wait
+    tick_s: float = 0.2  # while files keep changing, they are read this often
+    netlink_drain_s: float = 1.0  # forks and exits are read at least this often (execs at once)
+    max_pending_events: int = 10_000  # gathered, not yet taken by the consumer: beyond, readers pause
 
 
 class LinuxLiveSource:
@@ -60,63 +85,61 @@ class LinuxLiveSource:
         hashes = HashCache(config.hash_cache_entries, config.hash_max_bytes)
         self.tracker = ProcessTracker(config.device_id, hashes)
         self.process_mode: Literal["netlink", "poll"] | None = None
+        self.file_mode: Literal["fanotify", "inotify"] | None = None
         self.ready = asyncio.Event()  # set once subscriptions, watches and baselines are in place
+        self._connector: ProcConnector | None = None
+        self._proc_poller: ProcPoller | None = None
+        self._watcher: Watcher | None = None
+        self._net: ConnectionPoller | None = None
+        self._pending: list[BehaviorEvent] = []
+        self._wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._files_armed = False
+        self._files_due = 0.0  # while not waiting on the descriptor: when the tick reads the files
+        self._paused = False
+        self.pauses = 0  # times the readers were paused because the consumer lagged
+        self._proc_due = self._net_due = self._drain_due = 0.0
 
-    async def events(self) -> AsyncIterator[BehaviorEvent]:
-        """Run the collectors until cancelled; yields events in the order each collector saw them."""
-        queue: asyncio.Queue[list[BehaviorEvent]] = asyncio.Queue(self.config.queue_batches)
-        tasks = [asyncio.create_task(self._pump(name, stream, queue), name=f"linux-live:{name}")
-                 for name, stream in self._collectors()]
+    async def events(self) -> AsyncGenerator[BehaviorEvent, None]:
+        """Run the collectors until cancelled; yields events in the order the collectors saw them."""
+        loop = asyncio.get_running_loop()
+        self._open()
+        self._proc_due = loop.time() + self.config.proc_poll_interval_s
+        self._net_due = loop.time() + self.config.net_interval_s
+        self._drain_due = loop.time() + self.config.netlink_drain_s
+        self._resume()
+        self.ready.set()
         try:
             while True:
-                for event in await queue.get():
+                await self._wake.wait()
+                self._wake.clear()
+                batch, self._pending = self._pending, []
+                if self._paused:
+                    self._resume()
+                for event in batch:
                     self.stats.emitted += 1
                     yield event
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with suppress(asyncio.CancelledError):
-                    await task
+            self._close()
 
-    def _collectors(self) -> list[tuple[str, AsyncIterator[list[BehaviorEvent]]]]:
-        """Open everything synchronously (subscriptions, watches, baselines), then set `ready`."""
-        collectors = [("processes", self._process_stream())]
-        if self.config.watch_paths:
-            watcher = FileWatcher(self.config.device_id, self.config.watch_paths)
-            watcher.start()
-            collectors.append(("files", watcher.stream()))
-        if self.config.net_enabled:
-            poller = ConnectionPoller(self.tracker, self.config.net_interval_s, self.config.net_max_fd_reads)
-            poller.poll_once()  # baseline: connections that predate the agent
-            collectors.append(("network", poller.stream()))
-        self.ready.set()
-        return collectors
+    # -- opening and closing --------------------------------------------------------------------
 
-    async def _pump(
-        self, name: str, stream: AsyncIterator[list[BehaviorEvent]], queue: asyncio.Queue[list[BehaviorEvent]]
-    ) -> None:
-        try:
-            async for batch in stream:
-                if batch:
-                    self.stats.read += len(batch)
-                    await queue.put(batch)
-        except Exception:
-            log.exception("collector %s of device %s failed; the others go on", name, self.config.device_id)
-            self.stats.skip(f"collector_failed:{name}")
-
-    def _process_stream(self) -> AsyncIterator[list[BehaviorEvent]]:
-        """Subscribe now (so `ready` means subscribed); the returned stream reads later."""
-        connector = self._open_connector()
-        if connector is None:
+    def _open(self) -> None:
+        """Open everything synchronously: subscriptions, watches, baselines."""
+        self._connector = self._open_connector()
+        if self._connector is None:
             self.process_mode = "poll"
             log.info("process events: /proc polling every %.2fs", self.config.proc_poll_interval_s)
-            poller = ProcPoller(self.tracker, self.config.proc_poll_interval_s)
-            poller.poll_once()  # baseline: processes that predate the agent
-            return poller.stream()
-        self.process_mode = "netlink"
-        log.info("process events: kernel process-events connector (netlink)")
-        return self._netlink_stream(connector)
+            self._proc_poller = ProcPoller(self.tracker)
+            self._proc_poller.poll_once()  # baseline: processes that predate the agent
+        else:
+            self.process_mode = "netlink"
+            log.info("process events: kernel process-events connector (netlink)")
+        if self.config.watch_paths:
+            self._watcher = self._open_watcher()
+        if self.config.net_enabled:
+            self._net = ConnectionPoller(self.tracker, self.config.net_max_fd_reads)
+            self._net.poll_once()  # baseline: connections that predate the agent
 
     def _open_connector(self) -> ProcConnector | None:
         if self.config.process_mode == "poll":
@@ -129,20 +152,224 @@ class LinuxLiveSource:
             log.warning("process events: netlink connector unavailable (%s); using /proc polling", exc)
             return None
 
-    async def _netlink_stream(self, connector: ProcConnector) -> AsyncIterator[list[BehaviorEvent]]:
+    def _open_watcher(self) -> Watcher:
+        paths = self.config.watch_paths
+        if self.config.file_mode != "inotify":
+            fan = FanotifyWatcher(self.tracker, paths)
+            try:
+                fan.start()
+            except (FanotifyUnavailable, FanotifyError) as exc:
+                fan.close()
+                if self.config.file_mode == "fanotify":
+                    raise
+                log.warning("file events: fanotify unavailable (%s); using inotify (events not "
+                            "attributed to processes)", exc)
+            else:
+                self.file_mode = "fanotify"
+                log.info("file events: fanotify on %d folders (attributed to processes)", fan.watch_count)
+                return fan
+        watcher = FileWatcher(self.config.device_id, paths)
+        watcher.start()
+        self.file_mode = "inotify"
+        log.info("file events: inotify on %d folders (not attributed to processes)", watcher.watch_count)
+        return watcher
+
+    def _close(self) -> None:
+        self._pause()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._connector is not None:
+            self._connector.close()
+        if self._watcher is not None:
+            self._watcher.close()
+
+    # -- readers (called by the event loop) -----------------------------------------------------
+
+    def _on_netlink(self) -> None:
+        """Everything a process event needs, now: read, snapshot /proc, update the table, build, and
+        hand over at once (the enforcer kills a blocklisted image from its process_start)."""
+        self._gather(self._read_netlink())
+        if self._pending:
+            self._wake.set()
+
+    def _read_netlink(self) -> list[BehaviorEvent]:
+        connector = self._connector
+        if connector is None:
+            return []
         try:
-            async for kernel_events in connector.stream():
-                yield self._apply(kernel_events)
-        finally:
-            connector.close()
+            return self._apply(connector.read_ready(capture=True))
+        except Exception:
+            self._collector_failed("processes", self._stop_netlink)
+            return []
+
+    def _on_files_readable(self) -> None:
+        """Read the queue now (we are awake anyway), then stop waiting on it: while files keep
+        changing, the tick reads them once per `tick_s`, whatever the burst."""
+        self._gather(self._read_files())
+        if self._pending:
+            self._wake.set()
+        self._disarm_files()
+        self._files_due = asyncio.get_running_loop().time() + self.config.tick_s
+        self._arm_tick(self.config.tick_s)
 
     def _apply(self, kernel_events: Sequence[KernelProcEvent]) -> list[BehaviorEvent]:
+        """Kernel order, except that with fanotify the batch's exits wait until the file queue has
+        been read (see `_settle`); a pid seen again meanwhile (recycled) settles them first."""
         events: list[BehaviorEvent] = []
+        ended: dict[int, ExitEvent] = {}
+        hold_exits = isinstance(self._watcher, FanotifyWatcher)
         for kev in kernel_events:
+            pid = kev.child_tgid if isinstance(kev, ForkEvent) else kev.tgid
+            if pid in ended:
+                events.extend(self._settle(ended))
             if isinstance(kev, ForkEvent):
                 self.tracker.on_fork(kev.parent_tgid, kev.child_tgid, kev.monotonic_ns)
             elif isinstance(kev, ExecEvent):
                 events.extend(self.tracker.on_exec(kev.tgid, kev.monotonic_ns, kev.snapshot))
-            elif isinstance(kev, ExitEvent):
+            elif hold_exits:
+                ended[kev.tgid] = kev
+            else:
                 events.extend(self.tracker.on_exit(kev.tgid, kev.exit_code, kev.monotonic_ns))
+        return events + self._settle(ended) if ended else events
+
+    def _settle(self, ended: dict[int, ExitEvent]) -> list[BehaviorEvent]:
+        """Read the file queue while the ended processes are still in the table (their writes were
+        queued before their exit was reported), then apply the exits."""
+        events = self._read_files({pid: self.tracker.epoch_ns(e.monotonic_ns) for pid, e in ended.items()})
+        for gone in ended.values():
+            events.extend(self.tracker.on_exit(gone.tgid, gone.exit_code, gone.monotonic_ns))
+        ended.clear()
         return events
+
+    # -- the tick -------------------------------------------------------------------------------
+
+    def _arm_tick(self, delay_s: float) -> None:
+        """Make sure the tick runs within `delay_s` (one timer, whoever asks)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + delay_s
+        if self._timer is not None:
+            if self._timer.when() <= due:
+                return
+            self._timer.cancel()
+        self._timer = loop.call_at(due, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        if not self._paused:
+            if self._connector is not None:  # forks and exits that no exec's doorbell brought in
+                self._drain_due = now + self.config.netlink_drain_s
+                self._gather(self._read_netlink())
+            if self._watcher is not None and (not self._files_armed or self._watcher.has_pending):
+                self._read_files_on_tick(now)
+            if self._proc_poller is not None and now >= self._proc_due:
+                self._proc_due = now + self.config.proc_poll_interval_s
+                self._gather(self._poll("processes", self._proc_poller.poll_once, self._stop_proc_poll))
+            if self._net is not None and now >= self._net_due:
+                self._net_due = now + self.config.net_interval_s
+                self._gather(self._poll("network", self._net.poll_once, self._stop_net))
+        if self._pending:
+            self._wake.set()
+        self._arm_next(now)
+
+    def _read_files_on_tick(self, now: float) -> None:
+        """Busy (this read found events): read again next tick without waking in between; quiet:
+        wait on the descriptor again, so an idle folder costs no wake-up at all."""
+        events = self._read_files()
+        self._gather(events)
+        if events:
+            self._files_due = now + self.config.tick_s
+        else:
+            self._arm_files()
+
+    def _arm_next(self, now: float) -> None:
+        """The next tick: when a poller is due, or soon if the watcher waits for a rename's partner."""
+        drains = self._connector is not None and self._connector.has_doorbell
+        timers = ((self._proc_due, self._proc_poller is not None), (self._net_due, self._net is not None),
+                  (self._drain_due, drains))
+        dues = [due for due, on in timers if on]
+        if self._paused:
+            pass  # files are read again once the consumer has caught up (`_resume`)
+        elif self._watcher is not None and not self._files_armed:
+            dues.append(self._files_due)
+        elif self._watcher is not None and self._watcher.has_pending:
+            dues.append(now + self.config.tick_s)
+        if dues:
+            self._arm_tick(max(0.0, min(dues) - now))
+
+    def _read_files(self, ended_ns: dict[int, int] | None = None) -> list[BehaviorEvent]:
+        watcher = self._watcher
+        if watcher is None:
+            return []
+        if isinstance(watcher, FanotifyWatcher):
+            return self._poll("files", lambda: watcher.read_ready(ended_ns), self._stop_files)
+        return self._poll("files", watcher.read_ready, self._stop_files)
+
+    def _poll(
+        self, name: str, poll: Callable[[], list[BehaviorEvent]], stop: Callable[[], None]
+    ) -> list[BehaviorEvent]:
+        try:
+            return poll()
+        except Exception:
+            self._collector_failed(name, stop)
+            return []
+
+    def _gather(self, events: list[BehaviorEvent]) -> None:
+        if not events:
+            return
+        self.stats.read += len(events)
+        self._pending.extend(events)
+        if len(self._pending) >= self.config.max_pending_events and not self._paused:
+            self.pauses += 1
+            self._pause()
+            self._wake.set()
+
+    # -- pausing and stopping -------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        """The consumer is behind: stop reading (the kernel buffers) until it takes the batch."""
+        self._paused = True
+        if self._connector is not None:
+            asyncio.get_running_loop().remove_reader(self._connector.fileno())
+        self._disarm_files()
+
+    def _resume(self) -> None:
+        self._paused = False
+        if self._connector is not None:
+            asyncio.get_running_loop().add_reader(self._connector.fileno(), self._on_netlink)
+        self._arm_files()
+        self._arm_next(asyncio.get_running_loop().time())
+
+    def _arm_files(self) -> None:
+        if self._watcher is not None and not self._files_armed:
+            asyncio.get_running_loop().add_reader(self._watcher.fileno(), self._on_files_readable)
+            self._files_armed = True
+
+    def _disarm_files(self) -> None:
+        if self._watcher is not None and self._files_armed:
+            asyncio.get_running_loop().remove_reader(self._watcher.fileno())
+            self._files_armed = False
+
+    def _collector_failed(self, name: str, stop: Callable[[], None]) -> None:
+        log.exception("collector %s of device %s failed; the others go on", name, self.config.device_id)
+        self.stats.skip(f"collector_failed:{name}")
+        stop()
+
+    def _stop_netlink(self) -> None:
+        if self._connector is not None:
+            asyncio.get_running_loop().remove_reader(self._connector.fileno())
+            self._connector.close()
+            self._connector = None
+
+    def _stop_files(self) -> None:
+        self._disarm_files()
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+
+    def _stop_proc_poll(self) -> None:
+        self._proc_poller = None
+
+    def _stop_net(self) -> None:
+        self._net = None

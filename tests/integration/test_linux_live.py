@@ -8,6 +8,7 @@ filters on the processes and paths this test created.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import sys
@@ -17,9 +18,18 @@ from pathlib import Path
 
 import pytest
 
+from agents.linux.build import UNATTRIBUTED_PROCESS_KEY
 from agents.linux.procfs import process_key_for
 from agents.linux.source import LinuxLiveConfig, LinuxLiveSource, ProcessMode
-from schemas.events import BehaviorEvent, EventKind, FileRename, NetworkConnect, ProcessEnd, ProcessStart
+from schemas.events import (
+    BehaviorEvent,
+    EventKind,
+    FileRename,
+    FileWrite,
+    NetworkConnect,
+    ProcessEnd,
+    ProcessStart,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -171,3 +181,56 @@ async def test_process_key_for_matches_the_event_and_is_none_once_gone(tmp_path:
         assert collected.starts_by_pid()[child.pid][0].process_key == process_key_for(child.pid, DEVICE)
         await child.wait()
     assert process_key_for(child.pid, DEVICE) is None
+
+
+async def test_fanotify_attributes_file_events_to_the_writing_process(tmp_path: Path) -> None:
+    config = LinuxLiveConfig(device_id=DEVICE, watch_paths=(str(tmp_path),), process_mode="netlink",
+                             file_mode="fanotify", net_enabled=False)
+    writer_script = f"import time; open('{tmp_path}/long.txt','w').write('x'); time.sleep(0.5)"
+    async with running(config) as (source, collected):
+        assert source.file_mode == "fanotify"
+        # a writer that stays alive, one that exits right after writing, then mv and rm processes
+        long_lived = await asyncio.create_subprocess_exec(sys.executable, "-c", writer_script)
+        short = await asyncio.create_subprocess_exec("/bin/sh", "-c", f"echo hi > {tmp_path}/short.txt")
+        assert await short.wait() == 0 and await long_lived.wait() == 0
+        mover = await asyncio.create_subprocess_exec("/bin/mv", str(tmp_path / "short.txt"),
+                                                     str(tmp_path / "moved.txt"))
+        assert await mover.wait() == 0
+        remover = await asyncio.create_subprocess_exec("/bin/rm", f"{tmp_path}/moved.txt")
+        assert await remover.wait() == 0
+        await collected.wait_for(lambda c: c.ended(remover.pid) is not None
+                                 and bool(c.of_kind(EventKind.FILE_DELETE)))
+
+    starts = collected.starts_by_pid()
+    key_of = {pid: starts[pid][0].process_key for pid in (long_lived.pid, short.pid, mover.pid, remover.pid)}
+    by_path = {(e.kind, getattr(e.payload, "path", None)): e for e in collected.events}
+    for kind, name, pid in [(EventKind.FILE_CREATE, "long.txt", long_lived.pid),
+                            (EventKind.FILE_WRITE, "long.txt", long_lived.pid),
+                            (EventKind.FILE_CREATE, "short.txt", short.pid),
+                            (EventKind.FILE_WRITE, "short.txt", short.pid),
+                            (EventKind.FILE_RENAME, "moved.txt", mover.pid),
+                            (EventKind.FILE_DELETE, "moved.txt", remover.pid)]:
+        event = by_path[(kind, str(tmp_path / name))]
+        assert event.process_key == key_of[pid], (kind, name)
+        assert event.parent_process_key == process_key_for(os.getpid(), DEVICE)  # forked by this test
+    long_write = by_path[(EventKind.FILE_WRITE, str(tmp_path / "long.txt"))].payload
+    assert isinstance(long_write, FileWrite) and long_write.sha256 == hashlib.sha256(b"x").hexdigest()
+    write = by_path[(EventKind.FILE_WRITE, str(tmp_path / "short.txt"))]
+    # the short-lived writer's write comes after its start and before its end
+    order = [e.event_id for e in collected.events]
+    short_end = collected.ended(short.pid)
+    assert short_end is not None
+    assert order.index(starts[short.pid][0].event_id) < order.index(write.event_id) < order.index(
+        short_end[0].event_id)
+
+
+async def test_inotify_mode_reports_file_events_unattributed(tmp_path: Path) -> None:
+    config = LinuxLiveConfig(device_id=DEVICE, watch_paths=(str(tmp_path),), process_mode="netlink",
+                             file_mode="inotify", net_enabled=False)
+    async with running(config) as (source, collected):
+        assert source.file_mode == "inotify"
+        writer = await asyncio.create_subprocess_exec("/bin/sh", "-c", f"echo hi > {tmp_path}/a.txt")
+        assert await writer.wait() == 0
+        await collected.wait_for(lambda c: bool(c.of_kind(EventKind.FILE_WRITE)))
+    [write] = collected.of_kind(EventKind.FILE_WRITE)
+    assert write.process_key == UNATTRIBUTED_PROCESS_KEY and write.parent_process_key is None

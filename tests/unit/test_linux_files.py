@@ -1,13 +1,18 @@
-"""inotify file events on a temp folder: renames paired, moves in/out, folders created or renamed later."""
+"""inotify file events on a temp folder: renames paired, moves in/out, folders created or renamed later;
+the live source around it (no root: /proc polling and inotify): backpressure without loss."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 import time
 from pathlib import Path
 
 from agents.linux.build import UNATTRIBUTED_PROCESS_KEY
 from agents.linux.files import FileWatcher
+from agents.linux.hashing import HashCache
+from agents.linux.source import LinuxLiveConfig, LinuxLiveSource
 from schemas.events import BehaviorEvent, FileWrite
 
 
@@ -131,3 +136,42 @@ def test_a_fifo_written_in_a_watched_folder_is_reported_without_blocking_the_age
     assert time.monotonic() - started < 5  # a blocking open of the FIFO would hang here forever
     writes = [e.payload for e in seen if isinstance(e.payload, FileWrite)]
     assert [(w.path, w.sha256) for w in writes] == [(str(fifo), None)]  # no hash of a non-file
+
+
+def test_a_file_written_again_within_one_read_is_hashed_once(tmp_path: Path) -> None:
+    hashes = HashCache()
+    watcher = FileWatcher("dev", [str(tmp_path)], hashes=hashes)
+    watcher.start()
+    try:
+        for name in ("a", "b", "a"):
+            (tmp_path / name).write_text(name)
+        time.sleep(0.05)
+        writes = [e.payload for e in watcher.read_ready() if isinstance(e.payload, FileWrite)]
+    finally:
+        watcher.close()
+    assert [Path(w.path).name for w in writes] == ["a", "b", "a"]
+    assert writes[0].sha256 == writes[2].sha256 == hashlib.sha256(b"a").hexdigest()
+    assert hashes.hits + hashes.misses == 2  # a and b, not a twice
+
+
+async def test_live_source_pauses_when_its_consumer_lags_and_loses_nothing(tmp_path: Path) -> None:
+    # No root needed: /proc polling and inotify. 60 file events against a bound of 5 pending.
+    config = LinuxLiveConfig(device_id="dev", watch_paths=(str(tmp_path),), process_mode="poll",
+                             file_mode="inotify", net_enabled=False, tick_s=0.02, max_pending_events=5)
+    source = LinuxLiveSource(config)
+    events = source.events()
+    first = asyncio.ensure_future(anext(events))
+    await asyncio.wait_for(source.ready.wait(), 5)
+    for index in range(30):
+        (tmp_path / f"f{index}").write_text("x")  # a create and a write each
+    seen = [await asyncio.wait_for(first, 5)]
+    try:
+        while len([e for e in seen if e.kind.value.startswith("file")]) < 60:
+            seen.append(await asyncio.wait_for(anext(events), 5))
+            await asyncio.sleep(0.001)  # a slow consumer
+    finally:
+        await events.aclose()
+    files = [(e.kind.value, Path(str(getattr(e.payload, "path", ""))).name) for e in seen
+             if e.kind.value.startswith("file")]
+    assert files == [(kind, f"f{index}") for index in range(30) for kind in ("file_create", "file_write")]
+    assert source.pauses >= 1 and source.file_mode == "inotify" and source.process_mode == "poll"

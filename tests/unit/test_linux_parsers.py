@@ -7,7 +7,7 @@ import os
 import struct
 from pathlib import Path
 
-from agents.linux import inotify
+from agents.linux import fanotify, inotify
 from agents.linux.build import UNKNOWN_IMAGE
 from agents.linux.hashing import HashCache
 from agents.linux.proc_events import (
@@ -241,3 +241,47 @@ def test_hashing_reads_everything_even_if_the_file_changed_size_since_fstat(tmp_
         finally:
             os.close(fd)
         assert digests == {hashlib.sha256(data).hexdigest()}
+
+
+def _fan_record(info_type: int, handle: bytes, name: bytes) -> bytes:
+    body = b"\x01" * 8 + struct.pack("=Ii", len(handle), 1) + handle + name + b"\0"
+    body += b"\0" * (-(len(body) + 4) % 4)
+    return struct.pack("=BBH", info_type, 0, len(body) + 4) + body
+
+
+def _fan_event(mask: int, pid: int, *records: bytes) -> bytes:
+    info = b"".join(records)
+    return struct.pack("=IBBHQii", 24 + len(info), 3, 0, 24, mask, -1, pid) + info
+
+
+def test_fanotify_events_parse_with_pid_directory_handle_and_names() -> None:
+    handle = bytes(range(8))
+    data = (_fan_event(fanotify.Mask.CREATE | fanotify.Mask.CLOSE_WRITE, 4242,
+                       _fan_record(fanotify.INFO_DFID_NAME, handle, b"a.txt"))
+            + _fan_event(fanotify.Mask.RENAME, 7, _fan_record(fanotify.INFO_OLD_DFID_NAME, handle, b"a.txt"),
+                         _fan_record(fanotify.INFO_NEW_DFID_NAME, handle, b"b.txt")))
+    create, rename = fanotify.parse_events(data)
+    assert (create.pid, create.is_dir) == (4242, False)
+    assert create.mask & fanotify.Mask.CLOSE_WRITE and create.mask & fanotify.Mask.CREATE
+    assert create.entry is not None and create.entry.name == "a.txt" and create.old is None
+    assert rename.old is not None and rename.entry is not None
+    assert (rename.old.name, rename.entry.name) == ("a.txt", "b.txt")
+    assert rename.old.dir_key == rename.entry.dir_key == create.entry.dir_key
+
+
+def test_fanotify_truncated_or_foreign_records_are_skipped_not_misread() -> None:
+    good = _fan_event(fanotify.Mask.DELETE, 9, _fan_record(fanotify.INFO_DFID_NAME, b"h" * 8, b"gone"))
+    assert fanotify.parse_events(good[:-6]) == []  # event shorter than it says
+    old_version = bytearray(good)
+    old_version[4] = 2  # metadata version this parser does not know
+    assert fanotify.parse_events(bytes(old_version) + good)[0].entry.name == "gone"  # type: ignore[union-attr]
+    lying_record = good[:24] + struct.pack("=BBH", fanotify.INFO_DFID_NAME, 0, 200) + good[28:]
+    [event] = fanotify.parse_events(lying_record)  # the record claims more than the event holds
+    assert event.entry is None
+
+
+def test_fanotify_dir_key_matches_what_the_kernel_reports(tmp_path: Path) -> None:
+    # name_to_handle_at needs no privilege; this ties the key built at mark time to the event's.
+    key = fanotify.dir_key(str(tmp_path))
+    assert len(key) > 12 and key == fanotify.dir_key(str(tmp_path))
+    assert key != fanotify.dir_key(str(tmp_path.parent))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agents.spool import Spool, SpoolClosed, SpoolCorrupt, SpoolLocked
-from schemas.codec import decode_event
+from schemas.codec import decode_event, encode_event
 from schemas.events import BehaviorEvent, FileWrite, Platform
 
 
@@ -128,8 +128,8 @@ async def test_put_blocks_at_cap_until_an_ack_frees_room_and_drops_nothing(tmp_p
     batch = spool.peek(1, 1 << 20)
     assert batch is not None
     spool.ack(batch)
-    numbered = await asyncio.wait_for(blocked, timeout=2)
-    assert numbered[0].seq == 3 and spool.pending_events == 3
+    await asyncio.wait_for(blocked, timeout=2)
+    assert spool.pending_events == 3
     assert [e.seq for e in drain(spool)] == [1, 2, 3]
 
 
@@ -171,3 +171,21 @@ def test_a_spool_held_by_another_process_is_refused_and_freed_when_that_process_
     assert spool.append([event()])[0].seq == 0
     spool.close()
     Spool(db).close()  # close() releases the lock for the next user in this process too
+
+
+def test_spooled_bytes_are_the_numbered_event_even_with_hostile_identifiers(tmp_path: Path) -> None:
+    # The spool numbers by splicing seq into the encoded JSON (no model copy): the bytes must be
+    # exactly those of the numbered event, whatever quotes or "seq" text the identifiers carry.
+    hostile = BehaviorEvent(event_id='e,"seq":7,"x', device_id="dev-a", seq=7, ts=datetime.now(UTC),
+                            platform=Platform.LINUX, process_key='k,"seq":7,',
+                            payload=FileWrite(path='/"seq":7,'))
+    spool = Spool(tmp_path / "s.db")
+    try:
+        spool.append([event("dev-a") for _ in range(3)])
+        asyncio.run(spool.put([hostile, event("dev-a")]))
+        batch = spool.peek(10, 1 << 20)
+    finally:
+        spool.close()
+    assert batch is not None and (batch.first_seq, batch.last_seq) == (0, 4)
+    assert batch.records[3] == encode_event(hostile.model_copy(update={"seq": 3}))
+    assert [decode_event(record).seq for record in batch.records] == [0, 1, 2, 3, 4]
