@@ -299,7 +299,10 @@ def _fill_counters(matrix: NDArray[np.float32], contexts: Sequence[RowContext], 
     own = counts[table.own]
     matrix[:, _OWN : _OWN + _N_CNT] = own
     desc_sum = np.zeros_like(own)
-    np.add.at(desc_sum, table.desc_row, counts[table.desc])
+    nonempty = table.desc_sizes > 0
+    if table.desc.size:  # descendants are listed row by row: one segment sum per row (counts: exact)
+        offsets = np.concatenate(([0], np.cumsum(table.desc_sizes)[:-1]))
+        desc_sum[nonempty] = np.add.reduceat(counts[table.desc], offsets[nonempty], axis=0)
     matrix[:, _SUB : _SUB + _N_CNT] = own + desc_sum
     matrix[:, _AT["own_distinct_dst_ip"] :] = [_distinct(ctx) for ctx in contexts]
 
@@ -307,12 +310,12 @@ def _fill_counters(matrix: NDArray[np.float32], contexts: Sequence[RowContext], 
 def _distinct(ctx: RowContext) -> tuple[int, int, int]:
     """Distinct destination IPs and ports of the process, and IPs of its subtree, in the window."""
     start = ctx.window_start_ms
-    own_ips, own_ports = _in_window(ctx.node.conns, start)
-    sub = set(own_ips)
+    ips, ports = _in_window(ctx.node.conns, start)
+    own = sub = set(ips)
     for d in ctx.descendants:
         if d.conns:
-            sub.update(_in_window(d.conns, start)[0])
-    return len(set(own_ips)), len(set(own_ports)), len(sub)
+            sub = sub.union(_in_window(d.conns, start)[0])  # a new set: `own` stays the process's
+    return len(own), len(set(ports)), len(sub)
 
 
 def _in_window(conns: deque[tuple[int, str, int]], start: int) -> tuple[Sequence[str], Sequence[int]]:
