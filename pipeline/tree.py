@@ -92,8 +92,8 @@ class DeviceForest:
     def apply(self, event: Event) -> Change:
         """Fold one event into the forest; say which processes should be re-scored.
 
-        The hot path of the worker (once per event): its helpers are inlined and attributes read
-        once, which roughly halves its cost; `_behaviour` and `_start` hold the rest.
+        The hot path of the worker (once per event), so the redelivery check and the node lookup are
+        inlined here; `_start` and `_behaviour` hold the rest.
         """
         when = int(event.ts.timestamp() * 1000)
         seq, watermark = event.seq, self.watermark_ms
