@@ -1,8 +1,9 @@
 """Agent footprint: CPU (% of one core) and resident memory of `ringfence-agent run` under live-like load.
 
 The agent runs as its own process, exactly as deployed (linux source with the netlink connector,
-inotify on a folder, the TCP poller, spool with fsync, publisher to the broker at
-RINGFENCE_KAFKA_BOOTSTRAP, or to a dead port when none is set: the spool then absorbs everything).
+fanotify on a folder (inotify where fanotify is refused), the TCP poller, spool with fsync,
+publisher to the broker at RINGFENCE_KAFKA_BOOTSTRAP, or to a dead port when none is set: the spool
+then absorbs everything).
 Load generator processes (one per 250 events/s, since one Python process cannot spawn fast enough
 on this VM) produce: 20 % of the events from processes (`/bin/true` spawned, giving a
 process_start and a process_end each), 80 % from rewrites of files in the watched folder (one

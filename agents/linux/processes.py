@@ -83,13 +83,20 @@ class ProcessTracker:
 
     # -- kernel notifications -------------------------------------------------------------------
 
-    def on_fork(self, parent_pid: int, child_pid: int, monotonic_ns: int) -> None:
-        """Remember a new process and who forked it; nothing is emitted yet (see module doc)."""
+    def on_fork(
+        self, parent_pid: int, child_pid: int, monotonic_ns: int, start_ns: int | None = None
+    ) -> None:
+        """Remember a new process and who forked it; nothing is emitted yet (see module doc).
+
+        `start_ns` is the child's /proc start time when the caller already has it (from the
+        snapshot of the child's exec, read in the same batch): no second read of /proc then.
+        """
         parent = self._known_or_read(parent_pid)
-        try:  # exact start time while the child is alive; the fork timestamp is the fallback
-            start_ns = start_time_ns_from_ticks(read_stat(child_pid).start_ticks)
-        except ProcessGone:
-            start_ns = self._estimated_start_ns(monotonic_ns)
+        if start_ns is None:
+            try:  # exact start time while the child is alive; the fork timestamp is the fallback
+                start_ns = start_time_ns_from_ticks(read_stat(child_pid).start_ticks)
+            except ProcessGone:
+                start_ns = self._estimated_start_ns(monotonic_ns)
         self._put(TrackedProcess(
             pid=child_pid, key=make_process_key(self.device_id, child_pid, start_ns), start_time_ns=start_ns,
             parent_key=parent.key if parent else None, ppid=parent_pid,

@@ -219,12 +219,14 @@ class LinuxLiveSource:
         events: list[BehaviorEvent] = []
         ended: dict[int, ExitEvent] = {}
         hold_exits = isinstance(self._watcher, FanotifyWatcher)
+        exec_starts = _exec_start_times(kernel_events)
         for kev in kernel_events:
             pid = kev.child_tgid if isinstance(kev, ForkEvent) else kev.tgid
             if pid in ended:
                 events.extend(self._settle(ended))
             if isinstance(kev, ForkEvent):
-                self.tracker.on_fork(kev.parent_tgid, kev.child_tgid, kev.monotonic_ns)
+                self.tracker.on_fork(kev.parent_tgid, kev.child_tgid, kev.monotonic_ns,
+                                     exec_starts.get(kev.child_tgid))
             elif isinstance(kev, ExecEvent):
                 events.extend(self.tracker.on_exec(kev.tgid, kev.monotonic_ns, kev.snapshot))
             elif hold_exits:
@@ -373,3 +375,18 @@ class LinuxLiveSource:
 
     def _stop_net(self) -> None:
         self._net = None
+
+
+def _exec_start_times(kernel_events: Sequence[KernelProcEvent]) -> dict[int, int]:
+    """pid -> /proc start time, from the exec snapshots of a batch, for pids that exec once in it
+    and do not exit before that exec (a recycled pid would otherwise lend the wrong start time)."""
+    starts: dict[int, int] = {}
+    spoiled: set[int] = set()
+    for kev in kernel_events:
+        if isinstance(kev, ExitEvent) and kev.tgid not in starts:
+            spoiled.add(kev.tgid)  # an earlier process with this pid ended here
+        elif isinstance(kev, ExecEvent) and kev.tgid in starts:
+            spoiled.add(kev.tgid)  # a second exec: which one the fork belongs to is unclear
+        elif isinstance(kev, ExecEvent) and kev.snapshot is not None and kev.tgid not in spoiled:
+            starts[kev.tgid] = kev.snapshot.start_time_ns
+    return {pid: start for pid, start in starts.items() if pid not in spoiled}

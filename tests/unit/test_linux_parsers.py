@@ -285,3 +285,14 @@ def test_fanotify_dir_key_matches_what_the_kernel_reports(tmp_path: Path) -> Non
     key = fanotify.dir_key(str(tmp_path))
     assert len(key) > 12 and key == fanotify.dir_key(str(tmp_path))
     assert key != fanotify.dir_key(str(tmp_path.parent))
+
+
+def test_fork_takes_the_start_time_of_its_exec_snapshot_but_not_from_a_recycled_pid() -> None:
+    from agents.linux.source import _exec_start_times
+
+    snap = ProcessSnapshot(pid=7, ppid=1, start_time_ns=123, comm="x", exe="/x", command_line="x", uid=0,
+                           cwd=None)
+    fork, exec_, exit_ = ForkEvent(1, 7, 10), ExecEvent(7, 11, snap), ExitEvent(7, 0, 12)
+    assert _exec_start_times([fork, exec_, exit_]) == {7: 123}  # a short-lived process: still used
+    assert _exec_start_times([exit_, fork, exec_]) == {}  # pid 7 ended first: that fork is another one
+    assert _exec_start_times([fork, exec_, ExecEvent(7, 13, snap)]) == {}
