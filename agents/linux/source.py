@@ -134,7 +134,8 @@ class LinuxLiveSource:
             self._proc_poller.poll_once()  # baseline: processes that predate the agent
         else:
             self.process_mode = "netlink"
-            log.info("process events: kernel process-events connector (netlink)")
+            log.info("process events: kernel process-events connector (netlink, %s)",
+                     "woken by execs only" if self._connector.has_doorbell else "woken by every message")
         if self.config.watch_paths:
             self._watcher = self._open_watcher()
         if self.config.net_enabled:
