@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
+YIELD_EVERY_S = 0.005  # within a poll, let the clients' tasks run at least this often
+IO_TURNS = 3  # loop iterations aiokafka needs from send() to the request written (sender, then request)
 
 
 @dataclass(slots=True)
@@ -138,6 +140,7 @@ class BatchWorker:
         self._fatal: BaseException | None = None
         self._checkpoint: Checkpoint | None = None
         self._next_commit_ms = 0
+        self._yield_at = 0.0  # perf_counter time when the loop is next given to the clients' tasks
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -185,6 +188,9 @@ class BatchWorker:
             for record in records:  # the clock per record: a micro-batch is due mid-poll too
                 await self._record(tp.partition, record, self._clock_ms())
                 self._positions[tp.partition] = record.offset + 1
+                if time.perf_counter() >= self._yield_at:
+                    await _let_io_run()  # the producer sends and the fetcher fetches during a long poll
+                    self._yield_at = time.perf_counter() + YIELD_EVERY_S
         await self._emit(self.detector.tick(self._clock_ms()))
 
     async def _record(self, partition: int, record: Any, now_ms: int) -> None:
@@ -229,7 +235,8 @@ class BatchWorker:
                            attributes={"device_id": device or "", "decisions": len(group)}) as trace:
                 for out in decision_records(group, self.topics, self.key):
                     await self._send(out, trace=trace)
-        await asyncio.sleep(0)  # let the producer put them on the wire now, not after the whole batch
+        await _let_io_run()  # the producer puts them on the wire now, not after the whole batch
+        self._yield_at = time.perf_counter() + YIELD_EVERY_S
 
     async def _send(
         self, out: OutRecord, partition: int | None = None, trace: TraceContext | None = None,
@@ -391,6 +398,14 @@ class BatchWorker:
         self._partition_of[device] = partition
         self.stats.states_restored += 1
         return 1
+
+
+async def _let_io_run() -> None:
+    """Give the event loop `IO_TURNS` turns: aiokafka's sender wakes on the first, writes the produce
+    request on the next; with one turn a verdict waited on the socket until the poll's end (measured:
+    send -> ack p50 60 ms, p99 494 ms at 8,000 events/s)."""
+    for _ in range(IO_TURNS):
+        await asyncio.sleep(0)
 
 
 def _events_of(record: Any) -> tuple[Event, ...]:
