@@ -378,3 +378,35 @@ async def test_state_goes_through_its_own_producer_and_its_acks_still_gate_the_c
     states.release()
     await asyncio.wait_for(task, 5)
     assert consumer.committed_offsets == {0: 1}
+
+
+@dataclass
+class WiredProducer(FakeProducer):
+    """Like aiokafka: a sent record reaches the wire two event-loop turns later (sender, request)."""
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None) -> asyncio.Future[None]:
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, self.log.append, f"wire {topic}")
+        return await super().send(topic, value, key, partition)
+
+
+async def test_a_verdict_is_on_the_wire_before_the_next_record_is_processed(tmp_path: Path) -> None:
+    phase1, phase2 = ransomware("dev-a", SHA)
+    other, _ = ransomware("dev-b", "cd" * 32)
+    producer = WiredProducer()
+    now = [NOW_MS]
+
+    def clock() -> int:  # 100 ms per reading: the micro-batch is due at the first record's flush
+        producer.log.append("clock")
+        now[0] += 100
+        return now[0]
+
+    consumer = FakeConsumer([{0: [record(0, phase1 + phase2), record(1, other)]}], producer, {0})
+    worker = BatchWorker(settings(tmp_path), detector(), KEY, consumer=consumer, producer=producer,
+                         restore=no_state, clock_ms=clock)
+    consumer.worker = worker
+    await worker.run()
+    log = producer.log
+    sent = log.index("send t.verdicts")
+    assert log.index("wire t.verdicts") < log.index("clock", sent)
