@@ -29,6 +29,7 @@ from agents.settings import default_device_id
 from pipeline.demo_fleet import SimFleet, enroll_fleet, tail
 from pipeline.demo_kit import (
     AGENT_READY,
+    ATTACK_TACTICS,
     SOURCE_READY,
     WORKER_READY,
     AttackKit,
@@ -77,6 +78,7 @@ class DemoResult:
     refused: ActionResult | None = None  # the simulated device's block_execution report
     relaunch_exit: int | None = None  # < 0: the re-launched binary was killed (by whichever agent)
     attack_started: float = 0.0
+    right_call: bool = False  # the first alert on the attack binary's tree names a step the attack takes
     ok: bool = False
 
 
@@ -244,14 +246,16 @@ class Demo:
 
     def judge(self) -> None:
         r = self.result
+        on_locker = [a for a in r.alerts if _root_image(a) == str(self._kit().locker)]
+        r.right_call = bool(on_locker) and on_locker[0].tactic in ATTACK_TACTICS
         killed = r.locker_exit is not None and r.locker_exit < 0
         if self.options.mode is Mode.BLOCK:
             everyone = len(r.fanout_ms) == len(self._fleet().devices)
             refused = r.refused is not None and r.refused.action is ActionKind.BLOCK_EXECUTION
             refused = refused and (r.relaunch_exit is not None and r.relaunch_exit < 0)
-            r.ok = bool(r.alerts) and killed and r.encrypted < r.files and everyone and refused
+            r.ok = r.right_call and killed and r.encrypted < r.files and everyone and refused
         else:
-            r.ok = bool(r.alerts) and not killed and not r.fanout_ms
+            r.ok = r.right_call and not killed and not r.fanout_ms
 
     async def cleanup(self) -> None:
         for task in self._tasks:
@@ -274,6 +278,12 @@ class Demo:
         if self.fleet is None:
             raise DemoError("the simulated fleet is not running")
         return self.fleet
+
+
+def _root_image(alert: Alert) -> str | None:
+    """Image of the alert tree's root (the process the kill and, if blockable, the verdict act on)."""
+    tree = alert.process_tree
+    return next((n.image for n in tree.nodes if n.process_key == tree.root_process_key), None)
 
 
 async def run_demo(kafka: KafkaSettings, options: DemoOptions, say: Say) -> DemoResult:

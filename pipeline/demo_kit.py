@@ -41,11 +41,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from pipeline.errors import PipelineError
+from schemas.alerts import Tactic
 
-__all__ = ["AGENT_READY", "SOURCE_READY", "WORKER_READY", "AttackKit", "DemoError", "FleetTopics",
-           "Supervisor", "agent_env", "apply_topics", "delete_topics", "prepare_attack", "worker_env"]
+__all__ = ["AGENT_READY", "ATTACK_TACTICS", "SOURCE_READY", "WORKER_READY", "AttackKit", "DemoError",
+           "FleetTopics", "Supervisor", "agent_env", "apply_topics", "delete_topics", "prepare_attack",
+           "worker_env"]
 
 LOCKER = "rf-locker"
+ATTACK_TACTICS = frozenset({Tactic.PERSISTENCE, Tactic.IMPACT, Tactic.CREDENTIAL_ACCESS})
+"""The attack's steps (cron line, encryption, shadow copy): an alert naming one of them is right."""
 ENCRYPTED_SUFFIX = ".rfenc"
 _SCRIPT = """\
 # ringfence demo attack. It touches nothing outside "$1", the demo's temporary folder.
@@ -202,13 +206,11 @@ async def delete_topics(kafka: Any, topics: FleetTopics) -> None:
 
 
 def worker_env(topics: FleetTopics, keys_dir: Path, bootstrap: str) -> dict[str, str]:
-    """Environment of a `ringfence worker` on this topic set, signing with `keys_dir`'s key.
-
-    The worker runs the provisional rule scorer: the trained model does not yet root the demo's
-    Linux ransomware at its binary reliably (MODEL_CARD.md, known weaknesses)."""
+    """Environment of a `ringfence worker` on this topic set, signing with `keys_dir`'s key (and
+    scoring with the trained model in `pipeline/model/`, as any worker does)."""
     return {**topics.worker_env(), "RINGFENCE_KAFKA_BOOTSTRAP": bootstrap,
             "RINGFENCE_KEYS_DIR": str(keys_dir), "RINGFENCE_GROUP_ID": f"{topics.prefix}workers",
-            "RINGFENCE_COMMIT_INTERVAL_MS": "500", "RINGFENCE_PROVISIONAL_MODEL": "true"}
+            "RINGFENCE_COMMIT_INTERVAL_MS": "500"}
 
 
 def agent_env(topics: FleetTopics, bundle: Path, state: Path, bootstrap: str, *,

@@ -30,7 +30,7 @@ from schemas.events import BehaviorEvent, ProcessStart
 
 log = logging.getLogger(__name__)
 CHUNK_EVENTS = 256
-"""Events per scoring pass (same as `pipeline.training.rows.CHUNK_EVENTS`)."""
+"""Events per scoring pass; training replays use `chunks` too, so its rows are the rows hunting scores."""
 Progress = Callable[[str], None]
 
 
@@ -85,7 +85,7 @@ def hunt_file(
     stats = FileStats()
     detector = Detector(model=model)
     try:
-        for chunk in _chunks(load_events(path, stats=stats), CHUNK_EVENTS):
+        for chunk in chunks(load_events(path, stats=stats)):
             summary.trees += _new_trees(detector, chunk)
             yield from _alerts(detector.flush(ts_ms(chunk[-1])), path, summary, min_score)
             _report(progress, path, stats)
@@ -97,7 +97,8 @@ def hunt_file(
         summary.skipped.update(stats.skipped)
 
 
-def _chunks(events: Iterable[BehaviorEvent], size: int) -> Iterator[list[BehaviorEvent]]:
+def chunks(events: Iterable[BehaviorEvent], size: int = CHUNK_EVENTS) -> Iterator[list[BehaviorEvent]]:
+    """Consecutive runs of `size` events (the last may be shorter): one scoring pass each."""
     chunk: list[BehaviorEvent] = []
     for event in events:
         chunk.append(event)

@@ -22,7 +22,10 @@ bash with a unique sha256 plants a cron entry in a crontab path inside the folde
 files it created there one by one (openssl enc + shred), then copies a fake shadow file and drops a
 ransom note. The demo prints the alert, the kill on this machine (block mode) with the number of
 files encrypted before it, the verdict reaching every simulated device, and a simulated device
-refusing the same binary; then a summary. Everything it started is stopped (also on Ctrl-C).
+refusing the same binary; then a summary. The worker scores with the trained model; the run exits 0
+only when the first alert on the attack binary's tree names one of the attack's steps (Impact,
+Persistence, CredentialAccess) and, in block mode, that binary is killed, blocked fleet-wide and
+refused on re-launch. Everything it started is stopped (also on Ctrl-C).
 
 Needs Linux (root for the kernel's process-events connector; otherwise the agent polls /proc and
 may miss short-lived processes), bash, openssl and shred. In block mode the live agent enforces on
@@ -84,6 +87,9 @@ def _summary(r: DemoResult, keep: bool) -> None:
                  if alert else "  detection    NO ALERT from this machine")
     for extra in r.alerts[1:]:
         lines.append(f"               {extra.detection_name} (tactic {extra.tactic})")
+    call = ("yes: the first alert on rf-locker's tree names a step it takes" if r.right_call
+            else "NO: no alert on rf-locker's tree, or its first names none of the attack's steps")
+    lines.append(f"  right call   {call}")
     if r.locker_exit is not None and r.locker_exit < 0:
         took = (f" (kill done {kills[0].latency_ms:.0f} ms after the command)"
                 if kills and kills[0].latency_ms is not None else "")

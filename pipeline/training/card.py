@@ -99,8 +99,11 @@ host's background. The label is moved onto processes by following the recording'
 - everything not reached is **benign background**; a benign process holding attack descendants is
   *ambiguous* and left out of training; a recording where nothing matches is left out entirely.
 
-Rows are computed by replaying each source through the detector's own row selection
-(`pipeline/training/rows.py`) in chunks of 256 events, exactly as `ringfence hunt` does.
+Rows are computed by replaying each source through the detector's public API (`Detector.ingest`,
+`Detector.take_rows`, then `pipeline.features`: the code the stream and `ringfence hunt` run;
+`pipeline/training/rows.py`): recordings in chunks of 256 events, exactly as `ringfence hunt` reads
+them; simulated trees and captured sessions in chunks of 8 events, the stream's early, partial view
+(it flushes every 50 ms).
 
 ## Split (`pipeline/training/split.py`) — by recording and host, never by event
 Recordings are grouped into labs (connected components of recordings that share a host name, host
@@ -154,7 +157,9 @@ def _catalogue(sim: SimConfig) -> str:
     lines = [
         "## Simulated attack generators",
         "",
-        f"{len(techniques())} generators, {sim.attacks_per_technique} trees each (seed {sim.seed}); views: "
+        f"{len(techniques())} generators, {sim.attacks_per_technique} trees each (seed {sim.seed}; "
+        f"{', '.join(f'{t.generate.__name__} x{t.weight}' for t in techniques() if t.weight != 1) or 'none'} "
+        "weighted); views: "
         f"{sim.fragment_share:.0%} audit-log fragments, {sim.process_only_share:.0%} process creation only, "
         f"{sim.light_share:.0%} light Sysmon, the rest full.",
         "",
@@ -229,8 +234,11 @@ and Linux, simulated benign workloads with hard negatives and captured Linux wor
   {train.colsample_bytree}, early stopping on the calibration split; seed {train.seed}, {train.nthread}
   threads — deterministic.
 - Per-class thresholds, calibrated on the calibration split's benign trees (simulated, captured and
-  real background of the training lab's calibration recordings) to
-  ≤ {train.fp_per_1000 * train.calibration_margin:g} false alerts per 1,000 benign trees: each class
+  real background of the training lab's calibration recordings) to ≤ {train.fp_per_1000:g} false
+  alerts per 1,000 benign trees at {train.calibration_confidence:.0%} one-sided confidence (the number of
+  calibration benign trees allowed to alert is the largest whose exact Poisson upper bound stays within
+  the target, minus one for every class whose threshold a benign tree sets; never tuned on the held-out
+  labs or the .evtx samples): each class
   starts just above its highest benign tree (never below {train.min_threshold:g}; `generic` never below
   {train.min_generic:g}), then the budget is
   spent on the benign trees whose acceptance catches the most calibration attack trees (`generic` covers
@@ -255,11 +263,35 @@ _WEAKNESSES = """## Known weaknesses
   software (admin scripts, updaters) may need exclusions or recalibration, which `ringfence evaluate`
   on that fleet's data would show.
 - **Dev is not untouched.** The benign weight share (50 %) and the threshold floors (0.6, Generic 0.98)
-  were chosen by comparing a few settings on the dev numbers above (held-out labs and .evtx samples),
-  so those numbers are somewhat optimistic; the held-out labs are few (19 labelled attack recordings,
-  three tactics) and the .evtx samples six.
+  were chosen in an earlier session by comparing a few settings on the dev numbers above (held-out labs
+  and .evtx samples), so those numbers are somewhat optimistic; the held-out labs are few (19 labelled
+  attack recordings, three tactics) and the .evtx samples six. The false-alert budget rule (a 90 %
+  upper confidence bound, one unit of it charged to each class bound by a benign tree) replaced the
+  fixed 70 % margin after retrains of this session measured 1.3-1.8 false alerts per 1,000 benign trees
+  on the dev split (mostly its *simulated* benign trees); each rule was tried once and kept on its
+  principle. The same booster with the bound alone (no charge per class) measured more on the
+  recordings (held-out labs 95 % detected / 89 % right tactic, .evtx 67 % / 50 %) at 1.78 false alerts
+  per 1,000 dev trees; it was not chosen, because choosing thresholds by the held-out numbers would
+  tune on them. Calibration sees only ~6,000 benign trees, so the dev rate scatters around the target,
+  and the charge pushes Persistence and `generic` near 1.0: lone account creations and Generic-only
+  detections are what this model gives up for its false-alert budget.
 - Lone commands that admins also type (`netsh advfirewall show allprofiles`, `ipconfig`, `net user x
-  /domain`, `taskkill`) are deliberately not alerted on; Discovery is the weakest tactic. Operator
-  commands run inside an implant (no process start) are invisible unless they touch LSASS, the
-  registry or the network.
+  /domain`, `taskkill`) are deliberately not alerted on; Discovery is the weakest tactic. About half of
+  its dev trees are a single preamble command (`whoami`, `hostname`, `id`) that the tree split cut off
+  from the rest of an attack, and a burst of recon commands from an ordinary SSH or terminal shell has
+  the same features as an admin's session (which the benign workloads contain on purpose); bursts from
+  a web server, an implant or a reverse shell are caught through their ancestry. The features count
+  discovery indicators per process, not distinct recon commands per minute, so a burst cannot score
+  higher than its parts. Operator commands run inside an implant (no process start) are invisible
+  unless they touch LSASS, the registry or the network.
+- **Linux live telemetry has no file attribution** (inotify): Linux ransomware and wipers are caught
+  by their process chain (a launcher outside the system folders running an encryptor and a destroyer
+  per file), learnt from randomised simulations only; in-process encryption by a single binary shows
+  no such chain. The children of such a launcher (`shred`, `sleep`) score as the attack too, so a
+  flush that scores a child before its parent alerts on the child alone (its tree then holds one
+  process and no blockable file); the next flush roots the alert at the launcher.
+- **Alert roots climb into holders.** The detector roots an incident at the highest ancestor that is
+  itself flagged, and a parent scores through its descendants' behaviour: an attack started from a
+  test runner or a tool's Python process can be rooted there (the verdict still names the first
+  blockable file of the tree; the kill targets the root).
 """

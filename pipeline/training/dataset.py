@@ -31,7 +31,7 @@ from pipeline.training.labels import (
     raw_hosts,
     raw_pid_keys,
 )
-from pipeline.training.rows import AMBIGUOUS, RowBlock, replay_rows
+from pipeline.training.rows import AMBIGUOUS, STREAM_CHUNK_EVENTS, RowBlock, replay_rows
 from pipeline.training.simulate import SimConfig, simulate_corpus
 from pipeline.training.split import hashed_split, lab_of, recording_splits
 from schemas.events import BehaviorEvent
@@ -173,7 +173,7 @@ def sim_blocks(config: SimConfig, only_split: str | None = None) -> Iterator[tup
     """Rows of every simulated tree (of one split, when given)."""
     keep = None if only_split is None else (lambda tree_id: hashed_split(tree_id) == only_split)
     for number, tree in enumerate(simulate_corpus(config, keep), start=1):
-        block = replay_rows(tree.events, tree.node_labels, tree.tree_id)
+        block = replay_rows(tree.events, tree.node_labels, tree.tree_id, chunk_events=STREAM_CHUNK_EVENTS)
         yield (
             SourceInfo(
                 tree.tree_id,
@@ -197,7 +197,7 @@ def capture_blocks(directory: Path, only_split: str | None = None) -> Iterator[t
         events = list(load_events(path))
         if not events:
             continue
-        block = replay_rows(events, {}, f"capture:{path.name}")
+        block = replay_rows(events, {}, f"capture:{path.name}", chunk_events=STREAM_CHUNK_EVENTS)
         yield (
             SourceInfo(
                 block.source, "capture", hashed_split(path.name), events[0].platform.value, BENIGN, path.name

@@ -1,8 +1,10 @@
 """Feature rows for training, computed exactly where and how the stream computes them.
 
-A recording is replayed in chunks the way `ringfence hunt` feeds the detector (file order, one
-scoring pass per chunk). After each chunk the rows the detector would score are computed with the
-shared `pipeline.features` code: every process whose tree changed plus its nearest ancestors,
+A recording is replayed in chunks the way `ringfence hunt` feeds the detector (`pipeline.hunt.chunks`:
+file order, one scoring pass per chunk) through the detector's public API: `Detector.ingest` folds a
+chunk into the trees and `Detector.take_rows` drains the rows its next flush would score; their
+features come from `pipeline.features.row_context`/`feature_matrix`, the functions `Detector.flush`
+calls. The rows are: every process whose tree changed plus its nearest ancestors,
 leaving out anchors (services, desktop shells, sshd...) and placeholders. A process is scored many
 times while its subtree grows, so each distinct snapshot is kept (the first few and the latest
 few) with weights that sum to one per process: the model sees the early, partial view the stream
@@ -23,16 +25,20 @@ from numpy.typing import NDArray
 
 from pipeline.detect import Detector, DetectorConfig
 from pipeline.features import N_FEATURES, RowContext, feature_matrix, row_context
+from pipeline.hunt import CHUNK_EVENTS, chunks
 from pipeline.lexicon import ANCHOR_CLASSES
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.scoring import BENIGN
-from pipeline.tree import DeviceForest, ProcessNode
+from pipeline.tree import DeviceForest, ProcessNode, ts_ms
 from pipeline.windows import DEFAULT_WINDOW_MS
 from schemas.events import BehaviorEvent
 
 AMBIGUOUS = "Ambiguous"
-CHUNK_EVENTS = 256
-"""Events per scoring pass; `pipeline.hunt` feeds the detector in chunks of the same size."""
+STREAM_CHUNK_EVENTS = 8
+"""Events per scoring pass when replaying simulated trees and live captures. The stream flushes every
+`max_delay_ms` (50 ms), i.e. after a handful of events, so its first verdict on an attack sees the
+launcher with one or two children; hunting's 256-event passes would show a small tree only whole.
+Recordings keep hunting's chunk size (that is how they are judged)."""
 KEEP_FIRST, KEEP_LAST = 2, 4
 
 
@@ -73,26 +79,26 @@ def replay_rows(
     node_labels: Mapping[str, str],
     source: str,
     window_ms: int = DEFAULT_WINDOW_MS,
+    chunk_events: int = CHUNK_EVENTS,
 ) -> RowBlock:
     """Replay `events` in order and collect labelled feature rows (see module docstring).
 
-    Row selection and TTL eviction are the detector's own (`Detector._ingest`/`_rows`), so training
-    rows are the rows the stream scores; only the model call is replaced by feature collection.
+    Row selection and TTL eviction are the detector's own (`Detector.ingest`/`take_rows`), so training
+    rows are the rows the stream and hunting score; only the model call is replaced by feature
+    collection.
     """
     detector = Detector(model=ProvisionalRules(), config=DetectorConfig(window_ms=window_ms))
     snaps = _Snapshots()
-    for count, event in enumerate(events, start=1):
-        detector._ingest(event, 0)
-        if count % CHUNK_EVENTS == 0:
-            _score_pending(detector, node_labels, snaps, window_ms)
-    _score_pending(detector, node_labels, snaps, window_ms)
+    for chunk in chunks(events, chunk_events):
+        detector.ingest(chunk, ts_ms(chunk[-1]))
+        _score_pending(detector, node_labels, snaps, window_ms)
     return _block(source, snaps)
 
 
 def _score_pending(
     detector: Detector, node_labels: Mapping[str, str], snaps: _Snapshots, window_ms: int
 ) -> None:
-    rows = detector._rows(detector._batcher.drain())
+    rows = detector.take_rows()
     if not rows:
         return
     contexts = [row_context(forest, node.key, window_ms) for forest, node in rows]

@@ -29,6 +29,7 @@ from pipeline.training.sim import (
     linux_attack1,
     linux_attack2,
     linux_benign,
+    linux_impact,
     win_attack1,
     win_attack2,
     win_attack3,
@@ -65,7 +66,7 @@ class SimConfig:
 
 def techniques() -> tuple[Technique, ...]:
     """Every registered attack generator, Windows then Linux."""
-    modules = (win_attack1, win_attack2, win_attack3, win_attack4, linux_attack1, linux_attack2)
+    modules = (win_attack1, win_attack2, win_attack3, win_attack4, linux_attack1, linux_attack2, linux_impact)
     return tuple(t for m in modules for t in m.REG.items)
 
 
@@ -207,7 +208,7 @@ def simulate_corpus(
 ) -> Iterator[SimTree]:
     """Every simulated tree (those whose id `keep` accepts): attacks per technique, then benign workloads."""
     for tech in techniques():
-        for index in range(config.attacks_per_technique):
+        for index in range(config.attacks_per_technique * tech.weight):
             if keep is None or keep(attack_tree_id(tech, index)):
                 yield simulate_attack(tech, index, config)
     yield from _benign_corpus(config, keep)

@@ -13,11 +13,19 @@ Thresholds (consumed by `pipeline.scoring.classify`) are calibrated on the calib
 *benign trees* (a tree alerts when any of its rows does). Each class threshold (the 12 tactics, plus
 `generic` for alerts that name no tactic) starts strict: just above the highest score any benign tree
 reaches for it, and never below `min_threshold` (a prior: benign software of an unseen fleet scores
-higher than calibration data does). The budget — `fp_per_1000` per thousand benign trees, times
-`calibration_margin` because dev is out of sample — is then spent one benign tree at a time on the
+higher than calibration data does). The budget is then spent one benign tree at a time on the
 class where letting that tree alert lowers the threshold most usefully (catches the most calibration
 attack trees of that class). A final pass checks the union of alerts against the budget and raises the
 class behind the worst false alert while it is exceeded. `malicious` is the lowest threshold.
+
+The budget is the number of calibration benign trees allowed to alert: the most false alerts `k` for
+which the one-sided `calibration_confidence` upper bound of the false-alert rate (exact Poisson bound
+for `k` alerts among `n` trees) stays within `fp_per_1000`. Dev and a fleet are out of sample; a fixed
+fraction of the target (the earlier rule) let the dev rate land above it whenever calibration was
+lucky, while the bound shrinks the budget exactly as far as `n` calibration trees can vouch for.
+Every class whose threshold a benign tree sets (rather than its floor) has already spent one alert of
+that budget: out of sample, a threshold just above the highest of `n` benign scores is still passed by
+about one benign tree in `n + 1`. Only the remainder is spent on lowering thresholds.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ class TrainConfig:
     max_class_weight: float = 40.0
     benign_share: float = 0.5  # share of the total training weight carried by benign rows
     fp_per_1000: float = 1.0
-    calibration_margin: float = 0.7  # aim below the budget on calibration data (dev is out of sample)
+    calibration_confidence: float = 0.9  # the budget holds at this one-sided confidence (module docstring)
     min_threshold: float = 0.6  # prior: benign data from an unseen fleet scores higher than calibration data
     min_generic: float = 0.98  # alerts that name no tactic need more confidence than named ones
 
@@ -180,20 +188,50 @@ def calibrate(
             GENERIC: max(config.min_threshold, config.min_generic),
             "malicious": config.min_threshold,
         }
-    allowed = int(
-        np.floor(config.fp_per_1000 * config.calibration_margin / 1000 * (int(benign_tree.max()) + 1))
-    )
+    n_benign = int(benign_tree.max()) + 1
+    allowed = allowed_false_alerts(n_benign, config.fp_per_1000, config.calibration_confidence)
     benign = _tree_scores(probabilities[benign_rows], benign_tree)
     attack = _tree_scores(probabilities[attack_rows], attack_tree) if len(attack_rows) else benign[:0]
     truth = _tree_truth(labels[attack_rows], attack_tree) if len(attack_rows) else np.zeros(0, dtype=np.int64)
     floors = np.array(
         [config.min_threshold] * (len(names) - 1) + [max(config.min_threshold, config.min_generic)]
     )
-    thresholds = _spend_budget(benign, attack, truth, allowed, floors)
+    # A threshold set just above the highest of n benign trees still lets about 1 in n+1 new benign
+    # trees through (order statistics): each class bound by a benign tree has spent one false alert.
+    binding = int((benign.max(axis=0) >= floors).sum())
+    spend = max(0, allowed - binding)
+    thresholds = _spend_budget(benign, attack, truth, spend, floors)
     current = dict(zip(names, thresholds.tolist(), strict=True))
-    current = _tighten(probabilities[benign_rows], benign_tree, current, allowed)
+    current = _tighten(probabilities[benign_rows], benign_tree, current, spend)
     current["malicious"] = min(current.values())
     return {k: float(v) for k, v in current.items()}
+
+
+def allowed_false_alerts(trees: int, fp_per_1000: float, confidence: float) -> int:
+    """Most benign trees (of `trees`) that may alert while the `confidence` upper bound of the
+    false-alert rate stays within `fp_per_1000` per thousand (0 when even none cannot vouch for it)."""
+    limit = trees * fp_per_1000 / 1000
+    k = 0
+    while k < trees and _poisson_upper(k + 1, confidence) <= limit:
+        k += 1
+    return k if _poisson_upper(0, confidence) <= limit else 0
+
+
+def _poisson_upper(k: int, confidence: float) -> float:
+    """Exact one-sided upper confidence bound of a Poisson mean after observing `k` events."""
+    low, high = 0.0, 10.0 + 4.0 * k
+    for _ in range(80):  # bisection: P(X <= k | mean) falls as the mean grows
+        mid = (low + high) / 2
+        low, high = (mid, high) if _poisson_cdf(k, mid) > 1 - confidence else (low, mid)
+    return high
+
+
+def _poisson_cdf(k: int, mean: float) -> float:
+    term = total = float(np.exp(-mean))
+    for i in range(1, k + 1):
+        term *= mean / i
+        total += term
+    return total
 
 
 def _tree_rows(

@@ -67,6 +67,7 @@ def test_the_topic_set_environment_is_what_agent_and_worker_settings_read(
     assert (worker.events_topic, worker.state_topic, worker.keys_dir) == (
         f"t-1.{EVENTS}", f"t-1.{WORKER_STATE}", tmp_path / "keys")
     assert worker.kafka.bootstrap == "k:1" and worker.group_id == "t-1.workers"
+    assert not worker.provisional_model  # the demo's worker scores with the trained model
     assert sorted(topics.all()) == sorted(f"t-1.{t}" for t in ALL_TOPICS)
 
 

@@ -54,3 +54,34 @@ def test_names_paths_and_devices_vary_across_trees_of_one_technique() -> None:
     assert len({t.events[0].device_id for t in trees}) == 12
     images = {e.payload.image for t in trees for e in t.events if isinstance(e.payload, ProcessStart)}
     assert len(images) >= 12
+
+
+def test_script_ransomware_is_one_launcher_with_per_file_encrypt_children_under_varied_names() -> None:
+    tech = next(t for t in techniques() if t.generate.__name__ == "linux_script_ransomware")
+    assert (tech.tactic, tech.platform, tech.attack_id) == ("Impact", Platform.LINUX, "T1486")
+    launchers, interesting = set(), 0
+    for i in range(30):
+        tree = simulate_attack(tech, i, SimConfig(seed=11, fragment_share=0.0, noise_max=0))
+        by_key = {e.process_key: e.payload for e in tree.events if isinstance(e.payload, ProcessStart)}
+        crypto = ("openssl", "gpg", "ccrypt", "7z", "zip", "age")
+        parents = Counter(e.parent_process_key for e in tree.events if isinstance(e.payload, ProcessStart)
+                          and e.payload.image.rsplit("/", 1)[-1] in crypto)
+        if not parents:
+            continue
+        launcher, encryptions = parents.most_common(1)[0]
+        assert encryptions >= 3 and tree.node_labels[str(launcher)] == "Impact"
+        launchers.add(by_key[str(launcher)].image if launcher in by_key else "?")
+        interesting += 1
+    assert interesting >= 20
+    assert len(launchers) >= 15  # dropped binaries and renamed interpreter copies, not one name
+    assert any(not image.startswith(("/bin/", "/usr/bin/")) for image in launchers)
+
+
+def test_benign_linux_workloads_include_encrypted_backups_and_shredding() -> None:
+    names = {name for name, _, _ in benign_workloads(Platform.LINUX)}
+    assert {"encrypted_backup", "secure_cleanup"} <= names
+    backup = next(fn for name, _, fn in benign_workloads(Platform.LINUX) if name == "encrypted_backup")
+    lines = [e.payload.command_line for i in range(10)
+             for e in simulate_benign(Platform.LINUX, "encrypted_backup", backup, i, CONFIG).events
+             if isinstance(e.payload, ProcessStart)]
+    assert any(line.startswith(("gpg", "openssl", "7z")) for line in lines)

@@ -55,3 +55,14 @@ def test_the_committed_model_loads_with_our_feature_list_and_classes() -> None:
     ).stat().st_size < 5 * 1024 * 1024
     out = model.predict_proba(np.zeros((2, len(FEATURE_NAMES)), dtype=np.float32))
     assert out.shape == (2, len(CLASSES)) and np.allclose(out.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_the_false_alert_budget_is_what_the_calibration_trees_can_vouch_for() -> None:
+    from pipeline.training.train import allowed_false_alerts
+
+    # 6,000 trees at 1 per 1,000: two false alerts keep the 90 % upper bound (5.32) under six, three do not
+    assert allowed_false_alerts(6000, 1.0, 0.9) == 2
+    assert allowed_false_alerts(2000, 1.0, 0.9) == 0  # too few trees to vouch for any
+    assert allowed_false_alerts(6000, 1.0, 0.99) < allowed_false_alerts(6000, 1.0, 0.5)
+    budgets = [allowed_false_alerts(n, 1.0, 0.9) for n in range(0, 50_000, 2500)]
+    assert budgets == sorted(budgets) and budgets[-1] < 50

@@ -26,6 +26,9 @@ class Technique:
     generate: Generator
     entry: Entry | None = None
     """Overrides the random entry chain (initial access brings its own)."""
+    weight: int = 1
+    """Trees per `attacks_per_technique`: a behaviour with many variants (launcher kinds x tools x
+    sensor views) needs more examples than a one-command technique to be learnt as a shape."""
 
 
 class Registry:
@@ -35,9 +38,10 @@ class Registry:
         self.platform = platform
         self.items: list[Technique] = []
 
-    def add(self, attack_id: str, tactic: str, entry: Entry | None = None) -> Callable[[Generator], Generator]:
+    def add(self, attack_id: str, tactic: str, entry: Entry | None = None,
+            weight: int = 1) -> Callable[[Generator], Generator]:
         """Register the decorated generator."""
         def decorate(fn: Generator) -> Generator:
-            self.items.append(Technique(attack_id, tactic, self.platform, fn, entry))
+            self.items.append(Technique(attack_id, tactic, self.platform, fn, entry, weight))
             return fn
         return decorate

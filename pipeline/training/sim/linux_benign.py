@@ -261,3 +261,76 @@ def desktop_dev(s: Session) -> None:
         ff = s.run("/usr/lib/firefox/firefox", "/usr/lib/firefox/firefox")
         for _ in range(r.num(3, 15)):
             b.connect(ff, r.ext_ip(), 443)
+
+
+@workload("encrypted_backup", 1.5)
+def encrypted_backup(s: Session) -> None:
+    """A backup job (cron, a timer or an admin's script) archives folders, encrypts each archive with
+    gpg/openssl/7z, removes or shreds the plaintext archive and ships the result: the per-file
+    encrypt-then-destroy shape of ransomware, on a handful of archives the job itself wrote."""
+    b, r = s.b, s.r
+    if r.chance(0.6):
+        cron = b.existing(r.pick(("/usr/sbin/cron", "/usr/lib/systemd/systemd")), user="root")
+        script = r.pick(("/usr/local/bin/backup.sh", "/usr/local/sbin/nightly-backup", "/opt/backup/run.sh", "/etc/cron.daily/backup"))
+        job = s.run("/bin/bash", f"/bin/bash {script}", parent=cron, user="root")
+    else:
+        job = s.run(r.pick(("/usr/bin/bash", "/usr/bin/python3")), r.pick((f"bash ./{r.pick(('backup', 'archive', 'offsite'))}.sh",
+                                                                            f"python3 {r.pick(('backup.py', 'borg_wrapper.py'))}")))
+    key = r.token(8, 20)
+    for name in r.sample(("etc", "home", "www", "db", "mail", "repos", "configs"), r.num(1, 4)):
+        arc = f"/var/backups/{name}-{r.num(2020, 2026)}{r.num(10, 12)}{r.num(10, 28)}.tar.gz"
+        tar = s.run(bin_("tar", s), f"tar czf {arc} /{name}", parent=job)
+        b.write(tar, arc, r.num(10**5, 10**8))
+        tool, cmd = r.pick((("gpg", f"gpg --batch --yes --passphrase-file /root/.backup-key -c {arc}"),
+                            ("gpg", f"gpg --batch --yes -e -r backup@{r.domain()} {arc}"),
+                            ("openssl", f"openssl enc -aes-256-cbc -pbkdf2 -salt -pass file:/root/.backup-key -in {arc} -out {arc}.enc"),
+                            ("openssl", f"openssl enc -aes-256-cbc -k {key} -in {arc} -out {arc}.enc"),
+                            ("7z", f"7z a -p{key} {arc}.7z {arc}")))
+        enc = s.run(bin_(tool, s), cmd, parent=job)
+        b.write(enc, f"{arc}.{r.pick(('gpg', 'enc', '7z'))}", r.num(10**5, 10**8))
+        if r.chance(0.8):
+            rm = r.pick((f"rm -f {arc}", f"shred -u {arc}", f"rm {arc}"))
+            s.run(bin_(rm.split()[0], s), rm, parent=job)
+    if r.chance(0.7):
+        up = r.pick((f"rsync -az /var/backups/ backup@{r.int_ip()}:/srv/backups/{r.token()}/",
+                     f"scp -q /var/backups/*.gpg backup@{r.int_ip()}:", "aws s3 cp /var/backups/ s3://" + r.token() + "-backups/ --recursive"))
+        p = s.run(bin_(up.split()[0], s), up, parent=job)
+        b.connect(p, r.int_ip(), r.pick((22, 443)))
+
+
+@workload("secure_cleanup", 0.8)
+def secure_cleanup(s: Session) -> None:
+    """An admin (or a deprovisioning script) shreds a few old keys, dumps or temp files."""
+    r = s.r
+    parent = s.shell if r.chance(0.6) else s.run("/usr/bin/bash", f"bash {r.pick(('cleanup.sh', 'offboard.sh', 'rotate-keys.sh'))}")
+    for _ in range(r.num(1, 5)):
+        path = r.pick((f"/home/{s.user}/{r.name('pem')}", f"/tmp/{r.name('sql')}", f"/root/{r.name('key')}",
+                       f"/var/tmp/{r.name('dump')}", f"/home/{s.user}/.ssh/id_{r.pick(('rsa', 'ed25519'))}.old"))
+        cmd = r.pick((f"shred -u {path}", f"shred -zu {path}", f"rm -f {path}", f"srm {path}"))
+        s.run(bin_(cmd.split()[0], s), cmd, parent=parent)
+    if r.chance(0.3):
+        s.run(bin_("openssl", s), f"openssl genrsa -out /home/{s.user}/{r.name('pem')} 4096", parent=parent)
+
+
+@workload("user_tools", 2.0)
+def user_tools(s: Session) -> None:
+    """Tools that live outside the system folders (~/bin scripts, ~/.local/bin, /opt apps, a fresh build
+    in /tmp, a copied static binary, an agent or runner started by a supervisor) run ordinary children:
+    cat, sleep, mkdir, cp, mv, tail, rm of their own files. Being user-installed is not an attack."""
+    b, r = s.b, s.r
+    home = f"/home/{s.user}" if s.user != "root" else "/root"
+    image = r.pick((f"{home}/bin/{r.word()}", f"{home}/.local/bin/{r.token(3, 9)}", f"/opt/{r.word()}/bin/{r.word()}",
+                    f"/tmp/{r.token(4, 8)}/build/{r.word()}", f"{home}/{r.word()}/target/release/{r.token(3, 8)}",
+                    f"{home}/.venv/bin/python", f"/srv/{r.word()}/run"))
+    parent = s.shell if r.chance(0.6) else b.existing(r.pick(("/usr/lib/systemd/systemd", "/usr/bin/tmux", "/usr/bin/supervisord")),
+                                                       user=s.user)
+    work_script = f"{home}/{r.pick(('scripts', 'bin', '.local/share'))}/{r.word()}.sh"
+    tool = s.run(image, f"{image} {r.pick(('', 'run', '--config ' + home + '/.config/x.toml', 'serve', r.token()))}".strip(), parent=parent)
+    shell = s.run("/usr/bin/bash", r.pick((f"bash {work_script}", f"bash -c {r.word()}", "/bin/sh -c ./run.sh", "bash")), parent=tool) \
+        if r.chance(0.6) else tool
+    work = f"/tmp/{r.pick(('jobs', 'work', r.token()))}.{r.num(0, 9)}/{r.hexstr(12)}"
+    for _ in range(r.num(2, 12)):
+        cmd = r.pick((f"cat {work}/{r.pick(('rc', 'stdout', 'stderr', 'out.json'))}", f"mkdir -p {work}", f"sleep {r.pick((0.1, 0.5, 1, 5))}",
+                      f"cp {work}/a {work}/b", f"mv -f {work}/rc.tmp {work}/rc", f"tail -{r.num(1, 50)} {work}/log", f"rm -rf {work}",
+                      "date +%s", f"head -c {r.num(10, 400)} {work}/stdout"))
+        s.run(bin_(cmd.split()[0], s), cmd, parent=shell if r.chance(0.7) else tool)
