@@ -21,7 +21,8 @@ started_port=""
 stop_kafka() {
     if [[ -n "$started_port" ]]; then
         echo "demo: stopping the local Kafka broker it started (port $started_port)"
-        ringfence kafka down --port "$started_port" >/dev/null || true
+        # without the exported bootstrap: `kafka down` would take it for an external cluster and leave it
+        RINGFENCE_KAFKA_BOOTSTRAP="" ringfence kafka down --port "$started_port" >/dev/null || true
     fi
 }
 trap stop_kafka EXIT
