@@ -8,7 +8,8 @@ expiry and exclusion expiry. Windows and TTLs run on each device's own event tim
 A flush scores every process whose tree changed plus `context_up` of its ancestors (their subtree
 features changed too), skipping anchors (services, desktop shells, sshd...) that are never a
 subtree root. Malicious rows are grouped into incidents: a row's root is its highest ancestor that
-is itself malicious (in this flush, or already alerted) and not an anchor. A root that was already
+is itself malicious (in this flush, or already alerted) and not an anchor; when that root is not a
+blockable file (a system tool such as shred or cmd) but its parent is, the parent is the root. A root that was already
 alerted for the same tactic at the same or a higher score band is not alerted again; the mark lives
 on the node, so it survives with the forest's state.
 """
@@ -24,7 +25,7 @@ import numpy as np
 
 from pipeline.behaviour import COUNTER_TECHNIQUES, Counter
 from pipeline.features import FEATURE_NAMES, RowContext, feature_matrix, row_context
-from pipeline.incident import Incident, NodeView
+from pipeline.incident import Incident, NodeView, blockable
 from pipeline.indicators import indicator_techniques
 from pipeline.lexicon import ANCHOR_CLASSES
 from pipeline.policy import Decision, Policy
@@ -215,6 +216,10 @@ class Detector:
             if not _scorable(parent) or (
                 (forest.device_id, parent.key) not in malicious and not parent.alert_mark
             ):
+                # A system tool (shred, cmd, cat) that no one flagged above it was run by its parent: when
+                # that parent is a blockable file, the incident is the parent's, not the tool's.
+                if _scorable(parent) and not blockable(_view(root)) and blockable(_view(parent)):
+                    root = parent
                 break
             root = parent
         return root
