@@ -9,9 +9,9 @@ A flush scores every process whose tree changed plus `context_up` of its ancesto
 features changed too), skipping anchors (services, desktop shells, sshd...) that are never a
 subtree root. Malicious rows are grouped into incidents: a row's root is its highest ancestor that
 is itself malicious (in this flush, or already alerted) and not an anchor; when that root is not a
-blockable file (a system tool such as shred or cmd) but its parent is, the parent is the root. A root that was already
-alerted for the same tactic at the same or a higher score band is not alerted again; the mark lives
-on the node, so it survives with the forest's state.
+blockable file (a system tool such as shred or cmd) but its parent is, the parent is the root. A
+root that was already alerted for the same tactic at the same or a higher score band is not alerted
+again; the mark lives on the node, so it survives with the forest's state.
 """
 
 from __future__ import annotations
