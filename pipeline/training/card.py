@@ -271,10 +271,11 @@ _WEAKNESSES = """## Known weaknesses
   on the dev split (mostly its *simulated* benign trees); each rule was tried once and kept on its
   principle. The same booster with the bound alone (no charge per class) measured more on the
   recordings (held-out labs 95 % detected / 89 % right tactic, .evtx 67 % / 50 %) at 1.78 false alerts
-  per 1,000 dev trees (and the same recording-level false alerts on the held-out labs); it was not chosen, because choosing thresholds by the held-out numbers would
-  tune on them. Calibration sees only ~6,000 benign trees, so the dev rate scatters around the target,
-  and the charge pushes Persistence and `generic` near 1.0: lone account creations and Generic-only
-  detections are what this model gives up for its false-alert budget.
+  per 1,000 dev trees (and the same recording-level false alerts on the held-out labs); it was not
+  chosen, because choosing thresholds by the held-out numbers would tune on them. Calibration sees
+  only ~6,000 benign trees, so the dev rate scatters around the target, and the charge pushes
+  Persistence and `generic` near 1.0: lone account creations and Generic-only detections are what
+  this model gives up for its false-alert budget.
 - Lone commands that admins also type (`netsh advfirewall show allprofiles`, `ipconfig`, `net user x
   /domain`, `taskkill`) are deliberately not alerted on; Discovery is the weakest tactic. About half of
   its dev trees are a single preamble command (`whoami`, `hostname`, `id`) that the tree split cut off
