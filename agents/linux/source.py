@@ -125,22 +125,25 @@ class LinuxLiveSource:
     # -- opening and closing --------------------------------------------------------------------
 
     def _open(self) -> None:
-        """Open everything synchronously: subscriptions, watches, baselines."""
+        """Open everything synchronously: subscriptions, watches, baselines. The process collector
+        is logged last, so a log line saying so means every collector is in place."""
         self._connector = self._open_connector()
         if self._connector is None:
             self.process_mode = "poll"
-            log.info("process events: /proc polling every %.2fs", self.config.proc_poll_interval_s)
             self._proc_poller = ProcPoller(self.tracker)
             self._proc_poller.poll_once()  # baseline: processes that predate the agent
         else:
             self.process_mode = "netlink"
-            log.info("process events: kernel process-events connector (netlink, %s)",
-                     "woken by execs only" if self._connector.has_doorbell else "woken by every message")
         if self.config.watch_paths:
             self._watcher = self._open_watcher()
         if self.config.net_enabled:
             self._net = ConnectionPoller(self.tracker, self.config.net_max_fd_reads)
             self._net.poll_once()  # baseline: connections that predate the agent
+        if self._connector is None:
+            log.info("process events: /proc polling every %.2fs", self.config.proc_poll_interval_s)
+        else:
+            log.info("process events: kernel process-events connector (netlink, %s)",
+                     "woken by execs only" if self._connector.has_doorbell else "woken by every message")
 
     def _open_connector(self) -> ProcConnector | None:
         if self.config.process_mode == "poll":
