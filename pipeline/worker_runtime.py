@@ -41,7 +41,8 @@ from pipeline.settings import WorkerSettings
 from pipeline.telemetry import TelemetrySettings
 from pipeline.worker import BatchWorker
 from pipeline.worker_telemetry import Apply, WorkerObserver
-from schemas.signing import SigningKey
+from schemas.errors import KeyMaterialError
+from schemas.signing import Keyring, SigningKey
 
 __all__ = ["WorkerStartError", "build_detector", "load_signing_key", "run_worker", "tune_gc"]
 
@@ -79,12 +80,29 @@ def load_signing_key(settings: WorkerSettings) -> SigningKey:
         raise WorkerStartError(str(exc)) from None
 
 
-def live_policy(settings: WorkerSettings) -> LivePolicy:
-    """The policy sources, with the file loaded (WorkerStartError on a bad file)."""
+def fleet_keyring(settings: WorkerSettings, key: SigningKey) -> Keyring:
+    """The keys a mode switch on the policy topic must be signed with: the folder's keyring.json
+    (what agents trust, rotated keys included) or, without one, the active key alone."""
+    folder = KeysFolder(settings.keys_dir)
+    if not folder.keyring_path.exists():
+        return Keyring.of([key.trusted()])
+    try:
+        return folder.keyring_file().keyring()
+    except (EnrollmentError, KeyMaterialError) as exc:
+        raise WorkerStartError(str(exc)) from None
+
+
+def live_policy(settings: WorkerSettings, keyring: Keyring | None = None) -> LivePolicy:
+    """The policy sources, with the file loaded (WorkerStartError on a bad file).
+
+    `keyring`: group and device mode switches must carry a valid fleet signature, as the agents
+    require (an unsigned switch would put the worker and the group's agents in different modes).
+    """
     live = LivePolicy(
         DeviceDirectory(),
         command_ttl_ms=settings.command_ttl_s * 1000,
         verdict_ttl_ms=None if settings.verdict_ttl_s is None else settings.verdict_ttl_s * 1000,
+        keyring=keyring,
     )
     if settings.policy_path is not None:
         try:
@@ -125,7 +143,7 @@ async def run_worker(
     `telemetry`: the exporters of traces and metrics (`pipeline.worker_telemetry`); None: none.
     """
     log.info("worker starting: %s", settings.describe())  # the one line with every setting (no secret)
-    live = live_policy(settings)
+    live = live_policy(settings, fleet_keyring(settings, key))
     detector = build_detector(settings, live)
     await prepare_state_topic(settings.kafka, settings.events_topic, settings.state_topic,
                               max_message_bytes=settings.max_state_bytes)

@@ -32,7 +32,7 @@ from schemas.common import Mode, Platform
 from schemas.deadletter import DeadLetter
 from schemas.devices import DeviceRecord
 from schemas.policy_updates import GroupModeChange, PolicyUpdate
-from schemas.signing import Keyring, NonceLedger, SigningKey, check_command, check_verdict
+from schemas.signing import Keyring, NonceLedger, SigningKey, check_command, check_verdict, sign_policy_update
 from schemas.verdicts import Verdict
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -87,10 +87,10 @@ async def test_block_mode_signs_verdicts_and_commands_audit_alerts_only(
     await topics.create(kafka_bootstrap, events_partitions=2)
     await produce(kafka_bootstrap, topics.name("devices"),
                   [device_record("srv-1", "servers"), device_record("lap-1", "laptops"),
-                   device_record("lap-2", "laptops")])
+                   device_record("lap-2", "laptops"), device_record("lap-3", "laptops")])
     worker = workers(topics.env(kafka_bootstrap, keys_dir, policy))
     blocked, audited = ransomware("srv-1", "11" * 32), ransomware("lap-1", "22" * 32)
-    later = ransomware("lap-2", "33" * 32)
+    later, still = ransomware("lap-2", "33" * 32), ransomware("lap-3", "44" * 32)
     await produce(kafka_bootstrap, topics.name("events"),
                   [batch(blocked[0] + blocked[1]), batch(audited[0] + audited[1])])
     outputs = [topics.name(k) for k in ("alerts", "verdicts", "commands")]
@@ -104,9 +104,19 @@ async def test_block_mode_signs_verdicts_and_commands_audit_alerts_only(
         await out.until(lambda c: _have(c, topics, commands=2, verdicts=1), 10, "srv-1's decisions")
         _check_signed(out, topics, key, {"11" * 32}, {"srv-1"})
 
-        # the SOC switches the laptops to block: the worker follows the policy topic
-        update = PolicyUpdate(update_id="u1", change=GroupModeChange(group="laptops", mode=Mode.BLOCK),
-                              actor="soc:ann", issued_at=datetime.now(UTC))
+        # a forged (unsigned) switch of the laptops to block is ignored, as the agents ignore it
+        forged = PolicyUpdate(update_id="u0", change=GroupModeChange(group="laptops", mode=Mode.BLOCK),
+                              actor="soc:mallory", issued_at=datetime.now(UTC))
+        await produce(kafka_bootstrap, topics.name("policy"), [(forged.key.encode(), encode(forged), None)])
+        await asyncio.sleep(1.5)
+        await produce(kafka_bootstrap, topics.name("events"), [batch(still[0] + still[1])])
+        await out.until(lambda c: any(a.device_id == "lap-3" for a in alerts(c, topics)), 30, "lap-3's alert")
+        assert next(a for a in alerts(out, topics) if a.device_id == "lap-3").mode is Mode.AUDIT
+
+        # the SOC switches the laptops to block, signed: the worker follows the policy topic
+        update = sign_policy_update(PolicyUpdate(
+            update_id="u1", change=GroupModeChange(group="laptops", mode=Mode.BLOCK), actor="soc:ann",
+            issued_at=datetime.now(UTC)), key)
         await produce(kafka_bootstrap, topics.name("policy"), [(update.key.encode(), encode(update), None)])
         await asyncio.sleep(1.5)
         await produce(kafka_bootstrap, topics.name("events"), [batch(later[0] + later[1])])
@@ -114,7 +124,7 @@ async def test_block_mode_signs_verdicts_and_commands_audit_alerts_only(
         _check_signed(out, topics, key, {"11" * 32, "33" * 32}, {"srv-1", "lap-2"})
     assert worker.stop() == 0
     assert "worker stopped cleanly" in worker.log()
-    assert sum((await topics.committed(kafka_bootstrap)).values()) == 3  # every record, nothing re-read
+    assert sum((await topics.committed(kafka_bootstrap)).values()) == 4  # every record, nothing re-read
 
 
 def _have(out: Collector, topics: TopicSet, *, commands: int, verdicts: int) -> bool:
