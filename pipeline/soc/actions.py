@@ -128,15 +128,12 @@ def restore_file(request: RestoreRequest, *, actor: str, key: SigningKey, now: d
 
 
 def set_group_mode(group: str, request: GroupModeRequest, *, actor: str, now: datetime,
-                   topics: ConsoleTopics, key: SigningKey | None = None) -> Outgoing:
-    """A policy update switching `group` to audit or block, signed with the fleet key when there is
-    one: the group's agents switch only on a signed update (without a key the fleet service still
-    applies it, and every agent of the group reports it as a refused `set_mode`)."""
+                   topics: ConsoleTopics, key: SigningKey) -> Outgoing:
+    """A signed policy update switching `group` to audit or block: the fleet service and the
+    group's agents both apply a mode switch only when it carries a valid fleet signature."""
     change = GroupModeChange(group=_group(group), mode=request.mode)
-    update = PolicyUpdate(update_id=secrets.token_hex(16), change=change, actor=actor,
-                          reason=request.reason, issued_at=now)
-    if key is not None:
-        update = sign_policy_update(update, key)
+    update = sign_policy_update(PolicyUpdate(update_id=secrets.token_hex(16), change=change, actor=actor,
+                                             reason=request.reason, issued_at=now), key)
     return Outgoing(AuditAction.SET_GROUP_MODE, topics.policy, update.key, encode(update),
                     update.update_id, f"group:{change.group}={change.mode.value}")
 

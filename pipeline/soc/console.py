@@ -239,7 +239,7 @@ async def _group_mode(request: web.Request) -> web.Response:
 
     def build(actor: str, body: dict[str, Any]) -> Outgoing:
         return actions.set_group_mode(group, _parse(actions.GroupModeRequest, body), actor=actor,
-                                      now=deps.clock(), topics=deps.topics, key=deps.signing_key)
+                                      now=deps.clock(), topics=deps.topics, key=_key(deps))
 
     return await _act(request, AuditAction.SET_GROUP_MODE, f"group:{group}", build)
 

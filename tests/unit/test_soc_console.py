@@ -21,7 +21,14 @@ from schemas.codec import decode
 from schemas.commands import Command, CommandAction
 from schemas.common import Mode
 from schemas.policy_updates import ExclusionChange, GroupModeChange, PolicyUpdate
-from schemas.signing import Keyring, NonceLedger, SigningKey, check_command, check_verdict
+from schemas.signing import (
+    Keyring,
+    NonceLedger,
+    SigningKey,
+    check_command,
+    check_policy_update,
+    check_verdict,
+)
 from schemas.verdicts import Disposition, Verdict
 
 TOKEN = "alice:correct-horse-battery-staple"
@@ -161,15 +168,20 @@ async def test_lift_and_restore_need_the_signing_key(make_console: Any) -> None:
     assert [a.outcome for a in console.kafka.audits()] == [AuditOutcome.FAILED]
     page = await (await console.client.get("/alerts/al-1")).text()
     assert "Lift verdict" not in page and "No signing key configured" in page
+    switch = await console.client.post("/api/groups/finance/mode", headers=AUTH, json={"mode": "block"})
+    assert switch.status == 503 and "signing key" in (await switch.json())["message"]
+    assert console.kafka.records(TOPICS.policy) == []  # an unsigned switch nobody would apply
 
 
-async def test_group_mode_switch_is_a_policy_update(make_console: Any) -> None:
-    console = await make_console()
+async def test_group_mode_switch_is_a_signed_policy_update(make_console: Any) -> None:
+    key = SigningKey.generate()
+    console = await make_console(key)
     response = await console.client.post("/api/groups/finance/mode", headers=AUTH, json={"mode": "block"})
     assert response.status == 200
     [value] = console.kafka.records(TOPICS.policy)
     update = decode(PolicyUpdate, value)
     assert update.change == GroupModeChange(group="finance", mode=Mode.BLOCK)
+    check_policy_update(update, keyring=Keyring.of([key.trusted()]), now=NOW)  # as agents check
     assert (update.actor, update.key) == ("alice", "group_mode:finance")
     bad = await console.client.post("/api/groups/no%20spaces/mode", headers=AUTH, json={"mode": "block"})
     worse = await console.client.post("/api/groups/finance/mode", headers=AUTH, json={"mode": "off"})
@@ -196,7 +208,7 @@ async def test_false_positive_creates_a_scoped_expiring_exclusion(make_console: 
 
 
 async def test_a_broker_failure_is_reported_and_audited_not_raised(make_console: Any) -> None:
-    console = await make_console()
+    console = await make_console(SigningKey.generate())
     console.kafka.fail_topics.add(TOPICS.policy)
     response = await console.client.post("/api/groups/finance/mode", headers=AUTH, json={"mode": "audit"})
     assert response.status == 502
@@ -232,7 +244,6 @@ async def test_mode_switches_are_signed_for_the_agents_and_a_device_override_nee
     make_console: Any,
 ) -> None:
     from schemas.policy_updates import DeviceModeChange
-    from schemas.signing import check_policy_update
 
     unsigned = await make_console(None)
     response = await unsigned.client.post("/api/devices/ws-1/mode", headers=AUTH, json={"mode": "audit"})
