@@ -74,6 +74,7 @@ def _agent_env(work: Path) -> dict[str, str]:
     env.setdefault("RINGFENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # nothing listens: spool-only run
     env.update({
         "RINGFENCE_AGENT_DEVICE_ID": f"bench-agent-{suffix}",
+        "RINGFENCE_AGENT_FILE_MODE": "auto",  # fanotify (attributed) where it works, as in BENCHMARKS.md
         "RINGFENCE_AGENT_SPOOL_DIR": str(work / "spool"),
         "RINGFENCE_AGENT_WATCH_PATHS": str(work / "watched"),
         "RINGFENCE_AGENT_EVENTS_TOPIC": f"bench-agent-events-{suffix}",

@@ -136,10 +136,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "run", help="collect behaviour events and ship them to Kafka through the durable spool",
         description="Run the agent: the sources named in RINGFENCE_AGENT_SOURCES (default: linux), the "
         "spool and publisher (Kafka from RINGFENCE_KAFKA_*), and any enforcement plugin. All settings "
-        "come from RINGFENCE_AGENT_* variables (see agents/settings.py). The linux source attributes "
-        "file events to the writing process with fanotify when it can (root, Linux >= 5.17), else "
-        "uses inotify (events unattributed); RINGFENCE_AGENT_FILE_MODE=auto|fanotify|inotify chooses, "
-        "and the log says which is active. Stops on SIGTERM/SIGINT, flushing the spool.",
+        "come from RINGFENCE_AGENT_* variables (see agents/settings.py). With RINGFENCE_AGENT_FILE_MODE=auto "
+        "the linux source attributes file events to the writing process with fanotify when it can (root, "
+        "Linux >= 5.17), else uses inotify; the default, inotify, leaves them unattributed; the log says "
+        "which is active. Stops on SIGTERM/SIGINT, flushing the spool.",
     )
     parser.add_argument("--duration-s", type=float, default=None,
                         help="stop by itself after this many seconds (benchmarks, smoke tests)")

@@ -1,8 +1,9 @@
 """`LinuxLiveSource`: processes, files and outbound TCP of the running host as one event stream.
 
 Which collectors: processes from the netlink connector when the kernel allows it, else the /proc
-poller; files from fanotify (attributed to the writing process) when the kernel allows it, else
-inotify (unattributed); outbound TCP from the socket-table poller. Which ones are active is logged
+poller; files from fanotify (attributed to the writing process) when `file_mode` asks for it and the
+kernel allows it, else inotify (unattributed; the default until the model has learnt attributed
+Linux file events); outbound TCP from the socket-table poller. Which ones are active is logged
 once and kept in `process_mode` and `file_mode`.
 
 How they run: on the event loop, without a task per collector, because on this kind of host the
@@ -62,7 +63,7 @@ class LinuxLiveConfig:
     device_id: str
     watch_paths: tuple[str, ...] = ()
     process_mode: ProcessMode = "auto"  # auto: netlink, falling back to /proc polling
-    file_mode: FileMode = "auto"  # auto: fanotify (attributed), falling back to inotify
+    file_mode: FileMode = "inotify"  # auto: fanotify (attributed), falling back to inotify
     proc_poll_interval_s: float = 0.5
     net_enabled: bool = True
     net_interval_s: float = 1.0
