@@ -1,9 +1,9 @@
 """Agent footprint: CPU (% of one core) and resident memory of `ringfence-agent run` under live-like load.
 
 The agent runs as its own process, exactly as deployed (linux source with the netlink connector,
-fanotify on a folder (inotify where fanotify is refused), the TCP poller, spool with fsync,
-publisher to the broker at RINGFENCE_KAFKA_BOOTSTRAP, or to a dead port when none is set: the spool
-then absorbs everything).
+the agent's default file collector on a folder (inotify; `--file-mode auto` for fanotify), the TCP
+poller, spool with fsync, publisher to the broker at RINGFENCE_KAFKA_BOOTSTRAP, or to a dead port
+when none is set: the spool then absorbs everything).
 Load generator processes (one per 250 events/s, since one Python process cannot spawn fast enough
 on this VM) produce: 20 % of the events from processes (`/bin/true` spawned, giving a
 process_start and a process_end each), 80 % from rewrites of files in the watched folder (one
@@ -14,7 +14,8 @@ The baseline is the same agent left idle in the same run, so background activity
 (other processes the agent also observes) is visible.
 Goal (issue 4): <= 2 % of one core and <= 60 MB RSS at 100 events/s.
 
-    .venv/bin/python -m bench.bench_agent [--quick] [--rates 100] [--profile cprofile|pyinstrument]
+    .venv/bin/python -m bench.bench_agent [--quick] [--rates 100] [--file-mode auto]
+                                          [--profile cprofile|pyinstrument]
 
 `--profile` runs the agent process under a profiler for the same load (its CPU figure then includes
 the profiler's overhead, so it is only for finding where the time goes): `cprofile` sets the agent's
@@ -72,9 +73,10 @@ def _agent_env(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     suffix = uuid.uuid4().hex[:8]
     env.setdefault("RINGFENCE_KAFKA_BOOTSTRAP", "127.0.0.1:9")  # nothing listens: spool-only run
+    # the agent's default file collector (inotify) unless RINGFENCE_AGENT_FILE_MODE / --file-mode says
+    # otherwise (`auto`: fanotify, attributed, where the kernel allows it)
     env.update({
         "RINGFENCE_AGENT_DEVICE_ID": f"bench-agent-{suffix}",
-        "RINGFENCE_AGENT_FILE_MODE": "auto",  # fanotify (attributed) where it works, as in BENCHMARKS.md
         "RINGFENCE_AGENT_SPOOL_DIR": str(work / "spool"),
         "RINGFENCE_AGENT_WATCH_PATHS": str(work / "watched"),
         "RINGFENCE_AGENT_EVENTS_TOPIC": f"bench-agent-events-{suffix}",
@@ -248,6 +250,9 @@ def main() -> None:
                         help="run the agent under this profiler (figures then include its overhead)")
     parser.add_argument("--profile-dir", type=Path, default=Path("bench-agent-profiles"),
                         help="--profile reports: agent-<rate>.prof or .txt (default: ./bench-agent-profiles)")
+    parser.add_argument("--file-mode", choices=("inotify", "auto"),
+                        help="the agent's RINGFENCE_AGENT_FILE_MODE (default: the agent's own default, "
+                             "inotify; auto: fanotify attribution where the kernel allows it)")
     parser.add_argument("--generate", nargs=3, metavar=("FOLDER", "RATE", "SECONDS"),
                         help=argparse.SUPPRESS)  # internal: run as a load generator worker
     args = parser.parse_args()
@@ -255,6 +260,8 @@ def main() -> None:
         folder, rate, seconds = args.generate
         print(generate(Path(folder), float(rate), float(seconds)))
         return
+    if args.file_mode:
+        os.environ["RINGFENCE_AGENT_FILE_MODE"] = args.file_mode  # the agent processes inherit it
     profiling = Profiling(args.profile, args.profile_dir) if args.profile else None
     for result in run(args.quick, tuple(args.rates), profiling):
         base = f"  (idle: {result.baseline:.2f})" if result.baseline is not None else ""
