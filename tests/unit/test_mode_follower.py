@@ -36,7 +36,7 @@ from agents.proctree import protected_pids
 from agents.quarantine import Quarantine
 from agents.verdict_follower import VerdictHandler, VerdictRecord
 from schemas.actions import ActionKind, Outcome
-from schemas.codec import encode
+from schemas.codec import decode, encode
 from schemas.common import Mode
 from schemas.policy_updates import (
     DeviceModeChange,
@@ -317,8 +317,8 @@ def test_the_consoles_group_switch_is_signed_and_the_agent_follows_it(rig: Rig) 
     request = actions.GroupModeRequest(mode=Mode.BLOCK, reason="incident 42")
     now, topics = rig.clock.now, ConsoleTopics.with_prefix("")
     signed = actions.set_group_mode(GROUP, request, actor="alice", now=now, topics=topics, key=rig.key)
-    unsigned = actions.set_group_mode(GROUP, request, actor="alice", now=now, topics=topics)
-    assert rig.handler.handle(unsigned.key.encode(), unsigned.value) is None
+    stripped = decode(PolicyUpdate, signed.value).model_copy(update={"key_id": None, "signature": None})
+    assert rig.handler.handle(signed.key.encode(), encode(stripped)) is None  # the same switch, unsigned
     applied = rig.handler.handle(signed.key.encode(), signed.value)
     assert applied is not None and applied.mode is Mode.BLOCK and rig.refusals() == ["SignatureError"]
 
