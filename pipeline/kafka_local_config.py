@@ -97,8 +97,15 @@ def parse_java_version(version_output: str) -> int:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: a random UUID in unpadded url-safe base64, as `kafka-storage random-uuid`."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    """A KRaft cluster id: a random UUID in unpadded url-safe base64, as `kafka-storage random-uuid`.
+
+    Never one starting with "-" (1 in 64 would): `kafka-storage format -t -abc...` reads it as an
+    option and fails, which is also why Kafka's own random ids avoid that prefix.
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not text.startswith("-"):
+            return text
 
 
 def render_server_properties(port: int, controller_port: int, data_dir: Path) -> str:

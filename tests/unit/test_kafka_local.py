@@ -178,3 +178,12 @@ def test_up_refuses_a_port_someone_else_owns(tmp_path: Path) -> None:
                               java=_fake_java(tmp_path, "17.0.1"))
         with pytest.raises(PortInUseError, match=f"port {port} is in use"):
             launcher.up(ready_timeout_s=1)
+
+
+def test_cluster_id_never_starts_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-storage would read `-t -xyz` as an option: a dash-first id is drawn again."""
+    import uuid
+
+    draws = iter([uuid.UUID(bytes=b"\xf8" + bytes(15)), uuid.UUID(bytes=bytes(16))])  # "-A...", "AAA..."
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert new_cluster_id() == "A" * 22
