@@ -11,7 +11,8 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -92,7 +93,8 @@ def test_up_status_down_keeps_data_until_fresh(launcher: LocalKafka) -> None:
     status = launcher.up(ready_timeout_s=120)
     bootstrap = status.bootstrap
     assert status.running and status.pid is not None
-    assert "Kafka Server started" in "\n".join(launcher.logs(200))
+    # the broker answers a moment before it logs that it started (seen once in CI): allow ~10 s
+    assert _eventually(lambda: "Kafka Server started" in "\n".join(launcher.logs(200)), 10.0)
     asyncio.run(_produce(bootstrap, "launcher-survives", b"still here"))
 
     shown = _cli(launcher.paths.home, "status", "--port", str(launcher.paths.port))
@@ -140,3 +142,13 @@ def test_cli_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert done.stderr.strip().splitlines()[-1] == (
         f"ringfence: error: port {port} is in use by another process: choose another --port")
     assert done.stdout == ""
+
+
+def _eventually(check: Callable[[], bool], timeout_s: float) -> bool:
+    """True as soon as `check()` is; False after `timeout_s` (polled every 0.2 s)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
