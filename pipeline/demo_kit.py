@@ -253,7 +253,12 @@ class Supervisor:
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str],
               **kwargs: Any) -> subprocess.Popen[bytes]:
-        """Start `argv` (output to `<log_dir>/<name>.log`) in its own session."""
+        """Start `argv` (output to `<log_dir>/<name>.log`) in its own session.
+
+        A child of the same name still running is stopped first: replacing its entry would leave
+        it running with no one to stop it (a failed test that restarts a device leaked agents so).
+        """
+        self.stop(name)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)

@@ -92,3 +92,17 @@ async def test_waiting_for_a_line_that_never_comes_times_out(tmp_path: Path) -> 
             await asyncio.wait_for(supervisor.wait_for("quiet", "never", 0.3), 5)
     finally:
         supervisor.stop_all(2)
+
+
+def test_starting_a_name_again_stops_the_child_still_running_under_it(tmp_path: Path) -> None:
+    supervisor = Supervisor(tmp_path / "logs")
+    first = supervisor.start("dev-b", ["sleep", "30"], env={})
+    try:
+        second = supervisor.start("dev-b", ["sleep", "30"], env={})  # e.g. a test after a failed one
+        assert first.poll() == -15  # not orphaned: nothing else would ever stop it
+        assert second.poll() is None and supervisor.children == {"dev-b": second}
+    finally:
+        supervisor.stop_all(2)
+        if first.poll() is None:
+            first.kill()
+    assert second.poll() is not None
