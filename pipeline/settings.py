@@ -71,8 +71,8 @@ class WorkerSettings(BaseSettings):
     command_ttl_s: int = Field(24 * 3600, gt=0)  # unless the policy file sets command_ttl_ms
     verdict_ttl_s: int | None = Field(None, gt=0)  # None: a verdict holds until lifted
     model_dir: Path | None = None  # trained model folder; None: the packaged one (or provisional)
-    # Force the hand-written provisional rule scorer (the demo and the feedback-loop tests use it: the
-    # trained model does not yet root the demo's Linux ransomware reliably; see MODEL_CARD.md).
+    # Force the hand-written provisional rule scorer instead of a trained model (for runs that must
+    # not depend on model quality; the demo and the worker default use the trained model).
     provisional_model: bool = False
 
     @model_validator(mode="after")
