@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from agents.batch_codec import splice_batch
 from agents.settings import AgentSettings
-from agents.spool import Spool, SpoolBatch
+from agents.spool import Spool, SpoolBatch, SpoolClosed
 from agents.telemetry import span, to_headers
 from schemas.codec import decode_event
 from schemas.errors import ContractError
@@ -248,7 +248,11 @@ class Publisher:
     async def _sender(self) -> None:
         backoff_s = self.config.retry_backoff_initial_s
         while True:
-            batch = await self._next_batch()
+            try:
+                batch = await self._next_batch()
+            except SpoolClosed:  # the agent is stopping (close() gave up waiting): what is left stays spooled
+                log.info("publisher sender stops: the spool is closed")
+                return
             try:
                 await self._send(batch)
             except asyncio.CancelledError:

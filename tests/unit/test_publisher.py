@@ -295,3 +295,25 @@ async def test_close_commits_and_sends_what_is_gathered_without_waiting_for_the_
     await publisher.close(flush_timeout_s=5)
     assert loop.time() - started < 2  # not the 10 s group-commit wait
     assert [len(b.events) for b in broker.batches()] == [1] and publisher.spool.pending_events == 0
+
+
+async def test_the_sender_stops_quietly_when_the_spool_is_closed_under_it(tmp_path: Path) -> None:
+    """A shutdown that gave up waiting for the sender closes the spool: the sender ends without an
+    error, and the unsent events are still in the spool for the next run."""
+    broker = FakeBroker()
+    broker.down = True
+    spool = Spool(tmp_path / "s.db")
+    publisher = Publisher(spool, broker.factory, config())
+    publisher.start()
+    for n in range(3):
+        await publisher.submit(event("dev-a", n))
+    await wait_until(lambda: spool.pending_events == 3)
+    [sender] = [t for t in asyncio.all_tasks() if t.get_name() == "publisher-sender"]
+    spool.close()
+    publisher._batch_full.set()  # wake it now instead of after its linger
+    await asyncio.wait_for(sender, 5)
+    assert sender.exception() is None
+    for task in asyncio.all_tasks():
+        if task.get_name().startswith("publisher-"):
+            task.cancel()
+    assert Spool(tmp_path / "s.db").pending_events == 3
