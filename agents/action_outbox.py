@@ -27,7 +27,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.blocklist import SyncMode
+from agents.blocklist import SyncMode, open_state_db
 from agents.enforcement_errors import StateError
 from schemas.actions import ActionKind, ActionResult, Outcome
 from schemas.codec import encode
@@ -72,15 +72,10 @@ class ActionOutbox:
         self._memory: deque[Pending] = deque()  # results that could not be written
         self._commit_scheduled = False
         self._closed = False
+        self._db = open_state_db(path, _SCHEMA, sync, "action outbox")
         try:
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(path if path is not None else ":memory:")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
-            self._db.executescript(_SCHEMA)
             self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
             raise StateError(f"{path}: cannot open the action outbox: {exc}") from exc
         if self._count:
             log.info("action outbox %s: %d results from before the restart still to send", path, self._count)

@@ -286,14 +286,19 @@ def _open_read_only(path: Path | None) -> sqlite3.Connection | None:
 
 
 def _open(path: Path | None, sync: SyncMode) -> sqlite3.Connection | None:
-    if path is None:
-        return None
+    return None if path is None else open_state_db(path, _SCHEMA, sync, "blocklist")
+
+
+def open_state_db(path: Path | None, schema: str, sync: SyncMode, what: str) -> sqlite3.Connection:
+    """One of the agent's SQLite state files (WAL, `sync`, `schema` applied; its folder 0700), or an
+    in-memory one for `path` None; StateError naming the file and `what` it holds."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        db = sqlite3.connect(path)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        db = sqlite3.connect(path if path is not None else ":memory:")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={sync.upper()}")
-        db.executescript(_SCHEMA)
+        db.executescript(schema)
     except (OSError, sqlite3.Error) as exc:
-        raise StateError(f"{path}: cannot open the blocklist: {exc}") from exc
+        raise StateError(f"{path}: cannot open the {what}: {exc}") from exc
     return db

@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from agents.action_reporter import Reporter, action_result
-from agents.blocklist import Clock, SyncMode, utc_now
+from agents.blocklist import Clock, SyncMode, open_state_db, utc_now
 from agents.enforcement_errors import StateError
 from agents.telemetry import continued, from_headers
 from agents.topic_follower import ConsumerFactory, TopicFollower, partitions_of, seek_saved
@@ -67,15 +67,7 @@ class CommandStore:
 
     def __init__(self, path: Path | None, *, sync: SyncMode = "full") -> None:
         self.path = path
-        try:
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(path if path is not None else ":memory:")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={sync.upper()}")
-            self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise StateError(f"{path}: cannot open the command state: {exc}") from exc
+        self._db = open_state_db(path, _SCHEMA, sync, "command state")
 
     def __contains__(self, nonce: object) -> bool:
         row = self._db.execute("SELECT 1 FROM nonces WHERE nonce = ?", (str(nonce),)).fetchone()
