@@ -20,7 +20,6 @@ actions topic with outcome `refused` and the reason, and never executed.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,8 +28,9 @@ from typing import Any
 import orjson
 
 from agents.action_reporter import Reporter, action_result
-from agents.blocklist import Clock, SyncMode, open_state_db, utc_now
+from agents.blocklist import Clock, SyncMode, utc_now
 from agents.enforcement_errors import StateError
+from agents.state_store import FollowerStateStore
 from agents.telemetry import continued, from_headers
 from agents.topic_follower import ConsumerFactory, TopicFollower, partitions_of, seek_saved
 from schemas.actions import ActionKind, ActionResult, Outcome
@@ -62,12 +62,13 @@ def partition_for_key(key: bytes, partitions: int) -> int:
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
 
 
-class CommandStore:
+class CommandStore(FollowerStateStore):
     """Used nonces (a `schemas.signing.NonceStore`) and the followed position, in one SQLite file."""
 
+    WHAT = "command state"
+
     def __init__(self, path: Path | None, *, sync: SyncMode = "full") -> None:
-        self.path = path
-        self._db = open_state_db(path, _SCHEMA, sync, "command state")
+        super().__init__(path, _SCHEMA, sync=sync)
 
     def __contains__(self, nonce: object) -> bool:
         row = self._db.execute("SELECT 1 FROM nonces WHERE nonce = ?", (str(nonce),)).fetchone()
@@ -80,23 +81,6 @@ class CommandStore:
     def prune(self, now: datetime) -> None:
         """Forget nonces of commands that expired (they are refused as expired anyway)."""
         self._write("DELETE FROM nonces WHERE expires_at <= ?", (now.isoformat(),))
-
-    def positions(self, topic: str) -> dict[int, int]:
-        rows = self._db.execute("SELECT partition, next_offset FROM positions WHERE topic = ?", (topic,))
-        return dict(rows.fetchall())
-
-    def save_position(self, topic: str, partition: int, next_offset: int) -> None:
-        self._write("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)", (topic, partition, next_offset))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
-        try:
-            with self._db:
-                self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot save command state: {exc}") from exc
 
 
 class CommandHandler:

@@ -27,7 +27,6 @@ setting.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.action_reporter import Reporter, action_result
-from agents.blocklist import Clock, SyncMode, open_state_db, utc_now
+from agents.blocklist import Clock, SyncMode, utc_now
 from agents.enforcement_errors import StateError
+from agents.state_store import FollowerStateStore
 from agents.topic_follower import ConsumerFactory, TopicFollower, partitions_of, seek_saved
 from schemas.actions import ActionKind, Outcome
 from schemas.codec import decode, encode
@@ -83,12 +83,13 @@ def effective_mode(default: Mode, group: PolicyUpdate | None, device: PolicyUpda
     return EffectiveMode(default, "config")
 
 
-class ModeStore:
+class ModeStore(FollowerStateStore):
     """Applied mode updates (latest per key) and the followed positions, in one SQLite file."""
 
+    WHAT = "mode state"
+
     def __init__(self, path: Path | None, *, sync: SyncMode = "full") -> None:
-        self.path = path
-        self._db = open_state_db(path, _SCHEMA, sync, "mode state")
+        super().__init__(path, _SCHEMA, sync=sync)
 
     def get(self, key: str) -> PolicyUpdate | None:
         row = self._db.execute("SELECT value FROM updates WHERE key = ?", (key,)).fetchone()
@@ -103,23 +104,6 @@ class ModeStore:
     def save(self, update: PolicyUpdate) -> None:
         """Record an accepted update, durably, before the enforcer switches."""
         self._write("INSERT OR REPLACE INTO updates VALUES (?, ?)", (update.key, encode(update)))
-
-    def positions(self, scope: str) -> dict[int, int]:
-        rows = self._db.execute("SELECT partition, next_offset FROM positions WHERE scope = ?", (scope,))
-        return dict(rows.fetchall())
-
-    def save_position(self, scope: str, partition: int, next_offset: int) -> None:
-        self._write("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)", (scope, partition, next_offset))
-
-    def close(self) -> None:
-        self._db.close()
-
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
-        try:
-            with self._db:
-                self._db.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise StateError(f"{self.path}: cannot save mode state: {exc}") from exc
 
 
 class ModeHandler:
