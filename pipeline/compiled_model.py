@@ -7,10 +7,13 @@ class only: 15-20 ms per alerting flush, the largest part of a probe's time in t
 (BENCHMARKS.md, "Session D — latency"). Two remedies, both exact:
 
 - `CompiledTrees`: every tree laid out as a perfect binary tree of the model's maximum depth (a leaf
-  above that depth is copied down), so a batch descends all trees at once with a few numpy gathers
-  per level: no per-call fixed cost, but more work per row than XGBoost's C++, so `FastBooster`
-  uses it for small batches only (`COMPILED_MAX_ROWS`, where it measured faster) and XGBoost above.
-  It reproduces `inplace_predict` probabilities within float32 rounding (tests: ≤ 1e-5).
+  above that depth is copied down). When the optional C extension `pipeline._ctrees` is built
+  (setup.py; gcc only), that layout is scored in C **bit for bit as XGBoost scores it** (same float32
+  accumulation order, same softmax) at any batch size, without XGBoost's fixed cost per call and
+  ~2-3x faster per row: `FastBooster` then uses it for every batch. Without the extension a batch
+  descends all trees at once with a few numpy gathers per level (no per-call fixed cost, more work
+  per row, within float32 rounding of XGBoost: tests ≤ 1e-5), so `FastBooster` uses numpy for small
+  batches only (`COMPILED_MAX_ROWS`, where it measured faster) and XGBoost above.
 - `ClassExplainers`: one single-output booster per class, holding only that class's trees and its
   intercept, built from the model's own JSON; XGBoost's TreeSHAP on it gives exactly the
   contributions `pred_contribs` gives for that class on the whole model, at 1/13 of the work.
@@ -34,7 +37,9 @@ from numpy.typing import NDArray
 from pipeline.errors import ModelError
 from pipeline.scoring import Matrix
 
-__all__ = ["COMPILED_MAX_ROWS", "ClassExplainers", "CompiledTrees", "FastBooster", "load_fast"]
+__all__ = [
+    "COMPILED_MAX_ROWS", "ClassExplainers", "CompiledTrees", "FastBooster", "load_fast", "native_trees",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 COMPILED_MAX_ROWS = 16
@@ -107,6 +112,29 @@ class CompiledTrees:
         exp = np.exp(margins)
         probabilities: Matrix = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
         return probabilities
+
+
+def native_trees(compiled: CompiledTrees, n_features: int) -> Any | None:
+    """`compiled` as a `pipeline._ctrees.Forest` (XGBoost-exact, in C), None when the extension is not built.
+
+    The extension checks what it is given (feature and class indices in range, sizes consistent with
+    the depth) and raises ValueError otherwise, so a malformed model cannot make it read out of bounds.
+    """
+    try:
+        from pipeline import _ctrees
+    except ImportError:
+        return None
+    classes = np.argmax(compiled.classes, axis=1).astype(np.int32)
+    return _ctrees.Forest(
+        np.ascontiguousarray(compiled.features, dtype=np.int32),
+        np.ascontiguousarray(compiled.thresholds, dtype=np.float32),
+        np.ascontiguousarray(compiled.default_left, dtype=np.int32),
+        np.ascontiguousarray(compiled.leaves, dtype=np.float32),
+        classes,
+        np.ascontiguousarray(compiled.intercept, dtype=np.float32),
+        compiled.depth,
+        n_features,
+    )
 
 
 def _parts(model: Mapping[str, Any]) -> tuple[list[dict[str, Any]], NDArray[np.intp], NDArray[np.float32]]:
@@ -234,10 +262,13 @@ def _class_models(model: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 class FastBooster:
-    """A `BoosterModel` whose small batches are scored by `CompiledTrees`, explained per class."""
+    """A `BoosterModel` scored by the C trees (or, without them, small batches by `CompiledTrees`),
+    explained per class."""
 
-    def __init__(self, base: Any, compiled: CompiledTrees, explainers: ClassExplainers) -> None:
-        self.base, self.compiled, self.explainers = base, compiled, explainers
+    def __init__(
+        self, base: Any, compiled: CompiledTrees, explainers: ClassExplainers, native: Any | None = None
+    ) -> None:
+        self.base, self.compiled, self.explainers, self.native = base, compiled, explainers, native
 
     @property
     def version(self) -> str:
@@ -261,7 +292,13 @@ class FastBooster:
         return thresholds
 
     def predict_proba(self, matrix: Matrix) -> Matrix:
-        """Compiled trees for small batches (no fixed cost), XGBoost for large ones."""
+        """The C trees (XGBoost's exact values) when built; else numpy trees for small batches (no fixed
+        cost), XGBoost for large ones."""
+        if self.native is not None:
+            values = np.ascontiguousarray(matrix, dtype=np.float32)
+            out: Matrix = np.empty((len(values), len(self.compiled.intercept)), dtype=np.float32)
+            self.native.predict(values, out)
+            return out
         if len(matrix) <= COMPILED_MAX_ROWS:
             return self.compiled.predict_proba(matrix)
         probabilities: Matrix = self.base.predict_proba(matrix)
@@ -286,8 +323,17 @@ def load_fast(base: Any, booster_path: Path, feature_names: Sequence[str]) -> An
         booster.load_model(str(booster_path))
         model = json.loads(bytes(booster.save_raw("json")))
         compiled = CompiledTrees.from_json(model)
-        return FastBooster(base, compiled, ClassExplainers.from_json(model, feature_names))
+        explainers = ClassExplainers.from_json(model, feature_names)
     except (ModelError, xgboost.core.XGBoostError, OSError, ValueError) as exc:
         log.warning("model %s: scoring with XGBoost only (cannot compile %s: %s)",
                     base.version, booster_path, exc)
         return base
+    try:
+        native = native_trees(compiled, len(feature_names))
+    except ValueError as exc:  # the extension refused the layout: numpy trees and XGBoost still work
+        log.warning("model %s: C trees refused it (%s); numpy and XGBoost score it", base.version, exc)
+        native = None
+    else:
+        if native is None:
+            log.info("model %s: pipeline._ctrees is not built; numpy and XGBoost score it", base.version)
+    return FastBooster(base, compiled, explainers, native)

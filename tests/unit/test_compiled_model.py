@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.compiled_model import COMPILED_MAX_ROWS, CompiledTrees, FastBooster, load_fast
+from pipeline.compiled_model import COMPILED_MAX_ROWS, CompiledTrees, FastBooster, load_fast, native_trees
 from pipeline.detect import Detector
 from pipeline.errors import ModelError
 from pipeline.eventkit import EventKit
@@ -87,12 +87,43 @@ def test_missing_values_take_each_split_default_branch() -> None:
     assert np.abs(fast.compiled.predict_proba(rows) - base.predict_proba(rows)).max() <= 1e-5
 
 
-def test_small_batches_use_the_compiled_trees_and_large_ones_xgboost() -> None:
-    base, fast = committed()
+def test_without_the_c_trees_small_batches_use_numpy_and_large_ones_xgboost() -> None:
+    base, built = committed()
+    fast = FastBooster(base, built.compiled, built.explainers, native=None)
     rows = real_rows()
     small, large = rows[:COMPILED_MAX_ROWS], rows[: COMPILED_MAX_ROWS * 3]
     assert np.array_equal(fast.predict_proba(small), fast.compiled.predict_proba(small))
     assert np.array_equal(fast.predict_proba(large), base.predict_proba(large))
+
+
+def _bits(matrix: Matrix) -> bytes:
+    return np.ascontiguousarray(matrix, dtype=np.float32).tobytes()
+
+
+def test_the_c_trees_are_built_and_serve_every_batch_size_bit_for_bit_as_xgboost() -> None:
+    base, fast = committed()
+    assert fast.native is not None, NOT_BUILT
+    rows = real_rows()
+    for n in (0, 1, 7, 8, 9, 63, 64, 65, len(rows)):  # lane tails, row blocks, the whole set
+        assert _bits(fast.predict_proba(rows[:n])) == _bits(base.predict_proba(rows[:n])), n
+
+
+def test_the_c_trees_send_missing_values_to_each_splits_default_exactly() -> None:
+    base, fast = committed()
+    assert fast.native is not None, NOT_BUILT
+    rows = real_rows()[:70].copy()
+    rows[::3, ::4] = np.nan
+    rows[1::5, 2::7] = np.inf
+    assert _bits(fast.predict_proba(rows)) == _bits(base.predict_proba(rows))
+
+
+def test_the_c_trees_refuse_a_matrix_of_another_width_or_type() -> None:
+    _, fast = committed()
+    assert fast.native is not None, NOT_BUILT
+    with pytest.raises(ValueError, match="features"):
+        fast.native.predict(np.zeros((2, 5), np.float32), np.empty((2, len(CLASSES)), np.float32))
+    with pytest.raises(TypeError, match="format 'f'"):
+        fast.native.predict(np.zeros((2, len(FEATURE_NAMES))), np.empty((2, len(CLASSES)), np.float32))
 
 
 def test_one_class_contributions_equal_the_whole_models_for_that_class() -> None:
@@ -113,6 +144,9 @@ def test_scorer_explains_alerting_rows_the_same_with_either_model() -> None:
     assert plain == quick and list(quick) == picks and any(quick.values())
 
 
+NOT_BUILT = "pipeline._ctrees is not built: `pip install -e .` or `python setup.py build_ext --inplace` (gcc)"
+
+
 def _tiny_booster(**params: Any) -> dict[str, Any]:
     rng = np.random.default_rng(1)
     x = rng.random((60, 6), dtype=np.float32)
@@ -123,11 +157,52 @@ def _tiny_booster(**params: Any) -> dict[str, Any]:
     model: dict[str, Any] = json.loads(bytes(booster.save_raw("json")))
     compiled = CompiledTrees.from_json(model)
     assert np.abs(compiled.predict_proba(x) - booster.inplace_predict(x)).max() <= 1e-5
+    native = native_trees(compiled, x.shape[1])
+    assert native is not None, NOT_BUILT
+    out = np.empty((len(x), 3), np.float32)
+    native.predict(x, out)
+    assert _bits(out) == _bits(booster.inplace_predict(x))
+    margins = np.empty((len(x), 3), np.float32)
+    native.margins(x, margins)
+    assert _bits(margins) == _bits(booster.inplace_predict(x, predict_type="margin"))
     return model
 
 
 def test_trees_of_uneven_depth_with_missing_values_compile() -> None:
-    _tiny_booster()  # asserts equality with xgboost itself
+    _tiny_booster()  # asserts equality with xgboost itself (numpy within rounding, C bit for bit)
+
+
+def test_the_c_trees_refuse_a_layout_that_would_read_out_of_bounds() -> None:
+    compiled = CompiledTrees.from_json(_tiny_booster())
+    assert native_trees(compiled, 6) is not None, NOT_BUILT
+    with pytest.raises(ValueError, match="feature"):
+        native_trees(compiled, 2)  # splits use features 0..5
+    bad_class = CompiledTrees(**{**_fields(compiled), "intercept": compiled.intercept[:1]})
+    with pytest.raises(ValueError, match="class"):
+        native_trees(bad_class, 6)
+    short = CompiledTrees(**{**_fields(compiled), "leaves": compiled.leaves[:-1]})
+    with pytest.raises(ValueError, match="sizes"):
+        native_trees(short, 6)
+
+
+def _fields(compiled: CompiledTrees) -> dict[str, Any]:
+    return {name: getattr(compiled, name) for name in CompiledTrees.__slots__}
+
+
+def test_a_booster_the_c_trees_refuse_is_scored_by_numpy_and_xgboost(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    base, _ = committed()
+
+    def refuse(compiled: CompiledTrees, n_features: int) -> None:
+        raise ValueError("split 3 uses feature 400 of 321")
+
+    monkeypatch.setattr("pipeline.compiled_model.native_trees", refuse)
+    with caplog.at_level(logging.WARNING):
+        fast = load_fast(base, MODEL_DIR / "model.ubj", FEATURE_NAMES)
+    assert isinstance(fast, FastBooster) and fast.native is None and "C trees refused" in caplog.text
+    rows = real_rows()[:3]
+    assert np.abs(fast.predict_proba(rows) - base.predict_proba(rows)).max() <= 1e-5
 
 
 def test_an_unknown_model_format_is_a_model_error() -> None:

@@ -1,0 +1,22 @@
+"""Type stub of the optional C extension built from pipeline/_ctrees.c (see pipeline.compiled_model)."""
+
+from typing import Any
+
+class Forest:
+    """A checked copy of a multi:softprob gbtree in perfect-binary-tree slots, scored as XGBoost does."""
+
+    def __init__(
+        self,
+        features: Any,
+        thresholds: Any,
+        default_left: Any,
+        leaves: Any,
+        classes: Any,
+        base: Any,
+        depth: int,
+        n_features: int,
+    ) -> None: ...
+    @property
+    def trees(self) -> int: ...
+    def predict(self, matrix: Any, out: Any, /) -> None: ...
+    def margins(self, matrix: Any, out: Any, /) -> None: ...
