@@ -100,16 +100,14 @@ class Detector:
     def ingest(self, events: Sequence[Event], now_ms: int) -> None:
         """Fold events into the trees and queue the changed processes, without scoring."""
         touched: dict[str, DeviceForest] = {}
-        forest: DeviceForest | None = None
         changed: list[tuple[str, str, bool]] = []
         try:
-            for event in events:  # the hot loop: a batch usually holds one device's events
-                if forest is None or event.device_id != forest.device_id:
-                    forest = touched.get(event.device_id) or self._forest(event)
-                    touched[forest.device_id] = forest
-                keys, notable = forest.apply(event)
-                if keys:
-                    changed += [(forest.device_id, key, notable) for key in keys]
+            i, end = 0, len(events)
+            while i < end:  # a batch usually holds one device's events: one run each
+                device_id = events[i].device_id
+                forest = touched.get(device_id) or self._forest(events[i])
+                touched[device_id] = forest
+                i = forest.apply_run(events, i, changed)
         finally:  # one call (same order, same clock); what was applied is queued even if an event raised
             if changed:
                 self._batcher.add(changed, now_ms)

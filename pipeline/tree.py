@@ -20,12 +20,17 @@ offline hunting evicts exactly as the stream does. Serialisation lives in `pipel
 
 This is mutable state on purpose (an immutable forest per event would not reach the throughput
 goal); it does no I/O and is deterministic, so it is as testable as a pure function.
+
+`apply_run` is the hot path: when the optional C extension `pipeline._cforest` is built (setup.py),
+it applies the common case (behaviour of a process already known) in C and hands every other event
+to `apply`, before changing anything for it; without the extension `apply` does all of it. Both
+build the same forest (tests/unit/test_tree_compiled.py).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from pipeline.behaviour import CODES_BY_KIND, GENERIC_CODES, STRONG_CODES, Counter, child_codes
@@ -39,6 +44,16 @@ __all__ = ["NO_CHANGE", "Change", "DeviceForest", "ForestStats", "ProcessNode", 
 _CODES_BY_KIND, _STRONG, _GENERIC = CODES_BY_KIND, STRONG_CODES, GENERIC_CODES
 _SCRIPT = (Counter.SCRIPT,)
 _SCRIPT_SUSPICIOUS = (Counter.SCRIPT, Counter.SCRIPT_SUSPICIOUS)
+Changed = list[tuple[str, str, bool]]
+"""(device_id, process_key, notable) of each process to re-score, what `Detector.ingest` queues."""
+
+_fold: Callable[..., int] | None
+try:  # apply's common case in C (pipeline/_cforest.c); optional: without it `apply` does everything
+    from pipeline._cforest import fold as _compiled_fold
+except ImportError:  # pragma: no cover - depends on the build
+    _fold = None
+else:
+    _fold = _compiled_fold
 
 
 def ts_ms(event: Event) -> int:
@@ -88,6 +103,24 @@ class DeviceForest:
     def get(self, key: str | None) -> ProcessNode | None:
         """The node for `key`, or None when unknown (or evicted)."""
         return None if key is None else self.nodes.get(key)
+
+    def apply_run(self, events: Sequence[Event], start: int, changed: Changed) -> int:
+        """Apply `events[start:]` up to the first event of another device; append what to re-score to
+        `changed`. Returns the index of the first event not applied (`len(events)` when all were)."""
+        device, end, i = self.device_id, len(events), start
+        while i < end:
+            if _fold is not None:  # stops before an event only `apply` handles, or another device's
+                i = _fold(self, events, i, changed, _CODES_BY_KIND, _STRONG, _GENERIC)
+                if i >= end:
+                    break
+            event = events[i]
+            if event.device_id != device:
+                break
+            keys, notable = self.apply(event)
+            if keys:
+                changed += [(device, key, notable) for key in keys]
+            i += 1
+        return i
 
     def apply(self, event: Event) -> Change:
         """Fold one event into the forest; say which processes should be re-scored.

@@ -1,0 +1,455 @@
+/*
+ * pipeline._cforest: the hot path of `DeviceForest.apply` (pipeline/tree.py) in C.
+ *
+ * Why: the tree update was ~5-6 us of CPU per event in Python, half of the whole budget that issue
+ * 5's throughput goal leaves per event (BENCHMARKS.md, "Session E — compute core"). Almost every
+ * event is the same case: behaviour (a file write, a registry set, a connection...) of a process
+ * the forest already knows. `fold` applies a run of such events exactly as `DeviceForest.apply`
+ * would, and stops at the first event it does not handle itself -- another device's, a process
+ * start or end, a script, an unknown or placeholder process, a parent link to make, an image to
+ * set, a duplicate seq that cannot be decided here, anything that raised -- *before* changing
+ * anything for that event, so the caller applies it with the Python `apply` (the one
+ * implementation of every rarer case) and calls `fold` again after it.
+ *
+ * What it does per event, in `apply`'s order: the redelivery check (seq high-water mark and
+ * watermark), the event counter, the watermark, the node's recency, its last activity, its
+ * connection record, then `_add_evidence` (packed `(ts_ms << 8) | code` records, lifetime counts,
+ * the 1, 2, 4, 8... re-score back-off, strong and generic codes) and the notable event; a change
+ * to re-score is appended to `changed` as `(device_id, process_key, notable)`, which is what
+ * `Detector.ingest` queues. Behaviour codes come from the same Python functions (`CODES_BY_KIND`),
+ * so there is one catalogue. `tests/unit/test_tree_compiled.py` checks forests built both ways are
+ * equal field for field on generated streams (every event kind, duplicates, floods, placeholders).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+
+static PyObject *s_device_id, *s_ts, *s_timestamp, *s_seq, *s_process_key, *s_image, *s_payload, *s_kind;
+static PyObject *s_parent_process_key, *s_nodes, *s_lru, *s_stats, *s_limits, *s_dedupe_by_seq;
+static PyObject *s_watermark_ms, *s_seq_hwm, *s_events, *s_duplicates_dropped, *s_evidence_dropped;
+static PyObject *s_started, *s_last_ms, *s_parent_key, *s_path, *s_conns, *s_evidence, *s_code_counts;
+static PyObject *s_notable, *s_maxlen, *s_append, *s_move_to_end, *s_dst_ip, *s_dst_port, *s_key;
+static PyObject *k_start, *k_end, *k_script, *k_network, *k_load;
+
+#define STAMP_LIMIT ((long long)1 << 54) /* |ts_ms| below this: ts_ms * 256 | code fits in 64 bits */
+
+/* Forest-level values held in C during a run and written back when it ends, however it ends. */
+typedef struct {
+    PyObject *forest, *stats;
+    long long watermark, seq_hwm, events, duplicates, evidence_dropped;
+    long long watermark0, seq_hwm0;
+} Run;
+
+static int get_ll(PyObject *obj, PyObject *name, long long *out) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    Py_DECREF(value);
+    if (overflow || (*out == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 1;  /* not a small int: leave this to Python */
+    }
+    return 0;
+}
+
+static int set_ll(PyObject *obj, PyObject *name, long long value) {
+    PyObject *v = PyLong_FromLongLong(value);
+    if (v == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+static int add_ll(PyObject *obj, PyObject *name, long long delta) {
+    if (delta == 0)
+        return 0;
+    long long value;
+    int rc = get_ll(obj, name, &value);
+    if (rc != 0)
+        return -1;
+    return set_ll(obj, name, value + delta);
+}
+
+/* Write the run's counters back (keeps an exception raised before, if any). */
+static int finish(Run *run) {
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    int rc = 0;
+    if (run->watermark != run->watermark0)
+        rc |= set_ll(run->forest, s_watermark_ms, run->watermark);
+    if (run->seq_hwm != run->seq_hwm0)
+        rc |= set_ll(run->forest, s_seq_hwm, run->seq_hwm);
+    rc |= add_ll(run->stats, s_events, run->events);
+    rc |= add_ll(run->stats, s_duplicates_dropped, run->duplicates);
+    rc |= add_ll(run->stats, s_evidence_dropped, run->evidence_dropped);
+    if (type != NULL) {
+        PyErr_Restore(type, value, tb);
+        return -1;
+    }
+    return rc ? -1 : 0;
+}
+
+/* The event's time in ms as `int(event.ts.timestamp() * 1000)`; 1 when Python must decide. */
+static int event_ms(PyObject *event, long long *out) {
+    PyObject *ts = PyObject_GetAttr(event, s_ts);
+    if (ts == NULL)
+        return -1;
+    PyObject *seconds = PyObject_CallMethodNoArgs(ts, s_timestamp);
+    Py_DECREF(ts);
+    if (seconds == NULL)
+        return -1;
+    double ms = PyFloat_AsDouble(seconds) * 1000.0;
+    Py_DECREF(seconds);
+    if (PyErr_Occurred())
+        return -1;
+    if (!(ms > -(double)STAMP_LIMIT && ms < (double)STAMP_LIMIT))
+        return 1;
+    *out = (long long)ms;  /* truncation toward zero, as int() does */
+    return 0;
+}
+
+static int truthy_attr(PyObject *obj, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    int rc = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static int is_none_attr(PyObject *obj, PyObject *name) {
+    PyObject *value = PyObject_GetAttr(obj, name);
+    if (value == NULL)
+        return -1;
+    int rc = value == Py_None;
+    Py_DECREF(value);
+    return rc;
+}
+
+/* What one handled event needs once it is known to be ours. */
+typedef struct {
+    PyObject *event, *key, *node, *payload, *codes, *ip, *port;
+    long long when, seq;
+} Item;
+
+static void drop_item(Item *it) {
+    Py_CLEAR(it->key);
+    Py_CLEAR(it->node);
+    Py_CLEAR(it->payload);
+    Py_CLEAR(it->codes);
+    Py_CLEAR(it->ip);
+    Py_CLEAR(it->port);
+}
+
+/* 0: ours (it filled), 1: Python's (nothing changed), 2: a redelivered duplicate, -1: error. */
+static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *codes_by_kind, int dedupe,
+                    PyObject *event, Item *it) {
+    memset(it, 0, sizeof(*it));
+    it->event = event;
+    PyObject *device = PyObject_GetAttr(event, s_device_id);
+    if (device == NULL)
+        return -1;
+    int same = PyObject_RichCompareBool(device, device_id, Py_EQ);
+    Py_DECREF(device);
+    if (same <= 0)
+        return same < 0 ? -1 : 1;
+    int rc = event_ms(event, &it->when);
+    if (rc != 0)
+        return rc;
+    if (dedupe) {
+        if ((rc = get_ll(event, s_seq, &it->seq)) != 0)
+            return rc;
+        if (it->seq <= run->seq_hwm && it->when <= run->watermark)
+            return 2;
+    }
+    it->key = PyObject_GetAttr(event, s_process_key);
+    if (it->key == NULL)
+        return -1;
+    it->node = PyDict_GetItemWithError(nodes, it->key);
+    if (it->node == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    Py_INCREF(it->node);
+    int started = truthy_attr(it->node, s_started), has_image = truthy_attr(it->node, s_image);
+    if (started < 0 || has_image < 0)
+        return -1;
+    if (!has_image) {  /* a placeholder to fill, or an image to set: Python's */
+        int event_image = truthy_attr(event, s_image);
+        if (event_image != 0 || !started)
+            return event_image < 0 ? -1 : 1;
+    }
+    int no_parent_link = is_none_attr(event, s_parent_process_key);
+    if (no_parent_link < 0)
+        return -1;
+    if (!no_parent_link) {
+        int unlinked = is_none_attr(it->node, s_parent_key);
+        if (unlinked != 0)
+            return unlinked < 0 ? -1 : 1;
+    }
+    it->payload = PyObject_GetAttr(event, s_payload);
+    if (it->payload == NULL)
+        return -1;
+    PyObject *kind = PyObject_GetAttr(it->payload, s_kind);
+    if (kind == NULL)
+        return -1;
+    rc = 1;
+    PyObject *codes_of = NULL;
+    int start = PyObject_RichCompareBool(kind, k_start, Py_EQ), end = PyObject_RichCompareBool(kind, k_end, Py_EQ);
+    int script = PyObject_RichCompareBool(kind, k_script, Py_EQ);
+    int network = PyObject_RichCompareBool(kind, k_network, Py_EQ);
+    int load = PyObject_RichCompareBool(kind, k_load, Py_EQ);
+    if (start < 0 || end < 0 || script < 0 || network < 0 || load < 0) {
+        rc = -1;
+    } else if (!(start || end || script)) {
+        codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
+        rc = codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
+    }
+    Py_DECREF(kind);
+    if (rc != 0)
+        return rc;
+    if (load) {  /* the process's own image: its signer is recorded, Python's */
+        PyObject *path = PyObject_GetAttr(it->payload, s_path), *image = PyObject_GetAttr(it->node, s_image);
+        int own = path == NULL || image == NULL ? -1 : PyObject_RichCompareBool(path, image, Py_EQ);
+        Py_XDECREF(path);
+        Py_XDECREF(image);
+        if (own != 0)
+            return own < 0 ? -1 : 1;
+    }
+    if (network) {
+        it->ip = PyObject_GetAttr(it->payload, s_dst_ip);
+        it->port = it->ip == NULL ? NULL : PyObject_GetAttr(it->payload, s_dst_port);
+        if (it->port == NULL)
+            return -1;
+    }
+    it->codes = PyObject_CallOneArg(codes_of, it->payload);
+    if (it->codes == NULL || !PyTuple_Check(it->codes)) {
+        PyErr_Clear();  /* Python's apply calls it again and raises the same error */
+        return 1;
+    }
+    for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(it->codes); c++) {
+        long code = PyLong_AsLong(PyTuple_GET_ITEM(it->codes, c));
+        if (code < 0 || code > 255) {
+            PyErr_Clear();
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int append_to(PyObject *obj, PyObject *name, PyObject *value) {
+    PyObject *target = PyObject_GetAttr(obj, name);
+    if (target == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethodOneArg(target, s_append, value);
+    Py_DECREF(target);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* `_add_evidence`: returns bit 1 re-score, bit 2 notable; -1 on error. */
+static int add_evidence(Run *run, PyObject *node, long long when, PyObject *codes, PyObject *strong,
+                        PyObject *generic) {
+    PyObject *evidence = PyObject_GetAttr(node, s_evidence), *counts = PyObject_GetAttr(node, s_code_counts);
+    PyObject *maxlen = evidence == NULL ? NULL : PyObject_GetAttr(evidence, s_maxlen);
+    int rc = -1, rescore = 0, notable = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(codes);
+    if (maxlen == NULL || counts == NULL || !PyDict_Check(counts))
+        goto done;
+    if (maxlen != Py_None) {
+        Py_ssize_t cap = PyLong_AsSsize_t(maxlen), held = PyObject_Length(evidence);
+        if ((cap == -1 || held == -1) && PyErr_Occurred())
+            goto done;
+        Py_ssize_t overflow = held + n - cap;
+        if (overflow > 0)
+            run->evidence_dropped += overflow < n ? overflow : n;
+    }
+    for (Py_ssize_t c = 0; c < n; c++) {
+        PyObject *code = PyTuple_GET_ITEM(codes, c);
+        PyObject *packed = PyLong_FromLongLong(when * 256 | PyLong_AsLong(code));
+        if (packed == NULL)
+            goto done;
+        PyObject *r = PyObject_CallMethodOneArg(evidence, s_append, packed);
+        Py_DECREF(packed);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+        PyObject *held = PyDict_GetItemWithError(counts, code);
+        long long seen = 1;
+        if (held != NULL) {
+            seen = PyLong_AsLongLong(held) + 1;
+            if (seen == 0 && PyErr_Occurred())
+                goto done;
+        } else if (PyErr_Occurred()) {
+            goto done;
+        }
+        PyObject *count = PyLong_FromLongLong(seen);
+        if (count == NULL || PyDict_SetItem(counts, code, count) < 0) {
+            Py_XDECREF(count);
+            goto done;
+        }
+        Py_DECREF(count);
+        int is_strong = PySet_Contains(strong, code);
+        if (is_strong < 0)
+            goto done;
+        if (is_strong) {
+            rescore = notable = 1;
+        } else if ((seen & (seen - 1)) == 0) {
+            rescore = 1;
+            if (seen == 1) {
+                int is_generic = PySet_Contains(generic, code);
+                if (is_generic < 0)
+                    goto done;
+                notable |= !is_generic;
+            }
+        }
+    }
+    rc = rescore | notable << 1;
+done:
+    Py_XDECREF(evidence);
+    Py_XDECREF(counts);
+    Py_XDECREF(maxlen);
+    return rc;
+}
+
+/* Apply one classified event (the part of `apply` after the checks); -1 on error. */
+static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *changed, PyObject *strong,
+                      PyObject *generic, int dedupe, Item *it) {
+    if (dedupe)
+        run->seq_hwm = it->seq;  /* not a duplicate, so seq or time is new: apply sets it */
+    run->events++;
+    if (it->when > run->watermark)
+        run->watermark = it->when;
+    PyObject *r = PyObject_CallMethodOneArg(lru, s_move_to_end, it->key);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    long long last;
+    int rc = get_ll(it->node, s_last_ms, &last);
+    if (rc != 0 || (it->when > last && set_ll(it->node, s_last_ms, it->when) < 0))
+        return -1;
+    if (it->ip != NULL) {
+        PyObject *record = Py_BuildValue("(LOO)", it->when, it->ip, it->port);
+        if (record == NULL || append_to(it->node, s_conns, record) < 0) {
+            Py_XDECREF(record);
+            return -1;
+        }
+        Py_DECREF(record);
+    }
+    if (PyTuple_GET_SIZE(it->codes) == 0)
+        return 0;
+    int flags = add_evidence(run, it->node, it->when, it->codes, strong, generic);
+    if (flags < 0)
+        return -1;
+    if (flags & 2 && append_to(it->node, s_notable, it->event) < 0)
+        return -1;
+    if (!(flags & 1))
+        return 0;
+    PyObject *key = PyObject_GetAttr(it->node, s_key);
+    if (key == NULL)
+        return -1;
+    PyObject *change = PyTuple_Pack(3, device_id, key, flags & 2 ? Py_True : Py_False);
+    Py_DECREF(key);
+    if (change == NULL || PyList_Append(changed, change) < 0) {
+        Py_XDECREF(change);
+        return -1;
+    }
+    Py_DECREF(change);
+    return 0;
+}
+
+static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 7) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fold(forest, events, start, changed, codes_by_kind, strong, generic) takes 7 arguments");
+        return NULL;
+    }
+    PyObject *forest = args[0], *changed = args[3], *codes_by_kind = args[4], *strong = args[5];
+    PyObject *generic = args[6];
+    Py_ssize_t start = PyLong_AsSsize_t(args[2]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyList_Check(changed) || !PyDict_Check(codes_by_kind) || !PyAnySet_Check(strong) ||
+        !PyAnySet_Check(generic)) {
+        PyErr_SetString(PyExc_TypeError, "changed must be a list, codes_by_kind a dict, strong and generic sets");
+        return NULL;
+    }
+    PyObject *events = PySequence_Fast(args[1], "events must be a sequence");
+    if (events == NULL)
+        return NULL;
+    Py_ssize_t i = start < 0 ? 0 : start;
+    PyObject *device_id = PyObject_GetAttr(forest, s_device_id), *nodes = PyObject_GetAttr(forest, s_nodes);
+    PyObject *lru = PyObject_GetAttr(forest, s_lru), *limits = PyObject_GetAttr(forest, s_limits);
+    Run run = {forest, PyObject_GetAttr(forest, s_stats), 0, 0, 0, 0, 0, 0, 0};
+    PyObject *result = NULL;
+    int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
+    if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0)
+        goto out;
+    if (!PyDict_Check(nodes) || get_ll(forest, s_watermark_ms, &run.watermark) != 0 ||
+        get_ll(forest, s_seq_hwm, &run.seq_hwm) != 0) {
+        result = PyErr_Occurred() ? NULL : PyLong_FromSsize_t(i);  /* unusual state: all of it Python's */
+        goto out;
+    }
+    run.watermark0 = run.watermark, run.seq_hwm0 = run.seq_hwm;
+    int failed = 0;
+    for (; i < PySequence_Fast_GET_SIZE(events); i++) {  /* size and item re-read: Python ran in between */
+        Item it;
+        PyObject *event = PySequence_Fast_GET_ITEM(events, i);
+        Py_INCREF(event);
+        int rc = classify(&run, nodes, device_id, codes_by_kind, dedupe, event, &it);
+        if (rc == 0)
+            rc = apply_item(&run, lru, device_id, changed, strong, generic, dedupe, &it);
+        else if (rc == 2)
+            run.duplicates++, rc = 0;
+        drop_item(&it);
+        Py_DECREF(event);
+        if (rc != 0) {
+            failed = rc < 0;
+            break;
+        }
+    }
+    if (finish(&run) == 0 && !failed)
+        result = PyLong_FromSsize_t(i);
+out:
+    Py_DECREF(events);
+    Py_XDECREF(device_id);
+    Py_XDECREF(nodes);
+    Py_XDECREF(lru);
+    Py_XDECREF(limits);
+    Py_XDECREF(run.stats);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
+     "fold(forest, events, start, changed, codes_by_kind, strong, generic) -> index of the first event "
+     "not applied (another device's, or one DeviceForest.apply must handle)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "pipeline._cforest", "DeviceForest.apply's common case in C (pipeline.tree).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__cforest(void) {
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&s_device_id, "device_id"}, {&s_ts, "ts"}, {&s_timestamp, "timestamp"}, {&s_seq, "seq"},
+        {&s_process_key, "process_key"}, {&s_image, "image"}, {&s_payload, "payload"}, {&s_kind, "kind"},
+        {&s_parent_process_key, "parent_process_key"}, {&s_nodes, "nodes"}, {&s_lru, "_lru"},
+        {&s_stats, "stats"}, {&s_limits, "limits"}, {&s_dedupe_by_seq, "dedupe_by_seq"},
+        {&s_watermark_ms, "watermark_ms"}, {&s_seq_hwm, "seq_hwm"}, {&s_events, "events"},
+        {&s_duplicates_dropped, "duplicates_dropped"}, {&s_evidence_dropped, "evidence_dropped"},
+        {&s_started, "started"}, {&s_last_ms, "last_ms"}, {&s_parent_key, "parent_key"}, {&s_path, "path"},
+        {&s_conns, "conns"}, {&s_evidence, "evidence"}, {&s_code_counts, "code_counts"},
+        {&s_notable, "notable"}, {&s_maxlen, "maxlen"}, {&s_append, "append"},
+        {&s_move_to_end, "move_to_end"}, {&s_dst_ip, "dst_ip"}, {&s_dst_port, "dst_port"}, {&s_key, "key"},
+        {&k_start, "process_start"}, {&k_end, "process_end"}, {&k_script, "script"},
+        {&k_network, "network_connect"}, {&k_load, "image_load"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return NULL;
+    return PyModule_Create(&module);
+}

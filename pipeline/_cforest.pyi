@@ -1,0 +1,15 @@
+"""Type stub of the optional C extension built from pipeline/_cforest.c (see pipeline.tree)."""
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+def fold(
+    forest: Any,
+    events: Sequence[Any],
+    start: int,
+    changed: list[tuple[str, str, bool]],
+    codes_by_kind: dict[str, Callable[[Any], tuple[int, ...]]],
+    strong: Collection[int],
+    generic: Collection[int],
+    /,
+) -> int: ...

@@ -1,0 +1,200 @@
+"""The C hot path of the tree (`pipeline._cforest`) builds exactly the forest the Python `apply` builds.
+
+Streams are generated to reach every branch `apply` has: starts under known, unknown and later
+started parents, behaviour of known, unknown and placeholder processes, ends, scripts, an image
+load of the process's own image, strong codes, redelivered events, late events, a restarted seq
+counter, floods past `max_nodes` and evidence past its cap, with and without seq dedupe, and both
+event models (pydantic `BehaviorEvent`, msgspec `FastEvent`). Forests are compared field by field
+(every node slot, recency and exit order, counters) along with what each run queued to re-score.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import fields
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline import tree
+from pipeline.behaviour import Counter
+from pipeline.detect import Detector, DetectorConfig
+from pipeline.eventkit import EventKit
+from pipeline.features import feature_matrix, row_context
+from pipeline.model.provisional import ProvisionalRules
+from pipeline.node import ProcessNode
+from pipeline.tree import DeviceForest, TreeLimits
+from schemas import codec, fastcodec
+
+NOT_BUILT = "pipeline._cforest is not built: `pip install -e .` or `setup.py build_ext --inplace` (gcc)"
+IMAGES = [
+    r"C:\Windows\System32\cmd.exe",
+    r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe",
+    r"C:\Program Files\Microsoft Office\root\Office16\WINWORD.EXE",
+    r"C:\Users\a\AppData\Local\Temp\drop.exe",
+    r"C:\Windows\System32\svchost.exe",
+]
+SMALL = TreeLimits(max_nodes=10, max_evidence_per_node=6, max_conns_per_node=3, max_notable_per_node=2)
+
+
+def _event(kit: EventKit, rng: random.Random, keys: list[str]) -> Any:
+    key = rng.choice(keys)
+    roll = rng.random()
+    if roll < 0.12:
+        new = f"p{rng.randrange(40)}"
+        parent = rng.choice([*keys, f"ghost{rng.randrange(5)}"])
+        keys.append(new)
+        command = rng.choice(["x.exe /q", "powershell -enc SQBFAFgA"])
+        return kit.start(new, rng.choice(IMAGES), command, parent=parent)
+    if roll < 0.16:
+        return kit.end(key)
+    if roll < 0.19:
+        return kit.script(key, rng.choice(["Invoke-Mimikatz", "Get-Date"]))
+    if roll < 0.24:
+        return kit.load(key, kit._images.get(key) or IMAGES[0], signed=rng.random() < 0.5, signer="MS")
+    if roll < 0.30:
+        unknown, payload = f"u{rng.randrange(30)}", kit.write(key, "x").payload
+        return kit.event(unknown, payload, image=rng.choice(["", *IMAGES]), parent=rng.choice([None, *keys]))
+    temp = rf"C:\Users\a\AppData\Local\Temp\f{rng.randrange(9)}.{rng.choice(['tmp', 'exe'])}"
+    makers: list[Callable[[], Any]] = [
+        lambda: kit.write(key, temp),
+        lambda: kit.reg(key, r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run", "x"),
+        lambda: kit.reg(key, r"HKLM\Software\Vendor", f"v{rng.randrange(4)}"),
+        lambda: kit.connect(key, f"10.0.0.{rng.randrange(4)}", rng.choice([443, 445, 5555])),
+        lambda: kit.dns(key, "example.com"),
+        lambda: kit.access(key, r"C:\Windows\System32\lsass.exe", rng.choice([0x1010, 0x1000])),
+        lambda: kit.delete(key, r"C:\Users\a\x.bak"),
+        lambda: kit.rename(key, r"C:\a\f.docx", r"C:\a\f.docx.locked"),
+        lambda: kit.inject(key, r"C:\Windows\System32\svchost.exe"),
+        lambda: kit.load(key, r"C:\Windows\System32\samlib.dll", signed=False),
+    ]
+    return rng.choice(makers)()
+
+
+def stream(seed: int, n: int = 260, device: str = "dev-c") -> list[Any]:
+    """One device's events, with redeliveries, late events and a restarted counter."""
+    rng = random.Random(seed)
+    kit = EventKit(device, start=datetime(2026, 5, 1, tzinfo=UTC), step_ms=rng.choice([5, 40_000]))
+    keys = ["root"]
+    events = [kit.start("root", r"C:\Windows\explorer.exe", "explorer.exe")]
+    for _ in range(n):
+        roll = rng.random()
+        if roll < 0.06 and len(events) > 3:
+            events.append(rng.choice(events[-10:]))  # redelivered: same seq, same time
+        elif roll < 0.08:
+            kit.seq = max(0, kit.seq - rng.randrange(1, 6))  # an agent restarted its counter
+            events.append(_event(kit, rng, keys))
+        else:
+            events.append(_event(kit, rng, keys))
+    return events
+
+
+def fast(events: list[Any]) -> list[Any]:
+    """The same events as the worker's fast decoder returns them (msgspec Structs)."""
+    out = [fastcodec.decode_events(codec.encode_event(event))[0] for event in events]
+    assert all(isinstance(event, fastcodec.FastEvent) for event in out)
+    return out
+
+
+def snapshot(forest: DeviceForest) -> dict[str, Any]:
+    """Every observable part of a forest, deques and dicts as lists (key types included)."""
+    nodes = {}
+    for key, node in forest.nodes.items():
+        values = {}
+        for f in fields(ProcessNode):
+            value = getattr(node, f.name)
+            if isinstance(value, deque):
+                value = (value.maxlen, [id(v) if f.name == "notable" else v for v in value])
+            elif isinstance(value, dict):
+                value = [(type(k).__name__, int(k), type(v).__name__, v) for k, v in value.items()]
+            values[f.name] = (type(value).__name__, value)
+        nodes[key] = values
+    return {
+        "nodes": nodes, "recency": forest.recency_order(), "exited": forest.exit_order(),
+        "stats": forest.stats.as_dict(), "watermark": forest.watermark_ms, "seq_hwm": forest.seq_hwm,
+    }  # fmt: skip
+
+
+def build(events: list[Any], limits: TreeLimits | None, compiled: bool, chunk: int = 50) -> tuple[Any, Any]:
+    fold = tree._fold
+    assert fold is not None, NOT_BUILT
+    tree._fold = fold if compiled else None
+    try:
+        forest = DeviceForest(events[0].device_id, "windows", limits)
+        changed: list[tuple[str, str, bool]] = []
+        for lo in range(0, len(events), chunk):
+            part = events[lo : lo + chunk]
+            assert forest.apply_run(part, 0, changed) == len(part)
+    finally:
+        tree._fold = fold
+    return snapshot(forest), changed
+
+
+@pytest.mark.parametrize("limits", [None, SMALL, TreeLimits(dedupe_by_seq=False, max_nodes=16)])
+@pytest.mark.parametrize("seed", range(12))
+def test_c_and_python_build_the_same_forest_and_queue_the_same_changes(seed: int, limits: TreeLimits) -> None:
+    events = stream(seed)
+    for model in (events, fast(events)):
+        python, compiled = build(model, limits, False), build(model, limits, True, chunk=1 + seed * 7)
+        assert compiled == python
+
+
+def test_the_streams_reach_every_case_the_c_path_hands_back() -> None:
+    events = stream(3)
+    python, _ = build(events, SMALL, False)
+    stats = python["stats"]
+    for counter in ("duplicates_dropped", "placeholders_created", "placeholders_filled", "evidence_dropped",
+                    "flood_evicted_exited", "parent_conflicts"):  # fmt: skip
+        assert stats[counter] > 0, counter
+    assert any(n["signer"][1] == "MS" for n in python["nodes"].values())  # own image load seen
+
+
+def test_a_run_stops_at_another_devices_event() -> None:
+    mine, other = stream(1, 20, "dev-a"), stream(2, 5, "dev-b")
+    forest = DeviceForest("dev-a", "windows")
+    changed: list[tuple[str, str, bool]] = []
+    assert forest.apply_run([*mine, *other, *mine], 0, changed) == len(mine)
+    assert {device for device, _, _ in changed} == {"dev-a"} and len(forest.nodes) > 1
+
+
+def test_an_event_whose_codes_raise_raises_from_apply_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    events = stream(4, 30)
+    forest = DeviceForest(events[0].device_id, "windows")
+    forest.apply_run(events, 0, [])
+
+    def broken(payload: Any) -> tuple[()]:
+        raise RuntimeError("classifier bug")
+
+    monkeypatch.setitem(tree._CODES_BY_KIND, "dns_query", broken)
+    kit = EventKit(events[0].device_id, start=datetime(2027, 1, 1, tzinfo=UTC))
+    root, counted = forest.nodes["root"], forest.stats.events
+    writes = root.code_counts.get(Counter.FILE_WRITE, 0)
+    with pytest.raises(RuntimeError, match="classifier bug"):
+        forest.apply_run([kit.write("root", r"C:\t\a.txt"), kit.dns("root", "x.example")], 0, [])
+    assert root.code_counts[Counter.FILE_WRITE] == writes + 1  # the write before it was applied
+    assert forest.stats.events == counted + 2  # apply counts an event before classifying it
+
+
+def test_the_detector_scores_and_decides_the_same_with_either_path() -> None:
+    events = [e for seed in range(6) for e in stream(seed, 200, f"dev-{seed % 3}")]
+    random.Random(9).shuffle(events)
+    results = []
+    for compiled in (False, True):
+        fold = tree._fold
+        tree._fold = fold if compiled else None
+        try:
+            detector = Detector(ProvisionalRules(), config=DetectorConfig(max_rows=64, max_delay_ms=0))
+            decisions = []
+            for lo in range(0, len(events), 37):
+                decisions += detector.process(events[lo : lo + 37], 1_777_600_000_000 + lo)
+            rows = [row_context(f, k, 300_000) for f in detector.forests.values() for k in sorted(f.nodes)]
+        finally:
+            tree._fold = fold
+        decided = [d.model_dump_json() for d in decisions]
+        results.append((feature_matrix(rows), decided, detector.forest_stats()))
+    assert np.array_equal(results[0][0], results[1][0]) and results[0][1:] == results[1][1:]
+    assert results[0][1]  # the streams do alert
