@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <datetime.h>
 #include <stdint.h>
 
 static PyObject *s_device_id, *s_ts, *s_timestamp, *s_seq, *s_process_key, *s_image, *s_payload, *s_kind;
@@ -30,6 +31,21 @@ static PyObject *s_watermark_ms, *s_seq_hwm, *s_events, *s_duplicates_dropped, *
 static PyObject *s_started, *s_last_ms, *s_parent_key, *s_path, *s_conns, *s_evidence, *s_code_counts;
 static PyObject *s_notable, *s_maxlen, *s_append, *s_move_to_end, *s_dst_ip, *s_dst_port, *s_key;
 static PyObject *k_start, *k_end, *k_script, *k_network, *k_load;
+static PyTypeObject *deque_type;  /* collections.deque */
+static PyObject *deque_append;    /* its unbound append: no method lookup per call */
+
+/* `target.append(value)`, straight to deque's append when it is a plain deque. */
+static int push(PyObject *target, PyObject *value) {
+    PyObject *r;
+    if (Py_IS_TYPE(target, deque_type)) {
+        PyObject *args[2] = {target, value};
+        r = PyObject_Vectorcall(deque_append, args, 2, NULL);
+    } else {
+        r = PyObject_CallMethodOneArg(target, s_append, value);
+    }
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
 
 #define STAMP_LIMIT ((long long)1 << 54) /* |ts_ms| below this: ts_ms * 256 | code fits in 64 bits */
 
@@ -92,19 +108,47 @@ static int finish(Run *run) {
     return rc ? -1 : 0;
 }
 
+/* Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's days_from_civil). */
+static long long days_from_civil(long long y, unsigned m, unsigned d) {
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+/* Seconds since the epoch as `datetime.timestamp()` returns them, for a UTC datetime: CPython divides
+   the exact microsecond count (an int) by 10**6, and below 2**53 that true division is one correctly
+   rounded double division. Anything else (another zone, a naive time, a subclass): 1, ask Python. */
+static int utc_seconds(PyObject *ts, double *out) {
+    if (!PyDateTime_CheckExact(ts) || !_PyDateTime_HAS_TZINFO(ts) ||
+        PyDateTime_DATE_GET_TZINFO(ts) != PyDateTime_TimeZone_UTC)
+        return 1;
+    long long days = days_from_civil(PyDateTime_GET_YEAR(ts), PyDateTime_GET_MONTH(ts), PyDateTime_GET_DAY(ts));
+    long long us = ((days * 86400 + PyDateTime_DATE_GET_HOUR(ts) * 3600 + PyDateTime_DATE_GET_MINUTE(ts) * 60 +
+                     PyDateTime_DATE_GET_SECOND(ts)) * 1000000LL) + PyDateTime_DATE_GET_MICROSECOND(ts);
+    if (us <= -(1LL << 53) || us >= (1LL << 53))
+        return 1;
+    *out = (double)us / 1e6;
+    return 0;
+}
+
 /* The event's time in ms as `int(event.ts.timestamp() * 1000)`; 1 when Python must decide. */
 static int event_ms(PyObject *event, long long *out) {
     PyObject *ts = PyObject_GetAttr(event, s_ts);
     if (ts == NULL)
         return -1;
-    PyObject *seconds = PyObject_CallMethodNoArgs(ts, s_timestamp);
+    double seconds;
+    if (utc_seconds(ts, &seconds) != 0) {
+        PyObject *value = PyObject_CallMethodNoArgs(ts, s_timestamp);
+        seconds = value == NULL ? -1.0 : PyFloat_AsDouble(value);
+        Py_XDECREF(value);
+    }
     Py_DECREF(ts);
-    if (seconds == NULL)
-        return -1;
-    double ms = PyFloat_AsDouble(seconds) * 1000.0;
-    Py_DECREF(seconds);
     if (PyErr_Occurred())
         return -1;
+    double ms = seconds * 1000.0;
     if (!(ms > -(double)STAMP_LIMIT && ms < (double)STAMP_LIMIT))
         return 1;
     *out = (long long)ms;  /* truncation toward zero, as int() does */
@@ -242,10 +286,9 @@ static int append_to(PyObject *obj, PyObject *name, PyObject *value) {
     PyObject *target = PyObject_GetAttr(obj, name);
     if (target == NULL)
         return -1;
-    PyObject *r = PyObject_CallMethodOneArg(target, s_append, value);
+    int rc = push(target, value);
     Py_DECREF(target);
-    Py_XDECREF(r);
-    return r == NULL ? -1 : 0;
+    return rc;
 }
 
 /* `_add_evidence`: returns bit 1 re-score, bit 2 notable; -1 on error. */
@@ -270,11 +313,10 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
         PyObject *packed = PyLong_FromLongLong(when * 256 | PyLong_AsLong(code));
         if (packed == NULL)
             goto done;
-        PyObject *r = PyObject_CallMethodOneArg(evidence, s_append, packed);
+        int pushed = push(evidence, packed);
         Py_DECREF(packed);
-        if (r == NULL)
+        if (pushed < 0)
             goto done;
-        Py_DECREF(r);
         PyObject *held = PyDict_GetItemWithError(counts, code);
         long long seen = 1;
         if (held != NULL) {
@@ -321,7 +363,7 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
     run->events++;
     if (it->when > run->watermark)
         run->watermark = it->when;
-    PyObject *r = PyObject_CallMethodOneArg(lru, s_move_to_end, it->key);
+    PyObject *r = PyObject_CallOneArg(lru, it->key);  /* the forest's bound _lru.move_to_end */
     if (r == NULL)
         return -1;
     Py_DECREF(r);
@@ -380,7 +422,9 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     Py_ssize_t i = start < 0 ? 0 : start;
     PyObject *device_id = PyObject_GetAttr(forest, s_device_id), *nodes = PyObject_GetAttr(forest, s_nodes);
-    PyObject *lru = PyObject_GetAttr(forest, s_lru), *limits = PyObject_GetAttr(forest, s_limits);
+    PyObject *lru_dict = PyObject_GetAttr(forest, s_lru), *limits = PyObject_GetAttr(forest, s_limits);
+    PyObject *lru = lru_dict == NULL ? NULL : PyObject_GetAttr(lru_dict, s_move_to_end);
+    Py_XDECREF(lru_dict);
     Run run = {forest, PyObject_GetAttr(forest, s_stats), 0, 0, 0, 0, 0, 0, 0};
     PyObject *result = NULL;
     int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
@@ -448,6 +492,19 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         {&k_start, "process_start"}, {&k_end, "process_end"}, {&k_script, "script"},
         {&k_network, "network_connect"}, {&k_load, "image_load"},
     };
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return NULL;
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
+    Py_XDECREF(collections);
+    if (deque == NULL || !PyType_Check(deque)) {
+        Py_XDECREF(deque);
+        return NULL;
+    }
+    deque_type = (PyTypeObject *)deque;  /* kept for the module's lifetime */
+    if ((deque_append = PyObject_GetAttrString(deque, "append")) == NULL)
+        return NULL;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;

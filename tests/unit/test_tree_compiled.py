@@ -14,7 +14,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -198,3 +198,29 @@ def test_the_detector_scores_and_decides_the_same_with_either_path() -> None:
         results.append((feature_matrix(rows), decided, detector.forest_stats()))
     assert np.array_equal(results[0][0], results[1][0]) and results[0][1:] == results[1][1:]
     assert results[0][1]  # the streams do alert
+
+
+def test_event_times_are_read_to_the_millisecond_as_timestamp_reads_them() -> None:
+    """The C path reads UTC datetimes from their fields (other zones through `timestamp()`)."""
+    rng = random.Random(5)
+    kit = EventKit("dev-t", start=datetime(2026, 5, 1, tzinfo=UTC))
+    base = [kit.start("p", IMAGES[0], "x")]
+    zones = [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+    times = [datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), datetime(1900, 3, 1, tzinfo=UTC)]
+    times += [
+        datetime(rng.randrange(1901, 2400), rng.randrange(1, 13), rng.randrange(1, 29), rng.randrange(24),
+                 rng.randrange(60), rng.randrange(60), rng.randrange(1_000_000), tzinfo=rng.choice(zones))
+        for _ in range(400)
+    ]  # fmt: skip
+    for ts in times:
+        event = kit.write("p", r"C:\t\a.txt").model_copy(update={"ts": ts})
+        expected = int(ts.timestamp() * 1000)
+        for compiled in (False, True):
+            fold = tree._fold
+            tree._fold = fold if compiled else None
+            try:
+                forest = DeviceForest("dev-t", "windows", TreeLimits(dedupe_by_seq=False))
+                forest.apply_run([*base, event], 0, [])
+            finally:
+                tree._fold = fold
+            assert forest.nodes["p"].evidence[-1] >> 8 == expected, (ts, compiled)
