@@ -1,11 +1,30 @@
 """Compact serialisation of a `DeviceForest`, for the stream shell's changelog and for tests.
 
-A forest becomes a small JSON-compatible dict (nodes as positional lists, evidence as base64 of
-the little-endian int64 records it already is) and, through orjson, bytes. Behaviour older than
-the caller's window can be left out (`keep_since_ms`): it can no longer move a score. Node order
-is the forest's recency order, so flood eviction after a restore picks the same victims it would
-have picked before the crash. Notable events are kept as plain dicts after a restore and
-validated only when an alert shows them, so restoring a large device stays cheap.
+A forest becomes a small JSON document (nodes as positional lists, evidence as base64 of the
+little-endian int64 records it already is) written by orjson. Behaviour older than the caller's
+window can be left out (`keep_since_ms`): it can no longer move a score. Node order is the forest's
+recency order, so flood eviction after a restore picks the same victims it would have picked
+before the crash. Notable events are kept as plain dicts after a restore and validated only when
+an alert shows them, so restoring a large device stays cheap.
+
+**Why a `ForestEncoder`.** The worker saves every changed device at each checkpoint (every second
+in the benchmarks), and re-serialising whole forests cost 20-35 µs per node, most of it for nodes
+no event touched since the previous checkpoint (BENCHMARKS.md, "Session E"). The encoder keeps
+each node's encoded row and re-encodes only the nodes it is told were touched (`touch`: the
+events' process and parent keys and, looked up before the events are applied, the parents their
+nodes already have, since a process_start credits the node's parent whatever the event names:
+every node `DeviceForest.apply` can change), nodes it has not encoded yet or that were replaced by
+another object under the same key, and nodes whose alert mark moved (the detector sets it on the
+incident's root, which no event may have touched). Every `full_every`-th encoding of a device
+re-encodes everything regardless, so a mutation path this list misses is bounded in time, not
+silent for ever. A device's record is still one whole forest, so a crash between two writes
+never leaves a device half old and half new on the changelog.
+
+The record layout is the one `STATE_VERSION` 2 always had; records written before this encoder
+(which filtered notable events by time and sorted code counts) are read exactly as before. What
+changed is how a clean node's row is produced: it is the bytes of its last encoding, so behaviour
+that left the window since then is still in it (the live forest holds it too; windows ignore it).
+
 Reading refuses unknown versions and malformed nodes with a `StateError` naming the device:
 a corrupt changelog entry must be visible, never half-applied.
 """
@@ -14,19 +33,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import sys
+from array import array
 from collections import deque
-from datetime import datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+from itertools import islice
+from operator import attrgetter
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 
 from pipeline.behaviour import N_COUNTERS
 from pipeline.errors import StateError
-from pipeline.tree import DeviceForest, ForestStats, ProcessNode, TreeLimits, ts_ms
+from pipeline.tree import DeviceForest, ForestStats, ProcessNode, TreeLimits
 from pipeline.windows import CODE_BITS, CODE_MASK
 from schemas.events import BehaviorEvent
-from schemas.fastcodec import FastEvent, to_json_dict
+from schemas.fastcodec import Event, FastEvent
+
+__all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_dict", "forest_to_bytes",
+           "forest_to_dict"]
 
 STATE_VERSION = 2
 _FIELDS = (
@@ -53,55 +81,178 @@ _INT_FIELDS = ("uid", "pid", "start_ms", "end_ms")
 _TAILS = 4  # evidence, conns, notable events, code counts
 _REQUIRED_INT_FIELDS = ("last_ms", "cmd_mask", "script_mask")
 _STR_FIELDS = ("key", "image", "command_line")
+_STAT_NAMES = tuple(f.name for f in fields(ForestStats))
+_node_fields = attrgetter(*_FIELDS)
+_stat_values = attrgetter(*_STAT_NAMES)
+_process_key = attrgetter("process_key")
+_parent_key = attrgetter("parent_process_key")
+_JSON = msgspec.json.Encoder()
+_BIG_ENDIAN = sys.byteorder == "big"
+FULL_EVERY = 300  # a device's every 300th encoding re-encodes all its nodes (5 min at 1 s commits)
 
 
-def forest_to_dict(forest: DeviceForest, keep_since_ms: int = 0) -> dict[str, Any]:
-    """A JSON-compatible snapshot; evidence, connections and notable events before `keep_since_ms`
-    (older than any window that will read them) are left out."""
-    return {
+@dataclass(slots=True)
+class _Row:
+    """A node's encoded row, with what it was encoded from (to tell when it is stale)."""
+
+    node: ProcessNode
+    mark: str | None
+    data: bytes
+    notable: tuple[Any, ...]  # the notable objects `notable_json` encodes, by identity
+    notable_json: orjson.Fragment
+    evidence: bytes  # every record the node held, unfiltered, as little-endian int64
+    appended: int  # evidence records ever appended to the node then (the sum of its code counts)
+
+
+class ForestEncoder:
+    """Encodes the forests of many devices again and again, re-encoding only what changed.
+
+    One per worker: `touch` every record's events before the detector applies them, `encode` a
+    device at a checkpoint, `forget` a device whose partition moved (or whose forest was replaced
+    by a restore). The bytes are always those `forest_to_bytes` would produce for the same forest,
+    except that a clean node keeps the evidence of its last encoding (see the module docstring).
+    """
+
+    def __init__(self, full_every: int = FULL_EVERY) -> None:
+        self.full_every = full_every
+        self._rows: dict[str, dict[str, _Row]] = {}  # device -> node key -> row
+        self._touched: dict[str, set[str | None]] = {}  # device -> keys touched since its last encoding
+        self._encodings: dict[str, int] = {}  # device -> encodings since its last full one
+        self.rows_encoded = 0  # rows encoded anew (the rest were reused): for tests and benchmarks
+        self.rows_reused = 0
+
+    def touch(self, device_id: str, events: Iterable[Event], forest: DeviceForest | None = None) -> None:
+        """Note the nodes these events may change; call with the device's forest (None: none yet)
+        *before* the detector applies them, while a node's parent is still the one it will credit."""
+        touched = self._touched.get(device_id)
+        if touched is None:
+            touched = self._touched[device_id] = set()
+        events = events if isinstance(events, tuple | list) else tuple(events)
+        keys = set(map(_process_key, events))
+        touched |= keys
+        touched.update(map(_parent_key, events))
+        if forest is not None:  # a process_start credits its node's parent, which the event may not name
+            get = forest.nodes.get
+            touched.update([node.parent_key for key in keys if (node := get(key)) is not None])
+
+    def forget(self, device_id: str) -> None:
+        """Drop everything cached for a device (its next encoding is a full one)."""
+        self._rows.pop(device_id, None)
+        self._touched.pop(device_id, None)
+        self._encodings.pop(device_id, None)
+
+    def encode(self, forest: DeviceForest, keep_since_ms: int = 0) -> bytes:
+        """The forest's state record (see `forest_to_bytes`), reusing the rows of untouched nodes."""
+        device = forest.device_id
+        count = self._encodings.get(device, 0)
+        cached = self._rows.get(device) if count < self.full_every else None
+        self._encodings[device] = count + 1 if cached is not None else 1
+        stale = self._touched.pop(device, set())
+        rows = self._rows[device] = {}
+        parts = []
+        nodes = forest.nodes
+        for key in forest.recency_order():
+            node = nodes[key]
+            row = cached.get(key) if cached is not None else None
+            if row is not None and row.node is not node:
+                row = None  # another process under the same key (evicted, then seen again)
+            if row is None or key in stale or row.mark != node.alert_mark:
+                row = _encode_row(node, keep_since_ms, row)
+                self.rows_encoded += 1
+            else:
+                self.rows_reused += 1
+            rows[key] = row
+            parts.append(row.data)
+        return _record(forest, b"[" + b",".join(parts) + b"]")
+
+
+def _record(forest: DeviceForest, nodes_json: bytes) -> bytes:
+    return orjson.dumps({
         "v": STATE_VERSION,
         "device_id": forest.device_id,
         "platform": forest.platform,
         "watermark_ms": forest.watermark_ms,
         "seq_hwm": forest.seq_hwm,
-        "stats": forest.stats.as_dict(),
-        "nodes": [_node_row(forest.nodes[key], keep_since_ms) for key in forest.recency_order()],
+        "stats": dict(zip(_STAT_NAMES, _stat_values(forest.stats), strict=True)),
+        "nodes": orjson.Fragment(nodes_json),
         "exited": forest.exit_order(),
-    }
+    })
 
 
-def _node_row(node: ProcessNode, since_ms: int) -> list[Any]:
-    row: list[Any] = [getattr(node, name) for name in _FIELDS]
-    evidence = np.fromiter(node.evidence, dtype="<i8", count=len(node.evidence))
-    row.append(base64.b64encode(evidence[(evidence >> CODE_BITS) >= since_ms].tobytes()).decode())
-    row.append([list(c) for c in node.conns if c[0] >= since_ms])
-    row.append(_notable(node, since_ms))
-    row.append(sorted(node.code_counts.items()))
-    return row
+def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None) -> _Row:
+    notable = tuple(node.notable)
+    if previous is not None and len(previous.notable) == len(notable) and all(
+        a is b for a, b in zip(previous.notable, notable, strict=True)
+    ):
+        notable_json = previous.notable_json
+    else:
+        notable_json = orjson.Fragment(b"[" + b",".join(map(_event_json, notable)) + b"]")
+    appended = sum(node.code_counts.values())
+    raw = _evidence_raw(node.evidence, appended, previous)
+    conns = node.conns
+    if conns and conns[0][0] < since_ms:
+        conns = [c for c in conns if c[0] >= since_ms]  # type: ignore[assignment]
+    data = orjson.dumps((*_node_fields(node), _evidence_b64(raw, since_ms), tuple(conns), notable_json,
+                         tuple(node.code_counts.items())))
+    return _Row(node, node.alert_mark, data, notable, notable_json, raw, appended)
 
 
-def _notable(node: ProcessNode, since_ms: int) -> list[dict[str, Any]]:
-    """Notable events as dicts; each model is dumped once and the dict kept in its place."""
-    kept = []
-    for i, event in enumerate(node.notable):
-        if isinstance(event, BehaviorEvent):
-            when, event = ts_ms(event), event.model_dump(mode="json")
-            node.notable[i] = event
-        elif isinstance(event, FastEvent):
-            when, event = ts_ms(event), to_json_dict(event)
-            node.notable[i] = event
-        else:
-            when = _dict_ts_ms(event)
-        if when >= since_ms:
-            kept.append(event)
-    return kept
+def _event_json(event: Event | dict[str, Any]) -> bytes:
+    """A notable event as JSON: what `BehaviorEvent.model_dump(mode="json")` holds, in its order.
+
+    All of a node's notable events are kept (at most `max_notable_per_node`), whatever their age:
+    they are what an alert shows, and the live forest keeps them too."""
+    if type(event) is dict:  # restored (isinstance on a pydantic model class costs microseconds)
+        return orjson.dumps(event)
+    if isinstance(event, FastEvent):
+        return _JSON.encode(event)
+    if isinstance(event, BehaviorEvent):
+        return orjson.dumps(event.model_dump(mode="json"))
+    return orjson.dumps(event)
 
 
-def _dict_ts_ms(event: dict[str, Any]) -> int:
-    try:
-        return int(datetime.fromisoformat(str(event.get("ts"))).timestamp() * 1000)
-    except ValueError:
-        return 1 << 62  # unreadable time: keep it; the alert path validates it
+def _evidence_raw(evidence: deque[int], appended: int, previous: _Row | None) -> bytes:
+    """The node's evidence records as int64 bytes, converting only those appended since `previous`.
+
+    Evidence is only ever appended (one record per code count, `DeviceForest._add_evidence`) and
+    drops its oldest when full, so the deque is the tail of the previous records plus the new ones.
+    """
+    held = len(evidence)
+    new = appended - previous.appended if previous is not None else held
+    if previous is None or new < 0 or new >= held or len(previous.evidence) < 8 * (held - new):
+        return _pack(evidence)
+    kept = previous.evidence[len(previous.evidence) - 8 * (held - new):]
+    return kept + _pack(list(islice(reversed(evidence), new))[::-1]) if new else kept
+
+
+def _pack(records: Iterable[int]) -> bytes:
+    packed = array("q", records)  # int64: behaviour records are (ms << 8 | code)
+    if _BIG_ENDIAN:  # pragma: no cover - the records are little-endian on the wire
+        packed.byteswap()
+    return packed.tobytes()
+
+
+def _evidence_b64(raw: bytes, since_ms: int) -> str:
+    """Base64 of the records; those stamped before `since_ms` are left out when the oldest is."""
+    if not raw:
+        return ""
+    if int.from_bytes(raw[:8], "little", signed=True) >> CODE_BITS < since_ms:  # usually in time order
+        packed = np.frombuffer(raw, dtype="<i8")
+        raw = packed[(packed >> CODE_BITS) >= since_ms].tobytes()
+    return base64.b64encode(raw).decode()
+
+
+def forest_to_bytes(forest: DeviceForest, keep_since_ms: int = 0) -> bytes:
+    """A forest's state record: orjson bytes of the document `forest_to_dict` returns. Evidence and
+    connections stamped before `keep_since_ms` (older than any window that will read them) are left
+    out."""
+    return ForestEncoder().encode(forest, keep_since_ms)
+
+
+def forest_to_dict(forest: DeviceForest, keep_since_ms: int = 0) -> dict[str, Any]:
+    """The state record as a JSON-compatible dict (what `forest_from_dict` reads)."""
+    data: dict[str, Any] = orjson.loads(forest_to_bytes(forest, keep_since_ms))
+    return data
 
 
 def forest_from_dict(data: Any, limits: TreeLimits | None = None) -> DeviceForest:
@@ -151,11 +302,6 @@ def _node_from_row(row: list[Any], limits: TreeLimits) -> ProcessNode:
     node.notable = deque(row[-2], maxlen=limits.max_notable_per_node)  # validated when an alert needs them
     node.code_counts = {int(code): int(n) for code, n in row[-1]}
     return node
-
-
-def forest_to_bytes(forest: DeviceForest, keep_since_ms: int = 0) -> bytes:
-    """orjson bytes of `forest_to_dict`."""
-    return orjson.dumps(forest_to_dict(forest, keep_since_ms))
 
 
 def forest_from_bytes(data: bytes, limits: TreeLimits | None = None) -> DeviceForest:

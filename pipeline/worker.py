@@ -55,6 +55,7 @@ from pipeline.outputs import OutputTopics, OutRecord, SourceCoordinates, dead_le
 from pipeline.policy import Decision
 from pipeline.settings import WorkerSettings
 from pipeline.telemetry import trace_groups
+from pipeline.tree_state import ForestEncoder
 from schemas.alerts import Alert
 from schemas.commands import Command
 from schemas.errors import ContractError, DecodeError, DeviceMismatch
@@ -134,6 +135,7 @@ class BatchWorker:
         self._partition_of: dict[str, int] = {}  # device -> events partition
         self._trace_of: dict[str, TraceContext] = {}  # device -> trace of its latest event batch (W3C)
         self._dirty: set[str] = set()  # devices changed since the last commit point
+        self.states = ForestEncoder()  # state records: re-encodes only the nodes touched since the last one
         self._inflight: list[asyncio.Future[Any]] = []
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -208,6 +210,7 @@ class BatchWorker:
         else:
             self._trace_of[device] = trace
         self._dirty.add(device)
+        self.states.touch(device, events, self.detector.forests.get(device))
         self.stats.events += len(events)
         try:
             decisions = self.detector.process(events, now_ms)
@@ -291,7 +294,7 @@ class BatchWorker:
         partition = self._partition_of.get(device)
         if partition is None:
             return
-        data = self.detector.device_state(device)
+        data = self._device_state(device)
         if data is not None and len(data) > self.settings.max_state_bytes:
             self.stats.states_too_large += 1
             log.error("device %s: state of %d bytes exceeds max_state_bytes %d; not saved",
@@ -300,6 +303,13 @@ class BatchWorker:
         self.stats.states_written += 1
         await self._send(OutRecord(self.settings.state_topic, device.encode(), data), partition,
                          producer=self.state_producer)
+
+    def _device_state(self, device: str) -> bytes | None:
+        """What `Detector.device_state` returns, from the encoder's cached rows (None: no forest)."""
+        forest = self.detector.forests.get(device)
+        if forest is None:
+            return None
+        return self.states.encode(forest, keep_since_ms=forest.watermark_ms - self.detector.config.window_ms)
 
     async def _commit_changed(self, offsets: dict[int, int]) -> None:
         changed = {p: o for p, o in offsets.items() if p in self.owned and o != self._committed.get(p)}
@@ -371,6 +381,7 @@ class BatchWorker:
 
     def _drop(self, device: str) -> None:
         self.detector.drop_device(device)
+        self.states.forget(device)
         self._partition_of.pop(device, None)
         self._dirty.discard(device)
         if self._checkpoint is not None:
@@ -395,6 +406,7 @@ class BatchWorker:
             log.error("state of device %r in partition %d is unreadable, starting it empty: %s",
                       key, partition, exc)
             return 0
+        self.states.forget(device)  # a new forest: its first state is encoded whole
         self._partition_of[device] = partition
         self.stats.states_restored += 1
         return 1

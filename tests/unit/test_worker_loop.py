@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.policy import Policy, PolicyConfig
 from pipeline.settings import WorkerSettings
+from pipeline.tree_state import forest_to_bytes
 from pipeline.worker import BatchWorker
 from schemas.alerts import Alert
 from schemas.codec import decode, encode_batch
@@ -410,3 +411,21 @@ async def test_a_verdict_is_on_the_wire_before_the_next_record_is_processed(tmp_
     log = producer.log
     sent = log.index("send t.verdicts")
     assert log.index("wire t.verdicts") < log.index("clock", sent)
+
+
+async def test_a_later_checkpoint_writes_what_a_whole_encoding_of_the_tree_would(tmp_path: Path) -> None:
+    # The second state of dev-a reuses the rows of processes no later event touched (explorer), yet
+    # it is byte for byte the record of the whole forest: a restore from it is the live tree.
+    phase1, phase2 = ransomware("dev-a", SHA)
+    now = [NOW_MS]
+
+    async def later(consumer: Any) -> None:
+        now[0] += 5_000
+
+    steps: list[Step] = [{0: [record(0, phase1)]}, later, {0: []}, {0: [record(1, phase2)]}, later, {0: []}]
+    worker, _, out = make(tmp_path, steps, clock=lambda: now[0], commit_interval_ms=1_000)
+    await worker.run()
+    states = [v for t, _, v, _ in out.sent if t == "t.state"]
+    forest = worker.detector.forests["dev-a"]
+    assert len(states) == 2 and worker.states.rows_reused > 0
+    assert states[-1] == forest_to_bytes(forest, forest.watermark_ms - worker.detector.config.window_ms)
