@@ -336,27 +336,48 @@ def static_facts(node: ProcessNode) -> tuple[float, ...]:
     Layout: 10 image facts, priv_high, priv_system, 4 command-line stats, runs-from-user-writable.
     """
     if node.static is None:
-        image = node.image
-        loc = lx.location(image) if image else Location.OTHER
-        stem_ext = lx.basename(image).rsplit(".", 2)
-        integrity = (node.integrity_level or "").lower()
-        node.static = (
-            loc is Location.TEMP,
-            loc is Location.USER_PROFILE,
-            loc is Location.PROGRAM_DATA,
-            loc is Location.SYSTEM,
-            loc is Location.PROGRAM_FILES,
-            _masquerade(image, node.image_cls, loc),
-            len(stem_ext) == 3 and stem_ext[1] in _DOUBLE_EXT and stem_ext[2] in lx.EXECUTABLE_EXTENSIONS,
-            "/." in image or "\\." in image,
-            node.signed is False,
-            not image,
-            integrity == "high",
-            integrity == "system" or node.uid == 0,
-            *command_line_stats(lx.anonymise(node.command_line)),
-            loc in _USER_WRITABLE,
-        )
+        key = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed)
+        if len(node.image) + len(node.command_line) > _CACHED_CHARS:
+            node.static = _static.__wrapped__(*key)
+        else:
+            node.static = _static(*key)
     return node.static
+
+
+# Processes are started from the same images with the same command lines over and over (services,
+# browser renderers, updaters), and the facts are a pure function of these six values: cached, but
+# only for strings of a usual size, so a hostile device cannot pin megabytes in the cache.
+_CACHED_CHARS = 4096
+
+
+@lru_cache(maxsize=16384)
+def _static(
+    image: str,
+    cls: ImageClass,
+    command_line: str,
+    integrity_level: str | None,
+    uid: int | None,
+    signed: bool | None,
+) -> tuple[float, ...]:
+    loc = lx.location(image) if image else Location.OTHER
+    stem_ext = lx.basename(image).rsplit(".", 2)
+    integrity = (integrity_level or "").lower()
+    return (
+        loc is Location.TEMP,
+        loc is Location.USER_PROFILE,
+        loc is Location.PROGRAM_DATA,
+        loc is Location.SYSTEM,
+        loc is Location.PROGRAM_FILES,
+        _masquerade(image, cls, loc),
+        len(stem_ext) == 3 and stem_ext[1] in _DOUBLE_EXT and stem_ext[2] in lx.EXECUTABLE_EXTENSIONS,
+        "/." in image or "\\." in image,
+        signed is False,
+        not image,
+        integrity == "high",
+        integrity == "system" or uid == 0,
+        *command_line_stats(lx.anonymise(command_line)),
+        loc in _USER_WRITABLE,
+    )
 
 
 def _masquerade(image: str, cls: ImageClass, loc: Location) -> bool:

@@ -322,3 +322,24 @@ def test_distinct_destinations_count_only_the_window_and_the_subtree() -> None:
     values = row(build(events), "p")
     names = ("own_distinct_dst_ip", "own_distinct_dst_port", "sub_distinct_dst_ip")
     assert tuple(values[name] for name in names) == (2, 2, 3)
+
+
+def test_static_facts_are_the_same_from_the_cache_and_follow_what_changed() -> None:
+    """Processes sharing image, command line, integrity, uid and signature share cached facts; a long
+    command line is computed without the cache and gives what the cache would have."""
+    kit = EventKit()
+    long_cmd = "powershell -enc " + "QUJD" * 2000  # > the cache's string bound
+    forest = build([
+        kit.start("a", PS, "powershell -nop", integrity_level="High"),
+        kit.start("b", PS, "powershell -nop", integrity_level="High"),
+        kit.start("c", PS, "powershell -nop", integrity_level="Medium"),
+        kit.start("l", PS, long_cmd),
+        kit.load("c", PS, signed=False),  # its own image, unsigned: img_unsigned moves
+    ])  # fmt: skip
+    a, b, c, long_row = (row(forest, key) for key in ("a", "b", "c", "l"))
+    assert {**a, "lifetime_log": 0} == {**b, "lifetime_log": 0} and a["priv_high"] == 1
+    assert "priv_high" not in c and c["img_unsigned"] == 1
+    node = forest.nodes["l"]
+    args = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed)
+    assert F.static_facts(node) == F._static(*args) == F._static.__wrapped__(*args)
+    assert long_row["cmd_len_log"] > 8
