@@ -24,6 +24,7 @@
 #include <Python.h>
 #include <datetime.h>
 #include <stdint.h>
+#include <structmember.h>
 
 static PyObject *s_device_id, *s_ts, *s_timestamp, *s_seq, *s_process_key, *s_image, *s_payload, *s_kind;
 static PyObject *s_parent_process_key, *s_nodes, *s_lru, *s_stats, *s_limits, *s_dedupe_by_seq;
@@ -47,6 +48,62 @@ static int push(PyObject *target, PyObject *value) {
     return r == NULL ? -1 : 0;
 }
 
+/* Attribute reads and writes of slotted objects (ProcessNode, the msgspec events) without the type
+   lookup: a small cache (type, name) -> the slot's offset, filled from the type's own member
+   descriptor, used only for types with the default getattr/setattr. Anything else (a property, a
+   __dict__ attribute, a class variable, an unset slot) goes through PyObject_GetAttr/SetAttr. */
+#define CACHE_SIZE 64
+typedef struct {
+    PyTypeObject *type;  /* strong reference while cached */
+    PyObject *name;      /* interned, immortal for the module's life */
+    Py_ssize_t offset;   /* -1: not a plain object slot of this type */
+    int writable;
+} SlotCache;
+static SlotCache slot_cache[CACHE_SIZE];
+
+static SlotCache *slot_of(PyTypeObject *tp, PyObject *name) {
+    SlotCache *c = &slot_cache[(((uintptr_t)tp >> 4) ^ ((uintptr_t)name >> 3)) % CACHE_SIZE];
+    if (c->type == tp && c->name == name)
+        return c;
+    Py_INCREF(tp);
+    Py_XSETREF(c->type, tp);
+    c->name = name, c->offset = -1, c->writable = 0;
+    if (tp->tp_getattro != PyObject_GenericGetAttr)
+        return c;
+    PyObject *descr = _PyType_Lookup(tp, name);  /* borrowed */
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == T_OBJECT_EX && member->offset > 0) {
+            c->offset = member->offset;
+            c->writable = !(member->flags & READONLY) && tp->tp_setattro == PyObject_GenericSetAttr;
+        }
+    }
+    return c;
+}
+
+/* obj.name as a new reference (NULL with an exception set on failure). */
+static PyObject *get_attr(PyObject *obj, PyObject *name) {
+    SlotCache *c = slot_of(Py_TYPE(obj), name);
+    if (c->offset >= 0) {
+        PyObject *value = *(PyObject **)((char *)obj + c->offset);
+        if (value != NULL) {
+            Py_INCREF(value);
+            return value;
+        }
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+static int set_attr(PyObject *obj, PyObject *name, PyObject *value) {
+    SlotCache *c = slot_of(Py_TYPE(obj), name);
+    if (c->offset < 0 || !c->writable)
+        return PyObject_SetAttr(obj, name, value);
+    PyObject **slot = (PyObject **)((char *)obj + c->offset);
+    Py_INCREF(value);
+    Py_XSETREF(*slot, value);
+    return 0;
+}
+
 #define STAMP_LIMIT ((long long)1 << 54) /* |ts_ms| below this: ts_ms * 256 | code fits in 64 bits */
 
 /* Forest-level values held in C during a run and written back when it ends, however it ends. */
@@ -57,7 +114,7 @@ typedef struct {
 } Run;
 
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
-    PyObject *value = PyObject_GetAttr(obj, name);
+    PyObject *value = get_attr(obj, name);
     if (value == NULL)
         return -1;
     int overflow = 0;
@@ -74,7 +131,7 @@ static int set_ll(PyObject *obj, PyObject *name, long long value) {
     PyObject *v = PyLong_FromLongLong(value);
     if (v == NULL)
         return -1;
-    int rc = PyObject_SetAttr(obj, name, v);
+    int rc = set_attr(obj, name, v);
     Py_DECREF(v);
     return rc;
 }
@@ -136,7 +193,7 @@ static int utc_seconds(PyObject *ts, double *out) {
 
 /* The event's time in ms as `int(event.ts.timestamp() * 1000)`; 1 when Python must decide. */
 static int event_ms(PyObject *event, long long *out) {
-    PyObject *ts = PyObject_GetAttr(event, s_ts);
+    PyObject *ts = get_attr(event, s_ts);
     if (ts == NULL)
         return -1;
     double seconds;
@@ -156,7 +213,7 @@ static int event_ms(PyObject *event, long long *out) {
 }
 
 static int truthy_attr(PyObject *obj, PyObject *name) {
-    PyObject *value = PyObject_GetAttr(obj, name);
+    PyObject *value = get_attr(obj, name);
     if (value == NULL)
         return -1;
     int rc = PyObject_IsTrue(value);
@@ -165,7 +222,7 @@ static int truthy_attr(PyObject *obj, PyObject *name) {
 }
 
 static int is_none_attr(PyObject *obj, PyObject *name) {
-    PyObject *value = PyObject_GetAttr(obj, name);
+    PyObject *value = get_attr(obj, name);
     if (value == NULL)
         return -1;
     int rc = value == Py_None;
@@ -193,7 +250,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
                     PyObject *event, Item *it) {
     memset(it, 0, sizeof(*it));
     it->event = event;
-    PyObject *device = PyObject_GetAttr(event, s_device_id);
+    PyObject *device = get_attr(event, s_device_id);
     if (device == NULL)
         return -1;
     int same = PyObject_RichCompareBool(device, device_id, Py_EQ);
@@ -209,7 +266,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         if (it->seq <= run->seq_hwm && it->when <= run->watermark)
             return 2;
     }
-    it->key = PyObject_GetAttr(event, s_process_key);
+    it->key = get_attr(event, s_process_key);
     if (it->key == NULL)
         return -1;
     it->node = PyDict_GetItemWithError(nodes, it->key);
@@ -232,10 +289,10 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         if (unlinked != 0)
             return unlinked < 0 ? -1 : 1;
     }
-    it->payload = PyObject_GetAttr(event, s_payload);
+    it->payload = get_attr(event, s_payload);
     if (it->payload == NULL)
         return -1;
-    PyObject *kind = PyObject_GetAttr(it->payload, s_kind);
+    PyObject *kind = get_attr(it->payload, s_kind);
     if (kind == NULL)
         return -1;
     rc = 1;
@@ -254,7 +311,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     if (rc != 0)
         return rc;
     if (load) {  /* the process's own image: its signer is recorded, Python's */
-        PyObject *path = PyObject_GetAttr(it->payload, s_path), *image = PyObject_GetAttr(it->node, s_image);
+        PyObject *path = get_attr(it->payload, s_path), *image = get_attr(it->node, s_image);
         int own = path == NULL || image == NULL ? -1 : PyObject_RichCompareBool(path, image, Py_EQ);
         Py_XDECREF(path);
         Py_XDECREF(image);
@@ -262,8 +319,8 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
             return own < 0 ? -1 : 1;
     }
     if (network) {
-        it->ip = PyObject_GetAttr(it->payload, s_dst_ip);
-        it->port = it->ip == NULL ? NULL : PyObject_GetAttr(it->payload, s_dst_port);
+        it->ip = get_attr(it->payload, s_dst_ip);
+        it->port = it->ip == NULL ? NULL : get_attr(it->payload, s_dst_port);
         if (it->port == NULL)
             return -1;
     }
@@ -283,7 +340,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
 }
 
 static int append_to(PyObject *obj, PyObject *name, PyObject *value) {
-    PyObject *target = PyObject_GetAttr(obj, name);
+    PyObject *target = get_attr(obj, name);
     if (target == NULL)
         return -1;
     int rc = push(target, value);
@@ -294,8 +351,8 @@ static int append_to(PyObject *obj, PyObject *name, PyObject *value) {
 /* `_add_evidence`: returns bit 1 re-score, bit 2 notable; -1 on error. */
 static int add_evidence(Run *run, PyObject *node, long long when, PyObject *codes, PyObject *strong,
                         PyObject *generic) {
-    PyObject *evidence = PyObject_GetAttr(node, s_evidence), *counts = PyObject_GetAttr(node, s_code_counts);
-    PyObject *maxlen = evidence == NULL ? NULL : PyObject_GetAttr(evidence, s_maxlen);
+    PyObject *evidence = get_attr(node, s_evidence), *counts = get_attr(node, s_code_counts);
+    PyObject *maxlen = evidence == NULL ? NULL : get_attr(evidence, s_maxlen);
     int rc = -1, rescore = 0, notable = 0;
     Py_ssize_t n = PyTuple_GET_SIZE(codes);
     if (maxlen == NULL || counts == NULL || !PyDict_Check(counts))
@@ -388,7 +445,7 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
         return -1;
     if (!(flags & 1))
         return 0;
-    PyObject *key = PyObject_GetAttr(it->node, s_key);
+    PyObject *key = get_attr(it->node, s_key);
     if (key == NULL)
         return -1;
     PyObject *change = PyTuple_Pack(3, device_id, key, flags & 2 ? Py_True : Py_False);
@@ -421,11 +478,11 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (events == NULL)
         return NULL;
     Py_ssize_t i = start < 0 ? 0 : start;
-    PyObject *device_id = PyObject_GetAttr(forest, s_device_id), *nodes = PyObject_GetAttr(forest, s_nodes);
-    PyObject *lru_dict = PyObject_GetAttr(forest, s_lru), *limits = PyObject_GetAttr(forest, s_limits);
-    PyObject *lru = lru_dict == NULL ? NULL : PyObject_GetAttr(lru_dict, s_move_to_end);
+    PyObject *device_id = get_attr(forest, s_device_id), *nodes = get_attr(forest, s_nodes);
+    PyObject *lru_dict = get_attr(forest, s_lru), *limits = get_attr(forest, s_limits);
+    PyObject *lru = lru_dict == NULL ? NULL : get_attr(lru_dict, s_move_to_end);
     Py_XDECREF(lru_dict);
-    Run run = {forest, PyObject_GetAttr(forest, s_stats), 0, 0, 0, 0, 0, 0, 0};
+    Run run = {forest, get_attr(forest, s_stats), 0, 0, 0, 0, 0, 0, 0};
     PyObject *result = NULL;
     int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
     if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0)
