@@ -98,7 +98,7 @@ class _Row:
     node: ProcessNode
     mark: str | None
     data: bytes
-    notable: tuple[Any, ...]  # the notable objects `notable_json` encodes, by identity
+    notable: tuple[Any, ...]  # the notable events `notable_json` encodes
     notable_json: orjson.Fragment
     evidence: bytes  # every record the node held, unfiltered, as little-endian int64
     appended: int  # evidence records ever appended to the node then (the sum of its code counts)
@@ -128,12 +128,12 @@ class ForestEncoder:
         if touched is None:
             touched = self._touched[device_id] = set()
         events = events if isinstance(events, tuple | list) else tuple(events)
-        keys = set(map(_process_key, events))
-        touched |= keys
+        touched.update(map(_process_key, events))
         touched.update(map(_parent_key, events))
         if forest is not None:  # a process_start credits its node's parent, which the event may not name
             get = forest.nodes.get
-            touched.update([node.parent_key for key in keys if (node := get(key)) is not None])
+            touched.update([node.parent_key for e in events if e.payload.kind == "process_start"
+                            and (node := get(e.process_key)) is not None])
 
     def forget(self, device_id: str) -> None:
         """Drop everything cached for a device (its next encoding is a full one)."""
@@ -181,9 +181,7 @@ def _record(forest: DeviceForest, nodes_json: bytes) -> bytes:
 
 def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None) -> _Row:
     notable = tuple(node.notable)
-    if previous is not None and len(previous.notable) == len(notable) and all(
-        a is b for a, b in zip(previous.notable, notable, strict=True)
-    ):
+    if previous is not None and previous.notable == notable:  # the same objects (or equal ones)
         notable_json = previous.notable_json
     else:
         notable_json = orjson.Fragment(b"[" + b",".join(map(_event_json, notable)) + b"]")
@@ -239,7 +237,7 @@ def _evidence_b64(raw: bytes, since_ms: int) -> str:
     if int.from_bytes(raw[:8], "little", signed=True) >> CODE_BITS < since_ms:  # usually in time order
         packed = np.frombuffer(raw, dtype="<i8")
         raw = packed[(packed >> CODE_BITS) >= since_ms].tobytes()
-    return base64.b64encode(raw).decode()
+    return binascii.b2a_base64(raw, newline=False).decode()
 
 
 def forest_to_bytes(forest: DeviceForest, keep_since_ms: int = 0) -> bytes:

@@ -24,6 +24,14 @@ restored predates them. Consumers dedupe alerts by `alert_id`, agents refuse a c
 before, and the verdict topic is compacted by artifact. A state record over `max_state_bytes` is
 not written (logged, counted): that device restarts from an empty tree after a crash.
 
+**Fewer checkpoints under load.** Writing states costs CPU in proportion to the trees changed, not
+to the events, so under load the next checkpoint begins later: at most `STATE_CPU_SHARE` of the
+worker's time goes to writing states (CPU time of the last checkpoint's writes / the share, up to
+`MAX_STRETCH` times `commit_interval_ms`). A worker with nothing fetched checkpoints at the plain
+interval (idle time is free), so a drained backlog is committed as soon as before. Only how much a
+crash replays changes, not what is committed when: offsets still follow their states' acks.
+`tree_state.ForestEncoder` re-encodes only the processes touched since a device's last state.
+
 **Rebalance.** aiokafka awaits `RebalanceHooks` before fetching resumes. Revoke: a whole checkpoint,
 then the partitions' committed offsets are remembered. Assign: a partition whose committed offset
 is still the one this worker committed keeps its in-memory trees (nobody else touched it); any
@@ -68,6 +76,8 @@ log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
+STATE_CPU_SHARE = 0.10  # under load, checkpoints are spaced so writing states takes at most this share
+MAX_STRETCH = 5  # ... but never more than this many commit intervals apart
 YIELD_EVERY_S = 0.005  # within a poll, let the clients' tasks run at least this often
 IO_TURNS = 3  # loop iterations aiokafka needs from send() to the request written (sender, then request)
 
@@ -85,6 +95,7 @@ class Checkpoint:
     offsets: dict[int, int]
     devices: set[str]
     acks: list[asyncio.Future[Any]] | None = None  # once every state is sent: what must be acked
+    cpu_s: float = 0.0  # CPU time spent encoding and handing over its states
 
 
 @dataclass(slots=True)
@@ -99,6 +110,7 @@ class WorkerStats:
     commands: int = 0
     commits: int = 0
     states_written: int = 0
+    state_cpu_ms: int = 0  # CPU time spent encoding and handing over states (compression: the producer's)
     states_too_large: int = 0
     states_restored: int = 0
     states_unreadable: int = 0
@@ -141,7 +153,9 @@ class BatchWorker:
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
         self._checkpoint: Checkpoint | None = None
-        self._next_commit_ms = 0
+        self._next_commit_ms = 0  # the next checkpoint begins at this time (stretched under load)...
+        self._idle_commit_ms = 0  # ... or at this one, `commit_interval_ms` after the last, when idle
+        self._idle = False  # the last poll waited a micro-batch and fetched nothing
         self._yield_at = 0.0  # perf_counter time when the loop is next given to the clients' tasks
 
     # ---------------------------------------------------------------- lifecycle
@@ -154,7 +168,7 @@ class BatchWorker:
         """Poll and process until stopped; a final commit point on a clean stop. Raises on failure."""
         topic = self.settings.events_topic
         self.consumer.subscribe([topic], listener=RebalanceHooks(topic, self._on_revoked, self._on_assigned))
-        self._next_commit_ms = self._clock_ms() + self.settings.commit_interval_ms
+        self._schedule(self._clock_ms(), 0.0)
         while not self._stop.is_set():
             batch = await self._poll()
             self._raise_fatal()
@@ -171,10 +185,12 @@ class BatchWorker:
         most = self.settings.poll_max_records
         batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=0, max_records=most)
         if batch:
+            self._idle = False
             return batch
         async with self._lock:
             await self._emit(self.detector.flush(self._clock_ms()))
         batch = await self.consumer.getmany(timeout_ms=max(self.settings.micro_batch_ms, 1), max_records=most)
+        self._idle = not batch
         return batch
 
     def _raise_fatal(self) -> None:
@@ -255,17 +271,18 @@ class BatchWorker:
         """Advance the incremental checkpoint by one slice (see `Checkpoint`); commit when it is complete."""
         now_ms = self._clock_ms()
         if self._checkpoint is None:
-            if now_ms < self._next_commit_ms:
+            if now_ms < (self._idle_commit_ms if self._idle else self._next_commit_ms):
                 return
             offsets = {p: o for p, o in self._positions.items() if p in self.owned}
             self._checkpoint, self._dirty = Checkpoint(offsets, self._dirty), set()
         if self._checkpoint.devices:
             await self._emit(self.detector.flush(now_ms))  # a saved tree never holds unscored changes
-            deadline = time.perf_counter() + STATE_SLICE_S
+            deadline, cpu = time.perf_counter() + STATE_SLICE_S, time.process_time()
             while True:  # at least one device per step, however slow, so a checkpoint always ends
                 await self._write_state(self._checkpoint.devices.pop())
                 if not self._checkpoint.devices or time.perf_counter() >= deadline:
                     break
+            self._checkpoint.cpu_s += time.process_time() - cpu
         if self._checkpoint.devices:
             return
         if self._checkpoint.acks is None:  # everything it needs is sent: wait for those acks only
@@ -273,8 +290,8 @@ class BatchWorker:
         if all(ack.done() for ack in self._checkpoint.acks):  # meanwhile events keep flowing
             await asyncio.gather(*self._checkpoint.acks)  # a failed send raises: nothing is committed
             await self._commit_changed(self._checkpoint.offsets)
+            self._schedule(now_ms, self._checkpoint.cpu_s)
             self._checkpoint = None
-            self._next_commit_ms = now_ms + self.settings.commit_interval_ms
 
     async def _commit_point(self) -> None:
         """A whole checkpoint at once (revoke, shutdown): flush, every changed state, acks, commit."""
@@ -284,11 +301,20 @@ class BatchWorker:
         if self._checkpoint is not None and self._checkpoint.acks is not None:
             self._inflight = self._checkpoint.acks + self._inflight
         self._checkpoint, self._dirty = None, set()
+        cpu = time.process_time()
         for device in pending:
             await self._write_state(device)
+        cpu = time.process_time() - cpu
         await self._drain()
         await self._commit_changed({p: o for p, o in self._positions.items() if p in self.owned})
-        self._next_commit_ms = now_ms + self.settings.commit_interval_ms
+        self._schedule(now_ms, cpu)
+
+    def _schedule(self, now_ms: int, state_cpu_s: float) -> None:
+        """When the next checkpoint begins, after one whose state writes took `state_cpu_s` of CPU."""
+        self.stats.state_cpu_ms += round(state_cpu_s * 1000)
+        interval = self.settings.commit_interval_ms
+        stretched = min(interval * MAX_STRETCH, max(interval, round(state_cpu_s * 1000 / STATE_CPU_SHARE)))
+        self._next_commit_ms, self._idle_commit_ms = now_ms + stretched, now_ms + interval
 
     async def _write_state(self, device: str) -> None:
         partition = self._partition_of.get(device)

@@ -429,3 +429,30 @@ async def test_a_later_checkpoint_writes_what_a_whole_encoding_of_the_tree_would
     forest = worker.detector.forests["dev-a"]
     assert len(states) == 2 and worker.states.rows_reused > 0
     assert states[-1] == forest_to_bytes(forest, forest.watermark_ms - worker.detector.config.window_ms)
+
+
+@pytest.mark.parametrize(("share", "log"), [
+    (0.10, ["commit [(0, 2)]", "commit [(0, 3)]", "commit [(0, 4)]", "idle", "stopping"]),  # cheap: every 1 s
+    (1e-9, ["commit [(0, 2)]", "idle", "commit [(0, 4)]", "stopping"]),  # costly: 5 intervals apart, or idle
+])
+async def test_under_load_checkpoints_are_spaced_by_their_cost_and_an_idle_worker_commits_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share: float, log: list[str]
+) -> None:
+    monkeypatch.setattr("pipeline.worker.STATE_CPU_SHARE", share)
+    events = [e for d in ("dev-a", "dev-b", "dev-c", "dev-d") for e in ransomware(d, SHA)[0]]
+    now = [NOW_MS]
+
+    async def later(consumer: Any) -> None:
+        now[0] += 1_100  # more than the 1 s commit interval between two polls
+
+    def mark(entry: str) -> Step:
+        async def step(consumer: Any) -> None:
+            consumer.producer.log.append(entry)
+        return step
+
+    busy: list[Step] = [{0: [record(i, events[5 * i: 5 * i + 5])]} for i in range(4)]
+    steps = [busy[0], later, busy[1], later, busy[2], later, busy[3], mark("idle"), {}, {}, mark("stopping")]
+    worker, consumer, out = make(tmp_path, steps, clock=lambda: now[0], commit_interval_ms=1_000)
+    await worker.run()
+    assert [e for e in out.log if e.startswith(("commit", "idle", "stopping"))] == log
+    assert consumer.committed_offsets == {0: 4}  # all of it, in both cases, before the worker stopped
