@@ -62,10 +62,16 @@ class FileSummary:
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """One alert and the file it came from."""
+    """One alert, the file it came from and the tree it belongs to.
+
+    `tree` is the process key of the tree's root in the sense `FileSummary.trees` counts trees (the
+    highest ancestor below an unknown parent or an anchor), so alerts can be counted per tree: one
+    tree can raise several alerts (two children flagged in turn, or a later flush on a grown tree).
+    """
 
     path: str
     alert: Alert
+    tree: str = ""
 
 
 def expand(paths: Sequence[Path]) -> list[Path]:
@@ -87,7 +93,7 @@ def hunt_file(
     try:
         for chunk in chunks(load_events(path, stats=stats)):
             summary.trees += _new_trees(detector, chunk)
-            yield from _alerts(detector.flush(ts_ms(chunk[-1])), path, summary, min_score)
+            yield from _alerts(detector, detector.flush(ts_ms(chunk[-1])), path, summary, min_score)
             _report(progress, path, stats)
     except InputFileError as exc:
         summary.error = str(exc)
@@ -126,12 +132,26 @@ def _new_trees(detector: Detector, chunk: list[BehaviorEvent]) -> int:
 
 
 def _alerts(
-    decisions: Iterable[object], path: Path, summary: FileSummary, min_score: float
+    detector: Detector, decisions: Iterable[object], path: Path, summary: FileSummary, min_score: float
 ) -> Iterator[Found]:
     for decision in decisions:
         if isinstance(decision, Alert) and decision.score >= min_score:
             summary.alerts[str(decision.tactic)] += 1
-            yield Found(str(path), decision)
+            yield Found(str(path), decision, tree_of(detector, decision))
+
+
+def tree_of(detector: Detector, alert: Alert) -> str:
+    """Root key of the tree holding `alert`'s root: climb while the parent is a known, real,
+    non-anchor process (the trees `_new_trees` counts)."""
+    key = alert.process_tree.root_process_key
+    forest = detector.forests.get(alert.device_id)
+    if forest is None:
+        return key
+    for parent in forest.ancestors(key):
+        if parent.placeholder or parent.image_cls in ANCHOR_CLASSES:
+            break
+        key = parent.key
+    return key
 
 
 _last_report = [0.0]

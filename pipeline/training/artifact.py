@@ -3,8 +3,12 @@
 `model.json` is read by `pipeline.model.booster.ModelMetadata`: version, feature_version,
 feature_names (must equal `pipeline.features.FEATURE_NAMES`), classes (must equal
 `pipeline.scoring.CLASSES`) and thresholds. The rest (parameters, class weights, a summary of the
-training data and of the dev measurements) is documentation for people. The version is derived
-from the booster's bytes, so retraining on the same data with the same seed reproduces it.
+training data and of the dev measurements) is documentation for people.
+
+The version hashes everything that decides whether a row alerts: the booster's bytes, the calibrated
+thresholds and the feature list (its version and names). Retraining on the same data with the same
+seed reproduces it; a recalibration of the same booster, or the same booster read through another
+feature list, gets a new one, so an alert's `model_version` names exactly the decision rule behind it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +50,9 @@ def write_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     ubj = out_dir / "model.ubj"
     trained.booster.save_model(str(ubj))
-    digest = hashlib.sha256(ubj.read_bytes()).hexdigest()
-    version = f"{MODEL_NAME}-{FEATURE_VERSION}-{digest[:10]}"
+    booster = ubj.read_bytes()
+    digest = hashlib.sha256(booster).hexdigest()
+    version = model_version(booster, trained.thresholds)
     meta: dict[str, Any] = {
         "version": version,
         "feature_version": FEATURE_VERSION,
@@ -62,6 +68,25 @@ def write_model(
     }
     (out_dir / "model.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return version
+
+
+def model_digest(
+    booster: bytes,
+    thresholds: Mapping[str, float],
+    feature_version: str = FEATURE_VERSION,
+    feature_names: tuple[str, ...] = FEATURE_NAMES,
+) -> str:
+    """sha256 over what decides an alert: booster bytes, thresholds (sorted JSON) and the feature list."""
+    decision = json.dumps(
+        {"thresholds": dict(thresholds), "feature_version": feature_version, "features": list(feature_names)},
+        sort_keys=True,
+    )
+    return hashlib.sha256(booster + b"\n" + decision.encode("utf-8")).hexdigest()
+
+
+def model_version(booster: bytes, thresholds: Mapping[str, float]) -> str:
+    """`ringfence-xgb-<feature version>-<first 10 hex digits of model_digest>`."""
+    return f"{MODEL_NAME}-{FEATURE_VERSION}-{model_digest(booster, thresholds)[:10]}"
 
 
 def artifact_bytes(out_dir: Path) -> int:

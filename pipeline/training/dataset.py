@@ -5,6 +5,14 @@ feature rows computed by the stream's own code (`pipeline.training.rows`), tagge
 and split. Only the `_`-prefixed recording labels and the adversary view decide labels; nothing
 about a host, user, domain, dataset path or Sysmon rule name reaches a feature (features are
 computed from BehaviorEvents, which carry none of the `_` fields).
+
+Every training and calibration recording is also replayed as its *process-creation-only view*: its
+process starts alone, as a fleet or lab that collects only Security 4688 or Sysmon event 1 would
+deliver them (no image loads, process access, registry, file or network events). The lab recordings
+are full Sysmon; without this view the model learns to lean on telemetry other labs may not collect,
+and an attack seen through process creation alone looks unlike every real attack it was trained on
+(the simulated trees already have such views). The view keeps the recording's labels and split (so
+it never crosses into dev) and is its own source (`otrf-proc`) in DATA.md.
 """
 
 from __future__ import annotations
@@ -33,12 +41,14 @@ from pipeline.training.labels import (
 )
 from pipeline.training.rows import AMBIGUOUS, STREAM_CHUNK_EVENTS, RowBlock, replay_rows
 from pipeline.training.simulate import SimConfig, simulate_corpus
-from pipeline.training.split import hashed_split, lab_of, recording_splits
+from pipeline.training.split import DEV, hashed_split, lab_of, recording_splits
 from schemas.events import BehaviorEvent
 
 log = logging.getLogger(__name__)
 DEFAULT_OTRF = Path("/work/shared/datasets/otrf")
 CAPTURE_DIR = Path(__file__).resolve().parent.parent / "model" / "data"
+PROCESS_VIEW = "otrf-proc"
+"""Origin of a recording's process-creation-only view (see the module docstring)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +105,8 @@ class DataConfig:
     sim: SimConfig = field(default_factory=SimConfig)
     only_split: str | None = None
     """Build only the sources of this split (evaluation needs dev only)."""
+    process_views: bool = True
+    """Also train on each training/calibration recording's process-creation-only view (module docstring)."""
 
 
 def build_dataset(config: DataConfig) -> Dataset:
@@ -102,10 +114,9 @@ def build_dataset(config: DataConfig) -> Dataset:
     blocks: list[tuple[SourceInfo, RowBlock]] = []
     reports: list[RecordingReport] = []
     if config.otrf_root is not None and config.otrf_root.is_dir():
-        for info, block, report in otrf_blocks(config.otrf_root, config.only_split):
+        for labelled_blocks, report in otrf_blocks(config.otrf_root, config.only_split, config.process_views):
             reports.append(report)
-            if info is not None:
-                blocks.append((info, block))
+            blocks.extend(labelled_blocks)
     else:
         log.warning("no lab recordings at %s: training on simulated and captured data only", config.otrf_root)
     blocks.extend(sim_blocks(config.sim, config.only_split))
@@ -115,9 +126,9 @@ def build_dataset(config: DataConfig) -> Dataset:
 
 
 def otrf_blocks(
-    root: Path, only_split: str | None = None
-) -> Iterator[tuple[SourceInfo | None, RowBlock, RecordingReport]]:
-    """Labelled rows per lab recording; unlabelled recordings yield a report and no SourceInfo."""
+    root: Path, only_split: str | None = None, process_views: bool = True
+) -> Iterator[tuple[list[tuple[SourceInfo, RowBlock]], RecordingReport]]:
+    """Labelled row blocks per lab recording (none when no attack tree is found) and its report."""
     catalog = load_catalog(root)
     hosts: dict[str, set[str]] = {}
     for rec in catalog:
@@ -129,35 +140,40 @@ def otrf_blocks(
         if only_split is not None and splits[rec.rel] != only_split:
             continue
         events = list(load_events(rec.path))
-        info, block, report = _recording(rec, events, splits[rec.rel], labs[rec.rel])
+        views = process_views and splits[rec.rel] != DEV
+        blocks, report = _recording(rec, events, splits[rec.rel], labs[rec.rel], views)
         log.info(
             "recording %d/%d %s: %s",
             number,
             len(catalog),
             rec.rel,
-            f"{report.attack_processes} attack processes" if info else "no attack tree found, left out",
+            f"{report.attack_processes} attack processes" if blocks else "no attack tree found, left out",
         )
-        yield info, block, report
+        yield blocks, report
 
 
 def _recording(
-    rec: Recording, events: Sequence[BehaviorEvent], split: str, lab: str
-) -> tuple[SourceInfo | None, RowBlock, RecordingReport]:
+    rec: Recording, events: Sequence[BehaviorEvent], split: str, lab: str, process_view: bool
+) -> tuple[list[tuple[SourceInfo, RowBlock]], RecordingReport]:
     clues = extract_clues(rec.adversary_view)
     with gzip.open(rec.path, "rb") as handle:
         pid_keys = raw_pid_keys(handle, clues.pids)
     labelled = label_events(events, rec, pid_keys)
-    starts = sum(1 for e in events if e.payload.kind == "process_start")
+    starts = [e for e in events if e.payload.kind == "process_start"]
     report = RecordingReport(
-        rec.rel, rec.tactic, split, lab, starts, len(labelled.matches), len(labelled.node_labels)
+        rec.rel, rec.tactic, split, lab, len(starts), len(labelled.matches), len(labelled.node_labels)
     )
     if not labelled.found:
-        return None, replay_rows((), {}, rec.rel), report
+        return [], report
+    platform = events[0].platform.value if events else "windows"
+    techniques = ",".join(rec.techniques)
     block = replay_rows(events, labelled.node_labels, f"otrf:{rec.rel}")
     report.trees = tree_classes(block)
-    platform = events[0].platform.value if events else "windows"
-    info = SourceInfo(block.source, "otrf", split, platform, rec.tactic, ",".join(rec.techniques))
-    return info, block, report
+    out = [(SourceInfo(block.source, "otrf", split, platform, rec.tactic, techniques), block)]
+    if process_view and len(starts) < len(events):
+        view = replay_rows(starts, labelled.node_labels, f"{PROCESS_VIEW}:{rec.rel}")
+        out.append((SourceInfo(view.source, PROCESS_VIEW, split, platform, rec.tactic, techniques), view))
+    return out, report
 
 
 def tree_classes(block: RowBlock) -> Counter[str]:

@@ -10,6 +10,15 @@ that svchost is malicious, so labels are moved from the recording onto processes
    the console printed (Empire's agent table, "Process 4392 created", "PID:8972").
 2. A process_start *matches* a command when it runs the same executable and shares most of the
    command's distinctive tokens (paths, switches, arguments), or when its pid is a printed pid.
+   *Weak* matches — a bare command without arguments (`systeminfo`, `hostname`) or a printed pid —
+   also hit the host's own processes: Windows' diagnostics scripts run `systeminfo` too, and pids are
+   reused. When one weak clue matches several processes (a bare command: starts more than
+   `TWIN_SECONDS` apart; a pid: different command lines; not one process recorded by both Sysmon and
+   Security 4688), a match whose ancestry is known is kept only when related to the other matches:
+   it, or one of its ancestors below an anchor, is another match or an ancestor of one (the
+   operator's shell, the implant). Without this, a lab host's `netsh trace stop`
+   report (gatherNetworkInfo.vbs running `systeminfo`, `cmd`s that reused a printed pid) was labelled
+   as the attack.
 3. The attack tree is every matched process, all its descendants, and its ancestors up to and
    including the first shell or script host (never past an anchor such as explorer or services).
 
@@ -221,17 +230,16 @@ def label_events(
     if hint is not None:
         clues = Clues((*clues.commands, *hint), clues.pids)
     starts = [
-        (e.process_key, e.parent_process_key, e.payload)
-        for e in events
-        if isinstance(e.payload, ProcessStart)
+        (e.process_key, e.ts.timestamp(), e.payload) for e in events if isinstance(e.payload, ProcessStart)
     ]
-    seeds = _seeds(starts, clues)
+    seeds, ambiguous = _seeds(starts, clues)
     parent_of, image_of = _lineage(events)
     known = {e.process_key for e in events}
     for pid, keys in (pid_keys or {}).items():
         if pid in clues.pids and len(keys) <= 4:
             fresh = [k for k in sorted(keys) if k in known and k not in seeds]
             seeds.update((k, f"pid {pid} (raw record)") for k in fresh)
+    seeds = _related(seeds, ambiguous, parent_of, image_of)
     if not seeds:
         return Labelled({}, ())
     attack = _expand(parent_of, image_of, set(seeds))
@@ -305,19 +313,76 @@ HINTS: dict[str, tuple[Command, ...]] = {
 }
 
 
-def _seeds(starts: Iterable[tuple[str, str | None, ProcessStart]], clues: Clues) -> dict[str, str]:
+def _seeds(
+    starts: Sequence[tuple[str, float, ProcessStart]], clues: Clues
+) -> tuple[dict[str, str], set[str]]:
+    """Matched process keys with the reason, and the keys of ambiguous weak matches (module docstring)."""
     found: dict[str, str] = {}
-    by_pid: dict[int, list[str]] = {}
-    for key, _, start in starts:
+    weak: dict[str, list[tuple[str, float]]] = {}
+    lines = {key: start.command_line for key, _, start in starts}
+    for key, ts, start in starts:
         if start.pid is not None and start.pid in clues.pids:
-            by_pid.setdefault(start.pid, []).append(key)
-        for command in clues.commands:
-            if matches(start, command):
-                found[key] = f"command: {command.text[:80]}"
-                break
-    for pid, keys in by_pid.items():
-        if len(keys) <= 4:  # a pid printed by the console; more hits than 4 means reuse, ignore
-            found.update((k, f"pid {pid}") for k in keys if k not in found)
+            weak.setdefault(f"pid {start.pid}", []).append((key, ts))
+        hits = [command for command in clues.commands if matches(start, command)]
+        if not hits:
+            continue
+        best = next((c for c in hits if c.tokens), hits[0])
+        found[key] = f"command: {best.text[:80]}"
+        if not best.tokens:
+            weak.setdefault(f"bare {best.text}", []).append((key, ts))
+    ambiguous: set[str] = set()
+    for clue, keys in weak.items():
+        if clue.startswith("pid") and len(keys) > 4:  # more hits than 4 means pid reuse: ignore the pid
+            continue
+        if clue.startswith("pid"):
+            found.update((k, clue) for k, _ in keys if k not in found)
+        if _several_processes(clue, keys, lines):
+            ambiguous.update(k for k, _ in keys if clue.startswith("bare") or found[k] == clue)
+    return found, ambiguous
+
+
+TWIN_SECONDS = 2.0
+"""Matches of one bare command that start within this many seconds of each other are one process seen
+twice (a Sysmon event 1 and a Security 4688 record of the same start), not two processes."""
+
+
+def _several_processes(clue: str, keys: Sequence[tuple[str, float]], lines: Mapping[str, str]) -> bool:
+    """Did one weak clue match distinct processes? A bare command: starts further apart than
+    `TWIN_SECONDS`. A pid: different command lines (a 4688 twin without one is not different)."""
+    if clue.startswith("bare"):
+        times = [ts for _, ts in keys]
+        return max(times) - min(times) > TWIN_SECONDS
+    return len({" ".join(lines[k].lower().split()) for k, _ in keys} - {""}) > 1
+
+
+def _related(
+    seeds: Mapping[str, str], weak: set[str], parent_of: Mapping[str, str | None], image_of: Mapping[str, str]
+) -> dict[str, str]:
+    """Seeds, less the ambiguous weak ones outside the lineage of the others (all when none is left);
+    a match whose parent is unknown cannot be placed and is kept."""
+    strong = [k for k in seeds if k not in weak]
+    if not strong:
+        return dict(seeds)
+    lineage = set(strong)
+    for key in strong:
+        lineage.update(_ancestors(key, parent_of, image_of))
+    def kept(key: str) -> bool:
+        if key in lineage or parent_of.get(key) not in image_of:
+            return True
+        return any(a in lineage for a in _ancestors(key, parent_of, image_of))
+
+    return {key: why for key, why in seeds.items() if kept(key)}
+
+
+def _ancestors(key: str, parent_of: Mapping[str, str | None], image_of: Mapping[str, str]) -> list[str]:
+    """Known ancestors of `key` below the first anchor, WMI host or web server."""
+    found: list[str] = []
+    parent = parent_of.get(key)
+    for _ in range(16):
+        if parent is None or image_class(image_of.get(parent, "")) in _STOP_AT:
+            break
+        found.append(parent)
+        parent = parent_of.get(parent)
     return found
 
 

@@ -80,13 +80,16 @@ def _outcome(
     summary = FileSummary(str(path))
     outcome = RecordingOutcome(name, tactic, has_start)
     attack_trees: set[str] = set()
+    false_trees: set[str] = set()
     for found in hunt_file(path, model, summary):
         alert = found.alert
         keys = {n.process_key for n in alert.process_tree.nodes}
         hit = True if attack is None else bool(keys & attack)
-        if hit:
-            attack_trees.add(alert.process_tree.root_process_key)
+        (attack_trees if hit else false_trees).add(found.tree)
         outcome.alerts.append((str(alert.tactic), float(alert.score), hit))
+    # a tree counts once however many of its processes alert, and a tree holding attack processes
+    # is never a false alert (an unlabelled helper beside a labelled one is the attack's own)
+    outcome.false_alert_trees = len(false_trees - attack_trees)
     outcome.benign_trees = 0 if attack is None else max(0, summary.trees - max(len(attack_trees), 1))
     log.info("hunted %s (%s): %d alerts", name, tactic, len(outcome.alerts))
     return outcome

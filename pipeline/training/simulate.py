@@ -35,6 +35,7 @@ from pipeline.training.sim import (
     win_attack3,
     win_attack4,
     win_benign,
+    win_benign_diag,
 )
 from pipeline.training.sim.builder import SimTree, TreeBuilder
 from pipeline.training.sim.catalog import Technique
@@ -47,6 +48,8 @@ from schemas.events import BehaviorEvent, Platform, ProcessStart
 _PROCESS_KINDS = frozenset({"process_start", "process_end"})
 _LIGHT_DROP = frozenset({"image_load", "process_access"})
 Workload = Callable[[Session], None]
+EXTRA_WORKLOAD_MODULES = (win_benign_diag,)
+"""Modules that register more workloads into `win_benign.WORKLOADS` when imported."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -110,3 +110,17 @@ def test_a_view_that_matches_nothing_leaves_the_recording_unlabelled() -> None:
     labelled = label_events(events, unrelated)
     assert not labelled.found
     assert labelled.node_labels == {}
+
+
+def test_a_bare_command_or_reused_pid_outside_the_attack_lineage_stays_benign() -> None:
+    # The operator typed `systeminfo` and `whoami` into a Meterpreter shell; later the lab host's own
+    # `netsh trace stop` ran gatherNetworkInfo.vbs, which also runs `systeminfo` (and `cmd`s that
+    # reuse a printed pid). Only the shell's `systeminfo` is the attack.
+    rec = _recording("compound_LSASS_campaign_01/metasploit_logonpasswords_lsass_memory_dump.jsonl.gz")
+    labels, starts = _label(rec)
+    attack = [starts[k].command_line.lower() for k in labels if k in starts]
+    background = [s.command_line.lower() for k, s in starts.items() if k not in labels]
+    assert any(line.strip() == "systeminfo" for line in attack)
+    assert any(line.strip() == "systeminfo" for line in background)
+    assert not any("gathernetworkinfo" in line or "config\\" in line for line in attack)
+    assert any("whoami" in line for line in attack) and any("tasklist" in line for line in attack)
