@@ -179,6 +179,19 @@ class Publisher:
         await self._queue.put(event)
         self.stats.submitted += 1
 
+    @property
+    def has_room(self) -> bool:
+        """`submit_nowait` would take an event now (the queue is not full and not closing)."""
+        return not self._closing and not self._queue.full()
+
+    def submit_nowait(self, event: BehaviorEvent) -> None:
+        """Queue one event without waiting (from a source's callback); check `has_room` first:
+        raises `asyncio.QueueFull` when there is none, RuntimeError when closing."""
+        if self._closing:
+            raise RuntimeError("publisher is closing")
+        self._queue.put_nowait(event)
+        self.stats.submitted += 1
+
     def start(self) -> None:
         """Start the background tasks on the running loop."""
         self._tasks = [asyncio.create_task(self._writer(), name="publisher-writer"),
@@ -266,7 +279,7 @@ class Publisher:
     async def _next_batch(self) -> SpoolBatch:
         """Wait for spooled events; linger for a fuller batch unless one is full already."""
         while True:
-            batch = self._peek()
+            batch = self._peek() if self.spool.pending_events else None  # no query to learn it is empty
             if batch is None:
                 self._spooled.clear()
                 await self._spooled.wait()
@@ -296,9 +309,9 @@ class Publisher:
                 "messaging.batch.message_count": len(records), "ringfence.device_id": batch.device_id,
                 "ringfence.first_seq": first_seq,
             }) as trace:
-                sent = producer.send_and_wait(self.config.events_topic, value=value,
-                                              key=batch.device_id.encode(), headers=to_headers(trace))
-                await asyncio.wait_for(sent, timeout=self.config.send_timeout_s)
+                async with asyncio.timeout(self.config.send_timeout_s):  # no task per send (wait_for)
+                    await producer.send_and_wait(self.config.events_topic, value=value,
+                                                 key=batch.device_id.encode(), headers=to_headers(trace))
         self.spool.ack(batch)
         # What is still spooled was taken before now: let it linger from here (close enough, and
         # under a steady load it sends once per linger, as intended).
@@ -374,8 +387,8 @@ class Publisher:
             log.exception("heartbeat record could not be built")
             return False
         try:
-            sent = producer.send_and_wait(self.config.devices_topic, value=value, key=key.encode())
-            await asyncio.wait_for(sent, timeout=10)
+            async with asyncio.timeout(10):
+                await producer.send_and_wait(self.config.devices_topic, value=value, key=key.encode())
         except Exception as exc:  # a lost heartbeat is superseded by the next one
             log.debug("heartbeat of device %s not sent: %s", key, exc)
             return False

@@ -5,6 +5,11 @@ then the publisher spools what is queued and sends the backlog for up to `--flus
 anything still unsent stays in the spool for the next start. When every source has ended (a file
 read to its end) and no plugin is running, the agent stops the same way.
 
+A source that can push (`agents.sources.PushSource`, the live Linux source) gets a sink that does
+what the pump does per event (plugins observe, then the publisher queues) straight from its reader
+callbacks while the queue has room: no task switch per wake-up, which on small hosts costs more
+than the events themselves (BENCHMARKS.md, "Agent"). The pump still runs for what the sink refuses.
+
 Extension points (plain data, no magic discovery):
 - `SOURCE_BUILDERS`: source name (as in `RINGFENCE_AGENT_SOURCES`) -> builder taking the settings:
   `linux` (live collection), `sysmon` (`RINGFENCE_AGENT_SYSMON_PATHS`, optionally followed), `replay`
@@ -268,6 +273,10 @@ async def _run_until_stopped(
 
 
 async def _pump(source: Source, plugins: list[AgentPlugin], publisher: Publisher) -> None:
+    from agents.sources import PushSource
+
+    if isinstance(source, PushSource):  # its callbacks queue events themselves while there is room
+        source.attach_sink(_sink(plugins, publisher))
     try:
         async for event in source.events():
             for plugin in plugins:
@@ -277,6 +286,20 @@ async def _pump(source: Source, plugins: list[AgentPlugin], publisher: Publisher
         log.exception("source %s failed; the agent goes on without it", source.name)
         return
     log.info("source %s ended", source.name)
+
+
+def _sink(plugins: list[AgentPlugin], publisher: Publisher) -> Callable[[BehaviorEvent], bool]:
+    """What `_pump` does per event, without waiting: False (not taken) when the queue is full."""
+
+    def take(event: BehaviorEvent) -> bool:
+        if not publisher.has_room:
+            return False
+        for plugin in plugins:
+            plugin.observe(event)
+        publisher.submit_nowait(event)
+        return True
+
+    return take
 
 
 async def _all_done(tasks: Sequence[asyncio.Task[None]]) -> object:

@@ -9,6 +9,11 @@ Only regular files are read: the open is non-blocking and anything else (a FIFO 
 a watched folder, a device node) gets None, so a hostile file can never stall the agent's loop.
 Files are read with raw descriptors (no buffered file object per hash: this runs for every file
 write in a watched folder).
+
+An executable's key can be taken while its process is alive (`procfs` stats `/proc/<pid>/exe` in
+the exec snapshot): `sha256_known` then answers from the cache without opening anything, and on a
+miss hashes whichever of the given paths still is that very file (same key), so a process that
+exited a moment after its exec still gets its image's digest.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ import logging
 import os
 import stat
 from collections import OrderedDict
+from collections.abc import Sequence
 
-__all__ = ["FileKey", "HashCache"]
+__all__ = ["FileKey", "HashCache", "file_key"]
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +63,32 @@ class HashCache:
         finally:
             os.close(fd)
 
+    def sha256_known(self, key: FileKey, paths: Sequence[str]) -> str | None:
+        """Digest of the file whose `key` was taken earlier: from the cache, else from the first of
+        `paths` that still opens to that same file; None if none does (or it is too big)."""
+        if key in self._entries:
+            self.hits += 1
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+            except OSError:
+                continue
+            try:
+                if _key_of(os.fstat(fd)) == key:
+                    return self._digest_open_file(fd, path)
+            except OSError as exc:
+                log.debug("cannot hash %s: %s", path, exc)
+            finally:
+                os.close(fd)
+        return None
+
     def _digest_open_file(self, fd: int, path: str) -> str | None:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             return None
-        key: FileKey = (st.st_dev, st.st_ino, st.st_mtime_ns)
+        key = _key_of(st)
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
@@ -77,6 +104,19 @@ class HashCache:
         self._entries[key] = digest
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+
+def _key_of(st: os.stat_result) -> FileKey:
+    return (st.st_dev, st.st_ino, st.st_mtime_ns)
+
+
+def file_key(path: str, dir_fd: int | None = None) -> FileKey | None:
+    """The cache key of the regular file at `path` (following links: `/proc/<pid>/exe`), or None."""
+    try:
+        st = os.stat(path, dir_fd=dir_fd)
+    except OSError:
+        return None
+    return _key_of(st) if stat.S_ISREG(st.st_mode) else None
 
 
 def _hash_fd(fd: int, size: int) -> str:

@@ -236,7 +236,7 @@ class ProcessTracker:
 
     def _start_event(self, proc: TrackedProcess, ts_ns: int, snap: ProcessSnapshot | None) -> BehaviorEvent:
         parent = self._table.get(proc.ppid) if proc.ppid is not None else None
-        sha = self._hashes.sha256_of(f"/proc/{proc.pid}/exe") if snap is not None and snap.exe else None
+        sha = self._image_sha256(proc.pid, snap) if snap is not None and snap.exe else None
         payload = ProcessStart(
             image=wire_text(proc.image or UNKNOWN_IMAGE), command_line=wire_text(proc.command_line),
             sha256=sha, uid=snap.uid if snap else None, pid=proc.pid, ppid=proc.ppid,
@@ -246,6 +246,14 @@ class ProcessTracker:
         )
         return linux_event(self.device_id, ts_ns, proc.key, payload,
                            parent_process_key=proc.parent_key, image=payload.image)
+
+    def _image_sha256(self, pid: int, snap: ProcessSnapshot) -> str | None:
+        """With the key stat'ed in the snapshot: the cache, else the file through the process or by
+        its path if still the same file (the process may be gone). Without: through the process."""
+        exe = f"/proc/{pid}/exe"
+        if snap.exe_key is None:
+            return self._hashes.sha256_of(exe)
+        return self._hashes.sha256_known(snap.exe_key, (exe, snap.exe) if snap.exe else (exe,))
 
     def _estimated_start_ns(self, monotonic_ns: int) -> int:
         """The /proc-style start time (tick resolution) of a task forked at `monotonic_ns`."""

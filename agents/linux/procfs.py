@@ -20,6 +20,7 @@ from functools import cache
 from pathlib import Path
 
 from agents.linux.errors import ProcessGone
+from agents.linux.hashing import FileKey, file_key
 
 __all__ = [
     "ProcessGone",
@@ -36,6 +37,7 @@ __all__ = [
 
 PROC = Path("/proc")
 PROCESS_KEY_HEX_CHARS = 32  # 128 bits of sha256: collisions are not a practical concern
+_PAGE = 4096
 MAX_COMMAND_LINE_BYTES = 32 * 1024  # longer command lines are cut (the pipeline's string limit is 64 KiB)
 
 
@@ -61,6 +63,7 @@ class ProcessSnapshot:
     command_line: str
     uid: int | None
     cwd: str | None
+    exe_key: FileKey | None = None  # the executable's (dev, inode, mtime) while the process was alive
 
 
 @cache
@@ -148,12 +151,14 @@ def _snapshot_at(pid: int, dir_fd: int) -> ProcessSnapshot:
     return ProcessSnapshot(
         pid=pid, ppid=stat.ppid, start_time_ns=start_time_ns_from_ticks(stat.start_ticks),
         comm=stat.comm, exe=exe, command_line=_read_cmdline(dir_fd), uid=uid,
-        cwd=_read_link("cwd", dir_fd),
+        cwd=_read_link("cwd", dir_fd), exe_key=file_key("exe", dir_fd) if exe is not None else None,
     )
 
 
 def _read_file(path: str, limit: int, dir_fd: int | None = None) -> bytes:
-    """Up to `limit` bytes of a (proc) file, with raw syscalls: no buffering layers to set up."""
+    """Up to `limit` bytes of a (proc) file, with raw syscalls: no buffering layers to set up. A
+    read shorter than asked and than a page is the end (proc files fill the buffer they are given,
+    some a page per read): no extra read just to see the end (two syscalls less per snapshot)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         chunks: list[bytes] = []
@@ -161,6 +166,8 @@ def _read_file(path: str, limit: int, dir_fd: int | None = None) -> bytes:
         while size < limit and (chunk := os.read(fd, limit - size)):
             chunks.append(chunk)
             size += len(chunk)
+            if len(chunk) < min(limit - size + len(chunk), _PAGE):
+                break
         return b"".join(chunks)
     finally:
         os.close(fd)

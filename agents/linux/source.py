@@ -17,6 +17,10 @@ agent's main cost is waking up (BENCHMARKS.md, "Agent": ~80-130 µs of CPU per a
   descriptor again, so an idle folder costs no wake-up at all;
 - the same tick runs the pollers when they are due (sockets, /proc in polling mode) and reads the
   forks and exits that no exec brought in (`netlink_drain_s`). Idle, only those periods wake it.
+  An exec's wake-up also does the tick's work due within `coalesce_s` (files, pollers), and its
+  drain of the full stream counts as the tick's: on a busy host most ticks ride on exec wake-ups;
+- events are handed over from those callbacks to the consumer's sink (`attach_sink`, the agent's
+  publisher queue) with no task switch; `events()` yields only what the sink had no room for.
 
 Attribution order: a process that writes a file and exits must still be in the process table when
 its write is mapped, so the exits of a batch of process messages are applied after the fanotify
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 ProcessMode = Literal["auto", "netlink", "poll"]
 FileMode = Literal["auto", "fanotify", "inotify"]
 Watcher = FileWatcher | FanotifyWatcher
+Sink = Callable[[BehaviorEvent], bool]  # takes one event now, or returns False when it has no room
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,7 @@ class LinuxLiveConfig:
     hash_cache_entries: int = 4096
     tick_s: float = 0.2  # while files keep changing, they are read this often
     netlink_drain_s: float = 1.0  # forks and exits are read at least this often (execs at once)
+    coalesce_s: float = 0.1  # an exec wake-up also does the tick's work due within this long
     max_pending_events: int = 10_000  # gathered, not yet taken by the consumer: beyond, readers pause
 
 
@@ -93,6 +99,8 @@ class LinuxLiveSource:
         self._watcher: Watcher | None = None
         self._net: ConnectionPoller | None = None
         self._pending: list[BehaviorEvent] = []
+        self._sink: Sink | None = None
+        self._yielding = False  # events() is handing a taken batch over: the sink must wait its turn
         self._wake = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._files_armed = False
@@ -101,8 +109,16 @@ class LinuxLiveSource:
         self.pauses = 0  # times the readers were paused because the consumer lagged
         self._proc_due = self._net_due = self._drain_due = 0.0
 
+    def attach_sink(self, sink: Sink) -> None:
+        """Hand events to `sink` from the reader callbacks themselves (implements
+        `agents.sources.PushSource`): no task switch per wake-up. `sink(event)` takes one event now or
+        returns False when it has no room; what it does not take is yielded by `events()` as usual,
+        which waits for room, and so pauses the readers, as without a sink."""
+        self._sink = sink
+
     async def events(self) -> AsyncGenerator[BehaviorEvent, None]:
-        """Run the collectors until cancelled; yields events in the order the collectors saw them."""
+        """Run the collectors until cancelled; yields events in the order the collectors saw them
+        (those a sink took are not yielded again)."""
         loop = asyncio.get_running_loop()
         self._open()
         self._proc_due = loop.time() + self.config.proc_poll_interval_s
@@ -117,9 +133,11 @@ class LinuxLiveSource:
                 batch, self._pending = self._pending, []
                 if self._paused:
                     self._resume()
+                self._yielding = True
                 for event in batch:
                     self.stats.emitted += 1
                     yield event
+                self._yielding = False
         finally:
             self._close()
 
@@ -193,10 +211,17 @@ class LinuxLiveSource:
 
     def _on_netlink(self) -> None:
         """Everything a process event needs, now: read, snapshot /proc, update the table, build, and
-        hand over at once (the enforcer kills a blocklisted image from its process_start)."""
+        hand over at once (the enforcer kills a blocklisted image from its process_start). Awake
+        anyway, it also does the tick's work that is due within `coalesce_s` (one wake-up, not two),
+        and the full stream it drained no longer needs the tick's drain."""
         self._gather(self._read_netlink())
-        if self._pending:
-            self._wake.set()
+        now = asyncio.get_running_loop().time()
+        self._drain_due = now + self.config.netlink_drain_s
+        if self._timer is not None and self._timer.when() - now <= self.config.coalesce_s:
+            self._timer.cancel()
+            self._tick(drained=True)
+            return
+        self._hand_over()
 
     def _read_netlink(self) -> list[BehaviorEvent]:
         connector = self._connector
@@ -212,8 +237,7 @@ class LinuxLiveSource:
         """Read the queue now (we are awake anyway), then stop waiting on it: while files keep
         changing, the tick reads them once per `tick_s`, whatever the burst."""
         self._gather(self._read_files())
-        if self._pending:
-            self._wake.set()
+        self._hand_over()
         self._disarm_files()
         self._files_due = asyncio.get_running_loop().time() + self.config.tick_s
         self._arm_tick(self.config.tick_s)
@@ -261,23 +285,25 @@ class LinuxLiveSource:
             self._timer.cancel()
         self._timer = loop.call_at(due, self._tick)
 
-    def _tick(self) -> None:
+    def _tick(self, drained: bool = False) -> None:
+        """The timer's work: whatever is due now or within `coalesce_s` (`drained`: the caller has
+        just read the process connector)."""
         self._timer = None
         now = asyncio.get_running_loop().time()
+        soon = now + self.config.coalesce_s
         if not self._paused:
-            if self._connector is not None:  # forks and exits that no exec's doorbell brought in
+            if self._connector is not None and not drained:  # forks and exits no doorbell brought in
                 self._drain_due = now + self.config.netlink_drain_s
                 self._gather(self._read_netlink())
             if self._watcher is not None and (not self._files_armed or self._watcher.has_pending):
                 self._read_files_on_tick(now)
-            if self._proc_poller is not None and now >= self._proc_due:
+            if self._proc_poller is not None and soon >= self._proc_due:
                 self._proc_due = now + self.config.proc_poll_interval_s
                 self._gather(self._poll("processes", self._proc_poller.poll_once, self._stop_proc_poll))
-            if self._net is not None and now >= self._net_due:
+            if self._net is not None and soon >= self._net_due:
                 self._net_due = now + self.config.net_interval_s
                 self._gather(self._poll("network", self._net.poll_once, self._stop_net))
-        if self._pending:
-            self._wake.set()
+        self._hand_over()
         self._arm_next(now)
 
     def _read_files_on_tick(self, now: float) -> None:
@@ -321,6 +347,31 @@ class LinuxLiveSource:
         except Exception:
             self._collector_failed(name, stop)
             return []
+
+    def _hand_over(self) -> None:
+        """Give what was gathered to the sink, in order, as far as it has room; the rest (all of it
+        without a sink, or while `events()` is still handing over an earlier batch) wakes `events()`."""
+        if not self._pending:
+            return
+        if self._sink is not None and not self._yielding:
+            taken = self._offer(self._sink, self._pending)
+            self.stats.emitted += taken
+            del self._pending[:taken]
+        if self._pending:
+            self._wake.set()
+
+    def _offer(self, sink: Sink, events: list[BehaviorEvent]) -> int:
+        """How many of `events` the sink took (a sink that fails is dropped: `events()` takes over)."""
+        for taken, event in enumerate(events):
+            try:
+                if not sink(event):
+                    return taken
+            except Exception:
+                log.exception("event sink of source %s failed; events go through events() from now on",
+                              self.name)
+                self._sink = None
+                return taken  # offered again by events(): at-least-once, like the rest of the path
+        return len(events)
 
     def _gather(self, events: list[BehaviorEvent]) -> None:
         if not events:

@@ -14,14 +14,14 @@ source reads) raises `SourceConfigError` from its builder, before the agent star
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from schemas.events import BehaviorEvent
 
-__all__ = ["MAX_SKIP_REASONS", "Source", "SourceConfigError", "SourceStats"]
+__all__ = ["MAX_SKIP_REASONS", "PushSource", "Source", "SourceConfigError", "SourceStats"]
 
 MAX_SKIP_REASONS = 256
 """Distinct skip reasons kept; hostile input could otherwise grow the counter without bound."""
@@ -83,4 +83,19 @@ class Source(Protocol):
 
     def events(self) -> AsyncIterator[BehaviorEvent]:
         """Stream this source's events in read order."""
+        ...
+
+
+@runtime_checkable
+class PushSource(Source, Protocol):
+    """A source that can also hand events over from its own callbacks, without a task switch per
+    event (the live Linux source: waking a consumer task costs more than the event on small hosts).
+
+    `attach_sink(sink)` before iterating `events()`: the source then calls `sink(event)`, in order,
+    for what it collects; `sink` takes the event now and returns True, or returns False when it has
+    no room, and that event and the later ones are yielded by `events()` instead (which may wait).
+    """
+
+    def attach_sink(self, sink: Callable[[BehaviorEvent], bool]) -> None:
+        """Hand events to `sink` from now on (see the class)."""
         ...

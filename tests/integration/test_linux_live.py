@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -234,3 +235,62 @@ async def test_inotify_mode_reports_file_events_unattributed(tmp_path: Path) -> 
         await collected.wait_for(lambda c: bool(c.of_kind(EventKind.FILE_WRITE)))
     [write] = collected.of_kind(EventKind.FILE_WRITE)
     assert write.process_key == UNATTRIBUTED_PROCESS_KEY and write.parent_process_key is None
+
+
+async def test_a_sink_gets_events_from_the_callbacks_and_what_it_refuses_comes_from_events(
+    tmp_path: Path,
+) -> None:
+    """The agent's push path (`attach_sink`): one stream, whichever way each event went, in order."""
+    config = LinuxLiveConfig(device_id=DEVICE, watch_paths=(str(tmp_path),), process_mode="netlink",
+                             file_mode="inotify", net_enabled=False)
+    source = LinuxLiveSource(config)
+    stream: list[tuple[str, BehaviorEvent]] = []
+    refusing = False
+
+    def sink(event: BehaviorEvent) -> bool:
+        if refusing:
+            return False
+        stream.append(("sink", event))
+        return True
+
+    source.attach_sink(sink)
+
+    async def consume() -> None:
+        async for event in source.events():
+            stream.append(("events", event))
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(source.ready.wait(), timeout=10)
+    shells = []
+    try:
+        for index, refuse in enumerate((False, True, False)):
+            refusing = refuse
+            shell = await asyncio.create_subprocess_exec(
+                "/bin/sh", "-c", f"echo {index} > {tmp_path}/f{index}.txt; /bin/true; exit {index}")
+            assert await shell.wait() == index
+            shells.append(shell.pid)
+            await asyncio.wait_for(_until(partial(_ended, stream, shell.pid)), 10)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    ids = [event.event_id for _way, event in stream]
+    assert len(ids) == len(set(ids))  # nothing delivered twice
+    ways = {way for way, event in stream if getattr(event.payload, "pid", None) in shells}
+    assert ways == {"sink", "events"}
+    for pid in shells:  # each shell: started, then ended, whichever way each went
+        kinds = [e.kind for _w, e in stream if getattr(e.payload, "pid", None) == pid]
+        assert kinds == [EventKind.PROCESS_START, EventKind.PROCESS_END], kinds
+    writes = [e.payload.path for _w, e in stream if isinstance(e.payload, FileWrite)]
+    assert [path for path in writes if path.startswith(str(tmp_path))] == [
+        str(tmp_path / f"f{index}.txt") for index in range(3)]
+    assert source.stats.emitted == len(stream)
+
+
+def _ended(stream: list[tuple[str, BehaviorEvent]], pid: int) -> bool:
+    return any(isinstance(e.payload, ProcessEnd) and e.payload.pid == pid for _way, e in stream)
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    while not predicate():
+        await asyncio.sleep(0.05)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import sys
 from pathlib import Path
 
 from agents.linux import fanotify, inotify
 from agents.linux.build import UNKNOWN_IMAGE
-from agents.linux.hashing import HashCache
+from agents.linux.hashing import HashCache, file_key
 from agents.linux.proc_events import (
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
@@ -21,7 +22,7 @@ from agents.linux.proc_events import (
     parse_datagram,
 )
 from agents.linux.processes import ProcessTracker
-from agents.linux.procfs import ProcessSnapshot, make_process_key, parse_stat
+from agents.linux.procfs import ProcessSnapshot, make_process_key, parse_stat, read_snapshot
 from agents.linux.sockets import (
     TCP_ESTABLISHED,
     TCP_LISTEN,
@@ -175,6 +176,43 @@ def test_hash_cache_hits_until_the_file_changes_and_is_bounded(tmp_path: Path) -
     big.write_bytes(b"0" * ((1 << 20) + 1))
     assert cache.sha256_of(str(big)) is None
     assert cache.sha256_of(str(tmp_path / "missing")) is None
+
+
+def test_a_digest_keyed_while_the_process_lived_is_served_or_hashed_only_from_that_same_file(
+    tmp_path: Path,
+) -> None:
+    cache = HashCache()
+    target = tmp_path / "tool"
+    target.write_bytes(b"one")
+    key = file_key(str(target))
+    assert key is not None and file_key(str(tmp_path)) is None  # a folder has no digest
+    gone = f"/proc/{NO_SUCH_PID}/exe"  # the process exited: its path is the fallback
+    expected = hashlib.sha256(b"one").hexdigest()
+    assert cache.sha256_known(key, (gone, str(target))) == expected and cache.misses == 1
+    assert cache.sha256_known(key, ()) == expected and cache.hits == 1  # from the cache, nothing opened
+    target.write_bytes(b"two")
+    os.utime(target, ns=(1, 2))  # the path now holds another version: not the exec'ed file
+    other = file_key(str(target))
+    assert other is not None and other != key
+    assert cache.sha256_known(other, (gone,)) is None
+    assert cache.sha256_known(other, (gone, str(target))) == hashlib.sha256(b"two").hexdigest()
+
+
+def test_snapshot_of_a_live_process_reads_a_long_command_line_whole_and_keys_its_image() -> None:
+    import subprocess
+
+    argument = "x" * 10_000  # longer than a page: read in several reads, not cut at the first
+    code = "import sys, time; print(flush=True); time.sleep(30)"
+    child = subprocess.Popen([sys.executable, "-c", code, argument], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"\n"  # it runs
+        snap = read_snapshot(child.pid)
+        assert snap.command_line == f"{sys.executable} -c {code} {argument}"
+        assert snap.exe is not None and snap.exe_key == file_key(snap.exe)
+        assert snap.ppid == os.getpid()
+    finally:
+        child.kill()
+        child.wait()
 
 
 def snapshot(pid: int, ppid: int, exe: str = "/usr/bin/tool") -> ProcessSnapshot:

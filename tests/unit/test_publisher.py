@@ -184,6 +184,35 @@ async def test_submit_blocks_when_queue_and_spool_are_full(tmp_path: Path) -> No
     assert [e.seq for b in broker.batches() for e in b.events] == list(range(20))
 
 
+async def test_submit_nowait_queues_while_there_is_room_and_refuses_when_full_or_closing(
+    tmp_path: Path,
+) -> None:
+    broker = FakeBroker(down=True)  # nothing is sent: the queue and spool fill up
+    probe = Spool(tmp_path / "probe.db")
+    probe.append([event()])
+    publisher = Publisher(Spool(tmp_path / "s.db", max_bytes=probe.pending_bytes), broker.factory,
+                          config(queue_max_events=2))
+    publisher.start()
+    taken = 0
+    for n in range(10):  # a source's callback: never waits, stops offering when refused
+        await asyncio.sleep(0.05)  # the writer takes what it can (one group fits the spool)
+        if not publisher.has_room:
+            break
+        publisher.submit_nowait(event("dev-a", n))
+        taken += 1
+    assert 2 <= taken < 10 and not publisher.has_room
+    with pytest.raises(asyncio.QueueFull):
+        publisher.submit_nowait(event("dev-a", 99))
+    broker.down = False
+    await wait_until(lambda: publisher.has_room)
+    await publisher.close()
+    assert not publisher.has_room
+    with pytest.raises(RuntimeError, match="closing"):
+        publisher.submit_nowait(event("dev-a", 100))
+    assert [e.seq for b in broker.batches() for e in b.events] == list(range(taken))
+    assert publisher.stats.submitted == taken
+
+
 async def test_heartbeats_go_to_the_devices_topic_once_connected(tmp_path: Path) -> None:
     broker = FakeBroker()
     publisher = Publisher(Spool(tmp_path / "s.db"), broker.factory, config())
