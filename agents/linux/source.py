@@ -43,6 +43,7 @@ from typing import Literal
 from agents.linux.errors import ConnectorUnavailable, FanotifyError, FanotifyUnavailable
 from agents.linux.fanwatch import FanotifyWatcher
 from agents.linux.files import FileWatcher
+from agents.linux.handover import Handover, Sink
 from agents.linux.hashing import HashCache
 from agents.linux.net import ConnectionPoller
 from agents.linux.proc_events import ExecEvent, ExitEvent, ForkEvent, KernelProcEvent, ProcConnector
@@ -58,7 +59,6 @@ log = logging.getLogger(__name__)
 ProcessMode = Literal["auto", "netlink", "poll"]
 FileMode = Literal["auto", "fanotify", "inotify"]
 Watcher = FileWatcher | FanotifyWatcher
-Sink = Callable[[BehaviorEvent], bool]  # takes one event now, or returns False when it has no room
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +98,7 @@ class LinuxLiveSource:
         self._proc_poller: ProcPoller | None = None
         self._watcher: Watcher | None = None
         self._net: ConnectionPoller | None = None
-        self._pending: list[BehaviorEvent] = []
-        self._sink: Sink | None = None
-        self._yielding = False  # events() is handing a taken batch over: the sink must wait its turn
-        self._wake = asyncio.Event()
+        self._out = Handover(self.name)
         self._timer: asyncio.TimerHandle | None = None
         self._files_armed = False
         self._files_due = 0.0  # while not waiting on the descriptor: when the tick reads the files
@@ -114,7 +111,7 @@ class LinuxLiveSource:
         `agents.sources.PushSource`): no task switch per wake-up. `sink(event)` takes one event now or
         returns False when it has no room; what it does not take is yielded by `events()` as usual,
         which waits for room, and so pauses the readers, as without a sink."""
-        self._sink = sink
+        self._out.attach(sink)
 
     async def events(self) -> AsyncGenerator[BehaviorEvent, None]:
         """Run the collectors until cancelled; yields events in the order the collectors saw them
@@ -128,16 +125,13 @@ class LinuxLiveSource:
         self.ready.set()
         try:
             while True:
-                await self._wake.wait()
-                self._wake.clear()
-                batch, self._pending = self._pending, []
+                batch = await self._out.take()
                 if self._paused:
                     self._resume()
-                self._yielding = True
                 for event in batch:
                     self.stats.emitted += 1
                     yield event
-                self._yielding = False
+                self._out.yielded()
         finally:
             self._close()
 
@@ -349,39 +343,17 @@ class LinuxLiveSource:
             return []
 
     def _hand_over(self) -> None:
-        """Give what was gathered to the sink, in order, as far as it has room; the rest (all of it
-        without a sink, or while `events()` is still handing over an earlier batch) wakes `events()`."""
-        if not self._pending:
-            return
-        if self._sink is not None and not self._yielding:
-            taken = self._offer(self._sink, self._pending)
-            self.stats.emitted += taken
-            del self._pending[:taken]
-        if self._pending:
-            self._wake.set()
-
-    def _offer(self, sink: Sink, events: list[BehaviorEvent]) -> int:
-        """How many of `events` the sink took (a sink that fails is dropped: `events()` takes over)."""
-        for taken, event in enumerate(events):
-            try:
-                if not sink(event):
-                    return taken
-            except Exception:
-                log.exception("event sink of source %s failed; events go through events() from now on",
-                              self.name)
-                self._sink = None
-                return taken  # offered again by events(): at-least-once, like the rest of the path
-        return len(events)
+        self.stats.emitted += self._out.push()
 
     def _gather(self, events: list[BehaviorEvent]) -> None:
         if not events:
             return
         self.stats.read += len(events)
-        self._pending.extend(events)
-        if len(self._pending) >= self.config.max_pending_events and not self._paused:
+        self._out.pending.extend(events)
+        if len(self._out.pending) >= self.config.max_pending_events and not self._paused:
             self.pauses += 1
             self._pause()
-            self._wake.set()
+            self._out.wake()
 
     # -- pausing and stopping -------------------------------------------------------------------
 
