@@ -158,15 +158,18 @@ class Detector:
     def _rows(self, pending: Iterable[tuple[str, str, bool]]) -> list[Row]:
         """Changed processes (plus nearest ancestors on notable changes), once each, minus anchors."""
         seen: dict[tuple[str, str], Row] = {}
-        for device, key, notable in pending:
-            forest = self.forests.get(device)
-            node = forest.get(key) if forest is not None else None
+        forests, up = self.forests, self.config.context_up
+        for device, key, notable in pending:  # once per queued change: lookups kept local
+            forest = forests.get(device)
+            node = forest.nodes.get(key) if forest is not None else None
             if forest is None or node is None:
                 continue
-            up = forest.ancestors(key, self.config.context_up) if notable else []
-            for candidate in (node, *up):
-                if _scorable(candidate):
-                    seen.setdefault((device, candidate.key), (forest, candidate))
+            if _scorable(node):
+                seen.setdefault((device, key), (forest, node))
+            if notable:
+                for parent in forest.ancestors(key, up):
+                    if _scorable(parent):
+                        seen.setdefault((device, parent.key), (forest, parent))
         return list(seen.values())
 
     def _decide(
@@ -336,7 +339,8 @@ def _events(kept: Iterable[Event | dict[str, Any]]) -> list[BehaviorEvent]:
 
 
 def _scorable(node: ProcessNode) -> bool:
-    return not node.placeholder and node.image_cls not in ANCHOR_CLASSES
+    """Not a placeholder (`ProcessNode.placeholder`, inlined: called per queued change) and not an anchor."""
+    return bool(node.started or node.image) and node.image_cls not in ANCHOR_CLASSES
 
 
 def _view(node: ProcessNode) -> NodeView:
