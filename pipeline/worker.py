@@ -24,13 +24,15 @@ restored predates them. Consumers dedupe alerts by `alert_id`, agents refuse a c
 before, and the verdict topic is compacted by artifact. A state record over `max_state_bytes` is
 not written (logged, counted): that device restarts from an empty tree after a crash.
 
-**Fewer checkpoints under load.** Writing states costs CPU in proportion to the trees changed, not
-to the events, so under load the next checkpoint begins later: at most `STATE_CPU_SHARE` of the
-worker's time goes to writing states (CPU time of the last checkpoint's writes / the share, up to
-`MAX_STRETCH` times `commit_interval_ms`). A worker with nothing fetched checkpoints at the plain
-interval (idle time is free), so a drained backlog is committed as soon as before. Only how much a
-crash replays changes, not what is committed when: offsets still follow their states' acks.
-`tree_state.ForestEncoder` re-encodes only the processes touched since a device's last state.
+**Fewer checkpoints under load.** A checkpoint costs CPU in proportion to the processes changed
+since the last one, not to the events: a busy process is re-encoded once per checkpoint however
+many events it had (`tree_state.ForestEncoder` re-encodes only the processes touched). So when the
+last checkpoint's state writes cost more than `STATE_CPU_SHARE` of the CPU the rest of the worker
+used over the same time, the next one begins proportionally later (up to `MAX_STRETCH` times
+`commit_interval_ms`). A worker that fetched nothing for a whole `commit_interval_ms` checkpoints
+then, so a drained backlog is committed as soon as before. What a commit covers is unchanged
+(offsets still follow their states' acks); a crash under load replays more events, as with a
+longer interval.
 
 **Rebalance.** aiokafka awaits `RebalanceHooks` before fetching resumes. Revoke: a whole checkpoint,
 then the partitions' committed offsets are remembered. Assign: a partition whose committed offset
@@ -76,7 +78,7 @@ log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
-STATE_CPU_SHARE = 0.10  # under load, checkpoints are spaced so writing states takes at most this share
+STATE_CPU_SHARE = 0.20  # checkpoints are spaced so that state writes cost at most this share of the rest
 MAX_STRETCH = 5  # ... but never more than this many commit intervals apart
 YIELD_EVERY_S = 0.005  # within a poll, let the clients' tasks run at least this often
 IO_TURNS = 3  # loop iterations aiokafka needs from send() to the request written (sender, then request)
@@ -154,8 +156,9 @@ class BatchWorker:
         self._fatal: BaseException | None = None
         self._checkpoint: Checkpoint | None = None
         self._next_commit_ms = 0  # the next checkpoint begins at this time (stretched under load)...
-        self._idle_commit_ms = 0  # ... or at this one, `commit_interval_ms` after the last, when idle
-        self._idle = False  # the last poll waited a micro-batch and fetched nothing
+        self._committed_ms = 0  # ... or, quiet for an interval, an interval after the last commit point
+        self._fetched_ms = 0  # when a poll last fetched records
+        self._cpu_mark = 0.0  # process CPU time at the last commit point
         self._yield_at = 0.0  # perf_counter time when the loop is next given to the clients' tasks
 
     # ---------------------------------------------------------------- lifecycle
@@ -168,6 +171,7 @@ class BatchWorker:
         """Poll and process until stopped; a final commit point on a clean stop. Raises on failure."""
         topic = self.settings.events_topic
         self.consumer.subscribe([topic], listener=RebalanceHooks(topic, self._on_revoked, self._on_assigned))
+        self._cpu_mark = time.process_time()
         self._schedule(self._clock_ms(), 0.0)
         while not self._stop.is_set():
             batch = await self._poll()
@@ -185,12 +189,13 @@ class BatchWorker:
         most = self.settings.poll_max_records
         batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=0, max_records=most)
         if batch:
-            self._idle = False
+            self._fetched_ms = self._clock_ms()
             return batch
         async with self._lock:
             await self._emit(self.detector.flush(self._clock_ms()))
         batch = await self.consumer.getmany(timeout_ms=max(self.settings.micro_batch_ms, 1), max_records=most)
-        self._idle = not batch
+        if batch:
+            self._fetched_ms = self._clock_ms()
         return batch
 
     def _raise_fatal(self) -> None:
@@ -271,7 +276,7 @@ class BatchWorker:
         """Advance the incremental checkpoint by one slice (see `Checkpoint`); commit when it is complete."""
         now_ms = self._clock_ms()
         if self._checkpoint is None:
-            if now_ms < (self._idle_commit_ms if self._idle else self._next_commit_ms):
+            if not self._commit_due(now_ms):
                 return
             offsets = {p: o for p, o in self._positions.items() if p in self.owned}
             self._checkpoint, self._dirty = Checkpoint(offsets, self._dirty), set()
@@ -309,12 +314,21 @@ class BatchWorker:
         await self._commit_changed({p: o for p, o in self._positions.items() if p in self.owned})
         self._schedule(now_ms, cpu)
 
-    def _schedule(self, now_ms: int, state_cpu_s: float) -> None:
-        """When the next checkpoint begins, after one whose state writes took `state_cpu_s` of CPU."""
-        self.stats.state_cpu_ms += round(state_cpu_s * 1000)
+    def _commit_due(self, now_ms: int) -> bool:
         interval = self.settings.commit_interval_ms
-        stretched = min(interval * MAX_STRETCH, max(interval, round(state_cpu_s * 1000 / STATE_CPU_SHARE)))
-        self._next_commit_ms, self._idle_commit_ms = now_ms + stretched, now_ms + interval
+        quiet = now_ms - self._fetched_ms >= interval and now_ms - self._committed_ms >= interval
+        return now_ms >= self._next_commit_ms or quiet
+
+    def _schedule(self, now_ms: int, state_cpu_s: float) -> None:
+        """When the next checkpoint begins, after one whose state writes took `state_cpu_s` of CPU:
+        spaced so that they would cost `STATE_CPU_SHARE` of what the rest of the worker used since
+        the last one (the same writes again; in fact fewer, since a process changed twice is saved once)."""
+        self.stats.state_cpu_ms += round(state_cpu_s * 1000)
+        cpu, interval = time.process_time(), self.settings.commit_interval_ms
+        rest_cpu_s, self._cpu_mark = max(cpu - self._cpu_mark - state_cpu_s, 0.001), cpu
+        elapsed, self._committed_ms = max(now_ms - self._committed_ms, interval), now_ms
+        wanted = round(elapsed * state_cpu_s / (STATE_CPU_SHARE * rest_cpu_s))
+        self._next_commit_ms = now_ms + min(interval * MAX_STRETCH, max(interval, wanted))
 
     async def _write_state(self, device: str) -> None:
         partition = self._partition_of.get(device)
