@@ -29,10 +29,10 @@ since the last one, not to the events: a busy process is re-encoded once per che
 many events it had (`tree_state.ForestEncoder` re-encodes only the processes touched). So when the
 last checkpoint's state writes cost more than `STATE_CPU_SHARE` of the CPU the rest of the worker
 used over the same time, the next one begins proportionally later (up to `MAX_STRETCH` times
-`commit_interval_ms`). A worker that fetched nothing for a whole `commit_interval_ms` checkpoints
-then, so a drained backlog is committed as soon as before. What a commit covers is unchanged
-(offsets still follow their states' acks); a crash under load replays more events, as with a
-longer interval.
+`commit_interval_ms`). A worker that fetched nothing for half a `commit_interval_ms` checkpoints
+at the plain interval, so a drained backlog is committed about as soon as before. What a commit
+covers is unchanged (offsets still follow their states' acks); a crash under load replays more
+events, as with a longer interval.
 
 **Rebalance.** aiokafka awaits `RebalanceHooks` before fetching resumes. Revoke: a whole checkpoint,
 then the partitions' committed offsets are remembered. Assign: a partition whose committed offset
@@ -156,7 +156,7 @@ class BatchWorker:
         self._fatal: BaseException | None = None
         self._checkpoint: Checkpoint | None = None
         self._next_commit_ms = 0  # the next checkpoint begins at this time (stretched under load)...
-        self._committed_ms = 0  # ... or, quiet for an interval, an interval after the last commit point
+        self._committed_ms = 0  # ... or, when quiet, an interval after the last commit point
         self._fetched_ms = 0  # when a poll last fetched records
         self._cpu_mark = 0.0  # process CPU time at the last commit point
         self._yield_at = 0.0  # perf_counter time when the loop is next given to the clients' tasks
@@ -316,7 +316,7 @@ class BatchWorker:
 
     def _commit_due(self, now_ms: int) -> bool:
         interval = self.settings.commit_interval_ms
-        quiet = now_ms - self._fetched_ms >= interval and now_ms - self._committed_ms >= interval
+        quiet = now_ms - self._fetched_ms >= interval // 2 and now_ms - self._committed_ms >= interval
         return now_ms >= self._next_commit_ms or quiet
 
     def _schedule(self, now_ms: int, state_cpu_s: float) -> None:

@@ -452,7 +452,7 @@ async def test_under_load_checkpoints_are_spaced_by_their_cost_and_a_quiet_worke
 
     busy: list[Step] = [{0: [record(i, events[5 * i: 5 * i + 5])]} for i in range(4)]
     steps = [busy[0], later, busy[1], later, busy[2], later, busy[3], mark("quiet"), later, {}, {},
-             mark("stopping")]  # nothing fetched for longer than the commit interval
+             mark("stopping")]  # nothing fetched for more than half the commit interval
     worker, consumer, out = make(tmp_path, steps, clock=lambda: now[0], commit_interval_ms=1_000)
     await worker.run()
     assert [e for e in out.log if e.startswith(("commit", "quiet", "stopping"))] == log
