@@ -10,11 +10,12 @@
  * came in (XGBoost's do not either). Built without -ffast-math (setup.py), so the compiler keeps
  * that order of float operations.
  *
- * The model comes in the perfect-binary-tree layout of `CompiledTrees` (a leaf above the maximum
- * depth copied down to it) and is copied and checked once: every split's feature is inside a row,
- * every tree's class inside the base vector, every size consistent with the depth, so `predict`
- * walks a fixed number of levels without bounds checks and cannot loop. Only the buffer
- * protocol is used (no numpy headers): the build needs gcc and Python's headers, nothing else.
+ * Which leaf a row reaches is found the QuickScorer way (see `Entry` below), which gives the same
+ * leaf as descending the tree. The model comes in the perfect-binary-tree layout of `CompiledTrees`
+ * (a leaf above the maximum depth copied down to it; at most depth 6, 64 leaves, one bit each) and
+ * is copied and checked once: every split's feature is inside a row, every tree's class inside the
+ * base vector, every size consistent with the depth, so `predict` indexes nothing out of bounds.
+ * Only the buffer protocol is used (no numpy headers): the build needs gcc and Python's headers.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -22,23 +23,34 @@
 #include <stdint.h>
 #include <string.h>
 
+/* One split as QuickScorer sees it (Lucchese et al., SIGIR 2015): a node is "false" when its row
+   goes right (`!(value < threshold)`), and a false node rules out every leaf of its left subtree.
+   With the leaves of each tree numbered left to right, the leaf a row exits at is the leftmost one
+   no false node ruled out. So a row is scored by visiting, feature by feature, only the splits its
+   values make false (thresholds at or below the value, in ascending order: the scan stops at the
+   first threshold above it), AND-ing their masks into one bit set per tree, then taking each tree's
+   lowest set bit. Rows are mostly zeros and most thresholds are above zero, so a row visits a few
+   hundred splits instead of descending all 1,560 trees. */
 typedef struct {
-    float threshold;   /* go left when value < threshold */
-    int32_t split;     /* feature << 1 | 1 when a missing (NaN) value goes left */
-} Split;
+    float threshold;   /* the split is false when value >= threshold */
+    uint32_t tree;     /* the tree, bit 31 set when a missing (NaN) value goes left (the split is true) */
+    uint64_t mask;     /* the tree's leaves still possible when the split is false */
+} Entry;
+
+#define DEFAULT_LEFT_BIT 0x80000000u
 
 typedef struct {
     PyObject_HEAD
-    Split *splits;     /* (trees, 2**depth - 1): perfect binary trees, children of slot i at 2i+1, 2i+2 */
-    float *leaves;     /* (trees, 2**depth) */
-    int32_t *classes;  /* class each tree adds to */
-    float *base;       /* base margin of each class */
-    Py_ssize_t n_trees, n_classes, n_features;
+    Entry *entries;     /* every split, feature after feature, thresholds ascending */
+    int32_t *start;     /* (n_features + 1,) where each feature's splits begin in `entries` */
+    int32_t *used;      /* the features some split reads */
+    float *leaves;      /* (trees, 2**depth) left to right */
+    int32_t *classes;   /* class each tree adds to */
+    float *base;        /* base margin of each class */
+    Py_ssize_t n_trees, n_classes, n_features, n_used;
     int depth;
 } Forest;
 
-#define ROW_BLOCK 64
-#define LANES 8
 
 static int get_buffer(PyObject *obj, Py_buffer *view, const char *format, const char *what, int writable) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
@@ -65,6 +77,9 @@ static void *copy_of(const Py_buffer *view) {
 
 enum { FEATURES, THRESHOLDS, DEFAULT_LEFT, LEAVES, CLASSES, BASE, N_PARTS };
 
+static int make_entries(Forest *self, const int32_t *features, const float *thresholds, const int32_t *dleft,
+                        Py_ssize_t internal);
+
 /* Sizes agree with the depth and tree count; features and classes are in range. */
 static int build(Forest *self, Py_buffer *parts) {
     const Py_ssize_t internal = ((Py_ssize_t)1 << self->depth) - 1, trees = parts[CLASSES].len / 4;
@@ -88,18 +103,66 @@ static int build(Forest *self, Py_buffer *parts) {
             PyErr_Format(PyExc_ValueError, "tree %zd adds to class %d of %zd", t, tree_class[t], classes);
             return -1;
         }
-    self->splits = PyMem_Malloc((size_t)(trees * internal) * sizeof(Split));
     self->leaves = copy_of(&parts[LEAVES]);
     self->classes = copy_of(&parts[CLASSES]);
     self->base = copy_of(&parts[BASE]);
-    if (self->splits == NULL || self->leaves == NULL || self->classes == NULL || self->base == NULL) {
-        PyErr_NoMemory();
+    if (self->leaves == NULL || self->classes == NULL || self->base == NULL)
         return -1;
-    }
-    for (Py_ssize_t i = 0; i < trees * internal; i++)
-        self->splits[i].threshold = thresholds[i], self->splits[i].split = features[i] << 1 | (dleft[i] != 0);
     self->n_trees = trees, self->n_classes = classes;
-    return 0;
+    return make_entries(self, features, thresholds, dleft, internal);
+}
+
+static int by_threshold(const void *a, const void *b) {
+    float x = ((const Entry *)a)->threshold, y = ((const Entry *)b)->threshold;
+    return (x > y) - (x < y);
+}
+
+/* The splits of every tree as entries grouped by feature, thresholds ascending, and the features in use. */
+static int make_entries(Forest *self, const int32_t *features, const float *thresholds, const int32_t *dleft,
+                        Py_ssize_t internal) {
+    const Py_ssize_t width = self->n_features, n_splits = self->n_trees * internal;
+    self->start = PyMem_Calloc((size_t)width + 1, sizeof(int32_t));
+    self->entries = PyMem_Malloc((size_t)n_splits * sizeof(Entry));
+    self->used = PyMem_Malloc((size_t)width * sizeof(int32_t));
+    int32_t *fill = PyMem_Calloc((size_t)width + 1, sizeof(int32_t));
+    int rc = -1;
+    if (self->start == NULL || self->entries == NULL || self->used == NULL || fill == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n_splits; i++) {
+        if (isnan(thresholds[i])) {
+            PyErr_Format(PyExc_ValueError, "split %zd has a NaN threshold", i);
+            goto done;
+        }
+        fill[features[i] + 1]++;
+    }
+    for (Py_ssize_t f = 0; f < width; f++)
+        fill[f + 1] += fill[f];
+    memcpy(self->start, fill, ((size_t)width + 1) * sizeof(int32_t));
+    for (Py_ssize_t t = 0; t < self->n_trees; t++) {
+        for (int level = 0, slot = 0; level < self->depth; level++) {
+            for (int pos = 0; pos < 1 << level; pos++, slot++) {
+                const Py_ssize_t i = t * internal + slot;
+                const int span = 1 << (self->depth - level - 1);  /* leaves under each child */
+                const uint64_t left = (span == 64 ? ~(uint64_t)0 : (((uint64_t)1 << span) - 1)) << (2 * pos * span);
+                Entry *e = &self->entries[fill[features[i]]++];
+                e->threshold = thresholds[i];
+                e->tree = (uint32_t)t | (dleft[i] ? DEFAULT_LEFT_BIT : 0);
+                e->mask = ~left;
+            }
+        }
+    }
+    for (Py_ssize_t f = 0; f < width; f++) {
+        int32_t n = self->start[f + 1] - self->start[f];
+        qsort(self->entries + self->start[f], (size_t)n, sizeof(Entry), by_threshold);
+        if (n > 0)
+            self->used[self->n_used++] = (int32_t)f;
+    }
+    rc = 0;
+done:
+    PyMem_Free(fill);
+    return rc;
 }
 
 static int Forest_init(Forest *self, PyObject *args, PyObject *kwds) {
@@ -112,12 +175,12 @@ static int Forest_init(Forest *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOin", kwlist, &objs[0], &objs[1], &objs[2], &objs[3],
                                      &objs[4], &objs[5], &depth, &n_features))
         return -1;
-    if (self->splits != NULL) {
+    if (self->entries != NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Forest is already initialised");
         return -1;
     }
-    if (depth < 1 || depth > 16 || n_features <= 0 || n_features > (INT32_MAX >> 1)) {
-        PyErr_SetString(PyExc_ValueError, "depth must be in [1, 16] and n_features positive");
+    if (depth < 1 || depth > 6 || n_features <= 0 || n_features > INT32_MAX / 2) {
+        PyErr_SetString(PyExc_ValueError, "depth must be in [1, 6] (64 leaves) and n_features positive");
         return -1;
     }
     self->depth = depth, self->n_features = n_features;
@@ -134,7 +197,9 @@ static int Forest_init(Forest *self, PyObject *args, PyObject *kwds) {
 }
 
 static void Forest_dealloc(Forest *self) {
-    PyMem_Free(self->splits);
+    PyMem_Free(self->entries);
+    PyMem_Free(self->start);
+    PyMem_Free(self->used);
     PyMem_Free(self->leaves);
     PyMem_Free(self->classes);
     PyMem_Free(self->base);
@@ -154,69 +219,36 @@ static void softmax(float *m, Py_ssize_t n) {
         m[c] /= (float)wsum;
 }
 
-/* Leaf slot of one tree for LANES rows at once: independent chains the CPU overlaps. A missing
-   (NaN) value takes the split's default: `v < threshold` is false for NaN, so left is
-   (v < threshold) or (NaN and default left). */
-static inline void descend(const Split *tree, int depth, const float *const *rows, int32_t *slot) {
-    int32_t s[LANES];
-#pragma GCC unroll 8
-    for (int r = 0; r < LANES; r++)
-        s[r] = 0;
-    for (int level = 0; level < depth; level++) {
-#pragma GCC unroll 8
-        for (int r = 0; r < LANES; r++) {
-            const Split node = tree[s[r]];
-            const float v = rows[r][node.split >> 1];
-            const int32_t left = (v < node.threshold) | (isnan(v) & node.split);
-            s[r] = 2 * s[r] + 2 - left;
+/* One row: the bit set of possible leaves per tree, narrowed by the row's false splits. */
+static void score_row(const Forest *f, const float *row, uint64_t *possible, float *out) {
+    const uint64_t all = f->depth == 6 ? ~(uint64_t)0 : (((uint64_t)1 << (1 << f->depth)) - 1);
+    for (Py_ssize_t t = 0; t < f->n_trees; t++)
+        possible[t] = all;
+    for (Py_ssize_t u = 0; u < f->n_used; u++) {
+        const int32_t feature = f->used[u];
+        const float v = row[feature];
+        const Entry *e = f->entries + f->start[feature], *end = f->entries + f->start[feature + 1];
+        if (isnan(v)) {  /* false exactly where a missing value goes right */
+            for (; e < end; e++)
+                if (!(e->tree & DEFAULT_LEFT_BIT))
+                    possible[e->tree & ~DEFAULT_LEFT_BIT] &= e->mask;
+        } else {
+            for (; e < end && e->threshold <= v; e++)
+                possible[e->tree & ~DEFAULT_LEFT_BIT] &= e->mask;
         }
     }
-#pragma GCC unroll 8
-    for (int r = 0; r < LANES; r++)
-        slot[r] = s[r];
+    const int per_tree = 1 << f->depth;
+    memcpy(out, f->base, (size_t)f->n_classes * sizeof(float));
+    for (Py_ssize_t t = 0; t < f->n_trees; t++)  /* in tree order, as XGBoost adds them */
+        out[f->classes[t]] += f->leaves[t * per_tree + __builtin_ctzll(possible[t])];
 }
 
-static inline int32_t descend_one(const Split *tree, int depth, const float *row) {
-    int32_t s = 0;
-    for (int level = 0; level < depth; level++) {
-        const Split node = tree[s];
-        const float v = row[node.split >> 1];
-        s = 2 * s + 2 - ((v < node.threshold) | (isnan(v) & node.split));
-    }
-    return s;
-}
-
-/* Rows in blocks, trees outermost within a block (a tree stays in cache); per (row, class) the
-   leaves are added in tree order, as XGBoost adds them. */
-static void score(const Forest *f, const float *x, float *out, Py_ssize_t rows, int probabilities) {
-    const Py_ssize_t k = f->n_classes, width = f->n_features;
-    const int32_t internal = (1 << f->depth) - 1;
-    for (Py_ssize_t lo = 0; lo < rows; lo += ROW_BLOCK) {
-        Py_ssize_t hi = lo + ROW_BLOCK < rows ? lo + ROW_BLOCK : rows;
-        for (Py_ssize_t r = lo; r < hi; r++)
-            memcpy(out + r * k, f->base, (size_t)k * sizeof(float));
-        for (Py_ssize_t t = 0; t < f->n_trees; t++) {
-            const Split *tree = f->splits + t * internal;
-            const float *leaves = f->leaves + t * (internal + 1);
-            const int32_t cls = f->classes[t];
-            for (Py_ssize_t r0 = lo; r0 < hi; r0 += LANES) {
-                const float *lane[LANES];
-                int32_t slot[LANES];
-                int n = hi - r0 < LANES ? (int)(hi - r0) : LANES;
-                for (int r = 0; r < n; r++)
-                    lane[r] = x + (r0 + r) * width;
-                if (n == LANES)
-                    descend(tree, f->depth, lane, slot);
-                else
-                    for (int r = 0; r < n; r++)
-                        slot[r] = descend_one(tree, f->depth, lane[r]);
-                for (int r = 0; r < n; r++)
-                    out[(r0 + r) * k + cls] += leaves[slot[r] - internal];
-            }
-        }
+static void score(const Forest *f, const float *x, float *out, Py_ssize_t rows, int probabilities,
+                  uint64_t *possible) {
+    for (Py_ssize_t r = 0; r < rows; r++) {
+        score_row(f, x + r * f->n_features, possible, out + r * f->n_classes);
         if (probabilities)
-            for (Py_ssize_t r = lo; r < hi; r++)
-                softmax(out + r * k, k);
+            softmax(out + r * f->n_classes, f->n_classes);
     }
 }
 
@@ -237,11 +269,17 @@ static PyObject *run(Forest *self, PyObject *args, int probabilities) {
         PyErr_Format(PyExc_ValueError, "matrix of %zd bytes is not rows x %zd features, or out is not "
                      "rows x %zd classes", matrix.len, self->n_features, self->n_classes);
     } else {
-        Py_BEGIN_ALLOW_THREADS
-        score(self, matrix.buf, out.buf, rows, probabilities);
-        Py_END_ALLOW_THREADS
-        result = Py_None;
-        Py_INCREF(result);
+        uint64_t *possible = PyMem_Malloc((size_t)self->n_trees * sizeof(uint64_t));
+        if (possible == NULL) {
+            PyErr_NoMemory();
+        } else {
+            Py_BEGIN_ALLOW_THREADS
+            score(self, matrix.buf, out.buf, rows, probabilities, possible);
+            Py_END_ALLOW_THREADS
+            PyMem_Free(possible);
+            result = Py_None;
+            Py_INCREF(result);
+        }
     }
     PyBuffer_Release(&matrix);
     PyBuffer_Release(&out);

@@ -147,29 +147,41 @@ def test_scorer_explains_alerting_rows_the_same_with_either_model() -> None:
 NOT_BUILT = "pipeline._ctrees is not built: `pip install -e .` or `python setup.py build_ext --inplace` (gcc)"
 
 
-def _tiny_booster(**params: Any) -> dict[str, Any]:
+def _tiny_booster(rows: int = 60, native: bool = True, **params: Any) -> dict[str, Any]:
     rng = np.random.default_rng(1)
-    x = rng.random((60, 6), dtype=np.float32)
+    x = rng.random((rows, 6), dtype=np.float32)
     x[rng.random(x.shape) < 0.2] = np.nan  # learned default directions
-    y = rng.integers(0, 3, 60)
+    x[rng.random(x.shape) < 0.2] = 0.0  # ties with thresholds at zero, as the real rows have
+    y = rng.integers(0, 3, rows)
     booster = xgboost.train({"objective": "multi:softprob", "num_class": 3, "max_depth": 4, **params},
                             xgboost.DMatrix(x, label=y), num_boost_round=5)  # fmt: skip
     model: dict[str, Any] = json.loads(bytes(booster.save_raw("json")))
     compiled = CompiledTrees.from_json(model)
     assert np.abs(compiled.predict_proba(x) - booster.inplace_predict(x)).max() <= 1e-5
-    native = native_trees(compiled, x.shape[1])
-    assert native is not None, NOT_BUILT
+    if not native:
+        return model
+    trees = native_trees(compiled, x.shape[1])
+    assert trees is not None, NOT_BUILT
     out = np.empty((len(x), 3), np.float32)
-    native.predict(x, out)
+    trees.predict(x, out)
     assert _bits(out) == _bits(booster.inplace_predict(x))
     margins = np.empty((len(x), 3), np.float32)
-    native.margins(x, margins)
+    trees.margins(x, margins)
     assert _bits(margins) == _bits(booster.inplace_predict(x, predict_type="margin"))
     return model
 
 
 def test_trees_of_uneven_depth_with_missing_values_compile() -> None:
     _tiny_booster()  # asserts equality with xgboost itself (numpy within rounding, C bit for bit)
+
+
+def test_the_c_trees_take_trees_of_64_leaves_and_refuse_deeper_ones() -> None:
+    model = _tiny_booster(rows=2000, max_depth=6, min_child_weight=0)  # exact at 64 leaves (all mask bits)
+    assert CompiledTrees.from_json(model).depth == 6
+    deeper = CompiledTrees.from_json(_tiny_booster(rows=2000, native=False, max_depth=8, min_child_weight=0))
+    assert deeper.depth > 6
+    with pytest.raises(ValueError, match="depth"):
+        native_trees(deeper, 6)  # load_fast then scores with numpy and XGBoost (test below)
 
 
 def test_the_c_trees_refuse_a_layout_that_would_read_out_of_bounds() -> None:
