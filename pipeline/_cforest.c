@@ -52,7 +52,8 @@ static int push(PyObject *target, PyObject *value) {
    lookup: a small cache (type, name) -> the slot's offset, filled from the type's own member
    descriptor, used only for types with the default getattr/setattr. Anything else (a property, a
    __dict__ attribute, a class variable, an unset slot) goes through PyObject_GetAttr/SetAttr. */
-#define CACHE_SIZE 64
+#define CACHE_SIZE 512  /* a few dozen (type, name) pairs are in use: open addressing stays sparse */
+#define CACHE_PROBES 4
 typedef struct {
     PyTypeObject *type;  /* strong reference while cached */
     PyObject *name;      /* interned, immortal for the module's life */
@@ -62,9 +63,18 @@ typedef struct {
 static SlotCache slot_cache[CACHE_SIZE];
 
 static SlotCache *slot_of(PyTypeObject *tp, PyObject *name) {
-    SlotCache *c = &slot_cache[(((uintptr_t)tp >> 4) ^ ((uintptr_t)name >> 3)) % CACHE_SIZE];
-    if (c->type == tp && c->name == name)
-        return c;
+    const uint64_t hash = ((uint64_t)(uintptr_t)tp ^ ((uint64_t)(uintptr_t)name << 1)) * 0x9E3779B97F4A7C15ull;
+    const size_t first = (size_t)(hash >> 55);  /* 9 bits: CACHE_SIZE */
+    SlotCache *c = NULL;
+    for (size_t probe = 0; probe < CACHE_PROBES; probe++) {
+        SlotCache *at = &slot_cache[(first + probe) % CACHE_SIZE];
+        if (at->type == tp && at->name == name)
+            return at;
+        if (c == NULL && at->type == NULL)
+            c = at;
+    }
+    if (c == NULL)
+        c = &slot_cache[first];  /* all probes taken: replace the first */
     Py_INCREF(tp);
     Py_XSETREF(c->type, tp);
     c->name = name, c->offset = -1, c->writable = 0;
