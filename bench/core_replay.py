@@ -6,11 +6,13 @@ what agents publish) in one process, timed by CPU time, stage by stage. It also 
 every flush's feature matrix and of every decision, so a speed-up can be shown to change nothing:
 run it before and after a change and compare the digests.
 
-    .venv/bin/python -m bench.core_replay [--events 60000] [--per-record 50] [--decoder fast|codec]
+    .venv/bin/python -m bench.core_replay [--events 60000] [--per-record 50] [--decoder fast|codec] [--stages]
 
 The clock advances 3 ms per record (a flush every ~17 records of 50 events, as at ~15k events/s);
 the model is whatever `pipeline.scoring.load_model` loads (the committed trained booster), one
-OpenMP thread as `ringfence worker` runs it; GC tuned as the worker does.
+OpenMP thread as `ringfence worker` runs it; GC tuned as the worker does. `--stages` also prints
+the detector's CPU time per stage (tree update, flush rows, row contexts, features, scoring,
+incidents with their explanations), per event.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import gc
 import hashlib
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -29,13 +32,44 @@ from bench._pipeline_data import records
 from pipeline import detect
 from pipeline import features as features_module
 from pipeline.features import RowContext
-from pipeline.scoring import load_model
+from pipeline.scoring import Scorer, load_model
 from schemas import codec, fastcodec
 
 _DECODERS: dict[str, Callable[[bytes], Sequence[Any]]] = {
     "fast": fastcodec.decode_events,
     "codec": lambda value: codec.decode_record(value).events,
 }
+
+
+STAGES = (
+    ("tree update", detect.Detector, "ingest"), ("flush rows", detect.Detector, "take_rows"),
+    ("row contexts", detect, "row_context"), ("features", features_module, "feature_matrix"),
+    ("scoring", Scorer, "score"), ("incidents", detect.Detector, "_decide"),
+)  # fmt: skip
+
+
+@contextmanager
+def timed_stages(seconds: dict[str, float]) -> Iterator[None]:
+    """Add each stage's CPU seconds to `seconds` while inside (the functions are wrapped, then restored)."""
+    originals = [(owner, name, getattr(owner, name)) for _, owner, name in STAGES]
+
+    def wrap(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                seconds[label] = seconds.get(label, 0.0) + time.process_time() - started
+
+        return timed
+
+    for (label, _, _), (owner, name, function) in zip(STAGES, originals, strict=True):
+        setattr(owner, name, wrap(label, function))
+    try:
+        yield
+    finally:
+        for owner, name, function in originals:
+            setattr(owner, name, function)
 
 
 def replay(values: list[bytes], decoder: str) -> dict[str, Any]:
@@ -85,6 +119,7 @@ def main() -> None:
     parser.add_argument("--per-record", type=int, default=50)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--decoder", choices=sorted(_DECODERS), default="fast")
+    parser.add_argument("--stages", action="store_true", help="CPU time per detector stage (a second replay)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     values = [value for _, value in records(args.events, args.per_record, args.devices)]
@@ -102,6 +137,11 @@ def main() -> None:
         f"{r['flushes']} flushes, {r['rows']} rows, {r['decisions']} decisions; SHA-256 features "
         f"{r['features_sha256'][:16]}..., decisions {r['decisions_sha256'][:16]}..."
     )
+    if args.stages:
+        seconds: dict[str, float] = {}
+        with timed_stages(seconds):
+            n = replay(values, args.decoder)["events"]
+        print("per event, CPU: " + ", ".join(f"{label} {s / n * 1e6:.2f} us" for label, s in seconds.items()))
 
 
 if __name__ == "__main__":
