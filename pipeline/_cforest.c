@@ -243,7 +243,7 @@ static int is_none_attr(PyObject *obj, PyObject *name) {
 /* What one handled event needs once it is known to be ours. */
 typedef struct {
     PyObject *event, *key, *node, *payload, *codes, *ip, *port;
-    long long when, seq;
+    long long when, seq, last;  /* event time, its seq, the node's last activity */
 } Item;
 
 static void drop_item(Item *it) {
@@ -283,6 +283,8 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     if (it->node == NULL)
         return PyErr_Occurred() ? -1 : 1;
     Py_INCREF(it->node);
+    if ((rc = get_ll(it->node, s_last_ms, &it->last)) != 0)
+        return rc;
     int started = truthy_attr(it->node, s_started), has_image = truthy_attr(it->node, s_image);
     if (started < 0 || has_image < 0)
         return -1;
@@ -365,8 +367,12 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
     PyObject *maxlen = evidence == NULL ? NULL : get_attr(evidence, s_maxlen);
     int rc = -1, rescore = 0, notable = 0;
     Py_ssize_t n = PyTuple_GET_SIZE(codes);
-    if (maxlen == NULL || counts == NULL || !PyDict_Check(counts))
+    if (maxlen == NULL || counts == NULL)
         goto done;
+    if (!PyDict_Check(counts)) {
+        PyErr_SetString(PyExc_TypeError, "ProcessNode.code_counts must be a dict");
+        goto done;
+    }
     if (maxlen != Py_None) {
         Py_ssize_t cap = PyLong_AsSsize_t(maxlen), held = PyObject_Length(evidence);
         if ((cap == -1 || held == -1) && PyErr_Occurred())
@@ -434,9 +440,7 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
     if (r == NULL)
         return -1;
     Py_DECREF(r);
-    long long last;
-    int rc = get_ll(it->node, s_last_ms, &last);
-    if (rc != 0 || (it->when > last && set_ll(it->node, s_last_ms, it->when) < 0))
+    if (it->when > it->last && set_ll(it->node, s_last_ms, it->when) < 0)
         return -1;
     if (it->ip != NULL) {
         PyObject *record = Py_BuildValue("(LOO)", it->when, it->ip, it->port);

@@ -224,3 +224,26 @@ def test_event_times_are_read_to_the_millisecond_as_timestamp_reads_them() -> No
             finally:
                 tree._fold = fold
             assert forest.nodes["p"].evidence[-1] >> 8 == expected, (ts, compiled)
+
+
+def test_values_the_c_path_does_not_read_go_to_apply_unchanged() -> None:
+    """A node whose last activity is not a plain int (or an event time past the packed range) is
+    applied by `apply`, so both paths still agree."""
+    events = stream(7, 40)
+    results = []
+    for compiled in (False, True):
+        fold = tree._fold
+        tree._fold = fold if compiled else None
+        try:
+            forest = DeviceForest(events[0].device_id, "windows")
+            forest.apply_run(events[:20], 0, [])
+            forest.nodes["root"].last_ms = float(forest.nodes["root"].last_ms)  # type: ignore[assignment]
+            kit = EventKit(events[0].device_id, start=datetime(2026, 6, 1, tzinfo=UTC))
+            late = [kit.dns("root", "a.example"), kit.write("root", r"C:\t\b.txt"), *events[20:]]
+            changed: list[tuple[str, str, bool]] = []
+            forest.apply_run(late, 0, changed)
+        finally:
+            tree._fold = fold
+        results.append((snapshot(forest), changed))
+    assert results[0] == results[1]
+    assert isinstance(results[1][0]["nodes"]["root"]["last_ms"][1], int)  # the dns event set an int again
