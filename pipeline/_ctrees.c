@@ -49,6 +49,7 @@ typedef struct {
     float *base;        /* base margin of each class */
     Py_ssize_t n_trees, n_classes, n_features, n_used;
     int depth;
+    int ready;          /* __init__ completed: everything above is filled and checked */
 } Forest;
 
 
@@ -191,6 +192,7 @@ static int Forest_init(Forest *self, PyObject *args, PyObject *kwds) {
             break;
     if (got == N_PARTS)
         rc = build(self, parts);
+    self->ready = rc == 0;
     while (got-- > 0)
         PyBuffer_Release(&parts[got]);
     return rc;
@@ -256,6 +258,10 @@ static PyObject *run(Forest *self, PyObject *args, int probabilities) {
     PyObject *matrix_obj, *out_obj;
     if (!PyArg_ParseTuple(args, "OO", &matrix_obj, &out_obj))
         return NULL;
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Forest is not initialised");
+        return NULL;
+    }
     Py_buffer matrix, out;
     if (get_buffer(matrix_obj, &matrix, "f", "matrix", 0) < 0)
         return NULL;

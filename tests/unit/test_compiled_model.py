@@ -243,3 +243,19 @@ def test_a_booster_that_cannot_be_compiled_keeps_xgboost(
 def test_load_model_serves_the_compiled_booster() -> None:
     model = load_model()
     assert isinstance(model, FastBooster) and model.version == committed()[0].version
+
+
+def test_c_trees_whose_construction_failed_refuse_to_score() -> None:
+    from pipeline import _ctrees
+
+    compiled = CompiledTrees.from_json(_tiny_booster())
+    nan = np.array(compiled.thresholds, dtype=np.float32)
+    nan[0] = np.nan
+    forest = _ctrees.Forest.__new__(_ctrees.Forest)
+    with pytest.raises(ValueError, match="NaN threshold"):
+        forest.__init__(  # type: ignore[misc]
+            compiled.features.astype(np.int32), nan, compiled.default_left.astype(np.int32), compiled.leaves,
+            np.argmax(compiled.classes, axis=1).astype(np.int32), compiled.intercept, compiled.depth, 6,
+        )  # fmt: skip
+    with pytest.raises(RuntimeError, match="not initialised"):
+        forest.predict(np.zeros((1, 6), np.float32), np.empty((1, 3), np.float32))
