@@ -352,13 +352,9 @@ _CACHED_CHARS = 4096
 
 @lru_cache(maxsize=16384)
 def _static(
-    image: str,
-    cls: ImageClass,
-    command_line: str,
-    integrity_level: str | None,
-    uid: int | None,
+    image: str, cls: ImageClass, command_line: str, integrity_level: str | None, uid: int | None,
     signed: bool | None,
-) -> tuple[float, ...]:
+) -> tuple[float, ...]:  # fmt: skip
     loc = lx.location(image) if image else Location.OTHER
     stem_ext = lx.basename(image).rsplit(".", 2)
     integrity = (integrity_level or "").lower()
