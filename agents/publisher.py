@@ -277,19 +277,22 @@ class Publisher:
             backoff_s = self.config.retry_backoff_initial_s
 
     async def _next_batch(self) -> SpoolBatch:
-        """Wait for spooled events; linger for a fuller batch unless one is full already."""
+        """Wait for spooled events; linger for a fuller batch unless one is full already. The spool
+        is read once, when the batch goes: commits during the linger do not wake the sender (only a
+        full batch does), so a linger longer than the group commit costs no extra query."""
         while True:
-            batch = self._peek() if self.spool.pending_events else None  # no query to learn it is empty
-            if batch is None:
+            pending = self.spool.pending_events  # kept in memory: no query to learn it is empty
+            if not pending:
                 self._spooled.clear()
                 await self._spooled.wait()
                 continue
             linger_s = self._linger_left_s()
-            if len(batch.records) < self.config.batch_max_events and linger_s > 0 and not self._closing:
+            if pending < self.config.batch_max_events and linger_s > 0 and not self._closing:
                 self._batch_full.clear()
                 await _wait_at_most(self._batch_full, linger_s)
-                batch = self._peek() or batch
-            return batch
+            batch = self._peek()
+            if batch is not None:
+                return batch
 
     def _linger_left_s(self) -> float:
         """How much longer to wait for a fuller batch: `linger_ms` after the oldest unsent event."""
