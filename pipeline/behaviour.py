@@ -211,7 +211,14 @@ _LSASS_WRITE_BITS = 0x0002 | 0x0008 | 0x0020  # CREATE_THREAD | VM_OPERATION | V
 
 
 def child_codes(child_image: str) -> tuple[Counter, ...]:
-    """Codes a parent earns when `child_image` starts under it."""
+    """Codes a parent earns when `child_image` starts under it (cached per image, see below)."""
+    if len(child_image) > _CACHED_CHARS:
+        return _child_codes.__wrapped__(child_image)
+    return _child_codes(child_image)
+
+
+@lru_cache(maxsize=16384)
+def _child_codes(child_image: str) -> tuple[Counter, ...]:
     codes = [Counter.CHILD_SPAWN]
     cls = lx.image_class(child_image)
     if cls is ImageClass.LOLBIN:

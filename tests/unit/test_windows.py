@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline import behaviour
 from pipeline.behaviour import Counter, behaviour_codes, child_codes
 from pipeline.eventkit import EventKit
 from pipeline.windows import (
@@ -146,6 +147,17 @@ def test_child_codes() -> None:
     assert set(child_codes("/usr/bin/whoami")) == {C.CHILD_SPAWN, C.CHILD_ADMIN_TOOL}
     assert set(child_codes("/bin/bash")) == {C.CHILD_SPAWN, C.CHILD_SHELL}
     assert set(child_codes(r"C:\Users\u\Downloads\invoice.exe")) == {C.CHILD_SPAWN, C.CHILD_USER_WRITABLE}
+
+
+def test_child_codes_of_a_path_too_long_to_cache_are_computed_the_same() -> None:
+    """Images are cached per path up to 512 characters; a longer one is classified without the cache."""
+    deep = "C:\\Users\\u\\AppData\\Local\\Temp\\" + "d\\" * 300 + "powershell.exe"
+    assert len(deep) > 512
+    cached = behaviour._child_codes.cache_info().currsize
+    assert child_codes(deep) == (C.CHILD_SPAWN, C.CHILD_SHELL, C.CHILD_USER_WRITABLE)
+    assert behaviour._child_codes.cache_info().currsize == cached  # not pinned in the cache
+    short = r"C:\Users\u\AppData\Local\Temp\powershell.exe"
+    assert child_codes(short) == child_codes(short) == child_codes(deep)
 
 
 def test_pack_round_trip() -> None:
