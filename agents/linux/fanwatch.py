@@ -25,13 +25,13 @@ Directories are marked one by one (inode marks, like inotify watches), bounded b
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
 
 from agents.linux import fanotify
 from agents.linux.build import UNATTRIBUTED_PROCESS_KEY, wire_text
+from agents.linux.dirwatch import Digests, DirWatcher
 from agents.linux.errors import FanotifyError, FanotifyUnavailable
 from agents.linux.fanotify import DirEntry, FanEvent, Mask
 from agents.linux.hashing import HashCache
@@ -40,13 +40,10 @@ from schemas.events import BehaviorEvent, FileCreate, FileDelete, FileRename, Fi
 
 __all__ = ["FanotifyWatcher"]
 
-log = logging.getLogger(__name__)
 
-_READ_BYTES = 64 * 1024
-
-
-class FanotifyWatcher:
-    """fanotify marks on `roots` and their subfolders; `read_ready()` maps what is queued."""
+class FanotifyWatcher(DirWatcher[bytes, FanEvent]):
+    """fanotify marks on `roots` and their subfolders (keyed by fsid + file handle); `read_ready()`
+    maps what is queued (the read loop, folder walking and hashing are `DirWatcher`'s)."""
 
     mode = "fanotify"
 
@@ -58,15 +55,8 @@ class FanotifyWatcher:
         hashes: HashCache | None = None,
         max_watches: int = 8192,
     ) -> None:
+        super().__init__(tracker.device_id, roots, hashes, max_watches)
         self._tracker = tracker
-        self.device_id = tracker.device_id
-        self._roots = [os.path.abspath(root) for root in roots]
-        self._hashes = hashes if hashes is not None else HashCache(max_entries=1024, max_bytes=16 << 20)
-        self._max_watches = max_watches
-        self._fd = -1
-        self._dirs: dict[bytes, str] = {}  # directory key (fsid + handle) -> path
-        self.overflows = 0
-        self.unwatched_dirs = 0
         self.unattributed = 0
         self._now_ns = 0  # the time stamped on the events of the current read
         self._ended_ns: Mapping[int, int] = {}  # and the end times of processes known to be gone
@@ -77,11 +67,7 @@ class FanotifyWatcher:
         """Open the group and mark every root recursively; `FanotifyUnavailable` if refused."""
         self._fd = fanotify.open_group()
         self._probe_marks()
-        for root in self._roots:
-            if os.path.isdir(root):
-                self._watch_tree(root, report=False)
-            else:
-                log.warning("watch path %s is not a directory; not watched", root)
+        self._watch_roots()
 
     def _probe_marks(self) -> None:
         """Mark the first root now, so a kernel that opens a group but cannot watch what we need
@@ -96,18 +82,6 @@ class FanotifyWatcher:
             self.close()
             raise FanotifyUnavailable(f"cannot watch {root}: {exc.strerror or exc} "
                                       "(fanotify here needs FAN_RENAME, Linux >= 5.17)") from exc
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def fileno(self) -> int:
-        return self._fd
-
-    @property
-    def watch_count(self) -> int:
-        return len(self._dirs)
 
     @property
     def has_pending(self) -> bool:
@@ -125,24 +99,16 @@ class FanotifyWatcher:
         """
         self._now_ns = time.time_ns()
         self._ended_ns = ended_ns or {}
-        events: list[BehaviorEvent] = []
-        digests: dict[str, str | None] = {}
-        while self._fd >= 0:
-            try:
-                data = os.read(self._fd, _READ_BYTES)
-            except BlockingIOError:
-                break
-            for raw in fanotify.parse_events(data):
-                events.extend(self._map(raw, digests))
-        return events
+        return self._read_queue()
 
     # -- mapping --------------------------------------------------------------------------------
 
-    def _map(self, raw: FanEvent, digests: dict[str, str | None]) -> list[BehaviorEvent]:
+    def _parse(self, data: bytes) -> list[FanEvent]:
+        return fanotify.parse_events(data)
+
+    def _map(self, raw: FanEvent, digests: Digests) -> list[BehaviorEvent]:
         if raw.mask & Mask.Q_OVERFLOW:
-            self.overflows += 1
-            log.warning("fanotify queue overflow on device %s: file events were lost", self.device_id)
-            return []
+            return self._overflowed()
         if raw.mask & Mask.RENAME:
             return self._renamed(raw)
         path = self._path(raw.entry)
@@ -152,10 +118,9 @@ class FanotifyWatcher:
         if raw.mask & Mask.CREATE:
             events += self._watch_tree(path, report=True) if raw.is_dir else self._created(path, raw.pid)
         if raw.mask & Mask.CLOSE_WRITE and not raw.is_dir:
-            if path not in digests:
-                digests[path] = self._hashes.sha256_of(path)
             # bytes_written stays None: fanotify does not say how much was written.
-            events += self._event(FileWrite(path=wire_text(path), sha256=digests[path]), raw.pid)
+            sha256 = self._digest(path, digests)
+            events += self._event(FileWrite(path=wire_text(path), sha256=sha256), raw.pid)
         if raw.mask & Mask.DELETE:
             if raw.is_dir:
                 self._forget_under(path)
@@ -183,7 +148,8 @@ class FanotifyWatcher:
         directory = self._dirs.get(entry.dir_key)
         return os.path.join(directory, entry.name) if directory is not None else None
 
-    def _created(self, path: str, pid: int) -> list[BehaviorEvent]:
+    def _created(self, path: str, pid: int = 0) -> list[BehaviorEvent]:
+        """pid 0 (unattributed): a file found in a new folder, written before the mark was in place."""
         return self._event(FileCreate(path=wire_text(path)), pid)
 
     def _event(self, payload: Payload, pid: int) -> list[BehaviorEvent]:
@@ -196,41 +162,12 @@ class FanotifyWatcher:
 
     # -- marks ----------------------------------------------------------------------------------
 
-    def _watch_tree(self, top: str, *, report: bool) -> list[BehaviorEvent]:
-        """Mark `top` and its subfolders; with `report`, emit creates for files already inside
-        (unattributed: who wrote them before the mark was in place is not known)."""
-        events: list[BehaviorEvent] = []
-        for directory, subdirs, files in os.walk(top):
-            if not self._watch_one(directory):
-                subdirs.clear()
-                continue
-            if report:
-                for name in files:
-                    events += self._created(os.path.join(directory, name), 0)
-        return events
-
-    def _watch_one(self, directory: str) -> bool:
-        if len(self._dirs) >= self._max_watches:
-            self.unwatched_dirs += 1
-            log.warning("not watching %s: %d watches is the configured limit", directory, self._max_watches)
-            return False
-        try:
-            fanotify.add_mark(self._fd, directory)
-            key = fanotify.dir_key(directory)
-        except (FanotifyError, OSError) as exc:
-            log.warning("cannot watch %s: %s", directory, exc)
-            return False
-        self._dirs[key] = directory
-        return True
-
-    def _rename_watched(self, old: str, new: str) -> None:
-        for key, path in list(self._dirs.items()):
-            if path == old or path.startswith(old + os.sep):
-                self._dirs[key] = new + path[len(old) :]
+    def _watch_key(self, directory: str) -> bytes:
+        fanotify.add_mark(self._fd, directory)
+        return fanotify.dir_key(directory)
 
     def _forget_under(self, old: str) -> None:
         """A folder left the tree (deleted: its marks went with it; moved out: its events are no
         longer resolvable to a path here, so they are dropped)."""
-        for key, path in list(self._dirs.items()):
-            if path == old or path.startswith(old + os.sep):
-                del self._dirs[key]
+        for key in self._keys_under(old):
+            del self._dirs[key]

@@ -23,26 +23,23 @@ are not.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Sequence
 
 from agents.linux import inotify
 from agents.linux.build import UNATTRIBUTED_PROCESS_KEY, linux_event, wire_text
+from agents.linux.dirwatch import Digests, DirWatcher
 from agents.linux.hashing import HashCache
 from agents.linux.inotify import InotifyEvent, Mask
 from schemas.events import BehaviorEvent, FileCreate, FileDelete, FileRename, FileWrite, Payload
 
 __all__ = ["FileWatcher"]
 
-log = logging.getLogger(__name__)
 
-_READ_BYTES = 64 * 1024
-
-
-class FileWatcher:
-    """Recursive inotify watches on `roots`; `read_ready()` maps what is queued."""
+class FileWatcher(DirWatcher[int, InotifyEvent]):
+    """Recursive inotify watches on `roots` (keyed by watch descriptor); `read_ready()` maps what is
+    queued (the read loop, folder walking and hashing are `DirWatcher`'s)."""
 
     mode = "inotify"
 
@@ -55,39 +52,16 @@ class FileWatcher:
         max_watches: int = 8192,
         rename_wait_s: float = 0.5,
     ) -> None:
-        self.device_id = device_id
-        self._roots = [os.path.abspath(root) for root in roots]
-        self._hashes = hashes if hashes is not None else HashCache(max_entries=1024, max_bytes=16 << 20)
-        self._max_watches = max_watches
+        super().__init__(device_id, roots, hashes, max_watches)
         self._rename_wait_s = rename_wait_s
-        self._fd = -1
-        self._paths: dict[int, str] = {}  # wd -> directory path
         self._moves: dict[int, tuple[str, bool, float]] = {}  # cookie -> (old path, is_dir, seen at)
-        self.overflows = 0
-        self.unwatched_dirs = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Create the inotify descriptor and watch every root recursively."""
         self._fd = inotify.init()
-        for root in self._roots:
-            if os.path.isdir(root):
-                self._watch_tree(root, report=False)
-            else:
-                log.warning("watch path %s is not a directory; not watched", root)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-
-    def fileno(self) -> int:
-        return self._fd
-
-    @property
-    def watch_count(self) -> int:
-        return len(self._paths)
+        self._watch_roots()
 
     @property
     def has_pending(self) -> bool:
@@ -99,43 +73,32 @@ class FileWatcher:
     def read_ready(self) -> list[BehaviorEvent]:
         """Map everything the kernel has queued now, plus renames that timed out unpaired. A file
         written several times within one read is hashed once (its content is the same for all)."""
-        events: list[BehaviorEvent] = []
-        digests: dict[str, str | None] = {}
-        while self._fd >= 0:
-            try:
-                data = os.read(self._fd, _READ_BYTES)
-            except BlockingIOError:
-                break
-            for raw in inotify.parse_events(data):
-                events.extend(self._map(raw, digests))
-        events.extend(self.flush_moves(time.monotonic()))
-        return events
+        return self._read_queue() + self.flush_moves(time.monotonic())
 
     # -- mapping --------------------------------------------------------------------------------
 
-    def _map(self, raw: InotifyEvent, digests: dict[str, str | None]) -> list[BehaviorEvent]:
+    def _parse(self, data: bytes) -> list[InotifyEvent]:
+        return inotify.parse_events(data)
+
+    def _map(self, raw: InotifyEvent, digests: Digests) -> list[BehaviorEvent]:
         if raw.mask & Mask.Q_OVERFLOW:
-            self.overflows += 1
-            log.warning("inotify queue overflow on device %s: file events were lost", self.device_id)
-            return []
+            return self._overflowed()
         if raw.mask & Mask.IGNORED:
-            self._paths.pop(raw.wd, None)
+            self._dirs.pop(raw.wd, None)
             return []
-        directory = self._paths.get(raw.wd)
+        directory = self._dirs.get(raw.wd)
         if directory is None or not raw.name:
             return []
         path = os.path.join(directory, raw.name)
         return self._map_path(raw, path, digests)
 
-    def _map_path(self, raw: InotifyEvent, path: str, digests: dict[str, str | None]) -> list[BehaviorEvent]:
+    def _map_path(self, raw: InotifyEvent, path: str, digests: Digests) -> list[BehaviorEvent]:
         mask = raw.mask
         if mask & Mask.CREATE:
-            return self._watch_tree(path, report=True) if raw.is_dir else [self._created(path)]
+            return self._watch_tree(path, report=True) if raw.is_dir else self._created(path)
         if mask & Mask.CLOSE_WRITE:
-            if path not in digests:
-                digests[path] = self._hashes.sha256_of(path)
             # bytes_written stays None: inotify does not say how much was written.
-            return [self._event(FileWrite(path=wire_text(path), sha256=digests[path]))]
+            return [self._event(FileWrite(path=wire_text(path), sha256=self._digest(path, digests)))]
         if mask & Mask.DELETE:
             return [] if raw.is_dir else [self._event(FileDelete(path=wire_text(path)))]
         if mask & Mask.MOVED_FROM:
@@ -148,7 +111,7 @@ class FileWatcher:
     def _moved_to(self, raw: InotifyEvent, path: str) -> list[BehaviorEvent]:
         pending = self._moves.pop(raw.cookie, None)
         if pending is None:  # moved in from outside the watched tree
-            return self._watch_tree(path, report=True) if raw.is_dir else [self._created(path)]
+            return self._watch_tree(path, report=True) if raw.is_dir else self._created(path)
         old_path, is_dir, _seen = pending
         if is_dir:
             self._rename_watched(old_path, path)
@@ -166,46 +129,18 @@ class FileWatcher:
             events.append(self._event(FileDelete(path=wire_text(old_path))))
         return events
 
-    def _created(self, path: str) -> BehaviorEvent:
-        return self._event(FileCreate(path=wire_text(path)))
+    def _created(self, path: str) -> list[BehaviorEvent]:
+        return [self._event(FileCreate(path=wire_text(path)))]
 
     def _event(self, payload: Payload) -> BehaviorEvent:
         return linux_event(self.device_id, time.time_ns(), UNATTRIBUTED_PROCESS_KEY, payload)
 
     # -- watches --------------------------------------------------------------------------------
 
-    def _watch_tree(self, top: str, *, report: bool) -> list[BehaviorEvent]:
-        """Watch `top` and its subfolders; with `report`, emit creates for files already inside."""
-        events: list[BehaviorEvent] = []
-        for directory, subdirs, files in os.walk(top):
-            if not self._watch_one(directory):
-                subdirs.clear()
-                continue
-            if report:
-                events.extend(self._created(os.path.join(directory, name)) for name in files)
-        return events
-
-    def _watch_one(self, directory: str) -> bool:
-        if len(self._paths) >= self._max_watches:
-            self.unwatched_dirs += 1
-            log.warning("not watching %s: %d watches is the configured limit", directory, self._max_watches)
-            return False
-        try:
-            wd = inotify.add_watch(self._fd, directory, Mask.WATCHED | Mask.ONLYDIR | Mask.DONT_FOLLOW)
-        except OSError as exc:
-            log.warning("cannot watch %s: %s", directory, exc)
-            return False
-        self._paths[wd] = directory
-        return True
-
-    def _rename_watched(self, old: str, new: str) -> None:
-        for wd, path in list(self._paths.items()):
-            if path == old or path.startswith(old + os.sep):
-                self._paths[wd] = new + path[len(old) :]
+    def _watch_key(self, directory: str) -> int:
+        return inotify.add_watch(self._fd, directory, Mask.WATCHED | Mask.ONLYDIR | Mask.DONT_FOLLOW)
 
     def _unwatch_under(self, old: str) -> None:
-        for wd, path in list(self._paths.items()):
-            if path == old or path.startswith(old + os.sep):
-                inotify.remove_watch(self._fd, wd)
-                del self._paths[wd]
-
+        for wd in self._keys_under(old):
+            inotify.remove_watch(self._fd, wd)
+            del self._dirs[wd]

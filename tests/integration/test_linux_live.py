@@ -269,7 +269,8 @@ async def test_a_sink_gets_events_from_the_callbacks_and_what_it_refuses_comes_f
                 "/bin/sh", "-c", f"echo {index} > {tmp_path}/f{index}.txt; /bin/true; exit {index}")
             assert await shell.wait() == index
             shells.append(shell.pid)
-            await asyncio.wait_for(_until(partial(_ended, stream, shell.pid)), 10)
+            written = str(tmp_path / f"f{index}.txt")
+            await asyncio.wait_for(_until(partial(_seen, stream, shell.pid, written)), 10)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -287,8 +288,10 @@ async def test_a_sink_gets_events_from_the_callbacks_and_what_it_refuses_comes_f
     assert source.stats.emitted == len(stream)
 
 
-def _ended(stream: list[tuple[str, BehaviorEvent]], pid: int) -> bool:
-    return any(isinstance(e.payload, ProcessEnd) and e.payload.pid == pid for _way, e in stream)
+def _seen(stream: list[tuple[str, BehaviorEvent]], pid: int, path: str) -> bool:
+    """The shell `pid` has ended and its write of `path` (read on a later tick) has come."""
+    return any(isinstance(e.payload, ProcessEnd) and e.payload.pid == pid for _way, e in stream) and any(
+        isinstance(e.payload, FileWrite) and e.payload.path == path for _way, e in stream)
 
 
 async def _until(predicate: Callable[[], bool]) -> None:
