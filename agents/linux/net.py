@@ -3,7 +3,9 @@
 Why polling: socket tables (sock_diag, or /proc/net/tcp{,6} as a fallback, see `sockets.py`) are
 what every kernel has without eBPF or audit rules. Each poll lists the sockets (cost grows with the
 number of sockets, not processes) and, only when a new outbound socket appeared, maps its inode to
-a process through /proc/<pid>/fd links.
+a process through /proc/<pid>/fd links. A poll lists nothing when the kernel's count of TCP
+connects (`ActiveOpens`) has not moved since the last listing: no outbound socket can be new then,
+and listing walks the kernel's whole connection hash (the poller's main cost on an idle host).
 That scan is bounded: newest PIDs first (the connecting process is usually recent), it stops as
 soon as every new inode is found, and it never reads more than `max_fd_reads` links per poll.
 Known limits: a connection opened and closed between two polls is missed; sockets in other network
@@ -20,7 +22,7 @@ import time
 from agents.linux.build import UNATTRIBUTED_PROCESS_KEY
 from agents.linux.processes import ProcessTracker
 from agents.linux.procfs import list_pids
-from agents.linux.sockets import SocketRow, read_tcp_sockets, select_new_outbound
+from agents.linux.sockets import SocketRow, active_opens, read_tcp_sockets, select_new_outbound
 from schemas.events import BehaviorEvent, NetworkConnect
 
 __all__ = ["ConnectionPoller", "find_socket_owners"]
@@ -34,12 +36,17 @@ class ConnectionPoller:
         self._tracker = tracker
         self._max_fd_reads = max_fd_reads
         self._seen: set[int] | None = None
+        self._opens: int | None = None  # `ActiveOpens` when the tables were last listed
         self._own_pid = os.getpid()
         self.unattributed = 0
 
     def poll_once(self) -> list[BehaviorEvent]:
         """One poll; the first only records the sockets that already exist."""
         first = self._seen is None
+        opens = active_opens()  # read before listing: a connect made meanwhile moves it again
+        if not first and opens is not None and opens == self._opens:
+            return []  # no connect() since the last listing
+        self._opens = opens
         fresh, connecting = select_new_outbound(read_tcp_sockets(), self._seen or set())
         self._seen = connecting  # forget closed sockets so the set stays small
         if first:

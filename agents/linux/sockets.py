@@ -26,6 +26,8 @@ __all__ = [
     "TCP_LISTEN",
     "TCP_SYN_SENT",
     "SocketRow",
+    "active_opens",
+    "parse_active_opens",
     "parse_diag",
     "parse_table",
     "read_tcp_sockets",
@@ -67,6 +69,26 @@ def read_tcp_sockets() -> list[SocketRow]:
         return [row for family in (socket.AF_INET, socket.AF_INET6) for row in _diag_dump(family)]
     except OSError:
         return [row for text in _proc_tables() for row in parse_table(text)]
+
+
+def active_opens() -> int | None:
+    """How many TCP connects (v4 and v6) this network namespace has made: `ActiveOpens` of
+    /proc/net/snmp, or None when unreadable. It moves with every connect(), so while it stands still
+    no outbound socket can have appeared, and the socket tables need not be listed (listing them
+    walks the kernel's whole connection hash: most of a poll's cost)."""
+    try:
+        return parse_active_opens(Path("/proc/net/snmp").read_text())
+    except OSError:
+        return None
+
+
+def parse_active_opens(text: str) -> int | None:
+    """`ActiveOpens` from the two `Tcp:` lines (names, then values) of /proc/net/snmp."""
+    lines = [line.split() for line in text.splitlines() if line.startswith("Tcp:")]
+    if len(lines) < 2 or "ActiveOpens" not in lines[0] or len(lines[1]) != len(lines[0]):
+        return None
+    value = lines[1][lines[0].index("ActiveOpens")]
+    return int(value) if value.isdigit() else None
 
 
 def select_new_outbound(rows: Iterable[SocketRow], seen: set[int]) -> tuple[list[SocketRow], set[int]]:

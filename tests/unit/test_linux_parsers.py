@@ -8,6 +8,8 @@ import struct
 import sys
 from pathlib import Path
 
+import pytest
+
 from agents.linux import fanotify, inotify
 from agents.linux.build import UNKNOWN_IMAGE
 from agents.linux.hashing import HashCache, file_key
@@ -28,13 +30,15 @@ from agents.linux.sockets import (
     TCP_LISTEN,
     TCP_SYN_SENT,
     SocketRow,
+    active_opens,
+    parse_active_opens,
     parse_diag,
     parse_table,
     read_tcp_sockets,
     select_new_outbound,
 )
 from schemas.codec import encode_event
-from schemas.events import ProcessEnd, ProcessStart
+from schemas.events import NetworkConnect, ProcessEnd, ProcessStart
 
 NO_SUCH_PID = 4_000_001  # above any pid_max: /proc reads always fail
 
@@ -130,6 +134,49 @@ def test_sock_diag_messages_decode_and_done_ends_the_dump() -> None:
     assert rows == [SocketRow("10.0.0.5", 40000, "93.184.216.34", 443, TCP_ESTABLISHED, 77),
                     SocketRow("127.0.0.1", 40001, "::1", 8080, TCP_SYN_SENT, 78)]
     assert parse_diag(struct.pack("=IHHII", 20, 3, 2, 1, 0) + b"\0" * 4) == (True, [])
+
+
+SNMP = """Ip: Forwarding DefaultTTL InReceives
+Ip: 1 64 123
+Tcp: RtoAlgorithm RtoMin RtoMax MaxConn ActiveOpens PassiveOpens AttemptFails
+Tcp: 1 200 120000 -1 819967 4242 7
+Udp: InDatagrams NoPorts
+Udp: 5 0
+"""
+
+
+def test_active_opens_is_read_from_the_tcp_lines_of_snmp() -> None:
+    assert parse_active_opens(SNMP) == 819967
+    assert parse_active_opens("Tcp: RtoAlgorithm\nTcp: 1\n") is None  # no such column
+    assert parse_active_opens("Ip: 1\n") is None
+    live = active_opens()
+    assert live is not None and live >= 0
+
+
+def test_poller_lists_the_tables_again_only_after_a_connect(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.linux import net
+
+    opens = [10]
+    listings: list[int] = []
+    rows = [SocketRow("10.0.0.1", 40000, "10.0.0.2", 443, TCP_ESTABLISHED, 77)]
+
+    def listing() -> list[SocketRow]:
+        listings.append(opens[0])
+        return list(rows)
+
+    monkeypatch.setattr(net, "active_opens", lambda: opens[0])
+    monkeypatch.setattr(net, "read_tcp_sockets", listing)
+    monkeypatch.setattr(net, "find_socket_owners", lambda inodes, budget: {})
+    poller = net.ConnectionPoller(ProcessTracker("dev", HashCache()))
+    assert poller.poll_once() == [] and listings == [10]  # the baseline
+    assert poller.poll_once() == [] and listings == [10]  # nothing connected since: not listed
+    opens[0] = 11
+    rows.append(SocketRow("10.0.0.1", 40001, "10.0.0.3", 22, TCP_SYN_SENT, 78))
+    [connect] = poller.poll_once()
+    assert listings == [10, 11] and isinstance(connect.payload, NetworkConnect)
+    assert connect.payload.dst_port == 22 and connect.process_key == "linux:unattributed"
+    monkeypatch.setattr(net, "active_opens", lambda: None)  # unreadable: list every time
+    assert poller.poll_once() == [] and poller.poll_once() == [] and len(listings) == 4
 
 
 def test_live_socket_listing_sees_a_loopback_connection() -> None:
