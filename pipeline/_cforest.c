@@ -75,19 +75,19 @@ static SlotCache *slot_of(PyTypeObject *tp, PyObject *name) {
     }
     if (c == NULL)
         c = &slot_cache[first];  /* all probes taken: replace the first */
-    Py_INCREF(tp);
-    Py_XSETREF(c->type, tp);
-    c->name = name, c->offset = -1, c->writable = 0;
-    if (tp->tp_getattro != PyObject_GenericGetAttr)
-        return c;
-    PyObject *descr = _PyType_Lookup(tp, name);  /* borrowed */
-    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+    PyTypeObject *old = c->type;
+    c->type = NULL, c->name = name, c->offset = -1, c->writable = 0;
+    PyObject *descr = tp->tp_getattro == PyObject_GenericGetAttr ? _PyType_Lookup(tp, name) : NULL;
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {  /* borrowed */
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type == T_OBJECT_EX && member->offset > 0) {
             c->offset = member->offset;
             c->writable = !(member->flags & READONLY) && tp->tp_setattro == PyObject_GenericSetAttr;
         }
     }
+    Py_INCREF(tp);
+    c->type = tp;
+    Py_XDECREF(old);  /* last: freeing a type may run code that looks up this cache */
     return c;
 }
 
