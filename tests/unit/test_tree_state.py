@@ -96,6 +96,29 @@ def test_incremental_records_equal_whole_ones_on_random_streams(seed: int) -> No
     assert forest_to_dict(restored) == forest_to_dict(forest)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_incremental_records_equal_whole_ones_through_the_detector(seed: int) -> None:
+    # As the worker runs it: events through `Detector.process` (its batched tree update, compiled
+    # when `pipeline._cforest` is built; TTL eviction on device time; scoring and alert marks).
+    rng = random.Random(1000 + seed)
+    kit = EventKit(f"dev-{seed}")
+    keys = [f"p{i}" for i in range(16)]
+    detector, encoder = Detector(ProvisionalRules()), ForestEncoder()
+    now, checked = 1_780_000_000_000, 0
+    for _ in range(300):
+        made = [random_event(kit, rng, keys) for _ in range(rng.randrange(1, 8))]
+        batch = list(decode_events(encode_batch(EventBatch.of(made))))
+        encoder.touch(kit.device_id, batch, detector.forests.get(kit.device_id))
+        now += 5
+        detector.process(batch, now)
+        if rng.random() < 0.3:
+            detector.flush(now)
+            forest = detector.forests[kit.device_id]
+            assert encoder.encode(forest) == fresh(forest)
+            checked += 1
+    assert checked > 50 and encoder.rows_reused > 0
+
+
 def test_a_process_start_without_parent_key_updates_the_remembered_parent() -> None:
     # The start credits child codes to the parent linked earlier by another event; the event names
     # only the child, so the encoder must re-encode the parent from the child's link.
