@@ -8,8 +8,9 @@ before the crash. Notable events are kept as plain dicts after a restore and val
 an alert shows them, so restoring a large device stays cheap.
 
 **Why a `ForestEncoder`.** The worker saves every changed device at each checkpoint (every second
-in the benchmarks), and re-serialising whole forests cost 20-35 µs per node, most of it for nodes
-no event touched since the previous checkpoint (BENCHMARKS.md, "Session E"). The encoder keeps
+in the benchmarks), and re-serialising whole forests cost 20-35 µs per node, a third of them
+nodes no event touched since the previous checkpoint, more as forests age (BENCHMARKS.md,
+"Session E — state checkpoints"). The encoder keeps
 each node's encoded row and re-encodes only the nodes it is told were touched (`touch`: the
 events' process and parent keys and, looked up before the events are applied, the parents their
 nodes already have, since a process_start credits the node's parent whatever the event names:
