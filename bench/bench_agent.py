@@ -16,6 +16,13 @@ Goal (issue 4): <= 2 % of one core and <= 60 MB RSS at 100 events/s.
 
     .venv/bin/python -m bench.bench_agent [--quick] [--rates 100] [--file-mode auto]
                                           [--profile cprofile|pyinstrument]
+    .venv/bin/python -m bench.bench_agent --paired TREE[:VAR=V,...] TREE... [--rounds 5] [--rates 100]
+
+`--paired` compares agents side by side, for A/B on a shared, noisy host: one agent per TREE (a
+checkout or copy holding agents/ and schemas/; `:VAR=V,...` adds environment, e.g. a setting) runs
+at the same time, all watching the same folder, so they see the same host activity and the same
+generated load; each round measures every agent's CPU over the same idle and loaded windows (the
+agents compete with each other for the CPU too, alike). Rounds alternate the start order.
 
 `--profile` runs the agent process under a profiler for the same load (its CPU figure then includes
 the profiler's overhead, so it is only for finding where the time goes): `cprofile` sets the agent's
@@ -30,6 +37,7 @@ import argparse
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -218,6 +226,88 @@ def generate(folder: Path, rate: float, seconds: float) -> int:
     return load.done
 
 
+@dataclass(frozen=True)
+class Contender:
+    """One side of a paired run: a tree to run the agent from, with extra environment."""
+
+    tree: Path
+    env: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> Contender:
+        tree, _, extra = spec.partition(":")
+        pairs = tuple(tuple(item.split("=", 1)) for item in extra.split(",") if item)
+        if not (Path(tree) / "agents" / "cli.py").is_file() or any(len(pair) != 2 for pair in pairs):
+            raise argparse.ArgumentTypeError(f"{spec}: TREE[:VAR=V,...] with TREE/agents/cli.py")
+        return cls(Path(tree).resolve(), pairs)  # type: ignore[arg-type]  # pairs of two, checked
+
+    @property
+    def name(self) -> str:
+        extra = ",".join(f"{name}={value}" for name, value in self.env)
+        return f"{self.tree}" + (f" [{extra}]" if extra else "")
+
+
+def paired_round(
+    contenders: list[Contender], rate: int, idle_s: float, window_s: float
+) -> list[tuple[float, float]]:
+    """(idle CPU %, loaded CPU %) of each contender, all running at once on one watched folder."""
+    with tempfile.TemporaryDirectory(prefix="bench-agent-paired-") as tmp:
+        work = Path(tmp)
+        (work / "watched").mkdir()
+        agents = [_start_paired(contender, work, index, idle_s + window_s + 10)
+                  for index, contender in enumerate(contenders)]
+        try:
+            time.sleep(6.0)  # warm-up
+            marks = [[_cpu_ticks(agent.pid) for agent in agents]]
+            started = [time.monotonic()]
+            time.sleep(idle_s)
+            marks.append([_cpu_ticks(agent.pid) for agent in agents])
+            started.append(time.monotonic())
+            generators = _start_generators(work / "watched", rate, window_s)
+            time.sleep(window_s)
+            marks.append([_cpu_ticks(agent.pid) for agent in agents])
+            started.append(time.monotonic())
+            for proc in generators:
+                proc.communicate(timeout=60)
+        finally:
+            for index, agent in enumerate(agents):
+                _stop(agent, work / f"a{index}" / "agent.log")
+    idle, loaded = started[1] - started[0], started[2] - started[1]
+    return [(100.0 * (marks[1][i] - marks[0][i]) / _TICKS / idle,
+             100.0 * (marks[2][i] - marks[1][i]) / _TICKS / loaded) for i in range(len(agents))]
+
+
+def _start_paired(contender: Contender, work: Path, index: int, total_s: float) -> subprocess.Popen[bytes]:
+    own = work / f"a{index}"
+    own.mkdir()
+    env = {**_agent_env(own), "RINGFENCE_AGENT_WATCH_PATHS": str(work / "watched"), **dict(contender.env)}
+    with open(own / "agent.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agents.cli", "run", "--duration-s", str(total_s),
+             "--flush-timeout-s", "2"],
+            cwd=contender.tree, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+
+
+def run_paired(contenders: list[Contender], rounds: int, rate: int, quick: bool) -> None:
+    """Print each round, then each contender's median [min .. max] idle and loaded CPU."""
+    idle_s, window_s = (8.0, 12.0) if quick else (15.0, 30.0)
+    figures: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(contenders))}
+    for number in range(rounds):
+        order = list(range(len(contenders)))[:: 1 if number % 2 == 0 else -1]
+        results = paired_round([contenders[i] for i in order], rate, idle_s, window_s)
+        for i, result in zip(order, results, strict=True):
+            figures[i].append(result)
+        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+        print(f"round {number + 1}: " + " | ".join(
+            f"{contenders[i].name}: idle {figures[i][-1][0]:.2f} %, {rate}/s {figures[i][-1][1]:.2f} %"
+            for i in range(len(contenders))) + f" (load {load})", flush=True)
+    for i, contender in enumerate(contenders):
+        idle, loaded = [f[0] for f in figures[i]], [f[1] for f in figures[i]]
+        print(f"{contender.name}: idle {statistics.median(idle):.2f} % [{min(idle):.2f} .. {max(idle):.2f}], "
+              f"{rate} events/s {statistics.median(loaded):.2f} % [{min(loaded):.2f} .. {max(loaded):.2f}]")
+
+
 def run(quick: bool, rates: tuple[int, ...] = RATES, profiling: Profiling | None = None) -> list[Result]:
     """Idle, then each rate (100 and 1,000 events/s by default); one fresh agent process each."""
     warmup_s, window_s = (4.0, 10.0) if quick else (5.0, 30.0)
@@ -253,6 +343,10 @@ def main() -> None:
     parser.add_argument("--file-mode", choices=("inotify", "auto"),
                         help="the agent's RINGFENCE_AGENT_FILE_MODE (default: the agent's own default, "
                              "inotify; auto: fanotify attribution where the kernel allows it)")
+    parser.add_argument("--paired", nargs="+", type=Contender.parse, metavar="TREE[:VAR=V,...]",
+                        help="run agents from these trees side by side on the same load (A/B on a noisy "
+                        "host); uses the first of --rates")
+    parser.add_argument("--rounds", type=int, default=5, help="--paired: rounds (default 5)")
     parser.add_argument("--generate", nargs=3, metavar=("FOLDER", "RATE", "SECONDS"),
                         help=argparse.SUPPRESS)  # internal: run as a load generator worker
     args = parser.parse_args()
@@ -262,6 +356,9 @@ def main() -> None:
         return
     if args.file_mode:
         os.environ["RINGFENCE_AGENT_FILE_MODE"] = args.file_mode  # the agent processes inherit it
+    if args.paired:
+        run_paired(args.paired, args.rounds, args.rates[0], args.quick)
+        return
     profiling = Profiling(args.profile, args.profile_dir) if args.profile else None
     for result in run(args.quick, tuple(args.rates), profiling):
         base = f"  (idle: {result.baseline:.2f})" if result.baseline is not None else ""
