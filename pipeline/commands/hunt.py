@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     missing = [str(p) for p in args.paths if not p.exists()]
     if len(missing) == len(args.paths):
         raise CliError(f"no such file or folder: {', '.join(missing)}")
+    if not getattr(args, "verbose", False):  # each alert is printed on stdout: its log line would repeat it
+        logging.getLogger("pipeline.detect").setLevel(logging.WARNING)
     model = _model(args.model_dir)
     files = _files(args.paths, missing)
     progress = None if args.quiet else _progress

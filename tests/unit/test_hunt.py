@@ -123,3 +123,17 @@ def test_both_flattened_sysmon_json_styles_are_hunted(
     paths = {json.loads(line)["path"] for line in out.splitlines()}
     assert paths == {str(tmp_path / "beat.jsonl"), str(tmp_path / "dump.jsonl")}
     assert err.count("mapped 1") == 2
+
+
+def test_stderr_holds_the_summaries_not_a_log_line_per_alert() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "hunt", "--quiet", str(_evtx(LSASS))],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Behavior:Win32/CredentialAccess" in done.stdout
+    assert "alerts: CredentialAccess=1" in done.stderr
+    assert "INFO pipeline.detect" not in done.stderr  # the alert is on stdout already
