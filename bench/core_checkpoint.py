@@ -11,7 +11,7 @@ then zstd as the state producer compresses it. CPU time (`process_time`) per sta
 Modes: `whole` encodes each state from scratch with `Detector.device_state` (what the worker did
 before `tree_state.ForestEncoder`; run this file with PYTHONPATH pointing at an older tree to time
 its encoder); `incremental` uses a `ForestEncoder` fed with every record's events as the worker
-does; `spaced` adds the worker's spacing of checkpoints under load (`pipeline.worker.MAX_STRETCH`,
+does; `spaced` adds the worker's spacing of checkpoints under load (`pipeline.checkpoints.spaced_interval_ms`,
 `STATE_CPU_SHARE`, the rest of the CPU being the detector's here, so it stretches sooner than a
 worker whose CPU also goes to Kafka).
 """
@@ -59,10 +59,9 @@ def _strategy(detector: Detector, mode: str) -> tuple[Touch, Callable[[str], byt
 def _next_interval(mode: str, elapsed_ms: float, state_s: float, rest_s: float) -> float:
     if mode != "spaced":
         return COMMIT_MS
-    from pipeline.worker import MAX_STRETCH, STATE_CPU_SHARE
+    from pipeline.checkpoints import spaced_interval_ms
 
-    wanted = elapsed_ms * state_s / (STATE_CPU_SHARE * max(rest_s, 0.001))
-    return float(min(COMMIT_MS * MAX_STRETCH, max(COMMIT_MS, wanted)))
+    return spaced_interval_ms(COMMIT_MS, elapsed_ms, state_s, rest_s)
 
 
 def replay(values: list[bytes], rate: float, mode: str) -> dict[str, float]:

@@ -24,15 +24,8 @@ restored predates them. Consumers dedupe alerts by `alert_id`, agents refuse a c
 before, and the verdict topic is compacted by artifact. A state record over `max_state_bytes` is
 not written (logged, counted): that device restarts from an empty tree after a crash.
 
-**Fewer checkpoints under load.** A checkpoint costs CPU in proportion to the processes changed
-since the last one, not to the events: a busy process is re-encoded once per checkpoint however
-many events it had (`tree_state.ForestEncoder` re-encodes only the processes touched). So when the
-last checkpoint's state writes cost more than `STATE_CPU_SHARE` of the CPU the rest of the worker
-used over the same time, the next one begins proportionally later (up to `MAX_STRETCH` times
-`commit_interval_ms`). A worker that fetched nothing for half a `commit_interval_ms` checkpoints
-at the plain interval, so a drained backlog is committed about as soon as before. What a commit
-covers is unchanged (offsets still follow their states' acks); a crash under load replays more
-events, as with a longer interval.
+**Fewer checkpoints under load.** Checkpoints are spaced by their CPU cost relative to the rest of
+the worker's (`pipeline.checkpoints.CommitSchedule`); a quiet worker commits at the plain interval.
 
 **Rebalance.** aiokafka awaits `RebalanceHooks` before fetching resumes. Revoke: a whole checkpoint,
 then the partitions' committed offsets are remembered. Assign: a partition whose committed offset
@@ -58,6 +51,7 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from agents.telemetry import TraceContext, continued, from_headers, headers_kwargs
+from pipeline.checkpoints import Checkpoint, CommitSchedule
 from pipeline.detect import Detector
 from pipeline.errors import PipelineError, StateError
 from pipeline.kafka_io import RebalanceHooks
@@ -78,26 +72,8 @@ log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
-STATE_CPU_SHARE = 0.20  # checkpoints are spaced so that state writes cost at most this share of the rest
-MAX_STRETCH = 5  # ... but never more than this many commit intervals apart
 YIELD_EVERY_S = 0.005  # within a poll, let the clients' tasks run at least this often
 IO_TURNS = 3  # loop iterations aiokafka needs from send() to the request written (sender, then request)
-
-
-@dataclass(slots=True)
-class Checkpoint:
-    """A commit in progress: offsets taken when it began, devices whose state must be saved first.
-
-    Device states are written a slice at a time between batches, so saving hundreds of trees never
-    stalls the stream for long. A device changed after the checkpoint began may be saved with those
-    later events in it; after a crash they are replayed from `offsets` onto that state and dropped
-    as redeliveries (the forest's per-device seq high-water mark), so nothing is applied twice.
-    """
-
-    offsets: dict[int, int]
-    devices: set[str]
-    acks: list[asyncio.Future[Any]] | None = None  # once every state is sent: what must be acked
-    cpu_s: float = 0.0  # CPU time spent encoding and handing over its states
 
 
 @dataclass(slots=True)
@@ -155,10 +131,7 @@ class BatchWorker:
         self._stop = asyncio.Event()
         self._fatal: BaseException | None = None
         self._checkpoint: Checkpoint | None = None
-        self._next_commit_ms = 0  # the next checkpoint begins at this time (stretched under load)...
-        self._committed_ms = 0  # ... or, when quiet, an interval after the last commit point
-        self._fetched_ms = 0  # when a poll last fetched records
-        self._cpu_mark = 0.0  # process CPU time at the last commit point
+        self.schedule = CommitSchedule(settings.commit_interval_ms)
         self._yield_at = 0.0  # perf_counter time when the loop is next given to the clients' tasks
 
     # ---------------------------------------------------------------- lifecycle
@@ -171,8 +144,7 @@ class BatchWorker:
         """Poll and process until stopped; a final commit point on a clean stop. Raises on failure."""
         topic = self.settings.events_topic
         self.consumer.subscribe([topic], listener=RebalanceHooks(topic, self._on_revoked, self._on_assigned))
-        self._cpu_mark = time.process_time()
-        self._schedule(self._clock_ms(), 0.0)
+        self.schedule.start(self._clock_ms())
         while not self._stop.is_set():
             batch = await self._poll()
             self._raise_fatal()
@@ -189,13 +161,13 @@ class BatchWorker:
         most = self.settings.poll_max_records
         batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=0, max_records=most)
         if batch:
-            self._fetched_ms = self._clock_ms()
+            self.schedule.fetched(self._clock_ms())
             return batch
         async with self._lock:
             await self._emit(self.detector.flush(self._clock_ms()))
         batch = await self.consumer.getmany(timeout_ms=max(self.settings.micro_batch_ms, 1), max_records=most)
         if batch:
-            self._fetched_ms = self._clock_ms()
+            self.schedule.fetched(self._clock_ms())
         return batch
 
     def _raise_fatal(self) -> None:
@@ -276,7 +248,7 @@ class BatchWorker:
         """Advance the incremental checkpoint by one slice (see `Checkpoint`); commit when it is complete."""
         now_ms = self._clock_ms()
         if self._checkpoint is None:
-            if not self._commit_due(now_ms):
+            if not self.schedule.due(now_ms):
                 return
             offsets = {p: o for p, o in self._positions.items() if p in self.owned}
             self._checkpoint, self._dirty = Checkpoint(offsets, self._dirty), set()
@@ -295,7 +267,7 @@ class BatchWorker:
         if all(ack.done() for ack in self._checkpoint.acks):  # meanwhile events keep flowing
             await asyncio.gather(*self._checkpoint.acks)  # a failed send raises: nothing is committed
             await self._commit_changed(self._checkpoint.offsets)
-            self._schedule(now_ms, self._checkpoint.cpu_s)
+            self._scheduled(now_ms, self._checkpoint.cpu_s)
             self._checkpoint = None
 
     async def _commit_point(self) -> None:
@@ -312,23 +284,11 @@ class BatchWorker:
         cpu = time.process_time() - cpu
         await self._drain()
         await self._commit_changed({p: o for p, o in self._positions.items() if p in self.owned})
-        self._schedule(now_ms, cpu)
+        self._scheduled(now_ms, cpu)
 
-    def _commit_due(self, now_ms: int) -> bool:
-        interval = self.settings.commit_interval_ms
-        quiet = now_ms - self._fetched_ms >= interval // 2 and now_ms - self._committed_ms >= interval
-        return now_ms >= self._next_commit_ms or quiet
-
-    def _schedule(self, now_ms: int, state_cpu_s: float) -> None:
-        """When the next checkpoint begins, after one whose state writes took `state_cpu_s` of CPU:
-        spaced so that they would cost `STATE_CPU_SHARE` of what the rest of the worker used since
-        the last one (the same writes again; in fact fewer, since a process changed twice is saved once)."""
+    def _scheduled(self, now_ms: int, state_cpu_s: float) -> None:
         self.stats.state_cpu_ms += round(state_cpu_s * 1000)
-        cpu, interval = time.process_time(), self.settings.commit_interval_ms
-        rest_cpu_s, self._cpu_mark = max(cpu - self._cpu_mark - state_cpu_s, 0.001), cpu
-        elapsed, self._committed_ms = max(now_ms - self._committed_ms, interval), now_ms
-        wanted = round(elapsed * state_cpu_s / (STATE_CPU_SHARE * rest_cpu_s))
-        self._next_commit_ms = now_ms + min(interval * MAX_STRETCH, max(interval, wanted))
+        self.schedule.committed(now_ms, state_cpu_s)
 
     async def _write_state(self, device: str) -> None:
         partition = self._partition_of.get(device)

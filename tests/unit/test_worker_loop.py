@@ -438,7 +438,7 @@ async def test_a_later_checkpoint_writes_what_a_whole_encoding_of_the_tree_would
 async def test_under_load_checkpoints_are_spaced_by_their_cost_and_a_quiet_worker_commits_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share: float, log: list[str]
 ) -> None:
-    monkeypatch.setattr("pipeline.worker.STATE_CPU_SHARE", share)
+    monkeypatch.setattr("pipeline.checkpoints.STATE_CPU_SHARE", share)
     events = [e for d in ("dev-a", "dev-b", "dev-c", "dev-d") for e in ransomware(d, SHA)[0]]
     now = [NOW_MS]
 
