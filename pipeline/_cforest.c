@@ -62,14 +62,19 @@ typedef struct {
 } SlotCache;
 static SlotCache slot_cache[CACHE_SIZE];
 
-static SlotCache *slot_of(PyTypeObject *tp, PyObject *name) {
+/* The slot of `name` in objects of `tp`, as a copy: releasing the type an entry replaces can run code
+   (finalisers of its attributes) that calls back in and overwrites that entry, so the caller never
+   holds a pointer into the cache. A member descriptor is used only when `tp` is its own type or a
+   subtype: a class can carry another class's descriptor as an attribute (`x = Other.__dict__["y"]`),
+   which Python refuses with a TypeError and whose offset is not inside this object. */
+static SlotCache slot_of(PyTypeObject *tp, PyObject *name) {
     const uint64_t hash = ((uint64_t)(uintptr_t)tp ^ ((uint64_t)(uintptr_t)name << 1)) * 0x9E3779B97F4A7C15ull;
     const size_t first = (size_t)(hash >> 55);  /* 9 bits: CACHE_SIZE */
     SlotCache *c = NULL;
     for (size_t probe = 0; probe < CACHE_PROBES; probe++) {
         SlotCache *at = &slot_cache[(first + probe) % CACHE_SIZE];
         if (at->type == tp && at->name == name)
-            return at;
+            return *at;
         if (c == NULL && at->type == NULL)
             c = at;
     }
@@ -78,7 +83,8 @@ static SlotCache *slot_of(PyTypeObject *tp, PyObject *name) {
     PyTypeObject *old = c->type;
     c->type = NULL, c->name = name, c->offset = -1, c->writable = 0;
     PyObject *descr = tp->tp_getattro == PyObject_GenericGetAttr ? _PyType_Lookup(tp, name) : NULL;
-    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type)) {  /* borrowed */
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&  /* borrowed */
+        PyType_IsSubtype(tp, PyDescr_TYPE(descr))) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
         if (member->type == T_OBJECT_EX && member->offset > 0) {
             c->offset = member->offset;
@@ -87,15 +93,16 @@ static SlotCache *slot_of(PyTypeObject *tp, PyObject *name) {
     }
     Py_INCREF(tp);
     c->type = tp;
-    Py_XDECREF(old);  /* last: freeing a type may run code that looks up this cache */
-    return c;
+    SlotCache found = *c;
+    Py_XDECREF(old);  /* last: freeing a type may run code that looks up (and refills) this cache */
+    return found;
 }
 
 /* obj.name as a new reference (NULL with an exception set on failure). */
 static PyObject *get_attr(PyObject *obj, PyObject *name) {
-    SlotCache *c = slot_of(Py_TYPE(obj), name);
-    if (c->offset >= 0) {
-        PyObject *value = *(PyObject **)((char *)obj + c->offset);
+    const SlotCache c = slot_of(Py_TYPE(obj), name);
+    if (c.offset >= 0) {
+        PyObject *value = *(PyObject **)((char *)obj + c.offset);
         if (value != NULL) {
             Py_INCREF(value);
             return value;
@@ -105,10 +112,10 @@ static PyObject *get_attr(PyObject *obj, PyObject *name) {
 }
 
 static int set_attr(PyObject *obj, PyObject *name, PyObject *value) {
-    SlotCache *c = slot_of(Py_TYPE(obj), name);
-    if (c->offset < 0 || !c->writable)
+    const SlotCache c = slot_of(Py_TYPE(obj), name);
+    if (c.offset < 0 || !c.writable)
         return PyObject_SetAttr(obj, name, value);
-    PyObject **slot = (PyObject **)((char *)obj + c->offset);
+    PyObject **slot = (PyObject **)((char *)obj + c.offset);
     Py_INCREF(value);
     Py_XSETREF(*slot, value);
     return 0;
@@ -146,28 +153,36 @@ static int set_ll(PyObject *obj, PyObject *name, long long value) {
     return rc;
 }
 
+/* obj.name += delta, as Python adds (the counter may be any number: a restored or patched value). */
 static int add_ll(PyObject *obj, PyObject *name, long long delta) {
     if (delta == 0)
         return 0;
-    long long value;
-    int rc = get_ll(obj, name, &value);
-    if (rc != 0)
+    PyObject *value = get_attr(obj, name), *step = value == NULL ? NULL : PyLong_FromLongLong(delta);
+    PyObject *sum = step == NULL ? NULL : PyNumber_Add(value, step);
+    Py_XDECREF(value);
+    Py_XDECREF(step);
+    if (sum == NULL)
         return -1;
-    return set_ll(obj, name, value + delta);
+    int rc = set_attr(obj, name, sum);
+    Py_DECREF(sum);
+    return rc;
 }
 
 /* Write the run's counters back (keeps an exception raised before, if any). */
 static int finish(Run *run) {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
-    int rc = 0;
+    int rc = 0;  /* each write only while none failed: no API call with an exception set */
     if (run->watermark != run->watermark0)
-        rc |= set_ll(run->forest, s_watermark_ms, run->watermark);
-    if (run->seq_hwm != run->seq_hwm0)
-        rc |= set_ll(run->forest, s_seq_hwm, run->seq_hwm);
-    rc |= add_ll(run->stats, s_events, run->events);
-    rc |= add_ll(run->stats, s_duplicates_dropped, run->duplicates);
-    rc |= add_ll(run->stats, s_evidence_dropped, run->evidence_dropped);
+        rc = set_ll(run->forest, s_watermark_ms, run->watermark);
+    if (rc == 0 && run->seq_hwm != run->seq_hwm0)
+        rc = set_ll(run->forest, s_seq_hwm, run->seq_hwm);
+    if (rc == 0)
+        rc = add_ll(run->stats, s_events, run->events);
+    if (rc == 0)
+        rc = add_ll(run->stats, s_duplicates_dropped, run->duplicates);
+    if (rc == 0)
+        rc = add_ll(run->stats, s_evidence_dropped, run->evidence_dropped);
     if (type != NULL) {
         PyErr_Restore(type, value, tb);
         return -1;
@@ -255,6 +270,8 @@ static void drop_item(Item *it) {
     Py_CLEAR(it->port);
 }
 
+static int classify_payload(Item *it, PyObject *codes_of, int load, int network);
+
 /* 0: ours (it filled), 1: Python's (nothing changed), 2: a redelivered duplicate, -1: error. */
 static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *codes_by_kind, int dedupe,
                     PyObject *event, Item *it) {
@@ -318,10 +335,18 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     } else if (!(start || end || script)) {
         codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
         rc = codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
+        Py_XINCREF(codes_of);  /* held: the attribute reads below can run code that changes the dict */
     }
     Py_DECREF(kind);
     if (rc != 0)
         return rc;
+    rc = classify_payload(it, codes_of, load, network);
+    Py_DECREF(codes_of);
+    return rc;
+}
+
+/* The rest of `classify` once the kind has its codes function: 0 ours, 1 Python's, -1 error. */
+static int classify_payload(Item *it, PyObject *codes_of, int load, int network) {
     if (load) {  /* the process's own image: its signer is recorded, Python's */
         PyObject *path = get_attr(it->payload, s_path), *image = get_attr(it->node, s_image);
         int own = path == NULL || image == NULL ? -1 : PyObject_RichCompareBool(path, image, Py_EQ);
@@ -342,7 +367,8 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         return 1;
     }
     for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(it->codes); c++) {
-        long code = PyLong_AsLong(PyTuple_GET_ITEM(it->codes, c));
+        PyObject *item = PyTuple_GET_ITEM(it->codes, c);  /* an int (no __index__ to call), 0..255 */
+        long code = PyLong_Check(item) ? PyLong_AsLong(item) : -1;
         if (code < 0 || code > 255) {
             PyErr_Clear();
             return 1;
@@ -393,9 +419,14 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
         PyObject *held = PyDict_GetItemWithError(counts, code);
         long long seen = 1;
         if (held != NULL) {
-            seen = PyLong_AsLongLong(held) + 1;
-            if (seen == 0 && PyErr_Occurred())
+            seen = PyLong_AsLongLong(held);
+            if (seen == -1 && PyErr_Occurred())
                 goto done;
+            if (seen == LLONG_MAX) {
+                PyErr_SetString(PyExc_OverflowError, "ProcessNode.code_counts: a count past 2**63");
+                goto done;
+            }
+            seen++;
         } else if (PyErr_Occurred()) {
             goto done;
         }
