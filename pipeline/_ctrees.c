@@ -57,9 +57,10 @@ static int get_buffer(PyObject *obj, Py_buffer *view, const char *format, const 
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(obj, view, flags) < 0)
         return -1;
-    if (view->itemsize != 4 || strcmp(view->format, format) != 0) {
+    const char *got = view->format != NULL ? view->format : "B";  /* NULL means unsigned bytes */
+    if (view->itemsize != 4 || strcmp(got, format) != 0) {
         PyErr_Format(PyExc_TypeError, "%s: expected a contiguous buffer of format '%s' (4 bytes), got '%s'",
-                     what, format, view->format);
+                     what, format, got);
         PyBuffer_Release(view);
         return -1;
     }
@@ -85,6 +86,10 @@ static int make_entries(Forest *self, const int32_t *features, const float *thre
 static int build(Forest *self, Py_buffer *parts) {
     const Py_ssize_t internal = ((Py_ssize_t)1 << self->depth) - 1, trees = parts[CLASSES].len / 4;
     const Py_ssize_t classes = parts[BASE].len / 4;
+    if (trees > INT32_MAX / internal) {  /* split counts and positions are int32, the tree index 31 bits */
+        PyErr_SetString(PyExc_ValueError, "more splits than 2**31");
+        return -1;
+    }
     if (trees == 0 || classes == 0 || parts[FEATURES].len / 4 != trees * internal ||
         parts[THRESHOLDS].len / 4 != trees * internal || parts[DEFAULT_LEFT].len / 4 != trees * internal ||
         parts[LEAVES].len / 4 != trees * (internal + 1)) {
@@ -176,7 +181,7 @@ static int Forest_init(Forest *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOin", kwlist, &objs[0], &objs[1], &objs[2], &objs[3],
                                      &objs[4], &objs[5], &depth, &n_features))
         return -1;
-    if (self->entries != NULL) {
+    if (self->entries != NULL || self->start != NULL || self->leaves != NULL) {  /* even a failed try */
         PyErr_SetString(PyExc_RuntimeError, "Forest is already initialised");
         return -1;
     }
@@ -270,8 +275,9 @@ static PyObject *run(Forest *self, PyObject *args, int probabilities) {
         return NULL;
     }
     PyObject *result = NULL;
-    Py_ssize_t rows = matrix.len / 4 / self->n_features;
-    if (rows * self->n_features * 4 != matrix.len || out.len != rows * self->n_classes * 4) {
+    Py_ssize_t rows = matrix.len / 4 / self->n_features;  /* divisions only: no product can overflow */
+    if (rows * self->n_features * 4 != matrix.len || out.len % (4 * self->n_classes) != 0 ||
+        out.len / 4 / self->n_classes != rows) {
         PyErr_Format(PyExc_ValueError, "matrix of %zd bytes is not rows x %zd features, or out is not "
                      "rows x %zd classes", matrix.len, self->n_features, self->n_classes);
     } else {
