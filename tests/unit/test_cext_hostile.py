@@ -12,6 +12,8 @@ path) and `pipeline._ctrees` (the booster) what a hostile agent or a careless ca
   table emptied while an event is classified (the borrowed function was once called after being
   freed), codes that are int-like but not ints, counters that are not small ints;
 - matrices of the wrong dtype, byte order, layout, width or row count, read-only outputs, 0 rows.
+Reference counts of everything a fold reads are checked after many runs, including runs a raising
+codes function stops: a leaked reference per event would grow a worker's memory without bound.
 
 Anything that could crash runs in a child interpreter with `PYTHONMALLOC=debug -X dev` (freed
 memory is poisoned there, so a use after free faults instead of passing by luck), and the whole
@@ -166,6 +168,34 @@ def test_counters_that_are_not_small_ints_are_added_as_python_adds(value: Any) -
     assert (
         results[1]["stats"]["events"] == value + 2 and results[1]["stats"]["duplicates_dropped"] == value + 1
     )
+
+
+def test_the_fold_keeps_no_reference_to_what_it_read_also_when_it_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every event, payload, time and codes function has its reference count back after many runs, and
+    after runs stopped by a raising codes function (a leak here grows a worker forever)."""
+    assert tree._fold is not None, NOT_BUILT
+    raws = [_dns("p", seq, f"2026-05-01T00:{seq // 60:02d}:{seq % 60:02d}Z") for seq in range(2, 90)]
+    for seq, raw in enumerate(raws):
+        kind = ("file_write", "network_connect", "registry_set", "dns_query")[seq % 4]
+        raw["payload"] = _payload(kind, "C:\\t\\x.txt" if seq % 8 else "10.0.0.1", bool(seq % 3))
+    events = [_decoded(raw) for raw in raws]
+    watched = [*events, *(e.payload for e in events), *(e.ts for e in events), *tree._CODES_BY_KIND.values()]
+    before = [sys.getrefcount(o) for o in watched]
+    for _ in range(30):
+        _started_forest().apply_run(events, 0, [])
+    assert [sys.getrefcount(o) for o in watched] == before
+
+    def broken(payload: Any) -> tuple[()]:
+        raise RuntimeError("classifier bug")
+
+    monkeypatch.setitem(tree._CODES_BY_KIND, "registry_set", broken)
+    for _ in range(30):
+        with pytest.raises(RuntimeError, match="classifier bug"):
+            _started_forest().apply_run(events, 0, [])
+    monkeypatch.undo()
+    assert [sys.getrefcount(o) for o in watched] == before
 
 
 KEYS = ["p0", "p1", "p2", "k" * 128, "{~}!"]
