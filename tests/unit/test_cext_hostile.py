@@ -135,6 +135,37 @@ def test_a_codes_function_dropped_while_its_event_is_classified_is_still_called_
     assert "applied 1" in out and "('10.0.0.1', 443) {1: 1}" in out
 
 
+def test_thousands_of_event_types_through_the_slot_cache_each_read_at_its_own_offsets() -> None:
+    """The cache holds 512 (type, name) pairs: entries are replaced and types released (by the collector,
+    whose finalisers fold again from inside a fold). Each type puts `device_id` at another offset behind
+    padding slots holding the forest's own device, so an offset of the wrong type would be seen."""
+    assert tree._fold is not None, NOT_BUILT
+    out = isolated(
+        FOLD_SETUP
+        + """
+    results = []
+
+    def make(i):
+        class Reenter:  # released with its class: folds an event of a fresh type while folding
+            def __del__(self):
+                if i % 3 == 0:
+                    results.append(fold([make(i + 10_000)]))
+
+        pad = tuple(f"pad{j}" for j in range(i % 7))
+        event = type(f"E{i}", (), {"__slots__": (*pad, "device_id"), "hook": Reenter()})()
+        for name in pad:
+            setattr(event, name, "d")
+        event.device_id = f"other{i}"
+        return event
+
+    for i in range(2000):
+        results.append(fold([make(i)]))
+    print(len(results) >= 2000, set(results))
+    """
+    )
+    assert "True {0}" in out
+
+
 def test_codes_that_are_int_like_but_not_ints_are_refused_by_both_paths(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -295,6 +326,7 @@ def test_validated_but_extreme_streams_build_the_same_forest_either_way(
         return
     outcomes = [_build(events, limits, compiled, chunk) for compiled in (False, True)]
     assert outcomes[0] == outcomes[1]
+    assert not isinstance(outcomes[1][0], str), outcomes[1][0]  # validated events never make apply raise
 
 
 # --- the booster (pipeline._ctrees) ---------------------------------------------------------------
