@@ -4,13 +4,13 @@ events arrive once each, as EventBatch records keyed by device, with each device
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from shared_data import shared_datasets
 
 from agents.cli import main
 from agents.sysmon import load_many
@@ -24,12 +24,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def samples() -> Path:
     """The six .evtx samples of ../shared/datasets (`RINGFENCE_SHARED` overrides; missing fails)."""
-    configured = os.environ.get("RINGFENCE_SHARED")
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2].parent / "shared"
-    folder = root / "datasets" / "evtx-samples"
-    if not folder.is_dir():
-        pytest.fail(f"evtx samples not found under {root} (set RINGFENCE_SHARED)", pytrace=False)
-    return folder
+    return shared_datasets("evtx-samples")
 
 
 async def read_batches(bootstrap: str, topic: str, want_events: int, timeout_s: float = 30) -> list[

@@ -26,8 +26,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections import deque
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,12 +33,12 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from forest_support import snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline import tree
 from pipeline.compiled_model import CompiledTrees, native_trees
-from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest, TreeLimits
 from schemas import fastcodec
 from schemas.errors import ContractError
@@ -194,7 +192,7 @@ def test_counters_that_are_not_small_ints_are_added_as_python_adds(value: Any) -
         events = [_decoded(_dns("p", seq, f"2026-05-01T00:00:0{seq}Z")) for seq in (2, 3, 3)]
         with _path(compiled):
             assert forest.apply_run(events, 0, []) == 3
-        results.append(_snapshot(forest))
+        results.append(snapshot(forest))
     assert results[0] == results[1]
     assert (
         results[1]["stats"]["events"] == value + 2 and results[1]["stats"]["duplicates_dropped"] == value + 1
@@ -523,27 +521,5 @@ def _build(events: list[Any], limits: TreeLimits | None, compiled: bool, chunk: 
             for lo in range(0, len(events), chunk):
                 assert forest.apply_run(events[lo : lo + chunk], 0, changed) == len(events[lo : lo + chunk])
         except Exception as exc:  # compared: both paths must fail the same way
-            return repr(exc), _snapshot(forest)
-    return _snapshot(forest), changed
-
-
-def _snapshot(forest: DeviceForest) -> dict[str, Any]:
-    nodes = {}
-    for key, node in forest.nodes.items():
-        values = {}
-        for f in fields(ProcessNode):
-            value = getattr(node, f.name)
-            if isinstance(value, deque):
-                value = (value.maxlen, [id(v) if f.name == "notable" else v for v in value])
-            elif isinstance(value, dict):
-                value = [(type(k).__name__, int(k), type(v).__name__, v) for k, v in value.items()]
-            values[f.name] = (type(value).__name__, value)
-        nodes[key] = values
-    return {
-        "nodes": nodes,
-        "recency": forest.recency_order(),
-        "exited": forest.exit_order(),
-        "stats": forest.stats.as_dict(),
-        "watermark": forest.watermark_ms,
-        "seq_hwm": forest.seq_hwm,
-    }
+            return repr(exc), snapshot(forest)
+    return snapshot(forest), changed

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import pytest
+from shared_data import shared_datasets
 
 from pipeline.cli import main
 from pipeline.training.simulate import SimConfig, simulate_attack, techniques
@@ -15,12 +15,7 @@ from schemas.alerts import Alert
 
 
 def _evtx(prefix: str) -> Path:
-    configured = os.environ.get("RINGFENCE_SHARED")
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2].parent / "shared"
-    folder = root / "datasets" / "evtx-samples"
-    if not folder.is_dir():
-        pytest.fail(f".evtx samples not found under {root} (set RINGFENCE_SHARED)", pytrace=False)
-    (path,) = sorted(folder.glob(f"{prefix}*.evtx"))
+    (path,) = sorted(shared_datasets("evtx-samples").glob(f"{prefix}*.evtx"))
     return path
 
 

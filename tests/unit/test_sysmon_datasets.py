@@ -6,21 +6,17 @@ overrides the location. A missing directory fails the tests (a skip would hide t
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from shared_data import shared_datasets
 
 from agents.sysmon import FileStats, load_events, load_many
 from schemas.events import BehaviorEvent, ProcessAccess, ProcessStart
 
 
 def _shared() -> Path:
-    configured = os.environ.get("RINGFENCE_SHARED")
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2].parent / "shared"
-    if not (root / "datasets").is_dir():
-        pytest.fail(f"shared datasets not found under {root} (set RINGFENCE_SHARED)", pytrace=False)
-    return root / "datasets"
+    return shared_datasets()
 
 
 def _evtx(prefix: str) -> Path:

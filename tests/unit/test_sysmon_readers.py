@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import random
 import shutil
 import tracemalloc
@@ -16,6 +15,7 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
+from shared_data import shared_datasets
 
 from agents.sysmon import FileStats, InputFileError, load_events
 from agents.sysmon.readers import InputFormat, detect_format
@@ -30,12 +30,7 @@ SYSMON_LINE = {"EventID": 11, "Channel": "Microsoft-Windows-Sysmon/Operational",
 
 
 def _shared_evtx() -> Path:
-    configured = os.environ.get("RINGFENCE_SHARED")
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2].parent / "shared"
-    samples = sorted((root / "datasets" / "evtx-samples").glob("TA0006*.evtx"))
-    if not samples:
-        pytest.fail(f"evtx samples not found under {root} (set RINGFENCE_SHARED)", pytrace=False)
-    return samples[0]
+    return sorted(shared_datasets("evtx-samples").glob("TA0006*.evtx"))[0]
 
 
 def _load(path: Path) -> FileStats:

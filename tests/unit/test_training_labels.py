@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import gzip
-import os
 from pathlib import Path
 
-import pytest
+from shared_data import shared_datasets
 
 from agents.sysmon import load_events
 from pipeline.training.labels import (
@@ -22,11 +21,7 @@ from schemas.events import ProcessStart
 
 
 def _otrf() -> Path:
-    configured = os.environ.get("RINGFENCE_SHARED")
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2].parent / "shared"
-    if not (root / "datasets" / "otrf").is_dir():
-        pytest.fail(f"OTRF recordings not found under {root} (set RINGFENCE_SHARED)", pytrace=False)
-    return root / "datasets" / "otrf"
+    return shared_datasets("otrf")
 
 
 @functools.cache

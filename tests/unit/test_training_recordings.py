@@ -3,13 +3,13 @@ recording also trains through its process-creation-only view."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import cast
 
 import pytest
+from shared_data import shared_datasets
 
 from pipeline.detect import Detector
 from pipeline.hunt import tree_of
@@ -70,11 +70,7 @@ def test_two_alerts_on_one_benign_tree_count_as_one_false_alert() -> None:
 
 
 def _otrf() -> Path:
-    configured = os.environ.get("RINGFENCE_SHARED")
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2].parent / "shared"
-    if not (root / "datasets" / "otrf").is_dir():
-        pytest.fail(f"OTRF recordings not found under {root} (set RINGFENCE_SHARED)", pytrace=False)
-    return root / "datasets" / "otrf"
+    return shared_datasets("otrf")
 
 
 def test_a_training_recording_also_trains_through_its_process_creation_view() -> None:

@@ -11,14 +11,13 @@ event models (pydantic `BehaviorEvent`, msgspec `FastEvent`). Forests are compar
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Callable
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
 import pytest
+from forest_support import snapshot
 
 from pipeline import tree
 from pipeline.behaviour import Counter
@@ -26,7 +25,6 @@ from pipeline.detect import Detector, DetectorConfig
 from pipeline.eventkit import EventKit
 from pipeline.features import feature_matrix, row_context
 from pipeline.model.provisional import ProvisionalRules
-from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest, TreeLimits
 from schemas import codec, fastcodec
 
@@ -98,25 +96,6 @@ def fast(events: list[Any]) -> list[Any]:
     out = [fastcodec.decode_events(codec.encode_event(event))[0] for event in events]
     assert all(isinstance(event, fastcodec.FastEvent) for event in out)
     return out
-
-
-def snapshot(forest: DeviceForest) -> dict[str, Any]:
-    """Every observable part of a forest, deques and dicts as lists (key types included)."""
-    nodes = {}
-    for key, node in forest.nodes.items():
-        values = {}
-        for f in fields(ProcessNode):
-            value = getattr(node, f.name)
-            if isinstance(value, deque):
-                value = (value.maxlen, [id(v) if f.name == "notable" else v for v in value])
-            elif isinstance(value, dict):
-                value = [(type(k).__name__, int(k), type(v).__name__, v) for k, v in value.items()]
-            values[f.name] = (type(value).__name__, value)
-        nodes[key] = values
-    return {
-        "nodes": nodes, "recency": forest.recency_order(), "exited": forest.exit_order(),
-        "stats": forest.stats.as_dict(), "watermark": forest.watermark_ms, "seq_hwm": forest.seq_hwm,
-    }  # fmt: skip
 
 
 def build(events: list[Any], limits: TreeLimits | None, compiled: bool, chunk: int = 50) -> tuple[Any, Any]:

@@ -1,0 +1,29 @@
+"""Every observable part of a process forest, for tests that compare the C and Python tree paths."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import fields
+from typing import Any
+
+from pipeline.node import ProcessNode
+from pipeline.tree import DeviceForest
+
+
+def snapshot(forest: DeviceForest) -> dict[str, Any]:
+    """Every observable part of a forest, deques and dicts as lists (key types included)."""
+    nodes = {}
+    for key, node in forest.nodes.items():
+        values = {}
+        for f in fields(ProcessNode):
+            value = getattr(node, f.name)
+            if isinstance(value, deque):
+                value = (value.maxlen, [id(v) if f.name == "notable" else v for v in value])
+            elif isinstance(value, dict):
+                value = [(type(k).__name__, int(k), type(v).__name__, v) for k, v in value.items()]
+            values[f.name] = (type(value).__name__, value)
+        nodes[key] = values
+    return {
+        "nodes": nodes, "recency": forest.recency_order(), "exited": forest.exit_order(),
+        "stats": forest.stats.as_dict(), "watermark": forest.watermark_ms, "seq_hwm": forest.seq_hwm,
+    }  # fmt: skip
