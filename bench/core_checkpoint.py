@@ -50,8 +50,7 @@ def _strategy(detector: Detector, mode: str) -> tuple[Touch, Callable[[str], byt
         encoder.touch(device, events, detector.forests.get(device))
 
     def state(device: str) -> bytes:
-        forest = detector.forests[device]
-        return encoder.encode(forest, forest.watermark_ms - detector.config.window_ms)
+        return detector.device_state(device, encoder) or b""
 
     return touch, state
 

@@ -31,7 +31,7 @@ from pipeline.lexicon import ANCHOR_CLASSES
 from pipeline.policy import Decision, Policy
 from pipeline.scoring import TACTICS, Matrix, MicroBatcher, Model, RowScore, Scorer, load_model
 from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
-from pipeline.tree_state import forest_from_bytes, forest_to_bytes
+from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
 from pipeline.windows import DEFAULT_WINDOW_MS
 from schemas.events import BehaviorEvent
 from schemas.fastcodec import Event, FastEvent, to_behavior_event
@@ -302,12 +302,17 @@ class Detector:
                 total[name] = total.get(name, 0) + value
         return total
 
-    def device_state(self, device_id: str) -> bytes | None:
-        """Serialised forest of one device (for a changelog), None when unknown."""
+    def device_state(self, device_id: str, encoder: ForestEncoder | None = None) -> bytes | None:
+        """Serialised forest of one device (for a changelog), None when unknown. With `encoder` (the
+        worker's, fed by `ForestEncoder.touch`) only the processes touched since its last record of
+        this device are encoded again; the bytes are the same either way."""
         forest = self.forests.get(device_id)
         if forest is None:
             return None
-        return forest_to_bytes(forest, keep_since_ms=forest.watermark_ms - self.config.window_ms)
+        keep_since_ms = forest.watermark_ms - self.config.window_ms  # older behaviour moves no window
+        if encoder is None:
+            return forest_to_bytes(forest, keep_since_ms)
+        return encoder.encode(forest, keep_since_ms)
 
     def restore_device(self, data: bytes) -> str:
         """Load a device's forest from `device_state` bytes; returns its device id (StateError if corrupt)."""

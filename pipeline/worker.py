@@ -294,7 +294,7 @@ class BatchWorker:
         partition = self._partition_of.get(device)
         if partition is None:
             return
-        data = self._device_state(device)
+        data = self.detector.device_state(device, self.states)
         if data is not None and len(data) > self.settings.max_state_bytes:
             self.stats.states_too_large += 1
             log.error("device %s: state of %d bytes exceeds max_state_bytes %d; not saved",
@@ -303,13 +303,6 @@ class BatchWorker:
         self.stats.states_written += 1
         await self._send(OutRecord(self.settings.state_topic, device.encode(), data), partition,
                          producer=self.state_producer)
-
-    def _device_state(self, device: str) -> bytes | None:
-        """What `Detector.device_state` returns, from the encoder's cached rows (None: no forest)."""
-        forest = self.detector.forests.get(device)
-        if forest is None:
-            return None
-        return self.states.encode(forest, keep_since_ms=forest.watermark_ms - self.detector.config.window_ms)
 
     async def _commit_changed(self, offsets: dict[int, int]) -> None:
         changed = {p: o for p, o in offsets.items() if p in self.owned and o != self._committed.get(p)}
