@@ -50,48 +50,48 @@ class HashCache:
     def sha256_of(self, path: str) -> str | None:
         """Digest of the file at `path` (e.g. `/proc/<pid>/exe`), or None if unreadable, too big or
         not a regular file."""
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            log.debug("cannot hash %s: %s", path, exc)
-            return None
-        try:
-            return self._digest_open_file(fd, path)
-        except OSError as exc:
-            log.debug("cannot hash %s: %s", path, exc)
-            return None
-        finally:
-            os.close(fd)
+        return self._hash_path(path, None)[1]
 
     def sha256_known(self, key: FileKey, paths: Sequence[str]) -> str | None:
         """Digest of the file whose `key` was taken earlier: from the cache, else from the first of
         `paths` that still opens to that same file; None if none does (or it is too big)."""
-        if key in self._entries:
-            self.hits += 1
-            self._entries.move_to_end(key)
+        if self._hit(key):
             return self._entries[key]
         for path in paths:
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-            except OSError:
-                continue
-            try:
-                if _key_of(os.fstat(fd)) == key:
-                    return self._digest_open_file(fd, path)
-            except OSError as exc:
-                log.debug("cannot hash %s: %s", path, exc)
-            finally:
-                os.close(fd)
+            found, digest = self._hash_path(path, key)
+            if found:
+                return digest
         return None
 
-    def _digest_open_file(self, fd: int, path: str) -> str | None:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
+    def _hash_path(self, path: str, key: FileKey | None) -> tuple[bool, str | None]:
+        """(whether `path` opened to a regular file — the file of `key`, when given —, its digest)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as exc:
+            log.debug("cannot hash %s: %s", path, exc)
+            return False, None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or (key is not None and _key_of(st) != key):
+                return False, None
+            return True, self._digest_open_file(fd, path, st)
+        except OSError as exc:
+            log.debug("cannot hash %s: %s", path, exc)
+            return False, None
+        finally:
+            os.close(fd)
+
+    def _hit(self, key: FileKey) -> bool:
+        """Whether `key` is cached (counted as a hit, and made the most recent entry)."""
+        if key not in self._entries:
+            return False
+        self.hits += 1
+        self._entries.move_to_end(key)
+        return True
+
+    def _digest_open_file(self, fd: int, path: str, st: os.stat_result) -> str | None:
         key = _key_of(st)
-        if key in self._entries:
-            self.hits += 1
-            self._entries.move_to_end(key)
+        if self._hit(key):
             return self._entries[key]
         self.misses += 1
         digest = _hash_fd(fd, st.st_size) if st.st_size <= self._max_bytes else None
