@@ -23,6 +23,7 @@ from pathlib import Path
 from agents.sysmon import FileStats, InputFileError, load_events, read_paths
 from pipeline.detect import Detector
 from pipeline.lexicon import ANCHOR_CLASSES
+from pipeline.node import ProcessNode
 from pipeline.scoring import Model
 from pipeline.tree import ts_ms
 from schemas.alerts import Alert
@@ -126,9 +127,14 @@ def _new_trees(detector: Detector, chunk: list[BehaviorEvent]) -> int:
         node = forest.get(event.process_key) if forest else None
         if forest is None or node is None or node.image_cls in ANCHOR_CLASSES:
             continue
-        parent = forest.get(node.parent_key)
-        roots += parent is None or parent.placeholder or parent.image_cls in ANCHOR_CLASSES
+        roots += _above_tree(forest.get(node.parent_key))
     return roots
+
+
+def _above_tree(parent: ProcessNode | None) -> bool:
+    """A process under this parent starts a tree: the parent is unknown, known only as a parent, or
+    an anchor (services, desktop shells). `_new_trees` counts trees and `tree_of` finds them by it."""
+    return parent is None or parent.placeholder or parent.image_cls in ANCHOR_CLASSES
 
 
 def _alerts(
@@ -148,7 +154,7 @@ def tree_of(detector: Detector, alert: Alert) -> str:
     if forest is None:
         return key
     for parent in forest.ancestors(key):
-        if parent.placeholder or parent.image_cls in ANCHOR_CLASSES:
+        if _above_tree(parent):
             break
         key = parent.key
     return key
