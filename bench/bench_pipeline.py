@@ -35,9 +35,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import Result
@@ -207,11 +210,18 @@ async def _latency(bench: Bench, max_rate: float, sizes: Sizes) -> list[Result]:
             for level in LEVELS:
                 latencies, lost = await probe.level(max_rate * level, sizes.latency_s, f"l{int(level * 100)}")
                 name = f"produced -> verdict at {int(level * 100)} % of max ({max_rate * level:,.0f} ev/s)"
+                decided = probe.to_decision(latencies)
                 results += [
-                    Result(f"{name} p50", _pct(latencies, 50), "ms", higher_is_better=False),
+                    Result(f"{name} p50", _pct(list(latencies.values()), 50), "ms", higher_is_better=False),
                     Result(
                         f"{name} p99 (goal <= 100 ms at 50 %){f', {lost} lost' if lost else ''}",
-                        _pct(latencies, 99),
+                        _pct(list(latencies.values()), 99),
+                        "ms",
+                        higher_is_better=False,
+                    ),
+                    Result(
+                        f"{name}: of which produced -> decided, p99",
+                        _pct(decided, 99),
                         "ms",
                         higher_is_better=False,
                     ),
@@ -228,7 +238,11 @@ def _pct(values: list[float], pct: int) -> float:
 
 
 class _Probe:
-    """Background load at a rate, probes at 10/s, and the verdict consumer timing each probe."""
+    """Background load at a rate, probes at 10/s, and the verdict consumer timing each probe.
+
+    Besides send -> arrival, each probe's verdict carries the worker's `issued_at` (its wall clock at
+    the flush that decided it, same host): send -> decided is the part spent queued and processed in
+    the worker, the rest is the way out (producer, broker, this consumer)."""
 
     def __init__(self, bench: Bench, topic: str) -> None:
         self.bench, self.topic = bench, topic
@@ -236,7 +250,9 @@ class _Probe:
         self.producer = AIOKafkaProducer(**kwargs, linger_ms=0, compression_type="zstd")
         self.consumer = AIOKafkaConsumer(**kwargs, enable_auto_commit=False, fetch_max_wait_ms=10)
         self.sent: dict[bytes, float] = {}
+        self.sent_wall: dict[bytes, float] = {}  # time.time() at send, to compare with `issued_at`
         self.arrived: dict[bytes, float] = {}
+        self.issued: dict[bytes, float] = {}  # the verdict's issued_at, epoch seconds
         self.index = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -260,12 +276,15 @@ class _Probe:
             for records_ in (await self.consumer.getmany(timeout_ms=50)).values():
                 now = time.perf_counter()
                 for record in records_:
-                    self.arrived.setdefault(record.key, now)
+                    if record.key not in self.arrived:
+                        self.arrived[record.key] = now
+                        self.issued[record.key] = _issued_at(record.value)
 
     async def _send_probe(self) -> bytes:
         sha, key, value = attack_probe(self.index, prefix=f"probe{self.bench.suffix}")
         self.index += 1
         self.sent[sha.encode()] = time.perf_counter()
+        self.sent_wall[sha.encode()] = time.time()
         await self.producer.send(self.topic, value, key=key)
         return sha.encode()
 
@@ -273,7 +292,11 @@ class _Probe:
         shas = [await self._send_probe() for _ in range(3)]
         await wait_until(lambda: all(s in self.arrived for s in shas), 60, "warm-up verdicts")
 
-    async def level(self, rate: float, seconds: float, tag: str) -> tuple[list[float], int]:
+    def to_decision(self, probes: Iterable[bytes]) -> list[float]:
+        """ms from each probe's send to the `issued_at` of its verdict (the worker's part)."""
+        return [(self.issued[p] - self.sent_wall[p]) * 1000 for p in probes if p in self.issued]
+
+    async def level(self, rate: float, seconds: float, tag: str) -> tuple[dict[bytes, float], int]:
         load = iter(list(records(int(rate * seconds) + 100, 50, DEVICES, prefix=f"{tag}{self.bench.suffix}")))
         probes: list[bytes] = []
         started, sent_events = time.perf_counter(), 0
@@ -288,9 +311,15 @@ class _Probe:
         deadline = time.perf_counter() + 5
         while not all(p in self.arrived for p in probes) and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
-        latencies = [(self.arrived[p] - self.sent[p]) * 1000 for p in probes if p in self.arrived]
+        latencies = {p: (self.arrived[p] - self.sent[p]) * 1000 for p in probes if p in self.arrived}
         await asyncio.sleep(1.0)  # let the worker drain before the next level
         return latencies, len(probes) - len(latencies)
+
+
+def _issued_at(value: bytes) -> float:
+    """A verdict record's `issued_at` as epoch seconds (ISO 8601, UTC)."""
+    stamp = str(orjson.loads(value)["issued_at"]).replace("Z", "+00:00")
+    return datetime.fromisoformat(stamp).timestamp()
 
 
 async def _scale_out(bench: Bench, sizes: Sizes) -> tuple[float, float]:
