@@ -20,3 +20,25 @@ class Forest:
     def trees(self) -> int: ...
     def predict(self, matrix: Any, out: Any, /) -> None: ...
     def margins(self, matrix: Any, out: Any, /) -> None: ...
+
+class Explainer:
+    """TreeSHAP of one class's trees (nodes of every tree one after another, `sizes` nodes each)."""
+
+    def __init__(
+        self,
+        left: Any,
+        right: Any,
+        features: Any,
+        thresholds: Any,
+        default_left: Any,
+        values: Any,
+        covers: Any,
+        sizes: Any,
+        base: float,
+        n_features: int,
+    ) -> None: ...
+    @property
+    def trees(self) -> int: ...
+    @property
+    def bias(self) -> float: ...
+    def contributions(self, matrix: Any, out: Any, /) -> None: ...
