@@ -3,22 +3,36 @@
 - `pipeline._ctrees` scores the trained booster exactly as XGBoost does, without its fixed cost per
   call (pipeline/compiled_model.py). No -ffast-math: the float operations must stay in XGBoost's order.
 - `pipeline._cforest` applies the common case of `DeviceForest.apply` (pipeline/tree.py).
+- `pipeline._cfeatures` computes the rows of `feature_matrix` (pipeline/features.py); no -ffast-math
+  either: its float32 sums follow numpy's order, so the matrices are equal byte for byte.
 
-They need only gcc and Python's headers. `optional=True`: where they cannot be built (no compiler,
-an agent-only install) the install still succeeds and the pipeline runs the Python and numpy paths,
-which compute the same values (tests/unit/test_compiled_model.py, tests/unit/test_tree_compiled.py).
+They need only gcc and Python's headers (`_cforest` and `_cfeatures` share pipeline/_slots.h).
+`optional=True`: where they cannot be built (no compiler, an agent-only install) the install still
+succeeds and the pipeline runs the Python and numpy paths, which compute the same values
+(tests/unit/test_compiled_model.py, tests/unit/test_tree_compiled.py, tests/unit/test_features_compiled.py).
 """
 
 from setuptools import Extension, setup
+
+_EXACT_FLOATS = ["-O2", "-fno-fast-math", "-ffp-contract=off"]
 
 setup(
     ext_modules=[
         Extension(
             "pipeline._ctrees",
             sources=["pipeline/_ctrees.c"],
-            extra_compile_args=["-O2", "-fno-fast-math", "-ffp-contract=off"],
+            extra_compile_args=_EXACT_FLOATS,
             optional=True,
         ),
-        Extension("pipeline._cforest", sources=["pipeline/_cforest.c"], optional=True),
+        Extension(
+            "pipeline._cforest", sources=["pipeline/_cforest.c"], depends=["pipeline/_slots.h"], optional=True
+        ),
+        Extension(
+            "pipeline._cfeatures",
+            sources=["pipeline/_cfeatures.c"],
+            depends=["pipeline/_slots.h"],
+            extra_compile_args=_EXACT_FLOATS,
+            optional=True,
+        ),
     ]
 )

@@ -8,9 +8,12 @@ directory classes instead of paths, command-line indicators instead of strings, 
 behaviour in the window. Host, user and domain names, Sysmon rule names and absolute paths never
 enter a feature (command-line statistics are taken after `lexicon.anonymise`).
 
-`feature_matrix` computes many rows at once: evidence of every involved node is counted in one
-vectorised pass (`pipeline.windows.count_windows`), subtrees are summed with one `reduceat`, and
-indicator masks are unpacked to bits in one shift; the per-row Python is the tree walk only.
+`feature_matrix` computes many rows at once. When the optional C extension `pipeline._cfeatures` is
+built (setup.py) it fills the rows in C, reading every involved node once; otherwise `_numpy_rows`
+does: evidence of every involved node is counted in one vectorised pass
+(`pipeline.windows.count_windows`), subtrees are summed with one `reduceat`, and indicator masks are
+unpacked to bits in one shift. Both fill the same bytes (tests/unit/test_features_compiled.py); what a
+row is made of is defined here once and handed to C as `_C_LAYOUT`.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from __future__ import annotations
 import math
 from collections import Counter as Tally
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,6 +45,12 @@ from pipeline.indicators import INDICATORS
 from pipeline.lexicon import ImageClass, Location
 from pipeline.tree import DeviceForest, ProcessNode
 from pipeline.windows import DEFAULT_WINDOW_MS, count_windows, sliding_start
+
+_compiled_rows: Callable[..., Any] | None
+try:  # the rows in C (pipeline/_cfeatures.c); optional: without it numpy computes the same bytes
+    from pipeline._cfeatures import rows as _compiled_rows
+except ImportError:  # pragma: no cover - depends on the build
+    _compiled_rows = None
 
 __all__ = [
     "ANCESTOR_DEPTH", "FEATURE_DOCS", "FEATURE_NAMES", "FEATURE_VERSION", "MAX_DESCENDANTS", "N_FEATURES",
@@ -119,13 +128,21 @@ def feature_matrix(contexts: Sequence[RowContext]) -> NDArray[np.float32]:
     matrix = np.zeros((len(contexts), N_FEATURES), dtype=np.float32)
     if not contexts:
         return matrix
+    if _compiled_rows is not None:
+        _compiled_rows(contexts, matrix, static_facts, _C_LAYOUT)
+    else:
+        _numpy_rows(matrix, contexts)
+    return matrix
+
+
+def _numpy_rows(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
+    """Fill the zeroed `matrix` with numpy, many rows per call (the path without the C extension)."""
     table = _Table.of(contexts)
     _fill_classes(matrix, contexts, table)
     _fill_process(matrix, contexts, table)
     _fill_subtree(matrix, table)
     _fill_indicators(matrix, contexts, table)
     _fill_counters(matrix, contexts, table)
-    return matrix
 
 
 def features_for(
@@ -137,7 +154,7 @@ def features_for(
 
 @dataclass(slots=True)
 class _Table:
-    """Every node the rows need, once, as arrays; and which nodes are each row's descendants."""
+    """Every node the rows need, once per window start, as arrays; and which are each row's descendants."""
 
     nodes: list[ProcessNode]
     starts: NDArray[np.int64]  # window start per node (its forest's)
@@ -150,7 +167,7 @@ class _Table:
 
     @classmethod
     def of(cls, contexts: Sequence[RowContext]) -> _Table:
-        index: dict[int, int] = {}  # id(node) -> position
+        index: dict[tuple[int, int], int] = {}  # (id(node), window start) -> position
         nodes: list[ProcessNode] = []
         starts: list[int] = []
         own: list[int] = []
@@ -159,9 +176,10 @@ class _Table:
         for positions, members in groups:
             for context, group in zip(contexts, members, strict=True):
                 for node in group:
-                    pos = index.get(id(node))
+                    at = (id(node), context.window_start_ms)
+                    pos = index.get(at)
                     if pos is None:
-                        pos = index[id(node)] = len(nodes)
+                        pos = index[at] = len(nodes)
                         nodes.append(node)
                         starts.append(context.window_start_ms)
                     positions.append(pos)
@@ -214,21 +232,21 @@ def _isin(classes: NDArray[np.int64], members: NDArray[np.bool_]) -> NDArray[np.
     return members[classes]
 
 
+_PAIRS: tuple[tuple[str, frozenset[ImageClass], frozenset[ImageClass]], ...] = (
+    ("pair_office_tool", frozenset({ImageClass.OFFICE}), _TOOLISH),
+    ("pair_browser_tool", frozenset({ImageClass.BROWSER}), _TOOLISH),
+    ("pair_webserver_shell", frozenset({ImageClass.WEB_SERVER}), _SHELLISH),
+    ("pair_service_shell", frozenset({ImageClass.SERVICE_HOST}), _SHELLISH),
+    ("pair_wmi_shell", frozenset({ImageClass.WMI}), _SHELLISH | {ImageClass.LOLBIN}),
+    ("pair_remote_shell", frozenset({ImageClass.REMOTE_SERVICE}), _SHELLISH),
+    ("pair_shell_lolbin", _SHELLISH, frozenset({ImageClass.LOLBIN})),
+    ("pair_shell_chain", _SHELLISH, _SHELLISH),
+)  # column, parent classes, own classes: set when the parent's class and the process's are in them
+
+
 def _fill_pairs(matrix: NDArray[np.float32], own: NDArray[np.int64], parent: NDArray[np.int64]) -> None:
-    shellish, toolish = _isin(own, _IS_SHELLISH), _isin(own, _IS_TOOLISH)
-    parent_shellish = _isin(parent, _IS_SHELLISH)
-    pairs = {
-        "pair_office_tool": (parent == ImageClass.OFFICE) & toolish,
-        "pair_browser_tool": (parent == ImageClass.BROWSER) & toolish,
-        "pair_webserver_shell": (parent == ImageClass.WEB_SERVER) & shellish,
-        "pair_service_shell": (parent == ImageClass.SERVICE_HOST) & shellish,
-        "pair_wmi_shell": (parent == ImageClass.WMI) & (shellish | (own == ImageClass.LOLBIN)),
-        "pair_remote_shell": (parent == ImageClass.REMOTE_SERVICE) & shellish,
-        "pair_shell_lolbin": parent_shellish & (own == ImageClass.LOLBIN),
-        "pair_shell_chain": parent_shellish & shellish,
-    }
-    for name, values in pairs.items():
-        matrix[:, _AT[name]] = values
+    for name, parents, owns in _PAIRS:
+        matrix[:, _AT[name]] = _isin(parent, _lookup(parents)) & _isin(own, _lookup(owns))
 
 
 _STATIC_COLUMNS = (
@@ -239,6 +257,30 @@ _STATIC_COLUMNS = (
 _N_STATIC = len(_STATIC_COLUMNS) + 1  # + runs-from-user-writable (used for descendants)
 _PROCESS_COLUMNS = (
     "start_seen", "exited", "depth", "lifetime_log", "n_children", "n_descendants", "subtree_depth",
+)  # fmt: skip
+_DESC_GROUPS = (
+    ("desc_shell", _SHELLISH),
+    ("desc_lolbin", frozenset({ImageClass.LOLBIN})),
+    ("desc_admin_tool", frozenset({ImageClass.ADMIN_TOOL})),
+)
+_DEPTH_CAP = 16  # `depth` counts at most this many ancestors
+
+
+def _bits(classes: Iterable[ImageClass]) -> int:
+    return sum(1 << int(c) for c in set(classes))
+
+
+# What `pipeline._cfeatures.rows` fills, in the order its read_layout reads: sizes, then columns
+# (and class sets as bit masks) of each part of the row.
+_C_LAYOUT: tuple[int, ...] = (
+    N_FEATURES, _N_CLS, _N_IND, _N_CNT, _N_STATIC, ANCESTOR_DEPTH, _DEPTH_CAP,
+    _IMG, _PARENT, _GPARENT, _AT["parent_unknown"],
+    *chain.from_iterable((_AT[name], _bits(parents), _bits(owns)) for name, parents, owns in _PAIRS),
+    *(_AT[c] for c in _STATIC_COLUMNS), *(_AT[c] for c in _PROCESS_COLUMNS),
+    _AT["desc_distinct_images"], _AT["desc_user_writable"],
+    *chain.from_iterable((_AT[name], _bits(members)) for name, members in _DESC_GROUPS),
+    _SELF_IND, _DESC_IND, _ANC_IND, _AT["self_ind_count"], _AT["tree_ind_count"], _OWN, _SUB,
+    _AT["own_distinct_dst_ip"], _AT["own_distinct_dst_port"], _AT["sub_distinct_dst_ip"],
 )  # fmt: skip
 
 
@@ -261,9 +303,8 @@ def _fill_subtree(matrix: NDArray[np.float32], table: _Table) -> None:
     n = len(matrix)
     row, cls = table.desc_row, table.cls[table.desc]
     by_class = np.bincount(row * _N_CLS + cls, minlength=n * _N_CLS).reshape(n, _N_CLS)
-    matrix[:, _AT["desc_shell"]] = by_class[:, ImageClass.SHELL] + by_class[:, ImageClass.SCRIPT_HOST]
-    matrix[:, _AT["desc_lolbin"]] = by_class[:, ImageClass.LOLBIN]
-    matrix[:, _AT["desc_admin_tool"]] = by_class[:, ImageClass.ADMIN_TOOL]
+    for name, members in _DESC_GROUPS:
+        matrix[:, _AT[name]] = by_class[:, sorted(members)].sum(axis=1)
     matrix[:, _AT["desc_user_writable"]] = np.bincount(row, weights=table.static[table.desc, -1], minlength=n)
     image_ids: dict[str, int] = {}
     images = np.fromiter(
@@ -385,7 +426,7 @@ def _masquerade(image: str, cls: ImageClass, loc: Location) -> bool:
     return loc in _USER_WRITABLE
 
 
-def _depth(ctx: RowContext, cap: int = 16) -> int:
+def _depth(ctx: RowContext, cap: int = _DEPTH_CAP) -> int:
     """Known ancestors, at most `cap`; the walk starts above the ones `row_context` already found."""
     ancestors = ctx.ancestors
     if not ancestors or (len(ancestors) < ANCESTOR_DEPTH and ctx.forest.limits.max_depth >= ANCESTOR_DEPTH):

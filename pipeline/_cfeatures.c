@@ -1,0 +1,693 @@
+/*
+ * pipeline._cfeatures: the rows of `feature_matrix` (pipeline/features.py) in C.
+ *
+ * Why: with the tree update in C, computing feature rows was the largest part of the detector's CPU
+ * time (~15 us per scored row in numpy and Python: BENCHMARKS.md, "Session F — feature rows in C"),
+ * almost all of it fixed cost per numpy call and per Python object, not arithmetic. `rows` fills
+ * the same float32 matrix the numpy path (`features._numpy_rows`) fills, row by row:
+ *
+ * - every node a row needs (the process and its window-active descendants) is read once per call
+ *   into a table keyed by (node, window start): image class, indicator mask, static facts (the
+ *   node's cached `static`, else `static_facts(node)`), image, and its behaviour counts in the window
+ *   -- the numpy path's `_Table` and `count_windows`;
+ * - each row then sets classes, pairs, static facts, process scalars, subtree counts, indicator bits
+ *   and counters from the table, and counts distinct destinations from the nodes' connection records.
+ *
+ * What the row is made of (columns, class sets of the pairs, sizes) comes from Python in `layout`
+ * (`features._C_LAYOUT`), so the feature list is defined once, in pipeline/feature_catalogue.py.
+ * Values are computed in the numpy path's float order (float32 sums of descendants' counts in row
+ * order, float64 sums of user-writable flags) so the matrices are equal byte for byte
+ * (tests/unit/test_features_compiled.py). Properties (`placeholder`, `exited`, `mask`) are read
+ * through Python, so a node's meaning stays defined by pipeline/node.py; slots through `_slots.h`.
+ * Whatever it cannot read as the numpy path would raises (TypeError, ValueError, OverflowError,
+ * IndexError) instead of guessing.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include <structmember.h>
+
+#include "_slots.h"  /* slot_of, get_attr, set_attr: attribute access of slotted objects */
+
+static PyObject *s_image_cls, *s_image, *s_started, *s_exited, *s_placeholder, *s_end_ms, *s_start_ms;
+static PyObject *s_children, *s_mask, *s_evidence, *s_conns, *s_static, *s_parent_key, *s_nodes;
+static PyObject *s_limits, *s_max_depth, *s_watermark_ms, *s_get;
+static PyObject *zero, *thousand; /* the ints 0 and 1000 */
+
+#define N_PAIRS 8
+#define N_STATIC_COLS 16 /* static facts copied to the row; one more (user-writable) is summed */
+#define N_PROCESS_COLS 7
+#define N_GROUPS 3 /* descendant class groups: shells, LOLBins, admin tools */
+#define LAYOUT_LEN (11 + 3 * N_PAIRS + N_STATIC_COLS + N_PROCESS_COLS + 2 + 2 * N_GROUPS + 10)
+
+typedef struct {
+    Py_ssize_t n_features, n_cls, n_ind, n_cnt, n_static, ancestor_depth, depth_cap;
+    Py_ssize_t img, parent, gparent, parent_unknown;
+    Py_ssize_t pair_col[N_PAIRS];
+    uint64_t pair_parent[N_PAIRS], pair_own[N_PAIRS]; /* class bit sets */
+    Py_ssize_t static_col[N_STATIC_COLS], process_col[N_PROCESS_COLS];
+    Py_ssize_t distinct_images, user_writable;
+    Py_ssize_t group_col[N_GROUPS];
+    uint64_t group_cls[N_GROUPS];
+    Py_ssize_t self_ind, desc_ind, anc_ind, self_ind_count, tree_ind_count;
+    Py_ssize_t own_cnt, sub_cnt, own_ips, own_ports, sub_ips;
+} Layout;
+
+static int in_range(Py_ssize_t first, Py_ssize_t width, Py_ssize_t n) { return first >= 0 && width >= 0 && first + width <= n; }
+
+/* `layout` (a tuple of ints, in the order of `features._C_LAYOUT`) into `L`, checked against itself. */
+static int read_layout(PyObject *layout, Layout *L) {
+    if (!PyTuple_Check(layout) || PyTuple_GET_SIZE(layout) != LAYOUT_LEN) {
+        PyErr_Format(PyExc_ValueError, "layout must be a tuple of %d ints", LAYOUT_LEN);
+        return -1;
+    }
+    long long v[LAYOUT_LEN];
+    for (Py_ssize_t i = 0; i < LAYOUT_LEN; i++) {
+        v[i] = PyLong_AsLongLong(PyTuple_GET_ITEM(layout, i));
+        if (v[i] == -1 && PyErr_Occurred())
+            return -1;
+        if (v[i] < 0 || v[i] > ((long long)1 << 62)) {
+            PyErr_SetString(PyExc_ValueError, "layout values must be non-negative");
+            return -1;
+        }
+    }
+    const long long *p = v;
+    L->n_features = *p++, L->n_cls = *p++, L->n_ind = *p++, L->n_cnt = *p++, L->n_static = *p++;
+    L->ancestor_depth = *p++, L->depth_cap = *p++;
+    L->img = *p++, L->parent = *p++, L->gparent = *p++, L->parent_unknown = *p++;
+    for (int k = 0; k < N_PAIRS; k++)
+        L->pair_col[k] = *p++, L->pair_parent[k] = (uint64_t)*p++, L->pair_own[k] = (uint64_t)*p++;
+    for (int k = 0; k < N_STATIC_COLS; k++)
+        L->static_col[k] = *p++;
+    for (int k = 0; k < N_PROCESS_COLS; k++)
+        L->process_col[k] = *p++;
+    L->distinct_images = *p++, L->user_writable = *p++;
+    for (int k = 0; k < N_GROUPS; k++)
+        L->group_col[k] = *p++, L->group_cls[k] = (uint64_t)*p++;
+    L->self_ind = *p++, L->desc_ind = *p++, L->anc_ind = *p++, L->self_ind_count = *p++;
+    L->tree_ind_count = *p++, L->own_cnt = *p++, L->sub_cnt = *p++, L->own_ips = *p++;
+    L->own_ports = *p++, L->sub_ips = *p++;
+    const Py_ssize_t nf = L->n_features;
+    int ok = L->n_cls >= 1 && L->n_cls <= 64 && L->n_ind <= 64 && L->n_cnt >= 1 && L->n_cnt <= 256 &&
+             L->n_static == N_STATIC_COLS + 1 && in_range(L->img, L->n_cls, nf) &&
+             in_range(L->parent, L->n_cls, nf) && in_range(L->gparent, L->n_cls, nf) &&
+             in_range(L->self_ind, L->n_ind, nf) && in_range(L->desc_ind, L->n_ind, nf) &&
+             in_range(L->anc_ind, L->n_ind, nf) && in_range(L->own_cnt, L->n_cnt, nf) &&
+             in_range(L->sub_cnt, L->n_cnt, nf);
+    const Py_ssize_t single[] = {L->parent_unknown, L->distinct_images, L->user_writable, L->self_ind_count,
+                                 L->tree_ind_count, L->own_ips, L->own_ports, L->sub_ips};
+    for (size_t k = 0; k < sizeof(single) / sizeof(single[0]); k++)
+        ok = ok && single[k] < nf;
+    for (int k = 0; k < N_PAIRS; k++)
+        ok = ok && L->pair_col[k] < nf;
+    for (int k = 0; k < N_STATIC_COLS; k++)
+        ok = ok && L->static_col[k] < nf;
+    for (int k = 0; k < N_PROCESS_COLS; k++)
+        ok = ok && L->process_col[k] < nf;
+    for (int k = 0; k < N_GROUPS; k++)
+        ok = ok && L->group_col[k] < nf;
+    if (!ok) {
+        PyErr_SetString(PyExc_ValueError, "layout: a column or size is out of range");
+        return -1;
+    }
+    return 0;
+}
+
+/* --- values ---------------------------------------------------------------------------------------- */
+
+static int as_ll(PyObject *value, long long *out) {
+    *out = PyLong_AsLongLong(value);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* obj.name as a long long (an OverflowError or TypeError when it is not one). */
+static int attr_ll(PyObject *obj, PyObject *name, long long *out) {
+    PyObject *value = get_attr(obj, name);
+    if (value == NULL)
+        return -1;
+    int rc = as_ll(value, out);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* obj.name as numpy stores it in a float32 cell: float(value), then rounded to float32. */
+static int attr_float(PyObject *obj, PyObject *name, float *out) {
+    PyObject *value = get_attr(obj, name);
+    if (value == NULL)
+        return -1;
+    double d = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    if (d == -1.0 && PyErr_Occurred())
+        return -1;
+    *out = (float)d;
+    return 0;
+}
+
+/* An indicator mask as numpy's uint64 takes it (OverflowError when negative or too wide). */
+static int mask_of(PyObject *node, uint64_t *out) {
+    PyObject *value = get_attr(node, s_mask);
+    if (value == NULL)
+        return -1;
+    *out = PyLong_AsUnsignedLongLong(value);
+    Py_DECREF(value);
+    return *out == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int class_in_range(long long cls, const Layout *L) {
+    if (cls >= 0 && cls < L->n_cls)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "image class %lld is not one of the %zd classes", cls, L->n_cls);
+    return -1;
+}
+
+/* --- the node table: every node the rows need, read once per (node, window start) ---------------- */
+
+typedef struct {
+    PyObject *node, *image; /* strong references */
+    long long start;
+    int cls;
+    uint64_t mask;
+    float facts[N_STATIC_COLS + 1];
+} Rec;
+
+typedef struct {
+    Rec *recs;
+    int32_t *counts; /* n_cnt per record */
+    Py_ssize_t n, cap, n_cnt;
+    Py_ssize_t *slots; /* open addressing: record index + 1, 0 = empty */
+    size_t n_slots;    /* a power of two, at least twice cap */
+} Table;
+
+static size_t slot_hash(PyObject *node, long long start) {
+    uint64_t h = ((uint64_t)(uintptr_t)node >> 4) ^ ((uint64_t)start * 0xC2B2AE3D27D4EB4Full);
+    return (size_t)((h * 0x9E3779B97F4A7C15ull) >> 20);
+}
+
+static void table_free(Table *t) {
+    for (Py_ssize_t i = 0; i < t->n; i++) {
+        Py_DECREF(t->recs[i].node);
+        Py_XDECREF(t->recs[i].image);
+    }
+    PyMem_Free(t->recs);
+    PyMem_Free(t->counts);
+    PyMem_Free(t->slots);
+}
+
+static int table_grow(Table *t) {
+    Py_ssize_t cap = t->cap ? t->cap * 2 : 64;
+    size_t n_slots = 1;
+    while (n_slots < (size_t)cap * 2)
+        n_slots <<= 1;
+    Rec *recs = PyMem_Realloc(t->recs, (size_t)cap * sizeof(Rec));
+    if (recs == NULL)
+        return PyErr_NoMemory(), -1;
+    t->recs = recs;
+    int32_t *counts = PyMem_Realloc(t->counts, (size_t)cap * (size_t)t->n_cnt * sizeof(int32_t));
+    if (counts == NULL)
+        return PyErr_NoMemory(), -1;
+    t->counts = counts;
+    Py_ssize_t *slots = PyMem_Calloc(n_slots, sizeof(Py_ssize_t));
+    if (slots == NULL)
+        return PyErr_NoMemory(), -1;
+    for (Py_ssize_t i = 0; i < t->n; i++) {
+        size_t at = slot_hash(t->recs[i].node, t->recs[i].start) & (n_slots - 1);
+        while (slots[at])
+            at = (at + 1) & (n_slots - 1);
+        slots[at] = i + 1;
+    }
+    PyMem_Free(t->slots);
+    t->slots = slots, t->n_slots = n_slots, t->cap = cap;
+    return 0;
+}
+
+/* Behaviour counts of `evidence` (packed `ts_ms << 8 | code` ints) at or after `start`, as
+   `windows.count_windows` counts them. */
+static int count_evidence(PyObject *evidence, long long start, int32_t *counts, const Layout *L) {
+    memset(counts, 0, (size_t)L->n_cnt * sizeof(int32_t));
+    PyObject *it = PyObject_GetIter(evidence);
+    if (it == NULL)
+        return -1;
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        long long packed;
+        int rc = as_ll(item, &packed);
+        Py_DECREF(item);
+        if (rc < 0)
+            break;
+        const long long code = packed & 0xFF;
+        if ((packed >> 8) >= start && code < L->n_cnt && counts[code] < INT32_MAX)
+            counts[code]++;
+    }
+    Py_DECREF(it);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* The facts `features.static_facts` gives: the node's cache when set, else a call. */
+static int read_facts(PyObject *node, PyObject *static_facts, float *facts, const Layout *L) {
+    PyObject *cached = get_attr(node, s_static);
+    if (cached == NULL)
+        return -1;
+    PyObject *value = cached;
+    if (cached == Py_None) {
+        Py_DECREF(cached);
+        value = PyObject_CallOneArg(static_facts, node);
+        if (value == NULL)
+            return -1;
+    }
+    PyObject *seq = PySequence_Tuple(value);
+    Py_DECREF(value);
+    if (seq == NULL)
+        return -1;
+    int rc = 0;
+    if (PyTuple_GET_SIZE(seq) != L->n_static) {
+        PyErr_Format(PyExc_ValueError, "static facts: %zd values, expected %zd", PyTuple_GET_SIZE(seq), L->n_static);
+        rc = -1;
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < L->n_static; i++) {
+        double d = PyFloat_AsDouble(PyTuple_GET_ITEM(seq, i));
+        if (d == -1.0 && PyErr_Occurred())
+            rc = -1;
+        facts[i] = (float)d;
+    }
+    Py_DECREF(seq);
+    return rc;
+}
+
+static int fill_rec(Rec *r, int32_t *counts, PyObject *node, long long start, PyObject *static_facts,
+                    const Layout *L) {
+    long long cls;
+    if (attr_ll(node, s_image_cls, &cls) < 0 || class_in_range(cls, L) < 0)
+        return -1;
+    r->cls = (int)cls;
+    if (mask_of(node, &r->mask) < 0 || read_facts(node, static_facts, r->facts, L) < 0)
+        return -1;
+    if ((r->image = get_attr(node, s_image)) == NULL)
+        return -1;
+    PyObject *evidence = get_attr(node, s_evidence);
+    if (evidence == NULL)
+        return -1;
+    int rc = count_evidence(evidence, start, counts, L);
+    Py_DECREF(evidence);
+    return rc;
+}
+
+/* Index of the record of (node, start), read now if it is new; -1 with an exception on failure. */
+static Py_ssize_t lookup(Table *t, PyObject *node, long long start, PyObject *static_facts, const Layout *L) {
+    if (t->n_slots) {
+        size_t at = slot_hash(node, start) & (t->n_slots - 1);
+        for (; t->slots[at]; at = (at + 1) & (t->n_slots - 1)) {
+            const Rec *r = &t->recs[t->slots[at] - 1];
+            if (r->node == node && r->start == start)
+                return t->slots[at] - 1;
+        }
+    }
+    if (t->n == t->cap && table_grow(t) < 0)
+        return -1;
+    const Py_ssize_t i = t->n;
+    Rec *r = &t->recs[i];
+    memset(r, 0, sizeof(*r));
+    if (fill_rec(r, t->counts + i * t->n_cnt, node, start, static_facts, L) < 0) {
+        Py_XDECREF(r->image);
+        return -1;
+    }
+    Py_INCREF(node);
+    r->node = node, r->start = start;
+    t->n++;
+    size_t at = slot_hash(node, start) & (t->n_slots - 1);
+    while (t->slots[at])
+        at = (at + 1) & (t->n_slots - 1);
+    t->slots[at] = i + 1;
+    return i;
+}
+
+/* --- one row ------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *forest, *node, *ancestors, *descendants, *depths; /* the last three: tuples, strong */
+    long long start;
+} Ctx;
+
+/* Image class of ancestors[level], -1 when there is none or it is a placeholder (`_class_of`). */
+static int ancestor_class(const Ctx *c, Py_ssize_t level, const Layout *L, long long *cls) {
+    *cls = -1;
+    if (PyTuple_GET_SIZE(c->ancestors) <= level)
+        return 0;
+    PyObject *a = PyTuple_GET_ITEM(c->ancestors, level);
+    PyObject *placeholder = get_attr(a, s_placeholder);
+    int is = placeholder == NULL ? -1 : PyObject_IsTrue(placeholder);
+    Py_XDECREF(placeholder);
+    if (is != 0)
+        return is < 0 ? -1 : 0;
+    if (attr_ll(a, s_image_cls, cls) < 0)
+        return -1;
+    return class_in_range(*cls, L);
+}
+
+static int set_classes(float *out, const Ctx *c, int own, const Layout *L) {
+    long long parent, grand;
+    if (ancestor_class(c, 0, L, &parent) < 0 || ancestor_class(c, 1, L, &grand) < 0)
+        return -1;
+    out[L->img + own] = 1.0f;
+    if (parent >= 0)
+        out[L->parent + parent] = 1.0f;
+    if (grand >= 0)
+        out[L->gparent + grand] = 1.0f;
+    out[L->parent_unknown] = parent < 0;
+    for (int k = 0; k < N_PAIRS; k++)
+        if (parent >= 0 && (L->pair_parent[k] >> parent & 1) && (L->pair_own[k] >> own & 1))
+            out[L->pair_col[k]] = 1.0f;
+    return 0;
+}
+
+/* `features._depth`: known ancestors, at most the cap, walking up past the context's own. */
+static int depth_of(const Ctx *c, const Layout *L, long long *depth) {
+    const Py_ssize_t n = PyTuple_GET_SIZE(c->ancestors);
+    *depth = n < L->depth_cap ? n : L->depth_cap;
+    if (n == 0)
+        return 0;
+    if (n < L->ancestor_depth) {
+        PyObject *limits = get_attr(c->forest, s_limits);
+        long long max_depth;
+        int rc = limits == NULL ? -1 : attr_ll(limits, s_max_depth, &max_depth);
+        Py_XDECREF(limits);
+        if (rc < 0)
+            return -1;
+        if (max_depth >= L->ancestor_depth)
+            return 0;
+    }
+    PyObject *nodes = get_attr(c->forest, s_nodes);
+    if (nodes == NULL)
+        return -1;
+    PyObject *parent = get_attr(PyTuple_GET_ITEM(c->ancestors, n - 1), s_parent_key);
+    *depth = n;
+    int rc = parent == NULL ? -1 : 0;
+    while (rc == 0 && parent != Py_None && *depth < L->depth_cap) {
+        PyObject *up;  /* nodes.get(parent) */
+        if (PyDict_CheckExact(nodes)) {
+            up = PyDict_GetItemWithError(nodes, parent);
+            up = up != NULL ? Py_NewRef(up) : PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+        } else {
+            up = PyObject_CallMethodOneArg(nodes, s_get, parent);
+        }
+        Py_DECREF(parent);
+        parent = NULL;
+        if (up == NULL) {
+            rc = -1;
+        } else if (up == Py_None) {
+            Py_DECREF(up);
+            break;
+        } else {
+            ++*depth;
+            parent = get_attr(up, s_parent_key);
+            Py_DECREF(up);
+            rc = parent == NULL ? -1 : 0;
+        }
+    }
+    Py_XDECREF(parent);
+    Py_DECREF(nodes);
+    return rc;
+}
+
+/* log1p of the seconds between start and exit (or the forest's watermark), `_process_scalars`. */
+static int lifetime_log(const Ctx *c, float *out) {
+    PyObject *start = get_attr(c->node, s_start_ms);
+    if (start == NULL)
+        return -1;
+    if (start == Py_None) {
+        Py_DECREF(start);
+        *out = 0.0f;
+        return 0;
+    }
+    PyObject *end = get_attr(c->node, s_end_ms);
+    if (end == Py_None) {
+        Py_DECREF(end);
+        end = get_attr(c->forest, s_watermark_ms);
+    }
+    PyObject *span = end == NULL ? NULL : PyNumber_Subtract(end, start);
+    Py_XDECREF(end);
+    Py_DECREF(start);
+    if (span == NULL)
+        return -1;
+    const int negative = PyObject_RichCompareBool(span, zero, Py_LT);  /* max(0, span) / 1000 */
+    PyObject *seconds = negative < 0 ? NULL : PyNumber_TrueDivide(negative ? zero : span, thousand);
+    Py_DECREF(span);
+    double s = seconds == NULL ? -1.0 : PyFloat_AsDouble(seconds);
+    Py_XDECREF(seconds);
+    if (s == -1.0 && PyErr_Occurred())
+        return -1;
+    *out = (float)log1p(s);
+    return 0;
+}
+
+static int set_process(float *out, const Ctx *c, const Layout *L) {
+    float v[N_PROCESS_COLS];
+    long long depth;
+    if (attr_float(c->node, s_started, &v[0]) < 0 || attr_float(c->node, s_exited, &v[1]) < 0 ||
+        depth_of(c, L, &depth) < 0 || lifetime_log(c, &v[3]) < 0)
+        return -1;
+    v[2] = (float)depth;
+    PyObject *children = get_attr(c->node, s_children);
+    Py_ssize_t n_children = children == NULL ? -1 : PyObject_Length(children);
+    Py_XDECREF(children);
+    if (n_children < 0)
+        return -1;
+    v[4] = (float)n_children;
+    const Py_ssize_t n_desc = PyTuple_GET_SIZE(c->depths);
+    v[5] = (float)n_desc;
+    v[6] = 0.0f;
+    if (n_desc) {
+        double d = PyFloat_AsDouble(PyTuple_GET_ITEM(c->depths, n_desc - 1));
+        if (d == -1.0 && PyErr_Occurred())
+            return -1;
+        v[6] = (float)d;
+    }
+    for (int k = 0; k < N_PROCESS_COLS; k++)
+        out[L->process_col[k]] = v[k];
+    return 0;
+}
+
+/* Add the IPs (and, for the process itself, ports) of `node`'s connection records at or after
+   `start` to the sets (`features._in_window`). */
+static int add_conns(PyObject *node, long long start, PyObject *ips, PyObject *ports) {
+    PyObject *conns = get_attr(node, s_conns);
+    PyObject *it = conns == NULL ? NULL : PyObject_GetIter(conns);
+    Py_XDECREF(conns);
+    if (it == NULL)
+        return -1;
+    PyObject *item;
+    int rc = 0;
+    while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
+        PyObject *record = PySequence_Tuple(item);
+        Py_DECREF(item);
+        if (record == NULL || PyTuple_GET_SIZE(record) != 3) {
+            if (record != NULL)
+                PyErr_SetString(PyExc_ValueError, "a connection record is not (ts, ip, port)");
+            Py_XDECREF(record);
+            rc = -1;
+            break;
+        }
+        long long ts;
+        rc = as_ll(PyTuple_GET_ITEM(record, 0), &ts);
+        if (rc == 0 && ts >= start) {
+            rc = PySet_Add(ips, PyTuple_GET_ITEM(record, 1));
+            if (rc == 0 && ports != NULL)
+                rc = PySet_Add(ports, PyTuple_GET_ITEM(record, 2));
+        }
+        Py_DECREF(record);
+    }
+    Py_DECREF(it);
+    return rc < 0 || PyErr_Occurred() ? -1 : 0;
+}
+
+static int set_distinct(float *out, const Ctx *c, PyObject *ips, PyObject *ports, const Layout *L) {
+    if (PySet_Clear(ips) < 0 || PySet_Clear(ports) < 0 || add_conns(c->node, c->start, ips, ports) < 0)
+        return -1;
+    out[L->own_ips] = (float)PySet_GET_SIZE(ips);
+    out[L->own_ports] = (float)PySet_GET_SIZE(ports);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c->descendants); i++)
+        if (add_conns(PyTuple_GET_ITEM(c->descendants, i), c->start, ips, NULL) < 0)
+            return -1;
+    out[L->sub_ips] = (float)PySet_GET_SIZE(ips);
+    return 0;
+}
+
+static void set_bits(float *out, Py_ssize_t first, uint64_t mask, const Layout *L) {
+    for (Py_ssize_t i = 0; i < L->n_ind; i++)
+        out[first + i] = (float)(mask >> i & 1);
+}
+
+static uint64_t low_bits(const Layout *L) { return L->n_ind >= 64 ? ~(uint64_t)0 : ((uint64_t)1 << L->n_ind) - 1; }
+
+/* Descendant classes, images, user-writable count, indicator bits and counters of one row. */
+static int set_subtree(float *out, const Ctx *c, Py_ssize_t own, Table *t, PyObject *images,
+                       PyObject *static_facts, const Layout *L) {
+    const Py_ssize_t n_desc = PyTuple_GET_SIZE(c->descendants), n_cnt = L->n_cnt;
+    float sum[256];
+    double user_writable = 0.0;
+    uint64_t desc_mask = 0, anc_mask = 0;
+    long long groups[N_GROUPS] = {0};
+    if (PySet_Clear(images) < 0)
+        return -1;
+    for (Py_ssize_t i = 0; i < n_desc; i++) {
+        Py_ssize_t d = lookup(t, PyTuple_GET_ITEM(c->descendants, i), c->start, static_facts, L);
+        if (d < 0)
+            return -1;
+        const Rec *r = &t->recs[d];
+        const int32_t *counts = t->counts + d * n_cnt;
+        for (int k = 0; k < N_GROUPS; k++)
+            groups[k] += L->group_cls[k] >> r->cls & 1;
+        user_writable += (double)r->facts[N_STATIC_COLS];
+        desc_mask |= r->mask;
+        if (PySet_Add(images, r->image) < 0)
+            return -1;
+        for (Py_ssize_t k = 0; k < n_cnt; k++)  /* float32, in row order: numpy's add.reduceat */
+            sum[k] = i == 0 ? (float)counts[k] : sum[k] + (float)counts[k];
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c->ancestors); i++) {
+        uint64_t m;
+        if (mask_of(PyTuple_GET_ITEM(c->ancestors, i), &m) < 0)
+            return -1;
+        anc_mask |= m;
+    }
+    const Rec *o = &t->recs[own];
+    const int32_t *own_counts = t->counts + own * n_cnt;
+    for (int k = 0; k < N_GROUPS; k++)
+        out[L->group_col[k]] = (float)groups[k];
+    out[L->user_writable] = (float)user_writable;
+    out[L->distinct_images] = (float)PySet_GET_SIZE(images);
+    const uint64_t low = low_bits(L), self = o->mask & low;
+    set_bits(out, L->self_ind, self, L);
+    set_bits(out, L->desc_ind, desc_mask, L);
+    set_bits(out, L->anc_ind, anc_mask, L);
+    out[L->self_ind_count] = (float)__builtin_popcountll(self);
+    out[L->tree_ind_count] = (float)__builtin_popcountll((self | desc_mask | anc_mask) & low);
+    for (Py_ssize_t k = 0; k < n_cnt; k++) {
+        const float mine = (float)own_counts[k];
+        out[L->own_cnt + k] = mine;
+        out[L->sub_cnt + k] = n_desc ? mine + sum[k] : mine;
+    }
+    return 0;
+}
+
+typedef struct {
+    Table table;
+    PyObject *images, *ips, *ports;
+    PyObject *static_facts;
+    const Layout *L;
+} Work;
+
+static int one_row(float *out, const Ctx *c, Work *w) {
+    const Layout *L = w->L;
+    Py_ssize_t own = lookup(&w->table, c->node, c->start, w->static_facts, L);
+    if (own < 0)
+        return -1;
+    const Rec *o = &w->table.recs[own];
+    for (int k = 0; k < N_STATIC_COLS; k++)
+        out[L->static_col[k]] = o->facts[k];
+    if (set_classes(out, c, w->table.recs[own].cls, L) < 0 || set_process(out, c, L) < 0 ||
+        set_subtree(out, c, own, &w->table, w->images, w->static_facts, L) < 0)
+        return -1;
+    return set_distinct(out, c, w->ips, w->ports, L);
+}
+
+/* A RowContext (forest, node, ancestors, descendants, depths, window_start_ms) with its sequences
+   copied to tuples, so Python code run while the row is computed cannot resize them. */
+static int read_ctx(PyObject *context, Ctx *c) {
+    memset(c, 0, sizeof(*c));
+    if (!PyTuple_Check(context) || PyTuple_GET_SIZE(context) != 6) {
+        PyErr_SetString(PyExc_TypeError, "a row context must be a RowContext");
+        return -1;
+    }
+    c->forest = PyTuple_GET_ITEM(context, 0), c->node = PyTuple_GET_ITEM(context, 1);
+    if ((c->ancestors = PySequence_Tuple(PyTuple_GET_ITEM(context, 2))) == NULL ||
+        (c->descendants = PySequence_Tuple(PyTuple_GET_ITEM(context, 3))) == NULL ||
+        (c->depths = PySequence_Tuple(PyTuple_GET_ITEM(context, 4))) == NULL)
+        return -1;
+    return as_ll(PyTuple_GET_ITEM(context, 5), &c->start);
+}
+
+static void drop_ctx(Ctx *c) {
+    Py_XDECREF(c->ancestors);
+    Py_XDECREF(c->descendants);
+    Py_XDECREF(c->depths);
+}
+
+/* rows(contexts, matrix, static_facts, layout): fill `matrix` (zeros, float32, C order, one row per
+   context) as features._numpy_rows does. */
+static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "rows(contexts, matrix, static_facts, layout)");
+        return NULL;
+    }
+    Layout L;
+    if (read_layout(args[3], &L) < 0)
+        return NULL;
+    PyObject *contexts = PySequence_Tuple(args[0]);
+    if (contexts == NULL)
+        return NULL;
+    const Py_ssize_t n = PyTuple_GET_SIZE(contexts);
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        Py_DECREF(contexts);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Work w = {.static_facts = args[2], .L = &L};
+    w.table.n_cnt = L.n_cnt;
+    if (view.ndim != 2 || view.itemsize != 4 || view.format == NULL || strcmp(view.format, "f") != 0 ||
+        view.shape[0] != n || view.shape[1] != L.n_features) {
+        PyErr_Format(PyExc_ValueError, "matrix must be float32 of shape (%zd, %zd) in C order", n, L.n_features);
+        goto out;
+    }
+    if ((w.images = PySet_New(NULL)) == NULL || (w.ips = PySet_New(NULL)) == NULL ||
+        (w.ports = PySet_New(NULL)) == NULL)
+        goto out;
+    for (Py_ssize_t r = 0; r < n; r++) {
+        Ctx c;
+        int rc = read_ctx(PyTuple_GET_ITEM(contexts, r), &c);
+        if (rc == 0)
+            rc = one_row((float *)view.buf + r * L.n_features, &c, &w);
+        drop_ctx(&c);
+        if (rc < 0)
+            goto out;
+    }
+    result = Py_NewRef(Py_None);
+out:
+    table_free(&w.table);
+    Py_XDECREF(w.images);
+    Py_XDECREF(w.ips);
+    Py_XDECREF(w.ports);
+    PyBuffer_Release(&view);
+    Py_DECREF(contexts);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
+     "rows(contexts, matrix, static_facts, layout) -> None: fill the zeroed float32 matrix with one "
+     "feature row per RowContext, as pipeline.features computes it with numpy."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "pipeline._cfeatures", "Feature rows in C (pipeline.features).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__cfeatures(void) {
+    struct { PyObject **slot; const char *text; } names[] = {
+        {&s_image_cls, "image_cls"}, {&s_image, "image"}, {&s_started, "started"}, {&s_exited, "exited"},
+        {&s_placeholder, "placeholder"}, {&s_end_ms, "end_ms"}, {&s_start_ms, "start_ms"},
+        {&s_children, "children"}, {&s_mask, "mask"}, {&s_evidence, "evidence"}, {&s_conns, "conns"},
+        {&s_static, "static"}, {&s_parent_key, "parent_key"}, {&s_nodes, "nodes"}, {&s_limits, "limits"},
+        {&s_max_depth, "max_depth"}, {&s_watermark_ms, "watermark_ms"}, {&s_get, "get"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return NULL;
+    if ((zero = PyLong_FromLong(0)) == NULL || (thousand = PyLong_FromLong(1000)) == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,15 @@
+"""Type stub of the optional C extension built from pipeline/_cfeatures.c (see pipeline.features)."""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+def rows(
+    contexts: Sequence[Any],
+    matrix: NDArray[np.float32],
+    static_facts: Callable[[Any], tuple[float, ...]],
+    layout: tuple[int, ...],
+    /,
+) -> None: ...

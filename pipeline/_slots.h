@@ -1,0 +1,84 @@
+/*
+ * pipeline/_slots.h: attribute reads and writes of slotted objects from C, shared by the pipeline's C
+ * extensions (pipeline/_cforest.c, pipeline/_cfeatures.c). Header-only: each extension that includes it
+ * gets its own static cache, so the extensions stay independent shared objects.
+ *
+ * Needs <Python.h>, <stdint.h> and <structmember.h> included before it.
+ */
+#ifndef RINGFENCE_SLOTS_H
+#define RINGFENCE_SLOTS_H
+
+/* Attribute reads and writes of slotted objects (ProcessNode, the msgspec events) without the type
+   lookup: a small cache (type, name) -> the slot's offset, filled from the type's own member
+   descriptor, used only for types with the default getattr/setattr. Anything else (a property, a
+   __dict__ attribute, a class variable, an unset slot) goes through PyObject_GetAttr/SetAttr. */
+#define CACHE_SIZE 512  /* a few dozen (type, name) pairs are in use: open addressing stays sparse */
+#define CACHE_PROBES 4
+typedef struct {
+    PyTypeObject *type;  /* strong reference while cached */
+    PyObject *name;      /* interned, immortal for the module's life */
+    Py_ssize_t offset;   /* -1: not a plain object slot of this type */
+    int writable;
+} SlotCache;
+static SlotCache slot_cache[CACHE_SIZE];
+
+/* The slot of `name` in objects of `tp`, as a copy: releasing the type an entry replaces can run code
+   (finalisers of its attributes) that calls back in and overwrites that entry, so the caller never
+   holds a pointer into the cache. A member descriptor is used only when `tp` is its own type or a
+   subtype: a class can carry another class's descriptor as an attribute (`x = Other.__dict__["y"]`),
+   which Python refuses with a TypeError and whose offset is not inside this object. */
+static inline SlotCache slot_of(PyTypeObject *tp, PyObject *name) {
+    const uint64_t hash = ((uint64_t)(uintptr_t)tp ^ ((uint64_t)(uintptr_t)name << 1)) * 0x9E3779B97F4A7C15ull;
+    const size_t first = (size_t)(hash >> 55);  /* 9 bits: CACHE_SIZE */
+    SlotCache *c = NULL;
+    for (size_t probe = 0; probe < CACHE_PROBES; probe++) {
+        SlotCache *at = &slot_cache[(first + probe) % CACHE_SIZE];
+        if (at->type == tp && at->name == name)
+            return *at;
+        if (c == NULL && at->type == NULL)
+            c = at;
+    }
+    if (c == NULL)
+        c = &slot_cache[first];  /* all probes taken: replace the first */
+    PyTypeObject *old = c->type;
+    c->type = NULL, c->name = name, c->offset = -1, c->writable = 0;
+    PyObject *descr = tp->tp_getattro == PyObject_GenericGetAttr ? _PyType_Lookup(tp, name) : NULL;
+    if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&  /* borrowed */
+        PyType_IsSubtype(tp, PyDescr_TYPE(descr))) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == T_OBJECT_EX && member->offset > 0) {
+            c->offset = member->offset;
+            c->writable = !(member->flags & READONLY) && tp->tp_setattro == PyObject_GenericSetAttr;
+        }
+    }
+    Py_INCREF(tp);
+    c->type = tp;
+    SlotCache found = *c;
+    Py_XDECREF(old);  /* last: freeing a type may run code that looks up (and refills) this cache */
+    return found;
+}
+
+/* obj.name as a new reference (NULL with an exception set on failure). */
+static inline PyObject *get_attr(PyObject *obj, PyObject *name) {
+    const SlotCache c = slot_of(Py_TYPE(obj), name);
+    if (c.offset >= 0) {
+        PyObject *value = *(PyObject **)((char *)obj + c.offset);
+        if (value != NULL) {
+            Py_INCREF(value);
+            return value;
+        }
+    }
+    return PyObject_GetAttr(obj, name);
+}
+
+static inline int set_attr(PyObject *obj, PyObject *name, PyObject *value) {
+    const SlotCache c = slot_of(Py_TYPE(obj), name);
+    if (c.offset < 0 || !c.writable)
+        return PyObject_SetAttr(obj, name, value);
+    PyObject **slot = (PyObject **)((char *)obj + c.offset);
+    Py_INCREF(value);
+    Py_XSETREF(*slot, value);
+    return 0;
+}
+
+#endif /* RINGFENCE_SLOTS_H */

@@ -1,0 +1,213 @@
+"""Hostile and odd input against `pipeline._cfeatures`: the numpy bytes or a typed error, never a crash.
+
+The feature rows run in the worker for every scored process, so a fault in C (a read out of
+bounds, a freed object used) would kill the worker, not one row. This file gives the extension:
+
+- forests hypothesis draws with extreme values where the worker has ints: evidence records and
+  connection times near the int64 limits, indicator masks up to 2**64 - 1, lifetimes that span
+  more than 2**53 ms, parent links into cycles and unknown keys, descendants under several window
+  starts -- C must fill the bytes numpy fills;
+- callers that change things while a row is computed: a `static_facts` that empties the row's
+  descendant list, drops the nodes or raises; matrices of the wrong dtype, byte order, layout, width
+  or row count, read-only, and layouts out of range;
+- many calls, including failing ones, with reference counts checked after them (a leaked reference
+  per row would grow a worker's memory without bound).
+Anything that could crash runs once more in a child interpreter with `PYTHONMALLOC=debug -X dev`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import deque
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_cext_hostile import CHILD, isolated
+
+from pipeline import features
+from pipeline.features import N_FEATURES, RowContext, row_context
+from pipeline.lexicon import ImageClass
+from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
+
+NOT_BUILT = "pipeline._cfeatures is not built: `pip install -e .` or `setup.py build_ext --inplace` (gcc)"
+I64 = 2**63 - 1
+IMAGES = [
+    "",
+    r"C:\Windows\System32\cmd.exe",
+    r"C:\Users\a\AppData\Local\Temp\x.exe",
+    "/usr/bin/bash",
+    "é" * 300,
+]
+
+
+def rows_c() -> Any:
+    assert features._compiled_rows is not None, NOT_BUILT
+    return features._compiled_rows
+
+
+def both(contexts: list[RowContext]) -> tuple[bytes, bytes]:
+    expected = np.zeros((len(contexts), N_FEATURES), np.float32)
+    features._numpy_rows(expected, contexts)
+    got = np.zeros_like(expected)
+    rows_c()(contexts, got, features.static_facts, features._C_LAYOUT)
+    return expected.tobytes(), got.tobytes()
+
+
+node_spec = st.fixed_dictionaries(
+    {
+        "parent": st.one_of(st.none(), st.integers(0, 12), st.just(99)),
+        "image": st.sampled_from(IMAGES),
+        "cls": st.sampled_from(list(ImageClass)),
+        "started": st.booleans(),
+        "start_ms": st.one_of(st.none(), st.integers(-(2**60), 2**60)),
+        "end_ms": st.one_of(st.none(), st.integers(-(2**60), 2**60)),
+        "last_ms": st.integers(-(2**40), 2**40),
+        "cmd_mask": st.integers(0, 2**64 - 1),
+        "evidence": st.lists(st.integers(-(2**63), I64), max_size=12),
+        "conns": st.lists(
+            st.tuples(
+                st.integers(-(2**63), I64), st.sampled_from(["10.0.0.1", "::1", "é"]), st.integers(0, 70000)
+            ),
+            max_size=5,
+        ),
+    }
+)
+
+
+def forest_from(specs: list[dict[str, Any]], watermark: int, max_depth: int) -> DeviceForest:
+    forest = DeviceForest("d", "windows", TreeLimits(max_depth=max_depth))
+    forest.watermark_ms = watermark
+    for i, spec in enumerate(specs):
+        node = ProcessNode(f"k{i}", image=spec["image"], started=spec["started"], start_ms=spec["start_ms"])
+        node.end_ms, node.last_ms, node.cmd_mask = spec["end_ms"], spec["last_ms"], spec["cmd_mask"]
+        node.image_cls, node.evidence, node.conns = spec["cls"], deque(spec["evidence"]), deque(spec["conns"])
+        node.parent_key = None if spec["parent"] is None else f"k{spec['parent']}"
+        forest.nodes[node.key] = node
+    for node in forest.nodes.values():  # cycles and self-parents included: walks are bounded
+        if node.parent_key in forest.nodes:
+            forest.nodes[node.parent_key].children.append(node.key)
+    return forest
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    specs=st.lists(node_spec, min_size=1, max_size=14),
+    watermark=st.integers(-(2**61), 2**61),
+    windows=st.lists(st.integers(1, 2**62), min_size=1, max_size=3),
+    max_depth=st.integers(1, 70),
+)
+def test_drawn_forests_with_extreme_values_give_the_numpy_bytes(
+    specs: list[dict[str, Any]], watermark: int, windows: list[int], max_depth: int
+) -> None:
+    forest = forest_from(specs, watermark, max_depth)
+    contexts = [row_context(forest, key, window) for window in windows for key in forest.nodes]
+    expected, got = both(contexts)
+    assert got == expected
+
+
+def _contexts() -> list[RowContext]:
+    specs = [
+        {"parent": None if i == 0 else (i - 1) // 2, "image": IMAGES[i % 5], "cls": ImageClass(i % 14),
+         "started": True, "start_ms": 0, "end_ms": None, "last_ms": 10, "cmd_mask": i,
+         "evidence": [10 << 8 | 3], "conns": [(10, f"10.0.0.{i}", 443)]}
+        for i in range(15)
+    ]  # fmt: skip
+    forest = forest_from(specs, 100, 64)
+    return [row_context(forest, key, 1000) for key in forest.nodes]
+
+
+def test_a_static_facts_that_changes_the_rows_or_raises_is_survived() -> None:
+    contexts = _contexts()
+    expected, _ = both(contexts)
+    calls = 0
+
+    def meddling(node: ProcessNode) -> tuple[float, ...]:
+        nonlocal calls
+        calls += 1
+        for ctx in contexts:  # what a row was built from changes while rows are computed
+            ctx.node.children.clear()
+            ctx.node.conns.clear()
+        return features.static_facts(node)
+
+    for node in (c.node for c in contexts):
+        node.static = None  # so the facts are asked for
+    matrix = np.zeros((len(contexts), N_FEATURES), np.float32)
+    rows_c()(list(contexts), matrix, meddling, features._C_LAYOUT)
+    assert calls > 0 and np.isfinite(matrix).all()
+    assert matrix.tobytes() != expected  # it read the changed nodes, without faulting
+
+    def failing(node: ProcessNode) -> tuple[float, ...]:
+        raise RuntimeError("static facts failed")
+
+    with pytest.raises(RuntimeError, match="static facts failed"):
+        rows_c()(_contexts(), np.zeros((15, N_FEATURES), np.float32), failing, features._C_LAYOUT)
+    with pytest.raises(ValueError, match="static facts: 2 values"):
+        rows_c()(
+            _contexts(), np.zeros((15, N_FEATURES), np.float32), lambda node: (1.0, 2.0), features._C_LAYOUT
+        )
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        np.zeros((15, N_FEATURES), np.float64),
+        np.zeros((15, N_FEATURES), ">f4"),
+        np.zeros((N_FEATURES, 15), np.float32).T,
+        np.zeros((15, N_FEATURES + 1), np.float32),
+        np.zeros((14, N_FEATURES), np.float32),
+        np.zeros((15, N_FEATURES, 1), np.float32),
+        np.zeros(15 * N_FEATURES, np.float32),
+    ],
+    ids=["float64", "big-endian", "fortran", "wide", "short", "3d", "flat"],
+)
+def test_a_matrix_that_is_not_the_rows_is_refused(matrix: Any) -> None:
+    with pytest.raises((ValueError, BufferError)):
+        rows_c()(_contexts(), matrix, features.static_facts, features._C_LAYOUT)
+
+
+def test_a_read_only_matrix_and_other_arguments_are_refused() -> None:
+    matrix = np.zeros((15, N_FEATURES), np.float32)
+    matrix.flags.writeable = False
+    with pytest.raises((ValueError, BufferError)):
+        rows_c()(_contexts(), matrix, features.static_facts, features._C_LAYOUT)
+    with pytest.raises(TypeError, match="RowContext"):
+        rows_c()([("not", "a", "context")], np.zeros((1, N_FEATURES), np.float32), features.static_facts,
+                 features._C_LAYOUT)  # fmt: skip
+    with pytest.raises(TypeError):
+        rows_c()(_contexts(), np.zeros((15, N_FEATURES), np.float32), features.static_facts)
+    rows_c()([], np.zeros((0, N_FEATURES), np.float32), features.static_facts, features._C_LAYOUT)
+
+
+@pytest.mark.parametrize("at", [1, 2, 7, 11, 40, 75])
+@pytest.mark.parametrize("value", [-1, N_FEATURES, 2**40, 2**70])
+def test_layouts_out_of_range_are_refused(at: int, value: int) -> None:
+    layout = list(features._C_LAYOUT)
+    layout[at] = value
+    with pytest.raises((ValueError, OverflowError)):
+        rows_c()(_contexts(), np.zeros((15, N_FEATURES), np.float32), features.static_facts, tuple(layout))
+
+
+def test_reference_counts_are_unchanged_after_many_calls_good_and_failing() -> None:
+    contexts = _contexts()
+    watched = [contexts[0].node, contexts[0].node.image, contexts[3].node, contexts[3].node.conns[0][1]]
+    before = [sys.getrefcount(x) for x in watched]
+    matrix = np.zeros((len(contexts), N_FEATURES), np.float32)
+    for i in range(300):
+        rows_c()(contexts, matrix, features.static_facts, features._C_LAYOUT)
+        contexts[3].node.conns.append(("x", "10.0.0.3", i))  # a time that is not an int
+        with pytest.raises(TypeError):
+            rows_c()(contexts, matrix, features.static_facts, features._C_LAYOUT)
+        contexts[3].node.conns.pop()
+    assert [sys.getrefcount(x) for x in watched] == before
+
+
+@pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the child run")
+def test_this_file_passes_again_under_the_debug_allocator_in_a_child() -> None:
+    """Every in-process case above once more with PYTHONMALLOC=debug -X dev: a crash is reported here."""
+    code = f"import sys, pytest; sys.exit(pytest.main(['-q', '-x', '-p', 'no:cacheprovider', {__file__!r}]))"
+    out = isolated(code)
+    assert " passed" in out and "failed" not in out
