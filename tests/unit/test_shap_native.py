@@ -49,11 +49,17 @@ def by_xgboost() -> ClassExplainers:
     return ClassExplainers.from_json(model_json(), FEATURE_NAMES)
 
 
+@cache
+def native() -> list[Any]:
+    """The C explainers of the committed model, one per class, shared by the tests (their memo warms up)."""
+    explainers = native_explainers(model_json(), len(FEATURE_NAMES))
+    assert explainers is not None, NOT_BUILT
+    return explainers
+
+
 def _c(rows: Matrix, class_index: int) -> Matrix:
-    native = native_explainers(model_json(), len(FEATURE_NAMES))
-    assert native is not None, NOT_BUILT
     out = np.empty((len(rows), len(FEATURE_NAMES) + 1), np.float32)
-    native[class_index].contributions(np.ascontiguousarray(rows, np.float32), out)
+    native()[class_index].contributions(np.ascontiguousarray(rows, np.float32), out)
     return out
 
 
@@ -160,6 +166,20 @@ def _repeats(tree: dict[str, Any], node: int = 0, seen: tuple[int, ...] = ()) ->
     return feature in seen or any(
         _repeats(tree, child, (*seen, feature)) for child in (left, tree["right_children"][node])
     )
+
+
+def test_a_rows_values_do_not_depend_on_the_rows_explained_before_it() -> None:
+    """Leaves keep what they computed per hot pattern: a fresh explainer, one row at a time, in reverse
+    order, gives the same bits as one call on every row after the memo is warm."""
+    rows = np.concatenate([straddling_rows(), real_rows()])
+    _c(rows, 4)
+    warm = _c(rows, 4)
+    fresh = native_explainers(model_json(), len(FEATURE_NAMES))
+    assert fresh is not None, NOT_BUILT
+    one = np.empty((1, len(FEATURE_NAMES) + 1), np.float32)
+    for i in reversed(range(len(rows))):
+        fresh[4].contributions(rows[i : i + 1], one)
+        assert _bits(one[0]) == _bits(warm[i]), i
 
 
 def test_alerts_name_the_same_top_features_in_the_same_order_with_either_explainer() -> None:
