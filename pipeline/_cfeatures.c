@@ -33,8 +33,8 @@
 
 static PyObject *s_image_cls, *s_image, *s_started, *s_exited, *s_placeholder, *s_end_ms, *s_start_ms;
 static PyObject *s_children, *s_mask, *s_evidence, *s_conns, *s_static, *s_parent_key, *s_nodes;
-static PyObject *s_limits, *s_max_depth, *s_watermark_ms, *s_get;
-static PyObject *zero, *thousand; /* the ints 0 and 1000 */
+static PyObject *s_limits, *s_max_depth, *s_watermark_ms, *s_get, *s_last_ms, *s_key;
+static PyObject *zero, *one, *thousand; /* the ints 0, 1 and 1000 */
 
 #define N_PAIRS 8
 #define N_STATIC_COLS 16 /* static facts copied to the row; one more (user-writable) is summed */
@@ -117,8 +117,15 @@ static int read_layout(PyObject *layout, Layout *L) {
 
 /* --- values ---------------------------------------------------------------------------------------- */
 
+/* An int as a long long; OverflowError beyond 64 bits, TypeError for what is not an int (3.11's
+   PyLong_AsLongLong goes through a byte array for ints of two or more digits: this does not). */
 static int as_ll(PyObject *value, long long *out) {
-    *out = PyLong_AsLongLong(value);
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow) {
+        PyErr_SetString(PyExc_OverflowError, "int too big to convert");
+        return -1;
+    }
     return *out == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
@@ -665,10 +672,194 @@ out:
     return result;
 }
 
+/* --- row contexts: `features.row_context` ------------------------------------------------------- */
+
+/* nodes.get(key) as a new reference (None when absent). */
+static PyObject *node_get(PyObject *nodes, PyObject *key) {
+    if (PyDict_CheckExact(nodes)) {
+        PyObject *found = PyDict_GetItemWithError(nodes, key);
+        return found != NULL ? Py_NewRef(found) : PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    return PyObject_CallMethodOneArg(nodes, s_get, key);
+}
+
+/* `DeviceForest.ancestors(key, depth)`: known ancestors of `node`, nearest first, as a tuple. */
+static PyObject *ancestors_of(PyObject *nodes, PyObject *node, Py_ssize_t depth) {
+    PyObject *found = PyList_New(0), *at = Py_NewRef(node);
+    while (found != NULL && PyList_GET_SIZE(found) < depth) {
+        PyObject *parent = get_attr(at, s_parent_key);
+        PyObject *up = parent == NULL || parent == Py_None ? NULL : node_get(nodes, parent);
+        int failed = parent == NULL || (parent != Py_None && up == NULL);
+        Py_XDECREF(parent);
+        Py_SETREF(at, up);
+        if (failed)
+            Py_CLEAR(found);
+        if (at == NULL || at == Py_None)
+            break;
+        if (found != NULL && PyList_Append(found, at) < 0)
+            Py_CLEAR(found);
+    }
+    Py_XDECREF(at);
+    PyObject *out = found == NULL ? NULL : PyList_AsTuple(found);
+    Py_XDECREF(found);
+    return out;
+}
+
+/* `last_ms >= start` of a node, as Python compares them. */
+static int active_since(PyObject *node, PyObject *start) {
+    PyObject *last = get_attr(node, s_last_ms);
+    if (last == NULL)
+        return -1;
+    int rc = PyObject_RichCompareBool(last, start, Py_GE);
+    Py_DECREF(last);
+    return rc;
+}
+
+/* The next level of a breadth-first walk: children of `level` not in `seen` and known to `nodes`
+   (a key listed twice in one level is taken twice, as the Python comprehension takes it). */
+static PyObject *next_level(PyObject *nodes, PyObject *level, PyObject *seen) {
+    PyObject *next = PyList_New(0);
+    for (Py_ssize_t i = 0; next != NULL && i < PyList_GET_SIZE(level); i++) {
+        PyObject *children = get_attr(PyList_GET_ITEM(level, i), s_children);
+        PyObject *keys = children == NULL ? NULL : PySequence_Tuple(children);
+        Py_XDECREF(children);
+        if (keys == NULL) {
+            Py_CLEAR(next);
+            break;
+        }
+        for (Py_ssize_t k = 0; next != NULL && k < PyTuple_GET_SIZE(keys); k++) {
+            PyObject *key = PyTuple_GET_ITEM(keys, k);
+            int known = PySet_Contains(seen, key);
+            PyObject *child = known != 0 ? NULL : node_get(nodes, key);
+            int take = child == NULL ? -1 : PyObject_IsTrue(child);
+            if (known < 0 || (known == 0 && take < 0) || (take > 0 && PyList_Append(next, child) < 0))
+                Py_CLEAR(next);
+            Py_XDECREF(child);
+        }
+        Py_DECREF(keys);
+    }
+    return next;
+}
+
+/* `features._descendants_with_depth`: window-active descendants breadth first, and their levels. */
+static int descendants_of(PyObject *forest, PyObject *nodes, PyObject *node, PyObject *start,
+                          Py_ssize_t max_descendants, PyObject **found, PyObject **depths) {
+    PyObject *limits = get_attr(forest, s_limits);
+    long long max_depth;
+    int rc = limits == NULL ? -1 : attr_ll(limits, s_max_depth, &max_depth);
+    Py_XDECREF(limits);
+    PyObject *level = rc < 0 ? NULL : PyList_New(1), *seen = level == NULL ? NULL : PySet_New(NULL);
+    PyObject *key = seen == NULL ? NULL : get_attr(node, s_key);
+    PyObject *out = key == NULL ? NULL : PyList_New(0), *levels = out == NULL ? NULL : PyList_New(0);
+    if (levels == NULL || PySet_Add(seen, key) < 0)
+        goto fail;
+    PyList_SET_ITEM(level, 0, Py_NewRef(node));
+    for (long long depth = 1; depth < max_depth; depth++) {
+        Py_SETREF(level, next_level(nodes, level, seen));
+        if (level == NULL)
+            goto fail;
+        if (PyList_GET_SIZE(level) == 0 || PyList_GET_SIZE(out) >= max_descendants)
+            break;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(level); i++) {
+            PyObject *k = get_attr(PyList_GET_ITEM(level, i), s_key);
+            int added = k == NULL ? -1 : PySet_Add(seen, k);
+            Py_XDECREF(k);
+            if (added < 0)
+                goto fail;
+        }
+        const Py_ssize_t room = max_descendants - PyList_GET_SIZE(out);
+        PyObject *level_depth = PyLong_FromLongLong(depth);
+        if (level_depth == NULL)
+            goto fail;
+        Py_ssize_t taken = 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(level) && taken < room; i++) {
+            PyObject *n = PyList_GET_ITEM(level, i);
+            int active = active_since(n, start);
+            if (active < 0 || (active && (PyList_Append(out, n) < 0 || PyList_Append(levels, level_depth) < 0))) {
+                Py_DECREF(level_depth);
+                goto fail;
+            }
+            taken += active;
+        }
+        Py_DECREF(level_depth);
+    }
+    *found = PyList_AsTuple(out), *depths = *found == NULL ? NULL : PyList_AsTuple(levels);
+    rc = *depths == NULL ? -1 : 0;
+    if (rc < 0)
+        Py_CLEAR(*found);
+    goto done;
+fail:
+    rc = -1;
+done:
+    Py_XDECREF(level);
+    Py_XDECREF(seen);
+    Py_XDECREF(key);
+    Py_XDECREF(out);
+    Py_XDECREF(levels);
+    return rc;
+}
+
+/* context(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> row_type(forest, node,
+   ancestors, descendants, depths, window_start_ms), as features.row_context builds it. */
+static PyObject *context(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Py_ssize_t ancestor_depth, max_descendants;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "context(forest, key, window_ms, row_type, ancestor_depth, max_descendants)");
+        return NULL;
+    }
+    if ((ancestor_depth = PyLong_AsSsize_t(args[4])) < 0 || (max_descendants = PyLong_AsSsize_t(args[5])) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "ancestor_depth and max_descendants must be >= 0");
+        return NULL;
+    }
+    PyObject *forest = args[0], *result = NULL, *ancestors = NULL, *found = NULL, *depths = NULL;
+    PyObject *watermark = get_attr(forest, s_watermark_ms);  /* sliding_start: watermark - window + 1 */
+    PyObject *end = watermark == NULL ? NULL : PyNumber_Subtract(watermark, args[2]);
+    PyObject *start = end == NULL ? NULL : PyNumber_Add(end, one);
+    PyObject *nodes = start == NULL ? NULL : get_attr(forest, s_nodes);
+    PyObject *node = nodes == NULL ? NULL : PyObject_GetItem(nodes, args[1]);
+    PyObject *limits = node == NULL ? NULL : get_attr(forest, s_limits);
+    long long max_depth;
+    if (limits == NULL || attr_ll(limits, s_max_depth, &max_depth) < 0)
+        goto out;
+    const Py_ssize_t depth = max_depth < ancestor_depth ? (Py_ssize_t)(max_depth < 0 ? 0 : max_depth) : ancestor_depth;
+    PyObject *children = get_attr(node, s_children);
+    int has_children = children == NULL ? -1 : PyObject_IsTrue(children);
+    Py_XDECREF(children);
+    if (has_children < 0)
+        goto out;
+    if (!has_children) {  /* most rows are leaves */
+        found = PyTuple_New(0), depths = found == NULL ? NULL : PyTuple_New(0);
+        if (depths == NULL)
+            goto out;
+    } else if (descendants_of(forest, nodes, node, start, max_descendants, &found, &depths) < 0) {
+        goto out;
+    }
+    if ((ancestors = ancestors_of(nodes, node, depth)) == NULL)
+        goto out;
+    PyObject *fields[6] = {forest, node, ancestors, found, depths, start};
+    result = PyObject_Vectorcall(args[3], fields, 6, NULL);
+out:
+    Py_XDECREF(watermark);
+    Py_XDECREF(end);
+    Py_XDECREF(start);
+    Py_XDECREF(nodes);
+    Py_XDECREF(node);
+    Py_XDECREF(limits);
+    Py_XDECREF(ancestors);
+    Py_XDECREF(found);
+    Py_XDECREF(depths);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(contexts, matrix, static_facts, layout) -> None: fill the zeroed float32 matrix with one "
      "feature row per RowContext, as pipeline.features computes it with numpy."},
+    {"context", (PyCFunction)(void (*)(void))context, METH_FASTCALL,
+     "context(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> the RowContext "
+     "pipeline.features.row_context builds."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -683,11 +874,13 @@ PyMODINIT_FUNC PyInit__cfeatures(void) {
         {&s_children, "children"}, {&s_mask, "mask"}, {&s_evidence, "evidence"}, {&s_conns, "conns"},
         {&s_static, "static"}, {&s_parent_key, "parent_key"}, {&s_nodes, "nodes"}, {&s_limits, "limits"},
         {&s_max_depth, "max_depth"}, {&s_watermark_ms, "watermark_ms"}, {&s_get, "get"},
+        {&s_last_ms, "last_ms"}, {&s_key, "key"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
-    if ((zero = PyLong_FromLong(0)) == NULL || (thousand = PyLong_FromLong(1000)) == NULL)
+    if ((zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL ||
+        (thousand = PyLong_FromLong(1000)) == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -13,3 +13,12 @@ def rows(
     layout: tuple[int, ...],
     /,
 ) -> None: ...
+def context(
+    forest: Any,
+    key: str,
+    window_ms: int,
+    row_type: Callable[..., Any],
+    ancestor_depth: int,
+    max_descendants: int,
+    /,
+) -> Any: ...

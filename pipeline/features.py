@@ -47,10 +47,12 @@ from pipeline.tree import DeviceForest, ProcessNode
 from pipeline.windows import DEFAULT_WINDOW_MS, count_windows, sliding_start
 
 _compiled_rows: Callable[..., Any] | None
-try:  # the rows in C (pipeline/_cfeatures.c); optional: without it numpy computes the same bytes
+_compiled_context: Callable[..., RowContext] | None
+try:  # rows and contexts in C (pipeline/_cfeatures.c); optional: without it Python and numpy compute the same
+    from pipeline._cfeatures import context as _compiled_context
     from pipeline._cfeatures import rows as _compiled_rows
 except ImportError:  # pragma: no cover - depends on the build
-    _compiled_rows = None
+    _compiled_rows = _compiled_context = None
 
 __all__ = [
     "ANCESTOR_DEPTH", "FEATURE_DOCS", "FEATURE_NAMES", "FEATURE_VERSION", "MAX_DESCENDANTS", "N_FEATURES",
@@ -98,6 +100,8 @@ class RowContext(NamedTuple):
 
 def row_context(forest: DeviceForest, key: str, window_ms: int = DEFAULT_WINDOW_MS) -> RowContext:
     """Gather the ancestors and window-active descendants of `key` (which must be in the forest)."""
+    if _compiled_context is not None:
+        return _compiled_context(forest, key, window_ms, RowContext, ANCESTOR_DEPTH, MAX_DESCENDANTS)
     start = sliding_start(forest.watermark_ms, window_ms)
     node = forest.nodes[key]
     desc, depths = _descendants_with_depth(forest, node, start)

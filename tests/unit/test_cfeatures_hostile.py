@@ -7,6 +7,7 @@ bounds, a freed object used) would kill the worker, not one row. This file gives
   connection times near the int64 limits, indicator masks up to 2**64 - 1, lifetimes that span
   more than 2**53 ms, parent links into cycles and unknown keys, descendants under several window
   starts -- C must fill the bytes numpy fills;
+- the same forests' row contexts: C must gather the nodes Python gathers;
 - callers that change things while a row is computed: a `static_facts` that empties the row's
   descendant list, drops the nodes or raises; matrices of the wrong dtype, byte order, layout, width
   or row count, read-only, and layouts out of range;
@@ -87,9 +88,9 @@ def forest_from(specs: list[dict[str, Any]], watermark: int, max_depth: int) -> 
         node.image_cls, node.evidence, node.conns = spec["cls"], deque(spec["evidence"]), deque(spec["conns"])
         node.parent_key = None if spec["parent"] is None else f"k{spec['parent']}"
         forest.nodes[node.key] = node
-    for node in forest.nodes.values():  # cycles and self-parents included: walks are bounded
+    for node in forest.nodes.values():  # cycles, self-parents, keys listed twice: walks are bounded
         if node.parent_key in forest.nodes:
-            forest.nodes[node.parent_key].children.append(node.key)
+            forest.nodes[node.parent_key].children += [node.key] * (1 + len(node.key) % 2)
     return forest
 
 
@@ -105,8 +106,18 @@ def test_drawn_forests_with_extreme_values_give_the_numpy_bytes(
 ) -> None:
     forest = forest_from(specs, watermark, max_depth)
     contexts = [row_context(forest, key, window) for window in windows for key in forest.nodes]
+    assert contexts == python_contexts(forest, windows)
     expected, got = both(contexts)
     assert got == expected
+
+
+def python_contexts(forest: DeviceForest, windows: list[int]) -> list[RowContext]:
+    compiled, features._compiled_context = features._compiled_context, None
+    assert compiled is not None, NOT_BUILT
+    try:
+        return [row_context(forest, key, window) for window in windows for key in forest.nodes]
+    finally:
+        features._compiled_context = compiled
 
 
 def _contexts() -> list[RowContext]:
@@ -211,3 +222,27 @@ def test_this_file_passes_again_under_the_debug_allocator_in_a_child() -> None:
     code = f"import sys, pytest; sys.exit(pytest.main(['-q', '-x', '-p', 'no:cacheprovider', {__file__!r}]))"
     out = isolated(code)
     assert " passed" in out and "failed" not in out
+
+
+def test_contexts_of_odd_forests_are_built_or_refused_as_python_does() -> None:
+    forest = forest_from([{**SPEC, "parent": 1}, {**SPEC, "parent": 0}], 100, 64)  # a two-node cycle
+    forest.nodes["k0"].children += ["gone", "k0"]
+    assert [row_context(forest, k) for k in forest.nodes] == python_contexts(forest, [300_000])[:2]
+    forest.nodes["k1"].children.append(["unhashable"])  # type: ignore[arg-type]
+    for build in (lambda: row_context(forest, "k1"), lambda: python_contexts(forest, [1])):
+        with pytest.raises(TypeError):
+            build()
+    forest.nodes["k1"].children.pop()
+    forest.watermark_ms = "late"  # type: ignore[assignment]
+    with pytest.raises(TypeError):
+        row_context(forest, "k0")
+    with pytest.raises(TypeError):
+        features._compiled_context(forest, "k0", 1, RowContext, 3)  # type: ignore[misc]
+    with pytest.raises(ValueError, match=">= 0"):
+        features._compiled_context(forest, "k0", 1, RowContext, -1, 3)  # type: ignore[misc]
+
+
+SPEC: dict[str, Any] = {
+    "parent": None, "image": "a.exe", "cls": ImageClass.SHELL, "started": True, "start_ms": 0, "end_ms": None,
+    "last_ms": 50, "cmd_mask": 0, "evidence": [], "conns": [],
+}  # fmt: skip

@@ -1,13 +1,13 @@
-"""The C feature rows (`pipeline._cfeatures`) are the numpy rows, byte for byte.
+"""The C feature rows and row contexts (`pipeline._cfeatures`) are the numpy rows and Python contexts.
 
 A model trained on numpy's matrices scores the stream's C matrices, so any difference -- a float
 summed in another order, a count over another window, a bit of another indicator -- is a silent
-model change. Forests here come from the generated streams the tree's C path is tested on (every
-event kind, placeholders, floods, duplicates, small limits) and from real OTRF recordings; rows are
-taken for every node at several windows, in one call and split across calls, with descendants
-shared between rows and one node seen under two window starts. Inputs the numpy path refuses are
-refused by C too, with a typed error; the extension's own hostile-input checks are in
-tests/unit/test_cfeatures_hostile.py.
+model change; a row context must hold the same nodes (by identity) in the same order. Forests here
+come from the generated streams the tree's C path is tested on (every event kind, placeholders,
+floods, duplicates, small limits) and from real OTRF recordings; rows are taken for every node at
+several windows, in one call and split across calls, with descendants shared between rows and one
+node seen under two window starts. Inputs the numpy path refuses are refused by C too, with a typed
+error; the extension's own hostile-input checks are in tests/unit/test_cfeatures_hostile.py.
 """
 
 from __future__ import annotations
@@ -68,12 +68,27 @@ def every_row(forests: Sequence[DeviceForest], window_ms: int) -> list[RowContex
     return [row_context(f, key, window_ms) for f in forests for key in sorted(f.nodes)]
 
 
+def assert_same_contexts(forests: Sequence[DeviceForest], window_ms: int) -> None:
+    compiled = features._compiled_context
+    assert compiled is not None, NOT_BUILT
+    for forest in forests:
+        for key in forest.nodes:
+            got = row_context(forest, key, window_ms)
+            features._compiled_context = None
+            try:
+                expected = row_context(forest, key, window_ms)
+            finally:
+                features._compiled_context = compiled
+            assert type(got) is RowContext and got == expected, key  # nodes compare by identity
+
+
 @pytest.mark.parametrize("limits", [None, SMALL, TreeLimits(max_nodes=16, max_depth=2)])
 @pytest.mark.parametrize("seed", range(10))
 def test_generated_forests_give_the_same_bytes_at_every_window(seed: int, limits: TreeLimits | None) -> None:
     events = stream(seed, n=400)
     forest = forest_of(fast(events) if seed % 2 else events, limits)
     for window in WINDOWS:
+        assert_same_contexts([forest], window)
         contexts = every_row([forest], window)
         whole = assert_same_bytes(contexts)
         cut = 1 + seed % 5  # the same rows in several calls: per-call tables change nothing
@@ -113,6 +128,7 @@ def test_rows_of_otrf_recordings() -> None:
         forests += detector.forests.values()
     assert sum(len(f) for f in forests) > 60
     for window in WINDOWS:
+        assert_same_contexts(forests, window)
         matrix = assert_same_bytes(every_row(forests, window))
         assert matrix.any()
 
@@ -173,3 +189,35 @@ def test_contexts_built_by_hand_read_as_numpy_reads_them() -> None:
     contexts = [c._replace(ancestors=list(c.ancestors), descendants=list(c.descendants))  # type: ignore[arg-type]
                 for c in every_row([forest], 300_000)]  # fmt: skip
     assert_same_bytes(contexts)
+
+
+def test_a_context_of_a_key_the_forest_does_not_hold_is_a_key_error_either_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forest = forest_of(stream(3), None)
+    with pytest.raises(KeyError):
+        row_context(forest, "no such process")
+    monkeypatch.setattr(features, "_compiled_context", None)
+    with pytest.raises(KeyError):
+        row_context(forest, "no such process")
+
+
+def test_wide_trees_are_cut_at_max_descendants_and_deep_ones_at_max_depth() -> None:
+    forest = forest_of(stream(0, n=10), TreeLimits(max_depth=5))
+    root = forest.nodes["root"]
+    for i in range(features.MAX_DESCENDANTS + 40):  # a wide level, then a chain deeper than max_depth
+        forest.nodes[f"w{i}"] = type(root)(
+            f"w{i}", image="a.exe", parent_key="root", last_ms=forest.watermark_ms
+        )
+        root.children.append(f"w{i}")
+    for i in range(8):
+        parent = "w0" if i == 0 else f"c{i - 1}"
+        forest.nodes[f"c{i}"] = type(root)(f"c{i}", parent_key=parent, last_ms=forest.watermark_ms)
+        forest.nodes[parent].children.append(f"c{i}")
+    root.children.append("w1")  # a key listed twice
+    forest.nodes["c7"].children.append("root")  # a cycle
+    context = row_context(forest, "root")
+    assert len(context.descendants) == features.MAX_DESCENDANTS
+    assert max(row_context(forest, "w0").depths) == 4  # levels 1..max_depth-1
+    assert_same_contexts([forest], 300_000)
+    assert_same_bytes(every_row([forest], 300_000))
