@@ -2,28 +2,25 @@
 
 The detector copies what it needs out of the mutable forest into these frozen values, so policy
 and alert building are pure functions of them (and the forest may change or be evicted after).
+
+An alert is validated once, whole: `alert_record` hands pydantic one nested structure of plain
+values (strings for enums, dicts for the snapshot's nodes and edges, the top features and the
+actions) and pydantic builds and checks every sub-model in its core, instead of ~15 sub-models each
+constructed from Python first (about half of an alert's cost; BENCHMARKS.md, "Session F"). Every
+field is still validated (lengths, identifiers, finite numbers...), so an out-of-contract value from
+the forest still raises a ValueError the detector counts, and never reaches the alerts topic.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.lexicon import NON_ARTIFACT_CLASSES, ImageClass, Location, basename, location
-from schemas.alerts import (
-    ActionTaken,
-    Alert,
-    AlertAction,
-    FeatureContribution,
-    ProcessTreeSnapshot,
-    Tactic,
-    TreeEdge,
-    TreeNode,
-    detection_name,
-)
+from schemas.alerts import Alert, AlertAction, Tactic, detection_name
 from schemas.commands import Command, CommandAction
 from schemas.common import Mode, Platform
 from schemas.verdicts import Verdict
@@ -83,6 +80,7 @@ class Incident:
     techniques: tuple[str, ...]
     model_version: str
     feature_version: str
+    _name: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def artifact(self) -> NodeView | None:
@@ -101,8 +99,12 @@ class Incident:
 
     @property
     def name(self) -> str:
-        """`Behavior:<Win32|Linux>/<Tactic>.<Variant>!ml`."""
-        return detection_name(Platform(self.platform), Tactic(self.tactic), self.variant)
+        """`Behavior:<Win32|Linux>/<Tactic>.<Variant>!ml` (made once: the alert, commands and verdict
+        all carry it); ValueError when the platform, tactic or variant cannot make one."""
+        if self._name is None:
+            object.__setattr__(self, "_name", detection_name(Platform(self.platform), Tactic(self.tactic),
+                                                             self.variant))  # fmt: skip
+        return str(self._name)
 
     @property
     def provisional(self) -> bool:
@@ -153,59 +155,43 @@ def alert_record(
 ) -> Alert:
     """The Alert for `incident`; actions list commands/verdicts, marked `audited` when not enforced."""
     nodes = incident.nodes[:MAX_SNAPSHOT_NODES]
-    return Alert(
-        alert_id=alert_id,
-        device_id=incident.device_id,
-        platform=Platform(incident.platform),
-        detection_name=incident.name,
-        tactic=Tactic(incident.tactic),
-        techniques=incident.techniques[:64],
-        score=min(max(incident.score, 0.0), 1.0),
-        tactic_scores={Tactic(k): min(max(v, 0.0), 1.0) for k, v in incident.tactic_scores.items()},
-        threshold=incident.threshold,
-        model_version=incident.model_version,
-        feature_version=incident.feature_version,
-        artifact_sha256=incident.scored.sha256,
-        artifact_path=incident.scored.image or None,
-        process_tree=_snapshot(incident, nodes),
-        top_features=tuple(
-            FeatureContribution(name=n, value=v, contribution=c) for n, v, c in incident.top_features[:64]
-        ),
-        mode=mode,
-        actions=_actions(commands, verdicts, enforced),
-        first_seen=utc(min(n.start_ms if n.start_ms is not None else n.last_ms for n in nodes)),
-        last_seen=utc(max(n.last_ms for n in nodes)),
-        created_at=now,
-        summary=_summary(incident),
-    )
+    return Alert.model_validate({
+        "alert_id": alert_id, "device_id": incident.device_id, "platform": incident.platform,
+        "detection_name": incident.name, "tactic": incident.tactic, "techniques": incident.techniques[:64],
+        "score": min(max(incident.score, 0.0), 1.0),
+        "tactic_scores": {k: min(max(v, 0.0), 1.0) for k, v in incident.tactic_scores.items()},
+        "threshold": incident.threshold, "model_version": incident.model_version,
+        "feature_version": incident.feature_version, "artifact_sha256": incident.scored.sha256,
+        "artifact_path": incident.scored.image or None, "process_tree": _snapshot(incident, nodes),
+        "top_features": [{"name": n, "value": v, "contribution": c} for n, v, c in
+                         incident.top_features[:64]],
+        "mode": mode, "actions": _actions(commands, verdicts, enforced),
+        "first_seen": utc(min(n.start_ms if n.start_ms is not None else n.last_ms for n in nodes)),
+        "last_seen": utc(max(n.last_ms for n in nodes)), "created_at": now, "summary": _summary(incident),
+    })  # fmt: skip
 
 
-def _snapshot(incident: Incident, nodes: tuple[NodeView, ...]) -> ProcessTreeSnapshot:
+def _snapshot(incident: Incident, nodes: tuple[NodeView, ...]) -> dict[str, Any]:
     keys = {n.key for n in nodes}
-    return ProcessTreeSnapshot(
-        root_process_key=incident.root.key,
-        nodes=tuple(
-            TreeNode(
-                process_key=n.key,
-                parent_process_key=n.parent_key,
-                image=n.image or None,
-                command_line=n.command_line or None,
-                sha256=n.sha256,
-                user=n.user,
-                pid=n.pid,
-                started_at=None if n.start_ms is None else utc(n.start_ms),
-                ended_at=None if n.end_ms is None else utc(n.end_ms),
-                scored=n.key == incident.scored.key,
-            )
+    scored = incident.scored.key
+    return {
+        "root_process_key": incident.root.key,
+        "nodes": [
+            {
+                "process_key": n.key, "parent_process_key": n.parent_key, "image": n.image or None,
+                "command_line": n.command_line or None, "sha256": n.sha256, "user": n.user, "pid": n.pid,
+                "started_at": None if n.start_ms is None else utc(n.start_ms),
+                "ended_at": None if n.end_ms is None else utc(n.end_ms), "scored": n.key == scored,
+            }
             for n in nodes
-        ),
-        edges=tuple(
-            TreeEdge(parent=n.parent_key, child=n.key)
+        ],
+        "edges": [
+            {"parent": n.parent_key, "child": n.key}
             for n in nodes
             if n.parent_key in keys and n.parent_key is not None
-        )[:MAX_SNAPSHOT_NODES],
-        evidence=tuple(incident.evidence[:MAX_SNAPSHOT_EVIDENCE]),
-    )
+        ][:MAX_SNAPSHOT_NODES],
+        "evidence": incident.evidence[:MAX_SNAPSHOT_EVIDENCE],
+    }  # fmt: skip
 
 
 _ACTION_OF = {
@@ -216,22 +202,18 @@ _ACTION_OF = {
 
 def _actions(
     commands: Sequence[Command], verdicts: Sequence[Verdict], enforced: bool
-) -> tuple[ActionTaken, ...]:
-    taken = [
-        ActionTaken(
-            action=_ACTION_OF[c.action],
-            target=(c.process_key or c.path or "")[:4096],
-            command_id=c.command_id if enforced else None,
-            audited=not enforced,
-        )
+) -> list[dict[str, Any]]:
+    taken: list[dict[str, Any]] = [
+        {"action": _ACTION_OF[c.action], "target": (c.process_key or c.path or "")[:4096],
+         "command_id": c.command_id if enforced else None, "audited": not enforced}
         for c in commands
         if c.action in _ACTION_OF
-    ]
+    ]  # fmt: skip
     taken += [
-        ActionTaken(action=AlertAction.PUBLISH_VERDICT, target=v.artifact_id, audited=not enforced)
+        {"action": AlertAction.PUBLISH_VERDICT, "target": v.artifact_id, "audited": not enforced}
         for v in verdicts
     ]
-    return tuple(taken)
+    return taken
 
 
 def _summary(incident: Incident) -> str:
