@@ -19,6 +19,9 @@ measured) on the same pre-filled topic:
     background load at 25/50/90 % of (e)'s one-process rate, the maximum of a worker process on this
     machine (probes: a whole ransomware tree in one record, 10 per second).
 
+`RINGFENCE_BENCH_PROBES=file.csv` also writes every probe of (d): level, when it was sent, and ms to
+the broker's ack, to the worker's decision (`issued_at`) and to its verdict's arrival.
+
 `--latency-only --max-rate N` runs (d) alone against a given one-process rate (events/s), e.g. the
 scale-out figure of an earlier run, to compare worker versions in the same minutes.
 """
@@ -210,12 +213,18 @@ async def _latency(bench: Bench, max_rate: float, sizes: Sizes) -> list[Result]:
             for level in LEVELS:
                 latencies, lost = await probe.level(max_rate * level, sizes.latency_s, f"l{int(level * 100)}")
                 name = f"produced -> verdict at {int(level * 100)} % of max ({max_rate * level:,.0f} ev/s)"
-                decided = probe.to_decision(latencies)
+                decided, acked = probe.to_decision(latencies), probe.to_broker(latencies)
                 results += [
                     Result(f"{name} p50", _pct(list(latencies.values()), 50), "ms", higher_is_better=False),
                     Result(
                         f"{name} p99 (goal <= 100 ms at 50 %){f', {lost} lost' if lost else ''}",
                         _pct(list(latencies.values()), 99),
+                        "ms",
+                        higher_is_better=False,
+                    ),
+                    Result(
+                        f"{name}: of which produced -> acked, p99",
+                        _pct(acked, 99),
                         "ms",
                         higher_is_better=False,
                     ),
@@ -253,6 +262,8 @@ class _Probe:
         self.sent_wall: dict[bytes, float] = {}  # time.time() at send, to compare with `issued_at`
         self.arrived: dict[bytes, float] = {}
         self.issued: dict[bytes, float] = {}  # the verdict's issued_at, epoch seconds
+        self.acked: dict[bytes, float] = {}  # when the broker acknowledged the probe
+        self.device_of: dict[bytes, str] = {}  # the probe's device (its record key)
         self.index = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -285,12 +296,18 @@ class _Probe:
         self.index += 1
         self.sent[sha.encode()] = time.perf_counter()
         self.sent_wall[sha.encode()] = time.time()
-        await self.producer.send(self.topic, value, key=key)
+        self.device_of[sha.encode()] = key.decode()
+        ack = await self.producer.send(self.topic, value, key=key)
+        ack.add_done_callback(lambda _: self.acked.setdefault(sha.encode(), time.perf_counter()))
         return sha.encode()
 
     async def warm_up(self) -> None:
         shas = [await self._send_probe() for _ in range(3)]
         await wait_until(lambda: all(s in self.arrived for s in shas), 60, "warm-up verdicts")
+
+    def to_broker(self, probes: Iterable[bytes]) -> list[float]:
+        """ms from each probe's send to the broker's acknowledgement (this process's producer)."""
+        return [(self.acked[p] - self.sent[p]) * 1000 for p in probes if p in self.acked]
 
     def to_decision(self, probes: Iterable[bytes]) -> list[float]:
         """ms from each probe's send to the `issued_at` of its verdict (the worker's part)."""
@@ -312,8 +329,29 @@ class _Probe:
         while not all(p in self.arrived for p in probes) and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
         latencies = {p: (self.arrived[p] - self.sent[p]) * 1000 for p in probes if p in self.arrived}
+        self._write_probes(tag, started, probes)
         await asyncio.sleep(1.0)  # let the worker drain before the next level
         return latencies, len(probes) - len(latencies)
+
+    def _write_probes(self, tag: str, started: float, probes: list[bytes]) -> None:
+        """With RINGFENCE_BENCH_PROBES=path: one CSV line per probe (level, s since the level's start,
+        ms to the broker's ack, to the worker's decision, to arrival — empty when it never happened —
+        and the send's `time.perf_counter()`, the host's monotonic clock, and the probe's device, to
+        line up with a worker trace)."""
+        path = os.environ.get("RINGFENCE_BENCH_PROBES")
+        if not path:
+            return
+
+        def ms(ended: float | None, since: float) -> str:
+            return "" if ended is None else f"{(ended - since) * 1000:.1f}"
+
+        with open(path, "a") as out:
+            for p in probes:
+                out.write(
+                    f"{tag},{self.sent[p] - started:.3f},{ms(self.acked.get(p), self.sent[p])},"
+                    f"{ms(self.issued.get(p), self.sent_wall[p])},{ms(self.arrived.get(p), self.sent[p])},"
+                    f"{self.sent[p]:.4f},{self.device_of[p]}\n"
+                )
 
 
 def _issued_at(value: bytes) -> float:
