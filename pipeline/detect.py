@@ -365,10 +365,14 @@ def _view(node: ProcessNode) -> NodeView:
     )
 
 
+_COUNTER_TECHNIQUES = [COUNTER_TECHNIQUES.get(Counter(i), ()) for i in range(len(Counter))]
+"""COUNTER_TECHNIQUES by the counter's value (its column after _SUB_OFFSET): no enum lookup per alert."""
+
+
 def _techniques(mask: int, values: Matrix) -> tuple[str, ...]:
-    fired = np.nonzero(values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)])[0]
+    fired = np.flatnonzero(values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)])
     found = set(indicator_techniques(mask))
-    found.update(t for i in fired.tolist() for t in COUNTER_TECHNIQUES.get(Counter(i), ()))
+    found.update(t for i in fired.tolist() for t in _COUNTER_TECHNIQUES[i])
     return tuple(sorted(found))
 
 
