@@ -17,8 +17,10 @@
  * (`features._C_LAYOUT`), so the feature list is defined once, in pipeline/feature_catalogue.py.
  * Values are computed in the numpy path's float order (float32 sums of descendants' counts in row
  * order, float64 sums of user-writable flags) so the matrices are equal byte for byte
- * (tests/unit/test_features_compiled.py). Properties (`placeholder`, `exited`, `mask`) are read
- * through Python, so a node's meaning stays defined by pipeline/node.py; slots through `_slots.h`.
+ * (tests/unit/test_features_compiled.py). Slots are read through `_slots.h`; ProcessNode's three
+ * properties the rows need (`placeholder`, `exited`, `mask`, one-line expressions of its slots in
+ * pipeline/node.py) are computed from those slots for a plain ProcessNode and read through the
+ * property for any subclass. `context` builds `row_context`'s RowContext the same way.
  * Whatever it cannot read as the numpy path would raises (TypeError, ValueError, OverflowError,
  * IndexError) instead of guessing.
  */
@@ -32,6 +34,7 @@
 #include "_slots.h"  /* slot_of, get_attr, set_attr: attribute access of slotted objects */
 
 static PyObject *s_image_cls, *s_image, *s_started, *s_exited, *s_placeholder, *s_end_ms, *s_start_ms;
+static PyObject *s_cmd_mask, *s_script_mask;
 static PyObject *s_children, *s_mask, *s_evidence, *s_conns, *s_static, *s_parent_key, *s_nodes;
 static PyObject *s_limits, *s_max_depth, *s_watermark_ms, *s_get, *s_last_ms, *s_key;
 static PyObject *zero, *one, *thousand; /* the ints 0, 1 and 1000 */
@@ -53,6 +56,7 @@ typedef struct {
     uint64_t group_cls[N_GROUPS];
     Py_ssize_t self_ind, desc_ind, anc_ind, self_ind_count, tree_ind_count;
     Py_ssize_t own_cnt, sub_cnt, own_ips, own_ports, sub_ips;
+    PyTypeObject *plain; /* ProcessNode: its properties are read from their slots (borrowed) */
 } Layout;
 
 static int in_range(Py_ssize_t first, Py_ssize_t width, Py_ssize_t n) { return first >= 0 && width >= 0 && first + width <= n; }
@@ -152,14 +156,54 @@ static int attr_float(PyObject *obj, PyObject *name, float *out) {
     return 0;
 }
 
-/* An indicator mask as numpy's uint64 takes it (OverflowError when negative or too wide). */
-static int mask_of(PyObject *node, uint64_t *out) {
-    PyObject *value = get_attr(node, s_mask);
+/* obj.name as numpy's uint64 takes it (OverflowError when negative or too wide). */
+static int attr_u64(PyObject *obj, PyObject *name, uint64_t *out) {
+    PyObject *value = get_attr(obj, name);
     if (value == NULL)
         return -1;
     *out = PyLong_AsUnsignedLongLong(value);
     Py_DECREF(value);
     return *out == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* The ProcessNode properties the rows read (pipeline/node.py: `mask`, `placeholder`, `exited`): for a
+   plain ProcessNode computed from the slots they are defined on, as they define them, without a
+   Python call; for anything else (a subclass may redefine them) read through the property. */
+static int mask_of(PyObject *node, const Layout *L, uint64_t *out) {
+    uint64_t cmd, script;
+    if (Py_TYPE(node) != L->plain)
+        return attr_u64(node, s_mask, out);
+    if (attr_u64(node, s_cmd_mask, &cmd) < 0 || attr_u64(node, s_script_mask, &script) < 0)
+        return -1;
+    *out = cmd | script;  /* cmd_mask | script_mask */
+    return 0;
+}
+
+static int attr_true(PyObject *obj, PyObject *name) {
+    PyObject *value = get_attr(obj, name);
+    int rc = value == NULL ? -1 : PyObject_IsTrue(value);
+    Py_XDECREF(value);
+    return rc;
+}
+
+static int is_placeholder(PyObject *node, const Layout *L) {
+    if (Py_TYPE(node) != L->plain)
+        return attr_true(node, s_placeholder);
+    int started = attr_true(node, s_started);  /* not started and not image */
+    if (started != 0)
+        return started < 0 ? -1 : 0;
+    int image = attr_true(node, s_image);
+    return image < 0 ? -1 : !image;
+}
+
+static int is_exited(PyObject *node, const Layout *L) {
+    if (Py_TYPE(node) != L->plain)
+        return attr_true(node, s_exited);
+    PyObject *end = get_attr(node, s_end_ms);  /* end_ms is not None */
+    if (end == NULL)
+        return -1;
+    Py_DECREF(end);
+    return end != Py_None;
 }
 
 static int class_in_range(long long cls, const Layout *L) {
@@ -288,7 +332,7 @@ static int fill_rec(Rec *r, int32_t *counts, PyObject *node, long long start, Py
     if (attr_ll(node, s_image_cls, &cls) < 0 || class_in_range(cls, L) < 0)
         return -1;
     r->cls = (int)cls;
-    if (mask_of(node, &r->mask) < 0 || read_facts(node, static_facts, r->facts, L) < 0)
+    if (mask_of(node, L, &r->mask) < 0 || read_facts(node, static_facts, r->facts, L) < 0)
         return -1;
     if ((r->image = get_attr(node, s_image)) == NULL)
         return -1;
@@ -342,9 +386,7 @@ static int ancestor_class(const Ctx *c, Py_ssize_t level, const Layout *L, long 
     if (PyTuple_GET_SIZE(c->ancestors) <= level)
         return 0;
     PyObject *a = PyTuple_GET_ITEM(c->ancestors, level);
-    PyObject *placeholder = get_attr(a, s_placeholder);
-    int is = placeholder == NULL ? -1 : PyObject_IsTrue(placeholder);
-    Py_XDECREF(placeholder);
+    int is = is_placeholder(a, L);
     if (is != 0)
         return is < 0 ? -1 : 0;
     if (attr_ll(a, s_image_cls, cls) < 0)
@@ -451,9 +493,11 @@ static int lifetime_log(const Ctx *c, float *out) {
 static int set_process(float *out, const Ctx *c, const Layout *L) {
     float v[N_PROCESS_COLS];
     long long depth;
-    if (attr_float(c->node, s_started, &v[0]) < 0 || attr_float(c->node, s_exited, &v[1]) < 0 ||
-        depth_of(c, L, &depth) < 0 || lifetime_log(c, &v[3]) < 0)
+    const int exited = is_exited(c->node, L);
+    if (attr_float(c->node, s_started, &v[0]) < 0 || exited < 0 || depth_of(c, L, &depth) < 0 ||
+        lifetime_log(c, &v[3]) < 0)
         return -1;
+    v[1] = (float)exited;
     v[2] = (float)depth;
     PyObject *children = get_attr(c->node, s_children);
     Py_ssize_t n_children = children == NULL ? -1 : PyObject_Length(children);
@@ -554,7 +598,7 @@ static int set_subtree(float *out, const Ctx *c, Py_ssize_t own, Table *t, PyObj
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c->ancestors); i++) {
         uint64_t m;
-        if (mask_of(PyTuple_GET_ITEM(c->ancestors, i), &m) < 0)
+        if (mask_of(PyTuple_GET_ITEM(c->ancestors, i), L, &m) < 0)
             return -1;
         anc_mask |= m;
     }
@@ -621,17 +665,22 @@ static void drop_ctx(Ctx *c) {
     Py_XDECREF(c->depths);
 }
 
-/* rows(contexts, matrix, static_facts, layout): fill `matrix` (zeros, float32, C order, one row per
+/* rows(contexts, matrix, static_facts, layout, node_type): fill `matrix` (zeros, float32, C order, one row per
    context) as features._numpy_rows does. */
 static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "rows(contexts, matrix, static_facts, layout)");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "rows(contexts, matrix, static_facts, layout, node_type)");
         return NULL;
     }
     Layout L;
     if (read_layout(args[3], &L) < 0)
         return NULL;
+    if (!PyType_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "node_type must be a class (ProcessNode)");
+        return NULL;
+    }
+    L.plain = (PyTypeObject *)args[4];  /* borrowed: the caller's reference lives through the call */
     PyObject *contexts = PySequence_Tuple(args[0]);
     if (contexts == NULL)
         return NULL;
@@ -799,8 +848,26 @@ done:
     return rc;
 }
 
+/* row_type(*fields). For a tuple subclass (the NamedTuple RowContext) as its generated __new__ builds
+   it, `tuple.__new__(row_type, fields)`, without running that __new__'s Python frame. */
+static PyObject *make_row(PyObject *row_type, PyObject **fields) {
+    if (!PyType_Check(row_type) || !PyType_IsSubtype((PyTypeObject *)row_type, &PyTuple_Type))
+        return PyObject_Vectorcall(row_type, fields, 6, NULL);
+    PyObject *values = PyTuple_New(6);
+    if (values == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < 6; i++)
+        PyTuple_SET_ITEM(values, i, Py_NewRef(fields[i]));
+    PyObject *args = PyTuple_Pack(1, values);
+    Py_DECREF(values);
+    PyObject *row = args == NULL ? NULL : PyTuple_Type.tp_new((PyTypeObject *)row_type, args, NULL);
+    Py_XDECREF(args);
+    return row;
+}
+
 /* context(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> row_type(forest, node,
-   ancestors, descendants, depths, window_start_ms), as features.row_context builds it. */
+   ancestors, descendants, depths, window_start_ms), as features.row_context builds it (row_type: a
+   NamedTuple class, or any callable taking the six fields). */
 static PyObject *context(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
     Py_ssize_t ancestor_depth, max_descendants;
@@ -838,8 +905,7 @@ static PyObject *context(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     if ((ancestors = ancestors_of(nodes, node, depth)) == NULL)
         goto out;
-    PyObject *fields[6] = {forest, node, ancestors, found, depths, start};
-    result = PyObject_Vectorcall(args[3], fields, 6, NULL);
+    result = make_row(args[3], (PyObject *[6]){forest, node, ancestors, found, depths, start});
 out:
     Py_XDECREF(watermark);
     Py_XDECREF(end);
@@ -855,7 +921,7 @@ out:
 
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
-     "rows(contexts, matrix, static_facts, layout) -> None: fill the zeroed float32 matrix with one "
+     "rows(contexts, matrix, static_facts, layout, node_type) -> None: fill the zeroed float32 matrix with one "
      "feature row per RowContext, as pipeline.features computes it with numpy."},
     {"context", (PyCFunction)(void (*)(void))context, METH_FASTCALL,
      "context(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> the RowContext "
@@ -871,7 +937,7 @@ PyMODINIT_FUNC PyInit__cfeatures(void) {
     struct { PyObject **slot; const char *text; } names[] = {
         {&s_image_cls, "image_cls"}, {&s_image, "image"}, {&s_started, "started"}, {&s_exited, "exited"},
         {&s_placeholder, "placeholder"}, {&s_end_ms, "end_ms"}, {&s_start_ms, "start_ms"},
-        {&s_children, "children"}, {&s_mask, "mask"}, {&s_evidence, "evidence"}, {&s_conns, "conns"},
+        {&s_children, "children"}, {&s_mask, "mask"}, {&s_cmd_mask, "cmd_mask"}, {&s_script_mask, "script_mask"}, {&s_evidence, "evidence"}, {&s_conns, "conns"},
         {&s_static, "static"}, {&s_parent_key, "parent_key"}, {&s_nodes, "nodes"}, {&s_limits, "limits"},
         {&s_max_depth, "max_depth"}, {&s_watermark_ms, "watermark_ms"}, {&s_get, "get"},
         {&s_last_ms, "last_ms"}, {&s_key, "key"},

@@ -11,6 +11,7 @@ def rows(
     matrix: NDArray[np.float32],
     static_facts: Callable[[Any], tuple[float, ...]],
     layout: tuple[int, ...],
+    node_type: type,
     /,
 ) -> None: ...
 def context(

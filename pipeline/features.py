@@ -133,7 +133,7 @@ def feature_matrix(contexts: Sequence[RowContext]) -> NDArray[np.float32]:
     if not contexts:
         return matrix
     if _compiled_rows is not None:
-        _compiled_rows(contexts, matrix, static_facts, _C_LAYOUT)
+        _compiled_rows(contexts, matrix, static_facts, _C_LAYOUT, ProcessNode)
     else:
         _numpy_rows(matrix, contexts)
     return matrix

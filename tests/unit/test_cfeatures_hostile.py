@@ -54,7 +54,7 @@ def both(contexts: list[RowContext]) -> tuple[bytes, bytes]:
     expected = np.zeros((len(contexts), N_FEATURES), np.float32)
     features._numpy_rows(expected, contexts)
     got = np.zeros_like(expected)
-    rows_c()(contexts, got, features.static_facts, features._C_LAYOUT)
+    rows_c()(contexts, got, features.static_facts, features._C_LAYOUT, ProcessNode)
     return expected.tobytes(), got.tobytes()
 
 
@@ -79,11 +79,29 @@ node_spec = st.fixed_dictionaries(
 )
 
 
-def forest_from(specs: list[dict[str, Any]], watermark: int, max_depth: int) -> DeviceForest:
+class OddNode(ProcessNode):
+    """A subclass that redefines the properties the C rows compute from slots for a plain ProcessNode."""
+
+    @property
+    def mask(self) -> int:
+        return (self.cmd_mask | self.script_mask) ^ 0b1010
+
+    @property
+    def placeholder(self) -> bool:
+        return len(self.key) % 2 == 0
+
+    @property
+    def exited(self) -> bool:
+        return self.last_ms % 2 == 1
+
+
+def forest_from(
+    specs: list[dict[str, Any]], watermark: int, max_depth: int, node_type: type[ProcessNode] = ProcessNode
+) -> DeviceForest:
     forest = DeviceForest("d", "windows", TreeLimits(max_depth=max_depth))
     forest.watermark_ms = watermark
     for i, spec in enumerate(specs):
-        node = ProcessNode(f"k{i}", image=spec["image"], started=spec["started"], start_ms=spec["start_ms"])
+        node = node_type(f"k{i}", image=spec["image"], started=spec["started"], start_ms=spec["start_ms"])
         node.end_ms, node.last_ms, node.cmd_mask = spec["end_ms"], spec["last_ms"], spec["cmd_mask"]
         node.image_cls, node.evidence, node.conns = spec["cls"], deque(spec["evidence"]), deque(spec["conns"])
         node.parent_key = None if spec["parent"] is None else f"k{spec['parent']}"
@@ -120,15 +138,25 @@ def python_contexts(forest: DeviceForest, windows: list[int]) -> list[RowContext
         features._compiled_context = compiled
 
 
-def _contexts() -> list[RowContext]:
+def _contexts(node_type: type[ProcessNode] = ProcessNode) -> list[RowContext]:
     specs = [
         {"parent": None if i == 0 else (i - 1) // 2, "image": IMAGES[i % 5], "cls": ImageClass(i % 14),
          "started": True, "start_ms": 0, "end_ms": None, "last_ms": 10, "cmd_mask": i,
          "evidence": [10 << 8 | 3], "conns": [(10, f"10.0.0.{i}", 443)]}
         for i in range(15)
     ]  # fmt: skip
-    forest = forest_from(specs, 100, 64)
+    forest = forest_from(specs, 100, 64, node_type)
     return [row_context(forest, key, 1000) for key in forest.nodes]
+
+
+def test_a_subclass_that_redefines_the_node_properties_is_read_through_them() -> None:
+    plain, odd = both(_contexts()), both(_contexts(OddNode))
+    assert odd[1] == odd[0] and plain[1] == plain[0]
+    assert odd[0] != plain[0]  # the redefined properties changed the rows, in both paths alike
+    with pytest.raises(TypeError, match="node_type"):
+        rows_c()(
+            _contexts(), np.zeros((15, N_FEATURES), np.float32), features.static_facts, features._C_LAYOUT, 1
+        )
 
 
 def test_a_static_facts_that_changes_the_rows_or_raises_is_survived() -> None:
@@ -147,7 +175,7 @@ def test_a_static_facts_that_changes_the_rows_or_raises_is_survived() -> None:
     for node in (c.node for c in contexts):
         node.static = None  # so the facts are asked for
     matrix = np.zeros((len(contexts), N_FEATURES), np.float32)
-    rows_c()(list(contexts), matrix, meddling, features._C_LAYOUT)
+    rows_c()(list(contexts), matrix, meddling, features._C_LAYOUT, ProcessNode)
     assert calls > 0 and np.isfinite(matrix).all()
     assert matrix.tobytes() != expected  # it read the changed nodes, without faulting
 
@@ -155,10 +183,16 @@ def test_a_static_facts_that_changes_the_rows_or_raises_is_survived() -> None:
         raise RuntimeError("static facts failed")
 
     with pytest.raises(RuntimeError, match="static facts failed"):
-        rows_c()(_contexts(), np.zeros((15, N_FEATURES), np.float32), failing, features._C_LAYOUT)
+        rows_c()(
+            _contexts(), np.zeros((15, N_FEATURES), np.float32), failing, features._C_LAYOUT, ProcessNode
+        )
     with pytest.raises(ValueError, match="static facts: 2 values"):
         rows_c()(
-            _contexts(), np.zeros((15, N_FEATURES), np.float32), lambda node: (1.0, 2.0), features._C_LAYOUT
+            _contexts(),
+            np.zeros((15, N_FEATURES), np.float32),
+            lambda node: (1.0, 2.0),
+            features._C_LAYOUT,
+            ProcessNode,
         )
 
 
@@ -177,20 +211,22 @@ def test_a_static_facts_that_changes_the_rows_or_raises_is_survived() -> None:
 )
 def test_a_matrix_that_is_not_the_rows_is_refused(matrix: Any) -> None:
     with pytest.raises((ValueError, BufferError)):
-        rows_c()(_contexts(), matrix, features.static_facts, features._C_LAYOUT)
+        rows_c()(_contexts(), matrix, features.static_facts, features._C_LAYOUT, ProcessNode)
 
 
 def test_a_read_only_matrix_and_other_arguments_are_refused() -> None:
     matrix = np.zeros((15, N_FEATURES), np.float32)
     matrix.flags.writeable = False
     with pytest.raises((ValueError, BufferError)):
-        rows_c()(_contexts(), matrix, features.static_facts, features._C_LAYOUT)
+        rows_c()(_contexts(), matrix, features.static_facts, features._C_LAYOUT, ProcessNode)
     with pytest.raises(TypeError, match="RowContext"):
         rows_c()([("not", "a", "context")], np.zeros((1, N_FEATURES), np.float32), features.static_facts,
-                 features._C_LAYOUT)  # fmt: skip
+                 features._C_LAYOUT, ProcessNode)  # fmt: skip
     with pytest.raises(TypeError):
         rows_c()(_contexts(), np.zeros((15, N_FEATURES), np.float32), features.static_facts)
-    rows_c()([], np.zeros((0, N_FEATURES), np.float32), features.static_facts, features._C_LAYOUT)
+    rows_c()(
+        [], np.zeros((0, N_FEATURES), np.float32), features.static_facts, features._C_LAYOUT, ProcessNode
+    )
 
 
 @pytest.mark.parametrize("at", [1, 2, 7, 11, 40, 75])
@@ -199,7 +235,13 @@ def test_layouts_out_of_range_are_refused(at: int, value: int) -> None:
     layout = list(features._C_LAYOUT)
     layout[at] = value
     with pytest.raises((ValueError, OverflowError)):
-        rows_c()(_contexts(), np.zeros((15, N_FEATURES), np.float32), features.static_facts, tuple(layout))
+        rows_c()(
+            _contexts(),
+            np.zeros((15, N_FEATURES), np.float32),
+            features.static_facts,
+            tuple(layout),
+            ProcessNode,
+        )
 
 
 def test_reference_counts_are_unchanged_after_many_calls_good_and_failing() -> None:
@@ -208,10 +250,10 @@ def test_reference_counts_are_unchanged_after_many_calls_good_and_failing() -> N
     before = [sys.getrefcount(x) for x in watched]
     matrix = np.zeros((len(contexts), N_FEATURES), np.float32)
     for i in range(300):
-        rows_c()(contexts, matrix, features.static_facts, features._C_LAYOUT)
+        rows_c()(contexts, matrix, features.static_facts, features._C_LAYOUT, ProcessNode)
         contexts[3].node.conns.append(("x", "10.0.0.3", i))  # a time that is not an int
         with pytest.raises(TypeError):
-            rows_c()(contexts, matrix, features.static_facts, features._C_LAYOUT)
+            rows_c()(contexts, matrix, features.static_facts, features._C_LAYOUT, ProcessNode)
         contexts[3].node.conns.pop()
     assert [sys.getrefcount(x) for x in watched] == before
 
@@ -233,6 +275,8 @@ def test_contexts_of_odd_forests_are_built_or_refused_as_python_does() -> None:
         with pytest.raises(TypeError):
             build()
     forest.nodes["k1"].children.pop()
+    built = features._compiled_context(forest, "k0", 1, lambda *fields: fields, 3, 256)  # type: ignore[misc]
+    assert type(built) is tuple and built == tuple(row_context(forest, "k0", 1))
     forest.watermark_ms = "late"  # type: ignore[assignment]
     with pytest.raises(TypeError):
         row_context(forest, "k0")

@@ -27,7 +27,7 @@ from pipeline import features
 from pipeline.detect import Detector, DetectorConfig
 from pipeline.features import N_FEATURES, RowContext, feature_matrix, row_context
 from pipeline.model.provisional import ProvisionalRules
-from pipeline.tree import DeviceForest, TreeLimits
+from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
 
 NOT_BUILT = "pipeline._cfeatures is not built: `pip install -e .` or `setup.py build_ext --inplace` (gcc)"
 WINDOWS = (1, 60_000, 300_000, 10**12)  # one ms, a minute, the default, everything
@@ -146,7 +146,7 @@ def test_the_c_path_is_used_when_built() -> None:
     assert features._compiled_rows is not None, NOT_BUILT
     with pytest.raises(ValueError, match="layout"):
         features._compiled_rows(
-            contexts, np.zeros((3, N_FEATURES), np.float32), features.static_facts, (1, 2)
+            contexts, np.zeros((3, N_FEATURES), np.float32), features.static_facts, (1, 2), ProcessNode
         )
 
 
