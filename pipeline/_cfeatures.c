@@ -202,8 +202,9 @@ static int is_exited(PyObject *node, const Layout *L) {
     PyObject *end = get_attr(node, s_end_ms);  /* end_ms is not None */
     if (end == NULL)
         return -1;
+    const int exited = end != Py_None;
     Py_DECREF(end);
-    return end != Py_None;
+    return exited;
 }
 
 static int class_in_range(long long cls, const Layout *L) {
@@ -410,6 +411,15 @@ static int set_classes(float *out, const Ctx *c, int own, const Layout *L) {
     return 0;
 }
 
+/* nodes.get(key) as a new reference (None when absent). */
+static PyObject *node_get(PyObject *nodes, PyObject *key) {
+    if (PyDict_CheckExact(nodes)) {
+        PyObject *found = PyDict_GetItemWithError(nodes, key);
+        return found != NULL ? Py_NewRef(found) : PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    return PyObject_CallMethodOneArg(nodes, s_get, key);
+}
+
 /* `features._depth`: known ancestors, at most the cap, walking up past the context's own. */
 static int depth_of(const Ctx *c, const Layout *L, long long *depth) {
     const Py_ssize_t n = PyTuple_GET_SIZE(c->ancestors);
@@ -433,13 +443,7 @@ static int depth_of(const Ctx *c, const Layout *L, long long *depth) {
     *depth = n;
     int rc = parent == NULL ? -1 : 0;
     while (rc == 0 && parent != Py_None && *depth < L->depth_cap) {
-        PyObject *up;  /* nodes.get(parent) */
-        if (PyDict_CheckExact(nodes)) {
-            up = PyDict_GetItemWithError(nodes, parent);
-            up = up != NULL ? Py_NewRef(up) : PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-        } else {
-            up = PyObject_CallMethodOneArg(nodes, s_get, parent);
-        }
+        PyObject *up = node_get(nodes, parent);
         Py_DECREF(parent);
         parent = NULL;
         if (up == NULL) {
@@ -722,15 +726,6 @@ out:
 }
 
 /* --- row contexts: `features.row_context` ------------------------------------------------------- */
-
-/* nodes.get(key) as a new reference (None when absent). */
-static PyObject *node_get(PyObject *nodes, PyObject *key) {
-    if (PyDict_CheckExact(nodes)) {
-        PyObject *found = PyDict_GetItemWithError(nodes, key);
-        return found != NULL ? Py_NewRef(found) : PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    }
-    return PyObject_CallMethodOneArg(nodes, s_get, key);
-}
 
 /* `DeviceForest.ancestors(key, depth)`: known ancestors of `node`, nearest first, as a tuple. */
 static PyObject *ancestors_of(PyObject *nodes, PyObject *node, Py_ssize_t depth) {
