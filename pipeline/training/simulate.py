@@ -36,6 +36,8 @@ from pipeline.training.sim import (
     win_attack4,
     win_benign,
     win_benign_diag,
+    win_benign_lone,
+    win_lone,
 )
 from pipeline.training.sim.builder import SimTree, TreeBuilder
 from pipeline.training.sim.catalog import Technique
@@ -65,11 +67,14 @@ class SimConfig:
     preamble_share: float = 0.3
     fragment_share: float = 0.2
     linux_benign_share: float = 0.4
+    lone_benign_trees: int = 1_500
+    """Small benign Windows trees (`win_benign_lone`): everyday uses of the lone-command attacks' tools."""
 
 
 def techniques() -> tuple[Technique, ...]:
     """Every registered attack generator, Windows then Linux."""
-    modules = (win_attack1, win_attack2, win_attack3, win_attack4, linux_attack1, linux_attack2, linux_impact)
+    modules = (win_attack1, win_attack2, win_attack3, win_attack4, linux_attack1, linux_attack2, linux_impact,
+               win_lone)
     return tuple(t for m in modules for t in m.REG.items)
 
 
@@ -215,6 +220,7 @@ def simulate_corpus(
             if keep is None or keep(attack_tree_id(tech, index)):
                 yield simulate_attack(tech, index, config)
     yield from _benign_corpus(config, keep)
+    yield from _lone_benign_corpus(config, keep)
 
 
 def _benign_corpus(config: SimConfig, keep: Callable[[str], bool] | None) -> Iterator[SimTree]:
@@ -226,3 +232,13 @@ def _benign_corpus(config: SimConfig, keep: Callable[[str], bool] | None) -> Ite
             for index in range(round(config.benign_trees * share * weight / total)):
                 if keep is None or keep(benign_tree_id(platform, name, index)):
                     yield simulate_benign(platform, name, fn, index, config)
+
+
+def _lone_benign_corpus(config: SimConfig, keep: Callable[[str], bool] | None) -> Iterator[SimTree]:
+    """The small benign Windows trees, after every other simulated tree (so none of those changed)."""
+    workloads = win_benign_lone.LONE_WORKLOADS
+    total = sum(w for _, w, _ in workloads)
+    for name, weight, fn in workloads:
+        for index in range(round(config.lone_benign_trees * weight / total)):
+            if keep is None or keep(benign_tree_id(Platform.WINDOWS, name, index)):
+                yield simulate_benign(Platform.WINDOWS, name, fn, index, config)
