@@ -27,7 +27,16 @@ from pipeline import features
 from pipeline.detect import Detector, DetectorConfig
 from pipeline.features import N_FEATURES, RowContext, feature_matrix, row_context
 from pipeline.model.provisional import ProvisionalRules
+from pipeline.training.rows import replay_rows
+from pipeline.training.simulate import (
+    SimConfig,
+    benign_workloads,
+    simulate_attack,
+    simulate_benign,
+    techniques,
+)
 from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
+from schemas.events import Platform
 
 NOT_BUILT = "pipeline._cfeatures is not built: `pip install -e .` or `setup.py build_ext --inplace` (gcc)"
 WINDOWS = (1, 60_000, 300_000, 10**12)  # one ms, a minute, the default, everything
@@ -221,3 +230,23 @@ def test_wide_trees_are_cut_at_max_descendants_and_deep_ones_at_max_depth() -> N
     assert max(row_context(forest, "w0").depths) == 4  # levels 1..max_depth-1
     assert_same_contexts([forest], 300_000)
     assert_same_bytes(every_row([forest], 300_000))
+
+
+def test_training_rows_of_simulated_trees_are_the_same_with_the_extension_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Training computes its rows with the same functions: the matrices H1's model learns from do not
+    depend on whether the machine that built them had gcc."""
+    config = SimConfig()
+    trees = [simulate_attack(tech, 0, config) for tech in techniques()[::7]]
+    for platform in (Platform.WINDOWS, Platform.LINUX):
+        trees += [
+            simulate_benign(platform, name, fn, 1, config) for name, _, fn in benign_workloads(platform)[:3]
+        ]
+    blocks = [replay_rows(t.events, t.node_labels, t.tree_id, chunk_events=8) for t in trees]
+    monkeypatch.setattr(features, "_compiled_rows", None)
+    monkeypatch.setattr(features, "_compiled_context", None)
+    for tree, block in zip(trees, blocks, strict=True):
+        again = replay_rows(tree.events, tree.node_labels, tree.tree_id, chunk_events=8)
+        assert again.matrix.tobytes() == block.matrix.tobytes() and again.labels == block.labels, tree.tree_id
+    assert sum(len(b) for b in blocks) > 50
