@@ -255,14 +255,16 @@ def _within(limits: Limits) -> bool:
 
 def _consistent(decoded: FastBatch | FastEvent, events: tuple[FastEvent, ...]) -> bool:
     """What the Structs cannot say: id charset, one device, the seq range, the time range."""
-    if isinstance(decoded, FastBatch):
-        device, seqs = decoded.device_id, [e.seq for e in events]
-        if min(seqs) != decoded.first_seq or max(seqs) != decoded.last_seq:
-            return False
-    else:
-        device = decoded.device_id
-        if _DEVICE_PATTERN.fullmatch(device) is None:
-            return False
+    if isinstance(decoded, FastEvent):  # a single-event record: the same checks without collections
+        ids = decoded.event_id + decoded.process_key + (decoded.parent_process_key or "")
+        return (
+            _DEVICE_PATTERN.fullmatch(decoded.device_id) is not None
+            and _EARLIEST <= decoded.ts < _LATEST
+            and ids.isascii() and ids.isprintable() and " " not in ids
+        )  # fmt: skip
+    device, seqs = decoded.device_id, [e.seq for e in events]
+    if min(seqs) != decoded.first_seq or max(seqs) != decoded.last_seq:
+        return False
     if {e.device_id for e in events} != {device}:
         return False
     times = [e.ts for e in events]
