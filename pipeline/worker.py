@@ -190,11 +190,10 @@ class BatchWorker:
 
     async def _record(self, partition: int, record: Any, now_ms: int) -> None:
         self.stats.records += 1
-        where = SourceCoordinates(self.settings.events_topic, partition, record.offset)
         try:
             events = _events_of(record)
         except ContractError as exc:
-            await self._dead_letter(record, exc, where)
+            await self._dead_letter(record, exc, self._where(partition, record))
             return
         device = events[0].device_id
         self._partition_of[device] = partition
@@ -208,10 +207,15 @@ class BatchWorker:
         try:
             decisions = self.detector.process(events, now_ms)
         except Exception as exc:  # a bug in the core on one record must not stop the fleet's pipeline
+            where = self._where(partition, record)
             log.exception("%s: device %s: detector failed on this record; dead-lettered", where, device)
             await self._dead_letter(record, exc, where)
             return
         await self._emit(decisions)
+
+    def _where(self, partition: int, record: Any) -> SourceCoordinates:
+        """A record's coordinates, for a dead letter (made only then: most records never need them)."""
+        return SourceCoordinates(self.settings.events_topic, partition, record.offset)
 
     async def _dead_letter(self, record: Any, error: Exception, where: SourceCoordinates) -> None:
         self.stats.dead_letters += 1
