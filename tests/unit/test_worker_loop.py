@@ -174,6 +174,32 @@ async def test_bad_records_go_to_the_dlq_with_coordinates_and_good_ones_still_al
     assert worker.stats.dead_letters == 4 and worker.stats.records == 5
 
 
+async def test_a_record_the_detector_fails_on_is_dead_lettered_and_the_next_ones_still_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phase1, phase2 = ransomware("dev-a", SHA)
+    poisoned = record(20, phase1)
+    worker, consumer, producer = make(tmp_path, [{3: [poisoned, record(21, phase1 + phase2)]}],
+                                      partitions=frozenset({3}))
+    process = worker.detector.process
+
+    def failing_once(events: Any, now_ms: int) -> Any:
+        if events[0].seq == phase1[0].seq and not letters_sent():
+            raise ZeroDivisionError("a bug in the core")
+        return process(events, now_ms)
+
+    def letters_sent() -> bool:
+        return bool(producer.values("t.dlq"))
+
+    monkeypatch.setattr(worker.detector, "process", failing_once)
+    await worker.run()
+    (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (EVENTS, 3, 20)
+    assert letter.error_class == "ZeroDivisionError" and letter.raw() == poisoned.value
+    assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
+    assert consumer.committed_offsets == {3: 22} and worker.stats.dead_letters == 1
+
+
 async def test_verdicts_and_commands_are_signed_and_acked_before_offsets_commit(tmp_path: Path) -> None:
     phase1, phase2 = ransomware("dev-a", SHA)
     worker, _, producer = make(tmp_path, [{0: [record(0, phase1 + phase2)]}])
