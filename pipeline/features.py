@@ -19,18 +19,15 @@ row is made of is defined here once and handed to C as `_C_LAYOUT`.
 from __future__ import annotations
 
 import math
-from collections import Counter as Tally
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline import lexicon as lx
 from pipeline.behaviour import Counter
 from pipeline.feature_catalogue import (
     ANCESTOR_DEPTH,
@@ -42,7 +39,8 @@ from pipeline.feature_catalogue import (
     render_markdown,
 )
 from pipeline.indicators import INDICATORS
-from pipeline.lexicon import ImageClass, Location
+from pipeline.lexicon import ImageClass
+from pipeline.process_facts import command_line_stats, static_facts
 from pipeline.tree import DeviceForest, ProcessNode
 from pipeline.windows import DEFAULT_WINDOW_MS, count_windows, sliding_start
 
@@ -65,19 +63,6 @@ _N_IND = len(INDICATORS)
 _N_CNT = len(Counter)
 _SHELLISH = frozenset({ImageClass.SHELL, ImageClass.SCRIPT_HOST})
 _TOOLISH = _SHELLISH | {ImageClass.LOLBIN, ImageClass.ADMIN_TOOL}
-_MASQUERADE_CLASSES = frozenset(
-    {
-        ImageClass.SHELL,
-        ImageClass.LOLBIN,
-        ImageClass.ADMIN_TOOL,
-        ImageClass.SERVICE_HOST,
-        ImageClass.SYSTEM_CORE,
-        ImageClass.USER_SHELL,
-        ImageClass.WMI,
-    }
-)
-_USER_WRITABLE = frozenset({Location.TEMP, Location.USER_PROFILE, Location.PROGRAM_DATA})
-_DOUBLE_EXT = ("pdf", "doc", "docx", "xls", "xlsx", "txt", "jpg", "png", "zip", "rtf")
 
 
 _AT = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -376,60 +361,6 @@ def _in_window(conns: deque[tuple[int, str, int]], start: int) -> tuple[Sequence
     return [ip for ip, _ in kept], [port for _, port in kept]
 
 
-def static_facts(node: ProcessNode) -> tuple[float, ...]:
-    """Facts that change only when the process's start, image or signature is seen; cached on the node.
-
-    Layout: 10 image facts, priv_high, priv_system, 4 command-line stats, runs-from-user-writable.
-    """
-    if node.static is None:
-        key = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed)
-        if len(node.image) + len(node.command_line) > _CACHED_CHARS:
-            node.static = _static.__wrapped__(*key)
-        else:
-            node.static = _static(*key)
-    return node.static
-
-
-# Processes are started from the same images with the same command lines over and over (services,
-# browser renderers, updaters), and the facts are a pure function of these six values: cached, but
-# only for strings of a usual size, so a hostile device cannot pin megabytes in the cache.
-_CACHED_CHARS = 4096
-
-
-@lru_cache(maxsize=16384)
-def _static(
-    image: str, cls: ImageClass, command_line: str, integrity_level: str | None, uid: int | None,
-    signed: bool | None,
-) -> tuple[float, ...]:  # fmt: skip
-    loc = lx.location(image) if image else Location.OTHER
-    stem_ext = lx.basename(image).rsplit(".", 2)
-    integrity = (integrity_level or "").lower()
-    return (
-        loc is Location.TEMP,
-        loc is Location.USER_PROFILE,
-        loc is Location.PROGRAM_DATA,
-        loc is Location.SYSTEM,
-        loc is Location.PROGRAM_FILES,
-        _masquerade(image, cls, loc),
-        len(stem_ext) == 3 and stem_ext[1] in _DOUBLE_EXT and stem_ext[2] in lx.EXECUTABLE_EXTENSIONS,
-        "/." in image or "\\." in image,
-        signed is False,
-        not image,
-        integrity == "high",
-        integrity == "system" or uid == 0,
-        *command_line_stats(lx.anonymise(command_line)),
-        loc in _USER_WRITABLE,
-    )
-
-
-def _masquerade(image: str, cls: ImageClass, loc: Location) -> bool:
-    if cls not in _MASQUERADE_CLASSES:
-        return False
-    if "\\" in image:
-        return loc not in (Location.SYSTEM, Location.WINDOWS)
-    return loc in _USER_WRITABLE
-
-
 def _depth(ctx: RowContext, cap: int = _DEPTH_CAP) -> int:
     """Known ancestors, at most `cap`; the walk starts above the ones `row_context` already found."""
     ancestors = ctx.ancestors
@@ -439,16 +370,3 @@ def _depth(ctx: RowContext, cap: int = _DEPTH_CAP) -> int:
     while parent is not None and depth < cap and (up := nodes.get(parent)) is not None:
         depth, parent = depth + 1, up.parent_key
     return depth
-
-
-@lru_cache(maxsize=65536)
-def command_line_stats(command_line: str) -> tuple[float, float, float, float]:
-    """(log1p length, entropy bits/char, log1p longest token, metacharacter share); cached per string."""
-    text = command_line[:8192]
-    if not text:
-        return (0.0, 0.0, 0.0, 0.0)
-    n = len(text)
-    entropy = -sum(k / n * math.log2(k / n) for k in Tally(text).values())
-    longest = max((len(t) for t in text.split()), default=0)
-    special = sum(text.count(ch) for ch in "^`$|&;<>%\"'") / n
-    return (math.log1p(len(command_line)), entropy, math.log1p(longest), special)

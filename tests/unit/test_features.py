@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline import features as F
+from pipeline import process_facts
 from pipeline.eventkit import EventKit
 from pipeline.indicators import INDICATOR_NAMES, INDICATORS, indicator_mask, indicator_names
 from pipeline.tree import DeviceForest
@@ -341,5 +342,5 @@ def test_static_facts_are_the_same_from_the_cache_and_follow_what_changed() -> N
     assert "priv_high" not in c and c["img_unsigned"] == 1
     node = forest.nodes["l"]
     args = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed)
-    assert F.static_facts(node) == F._static(*args) == F._static.__wrapped__(*args)
+    assert F.static_facts(node) == process_facts._static(*args) == process_facts._static.__wrapped__(*args)
     assert long_row["cmd_len_log"] > 8
