@@ -137,14 +137,17 @@ def test_contributions_add_up_to_the_margin_the_c_trees_score() -> None:
         assert np.abs(total - margins[:, class_index]).max() <= 1e-4 * max(1.0, np.abs(margins).max())
 
 
-@pytest.mark.parametrize("depth", [3, 8, 12])
+@pytest.mark.parametrize("depth", [3, 6, 8, 12])
 def test_deep_trees_splitting_again_on_a_feature_are_explained_as_xgboost(depth: int) -> None:
-    """Trees deeper than the committed model's, where a path meets a feature twice (UNWIND)."""
+    """Trees deeper than the committed model's, where a path meets a feature twice (UNWIND); at depth 6
+    (up to 63 splits: keyed tables) random rows are more branch vectors than a tree's table keeps, at 8
+    and 12 (more than 64 splits, leaves deeper than 6) every tree is walked and no leaf memo is used."""
     model = _tiny_booster(rows=3000, native=False, max_depth=depth, min_child_weight=0)
     rng = np.random.default_rng(depth)
-    rows = rng.random((200, 6), dtype=np.float32)
+    rows = rng.random((600, 6), dtype=np.float32)
     rows[rng.random(rows.shape) < 0.2] = np.nan
     rows[rng.random(rows.shape) < 0.2] = 0.0
+    rows = np.concatenate([rows, rows[::-1]])  # every row twice: the second time from the tables
     native = native_explainers(model, 6)
     assert native is not None, NOT_BUILT
     repeated = any(_repeats(t) for t in model["learner"]["gradient_booster"]["model"]["trees"])
