@@ -24,7 +24,7 @@ help: ## show this help
 	@echo "Variables: RINGFENCE_KAFKA_BOOTSTRAP (use an existing Kafka), KAFKA_PORT (test broker port),"
 	@echo "           PYTEST_ARGS (extra pytest arguments), PYTHON (interpreter for the virtualenv)"
 
-$(STAMP): pyproject.toml setup.py $(wildcard pipeline/*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard pipeline/*.c pipeline/*.h)
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ not found (set PYTHON=...)"; exit 1; }
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
 		|| { echo "ringfence needs Python 3.11+, $(PYTHON) is older (set PYTHON=...)"; exit 1; }
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard pipeline/*.c)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-venv: $(STAMP) ## create .venv, install ringfence with all extras, build the C extensions (again when pyproject.toml, setup.py or pipeline/*.c change)
+venv: $(STAMP) ## create .venv, install ringfence with all extras, build the C extensions (again when pyproject.toml, setup.py, pipeline/*.c or *.h change)
 
 kafka-jars: venv ## resolve and cache Apache Kafka's jars (skipped when RINGFENCE_KAFKA_BOOTSTRAP is set)
 	@if [[ -n "$${RINGFENCE_KAFKA_BOOTSTRAP:-}" ]]; then \
