@@ -250,3 +250,18 @@ def test_training_rows_of_simulated_trees_are_the_same_with_the_extension_off(
         again = replay_rows(tree.events, tree.node_labels, tree.tree_id, chunk_events=8)
         assert again.matrix.tobytes() == block.matrix.tobytes() and again.labels == block.labels, tree.tree_id
     assert sum(len(b) for b in blocks) > 50
+
+
+def test_the_c_layout_names_every_feature_column_exactly_once() -> None:
+    """A column added to the numpy path only would be left zero by C: the layout must cover the list."""
+    layout = list(features._C_LAYOUT)
+    n_features, n_cls, n_ind, n_cnt = layout[:4]
+    img, parent, gparent, unknown = layout[7:11]
+    pairs, rest = layout[11:35:3], layout[35:]
+    singles = [*rest[:16], *rest[16:23], rest[23], rest[24], *rest[25:31:2]]  # static, process, desc
+    self_ind, desc_ind, anc_ind, self_count, tree_count, own, sub, *distinct = rest[31:]
+    columns = [*pairs, *singles, unknown, self_count, tree_count, *distinct]
+    blocks = [(img, n_cls), (parent, n_cls), (gparent, n_cls), (self_ind, n_ind), (desc_ind, n_ind)]
+    for first, width in [*blocks, (anc_ind, n_ind), (own, n_cnt), (sub, n_cnt)]:
+        columns += range(first, first + width)
+    assert n_features == N_FEATURES and sorted(columns) == list(range(N_FEATURES))
