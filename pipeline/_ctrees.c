@@ -352,29 +352,24 @@ static PyTypeObject ForestType = {
  * root mean, then the class's base score. A missing (NaN) value takes the split's default branch; any
  * other value goes left when `value < threshold` (so +-inf simply compare).
  *
- * Why it is fast: what a leaf adds to each feature of its path depends on the row only through which
- * branches of the path the row would take itself (at each level, "hot" or not). Algorithm 2 builds
- * the leaf's path weights from those bits and the covers alone, so the same float operations on the
- * same inputs give the same bits every time: a leaf's contributions are computed once per hot pattern
- * (at most 2**depth of them) and kept (`ShapLeaf.memo`), and a row then costs one walk of each tree
- * plus an addition per (leaf, feature of its path). Leaves deeper than SHAP_MEMO_DEPTH are recomputed.
- * One level up, a whole tree's contributions depend on the row only through the row's branch at each
- * of its splits (which child is hot, hence the walk's order and every leaf's pattern): for a tree of at
- * most 64 splits, that bit vector keys a small table of the tree's per-feature sums (`TreeMemo`), so a
- * row seen before in that respect costs one pass over the splits and a few additions. Rows that alert
- * look alike: on the benchmark replay 94 % of (row, tree) pairs are hits, at most 78 keys per tree.
- * The tables are bounded (SHAP_TREE_SLOTS); a full one is only read. Both memos are filled while
- * holding the GIL (they are shared by every call), so calls do not release it.
+ * Why it is fast: a tree's contributions depend on the row only through the row's branch at each of
+ * its splits (which child is "hot": that fixes the recursion's order and every path's one-fractions),
+ * so the same float operations on the same inputs give the same bits. For a tree of at most 64
+ * splits that bit vector keys a small table of the tree's per-feature sums (`TreeMemo`): a row seen
+ * before in that respect costs one pass over the tree's splits and a few additions, not the O(leaves
+ * x depth^2) recursion. Rows that alert look alike: on the benchmark replay 94 % of (row, tree) pairs
+ * are hits, at most 78 keys per tree. A table grows from 16 slots to SHAP_TREE_SLOTS and is only read
+ * once 3/4 full, so memory is bounded by the trees whatever the rows (~1.3 MB after the replay's 690
+ * alerting rows; 17 MB with 3,000 random rows on all 13 classes, every table full). The tables are filled
+ * while holding the GIL (every call shares them), so calls do not release it.
  *
  * Everything an index comes from is checked once at construction: children inside their tree, every
  * node reached once from the root (a tree, not a graph with cycles or shared children), depth at most
- * SHAP_MAX_DEPTH (the recursion, the hot-pattern bits and the path buffer are bounded by it), features
- * inside a row.
+ * SHAP_MAX_DEPTH (the recursion and the path buffer are bounded by it), features inside a row.
  * ------------------------------------------------------------------------------------------------- */
 
 #define SHAP_MAX_DEPTH 64
-#define SHAP_MEMO_DEPTH 6  /* at most 64 hot patterns per leaf, one validity bit each */
-#define SHAP_TREE_SLOTS 256  /* the largest table of a tree; it stops taking keys at 3/4 of that */
+#define SHAP_TREE_SLOTS 128  /* the largest table of a tree; it stops taking keys at 3/4 of that (96) */
 
 /* A tree's contributions per branch vector: open addressing, `capacity` (a power of two) slots. */
 typedef struct {
@@ -388,21 +383,11 @@ typedef struct {
     int32_t left, right;   /* global node index of each child; left == -1 for a leaf */
     int32_t feature;       /* split feature (internal nodes) */
     int32_t default_left;  /* a missing value goes left */
-    int32_t parent;        /* -1 for a root */
-    int32_t leaf;          /* index in `leaves` (leaves) */
     float threshold;       /* go left when value < threshold */
     float value;           /* leaf value (leaves) */
     float left_share;      /* cover(left) / cover(node): the fraction of training rows going left */
     float right_share;
 } ShapNode;
-
-typedef struct {
-    float *memo;        /* (2**depth, width) contributions per hot pattern, or NULL (not yet, or too deep) */
-    uint64_t known;     /* bit p: the memo's row for hot pattern p is filled */
-    int32_t node;       /* the leaf's node */
-    int32_t features;   /* where its path's features (`width` of them, in path order) begin in leaf_features */
-    int32_t depth, width;
-} ShapLeaf;
 
 /* One element of the path of unique features from the root to a node (Algorithm 2's m). */
 typedef struct {
@@ -415,8 +400,6 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     ShapNode *nodes;
-    ShapLeaf *leaves;
-    int32_t *leaf_features;  /* each leaf's path features, leaf after leaf */
     int32_t *roots;          /* (n_trees,) global index of each tree's root */
     int32_t *features;       /* the distinct split features of each tree, tree after tree */
     int32_t *feature_start;  /* (n_trees + 1,) where each tree's features begin in `features` */
@@ -424,7 +407,7 @@ typedef struct {
     int32_t *split_start;    /* (n_trees + 1,) where each tree's splits begin in `splits` */
     TreeMemo *memos;         /* (n_trees,) per-tree tables; unused for a tree of more than 64 splits */
     float bias;              /* sum of the trees' root means (in tree order), then + base score */
-    Py_ssize_t n_nodes, n_leaves, n_trees, n_features;
+    Py_ssize_t n_nodes, n_trees, n_features;
     int depth;               /* the deepest leaf */
     int ready;
 } Explainer;
@@ -473,73 +456,35 @@ static float unwound_sum(const PathStep *m, int d, int k) {
     return total;
 }
 
-/* Algorithm 2 along the one path from the root to `leaf`, for a row that takes the hot branch at the
-   levels whose bit is set in `hot`: EXTEND by each branch (after UNWIND of an earlier split on the same
-   feature), then what the leaf adds to each path feature: values[k] for features[k]. Returns their count. */
-static int leaf_values(const Explainer *e, int32_t leaf, uint64_t hot, PathStep *m, float *values,
-                       int32_t *features) {
-    int32_t chain[SHAP_MAX_DEPTH + 1];
-    int depth = 0, d = 0;
-    int32_t node = leaf;
-    for (; e->nodes[node].parent >= 0; node = e->nodes[node].parent)
-        chain[depth++] = node;
-    extend_path(m, 0, 1.0f, 1.0f, -1);
-    for (int level = 0; level < depth; level++) {
-        const ShapNode *n = &e->nodes[node];
-        const int32_t child = chain[depth - 1 - level];
-        float in_zero = 1.0f, in_one = 1.0f;
-        for (int k = 0; k <= d; k++)
-            if (m[k].feature == n->feature) {  /* split on before: undo it, to redo it with this node's share */
-                in_zero = m[k].zero, in_one = m[k].one;
-                unwind_path(m, d, k);
-                d--;
-                break;
-            }
-        const float share = child == n->left ? n->left_share : n->right_share;
-        extend_path(m, ++d, share * in_zero, (hot >> level) & 1 ? in_one : 0.0f, n->feature);
-        node = child;
-    }
-    const float value = e->nodes[leaf].value;
-    for (int i = 1; i <= d; i++) {
-        values[i - 1] = unwound_sum(m, d, i) * (m[i].one - m[i].zero) * value;
-        features[i - 1] = m[i].feature;
-    }
-    return d;
-}
-
-/* What `leaf` adds to the row's contributions for hot pattern `hot`, from the memo (filled on first use). */
-static void add_leaf(const Explainer *e, ShapLeaf *l, uint64_t hot, float *phi, PathStep *path, float *scratch,
-                     int32_t *scratch_features) {
-    const int32_t *features = e->leaf_features + l->features;
-    const float *values = scratch;
-    if (l->depth <= SHAP_MEMO_DEPTH && l->memo == NULL)
-        l->memo = PyMem_Malloc(((size_t)1 << l->depth) * (size_t)(l->width > 0 ? l->width : 1) * sizeof(float));
-    if (l->memo != NULL) {  /* else (too deep, or no memory): computed every time, same values */
-        values = l->memo + hot * (uint64_t)l->width;
-        if (!((l->known >> hot) & 1)) {
-            leaf_values(e, l->node, hot, path, l->memo + hot * (uint64_t)l->width, scratch_features);
-            l->known |= (uint64_t)1 << hot;
-        }
-    } else {
-        leaf_values(e, l->node, hot, path, scratch, scratch_features);
-    }
-    for (int k = 0; k < l->width; k++)
-        phi[features[k]] += values[k];
-}
-
-/* The row's walk of one tree: every leaf, the row's own branch first (the order XGBoost adds them in). */
-static void walk(Explainer *e, int32_t node, const float *row, float *phi, int level, uint64_t hot,
-                 PathStep *path, float *scratch, int32_t *scratch_features) {
+/* Algorithm 2's RECURSE at `node`, the parent's path being parent[0..len-1]; the node's own path is
+   written right after it (parent + len), so the parent's survives for its other child. */
+static void shap_recurse(const Explainer *e, int32_t node, const float *row, float *phi, PathStep *parent,
+                         int len, float zero, float one, int32_t feature) {
+    PathStep *m = parent + len;
+    memcpy(m, parent, (size_t)len * sizeof(PathStep));
+    extend_path(m, len, zero, one, feature);
+    int d = len;
     const ShapNode *n = &e->nodes[node];
     if (n->left < 0) {
-        add_leaf(e, &e->leaves[n->leaf], hot, phi, path, scratch, scratch_features);
+        for (int i = 1; i <= d; i++)
+            phi[m[i].feature] += unwound_sum(m, d, i) * (m[i].one - m[i].zero) * n->value;
         return;
     }
     const float v = row[n->feature];
     const int hot_left = isnan(v) ? n->default_left : v < n->threshold;
-    walk(e, hot_left ? n->left : n->right, row, phi, level + 1, hot | ((uint64_t)1 << level), path, scratch,
-         scratch_features);
-    walk(e, hot_left ? n->right : n->left, row, phi, level + 1, hot, path, scratch, scratch_features);
+    float in_zero = 1.0f, in_one = 1.0f;
+    for (int k = 0; k <= d; k++)
+        if (m[k].feature == n->feature) {  /* split on before: undo it, to redo it with this node's shares */
+            in_zero = m[k].zero, in_one = m[k].one;
+            unwind_path(m, d, k);
+            d--;
+            break;
+        }
+    const int32_t hot = hot_left ? n->left : n->right, cold = hot_left ? n->right : n->left;
+    const float hot_share = hot_left ? n->left_share : n->right_share;
+    const float cold_share = hot_left ? n->right_share : n->left_share;
+    shap_recurse(e, hot, row, phi, m, d + 1, hot_share * in_zero, in_one, n->feature);
+    shap_recurse(e, cold, row, phi, m, d + 1, cold_share * in_zero, 0.0f, n->feature);
 }
 
 /* The row's branch at each split of tree `t` as bits (`splits` order): what its contributions depend on. */
@@ -607,8 +552,7 @@ static void memo_keep(TreeMemo *m, uint64_t key, const float *sums, int32_t widt
 
 /* One row: per tree, its contributions from zero (only its own features can be non-zero), added in:
    from the tree's table when the row's branches were seen before, else by walking it (then kept). */
-static void explain_row(Explainer *e, const float *row, float *out, float *phi, PathStep *path, float *scratch,
-                        int32_t *scratch_features) {
+static void explain_row(Explainer *e, const float *row, float *out, float *phi, PathStep *path, float *scratch) {
     memset(out, 0, (size_t)e->n_features * sizeof(float));
     for (Py_ssize_t t = 0; t < e->n_trees; t++) {
         const int32_t *f = e->features + e->feature_start[t], *end = e->features + e->feature_start[t + 1];
@@ -623,7 +567,7 @@ static void explain_row(Explainer *e, const float *row, float *out, float *phi, 
         }
         for (const int32_t *p = f; p < end; p++)
             phi[*p] = 0.0f;
-        walk(e, e->roots[t], row, phi, 0, 0, path, scratch, scratch_features);
+        shap_recurse(e, e->roots[t], row, phi, path, 0, 1.0f, 1.0f, -1);
         for (int32_t k = 0; k < width; k++) {
             out[f[k]] += phi[f[k]];
             scratch[k] = phi[f[k]];
@@ -647,7 +591,7 @@ static float node_mean(ShapNode *nodes, const float *covers, int32_t node) {
 }
 
 /* Tree `t` (nodes first..first+size-1): a tree reached from its root, children and features in range.
-   Fills its nodes (global indices), its distinct features, splits and leaves; returns its depth or -1. */
+   Fills its nodes (global indices), its distinct features and its splits; returns its depth or -1. */
 static int check_tree(Explainer *self, Py_buffer *parts, Py_ssize_t first, Py_ssize_t size, char *seen,
                       int32_t *stack, int32_t *level, Py_ssize_t *n_used, char *feature_seen, Py_ssize_t *n_splits) {
     const int32_t *left = (int32_t *)parts[S_LEFT].buf + first, *right = (int32_t *)parts[S_RIGHT].buf + first;
@@ -657,7 +601,6 @@ static int check_tree(Explainer *self, Py_buffer *parts, Py_ssize_t first, Py_ss
     int deepest = 0, top = 0;
     memset(seen, 0, (size_t)size);
     stack[top] = 0, level[top++] = 0, seen[0] = 1;
-    self->nodes[first].parent = -1;
     while (top > 0) {
         const int32_t i = stack[--top];
         const int depth = level[top];
@@ -665,12 +608,8 @@ static int check_tree(Explainer *self, Py_buffer *parts, Py_ssize_t first, Py_ss
         deepest = depth > deepest ? depth : deepest;
         n->value = values[i], n->threshold = thresholds[i], n->default_left = dleft[i] != 0;
         n->left = n->right = -1, n->feature = 0, n->left_share = n->right_share = 0.0f;
-        if (left[i] == -1 && right[i] == -1) {
-            ShapLeaf *l = &self->leaves[self->n_leaves];
-            n->leaf = (int32_t)self->n_leaves++;
-            l->node = (int32_t)first + i, l->depth = depth;
+        if (left[i] == -1 && right[i] == -1)
             continue;
-        }
         if (left[i] < 1 || left[i] >= size || right[i] < 1 || right[i] >= size || seen[left[i]] || seen[right[i]] ||
             left[i] == right[i] || features[i] < 0 || features[i] >= self->n_features || depth >= SHAP_MAX_DEPTH) {
             PyErr_Format(PyExc_ValueError, "node %zd of %zd: children %d, %d or feature %d out of range, reached "
@@ -679,7 +618,6 @@ static int check_tree(Explainer *self, Py_buffer *parts, Py_ssize_t first, Py_ss
             return -1;
         }
         n->left = (int32_t)first + left[i], n->right = (int32_t)first + right[i], n->feature = features[i];
-        self->nodes[n->left].parent = self->nodes[n->right].parent = (int32_t)first + i;
         self->splits[(*n_splits)++] = (int32_t)first + i;
         if (!feature_seen[features[i]]) {
             feature_seen[features[i]] = 1;
@@ -690,32 +628,6 @@ static int check_tree(Explainer *self, Py_buffer *parts, Py_ssize_t first, Py_ss
         stack[top] = right[i], level[top++] = depth + 1;
     }
     return deepest;
-}
-
-/* Each leaf's path features, in path order (the same for every hot pattern: take pattern 0). */
-static int leaf_paths(Explainer *self) {
-    Py_ssize_t total = 0;
-    for (Py_ssize_t j = 0; j < self->n_leaves; j++)
-        total += self->leaves[j].depth;
-    const size_t steps = ((size_t)self->depth + 2) * ((size_t)self->depth + 3) / 2;
-    PathStep *path = PyMem_Malloc(steps * sizeof(PathStep));
-    float *values = PyMem_Malloc(((size_t)self->depth + 1) * sizeof(float));
-    self->leaf_features = PyMem_Malloc(((size_t)total + 1) * sizeof(int32_t));
-    if (path == NULL || values == NULL || self->leaf_features == NULL) {
-        PyMem_Free(path);
-        PyMem_Free(values);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t j = 0, at = 0; j < self->n_leaves; j++) {
-        ShapLeaf *l = &self->leaves[j];
-        l->features = (int32_t)at;
-        l->width = leaf_values(self, l->node, 0, path, values, self->leaf_features + at);
-        at += l->width;
-    }
-    PyMem_Free(path);
-    PyMem_Free(values);
-    return 0;
 }
 
 static int shap_build(Explainer *self, Py_buffer *parts, float base) {
@@ -739,7 +651,6 @@ static int shap_build(Explainer *self, Py_buffer *parts, float base) {
         return -1;
     }
     self->nodes = PyMem_Calloc((size_t)n_nodes, sizeof(ShapNode));
-    self->leaves = PyMem_Calloc((size_t)n_nodes, sizeof(ShapLeaf));
     self->roots = PyMem_Malloc((size_t)trees * sizeof(int32_t));
     self->features = PyMem_Malloc((size_t)n_nodes * sizeof(int32_t));
     self->feature_start = PyMem_Malloc(((size_t)trees + 1) * sizeof(int32_t));
@@ -749,7 +660,7 @@ static int shap_build(Explainer *self, Py_buffer *parts, float base) {
     char *seen = PyMem_Malloc((size_t)n_nodes), *feature_seen = PyMem_Malloc((size_t)self->n_features);
     int32_t *stack = PyMem_Malloc((size_t)n_nodes * 2 * sizeof(int32_t));
     int rc = -1;
-    if (!self->nodes || !self->leaves || !self->roots || !self->features || !self->feature_start || !seen ||
+    if (!self->nodes || !self->roots || !self->features || !self->feature_start || !seen ||
         !feature_seen || !stack || !self->splits || !self->split_start || !self->memos) {
         PyErr_NoMemory();
         goto done;
@@ -771,7 +682,7 @@ static int shap_build(Explainer *self, Py_buffer *parts, float base) {
     }
     self->feature_start[trees] = (int32_t)n_used, self->split_start[trees] = (int32_t)n_splits;
     self->bias = bias + base;
-    rc = leaf_paths(self);
+    rc = 0;
 done:
     PyMem_Free(seen);
     PyMem_Free(feature_seen);
@@ -812,15 +723,11 @@ static int Explainer_init(Explainer *self, PyObject *args, PyObject *kwds) {
 }
 
 static void Explainer_dealloc(Explainer *self) {
-    for (Py_ssize_t j = 0; self->leaves != NULL && j < self->n_leaves; j++)
-        PyMem_Free(self->leaves[j].memo);
     for (Py_ssize_t t = 0; self->memos != NULL && t < self->n_trees; t++)
         PyMem_Free(self->memos[t].keys), PyMem_Free(self->memos[t].sums), PyMem_Free(self->memos[t].used);
     PyMem_Free(self->memos);
     PyMem_Free(self->splits);
     PyMem_Free(self->split_start);
-    PyMem_Free(self->leaves);
-    PyMem_Free(self->leaf_features);
     PyMem_Free(self->nodes);
     PyMem_Free(self->roots);
     PyMem_Free(self->features);
@@ -853,22 +760,20 @@ static PyObject *Explainer_contributions(Explainer *self, PyObject *args) {
     const size_t steps = ((size_t)self->depth + 2) * ((size_t)self->depth + 3) / 2;
     float *phi = PyMem_Calloc((size_t)width, sizeof(float));
     PathStep *path = PyMem_Malloc(steps * sizeof(PathStep));
-    float *scratch = PyMem_Malloc(((size_t)self->depth + 1 + (size_t)width) * sizeof(float));  /* leaf or tree */
-    int32_t *scratch_features = PyMem_Malloc(((size_t)self->depth + 1) * sizeof(int32_t));
-    if (phi == NULL || path == NULL || scratch == NULL || scratch_features == NULL) {
+    float *scratch = PyMem_Malloc((size_t)width * sizeof(float));  /* a tree's sums, for its table */
+    if (phi == NULL || path == NULL || scratch == NULL) {
         PyErr_NoMemory();
-    } else {  /* with the GIL held: the leaves' memo is shared by every call */
+    } else {  /* with the GIL held: the trees' tables are shared by every call */
         const float *x = matrix.buf;
         float *o = out.buf;
         for (Py_ssize_t r = 0; r < rows; r++)
-            explain_row(self, x + r * width, o + r * (width + 1), phi, path, scratch, scratch_features);
+            explain_row(self, x + r * width, o + r * (width + 1), phi, path, scratch);
         result = Py_None;
         Py_INCREF(result);
     }
     PyMem_Free(phi);
     PyMem_Free(path);
     PyMem_Free(scratch);
-    PyMem_Free(scratch_features);
 done:
     PyBuffer_Release(&matrix);
     PyBuffer_Release(&out);
