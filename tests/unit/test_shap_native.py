@@ -172,8 +172,8 @@ def _repeats(tree: dict[str, Any], node: int = 0, seen: tuple[int, ...] = ()) ->
 
 
 def test_a_rows_values_do_not_depend_on_the_rows_explained_before_it() -> None:
-    """Leaves keep what they computed per hot pattern: a fresh explainer, one row at a time, in reverse
-    order, gives the same bits as one call on every row after the memo is warm."""
+    """Trees keep their sums per branch vector: a fresh explainer, one row at a time, in reverse order,
+    gives the same bits as one call on every row once the tables are warm."""
     rows = np.concatenate([straddling_rows(), real_rows()])
     _c(rows, 4)
     warm = _c(rows, 4)
