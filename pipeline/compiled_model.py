@@ -18,8 +18,10 @@ class only: 15-20 ms per alerting flush, the largest part of a probe's time in t
 - `ClassExplainers`: the contributions (TreeSHAP) of one class at a time, at 1/13 of the whole
   model's work. With `pipeline._ctrees` built, its `Explainer` walks that class's trees in C,
   **bit for bit** the values XGBoost's `pred_contribs` gives (same float32 operations in the same
-  order), without XGBoost's fixed ~0.4 ms per call and ~5x faster per row; NaN takes the default
-  branch, +-inf compare as values (XGBoost refuses inf in a DMatrix). Without the extension (or
+  order), without XGBoost's fixed ~0.4 ms per call, and each tree's sums kept per branch vector
+  (alerting rows look alike): ~0.01-0.03 ms per row against ~0.5 ms (BENCHMARKS.md, Pipeline,
+  "Session F"); NaN takes the default branch, +-inf compare as values (XGBoost refuses inf in a
+  DMatrix). Without the extension (or
   when it refuses the trees): one single-output booster per class, holding only that class's trees
   and its intercept, built from the model's own JSON, whose XGBoost TreeSHAP gives the same values.
 
