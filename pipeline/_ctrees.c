@@ -514,7 +514,7 @@ static const float *memo_find(const TreeMemo *m, uint64_t key, int32_t width) {
     }
 }
 
-/* A table of `capacity` slots holding `old`'s entries (0 on success; -1: no memory, `m` unchanged). */
+/* `m` moved to a table of `capacity` slots (0 on success; -1: no memory, `m` unchanged). */
 static int memo_resize(TreeMemo *m, int32_t capacity, int32_t width) {
     TreeMemo grown = {PyMem_Malloc((size_t)capacity * sizeof(uint64_t)),
                       PyMem_Malloc((size_t)capacity * (size_t)(width > 0 ? width : 1) * sizeof(float)),
