@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 COMPILED_MAX_ROWS = 16
 """Batches up to this many rows are scored by `CompiledTrees`, larger ones by XGBoost (bench_xgboost)."""
 _OBJECTIVE = "multi:softprob"
+_FLT_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +283,8 @@ class ClassExplainers:
             return out
         import xgboost
 
-        data = xgboost.DMatrix(matrix, nthread=1)
-        out = self._boosters[class_index].predict(data, pred_contribs=True)
+        finite = np.clip(matrix, -_FLT_MAX, _FLT_MAX)  # a DMatrix refuses inf; no threshold tells them apart
+        out = self._boosters[class_index].predict(xgboost.DMatrix(finite, nthread=1), pred_contribs=True)
         return np.asarray(out, dtype=np.float32).reshape(len(matrix), len(self._names) + 1)
 
 

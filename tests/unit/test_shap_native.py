@@ -108,7 +108,8 @@ def test_every_class_is_explained_bit_for_bit_as_xgboost_on_real_and_straddling_
 
 def test_infinite_values_go_where_the_largest_finite_ones_go() -> None:
     """XGBoost refuses inf in a DMatrix; the C path compares it (the predictor's rule): no finite split
-    threshold separates inf from FLT_MAX, so the values must be XGBoost's for the row with FLT_MAX."""
+    threshold separates inf from FLT_MAX, so the values must be XGBoost's for the row with FLT_MAX. The
+    XGBoost fallback clips inf to +-FLT_MAX itself, so an inf row is explained, not an error."""
     used = np.asarray(
         [
             c
@@ -123,6 +124,7 @@ def test_infinite_values_go_where_the_largest_finite_ones_go() -> None:
     finite = np.nan_to_num(rows, nan=np.nan, posinf=FLT_MAX, neginf=-FLT_MAX)
     for class_index in (0, len(CLASSES) - 1):
         assert _bits(_c(rows, class_index)) == _bits(by_xgboost().contributions(finite, class_index))
+        assert _bits(by_xgboost().contributions(rows, class_index)) == _bits(_c(rows, class_index))
 
 
 def test_contributions_add_up_to_the_margin_the_c_trees_score() -> None:
