@@ -69,14 +69,25 @@ class CommandStore(FollowerStateStore):
 
     def __init__(self, path: Path | None, *, sync: SyncMode = "full") -> None:
         super().__init__(path, _SCHEMA, sync=sync)
+        self._handling: tuple[str, int, int] | None = None  # (topic, partition, next offset) of the record
+
+    def handling(self, position: tuple[str, int, int] | None) -> None:
+        """The (topic, partition, next offset) of the record now being handled, None when done: a nonce
+        accepted from it is saved together with that position (see `remember`)."""
+        self._handling = position
 
     def __contains__(self, nonce: object) -> bool:
         row = self._db.execute("SELECT 1 FROM nonces WHERE nonce = ?", (str(nonce),)).fetchone()
         return row is not None
 
     def remember(self, nonce: str, expires_at: datetime) -> None:
-        """Record an accepted nonce, durably, before the command runs."""
-        self._write("INSERT OR REPLACE INTO nonces VALUES (?, ?)", (nonce, expires_at.isoformat()))
+        """Record an accepted nonce, durably, before the command runs — in the same transaction as the
+        position past its record when the follower said which record it is handling: a restart after
+        the command ran (or while it ran: it never runs twice either way) resumes past it instead of
+        reading it again and reporting a command that ran as a refused replay."""
+        handling, self._handling = self._handling, None
+        more = [(self.SAVE_POSITION, handling)] if handling is not None else []
+        self._write("INSERT OR REPLACE INTO nonces VALUES (?, ?)", (nonce, expires_at.isoformat()), *more)
 
     def prune(self, now: datetime) -> None:
         """Forget nonces of commands that expired (they are refused as expired anyway)."""
@@ -200,6 +211,8 @@ class CommandFollower(TopicFollower):
     async def _one(self, partition: int, msg: Any) -> None:
         if not self.handler.is_mine(msg.key):
             return
+        store = self.handler.store
+        store.handling((self.topic, partition, msg.offset + 1))
         try:
             parent = from_headers(getattr(msg, "headers", None))
             with continued("ringfence.agent.command", parent, kind="consumer"):
@@ -209,4 +222,6 @@ class CommandFollower(TopicFollower):
         except Exception:  # a bug on one record must not stop the device's commands
             log.exception("command %s[%d] offset %d could not be handled; skipped", self.topic,
                           partition, msg.offset)
-        self.handler.store.save_position(self.topic, partition, msg.offset + 1)
+        finally:
+            store.handling(None)
+        store.save_position(self.topic, partition, msg.offset + 1)

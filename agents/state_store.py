@@ -27,6 +27,7 @@ class FollowerStateStore:
     the table's first column names the stream (a topic, or a scope), whatever its name."""
 
     WHAT: ClassVar[str] = "follower state"
+    SAVE_POSITION: ClassVar[str] = "INSERT OR REPLACE INTO positions VALUES (?, ?, ?)"
 
     def __init__(self, path: Path | None, schema: str, *, sync: SyncMode = "full") -> None:
         self.path = path
@@ -38,14 +39,17 @@ class FollowerStateStore:
         return {partition: offset for name, partition, offset in rows if name == stream}
 
     def save_position(self, stream: str, partition: int, next_offset: int) -> None:
-        self._write("INSERT OR REPLACE INTO positions VALUES (?, ?, ?)", (stream, partition, next_offset))
+        self._write(self.SAVE_POSITION, (stream, partition, next_offset))
 
     def close(self) -> None:
         self._db.close()
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+    def _write(self, sql: str, params: tuple[object, ...], *more: tuple[str, tuple[object, ...]]) -> None:
+        """Run `sql` (and `more` statements) in one transaction: all of them are saved, or none."""
         try:
             with self._db:
                 self._db.execute(sql, params)
+                for statement, values in more:
+                    self._db.execute(statement, values)
         except sqlite3.Error as exc:
             raise StateError(f"{self.path}: cannot save {self.WHAT}: {exc}") from exc

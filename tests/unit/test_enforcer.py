@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,7 +29,8 @@ from enforcement_support import (
 )
 
 from agents.blocklist import Blocklist
-from agents.command_follower import CommandHandler, CommandStore
+from agents.command_follower import CommandFollower, CommandHandler, CommandStore
+from agents.enforcement_errors import StateError
 from agents.enforcer import Enforcer
 from agents.linux.procfs import make_process_key, process_key_for, read_stat, start_time_ns_from_ticks
 from agents.proctree import KillOutcome, kill_process_tree, protected_pids
@@ -323,6 +325,46 @@ async def test_replayed_command_is_refused_even_after_a_restart(
     block.commands = block.command_handler()  # a restart: the nonce comes back from disk
     after_restart = await block.commands.handle(value)
     assert after_restart is not None and after_restart.error_class == "Replayed"
+
+
+async def test_a_restart_while_an_accepted_command_runs_resumes_past_it_without_a_refusal(
+    block: Rig, procs: list[Popen[bytes]]
+) -> None:
+    """Shut down between accepting a command and saving its record's position (a cancelled task):
+    the position was saved with the nonce, so the restarted follower does not read the command again
+    and report it as a refused replay (nor run it twice)."""
+    victim = spawn("sleep", "60")
+    procs.append(victim)
+    ran: list[str] = []
+
+    async def interrupted(command: Any) -> Any:
+        ran.append(command.command_id)
+        raise asyncio.CancelledError  # the agent stops while the action runs
+
+    block.commands._executor = interrupted
+    follower = CommandFollower(block.commands, lambda: None, "t.commands")
+    value = kill_command(block.key, victim.pid)
+    record = SimpleNamespace(key=DEVICE.encode(), value=value, offset=7, headers=())
+    with pytest.raises(asyncio.CancelledError):
+        await follower._one(0, record)
+    block.commands.store.close()
+    restarted = block.command_handler()
+    assert ran and restarted.store.positions("t.commands") == {0: 8}  # resumes past the command
+    assert restarted.refused == 0 and block.reporter.results == []
+
+
+def test_an_accepted_nonce_and_its_position_are_saved_together_or_not_at_all(tmp_path: Path) -> None:
+    store = CommandStore(tmp_path / "commands.db")
+    store.handling(("t.commands", 0, 8))
+    store.remember("n-1", datetime.now(UTC) + timedelta(hours=1))
+    assert store.positions("t.commands") == {0: 8} and "n-1" in store
+    store.remember("n-2", datetime.now(UTC) + timedelta(hours=1))  # no record named: no position
+    store.handling(("t.commands", 0, 9))
+    store._db.execute("DROP TABLE nonces")  # a damaged file: the nonce cannot be saved
+    with pytest.raises(StateError):
+        store.remember("n-3", datetime.now(UTC) + timedelta(hours=1))
+    assert store.positions("t.commands") == {0: 8}  # ... nor the position that came with it
+    store.close()
 
 
 async def test_kill_command_for_a_recycled_pid_fails_and_leaves_it(
