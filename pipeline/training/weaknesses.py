@@ -1,0 +1,128 @@
+"""The model card's "Known weaknesses" section: what the measurements cannot show, and the history of
+what was changed after looking at which numbers (a card that hides what was tuned on dev overstates
+it). Plain text kept apart from `card.py`, which renders the measured parts; edit it when a retrain
+changes the recipe, then run `ringfence train`.
+"""
+
+WEAKNESSES = """## Known weaknesses
+- **Labels of lab data are heuristic.** Attack trees are found by matching the adversary's console
+  transcript; in-memory tooling that starts no process (Covenant grunts, most Empire modules) leaves
+  recordings unlabelled, and background processes of an attack recording that the matcher misses are
+  counted as benign (so some "false alerts" on dev lab data are real attack activity).
+- **Most malicious examples are simulated.** CommandAndControl, Exfiltration and Impact have no lab
+  examples at all; InitialAccess and Collection one or two. Their quality on real attacks is unknown
+  beyond the held-out simulated trees, which share the generators' assumptions.
+- **Single-event recordings** (one Security 4688 line) carry only a command line: detection then rests
+  on command-line indicators and the image's role, and tactics that look alike there (Discovery vs
+  Execution vs DefenseEvasion) are confused more often.
+- **Linux benign data is thin**: three short captured sessions plus simulated workloads.
+- Thresholds are calibrated on simulated benign trees plus a little real background; a fleet's own
+  software (admin scripts, updaters) may need exclusions or recalibration, which `ringfence evaluate`
+  on that fleet's data would show.
+- **Dev is not untouched.** The benign weight share (50 %) and the threshold floors (0.6, Generic 0.98)
+  were chosen in an earlier session by comparing a few settings on the dev numbers above (held-out labs
+  and .evtx samples), so those numbers are somewhat optimistic; the held-out labs are few (19 labelled
+  attack recordings, three tactics) and the .evtx samples six. The false-alert budget rule (a 90 %
+  upper confidence bound, one unit of it charged to each class bound by a benign tree) replaced the
+  fixed 70 % margin after retrains measured 1.3-1.8 false alerts per 1,000 benign dev trees; each rule
+  was tried once and kept on its principle. The same booster with the bound alone (no charge per
+  class) measured more on the recordings but 1.78 false alerts per 1,000 dev trees and was not chosen.
+  Calibration sees only ~6,000 benign trees, so the dev rate scatters around the target, and the
+  charge pushes Persistence and `generic` near 1.0: lone account creations and Generic-only detections
+  are what this model gives up for its false-alert budget.
+- **What this model changed, and what was looked at to change it.** Simulated *small trees*: one to
+  three commands under a parent the recording never saw start, as Security-4688-only labs and
+  single-technique recordings show a technique (`pipeline/training/sim/win_lone.py`: a lone local account
+  creation, T1136.001; an account given rights, T1098; WMI running a command, wmiexec style or
+  `wmic process call create`, T1047; a short recon burst of `whoami /all`, `net group "domain admins"
+  /domain`, `nltest`, `netsh advfirewall show ...` and the like, T1033) and their benign look-alikes
+  (`win_benign_lone.py`, 1,500 trees: admins' lone `ipconfig`, `whoami`, `tasklist`, `netsh interface
+  show`, `net user x /domain`; installers' `net stop`/`net start`/`sc config` of their own service;
+  `reg export` of an application's settings; WMI inventory queries), kept out of the noise pool so that
+  no earlier simulated tree changed. The technique families were chosen *with b258c2b937's three .evtx
+  misses in view* (a lone `net user /add`, a one-event WMI execution, a lone `netsh advfirewall show`;
+  no command line was copied from them), so the .evtx numbers above are optimistic for those three.
+  Measured on the same sources (held-out labs detected / right tactic / false alerts per 1,000 benign
+  trees; .evtx detected / right tactic; dev trees false alerts per 1,000): b258c2b937 95 % / 79 % / 0.0,
+  .evtx 50 % / 33 %, 0.98 (6 of 6,134); this model 95 % / 79 % / 0.0, .evtx 50 % / 50 %, 0.59 (4 of
+  6,789, a dev set that now holds the new small trees; 0.33, 2 of 6,134, on b258c2b937's dev trees
+  alone). The lone `net user /add` is now Persistence 1.00; the CrackMapExec sample (Generic 0.99 before)
+  is no longer alerted: the calibration tree that binds Persistence (0.991) and `generic` (0.996) is an
+  admin creating a domain account (`admin_shell`, 1 % of its trees), which the new account-creation
+  examples also push up. On b258c2b937's dev attack trees this model alerts on fewer (955 vs 1,014 of
+  1,487; right tactic 841 vs 857): it buys its lower false-alert rate partly with recall. On the new
+  small benign dev trees b258c2b937 alerted 44 per 1,000 (29 of 655, most of them an installer's lone
+  `net stop <service>` as Impact), this model 3.1 per 1,000 (2 of 655; its own training distribution).
+  **Tried and not kept:** the same plus lone single steps (T1105 downloads by certutil/bitsadmin/curl/
+  PowerShell, T1059.001 hidden or encoded PowerShell, T1053.005/T1543.003/T1547.001 autostarts pointing
+  into user-writable folders, T1555.004 stored-credential look-ups) with installer and admin-scripting
+  look-alikes (3,000 small benign trees): 95 % / 74 % / 15.9 (4 of 252 held-out background trees, e.g.
+  `TrustedInstaller.exe` loading `dbghelp.dll` as PrivilegeEscalation 0.67, a class at its 0.6 floor),
+  .evtx 50 % / 50 %, dev 1.09 per 1,000 (8 of 7,353, its own dev set). It alerted on more lone attack
+  command lines of a hand-written check (11 of 25, against 8 for this model and 9 for b258c2b937; 0 of 11
+  lone admin commands for all three), but it was not kept because of the held-out labs' false alerts:
+  that choice, too, was made with held-out numbers in view. **Retrain scatter** (the same cached data,
+  XGBoost seed 8 instead of 7; seed 7 / seed 8): b258c2b937's recipe, held-out labs detected 95 / 89 %,
+  right tactic 79 / 58 %, 0 / 0 benign trees alerted, .evtx 50 / 67 % detected and 33 / 50 % right, its
+  dev trees 0.98 / 0.49 per 1,000, the new small benign dev trees 44 / 35 per 1,000; this recipe 95 /
+  84 %, 79 / 74 %, 0 / 0, .evtx 50 / 67 % and 50 / 50 %, b258c2b937's dev trees 0.33 / 0.49 per 1,000,
+  small benign trees 3.1 / 4.6 per 1,000; the recipe not kept, at seed 8, 84 % / 74 % / 0 held-out
+  trees alerted, .evtx 50 % / 50 %. One held-out recording moves a rate by 5 points and one .evtx file
+  by 17: most differences above are within this scatter. What holds across both seeds: far fewer
+  alerts on lone installer and admin commands, a right tactic at least as often on the held-out labs,
+  and somewhat lower recall on the older simulated dev attack trees (955 / 980 vs 1,014 / 1,012 of
+  1,487). On the pipeline benchmark's synthetic traffic (`bench/_pipeline_data.py`: random behaviour
+  trails on shells and applications, not modelled on a real workload) this model raises 195 alerts
+  in 60,000 events where b258c2b937 raised 106 (mostly `cmd /c dir` and a PowerShell script with
+  dozens of connections, writes and process accesses, as Exfiltration or Collection).
+- **What the model before it changed** (`ringfence-xgb-1.0-b258c2b937`, and what was looked at). Its
+  predecessor (`ringfence-xgb-1.0-45020df1b8`) alerted on a benign tree in four of the seven held-out
+  LSASS-campaign labs: the lab's own network capture ending (`netsh trace stop`) runs Windows'
+  `gatherNetworkInfo.vbs`, which `reg export`s the Credential Providers keys (CredentialAccess 0.75). They
+  were not the attack's helpers (no link to the attacker's payload; the recordings' pcap files are the
+  capture). Its card said 33.20 per 1,000 because the recording-level rate counted *alerts* (8, two per
+  tree) against a tree count; counted per tree, as now, it was 15.9 per 1,000 (4 of 252 trees). The
+  tree-level table showed 1.91 (one tree) because the labeller had marked part of the same diagnostics
+  tree as attack: the script also runs `systeminfo`, which the operator had typed, and its `cmd`s reused a
+  printed pid, so three of the four trees counted as attack trees. Both the measurement and the labelling
+  were fixed (DATA.md), and the model was changed in two ways: a simulated benign workload of diagnostics
+  collectors (`gatherNetworkInfo.vbs` and similar report scripts exporting configuration keys) — written
+  *after looking at this held-out false alert*, so the held-out labs' false-alert rate below is optimistic
+  for collectors like it and says little about other real background — and training on the
+  process-creation-only view of every training recording (chosen on principle, for 4688-only sources).
+  Measured in this session on the same dev split (recording level: held-out labs detected / right tactic /
+  false alerts per 1,000 benign trees; .evtx detected / right tactic; dev trees false alerts per 1,000):
+  previous model 89 % / 84 % / 15.9, .evtx 33 % / 33 %, 1.29; diagnostics workload alone 79 % / 79 % /
+  0.0, .evtx 50 % / 33 %, 1.30; both (b258c2b937's recipe) 95 % / 79 % / 0.0, .evtx 50 % / 33 %, 0.98. The
+  recipe with both was kept; that choice was made with these held-out numbers in view. A larger
+  calibration share (25 % of the simulated trees instead of 15 %, same dev) was also tried on the same
+  data: 89 % / 79 % / 0.0, .evtx 50 % / 33 %, 0.98 — not kept. Of the .evtx samples b258c2b937 missed, the
+  lone `net user /add` (Security 4688) scores Persistence 0.93, under the 0.974 the budget charge leaves;
+  the WMI one is a single event that names no tactic (0.73, Generic needs 0.98); the firewall one is a
+  lone `netsh advfirewall ... show` (below). No threshold was moved for them.
+- Lone commands that admins also type (`ipconfig`, `whoami`, `net user x /domain`, `taskkill`) are
+  deliberately not alerted on, and a lone `netsh advfirewall ... show` matches no command-line indicator
+  (only the image's role is left), so it is not either; most lone attack commands score 0.9 or more as
+  malicious without one tactic passing its threshold; Discovery is the weakest tactic. About half of
+  its dev trees are a single preamble command (`whoami`, `hostname`, `id`) that the tree split cut off
+  from the rest of an attack, and a burst of recon commands from an ordinary SSH or terminal shell has
+  the same features as an admin's session (which the benign workloads contain on purpose); bursts from
+  a web server, an implant or a reverse shell are caught through their ancestry. The features count
+  discovery indicators per process, not distinct recon commands per minute, so a burst cannot score
+  higher than its parts. Operator commands run inside an implant (no process start) are invisible
+  unless they touch LSASS, the registry or the network.
+- **Linux live telemetry has no file attribution** (inotify): Linux ransomware and wipers are caught
+  by their process chain (a launcher outside the system folders running an encryptor and a destroyer
+  per file), learnt from randomised simulations only; in-process encryption by a single binary shows
+  no such chain. The children of such a launcher (`shred`, `sleep`) score as the attack too, so a
+  flush that scores a child before its parent alerts on the child alone (its tree then holds one
+  process and no blockable file); the next flush roots the alert at the launcher.
+- **Real background that looks like an attack** is only as well covered as the benign workloads
+  are: a fleet's own diagnostics, inventory and support scripts that export or query security
+  configuration (as `gatherNetworkInfo.vbs` does) may alert until they are in the benign data or
+  excluded; `ringfence evaluate` (or `ringfence hunt` over that fleet's recordings) shows them.
+- **Alert roots climb into holders.** The detector roots an incident at the highest ancestor that is
+  itself flagged, and a parent scores through its descendants' behaviour: an attack started from a
+  test runner or a tool's Python process can be rooted there (the verdict still names the first
+  blockable file of the tree; the kill targets the root).
+"""
