@@ -2,6 +2,15 @@
 
 from typing import Any
 
+def use_kernel(name: str, /) -> str:
+    """Score every Forest with 'row', 'block', 'avx2' or 'avx512' (same bits); returns the previous name."""
+
+def kernels() -> list[str]:
+    """The scoring kernels this CPU can run."""
+
+def kernel() -> str:
+    """The scoring kernel in use (at load: avx512, else avx2, else row)."""
+
 class Forest:
     """A checked copy of a multi:softprob gbtree in perfect-binary-tree slots, scored as XGBoost does."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -108,6 +110,57 @@ def test_the_c_trees_are_built_and_serve_every_batch_size_bit_for_bit_as_xgboost
         assert _bits(fast.predict_proba(rows[:n])) == _bits(base.predict_proba(rows[:n])), n
 
 
+@contextmanager
+def scoring_kernel(name: str) -> Iterator[None]:
+    """Every `Forest` of the process scores with kernel `name` inside the block."""
+    from pipeline import _ctrees
+
+    previous = _ctrees.use_kernel(name)
+    try:
+        yield
+    finally:
+        _ctrees.use_kernel(previous)
+
+
+def kernels() -> list[str]:
+    from pipeline import _ctrees
+
+    return list(_ctrees.kernels())
+
+
+def test_every_scoring_kernel_gives_xgboosts_bits_at_every_batch_size() -> None:
+    """Blocks of 8 rows, padded tails (4-7 rows), rows left to the row kernel (1-3), NaN and inf."""
+    base, fast = committed()
+    assert fast.native is not None, NOT_BUILT
+    rows = real_rows()[:90].copy()
+    rows[::3, ::4] = np.nan
+    rows[1::5, 2::7] = np.inf
+    rows[2::7, 1::3] = -np.inf
+    expected = _bits(base.predict_proba(rows)), _bits(base.predict_proba(real_rows()))
+    assert {"row", "block"} <= set(kernels())
+    for name in kernels():
+        with scoring_kernel(name):
+            for n in range(len(rows) + 1):
+                assert _bits(fast.predict_proba(rows[:n])) == expected[0][: n * 4 * len(CLASSES)], (name, n)
+            assert _bits(fast.predict_proba(real_rows())) == expected[1], name
+
+
+def test_the_widest_kernel_the_cpu_has_is_the_default_and_names_are_checked() -> None:
+    from pipeline import _ctrees
+
+    available = kernels()
+    widest = next((name for name in ("avx512", "avx2") if name in available), "row")
+    assert _ctrees.kernel() == widest
+    with pytest.raises(ValueError, match="unknown kernel"):
+        _ctrees.use_kernel("gpu")
+    with pytest.raises(TypeError, match="str"):
+        _ctrees.use_kernel(8)  # type: ignore[arg-type]
+    assert _ctrees.kernel() == widest  # a refused name changes nothing
+    with scoring_kernel("row"):
+        assert _ctrees.kernel() == "row"
+    assert _ctrees.kernel() == widest
+
+
 def test_the_c_trees_send_missing_values_to_each_splits_default_exactly() -> None:
     base, fast = committed()
     assert fast.native is not None, NOT_BUILT
@@ -162,12 +215,14 @@ def _tiny_booster(rows: int = 60, native: bool = True, **params: Any) -> dict[st
         return model
     trees = native_trees(compiled, x.shape[1])
     assert trees is not None, NOT_BUILT
-    out = np.empty((len(x), 3), np.float32)
-    trees.predict(x, out)
-    assert _bits(out) == _bits(booster.inplace_predict(x))
-    margins = np.empty((len(x), 3), np.float32)
-    trees.margins(x, margins)
-    assert _bits(margins) == _bits(booster.inplace_predict(x, predict_type="margin"))
+    for name in kernels():  # the 64-leaf trees take the 64-bit sets, shallower ones the 32-bit ones
+        with scoring_kernel(name):
+            out = np.empty((len(x), 3), np.float32)
+            trees.predict(x, out)
+            assert _bits(out) == _bits(booster.inplace_predict(x)), name
+            margins = np.empty((len(x), 3), np.float32)
+            trees.margins(x, margins)
+            assert _bits(margins) == _bits(booster.inplace_predict(x, predict_type="margin")), name
     return model
 
 
