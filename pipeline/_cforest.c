@@ -17,7 +17,9 @@
  * the 1, 2, 4, 8... re-score back-off, strong and generic codes) and the notable event; a change
  * to re-score is appended to `changed` as `(device_id, process_key, notable)`, which is what
  * `Detector.ingest` queues. Behaviour codes come from the same Python functions (`CODES_BY_KIND`),
- * so there is one catalogue. `tests/unit/test_tree_compiled.py` checks forests built both ways are
+ * so there is one catalogue; their answers are remembered per kind by the payload fields that decide
+ * them (`tree.CODE_CACHES`, `behaviour.CODE_FIELDS`: plain values only, bounded in entries and in
+ * characters), so the common event is a dict lookup, not a Python call. `tests/unit/test_tree_compiled.py` checks forests built both ways are
  * equal field for field on generated streams (every event kind, duplicates, floods, placeholders).
  */
 #define PY_SSIZE_T_CLEAN
@@ -31,6 +33,7 @@ static PyObject *s_parent_process_key, *s_nodes, *s_lru, *s_stats, *s_limits, *s
 static PyObject *s_watermark_ms, *s_seq_hwm, *s_events, *s_duplicates_dropped, *s_evidence_dropped;
 static PyObject *s_started, *s_last_ms, *s_parent_key, *s_path, *s_conns, *s_evidence, *s_code_counts;
 static PyObject *s_notable, *s_maxlen, *s_append, *s_move_to_end, *s_dst_ip, *s_dst_port, *s_key;
+static PyObject *s_old_path, *s_value_name, *s_operation, *s_outbound, *s_signed, *s_target_image, *s_granted_access;
 static PyObject *k_start, *k_end, *k_script, *k_network, *k_load;
 static PyTypeObject *deque_type;  /* collections.deque */
 static PyObject *deque_append;    /* its unbound append: no method lookup per call */
@@ -50,6 +53,8 @@ static int push(PyObject *target, PyObject *value) {
 
 #include "_slots.h"  /* slot_of, get_attr, set_attr: attribute access of slotted objects */
 
+#define CODES_CACHE_ENTRIES 16384  /* per kind: emptied when full */
+#define CODES_CACHE_CHARS 512      /* longer deciding strings are not cached (as behaviour._CACHED_CHARS) */
 #define STAMP_LIMIT ((long long)1 << 54) /* |ts_ms| below this: ts_ms * 256 | code fits in 64 bits */
 
 /* Forest-level values held in C during a run and written back when it ends, however it ends. */
@@ -199,11 +204,11 @@ static void drop_item(Item *it) {
     Py_CLEAR(it->port);
 }
 
-static int classify_payload(Item *it, PyObject *codes_of, int load, int network);
+static int classify_payload(Item *it, PyObject *codes_of, PyObject *cached, int load, int network);
 
 /* 0: ours (it filled), 1: Python's (nothing changed), 2: a redelivered duplicate, -1: error. */
-static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *codes_by_kind, int dedupe,
-                    PyObject *event, Item *it) {
+static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *codes_by_kind, PyObject *caches,
+                    int dedupe, PyObject *event, Item *it) {
     memset(it, 0, sizeof(*it));
     it->event = event;
     PyObject *device = get_attr(event, s_device_id);
@@ -254,7 +259,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     if (kind == NULL)
         return -1;
     rc = 1;
-    PyObject *codes_of = NULL;
+    PyObject *codes_of = NULL, *cached = NULL;
     int start = PyObject_RichCompareBool(kind, k_start, Py_EQ), end = PyObject_RichCompareBool(kind, k_end, Py_EQ);
     int script = PyObject_RichCompareBool(kind, k_script, Py_EQ);
     int network = PyObject_RichCompareBool(kind, k_network, Py_EQ);
@@ -264,18 +269,115 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     } else if (!(start || end || script)) {
         codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
         rc = codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
-        Py_XINCREF(codes_of);  /* held: the attribute reads below can run code that changes the dict */
+        if (rc == 0 && caches != NULL && (cached = PyDict_GetItemWithError(caches, kind)) == NULL && PyErr_Occurred())
+            rc = -1;
+        Py_XINCREF(codes_of);  /* held: the attribute reads below can run code that changes the dicts */
+        Py_XINCREF(cached);
     }
     Py_DECREF(kind);
-    if (rc != 0)
-        return rc;
-    rc = classify_payload(it, codes_of, load, network);
-    Py_DECREF(codes_of);
+    if (rc == 0)
+        rc = classify_payload(it, codes_of, cached, load, network);
+    Py_XDECREF(codes_of);
+    Py_XDECREF(cached);
     return rc;
 }
 
+/* payload.name: by slot when `name` is one of the module's own interned names (the slot cache keys
+   on the name's address, so only names that live as long as the module may enter it), else generic. */
+static PyObject *field_of(PyObject *payload, PyObject *name) {
+    PyObject *known[] = {s_path, s_old_path, s_key, s_value_name, s_operation, s_outbound, s_dst_ip, s_dst_port,
+                         s_signed, s_target_image, s_granted_access};
+    for (size_t n = 0; n < sizeof(known) / sizeof(known[0]); n++)
+        if (name == known[n])
+            return get_attr(payload, name);
+    return PyObject_GetAttr(payload, name);
+}
+
+/* A deciding value that may key the cache: an exact str (counted in `chars`), None, a bool, or an exact
+   int other than 0 and 1 (which equal False and True as keys, and a classifier may tell them apart). */
+static int keyable(PyObject *value, Py_ssize_t *chars) {
+    if (PyUnicode_CheckExact(value)) {
+        *chars += PyUnicode_GET_LENGTH(value);
+        return *chars <= CODES_CACHE_CHARS;
+    }
+    if (value == Py_None || PyBool_Check(value))
+        return 1;
+    if (!PyLong_CheckExact(value))
+        return 0;
+    int overflow = 0;
+    long small = PyLong_AsLongAndOverflow(value, &overflow);
+    return overflow != 0 || (small != 0 && small != 1);  /* cannot fail: an exact int */
+}
+
+/* The cache key of a payload: its one deciding field's value, or a tuple of its fields' values. NULL,
+   no error set, when one is not `keyable` (then only the classifier decides); NULL with an error set
+   when reading a field raised. */
+static PyObject *cache_key(PyObject *payload, PyObject *fields) {
+    Py_ssize_t n = PyTuple_GET_SIZE(fields), chars = 0;
+    PyObject *key = n == 1 ? NULL : PyTuple_New(n);
+    if (n != 1 && key == NULL)
+        return NULL;
+    for (Py_ssize_t f = 0; f < n; f++) {
+        PyObject *value = field_of(payload, PyTuple_GET_ITEM(fields, f));
+        if (value == NULL || !keyable(value, &chars)) {
+            Py_XDECREF(value);
+            Py_XDECREF(key);
+            return NULL;
+        }
+        if (n == 1)
+            return value;
+        PyTuple_SET_ITEM(key, f, value);
+    }
+    return key;
+}
+
+/* 1 when `codes` is a tuple of ints in 0..255 (what the fold packs), else 0 (no error left set). */
+static int valid_codes(PyObject *codes) {
+    if (!PyTuple_Check(codes))
+        return 0;
+    for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(codes); c++) {
+        PyObject *item = PyTuple_GET_ITEM(codes, c);  /* an int (no __index__ to call), 0..255 */
+        long code = PyLong_Check(item) ? PyLong_AsLong(item) : -1;
+        if (code < 0 || code > 255) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* `codes_of(payload)`, through the kind's cache when `cached` is `(codes_of, fields, cache)` for this
+   very function: a hit is one dict lookup instead of a Python call. A miss calls the classifier and
+   keeps a valid answer; a full cache is emptied first (bounded however many strings a device sends). */
+static PyObject *codes_for(PyObject *payload, PyObject *codes_of, PyObject *cached) {
+    PyObject *cache = NULL, *key = NULL, *codes;
+    if (cached != NULL && PyTuple_CheckExact(cached) && PyTuple_GET_SIZE(cached) == 3 &&
+        PyTuple_GET_ITEM(cached, 0) == codes_of && PyTuple_CheckExact(PyTuple_GET_ITEM(cached, 1)) &&
+        PyDict_CheckExact(PyTuple_GET_ITEM(cached, 2))) {
+        cache = PyTuple_GET_ITEM(cached, 2);
+        if ((key = cache_key(payload, PyTuple_GET_ITEM(cached, 1))) != NULL) {
+            codes = PyDict_GetItemWithError(cache, key);  /* exact str/int/bool/None keys: no Python runs */
+            if (codes != NULL) {
+                Py_DECREF(key);
+                Py_INCREF(codes);
+                return codes;
+            }
+        }
+        PyErr_Clear();  /* a field that raised: the classifier reads it too and decides */
+    }
+    codes = PyObject_CallOneArg(codes_of, payload);
+    if (codes != NULL && key != NULL && valid_codes(codes)) {
+        if (PyDict_GET_SIZE(cache) >= CODES_CACHE_ENTRIES)
+            PyDict_Clear(cache);
+        if (PyDict_SetItem(cache, key, codes) < 0)
+            PyErr_Clear();
+    }
+    Py_XDECREF(key);
+    return codes;
+}
+
 /* The rest of `classify` once the kind has its codes function: 0 ours, 1 Python's, -1 error. */
-static int classify_payload(Item *it, PyObject *codes_of, int load, int network) {
+static int classify_payload(Item *it, PyObject *codes_of, PyObject *cached, int load, int network) {
     if (load) {  /* the process's own image: its signer is recorded, Python's */
         PyObject *path = get_attr(it->payload, s_path), *image = get_attr(it->node, s_image);
         int own = path == NULL || image == NULL ? -1 : PyObject_RichCompareBool(path, image, Py_EQ);
@@ -290,18 +392,10 @@ static int classify_payload(Item *it, PyObject *codes_of, int load, int network)
         if (it->port == NULL)
             return -1;
     }
-    it->codes = PyObject_CallOneArg(codes_of, it->payload);
-    if (it->codes == NULL || !PyTuple_Check(it->codes)) {
+    it->codes = codes_for(it->payload, codes_of, cached);
+    if (it->codes == NULL || !valid_codes(it->codes)) {
         PyErr_Clear();  /* Python's apply calls it again and raises the same error */
         return 1;
-    }
-    for (Py_ssize_t c = 0; c < PyTuple_GET_SIZE(it->codes); c++) {
-        PyObject *item = PyTuple_GET_ITEM(it->codes, c);  /* an int (no __index__ to call), 0..255 */
-        long code = PyLong_Check(item) ? PyLong_AsLong(item) : -1;
-        if (code < 0 || code > 255) {
-            PyErr_Clear();
-            return 1;
-        }
     }
     return 0;
 }
@@ -433,19 +527,21 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
 }
 
 static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7) {
+    if (nargs != 7 && nargs != 8) {
         PyErr_SetString(PyExc_TypeError,
-                        "fold(forest, events, start, changed, codes_by_kind, strong, generic) takes 7 arguments");
+                        "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches]) takes 7 "
+                        "or 8 arguments");
         return NULL;
     }
     PyObject *forest = args[0], *changed = args[3], *codes_by_kind = args[4], *strong = args[5];
-    PyObject *generic = args[6];
+    PyObject *generic = args[6], *caches = nargs == 8 && args[7] != Py_None ? args[7] : NULL;
     Py_ssize_t start = PyLong_AsSsize_t(args[2]);
     if (start == -1 && PyErr_Occurred())
         return NULL;
     if (!PyList_Check(changed) || !PyDict_Check(codes_by_kind) || !PyAnySet_Check(strong) ||
-        !PyAnySet_Check(generic)) {
-        PyErr_SetString(PyExc_TypeError, "changed must be a list, codes_by_kind a dict, strong and generic sets");
+        !PyAnySet_Check(generic) || (caches != NULL && !PyDict_Check(caches))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "changed must be a list, codes_by_kind and caches dicts, strong and generic sets");
         return NULL;
     }
     PyObject *events = PySequence_Fast(args[1], "events must be a sequence");
@@ -472,7 +568,7 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Item it;
         PyObject *event = PySequence_Fast_GET_ITEM(events, i);
         Py_INCREF(event);
-        int rc = classify(&run, nodes, device_id, codes_by_kind, dedupe, event, &it);
+        int rc = classify(&run, nodes, device_id, codes_by_kind, caches, dedupe, event, &it);
         if (rc == 0)
             rc = apply_item(&run, lru, device_id, changed, strong, generic, dedupe, &it);
         else if (rc == 2)
@@ -498,8 +594,9 @@ out:
 
 static PyMethodDef methods[] = {
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
-     "fold(forest, events, start, changed, codes_by_kind, strong, generic) -> index of the first event "
-     "not applied (another device's, or one DeviceForest.apply must handle)."},
+     "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches]) -> index of the first "
+     "event not applied (another device's, or one DeviceForest.apply must handle). caches: kind -> "
+     "(codes function, deciding field names, dict) to remember that function's codes by those fields."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -520,6 +617,9 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         {&s_conns, "conns"}, {&s_evidence, "evidence"}, {&s_code_counts, "code_counts"},
         {&s_notable, "notable"}, {&s_maxlen, "maxlen"}, {&s_append, "append"},
         {&s_move_to_end, "move_to_end"}, {&s_dst_ip, "dst_ip"}, {&s_dst_port, "dst_port"}, {&s_key, "key"},
+        {&s_old_path, "old_path"}, {&s_value_name, "value_name"}, {&s_operation, "operation"},
+        {&s_outbound, "outbound"}, {&s_signed, "signed"}, {&s_target_image, "target_image"},
+        {&s_granted_access, "granted_access"},
         {&k_start, "process_start"}, {&k_end, "process_end"}, {&k_script, "script"},
         {&k_network, "network_connect"}, {&k_load, "image_load"},
     };
@@ -539,5 +639,9 @@ PyMODINIT_FUNC PyInit__cforest(void) {
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && (PyModule_AddIntConstant(m, "CODES_CACHE_ENTRIES", CODES_CACHE_ENTRIES) < 0 ||
+                      PyModule_AddIntConstant(m, "CODES_CACHE_CHARS", CODES_CACHE_CHARS) < 0))
+        Py_CLEAR(m);
+    return m;
 }

@@ -3,6 +3,9 @@
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+CODES_CACHE_ENTRIES: int
+CODES_CACHE_CHARS: int
+
 def fold(
     forest: Any,
     events: Sequence[Any],
@@ -11,5 +14,6 @@ def fold(
     codes_by_kind: dict[str, Callable[[Any], tuple[int, ...]]],
     strong: Collection[int],
     generic: Collection[int],
+    caches: dict[str, tuple[Callable[[Any], tuple[int, ...]], tuple[str, ...], dict[Any, Any]]] | None = None,
     /,
 ) -> int: ...

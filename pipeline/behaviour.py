@@ -366,6 +366,22 @@ CODES_BY_KIND: dict[str, Callable[[Any], tuple[Counter, ...]]] = {
 
 """Payload kind -> the function giving its codes (the tree calls it directly: one call less per event)."""
 
+CODE_FIELDS: dict[str, tuple[str, ...]] = {
+    "file_create": ("path",),
+    "file_write": ("path",),
+    "file_delete": ("path",),
+    "file_rename": ("path", "old_path"),
+    "registry_set": ("key", "value_name", "operation"),
+    "network_connect": ("outbound", "dst_ip", "dst_port"),
+    "dns_query": (),
+    "image_load": ("path", "signed"),
+    "process_access": ("target_image", "granted_access"),
+    "remote_thread": ("target_image",),
+}
+"""Kind -> every payload field its `CODES_BY_KIND` function reads: its codes are a function of these
+values alone, so the compiled tree update (pipeline/_cforest.c) may remember them by these values
+(tests/unit/test_tree_code_cache.py checks each function reads nothing else)."""
+
 
 def behaviour_codes(payload: Any) -> tuple[Counter, ...]:
     """Codes the acting process earns for one payload (child and script codes are added by the tree)."""

@@ -33,7 +33,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from pipeline.behaviour import CODES_BY_KIND, GENERIC_CODES, STRONG_CODES, Counter, child_codes
+from pipeline.behaviour import CODE_FIELDS, CODES_BY_KIND, GENERIC_CODES, STRONG_CODES, Counter, child_codes
 from pipeline.indicators import indicator_mask
 from pipeline.node import NO_CHANGE, Change, ForestStats, ProcessNode, TreeLimits
 from schemas.fastcodec import Event
@@ -44,6 +44,14 @@ __all__ = ["NO_CHANGE", "Change", "DeviceForest", "ForestStats", "ProcessNode", 
 _CODES_BY_KIND, _STRONG, _GENERIC = CODES_BY_KIND, STRONG_CODES, GENERIC_CODES
 _SCRIPT = (Counter.SCRIPT,)
 _SCRIPT_SUSPICIOUS = (Counter.SCRIPT, Counter.SCRIPT_SUSPICIOUS)
+CODE_CACHES: dict[str, tuple[Callable[[Any], tuple[Counter, ...]], tuple[str, ...], dict[Any, Any]]] = {
+    kind: (CODES_BY_KIND[kind], fields, {}) for kind, fields in CODE_FIELDS.items()
+}
+"""Kind -> (its codes function, the fields it reads, their values -> its codes): the compiled fold's
+memory of the classifiers, so the common event costs a dict lookup instead of a Python call. Shared
+by every device (the classifiers are pure); bounded in `fold` (`CODES_CACHE_ENTRIES` per kind, emptied
+when full; keys of plain str/int/bool/None values only, `CODES_CACHE_CHARS` characters at most). Used
+only while the kind's `CODES_BY_KIND` function is the one cached here."""
 Changed = list[tuple[str, str, bool]]
 """(device_id, process_key, notable) of each process to re-score, what `Detector.ingest` queues."""
 
@@ -110,7 +118,7 @@ class DeviceForest:
         device, end, i = self.device_id, len(events), start
         while i < end:
             if _fold is not None:  # stops before an event only `apply` handles, or another device's
-                i = _fold(self, events, i, changed, _CODES_BY_KIND, _STRONG, _GENERIC)
+                i = _fold(self, events, i, changed, _CODES_BY_KIND, _STRONG, _GENERIC, CODE_CACHES)
                 if i >= end:
                     break
             event = events[i]
