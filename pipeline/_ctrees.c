@@ -11,7 +11,8 @@
  * that order of float operations.
  *
  * Which leaf a row reaches is found the QuickScorer way (see `Entry` below), which gives the same
- * leaf as descending the tree. The model comes in the perfect-binary-tree layout of `CompiledTrees`
+ * leaf as descending the tree; with SIMD (AVX-512 or AVX2, checked at load) for blocks of 8 or 16
+ * rows at once, each row in its own lane (see `score_block`), with the same bits. The model comes in the perfect-binary-tree layout of `CompiledTrees`
  * (a leaf above the maximum depth copied down to it; at most depth 6, 64 leaves, one bit each) and
  * is copied and checked once: every split's feature is inside a row, every tree's class inside the
  * base vector, every size consistent with the depth, so `predict` indexes nothing out of bounds.
@@ -256,12 +257,13 @@ static void score_row(const Forest *f, const float *row, uint64_t *possible, flo
 /* Blocks of rows (the "vectorised QuickScorer" of Lucchese et al., 2016): BLOCK rows share one walk of
    each feature's splits, so a split is loaded once per block instead of once per row. A split's mask
    is AND-ed into the bit set of every row of the block the split is false for (`possible` holds the
-   block's BLOCK bit sets of a tree side by side). The walk of a feature stops at the first threshold
+   block's bit sets of a tree side by side). The walk of a feature stops at the first threshold
    above the block's largest value (or goes through when a row's value is missing). Which leaf each
    row exits at is the same as row by row (AND is order-free), and each row's leaves are then added
    in tree order from its class's base score exactly as `score_row` adds them (a SIMD lane per row:
    the same float32 additions in the same order), so the bits do not change. */
 #define BLOCK 8
+#define WIDE_BLOCK 16  /* the AVX-512 kernel of trees of at most 32 leaves */
 
 typedef struct {
     uint64_t *possible;  /* (n_trees, BLOCK) */
@@ -401,6 +403,38 @@ __attribute__((target(AVX512))) static void finish_avx512_32(const Forest *f, co
         _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), value));
     }
 }
+/* AVX-512, 16 rows per walk (trees of at most 32 leaves): a tree's 16 bit sets are one 512-bit line. */
+__attribute__((target(AVX512))) static void narrow_avx512_16(const Entry *e, const Entry *end, const float *v,
+                                                             uint64_t *possible) {
+    const __m512 values = _mm512_loadu_ps(v);
+    const __mmask16 nan = _mm512_cmp_ps_mask(values, values, _CMP_UNORD_Q);
+    const float limit = _mm512_reduce_max_ps(values);  /* used only when no value is missing */
+    uint32_t *sets = (uint32_t *)possible;
+    for (; e < end && (nan || e->threshold <= limit); e++) {
+        __mmask16 hit = _mm512_cmp_ps_mask(values, _mm512_set1_ps(e->threshold), _CMP_GE_OQ);
+        if (!(e->tree & DEFAULT_LEFT_BIT))
+            hit |= nan;
+        uint32_t *p = sets + (size_t)(e->tree & ~DEFAULT_LEFT_BIT) * WIDE_BLOCK;
+        const __m512i bits = _mm512_loadu_si512(p);
+        _mm512_storeu_si512(p, _mm512_mask_and_epi32(bits, hit, bits, _mm512_set1_epi32((int)(uint32_t)e->mask)));
+    }
+}
+
+__attribute__((target(AVX512))) static void finish_avx512_16(const Forest *f, const uint64_t *possible,
+                                                             float *sums) {
+    const int per_tree = 1 << f->depth;
+    const Py_ssize_t n_trees = f->n_trees;
+    const uint32_t *sets = (const uint32_t *)possible;
+    const __m512i top_bit = _mm512_set1_epi32(31), zero = _mm512_setzero_si512();
+    for (Py_ssize_t t = 0; t < n_trees; t++) {
+        const __m512i p = _mm512_loadu_si512(sets + t * WIDE_BLOCK);
+        const __m512i lowest = _mm512_and_si512(p, _mm512_sub_epi32(zero, p));
+        const __m512i leaf = _mm512_sub_epi32(top_bit, _mm512_lzcnt_epi32(lowest));
+        const __m512 value = _mm512_i32gather_ps(leaf, f->leaves + t * per_tree, 4);
+        float *s = sums + (Py_ssize_t)f->classes[t] * WIDE_BLOCK;
+        _mm512_storeu_ps(s, _mm512_add_ps(_mm512_loadu_ps(s), value));
+    }
+}
 #endif
 
 enum { KERNEL_ROW, KERNEL_BLOCK, KERNEL_AVX2, KERNEL_AVX512, N_KERNELS };
@@ -425,50 +459,68 @@ static int kernel_available(int k) {
 }
 
 /* BLOCK rows (`rows` of them real; the padding repeats the first row, adds no split, is not written). */
+typedef struct {
+    narrow_fn narrow;
+    finish_fn finish;
+    size_t set_size;  /* bytes of one row's bit set of a tree */
+    int block;        /* rows per walk */
+} BlockKernel;
+
+/* `k.block` rows (`rows` of them real; the padding repeats the first row, adds no split, is not written). */
 static void score_block(const Forest *f, const float *x, Py_ssize_t rows, float *out, const Scratch *s,
-                        narrow_fn narrow, finish_fn finish, size_t set_size) {
-    const Py_ssize_t width = f->n_features, n_used = f->n_used, n_classes = f->n_classes;
+                        BlockKernel k) {
+    const Py_ssize_t width = f->n_features, n_used = f->n_used, n_classes = f->n_classes, block = k.block;
     uint64_t *possible = s->possible;
     /* Every bit set, also above the tree's leaves: the exit leaf always survives and is lower than them. */
-    memset(possible, 0xff, (size_t)f->n_trees * BLOCK * set_size);
-    for (Py_ssize_t r = 0; r < BLOCK; r++) {  /* the block's columns, row by row */
+    memset(possible, 0xff, (size_t)f->n_trees * (size_t)block * k.set_size);
+    for (Py_ssize_t r = 0; r < block; r++) {  /* the block's columns, row by row */
         const float *row = x + (r < rows ? r : 0) * width;
         for (Py_ssize_t u = 0; u < n_used; u++)
-            s->values[u * BLOCK + r] = row[f->used[u]];
+            s->values[u * block + r] = row[f->used[u]];
     }
     for (Py_ssize_t u = 0; u < n_used; u++) {
         const int32_t feature = f->used[u];
-        narrow(f->entries + f->start[feature], f->entries + f->start[feature + 1], s->values + u * BLOCK,
-               possible);
+        k.narrow(f->entries + f->start[feature], f->entries + f->start[feature + 1], s->values + u * block,
+                 possible);
     }
     for (Py_ssize_t c = 0; c < n_classes; c++)
-        for (int r = 0; r < BLOCK; r++)
-            s->sums[c * BLOCK + r] = f->base[c];
-    finish(f, possible, s->sums);
+        for (Py_ssize_t r = 0; r < block; r++)
+            s->sums[c * block + r] = f->base[c];
+    k.finish(f, possible, s->sums);
     for (Py_ssize_t r = 0; r < rows; r++)
         for (Py_ssize_t c = 0; c < n_classes; c++)
-            out[r * n_classes + c] = s->sums[c * BLOCK + r];
+            out[r * n_classes + c] = s->sums[c * block + r];
 }
 
+/* Rows from `r` on in blocks while at least `least` rows are left (the last block padded); the next row. */
+static Py_ssize_t score_blocks(const Forest *f, const float *x, float *out, Py_ssize_t r, Py_ssize_t rows,
+                               const Scratch *s, BlockKernel k, Py_ssize_t least) {
+    for (; r + least <= rows; r += k.block) {
+        const Py_ssize_t n = rows - r < k.block ? rows - r : k.block;
+        score_block(f, x + r * f->n_features, n, out + r * f->n_classes, s, k);
+    }
+    return r;
+}
+
+/* Blocks of 16 rows while 12 or more are left (AVX-512, trees of at most 32 leaves), then of 8 while
+   4 or more are left, the last 0-3 rows one by one (a block costs about as much as 4 rows). */
 static void score(const Forest *f, const float *x, float *out, Py_ssize_t rows, int probabilities,
                   const Scratch *s, int how) {
     Py_ssize_t r = 0;
     if (how != KERNEL_ROW) {
-        narrow_fn narrow = narrow_generic;
-        finish_fn finish = finish_generic;
-        size_t set_size = sizeof(uint64_t);
+        BlockKernel k = {narrow_generic, finish_generic, sizeof(uint64_t), BLOCK};
 #ifdef HAVE_X86_KERNELS
         if (how == KERNEL_AVX2)
-            narrow = narrow_avx2;
-        if (how == KERNEL_AVX512 && f->depth <= 5)
-            narrow = narrow_avx512_32, finish = finish_avx512_32, set_size = sizeof(uint32_t);
-        else if (how == KERNEL_AVX512)
-            narrow = narrow_avx512, finish = finish_avx512;
-#endif
-        for (; r + BLOCK / 2 <= rows; r += BLOCK) {  /* a tail of half a block or more is padded */
-            const Py_ssize_t n = rows - r < BLOCK ? rows - r : BLOCK;
-            score_block(f, x + r * f->n_features, n, out + r * f->n_classes, s, narrow, finish, set_size);
+            k.narrow = narrow_avx2;
+        if (how == KERNEL_AVX512 && f->depth <= 5) {
+            const BlockKernel wide = {narrow_avx512_16, finish_avx512_16, sizeof(uint32_t), WIDE_BLOCK};
+            r = score_blocks(f, x, out, r, rows, s, wide, WIDE_BLOCK * 3 / 4);
+            k = (BlockKernel){narrow_avx512_32, finish_avx512_32, sizeof(uint32_t), BLOCK};
+        } else if (how == KERNEL_AVX512) {
+            k.narrow = narrow_avx512, k.finish = finish_avx512;
         }
+#endif
+        r = score_blocks(f, x, out, r, rows, s, k, BLOCK / 2);
     }
     for (; r < rows; r++)
         score_row(f, x + r * f->n_features, s->possible, out + r * f->n_classes);
@@ -500,13 +552,13 @@ static PyObject *run(Forest *self, PyObject *args, int probabilities) {
                      "rows x %zd classes", matrix.len, self->n_features, self->n_classes);
     } else {
         Scratch s;  /* one allocation: bit sets first (8-byte aligned), then the floats */
-        s.possible = PyMem_Malloc(((size_t)self->n_trees * BLOCK * sizeof(uint64_t)) +
-                                  ((size_t)self->n_used + (size_t)self->n_classes) * BLOCK * sizeof(float));
+        s.possible = PyMem_Malloc(((size_t)self->n_trees * BLOCK * sizeof(uint64_t)) +  /* = 16 x 32 bits */
+                                  ((size_t)self->n_used + (size_t)self->n_classes) * WIDE_BLOCK * sizeof(float));
         if (s.possible == NULL) {
             PyErr_NoMemory();
         } else {
             s.values = (float *)(s.possible + self->n_trees * BLOCK);
-            s.sums = s.values + self->n_used * BLOCK;
+            s.sums = s.values + self->n_used * WIDE_BLOCK;
             const int how = kernel;
             Py_BEGIN_ALLOW_THREADS
             score(self, matrix.buf, out.buf, rows, probabilities, &s, how);
