@@ -331,6 +331,47 @@ __attribute__((target("avx2"))) static void narrow_avx2(const Entry *e, const En
     }
 }
 
+/* AVX2 for trees of at most 32 leaves: the 8 rows' 32-bit bit sets are one 256-bit vector, which the
+   comparison's lanes mask directly. */
+__attribute__((target("avx2"))) static void narrow_avx2_32(const Entry *e, const Entry *end, const float *v,
+                                                           uint64_t *possible) {
+    const __m256 values = _mm256_loadu_ps(v);
+    const __m256 nan = _mm256_cmp_ps(values, values, _CMP_UNORD_Q);
+    const int missing = _mm256_movemask_ps(nan) != 0;
+    __m256 top = _mm256_max_ps(values, _mm256_permute2f128_ps(values, values, 1));
+    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0x4e));
+    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0xb1));
+    const float limit = _mm256_cvtss_f32(top);  /* used only when no value is missing */
+    uint32_t *sets = (uint32_t *)possible;
+    for (; e < end && (missing || e->threshold <= limit); e++) {
+        __m256 hit = _mm256_cmp_ps(values, _mm256_set1_ps(e->threshold), _CMP_GE_OQ);
+        if (missing && !(e->tree & DEFAULT_LEFT_BIT))
+            hit = _mm256_or_ps(hit, nan);
+        const __m256i cut = _mm256_set1_epi32((int)~(uint32_t)e->mask);  /* the leaves the split rules out */
+        __m256i *p = (__m256i *)(sets + (size_t)(e->tree & ~DEFAULT_LEFT_BIT) * BLOCK);
+        _mm256_storeu_si256(p, _mm256_andnot_si256(_mm256_and_si256(_mm256_castps_si256(hit), cut),
+                                                   _mm256_loadu_si256(p)));
+    }
+}
+
+/* The lowest set bit's position read from the exponent of its value as a float (2**k is exact; bit 31
+   converts to -2**31, exponent 31 too), then the 8 leaves gathered. */
+__attribute__((target("avx2"))) static void finish_avx2_32(const Forest *f, const uint64_t *possible, float *sums) {
+    const int per_tree = 1 << f->depth;
+    const Py_ssize_t n_trees = f->n_trees;
+    const uint32_t *sets = (const uint32_t *)possible;
+    const __m256i zero = _mm256_setzero_si256(), bias = _mm256_set1_epi32(127), byte = _mm256_set1_epi32(0xff);
+    for (Py_ssize_t t = 0; t < n_trees; t++) {
+        const __m256i p = _mm256_loadu_si256((const __m256i *)(sets + t * BLOCK));
+        const __m256i lowest = _mm256_and_si256(p, _mm256_sub_epi32(zero, p));
+        const __m256i exponent = _mm256_srli_epi32(_mm256_castps_si256(_mm256_cvtepi32_ps(lowest)), 23);
+        const __m256i leaf = _mm256_sub_epi32(_mm256_and_si256(exponent, byte), bias);
+        const __m256 value = _mm256_i32gather_ps(f->leaves + t * per_tree, leaf, 4);
+        float *s = sums + (Py_ssize_t)f->classes[t] * BLOCK;
+        _mm256_storeu_ps(s, _mm256_add_ps(_mm256_loadu_ps(s), value));
+    }
+}
+
 #define AVX512 "avx512f,avx512vl,avx512cd"
 /* AVX-512: the comparison gives a lane mask, and one masked 512-bit AND narrows the 8 bit sets. */
 __attribute__((target(AVX512))) static void narrow_avx512(const Entry *e, const Entry *end, const float *v,
@@ -510,7 +551,9 @@ static void score(const Forest *f, const float *x, float *out, Py_ssize_t rows, 
     if (how != KERNEL_ROW) {
         BlockKernel k = {narrow_generic, finish_generic, sizeof(uint64_t), BLOCK};
 #ifdef HAVE_X86_KERNELS
-        if (how == KERNEL_AVX2)
+        if (how == KERNEL_AVX2 && f->depth <= 5)
+            k = (BlockKernel){narrow_avx2_32, finish_avx2_32, sizeof(uint32_t), BLOCK};
+        else if (how == KERNEL_AVX2)
             k.narrow = narrow_avx2;
         if (how == KERNEL_AVX512 && f->depth <= 5) {
             const BlockKernel wide = {narrow_avx512_16, finish_avx512_16, sizeof(uint32_t), WIDE_BLOCK};
