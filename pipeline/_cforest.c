@@ -4,23 +4,28 @@
  * Why: the tree update was ~5-6 us of CPU per event in Python, half of the whole budget that issue
  * 5's throughput goal leaves per event (BENCHMARKS.md, "Session E — compute core"). Almost every
  * event is the same case: behaviour (a file write, a registry set, a connection...) of a process
- * the forest already knows. `fold` applies a run of such events exactly as `DeviceForest.apply`
- * would, and stops at the first event it does not handle itself -- another device's, a process
- * start or end, a script, an unknown or placeholder process, a parent link to make, an image to
- * set, a duplicate seq that cannot be decided here, anything that raised -- *before* changing
- * anything for that event, so the caller applies it with the Python `apply` (the one
- * implementation of every rarer case) and calls `fold` again after it.
+ * the forest already knows; the next is the start of a new process under a parent it knows (~4 %
+ * of a fleet's events, and the most Python per event before). `fold` applies a run of such events
+ * exactly as `DeviceForest.apply` would, and stops at the first event it does not handle itself --
+ * another device's, any other process start, an end, a script, an unknown or placeholder process, a
+ * parent link to make, an image to set, a duplicate seq that cannot be decided here, a full forest,
+ * anything that raised -- *before* changing anything for that event, so the caller applies it with
+ * the Python `apply` (the one implementation of every rarer case) and calls `fold` again after it.
  *
  * What it does per event, in `apply`'s order: the redelivery check (seq high-water mark and
  * watermark), the event counter, the watermark, the node's recency, its last activity, its
  * connection record, then `_add_evidence` (packed `(ts_ms << 8) | code` records, lifetime counts,
  * the 1, 2, 4, 8... re-score back-off, strong and generic codes) and the notable event; a change
  * to re-score is appended to `changed` as `(device_id, process_key, notable)`, which is what
- * `Detector.ingest` queues. Behaviour codes come from the same Python functions (`CODES_BY_KIND`),
- * so there is one catalogue; their answers are remembered per kind by the payload fields that decide
- * them (`tree.CODE_CACHES`, `behaviour.CODE_FIELDS`: plain values only, bounded in entries and in
- * characters), so the common event is a dict lookup, not a Python call. `tests/unit/test_tree_compiled.py` checks forests built both ways are
- * equal field for field on generated streams (every event kind, duplicates, floods, placeholders).
+ * `Detector.ingest` queues. A start creates the node with the forest's own `_new_node`, sets its
+ * image with `set_image`, and calls the `child_codes` and `indicator_mask` `tree` names, so those
+ * stay single implementations. Behaviour codes come from the same Python functions
+ * (`CODES_BY_KIND`), so there is one catalogue; their answers are remembered per kind by the payload
+ * fields that decide them (`tree.CODE_CACHES`, `behaviour.CODE_FIELDS`: plain values only, bounded
+ * in entries and in characters), so the common event is a dict lookup, not a Python call.
+ * `tests/unit/test_tree_compiled.py`, `test_tree_compiled_starts.py` and `test_tree_code_cache.py`
+ * check forests built both ways are equal field for field on generated streams (every event kind,
+ * duplicates, floods, placeholders, starts).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,6 +39,8 @@ static PyObject *s_watermark_ms, *s_seq_hwm, *s_events, *s_duplicates_dropped, *
 static PyObject *s_started, *s_last_ms, *s_parent_key, *s_path, *s_conns, *s_evidence, *s_code_counts;
 static PyObject *s_notable, *s_maxlen, *s_append, *s_move_to_end, *s_dst_ip, *s_dst_port, *s_key;
 static PyObject *s_old_path, *s_value_name, *s_operation, *s_outbound, *s_signed, *s_target_image, *s_granted_access;
+static PyObject *s_command_line, *s_cmd_mask, *s_sha256, *s_user, *s_pid, *s_integrity_level, *s_uid, *s_start_ms;
+static PyObject *s_children, *s_set_image, *s_new_node, *s_max_nodes;
 static PyObject *k_start, *k_end, *k_script, *k_network, *k_load;
 static PyTypeObject *deque_type;  /* collections.deque */
 static PyObject *deque_append;    /* its unbound append: no method lookup per call */
@@ -62,6 +69,8 @@ typedef struct {
     PyObject *forest, *stats;
     long long watermark, seq_hwm, events, duplicates, evidence_dropped;
     long long watermark0, seq_hwm0;
+    PyObject *child_codes, *indicator_mask;  /* borrowed; NULL: every process start is Python's */
+    long long max_nodes;
 } Run;
 
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
@@ -193,6 +202,7 @@ static int is_none_attr(PyObject *obj, PyObject *name) {
 typedef struct {
     PyObject *event, *key, *node, *payload, *codes, *ip, *port;
     long long when, seq, last;  /* event time, its seq, the node's last activity */
+    PyObject *parent, *mask;    /* a process start: the known parent, the command line's indicator bits */
 } Item;
 
 static void drop_item(Item *it) {
@@ -202,7 +212,12 @@ static void drop_item(Item *it) {
     Py_CLEAR(it->codes);
     Py_CLEAR(it->ip);
     Py_CLEAR(it->port);
+    Py_CLEAR(it->parent);
+    Py_CLEAR(it->mask);
 }
+
+static int classify_start(Run *run, PyObject *nodes, Item *it);
+static int valid_codes(PyObject *codes);
 
 static int classify_payload(Item *it, PyObject *codes_of, PyObject *cached, int load, int network);
 
@@ -232,7 +247,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         return -1;
     it->node = PyDict_GetItemWithError(nodes, it->key);
     if (it->node == NULL)
-        return PyErr_Occurred() ? -1 : 1;
+        return PyErr_Occurred() ? -1 : run->child_codes == NULL ? 1 : classify_start(run, nodes, it);
     Py_INCREF(it->node);
     if ((rc = get_ll(it->node, s_last_ms, &it->last)) != 0)
         return rc;
@@ -280,6 +295,46 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     Py_XDECREF(codes_of);
     Py_XDECREF(cached);
     return rc;
+}
+
+/* A process start the fold applies itself: a new process (its key unknown) under a parent the forest
+   holds, with room for one more node, whose child codes and command-line bits are plain. What
+   `apply` and `_start` do for it then needs no flood eviction, no placeholder and no cycle check.
+   0 ours (it->parent, it->codes, it->mask filled), 1 Python's, -1 error; nothing changed either way. */
+static int classify_start(Run *run, PyObject *nodes, Item *it) {
+    if (PyDict_GET_SIZE(nodes) >= run->max_nodes)
+        return 1;
+    it->payload = get_attr(it->event, s_payload);
+    PyObject *kind = it->payload == NULL ? NULL : get_attr(it->payload, s_kind);
+    if (kind == NULL)
+        return -1;
+    int start = PyObject_RichCompareBool(kind, k_start, Py_EQ);
+    Py_DECREF(kind);
+    if (start <= 0)
+        return start < 0 ? -1 : 1;
+    PyObject *parent_key = get_attr(it->event, s_parent_process_key);
+    if (parent_key == NULL)
+        return -1;
+    it->parent = parent_key == Py_None ? NULL : PyDict_GetItemWithError(nodes, parent_key);
+    Py_DECREF(parent_key);
+    if (it->parent == NULL)
+        return PyErr_Occurred() ? -1 : 1;
+    Py_INCREF(it->parent);
+    int rc = get_ll(it->parent, s_last_ms, &it->last);
+    if (rc != 0)
+        return rc;
+    PyObject *image = get_attr(it->payload, s_image), *command_line = get_attr(it->payload, s_command_line);
+    if (image != NULL && command_line != NULL) {  /* pure functions: called before anything changes */
+        it->codes = PyObject_CallOneArg(run->child_codes, image);
+        it->mask = it->codes == NULL ? NULL : PyObject_CallOneArg(run->indicator_mask, command_line);
+    }
+    Py_XDECREF(image);
+    Py_XDECREF(command_line);
+    if (it->mask == NULL || !PyLong_CheckExact(it->mask) || !valid_codes(it->codes)) {
+        PyErr_Clear();  /* Python's apply meets the same error or value, and decides */
+        return 1;
+    }
+    return 0;
 }
 
 /* payload.name: by slot when `name` is one of the module's own interned names (the slot cache keys
@@ -526,15 +581,93 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
     return 0;
 }
 
+/* node.name = payload.name; -1 on error. */
+static int copy_attr(PyObject *node, PyObject *payload, PyObject *name) {
+    PyObject *value = get_attr(payload, name);
+    int rc = value == NULL ? -1 : set_attr(node, name, value);
+    Py_XDECREF(value);
+    return rc;
+}
+
+/* (device_id, key, notable) onto `changed`. */
+static int queue(PyObject *changed, PyObject *device_id, PyObject *key, int notable) {
+    PyObject *change = PyTuple_Pack(3, device_id, key, notable ? Py_True : Py_False);
+    int rc = change == NULL ? -1 : PyList_Append(changed, change);
+    Py_XDECREF(change);
+    return rc;
+}
+
+/* Apply a process start `classify_start` accepted, in `apply` and `_start`'s order; -1 on error. */
+static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *changed, PyObject *strong,
+                       PyObject *generic, int dedupe, Item *it) {
+    if (dedupe)
+        run->seq_hwm = it->seq;
+    run->events++;
+    if (it->when > run->watermark)
+        run->watermark = it->when;
+    PyObject *node = PyObject_CallMethodOneArg(run->forest, s_new_node, it->key), *value = NULL;
+    if (node == NULL)
+        return -1;
+    int rc = -1, mask = PyObject_IsTrue(it->mask);  /* an exact int: cannot fail */
+    long long last;
+    if (get_ll(node, s_last_ms, &last) != 0 || (it->when > last && set_ll(node, s_last_ms, it->when) < 0))
+        goto done;
+    if (set_attr(node, s_started, Py_True) < 0 || set_ll(node, s_start_ms, it->when) < 0)
+        goto done;
+    value = get_attr(it->payload, s_image);  /* the start's image is the last set_image of `apply` */
+    PyObject *r = value == NULL ? NULL : PyObject_CallMethodOneArg(node, s_set_image, value);
+    Py_XDECREF(r);
+    Py_CLEAR(value);
+    if (r == NULL || copy_attr(node, it->payload, s_command_line) < 0 || set_attr(node, s_cmd_mask, it->mask) < 0)
+        goto done;
+    if ((value = get_attr(it->payload, s_sha256)) == NULL)  /* `start.sha256 or node.sha256` */
+        goto done;
+    int truthy = PyObject_IsTrue(value);
+    if (truthy < 0 || (truthy && set_attr(node, s_sha256, value) < 0))
+        goto done;
+    if (copy_attr(node, it->payload, s_user) < 0 || copy_attr(node, it->payload, s_pid) < 0 ||
+        copy_attr(node, it->payload, s_integrity_level) < 0 || copy_attr(node, it->payload, s_uid) < 0)
+        goto done;
+    if (mask && append_to(node, s_notable, it->event) < 0)
+        goto done;
+    Py_CLEAR(value);
+    if ((value = get_attr(it->event, s_parent_process_key)) == NULL || set_attr(node, s_parent_key, value) < 0)
+        goto done;
+    if (append_to(it->parent, s_children, it->key) < 0)
+        goto done;
+    if (it->when > it->last && set_ll(it->parent, s_last_ms, it->when) < 0)
+        goto done;
+    Py_CLEAR(value);
+    if ((value = get_attr(it->parent, s_key)) == NULL || (r = PyObject_CallOneArg(lru, value)) == NULL)
+        goto done;
+    Py_DECREF(r);
+    int flags = add_evidence(run, it->parent, it->when, it->codes, strong, generic);
+    if (flags < 0)
+        goto done;
+    int notable = flags & 2 || mask;
+    if (queue(changed, device_id, it->key, notable) < 0 ||
+        ((flags & 1 || notable) && queue(changed, device_id, value, notable) < 0))
+        goto done;
+    rc = 0;
+done:
+    Py_XDECREF(value);
+    Py_DECREF(node);
+    return rc;
+}
+
 static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 7 && nargs != 8) {
-        PyErr_SetString(PyExc_TypeError,
-                        "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches]) takes 7 "
-                        "or 8 arguments");
+    if (nargs < 7 || nargs > 9) {
+        PyErr_SetString(PyExc_TypeError, "fold(forest, events, start, changed, codes_by_kind, strong, generic"
+                                         "[, caches[, starts]]) takes 7 to 9 arguments");
+        return NULL;
+    }
+    PyObject *starts = nargs == 9 && args[8] != Py_None ? args[8] : NULL;
+    if (starts != NULL && !(PyTuple_CheckExact(starts) && PyTuple_GET_SIZE(starts) == 2)) {
+        PyErr_SetString(PyExc_TypeError, "starts must be a (child_codes, indicator_mask) tuple");
         return NULL;
     }
     PyObject *forest = args[0], *changed = args[3], *codes_by_kind = args[4], *strong = args[5];
-    PyObject *generic = args[6], *caches = nargs == 8 && args[7] != Py_None ? args[7] : NULL;
+    PyObject *generic = args[6], *caches = nargs >= 8 && args[7] != Py_None ? args[7] : NULL;
     Py_ssize_t start = PyLong_AsSsize_t(args[2]);
     if (start == -1 && PyErr_Occurred())
         return NULL;
@@ -552,7 +685,7 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *lru_dict = get_attr(forest, s_lru), *limits = get_attr(forest, s_limits);
     PyObject *lru = lru_dict == NULL ? NULL : get_attr(lru_dict, s_move_to_end);
     Py_XDECREF(lru_dict);
-    Run run = {forest, get_attr(forest, s_stats), 0, 0, 0, 0, 0, 0, 0};
+    Run run = {forest, get_attr(forest, s_stats), 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0};
     PyObject *result = NULL;
     int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
     if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0)
@@ -563,13 +696,20 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto out;
     }
     run.watermark0 = run.watermark, run.seq_hwm0 = run.seq_hwm;
+    int limit = starts == NULL ? 1 : get_ll(limits, s_max_nodes, &run.max_nodes);
+    if (limit < 0)
+        goto out;
+    if (limit == 0)  /* a plain max_nodes: new processes under known parents are applied here too */
+        run.child_codes = PyTuple_GET_ITEM(starts, 0), run.indicator_mask = PyTuple_GET_ITEM(starts, 1);
     int failed = 0;
     for (; i < PySequence_Fast_GET_SIZE(events); i++) {  /* size and item re-read: Python ran in between */
         Item it;
         PyObject *event = PySequence_Fast_GET_ITEM(events, i);
         Py_INCREF(event);
         int rc = classify(&run, nodes, device_id, codes_by_kind, caches, dedupe, event, &it);
-        if (rc == 0)
+        if (rc == 0 && it.parent != NULL)
+            rc = apply_start(&run, lru, device_id, changed, strong, generic, dedupe, &it);
+        else if (rc == 0)
             rc = apply_item(&run, lru, device_id, changed, strong, generic, dedupe, &it);
         else if (rc == 2)
             run.duplicates++, rc = 0;
@@ -594,9 +734,10 @@ out:
 
 static PyMethodDef methods[] = {
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
-     "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches]) -> index of the first "
-     "event not applied (another device's, or one DeviceForest.apply must handle). caches: kind -> "
-     "(codes function, deciding field names, dict) to remember that function's codes by those fields."},
+     "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches[, starts]]) -> index of "
+     "the first event not applied (another device's, or one DeviceForest.apply must handle). caches: kind -> "
+     "(codes function, deciding field names, dict) to remember that function's codes by those fields; "
+     "starts: (child_codes, indicator_mask) to apply the start of a new process under a known parent too."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -620,6 +761,10 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         {&s_old_path, "old_path"}, {&s_value_name, "value_name"}, {&s_operation, "operation"},
         {&s_outbound, "outbound"}, {&s_signed, "signed"}, {&s_target_image, "target_image"},
         {&s_granted_access, "granted_access"},
+        {&s_command_line, "command_line"}, {&s_cmd_mask, "cmd_mask"}, {&s_sha256, "sha256"}, {&s_user, "user"},
+        {&s_pid, "pid"}, {&s_integrity_level, "integrity_level"}, {&s_uid, "uid"}, {&s_start_ms, "start_ms"},
+        {&s_children, "children"}, {&s_set_image, "set_image"}, {&s_new_node, "_new_node"},
+        {&s_max_nodes, "max_nodes"},
         {&k_start, "process_start"}, {&k_end, "process_end"}, {&k_script, "script"},
         {&k_network, "network_connect"}, {&k_load, "image_load"},
     };

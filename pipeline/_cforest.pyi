@@ -15,5 +15,6 @@ def fold(
     strong: Collection[int],
     generic: Collection[int],
     caches: dict[str, tuple[Callable[[Any], tuple[int, ...]], tuple[str, ...], dict[Any, Any]]] | None = None,
+    starts: tuple[Callable[[str], tuple[int, ...]], Callable[[str], int]] | None = None,
     /,
 ) -> int: ...

@@ -22,9 +22,10 @@ This is mutable state on purpose (an immutable forest per event would not reach 
 goal); it does no I/O and is deterministic, so it is as testable as a pure function.
 
 `apply_run` is the hot path: when the optional C extension `pipeline._cforest` is built (setup.py),
-it applies the common case (behaviour of a process already known) in C and hands every other event
-to `apply`, before changing anything for it; without the extension `apply` does all of it. Both
-build the same forest (tests/unit/test_tree_compiled.py).
+it applies the common cases (behaviour of a process already known, the start of a new process under
+a known parent) in C and hands every other event to `apply`, before changing anything for it;
+without the extension `apply` does all of it. Both build the same forest
+(tests/unit/test_tree_compiled.py, test_tree_compiled_starts.py, test_tree_code_cache.py).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class DeviceForest:
         device, end, i = self.device_id, len(events), start
         while i < end:
             if _fold is not None:  # stops before an event only `apply` handles, or another device's
-                i = _fold(self, events, i, changed, _CODES_BY_KIND, _STRONG, _GENERIC, CODE_CACHES)
+                starts = (child_codes, indicator_mask)  # what `_start` calls (the fold starts processes too)
+                i = _fold(self, events, i, changed, _CODES_BY_KIND, _STRONG, _GENERIC, CODE_CACHES, starts)
                 if i >= end:
                     break
             event = events[i]
