@@ -4,10 +4,10 @@
  * Why: the tree update was ~5-6 us of CPU per event in Python, half of the whole budget that issue
  * 5's throughput goal leaves per event (BENCHMARKS.md, "Session E — compute core"). Almost every
  * event is the same case: behaviour (a file write, a registry set, a connection...) of a process
- * the forest already knows; the next is the start of a new process under a parent it knows (~4 %
- * of a fleet's events, and the most Python per event before). `fold` applies a run of such events
+ * the forest already knows; the next are the start of a new process under a parent it knows and
+ * the end of a known process (a few % of a fleet's events each, the most Python per event before). `fold` applies a run of such events
  * exactly as `DeviceForest.apply` would, and stops at the first event it does not handle itself --
- * another device's, any other process start, an end, a script, an unknown or placeholder process, a
+ * another device's, any other process start, a script, an unknown or placeholder process, a
  * parent link to make, an image to set, a duplicate seq that cannot be decided here, a full forest,
  * anything that raised -- *before* changing anything for that event, so the caller applies it with
  * the Python `apply` (the one implementation of every rarer case) and calls `fold` again after it.
@@ -40,7 +40,7 @@ static PyObject *s_started, *s_last_ms, *s_parent_key, *s_path, *s_conns, *s_evi
 static PyObject *s_notable, *s_maxlen, *s_append, *s_move_to_end, *s_dst_ip, *s_dst_port, *s_key;
 static PyObject *s_old_path, *s_value_name, *s_operation, *s_outbound, *s_signed, *s_target_image, *s_granted_access;
 static PyObject *s_command_line, *s_cmd_mask, *s_sha256, *s_user, *s_pid, *s_integrity_level, *s_uid, *s_start_ms;
-static PyObject *s_children, *s_set_image, *s_new_node, *s_max_nodes;
+static PyObject *s_children, *s_set_image, *s_new_node, *s_max_nodes, *s_end_ms, *s_exited;
 static PyObject *k_start, *k_end, *k_script, *k_network, *k_load;
 static PyTypeObject *deque_type;  /* collections.deque */
 static PyObject *deque_append;    /* its unbound append: no method lookup per call */
@@ -71,6 +71,7 @@ typedef struct {
     long long watermark0, seq_hwm0;
     PyObject *child_codes, *indicator_mask;  /* borrowed; NULL: every process start is Python's */
     long long max_nodes;
+    int lifecycle;  /* 0: every process start and end is Python's (a 7- or 8-argument call) */
 } Run;
 
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
@@ -203,6 +204,7 @@ typedef struct {
     PyObject *event, *key, *node, *payload, *codes, *ip, *port;
     long long when, seq, last;  /* event time, its seq, the node's last activity */
     PyObject *parent, *mask;    /* a process start: the known parent, the command line's indicator bits */
+    int end;                    /* a process end of a known process */
 } Item;
 
 static void drop_item(Item *it) {
@@ -281,6 +283,8 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     int load = PyObject_RichCompareBool(kind, k_load, Py_EQ);
     if (start < 0 || end < 0 || script < 0 || network < 0 || load < 0) {
         rc = -1;
+    } else if (end && run->lifecycle) {
+        rc = 0, it->end = 1;
     } else if (!(start || end || script)) {
         codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
         rc = codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
@@ -290,7 +294,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         Py_XINCREF(cached);
     }
     Py_DECREF(kind);
-    if (rc == 0)
+    if (rc == 0 && !it->end)
         rc = classify_payload(it, codes_of, cached, load, network);
     Py_XDECREF(codes_of);
     Py_XDECREF(cached);
@@ -537,6 +541,23 @@ done:
     return rc;
 }
 
+static int queue(PyObject *changed, PyObject *device_id, PyObject *key, int notable);
+
+/* `_behaviour` for a process end: its end time, the forest's exit order, re-score it (not notable). */
+static int apply_end(Run *run, PyObject *device_id, PyObject *changed, Item *it) {
+    PyObject *exited = NULL, *key = NULL;
+    int rc = set_ll(it->node, s_end_ms, it->when);
+    if (rc == 0)
+        rc = (exited = get_attr(run->forest, s_exited)) == NULL || (key = get_attr(it->node, s_key)) == NULL ? -1 : 0;
+    if (rc == 0)
+        rc = PyObject_SetItem(exited, key, Py_None);
+    if (rc == 0)
+        rc = queue(changed, device_id, key, 0);
+    Py_XDECREF(exited);
+    Py_XDECREF(key);
+    return rc;
+}
+
 /* Apply one classified event (the part of `apply` after the checks); -1 on error. */
 static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *changed, PyObject *strong,
                       PyObject *generic, int dedupe, Item *it) {
@@ -551,6 +572,8 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
     Py_DECREF(r);
     if (it->when > it->last && set_ll(it->node, s_last_ms, it->when) < 0)
         return -1;
+    if (it->end)
+        return apply_end(run, device_id, changed, it);
     if (it->ip != NULL) {
         PyObject *record = Py_BuildValue("(LOO)", it->when, it->ip, it->port);
         if (record == NULL || append_to(it->node, s_conns, record) < 0) {
@@ -696,6 +719,7 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto out;
     }
     run.watermark0 = run.watermark, run.seq_hwm0 = run.seq_hwm;
+    run.lifecycle = starts != NULL;
     int limit = starts == NULL ? 1 : get_ll(limits, s_max_nodes, &run.max_nodes);
     if (limit < 0)
         goto out;
@@ -737,7 +761,8 @@ static PyMethodDef methods[] = {
      "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches[, starts]]) -> index of "
      "the first event not applied (another device's, or one DeviceForest.apply must handle). caches: kind -> "
      "(codes function, deciding field names, dict) to remember that function's codes by those fields; "
-     "starts: (child_codes, indicator_mask) to apply the start of a new process under a known parent too."},
+     "starts: (child_codes, indicator_mask) to apply the start of a new process under a known parent, and "
+     "the end of a known process, too."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -764,7 +789,7 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         {&s_command_line, "command_line"}, {&s_cmd_mask, "cmd_mask"}, {&s_sha256, "sha256"}, {&s_user, "user"},
         {&s_pid, "pid"}, {&s_integrity_level, "integrity_level"}, {&s_uid, "uid"}, {&s_start_ms, "start_ms"},
         {&s_children, "children"}, {&s_set_image, "set_image"}, {&s_new_node, "_new_node"},
-        {&s_max_nodes, "max_nodes"},
+        {&s_max_nodes, "max_nodes"}, {&s_end_ms, "end_ms"}, {&s_exited, "_exited"},
         {&k_start, "process_start"}, {&k_end, "process_end"}, {&k_script, "script"},
         {&k_network, "network_connect"}, {&k_load, "image_load"},
     };

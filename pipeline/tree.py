@@ -22,9 +22,9 @@ This is mutable state on purpose (an immutable forest per event would not reach 
 goal); it does no I/O and is deterministic, so it is as testable as a pure function.
 
 `apply_run` is the hot path: when the optional C extension `pipeline._cforest` is built (setup.py),
-it applies the common cases (behaviour of a process already known, the start of a new process under
-a known parent) in C and hands every other event to `apply`, before changing anything for it;
-without the extension `apply` does all of it. Both build the same forest
+it applies the common cases (behaviour and the end of a process already known, the start of a new
+process under a known parent) in C and hands every other event to `apply`, before changing anything
+for it; without the extension `apply` does all of it. Both build the same forest
 (tests/unit/test_tree_compiled.py, test_tree_compiled_starts.py, test_tree_code_cache.py).
 """
 

@@ -1,10 +1,12 @@
-"""The compiled fold applies the start of a new process under a known parent exactly as `apply` does.
+"""The compiled fold applies the start of a new process under a known parent, and the end of a known
+process, exactly as `apply` does.
 
-That is the one process start the fold takes (about 4 % of a fleet's events, and the most Python
-per event before): a key the forest does not hold, a parent it does, room for one more node. Every
-other start (an unknown parent, a placeholder filled, a redelivered or repeated start, a full
-forest) is still `apply`'s. Forests built both ways are compared field by field, and the starts the
-fold takes are checked to really be taken (else the speed-up silently disappears).
+Those are the process starts and ends the fold takes (a few % of a fleet's events each, and the most
+Python per event before): for a start, a key the forest does not hold, a parent it does, room for
+one more node. Every other start (an unknown parent, a placeholder filled, a redelivered or repeated
+start, a full forest) and the end of a process not known yet are still `apply`'s. Forests built both
+ways are compared field by field, and what the fold takes is checked to really be taken (else the
+speed-up silently disappears).
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def test_a_child_classifier_that_raises_raises_from_apply_with_nothing_applied(
     assert forest.nodes["a"].parent_key == "root"  # as `apply` leaves it: linked before the codes
 
 
-def test_the_fold_keeps_no_reference_to_the_starts_it_applied_once_the_forest_is_gone() -> None:
+def test_the_fold_keeps_no_reference_to_the_starts_and_ends_it_applied_once_the_forest_is_gone() -> None:
     """A leak on this path would grow a worker by every process its fleet starts."""
     kit = EventKit("dev-s", start=datetime(2026, 5, 1, tzinfo=UTC))
     root = kit.start("root", r"C:\Windows\explorer.exe", "x")
@@ -180,11 +182,35 @@ def test_the_fold_keeps_no_reference_to_the_starts_it_applied_once_the_forest_is
         *(e.ts for e in events),
     ]
     watched += [e.payload.command_line for e in events] + [e.payload.sha256 for e in events[1:]]
+    ends = [fastcodec.decode_events(codec.encode_event(kit.end(f"p{i}")))[0] for i in range(60)]
+    watched += [*ends, *(e.process_key for e in ends), *(e.ts for e in ends)]
+    events += ends
     before = [sys.getrefcount(o) for o in watched]
     for _ in range(20):
         forest = DeviceForest("dev-s", "windows")
         changed: list[tuple[str, str, bool]] = []
         assert forest.apply_run(events, 0, changed) == len(events)
-        assert len(forest.nodes) == 61 and forest.stats.nodes_created == 61
+        assert len(forest.nodes) == 61 and forest.stats.nodes_created == 61 and len(forest.exit_order()) == 60
         del forest, changed
     assert [sys.getrefcount(o) for o in watched] == before
+
+
+def test_the_end_of_a_known_process_is_applied_by_the_fold_as_apply_does() -> None:
+    kit = EventKit("dev-s", start=datetime(2026, 5, 1, tzinfo=UTC))
+    events = [
+        kit.start("root", r"C:\Windows\explorer.exe", "x"),
+        kit.start("a", IMAGES[0], "x", parent="root"),
+        kit.start("b", IMAGES[1], "x", parent="root"),
+        kit.end("b"),
+        kit.end("a"),
+        kit.end("b"),  # reported twice: a later end time, the exit order unchanged
+        kit.end("nobody"),  # not known: `apply` creates it
+        kit.write("a", r"C:\t\late.txt"),
+    ]
+    python, compiled = _build(events, None, False), _build(events, None, True)
+    assert compiled[:2] == python[:2]
+    assert compiled[2] == ["root", "nobody"]
+    assert compiled[0]["exited"] == ["b", "a", "nobody"]
+    ends = {key: node["end_ms"][1] for key, node in compiled[0]["nodes"].items()}
+    assert ends["b"] == kit.now_ms - 20 and ends["a"] == kit.now_ms - 30 and ends["root"] is None
+    assert ("dev-s", "b", False) in compiled[1]
