@@ -632,8 +632,13 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
     if (node == NULL)
         return -1;
     int rc = -1, mask = PyObject_IsTrue(it->mask);  /* an exact int: cannot fail */
-    long long last;
-    if (get_ll(node, s_last_ms, &last) != 0 || (it->when > last && set_ll(node, s_last_ms, it->when) < 0))
+    PyObject *when = PyLong_FromLongLong(it->when), *last = when == NULL ? NULL : get_attr(node, s_last_ms);
+    int later = last == NULL ? -1 : PyObject_RichCompareBool(when, last, Py_GT);  /* whatever _new_node set */
+    if (later > 0)
+        later = set_attr(node, s_last_ms, when) < 0 ? -1 : 1;
+    Py_XDECREF(when);
+    Py_XDECREF(last);
+    if (later < 0)
         goto done;
     if (set_attr(node, s_started, Py_True) < 0 || set_ll(node, s_start_ms, it->when) < 0)
         goto done;

@@ -214,3 +214,28 @@ def test_the_end_of_a_known_process_is_applied_by_the_fold_as_apply_does() -> No
     ends = {key: node["end_ms"][1] for key, node in compiled[0]["nodes"].items()}
     assert ends["b"] == kit.now_ms - 20 and ends["a"] == kit.now_ms - 30 and ends["root"] is None
     assert ("dev-s", "b", False) in compiled[1]
+
+
+def test_a_forest_whose_new_nodes_hold_odd_values_builds_the_same_forest_both_ways() -> None:
+    """`_new_node` is the forest's own (a subclass may change it): the fold compares what it set as
+    Python compares it, and a float last activity is replaced by the start's int time in both."""
+
+    class OddForest(DeviceForest):
+        def _new_node(self, key: str, *, placeholder: bool = False, keep: str | None = None) -> Any:
+            node = super()._new_node(key, placeholder=placeholder, keep=keep)
+            node.last_ms = -1.5  # type: ignore[assignment]
+            return node
+
+    events, results = _starts(6, 80), []
+    for compiled in (False, True):
+        fold = tree._fold
+        tree._fold = fold if compiled else None
+        try:
+            forest = OddForest("dev-s", "windows")
+            changed: list[tuple[str, str, bool]] = []
+            forest.apply_run(events, 0, changed)
+        finally:
+            tree._fold = fold
+        results.append((snapshot(forest), changed))
+    assert results[0] == results[1]
+    assert all(isinstance(n["last_ms"][1], int) for n in results[1][0]["nodes"].values() if n["started"][1])
