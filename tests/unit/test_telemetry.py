@@ -161,7 +161,8 @@ class Handler:
 
     reporter: KafkaActionReporter
     device_id: str = "dev-a"
-    store: Any = field(default_factory=lambda: type("Store", (), {"save_position": lambda *a: None})())
+    store: Any = field(default_factory=lambda: type("Store", (), {"save_position": lambda *a: None,
+                                                                   "handling": lambda *a: None})())
 
     def is_mine(self, key: bytes | None) -> bool:
         return key == self.device_id.encode()
