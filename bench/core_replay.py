@@ -72,16 +72,27 @@ def timed_stages(seconds: dict[str, float]) -> Iterator[None]:
             setattr(owner, name, function)
 
 
+@contextmanager
+def feature_matrices(seen: Callable[[Any], object]) -> Iterator[None]:
+    """Hand every flush's feature matrix to `seen` while inside (the detector's own name for
+    `feature_matrix` is wrapped, then restored)."""
+    matrix_of = features_module.feature_matrix
+
+    def tapped(contexts: Sequence[RowContext]) -> Any:
+        matrix = matrix_of(contexts)
+        seen(matrix)
+        return matrix
+
+    setattr(detect, "feature_matrix", tapped)  # noqa: B010 (the detector's own name for it)
+    try:
+        yield
+    finally:
+        setattr(detect, "feature_matrix", matrix_of)  # noqa: B010
+
+
 def replay(values: list[bytes], decoder: str) -> dict[str, Any]:
     """Decode every value, then feed them to one Detector; CPU seconds per stage and digests."""
     features, decisions = hashlib.sha256(), hashlib.sha256()
-    matrix_of = features_module.feature_matrix
-
-    def hashed(contexts: Sequence[RowContext]) -> Any:
-        matrix = matrix_of(contexts)
-        features.update(matrix.tobytes())
-        return matrix
-
     detector = detect.Detector(load_model())
     decode = _DECODERS[decoder]
     started = time.process_time()
@@ -90,16 +101,13 @@ def replay(values: list[bytes], decoder: str) -> dict[str, Any]:
     parsed_at, started = started, time.process_time()
     decoded = [decode(value) for value in values]
     decoded_at = time.process_time()
-    setattr(detect, "feature_matrix", hashed)  # noqa: B010 (the detector's own name for it)
-    try:
+    with feature_matrices(lambda matrix: features.update(matrix.tobytes())):
         now = 1_700_000_000_000
         out = []
         for events in decoded:
             now += 3
             out += detector.process(events, now)
         out += detector.flush(now + 1_000)
-    finally:
-        setattr(detect, "feature_matrix", matrix_of)  # noqa: B010
     done = time.process_time()
     for decision in out:
         decisions.update(decision.model_dump_json().encode())

@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 
 from bench._pipeline_data import records
+from bench.core_replay import feature_matrices
 from pipeline import detect
-from pipeline import features as features_module
 from pipeline.compiled_model import FastBooster
-from pipeline.features import RowContext
 from pipeline.scoring import load_model
 from schemas import fastcodec
 
@@ -43,23 +42,13 @@ Matrix = Any
 def replay_rows(events: int) -> list[Matrix]:
     """Every flush's feature matrix of the core replay's first `events` events."""
     matrices: list[Matrix] = []
-    matrix_of = features_module.feature_matrix
-
-    def kept(contexts: Sequence[RowContext]) -> Any:
-        matrix = matrix_of(contexts)
-        matrices.append(matrix.copy())
-        return matrix
-
     detector = detect.Detector(load_model())
-    setattr(detect, "feature_matrix", kept)  # noqa: B010 (the detector's own name for it)
-    try:
+    with feature_matrices(lambda matrix: matrices.append(matrix.copy())):
         now = 1_700_000_000_000
         for _, value in records(events, 50, 200):
             now += 3
             detector.process(fastcodec.decode_events(value), now)
         detector.flush(now + 1_000)
-    finally:
-        setattr(detect, "feature_matrix", matrix_of)  # noqa: B010
     return matrices
 
 
