@@ -17,7 +17,12 @@ measured) on the same pre-filled topic:
     every second, the default is 5 s, so the end is seen up to a second late);
 (d) event produced -> signed verdict on its topic, p50/p99, with a `ringfence worker` process under
     background load at 25/50/90 % of (e)'s one-process rate, the maximum of a worker process on this
-    machine (probes: a whole ransomware tree in one record, 10 per second).
+    machine (probes: a whole ransomware tree in one record, 10 per second). This worker runs with the
+    default settings (state checkpoints every 5 s); until session F it committed every second like
+    (e)'s, which doubled the p99 at 50 % (BENCHMARKS.md, Pipeline, session F). (e)'s rate is measured
+    with 1 s commits, whose state writes the checkpoint schedule caps at 20 % of the rest of the CPU
+    (`pipeline.checkpoints`): a default worker's maximum may be somewhat higher, so "50 %" may be a
+    little under half of it.
 
 `RINGFENCE_BENCH_PROBES=file.csv` also writes every probe of (d): level, when it was sent, and ms to
 the broker's ack, to the worker's decision (`issued_at`) and to its verdict's arrival.
@@ -53,7 +58,7 @@ from schemas.fastcodec import decode_events
 from schemas.topics import KafkaSettings
 
 LEVELS = (0.25, 0.5, 0.9)
-COMMIT_MS = 1000  # worker processes of (d) and (e) commit every second (progress is seen through commits)
+COMMIT_MS = 1000  # (e)'s worker processes commit every second: their progress is seen through commits
 
 
 @dataclass(frozen=True)
@@ -203,7 +208,7 @@ def _faust_rate(bench: Bench, topic: str, count: int) -> float:
 async def _latency(bench: Bench, max_rate: float, sizes: Sizes) -> list[Result]:
     topic = bench.name("events-latency")
     await bench.create([(topic, 2)])
-    settings = bench.settings("latency", topic, commit_interval_ms=COMMIT_MS)
+    settings = bench.settings("latency", topic)  # the worker as shipped: its default commit interval
     worker = WorkerProcess(bench.env(settings), bench.workdir / "worker-latency.log")
     try:
         await wait_until(worker.assigned, 60, "the latency worker's assignment")
