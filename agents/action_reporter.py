@@ -121,7 +121,14 @@ class KafkaActionReporter:
 
     async def _send_all(self, head: list[Pending]) -> None:
         for pending in head:  # one at a time: order kept, and each is forgotten once acknowledged
-            await self._send(pending)
+            sending = asyncio.ensure_future(self._send(pending))
+            try:
+                await asyncio.shield(sending)
+            except asyncio.CancelledError:  # stopping: a result already on its way gets a moment for its
+                await _settle(sending)      # ack, so a clean stop does not send it again at the next start
+                if sending.done() and not sending.cancelled() and sending.exception() is None:
+                    self.outbox.remove(pending)
+                raise
             self.outbox.remove(pending)
             self.sent += 1
 
@@ -143,3 +150,14 @@ class KafkaActionReporter:
         if producer is not None:
             with suppress(Exception):
                 await producer.stop()
+
+
+STOP_GRACE_S = 2.0  # on stop, how long a send already under way may take to be acknowledged
+
+
+async def _settle(sending: asyncio.Future[None]) -> None:
+    """Wait up to STOP_GRACE_S for `sending` (its failure or a second cancel just ends the wait)."""
+    with suppress(Exception, asyncio.CancelledError):
+        await asyncio.wait_for(asyncio.shield(sending), STOP_GRACE_S)
+    if not sending.done():
+        sending.cancel()

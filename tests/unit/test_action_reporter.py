@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from agents import action_reporter
 from agents.action_reporter import KafkaActionReporter, action_result
 from agents.commands.run import PLUGIN_BUILDERS
 from agents.enforcement_errors import KeyringError, StateError
@@ -194,6 +195,39 @@ async def test_results_reported_during_an_outage_survive_a_crash_and_are_sent_on
     third = KafkaActionReporter(broker.factory, "t.actions", path=tmp_path / "actions.db")
     assert third.pending == 0  # acknowledged results are gone: nothing is sent twice
     third.close()
+
+
+class SlowAck(FakeProducer):
+    """The record reaches the broker at once; its acknowledgement comes `ack_s` later (never if None)."""
+
+    ack_s: float | None = 0.1
+
+    async def send_and_wait(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+        await super().send_and_wait(topic, value, key)
+        await asyncio.sleep(self.ack_s if self.ack_s is not None else 3600)
+
+
+@pytest.mark.parametrize("ack_s", [0.1, None])
+async def test_a_stop_while_a_result_awaits_its_ack_neither_loses_it_nor_sends_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ack_s: float | None
+) -> None:
+    monkeypatch.setattr(action_reporter, "STOP_GRACE_S", 0.5)
+    monkeypatch.setattr(SlowAck, "ack_s", ack_s)
+    broker = FakeBroker()
+    first = KafkaActionReporter(lambda: SlowAck(broker), "t.actions", path=tmp_path / "actions.db")
+    first.report(result(1))
+    task = asyncio.create_task(first.run())
+    for _ in range(100):  # until the record is on the broker, its ack still to come
+        if broker.sent:
+            break
+        await asyncio.sleep(0.01)
+    task.cancel()  # the agent stops cleanly (SIGTERM) right now
+    await asyncio.gather(task, return_exceptions=True)
+    first.close()
+    again = KafkaActionReporter(broker.factory, "t.actions", path=tmp_path / "actions.db")
+    # acknowledged within the grace period: forgotten, not sent again; never acknowledged: kept
+    assert again.pending == (0 if ack_s is not None else 1) and len(broker.sent) == 1
+    again.close()
 
 
 async def test_a_report_is_on_disk_by_the_next_loop_turn_without_any_close(tmp_path: Path) -> None:
