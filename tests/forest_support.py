@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
+from pipeline import tree
 from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest
+
+
+@contextmanager
+def tree_path(compiled: bool) -> Iterator[None]:
+    """Inside, forests apply events through the C fold (`compiled`) or through Python alone."""
+    fold = tree._fold
+    tree._fold = fold if compiled else None
+    try:
+        yield
+    finally:
+        tree._fold = fold
 
 
 def snapshot(forest: DeviceForest) -> dict[str, Any]:

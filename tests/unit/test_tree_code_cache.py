@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from forest_support import snapshot
+from forest_support import snapshot, tree_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,15 +84,11 @@ def _stream(seed: int, n: int = 300) -> list[Any]:
 
 
 def _build(events: list[Any], compiled: bool) -> tuple[Any, Any]:
-    fold = tree._fold
-    tree._fold = fold if compiled else None
-    try:
+    with tree_path(compiled):
         forest = DeviceForest("dev-cache", "windows", TreeLimits(max_evidence_per_node=100_000))
         changed: list[tuple[str, str, bool]] = []
         for lo in range(0, len(events), 40):
             forest.apply_run(events[lo : lo + 40], 0, changed)
-    finally:
-        tree._fold = fold
     return snapshot(forest), changed
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from forest_support import snapshot
+from forest_support import snapshot, tree_path
 
 from pipeline import tree
 from pipeline.behaviour import Counter
@@ -99,17 +99,13 @@ def fast(events: list[Any]) -> list[Any]:
 
 
 def build(events: list[Any], limits: TreeLimits | None, compiled: bool, chunk: int = 50) -> tuple[Any, Any]:
-    fold = tree._fold
-    assert fold is not None, NOT_BUILT
-    tree._fold = fold if compiled else None
-    try:
+    assert tree._fold is not None, NOT_BUILT
+    with tree_path(compiled):
         forest = DeviceForest(events[0].device_id, "windows", limits)
         changed: list[tuple[str, str, bool]] = []
         for lo in range(0, len(events), chunk):
             part = events[lo : lo + chunk]
             assert forest.apply_run(part, 0, changed) == len(part)
-    finally:
-        tree._fold = fold
     return snapshot(forest), changed
 
 
@@ -163,16 +159,12 @@ def test_the_detector_scores_and_decides_the_same_with_either_path() -> None:
     random.Random(9).shuffle(events)
     results = []
     for compiled in (False, True):
-        fold = tree._fold
-        tree._fold = fold if compiled else None
-        try:
+        with tree_path(compiled):
             detector = Detector(ProvisionalRules(), config=DetectorConfig(max_rows=64, max_delay_ms=0))
             decisions = []
             for lo in range(0, len(events), 37):
                 decisions += detector.process(events[lo : lo + 37], 1_777_600_000_000 + lo)
             rows = [row_context(f, k, 300_000) for f in detector.forests.values() for k in sorted(f.nodes)]
-        finally:
-            tree._fold = fold
         decided = [d.model_dump_json() for d in decisions]
         results.append((feature_matrix(rows), decided, detector.forest_stats()))
     assert np.array_equal(results[0][0], results[1][0]) and results[0][1:] == results[1][1:]
@@ -195,13 +187,9 @@ def test_event_times_are_read_to_the_millisecond_as_timestamp_reads_them() -> No
         event = kit.write("p", r"C:\t\a.txt").model_copy(update={"ts": ts})
         expected = int(ts.timestamp() * 1000)
         for compiled in (False, True):
-            fold = tree._fold
-            tree._fold = fold if compiled else None
-            try:
+            with tree_path(compiled):
                 forest = DeviceForest("dev-t", "windows", TreeLimits(dedupe_by_seq=False))
                 forest.apply_run([*base, event], 0, [])
-            finally:
-                tree._fold = fold
             assert forest.nodes["p"].evidence[-1] >> 8 == expected, (ts, compiled)
 
 
@@ -211,9 +199,7 @@ def test_values_the_c_path_does_not_read_go_to_apply_unchanged() -> None:
     events = stream(7, 40)
     results = []
     for compiled in (False, True):
-        fold = tree._fold
-        tree._fold = fold if compiled else None
-        try:
+        with tree_path(compiled):
             forest = DeviceForest(events[0].device_id, "windows")
             forest.apply_run(events[:20], 0, [])
             forest.nodes["root"].last_ms = float(forest.nodes["root"].last_ms)  # type: ignore[assignment]
@@ -221,8 +207,6 @@ def test_values_the_c_path_does_not_read_go_to_apply_unchanged() -> None:
             late = [kit.dns("root", "a.example"), kit.write("root", r"C:\t\b.txt"), *events[20:]]
             changed: list[tuple[str, str, bool]] = []
             forest.apply_run(late, 0, changed)
-        finally:
-            tree._fold = fold
         results.append((snapshot(forest), changed))
     assert results[0] == results[1]
     assert isinstance(results[1][0]["nodes"]["root"]["last_ms"][1], int)  # the dns event set an int again

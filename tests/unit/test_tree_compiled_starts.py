@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from forest_support import snapshot
+from forest_support import snapshot, tree_path
 
 from pipeline import tree
 from pipeline.behaviour import Counter
@@ -67,9 +67,8 @@ def _starts(seed: int, n: int = 200, step_ms: int | None = None) -> list[Any]:
 
 
 def _build(events: list[Any], limits: TreeLimits | None, compiled: bool) -> tuple[Any, Any, list[str]]:
-    fold, applied = tree._fold, list[str]()
-    assert fold is not None, NOT_BUILT
-    tree._fold = fold if compiled else None
+    applied = list[str]()
+    assert tree._fold is not None, NOT_BUILT
     original = DeviceForest.apply
 
     def apply(self: DeviceForest, event: Any) -> Any:
@@ -78,12 +77,12 @@ def _build(events: list[Any], limits: TreeLimits | None, compiled: bool) -> tupl
 
     DeviceForest.apply = apply  # type: ignore[method-assign]
     try:
-        forest = DeviceForest("dev-s", "windows", limits)
-        changed: list[tuple[str, str, bool]] = []
-        for lo in range(0, len(events), 23):
-            assert forest.apply_run(events[lo : lo + 23], 0, changed) == len(events[lo : lo + 23])
+        with tree_path(compiled):
+            forest = DeviceForest("dev-s", "windows", limits)
+            changed: list[tuple[str, str, bool]] = []
+            for lo in range(0, len(events), 23):
+                assert forest.apply_run(events[lo : lo + 23], 0, changed) == len(events[lo : lo + 23])
     finally:
-        tree._fold = fold
         DeviceForest.apply = original  # type: ignore[method-assign]
     return snapshot(forest), changed, applied
 
@@ -228,14 +227,10 @@ def test_a_forest_whose_new_nodes_hold_odd_values_builds_the_same_forest_both_wa
 
     events, results = _starts(6, 80), []
     for compiled in (False, True):
-        fold = tree._fold
-        tree._fold = fold if compiled else None
-        try:
+        with tree_path(compiled):
             forest = OddForest("dev-s", "windows")
             changed: list[tuple[str, str, bool]] = []
             forest.apply_run(events, 0, changed)
-        finally:
-            tree._fold = fold
         results.append((snapshot(forest), changed))
     assert results[0] == results[1]
     assert all(isinstance(n["last_ms"][1], int) for n in results[1][0]["nodes"].values() if n["started"][1])
