@@ -16,7 +16,7 @@ from schemas.alerts import Alert
 from schemas.codec import encode
 from schemas.commands import Command
 from schemas.deadletter import DeadLetter
-from schemas.signing import SigningKey, sign_command, sign_verdict
+from schemas.signing import SigningKey, signed_json
 from schemas.verdicts import Verdict
 
 __all__ = ["OutRecord", "OutputTopics", "SourceCoordinates", "dead_letter", "decision_records"]
@@ -54,7 +54,8 @@ class SourceCoordinates:
 
 
 def decision_records(decisions: Iterable[Decision], topics: OutputTopics, key: SigningKey) -> list[OutRecord]:
-    """Alerts as they are; verdicts and commands signed with the fleet key."""
+    """Alerts as they are; verdicts and commands signed with the fleet key (one JSON dump each:
+    `schemas.signing.signed_json`, the bytes `encode(sign_command(...))` would give)."""
     return [_record(decision, topics, key) for decision in decisions]
 
 
@@ -62,9 +63,9 @@ def _record(decision: Decision, topics: OutputTopics, key: SigningKey) -> OutRec
     if isinstance(decision, Alert):
         return OutRecord(topics.alerts, decision.device_id.encode(), encode(decision))
     if isinstance(decision, Verdict):
-        return OutRecord(topics.verdicts, decision.artifact_id.encode(), encode(sign_verdict(decision, key)))
+        return OutRecord(topics.verdicts, decision.artifact_id.encode(), signed_json(decision, key))
     if isinstance(decision, Command):
-        return OutRecord(topics.commands, decision.device_id.encode(), encode(sign_command(decision, key)))
+        return OutRecord(topics.commands, decision.device_id.encode(), signed_json(decision, key))
     raise TypeError(f"not a decision: {type(decision).__name__}")
 
 

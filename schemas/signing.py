@@ -187,6 +187,22 @@ def sign(model: Signed, key: SigningKey) -> Signed:
     return unsigned.model_copy(update={"signature": b64url_encode(signature)})
 
 
+def signed_json(model: SignedRecord, key: SigningKey) -> bytes:
+    """`schemas.codec.encode(sign(model, key))`, byte for byte, from one JSON dump of `model`.
+
+    What the fleet service produces: `sign` copies the model twice and `encode` dumps the signed
+    copy again, each dump formatting every timestamp; here the one dump is signed (without
+    `signature`, keys sorted, as `canonical_bytes`) and written (field order, `signature` last, as
+    every signed contract declares it; tests/unit/test_signing.py holds the two ways equal).
+    """
+    body = model.model_dump(mode="json")
+    body["key_id"] = key.key_id
+    del body["signature"]
+    signature = key.private_key.sign(_DOMAINS[type(model)] + orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+    body["signature"] = b64url_encode(signature)
+    return orjson.dumps(body)
+
+
 def sign_verdict(verdict: Verdict, key: SigningKey) -> Verdict:
     """`sign` for a verdict."""
     return sign(verdict, key)

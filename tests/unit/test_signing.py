@@ -16,6 +16,7 @@ from schemas_strategies import commands, verdicts
 
 from schemas import codec
 from schemas.commands import Command, CommandAction, new_command
+from schemas.common import Mode
 from schemas.errors import (
     Expired,
     KeyMaterialError,
@@ -31,6 +32,7 @@ from schemas.keyfiles import (
     save_private_key,
     save_public_key,
 )
+from schemas.policy_updates import GroupModeChange, PolicyUpdate
 from schemas.signing import (
     Keyring,
     NonceLedger,
@@ -40,7 +42,9 @@ from schemas.signing import (
     check_verdict,
     public_key_text,
     sign_command,
+    sign_policy_update,
     sign_verdict,
+    signed_json,
     verify,
 )
 from schemas.verdicts import Verdict
@@ -157,6 +161,34 @@ def test_changing_any_verdict_field_breaks_the_signature(field: str) -> None:
 def test_any_valid_record_signs_and_verifies(command: Command, verdict: Verdict) -> None:
     assert verify(codec.decode(Command, codec.encode(sign_command(command, KEY))), RING).key_id == KEY.key_id
     assert verify(codec.decode(Verdict, codec.encode(sign_verdict(verdict, KEY))), RING).key_id == KEY.key_id
+
+
+@settings(max_examples=60, deadline=None)
+@given(command=commands(), verdict=verdicts())
+def test_signed_json_is_byte_for_byte_the_encoded_signed_record(command: Command, verdict: Verdict) -> None:
+    # The worker writes `signed_json`; agents verify what `sign` + `encode` defined: one set of bytes.
+    for record, signed in ((command, sign_command(command, KEY)), (verdict, sign_verdict(verdict, KEY))):
+        assert signed_json(record, KEY) == codec.encode(signed)
+    relabelled = sign_command(command, SigningKey.generate("other-key"))  # an earlier key_id/signature
+    assert signed_json(relabelled, KEY) == codec.encode(sign_command(command, KEY))
+
+
+def test_signed_json_of_a_policy_update_verifies_and_leaves_the_model_unsigned() -> None:
+    update = PolicyUpdate(update_id="u-1", change=GroupModeChange(group="finance", mode=Mode.BLOCK),
+                          actor="soc:ann", issued_at=NOW)  # fmt: skip
+    value = signed_json(update, KEY)
+    assert value == codec.encode(sign_policy_update(update, KEY))
+    assert verify(codec.decode(PolicyUpdate, value), RING).key_id == KEY.key_id
+    assert update.signature is None and update.key_id is None
+
+
+def test_signed_json_output_verifies_on_the_agent_side_and_tampering_is_caught() -> None:
+    value = signed_json(_command(), KEY)
+    _check(codec.decode(Command, value))
+    tampered = value.replace(b'"reason":"tree scored 0.99"', b'"reason":"tree scored 0.10"')
+    assert tampered != value
+    with pytest.raises(SignatureError):
+        _check(codec.decode(Command, tampered))
 
 
 def test_unsigned_unknown_key_and_garbage_signatures_are_refused() -> None:
