@@ -138,6 +138,24 @@ def top_features(
     return [(names[i], float(values[i]), float(per_feature[i])) for i in order if per_feature[i] > 0]
 
 
+def top_features_of_rows(
+    contributions: Matrix, values: Matrix, names: tuple[str, ...], k: int = 8
+) -> list[list[tuple[str, float, float]]]:
+    """`top_features` of every row of `contributions` (rows, features + 1) and `values` (rows, features).
+
+    The same lists, from one sort and two gathers for all the rows instead of a sort and ~16 NumPy
+    scalar reads per row (an incident's explanation; see `Scorer.explain`).
+    """
+    per_feature = contributions[:, :-1]
+    order = np.argsort(-per_feature, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(per_feature, order, axis=1).tolist()
+    kept = np.take_along_axis(values, order, axis=1).tolist()
+    return [
+        [(names[i], value, weight) for i, value, weight in zip(o, v, c, strict=True) if weight > 0]
+        for o, v, c in zip(order.tolist(), kept, picked, strict=True)
+    ]
+
+
 K = TypeVar("K", bound=Hashable)
 
 
@@ -214,20 +232,18 @@ class Scorer:
             return {}
         per_class = getattr(self.model, "class_contributions", None)
         if per_class is None:
-            contrib = self.model.contributions(matrix[list(rows)])
+            values = matrix[list(rows)]
+            contrib = self.model.contributions(values)
             self.stats.contribution_calls += 1
-            return {
-                row: top_features(contrib[pos, cls], matrix[row], names, k)
-                for pos, (row, cls) in enumerate(zip(rows, classes, strict=True))
-            }
+            own = contrib[np.arange(len(rows)), np.asarray(classes, dtype=np.intp)]  # each row's class
+            return dict(zip(rows, top_features_of_rows(own, values, names, k), strict=True))
         out: dict[int, list[tuple[str, float, float]]] = {}
         for cls in sorted(set(classes)):  # one call per class: only that class's trees are walked
             picked = [row for row, c in zip(rows, classes, strict=True) if c == cls]
-            contrib = per_class(matrix[picked], cls)
+            values = matrix[picked]
+            contrib = per_class(values, cls)
             self.stats.contribution_calls += 1
-            out.update(
-                (row, top_features(contrib[pos], matrix[row], names, k)) for pos, row in enumerate(picked)
-            )
+            out.update(zip(picked, top_features_of_rows(contrib, values, names, k), strict=True))
         return {row: out[row] for row in rows}
 
 

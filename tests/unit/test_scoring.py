@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.detect import Detector, DetectorConfig
 from pipeline.errors import FeatureMismatch, ModelError
@@ -26,6 +28,7 @@ from pipeline.scoring import (
     is_provisional,
     load_model,
     top_features,
+    top_features_of_rows,
 )
 
 
@@ -152,6 +155,27 @@ def test_contributions_are_computed_only_for_new_alerts() -> None:
     detector.process([kit.write("a", r"C:\Temp\x.log")], now_ms=kit.now_ms)
     assert len(model.calls) == 2 and model.explained == [2]  # flagged again, already alerted
     assert detector.stats.realerts_skipped == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.integers(1, 6),
+    width=st.integers(1, 12),
+    k=st.integers(1, 9),
+    seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_top_features_of_many_rows_equal_each_rows_own(rows: int, width: int, k: int, seed: int,
+                                                       dtype: type) -> None:  # fmt: skip
+    # ties, zeros, negatives and signed zeros: the batched sort must keep each row's stable order
+    rng = np.random.default_rng(seed)
+    pool: Matrix = np.array([-1.5, -0.0, 0.0, 0.25, 0.25, 1.0, 3.0, 1e-30, np.nan], dtype=dtype)
+    contributions: Matrix = rng.choice(pool, size=(rows, width + 1)).astype(dtype)
+    values: Matrix = rng.choice(pool, size=(rows, width)).astype(dtype)
+    names = tuple(f"f{i}" for i in range(width))
+    expected = [top_features(contributions[r], values[r], names, k) for r in range(rows)]
+    got = top_features_of_rows(contributions, values, names, k)
+    assert repr(got) == repr(expected)  # repr: NaN values compare equal, float types are the same
 
 
 def test_top_features_are_positive_and_ordered() -> None:
