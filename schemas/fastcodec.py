@@ -23,13 +23,23 @@ codec's own. What the proof consists of:
   writes, i.e. every agent's output), or orjson's parse re-encodes byte-identically (the codec's
   own proof) and every timestamp is written exactly as msgspec writes it (so pydantic reads the
   same instant from it). Anything else, pretty-printed JSON included, takes the full path.
+**In C.** When the optional extension `schemas._cfastcodec` is built (setup.py), it makes the whole
+proof first, in one pass over the bytes and before anything is decoded: the record is a batch in
+exactly the layout msgspec writes (every field, in order, each value written as msgspec writes it)
+and its values meet every constraint above. Then msgspec's decode is all that is left: the re-encoding
+would give the same bytes. Anything it cannot prove (it says no whenever in doubt: `\\u` escapes,
+escaped identifiers, other time zones, single events) takes the Python proof, then the codec, as
+before; so the answers are the same with or without it (tests/unit/test_cfastcodec.py). It halves
+the cost of decoding what agents write (BENCHMARKS.md, "Session G").
 `tests/unit/test_fastcodec.py` checks that both paths give equal values on generated batches and
 that the hostile-input corpus is rejected by the fast path.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
@@ -43,9 +53,12 @@ from schemas.common import MAX_TEXT_CHARS, Platform
 from schemas.errors import ContractError
 from schemas.events import BehaviorEvent
 
-__all__ = ["FAST_TEXT_CHARS", "Event", "FastBatch", "FastEvent", "decode_events", "fast_events",
+__all__ = ["FAST_TEXT_CHARS", "NO_C_PROOF", "Event", "FastBatch", "FastEvent", "decode_events", "fast_events",
            "to_behavior_event", "to_json_dict"]
 
+NO_C_PROOF = "RINGFENCE_NO_CFASTCODEC"
+"""Set (non-empty) in the environment at import: the Python proof only, as without the C extension
+(for benchmarks that compare both in the same minutes; tests switch `_proven` directly)."""
 FAST_TEXT_CHARS = min(MAX_TEXT_CHARS, DEFAULT_LIMITS.max_string_chars)
 _M = msgspec.Meta
 _Id = Annotated[str, _M(min_length=1, max_length=128)]  # charset checked per batch (`_consistent`)
@@ -207,6 +220,14 @@ class FastBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fals
 Event = BehaviorEvent | FastEvent
 """What the detection core reads: either model of one event (same attribute names and values)."""
 
+_proven: Callable[[bytes, int, int], bool] | None
+try:  # the proof in C (schemas/_cfastcodec.c); optional: without it the Python proof below does it all
+    from schemas._cfastcodec import proven as _compiled_proof
+except ImportError:  # pragma: no cover - depends on the build
+    _proven = None
+else:
+    _proven = None if os.environ.get(NO_C_PROOF) else _compiled_proof
+
 _BATCH = msgspec.json.Decoder(FastBatch)
 _EVENT = msgspec.json.Decoder(FastEvent)
 _ENCODER = msgspec.json.Encoder()
@@ -241,6 +262,8 @@ def fast_events(data: RecordValue, limits: Limits = DEFAULT_LIMITS) -> tuple[Fas
             events = (decoded,)
     except (msgspec.MsgspecError, ValueError):  # ValueError: e.g. invalid UTF-8 in a string
         return None
+    if _proven is not None and _proven(raw, limits.max_events_per_batch, FAST_TEXT_CHARS):
+        return events  # canonical and valid (the C proof, on bytes msgspec just brought into the cache)
     if len(events) > limits.max_events_per_batch or not _consistent(decoded, events):
         return None
     if _ENCODER.encode(decoded) == raw or _same_as_orjson(raw, events):

@@ -1,0 +1,348 @@
+"""The C proof of an events record (`schemas._cfastcodec`): it may only say yes where the Python proof does.
+
+The property under test: whatever `proven` accepts, the Python proof of `schemas.fastcodec.fast_events`
+(msgspec's decode, `_consistent`, the re-encoding compared byte for byte) accepts too, so
+`decode_events` gives the same events, or the same error, with the C proof and without it. It must
+also say yes to what agents write (else it only costs time), and never crash on anything: truncations
+at every byte, hostile mutations, huge strings, deep nesting; the whole file runs once more in a child
+interpreter with `PYTHONMALLOC=debug -X dev`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemas_strategies import batches
+
+from schemas import codec, fastcodec
+from schemas.codec import Limits
+from schemas.errors import ContractError
+from schemas.events import EventBatch
+
+_cfastcodec = pytest.importorskip(
+    "schemas._cfastcodec", reason="the C extension is not built: `setup.py build_ext --inplace` (gcc)"
+)
+proven = _cfastcodec.proven
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = "RINGFENCE_CFASTCODEC_CHILD"
+MAX_EVENTS = codec.DEFAULT_LIMITS.max_events_per_batch
+CHARS = fastcodec.FAST_TEXT_CHARS
+SLOW = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@contextmanager
+def python_proof_only() -> Iterator[None]:
+    saved, fastcodec._proven = fastcodec._proven, None
+    try:
+        yield
+    finally:
+        fastcodec._proven = saved
+
+
+def python_says(raw: bytes, limits: Limits = codec.DEFAULT_LIMITS) -> tuple[Any, ...] | None:
+    with python_proof_only():
+        return fastcodec.fast_events(raw, limits)
+
+
+def outcome(raw: bytes) -> tuple[str, Any]:
+    """What `decode_events` gives: the events, or the error's class and message."""
+    try:
+        return "events", fastcodec.decode_events(raw)
+    except ContractError as exc:
+        return type(exc).__name__, str(exc)
+
+
+def assert_same_either_way(raw: bytes) -> None:
+    """The C proof changes nothing a caller sees; and a yes from it is a yes from the Python proof."""
+    with python_proof_only():
+        expected = outcome(raw)
+    assert outcome(raw) == expected
+    if proven(raw, MAX_EVENTS, CHARS):
+        events = python_says(raw)
+        assert events is not None, raw[:300]
+        assert events == fastcodec.decode_events(raw)
+
+
+def canonical(batch: EventBatch) -> bytes:
+    return fastcodec._ENCODER.encode(fastcodec._BATCH.decode(codec.encode_batch(batch)))
+
+
+def needs_python(raw: bytes) -> bool:
+    """What the C proof leaves to Python by design: `\\u` escapes, escaped ids, other time zones."""
+    if b"\\u" in raw:
+        return True
+    record = orjson.loads(raw)
+    if not all(event["ts"].endswith("Z") for event in record["events"]):
+        return True
+    ids = [record["device_id"]] + [
+        value for event in record["events"]
+        for value in (event["event_id"], event["device_id"], event["process_key"],
+                      event["parent_process_key"], event["payload"].get("target_process_key"))
+        if value is not None
+    ]  # fmt: skip
+    return any('"' in value or "\\" in value for value in ids)
+
+
+# --- the table and the switch ---------------------------------------------------------------------------
+
+
+def test_the_c_field_table_is_the_structs_field_for_field_in_order() -> None:
+    structs = {cls.kind: cls.__struct_fields__ for cls in fastcodec.FastPayload.__args__}
+    assert _cfastcodec.FIELDS == structs
+    assert fastcodec.FastEvent.__struct_fields__ == (
+        "schema_version", "event_id", "device_id", "seq", "ts", "platform", "process_key",
+        "parent_process_key", "image", "payload",
+    )  # fmt: skip  (the layout `event()` in the C file walks)
+    batch = ("schema_version", "device_id", "first_seq", "last_seq", "events")
+    assert fastcodec.FastBatch.__struct_fields__ == batch
+
+
+def test_the_benchmark_records_are_proven_and_decode_as_before() -> None:
+    from bench._pipeline_data import records
+
+    values = [value for _, value in records(2_000, 50, 20)]
+    assert all(proven(value, MAX_EVENTS, CHARS) for value in values)
+    for value in values[:10]:
+        assert fastcodec.decode_events(value) == python_says(value)
+
+
+def test_the_environment_switch_leaves_the_python_proof_alone() -> None:
+    code = "from schemas import fastcodec; print(fastcodec._proven is None)"
+    env = {**os.environ, fastcodec.NO_C_PROOF: "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60, check=True)  # fmt: skip
+    assert done.stdout.strip() == "True"
+
+
+def test_bad_arguments_are_a_type_error_not_a_crash() -> None:
+    with pytest.raises(TypeError):
+        proven("not bytes", MAX_EVENTS, CHARS)
+    with pytest.raises(TypeError):
+        proven(b"{}", MAX_EVENTS)
+    with pytest.raises(TypeError):
+        proven(bytearray(b"{}"), MAX_EVENTS, CHARS)
+    with pytest.raises(OverflowError):
+        proven(b"{}", 1 << 80, CHARS)
+    assert proven(b"", MAX_EVENTS, CHARS) is False
+    assert proven(b"{}", MAX_EVENTS, -1) is False
+
+
+# --- what agents write ----------------------------------------------------------------------------------
+
+
+@SLOW
+@given(batch=batches())
+def test_what_agents_write_is_proven_with_the_python_proofs_values(batch: EventBatch) -> None:
+    raw = codec.encode_batch(batch)
+    assert_same_either_way(raw)
+    if not needs_python(raw):
+        assert proven(raw, MAX_EVENTS, CHARS)
+    assert proven(canonical(batch), MAX_EVENTS, CHARS) == proven(raw, MAX_EVENTS, CHARS)
+
+
+@SLOW
+@given(batch=batches(), data=st.data())
+def test_mutated_records_are_refused_or_what_the_python_proof_accepts(batch: EventBatch, data: Any) -> None:
+    raw = bytearray(codec.encode_batch(batch))
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        action = data.draw(st.sampled_from(("replace", "insert", "delete")))
+        byte = data.draw(st.sampled_from(b'0129aAfFzZ"\\:,{}[]-.+eE nTtu/\n\x00\x7f\xc3\xa9\xed\xff'))
+        if action == "replace":
+            raw[position] = byte
+        elif action == "insert":
+            raw.insert(position, byte)
+        elif len(raw) > 1:
+            del raw[position]
+    assert_same_either_way(bytes(raw))
+
+
+def test_every_truncation_is_refused() -> None:
+    raw = codec.encode_batch(_batch())
+    assert proven(raw, MAX_EVENTS, CHARS)
+    assert not any(proven(raw[:end], MAX_EVENTS, CHARS) for end in range(len(raw)))
+    assert not proven(raw + b" ", MAX_EVENTS, CHARS)
+    assert not proven(raw + b"\x00", MAX_EVENTS, CHARS)
+
+
+# --- one edge at a time ---------------------------------------------------------------------------------
+
+
+def _batch(events: int = 2) -> EventBatch:
+    record = _record(events)
+    return EventBatch.model_validate_json(orjson.dumps(record))
+
+
+def _record(events: int = 2, **payload: Any) -> dict[str, Any]:
+    listed = [
+        {"schema_version": "1.0", "event_id": f"ev-{i}", "device_id": "dev-1", "seq": i,
+         "ts": f"2024-05-01T10:00:0{i}.000001Z", "platform": "windows", "process_key": "{P1}",
+         "parent_process_key": None, "image": None,
+         "payload": {"kind": "process_start", "image": "C:\\a.exe", "command_line": "a", "sha256": None,
+                     "user": None, "integrity_level": None, "uid": None, "pid": 4, "ppid": None,
+                     "parent_image": None, "parent_command_line": None, "cwd": None, **payload}}
+        for i in range(1, events + 1)
+    ]  # fmt: skip
+    batch = {"schema_version": "1.0", "device_id": "dev-1", "first_seq": 1, "last_seq": events}
+    return {**batch, "events": listed}
+
+
+def _raw(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record)
+
+
+BASE = _raw(_record())
+EDITS = [  # (old, new): each makes a record the C proof must refuse (the Python proof may accept some)
+    (b'"seq":1,', b'"seq":01,'), (b'"seq":1,', b'"seq":1.0,'), (b'"seq":1,', b'"seq":1e0,'),
+    (b'"seq":1,', b'"seq":-0,'), (b'"seq":1,', b'"seq":-1,'), (b'"seq":1,', b'"seq": 1,'),
+    (b'"seq":1,', b'"seq":9223372036854775808,'), (b'"seq":1,', b'"seq":99999999999999999999,'),
+    (b'"pid":4,', b'"pid":4294967296,'), (b'"pid":4,', b'"pid":"4",'), (b'"pid":4,', b'"pid":true,'),
+    (b'"first_seq":1,', b'"first_seq":0,'), (b'"last_seq":2,', b'"last_seq":3,'),
+    (b'"device_id":"dev-1","seq":2', b'"device_id":"dev-2","seq":2'),
+    (b'"device_id":"dev-1","first', b'"device_id":"-dev","first'),
+    (b'"event_id":"ev-1"', b'"event_id":""'), (b'"event_id":"ev-1"', b'"event_id":"e v"'),
+    (b'"event_id":"ev-1"', b'"event_id":"e\\"v"'), (b'"event_id":"ev-1"', b'"event_id":"\xc3\xa9"'),
+    (b'"event_id":"ev-1"', b'"event_id":"' + b"x" * 129 + b'"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"2024-05-01T10:00:01.000000Z"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"2024-05-01T10:00:01.0000010Z"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"2024-05-01T10:00:01.000001+00:00"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"2023-02-29T10:00:01Z"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"1989-12-31T23:59:59Z"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"2100-01-01T00:00:00Z"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"2024-05-01T24:00:00Z"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"2024-05-01T23:59:60Z"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":"2024-05-01t10:00:01Z"'),
+    (b'"ts":"2024-05-01T10:00:01.000001Z"', b'"ts":1714557601'),
+    (b'"platform":"windows"', b'"platform":"Windows"'), (b'"platform":"windows"', b'"platform":"macos"'),
+    *((b'"command_line":"a"', b'"command_line":' + text) for text in (
+        b'"a\\/b"', b'"\\u0041"', b'"a\x01"', b'"\xed\xa0\x80"', b'"\xc0\x80"', b'"\xf5\x80\x80\x80"',
+        b'"\xe0\x80\x80"', b'"\xf4\x90\x80\x80"', b'"\xc3"', b'null', b'"a', b'"\\x"',
+    )),
+    (b'"image":"C:\\\\a.exe"', b'"image":""'), (b'"sha256":null', b'"sha256":"' + b"A" * 64 + b'"'),
+    (b'"sha256":null', b'"sha256":"' + b"a" * 63 + b'"'), (b'"cwd":null}', b'"cwd":null,"cwd":null}'),
+    (b'"cwd":null}', b'"cwd":null,"extra":1}'), (b'"cwd":null}', b'}'),
+    (b'"pid":4,"ppid"', b'"ppid":null,"pid":4,"x"'),
+    (b'{"kind":"process_start"', b'{"kind":"process_end"'), (b'{"kind":"process_start"', b'{"kind":"nope"'),
+    (b'"schema_version":"1.0","event_id"', b'"schema_version":"1.1","event_id"'),
+    (b'{"schema_version":"1.0","device_id"', b'{ "schema_version":"1.0","device_id"'),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), EDITS)
+def test_edits_off_the_canonical_layout_are_refused_and_decode_as_before(old: bytes, new: bytes) -> None:
+    assert proven(BASE, MAX_EVENTS, CHARS)
+    assert old in BASE, old
+    raw = BASE.replace(old, new, 1)
+    assert not proven(raw, MAX_EVENTS, CHARS), new
+    assert_same_either_way(raw)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"kind": "process_end", "pid": None, "exit_code": -(1 << 63) + 1},
+        {"kind": "file_write", "path": "p", "sha256": "a" * 64, "bytes_written": (1 << 63) - 1},
+        {"kind": "registry_set", "key": "k", "value_name": None, "data": "\t\"\\\n\r\b\f",
+         "operation": "rename_key"},
+        {"kind": "network_connect", "dst_ip": "x" * 64, "dst_port": 65535, "src_ip": "", "src_port": 0,
+         "protocol": "udp", "outbound": False, "dst_hostname": "\u2028\U0001f600\x7f"},
+        {"kind": "dns_query", "query": "q", "answers": []},
+        {"kind": "dns_query", "query": "q", "answers": ["a", "", "é"]},
+        {"kind": "image_load", "path": "p", "sha256": None, "signed": True, "signer": None},
+        {"kind": "process_access", "target_process_key": "~!", "target_image": "t",
+         "granted_access": 4294967295, "call_trace": None},
+        {"kind": "remote_thread", "target_process_key": None, "target_image": "t", "start_address": "0x1"},
+        {"kind": "script", "content": "", "interpreter": None, "path": None},
+        {"kind": "file_rename", "path": "a", "old_path": "b"},
+        {"kind": "file_delete", "path": "a", "sha256": None},
+        {"kind": "file_create", "path": "a", "sha256": None},
+    ],
+)  # fmt: skip
+def test_every_payload_kind_at_its_limits_is_proven_as_python_proves_it(payload: dict[str, Any]) -> None:
+    record = _record(1)
+    record["events"][0]["payload"] = payload
+    raw = _raw(record)
+    assert python_says(raw) is not None
+    assert proven(raw, MAX_EVENTS, CHARS)
+    assert_same_either_way(raw)
+    answers = payload.get("answers")
+    if answers is not None:  # one answer too many
+        payload["answers"] = ["a"] * 1025
+        assert not proven(_raw(record), MAX_EVENTS, CHARS)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("dst_ip", "x" * 65), ("dst_ip", ""), ("dst_port", 65536), ("src_ip", "é" * 65), ("protocol", "icmp"),
+     ("outbound", None), ("outbound", 1)],
+)  # fmt: skip
+def test_network_fields_out_of_their_range_are_refused(field: str, value: Any) -> None:
+    record = _record(1)
+    record["events"][0]["payload"] = {"kind": "network_connect", "dst_ip": "1.2.3.4", "dst_port": 1,
+                                      "src_ip": None, "src_port": None, "protocol": "tcp", "outbound": True,
+                                      "dst_hostname": None, field: value}  # fmt: skip
+    raw = _raw(record)
+    assert not proven(raw, MAX_EVENTS, CHARS)
+    assert_same_either_way(raw)
+
+
+def test_text_is_capped_in_characters_not_bytes() -> None:
+    for text, chars in (("a" * 10, 10), ("é" * 10, 10), ("\U0001f600" * 10, 10), ('\\"' * 5, 10)):
+        raw = _raw(_record(1, command_line=text))
+        assert proven(raw, MAX_EVENTS, chars), text
+        assert not proven(raw, MAX_EVENTS, chars - 1), text
+
+
+def test_the_events_limit_and_an_empty_batch() -> None:
+    raw = _raw(_record(3))
+    assert proven(raw, 3, CHARS) and not proven(raw, 2, CHARS)
+    assert not proven(raw.replace(b'"events":[{', b'"events":[],"x":[{'), MAX_EVENTS, CHARS)
+    empty = orjson.dumps({"schema_version": "1.0", "device_id": "d", "first_seq": 0, "last_seq": 0,
+                          "events": []})  # fmt: skip
+    assert not proven(empty, MAX_EVENTS, CHARS)
+    assert_same_either_way(empty)
+    limits = Limits(max_events_per_batch=2)
+    assert fastcodec.fast_events(raw, limits) is None
+    with pytest.raises(ContractError):
+        fastcodec.decode_events(raw, limits)
+
+
+def test_a_single_event_record_is_left_to_the_python_proof() -> None:
+    raw = codec.encode_event(_batch(1).events[0])
+    assert not proven(raw, MAX_EVENTS, CHARS)
+    assert fastcodec.decode_events(raw) == python_says(raw)
+
+
+def test_huge_strings_and_deep_nesting_are_refused_without_trouble() -> None:
+    huge = _raw(_record(1, command_line="x" * (CHARS + 1)))
+    assert not proven(huge, MAX_EVENTS, CHARS)
+    assert_same_either_way(huge)
+    assert proven(_raw(_record(1, command_line="x" * CHARS)), MAX_EVENTS, CHARS)
+    deep = b'{"schema_version":"1.0","device_id":"d","first_seq":1,"last_seq":1,"events":' + b"[" * 100_000
+    assert not proven(deep, MAX_EVENTS, CHARS)
+    assert_same_either_way(deep)
+    assert not proven(b"[" * 100_000 + b"]" * 100_000, MAX_EVENTS, CHARS)
+
+
+# --- the same file under the debug allocator ------------------------------------------------------------
+
+
+@pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the child run")
+def test_this_file_passes_in_a_child_with_the_debug_allocator() -> None:
+    env = {**os.environ, "PYTHONMALLOC": "debug", CHILD: "1"}
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    report = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"child exited {done.returncode}:\n{report}"
