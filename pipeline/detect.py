@@ -219,7 +219,7 @@ class Detector:
             ):
                 # A system tool (shred, cmd, cat) that no one flagged above it was run by its parent: when
                 # that parent is a blockable file, the incident is the parent's, not the tool's.
-                if _scorable(parent) and not blockable(_view(root)) and blockable(_view(parent)):
+                if _scorable(parent) and not blockable(root) and blockable(parent):
                     root = parent
                 break
             root = parent
@@ -276,12 +276,14 @@ class Detector:
             mask |= member.mask
         evidence = sorted(_events(e for m in members for e in m.notable), key=lambda e: (e.ts, e.seq))
         model = self.model
+        views = tuple(map(_view, members))
+        scored = next((v for m, v in zip(members, views, strict=True) if m is ctx.node), None)
         return Incident(
             device_id=forest.device_id,
             platform=forest.platform,
-            root=_view(root),
-            scored=_view(ctx.node),
-            nodes=tuple(_view(m) for m in members),
+            root=views[0],
+            scored=_view(ctx.node) if scored is None else scored,  # a copy of one node, made once
+            nodes=views,
             evidence=tuple(evidence),
             tactic=score.tactic,
             score=score.malicious,

@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.lexicon import NON_ARTIFACT_CLASSES, ImageClass, Location, basename, location
 from schemas.alerts import Alert, AlertAction, Tactic, detection_name
@@ -82,11 +82,17 @@ class Incident:
     model_version: str
     feature_version: str
     _name: str | None = field(default=None, init=False, repr=False, compare=False)
+    _artifact: tuple[NodeView | None] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def artifact(self) -> NodeView | None:
-        """The file to block: the scored process, the root, then any subtree member, if blockable."""
-        return next((n for n in (self.scored, self.root, *self.nodes) if blockable(n)), None)
+        """The file to block: the scored process, the root, then any subtree member, if blockable
+        (found once: exclusions, commands and the verdict all ask)."""
+        if self._artifact is None:
+            found = next((n for n in (self.scored, self.root, *self.nodes) if blockable(n)), None)
+            object.__setattr__(self, "_artifact", (found,))
+            return found
+        return self._artifact[0]
 
     @property
     def variant(self) -> str:
@@ -116,7 +122,18 @@ class Incident:
 _SYSTEM_LOCATIONS = frozenset({Location.SYSTEM, Location.WINDOWS, Location.PROGRAM_FILES})
 
 
-def blockable(node: NodeView) -> bool:
+class Image(Protocol):
+    """What `blockable` reads: a NodeView, or the forest's ProcessNode it copies (no copy needed)."""
+
+    @property
+    def image(self) -> str: ...
+    @property
+    def sha256(self) -> str | None: ...
+    @property
+    def image_cls(self) -> ImageClass: ...
+
+
+def blockable(node: Image) -> bool:
     """May this image become a fleet-wide verdict / be quarantined?
 
     Never an operating-system tool by role (shells, LOLBins, office, browsers, services...) and never

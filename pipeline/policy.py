@@ -25,6 +25,7 @@ import hashlib
 from collections import Counter as Tally
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -162,6 +163,8 @@ class Policy:
 
     def excluded_by(self, incident: Incident, now_ms: int) -> Exclusion | None:
         """The first active, in-scope exclusion matching the root, scored process or artifact."""
+        if not self.config.exclusions:
+            return None
         group = self.config.group_of(incident.device_id)
         subjects = [incident.root.subject, incident.scored.subject]
         if incident.artifact is not None:
@@ -181,14 +184,14 @@ class Policy:
         mode = self.config.mode_for(incident.device_id)
         provisional = "provisional" in incident.model_version
         enforce = mode is Mode.BLOCK and (self.config.enforce_provisional or not provisional)
-        alert_id = alert_id_for(incident)
-        commands = self._commands(incident, alert_id, now_ms)
-        verdicts = self._verdicts(incident, alert_id, now_ms)
-        alert = alert_record(incident, alert_id, mode, commands, verdicts, enforce, utc(now_ms))
+        alert_id, now = alert_id_for(incident), utc(now_ms)
+        commands = self._commands(incident, alert_id, now_ms, now)
+        verdicts = self._verdicts(incident, alert_id, now_ms, now)
+        alert = alert_record(incident, alert_id, mode, commands, verdicts, enforce, now)
         return [alert, *commands, *verdicts] if enforce else [alert]
 
-    def _commands(self, incident: Incident, alert_id: str, now_ms: int) -> list[Command]:
-        issued, expires = utc(now_ms), utc(now_ms + self.config.command_ttl_ms)
+    def _commands(self, incident: Incident, alert_id: str, now_ms: int, issued: datetime) -> list[Command]:
+        expires = utc(now_ms + self.config.command_ttl_ms)
         name = incident.name
         root, artifact = incident.root, incident.artifact
         wanted: list[tuple[CommandAction, str, dict[str, Any]]] = [
@@ -221,7 +224,7 @@ class Policy:
             for action, target, fields in wanted
         ]
 
-    def _verdicts(self, incident: Incident, alert_id: str, now_ms: int) -> list[Verdict]:
+    def _verdicts(self, incident: Incident, alert_id: str, now_ms: int, issued: datetime) -> list[Verdict]:
         artifact = incident.artifact
         if artifact is None or artifact.sha256 is None:
             return []
@@ -238,7 +241,7 @@ class Policy:
                 detection_name=name,
                 model_version=incident.model_version,
                 feature_version=incident.feature_version,
-                issued_at=utc(now_ms),
+                issued_at=issued,
                 expires_at=None if ttl is None else utc(now_ms + ttl),
             )
         ]

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from pipeline.detect import _view
 from pipeline.errors import PolicyError
-from pipeline.incident import Incident, NodeView
+from pipeline.incident import Incident, NodeView, blockable
 from pipeline.lexicon import image_class
+from pipeline.node import ProcessNode
 from pipeline.policy import Exclusion, ExclusionKind, Policy, PolicyConfig
 from schemas.alerts import DETECTION_NAME, Alert
 from schemas.commands import Command, CommandAction
@@ -199,3 +201,25 @@ def test_linux_paths_match_case_sensitively() -> None:
     node = view("s", "/opt/scanner/bin/scan")
     assert not exclusion.matches(node.subject)
     assert exclusion.matches(dataclasses.replace(node, image="/opt/Scanner/bin/scan").subject)
+
+
+@pytest.mark.parametrize(
+    ("image", "sha256"),
+    [(DROPPER, SHA), (DROPPER, None), (r"C:\Windows\System32\conhost.exe", SHA), ("/tmp/.x/locker", SHA),
+     ("/usr/bin/shred", SHA), (r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe", SHA), ("", SHA)],
+)  # fmt: skip
+def test_a_forest_node_is_blockable_exactly_when_its_copy_is(image: str, sha256: str | None) -> None:
+    # the detector asks the live node while it looks for an incident's root, before copying anything
+    node = ProcessNode("k", sha256=sha256)
+    node.set_image(image)
+    assert blockable(node) == blockable(_view(node))
+    assert blockable(node) == ((image == DROPPER and sha256 is not None) or image == "/tmp/.x/locker")
+
+
+def test_the_artifact_is_looked_up_once_and_stays_the_same() -> None:
+    inc = incident()
+    first = inc.artifact
+    assert first is not None and first.key == "d" and inc.artifact is first
+    only_tools = incident(nodes=(incident().root, incident().scored))
+    assert only_tools.artifact is None and only_tools.artifact is None
+    assert dataclasses.replace(inc, nodes=(inc.root, inc.scored)).artifact is None  # not carried over
