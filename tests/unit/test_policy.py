@@ -123,7 +123,7 @@ def test_decisions_are_idempotent() -> None:
     assert ids == [(getattr(d, "alert_id", None), getattr(d, "command_id", None), getattr(d, "nonce", None))
                    for d in again]  # fmt: skip
     other_tactic = policy.decide(incident(tactic="Impact"), NOW)[0]
-    assert isinstance(other_tactic, Alert) and other_tactic.alert_id != first[0].alert_id  # type: ignore[union-attr]
+    assert isinstance(other_tactic, Alert) and other_tactic.alert_id != first[0].alert_id
 
 
 @pytest.mark.parametrize(
