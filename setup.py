@@ -6,14 +6,15 @@
 - `pipeline._cfeatures` computes the rows of `feature_matrix` (pipeline/features.py); no -ffast-math
   either: its float32 sums follow numpy's order, so the matrices are equal byte for byte.
 
+- `pipeline._cstate` runs the per-event and per-process loops of the state records (pipeline/tree_state.py).
 - `schemas._cfastcodec` proves an events record canonical and valid in one pass over its bytes, so
   `schemas.fastcodec` skips its re-encoding proof (the Python proof stays, tested equal).
 
-They need only gcc and Python's headers (`_cforest` and `_cfeatures` share pipeline/_slots.h).
+They need only gcc and Python's headers (`_cforest`, `_cfeatures` and `_cstate` share pipeline/_slots.h).
 `optional=True`: where they cannot be built (no compiler, an agent-only install) the install still
 succeeds and the pipeline runs the Python and numpy paths, which compute the same values
 (tests/unit/test_compiled_model.py, tests/unit/test_tree_compiled.py, tests/unit/test_features_compiled.py,
-tests/unit/test_cfastcodec.py).
+tests/unit/test_cfastcodec.py, tests/unit/test_tree_state_compiled.py).
 """
 
 from setuptools import Extension, setup
@@ -37,6 +38,9 @@ setup(
             depends=["pipeline/_slots.h"],
             extra_compile_args=_EXACT_FLOATS,
             optional=True,
+        ),
+        Extension(
+            "pipeline._cstate", sources=["pipeline/_cstate.c"], depends=["pipeline/_slots.h"], optional=True
         ),
         Extension("schemas._cfastcodec", sources=["schemas/_cfastcodec.c"], optional=True),
     ]

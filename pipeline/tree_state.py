@@ -37,7 +37,7 @@ import binascii
 import sys
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from itertools import islice
 from operator import attrgetter
@@ -56,6 +56,16 @@ from schemas.fastcodec import Event, FastEvent
 
 __all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_dict", "forest_to_bytes",
            "forest_to_dict"]
+
+_ctouch: Callable[[set[str | None], Sequence[Event], dict[str, ProcessNode] | None], None] | None
+_cevidence: Callable[[Iterable[int], int, int], str] | None
+try:  # the per-event and per-process loops in C (pipeline/_cstate.c); optional: Python computes the same
+    from pipeline._cstate import evidence_b64 as _compiled_evidence
+    from pipeline._cstate import touch as _compiled_touch
+except ImportError:  # pragma: no cover - depends on the build
+    _ctouch = _cevidence = None
+else:
+    _ctouch, _cevidence = _compiled_touch, _compiled_evidence
 
 STATE_VERSION = 2
 _FIELDS = (
@@ -129,6 +139,9 @@ class ForestEncoder:
         if touched is None:
             touched = self._touched[device_id] = set()
         events = events if isinstance(events, tuple | list) else tuple(events)
+        if _ctouch is not None:  # the same loop in C (pipeline/_cstate.c)
+            _ctouch(touched, events, forest.nodes if forest is not None else None)
+            return
         touched.update(map(_process_key, events))
         touched.update(map(_parent_key, events))
         if forest is not None:  # a process_start credits its node's parent, which the event may not name
@@ -186,12 +199,17 @@ def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None) -> _Row
         notable_json = previous.notable_json
     else:
         notable_json = orjson.Fragment(b"[" + b",".join(map(_event_json, notable)) + b"]")
-    appended = sum(node.code_counts.values())
-    raw = _evidence_raw(node.evidence, appended, previous)
+    if _cevidence is not None:  # packed, filtered and base64'd in one pass in C (pipeline/_cstate.c)
+        raw, appended = b"", 0  # nothing kept to append to: packing it all again costs less
+        evidence = _cevidence(node.evidence, since_ms, CODE_BITS)
+    else:
+        appended = sum(node.code_counts.values())
+        raw = _evidence_raw(node.evidence, appended, previous)
+        evidence = _evidence_b64(raw, since_ms)
     conns = node.conns
     if conns and conns[0][0] < since_ms:
         conns = [c for c in conns if c[0] >= since_ms]  # type: ignore[assignment]
-    data = orjson.dumps((*_node_fields(node), _evidence_b64(raw, since_ms), tuple(conns), notable_json,
+    data = orjson.dumps((*_node_fields(node), evidence, tuple(conns), notable_json,
                          tuple(node.code_counts.items())))
     return _Row(node, node.alert_mark, data, notable, notable_json, raw, appended)
 

@@ -1,0 +1,242 @@
+"""State records with the C loops (`pipeline._cstate`) and without: the same bytes, the same errors.
+
+`ForestEncoder.touch` and the evidence of every encoded process run in C when the extension is built;
+a worker without a compiler must write the same state records (another worker may restore them, and
+an upgrade must not make a forest restore differently). So records are compared byte for byte across
+the pipeline benchmark's stream and random streams, with both paths and with a switch between them
+mid-stream; hostile input (records that are not ints or not in int64's range, events and nodes without
+the attributes read, lists changed by a key's `__eq__`) must raise what Python raises, or agree, never
+crash; and the file runs once more in a child interpreter with `PYTHONMALLOC=debug -X dev`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+from test_tree_state import SMALL, random_event
+
+from pipeline import tree_state
+from pipeline.detect import Detector
+from pipeline.eventkit import EventKit
+from pipeline.model.provisional import ProvisionalRules
+from pipeline.tree import DeviceForest
+from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
+from pipeline.windows import CODE_BITS
+from schemas.fastcodec import decode_events
+
+NOT_BUILT = "the C extension is not built: `setup.py build_ext --inplace` (gcc)"
+_cstate = pytest.importorskip("pipeline._cstate", reason=NOT_BUILT)
+ROOT = Path(__file__).resolve().parents[2]
+CHILD = "RINGFENCE_CSTATE_CHILD"
+
+
+@contextmanager
+def state_path(compiled: bool) -> Iterator[None]:
+    """Inside, state records are encoded with the C loops (`compiled`) or with Python alone."""
+    saved = tree_state._ctouch, tree_state._cevidence
+    tree_state._ctouch, tree_state._cevidence = saved if compiled else (None, None)
+    try:
+        yield
+    finally:
+        tree_state._ctouch, tree_state._cevidence = saved
+
+
+def python_evidence(records: Any, since_ms: int) -> str:
+    with state_path(False):
+        return tree_state._evidence_b64(tree_state._pack(records), since_ms)
+
+
+def bench_stream(events: int) -> list[tuple[Any, ...]]:
+    from bench._pipeline_data import records
+
+    return [decode_events(value) for _, value in records(events, 50, 20)]
+
+
+def test_the_benchmark_stream_gives_the_same_records_and_touches_either_way() -> None:
+    """Two workers, one with the C loops, one without, side by side: every record equal, every
+    checkpoint's touched keys equal, and one switching paths each checkpoint writes them too."""
+    detector = Detector(ProvisionalRules())
+    encoders = {"c": ForestEncoder(), "python": ForestEncoder(), "switching": ForestEncoder()}
+    now, written = 1_700_000_000_000, 0
+    for number, events in enumerate(bench_stream(30_000)):
+        device = events[0].device_id
+        for name, encoder in encoders.items():
+            compiled = name == "c" or (name == "switching" and number // 100 % 2 == 0)
+            with state_path(compiled):
+                encoder.touch(device, events, detector.forests.get(device))
+        assert encoders["c"]._touched == encoders["python"]._touched
+        now += 40
+        detector.process(events, now)
+        if number % 100 != 99:
+            continue
+        for device in sorted(detector.forests):
+            records = set()
+            for name, encoder in encoders.items():
+                with state_path(name == "c" or (name == "switching" and number // 100 % 2 == 0)):
+                    records.add(detector.device_state(device, encoder))
+            assert len(records) == 1, device
+            written += 1
+    assert written > 50
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_streams_give_the_same_records_either_way(seed: int) -> None:
+    rng = random.Random(seed)
+    kit = EventKit("dev-r")
+    keys = [f"p{i}" for i in range(16)]
+    forests = {name: DeviceForest("dev-r", "windows", SMALL) for name in ("c", "python")}
+    encoders = {name: ForestEncoder(full_every=7) for name in forests}
+    for step in range(400):
+        events = [random_event(kit, rng, keys) for _ in range(rng.randrange(1, 6))]
+        for name, forest in forests.items():
+            with state_path(name == "c"):
+                encoders[name].touch("dev-r", events, forest)
+            for event in events:
+                forest.apply(event)
+        if step % 9 == 0:
+            since = forests["c"].watermark_ms - rng.choice([0, 500, 3_000, 10**9])
+            records, wholes = set(), set()  # (an encoder's clean node keeps its evidence: not a whole record)
+            for name, forest in forests.items():
+                with state_path(name == "c"):
+                    records.add(encoders[name].encode(forest, since))
+                    wholes.add(forest_to_bytes(forest, since))
+            assert len(records) == 1 and len(wholes) == 1
+            restored = forest_from_bytes(records.pop(), SMALL)
+            assert restored.recency_order() == forests["c"].recency_order()
+
+
+@pytest.mark.parametrize(
+    "records",
+    [[], [0], [1, 2, 3], [-1], [-(1 << 63)], [(1 << 63) - 1], [True, False], list(range(1000)),
+     [5 << CODE_BITS, 1 << CODE_BITS, 9 << CODE_BITS], [1 << CODE_BITS, 9 << CODE_BITS, 2 << CODE_BITS]],
+)  # fmt: skip
+@pytest.mark.parametrize("since_ms", [-(1 << 70), -(1 << 63), 0, 1, 3, 5, 8, 10**6, (1 << 63) - 1])
+def test_evidence_is_the_same_base64_as_pythons(records: list[int], since_ms: int) -> None:
+    expected = python_evidence(records, since_ms)
+    assert _cstate.evidence_b64(deque(records), since_ms, CODE_BITS) == expected
+    assert _cstate.evidence_b64(records, since_ms, CODE_BITS) == expected
+
+
+@pytest.mark.parametrize(
+    ("records", "error"),
+    [([1 << 63], OverflowError), ([-(1 << 63) - 1], OverflowError), ([1.5], TypeError), (["1"], TypeError),
+     ([None], TypeError), ([1, object()], TypeError)],
+)  # fmt: skip
+def test_evidence_not_in_int64_raises_what_python_raises(records: list[Any], error: type[Exception]) -> None:
+    with pytest.raises(error):
+        python_evidence(records, 0)
+    with pytest.raises(error):
+        _cstate.evidence_b64(deque(records), 0, CODE_BITS)
+
+
+def test_bad_arguments_are_errors_not_crashes() -> None:
+    with pytest.raises(TypeError):
+        _cstate.evidence_b64(5, 0, CODE_BITS)
+    with pytest.raises(TypeError):
+        _cstate.evidence_b64([1], "0", CODE_BITS)
+    with pytest.raises(ValueError, match="code_bits"):
+        _cstate.evidence_b64([1], 0, 99)
+    with pytest.raises(TypeError):
+        _cstate.touch([], [], None)
+    with pytest.raises(TypeError):
+        _cstate.touch(set(), iter([]), None)
+    with pytest.raises(TypeError):
+        _cstate.touch(set(), [], [])
+
+
+class _Odd:
+    """An object with only some of an event's attributes."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+
+class _Payload:
+    kind = "process_start"
+
+
+@pytest.mark.parametrize(
+    "event",
+    [_Odd(), _Odd(process_key="a"), _Odd(process_key="a", parent_process_key=None),
+     _Odd(process_key="a", parent_process_key=None, payload=_Odd()),
+     _Odd(process_key=["unhashable"], parent_process_key=None, payload=_Payload())],
+)  # fmt: skip
+def test_events_without_the_attributes_read_raise_what_python_raises(event: Any) -> None:
+    nodes = {"a": _Odd(parent_key="root")}
+    raised = []
+    for compiled in (False, True):
+        forest = DeviceForest("d", "windows")
+        forest.nodes = nodes  # type: ignore[assignment]
+        with state_path(compiled), pytest.raises((AttributeError, TypeError)) as error:
+            ForestEncoder().touch("d", [event], forest)
+        raised.append(error.type)
+    assert raised[0] is raised[1]
+
+
+def test_a_node_without_a_parent_key_raises_and_a_start_of_an_unknown_node_adds_nothing() -> None:
+    event = _Odd(process_key="a", parent_process_key=None, payload=_Payload())
+    with pytest.raises(AttributeError):
+        _cstate.touch(set(), [event], {"a": object()})
+    touched: set[Any] = set()
+    _cstate.touch(touched, (event,), {"b": _Odd(parent_key="x")})
+    assert touched == {"a", None}
+    _cstate.touch(touched, [event], {"a": _Odd(parent_key="root")})
+    assert touched == {"a", None, "root"}
+
+
+class _Shrinking(str):
+    """A key whose comparison empties the events list being read (the C loop must re-check its length)."""
+
+    events: ClassVar[list[Any]] = []
+
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        _Shrinking.events.clear()
+        return str.__eq__(self, other)
+
+
+def test_a_list_emptied_while_it_is_read_is_not_read_past_its_end() -> None:
+    events = [_Odd(process_key=_Shrinking(f"k{i}"), parent_process_key=None, payload=_Payload())
+              for i in range(8)]  # fmt: skip
+    _Shrinking.events = events
+    touched: set[Any] = set()
+    _cstate.touch(touched, events, {})
+    assert events == [] and 1 <= len(touched) <= 9
+
+
+def test_no_reference_is_leaked_per_event() -> None:
+    kit = EventKit("d")
+    events = [kit.start("p", "C:\\a.exe", "a", parent="root"), kit.write("p", "C:\\x")]
+    forest = DeviceForest("d", "windows")
+    for event in events:
+        forest.apply(event)
+    node, key = forest.nodes["p"], events[0].process_key
+    before = (sys.getrefcount(node), sys.getrefcount(key), sys.getrefcount(node.parent_key))
+    touched: set[Any] = set()
+    for _ in range(10_000):
+        _cstate.touch(touched, events, forest.nodes)
+        _cstate.evidence_b64(node.evidence, 0, CODE_BITS)
+    touched.clear()
+    assert (sys.getrefcount(node), sys.getrefcount(key), sys.getrefcount(node.parent_key)) == before
+
+
+@pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the child run")
+def test_this_file_passes_in_a_child_with_the_debug_allocator() -> None:
+    env = {**os.environ, "PYTHONMALLOC": "debug", CHILD: "1"}
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    report = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"child exited {done.returncode}:\n{report}"
