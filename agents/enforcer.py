@@ -14,6 +14,11 @@ Mode `block` acts; mode `audit` acts on nothing and reports what it would have d
 Every action ends in one ActionResult with its outcome and latency (from the event's start time,
 the verdict's or the command's `issued_at`). Kills go through `agents.proctree`, which re-checks the
 process key against the live start time, so PID reuse never kills the wrong process.
+One incident in block mode reaches the device twice: the kill command for the process and the
+verdict for its file, on two topics read by two followers, in either order. Whichever comes second
+finds the process gone; when this enforcer killed that very process key itself (remembered for the
+last `_KILLS_KEPT` kills), the second action reports `succeeded` ("already killed by ...") rather
+than a failed `not_found` that would send the SOC chasing a kill that happened.
 
 The enforcer has no Kafka in it: the followers feed it and a `Reporter` takes its results.
 `observe()` is the synchronous hook the agent calls for every event; it only looks the hash up and
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +65,8 @@ _KILL_OUTCOMES: dict[KillOutcome, Outcome] = {
     KillOutcome.KILLED: Outcome.SUCCEEDED,
     KillOutcome.PROTECTED: Outcome.REFUSED,
 }
+_GONE = (KillOutcome.NOT_FOUND, KillOutcome.PID_REUSED)  # the key names no live process any more
+_KILLS_KEPT = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,7 @@ class Enforcer:
         self._protected = protected if protected is not None else protected_pids()
         self._kill_timeout_s = kill_timeout_s
         self._queue: asyncio.Queue[BehaviorEvent | AppliedVerdict | _Sweep] = asyncio.Queue(max_queued)
+        self._killed: OrderedDict[str, tuple[ActionKind, datetime]] = OrderedDict()  # key -> by what, when
 
     # -- hooks (synchronous, never raise) ---------------------------------------------------------
 
@@ -250,12 +259,27 @@ class Enforcer:
                                              protected=self._protected, timeout_s=self._kill_timeout_s)
             outcome = _KILL_OUTCOMES.get(report.outcome, Outcome.FAILED)
         reason = f"{why}: {_describe(report, self.mode)}"
+        if report.outcome is KillOutcome.KILLED and self.mode is Mode.BLOCK:
+            self._remember_kill(process_key, action)
+        elif report.outcome in _GONE and (earlier := self._killed_by(process_key)):
+            outcome, reason = Outcome.SUCCEEDED, f"{why}: {earlier}"
         return self._report(action_result(
             self.device_id, action, outcome, now=self._clock(), since=since, process_key=process_key,
             pid=report.pid if report.pid is not None else pid, reason=reason[:4096],
             error_class=None if outcome in (Outcome.SUCCEEDED, Outcome.AUDITED) else str(report.outcome),
             **fields,
         ))
+
+    def _remember_kill(self, process_key: str, action: ActionKind) -> None:
+        self._killed[process_key] = (action, self._clock())
+        self._killed.move_to_end(process_key)
+        while len(self._killed) > _KILLS_KEPT:
+            self._killed.popitem(last=False)
+
+    def _killed_by(self, process_key: str) -> str:
+        """'already killed by <action> at <time>' if this enforcer killed that process, else ''."""
+        earlier = self._killed.get(process_key)
+        return f"already killed by {earlier[0]} at {earlier[1].isoformat()}" if earlier else ""
 
     def _audit_kill(self, process_key: str, pid: int | None) -> KillReport:
         plan = plan_kill(process_key, device_id=self.device_id, pid_hint=pid, protected=self._protected)

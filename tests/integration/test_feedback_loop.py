@@ -5,11 +5,25 @@ One host plays several devices, so only the device under attack reports the host
 the worker; the others send their telemetry to a sink topic (otherwise every device would be
 alerted on the same processes) but enforce from the real verdict and command topics. Re-launch
 checks run one agent at a time, so the agent that kills the binary is the one being tested.
+
+What sharing a host must never do: let one simulated device act on another's process. An agent that
+applies a verdict kills every running instance of the file *on its host*, which is right on a real
+fleet but here means dev-b and dev-c would race dev-a's kill command for dev-a's attack (and when
+they won, dev-a's command reported `not_found`: 1 run in 6). So the bystanders are frozen (SIGSTOP)
+while dev-a's attack runs and thawed once dev-a's kill is reported: their live followers then apply
+the verdict and find nothing of theirs to kill. And every child a test starts is stopped when that
+test ends, passed or failed: an agent left running by a failed test (dev-a reporting this host's
+processes in block mode) would kill the next test's attack. The device that reports tells the
+worker about every process of the host, so the tests look for the alert about their attack
+(`about`), not for the device's first alert.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -83,6 +97,19 @@ class Loop:
         for device in devices:
             assert self.supervisor.stop(device) == 0, self.supervisor.log(device)[-3000:]
 
+    @contextlib.contextmanager
+    def frozen(self, *devices: str) -> Iterator[None]:
+        """SIGSTOP the devices' agents for the block, SIGCONT after (whatever happens inside)."""
+        groups = [self.supervisor.children[device].pid for device in devices]
+        for group in groups:
+            os.killpg(group, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for group in groups:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGCONT)
+
     def attack(self, name: str, *, files: int, delay_s: float) -> tuple[AttackKit, subprocess.Popen[bytes]]:
         kit = prepare_attack(self.root / name, files=files)
         return kit, self.supervisor.start(name, kit.argv(delay_s), env={}, cwd=kit.root)
@@ -116,6 +143,13 @@ async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> An
             return value
         await asyncio.sleep(0.1)
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+def about(alert: Alert, kit: AttackKit) -> bool:
+    """Whether the alert's tree holds a process of this attack (its binary, or a step naming its
+    folder). The reporting device tells the worker about every process of this shared host, so an
+    alert on something else running here may come first."""
+    return any(str(kit.root) in f"{node.image} {node.command_line}" for node in alert.process_tree.nodes)
 
 
 def ended(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
@@ -156,6 +190,19 @@ async def start_worker(fleet: Loop) -> None:
     await fleet.supervisor.wait_for("worker", WORKER_READY, 90)
 
 
+@pytest.fixture(autouse=True)
+def own_children(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Whatever a test of the fleet started (agents, attacks, re-launches) ends with it, even when
+    it fails (the worker, which the key rotation test restarts, stays for the module)."""
+    if "loop" not in request.fixturenames:  # the broker-less detector test has no fleet
+        yield
+        return
+    supervisor = request.getfixturevalue("loop").supervisor
+    yield
+    for name in [n for n in supervisor.children if n != "worker"]:
+        supervisor.stop(name)
+
+
 @pytest.fixture
 async def seen(loop: Loop) -> Any:
     records = Seen()
@@ -175,16 +222,17 @@ async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Lo
     loop.start_agent("dev-b")
     loop.start_agent("dev-c")
     await loop.ready("dev-a", "dev-b", "dev-c")
-    kit, locker = loop.attack("attack-1", files=30, delay_s=0.5)
-
-    alert = await until(lambda: next((a for a in seen.alerts if a.device_id == "dev-a"), None), 30,
-                        "an alert for dev-a")
-    assert alert.mode == "block" and alert.artifact_sha256 == kit.sha256
-    assert alert.detection_name.startswith(f"Behavior:Linux/{alert.tactic}.")
-    assert (code := ended(locker, 20)) is not None and code < 0, "the attack was not killed"
-    assert kit.originals_left() > 0 and kit.encrypted() < len(kit.victims), "the attack ran to its end"
-    kill = await until(lambda: seen.acted("dev-a", ActionKind.KILL_PROCESS_TREE), 10, "dev-a's kill report")
-    assert kill[0].outcome is Outcome.SUCCEEDED
+    with loop.frozen("dev-b", "dev-c"):  # dev-a's attack is on their host too (module docstring)
+        kit, locker = loop.attack("attack-1", files=30, delay_s=0.5)
+        alert = await until(lambda: next((a for a in seen.alerts if a.device_id == "dev-a" and about(a, kit)),
+                                         None), 30, "an alert for dev-a about the attack")
+        assert alert.mode == "block" and alert.artifact_sha256 == kit.sha256
+        assert alert.detection_name.startswith(f"Behavior:Linux/{alert.tactic}.")
+        assert (code := ended(locker, 20)) is not None and code < 0, "the attack was not killed"
+        assert kit.originals_left() > 0 and kit.encrypted() < len(kit.victims), "the attack ran to its end"
+        kill = await until(lambda: seen.acted("dev-a", ActionKind.KILL_PROCESS_TREE), 10,
+                           "dev-a's kill report")
+        assert kill[0].outcome is Outcome.SUCCEEDED, kill[0]
     for device in ("dev-b", "dev-c"):  # both applied the verdict while running
         await until(partial(seen.acted, device, ActionKind.APPLY_VERDICT, kit.sha256), 10,
                     f"{device} applied the verdict")
@@ -206,8 +254,9 @@ async def test_audit_mode_alerts_and_acts_on_nothing(loop: Loop, seen: Seen) -> 
     await loop.ready(AUDIT_DEVICE)
     kit, locker = loop.attack("attack-audit", files=8, delay_s=0.2)
 
-    alert = await until(lambda: next((a for a in seen.alerts if a.device_id == AUDIT_DEVICE), None), 30,
-                        "an alert for the audit device")
+    alert = await until(lambda: next((a for a in seen.alerts
+                                      if a.device_id == AUDIT_DEVICE and about(a, kit)), None), 30,
+                        "an alert for the audit device about the attack")
     assert alert.mode == "audit" and alert.actions and all(a.audited for a in alert.actions)
     assert ended(locker, 20) == 0, "audit mode must not stop the attack"
     assert kit.encrypted() == len(kit.victims) and kit.locker.exists()  # nothing killed or quarantined
