@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -185,10 +186,16 @@ class Detector:
         fresh = {i: root for i, root in groups.items() if self._fresh(root, flagged[i])}
         picks = list(fresh)
         reasons = self.scorer.explain(matrix, picks, [flagged[i].class_index for i in picks], FEATURE_NAMES)
+        # Every incident is built before any is decided: each phase's code stays warm over the flush,
+        # and an incident that cannot be built raises before any root is marked as alerted.
+        built = [
+            (rows[i][0], root, flagged[i], self._build(rows[i][0], root, contexts[i], matrix[i], flagged[i],
+                                                       reasons[i]))
+            for i, root in fresh.items()
+        ]  # fmt: skip
         decisions: list[Decision] = []
-        for i, root in fresh.items():
-            forest = rows[i][0]
-            decisions += self._incident(forest, root, contexts[i], matrix[i], flagged[i], reasons[i], now_ms)
+        for forest, root, score, incident in built:
+            decisions += self._incident(forest, root, score, incident, now_ms)
         self.stats.decisions += len(decisions)
         return decisions
 
@@ -226,16 +233,9 @@ class Detector:
         return root
 
     def _incident(
-        self,
-        forest: DeviceForest,
-        root: ProcessNode,
-        ctx: RowContext,
-        values: Matrix,
-        score: RowScore,
-        reasons: list[tuple[str, float, float]],
-        now_ms: int,
+        self, forest: DeviceForest, root: ProcessNode, score: RowScore, incident: Incident, now_ms: int
     ) -> list[Decision]:
-        incident = self._build(forest, root, ctx, values, score, reasons)
+        """The decisions for one built incident; its root is marked as alerted for this tactic and band."""
         self.stats.incidents += 1
         try:
             decisions = self.policy.decide(incident, now_ms)
@@ -371,9 +371,13 @@ _COUNTER_TECHNIQUES = [COUNTER_TECHNIQUES.get(Counter(i), ()) for i in range(len
 """COUNTER_TECHNIQUES by the counter's value (its column after _SUB_OFFSET): no enum lookup per alert."""
 
 
+_indicator_techniques = lru_cache(maxsize=4096)(indicator_techniques)
+"""`indicator_techniques` per mask, remembered: a few masks recur over many incidents (values are tuples)."""
+
+
 def _techniques(mask: int, values: Matrix) -> tuple[str, ...]:
     fired = np.flatnonzero(values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)])
-    found = set(indicator_techniques(mask))
+    found = set(_indicator_techniques(mask))
     found.update(t for i in fired.tolist() for t in _COUNTER_TECHNIQUES[i])
     return tuple(sorted(found))
 

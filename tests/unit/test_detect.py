@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from test_scoring import CountingModel
 
 from pipeline.detect import Detector, DetectorConfig
 from pipeline.eventkit import EventKit
@@ -188,3 +191,31 @@ def test_cut_tree_without_process_starts_is_still_scored() -> None:
     (alert,) = only(run(detector(Mode.AUDIT), events, kit.now_ms), Alert)
     assert isinstance(alert, Alert) and alert.tactic.value == "Persistence"
     assert alert.process_tree.root_process_key == "x"
+
+
+def test_a_flush_whose_incident_cannot_be_built_marks_no_root_and_alerts_both_next_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Incidents are built before any is decided: when one cannot be built the record fails whole
+    # (the worker dead-letters it) and no root is marked, so neither alert is lost on the next flush.
+    kit = EventKit()
+    detector = Detector(CountingModel(), config=DetectorConfig(max_rows=10_000, max_delay_ms=0))
+    vss = r"C:\Windows\System32\vssadmin.exe"
+    attack = [kit.start(key, vss, "vssadmin delete shadows /all") for key in ("a", "b")]
+    built = Detector._build
+    calls: list[str] = []
+
+    def second_fails(self: Detector, forest: Any, root: Any, *args: Any) -> Any:
+        calls.append(root.key)
+        if len(calls) == 2:
+            raise RuntimeError("evidence unreadable")
+        return built(self, forest, root, *args)
+
+    monkeypatch.setattr(Detector, "_build", second_fails)
+    with pytest.raises(RuntimeError):
+        detector.process(attack, now_ms=kit.now_ms)
+    assert all(node.alert_mark is None for node in detector.forests[kit.device_id].nodes.values())
+    assert detector.stats.incidents == 0
+    monkeypatch.setattr(Detector, "_build", built)
+    detector.process([kit.write("a", r"C:\Temp\x.log"), kit.write("b", r"C:\Temp\y.log")], now_ms=kit.now_ms)
+    assert detector.stats.incidents == 2 and detector.stats.realerts_skipped == 0
