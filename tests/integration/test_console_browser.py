@@ -316,8 +316,10 @@ def test_fleet_view_lists_devices_and_switches_a_group(console: RunningConsole, 
     records = [(console.topics.devices, d.device_id, encode(d)) for d in devices]
     asyncio.run(_produce(kafka_bootstrap, records))
     browser.get(console.url + "fleet")
-    _wait(browser, lambda d: "lab-7" in _text(d, "main"))  # the devices topic is read on start and followed
-    browser.refresh()
+    # The fleet page is drawn by the server when it is loaded, from what the console's feed has read
+    # so far; the feed starts reading once the console listens, so on a busy host the first load can
+    # come before the devices: reload until they are there (waiting on the same page never sees them).
+    _wait(browser, lambda d: "lab-7" in _reloaded_text(d, "main"))
     assert browser.title == "Fleet · ringfence"
     rows = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#devices tbody tr")]
     assert any("dev-1" in r and "finance" in r and "block" in r and "12" in r for r in rows), rows
