@@ -240,3 +240,12 @@ def test_this_file_passes_in_a_child_with_the_debug_allocator() -> None:
     )  # fmt: skip
     report = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert done.returncode == 0, f"child exited {done.returncode}:\n{report}"
+
+
+def test_notable_events_in_one_msgspec_call_are_the_bytes_of_one_call_per_event() -> None:
+    """`_notable_json` encodes fast events in one call; mixed (restored dicts, pydantic models) per event."""
+    fast = [event for events in bench_stream(2_000) for event in events][:5]
+    model = EventKit("d").start("p", "C:\\a.exe", "a")
+    for notable in ((), tuple(fast), (fast[0], model), (fast[1], {"restored": "dict"}), (model,)):
+        expected = b"[" + b",".join(map(tree_state._event_json, notable)) + b"]"
+        assert tree_state._notable_json(notable) == expected
