@@ -112,12 +112,12 @@ static inline int lit(Cur *c, const char *lit) {
 
 /* `,"key":` next (every key this file matches follows another field of its object). */
 static inline int key(Cur *c, const char *name) {
-    const unsigned char *q = c->p, *end = c->end;
-    if (end - q < 2 || q[0] != ',' || q[1] != '"') return 0;
-    for (q += 2; *name; name++, q++)
-        if (q >= end || *q != (unsigned char)*name) return 0;
-    if (end - q < 2 || q[0] != '"' || q[1] != ':') return 0;
-    c->p = q + 2;
+    const unsigned char *q = c->p;
+    size_t n = strlen(name);
+    if ((size_t)(c->end - q) < n + 4 || q[0] != ',' || q[1] != '"' || memcmp(q + 2, name, n) != 0
+        || q[n + 2] != '"' || q[n + 3] != ':')
+        return 0;
+    c->p = q + n + 4;
     return 1;
 }
 
@@ -154,6 +154,24 @@ static inline int cont(const unsigned char *q, const unsigned char *end, int k) 
     return 1;
 }
 
+/* The end of a run of plain text bytes (printable ASCII but quote and backslash) from q: eight bytes
+   at a time while none of them is a quote, a backslash, a control byte or a non-ASCII byte (the
+   bit tricks may flag a plain byte after a real hit, never miss one: the byte loop then decides). */
+static inline const unsigned char *plain_run(const unsigned char *q, const unsigned char *end) {
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - q >= 8) {
+        uint64_t x, quote, slash;
+        memcpy(&x, q, 8);
+        quote = x ^ (ones * '"'), slash = x ^ (ones * '\\');
+        uint64_t hit = (x & highs) | ((x - ones * 0x20) & ~x & highs) | ((quote - ones) & ~quote & highs)
+                       | ((slash - ones) & ~slash & highs);
+        if (hit) break;
+        q += 8;
+    }
+    while (q < end && (byte_class[*q] & PLAIN_BYTE)) q++;
+    return q;
+}
+
 /* Text as msgspec writes it: valid UTF-8 (no surrogates, nothing above U+10FFFF), no raw control
    character, the short escapes msgspec uses (\" \\ \b \f \n \r \t) and no other; min..max code points. */
 static int text(Cur *c, Py_ssize_t min, Py_ssize_t max) {
@@ -163,7 +181,7 @@ static int text(Cur *c, Py_ssize_t min, Py_ssize_t max) {
     const unsigned char *q = c->p, *end = c->end;
     for (;;) {
         const unsigned char *run = q;
-        while (q < end && (byte_class[*q] & PLAIN_BYTE)) q++;
+        q = plain_run(q, end);
         chars += q - run;
         if (chars > max || q >= end) return 0;
         unsigned char b = *q;

@@ -346,3 +346,17 @@ def test_this_file_passes_in_a_child_with_the_debug_allocator() -> None:
     )  # fmt: skip
     report = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     assert done.returncode == 0, f"child exited {done.returncode}:\n{report}"
+
+
+@pytest.mark.parametrize("special", ['"', "\\", "\n", "\x01", "\x1f", "\x7f", "é", "\u2028", "\U0001f600"])
+def test_a_special_character_at_every_offset_of_a_text_is_seen(special: str) -> None:
+    """Text is scanned eight bytes at a time: a character needing care must be found wherever it falls."""
+    for length in (0, 1, 7, 8, 9, 15, 16, 17, 24):
+        for at in range(length + 1):
+            text = "a" * at + special + "b" * (length - at)
+            raw = _raw(_record(1, command_line=text))
+            assert_same_either_way(raw)
+            plain = special not in "\x01\x1f"  # raw control characters are not JSON
+            assert proven(raw, MAX_EVENTS, CHARS) == plain, (text, raw)
+            if plain and len(text) > len("C:\\a.exe"):  # the longest other text of the record
+                assert proven(raw, MAX_EVENTS, len(text)) and not proven(raw, MAX_EVENTS, len(text) - 1)
