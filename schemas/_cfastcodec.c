@@ -23,11 +23,14 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#include <datetime.h>
 
 typedef struct {
     const unsigned char *p;
     const unsigned char *end;
     Py_ssize_t max_chars; /* FAST_TEXT_CHARS: the Structs' cap on text fields */
+    int build;            /* build the objects too (`decode`), or only prove (`proven`) */
+    int failed;           /* building failed (out of memory): an exception is set */
 } Cur;
 
 enum { T_ID, T_TEXT, T_SHA, T_SEQ, T_U32, T_PORT, T_I64, T_BOOL, T_OP, T_PROTO, T_ANSWERS };
@@ -82,6 +85,9 @@ static const Kind KINDS[] = {
     KIND("dns_query", DNS_QUERY),         KIND("image_load", IMAGE_LOAD),
     KIND("process_access", PROCESS_ACCESS), KIND("remote_thread", REMOTE_THREAD), KIND("script", SCRIPT)};
 #define N_KINDS ((int)(sizeof(KINDS) / sizeof(KINDS[0])))
+static const char *const KIND_NAMES[] = {"process_start", "process_end", "file_create", "file_write", "file_delete",
+                                         "file_rename", "registry_set", "network_connect", "dns_query",
+                                         "image_load", "process_access", "remote_thread", "script"};
 static const char *const OPERATIONS[] = {"set_value", "create_key", "delete_key", "delete_value", "rename_key"};
 static const char *const PROTOCOLS[] = {"tcp", "udp"};
 static const char *const PLATFORMS[] = {"windows", "linux"};
@@ -112,12 +118,12 @@ static inline int lit(Cur *c, const char *lit) {
 
 /* `,"key":` next (every key this file matches follows another field of its object). */
 static inline int key(Cur *c, const char *name) {
-    const unsigned char *q = c->p;
-    size_t n = strlen(name);
-    if ((size_t)(c->end - q) < n + 4 || q[0] != ',' || q[1] != '"' || memcmp(q + 2, name, n) != 0
-        || q[n + 2] != '"' || q[n + 3] != ':')
-        return 0;
-    c->p = q + n + 4;
+    const unsigned char *q = c->p, *end = c->end;
+    if (end - q < 2 || q[0] != ',' || q[1] != '"') return 0;
+    for (q += 2; *name; name++, q++)
+        if (q >= end || *q != (unsigned char)*name) return 0;
+    if (end - q < 2 || q[0] != '"' || q[1] != ':') return 0;
+    c->p = q + 2;
     return 1;
 }
 
@@ -172,13 +178,51 @@ static inline const unsigned char *plain_run(const unsigned char *q, const unsig
     return q;
 }
 
+/* The objects `decode` builds: the Structs are called with keyword arguments (their own constructor:
+   no constraint is checked there, all were proven) with the values msgspec's decode gives: strings,
+   ints, None, bools, the UTC datetime, the Platform member, tuples. Set by `configure` (at import). */
+static PyObject *event_type, *event_names, *kind_types[N_KINDS], *kind_names[N_KINDS], *platforms[2];
+static PyObject *version_str;
+
+/* Keep a built object: 0 (and `failed`) when it is NULL. */
+static inline int keep(Cur *c, PyObject **out, PyObject *value) {
+    *out = value;
+    if (value == NULL) c->failed = 1;
+    return value != NULL;
+}
+
+/* A str of the n bytes at s, as written in the record (escapes of `text` undone). */
+static PyObject *str_of(const unsigned char *s, Py_ssize_t n, int escaped, int ascii) {
+    if (!escaped) {
+        if (!ascii) return PyUnicode_DecodeUTF8((const char *)s, n, "strict");
+        PyObject *out = PyUnicode_New(n, 127);
+        if (out != NULL) memcpy(PyUnicode_1BYTE_DATA(out), s, (size_t)n);
+        return out;
+    }
+    char small[256] = {0}, *buf = n <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)n);
+    if (buf == NULL) return PyErr_NoMemory();
+    Py_ssize_t len = 0;
+    for (const unsigned char *r = s, *end = s + n; r < end; r++) {
+        unsigned char b = *r;
+        if (b == '\\' && r + 1 < end) {
+            b = *++r;
+            b = b == 'b' ? '\b' : b == 'f' ? '\f' : b == 'n' ? '\n' : b == 'r' ? '\r' : b == 't' ? '\t' : b;
+        }
+        buf[len++] = (char)b;
+    }
+    PyObject *out = PyUnicode_DecodeUTF8(buf, len, "strict");
+    if (buf != small) PyMem_Free(buf);
+    return out;
+}
+
 /* Text as msgspec writes it: valid UTF-8 (no surrogates, nothing above U+10FFFF), no raw control
    character, the short escapes msgspec uses (\" \\ \b \f \n \r \t) and no other; min..max code points. */
-static int text(Cur *c, Py_ssize_t min, Py_ssize_t max) {
+static int text(Cur *c, Py_ssize_t min, Py_ssize_t max, PyObject **out) {
     if (max == TEXT_MAX) max = c->max_chars;
     if (!lit(c, "\"")) return 0;
     Py_ssize_t chars = 0;
-    const unsigned char *q = c->p, *end = c->end;
+    int escaped = 0, ascii = 1;
+    const unsigned char *s = c->p, *q = s, *end = c->end;
     for (;;) {
         const unsigned char *run = q;
         q = plain_run(q, end);
@@ -187,39 +231,37 @@ static int text(Cur *c, Py_ssize_t min, Py_ssize_t max) {
         unsigned char b = *q;
         if (b == '"') break;
         if (b < 0x20) return 0;
-        if (b < 0x80) {
-            if (b == '\\') {
-                if (q + 1 >= end) return 0;
-                unsigned char e = q[1];
-                if (e != '"' && e != '\\' && e != 'b' && e != 'f' && e != 'n' && e != 'r' && e != 't') return 0;
-                q += 2;
-            } else {
-                q += 1;
-            }
+        if (b < 0x80) {  /* a backslash (other plain bytes ended no run) */
+            if (q + 1 >= end) return 0;
+            unsigned char e = q[1];
+            if (e != '"' && e != '\\' && e != 'b' && e != 'f' && e != 'n' && e != 'r' && e != 't') return 0;
+            escaped = 1;
+            q += 2;
         } else if (b >= 0xC2 && b <= 0xDF) {
             if (!cont(q, end, 1)) return 0;
-            q += 2;
+            ascii = 0, q += 2;
         } else if (b >= 0xE0 && b <= 0xEF) {
             if (!cont(q, end, 2)) return 0;
             if (b == 0xE0 && q[1] < 0xA0) return 0; /* overlong */
             if (b == 0xED && q[1] > 0x9F) return 0; /* a surrogate */
-            q += 3;
+            ascii = 0, q += 3;
         } else if (b >= 0xF0 && b <= 0xF4) {
             if (!cont(q, end, 3)) return 0;
             if (b == 0xF0 && q[1] < 0x90) return 0; /* overlong */
             if (b == 0xF4 && q[1] > 0x8F) return 0; /* above U+10FFFF */
-            q += 4;
+            ascii = 0, q += 4;
         } else {
             return 0;
         }
         if (++chars > max) return 0;
     }
     c->p = q + 1;
-    return chars >= min;
+    if (chars < min) return 0;
+    return out == NULL || keep(c, out, str_of(s, q - s, escaped, ascii));
 }
 
 /* An integer as msgspec writes it (no sign on zero, no leading zero, no fraction or exponent) in [lo, hi]. */
-static int integer(Cur *c, int64_t lo, int64_t hi, int64_t *out) {
+static int integer(Cur *c, int64_t lo, int64_t hi, int64_t *value_out, PyObject **out) {
     int negative = lit(c, "-");
     const unsigned char *s = c->p;
     uint64_t v = 0;
@@ -234,8 +276,8 @@ static int integer(Cur *c, int64_t lo, int64_t hi, int64_t *out) {
     if (v > (uint64_t)INT64_MAX) return 0; /* -2**63 itself is left to the Python proof */
     int64_t value = negative ? -(int64_t)v : (int64_t)v;
     if (value < lo || value > hi) return 0;
-    if (out) *out = value;
-    return 1;
+    if (value_out) *value_out = value;
+    return out == NULL || keep(c, out, PyLong_FromLongLong(value));
 }
 
 static int digits(const unsigned char *q, int n, int *out) {
@@ -249,11 +291,12 @@ static int digits(const unsigned char *q, int n, int *out) {
 }
 
 /* A UTC time as msgspec writes it: "YYYY-MM-DDTHH:MM:SS[.ffffff]Z" (six digits, never all zero, or none),
-   a real calendar date in [1990, 2100), the range `_consistent` requires. */
-static int timestamp(Cur *c) {
+   a real calendar date in [1990, 2100), the range `_consistent` requires. Built as msgspec builds it:
+   a datetime in `datetime.timezone.utc`. */
+static int timestamp(Cur *c, PyObject **out) {
     const unsigned char *q = c->p;
     if (c->end - q < 22) return 0; /* "YYYY-MM-DDTHH:MM:SSZ" with its quotes */
-    int y, mo, d, h, mi, s;
+    int y, mo, d, h, mi, s, micro = 0;
     if (q[0] != '"' || q[5] != '-' || q[8] != '-' || q[11] != 'T' || q[14] != ':' || q[17] != ':') return 0;
     if (!digits(q + 1, 4, &y) || !digits(q + 6, 2, &mo) || !digits(q + 9, 2, &d) || !digits(q + 12, 2, &h)
         || !digits(q + 15, 2, &mi) || !digits(q + 18, 2, &s))
@@ -264,76 +307,134 @@ static int timestamp(Cur *c) {
     if (d > days[mo - 1] + (mo == 2 && leap)) return 0;
     q += 20;
     if (*q == '.') {
-        int micro;
         if (c->end - q < 9 || !digits(q + 1, 6, &micro) || micro == 0) return 0;
         q += 7;
     }
     if (c->end - q < 2 || q[0] != 'Z' || q[1] != '"') return 0;
     c->p = q + 2;
-    return 1;
+    return out == NULL || keep(c, out, PyDateTimeAPI->DateTime_FromDateAndTime(
+                                          y, mo, d, h, mi, s, micro, PyDateTime_TimeZone_UTC, PyDateTimeAPI->DateTimeType));
 }
 
-/* One of the quoted literals in `names`. */
+/* One of the quoted literals in `names`: its index, or -1. */
 static int choice(Cur *c, const char *const *names, int n) {
     for (int i = 0; i < n; i++) {
-        size_t len = strlen(names[i]);
-        if ((size_t)(c->end - c->p) >= len + 2 && c->p[0] == '"' && memcmp(c->p + 1, names[i], len) == 0
-            && c->p[len + 1] == '"') {
-            c->p += len + 2;
-            return 1;
+        const char *name = names[i];
+        const unsigned char *q = c->p, *end = c->end;
+        if (q >= end || *q++ != '"') return -1;
+        for (; *name && q < end && *q == (unsigned char)*name; name++, q++) {}
+        if (*name == 0 && q < end && *q == '"') {
+            c->p = q + 1;
+            return i;
         }
     }
-    return 0;
+    return -1;
 }
 
-static int sha256(Cur *c) {
+static int literal(Cur *c, const char *const *names, int n, PyObject **out) {
+    int i = choice(c, names, n);
+    if (i < 0) return 0;
+    return out == NULL || keep(c, out, PyUnicode_FromString(names[i]));
+}
+
+static int sha256(Cur *c, PyObject **out) {
     if (c->end - c->p < 66 || c->p[0] != '"' || c->p[65] != '"') return 0;
     for (int i = 1; i <= 64; i++) {
         unsigned char b = c->p[i];
         if (!((b >= '0' && b <= '9') || (b >= 'a' && b <= 'f'))) return 0;
     }
     c->p += 66;
-    return 1;
+    return out == NULL || keep(c, out, str_of(c->p - 65, 64, 0, 1));
 }
 
-static int answers(Cur *c, Py_ssize_t max_chars) {
+static int id_value(Cur *c, PyObject **out) {
+    const unsigned char *s;
+    Py_ssize_t n;
+    if (!ident(c, &s, &n)) return 0;
+    return out == NULL || keep(c, out, str_of(s, n, 0, 1));
+}
+
+static int answers(Cur *c, PyObject **out) {
     if (!lit(c, "[")) return 0;
-    if (lit(c, "]")) return 1;
-    for (int n = 1;; n++) {
-        if (n > ANSWERS_MAX || !text(c, 0, max_chars)) return 0;
-        if (lit(c, "]")) return 1;
-        if (!lit(c, ",")) return 0;
+    PyObject *list = NULL;
+    if (out != NULL && (list = PyList_New(0)) == NULL) return keep(c, out, NULL);
+    int ok = 1;
+    if (!lit(c, "]")) {
+        for (int n = 1;; n++) {
+            PyObject *item = NULL;
+            if (n > ANSWERS_MAX || !text(c, 0, TEXT_MAX, list ? &item : NULL)) {
+                ok = 0;
+                break;
+            }
+            if (list != NULL) {
+                int failed = PyList_Append(list, item);
+                Py_DECREF(item);
+                if (failed) {
+                    c->failed = 1, ok = 0;
+                    break;
+                }
+            }
+            if (lit(c, "]")) break;
+            if (!lit(c, ",")) {
+                ok = 0;
+                break;
+            }
+        }
     }
+    if (list == NULL) return ok;
+    if (!ok) {
+        Py_DECREF(list);
+        return 0;
+    }
+    PyObject *tuple = PyList_AsTuple(list);
+    Py_DECREF(list);
+    return keep(c, out, tuple);
 }
 
-static int value(Cur *c, const Field *f) {
-    if (f->nullable && lit(c, "null")) return 1;
+static int value(Cur *c, const Field *f, PyObject **out) {
+    if (f->nullable && lit(c, "null")) return out == NULL || keep(c, out, Py_NewRef(Py_None));
     switch (f->type) {
-    case T_ID: return ident(c, NULL, NULL);
-    case T_TEXT: return text(c, f->min, f->max);
-    case T_SHA: return sha256(c);
-    case T_SEQ: return integer(c, 0, INT64_MAX, NULL);
-    case T_U32: return integer(c, 0, 4294967295LL, NULL);
-    case T_PORT: return integer(c, 0, 65535, NULL);
-    case T_I64: return integer(c, INT64_MIN + 1, INT64_MAX, NULL);
-    case T_BOOL: return lit(c, "true") || lit(c, "false");
-    case T_OP: return choice(c, OPERATIONS, 5);
-    case T_PROTO: return choice(c, PROTOCOLS, 2);
-    case T_ANSWERS: return answers(c, TEXT_MAX);
+    case T_ID: return id_value(c, out);
+    case T_TEXT: return text(c, f->min, f->max, out);
+    case T_SHA: return sha256(c, out);
+    case T_SEQ: return integer(c, 0, INT64_MAX, NULL, out);
+    case T_U32: return integer(c, 0, 4294967295LL, NULL, out);
+    case T_PORT: return integer(c, 0, 65535, NULL, out);
+    case T_I64: return integer(c, INT64_MIN + 1, INT64_MAX, NULL, out);
+    case T_BOOL: {
+        int yes = lit(c, "true");
+        if (!yes && !lit(c, "false")) return 0;
+        return out == NULL || keep(c, out, PyBool_FromLong(yes));
+    }
+    case T_OP: return literal(c, OPERATIONS, 5, out);
+    case T_PROTO: return literal(c, PROTOCOLS, 2, out);
+    case T_ANSWERS: return answers(c, out);
     default: return 0;
     }
 }
 
-static int payload(Cur *c) {
-    if (!lit(c, "{\"kind\":")) return 0;
-    for (int k = 0; k < N_KINDS; k++) {
-        const char *const name[] = {KINDS[k].kind};
-        if (!choice(c, name, 1)) continue;
-        for (int i = 0; i < KINDS[k].n; i++)
-            if (!key(c, KINDS[k].fields[i].key) || !value(c, &KINDS[k].fields[i])) return 0;
-        return lit(c, "}");
+/* type(**dict(zip(names, values))) through vectorcall when `ok`; the values are released either way. */
+static int make(Cur *c, int ok, PyObject *type, PyObject *names, PyObject **values, Py_ssize_t n, PyObject **out) {
+    PyObject *made = NULL;
+    if (ok && out != NULL) {
+        made = PyObject_Vectorcall(type, values, 0, names);
+        if (made == NULL) c->failed = 1, ok = 0;
     }
-    return 0;
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(values[i]);
+    if (out != NULL) *out = made;
+    return ok;
+}
+
+static int payload(Cur *c, PyObject **out) {
+    if (!lit(c, "{\"kind\":")) return 0;
+    int k = choice(c, KIND_NAMES, N_KINDS);
+    if (k < 0) return 0;
+    PyObject *values[16] = {NULL};
+    int ok = 1;
+    for (int i = 0; i < KINDS[k].n && ok; i++)
+        ok = key(c, KINDS[k].fields[i].key) && value(c, &KINDS[k].fields[i], out ? &values[i] : NULL);
+    ok = ok && lit(c, "}");
+    return make(c, ok, kind_types[k], kind_names[k], values, KINDS[k].n, out);
 }
 
 typedef struct {
@@ -342,53 +443,161 @@ typedef struct {
     int64_t min_seq, max_seq;
 } Batch;
 
-static int event(Cur *c, Batch *b) {
+static int event(Cur *c, Batch *b, PyObject **out) {
     const unsigned char *dev;
     Py_ssize_t dev_len;
     int64_t seq;
-    if (!lit(c, "{\"schema_version\":\"1.0\"") || !key(c, "event_id") || !ident(c, NULL, NULL)) return 0;
-    if (!key(c, "device_id") || !ident(c, &dev, &dev_len)) return 0;
-    if (dev_len != b->device_len || memcmp(dev, b->device, (size_t)dev_len) != 0) return 0;
-    if (!key(c, "seq") || !integer(c, 0, INT64_MAX, &seq)) return 0;
-    if (seq < b->min_seq) b->min_seq = seq;
-    if (seq > b->max_seq) b->max_seq = seq;
-    if (!key(c, "ts") || !timestamp(c)) return 0;
-    if (!key(c, "platform") || !choice(c, PLATFORMS, 2)) return 0;
-    if (!key(c, "process_key") || !ident(c, NULL, NULL)) return 0;
-    if (!key(c, "parent_process_key") || !(lit(c, "null") || ident(c, NULL, NULL))) return 0;
-    if (!key(c, "image") || !(lit(c, "null") || text(c, 0, TEXT_MAX))) return 0;
-    return key(c, "payload") && payload(c) && lit(c, "}");
+    PyObject *v[10] = {NULL}, **at = out ? v : NULL;
+    int ok = lit(c, "{\"schema_version\":\"1.0\"") && (at == NULL || keep(c, &v[0], Py_NewRef(version_str)))
+             && key(c, "event_id") && id_value(c, at ? &v[1] : NULL) && key(c, "device_id")
+             && ident(c, &dev, &dev_len);
+    ok = ok && dev_len == b->device_len && memcmp(dev, b->device, (size_t)dev_len) == 0
+         && (at == NULL || keep(c, &v[2], str_of(dev, dev_len, 0, 1)));
+    ok = ok && key(c, "seq") && integer(c, 0, INT64_MAX, &seq, at ? &v[3] : NULL);
+    if (ok) {
+        if (seq < b->min_seq) b->min_seq = seq;
+        if (seq > b->max_seq) b->max_seq = seq;
+    }
+    ok = ok && key(c, "ts") && timestamp(c, at ? &v[4] : NULL) && key(c, "platform");
+    int platform = ok ? choice(c, PLATFORMS, 2) : -1;
+    ok = platform >= 0 && (at == NULL || keep(c, &v[5], Py_NewRef(platforms[platform])));
+    ok = ok && key(c, "process_key") && id_value(c, at ? &v[6] : NULL) && key(c, "parent_process_key");
+    ok = ok && (lit(c, "null") ? (at == NULL || keep(c, &v[7], Py_NewRef(Py_None))) : id_value(c, at ? &v[7] : NULL));
+    ok = ok && key(c, "image");
+    ok = ok && (lit(c, "null") ? (at == NULL || keep(c, &v[8], Py_NewRef(Py_None)))
+                               : text(c, 0, TEXT_MAX, at ? &v[8] : NULL));
+    ok = ok && key(c, "payload") && payload(c, at ? &v[9] : NULL) && lit(c, "}");
+    return make(c, ok, event_type, event_names, v, 10, out);
 }
 
-static int batch(Cur *c, Py_ssize_t max_events) {
+/* The whole record; with `events` (a list), every event built is appended to it. */
+static int batch(Cur *c, Py_ssize_t max_events, PyObject *events) {
     Batch b = {NULL, 0, INT64_MAX, -1};
     int64_t first, last;
     if (!lit(c, "{\"schema_version\":\"1.0\"") || !key(c, "device_id") || !device(c, &b.device, &b.device_len))
         return 0;
-    if (!key(c, "first_seq") || !integer(c, 0, INT64_MAX, &first)) return 0;
-    if (!key(c, "last_seq") || !integer(c, 0, INT64_MAX, &last)) return 0;
+    if (!key(c, "first_seq") || !integer(c, 0, INT64_MAX, &first, NULL)) return 0;
+    if (!key(c, "last_seq") || !integer(c, 0, INT64_MAX, &last, NULL)) return 0;
     if (!key(c, "events") || !lit(c, "[")) return 0;
     for (Py_ssize_t n = 1;; n++) {
-        if (n > max_events || !event(c, &b)) return 0;
+        PyObject *built = NULL;
+        if (n > max_events || !event(c, &b, events ? &built : NULL)) return 0;
+        if (events != NULL) {
+            int failed = PyList_Append(events, built);
+            Py_DECREF(built);
+            if (failed) {
+                c->failed = 1;
+                return 0;
+            }
+        }
         if (lit(c, "]")) break;
         if (!lit(c, ",")) return 0;
     }
     return lit(c, "}") && c->p == c->end && b.min_seq == first && b.max_seq == last;
 }
 
+static int parse_args(PyObject *const *args, Py_ssize_t nargs, const char *usage, Cur *c, Py_ssize_t *max_events) {
+    if (nargs != 3 || !PyBytes_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return 0;
+    }
+    *max_events = PyLong_AsSsize_t(args[1]);
+    if (*max_events == -1 && PyErr_Occurred()) return 0;
+    Py_ssize_t max_chars = PyLong_AsSsize_t(args[2]);
+    if (max_chars == -1 && PyErr_Occurred()) return 0;
+    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    *c = (Cur){data, data + PyBytes_GET_SIZE(args[0]), max_chars, 0, 0};
+    return 1;
+}
+
 static PyObject *proven(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3 || !PyBytes_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "proven(record: bytes, max_events: int, max_chars: int)");
+    Cur c;
+    Py_ssize_t max_events;
+    if (!parse_args(args, nargs, "proven(record: bytes, max_events: int, max_chars: int)", &c, &max_events))
+        return NULL;
+    return PyBool_FromLong(c.max_chars >= 0 && batch(&c, max_events, NULL));
+}
+
+/* decode(record, max_events, max_chars) -> the events (a tuple) when `proven` would say yes, else None. */
+static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Cur c;
+    Py_ssize_t max_events;
+    if (!parse_args(args, nargs, "decode(record: bytes, max_events: int, max_chars: int)", &c, &max_events))
+        return NULL;
+    if (event_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "schemas._cfastcodec.configure() was not called");
         return NULL;
     }
-    Py_ssize_t max_events = PyLong_AsSsize_t(args[1]);
-    if (max_events == -1 && PyErr_Occurred()) return NULL;
-    Py_ssize_t max_chars = PyLong_AsSsize_t(args[2]);
-    if (max_chars == -1 && PyErr_Occurred()) return NULL;
-    const unsigned char *data = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Cur c = {data, data + PyBytes_GET_SIZE(args[0]), max_chars};
-    return PyBool_FromLong(max_chars >= 0 && batch(&c, max_events));
+    if (c.max_chars < 0) Py_RETURN_NONE;
+    PyObject *events = PyList_New(0);
+    if (events == NULL) return NULL;
+    int ok = batch(&c, max_events, events);
+    if (!ok) {
+        Py_DECREF(events);
+        if (c.failed || PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *tuple = PyList_AsTuple(events);
+    Py_DECREF(events);
+    return tuple;
+}
+
+/* configure(event_type, {kind: payload type}, (Platform.WINDOWS, Platform.LINUX)): what `decode` builds. */
+static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyDict_Check(args[1]) || !PyTuple_Check(args[2])
+        || PyTuple_GET_SIZE(args[2]) != 2) {
+        PyErr_SetString(PyExc_TypeError, "configure(event_type, {kind: type}, (windows, linux))");
+        return NULL;
+    }
+    PyObject *types[N_KINDS];
+    for (int k = 0; k < N_KINDS; k++) {
+        if (strcmp(KIND_NAMES[k], KINDS[k].kind) != 0) {  /* two tables of this file that must agree */
+            PyErr_SetString(PyExc_SystemError, "KIND_NAMES and KINDS disagree");
+            return NULL;
+        }
+        types[k] = PyDict_GetItemString(args[1], KINDS[k].kind);  /* borrowed */
+        if (types[k] == NULL || !PyType_Check(types[k])) {
+            PyErr_Format(PyExc_ValueError, "no payload type for kind %s", KINDS[k].kind);
+            return NULL;
+        }
+    }
+    static const char *const EVENT_FIELDS[] = {"schema_version", "event_id", "device_id", "seq", "ts",
+                                               "platform", "process_key", "parent_process_key", "image", "payload"};
+    PyObject *names = PyTuple_New(10);
+    if (names == NULL) return NULL;
+    for (int i = 0; i < 10; i++) {
+        PyObject *name = PyUnicode_InternFromString(EVENT_FIELDS[i]);
+        if (name == NULL) {
+            Py_DECREF(names);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(names, i, name);
+    }
+    PyObject *kinds[N_KINDS] = {NULL};
+    for (int k = 0; k < N_KINDS; k++) {
+        if ((kinds[k] = PyTuple_New(KINDS[k].n)) == NULL) goto fail;
+        for (int i = 0; i < KINDS[k].n; i++) {
+            PyObject *name = PyUnicode_InternFromString(KINDS[k].fields[i].key);
+            if (name == NULL) goto fail;
+            PyTuple_SET_ITEM(kinds[k], i, name);
+        }
+    }
+    if (version_str == NULL && (version_str = PyUnicode_InternFromString("1.0")) == NULL) goto fail;
+    Py_XSETREF(event_type, Py_NewRef(args[0]));
+    Py_XSETREF(event_names, names);
+    for (int k = 0; k < N_KINDS; k++) {
+        Py_XSETREF(kind_types[k], Py_NewRef(types[k]));
+        Py_XSETREF(kind_names[k], kinds[k]);
+    }
+    for (int i = 0; i < 2; i++) Py_XSETREF(platforms[i], Py_NewRef(PyTuple_GET_ITEM(args[2], i)));
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(names);
+    for (int k = 0; k < N_KINDS; k++) Py_XDECREF(kinds[k]);
+    return NULL;
 }
 
 /* {kind: (field, ...)}: the field table, for the test that holds it to the Structs. */
@@ -420,6 +629,10 @@ static PyMethodDef methods[] = {
     {"proven", (PyCFunction)(void (*)(void))proven, METH_FASTCALL,
      "proven(record, max_events, max_chars) -> bool: the record is a batch exactly as msgspec writes it, "
      "valid under schemas.fastcodec's Structs and checks."},
+    {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
+     "decode(record, max_events, max_chars) -> tuple | None: the events of a proven record, as msgspec builds them."},
+    {"configure", (PyCFunction)(void (*)(void))configure, METH_FASTCALL,
+     "configure(event_type, {kind: payload_type}, (windows, linux)): the types decode builds."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "schemas._cfastcodec",
@@ -428,6 +641,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "schemas._cfastcodec"
 
 PyMODINIT_FUNC PyInit__cfastcodec(void) {
     fill_byte_classes();
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL) return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
     PyObject *table = field_table();

@@ -58,7 +58,7 @@ __all__ = ["FAST_TEXT_CHARS", "NO_C_PROOF", "Event", "FastBatch", "FastEvent", "
 
 NO_C_PROOF = "RINGFENCE_NO_CFASTCODEC"
 """Set (non-empty) in the environment at import: the Python proof only, as without the C extension
-(for benchmarks that compare both in the same minutes; tests switch `_proven` directly)."""
+(for benchmarks that compare both in the same minutes; tests switch `_cdecode` directly)."""
 FAST_TEXT_CHARS = min(MAX_TEXT_CHARS, DEFAULT_LIMITS.max_string_chars)
 _M = msgspec.Meta
 _Id = Annotated[str, _M(min_length=1, max_length=128)]  # charset checked per batch (`_consistent`)
@@ -220,13 +220,15 @@ class FastBatch(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fals
 Event = BehaviorEvent | FastEvent
 """What the detection core reads: either model of one event (same attribute names and values)."""
 
-_proven: Callable[[bytes, int, int], bool] | None
-try:  # the proof in C (schemas/_cfastcodec.c); optional: without it the Python proof below does it all
-    from schemas._cfastcodec import proven as _compiled_proof
+_cdecode: Callable[[bytes, int, int], tuple[FastEvent, ...] | None] | None
+try:  # proof and build in C (schemas/_cfastcodec.c); optional: without it msgspec and Python do it all
+    from schemas import _cfastcodec
 except ImportError:  # pragma: no cover - depends on the build
-    _proven = None
+    _cdecode = None
 else:
-    _proven = None if os.environ.get(NO_C_PROOF) else _compiled_proof
+    _cfastcodec.configure(FastEvent, {cls.kind: cls for cls in FastPayload.__args__},
+                          (Platform.WINDOWS, Platform.LINUX))
+    _cdecode = None if os.environ.get(NO_C_PROOF) else _cfastcodec.decode
 
 _BATCH = msgspec.json.Decoder(FastBatch)
 _EVENT = msgspec.json.Decoder(FastEvent)
@@ -252,6 +254,9 @@ def fast_events(data: RecordValue, limits: Limits = DEFAULT_LIMITS) -> tuple[Fas
         return None
     if len(raw) > limits.max_record_bytes:
         return None
+    built = _cdecode(raw, limits.max_events_per_batch, FAST_TEXT_CHARS) if _cdecode is not None else None
+    if built is not None:
+        return built  # proven canonical and valid, and built as msgspec builds it, in C
     try:
         if b'"events"' in raw:
             batch = _BATCH.decode(raw)
@@ -262,8 +267,6 @@ def fast_events(data: RecordValue, limits: Limits = DEFAULT_LIMITS) -> tuple[Fas
             events = (decoded,)
     except (msgspec.MsgspecError, ValueError):  # ValueError: e.g. invalid UTF-8 in a string
         return None
-    if _proven is not None and _proven(raw, limits.max_events_per_batch, FAST_TEXT_CHARS):
-        return events  # canonical and valid (the C proof, on bytes msgspec just brought into the cache)
     if len(events) > limits.max_events_per_batch or not _consistent(decoded, events):
         return None
     if _ENCODER.encode(decoded) == raw or _same_as_orjson(raw, events):

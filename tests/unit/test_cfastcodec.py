@@ -10,14 +10,17 @@ interpreter with `PYTHONMALLOC=debug -X dev`.
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -42,11 +45,11 @@ SLOW = settings(max_examples=80, deadline=None, suppress_health_check=[HealthChe
 
 @contextmanager
 def python_proof_only() -> Iterator[None]:
-    saved, fastcodec._proven = fastcodec._proven, None
+    saved, fastcodec._cdecode = fastcodec._cdecode, None
     try:
         yield
     finally:
-        fastcodec._proven = saved
+        fastcodec._cdecode = saved
 
 
 def python_says(raw: bytes, limits: Limits = codec.DEFAULT_LIMITS) -> tuple[Any, ...] | None:
@@ -62,11 +65,31 @@ def outcome(raw: bytes) -> tuple[str, Any]:
         return type(exc).__name__, str(exc)
 
 
+def identical(built: Any, expected: Any) -> None:
+    """The same types all the way down (a str, not an enum; the UTC tzinfo object itself), equal values."""
+    assert type(built) is type(expected), (built, expected)
+    if isinstance(built, tuple):
+        assert len(built) == len(expected)
+        for one, other in zip(built, expected, strict=True):
+            identical(one, other)
+    elif isinstance(built, msgspec.Struct):
+        for name in built.__struct_fields__:
+            identical(getattr(built, name), getattr(expected, name))
+    elif isinstance(built, datetime):
+        assert built == expected and built.tzinfo == expected.tzinfo
+        assert (built.tzinfo is UTC) == (expected.tzinfo is UTC)
+    else:
+        assert built == expected
+
+
 def assert_same_either_way(raw: bytes) -> None:
-    """The C proof changes nothing a caller sees; and a yes from it is a yes from the Python proof."""
+    """The C path changes nothing a caller sees; and a yes from the C proof is a yes from the Python one."""
     with python_proof_only():
         expected = outcome(raw)
-    assert outcome(raw) == expected
+    got = outcome(raw)
+    assert got == expected
+    if got[0] == "events":
+        identical(got[1], expected[1])
     if proven(raw, MAX_EVENTS, CHARS):
         events = python_says(raw)
         assert events is not None, raw[:300]
@@ -117,7 +140,7 @@ def test_the_benchmark_records_are_proven_and_decode_as_before() -> None:
 
 
 def test_the_environment_switch_leaves_the_python_proof_alone() -> None:
-    code = "from schemas import fastcodec; print(fastcodec._proven is None)"
+    code = "from schemas import fastcodec; print(fastcodec._cdecode is None)"
     env = {**os.environ, fastcodec.NO_C_PROOF: "1"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=60, check=True)  # fmt: skip
@@ -332,6 +355,30 @@ def test_huge_strings_and_deep_nesting_are_refused_without_trouble() -> None:
     assert not proven(deep, MAX_EVENTS, CHARS)
     assert_same_either_way(deep)
     assert not proven(b"[" * 100_000 + b"]" * 100_000, MAX_EVENTS, CHARS)
+
+
+def test_no_memory_is_kept_per_record_built_or_refused_halfway() -> None:
+    """Every object built for a record refused at its last event is released; so is every record's."""
+    good = _raw(_record(40))
+    bad = good.replace(b'"pid":4,"ppid":null,"parent_image":null,"parent_command_line":null,"cwd":null}}]}',
+                       b'"pid":4,"ppid":null,"parent_image":null,"parent_command_line":null,"cwd":nul}}]}')
+    assert bad != good and _cfastcodec.decode(bad, MAX_EVENTS, CHARS) is None
+    for value in (good, bad):
+        _cfastcodec.decode(value, MAX_EVENTS, CHARS)
+        gc.collect()
+        before = sys.getallocatedblocks()
+        for _ in range(2_000):
+            _cfastcodec.decode(value, MAX_EVENTS, CHARS)
+        gc.collect()
+        assert sys.getallocatedblocks() - before < 100
+
+
+def test_configure_refuses_what_it_cannot_build() -> None:
+    with pytest.raises(TypeError):
+        _cfastcodec.configure(fastcodec.FastEvent, {}, ())
+    with pytest.raises(ValueError, match="no payload type"):
+        _cfastcodec.configure(fastcodec.FastEvent, {"process_start": fastcodec.FastProcessStart}, ("w", "l"))
+    assert _cfastcodec.decode(BASE, MAX_EVENTS, CHARS) == python_says(BASE)  # still configured as before
 
 
 # --- the same file under the debug allocator ------------------------------------------------------------
