@@ -1,23 +1,24 @@
 /*
- * schemas/_cfastcodec.c: a proof, in one pass over the bytes, that an events-topic record is an
- * `EventBatch` exactly as msgspec writes it (`schemas.codec.encode_batch`, i.e. every agent's output)
- * and that its values meet every check of `schemas.fastcodec.fast_events`.
+ * schemas/_cfastcodec.c: the events of an events-topic record in one pass over its bytes, when they can
+ * be proven to be an `EventBatch` exactly as msgspec writes it (`schemas.codec.encode_batch`, i.e. every
+ * agent's output) whose values meet every check of `schemas.fastcodec.fast_events`.
  *
  * Why: `fast_events` decodes with msgspec, then proves the record safe by re-encoding it and comparing
  * the bytes (no duplicate keys, canonical timestamps) and by a Python pass over the events (id charset,
- * one device, the seq range, the time range). Those two proofs cost about as much as the decode. This
- * file makes both in C before msgspec decodes: the record must follow the canonical layout key for key
- * (every field present, in the Structs' order, no whitespace), every value must be written as msgspec
- * writes it, and every constraint of the Structs and of `_consistent` must hold. Then the re-encoding
- * would be byte-identical, so `fast_events` only has to decode.
+ * one device, the seq range, the time range): three passes, the proofs costing about as much as the
+ * decode. Here one walk does all three: the record must follow the canonical layout key for key (every
+ * field present, in the Structs' order, no whitespace), every value must be written as msgspec writes
+ * it, every constraint of the Structs and of `_consistent` must hold (then re-encoding would give the
+ * same bytes), and, in `decode`, each value is built as msgspec builds it and each Struct through its
+ * own constructor (types handed over by `configure`).
  *
- * It can only answer yes or no, and "no" costs nothing but time: the caller then runs the Python proof
- * and, failing that, the full codec. So it is written to say no whenever in doubt: any `\u` escape, an
- * escape inside an identifier, a non-UTC time, a single-event record (no batch wrapper), invalid UTF-8.
- * It never builds an object and never reads outside the buffer (every read is bounded by `end`).
- * `tests/unit/test_cfastcodec.py` checks that every record it proves is accepted by the Python proof with
- * equal values, and that its field table (`FIELDS`) is the Structs' (so a contract change cannot leave
- * it behind unnoticed).
+ * "No" costs nothing but time: the caller then runs msgspec and the Python proof and, failing that, the
+ * full codec. So it says no whenever in doubt: any `\u` escape, an escape inside an identifier, a non-UTC
+ * time, a single-event record (no batch wrapper), invalid UTF-8. It never reads outside the buffer
+ * (every read is bounded by `end`) and releases what it built when it says no halfway.
+ * `tests/unit/test_cfastcodec.py` checks that whatever it returns is what msgspec and the Python proof
+ * return (types included), and that its field table (`FIELDS`) is the Structs' (so a contract change
+ * cannot leave it behind unnoticed).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

@@ -23,14 +23,15 @@ codec's own. What the proof consists of:
   writes, i.e. every agent's output), or orjson's parse re-encodes byte-identically (the codec's
   own proof) and every timestamp is written exactly as msgspec writes it (so pydantic reads the
   same instant from it). Anything else, pretty-printed JSON included, takes the full path.
-**In C.** When the optional extension `schemas._cfastcodec` is built (setup.py), it makes the whole
-proof first, in one pass over the bytes and before anything is decoded: the record is a batch in
-exactly the layout msgspec writes (every field, in order, each value written as msgspec writes it)
-and its values meet every constraint above. Then msgspec's decode is all that is left: the re-encoding
-would give the same bytes. Anything it cannot prove (it says no whenever in doubt: `\\u` escapes,
-escaped identifiers, other time zones, single events) takes the Python proof, then the codec, as
-before; so the answers are the same with or without it (tests/unit/test_cfastcodec.py). It halves
-the cost of decoding what agents write (BENCHMARKS.md, "Session G").
+**In C.** When the optional extension `schemas._cfastcodec` is built (setup.py), `fast_events` first
+hands the bytes to it: in one pass it proves the record a batch in exactly the layout msgspec writes
+(every field, in order, each value written as msgspec writes it) whose values meet every constraint
+above, and builds the events as msgspec's decode would (the same Structs through their constructors,
+the same field types and values). A record it cannot prove (it says no whenever in doubt: `\\u`
+escapes, escaped identifiers, other time zones, single events) takes msgspec and the Python proof,
+then the codec, as before; so the answers are the same with or without it
+(tests/unit/test_cfastcodec.py). It halves the cost of decoding what agents write (BENCHMARKS.md,
+"Session G").
 `tests/unit/test_fastcodec.py` checks that both paths give equal values on generated batches and
 that the hostile-input corpus is rejected by the fast path.
 """
