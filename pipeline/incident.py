@@ -9,7 +9,8 @@ actions) and pydantic builds and checks every sub-model in its core, instead of 
 constructed from Python first (with the name made once per incident: ~85 -> ~70 us of CPU per
 `Policy.decide` on the replay's incidents; BENCHMARKS.md, Pipeline, "Session F"). Every field is
 still validated (lengths, identifiers, finite numbers...), so an out-of-contract value from the
-forest still raises a ValueError the detector counts, and never reaches the alerts topic.
+forest still raises a ValueError the detector counts, and never reaches the alerts topic. What is
+derived from an incident more than once (its name, the artifact to block) is derived once.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Pure, so the rules "every verdict and command leaves signed", "a verdict is keyed by its artifact
 (the compacted blocklist keeps one per file)" and "a dead letter keeps the raw bytes and where they
 came from" are tested without a broker. The stream shell only sends what this module returns.
+A signed record is dumped to JSON once (`schemas.signing.signed_json`): the same bytes as signing a
+copy of the model and encoding the signed copy, without the copies and the second dump.
 """
 
 from __future__ import annotations
