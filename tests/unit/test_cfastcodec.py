@@ -32,10 +32,17 @@ from schemas.codec import Limits
 from schemas.errors import ContractError
 from schemas.events import EventBatch
 
-_cfastcodec = pytest.importorskip(
-    "schemas._cfastcodec", reason="the C extension is not built: `setup.py build_ext --inplace` (gcc)"
-)
-proven = _cfastcodec.proven
+NOT_BUILT = "schemas._cfastcodec is not built (`pip install -e .`, gcc) or RINGFENCE_NO_CFASTCODEC is set"
+try:
+    from schemas import _cfastcodec
+except ImportError:  # pragma: no cover - every test below then fails with NOT_BUILT (never skipped)
+    _cfastcodec = None  # type: ignore[assignment]
+proven = getattr(_cfastcodec, "proven", None)
+
+
+@pytest.fixture(autouse=True)
+def _built() -> None:
+    assert _cfastcodec is not None and fastcodec._cdecode is not None, NOT_BUILT
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = "RINGFENCE_CFASTCODEC_CHILD"
 MAX_EVENTS = codec.DEFAULT_LIMITS.max_events_per_batch

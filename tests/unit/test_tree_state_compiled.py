@@ -33,8 +33,16 @@ from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_byte
 from pipeline.windows import CODE_BITS
 from schemas.fastcodec import decode_events
 
-NOT_BUILT = "the C extension is not built: `setup.py build_ext --inplace` (gcc)"
-_cstate = pytest.importorskip("pipeline._cstate", reason=NOT_BUILT)
+NOT_BUILT = "pipeline._cstate is not built: `pip install -e .` or `setup.py build_ext --inplace` (gcc)"
+try:
+    from pipeline import _cstate
+except ImportError:  # pragma: no cover - every test below then fails with NOT_BUILT (never skipped)
+    _cstate = None  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True)
+def _built() -> None:
+    assert _cstate is not None and tree_state._ctouch is not None, NOT_BUILT
 ROOT = Path(__file__).resolve().parents[2]
 CHILD = "RINGFENCE_CSTATE_CHILD"
 
