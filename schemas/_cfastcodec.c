@@ -32,7 +32,10 @@ typedef struct {
     Py_ssize_t max_chars; /* FAST_TEXT_CHARS: the Structs' cap on text fields */
     int build;            /* build the objects too (`decode`), or only prove (`proven`) */
     int failed;           /* building failed (out of memory): an exception is set */
+    PyObject **shared;    /* SHARED_SLOTS strings built from this record, reused for equal bytes (or NULL) */
 } Cur;
+#define SHARED_SLOTS 64
+#define SHARED_MAX 256 /* bytes: longer strings are rarely repeated */
 
 enum { T_ID, T_TEXT, T_SHA, T_SEQ, T_U32, T_PORT, T_I64, T_BOOL, T_OP, T_PROTO, T_ANSWERS };
 #define TEXT_MAX (-1) /* the caller's max_chars */
@@ -216,6 +219,22 @@ static PyObject *str_of(const unsigned char *s, Py_ssize_t n, int escaped, int a
     return out;
 }
 
+/* A str of the n plain bytes at s (no escape), the one already built from equal bytes of this record if
+   any: a record's events repeat their device, process and parent keys and images, and one object for
+   each saves memory and makes dict and set lookups of it compare pointers (str is immutable: sharing
+   is invisible but to `is`). A small direct-mapped table; a collision just builds another str. */
+static PyObject *shared_str(Cur *c, const unsigned char *s, Py_ssize_t n, int ascii) {
+    if (c->shared == NULL || !ascii || n > SHARED_MAX || n == 0) return str_of(s, n, 0, ascii);
+    size_t h = (size_t)n * 31u + s[0] * 7u + s[n - 1] * 131u + s[n / 2] * 17u + s[n / 3];
+    PyObject **slot = &c->shared[h % SHARED_SLOTS];
+    PyObject *cached = *slot;  /* an ASCII str built here: its data are its bytes */
+    if (cached != NULL && PyUnicode_GET_LENGTH(cached) == n && memcmp(PyUnicode_DATA(cached), s, (size_t)n) == 0)
+        return Py_NewRef(cached);
+    PyObject *out = str_of(s, n, 0, ascii);
+    if (out != NULL) Py_XSETREF(*slot, Py_NewRef(out));
+    return out;
+}
+
 /* Text as msgspec writes it: valid UTF-8 (no surrogates, nothing above U+10FFFF), no raw control
    character, the short escapes msgspec uses (\" \\ \b \f \n \r \t) and no other; min..max code points. */
 static int text(Cur *c, Py_ssize_t min, Py_ssize_t max, PyObject **out) {
@@ -258,7 +277,7 @@ static int text(Cur *c, Py_ssize_t min, Py_ssize_t max, PyObject **out) {
     }
     c->p = q + 1;
     if (chars < min) return 0;
-    return out == NULL || keep(c, out, str_of(s, q - s, escaped, ascii));
+    return out == NULL || keep(c, out, escaped ? str_of(s, q - s, 1, ascii) : shared_str(c, s, q - s, ascii));
 }
 
 /* An integer as msgspec writes it (no sign on zero, no leading zero, no fraction or exponent) in [lo, hi]. */
@@ -348,11 +367,11 @@ static int sha256(Cur *c, PyObject **out) {
     return out == NULL || keep(c, out, str_of(c->p - 65, 64, 0, 1));
 }
 
-static int id_value(Cur *c, PyObject **out) {
+static int id_value(Cur *c, PyObject **out, int share) {
     const unsigned char *s;
     Py_ssize_t n;
     if (!ident(c, &s, &n)) return 0;
-    return out == NULL || keep(c, out, str_of(s, n, 0, 1));
+    return out == NULL || keep(c, out, share ? shared_str(c, s, n, 1) : str_of(s, n, 0, 1));
 }
 
 static int answers(Cur *c, PyObject **out) {
@@ -395,7 +414,7 @@ static int answers(Cur *c, PyObject **out) {
 static int value(Cur *c, const Field *f, PyObject **out) {
     if (f->nullable && lit(c, "null")) return out == NULL || keep(c, out, Py_NewRef(Py_None));
     switch (f->type) {
-    case T_ID: return id_value(c, out);
+    case T_ID: return id_value(c, out, 1);
     case T_TEXT: return text(c, f->min, f->max, out);
     case T_SHA: return sha256(c, out);
     case T_SEQ: return integer(c, 0, INT64_MAX, NULL, out);
@@ -450,10 +469,10 @@ static int event(Cur *c, Batch *b, PyObject **out) {
     int64_t seq;
     PyObject *v[10] = {NULL}, **at = out ? v : NULL;
     int ok = lit(c, "{\"schema_version\":\"1.0\"") && (at == NULL || keep(c, &v[0], Py_NewRef(version_str)))
-             && key(c, "event_id") && id_value(c, at ? &v[1] : NULL) && key(c, "device_id")
+             && key(c, "event_id") && id_value(c, at ? &v[1] : NULL, 0) && key(c, "device_id")
              && ident(c, &dev, &dev_len);
     ok = ok && dev_len == b->device_len && memcmp(dev, b->device, (size_t)dev_len) == 0
-         && (at == NULL || keep(c, &v[2], str_of(dev, dev_len, 0, 1)));
+         && (at == NULL || keep(c, &v[2], shared_str(c, dev, dev_len, 1)));
     ok = ok && key(c, "seq") && integer(c, 0, INT64_MAX, &seq, at ? &v[3] : NULL);
     if (ok) {
         if (seq < b->min_seq) b->min_seq = seq;
@@ -462,8 +481,8 @@ static int event(Cur *c, Batch *b, PyObject **out) {
     ok = ok && key(c, "ts") && timestamp(c, at ? &v[4] : NULL) && key(c, "platform");
     int platform = ok ? choice(c, PLATFORMS, 2) : -1;
     ok = platform >= 0 && (at == NULL || keep(c, &v[5], Py_NewRef(platforms[platform])));
-    ok = ok && key(c, "process_key") && id_value(c, at ? &v[6] : NULL) && key(c, "parent_process_key");
-    ok = ok && (lit(c, "null") ? (at == NULL || keep(c, &v[7], Py_NewRef(Py_None))) : id_value(c, at ? &v[7] : NULL));
+    ok = ok && key(c, "process_key") && id_value(c, at ? &v[6] : NULL, 1) && key(c, "parent_process_key");
+    ok = ok && (lit(c, "null") ? (at == NULL || keep(c, &v[7], Py_NewRef(Py_None))) : id_value(c, at ? &v[7] : NULL, 1));
     ok = ok && key(c, "image");
     ok = ok && (lit(c, "null") ? (at == NULL || keep(c, &v[8], Py_NewRef(Py_None)))
                                : text(c, 0, TEXT_MAX, at ? &v[8] : NULL));
@@ -534,7 +553,10 @@ static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (c.max_chars < 0) Py_RETURN_NONE;
     PyObject *events = PyList_New(0);
     if (events == NULL) return NULL;
+    PyObject *shared[SHARED_SLOTS] = {NULL};
+    c.shared = shared;
     int ok = batch(&c, max_events, events);
+    for (int i = 0; i < SHARED_SLOTS; i++) Py_XDECREF(shared[i]);
     if (!ok) {
         Py_DECREF(events);
         if (c.failed || PyErr_Occurred()) return NULL;
