@@ -32,8 +32,13 @@ typedef struct {
     Py_ssize_t max_chars; /* FAST_TEXT_CHARS: the Structs' cap on text fields */
     int build;            /* build the objects too (`decode`), or only prove (`proven`) */
     int failed;           /* building failed (out of memory): an exception is set */
-    PyObject **shared;    /* SHARED_SLOTS strings built from this record, reused for equal bytes (or NULL) */
+    struct Shared *shared; /* SHARED_SLOTS strings built from this record, reused for equal bytes (or NULL) */
 } Cur;
+typedef struct Shared {
+    const unsigned char *raw; /* the bytes the str was built from, as written (in the record) */
+    Py_ssize_t n;
+    PyObject *str;
+} Shared;
 #define SHARED_SLOTS 64
 #define SHARED_MAX 256 /* bytes: longer strings are rarely repeated */
 
@@ -219,19 +224,20 @@ static PyObject *str_of(const unsigned char *s, Py_ssize_t n, int escaped, int a
     return out;
 }
 
-/* A str of the n plain bytes at s (no escape), the one already built from equal bytes of this record if
+/* A str of the n bytes at s (as `str_of`), the one already built from the same bytes of this record if
    any: a record's events repeat their device, process and parent keys and images, and one object for
    each saves memory and makes dict and set lookups of it compare pointers (str is immutable: sharing
    is invisible but to `is`). A small direct-mapped table; a collision just builds another str. */
-static PyObject *shared_str(Cur *c, const unsigned char *s, Py_ssize_t n, int ascii) {
-    if (c->shared == NULL || !ascii || n > SHARED_MAX || n == 0) return str_of(s, n, 0, ascii);
+static PyObject *shared_str(Cur *c, const unsigned char *s, Py_ssize_t n, int escaped, int ascii) {
+    if (c->shared == NULL || n > SHARED_MAX || n == 0) return str_of(s, n, escaped, ascii);
     size_t h = (size_t)n * 31u + s[0] * 7u + s[n - 1] * 131u + s[n / 2] * 17u + s[n / 3];
-    PyObject **slot = &c->shared[h % SHARED_SLOTS];
-    PyObject *cached = *slot;  /* an ASCII str built here: its data are its bytes */
-    if (cached != NULL && PyUnicode_GET_LENGTH(cached) == n && memcmp(PyUnicode_DATA(cached), s, (size_t)n) == 0)
-        return Py_NewRef(cached);
-    PyObject *out = str_of(s, n, 0, ascii);
-    if (out != NULL) Py_XSETREF(*slot, Py_NewRef(out));
+    Shared *slot = &c->shared[h % SHARED_SLOTS];
+    if (slot->str != NULL && slot->n == n && memcmp(slot->raw, s, (size_t)n) == 0) return Py_NewRef(slot->str);
+    PyObject *out = str_of(s, n, escaped, ascii);
+    if (out != NULL) {
+        Py_XSETREF(slot->str, Py_NewRef(out));
+        slot->raw = s, slot->n = n;
+    }
     return out;
 }
 
@@ -277,7 +283,7 @@ static int text(Cur *c, Py_ssize_t min, Py_ssize_t max, PyObject **out) {
     }
     c->p = q + 1;
     if (chars < min) return 0;
-    return out == NULL || keep(c, out, escaped ? str_of(s, q - s, 1, ascii) : shared_str(c, s, q - s, ascii));
+    return out == NULL || keep(c, out, shared_str(c, s, q - s, escaped, ascii));
 }
 
 /* An integer as msgspec writes it (no sign on zero, no leading zero, no fraction or exponent) in [lo, hi]. */
@@ -371,7 +377,7 @@ static int id_value(Cur *c, PyObject **out, int share) {
     const unsigned char *s;
     Py_ssize_t n;
     if (!ident(c, &s, &n)) return 0;
-    return out == NULL || keep(c, out, share ? shared_str(c, s, n, 1) : str_of(s, n, 0, 1));
+    return out == NULL || keep(c, out, share ? shared_str(c, s, n, 0, 1) : str_of(s, n, 0, 1));
 }
 
 static int answers(Cur *c, PyObject **out) {
@@ -472,7 +478,7 @@ static int event(Cur *c, Batch *b, PyObject **out) {
              && key(c, "event_id") && id_value(c, at ? &v[1] : NULL, 0) && key(c, "device_id")
              && ident(c, &dev, &dev_len);
     ok = ok && dev_len == b->device_len && memcmp(dev, b->device, (size_t)dev_len) == 0
-         && (at == NULL || keep(c, &v[2], shared_str(c, dev, dev_len, 1)));
+         && (at == NULL || keep(c, &v[2], shared_str(c, dev, dev_len, 0, 1)));
     ok = ok && key(c, "seq") && integer(c, 0, INT64_MAX, &seq, at ? &v[3] : NULL);
     if (ok) {
         if (seq < b->min_seq) b->min_seq = seq;
@@ -553,10 +559,10 @@ static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (c.max_chars < 0) Py_RETURN_NONE;
     PyObject *events = PyList_New(0);
     if (events == NULL) return NULL;
-    PyObject *shared[SHARED_SLOTS] = {NULL};
+    Shared shared[SHARED_SLOTS] = {{NULL, 0, NULL}};
     c.shared = shared;
     int ok = batch(&c, max_events, events);
-    for (int i = 0; i < SHARED_SLOTS; i++) Py_XDECREF(shared[i]);
+    for (int i = 0; i < SHARED_SLOTS; i++) Py_XDECREF(shared[i].str);
     if (!ok) {
         Py_DECREF(events);
         if (c.failed || PyErr_Occurred()) return NULL;
