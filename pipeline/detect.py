@@ -12,9 +12,10 @@ is itself malicious (in this flush, or already alerted) and not an anchor; when 
 blockable file (a system tool such as shred or cmd) but its parent is, the parent is the root. A
 root that was already alerted for the same tactic at the same or a higher score band is not alerted
 again; the mark lives on the node, so it survives with the forest's state. A flush explains all its
-incidents in one call per class, builds them all, then decides them: in the worker each phase's code
-and data are cold at every flush (CPU per incident is ~2x what the same calls cost back to back), so
-the second incident of a phase is cheaper than the first (BENCHMARKS.md, Pipeline, "Session G").
+incidents in one call per class, builds them all, then decides them: an incident that cannot be built
+fails the flush before any root is marked, and each phase's code runs once per flush instead of
+alternating (in the worker it is cache-cold at every flush: CPU per incident there is ~2x what the same
+calls cost back to back; BENCHMARKS.md, Pipeline, "Session G").
 """
 
 from __future__ import annotations
