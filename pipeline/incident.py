@@ -173,6 +173,34 @@ def alert_record(
     now: datetime,
 ) -> Alert:
     """The Alert for `incident`; actions list commands/verdicts, marked `audited` when not enforced."""
+    return _alert(incident, alert_id, mode, _actions(commands, verdicts, enforced), now)
+
+
+def audit_record(incident: Incident, alert_id: str, mode: Mode, now: datetime) -> Alert:
+    """The Alert of an incident that is not enforced, without building the commands and verdict it lists.
+
+    Equal to `alert_record(..., commands, verdicts, enforced=False, ...)` for the commands and verdict
+    `pipeline.policy.Policy` makes in block mode (tests/unit/test_policy.py holds the two equal): kill
+    the root's tree; quarantine the artifact and publish a verdict for its sha256 (lower-cased, as
+    the verdict's contract stores it), when there is one.
+    """
+    actions: list[dict[str, Any]] = [
+        {"action": AlertAction.KILL_PROCESS_TREE, "target": incident.root.key[:4096], "command_id": None,
+         "audited": True},
+    ]  # fmt: skip
+    artifact = incident.artifact
+    if artifact is not None and artifact.sha256 is not None:
+        actions += [
+            {"action": AlertAction.QUARANTINE_FILE, "target": artifact.image[:4096], "command_id": None,
+             "audited": True},
+            {"action": AlertAction.PUBLISH_VERDICT, "target": artifact.sha256.lower(), "audited": True},
+        ]  # fmt: skip
+    return _alert(incident, alert_id, mode, actions, now)
+
+
+def _alert(
+    incident: Incident, alert_id: str, mode: Mode, actions: list[dict[str, Any]], now: datetime
+) -> Alert:
     nodes = incident.nodes[:MAX_SNAPSHOT_NODES]
     return Alert.model_validate({
         "alert_id": alert_id, "device_id": incident.device_id, "platform": incident.platform,
@@ -184,7 +212,7 @@ def alert_record(
         "artifact_path": incident.scored.image or None, "process_tree": _snapshot(incident, nodes),
         "top_features": [{"name": n, "value": v, "contribution": c} for n, v, c in
                          incident.top_features[:64]],
-        "mode": mode, "actions": _actions(commands, verdicts, enforced),
+        "mode": mode, "actions": actions,
         "first_seen": utc(min(n.start_ms if n.start_ms is not None else n.last_ms for n in nodes)),
         "last_seen": utc(max(n.last_ms for n in nodes)), "created_at": now, "summary": _summary(incident),
     })  # fmt: skip

@@ -11,7 +11,8 @@
   fleet-wide), a `quarantine_file` `Command` and a `malicious` `Verdict` for its sha256.
 - **Audit emits the Alert only** (mode=audit, actions listed with `audited=True` so an analyst sees
   what block mode would have done). It emits no verdict, not even `suspicious`: the verdict topic is
-  the fleet blocklist, and audit must not change what any agent does.
+  the fleet blocklist, and audit must not change what any agent does. The commands and verdict it
+  lists are not built (`incident.audit_record`), so only the alert's own contract can refuse it.
 - **Idempotent**: the alert id is a hash of (device, root process_key, tactic, model version);
   command ids and nonces derive from the alert id, so a redelivered event reproduces the same ids.
 Commands and verdicts leave here unsigned; the stream shell signs them with the fleet key.
@@ -30,7 +31,7 @@ from enum import StrEnum
 from typing import Any
 
 from pipeline.errors import PolicyError
-from pipeline.incident import Incident, Subject, alert_id_for, alert_record, stable_id, utc
+from pipeline.incident import Incident, Subject, alert_id_for, alert_record, audit_record, stable_id, utc
 from schemas.alerts import Alert
 from schemas.commands import Command, CommandAction
 from schemas.common import Mode
@@ -185,10 +186,11 @@ class Policy:
         provisional = "provisional" in incident.model_version
         enforce = mode is Mode.BLOCK and (self.config.enforce_provisional or not provisional)
         alert_id, now = alert_id_for(incident), utc(now_ms)
+        if not enforce:  # the alert lists what block mode would do; nothing else is built for it
+            return [audit_record(incident, alert_id, mode, now)]
         commands = self._commands(incident, alert_id, now_ms, now)
         verdicts = self._verdicts(incident, alert_id, now_ms, now)
-        alert = alert_record(incident, alert_id, mode, commands, verdicts, enforce, now)
-        return [alert, *commands, *verdicts] if enforce else [alert]
+        return [alert_record(incident, alert_id, mode, commands, verdicts, True, now), *commands, *verdicts]
 
     def _commands(self, incident: Incident, alert_id: str, now_ms: int, issued: datetime) -> list[Command]:
         expires = utc(now_ms + self.config.command_ttl_ms)

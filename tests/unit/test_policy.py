@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.detect import _view
 from pipeline.errors import PolicyError
-from pipeline.incident import Incident, NodeView, blockable
+from pipeline.incident import Incident, NodeView, alert_id_for, alert_record, blockable, utc
 from pipeline.lexicon import image_class
 from pipeline.node import ProcessNode
 from pipeline.policy import Exclusion, ExclusionKind, Policy, PolicyConfig
@@ -223,3 +223,44 @@ def test_the_artifact_is_looked_up_once_and_stays_the_same() -> None:
     only_tools = incident(nodes=(incident().root, incident().scored))
     assert only_tools.artifact is None and only_tools.artifact is None
     assert dataclasses.replace(inc, nodes=(inc.root, inc.scored)).artifact is None  # not carried over
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["artifact", "no artifact", "upper-case sha256", "artifact is the root", "provisional in block mode"],
+)
+def test_an_audit_alert_lists_exactly_what_block_mode_would_do(case: str) -> None:
+    # audit builds no Command or Verdict: its alert must still equal the one made from block mode's
+    tools = incident(nodes=(incident().root, incident().scored))
+    dropper = view("d", DROPPER, None, SHA.upper(), signer="Evil Corp")
+    inc = {
+        "artifact": incident(), "no artifact": tools,
+        "upper-case sha256": incident(nodes=(incident().root, incident().scored, dropper)),
+        "artifact is the root": incident(root=dropper, scored=dropper, nodes=(dropper,)),
+        "provisional in block mode": incident(),
+    }[case]  # fmt: skip
+    block = Policy(PolicyConfig(default_mode=Mode.BLOCK)).decide(inc, NOW)
+    commands = [d for d in block if isinstance(d, Command)]
+    verdicts = [d for d in block if isinstance(d, Verdict)]
+    if case == "provisional in block mode":
+        policy = Policy(PolicyConfig(default_mode=Mode.BLOCK, enforce_provisional=False))
+        mode = Mode.BLOCK
+    else:
+        policy, mode = Policy(PolicyConfig(default_mode=Mode.AUDIT)), Mode.AUDIT
+    audited = policy.decide(inc, NOW)
+    assert len(audited) == 1 and isinstance(audited[0], Alert)
+    expected = alert_record(inc, alert_id_for(inc), mode, commands, verdicts, False, utc(NOW))
+    assert audited[0] == expected and audited[0].model_dump_json() == expected.model_dump_json()
+    every = ["kill_process_tree", "quarantine_file", "publish_verdict"]
+    assert [a.action.value for a in audited[0].actions] == (every[:1] if case == "no artifact" else every)
+
+
+def test_audit_is_refused_only_by_the_alerts_own_contract() -> None:
+    # a command window that cannot be (ttl 0) fails block mode, where the command would be sent; the
+    # audit alert, which sends none, is still made
+    with pytest.raises(ValueError):
+        Policy(PolicyConfig(default_mode=Mode.BLOCK, command_ttl_ms=0)).decide(incident(), NOW)
+    audit = Policy(PolicyConfig(default_mode=Mode.AUDIT, command_ttl_ms=0))
+    assert kinds(audit.decide(incident(), NOW)) == ["Alert"]
+    with pytest.raises(ValueError):  # a process key the contract refuses still fails the audit alert
+        Policy(PolicyConfig(default_mode=Mode.AUDIT)).decide(incident(root=view("p q", DROPPER)), NOW)
