@@ -1,9 +1,11 @@
 """The feedback loop end to end: real Kafka, a `ringfence worker` process and `ringfence-agent run`
 processes (live Linux source, enrolled with identity bundles), the demo's safe attack kit.
 
-One host plays several devices, so only the device under attack reports the host's processes to
-the worker; the others send their telemetry to a sink topic (otherwise every device would be
-alerted on the same processes) but enforce from the real verdict and command topics. Re-launch
+One host plays several devices, so only the device under attack reports to the worker, and only
+the events of the tests' own attacks (`feedback_relay`: the live source reports every process of the
+host, and a block-mode worker would have it kill whatever else runs here); the others send their
+telemetry to a sink topic (otherwise every device would be alerted on the same processes) but
+enforce from the real verdict and command topics. Re-launch
 checks run one agent at a time, so the agent that kills the binary is the one being tested.
 
 What sharing a host must never do: let one simulated device act on another's process. An agent that
@@ -13,9 +15,8 @@ they won, dev-a's command reported `not_found`: 1 run in 6). So the bystanders a
 while dev-a's attack runs and thawed once dev-a's kill is reported: their live followers then apply
 the verdict and find nothing of theirs to kill. And every child a test starts is stopped when that
 test ends, passed or failed: an agent left running by a failed test (dev-a reporting this host's
-processes in block mode) would kill the next test's attack. The device that reports tells the
-worker about every process of the host, so the tests look for the alert about their attack
-(`about`), not for the device's first alert.
+processes in block mode) would kill the next test's attack. A device reports more than one attack
+in this module, so the tests look for the alert about their own (`about`), not for the first.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from feedback_relay import AttackScope, Relay, create_topic, delete_topic
 
 from agents.linux.procfs import process_key_for
 from pipeline.demo_fleet import enroll_fleet, tail
@@ -60,7 +61,7 @@ from schemas.codec import encode
 from schemas.commands import Command, CommandAction, new_command
 from schemas.common import Mode
 from schemas.signing import SigningKey, sign_command, sign_verdict
-from schemas.topics import ACTIONS, ALERTS, COMMANDS, VERDICTS, KafkaSettings
+from schemas.topics import ACTIONS, ALERTS, COMMANDS, EVENTS, VERDICTS, KafkaSettings
 from schemas.verdicts import Disposition, Verdict, VerdictSource
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(150)]
@@ -80,12 +81,13 @@ class Loop:
     bundles: dict[str, Path]
     supervisor: Supervisor
     sink: str  # events topic of the devices that are not under attack
+    reported: str  # events topic of the device under attack (relayed to the worker, attacks only)
 
     def start_agent(self, device: str, *, watch: Path | None = None, reports: bool = False) -> None:
         """`ringfence-agent run --identity <bundle>`; `reports`: its events reach the worker."""
         env = agent_env(self.topics, self.bundles[device], self.root / "agents" / device,
                         self.kafka.bootstrap_servers, watch=watch,
-                        events_topic=None if reports else self.sink)
+                        events_topic=self.reported if reports else self.sink)
         self.supervisor.python(device, "agents.cli", "run", env=env)
 
     async def ready(self, *devices: str) -> None:
@@ -147,8 +149,7 @@ async def until(predicate: Callable[[], Any], timeout_s: float, what: str) -> An
 
 def about(alert: Alert, kit: AttackKit) -> bool:
     """Whether the alert's tree holds a process of this attack (its binary, or a step naming its
-    folder). The reporting device tells the worker about every process of this shared host, so an
-    alert on something else running here may come first."""
+    folder)."""
     return any(str(kit.root) in f"{node.image} {node.command_line}" for node in alert.process_tree.nodes)
 
 
@@ -169,19 +170,26 @@ def loop(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
     async def setup() -> dict[str, Path]:
         await apply_topics(kafka, topics)
-        await _create_topic(kafka, topics.name("sink.events"))
+        await create_topic(kafka, topics.name("sink.events"))
+        await create_topic(kafka, topics.name("reported.events"))
         return await enroll_fleet(kafka, topics, keys, root / "bundles", devices)
 
     bundles = asyncio.run(setup())
     supervisor = Supervisor(root / "logs")
-    fleet = Loop(kafka, topics, root, keys, bundles, supervisor, topics.name("sink.events"))
+    fleet = Loop(kafka, topics, root, keys, bundles, supervisor, topics.name("sink.events"),
+                 topics.name("reported.events"))
+    relay = Relay(kafka, fleet.reported, topics.name(EVENTS), AttackScope(root))
     try:
+        relay.start()
         asyncio.run(start_worker(fleet))
         yield fleet
     finally:
         supervisor.stop_all()
+        relay.stop()
+        assert relay.error is None, f"the relay to the worker failed: {relay.error!r}"
         asyncio.run(delete_topics(kafka, topics))
-        asyncio.run(_delete_topic(kafka, topics.name("sink.events")))
+        for extra in ("sink.events", "reported.events"):
+            asyncio.run(delete_topic(kafka, topics.name(extra)))
 
 
 async def start_worker(fleet: Loop) -> None:
@@ -238,9 +246,19 @@ async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Lo
                     f"{device} applied the verdict")
     loop.stop("dev-a", "dev-b", "dev-c")
 
-    for device in ("dev-b", "dev-c", "dev-d"):  # one at a time; dev-d never ran before
+    # dev-d never ran before: on its first start it applies the verdict and then sweeps the running
+    # processes once, after "ready"; a re-launch racing that sweep was killed by it instead of by the
+    # start check (no block_execution: 1 run in ~20). So an instance already runs when dev-d starts
+    # (the sweep must kill it), and the re-launch comes once the sweep is done.
+    for device in ("dev-b", "dev-c", "dev-d"):  # one at a time
+        decoy = loop.relaunch(kit, "decoy-dev-d") if device == "dev-d" else None
         loop.start_agent(device)
         await loop.ready(device)
+        if decoy is not None:
+            swept = await until(partial(seen.acted, device, ActionKind.KILL_BLOCKED_INSTANCE, kit.sha256),
+                                10, "dev-d's sweep of the running instance")
+            assert swept[0].outcome is Outcome.SUCCEEDED and swept[0].pid == decoy.pid
+            assert (code := ended(decoy, 10)) is not None and code < 0
         proc = loop.relaunch(kit, f"relaunch-{device}")
         assert (code := ended(proc, 10)) is not None and code < 0, f"{device} let the binary run"
         block = await until(partial(seen.acted, device, ActionKind.BLOCK_EXECUTION, kit.sha256), 10,
@@ -339,24 +357,6 @@ async def produce(loop: Loop, topic: str, records: list[tuple[str, Command | Ver
             await producer.send_and_wait(loop.topics.name(topic), encode(value), key=key.encode())
     finally:
         await producer.stop()
-
-
-async def _create_topic(kafka: KafkaSettings, name: str) -> None:
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 3, 1)])
-    finally:
-        await admin.close()
-
-
-async def _delete_topic(kafka: KafkaSettings, name: str) -> None:
-    admin = AIOKafkaAdminClient(**kafka.client_kwargs())
-    await admin.start()
-    try:
-        await admin.delete_topics([name])
-    finally:
-        await admin.close()
 
 
 async def test_the_detector_flags_the_demo_attack_from_live_events(tmp_path: Path) -> None:
