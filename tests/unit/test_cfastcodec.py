@@ -347,6 +347,13 @@ def test_the_events_limit_and_an_empty_batch() -> None:
         fastcodec.decode_events(raw, limits)
 
 
+def test_other_buffer_types_decode_as_bytes_do() -> None:
+    expected = fastcodec.decode_events(BASE)
+    assert fastcodec.decode_events(bytearray(BASE)) == expected == fastcodec.decode_events(memoryview(BASE))
+    with pytest.raises(TypeError):
+        _cfastcodec.decode(bytearray(BASE), MAX_EVENTS, CHARS)  # bytes only (what as_bytes gives)
+
+
 def test_a_single_event_record_is_left_to_the_python_proof() -> None:
     raw = codec.encode_event(_batch(1).events[0])
     assert not proven(raw, MAX_EVENTS, CHARS)
