@@ -38,7 +38,6 @@ that the hostile-input corpus is rejected by the fast path.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -54,12 +53,9 @@ from schemas.common import MAX_TEXT_CHARS, Platform
 from schemas.errors import ContractError
 from schemas.events import BehaviorEvent
 
-__all__ = ["FAST_TEXT_CHARS", "NO_C_PROOF", "Event", "FastBatch", "FastEvent", "decode_events", "fast_events",
+__all__ = ["FAST_TEXT_CHARS", "Event", "FastBatch", "FastEvent", "decode_events", "fast_events",
            "to_behavior_event", "to_json_dict"]
 
-NO_C_PROOF = "RINGFENCE_NO_CFASTCODEC"
-"""Set (non-empty) in the environment at import: the Python proof only, as without the C extension
-(for benchmarks that compare both in the same minutes; tests switch `_cdecode` directly)."""
 FAST_TEXT_CHARS = min(MAX_TEXT_CHARS, DEFAULT_LIMITS.max_string_chars)
 _M = msgspec.Meta
 _Id = Annotated[str, _M(min_length=1, max_length=128)]  # charset checked per batch (`_consistent`)
@@ -229,7 +225,7 @@ except ImportError:  # pragma: no cover - depends on the build
 else:
     _cfastcodec.configure(FastEvent, {cls.kind: cls for cls in FastPayload.__args__},
                           (Platform.WINDOWS, Platform.LINUX))
-    _cdecode = None if os.environ.get(NO_C_PROOF) else _cfastcodec.decode
+    _cdecode = _cfastcodec.decode  # None: msgspec and the Python proof only (tests and benchmarks set it)
 
 _BATCH = msgspec.json.Decoder(FastBatch)
 _EVENT = msgspec.json.Decoder(FastEvent)
