@@ -64,9 +64,9 @@ class Relay:
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="attack-relay", daemon=True)
 
-    def start(self, timeout_s: float = 30.0) -> None:
+    def start(self, timeout_s: float = 60.0) -> None:
         self._thread.start()
-        if not self._ready.wait(timeout_s):
+        if not self._ready.wait(timeout_s) or self.error is not None:
             raise RuntimeError(f"relay did not start in {timeout_s:g} s: {self.error!r}")
 
     def stop(self) -> None:
@@ -83,15 +83,13 @@ class Relay:
     async def _run(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-        from agents.verdict_follower import partitions_of
-
         consumer = AIOKafkaConsumer(**self.kafka.client_kwargs(), group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest", fetch_max_wait_ms=100)
         producer = AIOKafkaProducer(**self.kafka.client_kwargs(), acks="all", linger_ms=0)
         await consumer.start()
         await producer.start()
         try:
-            partitions = [TopicPartition(self.source, n) for n in await partitions_of(consumer, self.source)]
+            partitions = [TopicPartition(self.source, n) for n in await self._partitions(consumer)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             self._ready.set()
@@ -101,6 +99,20 @@ class Relay:
         finally:
             await consumer.stop()
             await producer.stop()
+
+    async def _partitions(self, consumer: Any, timeout_s: float = 30.0) -> list[int]:
+        """The source's partitions, once the broker's metadata has the just-created topic."""
+        from agents.verdict_follower import partitions_of
+
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                return sorted(await partitions_of(consumer, self.source))
+            except LookupError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+                await consumer._client.force_metadata_update()  # a tracked topic is not re-asked for
 
     async def _forward(self, producer: Any, records: list[Any]) -> None:
         for record in records:

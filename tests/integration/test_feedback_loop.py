@@ -112,9 +112,12 @@ class Loop:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(group, signal.SIGCONT)
 
-    def attack(self, name: str, *, files: int, delay_s: float) -> tuple[AttackKit, subprocess.Popen[bytes]]:
-        kit = prepare_attack(self.root / name, files=files)
-        return kit, self.supervisor.start(name, kit.argv(delay_s), env={}, cwd=kit.root)
+    def kit(self, name: str, *, files: int) -> AttackKit:
+        """The attack's folder, written before the reporting agent starts so it can watch it."""
+        return prepare_attack(self.root / name, files=files)
+
+    def attack(self, kit: AttackKit, *, delay_s: float) -> subprocess.Popen[bytes]:
+        return self.supervisor.start(kit.root.name, kit.argv(delay_s), env={}, cwd=kit.root)
 
     def relaunch(self, kit: AttackKit, name: str) -> subprocess.Popen[bytes]:
         """The attack's binary started again, harmlessly (a shell that sleeps)."""
@@ -226,12 +229,13 @@ async def seen(loop: Loop) -> Any:
 
 
 async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Loop, seen: Seen) -> None:
-    loop.start_agent("dev-a", watch=loop.root / "attack-1" / "work", reports=True)
+    kit = loop.kit("attack-1", files=30)
+    loop.start_agent("dev-a", watch=kit.work, reports=True)
     loop.start_agent("dev-b")
     loop.start_agent("dev-c")
     await loop.ready("dev-a", "dev-b", "dev-c")
     with loop.frozen("dev-b", "dev-c"):  # dev-a's attack is on their host too (module docstring)
-        kit, locker = loop.attack("attack-1", files=30, delay_s=0.5)
+        locker = loop.attack(kit, delay_s=0.5)
         alert = await until(lambda: next((a for a in seen.alerts if a.device_id == "dev-a" and about(a, kit)),
                                          None), 30, "an alert for dev-a about the attack")
         assert alert.mode == "block" and alert.artifact_sha256 == kit.sha256
@@ -268,9 +272,10 @@ async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Lo
 
 
 async def test_audit_mode_alerts_and_acts_on_nothing(loop: Loop, seen: Seen) -> None:
-    loop.start_agent(AUDIT_DEVICE, watch=loop.root / "attack-audit" / "work", reports=True)
+    kit = loop.kit("attack-audit", files=8)
+    loop.start_agent(AUDIT_DEVICE, watch=kit.work, reports=True)
     await loop.ready(AUDIT_DEVICE)
-    kit, locker = loop.attack("attack-audit", files=8, delay_s=0.2)
+    locker = loop.attack(kit, delay_s=0.2)
 
     alert = await until(lambda: next((a for a in seen.alerts
                                       if a.device_id == AUDIT_DEVICE and about(a, kit)), None), 30,
@@ -332,9 +337,10 @@ async def test_key_rotation_keeps_blocking(loop: Loop, seen: Seen) -> None:
     loop.supervisor.stop("worker")
     await start_worker(loop)
 
-    loop.start_agent("dev-a", watch=loop.root / "attack-2" / "work", reports=True)
+    kit = loop.kit("attack-2", files=20)
+    loop.start_agent("dev-a", watch=kit.work, reports=True)
     await loop.ready("dev-a")
-    kit, locker = loop.attack("attack-2", files=20, delay_s=0.5)
+    locker = loop.attack(kit, delay_s=0.5)
     assert (code := ended(locker, 30)) is not None and code < 0, "the attack after rotation was not killed"
     verdict = await until(lambda: next((v for v in seen.verdicts if v.artifact_id == kit.sha256), None), 10,
                           "the new verdict")
