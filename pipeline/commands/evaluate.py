@@ -13,7 +13,9 @@ benign trees on the held-out dev split (lab recordings from hosts never trained 
 simulated trees, captured sessions), the confusion matrix (printed and saved as PNG), and
 recording-level numbers through the hunt path: the share of attack recordings with process
 creation that raise an alert, the share where an alert names the right tactic, and false alerts
-per 1,000 benign trees. Rebuilds only the dev sources (a few minutes).
+per 1,000 benign trees (held-out lab recordings, the .evtx samples, and hand-written lone-command
+probes: one technique per file as Security 4688 shows it, plus benign admin commands, from
+pipeline/training/probes.py). Rebuilds only the dev sources (a few minutes).
 """
 
 

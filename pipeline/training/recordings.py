@@ -93,3 +93,19 @@ def _outcome(
     outcome.benign_trees = 0 if attack is None else max(0, summary.trees - max(len(attack_trees), 1))
     log.info("hunted %s (%s): %d alerts", name, tactic, len(outcome.alerts))
     return outcome
+
+
+def probe_outcomes(model: Model) -> Iterator[RecordingOutcome]:
+    """Hunt each hand-written lone-command probe (`pipeline.training.probes`) as its own file: an attack
+    probe counts like an attack recording; a benign probe is one benign tree (alerted or not)."""
+    from pipeline.training.probes import ATTACK_PROBES, BENIGN_PROBES, temp_probe_files
+
+    holder, files = temp_probe_files(ATTACK_PROBES + BENIGN_PROBES)
+    with holder:
+        for probe, path in files:
+            benign = probe.tactic == BENIGN
+            outcome = RecordingOutcome(probe.name, probe.tactic, True, benign_trees=int(benign))
+            for found in hunt_file(path, model, FileSummary(str(path))):
+                outcome.alerts.append((str(found.alert.tactic), float(found.alert.score), not benign))
+            outcome.false_alert_trees = int(benign and bool(outcome.alerts))
+            yield outcome

@@ -21,7 +21,7 @@ from pipeline.training.artifact import artifact_bytes, write_model
 from pipeline.training.card import Results, render_card, render_data
 from pipeline.training.dataset import DataConfig, Dataset, build_dataset, load_dataset, save_dataset
 from pipeline.training.evaluate import RecordingReport, TreeReport, save_confusion_png, summarise, tree_report
-from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes
+from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes, probe_outcomes
 from pipeline.training.split import DEV
 from pipeline.training.train import TrainConfig, fit
 
@@ -103,6 +103,9 @@ def hunt_reports(model: Model, config: RunConfig) -> dict[str, RecordingReport]:
         out["Recordings: .evtx samples (hunt; tactic from the file name)"] = summarise(
             list(evtx_outcomes(config.evtx_dir, model))
         )
+    out["Recordings: hand-written lone-command probes (hunt; never training data)"] = summarise(
+        list(probe_outcomes(model))
+    )
     return out
 
 
