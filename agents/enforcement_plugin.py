@@ -167,6 +167,7 @@ class EnforcementPlugin:
 
     async def serve(self) -> None:
         """Run followers, enforcer and reporter until cancelled; then flush reports and save state."""
+        self.enforcer.sweep_saved_blocklist(self._clock())  # blocked while we were down: still blocked
         tasks = [asyncio.create_task(self.verdicts.run(), name="enforcer:verdicts"),
                  asyncio.create_task(self.commands.run(), name="enforcer:commands"),
                  asyncio.create_task(self.modes.run(), name="enforcer:modes"),

@@ -11,6 +11,8 @@ Mode `block` acts; mode `audit` acts on nothing and reports what it would have d
 - The mode can change while running (`set_mode`, from a signed switch the mode follower accepted).
   Switching to block also sweeps the running processes once and kills every one whose executable
   is on the blocklist now: in audit mode they were only reported, and block means they must go.
+  An agent that starts in block mode with a saved blocklist sweeps once too
+  (`sweep_saved_blocklist`): a blocked file started while the agent was down must not keep running.
 Every action ends in one ActionResult with its outcome and latency (from the event's start time,
 the verdict's or the command's `issued_at`). Kills go through `agents.proctree`, which re-checks the
 process key against the live start time, so PID reuse never kills the wrong process.
@@ -74,6 +76,7 @@ class _Sweep:
     """A queued sweep of running processes for blocklisted executables (after a switch to block)."""
 
     since: datetime  # when the switch was issued: the kills' latency is measured from it
+    why: str = "switched to block"
 
 
 @dataclass
@@ -140,11 +143,21 @@ class Enforcer:
                     await self.kill_running(item.artifact_id, since=item.verdict.issued_at
                                             if item.verdict else item.applied_at)
                 elif isinstance(item, _Sweep):
-                    await self.kill_all_listed(since=item.since)
+                    await self.kill_all_listed(since=item.since, why=item.why)
                 else:
                     await self.block_start(item)
             except Exception:  # one failure must not stop enforcement of the next
                 log.exception("device %s: enforcement of %r failed", self.device_id, item)
+
+    def sweep_saved_blocklist(self, since: datetime) -> bool:
+        """At agent start in block mode: queue one sweep for files blocked before the agent started.
+
+        A blocked file that was started while the agent was down (or before a reboot brought the
+        agent up) saw no `process_start` of ours and no new verdict; without this it keeps running."""
+        if self.mode is not Mode.BLOCK or not len(self.blocklist):
+            return False
+        self._enqueue(_Sweep(since, "blocklisted before the agent started"))
+        return True
 
     def _enqueue(self, item: BehaviorEvent | AppliedVerdict | _Sweep) -> None:
         try:
@@ -178,14 +191,14 @@ class Enforcer:
                                             artifact_id=artifact_id, why=f"running {artifact_id[:12]}"))
         return results
 
-    async def kill_all_listed(self, *, since: datetime) -> list[ActionResult]:
+    async def kill_all_listed(self, *, since: datetime, why: str = "switched to block") -> list[ActionResult]:
         """Kill (or audit) every running process whose executable is blocklisted now (one scan)."""
         now, results = self._clock(), []
         for pid, key, sha256 in self._running(lambda sha: self.blocklist.blocking(sha, now) is not None):
             self.stats.killed_instances += 1
             results.append(await self._kill(ActionKind.KILL_BLOCKED_INSTANCE, key, pid, since=since,
                                             artifact_id=sha256,
-                                            why=f"running {sha256[:12]} (switched to block)"))
+                                            why=f"running {sha256[:12]} ({why})"))
         return results
 
     def running_instances(self, sha256: str) -> list[tuple[int, str]]:

@@ -356,3 +356,69 @@ def test_the_plugin_starts_in_the_saved_mode_and_tells_the_heartbeat_about_a_swi
     assert again.enforcer.mode is Mode.BLOCK  # from mode.db, before any network
     for store in (again.mode_store, again.blocklist, again.store):
         store.close()
+
+
+async def test_an_agent_starting_in_block_mode_sweeps_files_blocked_before_it_started(
+    tmp_path: Path, key: SigningKey, procs: list[Popen[bytes]]
+) -> None:
+    """A blocked file started while the agent was down (no process_start seen, no new verdict) is
+    killed by the start-up sweep; in audit mode, and with an empty blocklist, nothing is queued."""
+    blocklist = Blocklist(None, "t.verdicts")
+    reporter = FakeReporter()
+    image, sha = private_sleep(tmp_path)
+    signed = encode(verdict(sha, key, issued_at=datetime.now(UTC)))
+    VerdictHandler(device_id=DEVICE, group=GROUP, blocklist=blocklist, keyring=Keyring.of([key.trusted()]),
+                   reporter=reporter).handle(VerdictRecord(0, 0, sha.encode(), signed, timestamp_ms=0))
+    running = spawn(str(image), "60")  # started "while the agent was down"
+    procs.append(running)
+
+    def enforcer(mode: Mode, listed: Blocklist) -> Enforcer:
+        return Enforcer(device_id=DEVICE, mode=mode, blocklist=listed, reporter=reporter,
+                        quarantine=Quarantine(tmp_path / "q"), protected=protected_pids())
+
+    assert not enforcer(Mode.AUDIT, blocklist).sweep_saved_blocklist(datetime.now(UTC))
+    assert not enforcer(Mode.BLOCK, Blocklist(None, "t.verdicts")).sweep_saved_blocklist(datetime.now(UTC))
+    blocking = enforcer(Mode.BLOCK, blocklist)
+    assert blocking.sweep_saved_blocklist(datetime.now(UTC))
+    runner = asyncio.create_task(blocking.run())
+    try:
+        await _until(lambda: running.poll() is not None)
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+    assert running.wait(timeout=5) == -9
+    swept = reporter.of(ActionKind.KILL_BLOCKED_INSTANCE, Outcome.SUCCEEDED)
+    assert [r.pid for r in swept] == [running.pid] and "before the agent started" in swept[0].reason
+
+
+async def test_the_plugin_sweeps_its_saved_blocklist_when_it_starts_in_block_mode(
+    tmp_path: Path, key: SigningKey, procs: list[Popen[bytes]]
+) -> None:
+    from agents.enforcement_plugin import EnforcementPlugin
+    from agents.settings import AgentSettings
+    from schemas.topics import KafkaSettings
+
+    settings = AgentSettings(device_id=DEVICE, group=GROUP, mode="block", state_dir=tmp_path / "state",
+                             quarantine_dir=tmp_path / "q")
+    offline = KafkaSettings(bootstrap="127.0.0.1:1")
+    image, sha = private_sleep(tmp_path)
+    first = EnforcementPlugin(settings, offline, keyring=Keyring.of([key.trusted()]), reporter=FakeReporter())
+    signed = encode(verdict(sha, key, issued_at=datetime.now(UTC)))
+    first.verdicts.handler.handle(VerdictRecord(0, 0, sha.encode(), signed, timestamp_ms=0))
+    for store in (first.mode_store, first.blocklist, first.store):
+        store.close()
+    running = spawn(str(image), "60")  # the blocked file, started while no agent ran
+    procs.append(running)
+
+    reporter = FakeReporter()
+    again = EnforcementPlugin(settings, offline, keyring=Keyring.of([key.trusted()]), reporter=reporter)
+    serving = asyncio.create_task(again.serve())
+    try:
+        await _until(lambda: running.poll() is not None)
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await serving
+    assert running.wait(timeout=5) == -9
+    assert [r.pid for r in reporter.of(ActionKind.KILL_BLOCKED_INSTANCE, Outcome.SUCCEEDED)] == [running.pid]
