@@ -23,7 +23,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import orjson
@@ -49,9 +49,10 @@ STAGES = (
 
 
 @contextmanager
-def timed_stages(seconds: dict[str, float]) -> Iterator[None]:
-    """Add each stage's CPU seconds to `seconds` while inside (the functions are wrapped, then restored)."""
-    originals = [(owner, name, getattr(owner, name)) for _, owner, name in STAGES]
+def timed_parts(parts: Sequence[tuple[str, Any, str]], seconds: dict[str, float]) -> Iterator[None]:
+    """Add the CPU seconds of each (label, owner, attribute) function to `seconds[label]` while inside
+    (the functions are wrapped, then restored); `bench.incident_cost` times its parts with it too."""
+    originals = [(owner, name, getattr(owner, name)) for _, owner, name in parts]
 
     def wrap(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -63,13 +64,18 @@ def timed_stages(seconds: dict[str, float]) -> Iterator[None]:
 
         return timed
 
-    for (label, _, _), (owner, name, function) in zip(STAGES, originals, strict=True):
+    for (label, _, _), (owner, name, function) in zip(parts, originals, strict=True):
         setattr(owner, name, wrap(label, function))
     try:
         yield
     finally:
         for owner, name, function in originals:
             setattr(owner, name, function)
+
+
+def timed_stages(seconds: dict[str, float]) -> AbstractContextManager[None]:
+    """Add each detector stage's CPU seconds to `seconds` while inside."""
+    return timed_parts(STAGES, seconds)
 
 
 @contextmanager

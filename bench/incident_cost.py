@@ -22,14 +22,12 @@ import gc
 import hashlib
 import os
 import statistics
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench._pipeline_data import records
+from bench.core_replay import timed_parts
 from pipeline import detect, outputs
 from pipeline.outputs import OutputTopics
 from pipeline.policy import Policy, PolicyConfig
@@ -45,37 +43,13 @@ PARTS = (
 _TOPICS = OutputTopics("alerts", "verdicts", "commands", "dlq")
 
 
-@contextmanager
-def timed(seconds: dict[str, float]) -> Iterator[None]:
-    """Add each part's CPU seconds to `seconds` while inside (wrapped, then restored)."""
-    originals = [(owner, name, getattr(owner, name)) for _, owner, name in PARTS]
-
-    def wrap(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any, **kwargs: Any) -> Any:
-            started = time.process_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                seconds[label] = seconds.get(label, 0.0) + time.process_time() - started
-
-        return run
-
-    for (label, _, _), (owner, name, function) in zip(PARTS, originals, strict=True):
-        setattr(owner, name, wrap(label, function))
-    try:
-        yield
-    finally:
-        for owner, name, function in originals:
-            setattr(owner, name, function)
-
-
 def replay(decoded: list[Any], mode: Mode, key: SigningKey) -> tuple[dict[str, float], int, str, str]:
     """One replay: CPU seconds per part, incidents, decisions digest, output records digest."""
     seconds: dict[str, float] = {}
     decisions, produced = hashlib.sha256(), hashlib.sha256()
     detector = detect.Detector(load_model(), Policy(PolicyConfig(default_mode=mode)))
     now = 1_700_000_000_000
-    with timed(seconds):
+    with timed_parts(PARTS, seconds):
         for events in [*decoded, ()]:
             now += 3 if events else 1_000
             out = detector.process(events, now) if events else detector.flush(now)

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import gc
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import orjson
 import pytest
+from debug_child import passes_under_debug_allocator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemas_strategies import batches
@@ -43,7 +42,6 @@ proven = getattr(_cfastcodec, "proven", None)
 @pytest.fixture(autouse=True)
 def _built() -> None:
     assert _cfastcodec is not None and fastcodec._cdecode is not None, NOT_BUILT
-ROOT = Path(__file__).resolve().parents[2]
 CHILD = "RINGFENCE_CFASTCODEC_CHILD"
 MAX_EVENTS = codec.DEFAULT_LIMITS.max_events_per_batch
 CHARS = fastcodec.FAST_TEXT_CHARS
@@ -403,13 +401,7 @@ def test_configure_refuses_what_it_cannot_build() -> None:
 
 @pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the child run")
 def test_this_file_passes_in_a_child_with_the_debug_allocator() -> None:
-    env = {**os.environ, "PYTHONMALLOC": "debug", CHILD: "1"}
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    report = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert done.returncode == 0, f"child exited {done.returncode}:\n{report}"
+    passes_under_debug_allocator(__file__, CHILD)
 
 
 @pytest.mark.parametrize("special", ['"', "\\", "\n", "\x01", "\x1f", "\x7f", "é", "\u2028", "\U0001f600"])

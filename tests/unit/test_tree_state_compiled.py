@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import os
 import random
-import subprocess
 import sys
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from debug_child import passes_under_debug_allocator
 from test_tree_state import SMALL, random_event
 
 from pipeline import tree_state
@@ -43,7 +42,6 @@ except ImportError:  # pragma: no cover - every test below then fails with NOT_B
 @pytest.fixture(autouse=True)
 def _built() -> None:
     assert _cstate is not None and tree_state._ctouch is not None, NOT_BUILT
-ROOT = Path(__file__).resolve().parents[2]
 CHILD = "RINGFENCE_CSTATE_CHILD"
 
 
@@ -241,13 +239,7 @@ def test_no_reference_is_leaked_per_event() -> None:
 
 @pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the child run")
 def test_this_file_passes_in_a_child_with_the_debug_allocator() -> None:
-    env = {**os.environ, "PYTHONMALLOC": "debug", CHILD: "1"}
-    done = subprocess.run(
-        [sys.executable, "-X", "dev", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-    report = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert done.returncode == 0, f"child exited {done.returncode}:\n{report}"
+    passes_under_debug_allocator(__file__, CHILD)
 
 
 def test_notable_events_in_one_msgspec_call_are_the_bytes_of_one_call_per_event() -> None:
