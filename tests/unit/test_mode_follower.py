@@ -381,8 +381,8 @@ async def test_an_agent_starting_in_block_mode_sweeps_files_blocked_before_it_st
     blocking = enforcer(Mode.BLOCK, blocklist)
     assert blocking.sweep_saved_blocklist(datetime.now(UTC))
     runner = asyncio.create_task(blocking.run())
-    try:
-        await _until(lambda: running.poll() is not None)
+    try:  # the kill is reported once the process is gone: wait for the report, not only the death
+        await _until(lambda: bool(reporter.of(ActionKind.KILL_BLOCKED_INSTANCE, Outcome.SUCCEEDED)))
     finally:
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -414,8 +414,8 @@ async def test_the_plugin_sweeps_its_saved_blocklist_when_it_starts_in_block_mod
     reporter = FakeReporter()
     again = EnforcementPlugin(settings, offline, keyring=Keyring.of([key.trusted()]), reporter=reporter)
     serving = asyncio.create_task(again.serve())
-    try:
-        await _until(lambda: running.poll() is not None)
+    try:  # the kill is reported once the process is gone: wait for the report, not only the death
+        await _until(lambda: bool(reporter.of(ActionKind.KILL_BLOCKED_INSTANCE, Outcome.SUCCEEDED)))
     finally:
         serving.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
