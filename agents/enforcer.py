@@ -73,7 +73,7 @@ _KILLS_KEPT = 1024
 
 @dataclass(frozen=True, slots=True)
 class _Sweep:
-    """A queued sweep of running processes for blocklisted executables (a switch to block, a start in block)."""
+    """A queued sweep for running blocklisted executables (after a switch to block, or a start in block)."""
 
     since: datetime  # when the switch was issued: the kills' latency is measured from it
     why: str = "switched to block"
