@@ -20,7 +20,9 @@ One incident in block mode reaches the device twice: the kill command for the pr
 verdict for its file, on two topics read by two followers, in either order. Whichever comes second
 finds the process gone; when this enforcer killed that very process key itself (remembered for the
 last `_KILLS_KEPT` kills), the second action reports `succeeded` ("already killed by ...") rather
-than a failed `not_found` that would send the SOC chasing a kill that happened.
+than a failed `not_found` that would send the SOC chasing a kill that happened. The two can also
+overlap (two tasks): an action that finds the process gone while this enforcer's kill of the same key
+is still under way waits for that kill to end before it decides.
 
 The enforcer has no Kafka in it: the followers feed it and a `Reporter` takes its results.
 `observe()` is the synchronous hook the agent calls for every event; it only looks the hash up and
@@ -33,6 +35,7 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -110,6 +113,7 @@ class Enforcer:
         self._kill_timeout_s = kill_timeout_s
         self._queue: asyncio.Queue[BehaviorEvent | AppliedVerdict | _Sweep] = asyncio.Queue(max_queued)
         self._killed: OrderedDict[str, tuple[ActionKind, datetime]] = OrderedDict()  # key -> by what, when
+        self._killing: dict[str, asyncio.Event] = {}  # key -> set when the kill under way has ended
 
     # -- hooks (synchronous, never raise) ---------------------------------------------------------
 
@@ -268,13 +272,10 @@ class Enforcer:
             report = self._audit_kill(process_key, pid)
             outcome = Outcome.AUDITED if report.outcome is KillOutcome.KILLED else Outcome.FAILED
         else:
-            report = await kill_process_tree(process_key, device_id=self.device_id, pid_hint=pid,
-                                             protected=self._protected, timeout_s=self._kill_timeout_s)
+            report = await self._kill_once(action, process_key, pid)
             outcome = _KILL_OUTCOMES.get(report.outcome, Outcome.FAILED)
         reason = f"{why}: {_describe(report, self.mode)}"
-        if report.outcome is KillOutcome.KILLED and self.mode is Mode.BLOCK:
-            self._remember_kill(process_key, action)
-        elif report.outcome in _GONE and (earlier := self._killed_by(process_key)):
+        if report.outcome in _GONE and (earlier := self._killed_by(process_key)):
             outcome, reason = Outcome.SUCCEEDED, f"{why}: {earlier}"
         return self._report(action_result(
             self.device_id, action, outcome, now=self._clock(), since=since, process_key=process_key,
@@ -282,6 +283,28 @@ class Enforcer:
             error_class=None if outcome in (Outcome.SUCCEEDED, Outcome.AUDITED) else str(report.outcome),
             **fields,
         ))
+
+    async def _kill_once(self, action: ActionKind, process_key: str, pid: int | None) -> KillReport:
+        """Kill the tree; a kill of the same key already under way (the command's and the verdict's
+        for one incident run on two tasks) is waited for, so "gone" can be told apart from "we
+        killed it a moment ago" (`_killed_by`)."""
+        earlier = self._killing.get(process_key)
+        mine = asyncio.Event()
+        if earlier is None:
+            self._killing[process_key] = mine
+        try:
+            report = await kill_process_tree(process_key, device_id=self.device_id, pid_hint=pid,
+                                             protected=self._protected, timeout_s=self._kill_timeout_s)
+            if report.outcome is KillOutcome.KILLED:
+                self._remember_kill(process_key, action)
+            elif report.outcome in _GONE and earlier is not None:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(earlier.wait(), self._kill_timeout_s + 1.0)
+            return report
+        finally:
+            if earlier is None:
+                del self._killing[process_key]
+                mine.set()
 
     def _remember_kill(self, process_key: str, action: ActionKind) -> None:
         self._killed[process_key] = (action, self._clock())

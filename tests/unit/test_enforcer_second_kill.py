@@ -16,6 +16,7 @@ import pytest
 from enforcement_support import DEVICE, FakeReporter, command, private_sleep, reap, spawn, start_event
 
 import agents.enforcer as enforcer_module
+from agents import proctree
 from agents.blocklist import Blocklist
 from agents.enforcer import Enforcer
 from agents.linux.procfs import process_key_for
@@ -134,3 +135,41 @@ async def test_audit_mode_remembers_no_kill(
     proc.kill()
     proc.wait(5)
     assert (await enforcer.execute(order)).outcome is Outcome.FAILED  # "would kill" killed nothing
+
+
+async def test_a_command_racing_the_verdicts_kill_of_the_same_process_waits_for_it_and_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rig: tuple[Enforcer, FakeReporter],
+    procs: list[Popen[bytes]],
+) -> None:
+    """The two arrive together (two followers, two tasks): the verdict's kill has signalled the process
+    but not yet confirmed it dead when the command looks, finds it gone, and must not report a failed
+    `not_found` for a process this very enforcer is killing (seen once in a clean-clone run)."""
+    enforcer, reporter = rig
+    image, sha = private_sleep(tmp_path)
+    locker = spawn(str(image), "60")
+    procs.append(locker)
+    order = kill_command(locker)
+    blocked(enforcer, sha)
+    real = proctree.kill_process_tree  # what the enforcer calls (imported by name there)
+    calls: list[str] = []
+
+    async def slow_to_confirm(*args: object, **kwargs: object) -> object:
+        report = await real(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append(str(report.outcome))
+        if len(calls) == 1:
+            await asyncio.sleep(0.3)  # the verdict's kill: signalled, still confirming
+        return report
+
+    monkeypatch.setattr(enforcer_module, "kill_process_tree", slow_to_confirm)
+
+    async def command_a_little_later() -> object:
+        await asyncio.sleep(0.1)
+        return await enforcer.execute(order)
+
+    [instance], result = await asyncio.gather(enforcer.kill_running(sha, since=datetime.now(UTC)),
+                                              command_a_little_later())
+    assert calls == ["killed", "not_found"] and locker.wait(5) == -9  # the race happened as described
+    assert instance.outcome is Outcome.SUCCEEDED
+    assert result.outcome is Outcome.SUCCEEDED and result.error_class is None  # type: ignore[attr-defined]
+    assert "already killed by kill_blocked_instance" in (result.reason or "")  # type: ignore[attr-defined]
+    assert [r.outcome for r in reporter.results] == [Outcome.SUCCEEDED, Outcome.SUCCEEDED]
