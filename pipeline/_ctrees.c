@@ -307,16 +307,22 @@ static void finish_generic(const Forest *f, const uint64_t *possible, float *sum
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define HAVE_X86_KERNELS 1
+/* The largest of 8 row values (a split above it sends every row left: the walk may stop there). The
+   8-row kernels of every width share it; inlined into the AVX-512 ones too (AVX-512F implies AVX2). */
+__attribute__((target("avx2"))) static inline float max8(__m256 values) {
+    __m256 top = _mm256_max_ps(values, _mm256_permute2f128_ps(values, values, 1));
+    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0x4e));
+    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0xb1));
+    return _mm256_cvtss_f32(top);
+}
+
 /* AVX2: the 8 rows' comparison in one instruction, their 8 bit sets narrowed in two 256-bit ANDs. */
 __attribute__((target("avx2"))) static void narrow_avx2(const Entry *e, const Entry *end, const float *v,
                                                         uint64_t *possible) {
     const __m256 values = _mm256_loadu_ps(v);
     const __m256 nan = _mm256_cmp_ps(values, values, _CMP_UNORD_Q);
     const int missing = _mm256_movemask_ps(nan) != 0;
-    __m256 top = _mm256_max_ps(values, _mm256_permute2f128_ps(values, values, 1));
-    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0x4e));
-    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0xb1));
-    const float limit = _mm256_cvtss_f32(top);  /* used only when no value is missing */
+    const float limit = max8(values);  /* used only when no value is missing */
     for (; e < end && (missing || e->threshold <= limit); e++) {
         __m256 hit = _mm256_cmp_ps(values, _mm256_set1_ps(e->threshold), _CMP_GE_OQ);
         if (missing && !(e->tree & DEFAULT_LEFT_BIT))
@@ -338,10 +344,7 @@ __attribute__((target("avx2"))) static void narrow_avx2_32(const Entry *e, const
     const __m256 values = _mm256_loadu_ps(v);
     const __m256 nan = _mm256_cmp_ps(values, values, _CMP_UNORD_Q);
     const int missing = _mm256_movemask_ps(nan) != 0;
-    __m256 top = _mm256_max_ps(values, _mm256_permute2f128_ps(values, values, 1));
-    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0x4e));
-    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0xb1));
-    const float limit = _mm256_cvtss_f32(top);  /* used only when no value is missing */
+    const float limit = max8(values);  /* used only when no value is missing */
     uint32_t *sets = (uint32_t *)possible;
     for (; e < end && (missing || e->threshold <= limit); e++) {
         __m256 hit = _mm256_cmp_ps(values, _mm256_set1_ps(e->threshold), _CMP_GE_OQ);
@@ -378,10 +381,7 @@ __attribute__((target(AVX512))) static void narrow_avx512(const Entry *e, const 
                                                           uint64_t *possible) {
     const __m256 values = _mm256_loadu_ps(v);
     const __mmask8 nan = _mm256_cmp_ps_mask(values, values, _CMP_UNORD_Q);
-    __m256 top = _mm256_max_ps(values, _mm256_permute2f128_ps(values, values, 1));
-    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0x4e));
-    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0xb1));
-    const float limit = _mm256_cvtss_f32(top);  /* used only when no value is missing */
+    const float limit = max8(values);  /* used only when no value is missing */
     for (; e < end && (nan || e->threshold <= limit); e++) {
         __mmask8 hit = _mm256_cmp_ps_mask(values, _mm256_set1_ps(e->threshold), _CMP_GE_OQ);
         if (!(e->tree & DEFAULT_LEFT_BIT))
@@ -413,10 +413,7 @@ __attribute__((target(AVX512))) static void narrow_avx512_32(const Entry *e, con
                                                              uint64_t *possible) {
     const __m256 values = _mm256_loadu_ps(v);
     const __mmask8 nan = _mm256_cmp_ps_mask(values, values, _CMP_UNORD_Q);
-    __m256 top = _mm256_max_ps(values, _mm256_permute2f128_ps(values, values, 1));
-    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0x4e));
-    top = _mm256_max_ps(top, _mm256_permute_ps(top, 0xb1));
-    const float limit = _mm256_cvtss_f32(top);  /* used only when no value is missing */
+    const float limit = max8(values);  /* used only when no value is missing */
     uint32_t *sets = (uint32_t *)possible;
     for (; e < end && (nan || e->threshold <= limit); e++) {
         __mmask8 hit = _mm256_cmp_ps_mask(values, _mm256_set1_ps(e->threshold), _CMP_GE_OQ);
