@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from subprocess import Popen
 
 import pytest
+from enforcement_support import reap
 
 from schemas.topics import KafkaSettings
 
@@ -43,3 +45,11 @@ def unique_name() -> Callable[[str], str]:
         return f"{base}-{uuid.uuid4().hex[:8]}"
 
     return make
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Popen[bytes]]]:
+    """Processes a test started (append them), reaped after it whatever happened."""
+    spawned: list[Popen[bytes]] = []
+    yield spawned
+    reap(*spawned)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
-from enforcement_support import alive, command, private_sleep, reap, spawn, start_event, verdict
+from enforcement_support import alive, command, private_sleep, spawn, start_event, verdict
 
 from agents.action_outbox import ACTIONS_FILE, ActionOutbox
 from agents.enforcement_plugin import EnforcementPlugin
@@ -70,12 +70,6 @@ async def topics(kafka_bootstrap: str, unique_name: Callable[[str], str]) -> Asy
 def key() -> SigningKey:
     return SigningKey.generate()
 
-
-@pytest.fixture
-def procs() -> Iterator[list[Popen[bytes]]]:
-    spawned: list[Popen[bytes]] = []
-    yield spawned
-    reap(*spawned)
 
 
 def agent_settings(tmp_path: Path, topics: Topics, device_id: str, mode: str = "block",

@@ -5,7 +5,6 @@ replayed ones refused and reported), quarantine by command, and audit mode actin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
@@ -20,7 +19,6 @@ from enforcement_support import (
     children_of,
     command,
     private_sleep,
-    reap,
     sha256_of,
     spawn,
     start_event,
@@ -45,13 +43,6 @@ from schemas.signing import Keyring, SigningKey
 
 PROTECTED = protected_pids()
 
-
-@pytest.fixture
-def procs() -> Iterator[list[Popen[bytes]]]:
-    """Processes to reap after the test, whatever happened."""
-    spawned: list[Popen[bytes]] = []
-    yield spawned
-    reap(*spawned)
 
 
 def key_of(pid: int) -> str:

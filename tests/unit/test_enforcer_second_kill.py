@@ -7,13 +7,12 @@ fails as `not_found`: the memory never invents a kill."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from subprocess import Popen
 
 import pytest
-from enforcement_support import DEVICE, FakeReporter, command, private_sleep, reap, spawn, start_event
+from enforcement_support import DEVICE, FakeReporter, command, private_sleep, spawn, start_event
 
 import agents.enforcer as enforcer_module
 from agents import proctree
@@ -30,12 +29,6 @@ from schemas.verdicts import Verdict
 
 PROTECTED = protected_pids()
 
-
-@pytest.fixture
-def procs() -> Iterator[list[Popen[bytes]]]:
-    spawned: list[Popen[bytes]] = []
-    yield spawned
-    reap(*spawned)
 
 
 @pytest.fixture

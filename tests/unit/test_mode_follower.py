@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from subprocess import Popen
@@ -23,7 +22,6 @@ from enforcement_support import (
     FakeReporter,
     alive,
     private_sleep,
-    reap,
     spawn,
     start_event,
     verdict,
@@ -96,12 +94,6 @@ def key() -> SigningKey:
 def rig(tmp_path: Path, key: SigningKey) -> Rig:
     return Rig(tmp_path, key)
 
-
-@pytest.fixture
-def procs() -> Iterator[list[Popen[bytes]]]:
-    spawned: list[Popen[bytes]] = []
-    yield spawned
-    reap(*spawned)
 
 
 def test_a_signed_group_switch_changes_the_mode_and_is_reported(rig: Rig) -> None:
