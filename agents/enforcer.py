@@ -91,6 +91,7 @@ class EnforcerStats:
     commands: int = 0
     audited: int = 0
     queue_overflows: int = 0
+    scans: int = 0  # /proc scans for running instances (verdicts queued together share one)
     outcomes: dict[str, int] = field(default_factory=dict)
 
 
@@ -139,19 +140,45 @@ class Enforcer:
             self._enqueue(_Sweep(since))
 
     async def run(self) -> None:
-        """Work through queued starts, verdicts and sweeps until cancelled."""
+        """Work through queued starts, verdicts and sweeps until cancelled.
+
+        Verdicts queued back to back are handled together with one /proc scan: an agent catching up
+        on a verdict topic at start gets hundreds at once, and a scan per verdict would make its
+        first kill wait behind hundreds of scans."""
+        held: list[BehaviorEvent | AppliedVerdict | _Sweep] = []
         while True:
-            item = await self._queue.get()
+            item = held.pop() if held else await self._queue.get()
             try:
                 if isinstance(item, AppliedVerdict):
-                    await self.kill_running(item.artifact_id, since=item.verdict.issued_at
-                                            if item.verdict else item.applied_at)
+                    await self._kill_newly_blocked([item, *self._queued_verdicts(held)])
                 elif isinstance(item, _Sweep):
                     await self.kill_all_listed(since=item.since, why=item.why)
                 else:
                     await self.block_start(item)
             except Exception:  # one failure must not stop enforcement of the next
                 log.exception("device %s: enforcement of %r failed", self.device_id, item)
+
+    def _queued_verdicts(self, held: list[BehaviorEvent | AppliedVerdict | _Sweep]) -> list[AppliedVerdict]:
+        """The verdicts queued right behind one; the first other item is put in `held`, to go next."""
+        verdicts = []
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if not isinstance(item, AppliedVerdict):
+                held.append(item)
+                break
+            verdicts.append(item)
+        return verdicts
+
+    async def _kill_newly_blocked(self, verdicts: list[AppliedVerdict]) -> list[ActionResult]:
+        """Kill running instances of every artifact these verdicts blocked and still blocks (one scan);
+        each kill's latency counts from its own verdict."""
+        since: dict[str, datetime] = {}
+        now = self._clock()
+        for applied in verdicts:
+            if self.blocklist.blocking(applied.artifact_id, now) is not None:  # not unblocked since
+                since.setdefault(applied.artifact_id,
+                                 applied.verdict.issued_at if applied.verdict else applied.applied_at)
+        return await self._kill_instances(since) if since else []
 
     def sweep_saved_blocklist(self, since: datetime) -> bool:
         """At agent start in block mode: queue one sweep for files blocked before the agent started.
@@ -188,11 +215,15 @@ class Enforcer:
 
     async def kill_running(self, artifact_id: str, *, since: datetime) -> list[ActionResult]:
         """Kill (or audit) every running process whose executable hashes to `artifact_id`."""
+        return await self._kill_instances({artifact_id: since})
+
+    async def _kill_instances(self, since: dict[str, datetime]) -> list[ActionResult]:
+        """Kill (or audit) every running process whose executable hashes to a key of `since` (one scan)."""
         results = []
-        for pid, key in self.running_instances(artifact_id):
+        for pid, key, sha256 in self._running(lambda sha: sha in since):
             self.stats.killed_instances += 1
-            results.append(await self._kill(ActionKind.KILL_BLOCKED_INSTANCE, key, pid, since=since,
-                                            artifact_id=artifact_id, why=f"running {artifact_id[:12]}"))
+            results.append(await self._kill(ActionKind.KILL_BLOCKED_INSTANCE, key, pid, since=since[sha256],
+                                            artifact_id=sha256, why=f"running {sha256[:12]}"))
         return results
 
     async def kill_all_listed(self, *, since: datetime, why: str = "switched to block") -> list[ActionResult]:
@@ -212,6 +243,7 @@ class Enforcer:
     def _running(self, wanted: Callable[[str], bool]) -> list[tuple[int, str, str]]:
         """(pid, process_key, sha256) of live, unprotected processes whose executable hash is `wanted`."""
         found = []
+        self.stats.scans += 1
         for pid, info in scan().items():
             if pid in self._protected or info.dead:
                 continue

@@ -250,6 +250,38 @@ async def test_new_verdict_kills_running_instances_only(
     assert all(r.artifact_id == sha for r in kills)
 
 
+async def test_verdicts_caught_up_at_once_share_one_scan_and_each_kills_its_own(
+    tmp_path: Path, block: Rig, procs: list[Popen[bytes]]
+) -> None:
+    """An agent catching up on the verdict topic applies hundreds of verdicts at once: the running
+    instances of every newly blocked file are found by one /proc scan, not one scan per verdict."""
+    image_a, sha_a = private_sleep(tmp_path, "evil-a")
+    image_b, sha_b = private_sleep(tmp_path, "evil-b")
+    image_c, sha_c = private_sleep(tmp_path, "unblocked-since")
+    victims = [spawn(str(image_a), "60"), spawn(str(image_b), "60")]
+    innocent, pardoned = spawn("sleep", "60"), spawn(str(image_c), "60")
+    procs += [*victims, innocent, pardoned]
+    block.block(sha_a)
+    for n in range(200):  # files not running here
+        block.block(f"{n:064x}")
+    block.block(sha_c)
+    block.block(sha_b)
+    block.blocklist.remove(sha_c, partition=0, offset=1)  # unblocked before the enforcer got to it
+    runner = asyncio.create_task(block.enforcer.run())
+    try:
+        for _ in range(1000):
+            if len(block.reporter.of(ActionKind.KILL_BLOCKED_INSTANCE, Outcome.SUCCEEDED)) >= 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        runner.cancel()
+    kills = block.reporter.of(ActionKind.KILL_BLOCKED_INSTANCE, Outcome.SUCCEEDED)
+    assert sorted((r.artifact_id, r.pid) for r in kills) == sorted(
+        [(sha_a, victims[0].pid), (sha_b, victims[1].pid)])
+    assert all(v.wait(5) == -9 for v in victims) and alive(innocent.pid) and alive(pardoned.pid)
+    assert block.enforcer.stats.scans == 1
+
+
 async def test_audit_mode_reports_running_instances_and_kills_nothing(
     tmp_path: Path, audit: Rig, procs: list[Popen[bytes]]
 ) -> None:
