@@ -18,3 +18,11 @@ def fold(
     starts: tuple[Callable[[str], tuple[int, ...]], Callable[[str], int]] | None = None,
     /,
 ) -> int: ...
+
+def rows(
+    pending: Sequence[tuple[str, str, bool]],
+    forests: dict[str, Any],
+    context_up: int,
+    anchors: Collection[Any],
+    /,
+) -> list[tuple[Any, Any]]: ...

@@ -21,7 +21,7 @@ calls cost back to back; BENCHMARKS.md, Pipeline, "Session G").
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -42,6 +42,11 @@ from schemas.events import BehaviorEvent
 from schemas.fastcodec import Event, FastEvent, to_behavior_event
 
 log = logging.getLogger(__name__)
+_compiled_rows: Callable[..., list[Row]] | None
+try:  # `Detector._rows` in C (pipeline/_cforest.c); optional: without it the Python below picks the same
+    from pipeline._cforest import rows as _compiled_rows
+except ImportError:  # pragma: no cover - depends on the build
+    _compiled_rows = None
 _BANDS = ("medium", "high", "critical")
 _SUB_OFFSET = FEATURE_NAMES.index("sub_child_spawn")
 
@@ -160,8 +165,10 @@ class Detector:
             forest.evict()
             self._next_evict[forest.device_id] = forest.watermark_ms + self.config.evict_every_ms
 
-    def _rows(self, pending: Iterable[tuple[str, str, bool]]) -> list[Row]:
+    def _rows(self, pending: Sequence[tuple[str, str, bool]]) -> list[Row]:
         """Changed processes (plus nearest ancestors on notable changes), once each, minus anchors."""
+        if _compiled_rows is not None:  # the same rows in C (pipeline/_cforest.c): once per flush
+            return _compiled_rows(pending, self.forests, self.config.context_up, ANCHOR_CLASSES)
         seen: dict[tuple[str, str], Row] = {}
         forests, up = self.forests, self.config.context_up
         for device, key, notable in pending:  # once per queued change: lookups kept local
