@@ -187,6 +187,17 @@ static int event_ms(PyObject *event, long long *out) {
     return 0;
 }
 
+/* `value == name` for one of the module's interned names: by identity when `value` is an interned str
+   too (two interned strs are equal only when they are the same object; the event kinds are class
+   attributes written as literals, so interned), else as Python compares. */
+static int same_str(PyObject *value, PyObject *name) {
+    if (value == name)
+        return 1;
+    if (PyUnicode_CheckExact(value) && PyUnicode_CHECK_INTERNED(value))
+        return 0;
+    return PyObject_RichCompareBool(value, name, Py_EQ);
+}
+
 static int truthy_attr(PyObject *obj, PyObject *name) {
     PyObject *value = get_attr(obj, name);
     if (value == NULL)
@@ -283,10 +294,8 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         return -1;
     rc = 1;
     PyObject *codes_of = NULL, *cached = NULL;
-    int start = PyObject_RichCompareBool(kind, k_start, Py_EQ), end = PyObject_RichCompareBool(kind, k_end, Py_EQ);
-    int script = PyObject_RichCompareBool(kind, k_script, Py_EQ);
-    int network = PyObject_RichCompareBool(kind, k_network, Py_EQ);
-    int load = PyObject_RichCompareBool(kind, k_load, Py_EQ);
+    int start = same_str(kind, k_start), end = same_str(kind, k_end), script = same_str(kind, k_script);
+    int network = same_str(kind, k_network), load = same_str(kind, k_load);
     if (start < 0 || end < 0 || script < 0 || network < 0 || load < 0) {
         rc = -1;
     } else if (end && run->lifecycle) {
@@ -478,10 +487,14 @@ static int append_to(PyObject *obj, PyObject *name, PyObject *value) {
 static int add_evidence(Run *run, PyObject *node, long long when, PyObject *codes, PyObject *strong,
                         PyObject *generic) {
     PyObject *evidence = get_attr(node, s_evidence), *counts = get_attr(node, s_code_counts);
-    PyObject *maxlen = evidence == NULL ? NULL : get_attr(evidence, s_maxlen);
+    /* A plain deque: what its appends dropped is counted after them, from its length (a deque never holds
+       more than its maxlen, so held + n - held after = max(0, held + n - maxlen), capped at n, as
+       `_add_evidence` counts it), without reading `maxlen` through the generic attribute lookup. */
+    const int plain = evidence != NULL && Py_IS_TYPE(evidence, deque_type);
+    PyObject *maxlen = evidence == NULL ? NULL : plain ? Py_NewRef(Py_None) : get_attr(evidence, s_maxlen);
     int rc = -1, rescore = 0, notable = 0;
-    Py_ssize_t n = PyTuple_GET_SIZE(codes);
-    if (maxlen == NULL || counts == NULL)
+    Py_ssize_t n = PyTuple_GET_SIZE(codes), held_before = plain ? PyObject_Length(evidence) : 0;
+    if (maxlen == NULL || counts == NULL || held_before < 0)
         goto done;
     if (!PyDict_Check(counts)) {
         PyErr_SetString(PyExc_TypeError, "ProcessNode.code_counts must be a dict");
@@ -538,6 +551,12 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
                 notable |= !is_generic;
             }
         }
+    }
+    if (plain) {
+        Py_ssize_t held_after = PyObject_Length(evidence);
+        if (held_after < 0)
+            goto done;
+        run->evidence_dropped += held_before + n - held_after;
     }
     rc = rescore | notable << 1;
 done:

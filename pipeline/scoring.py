@@ -178,8 +178,7 @@ class MicroBatcher(Generic[K]):
         pending = self._pending
         if not pending:
             self._since_ms = now_ms
-        for key in keys:
-            pending[key] = None
+        pending.update(dict.fromkeys(keys))  # in order, a known key keeps its place; one C loop
 
     def due(self, now_ms: int) -> bool:
         """True when a flush is owed: enough rows, or the oldest has waited long enough."""

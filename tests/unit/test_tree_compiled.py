@@ -11,6 +11,7 @@ event models (pydantic `BehaviorEvent`, msgspec `FastEvent`). Forests are compar
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -210,3 +211,47 @@ def test_values_the_c_path_does_not_read_go_to_apply_unchanged() -> None:
         results.append((snapshot(forest), changed))
     assert results[0] == results[1]
     assert isinstance(results[1][0]["nodes"]["root"]["last_ms"][1], int)  # the dns event set an int again
+
+
+@pytest.mark.parametrize("evidence", ["unbounded deque", "list"])
+def test_evidence_that_is_not_a_bounded_deque_is_appended_and_counted_as_apply_does(evidence: str) -> None:
+    """The C path counts what a full deque drops from its length; any other container (a deque without
+    maxlen, a list a hostile state could hold) goes the way `_add_evidence` goes: same records, same
+    counters, or the same error."""
+    events = stream(5, 120)
+    results = []
+    for compiled in (False, True):
+        with tree_path(compiled):
+            forest = DeviceForest(events[0].device_id, "windows", SMALL)
+            forest.apply_run(events[:20], 0, [])
+            for node in forest.nodes.values():
+                node.evidence = deque(node.evidence) if evidence == "unbounded deque" else list(node.evidence)
+            try:
+                forest.apply_run(events[20:], 0, [])
+                results.append(snapshot(forest))
+            except AttributeError as exc:  # a list has no maxlen: `_add_evidence` raises, so must the fold
+                results.append(str(exc))
+    assert results[0] == results[1]
+    assert (evidence == "list") == isinstance(results[0], str)
+
+
+def test_a_kind_equal_to_a_known_one_but_not_the_same_string_is_classified_alike() -> None:
+    """Event kinds are interned class attributes, compared by identity in C; a kind that only equals
+    one (built at run time) is still compared by value."""
+    kit = EventKit("dev-k", start=datetime(2026, 5, 1, tzinfo=UTC))
+    events = [kit.start("p", IMAGES[0], "x"), kit.write("p", r"C:\t\a.txt"), kit.end("p")]
+    results = []
+    for compiled in (False, True):
+        with tree_path(compiled):
+            forest = DeviceForest("dev-k", "windows")
+            changed: list[tuple[str, str, bool]] = []
+            for event in events:
+                runtime_kind = "".join(["process", "_", event.payload.kind.split("_")[1]])
+                if event.payload.kind == runtime_kind:
+                    payload = event.payload.model_copy(update={"kind": runtime_kind})
+                    assert payload.kind is not event.payload.kind
+                    event = event.model_copy(update={"payload": payload})
+                forest.apply_run([event], 0, changed)
+            results.append((snapshot(forest), changed))
+    assert results[0] == results[1]
+    assert results[0][0]["nodes"]["p"]["end_ms"] is not None
