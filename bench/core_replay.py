@@ -43,7 +43,7 @@ _DECODERS: dict[str, Callable[[bytes], Sequence[Any]]] = {
 
 STAGES = (
     ("tree update", detect.Detector, "ingest"), ("flush rows", detect.Detector, "take_rows"),
-    ("row contexts", detect, "row_context"), ("features", features_module, "feature_matrix"),
+    ("row contexts", detect, "row_contexts"), ("features", features_module, "feature_matrix"),
     ("scoring", Scorer, "score"), ("incidents", detect.Detector, "_decide"),
 )  # fmt: skip
 

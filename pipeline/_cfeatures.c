@@ -860,27 +860,27 @@ static PyObject *make_row(PyObject *row_type, PyObject **fields) {
     return row;
 }
 
-/* context(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> row_type(forest, node,
-   ancestors, descendants, depths, window_start_ms), as features.row_context builds it (row_type: a
-   NamedTuple class, or any callable taking the six fields). */
-static PyObject *context(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    Py_ssize_t ancestor_depth, max_descendants;
-    if (nargs != 6) {
-        PyErr_SetString(PyExc_TypeError, "context(forest, key, window_ms, row_type, ancestor_depth, max_descendants)");
-        return NULL;
-    }
-    if ((ancestor_depth = PyLong_AsSsize_t(args[4])) < 0 || (max_descendants = PyLong_AsSsize_t(args[5])) < 0) {
+/* ancestor_depth and max_descendants as sizes; -1 with an error set when one is negative or not an int. */
+static int read_bounds(PyObject *depth_arg, PyObject *max_arg, Py_ssize_t *ancestor_depth, Py_ssize_t *max_descendants) {
+    if ((*ancestor_depth = PyLong_AsSsize_t(depth_arg)) < 0 || (*max_descendants = PyLong_AsSsize_t(max_arg)) < 0) {
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_ValueError, "ancestor_depth and max_descendants must be >= 0");
-        return NULL;
+        return -1;
     }
-    PyObject *forest = args[0], *result = NULL, *ancestors = NULL, *found = NULL, *depths = NULL;
+    return 0;
+}
+
+/* context_of(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> row_type(forest, node,
+   ancestors, descendants, depths, window_start_ms), as features.row_context builds it (row_type: a
+   NamedTuple class, or any callable taking the six fields). */
+static PyObject *context_of(PyObject *forest, PyObject *key, PyObject *window_ms, PyObject *row_type,
+                            Py_ssize_t ancestor_depth, Py_ssize_t max_descendants) {
+    PyObject *result = NULL, *ancestors = NULL, *found = NULL, *depths = NULL;
     PyObject *watermark = get_attr(forest, s_watermark_ms);  /* sliding_start: watermark - window + 1 */
-    PyObject *end = watermark == NULL ? NULL : PyNumber_Subtract(watermark, args[2]);
+    PyObject *end = watermark == NULL ? NULL : PyNumber_Subtract(watermark, window_ms);
     PyObject *start = end == NULL ? NULL : PyNumber_Add(end, one);
     PyObject *nodes = start == NULL ? NULL : get_attr(forest, s_nodes);
-    PyObject *node = nodes == NULL ? NULL : PyObject_GetItem(nodes, args[1]);
+    PyObject *node = nodes == NULL ? NULL : PyObject_GetItem(nodes, key);
     PyObject *limits = node == NULL ? NULL : get_attr(forest, s_limits);
     long long max_depth;
     if (limits == NULL || attr_ll(limits, s_max_depth, &max_depth) < 0)
@@ -900,7 +900,7 @@ static PyObject *context(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     if ((ancestors = ancestors_of(nodes, node, depth)) == NULL)
         goto out;
-    result = make_row(args[3], (PyObject *[6]){forest, node, ancestors, found, depths, start});
+    result = make_row(row_type, (PyObject *[6]){forest, node, ancestors, found, depths, start});
 out:
     Py_XDECREF(watermark);
     Py_XDECREF(end);
@@ -914,6 +914,50 @@ out:
     return result;
 }
 
+/* context(forest, key, window_ms, row_type, ancestor_depth, max_descendants): `context_of` from Python. */
+static PyObject *context(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Py_ssize_t ancestor_depth, max_descendants;
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "context(forest, key, window_ms, row_type, ancestor_depth, max_descendants)");
+        return NULL;
+    }
+    if (read_bounds(args[4], args[5], &ancestor_depth, &max_descendants) < 0)
+        return NULL;
+    return context_of(args[0], args[1], args[2], args[3], ancestor_depth, max_descendants);
+}
+
+/* contexts(rows, window_ms, row_type, ancestor_depth, max_descendants) -> [context(forest, node.key, ...) for
+   forest, node in rows]: a flush's contexts in one call. */
+static PyObject *contexts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    Py_ssize_t ancestor_depth, max_descendants;
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "contexts(rows, window_ms, row_type, ancestor_depth, max_descendants)");
+        return NULL;
+    }
+    if (read_bounds(args[3], args[4], &ancestor_depth, &max_descendants) < 0)
+        return NULL;
+    PyObject *rows = PySequence_Tuple(args[0]);  /* a copy: code run per row cannot resize it */
+    if (rows == NULL)
+        return NULL;
+    PyObject *out = PyList_New(PyTuple_GET_SIZE(rows));
+    for (Py_ssize_t i = 0; out != NULL && i < PyTuple_GET_SIZE(rows); i++) {
+        PyObject *row = PyTuple_GET_ITEM(rows, i), *key = NULL, *ctx = NULL;
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 2)
+            PyErr_SetString(PyExc_TypeError, "a row must be a (forest, node) tuple");
+        else if ((key = get_attr(PyTuple_GET_ITEM(row, 1), s_key)) != NULL)
+            ctx = context_of(PyTuple_GET_ITEM(row, 0), key, args[1], args[2], ancestor_depth, max_descendants);
+        Py_XDECREF(key);
+        if (ctx == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, ctx);
+    }
+    Py_DECREF(rows);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(contexts, matrix, static_facts, layout, node_type) -> None: fill the zeroed float32 matrix with one "
@@ -921,6 +965,9 @@ static PyMethodDef methods[] = {
     {"context", (PyCFunction)(void (*)(void))context, METH_FASTCALL,
      "context(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> the RowContext "
      "pipeline.features.row_context builds."},
+    {"contexts", (PyCFunction)(void (*)(void))contexts, METH_FASTCALL,
+     "contexts(rows, window_ms, row_type, ancestor_depth, max_descendants) -> [context(forest, node.key, "
+     "window_ms, row_type, ancestor_depth, max_descendants) for forest, node in rows]."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -23,3 +23,11 @@ def context(
     max_descendants: int,
     /,
 ) -> Any: ...
+def contexts(
+    rows: Sequence[tuple[Any, Any]],
+    window_ms: int,
+    row_type: Callable[..., Any],
+    ancestor_depth: int,
+    max_descendants: int,
+    /,
+) -> list[Any]: ...

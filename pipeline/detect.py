@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.behaviour import COUNTER_TECHNIQUES, Counter
-from pipeline.features import FEATURE_NAMES, RowContext, feature_matrix, row_context
+from pipeline.features import FEATURE_NAMES, RowContext, feature_matrix, row_contexts
 from pipeline.incident import Incident, NodeView, blockable
 from pipeline.indicators import indicator_techniques
 from pipeline.lexicon import ANCHOR_CLASSES
@@ -39,7 +39,7 @@ from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
 from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
 from pipeline.windows import DEFAULT_WINDOW_MS
 from schemas.events import BehaviorEvent
-from schemas.fastcodec import Event, FastEvent, to_behavior_event
+from schemas.fastcodec import Event, FastEvent
 
 log = logging.getLogger(__name__)
 _compiled_rows: Callable[..., list[Row]] | None
@@ -142,7 +142,7 @@ class Detector:
         rows = self.take_rows()
         if not rows:
             return []
-        contexts = [row_context(forest, node.key, self.config.window_ms) for forest, node in rows]
+        contexts = row_contexts(rows, self.config.window_ms)
         matrix = feature_matrix(contexts)
         scores = self.scorer.score(matrix)
         self.stats.flushes += 1
@@ -339,15 +339,13 @@ class Detector:
         self._next_evict.pop(device_id, None)
 
 
-def _events(kept: Iterable[Event | dict[str, Any]]) -> list[BehaviorEvent]:
-    """Notable events as models: restored ones are validated now; unreadable ones are left out."""
-    out = []
+def _events(kept: Iterable[Event | dict[str, Any]]) -> list[Event]:
+    """Notable events as the alert writes them: decoded ones as they are (the alert's validation
+    checks them again, from their JSON); restored ones are validated now; unreadable ones are left out."""
+    out: list[Event] = []
     for event in kept:
-        if isinstance(event, BehaviorEvent):
+        if isinstance(event, BehaviorEvent | FastEvent):
             out.append(event)
-            continue
-        if isinstance(event, FastEvent):  # decoded by the fast path (schemas.fastcodec): same values
-            out.append(to_behavior_event(event))
             continue
         try:
             out.append(BehaviorEvent.model_validate(event))

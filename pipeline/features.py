@@ -46,16 +46,18 @@ from pipeline.windows import DEFAULT_WINDOW_MS, count_windows, sliding_start
 
 _compiled_rows: Callable[..., Any] | None
 _compiled_context: Callable[..., RowContext] | None
+_compiled_contexts: Callable[..., list[RowContext]] | None
 try:  # rows and contexts in C (pipeline/_cfeatures.c); optional: without it Python and numpy compute the same
     from pipeline._cfeatures import context as _compiled_context
+    from pipeline._cfeatures import contexts as _compiled_contexts
     from pipeline._cfeatures import rows as _compiled_rows
 except ImportError:  # pragma: no cover - depends on the build
-    _compiled_rows = _compiled_context = None
+    _compiled_rows = _compiled_context = _compiled_contexts = None
 
 __all__ = [
     "ANCESTOR_DEPTH", "FEATURE_DOCS", "FEATURE_NAMES", "FEATURE_VERSION", "MAX_DESCENDANTS", "N_FEATURES",
     "RowContext", "command_line_stats", "feature_index", "feature_matrix", "features_for", "render_markdown",
-    "row_context", "static_facts",
+    "row_context", "row_contexts", "static_facts",
 ]  # fmt: skip
 MAX_DESCENDANTS = 256  # descendants per row (breadth first) counted into subtree features
 _N_CLS = len(ImageClass)
@@ -91,6 +93,15 @@ def row_context(forest: DeviceForest, key: str, window_ms: int = DEFAULT_WINDOW_
     node = forest.nodes[key]
     desc, depths = _descendants_with_depth(forest, node, start)
     return RowContext(forest, node, tuple(forest.ancestors(key, ANCESTOR_DEPTH)), desc, depths, start)
+
+
+def row_contexts(
+    rows: Sequence[tuple[DeviceForest, ProcessNode]], window_ms: int = DEFAULT_WINDOW_MS
+) -> list[RowContext]:
+    """`row_context` of every (forest, node) row of a flush, in order (one C call when it is built)."""
+    if _compiled_contexts is not None:
+        return _compiled_contexts(rows, window_ms, RowContext, ANCESTOR_DEPTH, MAX_DESCENDANTS)
+    return [row_context(forest, node.key, window_ms) for forest, node in rows]
 
 
 def _descendants_with_depth(

@@ -89,6 +89,15 @@ def assert_same_contexts(forests: Sequence[DeviceForest], window_ms: int) -> Non
             finally:
                 features._compiled_context = compiled
             assert type(got) is RowContext and got == expected, key  # nodes compare by identity
+    rows = [(forest, node) for forest in forests for node in forest.nodes.values()]
+    got_all = features.row_contexts(rows, window_ms)  # a flush's contexts in one C call
+    saved = features._compiled_contexts, features._compiled_context
+    features._compiled_contexts = features._compiled_context = None
+    try:
+        expected_all = features.row_contexts(rows, window_ms)
+    finally:
+        features._compiled_contexts, features._compiled_context = saved
+    assert all(type(c) is RowContext for c in got_all) and got_all == expected_all
 
 
 @pytest.mark.parametrize("limits", [None, SMALL, TreeLimits(max_nodes=16, max_depth=2)])
@@ -209,6 +218,47 @@ def test_a_context_of_a_key_the_forest_does_not_hold_is_a_key_error_either_way(
     monkeypatch.setattr(features, "_compiled_context", None)
     with pytest.raises(KeyError):
         row_context(forest, "no such process")
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        (["not a row"], TypeError),
+        ([("forest", "node", "extra")], TypeError),
+        (42, TypeError),
+    ],
+)
+def test_contexts_of_rows_that_are_not_forest_node_pairs_raise(rows: Any, error: type[Exception]) -> None:
+    contexts = features._compiled_contexts
+    assert contexts is not None, NOT_BUILT
+    with pytest.raises(error):
+        contexts(rows, 300_000, RowContext, 3, 256)
+
+
+def test_contexts_of_a_row_whose_node_left_the_forest_raise_key_error_either_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forest = forest_of(stream(3), None)
+    gone = forest.nodes["root"]
+    rows = [(forest, node) for node in forest.nodes.values()]
+    forest.nodes.pop("root")
+    with pytest.raises(KeyError):
+        features.row_contexts(rows)
+    monkeypatch.setattr(features, "_compiled_contexts", None)
+    monkeypatch.setattr(features, "_compiled_context", None)
+    with pytest.raises(KeyError):
+        features.row_contexts(rows)
+    assert gone.key == "root"
+
+
+def test_contexts_refuse_negative_bounds() -> None:
+    contexts = features._compiled_contexts
+    assert contexts is not None, NOT_BUILT
+    forest = forest_of(stream(3), None)
+    rows = [(forest, node) for node in forest.nodes.values()]
+    for depth, most in ((-1, 256), (3, -1)):
+        with pytest.raises(ValueError, match=">= 0"):
+            contexts(rows, 300_000, RowContext, depth, most)
 
 
 def test_wide_trees_are_cut_at_max_descendants_and_deep_ones_at_max_depth() -> None:
