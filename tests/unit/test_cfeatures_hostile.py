@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from test_cext_hostile import CHILD, isolated
 
 from pipeline import features
+from pipeline.behaviour import Counter
 from pipeline.features import N_FEATURES, RowContext, row_context
 from pipeline.lexicon import ImageClass
 from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
@@ -157,6 +158,34 @@ def test_a_subclass_that_redefines_the_node_properties_is_read_through_them() ->
         rows_c()(
             _contexts(), np.zeros((15, N_FEATURES), np.float32), features.static_facts, features._C_LAYOUT, 1
         )
+
+
+class _Records:
+    """Evidence that is not a deque: an iterable whose iterator is written in Python (it ends by raising
+    StopIteration, which the C loop must take as the end, not as an error)."""
+
+    def __init__(self, records: list[Any]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Any:
+        return iter(self.records.__iter__().__next__, object())  # a callable iterator, ended by StopIteration
+
+
+ODD_INTS = [10 << 8 | 3, True, False, Counter.FILE_WRITE, -(5 << 8) | 7]  # bools, an IntEnum, a negative
+DIGITS = [3, (2**29) << 8 | 1, -((2**40) << 8 | 2), 2**62 + 3, -(2**63)]  # one, two, three 30-bit digits
+
+
+@pytest.mark.parametrize("records", [ODD_INTS, DIGITS])
+@pytest.mark.parametrize("container", [deque, list, _Records])
+def test_odd_ints_and_containers_of_evidence_count_as_numpy_does(records: list[Any], container: Any) -> None:
+    contexts = _contexts()
+    for ctx in contexts:
+        ctx.node.evidence = container(records)  # type: ignore[assignment]
+    expected, got = both([row._replace(window_start_ms=-(2**62)) for row in contexts])
+    assert got == expected
 
 
 def test_a_static_facts_that_changes_the_rows_or_raises_is_survived() -> None:
