@@ -558,7 +558,8 @@ static int add_conns(PyObject *node, long long start, PyObject *ips, PyObject *p
         return -1;
     PyObject *item;
     int rc = 0;
-    while (rc == 0 && (item = PyIter_Next(it)) != NULL) {
+    iternextfunc next = Py_TYPE(it)->tp_iternext;
+    while (rc == 0 && (item = next(it)) != NULL) {
         PyObject *record = PySequence_Tuple(item);
         Py_DECREF(item);
         if (record == NULL || PyTuple_GET_SIZE(record) != 3) {
@@ -569,7 +570,7 @@ static int add_conns(PyObject *node, long long start, PyObject *ips, PyObject *p
             break;
         }
         long long ts;
-        rc = as_ll(PyTuple_GET_ITEM(record, 0), &ts);
+        rc = small_ll(PyTuple_GET_ITEM(record, 0), &ts) ? 0 : as_ll(PyTuple_GET_ITEM(record, 0), &ts);
         if (rc == 0 && ts >= start) {
             rc = PySet_Add(ips, PyTuple_GET_ITEM(record, 1));
             if (rc == 0 && ports != NULL)
@@ -578,6 +579,8 @@ static int add_conns(PyObject *node, long long start, PyObject *ips, PyObject *p
         Py_DECREF(record);
     }
     Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_StopIteration))
+        PyErr_Clear();  /* the end of an iterator written in Python */
     return rc < 0 || PyErr_Occurred() ? -1 : 0;
 }
 

@@ -182,8 +182,9 @@ DIGITS = [3, (2**29) << 8 | 1, -((2**40) << 8 | 2), 2**62 + 3, -(2**63)]  # one,
 @pytest.mark.parametrize("container", [deque, list, _Records])
 def test_odd_ints_and_containers_of_evidence_count_as_numpy_does(records: list[Any], container: Any) -> None:
     contexts = _contexts()
-    for ctx in contexts:
+    for i, ctx in enumerate(contexts):
         ctx.node.evidence = container(records)  # type: ignore[assignment]
+        ctx.node.conns = container([(ts, f"10.0.0.{i % 3}", 443 + i % 2) for ts in records])  # type: ignore[assignment]
     expected, got = both([row._replace(window_start_ms=-(2**62)) for row in contexts])
     assert got == expected
 
