@@ -39,7 +39,7 @@ from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
 from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
 from pipeline.windows import DEFAULT_WINDOW_MS
 from schemas.events import BehaviorEvent
-from schemas.fastcodec import Event, FastEvent, to_behavior_event
+from schemas.fastcodec import Event, FastEvent
 
 log = logging.getLogger(__name__)
 _compiled_rows: Callable[..., list[Row]] | None
@@ -339,15 +339,13 @@ class Detector:
         self._next_evict.pop(device_id, None)
 
 
-def _events(kept: Iterable[Event | dict[str, Any]]) -> list[BehaviorEvent]:
-    """Notable events as models: restored ones are validated now; unreadable ones are left out."""
-    out = []
+def _events(kept: Iterable[Event | dict[str, Any]]) -> list[Event]:
+    """Notable events as the alert reads them: decoded ones as they are (the alert's one validation
+    builds their models); restored ones are validated now; unreadable ones are left out."""
+    out: list[Event] = []
     for event in kept:
-        if isinstance(event, BehaviorEvent):
+        if isinstance(event, BehaviorEvent | FastEvent):
             out.append(event)
-            continue
-        if isinstance(event, FastEvent):  # decoded by the fast path (schemas.fastcodec): same values
-            out.append(to_behavior_event(event))
             continue
         try:
             out.append(BehaviorEvent.model_validate(event))

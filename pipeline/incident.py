@@ -11,25 +11,76 @@ constructed from Python first (with the name made once per incident: ~85 -> ~70 
 still validated (lengths, identifiers, finite numbers...), so an out-of-contract value from the
 forest still raises a ValueError the detector counts, and never reaches the alerts topic. What is
 derived from an incident more than once (its name, the artifact to block) is derived once.
+
+An alert is also written once: the values handed to pydantic are already its JSON values (times as
+`UtcTimestamp` text, sha256 lower-cased, every field in order), so `orjson.dumps` of them is the very
+bytes the validated model would dump to, and `pipeline.outputs` sends those (`WRITTEN`) instead of
+dumping the model again; commands and verdicts are signed from their values likewise (`VALUES`).
+Decoded evidence is handed over as its plain values and written from its own JSON (msgspec's, the
+same bytes as the model's dump). Before, every alert was dumped again in the outputs and each
+evidence event was validated into a model by itself: ~200 -> ~100 us of CPU per incident in place
+(BENCHMARKS.md, Pipeline, "Session H — the incident path"; tests/unit/test_incident_json.py).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+import msgspec
+import orjson
 
 from pipeline.lexicon import NON_ARTIFACT_CLASSES, ImageClass, Location, basename, location
 from schemas.alerts import Alert, AlertAction, Tactic, detection_name
+from schemas.codec import encode
 from schemas.commands import Command, CommandAction
-from schemas.common import Mode, Platform
+from schemas.common import SCHEMA_VERSION, Mode, Platform, _format_utc
+from schemas.events import BehaviorEvent
+from schemas.fastcodec import FastEvent
 from schemas.verdicts import Verdict
 
 MAX_SNAPSHOT_NODES = 512
 MAX_SNAPSHOT_EVIDENCE = 256
 _STRIP_PREFIXES = ("self_", "desc_", "anc_", "own_", "sub_", "img_", "pair_")
+T = TypeVar("T")
+_FAST_JSON = msgspec.json.Encoder()
+_FAST_VALUES = msgspec.to_builtins
+
+
+class Written(Generic[T]):
+    """What a decision was validated from, held by identity until the outputs take it.
+
+    An alert's JSON is written once (`_alert`) and the model validated from the same values, so
+    `pipeline.outputs` sends those bytes instead of dumping the model again; a command's JSON values
+    are signed as they are (`schemas.signing.signed_json_of`). Bounded: decisions nobody writes out
+    (hunting, tests) push the oldest entries out; a decision not found is dumped as before.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._held: dict[int, tuple[object, T]] = {}
+        self._limit = limit
+
+    def keep(self, model: object, written: T) -> None:
+        """Hold `written` for `model` (the model itself is held too, so its id cannot be reused meanwhile)."""
+        held = self._held
+        if len(held) >= self._limit:
+            del held[next(iter(held))]
+        held[id(model)] = (model, written)
+
+    def take(self, model: object) -> T | None:
+        """What is held for this very object, once; None when there is nothing."""
+        held = self._held.pop(id(model), None)
+        return held[1] if held is not None and held[0] is model else None
+
+
+WRITTEN: Written[bytes] = Written()
+"""Alerts' JSON bytes."""
+VALUES: Written[dict[str, Any]] = Written()
+"""Signed records' JSON values, unsigned (`pipeline.policy`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +214,18 @@ def utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
+def utc_text(value: datetime) -> str:
+    """`schemas.common.UtcTimestamp`'s text, `YYYY-MM-DDTHH:MM:SS.ffffffZ`, without `strftime`."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if not 1000 <= value.year <= 9999:  # strftime does not pad years below 1000: leave those to it
+        return _format_utc(value)
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond:06d}Z"
+    )
+
+
 def alert_record(
     incident: Incident,
     alert_id: str,
@@ -193,7 +256,8 @@ def audit_record(incident: Incident, alert_id: str, mode: Mode, now: datetime) -
         actions += [
             {"action": AlertAction.QUARANTINE_FILE, "target": artifact.image[:4096], "command_id": None,
              "audited": True},
-            {"action": AlertAction.PUBLISH_VERDICT, "target": artifact.sha256.lower(), "audited": True},
+            {"action": AlertAction.PUBLISH_VERDICT, "target": artifact.sha256.lower(), "command_id": None,
+             "audited": True},
         ]  # fmt: skip
     return _alert(incident, alert_id, mode, actions, now)
 
@@ -201,21 +265,52 @@ def audit_record(incident: Incident, alert_id: str, mode: Mode, now: datetime) -
 def _alert(
     incident: Incident, alert_id: str, mode: Mode, actions: list[dict[str, Any]], now: datetime
 ) -> Alert:
+    """The alert as JSON values, validated whole by the contract and written once; the bytes are kept
+    for the outputs (`WRITTEN`). Values are given as the contract's own dump writes them (times as
+    `UtcTimestamp` text, sha256 lower-cased, floats as floats), so the validated model dumps to
+    these very bytes (tests/unit/test_incident_json.py). Evidence is validated as models (a decoded
+    event was proven at decode: `_evidence_model`) and written from its own JSON."""
     nodes = incident.nodes[:MAX_SNAPSHOT_NODES]
-    return Alert.model_validate({
-        "alert_id": alert_id, "device_id": incident.device_id, "platform": incident.platform,
-        "detection_name": incident.name, "tactic": incident.tactic, "techniques": incident.techniques[:64],
-        "score": min(max(incident.score, 0.0), 1.0),
-        "tactic_scores": {k: min(max(v, 0.0), 1.0) for k, v in incident.tactic_scores.items()},
-        "threshold": incident.threshold, "model_version": incident.model_version,
-        "feature_version": incident.feature_version, "artifact_sha256": incident.scored.sha256,
+    threshold = float(incident.threshold)
+    if not math.isfinite(threshold):  # JSON has no NaN: orjson would write null, an absent threshold
+        raise ValueError(f"alert {alert_id}: threshold {threshold} is not a finite number")
+    body: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "alert_id": alert_id, "device_id": incident.device_id,
+        "hostname": None, "platform": incident.platform, "detection_name": incident.name,
+        "tactic": incident.tactic, "techniques": incident.techniques[:64],
+        "score": _probability(incident.score),
+        "tactic_scores": {k: _probability(v) for k, v in incident.tactic_scores.items()},
+        "threshold": threshold, "model_version": incident.model_version,
+        "feature_version": incident.feature_version, "artifact_sha256": sha256_text(incident.scored.sha256),
         "artifact_path": incident.scored.image or None, "process_tree": _snapshot(incident, nodes),
-        "top_features": [{"name": n, "value": v, "contribution": c} for n, v, c in
+        "top_features": [{"name": n, "value": float(v), "contribution": float(c)} for n, v, c in
                          incident.top_features[:64]],
         "mode": mode, "actions": actions,
-        "first_seen": utc(min(n.start_ms if n.start_ms is not None else n.last_ms for n in nodes)),
-        "last_seen": utc(max(n.last_ms for n in nodes)), "created_at": now, "summary": _summary(incident),
-    })  # fmt: skip
+        "first_seen": utc_text(utc(min(n.start_ms if n.start_ms is not None else n.last_ms for n in nodes))),
+        "last_seen": utc_text(utc(max(n.last_ms for n in nodes))), "created_at": utc_text(now),
+        "summary": _summary(incident),
+    }  # fmt: skip
+    snapshot: dict[str, Any] = body["process_tree"]
+    evidence = incident.evidence[:MAX_SNAPSHOT_EVIDENCE]
+    alert = Alert.model_validate(
+        {**body, "process_tree": {**snapshot, "evidence": _evidence_models(evidence)}}
+    )
+    snapshot["evidence"] = [_event_json(e) for e in evidence]
+    try:
+        data = orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:  # a lone surrogate: a Python str, but no JSON text
+        raise ValueError(f"alert {alert_id} cannot be written as JSON: {exc}") from None
+    WRITTEN.keep(alert, data)
+    return alert
+
+
+def _probability(value: float) -> float:
+    return min(max(float(value), 0.0), 1.0)
+
+
+def sha256_text(sha256: str | None) -> str | None:
+    """A sha256 as the contracts store and write it (`Sha256Hex` lower-cases what it accepts)."""
+    return None if sha256 is None else sha256.lower()
 
 
 def _snapshot(incident: Incident, nodes: tuple[NodeView, ...]) -> dict[str, Any]:
@@ -226,9 +321,9 @@ def _snapshot(incident: Incident, nodes: tuple[NodeView, ...]) -> dict[str, Any]
         "nodes": [
             {
                 "process_key": n.key, "parent_process_key": n.parent_key, "image": n.image or None,
-                "command_line": n.command_line or None, "sha256": n.sha256, "user": n.user, "pid": n.pid,
-                "started_at": None if n.start_ms is None else utc(n.start_ms),
-                "ended_at": None if n.end_ms is None else utc(n.end_ms), "scored": n.key == scored,
+                "command_line": n.command_line or None, "sha256": sha256_text(n.sha256), "user": n.user,
+                "pid": n.pid, "started_at": None if n.start_ms is None else utc_text(utc(n.start_ms)),
+                "ended_at": None if n.end_ms is None else utc_text(utc(n.end_ms)), "scored": n.key == scored,
             }
             for n in nodes
         ],
@@ -237,8 +332,24 @@ def _snapshot(incident: Incident, nodes: tuple[NodeView, ...]) -> dict[str, Any]
             for n in nodes
             if n.parent_key in keys and n.parent_key is not None
         ][:MAX_SNAPSHOT_NODES],
-        "evidence": incident.evidence[:MAX_SNAPSHOT_EVIDENCE],
     }  # fmt: skip
+
+
+def _evidence_models(evidence: Sequence[Any]) -> list[Any]:
+    """What the alert's validation reads for its evidence: a model as it is; a decoded event as its
+    plain values (`msgspec.to_builtins`: the JSON types), validated into a `BehaviorEvent` inside the
+    alert's one validation call."""
+    return [e if isinstance(e, BehaviorEvent) else _FAST_VALUES(e) for e in evidence]
+
+
+def _event_json(event: Any) -> orjson.Fragment:
+    """One evidence event's JSON as `BehaviorEvent`'s dump writes it: a decoded `FastEvent` by msgspec
+    (the same bytes: its Structs mirror the contract, field for field), a model by its own dump."""
+    if isinstance(event, FastEvent):
+        return orjson.Fragment(_FAST_JSON.encode(event))
+    if isinstance(event, BehaviorEvent):
+        return orjson.Fragment(encode(event))
+    raise TypeError(f"evidence must be a BehaviorEvent, not {type(event).__name__}")
 
 
 _ACTION_OF = {
@@ -257,7 +368,12 @@ def _actions(
         if c.action in _ACTION_OF
     ]  # fmt: skip
     taken += [
-        {"action": AlertAction.PUBLISH_VERDICT, "target": v.artifact_id, "audited": not enforced}
+        {
+            "action": AlertAction.PUBLISH_VERDICT,
+            "target": v.artifact_id,
+            "command_id": None,
+            "audited": not enforced,
+        }
         for v in verdicts
     ]
     return taken

@@ -28,16 +28,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.errors import PolicyError
-from pipeline.incident import Incident, Subject, alert_id_for, alert_record, audit_record, stable_id, utc
+from pipeline.incident import (
+    VALUES,
+    Incident,
+    Subject,
+    alert_id_for,
+    alert_record,
+    audit_record,
+    sha256_text,
+    stable_id,
+    utc,
+    utc_text,
+)
 from schemas.alerts import Alert
 from schemas.commands import Command, CommandAction
-from schemas.common import Mode
-from schemas.verdicts import Disposition, Verdict, VerdictSource
+from schemas.common import SCHEMA_VERSION, Mode
+from schemas.verdicts import FLEET, ArtifactType, Disposition, Verdict, VerdictSource
 
 Decision = Alert | Verdict | Command
+SignedT = TypeVar("SignedT", Command, Verdict)
 
 
 class ExclusionKind(StrEnum):
@@ -193,38 +205,35 @@ class Policy:
         return [alert_record(incident, alert_id, mode, commands, verdicts, True, now), *commands, *verdicts]
 
     def _commands(self, incident: Incident, alert_id: str, now_ms: int, issued: datetime) -> list[Command]:
-        expires = utc(now_ms + self.config.command_ttl_ms)
+        times = (utc_text(issued), utc_text(utc(now_ms + self.config.command_ttl_ms)))
         name = incident.name
         root, artifact = incident.root, incident.artifact
         wanted: list[tuple[CommandAction, str, dict[str, Any]]] = [
             (
                 CommandAction.KILL_PROCESS_TREE,
                 root.key,
-                {"process_key": root.key, "pid": root.pid, "image": root.image or None},
+                {"process_key": root.key, "pid": root.pid, "image": root.image or None, "path": None,
+                 "sha256": None},
             ),
-        ]
+        ]  # fmt: skip
         if artifact is not None:
             wanted.append(
                 (
                     CommandAction.QUARANTINE_FILE,
                     artifact.image,
-                    {"path": artifact.image, "sha256": artifact.sha256},
+                    {"process_key": None, "pid": None, "image": None, "path": artifact.image,
+                     "sha256": sha256_text(artifact.sha256)},
                 )
-            )
+            )  # fmt: skip
         return [
-            Command(
-                command_id=stable_id(alert_id, action.value, target),
-                device_id=incident.device_id,
-                action=action,
-                alert_id=alert_id,
-                reason=name,
-                nonce=_nonce(alert_id, action.value, target),
-                issued_at=issued,
-                expires_at=expires,
-                **fields,
-            )
+            _written(Command, {
+                "schema_version": SCHEMA_VERSION, "command_id": stable_id(alert_id, action.value, target),
+                "device_id": incident.device_id, "action": action.value, **fields, "alert_id": alert_id,
+                "reason": name, "nonce": _nonce(alert_id, action.value, target), "issued_at": times[0],
+                "expires_at": times[1], "key_id": None, "signature": None,
+            })
             for action, target, fields in wanted
-        ]
+        ]  # fmt: skip
 
     def _verdicts(self, incident: Incident, alert_id: str, now_ms: int, issued: datetime) -> list[Verdict]:
         artifact = incident.artifact
@@ -233,17 +242,27 @@ class Policy:
         ttl = self.config.verdict_ttl_ms
         name = incident.name
         return [
-            Verdict(
-                artifact_id=artifact.sha256,
-                disposition=Disposition.MALICIOUS,
-                source=VerdictSource.ML,
-                reason=f"{name} on {incident.device_id} (score {incident.score:.3f}, "
-                f"model {incident.model_version})",
-                alert_id=alert_id,
-                detection_name=name,
-                model_version=incident.model_version,
-                feature_version=incident.feature_version,
-                issued_at=issued,
-                expires_at=None if ttl is None else utc(now_ms + ttl),
-            )
-        ]
+            _written(Verdict, {
+                "schema_version": SCHEMA_VERSION, "artifact_id": artifact.sha256.lower(),
+                "artifact_type": ArtifactType.FILE.value, "disposition": Disposition.MALICIOUS.value,
+                "scope": FLEET, "reason": f"{name} on {incident.device_id} (score {incident.score:.3f}, "
+                f"model {incident.model_version})", "source": VerdictSource.ML.value, "alert_id": alert_id,
+                "detection_name": name, "model_version": incident.model_version,
+                "feature_version": incident.feature_version, "issued_at": utc_text(issued),
+                "expires_at": None if ttl is None else utc_text(utc(now_ms + ttl)), "key_id": None,
+                "signature": None,
+            })
+        ]  # fmt: skip
+
+
+def _written(kind: type[SignedT], values: dict[str, Any]) -> SignedT:
+    """A command or verdict validated from its JSON values, which are kept for signing (`VALUES`).
+
+    The values are given as the contract's dump writes them (times as text, enums as their values,
+    sha256 lower-cased, every field in order), so the fleet key signs them as they are:
+    `schemas.signing.signed_json_of` gives the bytes `signed_json(model)` would
+    (tests/unit/test_incident_json.py).
+    """
+    record = kind.model_validate(values)
+    VALUES.keep(record, values)
+    return record

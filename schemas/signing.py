@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -195,10 +195,19 @@ def signed_json(model: SignedRecord, key: SigningKey) -> bytes:
     `signature`, keys sorted, as `canonical_bytes`) and written (field order, `signature` last, as
     every signed contract declares it; tests/unit/test_signing.py holds the two ways equal).
     """
-    body = model.model_dump(mode="json")
+    return signed_json_of(model.model_dump(mode="json"), type(model), key)
+
+
+def signed_json_of(values: Mapping[str, Any], kind: type[SignedRecord], key: SigningKey) -> bytes:
+    """`signed_json` of the `kind` record whose `model_dump(mode="json")` is `values` (left unchanged).
+
+    For a record the fleet service validated from those very values (`pipeline.policy`), so it is
+    not dumped again; the values must be what the dump would give, field order included.
+    """
+    body = dict(values)
     body["key_id"] = key.key_id
     del body["signature"]
-    signature = key.private_key.sign(_DOMAINS[type(model)] + orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+    signature = key.private_key.sign(_DOMAINS[kind] + orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
     body["signature"] = b64url_encode(signature)
     return orjson.dumps(body)
 
