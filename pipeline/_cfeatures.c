@@ -755,8 +755,40 @@ out:
 
 /* --- row contexts: `features.row_context` ------------------------------------------------------- */
 
+#define FEW_ANCESTORS 16  /* a walk this short fills a tuple from an array, without a list in between */
+
+static PyObject *many_ancestors_of(PyObject *nodes, PyObject *node, Py_ssize_t depth);
+
 /* `DeviceForest.ancestors(key, depth)`: known ancestors of `node`, nearest first, as a tuple. */
 static PyObject *ancestors_of(PyObject *nodes, PyObject *node, Py_ssize_t depth) {
+    if (depth > FEW_ANCESTORS)
+        return many_ancestors_of(nodes, node, depth);
+    PyObject *found[FEW_ANCESTORS], *at = node;  /* found: new references; at: borrowed */
+    Py_ssize_t n = 0;
+    int failed = 0;
+    while (n < depth) {
+        PyObject *parent = get_attr(at, s_parent_key);
+        PyObject *up = parent == NULL || parent == Py_None ? NULL : node_get(nodes, parent);
+        failed = parent == NULL || (parent != Py_None && up == NULL);
+        Py_XDECREF(parent);
+        if (up == NULL || up == Py_None) {
+            Py_XDECREF(up);
+            break;
+        }
+        found[n++] = at = up;
+    }
+    PyObject *out = failed ? NULL : PyTuple_New(n);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (out == NULL)
+            Py_DECREF(found[i]);
+        else
+            PyTuple_SET_ITEM(out, i, found[i]);
+    }
+    return out;
+}
+
+/* `ancestors_of` for a depth past FEW_ANCESTORS, through a list. */
+static PyObject *many_ancestors_of(PyObject *nodes, PyObject *node, Py_ssize_t depth) {
     PyObject *found = PyList_New(0), *at = Py_NewRef(node);
     while (found != NULL && PyList_GET_SIZE(found) < depth) {
         PyObject *parent = get_attr(at, s_parent_key);
@@ -876,15 +908,12 @@ done:
 static PyObject *make_row(PyObject *row_type, PyObject **fields) {
     if (!PyType_Check(row_type) || !PyType_IsSubtype((PyTypeObject *)row_type, &PyTuple_Type))
         return PyObject_Vectorcall(row_type, fields, 6, NULL);
-    PyObject *values = PyTuple_New(6);
-    if (values == NULL)
+    PyTypeObject *type = (PyTypeObject *)row_type;
+    PyObject *row = type == &PyTuple_Type ? PyTuple_New(6) : type->tp_alloc(type, 6);  /* tuple_subtype_new's */
+    if (row == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < 6; i++)
-        PyTuple_SET_ITEM(values, i, Py_NewRef(fields[i]));
-    PyObject *args = PyTuple_Pack(1, values);
-    Py_DECREF(values);
-    PyObject *row = args == NULL ? NULL : PyTuple_Type.tp_new((PyTypeObject *)row_type, args, NULL);
-    Py_XDECREF(args);
+        PyTuple_SET_ITEM(row, i, Py_NewRef(fields[i]));
     return row;
 }
 
@@ -901,12 +930,31 @@ static int read_bounds(PyObject *depth_arg, PyObject *max_arg, Py_ssize_t *ances
 /* context_of(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> row_type(forest, node,
    ancestors, descendants, depths, window_start_ms), as features.row_context builds it (row_type: a
    NamedTuple class, or any callable taking the six fields). */
-static PyObject *context_of(PyObject *forest, PyObject *key, PyObject *window_ms, PyObject *row_type,
-                            Py_ssize_t ancestor_depth, Py_ssize_t max_descendants) {
-    PyObject *result = NULL, *ancestors = NULL, *found = NULL, *depths = NULL;
-    PyObject *watermark = get_attr(forest, s_watermark_ms);  /* sliding_start: watermark - window + 1 */
-    PyObject *end = watermark == NULL ? NULL : PyNumber_Subtract(watermark, window_ms);
+/* The window start last computed in one `contexts` call, and the watermark object it was computed from:
+   rows of one device follow each other, and their forest's watermark is the same int object. */
+typedef struct {
+    PyObject *watermark, *start;
+} Starts;
+
+/* sliding_start: watermark - window + 1, as a new reference (from `cache` when its watermark is this one). */
+static PyObject *start_of(PyObject *watermark, PyObject *window_ms, Starts *cache) {
+    if (cache != NULL && cache->watermark == watermark)
+        return Py_NewRef(cache->start);
+    PyObject *end = PyNumber_Subtract(watermark, window_ms);
     PyObject *start = end == NULL ? NULL : PyNumber_Add(end, one);
+    Py_XDECREF(end);
+    if (start != NULL && cache != NULL) {
+        Py_XSETREF(cache->watermark, Py_NewRef(watermark));
+        Py_XSETREF(cache->start, Py_NewRef(start));
+    }
+    return start;
+}
+
+static PyObject *context_of(PyObject *forest, PyObject *key, PyObject *window_ms, PyObject *row_type,
+                            Py_ssize_t ancestor_depth, Py_ssize_t max_descendants, Starts *cache) {
+    PyObject *result = NULL, *ancestors = NULL, *found = NULL, *depths = NULL;
+    PyObject *watermark = get_attr(forest, s_watermark_ms);
+    PyObject *start = watermark == NULL ? NULL : start_of(watermark, window_ms, cache);
     PyObject *nodes = start == NULL ? NULL : get_attr(forest, s_nodes);
     PyObject *node = nodes == NULL ? NULL : PyObject_GetItem(nodes, key);
     PyObject *limits = node == NULL ? NULL : get_attr(forest, s_limits);
@@ -931,7 +979,6 @@ static PyObject *context_of(PyObject *forest, PyObject *key, PyObject *window_ms
     result = make_row(row_type, (PyObject *[6]){forest, node, ancestors, found, depths, start});
 out:
     Py_XDECREF(watermark);
-    Py_XDECREF(end);
     Py_XDECREF(start);
     Py_XDECREF(nodes);
     Py_XDECREF(node);
@@ -952,7 +999,7 @@ static PyObject *context(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     if (read_bounds(args[4], args[5], &ancestor_depth, &max_descendants) < 0)
         return NULL;
-    return context_of(args[0], args[1], args[2], args[3], ancestor_depth, max_descendants);
+    return context_of(args[0], args[1], args[2], args[3], ancestor_depth, max_descendants, NULL);
 }
 
 /* contexts(rows, window_ms, row_type, ancestor_depth, max_descendants) -> [context(forest, node.key, ...) for
@@ -970,18 +1017,21 @@ static PyObject *contexts(PyObject *self, PyObject *const *args, Py_ssize_t narg
     if (rows == NULL)
         return NULL;
     PyObject *out = PyList_New(PyTuple_GET_SIZE(rows));
+    Starts cache = {NULL, NULL};
     for (Py_ssize_t i = 0; out != NULL && i < PyTuple_GET_SIZE(rows); i++) {
         PyObject *row = PyTuple_GET_ITEM(rows, i), *key = NULL, *ctx = NULL;
         if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 2)
             PyErr_SetString(PyExc_TypeError, "a row must be a (forest, node) tuple");
         else if ((key = get_attr(PyTuple_GET_ITEM(row, 1), s_key)) != NULL)
-            ctx = context_of(PyTuple_GET_ITEM(row, 0), key, args[1], args[2], ancestor_depth, max_descendants);
+            ctx = context_of(PyTuple_GET_ITEM(row, 0), key, args[1], args[2], ancestor_depth, max_descendants, &cache);
         Py_XDECREF(key);
         if (ctx == NULL)
             Py_CLEAR(out);
         else
             PyList_SET_ITEM(out, i, ctx);
     }
+    Py_XDECREF(cache.watermark);
+    Py_XDECREF(cache.start);
     Py_DECREF(rows);
     return out;
 }
