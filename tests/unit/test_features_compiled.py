@@ -251,6 +251,50 @@ def test_contexts_of_a_row_whose_node_left_the_forest_raise_key_error_either_way
     assert gone.key == "root"
 
 
+@pytest.mark.parametrize("depth", [0, 1, 15, 16, 17, 40])
+def test_ancestor_walks_short_and_long_are_the_forests_own(depth: int) -> None:
+    """Walks of up to 16 ancestors fill their tuple from an array, longer ones through a list."""
+    contexts = features._compiled_contexts
+    assert contexts is not None, NOT_BUILT
+    forest = forest_of(stream(0, n=10), TreeLimits(max_depth=64))
+    root = forest.nodes["root"]
+    for i in range(30):  # a chain of 30 below the root
+        parent = "root" if i == 0 else f"c{i - 1}"
+        forest.nodes[f"c{i}"] = type(root)(
+            f"c{i}", image="a.exe", parent_key=parent, last_ms=forest.watermark_ms
+        )
+        forest.nodes[parent].children.append(f"c{i}")
+    rows = [(forest, forest.nodes[k]) for k in ("c29", "c3", "root")]
+    for row_type in (RowContext, tuple):
+        built = contexts(rows, 300_000, row_type, depth, 256)
+        assert [type(c) for c in built] == [row_type] * 3
+        for (f, node), context in zip(rows, built, strict=True):
+            assert list(context[2]) == f.ancestors(node.key, depth)
+
+
+def test_an_ancestor_lookup_that_raises_propagates_from_either_walk() -> None:
+    contexts = features._compiled_contexts
+    assert contexts is not None, NOT_BUILT
+
+    class Nodes(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            if key == "c1":
+                raise RuntimeError("lookup failed")
+            return super().get(key, default)
+
+    forest = forest_of(stream(0, n=10), TreeLimits(max_depth=64))
+    root = forest.nodes["root"]
+    for i in range(20):
+        parent = "root" if i == 0 else f"c{i - 1}"
+        forest.nodes[f"c{i}"] = type(root)(
+            f"c{i}", image="a.exe", parent_key=parent, last_ms=forest.watermark_ms
+        )
+    forest.nodes = Nodes(forest.nodes)
+    for depth in (3, 30):
+        with pytest.raises(RuntimeError, match="lookup failed"):
+            contexts([(forest, forest.nodes["c3"])], 300_000, RowContext, depth, 256)
+
+
 def test_contexts_refuse_negative_bounds() -> None:
     contexts = features._compiled_contexts
     assert contexts is not None, NOT_BUILT
