@@ -122,7 +122,15 @@ WEAKNESSES = """## Known weaknesses
   but the held-out labs fell to 79 % detected / 42 % right tactic (LSASS campaigns named Execution or
   Collection; DefenseEvasion recordings this model catches exactly at its 0.60 threshold fell just under
   theirs), so it was not kept; a variant with fewer lone trees measured 68 % / 37 %, .evtx 100 % / 100 %,
-  probes 51 % / 49 %. That search also found that `defense_tamper` matches "off" inside "Office" in a
+  probes 51 % / 49 %. The same recipe's data refitted with XGBoost seed 8 (`ringfence-xgb-1.1-79ddafbfb2`)
+  measured held-out labs 53 % / 42 %, dev 1.32 false alerts per 1,000 (over the budget), .evtx 83 % / 83 %,
+  probes 53 % / 53 %: the loss on the labs is the recipe's, not one fit's. Per-row contributions on the
+  first LSASS campaign show why: its implant's row at the moment it reads LSASS is CredentialAccess 0.83
+  under this model (`sub_lsass_read` +2.5) and PrivilegeEscalation 0.45 / CredentialAccess 0.24 under
+  the candidate (`sub_lsass_read` +0.9, and "not a shell" now counts against CredentialAccess, which the
+  lone shell-typed credential commands taught it). Lone 4688-only trees and full-telemetry trees share
+  one booster and no feature tells the two sensor views apart; a device-level telemetry-coverage feature
+  is the next thing to try. That search also found that `defense_tamper` matches "off" inside "Office" in a
   `netsh firewall` command (an installer allowing its own program); fixing it changes a feature, so it
   waits for the next model.
 - **Linux live telemetry has no file attribution** (inotify): Linux ransomware and wipers are caught
