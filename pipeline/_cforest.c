@@ -835,7 +835,11 @@ static int take(PyObject *out, PyObject *seen, PyObject *forest, PyObject *node,
     int ok = scorable(node, anchors);
     if (ok <= 0)
         return ok;
-    PyObject *id = PyLong_FromVoidPtr(node);
+    /* A node whose type keeps object's hash and equality (ProcessNode: eq=False) is its own identity key;
+       any other is keyed by its address, so no __hash__ or __eq__ of its own decides what is "once". */
+    PyTypeObject *type = Py_TYPE(node);
+    const int plain = type->tp_hash == PyBaseObject_Type.tp_hash && type->tp_richcompare == PyBaseObject_Type.tp_richcompare;
+    PyObject *id = plain ? Py_NewRef(node) : PyLong_FromVoidPtr(node);
     int held = id == NULL ? -1 : PySet_Contains(seen, id);
     if (held == 0)
         held = PySet_Add(seen, id) < 0 ? -1 : 0;

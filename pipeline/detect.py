@@ -149,7 +149,8 @@ class Detector:
         self.stats.rows_scored += len(rows)
         if not scores.flagged.any():
             return []
-        flagged = {i: scores.row(i) for i in scores.flagged_rows()}
+        picked = scores.flagged_rows()
+        flagged = dict(zip(picked, scores.rows(picked), strict=True))
         return self._decide(rows, contexts, matrix, flagged, now_ms)
 
     def _forest(self, event: Event) -> DeviceForest:

@@ -104,6 +104,18 @@ class BatchScores:
         """Indices of malicious rows."""
         return [int(i) for i in np.nonzero(self.flagged)[0]]
 
+    def rows(self, indices: Sequence[int]) -> list[RowScore]:
+        """`row(i)` of each index, read through one `tolist()` per array instead of scalar reads per row."""
+        if not indices:
+            return []
+        at = np.asarray(indices, dtype=np.intp)
+        columns = (self.malicious, self.best, self.flagged, self.named, self.probabilities)
+        generic = Tactic.GENERIC.value
+        return [
+            RowScore(m, (CLASSES[b] if n else generic) if f else BENIGN, b, tuple(p))
+            for m, b, f, n, p in zip(*(c[at].tolist() for c in columns), strict=True)
+        ]
+
     def row(self, i: int) -> RowScore:
         """The score of one row as a value."""
         if not self.flagged[i]:

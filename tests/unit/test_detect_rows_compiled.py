@@ -25,7 +25,7 @@ from pipeline.detect import Detector, DetectorConfig
 from pipeline.eventkit import EventKit
 from pipeline.lexicon import ANCHOR_CLASSES
 from pipeline.model.provisional import ProvisionalRules
-from pipeline.tree import TreeLimits
+from pipeline.tree import ProcessNode, TreeLimits
 
 compiled = pytest.importorskip("pipeline._cforest", reason="pipeline._cforest is not built (setup.py)")
 CHILD = "RINGFENCE_ROWS_CHILD"
@@ -139,6 +139,29 @@ def test_a_truthy_object_for_notable_counts_as_notable() -> None:
     detector = _tree()
     python, c = _both(detector, [("dev-a", "t", 1), ("dev-a", "o", "")])  # type: ignore[list-item]
     _same(python, c)
+
+
+def test_nodes_that_say_they_equal_each_other_are_still_taken_once_each() -> None:
+    """A row is one process, however a node subclass defines equality (the C path keys plain nodes by
+    identity and any other by address)."""
+
+    class Agreeable(ProcessNode):
+        def __eq__(self, other: object) -> bool:
+            return True
+
+        def __hash__(self) -> int:
+            return 1
+
+    detector = _tree()
+    nodes = detector.forests["dev-a"].nodes
+    for key in ("w", "p"):
+        old = nodes[key]
+        node = Agreeable(old.key, image=old.image, started=True, parent_key=old.parent_key)
+        node.image_cls = old.image_cls
+        nodes[key] = node
+    python, c = _both(detector, [("dev-a", "t", True), ("dev-a", "p", False), ("dev-a", "w", True)])
+    _same(python, c)
+    assert [n.key for _, n in c] == ["t", "p", "w"]
 
 
 @pytest.mark.parametrize(

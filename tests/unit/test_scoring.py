@@ -81,6 +81,21 @@ def test_classify_benign_named_tactic_and_generic() -> None:
     assert scores.row(1).band == "high" and scores.row(1).is_malicious
 
 
+def test_rows_read_at_once_are_each_rows_own_score() -> None:
+    rng = np.random.default_rng(3)
+    raw = rng.random((40, len(CLASSES))).astype(np.float32)
+    raw[20:, 0] = 40.0  # benign rows
+    raw[:5, 3] = 30.0  # rows of one clear tactic
+    probabilities = raw / raw.sum(axis=1, keepdims=True)
+    thresholds = {"malicious": 0.5, "generic": 0.7, CLASSES[3]: 0.2}
+    scores = classify(probabilities, thresholds)
+    picked = [0, 7, 3, 39, 3, *scores.flagged_rows()]
+    assert scores.rows(picked) == [scores.row(i) for i in picked]
+    assert {s.tactic for s in scores.rows(range(40))} >= {"Benign", "Generic", CLASSES[3]}
+    assert scores.rows([]) == []
+    assert any(s.is_malicious for s in scores.rows(picked))
+
+
 def test_per_class_threshold_turns_a_weak_tactic_into_generic() -> None:
     p = np.zeros((1, len(CLASSES)), dtype=np.float32)
     p[0, 0], p[0, CLASSES.index("Discovery")], p[0, CLASSES.index("Impact")] = 0.2, 0.7, 0.1
