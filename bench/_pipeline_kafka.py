@@ -24,7 +24,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.enroll import KeysFolder
-from pipeline.kafka_io import make_events_consumer, make_producer, prepare_state_topic, read_compacted
+from pipeline.kafka_io import (
+    make_events_consumer,
+    make_producer,
+    make_state_producer,
+    prepare_state_topic,
+    read_compacted,
+)
 from pipeline.settings import WorkerSettings
 from pipeline.worker import BatchWorker
 from pipeline.worker_runtime import build_detector, live_policy, tune_gc
@@ -213,7 +219,9 @@ async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> t
         records,
     )
     producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
-    state_producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
+    state_producer = make_state_producer(
+        settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10)
+    )
 
     async def restore(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
         return await read_compacted(settings.kafka, settings.state_topic, partitions, 60)

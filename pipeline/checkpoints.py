@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_STRETCH", "STATE_CPU_SHARE", "Checkpoint", "CommitSchedule", "spaced_interval_ms"]
+__all__ = ["MAX_STRETCH", "STATE_CPU_SHARE", "Checkpoint", "CommitSchedule", "overdue", "spaced_interval_ms"]
 
 STATE_CPU_SHARE = 0.20  # checkpoints are spaced so that state writes cost at most this share of the rest
 MAX_STRETCH = 5  # ... but never more than this many commit intervals apart
@@ -31,16 +31,27 @@ MAX_STRETCH = 5  # ... but never more than this many commit intervals apart
 class Checkpoint:
     """A commit in progress: offsets taken when it began, devices whose state must be saved first.
 
-    Device states are written a slice at a time between batches, so saving hundreds of trees never
-    stalls the stream for long. A device changed after the checkpoint began may be saved with those
-    later events in it; after a crash they are replayed from `offsets` onto that state and dropped
-    as redeliveries (the forest's per-device seq high-water mark), so nothing is applied twice.
+    Device states are written a slice at a time when the worker has nothing fetched to process
+    (idle time), or after every batch once the checkpoint is `overdue`, so saving hundreds of
+    trees never stalls the stream for long. A device changed after the checkpoint began may be saved
+    with those later events in it; after a crash they are replayed from `offsets` onto that state and
+    dropped as redeliveries (the forest's per-device seq high-water mark), so nothing is applied twice.
     """
 
     offsets: dict[int, int]
     devices: set[str]
+    began_ms: int = 0  # when it took its offsets
     acks: list[asyncio.Future[Any]] | None = None  # once every state is sent: what must be acked
     cpu_s: float = 0.0  # CPU time spent encoding and handing over its states
+
+
+def overdue(checkpoint: Checkpoint, now_ms: int, interval_ms: int) -> bool:
+    """Whether a checkpoint has waited long enough for idle time: one commit interval since it began.
+
+    A worker with spare time writes states only while nothing fetched waits (a record then waits for
+    one slice at most); a worker that is never idle (a backlog) writes a slice after every batch once
+    this is true, so its checkpoints still end, about an interval later than they began."""
+    return now_ms - checkpoint.began_ms >= interval_ms
 
 
 def spaced_interval_ms(interval_ms: float, elapsed_ms: float, state_cpu_s: float, rest_cpu_s: float) -> float:

@@ -5,6 +5,8 @@ algorithm (poll, decode, detect, produce, commit) and Kafka's errors are transla
 boundary, into `KafkaIOError` naming the topic. aiokafka is untyped: its objects are `Any` here.
 
 - `make_producer`: idempotent, acks=all, compressed; sized for a device's state record.
+- `make_state_producer`: the same without compression: its values come compressed
+  (`pipeline.state_out`, off the event loop's thread, where aiokafka would compress).
 - `make_events_consumer`: the group consumer of the events topic; offsets are committed by hand.
 - `RebalanceHooks`: aiokafka's rebalance listener, forwarding to two coroutines of the worker.
 - `read_compacted`: the latest value per key of some partitions of a compacted topic, read to the
@@ -36,6 +38,7 @@ __all__ = [
     "TopicFollower",
     "make_events_consumer",
     "make_producer",
+    "make_state_producer",
     "prepare_state_topic",
     "read_compacted",
 ]
@@ -63,18 +66,25 @@ def pick_compression() -> str:
     return "zstd" if codec.has_zstd() else "gzip"
 
 
-def make_producer(kafka: KafkaSettings, *, max_request_bytes: int) -> Any:
+def make_producer(kafka: KafkaSettings, *, max_request_bytes: int, compress: bool = True) -> Any:
     """An idempotent producer (acks=all): a retried send never duplicates a record."""
     return AIOKafkaProducer(
         **kafka.client_kwargs(),
         acks="all",
         enable_idempotence=True,
-        compression_type=pick_compression(),
+        compression_type=pick_compression() if compress else None,
         max_request_size=max_request_bytes,
         max_batch_size=1 << 20,
         linger_ms=0,  # latency first: decisions are few, the state is sent at commit points
         request_timeout_ms=30_000,
     )
+
+
+def make_state_producer(kafka: KafkaSettings, *, max_request_bytes: int) -> Any:
+    """The producer of state records, whose values `StateWriter` compressed already (the topic's
+    zstd config makes the broker compress its batches again: cheap on compressed values, off the
+    worker's loop; aiokafka compressed ~1 MB batches on it)."""
+    return make_producer(kafka, max_request_bytes=max_request_bytes, compress=False)
 
 
 def make_events_consumer(

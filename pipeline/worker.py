@@ -9,20 +9,23 @@ load batches grow, when the worker catches up a verdict does not wait for the ti
 
 **At-least-once with idempotent output.** Every `commit_interval_ms` a checkpoint takes the
 current offsets and the set of devices changed since the last one, then, a slice of at most
-`STATE_SLICE_S` between two batches (so saving hundreds of trees never stalls detection), flushes
-the detector (a saved tree never holds unscored changes) and writes those devices' state to the
-state changelog (compacted, key device_id, *partition = its events partition*). When all are
-written, and Kafka has acknowledged everything sent until then (decisions included; idempotent
-producer, acks=all; events keep being processed while the acks come back), it commits the offsets
-it took. On revoke and at shutdown the same
-happens at once with the current offsets. A crash replays the events after the committed offsets
-onto the saved trees: events a tree already holds are dropped as redeliveries (per-device seq
-high-water mark), the others reproduce the same alert ids, command ids, nonces and verdict keys
-(the pure core derives them from the tree, not from time). Duplicates can still escape: decisions
-sent after the last commit and before a crash are sent again by the next owner when the tree it
-restored predates them. Consumers dedupe alerts by `alert_id`, agents refuse a command nonce seen
-before, and the verdict topic is compacted by artifact. A state record over `max_state_bytes` is
-not written (logged, counted): that device restarts from an empty tree after a crash.
+`STATE_SLICE_S` at a time, flushes the detector (a saved tree never holds unscored changes) and
+writes those devices' state to the state changelog (compacted, key device_id, *partition = its
+events partition*; each value zstd-compressed in a thread by `pipeline.state_out.StateWriter`, not
+by the producer on the loop's thread). Slices run when nothing fetched is waiting (idle time: a
+record that arrives meanwhile waits for one slice at most), and after every batch only once the
+checkpoint is overdue (`pipeline.checkpoints.overdue`: a worker that is never idle still ends its
+checkpoints). When all are written, and Kafka has acknowledged everything sent until then
+(decisions included; idempotent producer, acks=all; events keep being processed while the acks
+come back), it commits the offsets it took. On revoke and at shutdown the same happens at once
+with the current offsets. A crash replays the events after the committed offsets onto the saved
+trees: events a tree already holds are dropped as redeliveries (per-device seq high-water mark),
+the others reproduce the same alert ids, command ids, nonces and verdict keys (the pure core
+derives them from the tree, not from time). Duplicates can still escape: decisions sent after the
+last commit and before a crash are sent again by the next owner when the tree it restored
+predates them. Consumers dedupe alerts by `alert_id`, agents refuse a command nonce seen before,
+and the verdict topic is compacted by artifact. A state record over `max_state_bytes` is not
+written (logged, counted): that device restarts from an empty tree after a crash.
 
 **Fewer checkpoints under load.** Checkpoints are spaced by their CPU cost relative to the rest of
 the worker's (`pipeline.checkpoints.CommitSchedule`); a quiet worker commits at the plain interval.
@@ -30,7 +33,8 @@ the worker's (`pipeline.checkpoints.CommitSchedule`); a quiet worker commits at 
 **Rebalance.** aiokafka awaits `RebalanceHooks` before fetching resumes. Revoke: a whole checkpoint,
 then the partitions' committed offsets are remembered. Assign: a partition whose committed offset
 is still the one this worker committed keeps its in-memory trees (nobody else touched it); any
-other is restored from the state changelog before its first record is processed. A failure there
+other is restored from the state changelog before its first record is processed (values written
+compressed, or by older workers not: `state_out.unpack_state` reads both). A failure there
 is fatal (the worker stops without committing) rather than processing a partition without its trees.
 
 Bad records go to the DLQ with their coordinates (including a record whose key is not its events'
@@ -51,13 +55,14 @@ from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from agents.telemetry import TraceContext, continued, from_headers, headers_kwargs
-from pipeline.checkpoints import Checkpoint, CommitSchedule
+from pipeline.checkpoints import Checkpoint, CommitSchedule, overdue
 from pipeline.detect import Detector
 from pipeline.errors import PipelineError, StateError
 from pipeline.kafka_io import RebalanceHooks
 from pipeline.outputs import OutputTopics, OutRecord, SourceCoordinates, dead_letter, decision_records
 from pipeline.policy import Decision
 from pipeline.settings import WorkerSettings
+from pipeline.state_out import StateWriter, unpack_state
 from pipeline.telemetry import trace_groups
 from pipeline.tree_state import ForestEncoder
 from schemas.alerts import Alert
@@ -72,6 +77,7 @@ log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
+IDLE_WAIT_MS = 2  # after a state slice in idle time: the fetcher runs (a slice back to back starved it)
 YIELD_EVERY_S = 0.005  # within a poll, let the clients' tasks run at least this often
 IO_TURNS = 3  # loop iterations aiokafka needs from send() to the request written (sender, then request)
 
@@ -88,7 +94,7 @@ class WorkerStats:
     commands: int = 0
     commits: int = 0
     states_written: int = 0
-    state_cpu_ms: int = 0  # CPU time spent encoding and handing over states (compression: the producer's)
+    state_cpu_ms: int = 0  # CPU time spent encoding states (compression: `StateWriter`'s thread, partly)
     states_too_large: int = 0
     states_restored: int = 0
     states_unreadable: int = 0
@@ -109,12 +115,14 @@ class BatchWorker:
         restore: Restore,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         state_producer: Any = None,
+        offload_state: bool = True,
     ) -> None:
         self.settings, self.detector, self.key = settings, detector, key
         self.consumer, self.producer, self._restore, self._clock_ms = consumer, producer, restore, clock_ms
         # State records on their own connection when given: a producer has one request in flight per
         # broker, and a verdict queued behind hundreds of KB of state waited for that whole request.
         self.state_producer = state_producer if state_producer is not None else producer
+        self.state_out = StateWriter(self.state_producer, offload=offload_state)  # zstd off the loop's thread
         self.topics = OutputTopics(settings.alerts_topic, settings.verdicts_topic, settings.commands_topic,
                                    settings.dlq_topic)
         self.stats = WorkerStats()
@@ -145,27 +153,36 @@ class BatchWorker:
         topic = self.settings.events_topic
         self.consumer.subscribe([topic], listener=RebalanceHooks(topic, self._on_revoked, self._on_assigned))
         self.schedule.start(self._clock_ms())
-        while not self._stop.is_set():
-            batch = await self._poll()
-            self._raise_fatal()
+        try:
+            while not self._stop.is_set():
+                batch = await self._poll()
+                self._raise_fatal()
+                async with self._lock:
+                    await self._handle(batch)
+                    await self._checkpoint_step()
             async with self._lock:
-                await self._handle(batch)
-                await self._checkpoint_step()
-        async with self._lock:
-            await self._commit_point()
+                await self._commit_point()
+        finally:
+            await self.state_out.close()  # after a clean stop there is nothing left in it
         log.info("worker stopped cleanly: %s", self.stats)
 
     async def _poll(self) -> dict[Any, list[Any]]:
         """Records already fetched, at once; if there are none, score what is pending first (the
-        worker would only wait: idle time is latency for free), then wait up to a micro-batch."""
+        worker would only wait: idle time is latency for free) and write a slice of a checkpoint's
+        states, then wait up to a micro-batch (after a slice, `IDLE_WAIT_MS`: long enough for the
+        fetcher to hand over what arrived during the slice, which it cannot do while the slice runs)."""
         most = self.settings.poll_max_records
         batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=0, max_records=most)
         if batch:
             self.schedule.fetched(self._clock_ms())
             return batch
+        wait_ms = max(self.settings.micro_batch_ms, 1)
         async with self._lock:
             await self._emit(self.detector.flush(self._clock_ms()))
-        batch = await self.consumer.getmany(timeout_ms=max(self.settings.micro_batch_ms, 1), max_records=most)
+            if self._checkpoint is not None and self._checkpoint.devices:
+                await self._state_slice(self._checkpoint)  # idle time: nothing fetched is waiting
+                wait_ms = IDLE_WAIT_MS
+        batch = await self.consumer.getmany(timeout_ms=wait_ms, max_records=most)
         if batch:
             self.schedule.fetched(self._clock_ms())
         return batch
@@ -238,32 +255,25 @@ class BatchWorker:
         await _let_io_run()  # the producer puts them on the wire now, not after the whole batch
         self._yield_at = time.perf_counter() + YIELD_EVERY_S
 
-    async def _send(
-        self, out: OutRecord, partition: int | None = None, trace: TraceContext | None = None,
-        producer: Any = None,
-    ) -> None:
+    async def _send(self, out: OutRecord, trace: TraceContext | None = None) -> None:
         """Hand a record to the producer (in order); its ack is awaited at the next commit point."""
-        self._inflight.append(await (producer or self.producer).send(
-            out.topic, value=out.value, key=out.key, partition=partition, **headers_kwargs(trace)))
+        self._inflight.append(await self.producer.send(
+            out.topic, value=out.value, key=out.key, **headers_kwargs(trace)))
 
     # ---------------------------------------------------------------- commit points
 
     async def _checkpoint_step(self) -> None:
-        """Advance the incremental checkpoint by one slice (see `Checkpoint`); commit when it is complete."""
+        """Begin a checkpoint when due, write a slice if it is overdue (else idle polls do, see
+        `_poll`), and commit once every state is written and acknowledged."""
         now_ms = self._clock_ms()
         if self._checkpoint is None:
             if not self.schedule.due(now_ms):
                 return
             offsets = {p: o for p, o in self._positions.items() if p in self.owned}
-            self._checkpoint, self._dirty = Checkpoint(offsets, self._dirty), set()
-        if self._checkpoint.devices:
+            self._checkpoint, self._dirty = Checkpoint(offsets, self._dirty, now_ms), set()
+        if self._checkpoint.devices and overdue(self._checkpoint, now_ms, self.schedule.interval_ms):
             await self._emit(self.detector.flush(now_ms))  # a saved tree never holds unscored changes
-            deadline, cpu = time.perf_counter() + STATE_SLICE_S, time.process_time()
-            while True:  # at least one device per step, however slow, so a checkpoint always ends
-                await self._write_state(self._checkpoint.devices.pop())
-                if not self._checkpoint.devices or time.perf_counter() >= deadline:
-                    break
-            self._checkpoint.cpu_s += time.process_time() - cpu
+            await self._state_slice(self._checkpoint)
         if self._checkpoint.devices:
             return
         if self._checkpoint.acks is None:  # everything it needs is sent: wait for those acks only
@@ -273,6 +283,16 @@ class BatchWorker:
             await self._commit_changed(self._checkpoint.offsets)
             self._scheduled(now_ms, self._checkpoint.cpu_s)
             self._checkpoint = None
+
+    async def _state_slice(self, checkpoint: Checkpoint) -> None:
+        """Write states of `checkpoint` for up to `STATE_SLICE_S`: at least one device, however slow,
+        so a checkpoint always ends. The detector must have been flushed (no unscored changes)."""
+        deadline, cpu = time.perf_counter() + STATE_SLICE_S, time.process_time()
+        while checkpoint.devices:
+            await self._write_state(checkpoint.devices.pop())
+            if time.perf_counter() >= deadline:
+                break
+        checkpoint.cpu_s += time.process_time() - cpu
 
     async def _commit_point(self) -> None:
         """A whole checkpoint at once (revoke, shutdown): flush, every changed state, acks, commit."""
@@ -305,8 +325,8 @@ class BatchWorker:
                       device, len(data), self.settings.max_state_bytes)
             return
         self.stats.states_written += 1
-        await self._send(OutRecord(self.settings.state_topic, device.encode(), data), partition,
-                         producer=self.state_producer)
+        topic = self.settings.state_topic
+        self._inflight.append(await self.state_out.send(topic, device.encode(), data, partition))
 
     async def _commit_changed(self, offsets: dict[int, int]) -> None:
         changed = {p: o for p, o in offsets.items() if p in self.owned and o != self._committed.get(p)}
@@ -397,7 +417,7 @@ class BatchWorker:
         if value is None:
             return 0
         try:
-            device = self.detector.restore_device(value)
+            device = self.detector.restore_device(unpack_state(value, self.settings.max_state_bytes))
         except StateError as exc:
             self.stats.states_unreadable += 1
             log.error("state of device %r in partition %d is unreadable, starting it empty: %s",

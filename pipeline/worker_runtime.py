@@ -30,6 +30,7 @@ from pipeline.kafka_io import (
     TopicFollower,
     make_events_consumer,
     make_producer,
+    make_state_producer,
     prepare_state_topic,
     read_compacted,
 )
@@ -150,7 +151,8 @@ async def run_worker(
     observer = WorkerObserver.open(telemetry)
     followers = _followers(settings, live, detector, observer.heartbeats)
     producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
-    state_producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
+    state_producer = make_state_producer(settings.kafka,
+                                         max_request_bytes=settings.max_state_bytes + (64 << 10))
     consumer = make_events_consumer(settings.kafka, group_id=settings.group_id,
                                     session_timeout_ms=settings.session_timeout_ms,
                                     heartbeat_interval_ms=settings.heartbeat_interval_ms)

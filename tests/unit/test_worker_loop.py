@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.policy import Policy, PolicyConfig
 from pipeline.settings import WorkerSettings
+from pipeline.state_out import unpack_state
 from pipeline.tree_state import forest_to_bytes
 from pipeline.worker import BatchWorker
 from schemas.alerts import Alert
@@ -145,7 +146,8 @@ def make(tmp_path: Path, steps: list[Step], *, restore: Any = no_state,
     producer = FakeProducer()
     consumer = FakeConsumer(steps, producer, set(partitions), committed)
     worker = BatchWorker(settings(tmp_path, commit_interval_ms), detector(), KEY, consumer=consumer,
-                         producer=producer, restore=restore, clock_ms=clock or (lambda: NOW_MS))
+                         producer=producer, restore=restore, clock_ms=clock or (lambda: NOW_MS),
+                         offload_state=False)  # states sent within the step that wrote them
     consumer.worker = worker
     return worker, consumer, producer
 
@@ -226,12 +228,18 @@ async def test_a_failed_ack_stops_the_worker_without_committing(tmp_path: Path) 
     assert consumer.committed_offsets == {}
 
 
-async def test_a_partition_moved_to_another_worker_arrives_with_its_trees(tmp_path: Path) -> None:
+@pytest.mark.parametrize("older_worker", [False, True])
+async def test_a_partition_moved_to_another_worker_arrives_with_its_trees(
+    tmp_path: Path, older_worker: bool
+) -> None:
     phase1, phase2 = ransomware("dev-a", SHA)
     first, _, first_out = make(tmp_path, [{0: [record(0, phase1)]}])
     await first.run()
     assert [a.tactic.value for a in alerts(first_out)] == ["Execution"]
     saved = {k: v for t, k, v, _ in first_out.sent if t == "t.state"}
+    if older_worker:  # its changelog holds the records uncompressed: read as they are
+        saved = {k: unpack_state(v, 8 << 20) for k, v in saved.items() if v is not None}
+        assert saved[b"dev-a"].startswith(b"{")
 
     async def restore(partitions: set[int]) -> dict[int, dict[bytes, bytes | None]]:
         assert partitions == {0}
@@ -312,7 +320,7 @@ async def test_an_unreadable_state_record_is_counted_and_the_device_starts_empty
 async def test_a_checkpoint_saves_trees_a_slice_at_a_time_and_commits_the_offsets_it_began_with(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One state per step; dev-a changes mid-checkpoint; a crash after the commit loses no alert."""
+    """One state per idle poll; dev-a changes mid-checkpoint; a crash after the commit loses no alert."""
     monkeypatch.setattr("pipeline.worker.STATE_SLICE_S", 0.0)
     (a1, a2), (b1, _), (c1, _) = (ransomware(d, SHA) for d in ("dev-a", "dev-b", "dev-c"))
     now = [NOW_MS]
@@ -324,7 +332,7 @@ async def test_a_checkpoint_saves_trees_a_slice_at_a_time_and_commits_the_offset
         raise RuntimeError("kill -9")
 
     steps: list[Step] = [{0: [record(0, a1), record(1, b1)]}, later, {0: [record(2, c1)]},
-                         {0: [record(3, a2)]}, {0: []}, {0: []}, crash]
+                         {0: [record(3, a2)]}, *[{}] * 6, crash]  # {}: nothing fetched (idle)
     first, _, out = make(tmp_path, steps, clock=lambda: now[0], commit_interval_ms=1_000)
     with pytest.raises(RuntimeError, match="kill -9"):
         await first.run()
@@ -352,8 +360,8 @@ async def test_events_keep_flowing_while_a_checkpoint_waits_for_its_acks(tmp_pat
     async def acks_back(consumer: Any) -> None:
         consumer.producer.release()
 
-    steps: list[Step] = [{0: [record(0, a1)]}, later, {0: [record(1, b1)]}, {0: [record(2, c1)]}, acks_back,
-                         {0: []}]
+    steps: list[Step] = [{0: [record(0, a1)]}, later, {0: [record(1, b1)]}, {}, {0: [record(2, c1)]},
+                         acks_back, {0: []}]  # the idle poll writes the states
     worker, _, out = make(tmp_path, steps, clock=lambda: now[0], commit_interval_ms=1_000)
     out.hold = True
     task = asyncio.create_task(worker.run())
@@ -361,8 +369,8 @@ async def test_events_keep_flowing_while_a_checkpoint_waits_for_its_acks(tmp_pat
     out.release()
     await task
     events = [e for e in out.log if e.startswith(("poll", "commit", "acks"))]
-    assert events == ["poll [0]", "poll [1]", "poll [2]", "acks back", "poll []", "commit [(0, 2)]",
-                      "acks back", "commit [(0, 3)]"]
+    assert events == ["poll [0]", "poll [1]", "poll []", "poll [2]", "acks back", "poll []",
+                      "commit [(0, 2)]", "acks back", "commit [(0, 3)]"]
 
 
 async def test_an_idle_consumer_gets_pending_trees_scored_before_the_next_poll(tmp_path: Path) -> None:
@@ -454,12 +462,16 @@ async def test_a_later_checkpoint_writes_what_a_whole_encoding_of_the_tree_would
     states = [v for t, _, v, _ in out.sent if t == "t.state"]
     forest = worker.detector.forests["dev-a"]
     assert len(states) == 2 and worker.states.rows_reused > 0
-    assert states[-1] == forest_to_bytes(forest, forest.watermark_ms - worker.detector.config.window_ms)
+    expected = forest_to_bytes(forest, forest.watermark_ms - worker.detector.config.window_ms)
+    assert unpack_state(states[-1], 8 << 20) == expected and states[-1] != expected  # compressed
 
 
+# Never idle while busy: a checkpoint begun at busy[1] waits an interval for idle time, then writes
+# after busy[2] (overdue). Cheap: the next begins an interval after that commit (busy[3]) and ends in
+# the first idle poll; costly: 5 intervals later, or once quiet (then it ends when the worker stops).
 @pytest.mark.parametrize(("share", "log"), [
-    (1e9, ["commit [(0, 2)]", "commit [(0, 3)]", "commit [(0, 4)]", "quiet", "stopping"]),  # cheap: every 1 s
-    (1e-9, ["commit [(0, 2)]", "quiet", "commit [(0, 4)]", "stopping"]),  # costly: 5 intervals, or quiet
+    (1e9, ["commit [(0, 2)]", "quiet", "commit [(0, 4)]", "stopping"]),
+    (1e-9, ["commit [(0, 2)]", "quiet", "stopping", "commit [(0, 4)]"]),
 ])
 async def test_under_load_checkpoints_are_spaced_by_their_cost_and_a_quiet_worker_commits_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, share: float, log: list[str]
@@ -483,3 +495,33 @@ async def test_under_load_checkpoints_are_spaced_by_their_cost_and_a_quiet_worke
     await worker.run()
     assert [e for e in out.log if e.startswith(("commit", "quiet", "stopping"))] == log
     assert consumer.committed_offsets == {0: 4}  # all of it, in both cases, before the worker stopped
+
+
+@pytest.mark.parametrize("idle", [True, False])
+async def test_a_checkpoint_waits_for_idle_time_to_write_states_unless_it_is_overdue(
+    tmp_path: Path, idle: bool
+) -> None:
+    # Records back to back: no state is written between them (a record would wait behind it) until
+    # the worker finds nothing fetched, or, never idle, once the checkpoint has waited an interval.
+    (a1, _), (b1, _), (c1, _), (d1, _) = (ransomware(d, SHA) for d in ("dev-a", "dev-b", "dev-c", "dev-d"))
+    now = [NOW_MS]
+
+    def after(ms: int, entry: str) -> Step:
+        async def step(consumer: Any) -> None:
+            now[0] += ms
+            consumer.producer.log.append(entry)
+        return step
+
+    gap: Step = {} if idle else after(1_000, "overdue")
+    steps: list[Step] = [{0: [record(0, a1)]}, after(5_000, "due"), {0: [record(1, b1)]},
+                         {0: [record(2, c1)]}, gap, {0: [record(3, d1)]}]
+    worker, consumer, out = make(tmp_path, steps, clock=lambda: now[0], commit_interval_ms=1_000)
+    await worker.run()
+    log = [e for e in out.log if not e.startswith(("send t.alerts", "send t.commands", "send t.verdicts"))]
+    begun = log.index("poll [1]")  # the checkpoint begins after this batch: dev-a and dev-b to save
+    # idle: the poll that found nothing writes the slice, then waits briefly for records (record 3)
+    written = (["poll []", "send t.state", "send t.state", "poll [3]"] if idle
+               else ["overdue", "poll [3]", "send t.state", "send t.state"])
+    assert log[begun: begun + 2 + len(written)] == ["poll [1]", "poll [2]", *written]
+    assert log[begun + 2 + len(written)].startswith("commit [(0, 2)]")  # the offsets it began with
+    assert consumer.committed_offsets == {0: 4}
