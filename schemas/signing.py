@@ -19,7 +19,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -44,6 +44,12 @@ _DOMAINS: dict[type[SignedRecord], bytes] = {
     PolicyUpdate: b"ringfence.policy.v1\n",
 }
 _KEY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+_sodium_sign: Callable[[bytes, bytes], bytes] | None
+try:  # libsodium through PyNaCl (the pipeline extra): the same signatures, ~30 % less CPU than OpenSSL's
+    from nacl.bindings import crypto_sign as _sodium_sign
+except ImportError:  # pragma: no cover - depends on the install: cryptography signs alone
+    _sodium_sign = None
 
 
 def b64url_encode(data: bytes) -> str:
@@ -86,6 +92,7 @@ class SigningKey:
 
     private_key: Ed25519PrivateKey
     key_id: str = ""
+    _sodium_key: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.key_id:
@@ -101,6 +108,24 @@ class SigningKey:
     def trusted(self, not_after: datetime | None = None) -> TrustedKey:
         """The public half, for a keyring."""
         return TrustedKey(self.key_id, self.private_key.public_key(), not_after)
+
+    def sign(self, data: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of `data`.
+
+        Ed25519 is deterministic, so libsodium (when PyNaCl is installed) and OpenSSL give the same
+        bytes (tests/unit/test_signing.py); libsodium took ~30 % less CPU per signature on the
+        pipeline's hosts, and every command and verdict is signed (BENCHMARKS.md, Pipeline, "Session H").
+        """
+        if _sodium_sign is None:
+            return self.private_key.sign(data)
+        secret = self._sodium_key
+        if secret is None:  # libsodium's secret key: the 32-byte seed, then the public key
+            seed = self.private_key.private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
+            secret = seed + public_key_bytes(self.private_key.public_key())
+            object.__setattr__(self, "_sodium_key", secret)
+        return _sodium_sign(data, secret)[:64]  # signed message: the signature, then the message
 
 
 @dataclass(frozen=True)
@@ -183,7 +208,7 @@ def canonical_bytes(model: SignedRecord) -> bytes:
 def sign(model: Signed, key: SigningKey) -> Signed:
     """A copy of `model` carrying `key.key_id` and the signature over everything else."""
     unsigned = model.model_copy(update={"key_id": key.key_id, "signature": None})
-    signature = key.private_key.sign(canonical_bytes(unsigned))
+    signature = key.sign(canonical_bytes(unsigned))
     return unsigned.model_copy(update={"signature": b64url_encode(signature)})
 
 
@@ -207,7 +232,7 @@ def signed_json_of(values: Mapping[str, Any], kind: type[SignedRecord], key: Sig
     body = dict(values)
     body["key_id"] = key.key_id
     del body["signature"]
-    signature = key.private_key.sign(_DOMAINS[kind] + orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+    signature = key.sign(_DOMAINS[kind] + orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
     body["signature"] = b64url_encode(signature)
     return orjson.dumps(body)
 

@@ -11,7 +11,9 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from schemas_strategies import commands, verdicts
 
 from schemas import codec
@@ -171,6 +173,30 @@ def test_signed_json_is_byte_for_byte_the_encoded_signed_record(command: Command
         assert signed_json(record, KEY) == codec.encode(signed)
     relabelled = sign_command(command, SigningKey.generate("other-key"))  # an earlier key_id/signature
     assert signed_json(relabelled, KEY) == codec.encode(sign_command(command, KEY))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=2048), seed=st.binary(min_size=32, max_size=32))
+def test_libsodium_and_openssl_sign_the_same_bytes(data: bytes, seed: bytes) -> None:
+    """Ed25519 is deterministic: the pipeline signs with libsodium when PyNaCl is installed, and an
+    agent (or a host without it) gets exactly the signature OpenSSL makes, which verifies."""
+    from schemas import signing
+
+    assert signing._sodium_sign is not None  # the pipeline extra installs PyNaCl
+    key = SigningKey(Ed25519PrivateKey.from_private_bytes(seed), "k-1")
+    openssl = key.private_key.sign(data)
+    assert key.sign(data) == openssl == key.sign(data)  # the second call reuses libsodium's key
+    key.private_key.public_key().verify(openssl, data)
+    assert seed.hex() not in repr(key)
+
+
+def test_without_libsodium_openssl_signs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from schemas import signing
+
+    monkeypatch.setattr(signing, "_sodium_sign", None)
+    key = SigningKey.generate("k-2")
+    assert key.sign(b"x") == key.private_key.sign(b"x")
+    assert verify(codec.decode(Command, signed_json(_command(), key)), Keyring.of([key.trusted()]))
 
 
 def test_signed_json_of_a_policy_update_verifies_and_leaves_the_model_unsigned() -> None:
