@@ -28,6 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_cext_hostile import CHILD, isolated
+from test_features_compiled import forest_of
+from test_tree_compiled import stream
 
 from pipeline import features
 from pipeline.behaviour import Counter
@@ -286,6 +288,70 @@ def test_reference_counts_are_unchanged_after_many_calls_good_and_failing() -> N
             rows_c()(contexts, matrix, features.static_facts, features._C_LAYOUT, ProcessNode)
         contexts[3].node.conns.pop()
     assert [sys.getrefcount(x) for x in watched] == before
+
+
+@pytest.mark.parametrize(
+    ("rows", "error"),
+    [
+        (["not a row"], TypeError),
+        ([("forest", "node", "extra")], TypeError),
+        (42, TypeError),
+    ],
+)
+def test_contexts_of_rows_that_are_not_forest_node_pairs_raise(rows: Any, error: type[Exception]) -> None:
+    contexts = features._compiled_contexts
+    assert contexts is not None, NOT_BUILT
+    with pytest.raises(error):
+        contexts(rows, 300_000, RowContext, 3, 256)
+
+
+def test_contexts_of_a_row_whose_node_left_the_forest_raise_key_error_either_way(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    forest = forest_of(stream(3), None)
+    gone = forest.nodes["root"]
+    rows = [(forest, node) for node in forest.nodes.values()]
+    forest.nodes.pop("root")
+    with pytest.raises(KeyError):
+        features.row_contexts(rows)
+    monkeypatch.setattr(features, "_compiled_contexts", None)
+    monkeypatch.setattr(features, "_compiled_context", None)
+    with pytest.raises(KeyError):
+        features.row_contexts(rows)
+    assert gone.key == "root"
+
+
+def test_an_ancestor_lookup_that_raises_propagates_from_either_walk() -> None:
+    contexts = features._compiled_contexts
+    assert contexts is not None, NOT_BUILT
+
+    class Nodes(dict[str, Any]):
+        def get(self, key: str, default: Any = None) -> Any:
+            if key == "c1":
+                raise RuntimeError("lookup failed")
+            return super().get(key, default)
+
+    forest = forest_of(stream(0, n=10), TreeLimits(max_depth=64))
+    root = forest.nodes["root"]
+    for i in range(20):
+        parent = "root" if i == 0 else f"c{i - 1}"
+        forest.nodes[f"c{i}"] = type(root)(
+            f"c{i}", image="a.exe", parent_key=parent, last_ms=forest.watermark_ms
+        )
+    forest.nodes = Nodes(forest.nodes)
+    for depth in (3, 30):
+        with pytest.raises(RuntimeError, match="lookup failed"):
+            contexts([(forest, forest.nodes["c3"])], 300_000, RowContext, depth, 256)
+
+
+def test_contexts_refuse_negative_bounds() -> None:
+    contexts = features._compiled_contexts
+    assert contexts is not None, NOT_BUILT
+    forest = forest_of(stream(3), None)
+    rows = [(forest, node) for node in forest.nodes.values()]
+    for depth, most in ((-1, 256), (3, -1)):
+        with pytest.raises(ValueError, match=">= 0"):
+            contexts(rows, 300_000, RowContext, depth, most)
 
 
 @pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the child run")

@@ -220,37 +220,6 @@ def test_a_context_of_a_key_the_forest_does_not_hold_is_a_key_error_either_way(
         row_context(forest, "no such process")
 
 
-@pytest.mark.parametrize(
-    ("rows", "error"),
-    [
-        (["not a row"], TypeError),
-        ([("forest", "node", "extra")], TypeError),
-        (42, TypeError),
-    ],
-)
-def test_contexts_of_rows_that_are_not_forest_node_pairs_raise(rows: Any, error: type[Exception]) -> None:
-    contexts = features._compiled_contexts
-    assert contexts is not None, NOT_BUILT
-    with pytest.raises(error):
-        contexts(rows, 300_000, RowContext, 3, 256)
-
-
-def test_contexts_of_a_row_whose_node_left_the_forest_raise_key_error_either_way(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    forest = forest_of(stream(3), None)
-    gone = forest.nodes["root"]
-    rows = [(forest, node) for node in forest.nodes.values()]
-    forest.nodes.pop("root")
-    with pytest.raises(KeyError):
-        features.row_contexts(rows)
-    monkeypatch.setattr(features, "_compiled_contexts", None)
-    monkeypatch.setattr(features, "_compiled_context", None)
-    with pytest.raises(KeyError):
-        features.row_contexts(rows)
-    assert gone.key == "root"
-
-
 @pytest.mark.parametrize("depth", [0, 1, 15, 16, 17, 40])
 def test_ancestor_walks_short_and_long_are_the_forests_own(depth: int) -> None:
     """Walks of up to 16 ancestors fill their tuple from an array, longer ones through a list."""
@@ -270,39 +239,6 @@ def test_ancestor_walks_short_and_long_are_the_forests_own(depth: int) -> None:
         assert [type(c) for c in built] == [row_type] * 3
         for (f, node), context in zip(rows, built, strict=True):
             assert list(context[2]) == f.ancestors(node.key, depth)
-
-
-def test_an_ancestor_lookup_that_raises_propagates_from_either_walk() -> None:
-    contexts = features._compiled_contexts
-    assert contexts is not None, NOT_BUILT
-
-    class Nodes(dict[str, Any]):
-        def get(self, key: str, default: Any = None) -> Any:
-            if key == "c1":
-                raise RuntimeError("lookup failed")
-            return super().get(key, default)
-
-    forest = forest_of(stream(0, n=10), TreeLimits(max_depth=64))
-    root = forest.nodes["root"]
-    for i in range(20):
-        parent = "root" if i == 0 else f"c{i - 1}"
-        forest.nodes[f"c{i}"] = type(root)(
-            f"c{i}", image="a.exe", parent_key=parent, last_ms=forest.watermark_ms
-        )
-    forest.nodes = Nodes(forest.nodes)
-    for depth in (3, 30):
-        with pytest.raises(RuntimeError, match="lookup failed"):
-            contexts([(forest, forest.nodes["c3"])], 300_000, RowContext, depth, 256)
-
-
-def test_contexts_refuse_negative_bounds() -> None:
-    contexts = features._compiled_contexts
-    assert contexts is not None, NOT_BUILT
-    forest = forest_of(stream(3), None)
-    rows = [(forest, node) for node in forest.nodes.values()]
-    for depth, most in ((-1, 256), (3, -1)):
-        with pytest.raises(ValueError, match=">= 0"):
-            contexts(rows, 300_000, RowContext, depth, most)
 
 
 def test_wide_trees_are_cut_at_max_descendants_and_deep_ones_at_max_depth() -> None:
