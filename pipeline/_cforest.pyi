@@ -18,7 +18,6 @@ def fold(
     starts: tuple[Callable[[str], tuple[int, ...]], Callable[[str], int]] | None = None,
     /,
 ) -> int: ...
-
 def rows(
     pending: Sequence[tuple[str, str, bool]],
     forests: dict[str, Any],
