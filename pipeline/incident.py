@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -61,14 +63,14 @@ class Written(Generic[T]):
     """
 
     def __init__(self, limit: int = 1024) -> None:
-        self._held: dict[int, tuple[object, T]] = {}
+        self._held: OrderedDict[int, tuple[object, T]] = OrderedDict()
         self._limit = limit
 
     def keep(self, model: object, written: T) -> None:
         """Hold `written` for `model` (the model itself is held too, so its id cannot be reused meanwhile)."""
         held = self._held
         if len(held) >= self._limit:
-            del held[next(iter(held))]
+            held.popitem(last=False)  # O(1): a dict's first key is found by skipping the deleted ones
         held[id(model)] = (model, written)
 
     def take(self, model: object) -> T | None:
@@ -149,26 +151,36 @@ class Incident:
     @property
     def variant(self) -> str:
         """`<Variant>` of the detection name: the strongest feature, CamelCased, without its prefix."""
-        if not self.top_features:
-            return "Gen"
-        name = self.top_features[0][0]
-        for prefix in _STRIP_PREFIXES:
-            name = name.removeprefix(prefix)
-        return "".join(part.capitalize() for part in name.split("_") if part)[:64] or "Gen"
+        return _variant(self.top_features[0][0] if self.top_features else None)
 
     @property
     def name(self) -> str:
         """`Behavior:<Win32|Linux>/<Tactic>.<Variant>!ml` (made once: the alert, commands and verdict
-        all carry it); ValueError when the platform, tactic or variant cannot make one."""
+        all carry it; the same few names recur over incidents: remembered per platform, tactic and
+        strongest feature); ValueError when the platform, tactic or variant cannot make one."""
         if self._name is None:
-            object.__setattr__(self, "_name", detection_name(Platform(self.platform), Tactic(self.tactic),
-                                                             self.variant))  # fmt: skip
+            feature = self.top_features[0][0] if self.top_features else None
+            object.__setattr__(self, "_name", _detection_name(self.platform, self.tactic, feature))
         return str(self._name)
 
     @property
     def provisional(self) -> bool:
         """Scored by a stand-in model."""
         return "provisional" in self.model_version
+
+
+@lru_cache(maxsize=1024)
+def _variant(feature: str | None) -> str:
+    if feature is None:
+        return "Gen"
+    for prefix in _STRIP_PREFIXES:
+        feature = feature.removeprefix(prefix)
+    return "".join(part.capitalize() for part in feature.split("_") if part)[:64] or "Gen"
+
+
+@lru_cache(maxsize=1024)
+def _detection_name(platform: str, tactic: str, feature: str | None) -> str:
+    return detection_name(Platform(platform), Tactic(tactic), _variant(feature))
 
 
 _SYSTEM_LOCATIONS = frozenset({Location.SYSTEM, Location.WINDOWS, Location.PROGRAM_FILES})
@@ -224,6 +236,12 @@ def utc_text(value: datetime) -> str:
         f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
         f"{value.second:02d}.{value.microsecond:06d}Z"
     )
+
+
+@lru_cache(maxsize=4096)
+def ms_text(ms: int) -> str:
+    """`utc_text(utc(ms))`, remembered: a flush's decisions share their clock, an alert's times its nodes'."""
+    return utc_text(utc(ms))
 
 
 def alert_record(
@@ -286,8 +304,8 @@ def _alert(
         "top_features": [{"name": n, "value": float(v), "contribution": float(c)} for n, v, c in
                          incident.top_features[:64]],
         "mode": mode, "actions": actions,
-        "first_seen": utc_text(utc(min(n.start_ms if n.start_ms is not None else n.last_ms for n in nodes))),
-        "last_seen": utc_text(utc(max(n.last_ms for n in nodes))), "created_at": utc_text(now),
+        "first_seen": ms_text(min(n.start_ms if n.start_ms is not None else n.last_ms for n in nodes)),
+        "last_seen": ms_text(max(n.last_ms for n in nodes)), "created_at": utc_text(now),
         "summary": _summary(incident),
     }  # fmt: skip
     snapshot: dict[str, Any] = body["process_tree"]
@@ -305,7 +323,8 @@ def _alert(
 
 
 def _probability(value: float) -> float:
-    return min(max(float(value), 0.0), 1.0)
+    value = float(value)
+    return value if 0.0 <= value <= 1.0 else min(max(value, 0.0), 1.0)  # NaN stays NaN: refused
 
 
 def sha256_text(sha256: str | None) -> str | None:
@@ -322,8 +341,8 @@ def _snapshot(incident: Incident, nodes: tuple[NodeView, ...]) -> dict[str, Any]
             {
                 "process_key": n.key, "parent_process_key": n.parent_key, "image": n.image or None,
                 "command_line": n.command_line or None, "sha256": sha256_text(n.sha256), "user": n.user,
-                "pid": n.pid, "started_at": None if n.start_ms is None else utc_text(utc(n.start_ms)),
-                "ended_at": None if n.end_ms is None else utc_text(utc(n.end_ms)), "scored": n.key == scored,
+                "pid": n.pid, "started_at": None if n.start_ms is None else ms_text(n.start_ms),
+                "ended_at": None if n.end_ms is None else ms_text(n.end_ms), "scored": n.key == scored,
             }
             for n in nodes
         ],

@@ -38,6 +38,7 @@ from pipeline.incident import (
     alert_id_for,
     alert_record,
     audit_record,
+    ms_text,
     sha256_text,
     stable_id,
     utc,
@@ -205,7 +206,7 @@ class Policy:
         return [alert_record(incident, alert_id, mode, commands, verdicts, True, now), *commands, *verdicts]
 
     def _commands(self, incident: Incident, alert_id: str, now_ms: int, issued: datetime) -> list[Command]:
-        times = (utc_text(issued), utc_text(utc(now_ms + self.config.command_ttl_ms)))
+        times = (utc_text(issued), ms_text(now_ms + self.config.command_ttl_ms))
         name = incident.name
         root, artifact = incident.root, incident.artifact
         wanted: list[tuple[CommandAction, str, dict[str, Any]]] = [
@@ -249,7 +250,7 @@ class Policy:
                 f"model {incident.model_version})", "source": VerdictSource.ML.value, "alert_id": alert_id,
                 "detection_name": name, "model_version": incident.model_version,
                 "feature_version": incident.feature_version, "issued_at": utc_text(issued),
-                "expires_at": None if ttl is None else utc_text(utc(now_ms + ttl)), "key_id": None,
+                "expires_at": None if ttl is None else ms_text(now_ms + ttl), "key_id": None,
                 "signature": None,
             })
         ]  # fmt: skip
