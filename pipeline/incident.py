@@ -62,7 +62,7 @@ class Written(Generic[T]):
     (hunting, tests) push the oldest entries out; a decision not found is dumped as before.
     """
 
-    def __init__(self, limit: int = 1024) -> None:
+    def __init__(self, limit: int = 256) -> None:
         self._held: OrderedDict[int, tuple[object, T]] = OrderedDict()
         self._limit = limit
 
