@@ -286,8 +286,8 @@ def _alert(
     """The alert as JSON values, validated whole by the contract and written once; the bytes are kept
     for the outputs (`WRITTEN`). Values are given as the contract's own dump writes them (times as
     `UtcTimestamp` text, sha256 lower-cased, floats as floats), so the validated model dumps to
-    these very bytes (tests/unit/test_incident_json.py). Evidence is validated as models (a decoded
-    event was proven at decode: `_evidence_model`) and written from its own JSON."""
+    these very bytes (tests/unit/test_incident_json.py). Evidence is validated inside that one call
+    (a decoded event as its plain values: `_evidence_models`) and written from its own JSON."""
     nodes = incident.nodes[:MAX_SNAPSHOT_NODES]
     threshold = float(incident.threshold)
     if not math.isfinite(threshold):  # JSON has no NaN: orjson would write null, an absent threshold
