@@ -275,29 +275,8 @@ static int table_grow(Table *t) {
 }
 
 /* Behaviour counts of `evidence` (packed `ts_ms << 8 | code` ints) at or after `start`, as
-   `windows.count_windows` counts them. */
-/* An exact int of at most two digits (every evidence record: ms << 8 | code is below 2**60), read from its
-   digits as `PyLong_AsLongLongAndOverflow` reads it, minus the call and its checks; 0 for anything else.
-   CPython 3.11's int layout (3.12 changed it: there the general path is taken). */
-static inline int small_ll(PyObject *value, long long *out) {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-    if (!PyLong_CheckExact(value))
-        return 0;
-    const digit *d = ((PyLongObject *)value)->ob_digit;
-    switch (Py_SIZE(value)) {
-    case 0: *out = 0; return 1;
-    case 1: *out = (long long)d[0]; return 1;
-    case -1: *out = -(long long)d[0]; return 1;
-    case 2: *out = (long long)d[1] << PyLong_SHIFT | d[0]; return 1;
-    case -2: *out = -((long long)d[1] << PyLong_SHIFT | d[0]); return 1;
-    default: return 0;
-    }
-#else
-    (void)value, (void)out;
-    return 0;
-#endif
-}
-
+   `windows.count_windows` counts them (each record read by `small_ll`: every one, ms << 8 | code, is
+   below 2**60, two digits). */
 static int count_evidence(PyObject *evidence, long long start, int32_t *counts, const Layout *L) {
     memset(counts, 0, (size_t)L->n_cnt * sizeof(int32_t));
     PyObject *it = PyObject_GetIter(evidence);

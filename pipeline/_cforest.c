@@ -80,28 +80,6 @@ typedef struct {
     int lifecycle;  /* 0: every process start and end is Python's (a 7- or 8-argument call) */
 } Run;
 
-/* An exact int of at most two 30-bit digits (times in ms, seqs, counts) read from its digits, as
-   `PyLong_AsLongLongAndOverflow` reads it without the call; 0 for anything else (CPython 3.11's layout;
-   other versions take the general path). */
-static inline int small_ll(PyObject *value, long long *out) {
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
-    if (!PyLong_CheckExact(value))
-        return 0;
-    const digit *d = ((PyLongObject *)value)->ob_digit;
-    switch (Py_SIZE(value)) {
-    case 0: *out = 0; return 1;
-    case 1: *out = (long long)d[0]; return 1;
-    case -1: *out = -(long long)d[0]; return 1;
-    case 2: *out = (long long)d[1] << PyLong_SHIFT | d[0]; return 1;
-    case -2: *out = -((long long)d[1] << PyLong_SHIFT | d[0]); return 1;
-    default: return 0;
-    }
-#else
-    (void)value, (void)out;
-    return 0;
-#endif
-}
-
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
     PyObject *value = get_attr(obj, name);
     if (value == NULL)

@@ -81,4 +81,27 @@ static inline int set_attr(PyObject *obj, PyObject *name, PyObject *value) {
     return 0;
 }
 
+/* An exact int of at most two 30-bit digits (times in ms, seqs, counts, evidence records) read from its
+   digits as `PyLong_AsLongLongAndOverflow` reads it, minus the call and its checks; 0 for anything else,
+   which the caller then reads the general way. CPython 3.11's int layout (3.12 changed it: there this
+   always answers 0). Shared by `_cforest` and `_cfeatures`. */
+static inline int small_ll(PyObject *value, long long *out) {
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    if (!PyLong_CheckExact(value))
+        return 0;
+    const digit *d = ((PyLongObject *)value)->ob_digit;
+    switch (Py_SIZE(value)) {
+    case 0: *out = 0; return 1;
+    case 1: *out = (long long)d[0]; return 1;
+    case -1: *out = -(long long)d[0]; return 1;
+    case 2: *out = (long long)d[1] << PyLong_SHIFT | d[0]; return 1;
+    case -2: *out = -((long long)d[1] << PyLong_SHIFT | d[0]); return 1;
+    default: return 0;
+    }
+#else
+    (void)value, (void)out;
+    return 0;
+#endif
+}
+
 #endif /* RINGFENCE_SLOTS_H */
