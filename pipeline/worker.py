@@ -7,25 +7,26 @@ the detector scores changed trees in micro-batches (one predict call per flush).
 closes when it is `micro_batch_ms` old or as soon as the consumer has nothing fetched left: under
 load batches grow, when the worker catches up a verdict does not wait for the timer.
 
-**At-least-once with idempotent output.** Every `commit_interval_ms` a checkpoint takes the
-current offsets and the set of devices changed since the last one, then, a slice of at most
-`STATE_SLICE_S` at a time, flushes the detector (a saved tree never holds unscored changes) and
-writes those devices' state to the state changelog (compacted, key device_id, *partition = its
-events partition*; each value zstd-compressed in a thread by `pipeline.state_out.StateWriter`, not
-by the producer on the loop's thread). Slices run when nothing fetched is waiting (idle time: a
-record that arrives meanwhile waits for one slice at most), and after every batch only once the
-checkpoint is overdue (`pipeline.checkpoints.overdue`: a worker that is never idle still ends its
-checkpoints). When all are written, and Kafka has acknowledged everything sent until then
-(decisions included; idempotent producer, acks=all; events keep being processed while the acks
-come back), it commits the offsets it took. On revoke and at shutdown the same happens at once
-with the current offsets. A crash replays the events after the committed offsets onto the saved
-trees: events a tree already holds are dropped as redeliveries (per-device seq high-water mark),
-the others reproduce the same alert ids, command ids, nonces and verdict keys (the pure core
-derives them from the tree, not from time). Duplicates can still escape: decisions sent after the
-last commit and before a crash are sent again by the next owner when the tree it restored
-predates them. Consumers dedupe alerts by `alert_id`, agents refuse a command nonce seen before,
-and the verdict topic is compacted by artifact. A state record over `max_state_bytes` is not
-written (logged, counted): that device restarts from an empty tree after a crash.
+**At-least-once with idempotent output.** Every `commit_interval_ms` a checkpoint takes the current
+offsets and the set of devices changed since the last one, then, a slice of at most `STATE_SLICE_S`
+(`IDLE_SLICE_S` in idle time) at a time, flushes the detector (a saved tree never holds unscored
+changes) and writes those devices' state to the state changelog (compacted, key device_id,
+*partition = its events partition*; each value zstd-compressed in a thread by
+`pipeline.state_out.StateWriter`, not by the producer on the loop's thread). Slices run when
+nothing fetched is waiting (idle time: a record that arrives meanwhile waits for one slice at
+most), and after every batch only once the checkpoint is overdue (`pipeline.checkpoints.overdue`: a
+worker that is never idle still ends its checkpoints). When all are written, and Kafka has
+acknowledged everything sent until then (decisions included; idempotent producer, acks=all; events
+keep being processed while the acks come back), it commits the offsets it took. On revoke and at
+shutdown the same happens at once with the current offsets. A crash replays the events after the
+committed offsets onto the saved trees: events a tree already holds are dropped as redeliveries
+(per-device seq high-water mark), the others reproduce the same alert ids, command ids, nonces and
+verdict keys (the pure core derives them from the tree, not from time). Duplicates can still
+escape: decisions sent after the last commit and before a crash are sent again by the next owner
+when the tree it restored predates them. Consumers dedupe alerts by `alert_id`, agents refuse a
+command nonce seen before, and the verdict topic is compacted by artifact. A state record over
+`max_state_bytes` is not written (logged, counted): that device restarts from an empty tree after a
+crash.
 
 **Fewer checkpoints under load.** Checkpoints are spaced by their CPU cost relative to the rest of
 the worker's (`pipeline.checkpoints.CommitSchedule`); a quiet worker commits at the plain interval.
@@ -77,6 +78,7 @@ log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
+IDLE_SLICE_S = 0.003  # a slice in idle time: a record arriving meanwhile waits this long at most
 IDLE_WAIT_MS = 2  # after a state slice in idle time: the fetcher runs (a slice back to back starved it)
 YIELD_EVERY_S = 0.005  # within a poll, let the clients' tasks run at least this often
 IO_TURNS = 3  # loop iterations aiokafka needs from send() to the request written (sender, then request)
@@ -168,9 +170,10 @@ class BatchWorker:
 
     async def _poll(self) -> dict[Any, list[Any]]:
         """Records already fetched, at once; if there are none, score what is pending first (the
-        worker would only wait: idle time is latency for free) and write a slice of a checkpoint's
-        states, then wait up to a micro-batch (after a slice, `IDLE_WAIT_MS`: long enough for the
-        fetcher to hand over what arrived during the slice, which it cannot do while the slice runs)."""
+        worker would only wait: idle time is latency for free) and write a short slice of a
+        checkpoint's states (`IDLE_SLICE_S`, once the fetcher has sent its next request), then wait
+        up to a micro-batch (after a slice, `IDLE_WAIT_MS`: long enough for the fetcher to hand over
+        what arrived during the slice, which it cannot do while the slice runs)."""
         most = self.settings.poll_max_records
         batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=0, max_records=most)
         if batch:
@@ -180,7 +183,8 @@ class BatchWorker:
         async with self._lock:
             await self._emit(self.detector.flush(self._clock_ms()))
             if self._checkpoint is not None and self._checkpoint.devices:
-                await self._state_slice(self._checkpoint)  # idle time: nothing fetched is waiting
+                await _let_io_run()  # the fetcher puts its next request on the wire first
+                await self._state_slice(self._checkpoint, IDLE_SLICE_S)  # idle: nothing fetched waits
                 wait_ms = IDLE_WAIT_MS
         batch = await self.consumer.getmany(timeout_ms=wait_ms, max_records=most)
         if batch:
@@ -284,10 +288,10 @@ class BatchWorker:
             self._scheduled(now_ms, self._checkpoint.cpu_s)
             self._checkpoint = None
 
-    async def _state_slice(self, checkpoint: Checkpoint) -> None:
-        """Write states of `checkpoint` for up to `STATE_SLICE_S`: at least one device, however slow,
+    async def _state_slice(self, checkpoint: Checkpoint, seconds: float = STATE_SLICE_S) -> None:
+        """Write states of `checkpoint` for up to `seconds`: at least one device, however slow,
         so a checkpoint always ends. The detector must have been flushed (no unscored changes)."""
-        deadline, cpu = time.perf_counter() + STATE_SLICE_S, time.process_time()
+        deadline, cpu = time.perf_counter() + seconds, time.process_time()
         while checkpoint.devices:
             await self._write_state(checkpoint.devices.pop())
             if time.perf_counter() >= deadline:

@@ -322,6 +322,7 @@ async def test_a_checkpoint_saves_trees_a_slice_at_a_time_and_commits_the_offset
 ) -> None:
     """One state per idle poll; dev-a changes mid-checkpoint; a crash after the commit loses no alert."""
     monkeypatch.setattr("pipeline.worker.STATE_SLICE_S", 0.0)
+    monkeypatch.setattr("pipeline.worker.IDLE_SLICE_S", 0.0)
     (a1, a2), (b1, _), (c1, _) = (ransomware(d, SHA) for d in ("dev-a", "dev-b", "dev-c"))
     now = [NOW_MS]
 
@@ -499,8 +500,9 @@ async def test_under_load_checkpoints_are_spaced_by_their_cost_and_a_quiet_worke
 
 @pytest.mark.parametrize("idle", [True, False])
 async def test_a_checkpoint_waits_for_idle_time_to_write_states_unless_it_is_overdue(
-    tmp_path: Path, idle: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, idle: bool
 ) -> None:
+    monkeypatch.setattr("pipeline.worker.IDLE_SLICE_S", 10.0)  # both states in one slice, however slow
     # Records back to back: no state is written between them (a record would wait behind it) until
     # the worker finds nothing fetched, or, never idle, once the checkpoint has waited an interval.
     (a1, _), (b1, _), (c1, _), (d1, _) = (ransomware(d, SHA) for d in ("dev-a", "dev-b", "dev-c", "dev-d"))
@@ -528,8 +530,9 @@ async def test_a_checkpoint_waits_for_idle_time_to_write_states_unless_it_is_ove
 
 
 async def test_after_a_state_slice_in_idle_time_the_poll_waits_briefly_for_the_fetcher(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("pipeline.worker.IDLE_SLICE_S", 10.0)  # both states in one slice, however slow
     # A slice runs on the loop's thread, so records fetched meanwhile are handed over only when the
     # loop is free: the poll after a slice waits IDLE_WAIT_MS (slices back to back starved the
     # fetcher for 340 ms in the benchmark), and an idle poll without a slice waits a micro-batch.
