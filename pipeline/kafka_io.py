@@ -270,7 +270,7 @@ async def _create_state_topic(admin: Any, topic: str, partitions: int, max_messa
     configs = {
         "cleanup.policy": "compact",
         "max.message.bytes": str(max_message_bytes + (64 << 10)),
-        "compression.type": "zstd",
+        "compression.type": "producer",  # values are zstd frames already (pipeline.state_out)
     }
     if brokers >= 3:
         configs["min.insync.replicas"] = "2"
