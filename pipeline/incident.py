@@ -40,7 +40,7 @@ from pipeline.lexicon import NON_ARTIFACT_CLASSES, ImageClass, Location, basenam
 from schemas.alerts import Alert, AlertAction, Tactic, detection_name
 from schemas.codec import encode
 from schemas.commands import Command, CommandAction
-from schemas.common import SCHEMA_VERSION, Mode, Platform, _format_utc
+from schemas.common import SCHEMA_VERSION, Mode, Platform, format_utc
 from schemas.events import BehaviorEvent
 from schemas.fastcodec import FastEvent
 from schemas.verdicts import Verdict
@@ -226,16 +226,8 @@ def utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-def utc_text(value: datetime) -> str:
-    """`schemas.common.UtcTimestamp`'s text, `YYYY-MM-DDTHH:MM:SS.ffffffZ`, without `strftime`."""
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    if not 1000 <= value.year <= 9999:  # strftime does not pad years below 1000: leave those to it
-        return _format_utc(value)
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
-        f"{value.second:02d}.{value.microsecond:06d}Z"
-    )
+utc_text = format_utc
+"""`schemas.common.UtcTimestamp`'s text of a datetime, as the contracts write it."""
 
 
 @lru_cache(maxsize=4096)

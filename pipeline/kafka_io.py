@@ -81,9 +81,9 @@ def make_producer(kafka: KafkaSettings, *, max_request_bytes: int, compress: boo
 
 
 def make_state_producer(kafka: KafkaSettings, *, max_request_bytes: int) -> Any:
-    """The producer of state records, whose values `StateWriter` compressed already (the topic's
-    zstd config makes the broker compress its batches again: cheap on compressed values, off the
-    worker's loop; aiokafka compressed ~1 MB batches on it)."""
+    """The producer of state records, whose values `StateWriter` compressed already, off the worker's
+    loop (aiokafka compressed ~1 MB batches on it); the state topic is `compression.type=producer`, so
+    the broker stores them as sent."""
     return make_producer(kafka, max_request_bytes=max_request_bytes, compress=False)
 
 

@@ -26,7 +26,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import cramjam  # installed with aiokafka[zstd] (the agent extra), which compresses with it too
+import cramjam  # the pipeline extra names it (aiokafka[zstd] compresses with it too)
 
 from pipeline.errors import StateError
 

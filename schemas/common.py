@@ -63,15 +63,24 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _format_utc(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def format_utc(value: datetime) -> str:
+    """`UtcTimestamp`'s text, `YYYY-MM-DDTHH:MM:SS.ffffffZ` (in UTC), without `strftime` (the fleet
+    service writes several per alert; strftime does not pad years below 1000, so those go to it)."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if not 1000 <= value.year <= 9999:
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{value.hour:02d}:{value.minute:02d}:"
+        f"{value.second:02d}.{value.microsecond:06d}Z"
+    )
 
 
 UtcTimestamp = Annotated[
     AwareDatetime,
     Field(ge=_EARLIEST, lt=_LATEST),
     AfterValidator(_to_utc),
-    PlainSerializer(_format_utc, return_type=str, when_used="json"),
+    PlainSerializer(format_utc, return_type=str, when_used="json"),
 ]
 """Fleet-side time: normalised to UTC and always written `YYYY-MM-DDTHH:MM:SS.ffffffZ`, so signed
 bytes never depend on the offset or precision a sender happened to use."""
