@@ -1123,6 +1123,151 @@ static PyTypeObject ExplainerType = {
     .tp_getset = Explainer_getset,
 };
 
+/* --- the detector's per-flush glue: `scoring.classify` and `scoring.top_features_of_rows` ---------- */
+
+/* A contiguous buffer of `itemsize`-byte items in `format`, `n` of them (TypeError / ValueError otherwise). */
+static int get_items(PyObject *obj, Py_buffer *view, const char *format, Py_ssize_t itemsize, Py_ssize_t n,
+                     const char *what, int writable) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, view, flags) < 0)
+        return -1;
+    const char *got = view->format != NULL ? view->format : "B";
+    if (view->itemsize != itemsize || strcmp(got, format) != 0 || view->len != n * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd contiguous items of format '%s', got %zd bytes of '%s'",
+                     what, n, format, view->len, got);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* numpy's argmax of n floats: the first maximum, or the first NaN (numpy's `!(v <= max)` rule). */
+static Py_ssize_t arg_max(const float *v, Py_ssize_t n) {
+    float best = v[0];
+    Py_ssize_t at = 0;
+    if (isnan(best))
+        return 0;
+    for (Py_ssize_t i = 1; i < n; i++)
+        if (!(v[i] <= best)) {
+            best = v[i];
+            at = i;
+            if (isnan(best))
+                break;
+        }
+    return at;
+}
+
+/* classify(probabilities, per_class, cutoff, generic, dominance, malicious, flagged, best, named):
+   `scoring.classify`'s arrays in one pass, every comparison in float32 as numpy makes it with a
+   Python float (NEP 50: the scalar takes the array's dtype). */
+static PyObject *module_classify(PyObject *mod, PyObject *args) {
+    PyObject *p_obj, *c_obj, *m_obj, *f_obj, *b_obj, *n_obj;
+    float cutoff, generic, dominance;
+    Py_ssize_t rows, classes;
+    if (!PyArg_ParseTuple(args, "OnnOfffOOOO", &p_obj, &rows, &classes, &c_obj, &cutoff, &generic, &dominance,
+                          &m_obj, &f_obj, &b_obj, &n_obj))
+        return NULL;
+    if (rows < 0 || classes < 2 || rows > PY_SSIZE_T_MAX / 4 / classes) {
+        PyErr_SetString(PyExc_ValueError, "classify: rows must be >= 0 and classes >= 2");
+        return NULL;
+    }
+    Py_buffer p, c, m, f, b, n;
+    Py_buffer *views[6] = {&p, &c, &m, &f, &b, &n};
+    int got = 0;
+    if (get_items(p_obj, &p, "f", 4, rows * classes, "probabilities", 0) == 0 && ++got &&
+        get_items(c_obj, &c, "f", 4, classes, "per_class", 0) == 0 && ++got &&
+        get_items(m_obj, &m, "f", 4, rows, "malicious", 1) == 0 && ++got &&
+        get_items(f_obj, &f, "?", 1, rows, "flagged", 1) == 0 && ++got &&
+        get_items(b_obj, &b, sizeof(long) == 8 ? "l" : "q", 8, rows, "best", 1) == 0 && ++got &&
+        get_items(n_obj, &n, "?", 1, rows, "named", 1) == 0 && ++got) {
+        const float *probs = p.buf, *per_class = c.buf;
+        float *malicious = m.buf;
+        uint8_t *flagged = f.buf, *named = n.buf;
+        int64_t *best = b.buf;
+        for (Py_ssize_t r = 0; r < rows; r++) {
+            const float *row = probs + r * classes;
+            const float mal = 1.0f - row[0];
+            const Py_ssize_t at = arg_max(row + 1, classes - 1) + 1;
+            const float top = row[at];
+            const int is_named = top >= per_class[at] && top >= dominance * mal;
+            malicious[r] = mal;
+            best[r] = at;
+            named[r] = (uint8_t)is_named;
+            flagged[r] = (uint8_t)(mal >= cutoff && (is_named || mal >= generic));
+        }
+    }
+    for (int i = 0; i < got; i++)
+        PyBuffer_Release(views[i]);
+    if (got < 6)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* The k largest positive weights of one row, largest first, the lower index first among equals
+   (what a stable argsort of -weights keeps of its first k after dropping those not > 0: NaN,
+   zeros and negatives sort after every positive weight). Returns how many were found. */
+static Py_ssize_t top_of_row(const float *w, Py_ssize_t n, Py_ssize_t k, Py_ssize_t *at) {
+    Py_ssize_t found = 0;
+    for (Py_ssize_t i = 0; k > 0 && i < n; i++) {
+        const float v = w[i];
+        if (!(v > 0.0f) || (found == k && !(v > w[at[found - 1]])))
+            continue;
+        Py_ssize_t j = found < k ? found++ : k - 1;  /* the last slot is dropped when full */
+        while (j > 0 && v > w[at[j - 1]]) {
+            at[j] = at[j - 1];
+            j--;
+        }
+        at[j] = i;
+    }
+    return found;
+}
+
+/* top_features(contributions, values, names, rows, k): `scoring.top_features_of_rows` — per row of float32
+   values (rows, len(names)) and contributions (rows, len(names) + 1, bias last), a list of
+   (name, value, contribution) of the k largest positive contributions. */
+static PyObject *module_top_features(PyObject *mod, PyObject *args) {
+    PyObject *c_obj, *v_obj, *names;
+    Py_ssize_t rows, k;
+    if (!PyArg_ParseTuple(args, "OOO!nn", &c_obj, &v_obj, &PyTuple_Type, &names, &rows, &k))
+        return NULL;
+    const Py_ssize_t n = PyTuple_GET_SIZE(names);
+    if (rows < 0 || k < 0 || n < 1 || rows > PY_SSIZE_T_MAX / 4 / (n + 1)) {
+        PyErr_SetString(PyExc_ValueError, "top_features: rows and k must be >= 0 and names not empty");
+        return NULL;
+    }
+    if (k > n)
+        k = n;
+    Py_buffer c, v;
+    if (get_items(c_obj, &c, "f", 4, rows * (n + 1), "contributions", 0) < 0)
+        return NULL;
+    if (get_items(v_obj, &v, "f", 4, rows * n, "values", 0) < 0) {
+        PyBuffer_Release(&c);
+        return NULL;
+    }
+    Py_ssize_t *at = PyMem_Malloc((size_t)(k > 0 ? k : 1) * sizeof(Py_ssize_t));
+    PyObject *out = at == NULL ? PyErr_NoMemory() : PyList_New(rows);
+    for (Py_ssize_t r = 0; out != NULL && r < rows; r++) {
+        const float *w = (const float *)c.buf + r * (n + 1), *x = (const float *)v.buf + r * n;
+        const Py_ssize_t found = top_of_row(w, n, k, at);
+        PyObject *row = PyList_New(found);
+        for (Py_ssize_t j = 0; row != NULL && j < found; j++) {
+            PyObject *item = Py_BuildValue("(Odd)", PyTuple_GET_ITEM(names, at[j]), (double)x[at[j]], (double)w[at[j]]);
+            if (item == NULL)
+                Py_CLEAR(row);
+            else
+                PyList_SET_ITEM(row, j, item);
+        }
+        if (row == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, r, row);
+    }
+    PyMem_Free(at);
+    PyBuffer_Release(&c);
+    PyBuffer_Release(&v);
+    return out;
+}
+
 /* The scoring kernel every Forest uses (one per process): for tests and benchmarks, which compare them. */
 static PyObject *module_use_kernel(PyObject *mod, PyObject *arg) {
     const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
@@ -1165,6 +1310,11 @@ static PyMethodDef module_methods[] = {
      "'avx512' (the same with SIMD, where the CPU has it); returns the previous name. Every kernel gives the same bits."},
     {"kernels", (PyCFunction)module_kernels, METH_NOARGS, "kernels(): the kernels this CPU can run."},
     {"kernel", (PyCFunction)module_kernel, METH_NOARGS, "kernel(): the kernel in use."},
+    {"classify", (PyCFunction)module_classify, METH_VARARGS,
+     "classify(probabilities, rows, classes, per_class, cutoff, generic, dominance, malicious, flagged, best, named): "
+     "scoring.classify's arrays (float32, bool, int64, bool) filled in one pass."},
+    {"top_features", (PyCFunction)module_top_features, METH_VARARGS,
+     "top_features(contributions, values, names, rows, k): scoring.top_features_of_rows of float32 buffers."},
     {NULL, NULL, 0, NULL},
 };
 

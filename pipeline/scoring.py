@@ -16,10 +16,11 @@ then asks for the alerting rows' own classes only.
 from __future__ import annotations
 
 import logging
+from array import array
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +28,11 @@ from numpy.typing import NDArray
 from schemas.alerts import Tactic
 
 log = logging.getLogger(__name__)
+_ctrees: Any
+try:  # optional C extension (setup.py): classify and top features in one pass each
+    from pipeline import _ctrees
+except ImportError:  # pragma: no cover - depends on the build
+    _ctrees = None
 
 BENIGN = "Benign"
 TACTICS: tuple[str, ...] = tuple(t.value for t in Tactic if t is not Tactic.GENERIC)
@@ -128,7 +134,49 @@ class BatchScores:
 
 
 def classify(probabilities: Matrix, thresholds: Mapping[str, float]) -> BatchScores:
-    """Turn class probabilities into scores: benign, a named tactic, or Generic."""
+    """Turn class probabilities into scores: benign, a named tactic, or Generic.
+
+    With `pipeline._ctrees` built, one C pass fills the four arrays (the same values: every
+    comparison in float32, as numpy makes it with a Python float; tests/unit/test_scoring_compiled.py)
+    instead of ~10 numpy calls, each run cache-cold once per flush in the worker.
+    """
+    cutoff = thresholds.get("malicious", 0.5)
+    generic = thresholds.get("generic", cutoff)
+    per_class = [thresholds.get(name, 0.0) for name in CLASSES]
+    fast = _compiled_classify(probabilities, per_class, cutoff, generic)
+    return fast if fast is not None else _classify(probabilities, thresholds)
+
+
+def _compiled_classify(
+    probabilities: Matrix, per_class: list[float], cutoff: float, generic: float
+) -> BatchScores | None:
+    """`classify` in C, or None when not built or when a value is not what it handles exactly: a
+    float32 C-contiguous (rows, CLASSES) matrix and thresholds that are Python floats (numpy compares
+    a float32 array with a numpy float64 in float64)."""
+    if (
+        _ctrees is None
+        or type(cutoff) is not float
+        or type(generic) is not float
+        or any(type(t) is not float for t in per_class)
+        or probabilities.dtype != np.float32
+        or probabilities.ndim != 2
+        or probabilities.shape[1] != len(CLASSES)
+        or not probabilities.flags.c_contiguous
+    ):
+        return None
+    rows = len(probabilities)
+    malicious = np.empty(rows, dtype=np.float32)
+    flagged = np.empty(rows, dtype=np.bool_)
+    best = np.empty(rows, dtype=np.int64)
+    named = np.empty(rows, dtype=np.bool_)
+    per_class32 = array("f", per_class)  # float32 as numpy rounds them (to nearest)
+    limits = (cutoff, generic, DOMINANCE)
+    _ctrees.classify(probabilities, rows, len(CLASSES), per_class32, *limits, malicious, flagged, best, named)
+    return BatchScores(probabilities, malicious, flagged, best, named)
+
+
+def _classify(probabilities: Matrix, thresholds: Mapping[str, float]) -> BatchScores:
+    """`classify` in numpy (the reference the C pass is tested equal to)."""
     malicious = (1.0 - probabilities[:, 0]).astype(np.float32)
     best = np.argmax(probabilities[:, 1:], axis=1).astype(np.int64) + 1
     best_p = probabilities[np.arange(len(best)), best]
@@ -156,8 +204,32 @@ def top_features_of_rows(
     """`top_features` of every row of `contributions` (rows, features + 1) and `values` (rows, features).
 
     The same lists, from one sort and two gathers for all the rows instead of a sort and ~16 NumPy
-    scalar reads per row (an incident's explanation; see `Scorer.explain`).
+    scalar reads per row (an incident's explanation; see `Scorer.explain`); with `pipeline._ctrees`
+    built, from one C pass over float32 buffers (no sort: the k largest positive contributions kept
+    in order, the lower column first among equals, as the stable sort keeps them).
     """
+    if (
+        _ctrees is not None
+        and k >= 0
+        and isinstance(names, tuple)
+        and values.ndim == 2
+        and values.shape[1] == len(names) > 0
+        and contributions.shape == (len(values), len(names) + 1)
+        and values.dtype == contributions.dtype == np.float32
+        and values.flags.c_contiguous
+        and contributions.flags.c_contiguous
+    ):  # the same lists from one C pass: no sort, no numpy call (tests/unit/test_scoring_compiled.py)
+        rows: list[list[tuple[str, float, float]]] = _ctrees.top_features(
+            contributions, values, names, len(values), k
+        )
+        return rows
+    return _top_features_of_rows(contributions, values, names, k)
+
+
+def _top_features_of_rows(
+    contributions: Matrix, values: Matrix, names: tuple[str, ...], k: int = 8
+) -> list[list[tuple[str, float, float]]]:
+    """`top_features_of_rows` in numpy (the reference the C pass is tested equal to)."""
     per_feature = contributions[:, :-1]
     order = np.argsort(-per_feature, axis=1, kind="stable")[:, :k]
     rows = np.arange(len(order))[:, None]  # plain fancy indexing: a third of take_along_axis's cost here
