@@ -24,9 +24,8 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
-
-import numpy as np
 
 from pipeline.behaviour import COUNTER_TECHNIQUES, Counter
 from pipeline.features import FEATURE_NAMES, RowContext, feature_matrix, row_contexts
@@ -49,6 +48,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _compiled_rows = None
 _BANDS = ("medium", "high", "critical")
 _SUB_OFFSET = FEATURE_NAMES.index("sub_child_spawn")
+_EVENT_ORDER = attrgetter("ts", "seq")  # an incident's evidence in event time order
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +286,7 @@ class Detector:
         mask = 0
         for member in (*members, *ctx.ancestors):
             mask |= member.mask
-        evidence = sorted(_events(e for m in members for e in m.notable), key=lambda e: (e.ts, e.seq))
+        evidence = sorted(_events(e for m in members for e in m.notable), key=_EVENT_ORDER)
         model = self.model
         views = tuple(map(_view, members))
         scored = next((v for m, v in zip(members, views, strict=True) if m is ctx.node), None)
@@ -386,14 +386,23 @@ _indicator_techniques = lru_cache(maxsize=4096)(indicator_techniques)
 
 
 def _techniques(mask: int, values: Matrix) -> tuple[str, ...]:
-    fired = np.flatnonzero(values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)])
+    """ATT&CK techniques of the tree's indicator bits and of the subtree's non-zero counters (NaN counts:
+    numpy's `flatnonzero` counted it; -0.0 does not), remembered per (mask, counters fired)."""
+    counters = values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)].tolist()
+    return _techniques_of(mask, tuple(i for i, v in enumerate(counters) if v))
+
+
+@lru_cache(maxsize=4096)
+def _techniques_of(mask: int, fired: tuple[int, ...]) -> tuple[str, ...]:
     found = set(_indicator_techniques(mask))
-    found.update(t for i in fired.tolist() for t in _COUNTER_TECHNIQUES[i])
+    found.update(t for i in fired for t in _COUNTER_TECHNIQUES[i])
     return tuple(sorted(found))
 
 
 def _already_alerted(mark: str | None, tactic: str, band: str) -> bool:
     """Same tactic already alerted at this band or a higher one."""
+    if not mark:  # most roots: never alerted
+        return False
     previous = _marks(mark)
     return tactic in previous and _BANDS.index(previous[tactic]) >= _BANDS.index(band)
 
@@ -405,6 +414,8 @@ def _marks(mark: str | None) -> dict[str, str]:
 
 
 def _with_mark(mark: str | None, tactic: str, band: str) -> str:
+    if not mark:  # the first mark: what the join below writes for one pair
+        return f"{tactic}:{band}"
     marks = _marks(mark)
     marks[tactic] = band
     return ",".join(f"{t}:{b}" for t, b in sorted(marks.items()))

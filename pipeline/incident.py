@@ -289,7 +289,7 @@ def _alert(
         "hostname": None, "platform": incident.platform, "detection_name": incident.name,
         "tactic": incident.tactic, "techniques": incident.techniques[:64],
         "score": _probability(incident.score),
-        "tactic_scores": {k: _probability(v) for k, v in incident.tactic_scores.items()},
+        "tactic_scores": _probabilities(incident.tactic_scores),
         "threshold": threshold, "model_version": incident.model_version,
         "feature_version": incident.feature_version, "artifact_sha256": sha256_text(incident.scored.sha256),
         "artifact_path": incident.scored.image or None, "process_tree": _snapshot(incident, nodes),
@@ -312,6 +312,13 @@ def _alert(
         raise ValueError(f"alert {alert_id} cannot be written as JSON: {exc}") from None
     WRITTEN.keep(alert, data)
     return alert
+
+
+def _probabilities(scores: Mapping[str, float]) -> dict[str, float]:
+    """`_probability` of every value: a copy when each is already a float in [0, 1] (the model's)."""
+    if all(type(v) is float and 0.0 <= v <= 1.0 for v in scores.values()):
+        return dict(scores)
+    return {k: _probability(v) for k, v in scores.items()}
 
 
 def _probability(value: float) -> float:
