@@ -46,7 +46,7 @@ static PyObject *s_notable, *s_maxlen, *s_append, *s_move_to_end, *s_dst_ip, *s_
 static PyObject *s_old_path, *s_value_name, *s_operation, *s_outbound, *s_signed, *s_target_image, *s_granted_access;
 static PyObject *s_command_line, *s_cmd_mask, *s_sha256, *s_user, *s_pid, *s_integrity_level, *s_uid, *s_start_ms;
 static PyObject *s_children, *s_set_image, *s_new_node, *s_max_nodes, *s_end_ms, *s_exited;
-static PyObject *s_image_cls, *s_max_depth;
+static PyObject *s_image_cls, *s_max_depth, *s_epoch, *s_stamp;
 static PyObject *k_start, *k_end, *k_script, *k_network, *k_load;
 static PyTypeObject *deque_type;  /* collections.deque */
 static PyObject *deque_append;    /* its unbound append: no method lookup per call */
@@ -78,6 +78,8 @@ typedef struct {
     PyObject *child_codes, *indicator_mask;  /* borrowed; NULL: every process start is Python's */
     long long max_nodes;
     int lifecycle;  /* 0: every process start and end is Python's (a 7- or 8-argument call) */
+    PyObject *epoch;         /* the forest's `epoch`, stamped on every node an event names */
+    PyObject *stamped_key;   /* the last parent key whose node was stamped (a record names few parents) */
 } Run;
 
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
@@ -222,7 +224,7 @@ static int is_none_attr(PyObject *obj, PyObject *name) {
 
 /* What one handled event needs once it is known to be ours. */
 typedef struct {
-    PyObject *event, *key, *node, *payload, *codes, *ip, *port;
+    PyObject *event, *key, *node, *payload, *codes, *ip, *port, *named;  /* named: its parent key, or None */
     long long when, seq, last;  /* event time, its seq, the node's last activity */
     PyObject *parent, *mask;    /* a process start: the known parent, the command line's indicator bits */
     int end;                    /* a process end of a known process */
@@ -230,6 +232,7 @@ typedef struct {
 
 static void drop_item(Item *it) {
     Py_CLEAR(it->key);
+    Py_CLEAR(it->named);
     Py_CLEAR(it->node);
     Py_CLEAR(it->payload);
     Py_CLEAR(it->codes);
@@ -237,6 +240,60 @@ static void drop_item(Item *it) {
     Py_CLEAR(it->port);
     Py_CLEAR(it->parent);
     Py_CLEAR(it->mask);
+}
+
+/* `node.stamp = forest.epoch` (what `DeviceForest.apply` does for every node an event names), skipped
+   when the slot already holds that very object. */
+static int stamp(Run *run, PyObject *node) {
+    const SlotCache c = slot_of(Py_TYPE(node), s_stamp);
+    if (c.offset >= 0 && c.writable && *(PyObject **)((char *)node + c.offset) == run->epoch)
+        return 0;
+    return set_attr(node, s_stamp, run->epoch);
+}
+
+/* Stamp the node under `key` (an event's process or parent key) if the forest holds one. The last parent
+   key stamped is remembered by identity: the fold never removes a node or moves the epoch, so its node is
+   still the one stamped. */
+static int stamp_key(Run *run, PyObject *nodes, PyObject *key, int parent) {
+    if (key == Py_None || (parent && key == run->stamped_key))
+        return 0;
+    PyObject *node = PyDict_GetItemWithError(nodes, key);  /* borrowed */
+    if (node == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(node);
+    int rc = stamp(run, node);
+    Py_DECREF(node);
+    if (rc == 0 && parent)
+        Py_XSETREF(run->stamped_key, Py_NewRef(key));
+    return rc;
+}
+
+static int same_str(PyObject *value, PyObject *name);
+
+/* A redelivered duplicate: dropped, but the nodes it names are stamped as `apply` stamps them (a
+   process_start's node, its parent key's node and the parent its node has). */
+static int stamp_duplicate(Run *run, PyObject *nodes, PyObject *event) {
+    PyObject *named = get_attr(event, s_parent_process_key);
+    int rc = named == NULL ? -1 : stamp_key(run, nodes, named, 1);
+    Py_XDECREF(named);
+    PyObject *key = rc < 0 ? NULL : get_attr(event, s_process_key);
+    PyObject *node = key == NULL ? NULL : PyDict_GetItemWithError(nodes, key);  /* borrowed */
+    Py_XDECREF(key);
+    if (node == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(node);
+    PyObject *payload = NULL, *kind = NULL, *parent = NULL;
+    rc = stamp(run, node);
+    if (rc == 0)
+        rc = (payload = get_attr(event, s_payload)) == NULL || (kind = get_attr(payload, s_kind)) == NULL ? -1 : 0;
+    int start = rc < 0 ? -1 : same_str(kind, k_start);
+    if (start > 0)
+        rc = (parent = get_attr(node, s_parent_key)) == NULL ? -1 : stamp_key(run, nodes, parent, 0);
+    Py_DECREF(node);
+    Py_XDECREF(payload);
+    Py_XDECREF(kind);
+    Py_XDECREF(parent);
+    return start < 0 ? -1 : rc;
 }
 
 static int classify_start(Run *run, PyObject *nodes, Item *it);
@@ -263,7 +320,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         if ((rc = get_ll(event, s_seq, &it->seq)) != 0)
             return rc;
         if (it->seq <= run->seq_hwm && it->when <= run->watermark)
-            return 2;
+            return stamp_duplicate(run, nodes, event) < 0 ? -1 : 2;
     }
     it->key = get_attr(event, s_process_key);
     if (it->key == NULL)
@@ -282,10 +339,9 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         if (event_image != 0 || !started)
             return event_image < 0 ? -1 : 1;
     }
-    int no_parent_link = is_none_attr(event, s_parent_process_key);
-    if (no_parent_link < 0)
+    if ((it->named = get_attr(event, s_parent_process_key)) == NULL)
         return -1;
-    if (!no_parent_link) {
+    if (it->named != Py_None) {
         int unlinked = is_none_attr(it->node, s_parent_key);
         if (unlinked != 0)
             return unlinked < 0 ? -1 : 1;
@@ -743,10 +799,11 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *lru_dict = get_attr(forest, s_lru), *limits = get_attr(forest, s_limits);
     PyObject *lru = lru_dict == NULL ? NULL : get_attr(lru_dict, s_move_to_end);
     Py_XDECREF(lru_dict);
-    Run run = {forest, get_attr(forest, s_stats), 0, 0, 0, 0, 0, 0, 0, NULL, NULL, 0};
+    Run run = {.forest = forest, .stats = get_attr(forest, s_stats)};  /* the rest zero, NULL */
     PyObject *result = NULL;
     int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
-    if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0)
+    if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0 ||
+        (run.epoch = get_attr(forest, s_epoch)) == NULL)
         goto out;
     if (!PyDict_Check(nodes) || get_ll(forest, s_watermark_ms, &run.watermark) != 0 ||
         get_ll(forest, s_seq_hwm, &run.seq_hwm) != 0) {
@@ -766,11 +823,14 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyObject *event = PySequence_Fast_GET_ITEM(events, i);
         Py_INCREF(event);
         int rc = classify(&run, nodes, device_id, codes_by_kind, caches, dedupe, event, &it);
-        if (rc == 0 && it.parent != NULL)
+        if (rc == 0 && it.parent != NULL) {
             rc = apply_start(&run, lru, device_id, changed, strong, generic, dedupe, &it);
-        else if (rc == 0)
+            rc = rc < 0 ? rc : stamp(&run, it.parent);  /* the new node was stamped by _new_node */
+        } else if (rc == 0) {
             rc = apply_item(&run, lru, device_id, changed, strong, generic, dedupe, &it);
-        else if (rc == 2)
+            rc = rc < 0 ? rc : stamp(&run, it.node);
+            rc = rc < 0 ? rc : stamp_key(&run, nodes, it.named, 1);
+        } else if (rc == 2)
             run.duplicates++, rc = 0;
         drop_item(&it);
         Py_DECREF(event);
@@ -788,6 +848,8 @@ out:
     Py_XDECREF(lru);
     Py_XDECREF(limits);
     Py_XDECREF(run.stats);
+    Py_XDECREF(run.epoch);
+    Py_XDECREF(run.stamped_key);
     return result;
 }
 
@@ -971,7 +1033,7 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         {&s_pid, "pid"}, {&s_integrity_level, "integrity_level"}, {&s_uid, "uid"}, {&s_start_ms, "start_ms"},
         {&s_children, "children"}, {&s_set_image, "set_image"}, {&s_new_node, "_new_node"},
         {&s_max_nodes, "max_nodes"}, {&s_end_ms, "end_ms"}, {&s_exited, "_exited"},
-        {&s_image_cls, "image_cls"}, {&s_max_depth, "max_depth"},
+        {&s_image_cls, "image_cls"}, {&s_max_depth, "max_depth"}, {&s_epoch, "epoch"}, {&s_stamp, "stamp"},
         {&k_start, "process_start"}, {&k_end, "process_end"}, {&k_script, "script"},
         {&k_network, "network_connect"}, {&k_load, "image_load"},
     };

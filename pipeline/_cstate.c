@@ -1,97 +1,21 @@
 /*
- * pipeline/_cstate.c: the two per-event and per-process loops of the state records
- * (pipeline/tree_state.py), in C.
+ * pipeline/_cstate.c: the per-process loop of the state records (pipeline/tree_state.py), in C.
  *
- * - `touch(touched, events, nodes)`: the keys of the processes a record's events may change (their
- *   process and parent keys and, for a process_start, the parent its node already has), what
- *   `ForestEncoder.touch` notes for every record. In Python it cost ~0.4 us per event, more than
- *   anything but decoding and the tree itself at the benchmark's rates.
+ * (Until session I it also held `touch`, the keys of the processes a record's events may change; the
+ * forest now stamps those nodes itself while it applies the events: pipeline/_cforest.c, `stamp`.)
  * - `evidence_b64(evidence, since_ms, code_bits)`: a node's evidence records (ints `ms << code_bits |
  *   code`) as base64 of little-endian int64s, leaving out those stamped before `since_ms` when the
  *   oldest is (the rule of `tree_state._evidence_b64`). In Python that was an `array` built from a
  *   deque, a numpy filter and `binascii`: a third of the cost of encoding a process.
  *
- * Both compute exactly what the Python code computes (tests/unit/test_tree_state_compiled.py holds
+ * It computes exactly what the Python code computes (tests/unit/test_tree_state_compiled.py holds
  * them equal, on the benchmark's forests and on hostile input); anything unexpected (an evidence record
- * that is not an int in int64's range, an event without the attributes) raises the error the Python
- * code raises, so the caller's behaviour does not depend on the build.
+ * that is not an int in int64's range) raises the error the Python code raises, so the caller's
+ * behaviour does not depend on the build.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-#include <structmember.h>
-
-#include "_slots.h"
-
-static PyObject *s_process_key, *s_parent_process_key, *s_payload, *s_kind, *s_parent_key, *s_process_start;
-
-/* touch(touched: set, events: list | tuple, nodes: dict | None) -> None */
-static PyObject *touch(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    (void)self;
-    if (nargs != 3 || !PySet_Check(args[0]) || !(PyList_Check(args[1]) || PyTuple_Check(args[1]))
-        || !(args[2] == Py_None || PyDict_Check(args[2]))) {
-        PyErr_SetString(PyExc_TypeError, "touch(touched: set, events: list | tuple, nodes: dict | None)");
-        return NULL;
-    }
-    PyObject *touched = args[0], *nodes = args[2];
-    PyObject *events = PySequence_Fast(args[1], "events");  /* a new reference: the list may change under us */
-    if (events == NULL) return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(events);
-    PyObject *names[2] = {s_process_key, s_parent_process_key};
-    for (int pass = 0; pass < 2; pass++) {  /* the Python order: every process key, then every parent key */
-        for (Py_ssize_t i = 0; i < n && i < PySequence_Fast_GET_SIZE(events); i++) {
-            PyObject *event = PySequence_Fast_GET_ITEM(events, i);
-            Py_INCREF(event);
-            PyObject *key = get_attr(event, names[pass]);
-            Py_DECREF(event);
-            if (key == NULL) goto fail;
-            int failed = PySet_Add(touched, key);
-            Py_DECREF(key);
-            if (failed) goto fail;
-        }
-    }
-    if (nodes == Py_None) goto done;
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(events); i++) {
-        PyObject *event = PySequence_Fast_GET_ITEM(events, i);
-        Py_INCREF(event);
-        PyObject *payload = get_attr(event, s_payload);
-        PyObject *kind = payload == NULL ? NULL : PyObject_GetAttr(payload, s_kind);  /* a class attribute */
-        Py_XDECREF(payload);
-        if (kind == NULL) {
-            Py_DECREF(event);
-            goto fail;
-        }
-        int start = PyObject_RichCompareBool(kind, s_process_start, Py_EQ);
-        Py_DECREF(kind);
-        if (start <= 0) {
-            Py_DECREF(event);
-            if (start < 0) goto fail;
-            continue;
-        }
-        PyObject *key = get_attr(event, s_process_key);
-        Py_DECREF(event);
-        if (key == NULL) goto fail;
-        PyObject *node = PyDict_GetItemWithError(nodes, key);  /* borrowed */
-        Py_XINCREF(node);
-        Py_DECREF(key);
-        if (node == NULL) {
-            if (PyErr_Occurred()) goto fail;
-            continue;
-        }
-        PyObject *parent = get_attr(node, s_parent_key);
-        Py_DECREF(node);
-        if (parent == NULL) goto fail;
-        int failed = PySet_Add(touched, parent);
-        Py_DECREF(parent);
-        if (failed) goto fail;
-    }
-done:
-    Py_DECREF(events);
-    Py_RETURN_NONE;
-fail:
-    Py_DECREF(events);
-    return NULL;
-}
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -167,8 +91,6 @@ fail:
 }
 
 static PyMethodDef methods[] = {
-    {"touch", (PyCFunction)(void (*)(void))touch, METH_FASTCALL,
-     "touch(touched, events, nodes): add the keys of the processes these events may change."},
     {"evidence_b64", (PyCFunction)(void (*)(void))evidence_b64, METH_FASTCALL,
      "evidence_b64(evidence, since_ms, code_bits) -> str: base64 of the records as little-endian int64."},
     {NULL, NULL, 0, NULL}};
@@ -178,11 +100,5 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pipeline._cstate",
                                     methods};
 
 PyMODINIT_FUNC PyInit__cstate(void) {
-    if (!(s_process_key = PyUnicode_InternFromString("process_key"))
-        || !(s_parent_process_key = PyUnicode_InternFromString("parent_process_key"))
-        || !(s_payload = PyUnicode_InternFromString("payload")) || !(s_kind = PyUnicode_InternFromString("kind"))
-        || !(s_parent_key = PyUnicode_InternFromString("parent_key"))
-        || !(s_process_start = PyUnicode_InternFromString("process_start")))
-        return NULL;
     return PyModule_Create(&module);
 }

@@ -79,6 +79,7 @@ class ProcessNode:
     conns: deque[tuple[int, str, int]] = field(default_factory=deque)
     notable: deque[Event | dict[str, Any]] = field(default_factory=deque)  # dicts after a restore
     static: tuple[float, ...] | None = None  # per-process feature cache, owned by pipeline.features
+    stamp: int = 0  # the forest's `epoch` when an event last named it (pipeline.tree_state reuses rows by it)
 
     @property
     def placeholder(self) -> bool:

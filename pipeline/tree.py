@@ -81,6 +81,7 @@ class DeviceForest:
         self.stats = ForestStats()
         self.watermark_ms = 0  # latest event time seen on this device
         self.seq_hwm = -1  # highest seq seen (redelivery detection)
+        self.epoch = 0  # stamped on the nodes events name; a state encoding moves it on (see `apply`)
         self._lru: OrderedDict[str, None] = OrderedDict()  # least recently active first
         self._exited: OrderedDict[str, None] = OrderedDict()  # in exit order
 
@@ -137,6 +138,10 @@ class DeviceForest:
 
         The hot path of the worker (once per event), so the redelivery check and the node lookup are
         inlined here; `_start` and `_behaviour` hold the rest.
+
+        Every node the event names (its process and, when it exists, its parent key, and the parent a
+        process_start credits) gets `stamp = epoch`, even for a dropped redelivery: the nodes
+        `tree_state.ForestEncoder` must encode again (it moves `epoch` on at each encoding).
         """
         when = int(event.ts.timestamp() * 1000)
         seq, watermark = event.seq, self.watermark_ms
@@ -146,6 +151,11 @@ class DeviceForest:
             # they reset the high-water mark instead of being dropped forever.
             if seq <= self.seq_hwm and when <= watermark:
                 self.stats.duplicates_dropped += 1
+                self._stamp_parent(event.parent_process_key)
+                if (named := self.nodes.get(event.process_key)) is not None:
+                    named.stamp = self.epoch
+                    if event.payload.kind == "process_start":  # names the parent it credited, as below
+                        self._stamp_parent(named.parent_key)
                 return NO_CHANGE
             if seq > self.seq_hwm or when > watermark:
                 self.seq_hwm = seq
@@ -165,12 +175,22 @@ class DeviceForest:
             node.set_image(image)
         if when > node.last_ms:
             node.last_ms = when
+        node.stamp = self.epoch
         payload: Any = event.payload
         if payload.kind == "process_start":
-            return self._start(node, event, payload, when)
-        if event.parent_process_key is not None and node.parent_key is None:
-            self._link(node, event.parent_process_key, when)
-        return self._behaviour(node, event, payload, when)
+            change = self._start(node, event, payload, when)
+        else:
+            if event.parent_process_key is not None and node.parent_key is None:
+                self._link(node, event.parent_process_key, when)
+            change = self._behaviour(node, event, payload, when)
+        self._stamp_parent(event.parent_process_key)
+        return change
+
+    def _stamp_parent(self, key: str | None) -> None:
+        """Stamp the node an event names as its parent, if the forest holds one."""
+        parent = None if key is None else self.nodes.get(key)
+        if parent is not None:
+            parent.stamp = self.epoch
 
     def _new_node(self, key: str, *, placeholder: bool = False, keep: str | None = None) -> ProcessNode:
         if len(self.nodes) >= self.limits.max_nodes:
@@ -181,6 +201,7 @@ class DeviceForest:
             evidence=deque(maxlen=limits.max_evidence_per_node),
             conns=deque(maxlen=limits.max_conns_per_node),
             notable=deque(maxlen=limits.max_notable_per_node),
+            stamp=self.epoch,
         )
         self.nodes[key] = node
         self._lru[key] = None
@@ -214,6 +235,8 @@ class DeviceForest:
             node.notable.append(event)
         parent_key = event.parent_process_key
         parent = self._link(node, parent_key, when) if parent_key is not None else self.get(node.parent_key)
+        if parent is not None:
+            parent.stamp = self.epoch  # named by the start even when it is not credited again
         if parent is None or not first:
             return Change((node.key,), bool(node.cmd_mask))
         parent.last_ms = max(parent.last_ms, when)

@@ -11,12 +11,14 @@ an alert shows them, so restoring a large device stays cheap.
 in the benchmarks), and re-serialising whole forests cost 20-35 µs per node, a third of them
 nodes no event touched since the previous checkpoint, more as forests age (BENCHMARKS.md,
 "Session E — state checkpoints"). The encoder keeps
-each node's encoded row and re-encodes only the nodes it is told were touched (`touch`: the
-events' process and parent keys and, looked up before the events are applied, the parents their
-nodes already have, since a process_start credits the node's parent whatever the event names:
-every node `DeviceForest.apply` can change), nodes it has not encoded yet or that were replaced by
-another object under the same key, and nodes whose alert mark moved (the detector sets it on the
-incident's root, which no event may have touched). Every `full_every`-th encoding of a device
+each node's encoded row and re-encodes only the nodes an event named since (the forest stamps
+them: every node `DeviceForest.apply` can change, see `ProcessNode.stamp` and `DeviceForest.epoch`),
+nodes it has not encoded yet or that were replaced by another object under the same key, and nodes
+whose alert mark moved (the detector sets it on the incident's root, which no event may have
+touched). Until session I the worker named them with `touch` before applying each record's events
+(their process and parent keys, and the parent a start's node already had): the same nodes, found
+by a second pass over every event that cost ~0.25 us per event; `touch` is now a no-op kept for
+callers. Every `full_every`-th encoding of a device
 re-encodes everything regardless, so a mutation path this list misses is bounded in time, not
 silent for ever. A device's record is still one whole forest, so a crash between two writes
 never leaves a device half old and half new on the changelog.
@@ -37,7 +39,7 @@ import binascii
 import sys
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from itertools import islice
 from operator import attrgetter
@@ -57,15 +59,13 @@ from schemas.fastcodec import Event, FastEvent
 __all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_dict", "forest_to_bytes",
            "forest_to_dict"]
 
-_ctouch: Callable[[set[str | None], Sequence[Event], dict[str, ProcessNode] | None], None] | None
 _cevidence: Callable[[Iterable[int], int, int], str] | None
-try:  # the per-event and per-process loops in C (pipeline/_cstate.c); optional: Python computes the same
+try:  # the per-process loop in C (pipeline/_cstate.c); optional: Python computes the same
     from pipeline._cstate import evidence_b64 as _compiled_evidence
-    from pipeline._cstate import touch as _compiled_touch
 except ImportError:  # pragma: no cover - depends on the build
-    _ctouch = _cevidence = None
+    _cevidence = None
 else:
-    _ctouch, _cevidence = _compiled_touch, _compiled_evidence
+    _cevidence = _compiled_evidence
 
 STATE_VERSION = 2
 _FIELDS = (
@@ -95,8 +95,6 @@ _STR_FIELDS = ("key", "image", "command_line")
 _STAT_NAMES = tuple(f.name for f in fields(ForestStats))
 _node_fields = attrgetter(*_FIELDS)
 _stat_values = attrgetter(*_STAT_NAMES)
-_process_key = attrgetter("process_key")
-_parent_key = attrgetter("parent_process_key")
 _JSON = msgspec.json.Encoder()
 _BIG_ENDIAN = sys.byteorder == "big"
 FULL_EVERY = 300  # a device's every 300th encoding re-encodes all its nodes (5 min at 1 s commits)
@@ -108,6 +106,7 @@ class _Row:
 
     node: ProcessNode
     mark: str | None
+    epoch: int  # the forest's epoch it was encoded at: stale once the node's stamp is later
     data: bytes
     notable: tuple[Any, ...]  # the notable events `notable_json` encodes
     notable_json: bytes  # a JSON array
@@ -118,60 +117,46 @@ class _Row:
 class ForestEncoder:
     """Encodes the forests of many devices again and again, re-encoding only what changed.
 
-    One per worker: `touch` every record's events before the detector applies them, `encode` a
-    device at a checkpoint, `forget` a device whose partition moved (or whose forest was replaced
-    by a restore). The bytes are always those `forest_to_bytes` would produce for the same forest,
-    except that a clean node keeps the evidence of its last encoding (see the module docstring).
+    One per worker: `encode` a device at a checkpoint, `forget` a device whose partition moved (or
+    whose forest was replaced by a restore). The bytes are always those `forest_to_bytes` would
+    produce for the same forest, except that a clean node keeps the evidence of its last encoding
+    (see the module docstring). Any number of encoders may encode one forest: each encoding moves
+    the forest's `epoch` on, and a row is stale once its node's stamp is later than the row's epoch.
     """
 
     def __init__(self, full_every: int = FULL_EVERY) -> None:
         self.full_every = full_every
         self._rows: dict[str, dict[str, _Row]] = {}  # device -> node key -> row
-        self._touched: dict[str, set[str | None]] = {}  # device -> keys touched since its last encoding
         self._encodings: dict[str, int] = {}  # device -> encodings since its last full one
         self.rows_encoded = 0  # rows encoded anew (the rest were reused): for tests and benchmarks
         self.rows_reused = 0
 
     def touch(self, device_id: str, events: Iterable[Event], forest: DeviceForest | None = None) -> None:
-        """Note the nodes these events may change; call with the device's forest (None: none yet)
-        *before* the detector applies them, while a node's parent is still the one it will credit."""
-        touched = self._touched.get(device_id)
-        if touched is None:
-            touched = self._touched[device_id] = set()
-        events = events if isinstance(events, tuple | list) else tuple(events)
-        if _ctouch is not None:  # the same loop in C (pipeline/_cstate.c)
-            _ctouch(touched, events, forest.nodes if forest is not None else None)
-            return
-        touched.update(map(_process_key, events))
-        touched.update(map(_parent_key, events))
-        if forest is not None:  # a process_start credits its node's parent, which the event may not name
-            get = forest.nodes.get
-            touched.update([node.parent_key for e in events if e.payload.kind == "process_start"
-                            and (node := get(e.process_key)) is not None])
+        """Nothing: the forest stamps the nodes events name itself (kept for callers of the first
+        version, which named them here before the detector applied the events)."""
 
     def forget(self, device_id: str) -> None:
         """Drop everything cached for a device (its next encoding is a full one)."""
         self._rows.pop(device_id, None)
-        self._touched.pop(device_id, None)
         self._encodings.pop(device_id, None)
 
     def encode(self, forest: DeviceForest, keep_since_ms: int = 0) -> bytes:
-        """The forest's state record (see `forest_to_bytes`), reusing the rows of untouched nodes."""
+        """The forest's state record (see `forest_to_bytes`), reusing the rows of unstamped nodes."""
         device = forest.device_id
         count = self._encodings.get(device, 0)
         cached = self._rows.get(device) if count < self.full_every else None
         self._encodings[device] = count + 1 if cached is not None else 1
-        stale = self._touched.pop(device, set())
+        epoch = forest.epoch
+        forest.epoch = epoch + 1  # what events name from now on is stale in these rows
         rows = self._rows[device] = {}
         parts = []
         nodes = forest.nodes
         for key in forest.recency_order():
             node = nodes[key]
             row = cached.get(key) if cached is not None else None
-            if row is not None and row.node is not node:
-                row = None  # another process under the same key (evicted, then seen again)
-            if row is None or key in stale or row.mark != node.alert_mark:
-                row = _encode_row(node, keep_since_ms, row)
+            if row is None or row.node is not node or node.stamp > row.epoch or row.mark != node.alert_mark:
+                row = _encode_row(node, keep_since_ms, row if row is not None and row.node is node else None,
+                                  epoch)
                 self.rows_encoded += 1
             else:
                 self.rows_reused += 1
@@ -193,7 +178,7 @@ def _record(forest: DeviceForest, nodes_json: bytes) -> bytes:
     })
 
 
-def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None) -> _Row:
+def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None, epoch: int) -> _Row:
     notable = tuple(node.notable)
     if previous is not None and previous.notable == notable:  # the same objects (or equal ones)
         notable_json = previous.notable_json
@@ -211,7 +196,7 @@ def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None) -> _Row
         evidence = _evidence_b64(raw, since_ms)
     data = orjson.dumps((*_node_fields(node), evidence, tuple(conns), orjson.Fragment(notable_json),
                          tuple(node.code_counts.items())))
-    return _Row(node, node.alert_mark, data, notable, notable_json, raw, appended)
+    return _Row(node, node.alert_mark, epoch, data, notable, notable_json, raw, appended)
 
 
 def _notable_json(notable: tuple[Any, ...]) -> bytes:

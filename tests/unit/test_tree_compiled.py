@@ -100,13 +100,16 @@ def fast(events: list[Any]) -> list[Any]:
 
 
 def build(events: list[Any], limits: TreeLimits | None, compiled: bool, chunk: int = 50) -> tuple[Any, Any]:
+    """Apply in runs of `chunk` events, the forest's epoch moving every 37 (as a state encoding moves
+    it), so the nodes each event stamps show in the snapshot."""
     assert tree._fold is not None, NOT_BUILT
     with tree_path(compiled):
         forest = DeviceForest(events[0].device_id, "windows", limits)
         changed: list[tuple[str, str, bool]] = []
-        for lo in range(0, len(events), chunk):
-            part = events[lo : lo + chunk]
-            assert forest.apply_run(part, 0, changed) == len(part)
+        bounds = sorted({*range(0, len(events), chunk), *range(0, len(events), 37)})
+        for lo, hi in zip(bounds, [*bounds[1:], len(events)], strict=True):
+            forest.epoch = lo // 37
+            assert forest.apply_run(events[lo:hi], 0, changed) == hi - lo
     return snapshot(forest), changed
 
 

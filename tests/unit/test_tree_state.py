@@ -12,6 +12,7 @@ again after eviction, redelivered events, and alert marks set by the detector.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -78,8 +79,7 @@ def test_incremental_records_equal_whole_ones_on_random_streams(seed: int) -> No
         if rng.random() < 0.5:  # as the worker's fast decoder returns them (notable events: msgspec Structs)
             batch = list(decode_events(encode_batch(EventBatch.of(made))))
         if sent and rng.random() < 0.1:
-            batch.append(rng.choice(sent))  # a redelivery: dropped by the forest, touched all the same
-        encoder.touch(kit.device_id, batch, forest)
+            batch.append(rng.choice(sent))  # a redelivery: dropped, its nodes stamped all the same
         for event in batch:
             forest.apply(event)
         sent += batch
@@ -108,7 +108,6 @@ def test_incremental_records_equal_whole_ones_through_the_detector(seed: int) ->
     for _ in range(300):
         made = [random_event(kit, rng, keys) for _ in range(rng.randrange(1, 8))]
         batch = list(decode_events(encode_batch(EventBatch.of(made))))
-        encoder.touch(kit.device_id, batch, detector.forests.get(kit.device_id))
         now += 5
         detector.process(batch, now)
         if rng.random() < 0.3:
@@ -125,28 +124,24 @@ def test_a_process_start_without_parent_key_updates_the_remembered_parent() -> N
     kit = EventKit()
     forest, encoder = DeviceForest(kit.device_id, kit.platform), ForestEncoder()
     first = [kit.start("w", PS, "powershell"), kit.event("c", kit.write("c", r"C:\a").payload, parent="w")]
-    encoder.touch(kit.device_id, first, forest)
     for event in first:
         forest.apply(event)
     encoder.encode(forest)
     start = kit.start("c", CMD, "cmd /c whoami", parent=None)
     assert start.parent_process_key is None
-    encoder.touch(kit.device_id, [start], forest)
     forest.apply(start)
     assert encoder.encode(forest) == fresh(forest)
     assert forest.nodes["w"].code_counts  # the parent did change
 
 
-def test_untouched_nodes_are_not_encoded_again() -> None:
+def test_unstamped_nodes_are_not_encoded_again() -> None:
     kit = EventKit()
     forest, encoder = DeviceForest(kit.device_id, kit.platform), ForestEncoder()
     events = [kit.start(f"p{i}", CMD, "cmd") for i in range(50)]
-    encoder.touch(kit.device_id, events)
     for event in events:
         forest.apply(event)
     encoder.encode(forest)
     more = [kit.write("p7", r"C:\Temp\a.txt"), kit.write("p7", r"C:\Temp\b.txt")]
-    encoder.touch(kit.device_id, more)
     for event in more:
         forest.apply(event)
     before = encoder.rows_encoded
@@ -164,18 +159,16 @@ def test_every_full_every_th_record_is_encoded_whole() -> None:
     assert seen == ["cmd", "cmd", "changed behind the encoder's back"]
 
 
-def test_a_clean_node_keeps_the_evidence_it_was_encoded_with_and_a_touched_one_is_trimmed() -> None:
+def test_a_clean_node_keeps_the_evidence_it_was_encoded_with_and_a_stamped_one_is_trimmed() -> None:
     kit = EventKit()
     forest, encoder = DeviceForest(kit.device_id, kit.platform), ForestEncoder()
     events = [kit.start("old", CMD, "cmd"), kit.write("old", r"C:\Temp\a"), kit.start("new", CMD, "cmd"),
               kit.write("new", r"C:\Temp\b")]
-    encoder.touch(kit.device_id, events)
     for event in events:
         forest.apply(event)
     encoder.encode(forest)
     kit.advance(60_000)
     later = [kit.write("new", r"C:\Temp\c")]
-    encoder.touch(kit.device_id, later)
     forest.apply(later[0])
     since = forest.watermark_ms - 30_000
     restored = forest_from_bytes(encoder.encode(forest, keep_since_ms=since))
@@ -186,15 +179,64 @@ def test_a_clean_node_keeps_the_evidence_it_was_encoded_with_and_a_touched_one_i
     assert restored.nodes["new"].code_counts == forest.nodes["new"].code_counts  # lifetime counts kept
 
 
+def _two_records(later: Sequence[Event]) -> tuple[DeviceForest, bytes, int]:
+    """A parent and a child, encoded; a minute later `later` is applied and the forest encoded again
+    keeping only the last 30 s: (forest, that record, its cut-off)."""
+    kit = EventKit()
+    forest, encoder = DeviceForest(kit.device_id, kit.platform), ForestEncoder()
+    for event in [kit.start("parent", PS, "powershell"), kit.write("parent", r"C:\Temp\a"),
+                  kit.start("child", CMD, "cmd", parent="parent")]:
+        forest.apply(event)
+    encoder.encode(forest)
+    kit.advance(60_000)
+    for event in later:
+        forest.apply(event)
+    since = forest.watermark_ms - 30_000
+    return forest, encoder.encode(forest, keep_since_ms=since), since
+
+
+def test_a_node_an_event_names_only_as_its_parent_is_encoded_again() -> None:
+    # As the worker's encoder always did (it named the events' process and parent keys): the parent,
+    # which this write does not change, is encoded anew, so its old evidence leaves the record.
+    kit = EventKit()
+    kit.advance(60_000)
+    later = [kit.event("child", kit.write("child", r"C:\Temp\b").payload, parent="parent")]
+    forest, record, since = _two_records(later)
+    assert record == fresh(forest, since)
+    assert list(forest_from_bytes(record).nodes["parent"].evidence) == []
+    assert forest.nodes["parent"].evidence  # the live forest still holds it
+
+
+def test_a_redelivered_event_names_its_nodes_too() -> None:
+    kit = EventKit()
+    first = kit.write("parent", r"C:\Temp\a")  # the same seq and time as the second event above
+    kit.advance(60_000)
+    later = [kit.write("child", r"C:\Temp\c"), first]
+    forest, record, since = _two_records(later)
+    assert forest.stats.duplicates_dropped == 1
+    assert record == fresh(forest, since)
+
+
+def test_encoders_sharing_a_forest_each_see_every_change() -> None:
+    kit = EventKit()
+    forest = DeviceForest(kit.device_id, kit.platform)
+    first, second = ForestEncoder(), ForestEncoder()
+    forest.apply(kit.start("p", CMD, "cmd"))
+    first.encode(forest)
+    second.encode(forest)
+    forest.apply(kit.write("p", r"C:\Temp\a"))
+    assert second.encode(forest) == fresh(forest)  # moves the epoch on: `first` must still see the write
+    assert first.encode(forest) == fresh(forest)
+    assert first.rows_encoded == second.rows_encoded == 2
+
+
 def test_alert_marks_set_by_the_detector_reach_the_next_record() -> None:
     phase1, phase2 = ransomware("dev-a", "ab" * 32)
     detector, encoder = Detector(ProvisionalRules()), ForestEncoder()
     now = 1_780_000_000_000
-    encoder.touch("dev-a", phase1)
     detector.process(phase1, now)
     detector.flush(now)
     encoder.encode(detector.forests["dev-a"])
-    encoder.touch("dev-a", phase2)
     decisions = detector.process(phase2, now) + detector.flush(now)
     assert decisions
     record = encoder.encode(detector.forests["dev-a"])
