@@ -16,6 +16,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <structmember.h>
+
+#define RINGFENCE_SLOTS_SMALL_LL_ONLY  /* only `small_ll` of the shared header: no slot cache here */
+#include "_slots.h"
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -55,9 +59,11 @@ static PyObject *evidence_b64(PyObject *self, PyObject *const *args, Py_ssize_t 
         PyErr_SetString(PyExc_ValueError, "code_bits must be in [0, 62]");
         return NULL;
     }
-    PyObject *records = PySequence_List(args[0]);  /* a snapshot: no Python code runs while we read it */
+    /* A snapshot (no Python code runs while we read it): a list or tuple as it is, anything else copied. */
+    PyObject *records = PySequence_Fast(args[0], "evidence must be iterable");
     if (records == NULL) return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(records);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(records);
+    PyObject **items = PySequence_Fast_ITEMS(records);
     unsigned char *raw = PyMem_Malloc(n > 0 ? (size_t)n * 8 : 1);
     if (raw == NULL) {
         Py_DECREF(records);
@@ -66,13 +72,14 @@ static PyObject *evidence_b64(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_ssize_t kept = 0;
     int filter = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(records, i);
+        PyObject *item = items[i];
         if (!PyLong_Check(item)) {  /* as array("q", ...) refuses it */
             PyErr_Format(PyExc_TypeError, "an evidence record must be an int, not %.100s", Py_TYPE(item)->tp_name);
             goto fail;
         }
-        long long v = PyLong_AsLongLong(item);
-        if (v == -1 && PyErr_Occurred()) goto fail;  /* OverflowError, as array("q", ...) */
+        long long v;
+        if (!small_ll(item, &v) && (v = PyLong_AsLongLong(item)) == -1 && PyErr_Occurred())
+            goto fail;  /* OverflowError, as array("q", ...) */
         int old = beyond ? beyond > 0 : (v >> bits) < since;
         if (i == 0) filter = old;  /* usually in time order: filter only when the oldest is old */
         if (filter && old) continue;

@@ -8,6 +8,7 @@
 #ifndef RINGFENCE_SLOTS_H
 #define RINGFENCE_SLOTS_H
 
+#ifndef RINGFENCE_SLOTS_SMALL_LL_ONLY
 /* Attribute reads and writes of slotted objects (ProcessNode, the msgspec events) without the type
    lookup: a small cache (type, name) -> the slot's offset, filled from the type's own member
    descriptor, used only for types with the default getattr/setattr. Anything else (a property, a
@@ -81,10 +82,13 @@ static inline int set_attr(PyObject *obj, PyObject *name, PyObject *value) {
     return 0;
 }
 
+#endif /* RINGFENCE_SLOTS_SMALL_LL_ONLY */
+
 /* An exact int of at most two 30-bit digits (times in ms, seqs, counts, evidence records) read from its
    digits as `PyLong_AsLongLongAndOverflow` reads it, minus the call and its checks; 0 for anything else,
    which the caller then reads the general way. CPython 3.11's int layout (3.12 changed it: there this
-   always answers 0). Shared by `_cforest` and `_cfeatures`. */
+   always answers 0). Shared by `_cforest`, `_cfeatures` and `_cstate` (which defines
+   RINGFENCE_SLOTS_SMALL_LL_ONLY: it reads no attributes, so it takes only this). */
 static inline int small_ll(PyObject *value, long long *out) {
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
     if (!PyLong_CheckExact(value))
