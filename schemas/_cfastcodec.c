@@ -47,6 +47,7 @@ enum { T_ID, T_TEXT, T_SHA, T_SEQ, T_U32, T_PORT, T_I64, T_BOOL, T_OP, T_PROTO, 
 
 typedef struct {
     const char *key;
+    size_t key_len;  /* strlen(key), so `key_n` compares it in one memcmp */
     int type;
     Py_ssize_t min; /* characters (text), unused otherwise */
     Py_ssize_t max; /* characters (text); TEXT_MAX: max_chars */
@@ -59,8 +60,8 @@ typedef struct {
     int n;
 } Kind;
 
-#define TXT(k, mn, mx, nl) {k, T_TEXT, mn, mx, nl}
-#define F(k, t, nl) {k, t, 0, 0, nl}
+#define TXT(k, mn, mx, nl) {k, sizeof(k) - 1, T_TEXT, mn, mx, nl}
+#define F(k, t, nl) {k, sizeof(k) - 1, t, 0, 0, nl}
 static const Field PROCESS_START[] = {
     TXT("image", 1, TEXT_MAX, 0), TXT("command_line", 0, TEXT_MAX, 0), F("sha256", T_SHA, 1),
     TXT("user", 0, TEXT_MAX, 1), TXT("integrity_level", 0, TEXT_MAX, 1), F("uid", T_U32, 1),
@@ -102,6 +103,7 @@ static const char *const PROTOCOLS[] = {"tcp", "udp"};
 static const char *const PLATFORMS[] = {"windows", "linux"};
 #define ID_MAX 128
 #define ANSWERS_MAX 1024
+#define CHOICE_MAX 32 /* bytes: longer than every name `choice` looks for */
 
 /* Byte classes: PLAIN_BYTE is one character of text as written (printable ASCII but quote and
    backslash); ID_BYTE is a byte of an identifier (the same without space). Filled at import. */
@@ -116,32 +118,50 @@ static void fill_byte_classes(void) {
     }
 }
 
-/* The exact bytes `lit` (a C string) next; consumed on success. */
-static inline int lit(Cur *c, const char *lit) {
-    const unsigned char *q = c->p, *end = c->end;
-    for (; *lit; lit++, q++)
-        if (q >= end || *q != (unsigned char)*lit) return 0;
-    c->p = q;
+/* The exact n bytes at `s` next; consumed on success. `lit` and `key` take string literals, so the
+   length is a constant and the compiler turns the memcmp into a few word compares (a byte loop here
+   was the largest share of the parse). */
+static inline int lit_n(Cur *c, const char *s, size_t n) {
+    if ((size_t)(c->end - c->p) < n || memcmp(c->p, s, n) != 0) return 0;
+    c->p += n;
     return 1;
 }
+#define lit(c, s) lit_n((c), "" s, sizeof(s) - 1)
 
 /* `,"key":` next (every key this file matches follows another field of its object). */
-static inline int key(Cur *c, const char *name) {
-    const unsigned char *q = c->p, *end = c->end;
-    if (end - q < 2 || q[0] != ',' || q[1] != '"') return 0;
-    for (q += 2; *name; name++, q++)
-        if (q >= end || *q != (unsigned char)*name) return 0;
-    if (end - q < 2 || q[0] != '"' || q[1] != ':') return 0;
-    c->p = q + 2;
+static inline int key_n(Cur *c, const char *name, size_t n) {
+    const unsigned char *q = c->p;
+    if ((size_t)(c->end - q) < n + 4 || q[0] != ',' || q[1] != '"' || memcmp(q + 2, name, n) != 0
+        || q[n + 2] != '"' || q[n + 3] != ':')
+        return 0;
+    c->p = q + n + 4;
     return 1;
+}
+#define key(c, name) key_n((c), "" name, sizeof(name) - 1)
+
+/* The end of a run of identifier bytes (ID_BYTE) from q: eight bytes at a time while none is a
+   control byte, space, quote, backslash, DEL or non-ASCII (as `plain_run` below: the bit tricks may
+   flag an id byte after a real hit, never miss one; the byte loop then decides). */
+static inline const unsigned char *id_run(const unsigned char *q, const unsigned char *end) {
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    while (end - q >= 8) {
+        uint64_t x, quote, slash, del;
+        memcpy(&x, q, 8);
+        quote = x ^ (ones * '"'), slash = x ^ (ones * '\\'), del = x ^ (ones * 0x7f);
+        uint64_t hit = (x & highs) | ((x - ones * 0x21) & ~x & highs) | ((quote - ones) & ~quote & highs)
+                       | ((slash - ones) & ~slash & highs) | ((del - ones) & ~del & highs);
+        if (hit) break;
+        q += 8;
+    }
+    while (q < end && (byte_class[*q] & ID_BYTE)) q++;
+    return q;
 }
 
 /* An identifier: "..." of 1..128 printable ASCII bytes without space, quote or backslash (an escape
    inside an id is left to the Python proof). Its bytes are returned for comparisons. */
 static int ident(Cur *c, const unsigned char **start, Py_ssize_t *len) {
     if (!lit(c, "\"")) return 0;
-    const unsigned char *s = c->p, *q = s, *end = c->end;
-    while (q < end && (byte_class[*q] & ID_BYTE)) q++;
+    const unsigned char *s = c->p, *q = id_run(s, c->end), *end = c->end;
     c->p = q;
     if (q >= end || *q != '"') return 0;
     Py_ssize_t n = c->p - s;
@@ -344,16 +364,17 @@ static int timestamp(Cur *c, PyObject **out) {
 
 /* One of the quoted literals in `names`: its index, or -1. */
 static int choice(Cur *c, const char *const *names, int n) {
-    for (int i = 0; i < n; i++) {
-        const char *name = names[i];
-        const unsigned char *q = c->p, *end = c->end;
-        if (q >= end || *q++ != '"') return -1;
-        for (; *name && q < end && *q == (unsigned char)*name; name++, q++) {}
-        if (*name == 0 && q < end && *q == '"') {
+    const unsigned char *q = c->p, *end = c->end;
+    if (q >= end || *q != '"') return -1;
+    const unsigned char *s = ++q;
+    while (q < end && *q != '"' && q - s < CHOICE_MAX) q++;  /* the quoted bytes, then one compare each */
+    if (q >= end || *q != '"') return -1;
+    size_t len = (size_t)(q - s);
+    for (int i = 0; i < n; i++)
+        if (names[i][0] == (char)s[0] && strlen(names[i]) == len && memcmp(names[i], s, len) == 0) {
             c->p = q + 1;
             return i;
         }
-    }
     return -1;
 }
 
@@ -458,7 +479,7 @@ static int payload(Cur *c, PyObject **out) {
     PyObject *values[16] = {NULL};
     int ok = 1;
     for (int i = 0; i < KINDS[k].n && ok; i++)
-        ok = key(c, KINDS[k].fields[i].key) && value(c, &KINDS[k].fields[i], out ? &values[i] : NULL);
+        ok = key_n(c, KINDS[k].fields[i].key, KINDS[k].fields[i].key_len) && value(c, &KINDS[k].fields[i], out ? &values[i] : NULL);
     ok = ok && lit(c, "}");
     return make(c, ok, kind_types[k], kind_names[k], values, KINDS[k].n, out);
 }

@@ -416,3 +416,42 @@ def test_a_special_character_at_every_offset_of_a_text_is_seen(special: str) -> 
             assert proven(raw, MAX_EVENTS, CHARS) == plain, (text, raw)
             if plain and len(text) > len("C:\\a.exe"):  # the longest other text of the record
                 assert proven(raw, MAX_EVENTS, len(text)) and not proven(raw, MAX_EVENTS, len(text) - 1)
+
+
+@pytest.mark.parametrize("special", [" ", '"', "\\", "\x7f", "\x01", "\x1f", "\x00", "é", "\U0001f600"])
+def test_a_byte_no_identifier_may_hold_is_seen_at_every_offset(special: str) -> None:
+    """Identifiers are scanned eight bytes at a time too: a space, quote, backslash, DEL, control or
+    non-ASCII byte anywhere in a process key makes the record the Python proof's (or the codec's)."""
+    for length in (1, 7, 8, 9, 15, 16, 17, 24, 127):
+        raw = _raw(_record(1)).replace(b'"{P1}"', b'"' + b"k" * length + b'"')
+        assert proven(raw, MAX_EVENTS, CHARS), length  # the same key without the byte is proven
+        for at in range(0, length + 1, 1 if length < 30 else 13):
+            key = "k" * at + special + "k" * (length - at)
+            record = _record(1)
+            record["events"][0]["process_key"] = key
+            raw = _raw(record)
+            assert not proven(raw, MAX_EVENTS, CHARS), key
+            assert_same_either_way(raw)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(b'"process_start"', b'"process_star"'), (b'"process_start"', b'"process_startt"'),
+     (b'"process_start"', b'"process_start\\""'), (b'"process_start"', b'""'),
+     (b'"process_start"', b'"' + b"process_start" * 3 + b'"'), (b'"process_start"', b'"rocess_start"'),
+     (b'"windows"', b'"window"'), (b'"windows"', b'"windowss"'), (b'"windows"', b'"linux "'),
+     (b'"windows"', b'"w\\u0069ndows"'), (b'"windows"', b'"windows')],
+)  # fmt: skip
+def test_a_name_is_one_of_the_names_exactly(old: bytes, new: bytes) -> None:
+    """Kinds, platforms, operations and protocols are matched whole: a prefix, an extension, an
+    escape or a missing quote is refused (and decodes as the Python proof says)."""
+    raw = BASE.replace(old, new, 1)
+    assert raw != BASE and not proven(raw, MAX_EVENTS, CHARS)
+    assert_same_either_way(raw)
+    for operation in ("set_value", "create_key", "delete_key", "delete_value", "rename_key"):
+        record = _record(1)
+        record["events"][0]["payload"] = {"kind": "registry_set", "key": "k", "value_name": None,
+                                          "data": None, "operation": operation}
+        assert proven(_raw(record), MAX_EVENTS, CHARS), operation
+        cut = _raw(record).replace(operation.encode(), operation[:-1].encode())
+        assert not proven(cut, MAX_EVENTS, CHARS)
