@@ -162,20 +162,24 @@ class ForestEncoder:
                 self.rows_reused += 1
             rows[key] = row
             parts.append(row.data)
-        return _record(forest, b"[" + b",".join(parts) + b"]")
+        return _record(forest, parts)
 
 
-def _record(forest: DeviceForest, nodes_json: bytes) -> bytes:
-    return orjson.dumps({
+def _record(forest: DeviceForest, rows: list[bytes]) -> bytes:
+    """The record's JSON object: the forest's fields, its rows as the "nodes" array, the exit order.
+
+    The same bytes as `orjson.dumps` of that dict with the rows as a `Fragment`, joined once instead
+    of being copied into a fragment and again into orjson's buffer (a record is ~80 KB)."""
+    head = orjson.dumps({
         "v": STATE_VERSION,
         "device_id": forest.device_id,
         "platform": forest.platform,
         "watermark_ms": forest.watermark_ms,
         "seq_hwm": forest.seq_hwm,
         "stats": dict(zip(_STAT_NAMES, _stat_values(forest.stats), strict=True)),
-        "nodes": orjson.Fragment(nodes_json),
-        "exited": forest.exit_order(),
     })
+    exited = orjson.dumps(forest.exit_order())
+    return b"".join((head[:-1], b',"nodes":[', b",".join(rows), b'],"exited":', exited, b"}"))
 
 
 def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None, epoch: int) -> _Row:

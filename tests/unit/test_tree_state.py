@@ -88,7 +88,9 @@ def test_incremental_records_equal_whole_ones_on_random_streams(seed: int) -> No
         if rng.random() < 0.1 and forest.nodes:  # the detector marks an incident's root
             rng.choice(list(forest.nodes.values())).alert_mark = f"Execution:{rng.choice(['high', 'medium'])}"
         if rng.random() < 0.3:
-            assert encoder.encode(forest) == fresh(forest), f"step {step}"
+            record = encoder.encode(forest)
+            assert record == fresh(forest), f"step {step}"
+            assert orjson.dumps(orjson.loads(record)) == record  # exactly orjson's document, joined by hand
     assert encoder.rows_reused > 0 and encoder.rows_encoded > 0
     assert forest.stats.flood_evicted_exited + forest.stats.flood_evicted_idle > 0
     assert forest.stats.evicted_exited + forest.stats.evicted_idle > 0
@@ -147,6 +149,35 @@ def test_unstamped_nodes_are_not_encoded_again() -> None:
     before = encoder.rows_encoded
     assert encoder.encode(forest) == fresh(forest)
     assert encoder.rows_encoded - before == 1 and encoder.rows_reused == 49
+
+
+def test_an_empty_forest_is_orjsons_document_too() -> None:
+    forest = DeviceForest("dev-e", "linux")
+    record = forest_to_bytes(forest)
+    assert record == orjson.dumps(orjson.loads(record))
+    assert orjson.loads(record)["nodes"] == [] and orjson.loads(record)["exited"] == []
+
+
+def test_ended_evicted_and_returning_processes_are_encoded_again() -> None:
+    # Every way a node's row goes stale without its key changing: its end, its removal by TTL
+    # eviction and a new process under the same key (a reused key after eviction).
+    kit = EventKit()
+    forest, encoder = DeviceForest(kit.device_id, kit.platform, SMALL), ForestEncoder()
+    for event in [kit.start("a", CMD, "cmd"), kit.start("b", PS, "powershell")]:
+        forest.apply(event)
+    encoder.encode(forest)
+    forest.apply(kit.end("a"))
+    assert encoder.encode(forest) == fresh(forest)
+    ends = {row[0]: row[10] for row in orjson.loads(encoder.encode(forest))["nodes"]}  # a's row reused now
+    assert ends["a"] is not None and ends["b"] is None
+    kit.advance(SMALL.idle_ttl_ms + SMALL.exited_ttl_ms)
+    forest.apply(kit.write("b", r"C:\Temp\x"))
+    assert forest.evict() == 1 and "a" not in forest
+    assert encoder.encode(forest) == fresh(forest)
+    forest.apply(kit.start("a", PS, "powershell -nop"))  # the key again: another process
+    reused = encoder.rows_reused
+    assert encoder.encode(forest) == fresh(forest)
+    assert encoder.rows_reused == reused + 1  # b, unchanged since; the new a is encoded
 
 
 def test_every_full_every_th_record_is_encoded_whole() -> None:
