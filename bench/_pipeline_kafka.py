@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from schemas.topics import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ("dlq", "alerts", "verdicts", "commands", "devices", "policy")
+ASSIGNED = re.compile(r"assigned events partitions \[([0-9, ]*)\]")  # pipeline.worker's log line
 
 
 @dataclass
@@ -268,6 +270,11 @@ class WorkerProcess:
 
     def assigned(self) -> bool:
         return "assigned events partitions" in self.log.read_text(errors="replace")
+
+    def partitions(self) -> list[int]:
+        """The events partitions of its latest assignment (none yet: [])."""
+        found = ASSIGNED.findall(self.log.read_text(errors="replace"))
+        return [int(p) for p in found[-1].split(",") if p.strip()] if found else []
 
     def stop(self) -> None:
         if self.process.poll() is None:
