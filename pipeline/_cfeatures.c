@@ -274,11 +274,131 @@ static int table_grow(Table *t) {
     return 0;
 }
 
+/* A node's evidence is a `collections.deque` of up to 512 packed ints, and counting it was ~40 % of the
+   rows' CPU, most of it in the deque's iterator: a reference taken and dropped per record (two writes to
+   each int object, whose cache line the tree update has since evicted). On CPython 3.11 the deque is
+   read in place instead: its blocks of 64 item pointers, left to right (Modules/_collectionsmodule.c's
+   `dequeobject` and `block`, whose layout 3.11 keeps; the module checks it at import against the
+   type's size and against iteration, and reads nothing in place when either differs). Only an exact
+   deque, and only while every record is a small exact int: reading those runs no Python code, so the
+   deque cannot change under the loop; anything else is counted again through the iterator. */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+#define DEQUE_BLOCKLEN 64
+typedef struct deque_block {
+    struct deque_block *leftlink;
+    PyObject *data[DEQUE_BLOCKLEN];
+    struct deque_block *rightlink;
+} DequeBlock;
+
+typedef struct {
+    PyObject_VAR_HEAD              /* ob_size: the number of items */
+    DequeBlock *leftblock, *rightblock;
+    Py_ssize_t leftindex, rightindex;  /* the first item is leftblock->data[leftindex] */
+    size_t state;
+    Py_ssize_t maxlen, numfreeblocks;
+    DequeBlock *freeblocks[16];
+    PyObject *weakreflist;
+} DequeHead;
+
+static PyTypeObject *deque_type;  /* collections.deque when its layout passed `check_deque_layout` */
+static int in_place = 1;          /* `read_in_place(False)` turns the in-place reading off (tests, benchmarks) */
+
+/* The deque's items in place, in order, as `visit(item, arg)` sees them; stops at a visit's 0. */
+static int each_in_place(PyObject *deque, int (*visit)(PyObject *, void *), void *arg) {
+    const DequeHead *d = (const DequeHead *)deque;
+    const DequeBlock *b = d->leftblock;
+    Py_ssize_t i = d->leftindex;
+    for (Py_ssize_t n = Py_SIZE(deque); n > 0; n--, i++) {
+        if (i == DEQUE_BLOCKLEN)
+            b = b->rightlink, i = 0;
+        if (!visit(b->data[i], arg))
+            return 0;
+    }
+    return 1;
+}
+
+typedef struct {
+    long long start;
+    int32_t *counts;
+    const Layout *L;
+} Tally;
+
+static int tally(PyObject *item, void *arg) {
+    Tally *t = arg;
+    long long packed;
+    if (!small_ll(item, &packed))
+        return 0;
+    const long long code = packed & 0xFF;
+    if ((packed >> 8) >= t->start && code < t->L->n_cnt && t->counts[code] < INT32_MAX)
+        t->counts[code]++;
+    return 1;
+}
+
+typedef struct {
+    PyObject *items;
+    Py_ssize_t at;
+} Same;
+
+static int same_item(PyObject *item, void *arg) {
+    Same *s = arg;
+    return s->at < PyList_GET_SIZE(s->items) && PyList_GET_ITEM(s->items, s->at++) == item;
+}
+
+/* Whether reading `deque` in place gives the items its iterator gives, the same objects in order. */
+static int reads_as_iterated(PyObject *deque) {
+    PyObject *items = PySequence_List(deque);
+    if (items == NULL)
+        return -1;
+    Same s = {items, 0};
+    int same = each_in_place(deque, same_item, &s) && s.at == PyList_GET_SIZE(items);
+    Py_DECREF(items);
+    return same;
+}
+
+/* `deque_type` set when collections.deque has 3.11's size and reads in place as it iterates: deques
+   of 0 to 700 items, bounded and not, after appends on both sides and pops (every block boundary and
+   start index the checks reach). -1 only when Python itself fails. */
+static int check_deque_layout(void) {
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *type = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
+    Py_XDECREF(collections);
+    if (type == NULL)
+        return -1;
+    int ok = PyType_Check(type) && ((PyTypeObject *)type)->tp_basicsize == (Py_ssize_t)sizeof(DequeHead);
+    static const char *shapes[] = {
+        "deque()", "deque(range(1))", "deque(range(63))", "deque(range(64))", "deque(range(65))",
+        "deque(range(700), maxlen=512)", "deque(range(-40, 0)) + deque(range(90))",
+        "(lambda d: (d.extendleft(range(70)), d.rotate(5), [d.popleft() for _ in range(33)], d)[-1])(deque(range(200)))",
+    };
+    PyObject *globals = ok ? Py_BuildValue("{sO}", "deque", type) : NULL;
+    for (size_t i = 0; ok > 0 && globals != NULL && i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        PyObject *deque = PyRun_String(shapes[i], Py_eval_input, globals, globals);
+        ok = deque == NULL ? -1 : Py_TYPE(deque) != (PyTypeObject *)type ? 0 : reads_as_iterated(deque);
+        Py_XDECREF(deque);
+    }
+    if (ok > 0)
+        deque_type = (PyTypeObject *)Py_NewRef(type);
+    Py_XDECREF(globals);
+    Py_DECREF(type);
+    return ok < 0 ? -1 : 0;
+}
+#else
+static int check_deque_layout(void) { return 0; }
+#endif
+
 /* Behaviour counts of `evidence` (packed `ts_ms << 8 | code` ints) at or after `start`, as
    `windows.count_windows` counts them (each record read by `small_ll`: every one, ms << 8 | code, is
    below 2**60, two digits). */
 static int count_evidence(PyObject *evidence, long long start, int32_t *counts, const Layout *L) {
     memset(counts, 0, (size_t)L->n_cnt * sizeof(int32_t));
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    if (in_place && deque_type != NULL && Py_TYPE(evidence) == deque_type) {
+        Tally t = {start, counts, L};
+        if (each_in_place(evidence, tally, &t))
+            return 0;
+        memset(counts, 0, (size_t)L->n_cnt * sizeof(int32_t));  /* a record that is not a small int */
+    }
+#endif
     PyObject *it = PyObject_GetIter(evidence);
     if (it == NULL)
         return -1;
@@ -1015,7 +1135,33 @@ static PyObject *contexts(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return out;
 }
 
+/* read_in_place(on=None) -> bool: whether evidence deques are read in place (set `on` to turn it on or off;
+   the answer is then the previous state). False on other Pythons or when the deque's layout differs. */
+static PyObject *read_in_place(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "read_in_place(on=None)");
+        return NULL;
+    }
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    const int was = in_place && deque_type != NULL;
+    if (nargs == 1 && args[0] != Py_None) {
+        const int on = PyObject_IsTrue(args[0]);
+        if (on < 0)
+            return NULL;
+        in_place = on;
+    }
+    return PyBool_FromLong(was);
+#else
+    (void)args;
+    Py_RETURN_FALSE;
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"read_in_place", (PyCFunction)(void (*)(void))read_in_place, METH_FASTCALL,
+     "read_in_place(on=None) -> bool: whether a node's evidence deque is read in place (CPython 3.11's layout, "
+     "checked at import); `on` turns it on or off and the previous state is returned."},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(contexts, matrix, static_facts, layout, node_type) -> None: fill the zeroed float32 matrix with one "
      "feature row per RowContext, as pipeline.features computes it with numpy."},
@@ -1045,7 +1191,7 @@ PyMODINIT_FUNC PyInit__cfeatures(void) {
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
     if ((zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL ||
-        (thousand = PyLong_FromLong(1000)) == NULL)
+        (thousand = PyLong_FromLong(1000)) == NULL || check_deque_layout() < 0)
         return NULL;
     return PyModule_Create(&module);
 }
