@@ -39,7 +39,7 @@ import binascii
 import sys
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from itertools import islice
 from operator import attrgetter
@@ -59,13 +59,15 @@ from schemas.fastcodec import Event, FastEvent
 __all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_dict", "forest_to_bytes",
            "forest_to_dict"]
 
-_cevidence: Callable[[Iterable[int], int, int], str] | None
-try:  # the per-process loop in C (pipeline/_cstate.c); optional: Python computes the same
-    from pipeline._cstate import evidence_b64 as _compiled_evidence
+_ctail: Callable[[Sequence[int], int], bytes] | None
+_cb64: Callable[[bytes, int, int], str] | None
+try:  # a process's evidence packed and base64'd in C (pipeline/_cstate.c); optional: Python computes the same
+    from pipeline._cstate import evidence_tail as _compiled_tail
+    from pipeline._cstate import raw_b64 as _compiled_b64
 except ImportError:  # pragma: no cover - depends on the build
-    _cevidence = None
+    _ctail = _cb64 = None
 else:
-    _cevidence = _compiled_evidence
+    _ctail, _cb64 = _compiled_tail, _compiled_b64
 
 STATE_VERSION = 2
 _FIELDS = (
@@ -112,6 +114,7 @@ class _Row:
     notable_json: bytes  # a JSON array
     evidence: bytes  # every record the node held, unfiltered, as little-endian int64
     appended: int  # evidence records ever appended to the node then (the sum of its code counts)
+    source: Any  # the evidence container those records were read from (the node's deque)
 
 
 class ForestEncoder:
@@ -191,16 +194,12 @@ def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None, epoch: 
     conns = node.conns
     if conns and conns[0][0] < since_ms:
         conns = [c for c in conns if c[0] >= since_ms]  # type: ignore[assignment]
-    if _cevidence is not None:  # packed, filtered and base64'd in one pass in C (pipeline/_cstate.c)
-        raw, appended = b"", 0  # nothing kept to append to: packing it all again costs less
-        evidence = _cevidence(node.evidence, since_ms, CODE_BITS)
-    else:
-        appended = sum(node.code_counts.values())
-        raw = _evidence_raw(node.evidence, appended, previous)
-        evidence = _evidence_b64(raw, since_ms)
+    appended = sum(node.code_counts.values())
+    raw = _evidence_raw(node.evidence, appended, previous)
+    evidence = _cb64(raw, since_ms, CODE_BITS) if _cb64 is not None else _evidence_b64(raw, since_ms)
     data = orjson.dumps((*_node_fields(node), evidence, tuple(conns), orjson.Fragment(notable_json),
                          tuple(node.code_counts.items())))
-    return _Row(node, node.alert_mark, epoch, data, notable, notable_json, raw, appended)
+    return _Row(node, node.alert_mark, epoch, data, notable, notable_json, raw, appended, node.evidence)
 
 
 def _notable_json(notable: tuple[Any, ...]) -> bytes:
@@ -228,14 +227,24 @@ def _evidence_raw(evidence: deque[int], appended: int, previous: _Row | None) ->
     """The node's evidence records as int64 bytes, converting only those appended since `previous`.
 
     Evidence is only ever appended (one record per code count, `DeviceForest._add_evidence`) and
-    drops its oldest when full, so the deque is the tail of the previous records plus the new ones.
+    drops its oldest when full, so the deque is the tail of the previous records plus the new ones:
+    a busy process re-encoded at every checkpoint has its new records read, not its (up to 512) old
+    ones, each a separate int object (~20 ns apiece when cold).
     """
     held = len(evidence)
     new = appended - previous.appended if previous is not None else held
-    if previous is None or new < 0 or new >= held or len(previous.evidence) < 8 * (held - new):
-        return _pack(evidence)
+    if (previous is None or previous.source is not evidence or new < 0 or new >= held
+            or len(previous.evidence) < 8 * (held - new)):
+        return _pack_tail(evidence, held)
     kept = previous.evidence[len(previous.evidence) - 8 * (held - new):]
-    return kept + _pack(list(islice(reversed(evidence), new))[::-1]) if new else kept
+    return kept + _pack_tail(evidence, new) if new else kept
+
+
+def _pack_tail(evidence: deque[int], count: int) -> bytes:
+    """The last `count` records (in order) as little-endian int64 bytes."""
+    if _ctail is not None:  # read from the deque's right end in C (pipeline/_cstate.c)
+        return _ctail(evidence, count)
+    return _pack(evidence if count >= len(evidence) else list(islice(reversed(evidence), count))[::-1])
 
 
 def _pack(records: Iterable[int]) -> bytes:

@@ -1,6 +1,7 @@
 """State records with the C loops (`pipeline._cstate`) and without: the same bytes, the same errors.
 
-The evidence of every encoded process is packed in C when the extension is built;
+The evidence of every encoded process is packed (only the records new since its last encoding) and
+base64'd in C when the extension is built;
 a worker without a compiler must write the same state records (another worker may restore them, and
 an upgrade must not make a forest restore differently). So records are compared byte for byte across
 the pipeline benchmark's stream and random streams, with both paths and with a switch between them
@@ -11,6 +12,7 @@ interpreter with `PYTHONMALLOC=debug -X dev`.
 
 from __future__ import annotations
 
+import base64
 import os
 import random
 import sys
@@ -19,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+import orjson
 import pytest
 from debug_child import passes_under_debug_allocator
 from test_tree_state import SMALL, random_event
@@ -41,19 +45,19 @@ except ImportError:  # pragma: no cover - every test below then fails with NOT_B
 
 @pytest.fixture(autouse=True)
 def _built() -> None:
-    assert _cstate is not None and tree_state._cevidence is not None, NOT_BUILT
+    assert _cstate is not None and tree_state._ctail is not None and tree_state._cb64 is not None, NOT_BUILT
 CHILD = "RINGFENCE_CSTATE_CHILD"
 
 
 @contextmanager
 def state_path(compiled: bool) -> Iterator[None]:
     """Inside, state records are encoded with the C loops (`compiled`) or with Python alone."""
-    saved = tree_state._cevidence
-    tree_state._cevidence = saved if compiled else None
+    saved = tree_state._ctail, tree_state._cb64
+    tree_state._ctail, tree_state._cb64 = saved if compiled else (None, None)
     try:
         yield
     finally:
-        tree_state._cevidence = saved
+        tree_state._ctail, tree_state._cb64 = saved
 
 
 def python_evidence(records: Any, since_ms: int) -> str:
@@ -121,8 +125,16 @@ def test_random_streams_give_the_same_records_either_way(seed: int) -> None:
 @pytest.mark.parametrize("since_ms", [-(1 << 70), -(1 << 63), 0, 1, 3, 5, 8, 10**6, (1 << 63) - 1])
 def test_evidence_is_the_same_base64_as_pythons(records: list[int], since_ms: int) -> None:
     expected = python_evidence(records, since_ms)
-    assert _cstate.evidence_b64(deque(records), since_ms, CODE_BITS) == expected
-    assert _cstate.evidence_b64(records, since_ms, CODE_BITS) == expected
+    for evidence in (deque(records), records, tuple(records)):
+        assert _cstate.raw_b64(_cstate.evidence_tail(evidence, len(records)), since_ms, CODE_BITS) == expected
+
+
+@pytest.mark.parametrize("count", [-1, 0, 1, 2, 3, 999, 1000, 1001, 10**9])
+def test_a_tail_is_the_last_records_packed_as_python_packs_them(count: int) -> None:
+    records = [(i << CODE_BITS) | (i % 7) for i in range(1000)]
+    expected = tree_state._pack(records[len(records) - max(0, min(count, len(records))):])
+    for evidence in (deque(records, maxlen=1000), records, tuple(records)):
+        assert _cstate.evidence_tail(evidence, count) == expected
 
 
 @pytest.mark.parametrize(
@@ -134,18 +146,58 @@ def test_evidence_not_in_int64_raises_what_python_raises(records: list[Any], err
     with pytest.raises(error):
         python_evidence(records, 0)
     with pytest.raises(error):
-        _cstate.evidence_b64(deque(records), 0, CODE_BITS)
+        _cstate.evidence_tail(deque(records), len(records))
 
 
 def test_bad_arguments_are_errors_not_crashes() -> None:
+    raw = tree_state._pack([1, 2])
     with pytest.raises(TypeError):
-        _cstate.evidence_b64(5, 0, CODE_BITS)
+        _cstate.evidence_tail(5, 1)
     with pytest.raises(TypeError):
-        _cstate.evidence_b64([1], "0", CODE_BITS)
+        _cstate.evidence_tail(iter([1]), 1)  # not sized
+    with pytest.raises(TypeError):
+        _cstate.evidence_tail([1], "1")
+    with pytest.raises(TypeError):
+        _cstate.raw_b64(bytearray(raw), 0, CODE_BITS)
+    with pytest.raises(TypeError):
+        _cstate.raw_b64(raw, "0", CODE_BITS)
     with pytest.raises(ValueError, match="code_bits"):
-        _cstate.evidence_b64([1], 0, 99)
+        _cstate.raw_b64(raw, 0, 99)
+    with pytest.raises(ValueError, match="whole int64"):
+        _cstate.raw_b64(raw[:-1], 0, CODE_BITS)
     with pytest.raises(TypeError):
-        _cstate.evidence_b64([1], 0)  # type: ignore[call-arg]
+        _cstate.raw_b64(raw, 0)  # type: ignore[call-arg]
+
+
+class _Shrinking(list[int]):
+    """A list whose reversed iteration ends early (a container changed while it is read)."""
+
+    def __reversed__(self) -> Any:
+        return iter([7])
+
+
+def test_a_container_that_yields_fewer_records_than_its_length_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="shrank"):
+        _cstate.evidence_tail(_Shrinking([1, 2, 3]), 3)
+
+
+def test_a_busy_process_encoded_again_reads_only_its_new_records() -> None:
+    # Its earlier records are kept as bytes with its row: the next encoding packs what was appended
+    # since (an old record changed behind the encoder's back shows it: it is not read again).
+    kit = EventKit("d")
+    forest, encoder = DeviceForest("d", "windows"), ForestEncoder()
+    forest.apply(kit.start("p", "C:\\a.exe", "a"))
+    for i in range(40):
+        forest.apply(kit.write("p", f"C:\\Temp\\f{i}.tmp"))
+    encoder.encode(forest)
+    evidence = forest.nodes["p"].evidence
+    first = evidence[0]
+    evidence[0] = first + 1  # not a way the forest changes: only to see what is read
+    forest.apply(kit.write("p", "C:\\Temp\\last.tmp"))
+    row = orjson.loads(encoder.encode(forest))["nodes"][0]
+    restored = np.frombuffer(base64.b64decode(row[18]), dtype="<i8").tolist()
+    assert restored[0] == first and restored[1:] == list(evidence)[1:]
+    assert len(restored) == len(evidence) > 40
 
 
 def test_no_reference_is_leaked_per_event() -> None:
@@ -158,8 +210,9 @@ def test_no_reference_is_leaked_per_event() -> None:
     records = list(node.evidence)
     before = (sys.getrefcount(node.evidence), *map(sys.getrefcount, records))
     for _ in range(10_000):
-        _cstate.evidence_b64(node.evidence, 0, CODE_BITS)
-        _cstate.evidence_b64(node.evidence, 1 << 70, CODE_BITS)
+        raw = _cstate.evidence_tail(node.evidence, len(records))
+        _cstate.raw_b64(raw, 0, CODE_BITS)
+        _cstate.raw_b64(raw, 1 << 70, CODE_BITS)
     assert (sys.getrefcount(node.evidence), *map(sys.getrefcount, records)) == before
 
 
