@@ -648,10 +648,47 @@ static int set_process(float *out, const Ctx *c, const Layout *L) {
     return 0;
 }
 
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+/* A connection record read in place: an exact (small int, str, int) tuple; hashing and comparing those
+   in a set that holds only exact strs and ints runs no Python code, so the deque cannot change meanwhile. */
+static int plain_conn(PyObject *item, void *arg) {
+    (void)arg;
+    long long ts;
+    return PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 3 && small_ll(PyTuple_GET_ITEM(item, 0), &ts) &&
+           PyUnicode_CheckExact(PyTuple_GET_ITEM(item, 1)) && PyLong_CheckExact(PyTuple_GET_ITEM(item, 2));
+}
+
+typedef struct {
+    long long start;
+    PyObject *ips, *ports;
+} ConnSets;
+
+static int add_conn(PyObject *item, void *arg) {
+    const ConnSets *c = arg;
+    long long ts = 0;
+    if (!small_ll(PyTuple_GET_ITEM(item, 0), &ts) || ts < c->start)  /* `plain_conn` checked it is one */
+        return 1;
+    return PySet_Add(c->ips, PyTuple_GET_ITEM(item, 1)) == 0 &&
+           (c->ports == NULL || PySet_Add(c->ports, PyTuple_GET_ITEM(item, 2)) == 0);
+}
+#endif
+
 /* Add the IPs (and, for the process itself, ports) of `node`'s connection records at or after
-   `start` to the sets (`features._in_window`). */
-static int add_conns(PyObject *node, long long start, PyObject *ips, PyObject *ports) {
+   `start` to the sets (`features._in_window`). `*plain` says the sets hold only exact strs and ints
+   (clear them to set it): then an exact deque of plain records is read in place (see `count_evidence`);
+   anything else goes through the iterator and clears `*plain`. */
+static int add_conns(PyObject *node, long long start, PyObject *ips, PyObject *ports, int *plain) {
     PyObject *conns = get_attr(node, s_conns);
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    if (conns != NULL && *plain && in_place && deque_type != NULL && Py_TYPE(conns) == deque_type &&
+        each_in_place(conns, plain_conn, NULL)) {
+        ConnSets sets = {start, ips, ports};
+        const int added = each_in_place(conns, add_conn, &sets);
+        Py_DECREF(conns);
+        return added ? 0 : -1;  /* only a set's MemoryError stops the walk */
+    }
+#endif
+    *plain = 0;
     PyObject *it = conns == NULL ? NULL : PyObject_GetIter(conns);
     Py_XDECREF(conns);
     if (it == NULL)
@@ -685,12 +722,13 @@ static int add_conns(PyObject *node, long long start, PyObject *ips, PyObject *p
 }
 
 static int set_distinct(float *out, const Ctx *c, PyObject *ips, PyObject *ports, const Layout *L) {
-    if (PySet_Clear(ips) < 0 || PySet_Clear(ports) < 0 || add_conns(c->node, c->start, ips, ports) < 0)
+    int plain = 1;  /* the sets are empty */
+    if (PySet_Clear(ips) < 0 || PySet_Clear(ports) < 0 || add_conns(c->node, c->start, ips, ports, &plain) < 0)
         return -1;
     out[L->own_ips] = (float)PySet_GET_SIZE(ips);
     out[L->own_ports] = (float)PySet_GET_SIZE(ports);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(c->descendants); i++)
-        if (add_conns(PyTuple_GET_ITEM(c->descendants, i), c->start, ips, NULL) < 0)
+        if (add_conns(PyTuple_GET_ITEM(c->descendants, i), c->start, ips, NULL, &plain) < 0)
             return -1;
     out[L->sub_ips] = (float)PySet_GET_SIZE(ips);
     return 0;

@@ -17,6 +17,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -130,6 +131,85 @@ def test_counts_read_in_place_are_the_window_s_records() -> None:
     with reading(True):
         matrix = c_matrix(every_row([forest], 1_000))
     assert matrix[rows[node.key], column] == 2  # the third record is older than the window
+
+
+def _conn_shapes(now: int) -> dict[str, Callable[[], deque[tuple[int, str, int]]]]:
+    """Connection records (`now - 7 i` ms, one of 7 IPs, one of 5 ports) in the shapes read in place."""
+
+    def record(i: int) -> tuple[int, str, int]:
+        return (now - 7 * i, f"10.0.0.{i % 7}", 1000 + i % 5)
+
+    return {
+        "empty": deque,
+        "a block and one": lambda: deque(record(i) for i in range(65)),
+        "bounded, overflowed": lambda: deque((record(i) for i in range(1_000)), maxlen=128),
+    }
+
+
+class _Ip(str):
+    """An IP that is a str subclass (not read in place)."""
+
+
+@pytest.mark.parametrize("shape", list(_conn_shapes(0)))
+@pytest.mark.parametrize(
+    "odd", [None, "list", "ip subclass", "bool port", "int subclass ts", "deque subclass"]
+)
+def test_connections_of_every_shape_and_odd_records_count_as_numpy_counts(
+    shape: str, odd: str | None
+) -> None:
+    forest = forest_of(stream(2, n=200), None)
+    now = forest.watermark_ms
+    for i, node in enumerate(sorted(forest.nodes.values(), key=lambda n: n.key)):
+        conns: deque[Any] = _conn_shapes(now - i)[shape]()
+        if conns and odd is not None and i % 2:  # every other node: plain nodes before and after odd ones
+            ts, ip, port = conns[-1]
+            odd_ts = type("Ts", (int,), {})(ts)
+            conns[-1] = {"list": [ts, ip, port], "ip subclass": (ts, _Ip(ip), port),
+                         "bool port": (ts, ip, True), "int subclass ts": (odd_ts, ip, port),
+                         "deque subclass": (ts, ip, port)}[odd]  # fmt: skip
+            if odd == "deque subclass":
+                conns = type("Conns", (deque,), {})(conns, conns.maxlen)
+        node.conns = conns
+    for window in (1, 5_000, 10**12):
+        _both_ways(forest, window)
+
+
+class _Meddler(str):
+    """An IP whose comparison empties every node's connection deque (hash collides with a plain IP)."""
+
+    victims: ClassVar[list[deque[Any]]] = []
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __eq__(self, other: object) -> bool:
+        for victim in self.victims:
+            victim.clear()
+        return str.__eq__(self, other)
+
+
+def test_an_ip_whose_comparison_changes_the_deques_cannot_make_the_rows_read_freed_records() -> None:
+    forest = forest_of(stream(2, n=200), None)
+    now = forest.watermark_ms
+    nodes = sorted(forest.nodes.values(), key=lambda n: n.key)
+    victims = []
+    for i, node in enumerate(nodes):
+        records = [(now - j, f"10.0.0.{j % 3}", 80) for j in range(100)]
+        if i == 0:
+            records[0] = (now, _Meddler("10.0.0.1"), 80)
+        node.conns = deque(records, maxlen=128)
+        victims.append(node.conns)
+    _Meddler.victims = victims
+    contexts = every_row([forest], 10**12)
+    for on in (True, False):
+        for deq, fresh in zip(victims, [deque(v) for v in victims], strict=True):
+            deq.extend(fresh)
+        with reading(on):
+            try:
+                c_matrix(contexts)
+            except RuntimeError:  # "deque mutated during iteration": an error, never a read of freed memory
+                pass
+    _Meddler.victims = []
 
 
 @pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the debug-allocator child")
