@@ -331,10 +331,15 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     Py_INCREF(it->node);
     if ((rc = get_ll(it->node, s_last_ms, &it->last)) != 0)
         return rc;
-    int started = truthy_attr(it->node, s_started), has_image = truthy_attr(it->node, s_image);
-    if (started < 0 || has_image < 0)
+    /* `started` only when there is no image, as `apply` reads them: it lies in the node's last cache line
+       (slots are laid out by name), which the common event then does not touch. */
+    int has_image = truthy_attr(it->node, s_image);
+    if (has_image < 0)
         return -1;
     if (!has_image) {  /* a placeholder to fill, or an image to set: Python's */
+        int started = truthy_attr(it->node, s_started);
+        if (started < 0)
+            return -1;
         int event_image = truthy_attr(event, s_image);
         if (event_image != 0 || !started)
             return event_image < 0 ? -1 : 1;

@@ -168,7 +168,7 @@ class DeviceForest:
             node = self._new_node(key)
         else:
             self._lru.move_to_end(key)
-            if not node.started and not node.image:  # a placeholder: its own event arrived
+            if not node.image and not node.started:  # a placeholder: its own event arrived
                 self.stats.placeholders_filled += 1
         image = event.image
         if image and not node.image:
