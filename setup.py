@@ -6,7 +6,7 @@
 - `pipeline._cfeatures` computes the rows of `feature_matrix` (pipeline/features.py); no -ffast-math
   either: its float32 sums follow numpy's order, so the matrices are equal byte for byte.
 
-- `pipeline._cstate` runs the per-event and per-process loops of the state records (pipeline/tree_state.py).
+- `pipeline._cstate` packs and base64s a process's evidence in the state records (pipeline/tree_state.py).
 - `schemas._cfastcodec` proves an events record canonical and valid in one pass over its bytes, so
   `schemas.fastcodec` skips its re-encoding proof (the Python proof stays, tested equal).
 
