@@ -834,7 +834,7 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         } else if (rc == 0) {
             rc = apply_item(&run, lru, device_id, changed, strong, generic, dedupe, &it);
             rc = rc < 0 ? rc : stamp(&run, it.node);
-            rc = rc < 0 ? rc : stamp_key(&run, nodes, it.named, 1);
+            rc = rc < 0 || it.named == NULL ? rc : stamp_key(&run, nodes, it.named, 1);
         } else if (rc == 2)
             run.duplicates++, rc = 0;
         drop_item(&it);
