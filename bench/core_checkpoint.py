@@ -14,9 +14,9 @@ Modes: `whole` encodes each state from scratch with `Detector.device_state` (wha
 before `tree_state.ForestEncoder`; run this file with PYTHONPATH pointing at an older tree to time
 its encoder); `incremental` uses a `ForestEncoder` as the worker does (its `touch` of every record's
 events is a no-op since session I: the forest stamps the nodes events name; it is still called so
-that older trees run too); `spaced` adds the worker's spacing of checkpoints under load (`pipeline.checkpoints.spaced_interval_ms`,
-`STATE_CPU_SHARE`, the rest of the CPU being the detector's here, so it stretches sooner than a
-worker whose CPU also goes to Kafka).
+that older trees run too); `spaced` adds the worker's spacing of checkpoints under load
+(`pipeline.checkpoints.spaced_interval_ms`, `STATE_CPU_SHARE`, the rest of the CPU being the
+detector's here, so it stretches sooner than a worker whose CPU also goes to Kafka).
 """
 
 from __future__ import annotations
