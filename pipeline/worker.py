@@ -136,7 +136,7 @@ class BatchWorker:
         self._partition_of: dict[str, int] = {}  # device -> events partition
         self._trace_of: dict[str, TraceContext] = {}  # device -> trace of its latest event batch (W3C)
         self._dirty: set[str] = set()  # devices changed since the last commit point
-        self.states = ForestEncoder()  # state records: re-encodes only the nodes touched since the last one
+        self.states = ForestEncoder()  # state records: re-encodes only the nodes changed since the last one
         self._inflight: list[asyncio.Future[Any]] = []
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -230,8 +230,7 @@ class BatchWorker:
             self._trace_of[device] = trace
         else:
             self._trace_of.pop(device, None)  # only the latest batch's trace goes on its decisions
-        self._dirty.add(device)
-        self.states.touch(device, events, self.detector.forests.get(device))
+        self._dirty.add(device)  # its forest stamps the nodes these events change (`ForestEncoder`)
         self.stats.events += len(events)
         try:
             return self.detector.process(events, now_ms)
