@@ -12,11 +12,12 @@ stage.
 
 Modes: `whole` encodes each state from scratch with `Detector.device_state` (what the worker did
 before `tree_state.ForestEncoder`; run this file with PYTHONPATH pointing at an older tree to time
-its encoder); `incremental` uses a `ForestEncoder` as the worker does (its `touch` of every record's
-events is a no-op since session I: the forest stamps the nodes events name; it is still called so
-that older trees run too); `spaced` adds the worker's spacing of checkpoints under load
-(`pipeline.checkpoints.spaced_interval_ms`, `STATE_CPU_SHARE`, the rest of the CPU being the
-detector's here, so it stretches sooner than a worker whose CPU also goes to Kafka).
+its encoder); `incremental` uses a `ForestEncoder` as the worker does (an older tree's encoder is
+also told each record's events with its `touch`, which it needed before session I; since then the
+forest stamps the nodes events name and the encoder has no `touch`); `spaced` adds the worker's
+spacing of checkpoints under load (`pipeline.checkpoints.spaced_interval_ms`, `STATE_CPU_SHARE`, the
+rest of the CPU being the detector's here, so it stretches sooner than a worker whose CPU also goes to
+Kafka).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def _strategy(detector: Detector, mode: str) -> tuple[Touch, Callable[[str], byt
     from pipeline.tree_state import ForestEncoder  # inside: older trees have none
 
     encoder = ForestEncoder()
+    older_touch = getattr(encoder, "touch", None)  # an encoder before session I must be told the events
 
     def touch(device: str, events: Sequence[Any]) -> None:
-        encoder.touch(device, events, detector.forests.get(device))
+        if older_touch is not None:
+            older_touch(device, events, detector.forests.get(device))
 
     def state(device: str) -> bytes:
         return detector.device_state(device, encoder) or b""

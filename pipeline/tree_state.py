@@ -17,9 +17,8 @@ nodes it has not encoded yet or that were replaced by another object under the s
 whose alert mark moved (the detector sets it on the incident's root, which no event may have
 touched). Until session I the worker named them with `touch` before applying each record's events
 (their process and parent keys, and the parent a start's node already had): the same nodes, found
-by a second pass over every event that cost ~0.25 us per event; `touch` is now a no-op kept for
-callers. Every `full_every`-th encoding of a device
-re-encodes everything regardless, so a mutation path this list misses is bounded in time, not
+by a second pass over every event that cost ~0.25 us per event. Every `full_every`-th encoding of a
+device re-encodes everything regardless, so a mutation path this list misses is bounded in time, not
 silent for ever. A device's record is still one whole forest, so a crash between two writes
 never leaves a device half old and half new on the changelog.
 
@@ -133,10 +132,6 @@ class ForestEncoder:
         self._encodings: dict[str, int] = {}  # device -> encodings since its last full one
         self.rows_encoded = 0  # rows encoded anew (the rest were reused): for tests and benchmarks
         self.rows_reused = 0
-
-    def touch(self, device_id: str, events: Iterable[Event], forest: DeviceForest | None = None) -> None:
-        """Nothing: the forest stamps the nodes events name itself (kept for callers of the first
-        version, which named them here before the detector applied the events)."""
 
     def forget(self, device_id: str) -> None:
         """Drop everything cached for a device (its next encoding is a full one)."""
