@@ -49,8 +49,8 @@ static PyObject *base64(const unsigned char *in, Py_ssize_t n) {
     return out;
 }
 
-/* Little-endian int64 bytes of a record, as `evidence_b64` packs it; -1 (an exception set) when the record is
-   not an int in int64's range, as array("q", ...) refuses it. */
+/* Little-endian int64 bytes of a record, as `tree_state._pack` packs it; -1 (an exception set) when the
+   record is not an int in int64's range, as array("q", ...) refuses it. */
 static int pack_record(PyObject *item, unsigned char *out) {
     if (!PyLong_Check(item)) {
         PyErr_Format(PyExc_TypeError, "an evidence record must be an int, not %.100s", Py_TYPE(item)->tp_name);
