@@ -318,8 +318,8 @@ class Detector:
 
     def device_state(self, device_id: str, encoder: ForestEncoder | None = None) -> bytes | None:
         """Serialised forest of one device (for a changelog), None when unknown. With `encoder` (the
-        worker's, fed by `ForestEncoder.touch`) only the processes touched since its last record of
-        this device are encoded again; the bytes are the same either way."""
+        worker's) only the processes an event named since its last record of this device (the forest
+        stamps them) are encoded again; the bytes are the same either way."""
         forest = self.forests.get(device_id)
         if forest is None:
             return None
