@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from pipeline.demo_kit import assigned_partitions
 from pipeline.enroll import KeysFolder
 from pipeline.kafka_io import (
     make_events_consumer,
@@ -39,7 +39,6 @@ from schemas.topics import KafkaSettings
 
 REPO = Path(__file__).resolve().parents[1]
 OUTPUTS = ("dlq", "alerts", "verdicts", "commands", "devices", "policy")
-ASSIGNED = re.compile(r"assigned events partitions \[([0-9, ]*)\]")  # pipeline.worker's log line
 
 
 @dataclass
@@ -273,8 +272,7 @@ class WorkerProcess:
 
     def partitions(self) -> list[int]:
         """The events partitions of its latest assignment (none yet: [])."""
-        found = ASSIGNED.findall(self.log.read_text(errors="replace"))
-        return [int(p) for p in found[-1].split(",") if p.strip()] if found else []
+        return assigned_partitions(self.log.read_text(errors="replace")) or []
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,8 +45,8 @@ from pipeline.errors import PipelineError
 from schemas.alerts import Tactic
 
 __all__ = ["AGENT_READY", "ATTACK_TACTICS", "SOURCE_READY", "WORKER_READY", "AttackKit", "DemoError",
-           "FleetTopics", "Supervisor", "agent_env", "apply_topics", "delete_topics", "prepare_attack",
-           "worker_env"]
+           "FleetTopics", "Supervisor", "agent_env", "apply_topics", "assigned_partitions", "delete_topics",
+           "prepare_attack", "worker_env"]
 
 LOCKER = "rf-locker"
 ATTACK_TACTICS = frozenset({Tactic.PERSISTENCE, Tactic.IMPACT, Tactic.CREDENTIAL_ACCESS})
@@ -236,7 +237,15 @@ def agent_env(topics: FleetTopics, bundle: Path, state: Path, bootstrap: str, *,
 
 AGENT_READY = "blocklist caught up"  # the verdict follower read the fleet blocklist to its end
 SOURCE_READY = "process events:"  # the live source subscribed (netlink) or took its /proc baseline
-WORKER_READY = "assigned events partitions"
+WORKER_READY = "assigned events partitions"  # then the sorted partitions: pipeline.worker's log line
+_ASSIGNED = re.compile(re.escape(WORKER_READY) + r" \[([0-9, ]*)\]")
+
+
+def assigned_partitions(log_text: str) -> list[int] | None:
+    """The events partitions of the latest assignment in a `ringfence worker`'s log (None before the
+    first): what the demo, the benchmark and the tests read from the worker processes they run."""
+    found = _ASSIGNED.findall(log_text)
+    return [int(p) for p in found[-1].split(",") if p.strip()] if found else None
 
 
 # -- child processes --------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,11 +21,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from pipeline.demo_kit import assigned_partitions
 from schemas.codec import encode_batch
 from schemas.events import BehaviorEvent, EventBatch
 
 REPO = Path(__file__).resolve().parents[1]
-_ASSIGNED = re.compile(r"assigned events partitions \[([0-9, ]*)\]")
 
 
 @dataclass(frozen=True)
@@ -124,8 +123,8 @@ class WorkerProcess:
 
     def assigned(self) -> set[int] | None:
         """The partitions of its latest assignment (None before the first)."""
-        found = _ASSIGNED.findall(self.log())
-        return None if not found else {int(p) for p in found[-1].split(",") if p.strip()}
+        found = assigned_partitions(self.log())
+        return None if found is None else set(found)
 
     def kill9(self) -> None:
         self.process.send_signal(signal.SIGKILL)

@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 
 from agents.settings import AgentSettings
-from pipeline.demo_kit import DemoError, FleetTopics, Supervisor, agent_env, prepare_attack, worker_env
+from pipeline.demo_kit import (
+    DemoError,
+    FleetTopics,
+    Supervisor,
+    agent_env,
+    assigned_partitions,
+    prepare_attack,
+    worker_env,
+)
 from pipeline.settings import WorkerSettings
 from schemas.topics import ACTIONS, ALL_TOPICS, EVENTS, VERDICTS, WORKER_STATE
 
@@ -106,3 +114,10 @@ def test_starting_a_name_again_stops_the_child_still_running_under_it(tmp_path: 
         if first.poll() is None:
             first.kill()
     assert second.poll() is not None
+
+
+def test_assigned_partitions_reads_the_latest_assignment_of_a_worker_log() -> None:
+    line = "18:59:20,801 INFO pipeline.worker: assigned events partitions {} (kept 0, restored 0)\n"
+    assert assigned_partitions("worker starting\nrevoked events partitions [0, 1]\n") is None
+    assert assigned_partitions(line.format("[]")) == []
+    assert assigned_partitions(line.format("[0, 1, 2, 3]") + line.format("[1, 3]")) == [1, 3]
