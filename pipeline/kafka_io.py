@@ -6,7 +6,7 @@ boundary, into `KafkaIOError` naming the topic. aiokafka is untyped: its objects
 
 - `make_producer`: idempotent, acks=all, compressed; sized for a device's state record; its keyed
   records partitioned as aiokafka's default does, with recent keys' hashes remembered
-  (`CachingPartitioner`).
+  (`CachingPartitioner`); it knows every topic's partitions once started (`_WarmProducer`).
 - `make_state_producer`: the same without compression: its values come compressed
   (`pipeline.state_out`, off the event loop's thread, where aiokafka would compress).
 - `make_events_consumer`: the group consumer of the events topic; offsets are committed by hand.
@@ -90,6 +90,24 @@ class CachingPartitioner:
 _DEFAULT_PARTITIONER = DefaultPartitioner()
 
 
+class _WarmProducer(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is untyped
+    """An `AIOKafkaProducer` that knows the partitions of every topic once `start` returns.
+
+    Why: aiokafka's producer starts knowing no topic's partitions, so its first send to a topic
+    waits for a metadata round trip, which takes several turns of the event loop. The worker's
+    first state record is sent while the loop is busy encoding the other devices' states (one turn
+    per 10 ms slice): that wait took 86-108 ms of the benchmark's last commit point (BENCHMARKS.md,
+    "Session J — the commit point"). One metadata request for every topic at start (the topics the
+    worker writes exist by then: `prepare_state_topic`, `ringfence topics apply`) costs ~2 ms; if
+    it fails, a first send fetches its topic's partitions as before.
+    """
+
+    async def start(self) -> None:
+        await super().start()
+        if not await self.client.force_metadata_update():
+            log.warning("producer started without topic metadata: the first sends will fetch it")
+
+
 def pick_compression() -> str:
     """zstd (as the topics store it, so the broker does not recompress) when available, else gzip."""
     from aiokafka import codec
@@ -99,7 +117,7 @@ def pick_compression() -> str:
 
 def make_producer(kafka: KafkaSettings, *, max_request_bytes: int, compress: bool = True) -> Any:
     """An idempotent producer (acks=all): a retried send never duplicates a record."""
-    return AIOKafkaProducer(
+    return _WarmProducer(
         **kafka.client_kwargs(),
         acks="all",
         enable_idempotence=True,

@@ -7,6 +7,14 @@ latency"), time in which no record was read. cramjam's zstd releases the GIL, so
 compressed in a thread (one hop per run of queued values) and the state producer sends them with
 its own compression off (`kafka_io.make_state_producer`); the loop only encodes the forests.
 
+**One call per run.** The thread compresses a whole run of values in one call
+(`zstandard`'s `multi_compress_to_buffer`), which releases the GIL once for all of them. Compressed
+one call per value (cramjam), the thread had to take the GIL back after every value while the
+loop's thread was busy encoding the next states, and each time waited for the interpreter's switch
+interval (5 ms): at a commit point of 200 devices, a run of 10 values took 90 ms instead of 4, and
+most values were compressed only after the last state was encoded (BENCHMARKS.md, "Session J —
+the commit point"). The frames are the same zstd frames (same level, content size declared).
+
 **The value format.** A state value is a zstd frame (magic 28 b5 2f fd) holding the forest record,
 or, as every worker before this module wrote it, the record itself (JSON: it begins with `{`).
 `unpack_state` reads both, so a changelog written by older workers restores as before, and refuses
@@ -27,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cramjam  # the pipeline extra names it (aiokafka[zstd] compresses with it too)
+import zstandard  # the pipeline extra names it: compresses a run of values with one release of the GIL
 
 from pipeline.errors import StateError
 
@@ -155,7 +164,14 @@ class StateWriter:
 
 
 def _pack_all(values: list[bytes | None]) -> list[bytes | None]:
-    return [None if value is None else pack_state(value) for value in values]
+    """`pack_state` of every value (None stays None), in one call that releases the GIL once."""
+    # empty values apart: zstandard refuses a run of nothing but empty values
+    present: list[bytes | bytearray | memoryview] = [value for value in values if value]
+    if present:
+        compressor = zstandard.ZstdCompressor(level=LEVEL)  # not shared: a compressor is not thread-safe
+        frames = iter(compressor.multi_compress_to_buffer(present, threads=1))
+    return [value if value is None else next(frames).tobytes() if value else pack_state(value)
+            for value in values]
 
 
 def _settle(acked: asyncio.Future[None], done: asyncio.Future[Any]) -> None:

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import StateError
-from pipeline.state_out import ZSTD_MAGIC, StateWriter, pack_state, unpack_state
+from pipeline.state_out import ZSTD_MAGIC, StateWriter, _pack_all, pack_state, unpack_state
 from pipeline.tree import DeviceForest
 from pipeline.tree_state import forest_from_bytes, forest_to_bytes
 
@@ -134,3 +134,28 @@ async def test_without_offload_the_record_is_with_the_producer_when_send_returns
     assert ack is producer.acks[0]
     (_, key, value, partition), = producer.sent
     assert (key, partition, value is not None and unpack_state(value, 1 << 20)) == (b"dev-a", 3, RECORD)
+
+
+async def test_a_run_with_tombstones_and_an_empty_value_is_sent_in_order_each_value_readable() -> None:
+    producer = Producer()
+    writer = StateWriter(producer)
+    values = [RECORD, None, b"", RECORD + b" " * 10_000, None]
+    futures = [await writer.send("t.state", b"dev-%d" % i, v, 0) for i, v in enumerate(values)]  # one run
+    while len(producer.sent) < len(values):
+        await asyncio.sleep(0.01)
+    sent = [v for _, _, v, _ in producer.sent]
+    assert [None if v is None else unpack_state(v, 1 << 20) for v in sent] == values
+    assert all(v is None or v.startswith(ZSTD_MAGIC) for v in sent)
+    for ack in producer.acks:
+        ack.set_result(None)
+    await asyncio.gather(*futures)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.none() | st.binary(max_size=3_000), max_size=12))
+def test_a_run_compressed_in_one_call_gives_each_value_its_own_frame_in_place(
+        values: list[bytes | None]) -> None:
+    packed = _pack_all(values)
+    assert [v is None for v in packed] == [v is None for v in values]
+    assert [None if v is None else unpack_state(v, 3_000) for v in packed] == values
+    assert all(v is None or v.startswith(ZSTD_MAGIC) for v in packed)  # declared sizes: read above
