@@ -16,8 +16,9 @@ An alert is also written once: the values handed to pydantic are already its JSO
 `UtcTimestamp` text, sha256 lower-cased, every field in order), so `orjson.dumps` of them is the very
 bytes the validated model would dump to, and `pipeline.outputs` sends those (`WRITTEN`) instead of
 dumping the model again; commands and verdicts are signed from their values likewise (`VALUES`).
-Decoded evidence is handed over as its plain values and written from its own JSON (msgspec's, the
-same bytes as the model's dump). Before, every alert was dumped again in the outputs and each
+Decoded evidence is handed over as the models it stands for, built without validating the decoded
+events again (`pipeline.evidence`: the decoder proved them), and written from its own JSON (msgspec's,
+the same bytes as the model's dump). Before, every alert was dumped again in the outputs and each
 evidence event was validated into a model by itself: ~200 -> ~100 us of CPU per incident in place
 (BENCHMARKS.md, Pipeline, "Session H — the incident path"; tests/unit/test_incident_json.py).
 """
@@ -36,6 +37,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import msgspec
 import orjson
 
+from pipeline.evidence import evidence_models
 from pipeline.lexicon import NON_ARTIFACT_CLASSES, ImageClass, Location, basename, location
 from schemas.alerts import Alert, AlertAction, Tactic, detection_name
 from schemas.codec import encode
@@ -50,7 +52,6 @@ MAX_SNAPSHOT_EVIDENCE = 256
 _STRIP_PREFIXES = ("self_", "desc_", "anc_", "own_", "sub_", "img_", "pair_")
 T = TypeVar("T")
 _FAST_JSON = msgspec.json.Encoder()
-_FAST_VALUES = msgspec.to_builtins
 
 
 class Written(Generic[T]):
@@ -279,7 +280,8 @@ def _alert(
     for the outputs (`WRITTEN`). Values are given as the contract's own dump writes them (times as
     `UtcTimestamp` text, sha256 lower-cased, floats as floats), so the validated model dumps to
     these very bytes (tests/unit/test_incident_json.py). Evidence is validated inside that one call
-    (a decoded event as its plain values: `_evidence_models`) and written from its own JSON."""
+    (a decoded event as the model it stands for, built without validating it again: `pipeline.evidence`)
+    and written from its own JSON."""
     nodes = incident.nodes[:MAX_SNAPSHOT_NODES]
     threshold = float(incident.threshold)
     if not math.isfinite(threshold):  # JSON has no NaN: orjson would write null, an absent threshold
@@ -303,7 +305,7 @@ def _alert(
     snapshot: dict[str, Any] = body["process_tree"]
     evidence = incident.evidence[:MAX_SNAPSHOT_EVIDENCE]
     alert = Alert.model_validate(
-        {**body, "process_tree": {**snapshot, "evidence": _evidence_models(evidence)}}
+        {**body, "process_tree": {**snapshot, "evidence": evidence_models(evidence)}}
     )
     snapshot["evidence"] = [_event_json(e) for e in evidence]
     try:
@@ -351,13 +353,6 @@ def _snapshot(incident: Incident, nodes: tuple[NodeView, ...]) -> dict[str, Any]
             if n.parent_key in keys and n.parent_key is not None
         ][:MAX_SNAPSHOT_NODES],
     }  # fmt: skip
-
-
-def _evidence_models(evidence: Sequence[Any]) -> list[Any]:
-    """What the alert's validation reads for its evidence: a model as it is; a decoded event as its
-    plain values (`msgspec.to_builtins`: the JSON types), validated into a `BehaviorEvent` inside the
-    alert's one validation call."""
-    return [e if isinstance(e, BehaviorEvent) else _FAST_VALUES(e) for e in evidence]
 
 
 def _event_json(event: Any) -> orjson.Fragment:
