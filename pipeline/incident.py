@@ -222,13 +222,17 @@ def alert_id_for(incident: Incident) -> str:
     return stable_id(incident.device_id, incident.root.key, incident.tactic, incident.model_version)
 
 
+@lru_cache(maxsize=256)
 def utc(ms: int) -> datetime:
-    """Epoch milliseconds as an aware UTC datetime."""
+    """Epoch milliseconds as an aware UTC datetime (remembered: a flush's decisions share their clock)."""
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
-utc_text = format_utc
-"""`schemas.common.UtcTimestamp`'s text of a datetime, as the contracts write it."""
+@lru_cache(maxsize=256)
+def utc_text(value: datetime) -> str:
+    """`schemas.common.UtcTimestamp`'s text of a datetime, as the contracts write it (remembered: every
+    decision of a flush is created at the flush's time)."""
+    return format_utc(value)
 
 
 @lru_cache(maxsize=4096)
@@ -304,10 +308,9 @@ def _alert(
     }  # fmt: skip
     snapshot: dict[str, Any] = body["process_tree"]
     evidence = incident.evidence[:MAX_SNAPSHOT_EVIDENCE]
-    alert = Alert.model_validate(
-        {**body, "process_tree": {**snapshot, "evidence": evidence_models(evidence)}}
-    )
-    snapshot["evidence"] = [_event_json(e) for e in evidence]
+    snapshot["evidence"] = evidence_models(evidence)  # validated as models, then written as JSON
+    alert = Alert.model_validate(body)
+    snapshot["evidence"] = _evidence_json(evidence)
     try:
         data = orjson.dumps(body)
     except orjson.JSONEncodeError as exc:  # a lone surrogate: a Python str, but no JSON text
@@ -353,6 +356,14 @@ def _snapshot(incident: Incident, nodes: tuple[NodeView, ...]) -> dict[str, Any]
             if n.parent_key in keys and n.parent_key is not None
         ][:MAX_SNAPSHOT_NODES],
     }  # fmt: skip
+
+
+def _evidence_json(evidence: tuple[Any, ...]) -> orjson.Fragment | list[orjson.Fragment]:
+    """The evidence's JSON array: one msgspec call when every event is a decoded one (the common case;
+    msgspec writes an array as orjson does, without spaces), else event by event."""
+    if all(type(event) is FastEvent for event in evidence):
+        return orjson.Fragment(_FAST_JSON.encode(evidence))
+    return [_event_json(e) for e in evidence]
 
 
 def _event_json(event: Any) -> orjson.Fragment:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from functools import lru_cache
 from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
@@ -92,8 +93,10 @@ def detection_name(platform: Platform, tactic: Tactic, variant: str) -> str:
     return name
 
 
+@lru_cache(maxsize=1024)
 def parse_detection_name(name: str) -> tuple[Platform, Tactic, str]:
-    """Inverse of `detection_name`; raises ValidationFailed for anything else."""
+    """Inverse of `detection_name`; raises ValidationFailed for anything else (remembered: every alert's
+    validation reads its name, and the same few names recur; an error is not remembered)."""
     match = DETECTION_NAME.match(name)
     if match is None:
         raise ValidationFailed(f"{name[:128]!r} is not Behavior:<Win32|Linux>/<Tactic>.<Variant>!ml",

@@ -139,3 +139,16 @@ def test_audit_mode_lists_what_would_have_been_done_without_command_ids() -> Non
     assert [a.action for a in alert.actions] == [AlertAction.KILL_PROCESS_TREE, AlertAction.QUARANTINE_FILE,
                                                  AlertAction.PUBLISH_VERDICT]  # fmt: skip
     assert all(a.audited and a.command_id is None for a in alert.actions)
+
+
+def test_a_name_that_disagrees_is_refused_every_time_and_a_good_one_parses_the_same() -> None:
+    """`parse_detection_name` is remembered: an error is not, and an answer does not change."""
+    good = Policy().decide(incident(), NOW)[0]
+    assert isinstance(good, Alert)
+    body = good.model_dump(mode="json")
+    for _ in range(3):
+        with pytest.raises(ValueError, match="disagrees"):
+            Alert.model_validate({**body, "tactic": "Impact"})
+        with pytest.raises(ValueError, match="detection_name"):
+            Alert.model_validate({**body, "detection_name": "Behavior:Win32/Execution.!ml"})
+        assert Alert.model_validate(body) == good and good.variant == "EncodedCommand"
