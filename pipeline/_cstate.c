@@ -8,6 +8,13 @@
  *   checkpoint.
  * - `raw_b64(raw, since_ms, code_bits)`: base64 of those bytes, leaving out the records stamped before
  *   `since_ms` when the oldest is (the rule of `tree_state._evidence_b64`: numpy and binascii in Python).
+ * - `row_json(fields, evidence, conns, notable, codes)`: a process's row of the record, the bytes orjson
+ *   writes for `(*fields, evidence, tuple(conns), Fragment(notable), tuple(codes.items()))`, without the
+ *   tuples built for it (session J: orjson and those tuples were ~5 of the ~11 us a row cost). It writes
+ *   only what it writes exactly as orjson does (None, bools, ints in int64's range and str, their
+ *   subclasses included, as orjson writes the value they hold; tuples and lists of those in `conns`; a
+ *   dict of them in `codes`); for anything else it returns None and the caller asks
+ *   orjson (which writes it, or raises its error), so the bytes and the errors do not depend on the build.
  *
  * (Until session I it held `evidence_b64`, which packed every record at every encoding, and `touch`, the
  * keys of the processes a record's events may change; the forest now stamps those nodes itself while it
@@ -146,11 +153,195 @@ static PyObject *raw_b64(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return out;
 }
 
+/* ---------------------------------------------------------------- row_json */
+
+typedef struct {
+    char *p;
+    Py_ssize_t len, cap;
+} Buf;
+
+/* Room for `more` bytes; -1 (MemoryError set) when there is none. */
+static int reserve(Buf *b, Py_ssize_t more) {
+    if (more <= b->cap - b->len) return 0;
+    if (more > PY_SSIZE_T_MAX / 2 - b->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t cap = b->cap * 2 > b->len + more ? b->cap * 2 : b->len + more + 256;
+    char *p = PyMem_Realloc(b->p, (size_t)cap);
+    if (p == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->p = p, b->cap = cap;
+    return 0;
+}
+
+static int put(Buf *b, const char *s, Py_ssize_t n) {
+    if (reserve(b, n) < 0) return -1;
+    memcpy(b->p + b->len, s, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static int put_ll(Buf *b, long long v) {
+    char digits[24];
+    int n = 0;
+    unsigned long long u = v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+    do {
+        digits[sizeof digits - 1 - n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) digits[sizeof digits - 1 - n++] = '-';
+    return put(b, digits + sizeof digits - n, n);
+}
+
+/* A JSON string as orjson writes it: UTF-8 as it is, `"` and `\` escaped, the control characters below
+   0x20 as \b \t \n \f \r or \u00xx (lowercase hex), DEL and the rest as they are. 1 (nothing set):
+   a str UTF-8 cannot hold (a lone surrogate), which orjson refuses with its own error. */
+static int put_str(Buf *b, PyObject *s) {
+    static const char HEX[] = "0123456789abcdef";
+    PyObject *utf8 = NULL;
+    const unsigned char *d;
+    Py_ssize_t n;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(s) < 0) return -1;
+#endif
+    if (PyUnicode_IS_ASCII(s)) {
+        d = PyUnicode_1BYTE_DATA(s), n = PyUnicode_GET_LENGTH(s);
+    } else {
+        utf8 = PyUnicode_AsUTF8String(s);  /* a temporary: the str keeps no UTF-8 copy of itself */
+        if (utf8 == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError)) return -1;
+            PyErr_Clear();
+            return 1;
+        }
+        d = (const unsigned char *)PyBytes_AS_STRING(utf8), n = PyBytes_GET_SIZE(utf8);
+    }
+    if (n > (PY_SSIZE_T_MAX - 2) / 6 || reserve(b, 2 + 6 * n) < 0) {
+        Py_XDECREF(utf8);
+        if (!PyErr_Occurred()) PyErr_NoMemory();
+        return -1;
+    }
+    char *o = b->p + b->len;
+    *o++ = '"';
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = d[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            *o++ = (char)c;
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+            case '"': *o++ = '"'; break;
+            case '\\': *o++ = '\\'; break;
+            case '\b': *o++ = 'b'; break;
+            case '\t': *o++ = 't'; break;
+            case '\n': *o++ = 'n'; break;
+            case '\f': *o++ = 'f'; break;
+            case '\r': *o++ = 'r'; break;
+            default: *o++ = 'u', *o++ = '0', *o++ = '0', *o++ = HEX[c >> 4], *o++ = HEX[c & 15];
+        }
+    }
+    *o++ = '"';
+    b->len = o - b->p;
+    Py_XDECREF(utf8);
+    return 0;
+}
+
+/* One value: 0 written, -1 error set, 1 not one this writer writes exactly as orjson (nothing set).
+   `nested`: a tuple or list of scalars is allowed (a connection), not deeper. */
+static int put_value(Buf *b, PyObject *v, int nested) {
+    if (v == Py_None) return put(b, "null", 4);
+    if (v == Py_True) return put(b, "true", 4);
+    if (v == Py_False) return put(b, "false", 5);
+    if (PyLong_Check(v)) {  /* a subclass too (the code counts' IntEnum keys): orjson writes its value */
+        int overflow = 0;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) return 1;  /* orjson writes up to 2**64 - 1 and refuses the rest: it decides */
+        if (x == -1 && PyErr_Occurred()) return -1;
+        return put_ll(b, x);
+    }
+    if (PyUnicode_Check(v)) return put_str(b, v);  /* a subclass too: orjson writes the str it holds */
+    if (nested && (PyTuple_CheckExact(v) || PyList_CheckExact(v))) {
+        if (put(b, "[", 1) < 0) return -1;
+        /* nothing below runs Python code, so a list cannot change while it is read */
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(v); i++) {
+            if (i && put(b, ",", 1) < 0) return -1;
+            int rc = put_value(b, PySequence_Fast_GET_ITEM(v, i), 0);
+            if (rc) return rc;
+        }
+        return put(b, "]", 1);
+    }
+    return 1;
+}
+
+static int put_conns(Buf *b, PyObject *conns) {
+    PyObject *it = PyObject_GetIter(conns);
+    if (it == NULL) return -1;
+    int rc = put(b, "[", 1);
+    PyObject *item;
+    for (Py_ssize_t i = 0; rc == 0 && (item = PyIter_Next(it)) != NULL; i++) {
+        rc = i ? put(b, ",", 1) : 0;
+        rc = rc ? rc : put_value(b, item, 1);
+        Py_DECREF(item);
+    }
+    Py_DECREF(it);
+    if (rc == 0 && PyErr_Occurred()) return -1;
+    return rc ? rc : put(b, "]", 1);
+}
+
+static int put_codes(Buf *b, PyObject *codes) {
+    Py_ssize_t pos = 0;
+    PyObject *code, *count;
+    int rc = put(b, "[", 1);
+    for (int first = 1; rc == 0 && PyDict_Next(codes, &pos, &code, &count); first = 0) {  /* borrowed */
+        rc = first ? put(b, "[", 1) : put(b, ",[", 2);
+        rc = rc ? rc : put_value(b, code, 0);
+        rc = rc ? rc : put(b, ",", 1);
+        rc = rc ? rc : put_value(b, count, 0);
+        rc = rc ? rc : put(b, "]", 1);
+    }
+    return rc ? rc : put(b, "]", 1);
+}
+
+/* row_json(fields: tuple, evidence: str, conns: Iterable, notable: bytes, codes: dict) -> bytes | None */
+static PyObject *row_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5 || !PyTuple_CheckExact(args[0]) || !PyUnicode_Check(args[1]) || !PyBytes_CheckExact(args[3]) ||
+        !PyDict_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "row_json(fields: tuple, evidence: str, conns, notable: bytes, codes: dict)");
+        return NULL;
+    }
+    PyObject *fields = args[0];
+    Buf b = {NULL, 0, 0};
+    int rc = reserve(&b, 512 + PyBytes_GET_SIZE(args[3]) + PyUnicode_GET_LENGTH(args[1]));
+    rc = rc ? rc : put(&b, "[", 1);
+    for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(fields); i++) {
+        rc = put_value(&b, PyTuple_GET_ITEM(fields, i), 0);
+        rc = rc ? rc : put(&b, ",", 1);
+    }
+    rc = rc ? rc : put_str(&b, args[1]);
+    rc = rc ? rc : put(&b, ",", 1);
+    rc = rc ? rc : put_conns(&b, args[2]);
+    rc = rc ? rc : put(&b, ",", 1);
+    rc = rc ? rc : put(&b, PyBytes_AS_STRING(args[3]), PyBytes_GET_SIZE(args[3]));
+    rc = rc ? rc : put(&b, ",", 1);
+    rc = rc ? rc : put_codes(&b, args[4]);
+    rc = rc ? rc : put(&b, "]", 1);
+    PyObject *out = rc < 0 ? NULL : rc > 0 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(b.p, b.len);
+    PyMem_Free(b.p);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"evidence_tail", (PyCFunction)(void (*)(void))evidence_tail, METH_FASTCALL,
      "evidence_tail(evidence, n) -> bytes: the last n records as little-endian int64s, in order."},
     {"raw_b64", (PyCFunction)(void (*)(void))raw_b64, METH_FASTCALL,
      "raw_b64(raw, since_ms, code_bits) -> str: base64 of int64 records, the old ones left out when the oldest is."},
+    {"row_json", (PyCFunction)(void (*)(void))row_json, METH_FASTCALL,
+     "row_json(fields, evidence, conns, notable, codes) -> bytes | None: a process's row as orjson writes it, "
+     "None when orjson must decide."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pipeline._cstate",

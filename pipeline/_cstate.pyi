@@ -1,6 +1,10 @@
 """Type stub of the optional C extension built from pipeline/_cstate.c (see pipeline.tree_state)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 def evidence_tail(evidence: Sequence[int], n: int, /) -> bytes: ...
 def raw_b64(raw: bytes, since_ms: int, code_bits: int, /) -> str: ...
+def row_json(
+    fields: tuple[Any, ...], evidence: str, conns: Iterable[Any], notable: bytes, codes: dict[int, int], /
+) -> bytes | None: ...

@@ -60,13 +60,16 @@ __all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_d
 
 _ctail: Callable[[Sequence[int], int], bytes] | None
 _cb64: Callable[[bytes, int, int], str] | None
-try:  # a process's evidence packed and base64'd in C (pipeline/_cstate.c); optional: Python computes the same
+_crow: Callable[[tuple[Any, ...], str, Iterable[Any], bytes, dict[int, int]], bytes | None] | None
+try:  # a process's evidence packed and base64'd, and its row written, in C (pipeline/_cstate.c);
+    # optional: Python and orjson compute the same bytes
     from pipeline._cstate import evidence_tail as _compiled_tail
     from pipeline._cstate import raw_b64 as _compiled_b64
+    from pipeline._cstate import row_json as _compiled_row
 except ImportError:  # pragma: no cover - depends on the build
-    _ctail = _cb64 = None
+    _ctail = _cb64 = _crow = None
 else:
-    _ctail, _cb64 = _compiled_tail, _compiled_b64
+    _ctail, _cb64, _crow = _compiled_tail, _compiled_b64, _compiled_row
 
 STATE_VERSION = 2
 _FIELDS = (
@@ -167,7 +170,8 @@ def _record(forest: DeviceForest, rows: list[bytes]) -> bytes:
     """The record's JSON object: the forest's fields, its rows as the "nodes" array, the exit order.
 
     The same bytes as `orjson.dumps` of that dict with the rows as a `Fragment`, joined once instead
-    of being copied into a fragment and again into orjson's buffer (a record is ~80 KB)."""
+    of being copied into a fragment and again into orjson's buffer (a record is ~80 KB); `rows` (the
+    caller's list) gets the head and the tail on its end rows, so no part is copied twice."""
     head = orjson.dumps({
         "v": STATE_VERSION,
         "device_id": forest.device_id,
@@ -176,8 +180,13 @@ def _record(forest: DeviceForest, rows: list[bytes]) -> bytes:
         "seq_hwm": forest.seq_hwm,
         "stats": dict(zip(_STAT_NAMES, _stat_values(forest.stats), strict=True)),
     })
-    exited = orjson.dumps(forest.exit_order())
-    return b"".join((head[:-1], b',"nodes":[', b",".join(rows), b'],"exited":', exited, b"}"))
+    tail = b'],"exited":' + orjson.dumps(forest.exit_order()) + b"}"
+    if not rows:
+        return head[:-1] + b',"nodes":[' + tail
+    first, last = rows[0], rows[-1]  # the head and tail go on the end rows: the record is copied once
+    rows[0] = head[:-1] + b',"nodes":[' + first
+    rows[-1] = (rows[0] if len(rows) == 1 else last) + tail
+    return b",".join(rows)
 
 
 def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None, epoch: int) -> _Row:
@@ -192,8 +201,11 @@ def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None, epoch: 
     appended = sum(node.code_counts.values())
     raw = _evidence_raw(node.evidence, appended, previous)
     evidence = _cb64(raw, since_ms, CODE_BITS) if _cb64 is not None else _evidence_b64(raw, since_ms)
-    data = orjson.dumps((*_node_fields(node), evidence, tuple(conns), orjson.Fragment(notable_json),
-                         tuple(node.code_counts.items())))
+    fields = _node_fields(node)
+    data = _crow(fields, evidence, conns, notable_json, node.code_counts) if _crow is not None else None
+    if data is None:  # no C, or a value the C writer leaves to orjson (an int past int64, a str subclass)
+        data = orjson.dumps((*fields, evidence, tuple(conns), orjson.Fragment(notable_json),
+                             tuple(node.code_counts.items())))
     return _Row(node, node.alert_mark, epoch, data, notable, notable_json, raw, appended, node.evidence)
 
 

@@ -1,7 +1,7 @@
 """State records with the C loops (`pipeline._cstate`) and without: the same bytes, the same errors.
 
 The evidence of every encoded process is packed (only the records new since its last encoding) and
-base64'd in C when the extension is built;
+base64'd, and its row written (`row_json`, else orjson), in C when the extension is built;
 a worker without a compiler must write the same state records (another worker may restore them, and
 an upgrade must not make a forest restore differently). So records are compared byte for byte across
 the pipeline benchmark's stream and random streams, with both paths and with a switch between them
@@ -13,6 +13,7 @@ interpreter with `PYTHONMALLOC=debug -X dev`.
 from __future__ import annotations
 
 import base64
+import enum
 import os
 import random
 import sys
@@ -25,6 +26,8 @@ import numpy as np
 import orjson
 import pytest
 from debug_child import passes_under_debug_allocator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_tree_state import SMALL, random_event
 
 from pipeline import tree_state
@@ -45,19 +48,20 @@ except ImportError:  # pragma: no cover - every test below then fails with NOT_B
 
 @pytest.fixture(autouse=True)
 def _built() -> None:
-    assert _cstate is not None and tree_state._ctail is not None and tree_state._cb64 is not None, NOT_BUILT
+    compiled = (tree_state._ctail, tree_state._cb64, tree_state._crow)
+    assert _cstate is not None and None not in compiled, NOT_BUILT
 CHILD = "RINGFENCE_CSTATE_CHILD"
 
 
 @contextmanager
 def state_path(compiled: bool) -> Iterator[None]:
     """Inside, state records are encoded with the C loops (`compiled`) or with Python alone."""
-    saved = tree_state._ctail, tree_state._cb64
-    tree_state._ctail, tree_state._cb64 = saved if compiled else (None, None)
+    saved = tree_state._ctail, tree_state._cb64, tree_state._crow
+    tree_state._ctail, tree_state._cb64, tree_state._crow = saved if compiled else (None, None, None)
     try:
         yield
     finally:
-        tree_state._ctail, tree_state._cb64 = saved
+        tree_state._ctail, tree_state._cb64, tree_state._crow = saved
 
 
 def python_evidence(records: Any, since_ms: int) -> str:
@@ -228,3 +232,110 @@ def test_notable_events_in_one_msgspec_call_are_the_bytes_of_one_call_per_event(
     for notable in ((), tuple(fast), (fast[0], model), (fast[1], {"restored": "dict"}), (model,)):
         expected = b"[" + b",".join(map(tree_state._event_json, notable)) + b"]"
         assert tree_state._notable_json(notable) == expected
+
+
+class Code(enum.IntEnum):  # the forest's code counts are keyed by an IntEnum (`pipeline.behaviour.Counter`)
+    WRITE = 5
+
+
+class Level(enum.StrEnum):
+    HIGH = "high\u00e9\n"
+
+
+class Text(str):
+    def __str__(self) -> str:
+        return "not what orjson writes"
+
+
+WRITTEN = (  # values row_json writes itself, exactly as orjson does
+    st.none() | st.booleans() | st.integers(-(1 << 63), (1 << 63) - 1) | st.sampled_from([Code.WRITE, 0, -0])
+    | st.text() | st.sampled_from(["", "\x00\x1f\x7f\"\\/\b\f\n\r\t", "\u2028\ufeff\U0001f600", Level.HIGH,
+                                   Text("x\"y")])
+)  # fmt: skip
+LEFT = (  # values orjson decides (writes, or refuses with its error): row_json returns None
+    st.integers(1 << 63, 1 << 70) | st.integers(-(1 << 70), -(1 << 63) - 1) | st.floats(allow_nan=False)
+    | st.just("\ud800 lone surrogate") | st.just(object()) | st.just((1, 2)) | st.just(b"bytes")
+)  # fmt: skip
+CONN = st.tuples(WRITTEN, WRITTEN, WRITTEN) | st.lists(WRITTEN, max_size=4)
+
+
+def orjson_row(fields: tuple[Any, ...], evidence: str, conns: Any, notable: bytes,
+               codes: dict[Any, Any]) -> Any:
+    try:
+        return orjson.dumps((*fields, evidence, tuple(conns), orjson.Fragment(notable), tuple(codes.items())))
+    except orjson.JSONEncodeError as exc:
+        return type(exc)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(WRITTEN, max_size=20).map(tuple), st.text(), st.lists(CONN, max_size=5),
+       st.sampled_from([b"[]", b'[{"a":1}]']), st.dictionaries(WRITTEN, WRITTEN, max_size=6))
+def test_a_row_of_values_it_writes_is_orjsons_bytes(fields: tuple[Any, ...], evidence: str, conns: list[Any],
+                                                    notable: bytes, codes: dict[Any, Any]) -> None:
+    for container in (conns, deque(conns), tuple(conns)):
+        assert _cstate.row_json(fields, evidence, container, notable, codes) == orjson_row(
+            fields, evidence, container, notable, codes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WRITTEN, max_size=6), LEFT, st.sampled_from(["field", "conn", "conn item", "code", "count"]))
+def test_a_row_with_a_value_it_does_not_write_is_left_to_orjson(
+        values: list[Any], left: Any, where: str) -> None:
+    fields, conns, codes = tuple(values), [tuple(values)], {1: 2}
+    if where == "field":
+        fields += (left,)
+    elif where == "conn":  # a connection that is the value, or holds a tuple (one level, no deeper)
+        conns.append((left,) if isinstance(left, tuple) else left)
+    elif where == "conn item":
+        conns.append((1, left))
+    else:
+        codes = {left: 1} if where == "code" else {1: left}
+    assert _cstate.row_json(fields, "", conns, b"[]", codes) is None  # the encoder then asks orjson
+
+
+def test_a_node_whose_values_orjson_must_write_gives_the_same_record_either_way() -> None:
+    kit = EventKit("d")
+    forest = DeviceForest("d", "windows")
+    forest.apply(kit.start("p", "C:\\a\u00e9.exe", "a \x01 \"b\"", parent="root"))
+    forest.apply(kit.write("p", "C:\\x"))
+    node = forest.nodes["p"]
+    for pid in (1 << 63, (1 << 64) - 1, 7):  # past int64: orjson writes it (C leaves it)
+        node.pid = pid
+        records = set()
+        for compiled in (True, False):
+            with state_path(compiled):
+                records.add(forest_to_bytes(forest))
+        assert len(records) == 1 and forest_from_bytes(records.pop()).nodes["p"].pid == pid
+
+
+class _Failing:
+    def __iter__(self) -> Any:
+        yield (1, "a", 2)
+        raise RuntimeError("connections changed")
+
+
+def test_bad_row_arguments_are_errors_not_crashes() -> None:
+    good: tuple[Any, ...] = ((1,), "", [], b"[]", {})
+    for at, bad in ((0, [1]), (1, b"e"), (2, 5), (3, "[]"), (3, bytearray(b"[]")), (4, [(1, 2)])):
+        args = list(good)
+        args[at] = bad
+        with pytest.raises(TypeError):
+            _cstate.row_json(*args)
+    with pytest.raises(TypeError):
+        _cstate.row_json((1,), "", [])  # type: ignore[call-arg]
+    with pytest.raises(RuntimeError, match="connections changed"):
+        _cstate.row_json((1,), "", _Failing(), b"[]", {})
+
+
+def test_no_reference_is_leaked_per_row() -> None:
+    text, big, conn = "C:\\a\u00e9 \"x\"", 1 << 65, (1, "10.0.0.1", 443)
+    codes: dict[int, int] = {Code.WRITE: 3}
+    watched = (text, big, conn, codes, Code.WRITE)
+    before = tuple(map(sys.getrefcount, watched))
+    for _ in range(10_000):
+        assert _cstate.row_json((text, 1, None), text, [conn], b"[]", codes) is not None
+        assert _cstate.row_json((text, big), text, [conn], b"[]", codes) is None
+        assert _cstate.row_json((text,), text, [conn, (big,)], b"[]", codes) is None
+        with pytest.raises(RuntimeError):
+            _cstate.row_json((text,), text, _Failing(), b"[]", codes)
+    assert tuple(map(sys.getrefcount, watched)) == before
