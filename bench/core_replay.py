@@ -21,6 +21,7 @@ import argparse
 import gc
 import hashlib
 import os
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -32,6 +33,7 @@ from bench._pipeline_data import records
 from pipeline import detect
 from pipeline import features as features_module
 from pipeline.features import RowContext
+from pipeline.flush_overlap import DECODE_AHEAD, FlushOverlap
 from pipeline.scoring import Scorer, load_model
 from schemas import codec, fastcodec
 
@@ -126,6 +128,79 @@ def replay(values: list[bytes], decoder: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def replay_inline(values: list[bytes], overlap: bool) -> dict[str, Any]:
+    """The worker's order (`pipeline.worker.BatchWorker._handle`): decode a record, ingest it, flush
+    when due; with `overlap`, through the worker's `FlushOverlap` (a due flush's predict on the C
+    trees' thread while the next records are decoded, while that pays). Timed by the wall clock and
+    by this thread's CPU time (a second thread's CPU is no cost to the worker's thread); digests as
+    `replay`."""
+    features, decisions = hashlib.sha256(), hashlib.sha256()
+    detector, flusher = detect.Detector(load_model()), FlushOverlap()
+    decode = fastcodec.decode_events
+    ahead: list[Sequence[Any] | None] = [None] * len(values)
+    out: list[Any] = []
+    with feature_matrices(lambda matrix: features.update(matrix.tobytes())):
+        now = 1_700_000_000_000
+        started, thread_started = time.perf_counter(), time.thread_time()
+        for i, value in enumerate(values):
+            now += 3
+            events, ahead[i] = ahead[i], None
+            detector.ingest(decode(value) if events is None else events, now)
+            if detector.due(now) and overlap:
+                out += flusher.flush(detector, now, _decoder(values, ahead, i + 1))
+            elif detector.due(now):
+                out += detector.flush(now)
+        out += detector.flush(now + 1_000)
+        wall, thread_cpu = time.perf_counter() - started, time.thread_time() - thread_started
+    for decision in out:
+        decisions.update(decision.model_dump_json().encode())
+    return {
+        "events": detector.stats.events, "wall_s": wall, "thread_cpu_s": thread_cpu,
+        "rows": detector.stats.rows_scored, "flushes": detector.stats.flushes, "decisions": len(out),
+        "features_sha256": features.hexdigest(), "decisions_sha256": decisions.hexdigest(),
+        "overlap": (flusher.ready, flusher.starved, flusher.synchronous),
+    }  # fmt: skip
+
+
+def _decoder(values: list[bytes], ahead: list[Sequence[Any] | None], first: int) -> Callable[[], bool]:
+    """Decodes the next undecoded value into `ahead` (up to `DECODE_AHEAD` past `first`), as the worker."""
+    last, at = min(len(values), first + DECODE_AHEAD), first
+
+    def decode_one() -> bool:
+        nonlocal at
+        while at < last and ahead[at] is not None:
+            at += 1
+        if at >= last:
+            return False
+        ahead[at] = fastcodec.decode_events(values[at])
+        return True
+
+    return decode_one
+
+
+def compare_overlap(values: list[bytes], pairs: int) -> None:
+    """`replay_inline` without and with the overlap, alternately `pairs` times: wall time and the
+    replaying thread's CPU time per event (median [min..max]; on a machine with a core to spare the
+    wall time comes down to the thread's CPU), and the digests, which must be the same both ways."""
+    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    for _ in range(pairs):
+        for overlap in (False, True):
+            runs[overlap].append(replay_inline(values, overlap))
+    for overlap in (False, True):
+        label = "overlapped" if overlap else "synchronous"
+        digests = sorted({(r["features_sha256"][:16], r["decisions_sha256"][:16]) for r in runs[overlap]})
+        spans = ", ".join(f"{name} {_spread([r[key] / r['events'] * 1e6 for r in runs[overlap]])} us/event"
+                          for name, key in (("wall", "wall_s"), ("thread CPU", "thread_cpu_s")))
+        counts = runs[overlap][-1]["overlap"] if overlap else None
+        flushes = f" (last run's flushes ready/starved/synchronous: {counts})" if counts else ""
+        print(f"{label}: {spans} over {pairs} runs; digests (features, decisions) {digests}{flushes}")
+
+
+def _spread(values: list[float]) -> str:
+    ordered = sorted(values)
+    return f"{statistics.median(ordered):.2f} [{ordered[0]:.2f}..{ordered[-1]:.2f}]"
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
@@ -134,6 +209,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--decoder", choices=sorted(_DECODERS), default="fast")
     parser.add_argument("--stages", action="store_true", help="CPU time per detector stage (a second replay)")
+    parser.add_argument("--overlap", type=int, default=0, metavar="PAIRS",
+                        help="also replay in the worker's order, without and with the predict overlapped "
+                             "with decoding (Detector.start_flush), PAIRS times each, by wall time")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     values = [value for _, value in records(args.events, args.per_record, args.devices)]
@@ -151,6 +229,8 @@ def main() -> None:
         f"{r['flushes']} flushes, {r['rows']} rows, {r['decisions']} decisions; SHA-256 features "
         f"{r['features_sha256'][:16]}..., decisions {r['decisions_sha256'][:16]}..."
     )
+    if args.overlap:
+        compare_overlap(values, args.overlap)
     if args.stages:
         seconds: dict[str, float] = {}
         with timed_stages(seconds):

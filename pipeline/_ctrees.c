@@ -25,6 +25,7 @@
 #include <Python.h>
 #include <math.h>
 #include <stdint.h>
+#include <sched.h>
 #include <string.h>
 
 /* One split as QuickScorer sees it (Lucchese et al., SIGIR 2015): a node is "false" when its row
@@ -54,6 +55,7 @@ typedef struct {
     Py_ssize_t n_trees, n_classes, n_features, n_used;
     int depth;
     int ready;          /* __init__ completed: everything above is filled and checked */
+    int readers;        /* atomic: Scoring threads that may still read it (its dealloc waits for them) */
 } Forest;
 
 
@@ -208,6 +210,8 @@ static int Forest_init(Forest *self, PyObject *args, PyObject *kwds) {
 }
 
 static void Forest_dealloc(Forest *self) {
+    while (__atomic_load_n(&self->readers, __ATOMIC_ACQUIRE) > 0)  /* a Scoring's thread ends its chunk */
+        sched_yield();
     PyMem_Free(self->entries);
     PyMem_Free(self->start);
     PyMem_Free(self->used);
@@ -617,11 +621,271 @@ static PyObject *Forest_predict(Forest *self, PyObject *args) { return run(self,
 
 static PyObject *Forest_margins(Forest *self, PyObject *args) { return run(self, args, 0); }
 
+/* ---------------------------------------------------------------------------------------------------
+ * Scoring: one `predict` shared between a thread of its own and the caller, so the caller's thread
+ * goes on meanwhile (the worker decodes the next records while a flush is scored: pipeline/detect.py,
+ * `Detector.start_flush`).
+ *
+ * The rows are cut in chunks of SHARE_ROWS. The thread scores them from the first on; when the
+ * caller asks for the result (`wait`), it scores, from the last chunk back, every chunk the thread
+ * has not finished: those nobody began, and also the one the thread is working on, into its own
+ * output, the first of the two to finish giving it (a compare-and-swap on the chunk's state). So the
+ * caller never waits for the thread: on a busy machine a thread that has not got a core yet, or lost
+ * it mid-chunk, costs the caller at most one chunk scored twice, not a wait for the scheduler (a
+ * thread joined on a loaded 2-core machine made the flush several times slower). Each row's
+ * probabilities are the same bits whichever side, chunk or kernel scores it (`score`).
+ *
+ * Why it is safe: the thread touches no Python object and no memory Python can reach. `start` copies
+ * the matrix into a C block (`Job`) holding each side's output and scratch; the Job is freed by the
+ * last of the thread and the Scoring to let go of it (a detached thread: nobody joins it). The Forest
+ * the thread reads is immutable once initialised (a second __init__ is refused) and counts the
+ * threads reading it (`readers`): its dealloc waits until none is (it only happens when a model is
+ * dropped). Nothing can fail on the thread: allocation happens in `start` (MemoryError there); when no
+ * thread can be created, `wait` scores everything.
+ * ------------------------------------------------------------------------------------------------- */
+#include <pthread.h>
+#include <sched.h>
+
+#define SHARE_ROWS 16  /* rows per chunk: a wide block (AVX-512), ~20-60 us of work */
+
+enum { CHUNK_FREE, CHUNK_THREAD, CHUNK_BY_THREAD, CHUNK_BY_CALLER };  /* a chunk's state */
+
+typedef struct {
+    Forest *forest;        /* kept readable by its `readers` count while the thread runs */
+    float *matrix;         /* the rows, copied: (rows, n_features) */
+    float *out[2];         /* (rows, n_classes): [0] what the thread scored, [1] what the caller scored */
+    Scratch scratch[2];    /* [0] the thread's, [1] the caller's; each `.possible` owns its allocation */
+    int *state;            /* (chunks,) atomic CHUNK_* */
+    Py_ssize_t rows, chunks;
+    Py_ssize_t by_thread;  /* atomic: chunks the thread finished first */
+    int how;               /* the kernel chosen when started */
+    int refs;              /* atomic: the Scoring, and the thread while it runs */
+} Job;
+
+static void job_release(Job *j) {
+    if (__atomic_sub_fetch(&j->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    PyMem_RawFree(j->matrix);
+    PyMem_RawFree(j->out[0]);
+    PyMem_RawFree(j->out[1]);
+    PyMem_RawFree(j->scratch[0].possible);
+    PyMem_RawFree(j->scratch[1].possible);
+    PyMem_RawFree(j->state);
+    PyMem_RawFree(j);
+}
+
+static void job_score(Job *j, Py_ssize_t chunk, int side) {
+    const Forest *f = j->forest;
+    const Py_ssize_t r = chunk * SHARE_ROWS, n = j->rows - r < SHARE_ROWS ? j->rows - r : SHARE_ROWS;
+    score(f, j->matrix + r * f->n_features, j->out[side] + r * f->n_classes, n, 1, &j->scratch[side], j->how);
+}
+
+static void *job_thread(void *arg) {
+    Job *j = arg;
+    for (Py_ssize_t c = 0; c < j->chunks; c++) {
+        int expected = CHUNK_FREE;
+        if (!__atomic_compare_exchange_n(&j->state[c], &expected, CHUNK_THREAD, 0, __ATOMIC_ACQ_REL,
+                                         __ATOMIC_ACQUIRE))
+            break;  /* the caller took it: it takes every chunk from the last back, so the rest too */
+        job_score(j, c, 0);
+        expected = CHUNK_THREAD;
+        if (__atomic_compare_exchange_n(&j->state[c], &expected, CHUNK_BY_THREAD, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            __atomic_add_fetch(&j->by_thread, 1, __ATOMIC_RELEASE);
+    }
+    __atomic_sub_fetch(&j->forest->readers, 1, __ATOMIC_RELEASE);  /* the last read of the Forest */
+    job_release(j);
+    return NULL;
+}
+
+/* The caller's share (no GIL needed): every chunk the thread has not finished, from the last back. */
+static void job_finish(Job *j) {
+    for (Py_ssize_t c = j->chunks - 1; c >= 0; c--) {
+        int seen = CHUNK_FREE;
+        if (__atomic_compare_exchange_n(&j->state[c], &seen, CHUNK_BY_CALLER, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            job_score(j, c, 1);  /* nobody began it, and the thread will not */
+        } else if (seen == CHUNK_THREAD) {  /* the thread is on it: score it too, the first one gives it */
+            job_score(j, c, 1);
+            __atomic_compare_exchange_n(&j->state[c], &seen, CHUNK_BY_CALLER, 0, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE);
+        }
+    }
+}
+
+static int scratch_alloc(Scratch *s, const Forest *f) {  /* laid out as `run` lays it out */
+    s->possible = PyMem_RawMalloc(((size_t)f->n_trees * BLOCK * sizeof(uint64_t)) +
+                                  ((size_t)f->n_used + (size_t)f->n_classes) * WIDE_BLOCK * sizeof(float));
+    if (s->possible == NULL)
+        return -1;
+    s->values = (float *)(s->possible + f->n_trees * BLOCK);
+    s->sums = s->values + f->n_used * WIDE_BLOCK;
+    return 0;
+}
+
+/* A Job for `rows` rows of `matrix` (copied), one reference (the caller's); NULL and MemoryError. */
+static Job *job_new(Forest *f, const Py_buffer *matrix, Py_ssize_t rows) {
+    Job *j = PyMem_RawCalloc(1, sizeof(Job));
+    if (j == NULL)
+        return (Job *)PyErr_NoMemory();
+    const size_t out_bytes = (size_t)rows * (size_t)f->n_classes * sizeof(float) + 1;
+    j->forest = f, j->rows = rows, j->chunks = (rows + SHARE_ROWS - 1) / SHARE_ROWS, j->how = kernel, j->refs = 1;
+    j->matrix = PyMem_RawMalloc((size_t)matrix->len + 1);
+    j->out[0] = PyMem_RawMalloc(out_bytes);
+    j->out[1] = PyMem_RawMalloc(out_bytes);
+    j->state = PyMem_RawCalloc((size_t)j->chunks + 1, sizeof(int));  /* CHUNK_FREE is 0 */
+    if (j->matrix == NULL || j->out[0] == NULL || j->out[1] == NULL || j->state == NULL ||
+        scratch_alloc(&j->scratch[0], f) < 0 || scratch_alloc(&j->scratch[1], f) < 0) {
+        job_release(j);
+        return (Job *)PyErr_NoMemory();
+    }
+    memcpy(j->matrix, matrix->buf, (size_t)matrix->len);
+    return j;
+}
+
+typedef struct {
+    PyObject_HEAD
+    Forest *forest;  /* strong reference while `job` is held */
+    Job *job;        /* NULL once collected by `wait` */
+} Scoring;
+
+static void job_cancel(Job *j) {  /* no chunk is begun after this */
+    for (Py_ssize_t c = 0; c < j->chunks; c++) {
+        int seen = CHUNK_FREE;
+        __atomic_compare_exchange_n(&j->state[c], &seen, CHUNK_BY_CALLER, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+    }
+}
+
+static void Scoring_dealloc(Scoring *self) {
+    if (self->job != NULL) {  /* dropped without wait: the thread stops after its chunk, frees the Job */
+        job_cancel(self->job);
+        job_release(self->job);
+    }
+    Py_XDECREF(self->forest);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Scoring_done(Scoring *self, PyObject *unused) {
+    const Job *j = self->job;
+    return PyBool_FromLong(j == NULL || __atomic_load_n(&j->by_thread, __ATOMIC_ACQUIRE) >= j->chunks);
+}
+
+static PyObject *Scoring_wait(Scoring *self, PyObject *args) {
+    PyObject *out_obj;
+    if (!PyArg_ParseTuple(args, "O", &out_obj))
+        return NULL;
+    Job *j = self->job;
+    if (j == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "this scoring was already collected by wait()");
+        return NULL;
+    }
+    Py_buffer out;
+    if (get_buffer(out_obj, &out, "f", "out", 1) < 0)
+        return NULL;
+    const Py_ssize_t n_classes = self->forest->n_classes;
+    if (out.len % (4 * n_classes) != 0 || out.len / 4 / n_classes != j->rows) {
+        PyErr_Format(PyExc_ValueError, "out of %zd bytes is not %zd rows x %zd classes", out.len, j->rows,
+                     n_classes);
+        PyBuffer_Release(&out);
+        return NULL;
+    }
+    if (__atomic_load_n(&j->by_thread, __ATOMIC_ACQUIRE) < j->chunks) {
+        Py_BEGIN_ALLOW_THREADS
+        job_finish(j);
+        Py_END_ALLOW_THREADS
+    }
+    float *to = out.buf;
+    for (Py_ssize_t c = 0; c < j->chunks; c++) {  /* every chunk is done: by the thread, or by us */
+        const int by = __atomic_load_n(&j->state[c], __ATOMIC_ACQUIRE) == CHUNK_BY_THREAD ? 0 : 1;
+        const Py_ssize_t r = c * SHARE_ROWS, n = j->rows - r < SHARE_ROWS ? j->rows - r : SHARE_ROWS;
+        memcpy(to + r * n_classes, j->out[by] + r * n_classes, (size_t)(n * n_classes) * sizeof(float));
+    }
+    PyBuffer_Release(&out);
+    self->job = NULL;
+    job_release(j);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Scoring_rows(Scoring *self, void *closure) {
+    return self->job == NULL ? Py_NewRef(Py_None) : PyLong_FromSsize_t(self->job->rows);
+}
+
+static PyMethodDef Scoring_methods[] = {
+    {"done", (PyCFunction)Scoring_done, METH_NOARGS,
+     "done(): True once the thread has scored every row (wait() then only copies)."},
+    {"wait", (PyCFunction)Scoring_wait, METH_VARARGS,
+     "wait(out): score what the thread has not finished (GIL released; never waits for the thread) and "
+     "copy the probabilities into float32 (rows, classes) `out`; once only."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Scoring_getset[] = {
+    {"rows", (getter)Scoring_rows, NULL, "rows being scored (None once collected)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject ScoringType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pipeline._ctrees.Scoring",
+    .tp_doc = "A predict under way on a thread of its own (Forest.predict_start); collect it with wait(out).",
+    .tp_basicsize = sizeof(Scoring),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)Scoring_dealloc,
+    .tp_methods = Scoring_methods,
+    .tp_getset = Scoring_getset,
+};
+
+static PyObject *Forest_predict_start(Forest *self, PyObject *args) {
+    PyObject *matrix_obj;
+    if (!PyArg_ParseTuple(args, "O", &matrix_obj))
+        return NULL;
+    if (!self->ready) {
+        PyErr_SetString(PyExc_RuntimeError, "Forest is not initialised");
+        return NULL;
+    }
+    Py_buffer matrix;
+    if (get_buffer(matrix_obj, &matrix, "f", "matrix", 0) < 0)
+        return NULL;
+    const Py_ssize_t rows = matrix.len / 4 / self->n_features;
+    Job *j = NULL;
+    if (rows * self->n_features * 4 != matrix.len)
+        PyErr_Format(PyExc_ValueError, "matrix of %zd bytes is not rows x %zd features", matrix.len,
+                     self->n_features);
+    else
+        j = job_new(self, &matrix, rows);
+    PyBuffer_Release(&matrix);
+    if (j == NULL)
+        return NULL;
+    Scoring *s = PyObject_New(Scoring, &ScoringType);
+    if (s == NULL) {
+        job_release(j);
+        return NULL;
+    }
+    s->forest = (Forest *)Py_NewRef(self), s->job = j;
+    pthread_t thread;
+    pthread_attr_t attr;
+    if (rows > 0 && pthread_attr_init(&attr) == 0) {  /* no thread: `wait` scores it all */
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        __atomic_add_fetch(&j->refs, 1, __ATOMIC_RELAXED);  /* the thread's, before it can run */
+        __atomic_add_fetch(&self->readers, 1, __ATOMIC_RELAXED);
+        if (pthread_create(&thread, &attr, job_thread, j) != 0) {
+            __atomic_sub_fetch(&self->readers, 1, __ATOMIC_RELAXED);
+            __atomic_sub_fetch(&j->refs, 1, __ATOMIC_RELAXED);
+        }
+        pthread_attr_destroy(&attr);
+    }
+    return (PyObject *)s;
+}
+
+
 static PyMethodDef Forest_methods[] = {
     {"predict", (PyCFunction)Forest_predict, METH_VARARGS,
      "predict(matrix, out): softmax probabilities of float32 (rows, features) into float32 (rows, classes)."},
     {"margins", (PyCFunction)Forest_margins, METH_VARARGS,
      "margins(matrix, out): raw margins (base score plus leaves) into float32 (rows, classes)."},
+    {"predict_start", (PyCFunction)Forest_predict_start, METH_VARARGS,
+     "predict_start(matrix): a Scoring computing predict's probabilities of float32 (rows, features) on "
+     "a thread of its own (the matrix is copied); collect them with its wait(out)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1324,7 +1588,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__ctrees(void) {
-    if (PyType_Ready(&ForestType) < 0 || PyType_Ready(&ExplainerType) < 0)
+    if (PyType_Ready(&ForestType) < 0 || PyType_Ready(&ExplainerType) < 0 || PyType_Ready(&ScoringType) < 0)
         return NULL;
     if (kernel < 0)
         kernel = kernel_available(KERNEL_AVX512) ? KERNEL_AVX512 : kernel_available(KERNEL_AVX2) ? KERNEL_AVX2 : KERNEL_ROW;

@@ -14,10 +14,12 @@ class only: 15-20 ms per alerting flush, the largest part of a probe's time in t
   (trees up to depth 6): `FastBooster` then uses it for every batch. Where the CPU has AVX-512 or
   AVX2 (checked when the extension loads), blocks of 8 rows share each walk of the splits, one SIMD
   lane per row, ~2x faster per row again at 8 rows or more (`_ctrees.kernel()` names the kernel in
-  use; every kernel gives the same bits, tested). Without the extension a batch
-  descends all trees at once with a few numpy gathers per level (no per-call fixed cost, more work
-  per row, within float32 rounding of XGBoost: tests ≤ 1e-5), so `FastBooster` uses numpy for small
-  batches only (`COMPILED_MAX_ROWS`, where it measured faster) and XGBoost above.
+  use; every kernel gives the same bits, tested). `FastBooster.predict_start` runs that predict on a
+  thread of the extension's own (no Python on it; the caller scores what the thread has not begun
+  when it asks for the result), so the worker decodes the next records meanwhile. Without the
+  extension a batch descends all trees at once with a few numpy gathers per level (no per-call fixed
+  cost, more work per row, within float32 rounding of XGBoost: tests ≤ 1e-5), so `FastBooster` uses
+  numpy for small batches only (`COMPILED_MAX_ROWS`, where it measured faster) and XGBoost above.
 - `ClassExplainers`: the contributions (TreeSHAP) of one class at a time, at 1/13 of the whole
   model's work. With `pipeline._ctrees` built, its `Explainer` walks that class's trees in C,
   **bit for bit** the values XGBoost's `pred_contribs` gives (same float32 operations in the same
@@ -48,8 +50,8 @@ from pipeline.errors import ModelError
 from pipeline.scoring import Matrix
 
 __all__ = [
-    "COMPILED_MAX_ROWS", "ClassExplainers", "CompiledTrees", "FastBooster", "load_fast", "native_explainers",
-    "native_trees",
+    "COMPILED_MAX_ROWS", "ClassExplainers", "CompiledTrees", "FastBooster", "NativePredict", "load_fast",
+    "native_explainers", "native_trees",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -315,6 +317,26 @@ def _class_models(model: Mapping[str, Any]) -> list[dict[str, Any]]:
     return parts
 
 
+class NativePredict:
+    """The C trees' predict under way (`pipeline._ctrees.Scoring`): `done`, then `wait` for the array."""
+
+    __slots__ = ("_classes", "_rows", "_scoring")
+
+    def __init__(self, scoring: Any, rows: int, classes: int) -> None:
+        self._scoring, self._rows, self._classes = scoring, rows, classes
+
+    def done(self) -> bool:
+        """True once the probabilities are computed (`wait` returns at once)."""
+        done: bool = self._scoring.done()
+        return done
+
+    def wait(self) -> Matrix:
+        """The probabilities, (rows, classes), as `FastBooster.predict_proba` gives them; once only."""
+        out: Matrix = np.empty((self._rows, self._classes), dtype=np.float32)
+        self._scoring.wait(out)
+        return out
+
+
 class FastBooster:
     """A `BoosterModel` scored by the C trees (or, without them, small batches by `CompiledTrees`),
     explained per class."""
@@ -357,6 +379,15 @@ class FastBooster:
             return self.compiled.predict_proba(matrix)
         probabilities: Matrix = self.base.predict_proba(matrix)
         return probabilities
+
+    def predict_start(self, matrix: Matrix) -> NativePredict | None:
+        """`predict_proba(matrix)` on a thread of the C trees' own (`Forest.predict_start`: the matrix
+        is copied, the thread runs no Python), or None when they are not built: then the caller scores
+        synchronously (numpy and XGBoost paths are left on the caller's thread)."""
+        if self.native is None:
+            return None
+        values = np.ascontiguousarray(matrix, dtype=np.float32)
+        return NativePredict(self.native.predict_start(values), len(values), len(self.compiled.intercept))
 
     def contributions(self, matrix: Matrix) -> Matrix:
         """Every class's contributions (the whole model's `pred_contribs`)."""

@@ -16,6 +16,12 @@ incidents in one call per class, builds them all, then decides them: an incident
 fails the flush before any root is marked, and each phase's code runs once per flush instead of
 alternating (in the worker it is cache-cold at every flush: CPU per incident there is ~2x what the same
 calls cost back to back; BENCHMARKS.md, Pipeline, "Session G").
+
+`flush` is also offered in two halves for the worker: `start_flush` takes the rows and features and
+starts the predict on another thread (`Scorer.start`), `finish_flush` waits for it and decides. In
+between the trees must not change (every method that changes or saves them raises `PipelineError`),
+so the two halves decide exactly what `flush` decides; hunting, training and `bench.core_replay`
+call `flush`.
 """
 
 from __future__ import annotations
@@ -28,12 +34,23 @@ from operator import attrgetter
 from typing import Any
 
 from pipeline.behaviour import COUNTER_TECHNIQUES, Counter
+from pipeline.errors import PipelineError
 from pipeline.features import FEATURE_NAMES, RowContext, feature_matrix, row_contexts
 from pipeline.incident import Incident, NodeView, blockable
 from pipeline.indicators import indicator_techniques
 from pipeline.lexicon import ANCHOR_CLASSES
 from pipeline.policy import Decision, Policy
-from pipeline.scoring import TACTICS, Matrix, MicroBatcher, Model, RowScore, Scorer, load_model
+from pipeline.scoring import (
+    TACTICS,
+    BatchScores,
+    Matrix,
+    MicroBatcher,
+    Model,
+    RowScore,
+    ScoreJob,
+    Scorer,
+    load_model,
+)
 from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
 from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
 from pipeline.windows import DEFAULT_WINDOW_MS
@@ -81,6 +98,21 @@ class DetectorStats:
 Row = tuple[DeviceForest, ProcessNode]
 
 
+@dataclass(frozen=True, slots=True)
+class PendingFlush:
+    """A flush whose predict runs (`Detector.start_flush`); `Detector.finish_flush` decides it."""
+
+    rows: list[Row]
+    contexts: list[RowContext]
+    matrix: Matrix
+    job: ScoreJob
+    now_ms: int
+
+    def done(self) -> bool:
+        """True when finishing would not wait for the predict."""
+        return self.job.done()
+
+
 class Detector:
     """Per-device forests, a micro-batcher, a scorer and a policy."""
 
@@ -96,6 +128,7 @@ class Detector:
             self.config.max_rows, self.config.max_delay_ms
         )
         self._next_evict: dict[str, int] = {}
+        self._pending: PendingFlush | None = None  # a started flush: the trees must not change
 
     @property
     def model(self) -> Model:
@@ -109,6 +142,7 @@ class Detector:
 
     def ingest(self, events: Sequence[Event], now_ms: int) -> None:
         """Fold events into the trees and queue the changed processes, without scoring."""
+        self._check_idle()
         touched: dict[str, DeviceForest] = {}
         changed: list[tuple[str, str, bool]] = []
         try:
@@ -137,14 +171,50 @@ class Detector:
         """Flush if the oldest pending change has waited long enough (call from a timer)."""
         return self.flush(now_ms) if self._batcher.due(now_ms) else []
 
+    def due(self, now_ms: int) -> bool:
+        """True when a micro-batch is owed (`process` would flush now)."""
+        return self._batcher.due(now_ms)
+
     def flush(self, now_ms: int) -> list[Decision]:
-        """Score everything pending in one predict call and return the decisions."""
+        """Score everything pending in one predict call and return the decisions (PipelineError while a
+        `start_flush` is not finished, as every method that changes or saves the trees)."""
+        self._check_idle()
         rows = self.take_rows()
         if not rows:
             return []
         contexts = row_contexts(rows, self.config.window_ms)
         matrix = feature_matrix(contexts)
-        scores = self.scorer.score(matrix)
+        return self._decided(rows, contexts, matrix, self.scorer.score(matrix), now_ms)
+
+    def start_flush(self, now_ms: int) -> PendingFlush | None:
+        """`flush`, begun: rows and features taken now, the predict started on another thread when the
+        model can (`Scorer.start`); None when nothing is pending. Until `finish_flush` the trees must not
+        change (`ingest`, `flush` and another `start_flush` refuse), so the decisions are exactly
+        those `flush(now_ms)` gives; what needs no tree (decoding the next records) can run meanwhile."""
+        self._check_idle()
+        rows = self.take_rows()
+        if not rows:
+            return None
+        contexts = row_contexts(rows, self.config.window_ms)
+        matrix = feature_matrix(contexts)
+        self._pending = PendingFlush(rows, contexts, matrix, self.scorer.start(matrix), now_ms)
+        return self._pending
+
+    def finish_flush(self, pending: PendingFlush) -> list[Decision]:
+        """The decisions of a `start_flush` (waits for its predict)."""
+        if pending is not self._pending:
+            raise PipelineError("finish_flush: not this detector's pending flush (or finished already)")
+        self._pending = None
+        job = pending.job
+        return self._decided(pending.rows, pending.contexts, pending.matrix, job.result(), pending.now_ms)
+
+    def _check_idle(self) -> None:
+        if self._pending is not None:
+            raise PipelineError("a flush is pending: finish_flush it before changing the trees or flushing")
+
+    def _decided(
+        self, rows: list[Row], contexts: list[RowContext], matrix: Matrix, scores: BatchScores, now_ms: int
+    ) -> list[Decision]:
         self.stats.flushes += 1
         self.stats.rows_scored += len(rows)
         if not scores.flagged.any():
@@ -320,6 +390,7 @@ class Detector:
         """Serialised forest of one device (for a changelog), None when unknown. With `encoder` (the
         worker's) only the processes an event named since its last record of this device (the forest
         stamps them) are encoded again; the bytes are the same either way."""
+        self._check_idle()
         forest = self.forests.get(device_id)
         if forest is None:
             return None
@@ -330,12 +401,14 @@ class Detector:
 
     def restore_device(self, data: bytes) -> str:
         """Load a device's forest from `device_state` bytes; returns its device id (StateError if corrupt)."""
+        self._check_idle()
         forest = forest_from_bytes(data, self.config.limits)
         self.forests[forest.device_id] = forest
         return forest.device_id
 
     def drop_device(self, device_id: str) -> None:
         """Forget a device (its partition moved to another worker)."""
+        self._check_idle()
         self.forests.pop(device_id, None)
         self._next_evict.pop(device_id, None)
 

@@ -297,10 +297,22 @@ class Scorer:
 
     def score(self, matrix: Matrix) -> BatchScores:
         """Score every row with a single `predict_proba` call."""
-        probabilities = np.asarray(self.model.predict_proba(matrix), dtype=np.float32)
+        return self._classified(len(matrix), self.model.predict_proba(matrix))
+
+    def start(self, matrix: Matrix) -> ScoreJob:
+        """`score(matrix)`, begun: on a thread of its own when the model offers `predict_start` (the
+        C trees: `pipeline.compiled_model.FastBooster`), so the caller works meanwhile; else (or when
+        a subclass times `score`, e.g. the worker's telemetry) scored now. `ScoreJob.result` gives
+        the same `BatchScores` as `score` would."""
+        begin = getattr(self.model, "predict_start", None)
+        running = begin(matrix) if begin is not None and type(self).score is Scorer.score else None
+        return ScoreJob(self, len(matrix), self.score(matrix) if running is None else running)
+
+    def _classified(self, rows: int, probabilities: Any) -> BatchScores:
+        probabilities = np.asarray(probabilities, dtype=np.float32)
         self.stats.predict_calls += 1
-        self.stats.rows_scored += len(matrix)
-        scores = classify(probabilities.reshape(len(matrix), len(CLASSES)), self.model.thresholds)
+        self.stats.rows_scored += rows
+        scores = classify(probabilities.reshape(rows, len(CLASSES)), self.model.thresholds)
         self.stats.rows_malicious += int(scores.flagged.sum())
         return scores
 
@@ -329,6 +341,35 @@ class Scorer:
             self.stats.contribution_calls += 1
             out.update(zip(picked, top_features_of_rows(contrib, values, names, k), strict=True))
         return {row: out[row] for row in rows}
+
+
+class RunningPredict(Protocol):
+    """A `predict_proba` under way (`FastBooster.predict_start`)."""
+
+    def done(self) -> bool:
+        """True when `wait` would not block."""
+
+    def wait(self) -> Matrix:
+        """The probabilities, (rows, classes); once only."""
+
+
+class ScoreJob:
+    """A micro-batch's scores, maybe still being computed on another thread (`Scorer.start`)."""
+
+    __slots__ = ("_rows", "_scorer", "_work")
+
+    def __init__(self, scorer: Scorer, rows: int, work: RunningPredict | BatchScores) -> None:
+        self._scorer, self._rows, self._work = scorer, rows, work
+
+    def done(self) -> bool:
+        """True when `result` would not wait (cheap: one flag read)."""
+        return isinstance(self._work, BatchScores) or self._work.done()
+
+    def result(self) -> BatchScores:
+        """The scores (waits for the predict, then classifies on the caller's thread, once)."""
+        if not isinstance(self._work, BatchScores):
+            self._work = self._scorer._classified(self._rows, self._work.wait())
+        return self._work
 
 
 def is_provisional(model: Model) -> bool:

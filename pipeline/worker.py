@@ -7,6 +7,17 @@ the detector scores changed trees in micro-batches (one predict call per flush).
 closes when it is `micro_batch_ms` old or as soon as the consumer has nothing fetched left: under
 load batches grow, when the worker catches up a verdict does not wait for the timer.
 
+**A flush overlapped with decoding.** When a micro-batch is due within a poll, its rows and
+features are taken (`Detector.start_flush`) and its predict runs on a thread of the C trees' own
+(`pipeline._ctrees`, no Python on it) while this thread decodes the poll's next records (up to
+`DECODE_AHEAD`; decoding touches no tree), then the flush is finished (classified, incidents,
+decisions emitted) before the next record is ingested: the decisions are exactly the synchronous
+flush's, only emitted a few records' decoding later. It pays only with a core to spare:
+`pipeline.flush_overlap.FlushOverlap` falls back to synchronous flushes for a while when the thread
+found none. A flush never stays pending across an await, so idle polls, checkpoints, revokes and
+shutdown see no pending flush (and a saved tree never holds unscored changes). Without the C trees
+the flush is synchronous.
+
 **At-least-once with idempotent output.** Every `commit_interval_ms` a checkpoint takes the current
 offsets and the set of devices changed since the last one, then, a slice of at most `STATE_SLICE_S`
 (`IDLE_SLICE_S` in idle time) at a time, flushes the detector (a saved tree never holds unscored
@@ -59,6 +70,7 @@ from agents.telemetry import TraceContext, continued, from_headers, headers_kwar
 from pipeline.checkpoints import Checkpoint, CommitSchedule, overdue
 from pipeline.detect import Detector
 from pipeline.errors import PipelineError, StateError
+from pipeline.flush_overlap import DECODE_AHEAD, FlushOverlap
 from pipeline.kafka_io import RebalanceHooks
 from pipeline.outputs import OutputTopics, OutRecord, SourceCoordinates, dead_letter, decision_records
 from pipeline.policy import Decision
@@ -78,6 +90,7 @@ log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 _Rejected = tuple[Exception, SourceCoordinates]  # a record to dead-letter: why, and where it was
+_Decoded = tuple[Event, ...] | ContractError  # a record's events, or why it is refused
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
 IDLE_SLICE_S = 0.003  # a slice in idle time: a record arriving meanwhile waits this long at most
 IDLE_WAIT_MS = 2  # after a state slice in idle time: the fetcher runs (a slice back to back starved it)
@@ -144,6 +157,7 @@ class BatchWorker:
         self._checkpoint: Checkpoint | None = None
         self.schedule = CommitSchedule(settings.commit_interval_ms)
         self._yield_at = 0.0  # perf_counter time when the loop is next given to the clients' tasks
+        self.overlap = FlushOverlap()  # a due flush's predict on a second core while records are decoded
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -199,30 +213,58 @@ class BatchWorker:
     # ---------------------------------------------------------------- one batch
 
     async def _handle(self, batch: dict[Any, list[Any]]) -> None:
-        clock, owned, positions = self._clock_ms, self.owned, self._positions
-        for tp, records in batch.items():
-            partition = tp.partition
-            if partition not in owned:  # fetched before a revoke that has happened since
-                continue
-            for record in records:  # the clock per record: a micro-batch is due mid-poll too
-                outcome = self._take(partition, record, clock())
-                if outcome:  # most records decide nothing: no coroutine, no await for them
-                    await (self._dead_letter(record, *outcome) if isinstance(outcome, tuple)
-                           else self._emit(outcome))
-                positions[partition] = record.offset + 1
-                if time.perf_counter() >= self._yield_at:
-                    await _let_io_run()  # the producer sends and the fetcher fetches during a long poll
-                    self._yield_at = time.perf_counter() + YIELD_EVERY_S
+        clock, positions = self._clock_ms, self._positions
+        # fetched before a revoke that has happened since: not ours (the lock keeps `owned` still here)
+        work = [(tp.partition, record) for tp, records in batch.items() if tp.partition in self.owned
+                for record in records]  # fmt: skip
+        ahead: list[_Decoded | None] = [None] * len(work)  # records decoded while a flush was scored
+        for i, (partition, record) in enumerate(work):
+            now_ms = clock()  # per record: a micro-batch is due mid-poll too
+            decoded, ahead[i] = ahead[i], None
+            outcome: list[Decision] | _Rejected | None = self._take(
+                partition, record, _decode(record) if decoded is None else decoded, now_ms)
+            if outcome is None and self.detector.due(now_ms):
+                outcome = self._flush_ahead(partition, record, now_ms, work, ahead, i + 1)
+            if outcome:  # most records decide nothing: no coroutine, no await for them
+                await (self._dead_letter(record, *outcome) if isinstance(outcome, tuple)
+                       else self._emit(outcome))
+            positions[partition] = record.offset + 1
+            if time.perf_counter() >= self._yield_at:
+                await _let_io_run()  # the producer sends and the fetcher fetches during a long poll
+                self._yield_at = time.perf_counter() + YIELD_EVERY_S
         await self._emit(self.detector.tick(clock()))
 
-    def _take(self, partition: int, record: Any, now_ms: int) -> list[Decision] | _Rejected:
-        """One record into the detector (synchronous: awaiting only what it decided costs a coroutine
-        per record less); its decisions, or why and where it must be dead-lettered."""
-        self.stats.records += 1
+    def _flush_ahead(self, partition: int, record: Any, now_ms: int, work: list[tuple[int, Any]],
+                     ahead: list[_Decoded | None], first: int) -> list[Decision] | _Rejected:
+        """The micro-batch's decisions; while its predict runs on the C trees' thread, the poll's
+        next records (up to `DECODE_AHEAD`) are decoded into `ahead` (`pipeline.flush_overlap`:
+        decoding changes no tree, so the decisions are the ones `Detector.flush` gives). A flush that
+        fails is the failing `record`'s, as when `Detector.process` flushed within it."""
+        last, at = min(len(work), first + DECODE_AHEAD), first
+
+        def decode_one() -> bool:
+            nonlocal at
+            while at < last and ahead[at] is not None:  # decoded during an earlier flush
+                at += 1
+            if at >= last:
+                return False
+            ahead[at] = _decode(work[at][1])
+            return True
+
         try:
-            events = _events_of(record)
-        except ContractError as exc:
-            return exc, self._where(partition, record)
+            return self.overlap.flush(self.detector, now_ms, decode_one)
+        except Exception as exc:  # as `_take`: a bug in the core must not stop the fleet's pipeline
+            where = self._where(partition, record)
+            log.exception("%s: detector failed to flush after this record; dead-lettered", where)
+            return exc, where
+
+    def _take(self, partition: int, record: Any, decoded: _Decoded, now_ms: int) -> _Rejected | None:
+        """One record's events (`_decode`d) into the detector's trees, or why and where it must be
+        dead-lettered (synchronous: most records need no await)."""
+        self.stats.records += 1
+        if isinstance(decoded, ContractError):
+            return decoded, self._where(partition, record)
+        events = decoded
         device = events[0].device_id
         self._partition_of[device] = partition
         headers = getattr(record, "headers", None)
@@ -233,11 +275,12 @@ class BatchWorker:
         self._dirty.add(device)  # its forest stamps the nodes these events change (`ForestEncoder`)
         self.stats.events += len(events)
         try:
-            return self.detector.process(events, now_ms)
+            self.detector.ingest(events, now_ms)
         except Exception as exc:  # a bug in the core on one record must not stop the fleet's pipeline
             where = self._where(partition, record)
             log.exception("%s: device %s: detector failed on this record; dead-lettered", where, device)
             return exc, where
+        return None
 
     def _where(self, partition: int, record: Any) -> SourceCoordinates:
         """A record's coordinates, for a dead letter (made only then: most records never need them)."""
@@ -447,6 +490,14 @@ async def _let_io_run() -> None:
     send -> ack p50 60 ms, p99 494 ms at 8,000 events/s)."""
     for _ in range(IO_TURNS):
         await asyncio.sleep(0)
+
+
+def _decode(record: Any) -> _Decoded:
+    """`_events_of`, or the contract error that dead-letters the record (kept for when it is taken)."""
+    try:
+        return _events_of(record)
+    except ContractError as exc:
+        return exc
 
 
 def _events_of(record: Any) -> tuple[Event, ...]:

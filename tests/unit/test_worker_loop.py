@@ -183,17 +183,17 @@ async def test_a_record_the_detector_fails_on_is_dead_lettered_and_the_next_ones
     poisoned = record(20, phase1)
     worker, consumer, producer = make(tmp_path, [{3: [poisoned, record(21, phase1 + phase2)]}],
                                       partitions=frozenset({3}))
-    process = worker.detector.process
+    ingest = worker.detector.ingest
 
     def failing_once(events: Any, now_ms: int) -> Any:
         if events[0].seq == phase1[0].seq and not letters_sent():
             raise ZeroDivisionError("a bug in the core")
-        return process(events, now_ms)
+        return ingest(events, now_ms)
 
     def letters_sent() -> bool:
         return bool(producer.values("t.dlq"))
 
-    monkeypatch.setattr(worker.detector, "process", failing_once)
+    monkeypatch.setattr(worker.detector, "ingest", failing_once)
     await worker.run()
     (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
     assert (letter.source_topic, letter.source_partition, letter.source_offset) == (EVENTS, 3, 20)

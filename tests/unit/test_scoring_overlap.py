@@ -1,0 +1,432 @@
+"""A flush scored on a second thread while the worker goes on (`Forest.predict_start`,
+`Scorer.start`, `Detector.start_flush`, the worker's decode-ahead) decides exactly what the
+synchronous flush decides.
+
+What a user would notice if this broke: a probability one bit off (the alert's score and the
+verdict differ from `ringfence hunt`'s), a decision made on a tree changed after its rows were
+taken, a record decoded twice or out of order, or a worker that crashes (a C thread reading freed
+memory) instead of refusing a misuse with a clear error. The C cases run once more in a child
+interpreter with the debug allocator (freed memory poisoned), so a use after free is a reported
+failure.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from debug_child import passes_under_debug_allocator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_worker_loop import FakeConsumer, FakeProducer, Record, alerts, no_state, record
+from test_worker_loop import settings as worker_settings
+from worker_support import ransomware
+
+from pipeline import flush_overlap
+from pipeline import worker as worker_module
+from pipeline.detect import Detector
+from pipeline.errors import PipelineError
+from pipeline.features import FEATURE_NAMES
+from pipeline.flush_overlap import FlushOverlap
+from pipeline.model.provisional import ProvisionalRules
+from pipeline.policy import Policy, PolicyConfig
+from pipeline.scoring import CLASSES, Matrix, Scorer, load_model
+from pipeline.worker import BatchWorker
+from schemas.codec import decode
+from schemas.common import Mode
+from schemas.deadletter import DeadLetter
+from schemas.signing import SigningKey
+
+_ctrees = pytest.importorskip("pipeline._ctrees", reason="pipeline._ctrees is not built (setup.py)")
+CHILD = "RINGFENCE_OVERLAP_CHILD"
+KEY = SigningKey.generate()
+WIDTH = len(FEATURE_NAMES)
+NOW = 1_780_000_000_000  # a wall clock decisions accept (2026)
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    """The committed trained model, scored by the C trees."""
+    loaded = load_model()
+    assert getattr(loaded, "native", None) is not None, "the trained model is not scored by the C trees"
+    return loaded
+
+
+def rows_like_the_detector(count: int, seed: int = 0) -> Matrix:
+    """Sparse small counts, as feature rows are, with a few NaN and infinities."""
+    rng = np.random.default_rng(seed)
+    matrix = np.where(rng.random((count, WIDTH)) < 0.15, rng.integers(0, 6, (count, WIDTH)), 0)
+    matrix = matrix.astype(np.float32)
+    if count:
+        matrix[0, 1], matrix[-1, 2], matrix[count // 2, 3] = np.nan, np.inf, -np.inf
+    return matrix
+
+
+def predicted(native: Any, matrix: Matrix) -> Matrix:
+    out = np.empty((len(matrix), len(CLASSES)), np.float32)
+    native.predict(matrix, out)
+    return out
+
+
+# --- the C trees' Scoring -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 17, 64, 333])
+def test_a_started_predict_gives_the_same_bits_as_predict_with_every_kernel(model: Any, count: int) -> None:
+    matrix = rows_like_the_detector(count, seed=count)
+    for kernel in _ctrees.kernels():
+        previous = _ctrees.use_kernel(kernel)
+        try:
+            expected = predicted(model.native, matrix)
+            scoring = model.native.predict_start(matrix)
+            out = np.empty_like(expected)
+            scoring.wait(out)
+        finally:
+            _ctrees.use_kernel(previous)
+        assert out.tobytes() == expected.tobytes(), kernel
+        assert scoring.done()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 80), st.integers(0, 2**32 - 1), st.integers(0, 3))
+def test_whatever_the_caller_does_meanwhile_the_bits_are_predicts(
+    model: Any, count: int, seed: int, busy: int
+) -> None:
+    """The caller may wait at once or after a while (the thread then has scored some or all of the
+    rows, the caller the rest): the same bits."""
+    matrix = rows_like_the_detector(count, seed)
+    expected = predicted(model.native, matrix)
+    scoring = model.native.predict_start(matrix)
+    for _ in range(busy * 200):
+        if scoring.done():
+            break
+    out = np.empty_like(expected)
+    scoring.wait(out)
+    assert out.tobytes() == expected.tobytes()
+
+
+def test_the_matrix_is_copied_so_changing_it_afterwards_changes_nothing(model: Any) -> None:
+    matrix = rows_like_the_detector(200, seed=3)
+    expected = predicted(model.native, matrix)
+    scoring = model.native.predict_start(matrix)
+    matrix[:] = 99.0
+    del matrix
+    gc.collect()
+    out = np.empty_like(expected)
+    scoring.wait(out)
+    assert out.tobytes() == expected.tobytes()
+
+
+def test_a_scoring_keeps_its_forest_alive_and_is_collected_once() -> None:
+    model: Any = load_model()
+    matrix = rows_like_the_detector(50, seed=4)
+    expected = predicted(model.native, matrix)
+    scoring = model.native.predict_start(matrix)
+    del model  # the Forest goes with its model, unless the scoring holds it
+    gc.collect()
+    out = np.empty_like(expected)
+    with pytest.raises(ValueError, match="rows x"):
+        scoring.wait(np.empty((49, len(CLASSES)), np.float32))  # refused: nothing consumed
+    assert scoring.rows == 50
+    scoring.wait(out)
+    assert out.tobytes() == expected.tobytes()
+    assert scoring.done() and scoring.rows is None
+    with pytest.raises(RuntimeError, match="already collected"):
+        scoring.wait(out)
+
+
+def test_scorings_dropped_without_wait_end_cleanly(model: Any) -> None:
+    """A flush abandoned mid-way (an exception in the caller) must not leave a thread reading freed
+    memory: the dealloc stops further claims and waits for the rows being scored."""
+    matrix = rows_like_the_detector(300, seed=5)
+    for _ in range(50):
+        model.native.predict_start(matrix)  # dropped at once, the thread maybe not started yet
+    started = [model.native.predict_start(matrix) for _ in range(8)]  # several at once: no shared state
+    outs = [np.empty((300, len(CLASSES)), np.float32) for _ in started]
+    for scoring, out in zip(started, outs, strict=True):
+        scoring.wait(out)
+    expected = predicted(model.native, matrix)
+    assert all(out.tobytes() == expected.tobytes() for out in outs)
+
+
+@pytest.mark.parametrize(
+    ("matrix", "error", "message"),
+    [
+        (np.zeros((2, WIDTH)), TypeError, "format 'f'"),
+        (np.zeros((2, WIDTH + 1), np.float32), ValueError, "features"),
+        (np.zeros((2, 2 * WIDTH), np.float32)[:, ::2], ValueError, "contiguous"),
+        ([[0.0] * WIDTH], TypeError, "bytes-like"),
+    ],
+)
+def test_a_started_predict_refuses_odd_matrices_with_a_clear_error(
+    model: Any, matrix: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises((error, BufferError), match=message):
+        model.native.predict_start(matrix)
+
+
+def test_an_uninitialised_forest_refuses_to_start() -> None:
+    forest = _ctrees.Forest.__new__(_ctrees.Forest)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        forest.predict_start(np.zeros((1, WIDTH), np.float32))
+
+
+# --- Scorer and Detector --------------------------------------------------------------------------
+
+
+def test_a_started_score_is_the_synchronous_score(model: Any) -> None:
+    matrix = rows_like_the_detector(120, seed=6)
+    scorer = Scorer(model)
+    job = scorer.start(matrix)
+    started, plain = job.result(), Scorer(model).score(matrix)
+    assert job.done() and job.result() is started
+    for name in ("probabilities", "malicious", "flagged", "best", "named"):
+        assert getattr(started, name).tobytes() == getattr(plain, name).tobytes(), name
+    assert scorer.stats.predict_calls == 1 and scorer.stats.rows_scored == 120
+
+
+def test_models_without_a_c_predict_are_scored_at_once() -> None:
+    rules = ProvisionalRules()
+    matrix = rows_like_the_detector(10, seed=7)
+    job = Scorer(rules).start(matrix)
+    assert job.done()
+    assert job.result().probabilities.tobytes() == Scorer(rules).score(matrix).probabilities.tobytes()
+
+
+def test_a_scorer_that_times_score_keeps_timing_it(model: Any) -> None:
+    """A subclass overriding `score` (the worker's telemetry) is called: no predict escapes it."""
+    timed: list[int] = []
+
+    class Timed(Scorer):
+        def score(self, matrix: Matrix) -> Any:
+            timed.append(len(matrix))
+            return super().score(matrix)
+
+    job = Timed(model).start(rows_like_the_detector(7))
+    assert job.done() and timed == [7]
+
+
+def detector(model: Any) -> Detector:
+    return Detector(model, Policy(PolicyConfig(default_mode=Mode.BLOCK)))
+
+
+def test_a_started_flush_decides_what_flush_decides(model: Any) -> None:
+    phase1, phase2 = ransomware("dev-a", "ab" * 32)
+    plain, started = detector(model), detector(model)
+    for d in (plain, started):
+        d.ingest(phase1 + phase2, NOW + 1_000)
+    expected = plain.flush(NOW + 2_000)
+    pending = started.start_flush(NOW + 2_000)
+    assert pending is not None
+    decisions = started.finish_flush(pending)
+    assert expected and [d.model_dump_json() for d in decisions] == [d.model_dump_json() for d in expected]
+    assert started.stats == plain.stats
+    assert started.start_flush(NOW + 3_000) is None  # nothing pending
+
+
+def test_while_a_flush_is_pending_the_trees_cannot_change(model: Any) -> None:
+    phase1, phase2 = ransomware("dev-a", "ab" * 32)
+    d, plain = detector(model), detector(model)
+    d.ingest(phase1, NOW + 1_000)
+    plain.ingest(phase1, NOW + 1_000)
+    pending = d.start_flush(NOW + 2_000)
+    assert pending is not None
+    later = NOW + 2_000
+    for call in (lambda: d.ingest(phase2, later), lambda: d.flush(later), lambda: d.start_flush(later),
+                 lambda: d.device_state("dev-a"), lambda: d.drop_device("dev-a"),
+                 lambda: d.restore_device(b"")):
+        with pytest.raises(PipelineError, match="pending"):
+            call()
+    first = d.finish_flush(pending)
+    with pytest.raises(PipelineError, match="finished already"):
+        d.finish_flush(pending)
+    d.ingest(phase2, NOW + 2_000)  # usable again, and nothing refused above reached the trees
+    plain_first = plain.flush(NOW + 2_000)
+    plain.ingest(phase2, NOW + 2_000)
+    dumped = [[x.model_dump_json() for x in out] for out in (first, d.flush(NOW + 3_000))]
+    assert dumped == [[x.model_dump_json() for x in out] for out in (plain_first, plain.flush(NOW + 3_000))]
+    assert any(dumped)
+
+
+# --- the worker's decode-ahead --------------------------------------------------------------------
+
+
+class SlowPredict:
+    """A `RunningPredict` that reports done only after `polls` calls to done()."""
+
+    def __init__(self, probabilities: Matrix, polls: int) -> None:
+        self.probabilities, self.polls = probabilities, polls
+
+    def done(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+    def wait(self) -> Matrix:
+        return self.probabilities
+
+
+class SlowRules(ProvisionalRules):
+    """The provisional scorer, its predict "running" while the worker calls done() `polls` times."""
+
+    def __init__(self, polls: int) -> None:
+        super().__init__()
+        self.polls, self.started = polls, 0
+
+    def predict_start(self, matrix: Matrix) -> SlowPredict:
+        self.started += 1
+        return SlowPredict(self.predict_proba(matrix), self.polls)
+
+
+async def run_worker(tmp_path: Path, batches: list[dict[int, list[Record]]], model: Any,
+                     clock: Any) -> tuple[BatchWorker, FakeProducer]:
+    producer = FakeProducer()
+    consumer = FakeConsumer(list(batches), producer, {0})
+    worker = BatchWorker(worker_settings(tmp_path), detector(model), KEY, consumer=consumer,
+                         producer=producer, restore=no_state, clock_ms=clock, offload_state=False)
+    consumer.worker = worker
+    await worker.run()
+    return worker, producer
+
+
+def stepping_clock(step_ms: int) -> Any:
+    now = [NOW]
+
+    def clock() -> int:
+        now[0] += step_ms
+        return now[0]
+
+    return clock
+
+
+async def test_the_worker_decodes_ahead_while_scoring_and_decides_as_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flush due mid-poll: the next records are decoded while its predict "runs", each once, the
+    bad one still dead-lettered at its turn, and the outputs are the synchronous worker's."""
+    phase1, phase2 = ransomware("dev-a", "ab" * 32)
+    other1, other2 = ransomware("dev-b", "cd" * 32)
+    bad = Record(3, b"dev-c", b"{not json")
+    batch = {0: [record(0, phase1), record(1, phase2), record(2, other1), bad, record(4, other2)]}
+    log: list[str] = []
+    events_of, start, finish = worker_module._events_of, Detector.start_flush, Detector.finish_flush
+
+    def decode(rec: Any) -> Any:
+        log.append(f"decode {rec.offset}")
+        return events_of(rec)
+
+    def started(self: Detector, now_ms: int) -> Any:
+        log.append("start")
+        return start(self, now_ms)
+
+    def finished(self: Detector, pending: Any) -> Any:
+        log.append("finish")
+        return finish(self, pending)
+
+    monkeypatch.setattr(worker_module, "_events_of", decode)
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 1.0)  # a loaded test machine: time enough
+    monkeypatch.setattr(Detector, "start_flush", started)
+    monkeypatch.setattr(Detector, "finish_flush", finished)
+    slow = SlowRules(polls=10)
+    worker, producer = await run_worker(tmp_path, [batch], slow, stepping_clock(30))
+    decodes = [entry for entry in log if entry.startswith("decode")]
+    assert sorted(decodes) == [f"decode {o}" for o in range(5)]  # each record once
+    first = log.index("start")
+    assert log[first + 1].startswith("decode") and "finish" in log[first + 2:]  # decoded while scoring
+    log.clear()
+    _, plain = await run_worker(tmp_path, [batch], ProvisionalRules(), stepping_clock(30))
+    assert sorted(e for e in log if e.startswith("decode")) == decodes  # a model without a C predict:
+    assert log[log.index("start") + 1] == "finish"  # scored at once, nothing decoded ahead
+    def outputs(sent: list[tuple[str, bytes | None, bytes | None, int | None]]) -> list[Any]:
+        return [(t, k, v if t != "t.dlq" else None) for t, k, v, _ in sent]  # a dead letter has a wall time
+
+    assert outputs(producer.sent) == outputs(plain.sent)
+    assert [t for t, *_ in producer.sent].count("t.dlq") == 1
+    assert {a.device_id for a in alerts(producer)} == {"dev-a", "dev-b"}
+    assert worker.stats.dead_letters == 1 and worker.stats.records == 5
+
+
+async def test_a_flush_that_fails_dead_letters_the_record_that_made_it_due(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phase1, phase2 = ransomware("dev-a", "ab" * 32)
+    failed: list[int] = []
+
+    def failing(self: Detector, pending: Any) -> Any:
+        failed.append(len(pending.rows))
+        self._pending = None
+        raise ZeroDivisionError("a bug in the core")
+
+    monkeypatch.setattr(Detector, "finish_flush", failing)
+    batch = {0: [record(0, phase1), record(1, phase2), record(2, phase2[:1])]}
+    worker, producer = await run_worker(tmp_path, [batch], SlowRules(polls=3), stepping_clock(30))
+    letters = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
+    assert failed and [d.error_class for d in letters] == ["ZeroDivisionError"] * len(failed)
+    assert letters[0].source_offset in {0, 1, 2} and worker.stats.records == 3
+    assert worker.stats.dead_letters == len(failed)
+
+
+class NeverDone(SlowRules):
+    """A predict whose thread never gets a core: done() stays False (wait still gives the scores)."""
+
+    def predict_start(self, matrix: Matrix) -> SlowPredict:
+        self.started += 1
+        return SlowPredict(self.predict_proba(matrix), polls=10**9)
+
+
+def due_detector(model: Any, at: int) -> Detector:
+    d = detector(model)
+    d.ingest(ransomware(f"dev-{at}", "ab" * 32)[0], NOW + at)
+    return d
+
+
+def test_a_starved_overlap_falls_back_to_synchronous_flushes_then_tries_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 0.0)  # out of time at once
+    model, flusher = NeverDone(0), FlushOverlap()
+    decoded: list[int] = []
+
+    def decode_one() -> bool:
+        decoded.append(1)
+        return True
+
+    plain = due_detector(ProvisionalRules(), 0).flush(NOW + 10)
+    assert [x.model_dump_json() for x in flusher.flush(due_detector(model, 0), NOW + 10, decode_one)] == [
+        x.model_dump_json() for x in plain]  # starved, yet the same decisions
+    assert (flusher.starved, model.started, decoded) == (1, 1, [])
+    for at in range(1, 5):  # the next 4 flushes: synchronous, no thread started
+        flusher.flush(due_detector(model, at), NOW + at + 10, decode_one)
+    assert (flusher.synchronous, model.started) == (4, 1)
+    flusher.flush(due_detector(model, 5), NOW + 20, decode_one)  # tried again, starved again: 8 now
+    assert (flusher.starved, model.started) == (2, 2)
+    for at in range(6, 14):
+        flusher.flush(due_detector(model, at), NOW + at + 10, decode_one)
+    assert (flusher.synchronous, model.started) == (12, 2)
+
+
+def test_an_overlap_that_ran_out_of_records_is_not_starved() -> None:
+    model, flusher = NeverDone(0), FlushOverlap()
+    flusher.flush(due_detector(model, 0), NOW + 10, lambda: False)  # nothing to decode: finish at once
+    flusher.flush(due_detector(model, 1), NOW + 10, lambda: False)
+    assert (flusher.starved, flusher.synchronous, model.started) == (0, 0, 2)
+
+
+def test_a_thread_that_finishes_in_time_keeps_the_overlap_on() -> None:
+    model, flusher = SlowRules(polls=2), FlushOverlap()  # done at the third look
+    decoded: list[int] = []
+    for at in range(3):
+        flusher.flush(due_detector(model, at), NOW + at + 10, lambda: decoded.append(1) is None)
+    assert (flusher.ready, flusher.starved, flusher.synchronous, model.started) == (3, 0, 0, 3)
+    assert len(decoded) == 3 * 2  # decoded while the predict "ran", then no more
+
+
+# --- the same file again in a child with the debug allocator ----------------------------------------
+
+
+@pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the child run")
+def test_this_file_passes_in_a_child_with_the_debug_allocator() -> None:
+    passes_under_debug_allocator(__file__, CHILD)
