@@ -10,8 +10,9 @@ the caller ends up scoring the rows itself (`Forest.predict_start` never waits f
 the thread's start, the context switches and the records decoded long before their turn (cache-cold
 when taken) make the flush dearer than a plain one (measured on the shared 2-vCPU VM: BENCHMARKS.md,
 Pipeline, "Session J — scoring overlapped"). So `FlushOverlap` decodes ahead only for as long as the
-predict takes on a free core (`PREDICT_S_PER_ROW`), and when the thread has not finished by then, it
-flushes synchronously for the next flushes (4, 8, ... up to `MAX_BACKOFF`) before trying again.
+predict takes on a free core (`PREDICT_S_START`, `PREDICT_S_PER_ROW`), and when the thread has not
+finished by then, it flushes synchronously for the next flushes (4, 8, ... up to `MAX_BACKOFF`)
+before trying again.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from collections.abc import Callable
 from pipeline.detect import Detector
 from pipeline.policy import Decision
 
-__all__ = ["DECODE_AHEAD", "MAX_BACKOFF", "PREDICT_S_PER_ROW", "FlushOverlap"]
+__all__ = ["DECODE_AHEAD", "MAX_BACKOFF", "PREDICT_S_PER_ROW", "PREDICT_S_START", "FlushOverlap"]
 
 DECODE_AHEAD = 32  # records decoded at most while one micro-batch is scored on the C trees' thread
-PREDICT_S_PER_ROW = 4e-6  # ... and for no longer than its predict takes on a free core
+PREDICT_S_PER_ROW = 4e-6  # ... and for no longer than its predict takes on a free core (~2.5 us a row
+PREDICT_S_START = 1e-4  # here, AVX-512) plus the thread's start (a clone and a wake-up: tens of us)
 MAX_BACKOFF = 256  # synchronous flushes at most between two tries when the thread found no core
 
 
@@ -49,7 +51,7 @@ class FlushOverlap:
         pending = detector.start_flush(now_ms)
         if pending is None:
             return []
-        until = time.perf_counter() + len(pending.rows) * PREDICT_S_PER_ROW
+        until = time.perf_counter() + PREDICT_S_START + len(pending.rows) * PREDICT_S_PER_ROW
         out_of_time = False
         while not pending.done():
             if time.perf_counter() >= until:

@@ -387,6 +387,7 @@ def test_a_starved_overlap_falls_back_to_synchronous_flushes_then_tries_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 0.0)  # out of time at once
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_START", 0.0)
     model, flusher = NeverDone(0), FlushOverlap()
     decoded: list[int] = []
 
