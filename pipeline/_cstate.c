@@ -8,9 +8,11 @@
  *   checkpoint.
  * - `raw_b64(raw, since_ms, code_bits)`: base64 of those bytes, leaving out the records stamped before
  *   `since_ms` when the oldest is (the rule of `tree_state._evidence_b64`: numpy and binascii in Python).
- * - `row_json(fields, evidence, conns, notable, codes)`: a process's row of the record, the bytes orjson
- *   writes for `(*fields, evidence, tuple(conns), Fragment(notable), tuple(codes.items()))`, without the
- *   tuples built for it (session J: orjson and those tuples were ~5 of the ~11 us a row cost). It writes
+ * - `row_json(fields, raw, since_ms, code_bits, conns, notable, codes)`: a process's row of the record, the
+ *   bytes orjson writes for `(*fields, evidence, tuple(conns), Fragment(notable), tuple(codes.items()))`
+ *   where `evidence` is `raw_b64(raw, since_ms, code_bits)`, written straight into the row, without the
+ *   str and tuples built for it and in a buffer kept between calls (session J: orjson, those objects and
+ *   the evidence str were ~6 of the ~12 us a row cost). It writes
  *   only what it writes exactly as orjson does (None, bools, ints in int64's range and str, their
  *   subclasses included, as orjson writes the value they hold; tuples and lists of those in `conns`; a
  *   dict of them in `codes`); for anything else it returns None and the caller asks
@@ -36,11 +38,9 @@
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* Base64 (standard alphabet, padded, no newline) of `n` bytes, as a new str. */
-static PyObject *base64(const unsigned char *in, Py_ssize_t n) {
-    PyObject *out = PyUnicode_New(4 * ((n + 2) / 3), 127);
-    if (out == NULL) return NULL;
-    Py_UCS1 *o = PyUnicode_1BYTE_DATA(out);
+/* Base64 (standard alphabet, padded, no newline) of `n` bytes into `o` (B64_SIZE(n) bytes); the end. */
+#define B64_SIZE(n) (4 * (((n) + 2) / 3))
+static char *b64_into(char *o, const unsigned char *in, Py_ssize_t n) {
     Py_ssize_t i = 0;
     for (; i + 3 <= n; i += 3) {
         uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
@@ -53,7 +53,67 @@ static PyObject *base64(const unsigned char *in, Py_ssize_t n) {
         uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
         *o++ = B64[v >> 18], *o++ = B64[(v >> 12) & 63], *o++ = B64[(v >> 6) & 63], *o++ = '=';
     }
+    return o;
+}
+
+/* Base64 of `n` bytes, as a new str. */
+static PyObject *base64(const unsigned char *in, Py_ssize_t n) {
+    PyObject *out = PyUnicode_New(B64_SIZE(n), 127);
+    if (out != NULL) b64_into((char *)PyUnicode_1BYTE_DATA(out), in, n);
     return out;
+}
+
+/* The rule of `tree_state._evidence_b64`, parsed from its arguments: records stamped before `since` are
+   left out when the oldest is; `beyond`: since_ms is outside int64 (every record is older: +1, none: -1). */
+typedef struct {
+    long long since;
+    int beyond;
+    long bits;
+} Since;
+
+static int parse_since(PyObject *since_ms, PyObject *code_bits, Since *rule) {
+    rule->beyond = 0;
+    rule->since = PyLong_AsLongLongAndOverflow(since_ms, &rule->beyond);
+    if (rule->since == -1 && PyErr_Occurred()) return -1;
+    rule->bits = PyLong_AsLong(code_bits);
+    if (rule->bits == -1 && PyErr_Occurred()) return -1;
+    if (rule->bits < 0 || rule->bits > 62) {
+        PyErr_SetString(PyExc_ValueError, "code_bits must be in [0, 62]");
+        return -1;
+    }
+    return 0;
+}
+
+/* The records of `raw` the rule keeps, in order: `*kept` is `in` itself when none is left out (usually:
+   records are in time order, so only when the oldest is old are they filtered), else a PyMem buffer the
+   caller frees. -1 with an error set when `raw` is not whole int64 records or there is no memory. */
+static int select_records(const unsigned char *in, Py_ssize_t size, const Since *rule,
+                          const unsigned char **kept, Py_ssize_t *kept_size) {
+    Py_ssize_t n = size / 8;
+    if (size % 8 != 0) {
+        PyErr_SetString(PyExc_ValueError, "raw evidence must be whole int64 records");
+        return -1;
+    }
+    #define RECORD(i) ((long long)((uint64_t)in[8 * (i)] | (uint64_t)in[8 * (i) + 1] << 8 | \
+        (uint64_t)in[8 * (i) + 2] << 16 | (uint64_t)in[8 * (i) + 3] << 24 | (uint64_t)in[8 * (i) + 4] << 32 | \
+        (uint64_t)in[8 * (i) + 5] << 40 | (uint64_t)in[8 * (i) + 6] << 48 | (uint64_t)in[8 * (i) + 7] << 56))
+    #define OLD(v) (rule->beyond ? rule->beyond > 0 : ((v) >> rule->bits) < rule->since)
+    *kept = in, *kept_size = size;
+    if (n == 0 || !OLD(RECORD(0)))
+        return 0;
+    unsigned char *out = PyMem_Malloc(size ? (size_t)size : 1);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t k = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!OLD(RECORD(i)))
+            memcpy(out + 8 * k++, in + 8 * i, 8);
+    #undef OLD
+    #undef RECORD
+    *kept = out, *kept_size = 8 * k;
+    return 0;
 }
 
 /* Little-endian int64 bytes of a record, as `tree_state._pack` packs it; -1 (an exception set) when the
@@ -119,37 +179,13 @@ static PyObject *raw_b64(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "raw_b64(raw: bytes, since_ms, code_bits)");
         return NULL;
     }
-    int beyond = 0;  /* since_ms outside int64: every record is older (+1) or none is (-1) */
-    long long since = PyLong_AsLongLongAndOverflow(args[1], &beyond);
-    if (since == -1 && PyErr_Occurred()) return NULL;
-    long bits = PyLong_AsLong(args[2]);
-    if (bits == -1 && PyErr_Occurred()) return NULL;
-    if (bits < 0 || bits > 62) {
-        PyErr_SetString(PyExc_ValueError, "code_bits must be in [0, 62]");
+    Since rule;
+    const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(args[0]), *kept;
+    Py_ssize_t size;
+    if (parse_since(args[1], args[2], &rule) < 0 || select_records(in, PyBytes_GET_SIZE(args[0]), &rule, &kept, &size) < 0)
         return NULL;
-    }
-    const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(args[0]);
-    Py_ssize_t size = PyBytes_GET_SIZE(args[0]), n = size / 8;
-    if (size % 8 != 0) {
-        PyErr_SetString(PyExc_ValueError, "raw evidence must be whole int64 records");
-        return NULL;
-    }
-    #define RECORD(i) ((long long)((uint64_t)in[8 * (i)] | (uint64_t)in[8 * (i) + 1] << 8 | \
-        (uint64_t)in[8 * (i) + 2] << 16 | (uint64_t)in[8 * (i) + 3] << 24 | (uint64_t)in[8 * (i) + 4] << 32 | \
-        (uint64_t)in[8 * (i) + 5] << 40 | (uint64_t)in[8 * (i) + 6] << 48 | (uint64_t)in[8 * (i) + 7] << 56))
-    #define OLD(v) (beyond ? beyond > 0 : ((v) >> bits) < since)
-    if (n == 0 || !OLD(RECORD(0)))  /* usually in time order: filter only when the oldest is old */
-        return base64(in, size);
-    unsigned char *kept = PyMem_Malloc((size_t)size);
-    if (kept == NULL) return PyErr_NoMemory();
-    Py_ssize_t k = 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (!OLD(RECORD(i)))
-            memcpy(kept + 8 * k++, in + 8 * i, 8);
-    #undef OLD
-    #undef RECORD
-    PyObject *out = base64(kept, 8 * k);
-    PyMem_Free(kept);
+    PyObject *out = base64(kept, size);
+    if (kept != in) PyMem_Free((void *)kept);
     return out;
 }
 
@@ -305,32 +341,70 @@ static int put_codes(Buf *b, PyObject *codes) {
     return rc ? rc : put(b, "]", 1);
 }
 
-/* row_json(fields: tuple, evidence: str, conns: Iterable, notable: bytes, codes: dict) -> bytes | None */
+/* The evidence as `raw_b64` writes it, as a JSON string (base64 needs no escapes). */
+static int put_evidence(Buf *b, const unsigned char *in, Py_ssize_t size, const Since *rule) {
+    const unsigned char *kept;
+    Py_ssize_t n;
+    if (select_records(in, size, rule, &kept, &n) < 0) return -1;
+    int rc = n > PY_SSIZE_T_MAX / 2 ? (PyErr_NoMemory(), -1) : reserve(b, B64_SIZE(n) + 2);
+    if (rc == 0) {
+        char *o = b->p + b->len;
+        *o++ = '"';
+        o = b64_into(o, kept, n);
+        *o++ = '"';
+        b->len = o - b->p;
+    }
+    if (kept != in) PyMem_Free((void *)kept);
+    return rc;
+}
+
+/* The buffer rows are written in, kept between calls (no allocation per row); a call made while it is in
+   use (an iterator of connections may run Python code that calls row_json) writes in a buffer of its own. */
+static Buf scratch = {NULL, 0, 0};
+static int scratch_taken = 0;
+#define SCRATCH_KEPT (1 << 20)  /* a larger buffer (a huge row) is freed after its call */
+
+/* row_json(fields: tuple, raw: bytes, since_ms: int, code_bits: int, conns: Iterable, notable: bytes,
+   codes: dict) -> bytes | None: see the top of this file; the evidence is `raw_b64(raw, since_ms, code_bits)`. */
 static PyObject *row_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5 || !PyTuple_CheckExact(args[0]) || !PyUnicode_Check(args[1]) || !PyBytes_CheckExact(args[3]) ||
-        !PyDict_CheckExact(args[4])) {
-        PyErr_SetString(PyExc_TypeError, "row_json(fields: tuple, evidence: str, conns, notable: bytes, codes: dict)");
+    if (nargs != 7 || !PyTuple_CheckExact(args[0]) || !PyBytes_Check(args[1]) || !PyBytes_CheckExact(args[5]) ||
+        !PyDict_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "row_json(fields: tuple, raw: bytes, since_ms, code_bits, conns, notable: bytes, codes: dict)");
         return NULL;
     }
-    PyObject *fields = args[0];
-    Buf b = {NULL, 0, 0};
-    int rc = reserve(&b, 512 + PyBytes_GET_SIZE(args[3]) + PyUnicode_GET_LENGTH(args[1]));
-    rc = rc ? rc : put(&b, "[", 1);
+    Since rule;
+    if (parse_since(args[2], args[3], &rule) < 0) return NULL;
+    PyObject *fields = args[0], *notable = args[5];
+    const int shared = !scratch_taken;
+    Buf b = shared ? scratch : (Buf){NULL, 0, 0};
+    scratch_taken = 1;
+    b.len = 0;
+    int rc = put(&b, "[", 1);
     for (Py_ssize_t i = 0; rc == 0 && i < PyTuple_GET_SIZE(fields); i++) {
         rc = put_value(&b, PyTuple_GET_ITEM(fields, i), 0);
         rc = rc ? rc : put(&b, ",", 1);
     }
-    rc = rc ? rc : put_str(&b, args[1]);
+    rc = rc ? rc : put_evidence(&b, (const unsigned char *)PyBytes_AS_STRING(args[1]), PyBytes_GET_SIZE(args[1]), &rule);
     rc = rc ? rc : put(&b, ",", 1);
-    rc = rc ? rc : put_conns(&b, args[2]);
+    rc = rc ? rc : put_conns(&b, args[4]);
     rc = rc ? rc : put(&b, ",", 1);
-    rc = rc ? rc : put(&b, PyBytes_AS_STRING(args[3]), PyBytes_GET_SIZE(args[3]));
+    rc = rc ? rc : put(&b, PyBytes_AS_STRING(notable), PyBytes_GET_SIZE(notable));
     rc = rc ? rc : put(&b, ",", 1);
-    rc = rc ? rc : put_codes(&b, args[4]);
+    rc = rc ? rc : put_codes(&b, args[6]);
     rc = rc ? rc : put(&b, "]", 1);
     PyObject *out = rc < 0 ? NULL : rc > 0 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(b.p, b.len);
-    PyMem_Free(b.p);
+    if (!shared) {
+        PyMem_Free(b.p);
+        return out;
+    }
+    if (b.cap > SCRATCH_KEPT) {
+        PyMem_Free(b.p);
+        b.p = NULL, b.cap = 0;
+    }
+    scratch = b;
+    scratch_taken = 0;
     return out;
 }
 
@@ -340,7 +414,8 @@ static PyMethodDef methods[] = {
     {"raw_b64", (PyCFunction)(void (*)(void))raw_b64, METH_FASTCALL,
      "raw_b64(raw, since_ms, code_bits) -> str: base64 of int64 records, the old ones left out when the oldest is."},
     {"row_json", (PyCFunction)(void (*)(void))row_json, METH_FASTCALL,
-     "row_json(fields, evidence, conns, notable, codes) -> bytes | None: a process's row as orjson writes it, "
+     "row_json(fields, raw, since_ms, code_bits, conns, notable, codes) -> bytes | None: a process's row as "
+     "orjson writes it (the evidence as raw_b64 writes it), "
      "None when orjson must decide."},
     {NULL, NULL, 0, NULL}};
 

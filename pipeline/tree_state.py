@@ -60,7 +60,7 @@ __all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_d
 
 _ctail: Callable[[Sequence[int], int], bytes] | None
 _cb64: Callable[[bytes, int, int], str] | None
-_crow: Callable[[tuple[Any, ...], str, Iterable[Any], bytes, dict[int, int]], bytes | None] | None
+_crow: Callable[[tuple[Any, ...], bytes, int, int, Iterable[Any], bytes, dict[int, int]], bytes | None] | None
 try:  # a process's evidence packed and base64'd, and its row written, in C (pipeline/_cstate.c);
     # optional: Python and orjson compute the same bytes
     from pipeline._cstate import evidence_tail as _compiled_tail
@@ -200,10 +200,11 @@ def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None, epoch: 
         conns = [c for c in conns if c[0] >= since_ms]  # type: ignore[assignment]
     appended = sum(node.code_counts.values())
     raw = _evidence_raw(node.evidence, appended, previous)
-    evidence = _cb64(raw, since_ms, CODE_BITS) if _cb64 is not None else _evidence_b64(raw, since_ms)
     fields = _node_fields(node)
-    data = _crow(fields, evidence, conns, notable_json, node.code_counts) if _crow is not None else None
-    if data is None:  # no C, or a value the C writer leaves to orjson (an int past int64, a str subclass)
+    data = (_crow(fields, raw, since_ms, CODE_BITS, conns, notable_json, node.code_counts)
+            if _crow is not None else None)
+    if data is None:  # no C, or a value the C writer leaves to orjson (an int past int64, a float...)
+        evidence = _cb64(raw, since_ms, CODE_BITS) if _cb64 is not None else _evidence_b64(raw, since_ms)
         data = orjson.dumps((*fields, evidence, tuple(conns), orjson.Fragment(notable_json),
                              tuple(node.code_counts.items())))
     return _Row(node, node.alert_mark, epoch, data, notable, notable_json, raw, appended, node.evidence)

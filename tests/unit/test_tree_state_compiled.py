@@ -259,22 +259,34 @@ LEFT = (  # values orjson decides (writes, or refuses with its error): row_json 
 CONN = st.tuples(WRITTEN, WRITTEN, WRITTEN) | st.lists(WRITTEN, max_size=4)
 
 
-def orjson_row(fields: tuple[Any, ...], evidence: str, conns: Any, notable: bytes,
+RECORDS = st.lists(st.integers(-(1 << 63), (1 << 63) - 1), max_size=12)
+SINCE = st.sampled_from([-(1 << 70), 0, 3 << CODE_BITS, 10**15, 1 << 70])
+
+
+def orjson_row(fields: tuple[Any, ...], records: list[int], since_ms: int, conns: Any, notable: bytes,
                codes: dict[Any, Any]) -> Any:
+    """The row `_encode_row` wrote before `row_json`: Python's evidence, orjson's JSON (or its error)."""
+    evidence = python_evidence(records, since_ms)
     try:
         return orjson.dumps((*fields, evidence, tuple(conns), orjson.Fragment(notable), tuple(codes.items())))
     except orjson.JSONEncodeError as exc:
         return type(exc)
 
 
+def c_row(fields: tuple[Any, ...], records: list[int], since_ms: int, conns: Any, notable: bytes,
+          codes: dict[Any, Any]) -> bytes | None:
+    return _cstate.row_json(fields, tree_state._pack(records), since_ms, CODE_BITS, conns, notable, codes)
+
+
 @settings(max_examples=400, deadline=None)
-@given(st.lists(WRITTEN, max_size=20).map(tuple), st.text(), st.lists(CONN, max_size=5),
+@given(st.lists(WRITTEN, max_size=20).map(tuple), RECORDS, SINCE, st.lists(CONN, max_size=5),
        st.sampled_from([b"[]", b'[{"a":1}]']), st.dictionaries(WRITTEN, WRITTEN, max_size=6))
-def test_a_row_of_values_it_writes_is_orjsons_bytes(fields: tuple[Any, ...], evidence: str, conns: list[Any],
-                                                    notable: bytes, codes: dict[Any, Any]) -> None:
+def test_a_row_of_values_it_writes_is_orjsons_bytes(
+        fields: tuple[Any, ...], records: list[int], since_ms: int, conns: list[Any], notable: bytes,
+        codes: dict[Any, Any]) -> None:
     for container in (conns, deque(conns), tuple(conns)):
-        assert _cstate.row_json(fields, evidence, container, notable, codes) == orjson_row(
-            fields, evidence, container, notable, codes)
+        assert c_row(fields, records, since_ms, container, notable, codes) == orjson_row(
+            fields, records, since_ms, container, notable, codes)
 
 
 @settings(max_examples=300, deadline=None)
@@ -290,7 +302,7 @@ def test_a_row_with_a_value_it_does_not_write_is_left_to_orjson(
         conns.append((1, left))
     else:
         codes = {left: 1} if where == "code" else {1: left}
-    assert _cstate.row_json(fields, "", conns, b"[]", codes) is None  # the encoder then asks orjson
+    assert c_row(fields, [1, 2], 0, conns, b"[]", codes) is None  # the encoder then asks orjson
 
 
 def test_a_node_whose_values_orjson_must_write_gives_the_same_record_either_way() -> None:
@@ -314,28 +326,56 @@ class _Failing:
         raise RuntimeError("connections changed")
 
 
+class _Reentrant:
+    """Connections whose iterator writes another row (the buffer kept between calls is in use)."""
+
+    def __init__(self) -> None:
+        self.inner: bytes | None = None
+
+    def __iter__(self) -> Any:
+        yield (1, "a", 2)
+        self.inner = c_row(("inner", 7), [9], 0, [(3, "b", 4)], b"[]", {2: 5})
+        yield (5, "c", 6)
+
+
+def test_a_row_written_while_another_is_being_written_leaves_both_intact() -> None:
+    conns = _Reentrant()
+    outer = c_row(("outer",) * 40, list(range(300)), 0, conns, b"[" + b" " * 3000 + b"]", {1: 2})
+    assert outer == orjson_row(("outer",) * 40, list(range(300)), 0, [(1, "a", 2), (5, "c", 6)],
+                               b"[" + b" " * 3000 + b"]", {1: 2})
+    assert conns.inner == orjson_row(("inner", 7), [9], 0, [(3, "b", 4)], b"[]", {2: 5})
+    huge = c_row(("x" * (3 << 20),), [], 0, [], b"[]", {})  # past the kept buffer's size: freed after
+    assert huge is not None and len(huge) > 3 << 20
+    assert c_row((1,), [], 0, [], b"[]", {}) == b'[1,"",[],[],[]]'
+
+
 def test_bad_row_arguments_are_errors_not_crashes() -> None:
-    good: tuple[Any, ...] = ((1,), "", [], b"[]", {})
-    for at, bad in ((0, [1]), (1, b"e"), (2, 5), (3, "[]"), (3, bytearray(b"[]")), (4, [(1, 2)])):
+    good: tuple[Any, ...] = ((1,), b"", 0, CODE_BITS, [], b"[]", {})
+    for at, bad in ((0, [1]), (1, "e"), (2, "0"), (3, None), (4, 5), (5, "[]"), (5, bytearray(b"[]")),
+                    (6, [(1, 2)])):
         args = list(good)
         args[at] = bad
         with pytest.raises(TypeError):
             _cstate.row_json(*args)
+    with pytest.raises(ValueError, match="code_bits"):
+        _cstate.row_json((1,), b"", 0, 99, [], b"[]", {})
+    with pytest.raises(ValueError, match="whole int64"):
+        _cstate.row_json((1,), b"1234567", 0, CODE_BITS, [], b"[]", {})
     with pytest.raises(TypeError):
-        _cstate.row_json((1,), "", [])  # type: ignore[call-arg]
+        _cstate.row_json((1,), b"", [])  # type: ignore[call-arg]
     with pytest.raises(RuntimeError, match="connections changed"):
-        _cstate.row_json((1,), "", _Failing(), b"[]", {})
+        _cstate.row_json((1,), b"", 0, CODE_BITS, _Failing(), b"[]", {})
 
 
 def test_no_reference_is_leaked_per_row() -> None:
-    text, big, conn = "C:\\a\u00e9 \"x\"", 1 << 65, (1, "10.0.0.1", 443)
+    text, big, conn, raw = "C:\\a\u00e9 \"x\"", 1 << 65, (1, "10.0.0.1", 443), tree_state._pack([1, 2, 3])
     codes: dict[int, int] = {Code.WRITE: 3}
-    watched = (text, big, conn, codes, Code.WRITE)
+    watched = (text, big, conn, codes, Code.WRITE, raw)
     before = tuple(map(sys.getrefcount, watched))
     for _ in range(10_000):
-        assert _cstate.row_json((text, 1, None), text, [conn], b"[]", codes) is not None
-        assert _cstate.row_json((text, big), text, [conn], b"[]", codes) is None
-        assert _cstate.row_json((text,), text, [conn, (big,)], b"[]", codes) is None
+        assert _cstate.row_json((text, 1, None), raw, 0, CODE_BITS, [conn], b"[]", codes) is not None
+        assert _cstate.row_json((text, big), raw, 1 << 70, CODE_BITS, [conn], b"[]", codes) is None
+        assert _cstate.row_json((text,), raw, 2 << CODE_BITS, CODE_BITS, [conn, (big,)], b"[]", codes) is None
         with pytest.raises(RuntimeError):
-            _cstate.row_json((text,), text, _Failing(), b"[]", codes)
+            _cstate.row_json((text,), raw, 0, CODE_BITS, _Failing(), b"[]", codes)
     assert tuple(map(sys.getrefcount, watched)) == before
