@@ -310,10 +310,10 @@ def _alert(
     evidence = incident.evidence[:MAX_SNAPSHOT_EVIDENCE]
     snapshot["evidence"] = evidence_models(evidence)  # validated as models, then written as JSON
     alert = Alert.model_validate(body)
-    snapshot["evidence"] = _evidence_json(evidence)
     try:
+        snapshot["evidence"] = _evidence_json(evidence)
         data = orjson.dumps(body)
-    except orjson.JSONEncodeError as exc:  # a lone surrogate: a Python str, but no JSON text
+    except (orjson.JSONEncodeError, UnicodeEncodeError) as exc:  # a lone surrogate: a str, but no JSON
         raise ValueError(f"alert {alert_id} cannot be written as JSON: {exc}") from None
     WRITTEN.keep(alert, data)
     return alert

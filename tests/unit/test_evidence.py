@@ -27,8 +27,9 @@ from pipeline.policy import Policy, PolicyConfig
 from schemas.alerts import Alert
 from schemas.codec import encode, encode_batch
 from schemas.common import Mode
+from schemas.errors import ContractError
 from schemas.events import PAYLOAD_TYPES, BehaviorEvent, EventBatch, ProcessStart
-from schemas.fastcodec import FastEvent, decode_events
+from schemas.fastcodec import FastEvent, FastScript, decode_events
 from schemas.signing import SigningKey
 
 TOPICS = OutputTopics("alerts", "verdicts", "commands", "dlq")
@@ -138,3 +139,15 @@ def test_structs_that_drift_from_the_models_stop_the_import(monkeypatch: pytest.
     monkeypatch.setattr(evidence, "_FIELDS", tuple(reversed(evidence._FIELDS)))
     with pytest.raises(TypeError, match="not BehaviorEvent's"):
         evidence._same_fields()
+
+
+def test_evidence_that_is_no_json_text_is_refused_with_the_alert_named_and_never_written() -> None:
+    """The decoder refuses a lone surrogate (no FastEvent holds one); one built by hand is refused
+    when the alert is written, as a ValueError the detector counts."""
+    (decoded,) = _one_of_each("script", NOW_TS)
+    raw = encode_batch(EventBatch.of([behavior_event(decoded)]))
+    with pytest.raises(ContractError):
+        decode_events(raw.replace(b'"content":"Invoke-Mimikatz"', b'"content":"\\ud800"'))
+    surrogate = msgspec.structs.replace(decoded, payload=FastScript(content="\ud800"))
+    with pytest.raises(ValueError, match=r"alert \w+ cannot be written as JSON"):
+        Policy(PolicyConfig(default_mode=Mode.BLOCK)).decide(incident(evidence=(surrogate,)), NOW)
