@@ -26,8 +26,8 @@ from pipeline.policy import Decision
 __all__ = ["DECODE_AHEAD", "MAX_BACKOFF", "PREDICT_S_PER_ROW", "PREDICT_S_START", "FlushOverlap"]
 
 DECODE_AHEAD = 32  # records decoded at most while one micro-batch is scored on the C trees' thread
-PREDICT_S_PER_ROW = 4e-6  # ... and for no longer than its predict takes on a free core (~2.5 us a row
-PREDICT_S_START = 1e-4  # here, AVX-512) plus the thread's start (a clone and a wake-up: tens of us)
+PREDICT_S_PER_ROW = 6e-6  # ... and for no longer than its predict takes on a free core (measured
+PREDICT_S_START = 2e-4  # here: 45-90 rows ready in 140-420 us from the start, the thread's start included)
 MAX_BACKOFF = 256  # synchronous flushes at most between two tries when the thread found no core
 
 
