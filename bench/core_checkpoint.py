@@ -5,7 +5,8 @@ this replays the pipeline benchmark's records (`bench._pipeline_data`, 200 devic
 record) through one `Detector` on a simulated clock (`--rate` events/s) and, every commit interval
 of that clock, saves every device changed since the last checkpoint as the worker does: encode,
 then zstd as `pipeline.state_out.pack_state` compresses it (in a thread of the worker since session
-H, off the event loop: the "zstd" column is CPU, no longer loop time). CPU time (`process_time`) per
+H, off the event loop: the "zstd" column is CPU, no longer loop time; since session J with a zstd
+context kept per thread, as the worker's writer compresses its runs). CPU time (`process_time`) per
 stage.
 
     .venv/bin/python -m bench.core_checkpoint [--events 300000] [--rate 7000] [--mode MODE]

@@ -13,7 +13,9 @@ one call per value (cramjam), the thread had to take the GIL back after every va
 loop's thread was busy encoding the next states, and each time waited for the interpreter's switch
 interval (5 ms): at a commit point of 200 devices, a run of 10 values took 90 ms instead of 4, and
 most values were compressed only after the last state was encoded (BENCHMARKS.md, "Session J —
-the commit point"). The frames are the same zstd frames (same level, content size declared).
+the commit point"). Each thread keeps its compressor (a zstd context), where cramjam made one per
+value. The frames are the same zstd frames (same level, content size declared); cramjam still reads
+them (`unpack_state`).
 
 **The value format.** A state value is a zstd frame (magic 28 b5 2f fd) holding the forest record,
 or, as every worker before this module wrote it, the record itself (JSON: it begins with `{`).
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +54,19 @@ _DICT_ID_SIZES = (0, 1, 2, 4)
 
 def pack_state(record: bytes) -> bytes:
     """The value written for a state record: a zstd frame of it (declares its size)."""
-    return bytes(cramjam.zstd.compress(record, level=LEVEL))
+    return _compressor().compress(record)
+
+
+_local = threading.local()
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    """This thread's compressor: its zstd context is reused (a new context per value, as cramjam's
+    `compress` makes, cost 25-50 % more CPU on 8-80 KB records). Not shared: it is not thread-safe."""
+    compressor: zstandard.ZstdCompressor | None = getattr(_local, "zstd", None)
+    if compressor is None:
+        compressor = _local.zstd = zstandard.ZstdCompressor(level=LEVEL)
+    return compressor
 
 
 def unpack_state(value: bytes, max_bytes: int) -> bytes:
@@ -168,8 +183,7 @@ def _pack_all(values: list[bytes | None]) -> list[bytes | None]:
     # empty values apart: zstandard refuses a run of nothing but empty values
     present: list[bytes | bytearray | memoryview] = [value for value in values if value]
     if present:
-        compressor = zstandard.ZstdCompressor(level=LEVEL)  # not shared: a compressor is not thread-safe
-        frames = iter(compressor.multi_compress_to_buffer(present, threads=1))
+        frames = iter(_compressor().multi_compress_to_buffer(present, threads=1))
     return [value if value is None else next(frames).tobytes() if value else pack_state(value)
             for value in values]
 

@@ -159,3 +159,17 @@ def test_a_run_compressed_in_one_call_gives_each_value_its_own_frame_in_place(
     assert [v is None for v in packed] == [v is None for v in values]
     assert [None if v is None else unpack_state(v, 3_000) for v in packed] == values
     assert all(v is None or v.startswith(ZSTD_MAGIC) for v in packed)  # declared sizes: read above
+
+
+def test_threads_packing_at_once_each_get_their_own_values_back() -> None:
+    """Each thread compresses with its own zstd context (a shared one would mix their frames)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def pack_many(seed: int) -> bool:
+        values = [RECORD + bytes([seed]) * (1_000 + 37 * i) for i in range(60)]
+        singles = [unpack_state(pack_state(v), 1 << 20) for v in values]
+        runs = [unpack_state(v, 1 << 20) for v in _pack_all(list(values)) if v is not None]
+        return singles == values and runs == values
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert all(pool.map(pack_many, range(32)))
