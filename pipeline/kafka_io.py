@@ -99,7 +99,8 @@ class _WarmProducer(AIOKafkaProducer):  # type: ignore[misc]  # aiokafka is unty
     per 10 ms slice): that wait took 86-108 ms of the benchmark's last commit point (BENCHMARKS.md,
     "Session J — the commit point"). One metadata request for every topic at start (the topics the
     worker writes exist by then: `prepare_state_topic`, `ringfence topics apply`) costs ~2 ms; if
-    it fails, a first send fetches its topic's partitions as before.
+    it fails, a first send fetches its topic's partitions as before. Its periodic refreshes then ask
+    for every topic too, as an aiokafka producer does until its first send (a few dozen topics here).
     """
 
     async def start(self) -> None:
