@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <sched.h>
 #include <string.h>
+#include <time.h>
 
 /* One split as QuickScorer sees it (Lucchese et al., SIGIR 2015): a node is "false" when its row
    goes right (`!(value < threshold)`), and a false node rules out every leaf of its left subtree.
@@ -209,9 +210,23 @@ static int Forest_init(Forest *self, PyObject *args, PyObject *kwds) {
     return rc;
 }
 
-static void Forest_dealloc(Forest *self) {
-    while (__atomic_load_n(&self->readers, __ATOMIC_ACQUIRE) > 0)  /* a Scoring's thread ends its chunk */
+/* 1 once no Scoring's thread reads the Forest (a thread ends its chunk in tens of µs); 0 after a
+   second of waiting: a process forked while a thread ran inherits its count but not the thread. */
+static int readers_gone(const Forest *self) {
+    struct timespec since, now;
+    clock_gettime(CLOCK_MONOTONIC, &since);
+    while (__atomic_load_n(&self->readers, __ATOMIC_ACQUIRE) > 0) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - since.tv_sec > 1)
+            return 0;
         sched_yield();
+    }
+    return 1;
+}
+
+static void Forest_dealloc(Forest *self) {
+    if (!readers_gone(self))  /* left allocated (a leak, never a read of freed memory) */
+        return;
     PyMem_Free(self->entries);
     PyMem_Free(self->start);
     PyMem_Free(self->used);
@@ -640,8 +655,9 @@ static PyObject *Forest_margins(Forest *self, PyObject *args) { return run(self,
  * last of the thread and the Scoring to let go of it (a detached thread: nobody joins it). The Forest
  * the thread reads is immutable once initialised (a second __init__ is refused) and counts the
  * threads reading it (`readers`): its dealloc waits until none is (it only happens when a model is
- * dropped). Nothing can fail on the thread: allocation happens in `start` (MemoryError there); when no
- * thread can be created, `wait` scores everything.
+ * dropped; in a child forked while a thread ran, which inherits the count and not the thread, it
+ * leaves the Forest allocated after a second). Nothing can fail on the thread: allocation happens
+ * in `start` (MemoryError there); when no thread can be created, `wait` scores everything.
  * ------------------------------------------------------------------------------------------------- */
 #include <pthread.h>
 #include <sched.h>

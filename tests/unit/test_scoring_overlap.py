@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,29 @@ def test_scorings_dropped_without_wait_end_cleanly(model: Any) -> None:
         scoring.wait(out)
     expected = predicted(model.native, matrix)
     assert all(out.tobytes() == expected.tobytes() for out in outs)
+
+
+def test_a_child_forked_while_a_thread_scores_drops_its_model_and_exits() -> None:
+    """The child inherits the Forest's count of reading threads but not the thread: dropping the
+    model there must not wait forever (it leaves the Forest allocated after a second)."""
+    model: Any = load_model()
+    matrix = rows_like_the_detector(400, seed=8)
+    scoring = model.native.predict_start(matrix)
+    pid = os.fork()
+    if pid == 0:  # the child: drop everything, exit with a code the parent checks
+        del scoring, model
+        gc.collect()
+        os._exit(7)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done == (0, 0):
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 7
+    out = np.empty((400, len(CLASSES)), np.float32)
+    scoring.wait(out)
+    assert out.tobytes() == predicted(model.native, matrix).tobytes()
 
 
 @pytest.mark.parametrize(
