@@ -50,6 +50,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 LEVEL = 3  # what the producer used (aiokafka's default zstd level), so bytes on the wire are alike
 _FCS_SIZES = (0, 2, 4, 8)  # Frame_Content_Size field bytes by its flag (flag 0: 1 byte if single segment)
 _DICT_ID_SIZES = (0, 1, 2, 4)
+RUN_BYTES = 4 << 20  # a run waits for this much state while more keeps coming (fewer GIL handovers)
 
 
 def pack_state(record: bytes) -> bytes:
@@ -125,6 +126,7 @@ class StateWriter:
         self._queue: deque[_Queued] = deque()
         self._compressing: list[_Queued] = []  # taken off the queue, not yet handed to the producer
         self._task: asyncio.Task[None] | None = None
+        self._queued_bytes = 0  # of the values in `_queue`
 
     async def send(
         self, topic: str, key: bytes, value: bytes | None, partition: int | None
@@ -135,6 +137,7 @@ class StateWriter:
             return ack
         acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Queued(topic, key, value, partition, acked))
+        self._queued_bytes += 0 if value is None else len(value)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="state writer")
         return acked
@@ -149,12 +152,15 @@ class StateWriter:
             if not queued.acked.done():
                 queued.acked.set_exception(StateError("state writer closed before this record was sent"))
         self._queue.clear()
+        self._queued_bytes = 0
         self._compressing = []
 
     async def _drain(self) -> None:
         while self._queue:
+            await self._run_grown()
             run = self._compressing = list(self._queue)
             self._queue.clear()
+            self._queued_bytes = 0
             values: list[bytes | Exception | None]
             try:
                 values = list(await asyncio.to_thread(_pack_all, [q.value for q in run]))
@@ -167,6 +173,20 @@ class StateWriter:
                 else:
                     await self._send(queued, value)
             self._compressing = []
+
+    async def _run_grown(self) -> None:
+        """Return once the queue stopped growing over a turn of the loop, or holds `RUN_BYTES`.
+
+        Each run costs the loop's thread a few handovers of the GIL (the thread takes it to start, to
+        return and to wake the loop), and on a busy machine each handover waits for the scheduler to
+        run the other thread: runs of ~10 values (one per 10 ms turn of a commit point) stretched a
+        commit point's encoding to twice its CPU time under load (BENCHMARKS.md, "Session J — the
+        commit point"). Values sent with turns between them (idle time) still go one run each."""
+        while self._queued_bytes < RUN_BYTES:
+            queued = len(self._queue)
+            await asyncio.sleep(0)
+            if len(self._queue) == queued:
+                return
 
     async def _send(self, queued: _Queued, value: bytes | None) -> None:
         try:

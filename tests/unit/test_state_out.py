@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline import state_out
 from pipeline.errors import StateError
 from pipeline.state_out import ZSTD_MAGIC, StateWriter, _pack_all, pack_state, unpack_state
 from pipeline.tree import DeviceForest
@@ -173,3 +174,37 @@ def test_threads_packing_at_once_each_get_their_own_values_back() -> None:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         assert all(pool.map(pack_many, range(32)))
+
+
+async def test_values_sent_while_more_keep_coming_are_compressed_in_few_runs(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit point sends a state per device with a loop turn every few devices: the runs grow to
+    `RUN_BYTES` (each run costs the loop's thread GIL handovers), and the last one goes once the
+    sends stop."""
+    runs: list[int] = []
+
+    def counting(values: list[bytes | None]) -> list[bytes | None]:
+        runs.append(len(values))
+        return _pack_all(values)
+
+    monkeypatch.setattr(state_out, "_pack_all", counting)
+    producer = Producer()
+    writer = StateWriter(producer)
+    value = RECORD + b" " * (100_000 - len(RECORD))
+    for i in range(60):  # 6 MB, a turn of the loop after each state
+        await writer.send("t.state", b"dev-%d" % i, value, 0)
+        await asyncio.sleep(0)
+    while len(producer.sent) < 60:
+        await asyncio.sleep(0.01)
+    assert sum(runs) == 60 and len(runs) == 2 and runs[0] >= state_out.RUN_BYTES // len(value)
+
+
+async def test_a_value_sent_alone_is_not_held_back_waiting_for_more() -> None:
+    producer = Producer()
+    writer = StateWriter(producer)
+    await writer.send("t.state", b"dev-a", RECORD, 0)
+    for _ in range(200):
+        if producer.sent:
+            break
+        await asyncio.sleep(0.01)
+    assert [k for _, k, _, _ in producer.sent] == [b"dev-a"]
