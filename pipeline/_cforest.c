@@ -17,7 +17,9 @@
  * connection record, then `_add_evidence` (packed `(ts_ms << 8) | code` records, lifetime counts,
  * the 1, 2, 4, 8... re-score back-off, strong and generic codes) and the notable event; a change
  * to re-score is appended to `changed` as `(device_id, process_key, notable)`, which is what
- * `Detector.ingest` queues. A start creates the node with the forest's own `_new_node`, sets its
+ * `Detector.ingest` queues, once per call for equal changes (the batcher keeps the first of equal
+ * ones anyway). A start creates the node as a clone of the forest's `_blank` (what `_new_node` makes,
+ * without its Python frames; `blank_ready` says when) or with the forest's own `_new_node`, sets its
  * image with `set_image`, and calls the `child_codes` and `indicator_mask` `tree` names, so those
  * stay single implementations. Behaviour codes come from the same Python functions
  * (`CODES_BY_KIND`), so there is one catalogue; their answers are remembered per kind by the payload
@@ -46,7 +48,8 @@ static PyObject *s_notable, *s_maxlen, *s_append, *s_move_to_end, *s_dst_ip, *s_
 static PyObject *s_old_path, *s_value_name, *s_operation, *s_outbound, *s_signed, *s_target_image, *s_granted_access;
 static PyObject *s_command_line, *s_cmd_mask, *s_sha256, *s_user, *s_pid, *s_integrity_level, *s_uid, *s_start_ms;
 static PyObject *s_children, *s_set_image, *s_new_node, *s_max_nodes, *s_end_ms, *s_exited;
-static PyObject *s_image_cls, *s_max_depth, *s_epoch, *s_stamp;
+static PyObject *s_image_cls, *s_max_depth, *s_epoch, *s_stamp, *s_blank, *s_copy, *s_nodes_created;
+static PyObject *s_max_evidence, *s_max_conns, *s_max_notable;
 static PyObject *k_start, *k_end, *k_script, *k_network, *k_load;
 static PyTypeObject *deque_type;  /* collections.deque */
 static PyObject *deque_append;    /* its unbound append: no method lookup per call */
@@ -70,6 +73,8 @@ static int push(PyObject *target, PyObject *value) {
 #define CODES_CACHE_CHARS 512      /* longer deciding strings are not cached (as behaviour._CACHED_CHARS) */
 #define STAMP_LIMIT ((long long)1 << 54) /* |ts_ms| below this: ts_ms * 256 | code fits in 64 bits */
 
+#define QUEUED_MAX 64  /* changes remembered per call (a record holds 50 events of one device) */
+
 /* Forest-level values held in C during a run and written back when it ends, however it ends. */
 typedef struct {
     PyObject *forest, *stats;
@@ -80,6 +85,17 @@ typedef struct {
     int lifecycle;  /* 0: every process start and end is Python's (a 7- or 8-argument call) */
     PyObject *epoch;         /* the forest's `epoch`, stamped on every node an event names */
     PyObject *stamped_key;   /* the last parent key whose node was stamped (a record names few parents) */
+    /* The changes this call queued, by identity of node and key (held), to queue each once: `changed` only
+       feeds `Detector.ingest`'s batcher, which keeps the first of equal changes, so a later equal one is
+       work for nothing (a tuple made, hashed and dropped). Past QUEUED_MAX, changes are queued as they come. */
+    struct { PyObject *node, *key; int notable; } queued[QUEUED_MAX];
+    int n_queued;
+    /* New nodes as clones of `forest._blank` (see `blank_ready`) instead of a `_new_node` call. */
+    PyObject *plain_new_node;  /* borrowed: DeviceForest._new_node (starts[2]), or NULL */
+    PyObject *nodes;           /* borrowed: forest.nodes */
+    int clone;                 /* -1 not yet decided this call, 0 call `_new_node`, 1 clone */
+    PyObject *blank, *lru_dict;  /* held when clone == 1 */
+    long long created;         /* nodes cloned: stats.nodes_created */
 } Run;
 
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
@@ -139,6 +155,8 @@ static int finish(Run *run) {
         rc = add_ll(run->stats, s_duplicates_dropped, run->duplicates);
     if (rc == 0)
         rc = add_ll(run->stats, s_evidence_dropped, run->evidence_dropped);
+    if (rc == 0)
+        rc = add_ll(run->stats, s_nodes_created, run->created);
     if (type != NULL) {
         PyErr_Restore(type, value, tb);
         return -1;
@@ -448,19 +466,60 @@ static int keyable(PyObject *value, Py_ssize_t *chars) {
     return overflow != 0 || (small != 0 && small != 1);  /* cannot fail: an exact int */
 }
 
-/* The cache key of a payload: its one deciding field's value, or a tuple of its fields' values. NULL,
-   no error set, when one is not `keyable` (then only the classifier decides); NULL with an error set
-   when reading a field raised. */
+/* Key tuples of 2..SCRATCH_MAX fields to look the cache up with, reused: a hit (nearly every event)
+   then allocates nothing. Only exact str/int/bool/None go in (their hash and == run no Python code, so no
+   one else can see or keep the tuple while it is filled); `own_key` turns it into a tuple of its own
+   before anything may keep it or run Python. */
+#define SCRATCH_MAX 4
+static PyObject *scratch[SCRATCH_MAX + 1];
+
+/* Empty a scratch key (its items released). */
+static void release_key(PyObject *key) {
+    for (Py_ssize_t f = 0; f < PyTuple_GET_SIZE(key); f++)
+        Py_CLEAR(PyTuple_GET_ITEM(key, f));
+}
+
+/* The key as an object of its own (new reference): a scratch key's items move into a new tuple. */
+static PyObject *own_key(PyObject *key) {
+    Py_ssize_t n = PyTuple_CheckExact(key) ? PyTuple_GET_SIZE(key) : 0;
+    if (n < 2 || n > SCRATCH_MAX || key != scratch[n])
+        return key;
+    PyObject *owned = PyTuple_New(n);
+    if (owned == NULL) {
+        release_key(key);
+        return NULL;
+    }
+    for (Py_ssize_t f = 0; f < n; f++) {
+        PyTuple_SET_ITEM(owned, f, PyTuple_GET_ITEM(key, f));
+        PyTuple_SET_ITEM(key, f, NULL);
+    }
+    Py_DECREF(key);  /* the reference `cache_key` handed out; the module keeps its own */
+    return owned;
+}
+
+/* Done with a key `cache_key` returned. */
+static void drop_key(PyObject *key) {
+    Py_ssize_t n = key != NULL && PyTuple_CheckExact(key) ? PyTuple_GET_SIZE(key) : 0;
+    if (n >= 2 && n <= SCRATCH_MAX && key == scratch[n])
+        release_key(key);
+    Py_XDECREF(key);
+}
+
+/* The cache key of a payload: its one deciding field's value, or a tuple of its fields' values (a
+   scratch tuple when one is free: see `own_key`). NULL, no error set, when one is not `keyable` (then
+   only the classifier decides); NULL with an error set when reading a field raised. */
 static PyObject *cache_key(PyObject *payload, PyObject *fields) {
     Py_ssize_t n = PyTuple_GET_SIZE(fields), chars = 0;
-    PyObject *key = n == 1 ? NULL : PyTuple_New(n);
-    if (n != 1 && key == NULL)
+    PyObject *key = NULL;
+    if (n >= 2 && n <= SCRATCH_MAX && scratch[n] != NULL && Py_REFCNT(scratch[n]) == 1)
+        key = Py_NewRef(scratch[n]);  /* free: only the module holds it */
+    else if (n != 1 && (key = PyTuple_New(n)) == NULL)
         return NULL;
     for (Py_ssize_t f = 0; f < n; f++) {
         PyObject *value = field_of(payload, PyTuple_GET_ITEM(fields, f));
         if (value == NULL || !keyable(value, &chars)) {
             Py_XDECREF(value);
-            Py_XDECREF(key);
+            drop_key(key);
             return NULL;
         }
         if (n == 1)
@@ -497,10 +556,11 @@ static PyObject *codes_for(PyObject *payload, PyObject *codes_of, PyObject *cach
         if ((key = cache_key(payload, PyTuple_GET_ITEM(cached, 1))) != NULL) {
             codes = PyDict_GetItemWithError(cache, key);  /* exact str/int/bool/None keys: no Python runs */
             if (codes != NULL) {
-                Py_DECREF(key);
+                drop_key(key);
                 Py_INCREF(codes);
                 return codes;
             }
+            key = PyErr_Occurred() ? (drop_key(key), NULL) : own_key(key);  /* kept below, and Python runs */
         }
         PyErr_Clear();  /* a field that raised: the classifier reads it too and decides */
     }
@@ -632,7 +692,7 @@ done:
     return rc;
 }
 
-static int queue(PyObject *changed, PyObject *device_id, PyObject *key, int notable);
+static int queue(Run *run, PyObject *changed, PyObject *device_id, PyObject *node, PyObject *key, int notable);
 
 /* `_behaviour` for a process end: its end time, the forest's exit order, re-score it (not notable). */
 static int apply_end(Run *run, PyObject *device_id, PyObject *changed, Item *it) {
@@ -643,7 +703,7 @@ static int apply_end(Run *run, PyObject *device_id, PyObject *changed, Item *it)
     if (rc == 0)
         rc = PyObject_SetItem(exited, key, Py_None);
     if (rc == 0)
-        rc = queue(changed, device_id, key, 0);
+        rc = queue(run, changed, device_id, it->node, key, 0);
     Py_XDECREF(exited);
     Py_XDECREF(key);
     return rc;
@@ -685,14 +745,9 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
     PyObject *key = get_attr(it->node, s_key);
     if (key == NULL)
         return -1;
-    PyObject *change = PyTuple_Pack(3, device_id, key, flags & 2 ? Py_True : Py_False);
+    int rc = queue(run, changed, device_id, it->node, key, flags & 2);
     Py_DECREF(key);
-    if (change == NULL || PyList_Append(changed, change) < 0) {
-        Py_XDECREF(change);
-        return -1;
-    }
-    Py_DECREF(change);
-    return 0;
+    return rc;
 }
 
 /* node.name = payload.name; -1 on error. */
@@ -703,12 +758,116 @@ static int copy_attr(PyObject *node, PyObject *payload, PyObject *name) {
     return rc;
 }
 
-/* (device_id, key, notable) onto `changed`. */
-static int queue(PyObject *changed, PyObject *device_id, PyObject *key, int notable) {
+/* (device_id, key, notable) onto `changed`, unless this call already queued it for this node under this
+   very key object (then an equal change is in `changed`: the batcher would keep that one). */
+static int queue(Run *run, PyObject *changed, PyObject *device_id, PyObject *node, PyObject *key, int notable) {
+    notable = notable != 0;
+    for (int q = 0; q < run->n_queued; q++)
+        if (run->queued[q].node == node && run->queued[q].key == key && run->queued[q].notable == notable)
+            return 0;
     PyObject *change = PyTuple_Pack(3, device_id, key, notable ? Py_True : Py_False);
     int rc = change == NULL ? -1 : PyList_Append(changed, change);
     Py_XDECREF(change);
+    if (rc == 0 && run->n_queued < QUEUED_MAX) {  /* held: Python runs between events, nothing may reuse them */
+        run->queued[run->n_queued].node = Py_NewRef(node), run->queued[run->n_queued].key = Py_NewRef(key);
+        run->queued[run->n_queued++].notable = notable;
+    }
     return rc;
+}
+
+/* A value a clone may share with `forest._blank`: what a dataclass default shares between instances
+   anyway (None, a bool, an int or IntEnum member, a str...: no GC type but ints), or an empty exact
+   dict, list or deque, which the clone gets a fresh one of. Anything else (a set, a tuple, an object of
+   another kind) and the forest's nodes are made by `_new_node`. */
+static int shareable(PyObject *value) {
+    if (value == NULL)
+        return 0;
+    if (PyDict_CheckExact(value) || PyList_CheckExact(value) || Py_IS_TYPE(value, deque_type))
+        return PyObject_Length(value) == 0;  /* cannot fail on these */
+    return !PyObject_IS_GC(value) || PyLong_Check(value);
+}
+
+/* `obj.name.maxlen == limits.limit` for one of a node's deques (0 when not, or on an odd value). */
+static int same_maxlen(PyObject *obj, PyObject *name, PyObject *limits, PyObject *limit) {
+    PyObject *queue = get_attr(obj, name), *maxlen = queue == NULL ? NULL : PyObject_GetAttr(queue, s_maxlen);
+    PyObject *wanted = maxlen == NULL ? NULL : get_attr(limits, limit);
+    int same = wanted == NULL ? -1 : PyObject_RichCompareBool(maxlen, wanted, Py_EQ);
+    Py_XDECREF(queue);
+    Py_XDECREF(maxlen);
+    Py_XDECREF(wanted);
+    if (same < 0)
+        PyErr_Clear();
+    return same > 0;
+}
+
+/* Decide once per call whether new nodes may be clones of `forest._blank` (a node `_new_node` would make,
+   tree.DeviceForest._fresh): only when the forest's `_new_node` is DeviceForest's own, the blank's type a
+   plain slotted class (object's allocation, no __dict__, no weakref slot, every slot an object slot),
+   every slot set and `shareable`, and its deques' maxlens still the forest's limits. A clone then is what
+   `_new_node` makes, without its Python frames (`tests/unit/test_tree_compiled_starts.py`). 1 clone,
+   0 call `_new_node`, -1 error. */
+static int blank_ready(Run *run) {
+    if (run->clone >= 0 || run->plain_new_node == NULL)
+        return run->clone = run->clone > 0;
+    run->clone = 0;
+    PyObject *bound = PyObject_GetAttr(run->forest, s_new_node);
+    if (bound == NULL)
+        return -1;
+    int plain = PyMethod_Check(bound) && PyMethod_GET_FUNCTION(bound) == run->plain_new_node &&
+                PyMethod_GET_SELF(bound) == run->forest;
+    Py_DECREF(bound);
+    PyObject *blank = plain ? PyObject_GetAttr(run->forest, s_blank) : NULL;
+    if (blank == NULL) {
+        PyErr_Clear();  /* no blank (a forest made without __init__): `_new_node` */
+        return 0;
+    }
+    PyTypeObject *tp = Py_TYPE(blank);
+    int ok = tp->tp_base == &PyBaseObject_Type && tp->tp_dictoffset == 0 && tp->tp_weaklistoffset == 0 &&
+             tp->tp_alloc == PyType_GenericAlloc && tp->tp_members != NULL && (tp->tp_flags & Py_TPFLAGS_HEAPTYPE);
+    for (PyMemberDef *m = ok ? tp->tp_members : NULL; m != NULL && m->name != NULL; m++)
+        ok = ok && m->type == T_OBJECT_EX && !(m->flags & READONLY) && shareable(*(PyObject **)((char *)blank + m->offset));
+    PyObject *limits = ok ? get_attr(run->forest, s_limits) : NULL;
+    ok = limits != NULL && same_maxlen(blank, s_evidence, limits, s_max_evidence) &&
+         same_maxlen(blank, s_conns, limits, s_max_conns) && same_maxlen(blank, s_notable, limits, s_max_notable);
+    Py_XDECREF(limits);
+    PyObject *lru = ok ? get_attr(run->forest, s_lru) : NULL;
+    PyErr_Clear();
+    if (lru == NULL) {
+        Py_DECREF(blank);
+        return 0;
+    }
+    run->blank = blank, run->lru_dict = lru;
+    return run->clone = 1;
+}
+
+/* `_new_node(key)` with room to spare, as a clone of the blank: its slots shared or fresh empty
+   containers, then its key and stamp; put in `nodes` and at the end of `_lru`, counted as created. */
+static PyObject *clone_node(Run *run, PyObject *key) {
+    PyObject *blank = run->blank;
+    PyTypeObject *tp = Py_TYPE(blank);
+    PyObject *node = tp->tp_alloc(tp, 0);  /* its slots NULL until filled: the GC sees no value yet */
+    for (PyMemberDef *m = tp->tp_members; node != NULL && m->name != NULL; m++) {
+        PyObject *value = *(PyObject **)((char *)blank + m->offset), *mine;
+        if (PyDict_CheckExact(value))
+            mine = PyDict_New();
+        else if (PyList_CheckExact(value))
+            mine = PyList_New(0);
+        else if (Py_IS_TYPE(value, deque_type))
+            mine = PyObject_CallMethodNoArgs(value, s_copy);  /* empty, the same maxlen */
+        else
+            mine = Py_NewRef(value);
+        if (mine == NULL)
+            Py_CLEAR(node);
+        else
+            *(PyObject **)((char *)node + m->offset) = mine;
+    }
+    if (node == NULL || set_attr(node, s_key, key) < 0 || set_attr(node, s_stamp, run->epoch) < 0 ||
+        PyDict_SetItem(run->nodes, key, node) < 0 || PyObject_SetItem(run->lru_dict, key, Py_None) < 0) {
+        Py_XDECREF(node);
+        return NULL;
+    }
+    run->created++;
+    return node;
 }
 
 /* Apply a process start `classify_start` accepted, in `apply` and `_start`'s order; -1 on error. */
@@ -719,7 +878,10 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
     run->events++;
     if (it->when > run->watermark)
         run->watermark = it->when;
-    PyObject *node = PyObject_CallMethodOneArg(run->forest, s_new_node, it->key), *value = NULL;
+    int clone = blank_ready(run);
+    if (clone < 0)
+        return -1;
+    PyObject *value = NULL, *node = clone ? clone_node(run, it->key) : PyObject_CallMethodOneArg(run->forest, s_new_node, it->key);
     if (node == NULL)
         return -1;
     int rc = -1, mask = PyObject_IsTrue(it->mask);  /* an exact int: cannot fail */
@@ -764,8 +926,8 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
     if (flags < 0)
         goto done;
     int notable = flags & 2 || mask;
-    if (queue(changed, device_id, it->key, notable) < 0 ||
-        ((flags & 1 || notable) && queue(changed, device_id, value, notable) < 0))
+    if (queue(run, changed, device_id, node, it->key, notable) < 0 ||
+        ((flags & 1 || notable) && queue(run, changed, device_id, it->parent, value, notable) < 0))
         goto done;
     rc = 0;
 done:
@@ -781,8 +943,8 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *starts = nargs == 9 && args[8] != Py_None ? args[8] : NULL;
-    if (starts != NULL && !(PyTuple_CheckExact(starts) && PyTuple_GET_SIZE(starts) == 2)) {
-        PyErr_SetString(PyExc_TypeError, "starts must be a (child_codes, indicator_mask) tuple");
+    if (starts != NULL && !(PyTuple_CheckExact(starts) && (PyTuple_GET_SIZE(starts) == 2 || PyTuple_GET_SIZE(starts) == 3))) {
+        PyErr_SetString(PyExc_TypeError, "starts must be a (child_codes, indicator_mask[, DeviceForest._new_node]) tuple");
         return NULL;
     }
     PyObject *forest = args[0], *changed = args[3], *codes_by_kind = args[4], *strong = args[5];
@@ -804,7 +966,9 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *lru_dict = get_attr(forest, s_lru), *limits = get_attr(forest, s_limits);
     PyObject *lru = lru_dict == NULL ? NULL : get_attr(lru_dict, s_move_to_end);
     Py_XDECREF(lru_dict);
-    Run run = {.forest = forest, .stats = get_attr(forest, s_stats)};  /* the rest zero, NULL */
+    Run run = {.forest = forest, .stats = get_attr(forest, s_stats), .clone = -1};  /* the rest zero, NULL */
+    if (starts != NULL && PyTuple_GET_SIZE(starts) == 3)
+        run.plain_new_node = PyTuple_GET_ITEM(starts, 2);
     PyObject *result = NULL;
     int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
     if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0 ||
@@ -815,7 +979,7 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         result = PyErr_Occurred() ? NULL : PyLong_FromSsize_t(i);  /* unusual state: all of it Python's */
         goto out;
     }
-    run.watermark0 = run.watermark, run.seq_hwm0 = run.seq_hwm;
+    run.watermark0 = run.watermark, run.seq_hwm0 = run.seq_hwm, run.nodes = nodes;
     run.lifecycle = starts != NULL;
     int limit = starts == NULL ? 1 : get_ll(limits, s_max_nodes, &run.max_nodes);
     if (limit < 0)
@@ -855,6 +1019,10 @@ out:
     Py_XDECREF(run.stats);
     Py_XDECREF(run.epoch);
     Py_XDECREF(run.stamped_key);
+    for (int q = 0; q < run.n_queued; q++)
+        Py_DECREF(run.queued[q].node), Py_DECREF(run.queued[q].key);
+    Py_XDECREF(run.blank);
+    Py_XDECREF(run.lru_dict);
     return result;
 }
 
@@ -1039,6 +1207,9 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         {&s_children, "children"}, {&s_set_image, "set_image"}, {&s_new_node, "_new_node"},
         {&s_max_nodes, "max_nodes"}, {&s_end_ms, "end_ms"}, {&s_exited, "_exited"},
         {&s_image_cls, "image_cls"}, {&s_max_depth, "max_depth"}, {&s_epoch, "epoch"}, {&s_stamp, "stamp"},
+        {&s_blank, "_blank"}, {&s_copy, "__copy__"}, {&s_nodes_created, "nodes_created"},
+        {&s_max_evidence, "max_evidence_per_node"}, {&s_max_conns, "max_conns_per_node"},
+        {&s_max_notable, "max_notable_per_node"},
         {&k_start, "process_start"}, {&k_end, "process_end"}, {&k_script, "script"},
         {&k_network, "network_connect"}, {&k_load, "image_load"},
     };
@@ -1058,6 +1229,11 @@ PyMODINIT_FUNC PyInit__cforest(void) {
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
+    for (Py_ssize_t n = 2; n <= SCRATCH_MAX; n++) {
+        if ((scratch[n] = PyTuple_New(n)) == NULL)
+            return NULL;
+        PyObject_GC_UnTrack(scratch[n]);  /* holds only str/int/bool/None, and only while a lookup runs */
+    }
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && (PyModule_AddIntConstant(m, "CODES_CACHE_ENTRIES", CODES_CACHE_ENTRIES) < 0 ||
                       PyModule_AddIntConstant(m, "CODES_CACHE_CHARS", CODES_CACHE_CHARS) < 0))

@@ -84,6 +84,7 @@ class DeviceForest:
         self.epoch = 0  # stamped on the nodes events name; a state encoding moves it on (see `apply`)
         self._lru: OrderedDict[str, None] = OrderedDict()  # least recently active first
         self._exited: OrderedDict[str, None] = OrderedDict()  # in exit order
+        self._blank = self._fresh("")  # what the compiled fold clones for a new node (see `_new_node`)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -120,7 +121,8 @@ class DeviceForest:
         device, end, i = self.device_id, len(events), start
         while i < end:
             if _fold is not None:  # stops before an event only `apply` handles, or another device's
-                starts = (child_codes, indicator_mask)  # what `_start` calls (the fold starts processes too)
+                # what `_start` calls (the fold starts processes too), the `_new_node` it may clone for
+                starts = (child_codes, indicator_mask, _PLAIN_NEW_NODE)
                 i = _fold(self, events, i, changed, _CODES_BY_KIND, _STRONG, _GENERIC, CODE_CACHES, starts)
                 if i >= end:
                     break
@@ -193,16 +195,13 @@ class DeviceForest:
             parent.stamp = self.epoch
 
     def _new_node(self, key: str, *, placeholder: bool = False, keep: str | None = None) -> ProcessNode:
+        """A node for `key`, in the forest and most recently active (a placeholder: least). The compiled
+        fold makes the common one (room to spare, no placeholder) as a clone of `_blank`, a `_fresh` node
+        made with the forest (its containers empty: the clone gets new ones), while this method is the
+        forest's own and the limits the blank was made for still hold."""
         if len(self.nodes) >= self.limits.max_nodes:
             self._make_room(keep)
-        limits = self.limits
-        node = ProcessNode(
-            key,
-            evidence=deque(maxlen=limits.max_evidence_per_node),
-            conns=deque(maxlen=limits.max_conns_per_node),
-            notable=deque(maxlen=limits.max_notable_per_node),
-            stamp=self.epoch,
-        )
+        node = self._fresh(key)
         self.nodes[key] = node
         self._lru[key] = None
         if placeholder:
@@ -211,6 +210,16 @@ class DeviceForest:
         else:
             self.stats.nodes_created += 1
         return node
+
+    def _fresh(self, key: str) -> ProcessNode:
+        limits = self.limits
+        return ProcessNode(
+            key,
+            evidence=deque(maxlen=limits.max_evidence_per_node),
+            conns=deque(maxlen=limits.max_conns_per_node),
+            notable=deque(maxlen=limits.max_notable_per_node),
+            stamp=self.epoch,
+        )
 
     def _make_room(self, keep: str | None) -> None:
         """Flood policy: drop the oldest exited node, else the least recently active one."""
@@ -411,3 +420,6 @@ class DeviceForest:
             parent.children.remove(key)
             if parent.placeholder and not parent.children:
                 self._remove(parent.key)  # a placeholder exists only to hold children
+
+
+_PLAIN_NEW_NODE = DeviceForest._new_node

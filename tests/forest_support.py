@@ -41,3 +41,9 @@ def snapshot(forest: DeviceForest) -> dict[str, Any]:
         "nodes": nodes, "recency": forest.recency_order(), "exited": forest.exit_order(),
         "stats": forest.stats.as_dict(), "watermark": forest.watermark_ms, "seq_hwm": forest.seq_hwm,
     }  # fmt: skip
+
+
+def queued(changed: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+    """The queued changes as `Detector.ingest`'s batcher keeps them: the first of equal ones, in order
+    (the C fold queues an equal change once per call, Python's `apply` once per event)."""
+    return list(dict.fromkeys(changed))

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from forest_support import snapshot
+from forest_support import queued, snapshot
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -532,4 +532,4 @@ def _build(events: list[Any], limits: TreeLimits | None, compiled: bool, chunk: 
                 assert forest.apply_run(events[lo : lo + chunk], 0, changed) == len(events[lo : lo + chunk])
         except Exception as exc:  # compared: both paths must fail the same way
             return repr(exc), snapshot(forest)
-    return snapshot(forest), changed
+    return snapshot(forest), queued(changed)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from forest_support import snapshot, tree_path
+from forest_support import queued, snapshot, tree_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -89,7 +89,7 @@ def _build(events: list[Any], compiled: bool) -> tuple[Any, Any]:
         changed: list[tuple[str, str, bool]] = []
         for lo in range(0, len(events), 40):
             forest.apply_run(events[lo : lo + 40], 0, changed)
-    return snapshot(forest), changed
+    return snapshot(forest), queued(changed)
 
 
 class Recorder:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from forest_support import snapshot, tree_path
+from forest_support import queued, snapshot, tree_path
 
 from pipeline import tree
 from pipeline.behaviour import Counter
@@ -110,7 +110,7 @@ def build(events: list[Any], limits: TreeLimits | None, compiled: bool, chunk: i
         for lo, hi in zip(bounds, [*bounds[1:], len(events)], strict=True):
             forest.epoch = lo // 37
             assert forest.apply_run(events[lo:hi], 0, changed) == hi - lo
-    return snapshot(forest), changed
+    return snapshot(forest), queued(changed)
 
 
 @pytest.mark.parametrize("limits", [None, SMALL, TreeLimits(dedupe_by_seq=False, max_nodes=16)])
@@ -211,7 +211,7 @@ def test_values_the_c_path_does_not_read_go_to_apply_unchanged() -> None:
             late = [kit.dns("root", "a.example"), kit.write("root", r"C:\t\b.txt"), *events[20:]]
             changed: list[tuple[str, str, bool]] = []
             forest.apply_run(late, 0, changed)
-        results.append((snapshot(forest), changed))
+        results.append((snapshot(forest), queued(changed)))
     assert results[0] == results[1]
     assert isinstance(results[1][0]["nodes"]["root"]["last_ms"][1], int)  # the dns event set an int again
 
@@ -255,6 +255,6 @@ def test_a_kind_equal_to_a_known_one_but_not_the_same_string_is_classified_alike
                     assert payload.kind is not event.payload.kind
                     event = event.model_copy(update={"payload": payload})
                 forest.apply_run([event], 0, changed)
-            results.append((snapshot(forest), changed))
+            results.append((snapshot(forest), queued(changed)))
     assert results[0] == results[1]
     assert results[0][0]["nodes"]["p"]["end_ms"] is not None

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from forest_support import snapshot, tree_path
+from forest_support import queued, snapshot, tree_path
 
 from pipeline import tree
 from pipeline.behaviour import Counter
@@ -84,7 +84,7 @@ def _build(events: list[Any], limits: TreeLimits | None, compiled: bool) -> tupl
                 assert forest.apply_run(events[lo : lo + 23], 0, changed) == len(events[lo : lo + 23])
     finally:
         DeviceForest.apply = original  # type: ignore[method-assign]
-    return snapshot(forest), changed, applied
+    return snapshot(forest), queued(changed), applied
 
 
 @pytest.mark.parametrize(
@@ -231,6 +231,6 @@ def test_a_forest_whose_new_nodes_hold_odd_values_builds_the_same_forest_both_wa
             forest = OddForest("dev-s", "windows")
             changed: list[tuple[str, str, bool]] = []
             forest.apply_run(events, 0, changed)
-        results.append((snapshot(forest), changed))
+        results.append((snapshot(forest), queued(changed)))
     assert results[0] == results[1]
     assert all(isinstance(n["last_ms"][1], int) for n in results[1][0]["nodes"].values() if n["started"][1])
