@@ -12,7 +12,8 @@ features are taken (`Detector.start_flush`) and its predict runs on a thread of 
 (`pipeline._ctrees`, no Python on it) while this thread decodes the poll's next records (up to
 `DECODE_AHEAD`; decoding touches no tree), then the flush is finished (classified, incidents,
 decisions emitted) before the next record is ingested: the decisions are exactly the synchronous
-flush's, only emitted a few records' decoding later. It pays only with a core to spare:
+flush's, only emitted a few records' decoding later (a flush due at a poll's end, with nothing left
+to decode, is scored by both threads from either end). It pays only with a core to spare:
 `pipeline.flush_overlap.FlushOverlap` falls back to synchronous flushes for a while when the thread
 found none. A flush never stays pending across an await, so idle polls, checkpoints, revokes and
 shutdown see no pending flush (and a saved tree never holds unscored changes). Without the C trees
