@@ -182,7 +182,9 @@ class BatchWorker:
                 await self._commit_point()
         finally:
             await self.state_out.close()  # after a clean stop there is nothing left in it
-        log.info("worker stopped cleanly: %s", self.stats)
+        overlap = self.overlap
+        log.info("worker stopped cleanly: %s; overlapped flushes: %d ready, %d starved, %d plain after those",
+                 self.stats, overlap.ready, overlap.starved, overlap.synchronous)
 
     async def _poll(self) -> dict[Any, list[Any]]:
         """Records already fetched, at once; if there are none, score what is pending first (the
