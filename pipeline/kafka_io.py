@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 Apply = Callable[[bytes | None, bytes | None], None]
 PartitionsHook = Callable[[set[int]], Awaitable[None]]
 _FETCH_MS = 200
+STATE_BATCH_BYTES = 4 << 20  # the state producer's batches (see `make_state_producer`)
 _EXISTS_WAIT_S = 3.0  # how long a follower looks for its topic before following it lazily
 
 
@@ -116,7 +117,9 @@ def pick_compression() -> str:
     return "zstd" if codec.has_zstd() else "gzip"
 
 
-def make_producer(kafka: KafkaSettings, *, max_request_bytes: int, compress: bool = True) -> Any:
+def make_producer(
+    kafka: KafkaSettings, *, max_request_bytes: int, compress: bool = True, batch_bytes: int = 1 << 20
+) -> Any:
     """An idempotent producer (acks=all): a retried send never duplicates a record."""
     return _WarmProducer(
         **kafka.client_kwargs(),
@@ -124,7 +127,7 @@ def make_producer(kafka: KafkaSettings, *, max_request_bytes: int, compress: boo
         enable_idempotence=True,
         compression_type=pick_compression() if compress else None,
         max_request_size=max_request_bytes,
-        max_batch_size=1 << 20,
+        max_batch_size=batch_bytes,
         linger_ms=0,  # latency first: decisions are few, the state is sent at commit points
         request_timeout_ms=30_000,
         partitioner=CachingPartitioner(),
@@ -134,8 +137,15 @@ def make_producer(kafka: KafkaSettings, *, max_request_bytes: int, compress: boo
 def make_state_producer(kafka: KafkaSettings, *, max_request_bytes: int) -> Any:
     """The producer of state records, whose values `StateWriter` compressed already, off the worker's
     loop (aiokafka compressed ~1 MB batches on it); the state topic is `compression.type=producer`, so
-    the broker stores them as sent."""
-    return make_producer(kafka, max_request_bytes=max_request_bytes, compress=False)
+    the broker stores them as sent.
+
+    Its batches hold up to 4 MB, and never more than the state limit (`max_request_bytes` less 64 KB),
+    which the state topic's `max.message.bytes` admits (`prepare_state_topic`, deploy/topics.yaml).
+    The producer has one request in flight, so a checkpoint of 200 devices (~2.5 MB compressed) went
+    out in 1 MB batches one round trip after the other, each waiting for turns of a loop busy
+    encoding; and with a state limit under 1 MB a batch could exceed what the topic accepts."""
+    batch = max(min(STATE_BATCH_BYTES, max_request_bytes - (64 << 10)), 64 << 10)
+    return make_producer(kafka, max_request_bytes=max_request_bytes, compress=False, batch_bytes=batch)
 
 
 def make_events_consumer(

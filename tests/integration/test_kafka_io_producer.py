@@ -7,12 +7,14 @@ busy encoding the other devices' states (86-108 ms of the benchmark's last commi
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from pipeline.kafka_io import make_producer, make_state_producer, read_compacted
+from pipeline.kafka_io import make_producer, make_state_producer, prepare_state_topic, read_compacted
 from schemas.topics import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -43,4 +45,31 @@ async def test_a_started_producer_sends_its_first_record_without_asking_for_meta
         assert read[2] == {b"dev-a": b"v"}
     finally:
         await admin.delete_topics([topic])
+        await admin.close()
+
+
+@pytest.mark.parametrize("state_limit", [256 << 10, 8 << 20])
+async def test_a_checkpoints_states_sent_at_once_fit_the_state_topic_it_creates(
+        kafka_settings: KafkaSettings, state_limit: int) -> None:
+    """Many states sent back to back go out in batches the state topic accepts, also when the state
+    limit (and so the topic's `max.message.bytes`) is under a megabyte."""
+    events, state = (f"rf-test-batch-{kind}-{uuid.uuid4().hex[:8]}" for kind in ("events", "state"))
+    admin = AIOKafkaAdminClient(**kafka_settings.client_kwargs())
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(events, 2, 1)])
+        await prepare_state_topic(kafka_settings, events, state, max_message_bytes=state_limit)
+        producer = make_state_producer(kafka_settings, max_request_bytes=state_limit + (64 << 10))
+        await producer.start()
+        try:
+            values = {b"dev-%d" % i: os.urandom(40_000) for i in range(80)}  # 3.2 MB, incompressible
+            acks = [await producer.send(state, value=v, key=k, partition=i % 2)
+                    for i, (k, v) in enumerate(values.items())]
+            await asyncio.wait_for(asyncio.gather(*acks), 60)
+        finally:
+            await producer.stop()
+        read = await read_compacted(kafka_settings, state, {0, 1}, 30)
+        assert {**read[0], **read[1]} == values
+    finally:
+        await admin.delete_topics([events, state])
         await admin.close()
