@@ -12,8 +12,9 @@ features are taken (`Detector.start_flush`) and its predict runs on a thread of 
 (`pipeline._ctrees`, no Python on it) while this thread decodes the poll's next records (up to
 `DECODE_AHEAD`; decoding touches no tree), then the flush is finished (classified, incidents,
 decisions emitted) before the next record is ingested: the decisions are exactly the synchronous
-flush's, only emitted a few records' decoding later (a flush due at a poll's end, with nothing left
-to decode, is scored by both threads from either end). It pays only with a core to spare:
+flush's, only emitted a few records' decoding later. A flush due at a poll's end stays plain (with
+nothing to decode, both threads scoring it from either end measured worse under load: BENCHMARKS.md,
+Pipeline, "Session J — scoring overlapped"). It pays only with a core to spare:
 `pipeline.flush_overlap.FlushOverlap` falls back to synchronous flushes for a while when the thread
 found none. A flush never stays pending across an await, so idle polls, checkpoints, revokes and
 shutdown see no pending flush (and a saved tree never holds unscored changes). Without the C trees
@@ -235,8 +236,7 @@ class BatchWorker:
             if time.perf_counter() >= self._yield_at:
                 await _let_io_run()  # the producer sends and the fetcher fetches during a long poll
                 self._yield_at = time.perf_counter() + YIELD_EVERY_S
-        if self.detector.due(now_ms := clock()):  # nothing left to decode: this thread and the C trees'
-            await self._emit(self.overlap.flush(self.detector, now_ms, _nothing))  # score it from both ends
+        await self._emit(self.detector.tick(clock()))  # plain (module docstring: "A flush overlapped")
 
     def _flush_ahead(self, partition: int, record: Any, now_ms: int, work: list[tuple[int, Any]],
                      ahead: list[_Decoded | None], first: int) -> list[Decision] | _Rejected:
@@ -494,11 +494,6 @@ async def _let_io_run() -> None:
     send -> ack p50 60 ms, p99 494 ms at 8,000 events/s)."""
     for _ in range(IO_TURNS):
         await asyncio.sleep(0)
-
-
-def _nothing() -> bool:
-    """No record to decode while a flush is scored (`FlushOverlap.flush` at a poll's end)."""
-    return False
 
 
 def _decode(record: Any) -> _Decoded:

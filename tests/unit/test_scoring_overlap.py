@@ -373,19 +373,6 @@ async def test_the_worker_decodes_ahead_while_scoring_and_decides_as_without(
     assert worker.stats.dead_letters == 1 and worker.stats.records == 5
 
 
-async def test_a_flush_due_at_a_polls_end_is_started_too_and_decides_as_without(tmp_path: Path) -> None:
-    """Due only after the poll's last record: started on the thread (this thread then scores it from
-    the other end, nothing being left to decode), the outputs the synchronous worker's."""
-    phase1, phase2 = ransomware("dev-a", "ab" * 32)
-    batch = {0: [record(0, phase1 + phase2)]}
-    slow = SlowRules(polls=10**9)  # never done: this thread's wait gives the scores
-    worker, producer = await run_worker(tmp_path, [batch], slow, stepping_clock(60))
-    _, plain = await run_worker(tmp_path, [batch], ProvisionalRules(), stepping_clock(60))
-    assert slow.started == 1 and worker.overlap.starved == 0 and worker.detector.stats.flushes == 1
-    assert [(t, k, v) for t, k, v, _ in producer.sent] == [(t, k, v) for t, k, v, _ in plain.sent]
-    assert alerts(producer)
-
-
 async def test_a_flush_that_fails_dead_letters_the_record_that_made_it_due(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
