@@ -117,7 +117,10 @@ class DeviceForest:
 
     def apply_run(self, events: Sequence[Event], start: int, changed: Changed) -> int:
         """Apply `events[start:]` up to the first event of another device; append what to re-score to
-        `changed`. Returns the index of the first event not applied (`len(events)` when all were)."""
+        `changed`. Returns the index of the first event not applied (`len(events)` when all were).
+
+        `changed` is read as `Detector.ingest`'s batcher reads it, the first of equal changes counting:
+        the compiled fold appends an equal change once per call, `apply` once per event."""
         device, end, i = self.device_id, len(events), start
         while i < end:
             if _fold is not None:  # stops before an event only `apply` handles, or another device's
