@@ -17,11 +17,14 @@ before trying again.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
 from pipeline.detect import Detector
 from pipeline.policy import Decision
+
+log = logging.getLogger(__name__)
 
 __all__ = ["DECODE_AHEAD", "MAX_BACKOFF", "PREDICT_S_PER_ROW", "PREDICT_S_START", "FlushOverlap"]
 
@@ -53,12 +56,18 @@ class FlushOverlap:
             return []
         until = time.perf_counter() + PREDICT_S_START + len(pending.rows) * PREDICT_S_PER_ROW
         out_of_time = False
-        while not pending.done():
-            if time.perf_counter() >= until:
-                out_of_time = True
-                break
-            if not decode_one():
-                break
+        try:
+            while not pending.done():
+                if time.perf_counter() >= until:
+                    out_of_time = True
+                    break
+                if not decode_one():
+                    break
+        except Exception:  # (the worker's never raises) decoding ahead stops; the record is decoded again
+            log.exception("decoding ahead of a flush failed; the record is decoded again in its turn")
+        except BaseException:  # interrupted: the trees must not stay locked
+            detector.finish_flush(pending)
+            raise
         self._note(pending.done(), out_of_time)
         return detector.finish_flush(pending)
 

@@ -92,7 +92,7 @@ log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 _Rejected = tuple[Exception, SourceCoordinates]  # a record to dead-letter: why, and where it was
-_Decoded = tuple[Event, ...] | ContractError  # a record's events, or why it is refused
+_Decoded = tuple[Event, ...] | Exception  # a record's events, or why it is refused (dead-lettered)
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
 IDLE_SLICE_S = 0.003  # a slice in idle time: a record arriving meanwhile waits this long at most
 IDLE_WAIT_MS = 2  # after a state slice in idle time: the fetcher runs (a slice back to back starved it)
@@ -266,7 +266,7 @@ class BatchWorker:
         """One record's events (`_decode`d) into the detector's trees, or why and where it must be
         dead-lettered (synchronous: most records need no await)."""
         self.stats.records += 1
-        if isinstance(decoded, ContractError):
+        if isinstance(decoded, Exception):
             return decoded, self._where(partition, record)
         events = decoded
         device = events[0].device_id
@@ -497,10 +497,16 @@ async def _let_io_run() -> None:
 
 
 def _decode(record: Any) -> _Decoded:
-    """`_events_of`, or the contract error that dead-letters the record (kept for when it is taken)."""
+    """`_events_of`, or the error that dead-letters the record (kept for when it is taken). Never
+    raises: a record is decoded ahead while a flush is pending (`FlushOverlap`), and an error there
+    must not leave that flush unfinished. An error that is not the contract's is a bug in the
+    decoder: logged with its traceback, and the record dead-lettered like any refused one."""
     try:
         return _events_of(record)
     except ContractError as exc:
+        return exc
+    except Exception as exc:  # a bug in the decoder must not stop the fleet's pipeline
+        log.exception("decoder failed on the record at offset %s; dead-lettered", record.offset)
         return exc
 
 

@@ -433,6 +433,26 @@ def test_a_starved_overlap_falls_back_to_synchronous_flushes_then_tries_again(
     assert (flusher.synchronous, model.started) == (12, 2)
 
 
+def test_a_decode_ahead_that_raises_stops_decoding_and_the_flush_still_decides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 1.0)  # time enough: only the error stops it
+    model, flusher = NeverDone(0), FlushOverlap()
+    calls: list[int] = []
+
+    def decode_one() -> bool:
+        calls.append(1)
+        raise RuntimeError("a bug while decoding ahead")
+
+    plain = due_detector(ProvisionalRules(), 0).flush(NOW + 10)
+    d = due_detector(model, 0)
+    decided = flusher.flush(d, NOW + 10, decode_one)
+    assert [x.model_dump_json() for x in decided] == [x.model_dump_json() for x in plain] and plain
+    assert calls == [1]  # no second try in this flush
+    d.ingest(ransomware("dev-z", "cd" * 32)[0], NOW + 30)  # the trees are not left locked
+    assert d.due(NOW + 10_000)
+
+
 def test_an_overlap_that_ran_out_of_records_is_not_starved() -> None:
     model, flusher = NeverDone(0), FlushOverlap()
     flusher.flush(due_detector(model, 0), NOW + 10, lambda: False)  # nothing to decode: finish at once

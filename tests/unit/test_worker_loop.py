@@ -18,6 +18,7 @@ import pytest
 from aiokafka import TopicPartition
 from worker_support import ransomware
 
+from pipeline import worker as worker_module
 from pipeline.detect import Detector
 from pipeline.errors import PipelineError
 from pipeline.model.provisional import ProvisionalRules
@@ -198,6 +199,28 @@ async def test_a_record_the_detector_fails_on_is_dead_lettered_and_the_next_ones
     (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
     assert (letter.source_topic, letter.source_partition, letter.source_offset) == (EVENTS, 3, 20)
     assert letter.error_class == "ZeroDivisionError" and letter.raw() == poisoned.value
+    assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
+    assert consumer.committed_offsets == {3: 22} and worker.stats.dead_letters == 1
+
+
+async def test_a_record_the_decoder_fails_on_with_a_bug_is_dead_lettered_and_the_next_ones_still_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phase1, phase2 = ransomware("dev-a", SHA)
+    poisoned = record(20, phase1)
+    worker, consumer, producer = make(tmp_path, [{3: [poisoned, record(21, phase1 + phase2)]}],
+                                      partitions=frozenset({3}))
+    decode_events = worker_module.decode_events
+
+    def failing_on_the_first(value: bytes) -> Any:
+        if value is poisoned.value:
+            raise IndexError("a bug in the decoder, not a refused record")
+        return decode_events(value)
+
+    monkeypatch.setattr(worker_module, "decode_events", failing_on_the_first)
+    await worker.run()
+    (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
+    assert (letter.source_offset, letter.error_class, letter.raw()) == (20, "IndexError", poisoned.value)
     assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
     assert consumer.committed_offsets == {3: 22} and worker.stats.dead_letters == 1
 
