@@ -177,39 +177,44 @@ async def test_bad_records_go_to_the_dlq_with_coordinates_and_good_ones_still_al
     assert worker.stats.dead_letters == 4 and worker.stats.records == 5
 
 
-async def test_a_record_the_detector_fails_on_is_dead_lettered_and_the_next_ones_still_alert(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def poisoned_then_whole(tmp_path: Path) -> tuple[list[BehaviorEvent], Record, BatchWorker, Any, FakeProducer]:
+    """A worker fed a ransomware tree's first phase (the record to poison), then the whole tree."""
     phase1, phase2 = ransomware("dev-a", SHA)
     poisoned = record(20, phase1)
     worker, consumer, producer = make(tmp_path, [{3: [poisoned, record(21, phase1 + phase2)]}],
                                       partitions=frozenset({3}))
+    return phase1, poisoned, worker, consumer, producer
+
+
+def only_the_poisoned_is_dead_lettered(poisoned: Record, error: str, consumer: Any, producer: FakeProducer,
+                                       worker: BatchWorker) -> None:
+    (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
+    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (EVENTS, 3, 20)
+    assert letter.error_class == error and letter.raw() == poisoned.value
+    assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
+    assert consumer.committed_offsets == {3: 22} and worker.stats.dead_letters == 1
+
+
+async def test_a_record_the_detector_fails_on_is_dead_lettered_and_the_next_ones_still_alert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phase1, poisoned, worker, consumer, producer = poisoned_then_whole(tmp_path)
     ingest = worker.detector.ingest
 
     def failing_once(events: Any, now_ms: int) -> Any:
-        if events[0].seq == phase1[0].seq and not letters_sent():
+        if events[0].seq == phase1[0].seq and not producer.values("t.dlq"):
             raise ZeroDivisionError("a bug in the core")
         return ingest(events, now_ms)
 
-    def letters_sent() -> bool:
-        return bool(producer.values("t.dlq"))
-
     monkeypatch.setattr(worker.detector, "ingest", failing_once)
     await worker.run()
-    (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
-    assert (letter.source_topic, letter.source_partition, letter.source_offset) == (EVENTS, 3, 20)
-    assert letter.error_class == "ZeroDivisionError" and letter.raw() == poisoned.value
-    assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
-    assert consumer.committed_offsets == {3: 22} and worker.stats.dead_letters == 1
+    only_the_poisoned_is_dead_lettered(poisoned, "ZeroDivisionError", consumer, producer, worker)
 
 
 async def test_a_record_the_decoder_fails_on_with_a_bug_is_dead_lettered_and_the_next_ones_still_alert(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    phase1, phase2 = ransomware("dev-a", SHA)
-    poisoned = record(20, phase1)
-    worker, consumer, producer = make(tmp_path, [{3: [poisoned, record(21, phase1 + phase2)]}],
-                                      partitions=frozenset({3}))
+    _, poisoned, worker, consumer, producer = poisoned_then_whole(tmp_path)
     decode_events = worker_module.decode_events
 
     def failing_on_the_first(value: bytes) -> Any:
@@ -219,10 +224,7 @@ async def test_a_record_the_decoder_fails_on_with_a_bug_is_dead_lettered_and_the
 
     monkeypatch.setattr(worker_module, "decode_events", failing_on_the_first)
     await worker.run()
-    (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
-    assert (letter.source_offset, letter.error_class, letter.raw()) == (20, "IndexError", poisoned.value)
-    assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
-    assert consumer.committed_offsets == {3: 22} and worker.stats.dead_letters == 1
+    only_the_poisoned_is_dead_lettered(poisoned, "IndexError", consumer, producer, worker)
 
 
 async def test_verdicts_and_commands_are_signed_and_acked_before_offsets_commit(tmp_path: Path) -> None:
