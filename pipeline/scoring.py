@@ -302,7 +302,7 @@ class Scorer:
     def start(self, matrix: Matrix) -> ScoreJob:
         """`score(matrix)`, begun: on a thread of its own when the model offers `predict_start` (the
         C trees: `pipeline.compiled_model.FastBooster`), so the caller works meanwhile; else (or when
-        a subclass times `score`, e.g. the worker's telemetry) scored now. `ScoreJob.result` gives
+        a subclass overrides `score` but not `start`) scored now. `ScoreJob.result` gives
         the same `BatchScores` as `score` would."""
         begin = getattr(self.model, "predict_start", None)
         running = begin(matrix) if begin is not None and type(self).score is Scorer.score else None

@@ -37,7 +37,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from agents.telemetry import continued, from_headers
 from pipeline.detect import Detector
 from pipeline.errors import PipelineError
-from pipeline.scoring import BatchScores, Matrix, Scorer
+from pipeline.scoring import BatchScores, Matrix, RunningPredict, ScoreJob, Scorer
 from pipeline.telemetry import PipelineMetrics, StreamCounts, Telemetry, TelemetrySettings, configure
 from schemas.actions import ActionKind, ActionResult
 from schemas.codec import decode, decode_device_value
@@ -78,11 +78,23 @@ class TimedScorer(Scorer):
     def score(self, matrix: Matrix) -> BatchScores:
         started = time.perf_counter()
         scores = super().score(matrix)
+        self.note(len(matrix), started)
+        return scores
+
+    def start(self, matrix: Matrix) -> ScoreJob:
+        """`Scorer.start`, on the C trees' thread as without telemetry (`pipeline.flush_overlap`); the
+        duration noted runs from the start until the caller takes the probabilities."""
+        begin = getattr(self.model, "predict_start", None)
+        if begin is None:
+            return ScoreJob(self, len(matrix), self.score(matrix))
+        return ScoreJob(self, len(matrix), _TimedPredict(begin(matrix), self, len(matrix)))
+
+    def note(self, rows: int, started: float) -> None:
+        """Keep one predict call's rows and duration (since `started`, a perf_counter time)."""
         if len(self._noted) < MAX_NOTED:
-            self._noted.append((len(matrix), (time.perf_counter() - started) * 1000.0))
+            self._noted.append((rows, (time.perf_counter() - started) * 1000.0))
         else:
             self.dropped += 1
-        return scores
 
     def drain(self) -> int:
         """Record the noted predict calls into the histograms; returns how many."""
@@ -90,6 +102,24 @@ class TimedScorer(Scorer):
         for rows, duration_ms in noted:
             self._metrics.record_scoring(rows, duration_ms)
         return len(noted)
+
+
+class _TimedPredict:
+    """A `RunningPredict` whose duration is noted by its `TimedScorer` when its result is taken."""
+
+    __slots__ = ("_rows", "_running", "_scorer", "_started")
+
+    def __init__(self, running: RunningPredict, scorer: TimedScorer, rows: int) -> None:
+        self._running, self._scorer, self._rows = running, scorer, rows
+        self._started = time.perf_counter()
+
+    def done(self) -> bool:
+        return self._running.done()
+
+    def wait(self) -> Matrix:
+        probabilities = self._running.wait()
+        self._scorer.note(self._rows, self._started)
+        return probabilities
 
 
 async def sample_lag(consumer: Any, topic: str, metrics: PipelineMetrics) -> dict[int, int]:

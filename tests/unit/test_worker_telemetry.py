@@ -220,6 +220,46 @@ def test_noted_predict_calls_are_bounded_when_nobody_drains(
     assert (scorer.drain(), scorer.dropped, scorer.stats.predict_calls) == (3, 2, 5)
 
 
+class Started:
+    """A predict begun on another thread (`Scorer.start`): its probabilities once `wait` is called."""
+
+    def __init__(self, probabilities: Any) -> None:
+        self.probabilities, self.waited = probabilities, 0
+
+    def done(self) -> bool:
+        return True
+
+    def wait(self) -> Any:
+        self.waited += 1
+        return self.probabilities
+
+
+class Startable(ProvisionalRules):
+    """The rules, offering `predict_start` as the compiled trees do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.begun: list[Started] = []
+
+    def predict_start(self, matrix: Any) -> Started:
+        self.begun.append(Started(self.predict_proba(matrix)))
+        return self.begun[-1]
+
+
+def test_with_metrics_on_a_flush_is_still_scored_on_the_trees_thread_and_its_duration_noted(
+    metered: tuple[Telemetry, InMemoryMetricReader],
+) -> None:
+    model = Startable()
+    scorer = TimedScorer(Scorer(model), metered[0].metrics)
+    matrix = np.zeros((3, len(FEATURE_NAMES)), dtype=np.float32)
+    matrix[:, FEATURE_NAMES.index("self_log_clear")] = [0, 1, 1]  # two rows a provisional rule flags
+    job = scorer.start(matrix)
+    assert len(model.begun) == 1 and model.begun[0].waited == 0  # started, not waited for yet
+    scores, plain = job.result(), Scorer(ProvisionalRules()).score(matrix)
+    assert model.begun[0].waited == 1 and scores.flagged.tolist() == plain.flagged.tolist()
+    assert scores.flagged.any() and (scorer.drain(), scorer.stats.predict_calls) == (1, 1)
+
+
 class Kept(MetricExporter):
     """Keeps what the periodic reader exports (its last export happens at shutdown)."""
 
