@@ -87,7 +87,8 @@ class TimedScorer(Scorer):
         begin = getattr(self.model, "predict_start", None)
         if begin is None:
             return ScoreJob(self, len(matrix), self.score(matrix))
-        return ScoreJob(self, len(matrix), _TimedPredict(begin(matrix), self, len(matrix)))
+        started = time.perf_counter()
+        return ScoreJob(self, len(matrix), _TimedPredict(begin(matrix), self, len(matrix), started))
 
     def note(self, rows: int, started: float) -> None:
         """Keep one predict call's rows and duration (since `started`, a perf_counter time)."""
@@ -109,9 +110,8 @@ class _TimedPredict:
 
     __slots__ = ("_rows", "_running", "_scorer", "_started")
 
-    def __init__(self, running: RunningPredict, scorer: TimedScorer, rows: int) -> None:
-        self._running, self._scorer, self._rows = running, scorer, rows
-        self._started = time.perf_counter()
+    def __init__(self, running: RunningPredict, scorer: TimedScorer, rows: int, started: float) -> None:
+        self._running, self._scorer, self._rows, self._started = running, scorer, rows, started
 
     def done(self) -> bool:
         return self._running.done()
