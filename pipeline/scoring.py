@@ -304,9 +304,14 @@ class Scorer:
         C trees: `pipeline.compiled_model.FastBooster`), so the caller works meanwhile; else (or when
         a subclass overrides `score` but not `start`) scored now. `ScoreJob.result` gives
         the same `BatchScores` as `score` would."""
-        begin = getattr(self.model, "predict_start", None)
-        running = begin(matrix) if begin is not None and type(self).score is Scorer.score else None
+        running = self._predict_start(matrix) if type(self).score is Scorer.score else None
         return ScoreJob(self, len(matrix), self.score(matrix) if running is None else running)
+
+    def _predict_start(self, matrix: Matrix) -> RunningPredict | None:
+        """The model's `predict_start(matrix)`; None when it has none or declines (no C trees)."""
+        begin = getattr(self.model, "predict_start", None)
+        running: RunningPredict | None = None if begin is None else begin(matrix)
+        return running
 
     def _classified(self, rows: int, probabilities: Any) -> BatchScores:
         probabilities = np.asarray(probabilities, dtype=np.float32)

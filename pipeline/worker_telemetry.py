@@ -84,11 +84,11 @@ class TimedScorer(Scorer):
     def start(self, matrix: Matrix) -> ScoreJob:
         """`Scorer.start`, on the C trees' thread as without telemetry (`pipeline.flush_overlap`); the
         duration noted runs from the start until the caller takes the probabilities."""
-        begin = getattr(self.model, "predict_start", None)
-        if begin is None:
-            return ScoreJob(self, len(matrix), self.score(matrix))
         started = time.perf_counter()
-        return ScoreJob(self, len(matrix), _TimedPredict(begin(matrix), self, len(matrix), started))
+        running = self._predict_start(matrix)
+        if running is None:  # no C trees: scored (and noted) now
+            return ScoreJob(self, len(matrix), self.score(matrix))
+        return ScoreJob(self, len(matrix), _TimedPredict(running, self, len(matrix), started))
 
     def note(self, rows: int, started: float) -> None:
         """Keep one predict call's rows and duration (since `started`, a perf_counter time)."""

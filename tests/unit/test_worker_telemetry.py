@@ -260,6 +260,20 @@ def test_with_metrics_on_a_flush_is_still_scored_on_the_trees_thread_and_its_dur
     assert scores.flagged.any() and (scorer.drain(), scorer.stats.predict_calls) == (1, 1)
 
 
+def test_with_metrics_on_a_model_that_declines_to_start_a_predict_is_scored_now_and_noted(
+    metered: tuple[Telemetry, InMemoryMetricReader],
+) -> None:
+    class Declines(ProvisionalRules):  # as `FastBooster.predict_start` without the C trees
+        def predict_start(self, matrix: Any) -> None:
+            return None
+
+    scorer = TimedScorer(Scorer(Declines()), metered[0].metrics)
+    matrix = np.zeros((2, len(FEATURE_NAMES)), dtype=np.float32)
+    job = scorer.start(matrix)
+    assert job.done() and job.result().flagged.tolist() == [False, False]
+    assert (scorer.drain(), scorer.stats.predict_calls) == (1, 1)
+
+
 class Kept(MetricExporter):
     """Keeps what the periodic reader exports (its last export happens at shutdown)."""
 
