@@ -1091,6 +1091,8 @@ static int take(PyObject *out, PyObject *seen, PyObject *forest, PyObject *node,
     if (held != 0)
         return held < 0 ? -1 : 0;
     PyObject *row = PyTuple_Pack(2, forest, node);
+    if (row != NULL)  /* a forest and its node: no cycle runs through the pair (see `clone_node`) */
+        PyObject_GC_UnTrack(row);
     int rc = row == NULL ? -1 : PyList_Append(out, row);
     Py_XDECREF(row);
     return rc;

@@ -1,5 +1,6 @@
 """The compiled fold takes the nodes it clones, their containers and the plain tuples it makes off the
-cycle collector's lists (`gc.is_tracked`), so collections stop visiting the forest again and again.
+cycle collector's lists (`gc.is_tracked`), so collections stop visiting the forest again and again; so
+do the C flush rows (`Detector._rows`' (forest, node) pairs) and the C row contexts with their tuples.
 
 That is safe only if the collector still never frees what such an object holds: an object referred to
 by an untracked container counts as referred to from outside, so it survives every collection while the
@@ -20,8 +21,10 @@ import pytest
 from debug_child import passes_under_debug_allocator
 from forest_support import queued, snapshot, tree_path
 
-from pipeline import tree
+from pipeline import detect, features, tree
+from pipeline.detect import Detector
 from pipeline.eventkit import EventKit
+from pipeline.model.provisional import ProvisionalRules
 from pipeline.tree import DeviceForest, TreeLimits
 
 NOT_BUILT = "pipeline._cforest is not built: `pip install -e .` or `setup.py build_ext --inplace` (gcc)"
@@ -31,14 +34,17 @@ CONTAINERS = ("children", "evidence", "conns", "notable")  # not `code_counts`: 
 RUN_KEY = r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run"
 
 
-def _events(n: int = 40) -> list[Any]:
-    """A root, then starts under it, each with a connection and a Run key (a notable event)."""
+def _events(n: int = 40, *, grandchild: bool = False) -> list[Any]:
+    """A root, then starts under it, each with a connection and a Run key (a notable event); and a child
+    of the first of them when asked."""
     kit = EventKit("dev-u", start=datetime(2026, 5, 1, tzinfo=UTC), step_ms=1_000)
     events = [kit.start("root", r"C:\Windows\explorer.exe", "explorer.exe")]
     for i in range(n):
         events.append(kit.start(f"p{i}", r"C:\Windows\System32\cmd.exe", "whoami", parent="root"))
         events.append(kit.connect(f"p{i}", "10.0.0.1", 445))
         events.append(kit.reg(f"p{i}", RUN_KEY, "x"))
+    if grandchild:
+        events.append(kit.start("g0", r"C:\Windows\System32\whoami.exe", "whoami", parent="p0"))
     return events
 
 
@@ -120,6 +126,29 @@ def test_flood_eviction_and_a_dropped_forest_free_untracked_nodes() -> None:
     assert sys.getrefcount(probe) == baseline + 1  # held as the last process's notable event
     del forest
     assert sys.getrefcount(probe) == baseline
+
+
+def test_flush_rows_and_row_contexts_are_off_the_collector_and_equal_pythons() -> None:
+    assert detect._compiled_rows is not None and features._compiled_contexts is not None, NOT_BUILT
+    detector = Detector(ProvisionalRules())
+    detector.ingest(_events(grandchild=True), 1_000)
+    pending = detector._batcher.drain()
+    rows = detector._rows(pending)
+    assert len(rows) == 41 and not any(gc.is_tracked(row) for row in rows)
+    contexts = features.row_contexts(rows)
+    assert not any(gc.is_tracked(c) or gc.is_tracked(c.ancestors) for c in contexts)
+    assert any(c.descendants for c in contexts)  # p0's: a tuple of nodes, also untracked
+    assert not any(gc.is_tracked(c.descendants) or gc.is_tracked(c.depths) for c in contexts)
+    saved = detect._compiled_rows, features._compiled_contexts, features._compiled_context
+    detect._compiled_rows = features._compiled_contexts = features._compiled_context = None
+    try:
+        python_rows = detector._rows(pending)
+        python_contexts = features.row_contexts(python_rows)
+    finally:
+        detect._compiled_rows, features._compiled_contexts, features._compiled_context = saved
+    assert python_rows == rows and python_contexts == contexts
+    gc.collect()  # nothing they hold was freed under them
+    assert all(c.forest is rows[0][0] and c.node.key in c.forest.nodes for c in contexts)
 
 
 @pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the debug-allocator child")
