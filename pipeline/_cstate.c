@@ -18,6 +18,14 @@
  *   dict of them in `codes`); for anything else it returns None and the caller asks
  *   orjson (which writes it, or raises its error), so the bytes and the errors do not depend on the build.
  *
+ * - `new_rows(nodes, since_ms, code_bits, event_type, encode)`: the first row of each node of a list (a
+ *   device's processes never encoded), with what `tree_state._Row` keeps of it: the node's slots read
+ *   directly (`_slots.h`), its evidence packed, its connections filtered and its code counts summed here,
+ *   its notable events encoded by `encode` in one call when all are exact `event_type`s, the row written
+ *   as `row_json` writes it; the next nodes (and the objects their slots point to) are prefetched while
+ *   one is written, since a cold forest's rows cost as much in cache misses as in work (session K). A
+ *   node it would not write exactly as Python does comes back None and Python writes it.
+ *
  * (Until session I it held `evidence_b64`, which packed every record at every encoding, and `touch`, the
  * keys of the processes a record's events may change; the forest now stamps those nodes itself while it
  * applies the events: pipeline/_cforest.c, `stamp`.)
@@ -33,8 +41,7 @@
 #include <string.h>
 #include <structmember.h>
 
-#define RINGFENCE_SLOTS_SMALL_LL_ONLY  /* only `small_ll` of the shared header: no slot cache here */
-#include "_slots.h"
+#include "_slots.h"  /* `small_ll`, and the slot reads of `new_rows` */
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -408,6 +415,208 @@ static PyObject *row_json(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return out;
 }
 
+
+/* ---------------------------------------------------------------- new_rows */
+
+/* The node's slots `new_rows` reads, in `tree_state._FIELDS` order, then its containers. */
+static const char *const FIELD_NAMES[] = {
+    "key", "image", "command_line", "sha256", "user", "integrity_level", "uid", "pid", "parent_key", "start_ms",
+    "end_ms", "last_ms", "started", "cmd_mask", "script_mask", "signer", "signed", "alert_mark"};
+#define N_FIELDS ((Py_ssize_t)(sizeof FIELD_NAMES / sizeof FIELD_NAMES[0]))
+enum { EVIDENCE, CONNS, NOTABLE, CODES, N_TAILS };
+static const char *const TAIL_NAMES[N_TAILS] = {"evidence", "conns", "notable", "code_counts"};
+static PyObject *field_names[N_FIELDS], *tail_names[N_TAILS];  /* interned at import */
+static PyTypeObject *deque_type;  /* collections.deque, looked up at import */
+
+/* Prefetch the cache lines of `obj` (its basic size: a slotted node's slots). A hint: never faults. */
+static void prefetch_object(PyObject *obj) {
+    Py_ssize_t size = Py_TYPE(obj)->tp_basicsize;
+    for (Py_ssize_t at = 0; at < size; at += 64)
+        __builtin_prefetch((char *)obj + at);
+}
+
+/* Prefetch the objects a node's slots point to (its strings and containers): read as plain slots when its
+   type has them (a read inside the object, at its member descriptor's offset), never dereferenced here. */
+static void prefetch_slots(PyObject *node) {
+    PyTypeObject *tp = Py_TYPE(node);
+    for (int i = 0; i < N_TAILS + 3; i++) {
+        PyObject *name = i < N_TAILS ? tail_names[i] : field_names[i - N_TAILS];  /* + key, image, command_line */
+        SlotCache c = slot_of(tp, name);
+        if (c.offset < 0) continue;
+        PyObject *value = *(PyObject **)((char *)node + c.offset);
+        if (value != NULL) __builtin_prefetch(value), __builtin_prefetch((char *)value + 64);
+    }
+}
+
+/* The records of an exact deque of ints, all of them, as little-endian int64 bytes (`tree_state._pack`);
+   NULL with nothing set when a record is not an int in int64's range (Python then raises its error). */
+static PyObject *pack_all(PyObject *evidence) {
+    Py_ssize_t n = PyObject_Length(evidence);
+    if (n < 0) return NULL;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, 8 * n);
+    if (out == NULL) return NULL;
+    PyObject *it = PyObject_GetIter(evidence), *item;
+    if (it == NULL) goto fail;
+    Py_ssize_t i = 0;
+    for (; i < n && (item = PyIter_Next(it)) != NULL; i++) {
+        int rc = pack_record(item, (unsigned char *)PyBytes_AS_STRING(out) + 8 * i);
+        Py_DECREF(item);
+        if (rc < 0) break;
+    }
+    Py_DECREF(it);
+    if (i == n && !PyErr_Occurred()) return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* The connections `tree_state._encode_row` keeps (all, or those stamped at `since` or later when the oldest
+   is older), written as orjson writes them. 1: not exact tuples starting with an int in int64's range. */
+static int put_kept_conns(Buf *b, PyObject *conns, const Since *rule) {
+    PyObject *items = PySequence_List(conns);  /* an exact deque: no Python code runs */
+    if (items == NULL) return -1;
+    int filter = 0, rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < PyList_GET_SIZE(items); i++) {
+        PyObject *c = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(c) || PyTuple_GET_SIZE(c) == 0 || !PyLong_CheckExact(PyTuple_GET_ITEM(c, 0))) {
+            rc = 1;
+            break;
+        }
+        int overflow = 0;
+        long long t = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(c, 0), &overflow);
+        if (overflow) rc = 1;
+        else if (i == 0) filter = rule->beyond ? rule->beyond > 0 : t < rule->since;
+    }
+    rc = rc ? rc : put(b, "[", 1);
+    for (Py_ssize_t i = 0, first = 1; rc == 0 && i < PyList_GET_SIZE(items); i++) {
+        PyObject *c = PyList_GET_ITEM(items, i);
+        if (filter && (rule->beyond ? rule->beyond > 0 : PyLong_AsLongLong(PyTuple_GET_ITEM(c, 0)) < rule->since))
+            continue;
+        rc = first ? 0 : put(b, ",", 1);
+        rc = rc ? rc : put_value(b, c, 1);
+        first = 0;
+    }
+    Py_DECREF(items);
+    return rc ? rc : put(b, "]", 1);
+}
+
+/* The sum of a dict's values (each an exact int), into `*total`; 1 when one is not or it overflows. */
+static int sum_counts(PyObject *codes, long long *total) {
+    Py_ssize_t pos = 0;
+    PyObject *code, *count;
+    *total = 0;
+    while (PyDict_Next(codes, &pos, &code, &count)) {
+        long long v;
+        int overflow = 0;
+        if (!PyLong_CheckExact(count)) return 1;
+        if (!small_ll(count, &v) && ((v = PyLong_AsLongLongAndOverflow(count, &overflow)), overflow)) return 1;
+        if (__builtin_add_overflow(*total, v, total)) return 1;
+    }
+    return 0;
+}
+
+/* One node's new row: (data, notable, notable_json, raw, appended) as `tree_state._encode_row` computes them
+   without a previous row, or None (nothing set) for a node it leaves to Python. */
+static PyObject *new_row(PyObject *node, const Since *rule, PyTypeObject *event_type, PyObject *encode, Buf *b) {
+    PyObject *vals[N_FIELDS] = {NULL}, *tails[N_TAILS] = {NULL};
+    PyObject *notable = NULL, *notable_json = NULL, *raw = NULL, *out = NULL;
+    int rc = 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < N_FIELDS; i++)
+        if ((vals[i] = get_attr(node, field_names[i])) == NULL) rc = -1;
+    for (int i = 0; rc == 0 && i < N_TAILS; i++)
+        if ((tails[i] = get_attr(node, tail_names[i])) == NULL) rc = -1;
+    if (rc < 0) {  /* Python reads the same attributes and raises what they raise */
+        PyErr_Clear();
+        goto done;
+    }
+    if (!Py_IS_TYPE(tails[EVIDENCE], deque_type) || !Py_IS_TYPE(tails[CONNS], deque_type) ||
+        !Py_IS_TYPE(tails[NOTABLE], deque_type) || !PyDict_CheckExact(tails[CODES]))
+        goto done;
+    long long appended;
+    if (sum_counts(tails[CODES], &appended)) goto done;
+    if ((notable = PySequence_Tuple(tails[NOTABLE])) == NULL) goto clear;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(notable); i++)
+        if (!Py_IS_TYPE(PyTuple_GET_ITEM(notable, i), event_type)) goto done;
+    if ((raw = pack_all(tails[EVIDENCE])) == NULL) goto clear;
+    notable_json = PyObject_CallOneArg(encode, notable);  /* the last call that may run code: values held */
+    if (notable_json == NULL) goto clear;
+    if (!PyBytes_CheckExact(notable_json)) goto done;
+    b->len = 0;
+    rc = put(b, "[", 1);
+    for (Py_ssize_t i = 0; rc == 0 && i < N_FIELDS; i++) {
+        rc = put_value(b, vals[i], 0);
+        rc = rc ? rc : put(b, ",", 1);
+    }
+    rc = rc ? rc : put_evidence(b, (const unsigned char *)PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), rule);
+    rc = rc ? rc : put(b, ",", 1);
+    rc = rc ? rc : put_kept_conns(b, tails[CONNS], rule);
+    rc = rc ? rc : put(b, ",", 1);
+    rc = rc ? rc : put(b, PyBytes_AS_STRING(notable_json), PyBytes_GET_SIZE(notable_json));
+    rc = rc ? rc : put(b, ",", 1);
+    rc = rc ? rc : put_codes(b, tails[CODES]);
+    rc = rc ? rc : put(b, "]", 1);
+    if (rc > 0) goto done;
+    if (rc < 0) goto clear;
+    PyObject *data = PyBytes_FromStringAndSize(b->p, b->len), *count = PyLong_FromLongLong(appended);
+    if (data != NULL && count != NULL)
+        out = PyTuple_Pack(5, data, notable, notable_json, raw, count);
+    Py_XDECREF(data);
+    Py_XDECREF(count);
+    if (out == NULL) goto clear;
+    goto done;
+clear:
+    PyErr_Clear();  /* Python does the node again and raises its own error, if any */
+done:
+    for (Py_ssize_t i = 0; i < N_FIELDS; i++) Py_XDECREF(vals[i]);
+    for (int i = 0; i < N_TAILS; i++) Py_XDECREF(tails[i]);
+    Py_XDECREF(notable);
+    Py_XDECREF(notable_json);
+    Py_XDECREF(raw);
+    return out != NULL ? out : Py_NewRef(Py_None);
+}
+
+/* new_rows(nodes: list, since_ms: int, code_bits: int, event_type: type, encode: Callable) -> list: for each
+   node (a `ProcessNode` never encoded before), (data, notable, notable_json, raw, appended) — its row as
+   `tree_state._encode_row` writes it, the notable events, their JSON (`encode(notable)`, called only when
+   every one is an exact `event_type`), its evidence as int64 bytes and the sum of its code counts — or None
+   for a node it leaves to Python (anything it does not write exactly as the Python code does, or any error:
+   Python then raises its own). The next nodes' objects are prefetched while one is written. */
+static PyObject *new_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyType_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "new_rows(nodes: list, since_ms, code_bits, event_type: type, encode)");
+        return NULL;
+    }
+    Since rule;
+    if (parse_since(args[1], args[2], &rule) < 0) return NULL;
+    PyObject *nodes = PySequence_List(args[0]);  /* our own list: `encode` cannot change it under us */
+    if (nodes == NULL) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(nodes);
+    PyObject *out = PyList_New(n);
+    const int shared = !scratch_taken;
+    Buf b = shared ? scratch : (Buf){NULL, 0, 0};
+    scratch_taken = 1;
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        if (i + 2 < n) prefetch_object(PyList_GET_ITEM(nodes, i + 2));
+        if (i + 1 < n) prefetch_slots(PyList_GET_ITEM(nodes, i + 1));
+        PyObject *row = new_row(PyList_GET_ITEM(nodes, i), &rule, (PyTypeObject *)args[3], args[4], &b);
+        if (row == NULL) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, i, row);
+    }
+    Py_DECREF(nodes);
+    if (!shared) {
+        PyMem_Free(b.p);
+        return out;
+    }
+    if (b.cap > SCRATCH_KEPT) {
+        PyMem_Free(b.p);
+        b.p = NULL, b.cap = 0;
+    }
+    scratch = b;
+    scratch_taken = 0;
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"evidence_tail", (PyCFunction)(void (*)(void))evidence_tail, METH_FASTCALL,
      "evidence_tail(evidence, n) -> bytes: the last n records as little-endian int64s, in order."},
@@ -417,6 +626,9 @@ static PyMethodDef methods[] = {
      "row_json(fields, raw, since_ms, code_bits, conns, notable, codes) -> bytes | None: a process's row as "
      "orjson writes it (the evidence as raw_b64 writes it), "
      "None when orjson must decide."},
+    {"new_rows", (PyCFunction)(void (*)(void))new_rows, METH_FASTCALL,
+     "new_rows(nodes, since_ms, code_bits, event_type, encode) -> list: each node's first row, its notable "
+     "events, their JSON, its evidence bytes and code count total, or None where Python must write it."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pipeline._cstate",
@@ -424,5 +636,18 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pipeline._cstate",
                                     methods};
 
 PyMODINIT_FUNC PyInit__cstate(void) {
+    for (Py_ssize_t i = 0; i < N_FIELDS; i++)
+        if ((field_names[i] = PyUnicode_InternFromString(FIELD_NAMES[i])) == NULL) return NULL;
+    for (int i = 0; i < N_TAILS; i++)
+        if ((tail_names[i] = PyUnicode_InternFromString(TAIL_NAMES[i])) == NULL) return NULL;
+    PyObject *collections = PyImport_ImportModule("collections");
+    if (collections == NULL) return NULL;
+    deque_type = (PyTypeObject *)PyObject_GetAttrString(collections, "deque");  /* kept for the module's life */
+    Py_DECREF(collections);
+    if (deque_type == NULL) return NULL;
+    if (!PyType_Check(deque_type)) {
+        PyErr_SetString(PyExc_TypeError, "collections.deque is not a type");
+        return NULL;
+    }
     return PyModule_Create(&module);
 }

@@ -1,6 +1,6 @@
 """Type stub of the optional C extension built from pipeline/_cstate.c (see pipeline.tree_state)."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 def evidence_tail(evidence: Sequence[int], n: int, /) -> bytes: ...
@@ -9,3 +9,6 @@ def row_json(
     fields: tuple[Any, ...], raw: bytes, since_ms: int, code_bits: int, conns: Iterable[Any], notable: bytes,
     codes: dict[int, int], /,
 ) -> bytes | None: ...
+def new_rows(
+    nodes: list[Any], since_ms: int, code_bits: int, event_type: type, encode: Callable[[Any], Any], /,
+) -> list[tuple[bytes, tuple[Any, ...], bytes, bytes, int] | None]: ...

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import enum
+import functools
 import os
 import random
 import sys
@@ -34,10 +35,11 @@ from pipeline import tree_state
 from pipeline.detect import Detector
 from pipeline.eventkit import EventKit
 from pipeline.model.provisional import ProvisionalRules
+from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest
 from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
 from pipeline.windows import CODE_BITS
-from schemas.fastcodec import decode_events
+from schemas.fastcodec import FastEvent, decode_events
 
 NOT_BUILT = "pipeline._cstate is not built: `pip install -e .` or `setup.py build_ext --inplace` (gcc)"
 try:
@@ -48,7 +50,7 @@ except ImportError:  # pragma: no cover - every test below then fails with NOT_B
 
 @pytest.fixture(autouse=True)
 def _built() -> None:
-    compiled = (tree_state._ctail, tree_state._cb64, tree_state._crow)
+    compiled = (tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._cnew)
     assert _cstate is not None and None not in compiled, NOT_BUILT
 CHILD = "RINGFENCE_CSTATE_CHILD"
 
@@ -56,12 +58,13 @@ CHILD = "RINGFENCE_CSTATE_CHILD"
 @contextmanager
 def state_path(compiled: bool) -> Iterator[None]:
     """Inside, state records are encoded with the C loops (`compiled`) or with Python alone."""
-    saved = tree_state._ctail, tree_state._cb64, tree_state._crow
-    tree_state._ctail, tree_state._cb64, tree_state._crow = saved if compiled else (None, None, None)
+    saved = tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._cnew
+    tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._cnew = (
+        saved if compiled else (None, None, None, None))
     try:
         yield
     finally:
-        tree_state._ctail, tree_state._cb64, tree_state._crow = saved
+        tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._cnew = saved
 
 
 def python_evidence(records: Any, since_ms: int) -> str:
@@ -378,4 +381,163 @@ def test_no_reference_is_leaked_per_row() -> None:
         assert _cstate.row_json((text,), raw, 2 << CODE_BITS, CODE_BITS, [conn, (big,)], b"[]", codes) is None
         with pytest.raises(RuntimeError):
             _cstate.row_json((text,), raw, 0, CODE_BITS, _Failing(), b"[]", codes)
+    assert tuple(map(sys.getrefcount, watched)) == before
+
+
+# ---------------------------------------------------------------- new_rows: a node's first row in C
+
+
+def python_first_row(node: Any, since_ms: int) -> Any:
+    """What `_encode_row` makes of a node never encoded, with Python and orjson alone (or its error)."""
+    with state_path(False):
+        try:
+            row = tree_state._encode_row(node, since_ms, None, 0)
+        except (TypeError, ValueError, OverflowError, AttributeError, orjson.JSONEncodeError) as exc:
+            return type(exc)
+    return row.data, row.notable, row.notable_json, row.evidence, row.appended
+
+
+def c_first_rows(nodes: list[Any], since_ms: int) -> list[Any]:
+    return list(_cstate.new_rows(nodes, since_ms, CODE_BITS, FastEvent, tree_state._JSON.encode))
+
+
+@functools.cache
+def one_device_events() -> list[Any]:
+    stream = bench_stream(2_000)
+    return [event for batch in stream for event in batch if event.device_id == stream[0][0].device_id]
+
+
+def bench_node() -> Any:
+    """A fresh copy of the bench's busiest process on one device (its own objects: tests change them)."""
+    forest = DeviceForest("d", "windows")
+    for event in one_device_events():
+        forest.apply(event)
+    return max(forest.nodes.values(), key=lambda node: len(node.notable) + len(node.conns))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(WRITTEN, min_size=18, max_size=18), RECORDS, SINCE,
+       st.lists(st.tuples(st.integers(-(1 << 63), (1 << 63) - 1), WRITTEN, WRITTEN), max_size=5),
+       st.dictionaries(WRITTEN, st.integers(0, 1 << 40), max_size=6))
+def test_a_first_row_in_c_is_the_row_python_writes(values: list[Any], records: list[int], since_ms: int,
+                                                   conns: list[Any], codes: dict[Any, int]) -> None:
+    node = ProcessNode("p")
+    for name, value in zip(tree_state._FIELDS, values, strict=True):
+        setattr(node, name, value)
+    node.evidence, node.conns, node.code_counts = deque(records), deque(conns), codes
+    node.notable = deque(one_device_events()[:3])
+    (made,) = c_first_rows([node], since_ms)
+    assert made == python_first_row(node, since_ms)
+
+
+class _Deque(deque[Any]):
+    pass
+
+
+def _hostile(node: Any, what: str) -> None:
+    """Make one thing about a node something `new_rows` leaves to Python."""
+    if what == "evidence not int":
+        node.evidence.append("7")
+    elif what == "evidence past int64":
+        node.evidence.append(1 << 63)
+    elif what == "evidence subclass":
+        node.evidence = _Deque(node.evidence)
+    elif what == "conns list":
+        node.conns = list(node.conns)
+    elif what == "conn not a tuple":
+        node.conns.append([1, "a", 2])
+    elif what == "conn stamp not int":
+        node.conns.appendleft((1.5, "a", 2))
+    elif what == "conn stamp past int64":
+        node.conns.appendleft((1 << 64, "a", 2))
+    elif what == "notable restored dict":
+        node.notable.append({"restored": "dict"})
+    elif what == "count not int":
+        node.code_counts[3] = 2.0
+    elif what == "counts overflow":
+        node.code_counts.update({3: (1 << 63) - 1, 4: 1})
+    elif what == "field float":
+        node.pid = 1.5
+    elif what == "field past int64":
+        node.uid = 1 << 64
+    elif what == "field lone surrogate":
+        node.user = "\ud800"
+    elif what == "codes not a dict":
+        node.code_counts = list(node.code_counts.items())
+    elif what == "no evidence slot":
+        del node.evidence
+
+
+HOSTILE = ["evidence not int", "evidence past int64", "evidence subclass", "conns list", "conn not a tuple",
+           "conn stamp not int", "conn stamp past int64", "notable restored dict", "count not int",
+           "counts overflow", "field float", "field past int64", "field lone surrogate", "codes not a dict",
+           "no evidence slot"]
+
+
+@pytest.mark.parametrize("what", HOSTILE)
+def test_a_node_it_does_not_write_exactly_is_left_to_python(what: str) -> None:
+    good, node = bench_node(), bench_node()
+    _hostile(node, what)
+    made = c_first_rows([good, node, good], 0)
+    assert made[1] is None  # then `_encode_row` writes it, or raises its own error
+    assert made[0] == made[2] == python_first_row(good, 0)
+    if what != "no evidence slot":  # every other one: the encoder's record is Python's, or its error
+        forest = DeviceForest("d", "windows")
+        forest.nodes[node.key], forest._lru[node.key] = node, None
+        outcomes: set[Any] = set()
+        for compiled in (True, False):
+            with state_path(compiled):
+                try:
+                    outcomes.add(ForestEncoder().encode(forest, 0))
+                except (TypeError, ValueError, OverflowError, AttributeError, orjson.JSONEncodeError) as exc:
+                    outcomes.add(type(exc))
+        assert len(outcomes) == 1, outcomes
+
+
+def test_an_encoder_that_fails_or_returns_no_bytes_leaves_the_node_to_python() -> None:
+    node = bench_node()
+
+    def failing(notable: Any) -> bytes:
+        raise RuntimeError("no")
+
+    for encode in (failing, lambda notable: "not bytes", lambda notable: bytearray(b"[]")):
+        assert _cstate.new_rows([node], 0, CODE_BITS, FastEvent, encode) == [None]
+
+
+def test_an_encoder_that_changes_the_list_does_not_crash() -> None:
+    nodes = [bench_node() for _ in range(3)]
+
+    def clearing(notable: Any) -> bytes:
+        nodes.clear()
+        return b"[]"
+
+    made = _cstate.new_rows(nodes, 0, CODE_BITS, FastEvent, clearing)
+    assert len(made) == 3 and all(row is not None and row[2] == b"[]" for row in made)
+
+
+def test_bad_new_rows_arguments_are_errors_not_crashes() -> None:
+    good: list[Any] = [[bench_node()], 0, CODE_BITS, FastEvent, tree_state._JSON.encode]
+    for at, bad in ((0, (1,)), (0, None), (1, "0"), (2, None), (3, 5)):
+        args = list(good)
+        args[at] = bad
+        with pytest.raises(TypeError):
+            _cstate.new_rows(*args)
+    with pytest.raises(ValueError, match="code_bits"):
+        _cstate.new_rows([], 0, 99, FastEvent, tree_state._JSON.encode)
+    with pytest.raises(TypeError):
+        _cstate.new_rows([], 0)  # type: ignore[call-arg]
+    not_nodes: list[Any] = [object(), 5, None]
+    assert _cstate.new_rows(not_nodes, 0, CODE_BITS, FastEvent, tree_state._JSON.encode) == [None] * 3
+
+
+def test_no_reference_is_leaked_per_new_row() -> None:
+    node = bench_node()
+    _hostile(other := bench_node(), "conn stamp not int")
+    watched = (node, node.evidence, node.conns, node.notable, node.code_counts, node.command_line,
+               *node.notable, *node.conns, other, other.conns)
+    before = tuple(map(sys.getrefcount, watched))
+    for _ in range(3_000):
+        made = c_first_rows([node, other], 0)
+        assert made[0] is not None and made[1] is None
+    del made
     assert tuple(map(sys.getrefcount, watched)) == before
