@@ -32,15 +32,19 @@ typedef struct {
     Py_ssize_t max_chars; /* FAST_TEXT_CHARS: the Structs' cap on text fields */
     int build;            /* build the objects too (`decode`), or only prove (`proven`) */
     int failed;           /* building failed (out of memory): an exception is set */
-    struct Shared *shared; /* SHARED_SLOTS strings built from this record, reused for equal bytes (or NULL) */
+    struct Shared *shared; /* `shared_table` when building (strings reused for equal bytes), or NULL */
 } Cur;
+#define SHARED_SLOTS 2048 /* a power of two */
+#define SHARED_MAX 256    /* bytes: longer strings are rarely repeated */
 typedef struct Shared {
-    const unsigned char *raw; /* the bytes the str was built from, as written (in the record) */
-    Py_ssize_t n;
     PyObject *str;
+    uint64_t hash;
+    Py_ssize_t n;
+    unsigned char raw[SHARED_MAX]; /* the bytes the str was built from, as written in its record */
 } Shared;
-#define SHARED_SLOTS 64
-#define SHARED_MAX 256 /* bytes: longer strings are rarely repeated */
+/* Strings built by `decode`, kept from record to record (see `shared_str`); only touched with the GIL held
+   (`decode` never releases it). At most SHARED_SLOTS strings of up to SHARED_MAX bytes stay referenced. */
+static Shared shared_table[SHARED_SLOTS];
 
 enum { T_ID, T_TEXT, T_SHA, T_SEQ, T_U32, T_PORT, T_I64, T_BOOL, T_OP, T_PROTO, T_ANSWERS };
 #define TEXT_MAX (-1) /* the caller's max_chars */
@@ -244,19 +248,39 @@ static PyObject *str_of(const unsigned char *s, Py_ssize_t n, int escaped, int a
     return out;
 }
 
-/* A str of the n bytes at s (as `str_of`), the one already built from the same bytes of this record if
-   any: a record's events repeat their device, process and parent keys and images, and one object for
-   each saves memory and makes dict and set lookups of it compare pointers (str is immutable: sharing
-   is invisible but to `is`). A small direct-mapped table; a collision just builds another str. */
+/* A hash of n bytes, eight at a time (the table's slot; any collision only costs a str built anew). */
+static inline uint64_t bytes_hash(const unsigned char *s, Py_ssize_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n, w;
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xBF58476D1CE4E5B9ull;
+        h ^= h >> 31;
+    }
+    w = 0;
+    memcpy(&w, s + i, (size_t)(n - i));
+    h = (h ^ w) * 0x94D049BB133111EBull;
+    return h ^ (h >> 29);
+}
+
+/* A str of the n bytes at s (as `str_of`), the one already built from the same bytes if the table still
+   holds it: the fleet's records repeat their device, process and parent keys, images, paths, registry
+   keys and DNS names, within a record and from one record of a device to the next. One object for
+   equal bytes saves building and freeing a str per value, and the tree's dict and set lookups of it
+   find its hash cached and compare pointers (str is immutable: sharing is invisible but to `is`). A
+   direct-mapped table kept across records; a collision just replaces the slot's str. The same bytes
+   always give the same str: whether they hold escapes or non-ASCII is read from the bytes. */
 static PyObject *shared_str(Cur *c, const unsigned char *s, Py_ssize_t n, int escaped, int ascii) {
     if (c->shared == NULL || n > SHARED_MAX || n == 0) return str_of(s, n, escaped, ascii);
-    size_t h = (size_t)n * 31u + s[0] * 7u + s[n - 1] * 131u + s[n / 2] * 17u + s[n / 3];
-    Shared *slot = &c->shared[h % SHARED_SLOTS];
-    if (slot->str != NULL && slot->n == n && memcmp(slot->raw, s, (size_t)n) == 0) return Py_NewRef(slot->str);
+    const uint64_t h = bytes_hash(s, n);
+    Shared *slot = &c->shared[h & (SHARED_SLOTS - 1)];
+    if (slot->str != NULL && slot->hash == h && slot->n == n && memcmp(slot->raw, s, (size_t)n) == 0)
+        return Py_NewRef(slot->str);
     PyObject *out = str_of(s, n, escaped, ascii);
     if (out != NULL) {
         Py_XSETREF(slot->str, Py_NewRef(out));
-        slot->raw = s, slot->n = n;
+        slot->hash = h, slot->n = n;
+        memcpy(slot->raw, s, (size_t)n);
     }
     return out;
 }
@@ -580,10 +604,8 @@ static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (c.max_chars < 0) Py_RETURN_NONE;
     PyObject *events = PyList_New(0);
     if (events == NULL) return NULL;
-    Shared shared[SHARED_SLOTS] = {{NULL, 0, NULL}};
-    c.shared = shared;
+    c.shared = shared_table;
     int ok = batch(&c, max_events, events);
-    for (int i = 0; i < SHARED_SLOTS; i++) Py_XDECREF(shared[i].str);
     if (!ok) {
         Py_DECREF(events);
         if (c.failed || PyErr_Occurred()) return NULL;

@@ -378,14 +378,40 @@ def test_no_memory_is_kept_per_record_built_or_refused_halfway() -> None:
 
 
 def test_a_records_repeated_keys_and_texts_are_one_object_each() -> None:
-    """Equal ids and plain ASCII texts of one record share a str (less memory, pointer-equal dict keys)."""
+    """Equal ids and texts share a str (less memory, pointer-equal dict keys), within a record and from
+    one record to the next (the table is kept); unique event ids are not looked up."""
     events = _cfastcodec.decode(_raw(_record(9)), MAX_EVENTS, CHARS)
     assert len({id(event.device_id) for event in events}) == 1
     assert len({id(event.process_key) for event in events}) == 1
-    assert len({id(event.payload.image) for event in events}) == 1
-    assert len({id(event.event_id) for event in events}) == 9  # unique ids are not looked up
+    assert len({id(event.payload.image) for event in events}) == 1  # escaped ("C:\\a.exe") too
+    assert len({id(event.event_id) for event in events}) == 9
     again = _cfastcodec.decode(_raw(_record(9)), MAX_EVENTS, CHARS)
-    assert again[0].device_id == events[0].device_id and again[0].device_id is not events[0].device_id
+    assert again[0].device_id is events[0].device_id and again[0].payload.image is events[0].payload.image
+    assert again[0].event_id == events[0].event_id and again[0].event_id is not events[0].event_id
+
+
+def test_kept_strings_are_bounded_and_answers_unchanged_when_slots_collide() -> None:
+    """The kept table holds at most its slots' strings: records of ever new texts do not grow memory, and
+    texts that evict one another (any pair may share a slot) still decode to their own values."""
+    def record(i: int) -> bytes:
+        return _raw(_record(3, command_line=f"cmd {i} \u00e9\\x", cwd=f"C:\\dir{i}"))
+
+    for i in range(3_000):  # fill every slot with strings no later record repeats
+        _cfastcodec.decode(record(-i), MAX_EVENTS, CHARS)
+    gc.collect()
+    before = sys.getallocatedblocks()
+    for i in range(20_000):
+        value = record(i)
+        if i % 1_000 == 0:
+            assert _cfastcodec.decode(value, MAX_EVENTS, CHARS) == python_says(value)
+        else:
+            _cfastcodec.decode(value, MAX_EVENTS, CHARS)
+    gc.collect()
+    assert sys.getallocatedblocks() - before < 200
+    texts = [f"t{i}".encode() for i in range(5_000)]  # many more than the slots: collisions certain
+    for value in [_raw(_record(2, command_line=t.decode())) for t in texts + texts[::-1]]:
+        events = _cfastcodec.decode(value, MAX_EVENTS, CHARS)
+        assert events == python_says(value)
 
 
 def test_configure_refuses_what_it_cannot_build() -> None:
