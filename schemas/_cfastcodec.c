@@ -40,11 +40,12 @@ typedef struct Shared {
     PyObject *str;
     uint64_t hash;
     Py_ssize_t n;
-    unsigned char raw[SHARED_MAX]; /* the bytes the str was built from, as written in its record */
 } Shared;
 /* Strings built by `decode`, kept from record to record (see `shared_str`); only touched with the GIL held
-   (`decode` never releases it). At most SHARED_SLOTS strings of up to SHARED_MAX bytes stay referenced. */
+   (`decode` never releases it). At most SHARED_SLOTS strings of up to SHARED_MAX bytes stay referenced.
+   The bytes each was built from (as written in its record) apart: read only when the hash matches. */
 static Shared shared_table[SHARED_SLOTS];
+static unsigned char shared_raw[SHARED_SLOTS][SHARED_MAX];
 
 enum { T_ID, T_TEXT, T_SHA, T_SEQ, T_U32, T_PORT, T_I64, T_BOOL, T_OP, T_PROTO, T_ANSWERS };
 #define TEXT_MAX (-1) /* the caller's max_chars */
@@ -273,14 +274,15 @@ static inline uint64_t bytes_hash(const unsigned char *s, Py_ssize_t n) {
 static PyObject *shared_str(Cur *c, const unsigned char *s, Py_ssize_t n, int escaped, int ascii) {
     if (c->shared == NULL || n > SHARED_MAX || n == 0) return str_of(s, n, escaped, ascii);
     const uint64_t h = bytes_hash(s, n);
-    Shared *slot = &c->shared[h & (SHARED_SLOTS - 1)];
-    if (slot->str != NULL && slot->hash == h && slot->n == n && memcmp(slot->raw, s, (size_t)n) == 0)
+    const size_t i = (size_t)(h & (SHARED_SLOTS - 1));
+    Shared *slot = &c->shared[i];
+    if (slot->str != NULL && slot->hash == h && slot->n == n && memcmp(shared_raw[i], s, (size_t)n) == 0)
         return Py_NewRef(slot->str);
     PyObject *out = str_of(s, n, escaped, ascii);
     if (out != NULL) {
         Py_XSETREF(slot->str, Py_NewRef(out));
         slot->hash = h, slot->n = n;
-        memcpy(slot->raw, s, (size_t)n);
+        memcpy(shared_raw[i], s, (size_t)n);
     }
     return out;
 }
