@@ -217,6 +217,7 @@ static inline const unsigned char *plain_run(const unsigned char *q, const unsig
    ints, None, bools, the UTC datetime, the Platform member, tuples. Set by `configure` (at import). */
 static PyObject *event_type, *event_names, *kind_types[N_KINDS], *kind_names[N_KINDS], *platforms[2];
 static PyObject *version_str;
+static PyObject *operation_strs[5], *protocol_strs[2]; /* OPERATIONS and PROTOCOLS, built once (`configure`) */
 
 /* Keep a built object: 0 (and `failed`) when it is NULL. */
 static inline int keep(Cur *c, PyObject **out, PyObject *value) {
@@ -404,10 +405,11 @@ static int choice(Cur *c, const char *const *names, int n) {
     return -1;
 }
 
-static int literal(Cur *c, const char *const *names, int n, PyObject **out) {
+/* One of `names`, as its str in `strs` (built once: the same value msgspec builds, shared). */
+static int literal(Cur *c, const char *const *names, PyObject *const *strs, int n, PyObject **out) {
     int i = choice(c, names, n);
     if (i < 0) return 0;
-    return out == NULL || keep(c, out, PyUnicode_FromString(names[i]));
+    return out == NULL || keep(c, out, Py_NewRef(strs[i]));
 }
 
 static int sha256(Cur *c, PyObject **out) {
@@ -479,8 +481,8 @@ static int value(Cur *c, const Field *f, PyObject **out) {
         if (!yes && !lit(c, "false")) return 0;
         return out == NULL || keep(c, out, PyBool_FromLong(yes));
     }
-    case T_OP: return literal(c, OPERATIONS, 5, out);
-    case T_PROTO: return literal(c, PROTOCOLS, 2, out);
+    case T_OP: return literal(c, OPERATIONS, operation_strs, 5, out);
+    case T_PROTO: return literal(c, PROTOCOLS, protocol_strs, 2, out);
     case T_ANSWERS: return answers(c, out);
     default: return 0;
     }
@@ -660,6 +662,10 @@ static PyObject *configure(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
     }
     if (version_str == NULL && (version_str = PyUnicode_InternFromString("1.0")) == NULL) goto fail;
+    for (int i = 0; i < 5; i++)
+        if (operation_strs[i] == NULL && (operation_strs[i] = PyUnicode_InternFromString(OPERATIONS[i])) == NULL) goto fail;
+    for (int i = 0; i < 2; i++)
+        if (protocol_strs[i] == NULL && (protocol_strs[i] = PyUnicode_InternFromString(PROTOCOLS[i])) == NULL) goto fail;
     Py_XSETREF(event_type, Py_NewRef(args[0]));
     Py_XSETREF(event_names, names);
     for (int k = 0; k < N_KINDS; k++) {
