@@ -426,6 +426,11 @@ static const char *const FIELD_NAMES[] = {
 enum { EVIDENCE, CONNS, NOTABLE, CODES, N_TAILS };
 static const char *const TAIL_NAMES[N_TAILS] = {"evidence", "conns", "notable", "code_counts"};
 static PyObject *field_names[N_FIELDS], *tail_names[N_TAILS];  /* interned at import */
+/* The slots of `tree_state._Row`, in its order: what `new_rows` fills in the rows it makes. */
+static const char *const ROW_NAMES[] = {
+    "node", "mark", "epoch", "data", "notable", "notable_json", "evidence", "appended", "source"};
+#define N_ROW ((int)(sizeof ROW_NAMES / sizeof ROW_NAMES[0]))
+static PyObject *row_names[N_ROW];
 static PyTypeObject *deque_type;  /* collections.deque, looked up at import */
 
 /* Prefetch the cache lines of `obj` (its basic size: a slotted node's slots). A hint: never faults. */
@@ -515,9 +520,40 @@ static int sum_counts(PyObject *codes, long long *total) {
     return 0;
 }
 
-/* One node's new row: (data, notable, notable_json, raw, appended) as `tree_state._encode_row` computes them
-   without a previous row, or None (nothing set) for a node it leaves to Python. */
-static PyObject *new_row(PyObject *node, const Since *rule, PyTypeObject *event_type, PyObject *encode, Buf *b) {
+/* 0 when `tp` is a plain class (object's direct subclass, no items) with a writable slot for each of
+   ROW_NAMES: the only kind whose instances `make_row` fills slot by slot without its __init__. */
+static int check_row_type(PyTypeObject *tp) {
+    int ok = tp->tp_base == &PyBaseObject_Type && tp->tp_itemsize == 0 && tp->tp_alloc != NULL;
+    for (int i = 0; ok && i < N_ROW; i++) {
+        SlotCache c = slot_of(tp, row_names[i]);
+        ok = c.offset >= 0 && c.writable;
+    }
+    if (ok) return 0;
+    PyErr_SetString(PyExc_TypeError, "row_type must be a class with a writable slot for each of _Row's fields");
+    return -1;
+}
+
+/* A new `row_type` (checked by `check_row_type`) with its slots set to `values`, in ROW_NAMES order. */
+static PyObject *make_row(PyTypeObject *row_type, PyObject *const *values) {
+    PyObject *row = row_type->tp_alloc(row_type, 0);
+    for (int i = 0; row != NULL && i < N_ROW; i++)
+        if (set_attr(row, row_names[i], values[i]) < 0) Py_CLEAR(row);
+    return row;
+}
+
+/* The notable events' tuple holds only objects the collector does not track (msgspec structs made with
+   gc=False): it can be in no cycle, so it need not be tracked either (the collector would untrack it at
+   its next pass, after visiting it). */
+static void untrack_if_atomic(PyObject *tuple) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++)
+        if (PyObject_IS_GC(PyTuple_GET_ITEM(tuple, i))) return;
+    if (PyObject_GC_IsTracked(tuple)) PyObject_GC_UnTrack(tuple);
+}
+
+/* One node's new row: a `row_type` holding what `tree_state._encode_row` puts in a `_Row` made without a
+   previous row, or None (nothing set) for a node it leaves to Python. */
+static PyObject *new_row(PyObject *node, const Since *rule, PyTypeObject *event_type, PyObject *encode,
+                         PyTypeObject *row_type, PyObject *epoch, Buf *b) {
     PyObject *vals[N_FIELDS] = {NULL}, *tails[N_TAILS] = {NULL};
     PyObject *notable = NULL, *notable_json = NULL, *raw = NULL, *out = NULL;
     int rc = 0;
@@ -558,8 +594,12 @@ static PyObject *new_row(PyObject *node, const Since *rule, PyTypeObject *event_
     if (rc > 0) goto done;
     if (rc < 0) goto clear;
     PyObject *data = PyBytes_FromStringAndSize(b->p, b->len), *count = PyLong_FromLongLong(appended);
-    if (data != NULL && count != NULL)
-        out = PyTuple_Pack(5, data, notable, notable_json, raw, count);
+    if (data != NULL && count != NULL) {
+        untrack_if_atomic(notable);
+        PyObject *values[N_ROW] = {node, vals[N_FIELDS - 1], epoch, data, notable, notable_json, raw, count,
+                                   tails[EVIDENCE]};  /* vals[N_FIELDS - 1]: alert_mark */
+        out = make_row(row_type, values);
+    }
     Py_XDECREF(data);
     Py_XDECREF(count);
     if (out == NULL) goto clear;
@@ -575,20 +615,22 @@ done:
     return out != NULL ? out : Py_NewRef(Py_None);
 }
 
-/* new_rows(nodes: list, since_ms: int, code_bits: int, event_type: type, encode: Callable) -> list: for each
-   node (a `ProcessNode` never encoded before), (data, notable, notable_json, raw, appended) — its row as
-   `tree_state._encode_row` writes it, the notable events, their JSON (`encode(notable)`, called only when
-   every one is an exact `event_type`), its evidence as int64 bytes and the sum of its code counts — or None
-   for a node it leaves to Python (anything it does not write exactly as the Python code does, or any error:
-   Python then raises its own). The next nodes' objects are prefetched while one is written. */
+/* new_rows(nodes: list, since_ms: int, code_bits: int, event_type: type, encode: Callable, row_type: type,
+   epoch: int) -> list: for each node (a `ProcessNode` never encoded before) a `row_type` (`tree_state._Row`)
+   holding what `_encode_row(node, since_ms, None, epoch)` puts in one — its row's bytes, its notable
+   events and their JSON (`encode(notable)`, called only when every one is an exact `event_type`), its
+   evidence as int64 bytes, the sum of its code counts — or None for a node it leaves to Python (anything
+   it does not write exactly as the Python code does, or any error: Python then raises its own). The next
+   nodes' objects are prefetched while one is written. */
 static PyObject *new_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyType_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "new_rows(nodes: list, since_ms, code_bits, event_type: type, encode)");
+    if (nargs != 7 || !PyList_CheckExact(args[0]) || !PyType_Check(args[3]) || !PyType_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "new_rows(nodes: list, since_ms, code_bits, event_type: type, encode, row_type: type, epoch)");
         return NULL;
     }
     Since rule;
-    if (parse_since(args[1], args[2], &rule) < 0) return NULL;
+    if (parse_since(args[1], args[2], &rule) < 0 || check_row_type((PyTypeObject *)args[5]) < 0) return NULL;
     PyObject *nodes = PySequence_List(args[0]);  /* our own list: `encode` cannot change it under us */
     if (nodes == NULL) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(nodes);
@@ -599,7 +641,8 @@ static PyObject *new_rows(PyObject *self, PyObject *const *args, Py_ssize_t narg
     for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
         if (i + 2 < n) prefetch_object(PyList_GET_ITEM(nodes, i + 2));
         if (i + 1 < n) prefetch_slots(PyList_GET_ITEM(nodes, i + 1));
-        PyObject *row = new_row(PyList_GET_ITEM(nodes, i), &rule, (PyTypeObject *)args[3], args[4], &b);
+        PyObject *row = new_row(PyList_GET_ITEM(nodes, i), &rule, (PyTypeObject *)args[3], args[4],
+                                (PyTypeObject *)args[5], args[6], &b);
         if (row == NULL) Py_CLEAR(out);
         else PyList_SET_ITEM(out, i, row);
     }
@@ -627,8 +670,8 @@ static PyMethodDef methods[] = {
      "orjson writes it (the evidence as raw_b64 writes it), "
      "None when orjson must decide."},
     {"new_rows", (PyCFunction)(void (*)(void))new_rows, METH_FASTCALL,
-     "new_rows(nodes, since_ms, code_bits, event_type, encode) -> list: each node's first row, its notable "
-     "events, their JSON, its evidence bytes and code count total, or None where Python must write it."},
+     "new_rows(nodes, since_ms, code_bits, event_type, encode, row_type, epoch) -> list: each node's first "
+     "row as a row_type (tree_state._Row), or None where Python must write it."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pipeline._cstate",
@@ -640,6 +683,8 @@ PyMODINIT_FUNC PyInit__cstate(void) {
         if ((field_names[i] = PyUnicode_InternFromString(FIELD_NAMES[i])) == NULL) return NULL;
     for (int i = 0; i < N_TAILS; i++)
         if ((tail_names[i] = PyUnicode_InternFromString(TAIL_NAMES[i])) == NULL) return NULL;
+    for (int i = 0; i < N_ROW; i++)
+        if ((row_names[i] = PyUnicode_InternFromString(ROW_NAMES[i])) == NULL) return NULL;
     PyObject *collections = PyImport_ImportModule("collections");
     if (collections == NULL) return NULL;
     deque_type = (PyTypeObject *)PyObject_GetAttrString(collections, "deque");  /* kept for the module's life */

@@ -69,8 +69,7 @@ __all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_d
 _ctail: Callable[[Sequence[int], int], bytes] | None
 _cb64: Callable[[bytes, int, int], str] | None
 _crow: Callable[[tuple[Any, ...], bytes, int, int, Iterable[Any], bytes, dict[int, int]], bytes | None] | None
-_NewRow = tuple[bytes, tuple[Any, ...], bytes, bytes, int] | None
-_cnew: Callable[[list[Any], int, int, type, Callable[[Any], Any]], list[_NewRow]] | None
+_cnew: Callable[[list[Any], int, int, type, Callable[[Any], Any], type, int], list[Any]] | None
 try:  # a process's evidence packed and base64'd, and its row written, in C (pipeline/_cstate.c);
     # optional: Python and orjson compute the same bytes
     from pipeline._cstate import evidence_tail as _compiled_tail
@@ -160,13 +159,19 @@ class ForestEncoder:
         self._encodings[device] = count + 1 if cached is not None else 1
         epoch = forest.epoch
         forest.epoch = epoch + 1  # what events name from now on is stale in these rows
+        if cached is None:  # every node new to this encoder (its first or a full encoding): one C call
+            order = forest.recency_order()
+            made = _new_rows(list(map(forest.nodes.__getitem__, order)), keep_since_ms, epoch)
+            self._rows[device] = dict(zip(order, made, strict=True))
+            self.rows_encoded += len(made)
+            return _record(forest, [row.data for row in made])
         rows = self._rows[device] = {}
         parts: list[bytes] = []
         fresh: list[tuple[int, str, ProcessNode]] = []  # nodes without a row of their own: encoded at once
         nodes = forest.nodes
         for key in forest.recency_order():
             node = nodes[key]
-            row = cached.get(key) if cached is not None else None
+            row = cached.get(key)
             if row is None or row.node is not node:
                 fresh.append((len(parts), key, node))
                 parts.append(b"")
@@ -214,10 +219,9 @@ def _new_rows(nodes: list[ProcessNode], since_ms: int, epoch: int) -> list[_Row]
     (pipeline/_cstate.c, `new_rows`: the same bytes), `_encode_row` for a node it leaves to Python."""
     if _cnew is None or type(since_ms) is not int or not nodes:
         return [_encode_row(node, since_ms, None, epoch) for node in nodes]
-    made = _cnew(nodes, since_ms, CODE_BITS, FastEvent, _JSON.encode)
-    return [_encode_row(node, since_ms, None, epoch) if new is None
-            else _Row(node, node.alert_mark, epoch, new[0], new[1], new[2], new[3], new[4], node.evidence)
-            for node, new in zip(nodes, made, strict=True)]
+    made: list[_Row | None] = _cnew(nodes, since_ms, CODE_BITS, FastEvent, _JSON.encode, _Row, epoch)
+    return [_encode_row(node, since_ms, None, epoch) if row is None else row
+            for node, row in zip(nodes, made, strict=True)]
 
 
 def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None, epoch: int) -> _Row:

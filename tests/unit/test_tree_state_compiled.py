@@ -13,14 +13,17 @@ interpreter with `PYTHONMALLOC=debug -X dev`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import enum
 import functools
+import gc
 import os
 import random
 import sys
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -391,14 +394,28 @@ def python_first_row(node: Any, since_ms: int) -> Any:
     """What `_encode_row` makes of a node never encoded, with Python and orjson alone (or its error)."""
     with state_path(False):
         try:
-            row = tree_state._encode_row(node, since_ms, None, 0)
+            row = tree_state._encode_row(node, since_ms, None, EPOCH)
         except (TypeError, ValueError, OverflowError, AttributeError, orjson.JSONEncodeError) as exc:
             return type(exc)
-    return row.data, row.notable, row.notable_json, row.evidence, row.appended
+    return row_values(row)
 
 
-def c_first_rows(nodes: list[Any], since_ms: int) -> list[Any]:
-    return list(_cstate.new_rows(nodes, since_ms, CODE_BITS, FastEvent, tree_state._JSON.encode))
+def row_values(row: Any) -> Any:
+    """A `_Row`'s fields (None for None), the node's by identity."""
+    if row is None:
+        return None
+    return tuple(id(value) if name in ("node", "source") else value
+                 for name, value in zip(ROW_FIELDS, attrgetter(*ROW_FIELDS)(row), strict=True))
+
+
+ROW_FIELDS = tuple(field.name for field in dataclasses.fields(tree_state._Row))
+EPOCH = 7
+
+
+def c_first_rows(nodes: list[Any], since_ms: int, encode: Any = tree_state._JSON.encode) -> list[Any]:
+    made = _cstate.new_rows(nodes, since_ms, CODE_BITS, FastEvent, encode, tree_state._Row, EPOCH)
+    assert all(row is None or type(row) is tree_state._Row for row in made)
+    return [row_values(row) for row in made]
 
 
 @functools.cache
@@ -501,7 +518,7 @@ def test_an_encoder_that_fails_or_returns_no_bytes_leaves_the_node_to_python() -
         raise RuntimeError("no")
 
     for encode in (failing, lambda notable: "not bytes", lambda notable: bytearray(b"[]")):
-        assert _cstate.new_rows([node], 0, CODE_BITS, FastEvent, encode) == [None]
+        assert c_first_rows([node], 0, encode) == [None]
 
 
 def test_an_encoder_that_changes_the_list_does_not_crash() -> None:
@@ -511,23 +528,31 @@ def test_an_encoder_that_changes_the_list_does_not_crash() -> None:
         nodes.clear()
         return b"[]"
 
-    made = _cstate.new_rows(nodes, 0, CODE_BITS, FastEvent, clearing)
-    assert len(made) == 3 and all(row is not None and row[2] == b"[]" for row in made)
+    made = _cstate.new_rows(nodes, 0, CODE_BITS, FastEvent, clearing, tree_state._Row, EPOCH)
+    assert len(made) == 3 and all(row is not None and row.notable_json == b"[]" for row in made)
 
 
 def test_bad_new_rows_arguments_are_errors_not_crashes() -> None:
-    good: list[Any] = [[bench_node()], 0, CODE_BITS, FastEvent, tree_state._JSON.encode]
-    for at, bad in ((0, (1,)), (0, None), (1, "0"), (2, None), (3, 5)):
+    good: list[Any] = [[bench_node()], 0, CODE_BITS, FastEvent, tree_state._JSON.encode, tree_state._Row, 1]
+
+    @dataclasses.dataclass(slots=True)
+    class Short:  # a slotted class without all of _Row's fields
+        node: Any
+
+    class Frozen(tree_state._Row):  # not a direct subclass of object
+        pass
+
+    for at, bad in ((0, (1,)), (0, None), (1, "0"), (2, None), (3, 5), (5, None), (5, int), (5, tuple),
+                    (5, Short), (5, Frozen), (5, dict)):
         args = list(good)
         args[at] = bad
         with pytest.raises(TypeError):
             _cstate.new_rows(*args)
     with pytest.raises(ValueError, match="code_bits"):
-        _cstate.new_rows([], 0, 99, FastEvent, tree_state._JSON.encode)
+        _cstate.new_rows([], 0, 99, FastEvent, tree_state._JSON.encode, tree_state._Row, 1)
     with pytest.raises(TypeError):
         _cstate.new_rows([], 0)  # type: ignore[call-arg]
-    not_nodes: list[Any] = [object(), 5, None]
-    assert _cstate.new_rows(not_nodes, 0, CODE_BITS, FastEvent, tree_state._JSON.encode) == [None] * 3
+    assert c_first_rows([object(), 5, None], 0) == [None] * 3
 
 
 def test_no_reference_is_leaked_per_new_row() -> None:
@@ -541,3 +566,11 @@ def test_no_reference_is_leaked_per_new_row() -> None:
         assert made[0] is not None and made[1] is None
     del made
     assert tuple(map(sys.getrefcount, watched)) == before
+
+
+def test_a_new_row_is_a_row_whose_fast_events_the_collector_does_not_visit() -> None:
+    node = bench_node()
+    (row,) = _cstate.new_rows([node], 0, CODE_BITS, FastEvent, tree_state._JSON.encode, tree_state._Row, 7)
+    assert row.node is node and row.source is node.evidence and row.epoch == 7 and row.mark == node.alert_mark
+    assert gc.is_tracked(row) and not gc.is_tracked(row.notable) and row.notable == tuple(node.notable)
+    assert row_values(row) == python_first_row(node, 0)
