@@ -20,6 +20,18 @@ from schemas.topics import KafkaSettings
 pytestmark = pytest.mark.integration
 
 
+async def _created(admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> None:
+    """Create `topics` and wait until the broker's metadata lists them (a busy broker answers the
+    create before its metadata cache knows the topic: the tests then saw "does not exist")."""
+    await admin.create_topics(topics)
+    names = {topic.name for topic in topics}
+    for _ in range(200):
+        if names <= set(await admin.list_topics()):
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"topics {sorted(names)} not listed 10 s after their creation")
+
+
 async def test_a_started_producer_sends_its_first_record_without_asking_for_metadata(
         kafka_settings: KafkaSettings) -> None:
     kafka = kafka_settings
@@ -27,7 +39,7 @@ async def test_a_started_producer_sends_its_first_record_without_asking_for_meta
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 3, 1)])
+        await _created(admin, [NewTopic(topic, 3, 1)])
         for make in (make_producer, make_state_producer):
             producer = make(kafka, max_request_bytes=1 << 20)
             await producer.start()
@@ -57,7 +69,7 @@ async def test_a_checkpoints_states_sent_at_once_fit_the_state_topic_it_creates(
     admin = AIOKafkaAdminClient(**kafka_settings.client_kwargs())
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(events, 2, 1)])
+        await _created(admin, [NewTopic(events, 2, 1)])
         await prepare_state_topic(kafka_settings, events, state, max_message_bytes=state_limit)
         producer = make_state_producer(kafka_settings, max_request_bytes=state_limit + (64 << 10))
         await producer.start()
