@@ -18,13 +18,14 @@
  *   dict of them in `codes`); for anything else it returns None and the caller asks
  *   orjson (which writes it, or raises its error), so the bytes and the errors do not depend on the build.
  *
- * - `new_rows(nodes, since_ms, code_bits, event_type, encode)`: the first row of each node of a list (a
- *   device's processes never encoded), with what `tree_state._Row` keeps of it: the node's slots read
- *   directly (`_slots.h`), its evidence packed, its connections filtered and its code counts summed here,
- *   its notable events encoded by `encode` in one call when all are exact `event_type`s, the row written
- *   as `row_json` writes it; the next nodes (and the objects their slots point to) are prefetched while
- *   one is written, since a cold forest's rows cost as much in cache misses as in work (session K). A
- *   node it would not write exactly as Python does comes back None and Python writes it.
+ * - `encode_rows(nodes, previous, since_ms, code_bits, event_type, encode, row_type, epoch)`: the rows of a
+ *   device's processes to encode (each from its previous row, or None), as the `tree_state._Row`s
+ *   `_encode_row` makes: the node's slots read directly (`_slots.h`), its evidence packed (only the records
+ *   new since its previous row), its connections filtered and its code counts summed here, its notable
+ *   events' JSON reused when equal or encoded by `encode` in one call when all are exact `event_type`s, the
+ *   row written as `row_json` writes it; the next nodes (and the objects their slots point to) are
+ *   prefetched while one is written, since a cold forest's rows cost as much in cache misses as in work
+ *   (session K). A node it would not write exactly as Python does comes back None and Python writes it.
  *
  * (Until session I it held `evidence_b64`, which packed every record at every encoding, and `touch`, the
  * keys of the processes a record's events may change; the forest now stamps those nodes itself while it
@@ -41,7 +42,7 @@
 #include <string.h>
 #include <structmember.h>
 
-#include "_slots.h"  /* `small_ll`, and the slot reads of `new_rows` */
+#include "_slots.h"  /* `small_ll`, and the slot reads of `encode_rows` */
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -139,6 +140,30 @@ static int pack_record(PyObject *item, unsigned char *out) {
     return 0;
 }
 
+/* The last `n` records of `evidence` (0 <= n <= its length `held`) packed into `raw + 8 * (n - 1)` back to
+   `raw`, read from its right end (its reversed iterator), so only the records packed are read. -1 with an
+   error set on a record that is not an int in int64's range, or when fewer than `n` come. */
+static int pack_tail_into(PyObject *evidence, Py_ssize_t n, unsigned char *raw) {
+    if (n == 0) return 0;
+    PyObject *it = PyObject_CallOneArg((PyObject *)&PyReversed_Type, evidence);  /* reversed(evidence) */
+    if (it == NULL) return -1;
+    Py_ssize_t i = n;
+    while (i > 0) {
+        PyObject *item = PyIter_Next(it);
+        if (item == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_RuntimeError, "evidence shrank while it was read");
+            break;
+        }
+        int rc = pack_record(item, raw + 8 * (i - 1));
+        Py_DECREF(item);
+        if (rc < 0) break;
+        i--;
+    }
+    Py_DECREF(it);
+    return i == 0 ? 0 : -1;
+}
+
 /* evidence_tail(evidence: Sequence[int], n: int) -> bytes: the last `n` records (all of them when `n` is
    not smaller) as little-endian int64s, in order: what `tree_state._pack` makes of them. A deque is read
    from its right end (its reversed iterator), so only the records packed are read, not the ones before. */
@@ -154,28 +179,8 @@ static PyObject *evidence_tail(PyObject *self, PyObject *const *args, Py_ssize_t
     if (held < 0) return NULL;
     Py_ssize_t n = want < 0 ? 0 : want < held ? want : held;
     PyObject *out = PyBytes_FromStringAndSize(NULL, 8 * n);
-    if (out == NULL || n == 0) return out;
-    unsigned char *raw = (unsigned char *)PyBytes_AS_STRING(out);
-    PyObject *it = PyObject_CallOneArg((PyObject *)&PyReversed_Type, args[0]);  /* reversed(evidence) */
-    if (it == NULL) goto fail;
-    Py_ssize_t i = n;
-    while (i > 0) {
-        PyObject *item = PyIter_Next(it);
-        if (item == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_RuntimeError, "evidence shrank while it was read");
-            break;
-        }
-        int rc = pack_record(item, raw + 8 * (i - 1));
-        Py_DECREF(item);
-        if (rc < 0) break;
-        i--;
-    }
-    Py_DECREF(it);
-    if (i == 0) return out;
-fail:
-    Py_XDECREF(out);
-    return NULL;
+    if (out != NULL && pack_tail_into(args[0], n, (unsigned char *)PyBytes_AS_STRING(out)) < 0) Py_CLEAR(out);
+    return out;
 }
 
 /* raw_b64(raw: bytes, since_ms: int, code_bits: int) -> str: base64 of the little-endian int64 records in
@@ -416,9 +421,9 @@ static PyObject *row_json(PyObject *self, PyObject *const *args, Py_ssize_t narg
 }
 
 
-/* ---------------------------------------------------------------- new_rows */
+/* ---------------------------------------------------------------- encode_rows */
 
-/* The node's slots `new_rows` reads, in `tree_state._FIELDS` order, then its containers. */
+/* The node's slots `encode_rows` reads, in `tree_state._FIELDS` order, then its containers. */
 static const char *const FIELD_NAMES[] = {
     "key", "image", "command_line", "sha256", "user", "integrity_level", "uid", "pid", "parent_key", "start_ms",
     "end_ms", "last_ms", "started", "cmd_mask", "script_mask", "signer", "signed", "alert_mark"};
@@ -426,7 +431,7 @@ static const char *const FIELD_NAMES[] = {
 enum { EVIDENCE, CONNS, NOTABLE, CODES, N_TAILS };
 static const char *const TAIL_NAMES[N_TAILS] = {"evidence", "conns", "notable", "code_counts"};
 static PyObject *field_names[N_FIELDS], *tail_names[N_TAILS];  /* interned at import */
-/* The slots of `tree_state._Row`, in its order: what `new_rows` fills in the rows it makes. */
+/* The slots of `tree_state._Row`, in its order: what `encode_rows` fills in the rows it makes. */
 static const char *const ROW_NAMES[] = {
     "node", "mark", "epoch", "data", "notable", "notable_json", "evidence", "appended", "source"};
 #define N_ROW ((int)(sizeof ROW_NAMES / sizeof ROW_NAMES[0]))
@@ -575,13 +580,76 @@ static void untrack_if_atomic(PyObject *tuple) {
     if (PyObject_GC_IsTracked(tuple)) PyObject_GC_UnTrack(tuple);
 }
 
-/* One node's new row: a `row_type` holding what `tree_state._encode_row` puts in a `_Row` made without a
-   previous row, or None (nothing set) for a node it leaves to Python. */
-static PyObject *new_row(PyObject *node, const Since *rule, PyTypeObject *event_type, PyObject *encode,
-                         PyTypeObject *row_type, PyObject *epoch, Buf *b) {
+/* What `new_row` reuses of a node's previous row (`tree_state._Row`): NULL members when there is none. */
+typedef struct {
+    PyObject *notable, *notable_json, *evidence, *source;  /* borrowed from the row, which the caller holds */
+    long long appended;
+} Previous;
+
+/* The previous row's parts, or 1 (nothing set) when a part is not of the type `_encode_row` gave it (the
+   node is then left to Python). */
+static int read_previous(PyObject *row, PyTypeObject *row_type, Previous *prev) {
+    *prev = (Previous){NULL, NULL, NULL, NULL, 0};
+    if (row == Py_None) return 0;
+    if (!Py_IS_TYPE(row, row_type)) return 1;
+    PyObject *parts[4];
+    static const int at[4] = {4, 5, 6, 8};  /* notable, notable_json, evidence, source in ROW_NAMES */
+    for (int i = 0; i < 4; i++) {
+        SlotCache c = slot_of(row_type, row_names[at[i]]);
+        parts[i] = c.offset < 0 ? NULL : *(PyObject **)((char *)row + c.offset);
+        if (parts[i] == NULL) return 1;
+    }
+    SlotCache c = slot_of(row_type, row_names[7]);  /* appended */
+    PyObject *appended = c.offset < 0 ? NULL : *(PyObject **)((char *)row + c.offset);
+    int overflow = 0;
+    if (appended == NULL || !PyLong_CheckExact(appended) || !PyTuple_CheckExact(parts[0]) ||
+        !PyBytes_CheckExact(parts[1]) || !PyBytes_CheckExact(parts[2]))
+        return 1;
+    prev->appended = PyLong_AsLongLongAndOverflow(appended, &overflow);
+    if (overflow) return 1;
+    prev->notable = parts[0], prev->notable_json = parts[1], prev->evidence = parts[2], prev->source = parts[3];
+    return 0;
+}
+
+/* 1 when the previous row's notable events equal these (`previous.notable == notable` in
+   `_encode_row`), compared only when both are exact `event_type`s (their == runs no Python code); a
+   previous tuple of anything else is taken as different, as Python's == takes it. -1 on an error. */
+static int same_notable(const Previous *prev, PyObject *notable, PyTypeObject *event_type) {
+    if (prev->notable == NULL || PyTuple_GET_SIZE(prev->notable) != PyTuple_GET_SIZE(notable)) return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(notable); i++)
+        if (!Py_IS_TYPE(PyTuple_GET_ITEM(prev->notable, i), event_type)) return 0;
+    return PyObject_RichCompareBool(prev->notable, notable, Py_EQ);
+}
+
+/* The node's evidence as int64 bytes, as `tree_state._evidence_raw` makes it: the previous row's records
+   still held plus the ones appended since, packed from the deque's right end, when the previous row read
+   this same deque and the counts agree; else every record. NULL with nothing set when a record is not an
+   int in int64's range (Python raises its error). */
+static PyObject *evidence_raw(PyObject *evidence, long long appended, const Previous *prev) {
+    Py_ssize_t held = PyObject_Length(evidence);
+    if (held < 0) return NULL;
+    long long fresh;
+    if (prev->evidence == NULL || prev->source != evidence || __builtin_sub_overflow(appended, prev->appended, &fresh) ||
+        fresh < 0 || fresh >= held || PyBytes_GET_SIZE(prev->evidence) < 8 * (held - fresh))
+        return pack_all(evidence);
+    Py_ssize_t keep = 8 * (held - (Py_ssize_t)fresh), had = PyBytes_GET_SIZE(prev->evidence);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, keep + 8 * (Py_ssize_t)fresh);
+    if (out == NULL) return NULL;
+    memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(prev->evidence) + had - keep, (size_t)keep);
+    if (pack_tail_into(evidence, (Py_ssize_t)fresh, (unsigned char *)PyBytes_AS_STRING(out) + keep) < 0) Py_CLEAR(out);
+    return out;
+}
+
+/* One node's row: a `row_type` holding what `tree_state._encode_row(node, since_ms, previous, epoch)` puts in
+   a `_Row` (`previous`: its last row or None), or None (nothing set) for a node it leaves to Python. */
+static PyObject *new_row(PyObject *node, PyObject *previous, const Since *rule, PyTypeObject *event_type,
+                         PyObject *encode, PyTypeObject *row_type, PyObject *epoch, Buf *b) {
     PyObject *vals[N_FIELDS] = {NULL}, *tails[N_TAILS] = {NULL};
     PyObject *notable = NULL, *notable_json = NULL, *raw = NULL, *out = NULL;
+    Previous prev;
     int rc = 0;
+    Py_INCREF(previous);  /* its parts are borrowed from it: held until the end */
+    if (read_previous(previous, row_type, &prev)) goto done;
     for (Py_ssize_t i = 0; rc == 0 && i < N_FIELDS; i++)
         if ((vals[i] = get_attr(node, field_names[i])) == NULL) rc = -1;
     for (int i = 0; rc == 0 && i < N_TAILS; i++)
@@ -598,9 +666,11 @@ static PyObject *new_row(PyObject *node, const Since *rule, PyTypeObject *event_
     if ((notable = PySequence_Tuple(tails[NOTABLE])) == NULL) goto clear;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(notable); i++)
         if (!Py_IS_TYPE(PyTuple_GET_ITEM(notable, i), event_type)) goto done;
-    if ((raw = pack_all(tails[EVIDENCE])) == NULL) goto clear;
-    notable_json = PyObject_CallOneArg(encode, notable);  /* the last call that may run code: values held */
-    if (notable_json == NULL) goto clear;
+    if ((raw = evidence_raw(tails[EVIDENCE], appended, &prev)) == NULL) goto clear;
+    int same = same_notable(&prev, notable, event_type);
+    if (same < 0) goto clear;
+    if (same) notable_json = Py_NewRef(prev.notable_json);
+    else if ((notable_json = PyObject_CallOneArg(encode, notable)) == NULL) goto clear;  /* may run code: values held */
     if (!PyBytes_CheckExact(notable_json)) goto done;
     b->len = 0;
     rc = put(b, "[", 1);
@@ -637,27 +707,35 @@ done:
     Py_XDECREF(notable);
     Py_XDECREF(notable_json);
     Py_XDECREF(raw);
+    Py_DECREF(previous);
     return out != NULL ? out : Py_NewRef(Py_None);
 }
 
-/* new_rows(nodes: list, since_ms: int, code_bits: int, event_type: type, encode: Callable, row_type: type,
-   epoch: int) -> list: for each node (a `ProcessNode` never encoded before) a `row_type` (`tree_state._Row`)
-   holding what `_encode_row(node, since_ms, None, epoch)` puts in one — its row's bytes, its notable
-   events and their JSON (`encode(notable)`, called only when every one is an exact `event_type`), its
-   evidence as int64 bytes, the sum of its code counts — or None for a node it leaves to Python (anything
-   it does not write exactly as the Python code does, or any error: Python then raises its own). The next
-   nodes' objects are prefetched while one is written. */
-static PyObject *new_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+/* encode_rows(nodes: list, previous: list, since_ms: int, code_bits: int, event_type: type, encode: Callable,
+   row_type: type, epoch: int) -> list: for each node (a `ProcessNode`) and its previous row (a `row_type`,
+   i.e. `tree_state._Row`, or None) a new `row_type` holding what `_encode_row(node, since_ms, previous,
+   epoch)` puts in one — its row's bytes, its notable events and their JSON (the previous row's when they
+   are equal, else `encode(notable)`, called only when every one is an exact `event_type`), its evidence as
+   int64 bytes (the previous row's still held plus the new ones), the sum of its code counts — or None for
+   a node it leaves to Python (anything it does not write exactly as the Python code does, or any error:
+   Python then raises its own). The next nodes' objects are prefetched while one is written. */
+static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 7 || !PyList_CheckExact(args[0]) || !PyType_Check(args[3]) || !PyType_Check(args[5])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "new_rows(nodes: list, since_ms, code_bits, event_type: type, encode, row_type: type, epoch)");
+    if (nargs != 8 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) || !PyType_Check(args[4]) ||
+        !PyType_Check(args[6]) || PyList_GET_SIZE(args[0]) != PyList_GET_SIZE(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "encode_rows(nodes: list, previous: list of the same length, since_ms, "
+                                         "code_bits, event_type: type, encode, row_type: type, epoch)");
         return NULL;
     }
+    PyObject *since_ms = args[2], *code_bits = args[3], *encode = args[5], *epoch = args[7];
+    PyTypeObject *event_type = (PyTypeObject *)args[4], *row_type = (PyTypeObject *)args[6];
     Since rule;
-    if (parse_since(args[1], args[2], &rule) < 0 || check_row_type((PyTypeObject *)args[5]) < 0) return NULL;
-    PyObject *nodes = PySequence_List(args[0]);  /* our own list: `encode` cannot change it under us */
-    if (nodes == NULL) return NULL;
+    if (parse_since(since_ms, code_bits, &rule) < 0 || check_row_type(row_type) < 0) return NULL;
+    PyObject *nodes = PySequence_List(args[0]), *previous = NULL;  /* our own lists: `encode` cannot change */
+    if (nodes == NULL || (previous = PySequence_List(args[1])) == NULL) {  /* them under us */
+        Py_XDECREF(nodes);
+        return NULL;
+    }
     Py_ssize_t n = PyList_GET_SIZE(nodes);
     PyObject *out = PyList_New(n);
     const int shared = !scratch_taken;
@@ -667,12 +745,13 @@ static PyObject *new_rows(PyObject *self, PyObject *const *args, Py_ssize_t narg
         if (i + 3 < n) prefetch_object(PyList_GET_ITEM(nodes, i + 3));
         if (i + 2 < n) prefetch_slots(PyList_GET_ITEM(nodes, i + 2));
         if (i + 1 < n) prefetch_contents(PyList_GET_ITEM(nodes, i + 1));
-        PyObject *row = new_row(PyList_GET_ITEM(nodes, i), &rule, (PyTypeObject *)args[3], args[4],
-                                (PyTypeObject *)args[5], args[6], &b);
+        PyObject *row = new_row(PyList_GET_ITEM(nodes, i), PyList_GET_ITEM(previous, i), &rule, event_type, encode,
+                                row_type, epoch, &b);
         if (row == NULL) Py_CLEAR(out);
         else PyList_SET_ITEM(out, i, row);
     }
     Py_DECREF(nodes);
+    Py_DECREF(previous);
     if (!shared) {
         PyMem_Free(b.p);
         return out;
@@ -695,9 +774,9 @@ static PyMethodDef methods[] = {
      "row_json(fields, raw, since_ms, code_bits, conns, notable, codes) -> bytes | None: a process's row as "
      "orjson writes it (the evidence as raw_b64 writes it), "
      "None when orjson must decide."},
-    {"new_rows", (PyCFunction)(void (*)(void))new_rows, METH_FASTCALL,
-     "new_rows(nodes, since_ms, code_bits, event_type, encode, row_type, epoch) -> list: each node's first "
-     "row as a row_type (tree_state._Row), or None where Python must write it."},
+    {"encode_rows", (PyCFunction)(void (*)(void))encode_rows, METH_FASTCALL,
+     "encode_rows(nodes, previous, since_ms, code_bits, event_type, encode, row_type, epoch) -> list: each "
+     "node's row as a row_type (tree_state._Row), or None where Python must write it."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pipeline._cstate",

@@ -9,7 +9,7 @@ def row_json(
     fields: tuple[Any, ...], raw: bytes, since_ms: int, code_bits: int, conns: Iterable[Any], notable: bytes,
     codes: dict[int, int], /,
 ) -> bytes | None: ...
-def new_rows(
-    nodes: list[Any], since_ms: int, code_bits: int, event_type: type, encode: Callable[[Any], Any],
-    row_type: type, epoch: int, /,
+def encode_rows(
+    nodes: list[Any], previous: list[Any], since_ms: int, code_bits: int, event_type: type,
+    encode: Callable[[Any], Any], row_type: type, epoch: int, /,
 ) -> list[Any]: ...

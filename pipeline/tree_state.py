@@ -22,13 +22,14 @@ device re-encodes everything regardless, so a mutation path this list misses is 
 silent for ever. A device's record is still one whole forest, so a crash between two writes
 never leaves a device half old and half new on the changelog.
 
-**Nodes never encoded** (all of them at a worker's first checkpoint, and at each `full_every`-th
-encoding of a device) are written in one C call per device (`_cstate.new_rows`): their fields read from
-the node's slots, evidence, connections, notable events and code counts written without the Python
-frames, tuples and strs of `_encode_row`, and the next nodes' objects prefetched while one is written
-(session K: 12-15 -> 8-10 us per row on the bench's cold forests). It writes the bytes `_encode_row`
-writes and leaves any node it would not write exactly so (a restored notable dict, a value orjson must
-decide, an error) to `_encode_row`, which writes it or raises its own error.
+**The rows to encode** of a device (all of them at its first or a full encoding; else the stamped
+ones) are written in one C call (`_cstate.encode_rows`): the fields read from the node's slots, the
+evidence, connections, notable events and code counts written without the Python frames, tuples and
+strs of `_encode_row`, the `_Row`s made without their `__init__`, and the next nodes' objects
+prefetched while one is written (session K: a cold device's rows 12-15 -> 8-10 us each). It writes
+the bytes `_encode_row` writes, from the same previous row, and leaves any node it would not write
+exactly so (a restored notable dict, a value orjson must decide, an error) to `_encode_row`, which
+writes it or raises its own error.
 
 The record layout is the one `STATE_VERSION` 2 always had; records written before this encoder
 (which filtered notable events by time and sorted code counts) are read exactly as before. What
@@ -69,17 +70,17 @@ __all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_d
 _ctail: Callable[[Sequence[int], int], bytes] | None
 _cb64: Callable[[bytes, int, int], str] | None
 _crow: Callable[[tuple[Any, ...], bytes, int, int, Iterable[Any], bytes, dict[int, int]], bytes | None] | None
-_cnew: Callable[[list[Any], int, int, type, Callable[[Any], Any], type, int], list[Any]] | None
+_crows: Callable[[list[Any], list[Any], int, int, type, Callable[[Any], Any], type, int], list[Any]] | None
 try:  # a process's evidence packed and base64'd, and its row written, in C (pipeline/_cstate.c);
     # optional: Python and orjson compute the same bytes
+    from pipeline._cstate import encode_rows as _compiled_rows
     from pipeline._cstate import evidence_tail as _compiled_tail
-    from pipeline._cstate import new_rows as _compiled_new
     from pipeline._cstate import raw_b64 as _compiled_b64
     from pipeline._cstate import row_json as _compiled_row
 except ImportError:  # pragma: no cover - depends on the build
-    _ctail = _cb64 = _crow = _cnew = None
+    _ctail = _cb64 = _crow = _crows = None
 else:
-    _ctail, _cb64, _crow, _cnew = _compiled_tail, _compiled_b64, _compiled_row, _compiled_new
+    _ctail, _cb64, _crow, _crows = _compiled_tail, _compiled_b64, _compiled_row, _compiled_rows
 
 STATE_VERSION = 2
 _FIELDS = (
@@ -159,35 +160,35 @@ class ForestEncoder:
         self._encodings[device] = count + 1 if cached is not None else 1
         epoch = forest.epoch
         forest.epoch = epoch + 1  # what events name from now on is stale in these rows
+        order = forest.recency_order()
         if cached is None:  # every node new to this encoder (its first or a full encoding): one C call
-            order = forest.recency_order()
-            made = _new_rows(list(map(forest.nodes.__getitem__, order)), keep_since_ms, epoch)
+            nodes = list(map(forest.nodes.__getitem__, order))
+            made = _rows_of(nodes, [None] * len(nodes), keep_since_ms, epoch)
             self._rows[device] = dict(zip(order, made, strict=True))
             self.rows_encoded += len(made)
             return _record(forest, [row.data for row in made])
         rows = self._rows[device] = {}
         parts: list[bytes] = []
-        fresh: list[tuple[int, str, ProcessNode]] = []  # nodes without a row of their own: encoded at once
-        nodes = forest.nodes
-        for key in forest.recency_order():
-            node = nodes[key]
+        stale: list[tuple[int, str]] = []  # where in `parts`, and the key, of each row to encode
+        nodes, previous = [], []  # the rows to encode: the node, its previous row or None
+        for key in order:
+            node = forest.nodes[key]
             row = cached.get(key)
-            if row is None or row.node is not node:
-                fresh.append((len(parts), key, node))
-                parts.append(b"")
+            if row is not None and row.node is not node:
+                row = None  # another process under the same key: nothing of the old row is reused
+            elif row is not None and node.stamp <= row.epoch and row.mark == node.alert_mark:
+                rows[key] = row
+                parts.append(row.data)
                 continue
-            if node.stamp > row.epoch or row.mark != node.alert_mark:
-                row = _encode_row(node, keep_since_ms, row, epoch)
-                self.rows_encoded += 1
-            else:
-                self.rows_reused += 1
-            rows[key] = row
-            parts.append(row.data)
-        made = _new_rows([node for _, _, node in fresh], keep_since_ms, epoch)
-        for (at, key, _), row in zip(fresh, made, strict=True):
+            stale.append((len(parts), key))
+            nodes.append(node)
+            previous.append(row)
+            parts.append(b"")
+        for (at, key), row in zip(stale, _rows_of(nodes, previous, keep_since_ms, epoch), strict=True):
             rows[key] = row
             parts[at] = row.data
-        self.rows_encoded += len(fresh)
+        self.rows_encoded += len(stale)
+        self.rows_reused += len(parts) - len(stale)
         return _record(forest, parts)
 
 
@@ -214,14 +215,16 @@ def _record(forest: DeviceForest, rows: list[bytes]) -> bytes:
     return b",".join(rows)
 
 
-def _new_rows(nodes: list[ProcessNode], since_ms: int, epoch: int) -> list[_Row]:
-    """First rows of nodes never encoded: in one C call that prefetches the next nodes while it writes one
-    (pipeline/_cstate.c, `new_rows`: the same bytes), `_encode_row` for a node it leaves to Python."""
-    if _cnew is None or type(since_ms) is not int or not nodes:
-        return [_encode_row(node, since_ms, None, epoch) for node in nodes]
-    made: list[_Row | None] = _cnew(nodes, since_ms, CODE_BITS, FastEvent, _JSON.encode, _Row, epoch)
-    return [_encode_row(node, since_ms, None, epoch) if row is None else row
-            for node, row in zip(nodes, made, strict=True)]
+def _rows_of(nodes: list[ProcessNode], previous: list[_Row | None], since_ms: int, epoch: int) -> list[_Row]:
+    """The nodes' rows (each from its previous row, or None), in one C call that prefetches the next nodes
+    while it writes one (pipeline/_cstate.c, `encode_rows`: the same bytes); `_encode_row` for a node it
+    leaves to Python."""
+    if _crows is None or type(since_ms) is not int or not nodes:
+        return [_encode_row(node, since_ms, row, epoch) for node, row in zip(nodes, previous, strict=True)]
+    made: list[_Row | None] = _crows(nodes, previous, since_ms, CODE_BITS, FastEvent, _JSON.encode, _Row,
+                                     epoch)
+    return [_encode_row(node, since_ms, row, epoch) if new is None else new
+            for node, row, new in zip(nodes, previous, made, strict=True)]
 
 
 def _encode_row(node: ProcessNode, since_ms: int, previous: _Row | None, epoch: int) -> _Row:

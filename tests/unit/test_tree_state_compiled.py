@@ -13,6 +13,7 @@ interpreter with `PYTHONMALLOC=debug -X dev`.
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import enum
 import functools
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from operator import attrgetter
 from typing import Any
 
+import msgspec
 import numpy as np
 import orjson
 import pytest
@@ -53,7 +55,7 @@ except ImportError:  # pragma: no cover - every test below then fails with NOT_B
 
 @pytest.fixture(autouse=True)
 def _built() -> None:
-    compiled = (tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._cnew)
+    compiled = (tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._crows)
     assert _cstate is not None and None not in compiled, NOT_BUILT
 CHILD = "RINGFENCE_CSTATE_CHILD"
 
@@ -61,13 +63,13 @@ CHILD = "RINGFENCE_CSTATE_CHILD"
 @contextmanager
 def state_path(compiled: bool) -> Iterator[None]:
     """Inside, state records are encoded with the C loops (`compiled`) or with Python alone."""
-    saved = tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._cnew
-    tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._cnew = (
+    saved = tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._crows
+    tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._crows = (
         saved if compiled else (None, None, None, None))
     try:
         yield
     finally:
-        tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._cnew = saved
+        tree_state._ctail, tree_state._cb64, tree_state._crow, tree_state._crows = saved
 
 
 def python_evidence(records: Any, since_ms: int) -> str:
@@ -387,7 +389,7 @@ def test_no_reference_is_leaked_per_row() -> None:
     assert tuple(map(sys.getrefcount, watched)) == before
 
 
-# ---------------------------------------------------------------- new_rows: a node's first row in C
+# ---------------------------------------------------------------- encode_rows: a node's row in C
 
 
 def python_first_row(node: Any, since_ms: int) -> Any:
@@ -413,7 +415,8 @@ EPOCH = 7
 
 
 def c_first_rows(nodes: list[Any], since_ms: int, encode: Any = tree_state._JSON.encode) -> list[Any]:
-    made = _cstate.new_rows(nodes, since_ms, CODE_BITS, FastEvent, encode, tree_state._Row, EPOCH)
+    made = _cstate.encode_rows(nodes, [None] * len(nodes), since_ms, CODE_BITS, FastEvent, encode,
+                               tree_state._Row, EPOCH)
     assert all(row is None or type(row) is tree_state._Row for row in made)
     return [row_values(row) for row in made]
 
@@ -452,7 +455,7 @@ class _Deque(deque[Any]):
 
 
 def _hostile(node: Any, what: str) -> None:
-    """Make one thing about a node something `new_rows` leaves to Python."""
+    """Make one thing about a node something `encode_rows` leaves to Python."""
     if what == "evidence not int":
         node.evidence.append("7")
     elif what == "evidence past int64":
@@ -528,12 +531,13 @@ def test_an_encoder_that_changes_the_list_does_not_crash() -> None:
         nodes.clear()
         return b"[]"
 
-    made = _cstate.new_rows(nodes, 0, CODE_BITS, FastEvent, clearing, tree_state._Row, EPOCH)
+    made = _cstate.encode_rows(nodes, [None] * 3, 0, CODE_BITS, FastEvent, clearing, tree_state._Row, EPOCH)
     assert len(made) == 3 and all(row is not None and row.notable_json == b"[]" for row in made)
 
 
-def test_bad_new_rows_arguments_are_errors_not_crashes() -> None:
-    good: list[Any] = [[bench_node()], 0, CODE_BITS, FastEvent, tree_state._JSON.encode, tree_state._Row, 1]
+def test_bad_encode_rows_arguments_are_errors_not_crashes() -> None:
+    good: list[Any] = [[bench_node()], [None], 0, CODE_BITS, FastEvent, tree_state._JSON.encode,
+                       tree_state._Row, 1]
 
     @dataclasses.dataclass(slots=True)
     class Short:  # a slotted class without all of _Row's fields
@@ -542,16 +546,16 @@ def test_bad_new_rows_arguments_are_errors_not_crashes() -> None:
     class Frozen(tree_state._Row):  # not a direct subclass of object
         pass
 
-    for at, bad in ((0, (1,)), (0, None), (1, "0"), (2, None), (3, 5), (5, None), (5, int), (5, tuple),
-                    (5, Short), (5, Frozen), (5, dict)):
+    for at, bad in ((0, (1,)), (0, None), (1, (None,)), (1, []), (1, [None, None]), (2, "0"), (3, None),
+                    (4, 5), (6, None), (6, int), (6, tuple), (6, Short), (6, Frozen), (6, dict)):
         args = list(good)
         args[at] = bad
         with pytest.raises(TypeError):
-            _cstate.new_rows(*args)
+            _cstate.encode_rows(*args)
     with pytest.raises(ValueError, match="code_bits"):
-        _cstate.new_rows([], 0, 99, FastEvent, tree_state._JSON.encode, tree_state._Row, 1)
+        _cstate.encode_rows([], [], 0, 99, FastEvent, tree_state._JSON.encode, tree_state._Row, 1)
     with pytest.raises(TypeError):
-        _cstate.new_rows([], 0)  # type: ignore[call-arg]
+        _cstate.encode_rows([], [], 0)  # type: ignore[call-arg]
     assert c_first_rows([object(), 5, None], 0) == [None] * 3
 
 
@@ -570,7 +574,56 @@ def test_no_reference_is_leaked_per_new_row() -> None:
 
 def test_a_new_row_is_a_row_whose_fast_events_the_collector_does_not_visit() -> None:
     node = bench_node()
-    (row,) = _cstate.new_rows([node], 0, CODE_BITS, FastEvent, tree_state._JSON.encode, tree_state._Row, 7)
+    (row,) = _cstate.encode_rows([node], [None], 0, CODE_BITS, FastEvent, tree_state._JSON.encode,
+                                 tree_state._Row, 7)
     assert row.node is node and row.source is node.evidence and row.epoch == 7 and row.mark == node.alert_mark
     assert gc.is_tracked(row) and not gc.is_tracked(row.notable) and row.notable == tuple(node.notable)
     assert row_values(row) == python_first_row(node, 0)
+
+
+def python_row(node: Any, previous: Any, since_ms: int) -> Any:
+    with state_path(False):
+        return row_values(tree_state._encode_row(node, since_ms, previous, EPOCH))
+
+
+def c_row_from(node: Any, previous: Any, since_ms: int) -> Any:
+    (row,) = _cstate.encode_rows([node], [previous], since_ms, CODE_BITS, FastEvent, tree_state._JSON.encode,
+                                 tree_state._Row, EPOCH)
+    return row_values(row)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 80), st.integers(-3, 3), st.booleans(),
+       st.sampled_from(["same", "equal", "other", "dicts"]), st.sampled_from([0, 10**15, 1 << 70]))
+def test_a_row_from_a_previous_row_in_c_is_the_row_python_writes(
+        more: int, drift: int, same_source: bool, notable: str, since_ms: int) -> None:
+    """Evidence kept from the previous row plus the records appended since (or all of them again when the
+    counts or the deque do not match), notable JSON reused when the events are equal: as `_encode_row`."""
+    node = bench_node()
+    with state_path(False):
+        previous = tree_state._encode_row(node, 0, None, 1)
+    for i in range(more):  # appended since: the deque drops its oldest when full
+        node.evidence.append(((10**12 + i) << CODE_BITS) | 3)
+    node.code_counts[3] = node.code_counts.get(3, 0) + more + drift  # drift: counts that do not match
+    if not same_source:
+        node.evidence = deque(node.evidence, maxlen=node.evidence.maxlen)
+    if notable == "equal":  # equal events, other objects: Python's == reuses the JSON
+        node.notable = deque(msgspec.structs.replace(event) for event in node.notable)
+    elif notable == "other":
+        node.notable.append(one_device_events()[-1])
+    elif notable == "dicts":
+        previous.notable = tuple(orjson.loads(previous.notable_json))
+    assert c_row_from(node, previous, since_ms) == python_row(node, previous, since_ms)
+
+
+def test_a_previous_row_of_another_kind_leaves_the_node_to_python() -> None:
+    node = bench_node()
+    with state_path(False):
+        previous = tree_state._encode_row(node, 0, None, 1)
+    for name, value in (("notable", list(previous.notable)), ("notable_json", "[]"),
+                        ("evidence", bytearray()), ("appended", 1.0), ("appended", 1 << 64)):
+        odd = copy.copy(previous)
+        setattr(odd, name, value)
+        assert c_row_from(node, odd, 0) is None
+    assert c_row_from(node, ("not", "a", "row"), 0) is None
+    assert c_row_from(node, previous, 0) == python_row(node, previous, 0)
