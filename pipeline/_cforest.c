@@ -698,11 +698,6 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
             goto done;
         run->evidence_dropped += held_before + n - held_after;
     }
-    /* A dict tracks itself again when it takes a tracked key (the codes are `Counter` members), so a
-       node's counts would join the young generation with its first code: off again (they hold codes and
-       ints, no cycle; see `clone_node`). */
-    if (PyDict_CheckExact(counts) && PyObject_GC_IsTracked(counts))
-        PyObject_GC_UnTrack(counts);
     rc = rescore | notable << 1;
 done:
     Py_XDECREF(evidence);
