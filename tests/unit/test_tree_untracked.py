@@ -96,7 +96,7 @@ def test_what_an_untracked_node_holds_survives_collections_and_goes_with_the_nod
     _apply(forest, _events(4), True)
     node = forest.nodes["p0"]
     held = _Cyclic()
-    node.notable.append(held)  # as a restore or a caller may put any object there
+    node.notable.append(held)  # type: ignore[arg-type]  # any object, as odd code may put there
     before = sys.getrefcount(held)
     del held
     for generation in (0, 1, 2):
