@@ -23,6 +23,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from pipeline import kafka_zstd
 from pipeline.demo_kit import assigned_partitions
 from pipeline.enroll import KeysFolder
 from pipeline.kafka_io import (
@@ -144,7 +145,13 @@ async def fill(kafka: KafkaSettings, topic: str, records: Iterable[tuple[bytes, 
 
 
 async def raw_rate(kafka: KafkaSettings, topic: str, records: int, max_records: int) -> tuple[float, int]:
-    """aiokafka getmany + orjson.loads of every value: (events/s, events), first record to last."""
+    """aiokafka getmany + orjson.loads of every value: (events/s, events), first record to last.
+
+    With the worker's zstd codec installed (`pipeline.kafka_zstd`, as the worker's clients install it),
+    so that the baseline decompresses as fast as the worker does: the full/raw ratio then measures what
+    the worker does with the records, not which codec each side happened to get (before this, the first
+    raw measure of a run used aiokafka's stock codec and every later one the worker's)."""
+    kafka_zstd.install()
     consumer = AIOKafkaConsumer(
         **kafka.client_kwargs(), enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
     )
