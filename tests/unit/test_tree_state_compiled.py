@@ -572,13 +572,21 @@ def test_no_reference_is_leaked_per_new_row() -> None:
     assert tuple(map(sys.getrefcount, watched)) == before
 
 
-def test_a_new_row_is_a_row_whose_fast_events_the_collector_does_not_visit() -> None:
+def test_a_row_made_in_c_is_one_the_collector_does_not_visit() -> None:
+    """Neither the row nor its tuple of fast events is tracked (neither can be in a cycle); both are
+    freed by their reference counts, through collections, as rows are replaced."""
     node = bench_node()
     (row,) = _cstate.encode_rows([node], [None], 0, CODE_BITS, FastEvent, tree_state._JSON.encode,
                                  tree_state._Row, 7)
     assert row.node is node and row.source is node.evidence and row.epoch == 7 and row.mark == node.alert_mark
-    assert gc.is_tracked(row) and not gc.is_tracked(row.notable) and row.notable == tuple(node.notable)
+    assert not gc.is_tracked(row) and not gc.is_tracked(row.notable) and row.notable == tuple(node.notable)
     assert row_values(row) == python_first_row(node, 0)
+    before = sys.getrefcount(node)
+    for _ in range(2_000):
+        row = _cstate.encode_rows([node], [row], 0, CODE_BITS, FastEvent, tree_state._JSON.encode,
+                                  tree_state._Row, 7)[0]
+        gc.collect(0)
+    assert sys.getrefcount(node) == before and row.node is node
 
 
 def python_row(node: Any, previous: Any, since_ms: int) -> Any:
