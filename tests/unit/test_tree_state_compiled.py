@@ -220,6 +220,7 @@ def test_no_reference_is_leaked_per_event() -> None:
         forest.apply(event)
     node = forest.nodes["p"]
     records = list(node.evidence)
+    gc.collect()  # garbage of earlier tests (hypothesis' examples) may hold the watched objects
     before = (sys.getrefcount(node.evidence), *map(sys.getrefcount, records))
     for _ in range(10_000):
         raw = _cstate.evidence_tail(node.evidence, len(records))
@@ -379,6 +380,7 @@ def test_no_reference_is_leaked_per_row() -> None:
     text, big, conn, raw = "C:\\a\u00e9 \"x\"", 1 << 65, (1, "10.0.0.1", 443), tree_state._pack([1, 2, 3])
     codes: dict[int, int] = {Code.WRITE: 3}
     watched = (text, big, conn, codes, Code.WRITE, raw)
+    gc.collect()  # garbage of earlier tests (hypothesis' examples) may hold the watched objects
     before = tuple(map(sys.getrefcount, watched))
     for _ in range(10_000):
         assert _cstate.row_json((text, 1, None), raw, 0, CODE_BITS, [conn], b"[]", codes) is not None
@@ -564,6 +566,7 @@ def test_no_reference_is_leaked_per_new_row() -> None:
     _hostile(other := bench_node(), "conn stamp not int")
     watched = (node, node.evidence, node.conns, node.notable, node.code_counts, node.command_line,
                *node.notable, *node.conns, other, other.conns)
+    gc.collect()  # garbage of earlier tests (hypothesis' examples) may hold the watched objects
     before = tuple(map(sys.getrefcount, watched))
     for _ in range(3_000):
         made = c_first_rows([node, other], 0)
