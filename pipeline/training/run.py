@@ -16,14 +16,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.scoring import Model
+from pipeline.scoring import Model, load_model, model_classify
 from pipeline.training.artifact import artifact_bytes, write_model
-from pipeline.training.card import Results, render_card, render_data
+from pipeline.training.card import LoneBooster, Results, render_card, render_data
 from pipeline.training.dataset import DataConfig, Dataset, build_dataset, load_dataset, save_dataset
-from pipeline.training.evaluate import RecordingReport, TreeReport, save_confusion_png, summarise, tree_report
+from pipeline.training.evaluate import (
+    RecordingReport,
+    TreeReport,
+    save_confusion_png,
+    summarise,
+    tree_report_of,
+)
 from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes, probe_outcomes
 from pipeline.training.split import DEV
-from pipeline.training.train import TrainConfig, fit
+from pipeline.training.train import TrainConfig, fit_views
 
 log = logging.getLogger(__name__)
 DEFAULT_EVTX = Path("/work/shared/datasets/evtx-samples")
@@ -56,12 +62,11 @@ def run_train(config: RunConfig) -> Results:
     """Train, save, measure and document (see module docstring)."""
     data = dataset(config)
     started = time.monotonic()
-    trained = fit(data, config.train)
+    views = fit_views(data, config.train)
+    trained = views.full
     seconds = time.monotonic() - started
-    version = write_model(config.out, trained, config.train, data)
-    from pipeline.model.booster import BoosterModel
-
-    model = BoosterModel.load(config.out)
+    version = write_model(config.out, trained, config.train, data, lone=views.lone)
+    model = load_model(config.out)
     results = Results(
         version,
         artifact_bytes(config.out),
@@ -70,6 +75,7 @@ def run_train(config: RunConfig) -> Results:
         tree_reports(model, data),
         hunt_reports(model, config),
         seconds,
+        LoneBooster(views.lone.best_iteration, views.lone.thresholds, views.lone_rows),
     )
     _write_documents(config, data, results)
     return results
@@ -86,8 +92,10 @@ def tree_reports(model: Model, data: Dataset) -> dict[str, TreeReport]:
     ):
         mask = data.split_mask(DEV, origin)
         if mask.any():
-            probabilities = np.asarray(model.predict_proba(data.matrix[mask]), dtype=np.float32)
-            out[title] = tree_report(probabilities, data.labels[mask], data.trees[mask], model.thresholds)
+            matrix = data.matrix[mask]
+            probabilities = np.asarray(model.predict_proba(matrix), dtype=np.float32)
+            scores = model_classify(model, matrix, probabilities)
+            out[title] = tree_report_of(scores, data.labels[mask], data.trees[mask])
     return out
 
 
