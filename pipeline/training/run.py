@@ -1,6 +1,7 @@
 """The `ringfence train` and `ringfence evaluate` workflows, end to end.
 
-train:    build (or load a cached) dataset -> fit -> write model.ubj/model.json -> measure on dev
+train:    build (or load a cached) dataset -> fit (with `two_view`, a second booster for process-only
+          rows too: `pipeline.model.routed`) -> write model.ubj/model.json -> measure on dev
           (tree level per origin; recording level through hunt on held-out lab recordings and on the
           .evtx samples) -> write DATA.md, MODEL_CARD.md and confusion_dev.png next to the model.
 evaluate: load a model directory -> rebuild the dev sources only -> the same measurements, printed.
@@ -29,7 +30,7 @@ from pipeline.training.evaluate import (
 )
 from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes, probe_outcomes
 from pipeline.training.split import DEV
-from pipeline.training.train import TrainConfig, fit_views
+from pipeline.training.train import TrainConfig, Views, fit, fit_views
 
 log = logging.getLogger(__name__)
 DEFAULT_EVTX = Path("/work/shared/datasets/evtx-samples")
@@ -45,6 +46,7 @@ class RunConfig:
     evtx_dir: Path | None = DEFAULT_EVTX
     cache: Path | None = None  # dataset cache (build once, reuse)
     recordings: bool = True  # also hunt whole recordings (slower)
+    two_view: bool = False  # also fit the process-only rows' booster (`pipeline.model.routed`)
 
 
 def dataset(config: RunConfig) -> Dataset:
@@ -62,10 +64,11 @@ def run_train(config: RunConfig) -> Results:
     """Train, save, measure and document (see module docstring)."""
     data = dataset(config)
     started = time.monotonic()
-    views = fit_views(data, config.train)
-    trained = views.full
+    views = fit_views(data, config.train) if config.two_view else None
+    trained = fit(data, config.train) if views is None else views.full
+    lone = None if views is None else views.lone
     seconds = time.monotonic() - started
-    version = write_model(config.out, trained, config.train, data, lone=views.lone)
+    version = write_model(config.out, trained, config.train, data, lone=lone)
     model = load_model(config.out)
     results = Results(
         version,
@@ -75,10 +78,16 @@ def run_train(config: RunConfig) -> Results:
         tree_reports(model, data),
         hunt_reports(model, config),
         seconds,
-        LoneBooster(views.lone.best_iteration, views.lone.thresholds, views.lone_rows),
+        _lone_summary(views),
     )
     _write_documents(config, data, results)
     return results
+
+
+def _lone_summary(views: Views | None) -> LoneBooster | None:
+    if views is None:
+        return None
+    return LoneBooster(views.lone.best_iteration, views.lone.thresholds, views.lone_rows)
 
 
 def tree_reports(model: Model, data: Dataset) -> dict[str, TreeReport]:

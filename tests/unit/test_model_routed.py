@@ -205,3 +205,24 @@ def test_a_named_but_missing_or_malformed_second_booster_is_refused(tmp_path: Pa
     meta_path.write_text(json.dumps(meta), encoding="utf-8")
     with pytest.raises(ModelError, match="'lone' must be an object"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("two_view", [False, True])
+def test_ringfence_train_fits_the_second_booster_only_when_asked(tmp_path: Path, two_view: bool) -> None:
+    from pipeline.training.run import RunConfig, run_train
+
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120)
+    config = RunConfig(
+        out=tmp_path,
+        data=DataConfig(otrf_root=None, captures=None, sim=sim),
+        train=TINY,
+        evtx_dir=None,
+        recordings=False,
+        two_view=two_view,
+    )
+    results = run_train(config)
+    card = (tmp_path / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert (tmp_path / LONE_BOOSTER).exists() is two_view
+    assert isinstance(load_model(tmp_path), RoutedModel) is two_view
+    assert ("Two sensor views, two boosters" in card) is two_view
+    assert results.version in card and (results.lone is not None) is two_view
