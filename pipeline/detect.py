@@ -50,6 +50,7 @@ from pipeline.scoring import (
     ScoreJob,
     Scorer,
     load_model,
+    malicious_threshold,
 )
 from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
 from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
@@ -369,7 +370,7 @@ class Detector:
             evidence=tuple(evidence),
             tactic=score.tactic,
             score=score.malicious,
-            threshold=float(model.thresholds.get("malicious", 0.5)),
+            threshold=malicious_threshold(model, values),
             tactic_scores=dict(zip(TACTICS, score.probabilities[1:], strict=True)),
             top_features=tuple(reasons),
             techniques=_techniques(mask, values),

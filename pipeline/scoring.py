@@ -9,8 +9,10 @@ oldest has waited `max_delay_ms`; each flush is exactly one `predict_proba` call
 trained XGBoost model (`pipeline.model.booster`) satisfy; `load_model` picks the trained one when
 `pipeline/model/model.ubj` and `model.json` exist (wrapped by `pipeline.compiled_model.FastBooster`:
 small batches without XGBoost's fixed cost per call, contributions of one class at a time) and says
-loudly when it falls back. A model may offer `class_contributions(matrix, class_index)`; `Scorer.explain`
-then asks for the alerting rows' own classes only.
+loudly when it falls back. An artifact with two boosters, one per sensor view, loads as a
+`pipeline.model.routed.RoutedModel`; `model_classify` then applies each view's thresholds. A model
+may offer `class_contributions(matrix, class_index)`; `Scorer.explain` then asks for the alerting
+rows' own classes only.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ TACTICS: tuple[str, ...] = tuple(t.value for t in Tactic if t is not Tactic.GENE
 CLASSES: tuple[str, ...] = (BENIGN, *TACTICS)
 """Class order every model must use: benign first, then the 12 tactics in ATT&CK order."""
 MODEL_DIR = Path(__file__).resolve().parent / "model"
+LONE_BOOSTER = "model_lone.ubj"
+"""The process-creation booster of a two-view artifact (`pipeline.model.routed`), next to model.ubj."""
 Matrix = NDArray[np.float32]
 
 
@@ -189,6 +193,34 @@ def _classify(probabilities: Matrix, thresholds: Mapping[str, float]) -> BatchSc
     return BatchScores(probabilities, malicious, flagged, best, named)
 
 
+def model_classify(model: Model, matrix: Matrix, probabilities: Matrix) -> BatchScores:
+    """`classify` with the model's thresholds; a model with two sensor views
+    (`pipeline.model.routed.RoutedModel`) flags its process-only rows by its lone thresholds."""
+    scores = classify(probabilities, model.thresholds)
+    route = getattr(model, "process_only", None)
+    if route is None or not len(matrix):
+        return scores
+    lone = route(matrix)
+    if not lone.any():
+        return scores
+    other = classify(probabilities, model.lone_thresholds)  # type: ignore[attr-defined]
+    return BatchScores(
+        probabilities,
+        scores.malicious,
+        np.where(lone, other.flagged, scores.flagged),
+        scores.best,
+        np.where(lone, other.named, scores.named),
+    )
+
+
+def malicious_threshold(model: Model, row: Matrix) -> float:
+    """The minimum 1 - P(benign) that applied to one feature row (its view's, for a routed model)."""
+    route = getattr(model, "process_only", None)
+    if route is not None and bool(route(row.reshape(1, -1))[0]):
+        return float(model.lone_thresholds.get("malicious", 0.5))  # type: ignore[attr-defined]
+    return float(model.thresholds.get("malicious", 0.5))
+
+
 def top_features(
     contributions: Matrix, values: Matrix, names: tuple[str, ...], k: int = 8
 ) -> list[tuple[str, float, float]]:
@@ -297,7 +329,7 @@ class Scorer:
 
     def score(self, matrix: Matrix) -> BatchScores:
         """Score every row with a single `predict_proba` call."""
-        return self._classified(len(matrix), self.model.predict_proba(matrix))
+        return self._classified(matrix, self.model.predict_proba(matrix))
 
     def start(self, matrix: Matrix) -> ScoreJob:
         """`score(matrix)`, begun: on a thread of its own when the model offers `predict_start` (the
@@ -305,7 +337,7 @@ class Scorer:
         a subclass overrides `score` but not `start`) scored now. `ScoreJob.result` gives
         the same `BatchScores` as `score` would."""
         running = self._predict_start(matrix) if type(self).score is Scorer.score else None
-        return ScoreJob(self, len(matrix), self.score(matrix) if running is None else running)
+        return ScoreJob(self, matrix, self.score(matrix) if running is None else running)
 
     def _predict_start(self, matrix: Matrix) -> RunningPredict | None:
         """The model's `predict_start(matrix)`; None when it has none or declines (no C trees)."""
@@ -313,11 +345,12 @@ class Scorer:
         running: RunningPredict | None = None if begin is None else begin(matrix)
         return running
 
-    def _classified(self, rows: int, probabilities: Any) -> BatchScores:
+    def _classified(self, matrix: Matrix, probabilities: Any) -> BatchScores:
+        rows = len(matrix)
         probabilities = np.asarray(probabilities, dtype=np.float32)
         self.stats.predict_calls += 1
         self.stats.rows_scored += rows
-        scores = classify(probabilities.reshape(rows, len(CLASSES)), self.model.thresholds)
+        scores = model_classify(self.model, matrix, probabilities.reshape(rows, len(CLASSES)))
         self.stats.rows_malicious += int(scores.flagged.sum())
         return scores
 
@@ -361,10 +394,10 @@ class RunningPredict(Protocol):
 class ScoreJob:
     """A micro-batch's scores, maybe still being computed on another thread (`Scorer.start`)."""
 
-    __slots__ = ("_rows", "_scorer", "_work")
+    __slots__ = ("_matrix", "_scorer", "_work")
 
-    def __init__(self, scorer: Scorer, rows: int, work: RunningPredict | BatchScores) -> None:
-        self._scorer, self._rows, self._work = scorer, rows, work
+    def __init__(self, scorer: Scorer, matrix: Matrix, work: RunningPredict | BatchScores) -> None:
+        self._scorer, self._matrix, self._work = scorer, matrix, work
 
     def done(self) -> bool:
         """True when `result` would not wait (cheap: one flag read)."""
@@ -373,7 +406,7 @@ class ScoreJob:
     def result(self) -> BatchScores:
         """The scores (waits for the predict, then classifies on the caller's thread, once)."""
         if not isinstance(self._work, BatchScores):
-            self._work = self._scorer._classified(self._rows, self._work.wait())
+            self._work = self._scorer._classified(self._matrix, self._work.wait())
         return self._work
 
 
@@ -383,7 +416,10 @@ def is_provisional(model: Model) -> bool:
 
 
 def load_model(directory: Path = MODEL_DIR) -> Model:
-    """The trained model from `directory` when present, else the provisional rule scorer (logged)."""
+    """The trained model from `directory` when present, else the provisional rule scorer (logged).
+
+    An artifact with a process-creation booster (`model_lone.ubj`, named in model.json's `lone`)
+    loads as a `pipeline.model.routed.RoutedModel`: each row scored by the booster of its view."""
     from pipeline.model.provisional import ProvisionalRules
 
     if (directory / "model.ubj").is_file() and (directory / "model.json").is_file():
@@ -391,7 +427,14 @@ def load_model(directory: Path = MODEL_DIR) -> Model:
         from pipeline.model.booster import BoosterModel
 
         base = BoosterModel.load(directory)
-        return load_fast(base, directory / "model.ubj", base.metadata.feature_names)  # type: ignore[no-any-return]
+        full = load_fast(base, directory / "model.ubj", base.metadata.feature_names)
+        lone = BoosterModel.load_lone(directory, base.metadata)
+        if lone is None:
+            return full  # type: ignore[no-any-return]
+        from pipeline.model.routed import RoutedModel
+
+        lone_fast = load_fast(lone, directory / LONE_BOOSTER, base.metadata.feature_names)
+        return RoutedModel(full, lone_fast, base.version)
     log.warning(
         "no trained model in %s: using the PROVISIONAL rule scorer %s", directory, ProvisionalRules.VERSION
     )

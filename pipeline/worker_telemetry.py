@@ -87,8 +87,8 @@ class TimedScorer(Scorer):
         started = time.perf_counter()
         running = self._predict_start(matrix)
         if running is None:  # no C trees: scored (and noted) now
-            return ScoreJob(self, len(matrix), self.score(matrix))
-        return ScoreJob(self, len(matrix), _TimedPredict(running, self, len(matrix), started))
+            return ScoreJob(self, matrix, self.score(matrix))
+        return ScoreJob(self, matrix, _TimedPredict(running, self, len(matrix), started))
 
     def note(self, rows: int, started: float) -> None:
         """Keep one predict call's rows and duration (since `started`, a perf_counter time)."""

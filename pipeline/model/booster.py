@@ -3,16 +3,17 @@
 `model.json` carries what the booster file cannot: `version`, `feature_version`, `feature_names`
 (must equal `pipeline.features.FEATURE_NAMES`, in order), `classes` (must equal
 `pipeline.scoring.CLASSES`) and `thresholds` (per-class minimum probability, plus `malicious`:
-the minimum 1 - P(benign)). A model built for another feature list is refused with
-`FeatureMismatch` rather than silently scoring shifted columns. xgboost is imported when a model
-is loaded, never at import time.
+the minimum 1 - P(benign)); a two-view artifact adds `lone` (`thresholds` of `model_lone.ubj`, the
+booster of process-creation-only rows, `pipeline.model.routed`). A model built for another feature
+list is refused with `FeatureMismatch` rather than silently scoring shifted columns. xgboost is
+imported when a model is loaded, never at import time.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from pipeline.errors import FeatureMismatch, ModelError
 from pipeline.features import FEATURE_NAMES, FEATURE_VERSION
-from pipeline.scoring import CLASSES, Matrix
+from pipeline.scoring import CLASSES, LONE_BOOSTER, Matrix
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +33,7 @@ class ModelMetadata:
     feature_names: tuple[str, ...]
     classes: tuple[str, ...]
     thresholds: Mapping[str, float]
+    lone_thresholds: Mapping[str, float] | None = None  # a two-view artifact's process-only booster
 
     @classmethod
     def read(cls, path: Path) -> ModelMetadata:
@@ -44,6 +46,7 @@ class ModelMetadata:
                 tuple(raw["feature_names"]),
                 tuple(raw["classes"]),
                 {str(k): float(v) for k, v in raw.get("thresholds", {}).items()},
+                _lone_thresholds(raw.get("lone")),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelError(f"cannot read model metadata {path}: {exc}") from exc
@@ -60,6 +63,15 @@ class ModelMetadata:
             )
         if self.classes != CLASSES:
             raise ModelError(f"model {self.version} classes {self.classes} differ from {CLASSES}")
+
+
+def _lone_thresholds(lone: Any) -> dict[str, float] | None:
+    """model.json's `lone.thresholds` (None for a one-booster artifact); ValueError when malformed."""
+    if lone is None:
+        return None
+    if not isinstance(lone, dict) or not isinstance(lone.get("thresholds"), dict) or not lone["thresholds"]:
+        raise ValueError("'lone' must be an object with non-empty 'thresholds'")
+    return {str(k): float(v) for k, v in lone["thresholds"].items()}
 
 
 class BoosterModel:
@@ -81,6 +93,22 @@ class BoosterModel:
         except (xgboost.core.XGBoostError, OSError) as exc:
             raise ModelError(f"cannot load {directory / 'model.ubj'}: {exc}") from exc
         return cls(booster, metadata)
+
+    @classmethod
+    def load_lone(cls, directory: Path, metadata: ModelMetadata) -> BoosterModel | None:
+        """The process-creation booster of a two-view artifact (`pipeline.model.routed`), with its own
+        thresholds; None when model.json names none. ModelError when named but unreadable."""
+        if metadata.lone_thresholds is None:
+            return None
+        import xgboost
+
+        path = directory / LONE_BOOSTER
+        booster = xgboost.Booster()
+        try:
+            booster.load_model(str(path))
+        except (xgboost.core.XGBoostError, OSError) as exc:
+            raise ModelError(f"cannot load {path} (model.json names a second booster): {exc}") from exc
+        return cls(booster, replace(metadata, thresholds=metadata.lone_thresholds, lone_thresholds=None))
 
     @property
     def version(self) -> str:

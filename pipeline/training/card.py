@@ -33,6 +33,16 @@ class Results:
     tree_reports: dict[str, TreeReport]  # title -> report (dev splits)
     hunts: dict[str, HuntReport]  # title -> recording-level report
     train_seconds: float
+    lone: LoneBooster | None = None  # the process-creation booster of a two-view artifact
+
+
+@dataclass(frozen=True, slots=True)
+class LoneBooster:
+    """What the card says about the booster of process-only rows (`pipeline.model.routed`)."""
+
+    best_iteration: int
+    thresholds: dict[str, float]
+    rows: int  # training + calibration rows it saw
 
 
 def tree_counts(data: Dataset) -> dict[str, Counter[str]]:
@@ -220,6 +230,21 @@ def render_card(results: Results, data: Dataset, train: TrainConfig, sim: SimCon
     return "\n".join(parts) + "\n"
 
 
+def _lone_method(lone: LoneBooster | None) -> str:
+    if lone is None:
+        return ""
+    thresholds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(lone.thresholds.items()))
+    return f"""- **Two sensor views, two boosters.** The booster above scores rows that carry telemetry beyond
+  process creation. A row whose file, registry, network, image-load, process-access and script
+  features are all zero, for the process and its subtree (the view of a Security 4688 or Sysmon
+  event 1 collection, or of a quiet process), is scored by a second booster, `model_lone.ubj`
+  (`pipeline/model/routed.py`): the same parameters and weighting, trained, stopped early and
+  calibrated (same rule and budget) on the {lone.rows} process-only training and calibration rows
+  alone; {lone.best_iteration + 1} rounds; thresholds: {thresholds}. One booster for both views had to
+  trade lab recall for lone commands (Known weaknesses).
+"""
+
+
 def _card_head(results: Results, train: TrainConfig, train_trees: int) -> str:
     thresholds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(results.thresholds.items()))
     return f"""# Model card — {results.version}
@@ -257,8 +282,9 @@ and Linux, simulated benign workloads with hard negatives and captured Linux wor
   {train.min_generic:g}), then the budget is
   spent on the benign trees whose acceptance catches the most calibration attack trees (`generic` covers
   alerts naming no tactic): {thresholds}.
-- Each alert lists the features that drove its score (XGBoost SHAP contributions for its class).
-- The version (`ringfence-xgb-<feature version>-<hash>`) hashes the booster's bytes, the thresholds and
+{_lone_method(results.lone)}- Each alert lists the features that drove its score (XGBoost SHAP contributions
+  for its class).
+- The version (`ringfence-xgb-<feature version>-<hash>`) hashes the boosters' bytes, the thresholds and
   the feature list: whatever changes a decision changes the version.
 
 ## What each data set was used for

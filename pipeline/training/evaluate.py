@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.scoring import BENIGN, CLASSES, classify
+from pipeline.scoring import BENIGN, CLASSES, BatchScores, classify
 
 GENERIC = "Generic"
 PREDICTED = (*CLASSES, GENERIC)
@@ -132,7 +132,12 @@ def tree_report(
     thresholds: Mapping[str, float],
 ) -> TreeReport:
     """Tree-level metrics of rows scored with `probabilities` (see module docstring)."""
-    batch = classify(probabilities, thresholds)
+    return tree_report_of(classify(probabilities, thresholds), labels, trees)
+
+
+def tree_report_of(batch: BatchScores, labels: NDArray[np.str_], trees: NDArray[np.str_]) -> TreeReport:
+    """Tree-level metrics of rows already classified (a two-view model's rows each by its view's
+    thresholds: `pipeline.scoring.model_classify`)."""
     truth: dict[str, str] = {}
     best: dict[str, tuple[float, str]] = {}
     for i, (label, tree) in enumerate(zip(labels.tolist(), trees.tolist(), strict=True)):

@@ -1,6 +1,7 @@
 """The `ringfence train` and `ringfence evaluate` workflows, end to end.
 
-train:    build (or load a cached) dataset -> fit -> write model.ubj/model.json -> measure on dev
+train:    build (or load a cached) dataset -> fit (with `two_view`, a second booster for process-only
+          rows too: `pipeline.model.routed`) -> write model.ubj/model.json -> measure on dev
           (tree level per origin; recording level through hunt on held-out lab recordings and on the
           .evtx samples) -> write DATA.md, MODEL_CARD.md and confusion_dev.png next to the model.
 evaluate: load a model directory -> rebuild the dev sources only -> the same measurements, printed.
@@ -16,14 +17,20 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.scoring import Model
+from pipeline.scoring import Model, load_model, model_classify
 from pipeline.training.artifact import artifact_bytes, write_model
-from pipeline.training.card import Results, render_card, render_data
+from pipeline.training.card import LoneBooster, Results, render_card, render_data
 from pipeline.training.dataset import DataConfig, Dataset, build_dataset, load_dataset, save_dataset
-from pipeline.training.evaluate import RecordingReport, TreeReport, save_confusion_png, summarise, tree_report
+from pipeline.training.evaluate import (
+    RecordingReport,
+    TreeReport,
+    save_confusion_png,
+    summarise,
+    tree_report_of,
+)
 from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes, probe_outcomes
 from pipeline.training.split import DEV
-from pipeline.training.train import TrainConfig, fit
+from pipeline.training.train import TrainConfig, Views, fit, fit_views
 
 log = logging.getLogger(__name__)
 DEFAULT_EVTX = Path("/work/shared/datasets/evtx-samples")
@@ -39,6 +46,7 @@ class RunConfig:
     evtx_dir: Path | None = DEFAULT_EVTX
     cache: Path | None = None  # dataset cache (build once, reuse)
     recordings: bool = True  # also hunt whole recordings (slower)
+    two_view: bool = False  # also fit the process-only rows' booster (`pipeline.model.routed`)
 
 
 def dataset(config: RunConfig) -> Dataset:
@@ -56,12 +64,12 @@ def run_train(config: RunConfig) -> Results:
     """Train, save, measure and document (see module docstring)."""
     data = dataset(config)
     started = time.monotonic()
-    trained = fit(data, config.train)
+    views = fit_views(data, config.train) if config.two_view else None
+    trained = fit(data, config.train) if views is None else views.full
+    lone = None if views is None else views.lone
     seconds = time.monotonic() - started
-    version = write_model(config.out, trained, config.train, data)
-    from pipeline.model.booster import BoosterModel
-
-    model = BoosterModel.load(config.out)
+    version = write_model(config.out, trained, config.train, data, lone=lone)
+    model = load_model(config.out)
     results = Results(
         version,
         artifact_bytes(config.out),
@@ -70,9 +78,16 @@ def run_train(config: RunConfig) -> Results:
         tree_reports(model, data),
         hunt_reports(model, config),
         seconds,
+        _lone_summary(views),
     )
     _write_documents(config, data, results)
     return results
+
+
+def _lone_summary(views: Views | None) -> LoneBooster | None:
+    if views is None:
+        return None
+    return LoneBooster(views.lone.best_iteration, views.lone.thresholds, views.lone_rows)
 
 
 def tree_reports(model: Model, data: Dataset) -> dict[str, TreeReport]:
@@ -86,8 +101,10 @@ def tree_reports(model: Model, data: Dataset) -> dict[str, TreeReport]:
     ):
         mask = data.split_mask(DEV, origin)
         if mask.any():
-            probabilities = np.asarray(model.predict_proba(data.matrix[mask]), dtype=np.float32)
-            out[title] = tree_report(probabilities, data.labels[mask], data.trees[mask], model.thresholds)
+            matrix = data.matrix[mask]
+            probabilities = np.asarray(model.predict_proba(matrix), dtype=np.float32)
+            scores = model_classify(model, matrix, probabilities)
+            out[title] = tree_report_of(scores, data.labels[mask], data.trees[mask])
     return out
 
 

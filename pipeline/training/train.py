@@ -125,11 +125,14 @@ def balanced_weights(
     return (weights * scale[y]).astype(np.float32), {CLASSES[i]: float(scale[i]) for i in range(len(CLASSES))}
 
 
-def fit(data: Dataset, config: TrainConfig) -> Trained:
-    """Train on the train split, stop early on the calibration split, calibrate thresholds there."""
+def fit(data: Dataset, config: TrainConfig, rows: NDArray[np.bool_] | None = None) -> Trained:
+    """Train on the train split, stop early on the calibration split, calibrate thresholds there
+    (only `rows` of each, when given)."""
     import xgboost
 
     train, calib = data.split_mask(TRAIN), data.split_mask(CALIB)
+    if rows is not None:
+        train, calib = train & rows, calib & rows
     y = class_index(data.labels)
     w, class_weights = balanced_weights(
         y[train], data.weights[train], config.max_class_weight, config.benign_share
@@ -163,6 +166,27 @@ def fit(data: Dataset, config: TrainConfig) -> Trained:
     probabilities = predict(booster, data.matrix[calib], config.nthread)
     thresholds = calibrate(probabilities, data.labels[calib], data.trees[calib], config)
     return Trained(booster, thresholds, best, class_weights)
+
+
+@dataclass(frozen=True, slots=True)
+class Views:
+    """The two boosters of a two-view artifact (`pipeline.model.routed`)."""
+
+    full: Trained  # every row: scores rows with telemetry beyond process creation
+    lone: Trained  # process-only rows: trained, stopped and calibrated on those alone
+    lone_rows: int  # training + calibration rows the lone booster saw
+
+
+def fit_views(data: Dataset, config: TrainConfig) -> Views:
+    """The full booster on every row (as `fit`), and the lone booster on the process-only rows
+    (`pipeline.model.routed.process_only`, the route the stream takes), each with its own thresholds."""
+    from pipeline.model.routed import process_only
+
+    full = fit(data, config)
+    only = process_only(data.matrix)
+    used = only & (data.split_mask(TRAIN) | data.split_mask(CALIB))
+    log.info("lone booster: %d process-only rows of %d", int(used.sum()), len(only))
+    return Views(full, fit(data, config, only), int(used.sum()))
 
 
 def predict(booster: Any, matrix: NDArray[np.float32], nthread: int = 2) -> NDArray[np.float32]:

@@ -1,0 +1,169 @@
+"""Two boosters behind one `Model`, one per sensor view: a row that carries telemetry beyond process
+creation is scored by the *full* booster, a row that carries process creation alone by the *lone*
+booster.
+
+Why: many fleets and labs collect process creation only (Security 4688, Sysmon event 1), and a
+single-technique recording is often one to three process starts. One booster trained on both views
+had to trade one for the other: recipes that taught it lone commands lost a fifth of the held-out
+lab detections, because "no file, registry or network activity" then pulled full-telemetry implants
+away from their tactic (`pipeline/training/weaknesses.py`). With two boosters each view has its own
+trees and its own thresholds, each calibrated to the false-alert budget on benign rows of its view.
+
+The route is a property of the row, not of the device: a row is *process-only* when every feature
+computed from file, registry, network, image-load, process-access or script events is zero, for the
+process and its subtree (`TELEMETRY_FEATURES`). That is exactly what the lone booster was trained on
+(`pipeline.training.train.fit_views` selects rows by the same function), so training, the stream and
+hunting route alike, with no state kept per device; a full-telemetry device's quiet process (a lone
+`whoami` with no image loads collected) is scored as the process-creation view it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from pipeline.features import FEATURE_NAMES
+from pipeline.scoring import Matrix, RunningPredict
+
+TELEMETRY_FEATURES: tuple[str, ...] = tuple(
+    name for name in FEATURE_NAMES if name.startswith(("own_", "sub_")) and "_child_" not in name
+)
+"""Features only events other than process start and exit can raise (own and subtree)."""
+
+
+def _runs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    """`names`' columns as contiguous (start, stop) slices, so the route reads views, not copies."""
+    columns = sorted(FEATURE_NAMES.index(name) for name in names)
+    runs: list[list[int]] = []
+    for column in columns:
+        if runs and runs[-1][1] == column:
+            runs[-1][1] = column + 1
+        else:
+            runs.append([column, column + 1])
+    return tuple((start, stop) for start, stop in runs)
+
+
+_TELEMETRY_RUNS = _runs(TELEMETRY_FEATURES)
+
+
+def process_only(matrix: Matrix) -> NDArray[np.bool_]:
+    """Per row: True when no telemetry feature is set (the row is the process-creation view)."""
+    rich = np.zeros(len(matrix), dtype=np.bool_)
+    for start, stop in _TELEMETRY_RUNS:
+        rich |= np.any(matrix[:, start:stop] != 0, axis=1)
+    return ~rich
+
+
+class RoutedModel:
+    """The full booster for rows with telemetry, the lone booster for process-only rows."""
+
+    def __init__(self, full: Any, lone: Any, version: str) -> None:
+        self.full, self.lone, self._version = full, lone, version
+
+    @property
+    def version(self) -> str:
+        """The artifact's version (it hashes both boosters and both threshold sets)."""
+        return self._version
+
+    @property
+    def feature_version(self) -> str:
+        """Both boosters' feature version."""
+        return str(self.full.feature_version)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Both boosters' classes."""
+        return tuple(self.full.classes)
+
+    @property
+    def thresholds(self) -> Mapping[str, float]:
+        """The full booster's thresholds (rows with telemetry)."""
+        thresholds: Mapping[str, float] = self.full.thresholds
+        return thresholds
+
+    @property
+    def lone_thresholds(self) -> Mapping[str, float]:
+        """The lone booster's thresholds (process-only rows)."""
+        thresholds: Mapping[str, float] = self.lone.thresholds
+        return thresholds
+
+    def process_only(self, matrix: Matrix) -> NDArray[np.bool_]:
+        """The rows the lone booster scores (`process_only`)."""
+        return process_only(matrix)
+
+    def predict_proba(self, matrix: Matrix) -> Matrix:
+        """Each row's probabilities from the booster of its view."""
+        return self._routed(matrix, lambda model, rows: model.predict_proba(rows))
+
+    def contributions(self, matrix: Matrix) -> Matrix:
+        """Each row's contributions (rows, classes, features + 1) from the booster that scored it."""
+        return self._routed(matrix, lambda model, rows: model.contributions(rows))
+
+    def class_contributions(self, matrix: Matrix, class_index: int) -> Matrix:
+        """One class's contributions (rows, features + 1), each row from the booster that scored it."""
+        return self._routed(matrix, lambda model, rows: _class_contributions(model, rows, class_index))
+
+    def predict_start(self, matrix: Matrix) -> RunningPredict | None:
+        """Both boosters' predicts begun on their C threads (`FastBooster.predict_start`); None when
+        either declines (no C trees), so the caller scores synchronously."""
+        lone = process_only(matrix)
+        if not lone.any():
+            return _start(self.full, matrix)
+        if lone.all():
+            return _start(self.lone, matrix)
+        full_part, lone_part = _start(self.full, matrix[~lone]), _start(self.lone, matrix[lone])
+        if full_part is None or lone_part is None:
+            if full_part is not None:
+                full_part.wait()  # never leave a started predict unread
+            if lone_part is not None:
+                lone_part.wait()
+            return None
+        return _PairPredict(lone, full_part, lone_part)
+
+    def _routed(self, matrix: Matrix, apply: Callable[[Any, Matrix], Matrix]) -> Matrix:
+        lone = process_only(matrix)
+        if not lone.any():
+            return np.asarray(apply(self.full, matrix), dtype=np.float32)
+        if lone.all():
+            return np.asarray(apply(self.lone, matrix), dtype=np.float32)
+        return _merged(lone, apply(self.full, matrix[~lone]), apply(self.lone, matrix[lone]))
+
+
+def _merged(lone: NDArray[np.bool_], full_part: Matrix, lone_part: Matrix) -> Matrix:
+    out: Matrix = np.empty((len(lone), *np.shape(full_part)[1:]), dtype=np.float32)
+    out[~lone] = full_part
+    out[lone] = lone_part
+    return out
+
+
+def _class_contributions(model: Any, rows: Matrix, class_index: int) -> Matrix:
+    per_class = getattr(model, "class_contributions", None)
+    if per_class is not None:
+        return np.asarray(per_class(rows, class_index), dtype=np.float32)
+    return np.asarray(model.contributions(rows), dtype=np.float32)[:, class_index]
+
+
+def _start(model: Any, matrix: Matrix) -> RunningPredict | None:
+    begin = getattr(model, "predict_start", None)
+    running: RunningPredict | None = None if begin is None else begin(matrix)
+    return running
+
+
+class _PairPredict:
+    """Two boosters' predicts under way; `wait` merges them back into the rows' order."""
+
+    __slots__ = ("_full", "_lone", "_mask")
+
+    def __init__(self, mask: NDArray[np.bool_], full: RunningPredict, lone: RunningPredict) -> None:
+        self._mask, self._full, self._lone = mask, full, lone
+
+    def done(self) -> bool:
+        """True when both are computed."""
+        return self._full.done() and self._lone.done()
+
+    def wait(self) -> Matrix:
+        """The probabilities of every row, in the matrix's order; once only."""
+        return _merged(self._mask, self._full.wait(), self._lone.wait())

@@ -1,0 +1,228 @@
+"""Two boosters, one per sensor view: process-only rows go to the lone booster, with its thresholds,
+in training, in the stream and when an artifact is written and loaded again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline.errors import ModelError
+from pipeline.features import FEATURE_NAMES
+from pipeline.model.routed import TELEMETRY_FEATURES, RoutedModel, process_only
+from pipeline.scoring import (
+    BENIGN,
+    CLASSES,
+    LONE_BOOSTER,
+    Matrix,
+    Scorer,
+    load_model,
+    malicious_threshold,
+    model_classify,
+)
+from pipeline.training.artifact import model_version, write_model
+from pipeline.training.dataset import DataConfig, Dataset, build_dataset
+from pipeline.training.simulate import SimConfig
+from pipeline.training.train import TrainConfig, fit, fit_views, predict
+
+COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+TINY = TrainConfig(rounds=6, early_stopping_rounds=3, max_depth=3)
+
+
+def row(**values: float) -> Matrix:
+    out = np.zeros((1, len(FEATURE_NAMES)), dtype=np.float32)
+    for name, value in values.items():
+        out[0, COLUMN[name]] = value
+    return out
+
+
+def test_a_row_is_process_only_until_a_telemetry_feature_is_set() -> None:
+    rows = np.vstack(
+        [
+            row(img_shell=1, self_account_create=1, own_child_spawn=3, sub_child_shell=2, cmd_len_log=4),
+            row(img_shell=1, own_file_write=1),
+            row(sub_dns_query=2),
+            row(sub_distinct_dst_ip=1),
+            row(own_lsass_read=1),
+        ]
+    )
+    assert process_only(rows).tolist() == [True, False, False, False, False]
+    assert not any("_child_" in name for name in TELEMETRY_FEATURES)
+    assert {"own_file_write", "sub_reg_run", "own_load_unsigned", "sub_script"} <= set(TELEMETRY_FEATURES)
+    assert process_only(np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)).shape == (0,)
+
+
+class Constant:
+    """A model that gives every row the same probabilities, and says which rows it was asked about."""
+
+    def __init__(self, top: int, p: float, thresholds: dict[str, float], started: bool = False) -> None:
+        self.probabilities = np.full(len(CLASSES), (1 - p) / (len(CLASSES) - 1), dtype=np.float32)
+        self.probabilities[top] = p
+        self.thresholds = thresholds
+        self.version, self.feature_version, self.classes = "v", "1.0", CLASSES
+        self.seen: list[int] = []
+        self.started = started
+
+    def predict_proba(self, matrix: Matrix) -> Matrix:
+        self.seen.append(len(matrix))
+        return np.tile(self.probabilities, (len(matrix), 1))
+
+    def contributions(self, matrix: Matrix) -> Matrix:
+        out = np.zeros((len(matrix), len(CLASSES), len(FEATURE_NAMES) + 1), dtype=np.float32)
+        out[:, :, -1] = self.probabilities[0]
+        return out
+
+    def predict_start(self, matrix: Matrix) -> Any:
+        if not self.started:
+            return None
+        probabilities = self.predict_proba(matrix)
+
+        class Done:
+            def done(self) -> bool:
+                return True
+
+            def wait(self) -> Matrix:
+                return probabilities
+
+        return Done()
+
+
+EXECUTION = CLASSES.index("Execution")
+PERSISTENCE = CLASSES.index("Persistence")
+STRICT = {"malicious": 0.95, "generic": 0.99, **dict.fromkeys(CLASSES[1:], 0.95)}
+LENIENT = {"malicious": 0.6, "generic": 0.98, **dict.fromkeys(CLASSES[1:], 0.6)}
+
+
+def mixed() -> Matrix:
+    """Rows 0 and 2 carry telemetry, rows 1 and 3 process creation only."""
+    return np.vstack([row(own_file_write=1), row(img_shell=1), row(sub_net_connect=1), row(img_lolbin=1)])
+
+
+def routed(started: bool = False) -> RoutedModel:
+    return RoutedModel(
+        Constant(EXECUTION, 0.8, STRICT, started), Constant(PERSISTENCE, 0.9, LENIENT, started), "two-view"
+    )
+
+
+def test_each_row_is_scored_by_the_booster_of_its_view_in_its_own_place() -> None:
+    model = routed()
+    probabilities = model.predict_proba(mixed())
+    assert probabilities[:, 1:].argmax(axis=1).tolist() == [EXECUTION - 1, PERSISTENCE - 1] * 2
+    assert model.full.seen == [2] and model.lone.seen == [2]  # one call per booster per batch
+    only_full = model.predict_proba(np.vstack([row(own_file_write=1)] * 3))
+    assert only_full.shape == (3, len(CLASSES)) and model.lone.seen == [2]
+
+
+def test_process_only_rows_are_flagged_by_the_lone_thresholds_and_the_rest_by_the_full_ones() -> None:
+    model = routed()
+    matrix = mixed()
+    scores = model_classify(model, matrix, model.predict_proba(matrix))
+    tactics = [s.tactic for s in scores.rows(range(4))]
+    # Execution at 0.8 is under the full booster's 0.95; Persistence at 0.9 passes the lone 0.6.
+    assert tactics == [BENIGN, "Persistence", BENIGN, "Persistence"]
+    assert malicious_threshold(model, matrix[1]) == 0.6 and malicious_threshold(model, matrix[0]) == 0.95
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_a_started_score_of_a_mixed_batch_is_the_synchronous_score(started: bool) -> None:
+    model = routed(started)
+    matrix = mixed()
+    job = Scorer(model).start(matrix)
+    expected = Scorer(routed()).score(matrix)
+    got = job.result()
+    assert np.array_equal(got.probabilities, expected.probabilities)
+    assert np.array_equal(got.flagged, expected.flagged) and got.flagged.tolist() == [False, True] * 2
+
+
+def test_contributions_come_from_the_booster_that_scored_the_row() -> None:
+    model = routed()
+    matrix = mixed()
+    bias = model.class_contributions(matrix, EXECUTION)[:, -1]
+    assert bias.tolist() == pytest.approx([0.2 / 12, 0.1 / 12] * 2)
+    assert model.contributions(matrix).shape == (4, len(CLASSES), len(FEATURE_NAMES) + 1)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Dataset:
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120)
+    return build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
+
+
+def test_the_lone_booster_learns_from_process_only_rows_alone(tiny: Dataset) -> None:
+    only = process_only(tiny.matrix)
+    assert 0 < only.sum() < len(only)  # the simulated views give both kinds of rows
+    views = fit_views(tiny, TINY)
+    full = fit(tiny, TINY)
+    assert np.array_equal(predict(views.full.booster, tiny.matrix), predict(full.booster, tiny.matrix))
+    lone_only = fit(tiny, TINY, only)
+    assert np.array_equal(
+        predict(views.lone.booster, tiny.matrix), predict(lone_only.booster, tiny.matrix)
+    )
+    assert views.lone.thresholds == lone_only.thresholds
+    assert not np.array_equal(predict(views.lone.booster, tiny.matrix), predict(full.booster, tiny.matrix))
+
+
+def test_a_two_view_artifact_loads_routed_and_scores_as_its_boosters(tmp_path: Path, tiny: Dataset) -> None:
+    views = fit_views(tiny, TINY)
+    version = write_model(tmp_path, views.full, TINY, tiny, lone=views.lone)
+    meta = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
+    lone_bytes = (tmp_path / LONE_BOOSTER).read_bytes()
+    assert meta["lone"]["thresholds"] == views.lone.thresholds
+    assert version == meta["version"] == model_version(
+        (tmp_path / "model.ubj").read_bytes(), views.full.thresholds, (lone_bytes, views.lone.thresholds)
+    )
+    assert version != model_version((tmp_path / "model.ubj").read_bytes(), views.full.thresholds)
+    model = load_model(tmp_path)
+    assert isinstance(model, RoutedModel) and model.version == version
+    only = process_only(tiny.matrix)
+    expected = np.where(
+        only[:, None], predict(views.lone.booster, tiny.matrix), predict(views.full.booster, tiny.matrix)
+    )
+    assert np.allclose(model.predict_proba(tiny.matrix), expected, atol=1e-6)
+    assert model.lone_thresholds == views.lone.thresholds and model.thresholds == views.full.thresholds
+
+
+def test_rewriting_with_one_booster_removes_the_stale_second(tmp_path: Path, tiny: Dataset) -> None:
+    views = fit_views(tiny, TINY)
+    write_model(tmp_path, views.full, TINY, tiny, lone=views.lone)
+    write_model(tmp_path, views.full, TINY, tiny)
+    assert not (tmp_path / LONE_BOOSTER).exists()
+    assert not isinstance(load_model(tmp_path), RoutedModel)
+
+
+def test_a_named_but_missing_or_malformed_second_booster_is_refused(tmp_path: Path, tiny: Dataset) -> None:
+    views = fit_views(tiny, TINY)
+    write_model(tmp_path, views.full, TINY, tiny, lone=views.lone)
+    (tmp_path / LONE_BOOSTER).unlink()
+    with pytest.raises(ModelError, match="second booster"):
+        load_model(tmp_path)
+    meta_path = tmp_path / "model.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["lone"] = {"thresholds": "high"}
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ModelError, match="'lone' must be an object"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("two_view", [False, True])
+def test_ringfence_train_fits_the_second_booster_only_when_asked(tmp_path: Path, two_view: bool) -> None:
+    from pipeline.training.run import RunConfig, run_train
+
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120)
+    config = RunConfig(
+        out=tmp_path,
+        data=DataConfig(otrf_root=None, captures=None, sim=sim),
+        train=TINY,
+        evtx_dir=None,
+        recordings=False,
+        two_view=two_view,
+    )
+    results = run_train(config)
+    card = (tmp_path / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert (tmp_path / LONE_BOOSTER).exists() is two_view
+    assert isinstance(load_model(tmp_path), RoutedModel) is two_view
+    assert ("Two sensor views, two boosters" in card) is two_view
+    assert results.version in card and (results.lone is not None) is two_view
