@@ -5,8 +5,8 @@
 - `pipeline._cforest` applies the common case of `DeviceForest.apply` (pipeline/tree.py).
 - `pipeline._cfeatures` computes the rows of `feature_matrix` (pipeline/features.py); no -ffast-math
   either: its float32 sums follow numpy's order, so the matrices are equal byte for byte.
-
-- `pipeline._cstate` packs and base64s a process's evidence in the state records (pipeline/tree_state.py).
+- `pipeline._cstate` writes a device's process rows of the state records in one call (evidence packed and
+  base64ed, rows re-encoded from their previous bytes; pipeline/tree_state.py).
 - `schemas._cfastcodec` proves an events record canonical and valid in one pass over its bytes, so
   `schemas.fastcodec` skips its re-encoding proof (the Python proof stays, tested equal).
 
