@@ -26,7 +26,7 @@ from pipeline.scoring import (
 from pipeline.training.artifact import model_version, write_model
 from pipeline.training.dataset import DataConfig, Dataset, build_dataset
 from pipeline.training.simulate import SimConfig
-from pipeline.training.train import TrainConfig, fit, fit_views, predict
+from pipeline.training.train import TrainConfig, calibrate, fit, fit_views, predict
 
 COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 TINY = TrainConfig(rounds=6, early_stopping_rounds=3, max_depth=3)
@@ -226,3 +226,24 @@ def test_ringfence_train_fits_the_second_booster_only_when_asked(tmp_path: Path,
     assert isinstance(load_model(tmp_path), RoutedModel) is two_view
     assert ("Two sensor views, two boosters" in card) is two_view
     assert results.version in card and (results.lone is not None) is two_view
+
+
+def test_the_lone_thresholds_never_undercut_the_full_ones(tiny: Dataset) -> None:
+    views = fit_views(tiny, TINY)
+    assert all(views.lone.thresholds[k] >= views.full.thresholds[k] for k in views.full.thresholds)
+
+
+def test_calibration_keeps_every_threshold_at_or_above_the_floors_it_is_given() -> None:
+    rng = np.random.default_rng(1)
+    rows = 900
+    probabilities = rng.dirichlet(np.ones(len(CLASSES)), size=rows).astype(np.float32)
+    labels = np.array([BENIGN] * 600 + ["Execution"] * 300)
+    trees = np.array([f"t{i // 3}" for i in range(rows)])
+    config = TrainConfig()
+    floors = {name: 0.9 for name in (*CLASSES[1:], "generic")}
+    free = calibrate(probabilities, labels, trees, config)
+    held = calibrate(probabilities, labels, trees, config, floors)
+    assert all(held[k] >= 0.9 for k in floors) and held["malicious"] == min(held[k] for k in floors)
+    assert any(free[k] < 0.9 for k in floors)  # the floors changed something
+    no_benign = calibrate(probabilities[600:], labels[600:], trees[600:], config, floors)
+    assert no_benign == {**floors, "generic": config.min_generic, "malicious": 0.9}  # 0.98 is the higher
