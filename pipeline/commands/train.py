@@ -14,7 +14,7 @@ next to it: model.ubj, model.json (version, feature list, classes, thresholds, d
 MODEL_CARD.md, DATA.md and confusion_dev.png. Deterministic for a given --seed (fixed threads).
 Takes several minutes on two cores; --cache reuses the built dataset between runs. --two-view
 adds a second booster for rows that carry process creation alone (model_lone.ubj): measured, not
-the committed recipe (MODEL_CARD.md, Known weaknesses).
+the committed recipe (pipeline/training/weaknesses.py).
 """
 
 
@@ -53,7 +53,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--two-view",
         action="store_true",
         help="also fit a second booster for process-creation-only rows (model_lone.ubj, "
-        "pipeline/model/routed.py); an experiment, not the committed recipe (see the model card)",
+        "pipeline/model/routed.py); an experiment, not the committed recipe "
+        "(pipeline/training/weaknesses.py)",
     )
     parser.set_defaults(func=_run)
 
