@@ -587,7 +587,7 @@ static void untrack_if_atomic(PyObject *tuple) {
 
 /* What `new_row` reuses of a node's previous row (`tree_state._Row`): NULL members when there is none. */
 typedef struct {
-    PyObject *notable, *notable_json, *evidence, *source;  /* borrowed from the row, which the caller holds */
+    PyObject *notable, *notable_json, *evidence, *source;  /* held: code run meanwhile may replace the row's */
     long long appended;
 } Previous;
 
@@ -612,7 +612,8 @@ static int read_previous(PyObject *row, PyTypeObject *row_type, Previous *prev) 
         return 1;
     prev->appended = PyLong_AsLongLongAndOverflow(appended, &overflow);
     if (overflow) return 1;
-    prev->notable = parts[0], prev->notable_json = parts[1], prev->evidence = parts[2], prev->source = parts[3];
+    prev->notable = Py_NewRef(parts[0]), prev->notable_json = Py_NewRef(parts[1]);
+    prev->evidence = Py_NewRef(parts[2]), prev->source = Py_NewRef(parts[3]);
     return 0;
 }
 
@@ -653,7 +654,7 @@ static PyObject *new_row(PyObject *node, PyObject *previous, const Since *rule, 
     PyObject *notable = NULL, *notable_json = NULL, *raw = NULL, *out = NULL;
     Previous prev;
     int rc = 0;
-    Py_INCREF(previous);  /* its parts are borrowed from it: held until the end */
+    Py_INCREF(previous);  /* held until the end (its parts too: `read_previous`) */
     if (read_previous(previous, row_type, &prev)) goto done;
     for (Py_ssize_t i = 0; rc == 0 && i < N_FIELDS; i++)
         if ((vals[i] = get_attr(node, field_names[i])) == NULL) rc = -1;
@@ -712,6 +713,10 @@ done:
     Py_XDECREF(notable);
     Py_XDECREF(notable_json);
     Py_XDECREF(raw);
+    Py_XDECREF(prev.notable);
+    Py_XDECREF(prev.notable_json);
+    Py_XDECREF(prev.evidence);
+    Py_XDECREF(prev.source);
     Py_DECREF(previous);
     return out != NULL ? out : Py_NewRef(Py_None);
 }

@@ -638,3 +638,28 @@ def test_a_previous_row_of_another_kind_leaves_the_node_to_python() -> None:
         assert c_row_from(node, odd, 0) is None
     assert c_row_from(node, ("not", "a", "row"), 0) is None
     assert c_row_from(node, previous, 0) == python_row(node, previous, 0)
+
+
+def test_a_node_whose_attribute_replaces_the_previous_rows_parts_does_not_crash() -> None:
+    """A node attribute read through Python (an unset slot, a subclass' __getattr__) runs code that may
+    replace the previous row's parts: the ones read before must still be alive when they are used
+    (a use after free under the debug allocator before encode_rows held them)."""
+    node = bench_node()
+    with state_path(False):
+        previous = tree_state._encode_row(node, 0, None, 1)
+
+    class Lazy(ProcessNode):
+        __slots__ = ()
+
+        def __getattr__(self, name: str) -> Any:
+            if name != "user":
+                raise AttributeError(name)
+            previous.notable_json = bytes(bytearray(previous.notable_json))  # equal bytes, new objects:
+            previous.evidence = bytes(bytearray(previous.evidence))  # the old ones are freed
+            previous.notable = tuple(previous.notable)
+            return "u"
+
+    node.__class__ = Lazy
+    del node.user
+    for _ in range(3):
+        assert c_row_from(node, previous, 0) == python_row(node, previous, 0)
