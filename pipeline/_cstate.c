@@ -376,6 +376,22 @@ static Buf scratch = {NULL, 0, 0};
 static int scratch_taken = 0;
 #define SCRATCH_KEPT (1 << 20)  /* a larger buffer (a huge row) is freed after its call */
 
+/* The end of a call that wrote into `b`: a buffer of its own is freed; the shared scratch buffer is
+   kept for the next call (unless it grew past SCRATCH_KEPT) and released for use. Returns `out`. */
+static PyObject *give_back(Buf b, int shared, PyObject *out) {
+    if (!shared) {
+        PyMem_Free(b.p);
+        return out;
+    }
+    if (b.cap > SCRATCH_KEPT) {
+        PyMem_Free(b.p);
+        b.p = NULL, b.cap = 0;
+    }
+    scratch = b;
+    scratch_taken = 0;
+    return out;
+}
+
 /* row_json(fields: tuple, raw: bytes, since_ms: int, code_bits: int, conns: Iterable, notable: bytes,
    codes: dict) -> bytes | None: see the top of this file; the evidence is `raw_b64(raw, since_ms, code_bits)`. */
 static PyObject *row_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -407,17 +423,7 @@ static PyObject *row_json(PyObject *self, PyObject *const *args, Py_ssize_t narg
     rc = rc ? rc : put_codes(&b, args[6]);
     rc = rc ? rc : put(&b, "]", 1);
     PyObject *out = rc < 0 ? NULL : rc > 0 ? Py_NewRef(Py_None) : PyBytes_FromStringAndSize(b.p, b.len);
-    if (!shared) {
-        PyMem_Free(b.p);
-        return out;
-    }
-    if (b.cap > SCRATCH_KEPT) {
-        PyMem_Free(b.p);
-        b.p = NULL, b.cap = 0;
-    }
-    scratch = b;
-    scratch_taken = 0;
-    return out;
+    return give_back(b, shared, out);
 }
 
 
@@ -762,17 +768,7 @@ static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     Py_DECREF(nodes);
     Py_DECREF(previous);
-    if (!shared) {
-        PyMem_Free(b.p);
-        return out;
-    }
-    if (b.cap > SCRATCH_KEPT) {
-        PyMem_Free(b.p);
-        b.p = NULL, b.cap = 0;
-    }
-    scratch = b;
-    scratch_taken = 0;
-    return out;
+    return give_back(b, shared, out);
 }
 
 static PyMethodDef methods[] = {

@@ -47,3 +47,13 @@ def queued(changed: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
     """The queued changes as `Detector.ingest`'s batcher keeps them: the first of equal ones, in order
     (the C fold queues an equal change once per call, Python's `apply` once per event)."""
     return list(dict.fromkeys(changed))
+
+
+def apply_in_runs(forest: DeviceForest, events: list[Any], compiled: bool) -> list[tuple[str, str, bool]]:
+    """`apply_run` of `events` in runs of 50 (as the worker's records), on the C fold or Python's
+    `apply`; the changes it queued."""
+    changed: list[tuple[str, str, bool]] = []
+    with tree_path(compiled):
+        for lo in range(0, len(events), 50):
+            assert forest.apply_run(events[lo : lo + 50], 0, changed) == len(events[lo : lo + 50])
+    return changed

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from forest_support import queued, snapshot, tree_path
+from forest_support import apply_in_runs, queued, snapshot
 
 from pipeline import tree
 from pipeline.eventkit import EventKit
@@ -50,19 +50,11 @@ def _stream(seed: int, n: int = 160) -> list[Any]:
     return events
 
 
-def _apply(forest: DeviceForest, events: list[Any], compiled: bool) -> list[tuple[str, str, bool]]:
-    changed: list[tuple[str, str, bool]] = []
-    with tree_path(compiled):
-        for lo in range(0, len(events), 50):
-            assert forest.apply_run(events[lo : lo + 50], 0, changed) == len(events[lo : lo + 50])
-    return changed
-
-
 @pytest.mark.parametrize("seed", range(4))
 def test_cloned_nodes_share_no_container_with_each_other_or_the_blank(seed: int) -> None:
     assert tree._fold is not None, NOT_BUILT
     forest = DeviceForest("dev-k", "windows", TreeLimits(max_evidence_per_node=5, max_notable_per_node=2))
-    _apply(forest, _stream(seed), True)
+    apply_in_runs(forest, _stream(seed), True)
     assert forest.stats.nodes_created == len(forest.nodes) > 40
     for name in CONTAINERS:
         held = [getattr(node, name) for node in forest.nodes.values()] + [getattr(forest._blank, name)]
@@ -75,7 +67,7 @@ def test_cloned_nodes_share_no_container_with_each_other_or_the_blank(seed: int)
 def test_clones_and_python_nodes_build_the_same_forest_and_queue_the_same_changes(seed: int) -> None:
     events = _stream(seed)
     python, compiled = DeviceForest("dev-k", "windows"), DeviceForest("dev-k", "windows")
-    changes = queued(_apply(python, events, False)), queued(_apply(compiled, events, True))
+    changes = queued(apply_in_runs(python, events, False)), queued(apply_in_runs(compiled, events, True))
     assert snapshot(compiled) == snapshot(python) and changes[0] == changes[1]
 
 
@@ -86,7 +78,7 @@ def test_a_blank_that_no_longer_fits_the_limits_is_not_cloned() -> None:
     for compiled in (False, True):
         forest = DeviceForest("dev-k", "windows")
         forest.limits = TreeLimits(max_evidence_per_node=3, max_conns_per_node=1, max_notable_per_node=1)
-        changed = _apply(forest, events, compiled)
+        changed = apply_in_runs(forest, events, compiled)
         results.append((snapshot(forest), queued(changed)))
         assert all(node.evidence.maxlen == 3 and node.conns.maxlen == 1 for node in forest.nodes.values())
     assert results[0] == results[1]
@@ -103,7 +95,7 @@ def test_a_forest_without_a_usable_blank_makes_its_nodes_with_new_node(blank: st
             forest._blank.children = {"odd"}  # type: ignore[assignment]
         else:
             forest._blank.evidence.append(1)
-        changed = _apply(forest, events, compiled)
+        changed = apply_in_runs(forest, events, compiled)
         results.append((snapshot(forest), queued(changed)))
         assert all("odd" not in node.children and 1 not in node.evidence for node in forest.nodes.values())
     assert results[0] == results[1]
@@ -115,6 +107,6 @@ def test_the_fold_queues_an_equal_change_once_per_call_and_the_batcher_sees_the_
     events = [kit.start("root", r"C:\Windows\explorer.exe", "x")]
     events += [kit.reg("root", r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run", "x") for _ in range(6)]
     python, compiled = DeviceForest("dev-k", "windows"), DeviceForest("dev-k", "windows")
-    slow, fast = _apply(python, events, False), _apply(compiled, events, True)
+    slow, fast = apply_in_runs(python, events, False), apply_in_runs(compiled, events, True)
     assert slow.count(("dev-k", "root", True)) == 6  # a Run key is strong: every one re-scores
     assert fast.count(("dev-k", "root", True)) == 1 and queued(fast) == queued(slow) == fast

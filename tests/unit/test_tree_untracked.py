@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from debug_child import passes_under_debug_allocator
-from forest_support import queued, snapshot, tree_path
+from forest_support import apply_in_runs, queued, snapshot
 
 from pipeline import detect, features, tree
 from pipeline.detect import Detector
@@ -49,18 +49,10 @@ def _events(n: int = 40, *, grandchild: bool = False) -> list[Any]:
     return events
 
 
-def _apply(forest: DeviceForest, events: list[Any], compiled: bool) -> list[tuple[str, str, bool]]:
-    changed: list[tuple[str, str, bool]] = []
-    with tree_path(compiled):
-        for lo in range(0, len(events), 50):
-            assert forest.apply_run(events[lo : lo + 50], 0, changed) == len(events[lo : lo + 50])
-    return changed
-
-
 def test_cloned_nodes_their_containers_and_plain_tuples_are_off_the_collector() -> None:
     assert tree._fold is not None, NOT_BUILT
     forest = DeviceForest("dev-u", "windows")
-    changed = _apply(forest, _events(), True)
+    changed = apply_in_runs(forest, _events(), True)
     clones = [forest.nodes[f"p{i}"] for i in range(40)]
     assert forest.stats.nodes_created == 41  # the root by Python, the rest cloned by the fold
     for node in clones:
@@ -77,7 +69,7 @@ def test_cloned_nodes_their_containers_and_plain_tuples_are_off_the_collector() 
 def test_an_untracked_forest_is_the_python_forest_and_queues_the_same_changes() -> None:
     events = _events()
     python, compiled = DeviceForest("dev-u", "windows"), DeviceForest("dev-u", "windows")
-    changes = queued(_apply(python, events, False)), queued(_apply(compiled, events, True))
+    changes = queued(apply_in_runs(python, events, False)), queued(apply_in_runs(compiled, events, True))
     assert snapshot(compiled) == snapshot(python) and changes[0] == changes[1]
     assert all(gc.is_tracked(node) for node in python.nodes.values())  # only the fold untracks
 
@@ -93,7 +85,7 @@ class _Cyclic:
 def test_what_an_untracked_node_holds_survives_collections_and_goes_with_the_node() -> None:
     assert tree._fold is not None, NOT_BUILT
     forest = DeviceForest("dev-u", "windows")
-    _apply(forest, _events(4), True)
+    apply_in_runs(forest, _events(4), True)
     node = forest.nodes["p0"]
     held = _Cyclic()
     node.notable.append(held)  # type: ignore[arg-type]  # any object, as odd code may put there
@@ -115,7 +107,7 @@ def test_flood_eviction_and_a_dropped_forest_free_untracked_nodes() -> None:
     assert tree._fold is not None, NOT_BUILT
     events = _events(60)
     forest = DeviceForest("dev-u", "windows", TreeLimits(max_nodes=8))
-    _apply(forest, events, True)  # full forests go to `apply`, which evicts cloned nodes
+    apply_in_runs(forest, events, True)  # full forests go to `apply`, which evicts cloned nodes
     assert len(forest) <= 8 and forest.stats.flood_evicted_idle > 0
     # p0's connection was notable, held by p0's node until the flood evicted it: now only its list
     # holds it, as a list of events no forest saw holds its own
@@ -125,7 +117,7 @@ def test_flood_eviction_and_a_dropped_forest_free_untracked_nodes() -> None:
     del forest
     baseline = sys.getrefcount(probe)
     forest = DeviceForest("dev-u", "windows")
-    _apply(forest, events, True)
+    apply_in_runs(forest, events, True)
     assert sys.getrefcount(probe) == baseline + 1  # held as the last process's notable event
     del forest
     assert sys.getrefcount(probe) == baseline
