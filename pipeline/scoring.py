@@ -340,10 +340,8 @@ class Scorer:
         return ScoreJob(self, matrix, self.score(matrix) if running is None else running)
 
     def _predict_start(self, matrix: Matrix) -> RunningPredict | None:
-        """The model's `predict_start(matrix)`; None when it has none or declines (no C trees)."""
-        begin = getattr(self.model, "predict_start", None)
-        running: RunningPredict | None = None if begin is None else begin(matrix)
-        return running
+        """`start_predict` of this scorer's model."""
+        return start_predict(self.model, matrix)
 
     def _classified(self, matrix: Matrix, probabilities: Any) -> BatchScores:
         rows = len(matrix)
@@ -389,6 +387,13 @@ class RunningPredict(Protocol):
 
     def wait(self) -> Matrix:
         """The probabilities, (rows, classes); once only."""
+
+
+def start_predict(model: Any, matrix: Matrix) -> RunningPredict | None:
+    """The model's `predict_start(matrix)`; None when it has none or declines (no C trees)."""
+    begin = getattr(model, "predict_start", None)
+    running: RunningPredict | None = None if begin is None else begin(matrix)
+    return running
 
 
 class ScoreJob:

@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from pipeline.features import FEATURE_NAMES
-from pipeline.scoring import Matrix, RunningPredict
+from pipeline.scoring import Matrix, RunningPredict, start_predict
 
 TELEMETRY_FEATURES: tuple[str, ...] = tuple(
     name for name in FEATURE_NAMES if name.startswith(("own_", "sub_")) and "_child_" not in name
@@ -107,20 +107,22 @@ class RoutedModel:
         return self._routed(matrix, lambda model, rows: _class_contributions(model, rows, class_index))
 
     def predict_start(self, matrix: Matrix) -> RunningPredict | None:
-        """Both boosters' predicts begun on their C threads (`FastBooster.predict_start`); None when
-        either declines (no C trees), so the caller scores synchronously."""
+        """Both boosters' predicts begun on their C threads (`FastBooster.predict_start`); a booster
+        that declines (no C trees) scores its rows now; None when both decline, so the caller scores
+        synchronously."""
         lone = process_only(matrix)
         if not lone.any():
-            return _start(self.full, matrix)
+            return start_predict(self.full, matrix)
         if lone.all():
-            return _start(self.lone, matrix)
-        full_part, lone_part = _start(self.full, matrix[~lone]), _start(self.lone, matrix[lone])
-        if full_part is None or lone_part is None:
-            if full_part is not None:
-                full_part.wait()  # never leave a started predict unread
-            if lone_part is not None:
-                lone_part.wait()
+            return start_predict(self.lone, matrix)
+        parts = ((self.full, matrix[~lone]), (self.lone, matrix[lone]))
+        started = [start_predict(model, rows) for model, rows in parts]
+        if started[0] is None and started[1] is None:
             return None
+        full_part, lone_part = (
+            _Ready(model.predict_proba(rows)) if running is None else running
+            for running, (model, rows) in zip(started, parts, strict=True)
+        )
         return _PairPredict(lone, full_part, lone_part)
 
     def _routed(self, matrix: Matrix, apply: Callable[[Any, Matrix], Matrix]) -> Matrix:
@@ -146,10 +148,21 @@ def _class_contributions(model: Any, rows: Matrix, class_index: int) -> Matrix:
     return np.asarray(model.contributions(rows), dtype=np.float32)[:, class_index]
 
 
-def _start(model: Any, matrix: Matrix) -> RunningPredict | None:
-    begin = getattr(model, "predict_start", None)
-    running: RunningPredict | None = None if begin is None else begin(matrix)
-    return running
+class _Ready:
+    """A part of `RoutedModel.predict_start` scored at once (its booster declined to start)."""
+
+    __slots__ = ("_probabilities",)
+
+    def __init__(self, probabilities: Matrix) -> None:
+        self._probabilities = probabilities
+
+    def done(self) -> bool:
+        """Always True."""
+        return True
+
+    def wait(self) -> Matrix:
+        """The probabilities."""
+        return self._probabilities
 
 
 class _PairPredict:

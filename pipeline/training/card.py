@@ -239,8 +239,9 @@ def _lone_method(lone: LoneBooster | None) -> str:
   features are all zero, for the process and its subtree (the view of a Security 4688 or Sysmon
   event 1 collection, or of a quiet process), is scored by a second booster, `model_lone.ubj`
   (`pipeline/model/routed.py`): the same parameters and weighting, trained, stopped early and
-  calibrated (same rule and budget) on the {lone.rows} process-only training and calibration rows
-  alone; {lone.best_iteration + 1} rounds; thresholds: {thresholds}. One booster for both views had to
+  calibrated (same rule, one budget: no threshold under the first booster's) on the {lone.rows}
+  process-only training and calibration rows alone; {lone.best_iteration + 1} rounds; thresholds:
+  {thresholds}. One booster for both views had to
   trade lab recall for lone commands (Known weaknesses).
 """
 

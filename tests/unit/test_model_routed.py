@@ -247,3 +247,13 @@ def test_calibration_keeps_every_threshold_at_or_above_the_floors_it_is_given() 
     assert any(free[k] < 0.9 for k in floors)  # the floors changed something
     no_benign = calibrate(probabilities[600:], labels[600:], trees[600:], config, floors)
     assert no_benign == {**floors, "generic": config.min_generic, "malicious": 0.9}  # 0.98 is the higher
+
+
+def test_a_booster_that_cannot_start_scores_its_rows_once_and_the_other_still_starts() -> None:
+    model = RoutedModel(
+        Constant(EXECUTION, 0.8, STRICT, started=True), Constant(PERSISTENCE, 0.9, LENIENT), "two-view"
+    )
+    matrix = mixed()
+    got = Scorer(model).start(matrix).result()
+    assert model.full.seen == [2] and model.lone.seen == [2]  # no row predicted twice
+    assert np.array_equal(got.probabilities, Scorer(routed()).score(matrix).probabilities)
