@@ -11,7 +11,9 @@ boundary, into `KafkaIOError` naming the topic. aiokafka is untyped: its objects
   (`pipeline.state_out`, off the event loop's thread, where aiokafka would compress).
 - `make_events_consumer`: the group consumer of the events topic; offsets are committed by hand.
 - Both make aiokafka's zstd keep a context per thread (`pipeline.kafka_zstd.install`: the same frames,
-  less CPU per fetched or produced batch).
+  less CPU per fetched or produced batch); the events consumer's fetched zstd batches are also
+  decompressed ahead, on a thread, while the worker handles the records before them
+  (`pipeline.fetch_ahead.enable`: the same bytes, off the event loop's thread).
 - `RebalanceHooks`: aiokafka's rebalance listener, forwarding to two coroutines of the worker.
 - `read_compacted`: the latest value per key of some partitions of a compacted topic, read to the
   end offsets taken at the start (the worker's state restore).
@@ -34,7 +36,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 
-from pipeline import kafka_zstd
+from pipeline import fetch_ahead, kafka_zstd
 from pipeline.errors import PipelineError
 from schemas.topics import KafkaSettings
 
@@ -156,8 +158,7 @@ def make_events_consumer(
     kafka: KafkaSettings, *, group_id: str, session_timeout_ms: int, heartbeat_interval_ms: int
 ) -> Any:
     """The events group consumer: manual commits, from the earliest offset for a new group."""
-    kafka_zstd.install()
-    return AIOKafkaConsumer(
+    consumer = AIOKafkaConsumer(
         **kafka.client_kwargs(),
         group_id=group_id,
         enable_auto_commit=False,
@@ -168,6 +169,8 @@ def make_events_consumer(
         fetch_max_wait_ms=_FETCH_MS,
         max_partition_fetch_bytes=4 << 20,
     )
+    fetch_ahead.enable(consumer)  # installs `kafka_zstd` too
+    return consumer
 
 
 class RebalanceHooks(ConsumerRebalanceListener):  # type: ignore[misc]  # aiokafka is untyped

@@ -1,0 +1,218 @@
+"""Fetched zstd batches decompressed on a thread while the worker handles the records before them.
+
+Why: the worker is bound by its event loop's thread, and aiokafka decompresses each fetched record
+batch there, lazily, when the consumer first iterates the batch (~0.2 µs of CPU per event on the
+pipeline benchmark's ~1 MB batches even with `pipeline.kafka_zstd`'s kept contexts: BENCHMARKS.md,
+Pipeline, "Session K — decode and the worker's own loop"). libzstd releases the GIL, and the host's
+second core is partly idle (the C trees' predict thread uses it during flushes), so a batch can be
+decompressed there while the loop's thread handles the records of the batch before it.
+
+**How.** `install()` (called by `kafka_io.make_events_consumer`, never at import) makes aiokafka's
+fetcher wrap each fetched message set in a `_AheadRecords`: it walks the set's batch headers once
+(Kafka's record batch v2 layout: 61 header bytes, then the records), and keeps `AHEAD` zstd batches
+ahead of the one the consumer is reading submitted to one thread (`_Ahead`). When aiokafka then
+asks for a batch's bytes (`zstd_decode`, looked up in its record modules), the thread's answer for
+an equal payload is taken (waiting for it if needed); anything else - a payload not submitted, one
+the thread failed on, a batch that is not v2 zstd, a declared size over `MAX_AHEAD_BYTES` - is
+decoded on the caller's thread by `pipeline.kafka_zstd.zstd_decode` exactly as before, so answers
+and errors are the same (the thread runs that same function on the same bytes). A submitted answer
+never taken (a partition revoked mid-fetch, a CRC error, a seek) is dropped once `KEPT` newer ones
+wait: memory stays bounded (at most `KEPT` answers of at most `MAX_AHEAD_BYTES`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
+from typing import Any
+
+import zstandard
+
+from pipeline import kafka_zstd
+
+__all__ = ["AHEAD", "KEPT", "MAX_AHEAD_BYTES", "batch_payloads", "enable", "install", "installed",
+           "zstd_decode"]
+
+log = logging.getLogger(__name__)
+
+AHEAD = 2  # batches submitted ahead of the one being read (a ~1 MB batch: ~0.5 ms on the thread)
+KEPT = 8  # answers kept at most (older ones never taken are dropped)
+MAX_AHEAD_BYTES = 8 << 20  # a batch declaring more is decoded when read, on the caller's thread
+_HEADER = 61  # a v2 record batch's header; its records (compressed as one frame) follow
+_ZSTD, _CODEC_MASK, _CONTROL = 4, 0x07, 0x20
+_RECORD_MODULES = ("aiokafka.record.default_records", "aiokafka.record._crecords.default_records")
+
+
+def batch_payloads(data: bytes) -> list[tuple[int, bytes | None]]:
+    """(base offset, zstd payload or None) of each whole batch in a fetched message set, in order;
+    None for a batch that is not a v2 zstd batch of bounded declared size (it is decoded when read)."""
+    view, out, pos, end = memoryview(data), [], 0, len(data)
+    while pos + _HEADER <= end:
+        size = 12 + int.from_bytes(view[pos + 8: pos + 12], "big", signed=True)
+        if size < _HEADER or pos + size > end:
+            break  # a truncated last batch (aiokafka stops there too) or garbage: nothing more
+        attributes = int.from_bytes(view[pos + 21: pos + 23], "big")
+        payload = None
+        if view[pos + 16] == 2 and attributes & _CODEC_MASK == _ZSTD and not attributes & _CONTROL:
+            payload = bytes(view[pos + _HEADER: pos + size])
+            if not _bounded(payload):
+                payload = None
+        out.append((int.from_bytes(view[pos: pos + 8], "big", signed=True), payload))
+        pos += size
+    return out
+
+
+def _bounded(payload: bytes) -> bool:
+    try:
+        return 0 < zstandard.frame_content_size(payload) <= MAX_AHEAD_BYTES
+    except zstandard.ZstdError:
+        return False
+
+
+def _decode_quietly(payload: bytes) -> bytes | None:
+    """The thread's answer: what `kafka_zstd.zstd_decode` answers, or None when it raised (the
+    caller's thread then decodes the payload itself and raises what it raises)."""
+    try:
+        return kafka_zstd.zstd_decode(payload)
+    except Exception:  # answered again on the caller's thread, with its error
+        return None
+
+
+class _Ahead:
+    """Payloads submitted to one thread, and their answers until taken (at most `KEPT`)."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        # payload -> its answer (a dict of the payloads themselves: a bytes object hashes itself once,
+        # ~15 µs for a ~40 KB batch, and a lookalike can never be taken for it)
+        self._answers: OrderedDict[bytes, Future[bytes | None]] = OrderedDict()
+        self._lock = threading.Lock()  # aiokafka reads on the loop's thread; tests may use others
+        self.taken = self.missed = 0
+
+    def submit(self, payload: bytes) -> None:
+        with self._lock:
+            if payload in self._answers:
+                return
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zstd-ahead")
+            self._answers[payload] = self._pool.submit(_decode_quietly, payload)
+            while len(self._answers) > KEPT:
+                self._answers.popitem(last=False)[1].cancel()
+
+    def take(self, payload: bytes) -> bytes | None:
+        """The thread's answer for this payload if it was submitted (None: decode it here)."""
+        with self._lock:
+            answer = self._answers.pop(payload, None)
+        if answer is None:
+            self.missed += 1
+            return None
+        self.taken += 1
+        return answer.result()  # waits (GIL released) if the thread has not finished it yet
+
+
+_ahead = _Ahead()
+
+
+class _AheadRecords:
+    """aiokafka's `MemoryRecords` of one fetch, with its next zstd batches submitted to the thread."""
+
+    __slots__ = ("_payloads", "_read", "_records")
+
+    def __init__(self, records: Any, data: bytes) -> None:
+        self._records = records
+        self._payloads = batch_payloads(data)
+        self._read = 0  # batches handed out so far
+        for _, payload in self._payloads[:AHEAD]:
+            if payload is not None:
+                _ahead.submit(payload)
+
+    def size_in_bytes(self) -> int:
+        size: int = self._records.size_in_bytes()
+        return size
+
+    def has_next(self) -> bool:
+        return bool(self._records.has_next())
+
+    def next_batch(self) -> Any:
+        batch = self._records.next_batch()
+        read, payloads = self._read, self._payloads
+        if batch is None or read >= len(payloads) or payloads[read][0] != batch.base_offset:
+            self._payloads = []  # not the batches walked here: nothing more is submitted
+            return batch
+        self._read = read + 1
+        if read + AHEAD < len(payloads) and (payload := payloads[read + AHEAD][1]) is not None:
+            _ahead.submit(payload)
+        return batch
+
+
+def zstd_decode(payload: Any) -> bytes:
+    """A batch's bytes: the thread's answer when it decoded this payload ahead, else decoded here."""
+    if type(payload) is bytes and (answer := _ahead.take(payload)) is not None:
+        return answer
+    return kafka_zstd.zstd_decode(payload)
+
+
+_installed = False
+_install_lock = threading.Lock()
+_clients: weakref.WeakSet[Any] = weakref.WeakSet()  # the clients of the consumers that read ahead
+_reading_ahead: ContextVar[bool] = ContextVar("fetch_ahead", default=False)  # in an enabled fetch's task
+
+
+def installed() -> bool:
+    return _installed
+
+
+def enable(consumer: Any) -> bool:
+    """Make this (not yet started) `AIOKafkaConsumer` read its zstd batches ahead on a thread;
+    other consumers of the process read as before. False when aiokafka has no zstd here."""
+    if not install():
+        return False
+    _clients.add(consumer._client)  # what its fetcher holds (made at `start`)
+    return True
+
+
+def install() -> bool:
+    """Patch aiokafka's fetcher and record modules (idempotent; installs `kafka_zstd` first): a
+    fetch of an `enable`d consumer wraps its message set in `_AheadRecords`. False when aiokafka has
+    no zstd here (nothing is changed)."""
+    global _installed
+    if not kafka_zstd.install():
+        return False
+    with _install_lock:
+        if not _installed:
+            _patch()
+            _installed = True
+    log.debug("aiokafka's fetched zstd batches: decompressed ahead on a thread (pipeline.fetch_ahead)")
+    return True
+
+
+def _patch() -> None:
+    import importlib
+
+    from aiokafka.consumer import fetcher
+
+    memory_records: Callable[[bytes], Any] = fetcher.MemoryRecords
+    proc_fetch_request = fetcher.Fetcher._proc_fetch_request
+
+    def wrapped_records(data: bytes) -> Any:
+        records = memory_records(data)
+        return _AheadRecords(records, data) if _reading_ahead.get() else records
+
+    async def wrapped_proc(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._client in _clients:
+            _reading_ahead.set(True)  # this fetch request's own task (aiokafka makes one per request)
+        return await proc_fetch_request(self, *args, **kwargs)
+
+    for name in _RECORD_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:  # the compiled record module is optional in aiokafka
+            continue
+        module.zstd_decode = zstd_decode  # type: ignore[attr-defined]
+    fetcher.MemoryRecords = wrapped_records
+    fetcher.Fetcher._proc_fetch_request = wrapped_proc
