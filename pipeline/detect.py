@@ -27,7 +27,7 @@ call `flush`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import attrgetter
@@ -303,7 +303,7 @@ class Detector:
     def _root(self, row: Row, malicious: dict[tuple[str, str], int]) -> ProcessNode:
         forest, node = row
         root = node
-        for parent in forest.ancestors(node.key):
+        for parent in _parents(forest, node):
             if not _scorable(parent) or (
                 (forest.device_id, parent.key) not in malicious and not parent.alert_mark
             ):
@@ -473,8 +473,24 @@ def _techniques_of(mask: int, fired: tuple[int, ...]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def _parents(forest: DeviceForest, node: ProcessNode) -> Iterator[ProcessNode]:
+    """`forest.ancestors(node.key)`, nearest first, one at a time: a root search stops at the first parent
+    nobody flagged (usually the first), so the rest of the chain is not looked up."""
+    nodes = forest.nodes
+    held = nodes.get(node.key)  # as `ancestors` does: the chain of the node the forest holds under its key
+    parent_key = None if held is None else held.parent_key
+    for _ in range(forest.limits.max_depth):
+        parent = None if parent_key is None else nodes.get(parent_key)
+        if parent is None:
+            return
+        yield parent
+        parent_key = parent.parent_key
+
+
+@lru_cache(maxsize=4096)
 def _already_alerted(mark: str | None, tactic: str, band: str) -> bool:
-    """Same tactic already alerted at this band or a higher one."""
+    """Same tactic already alerted at this band or a higher one (remembered: a flagged root is asked
+    at every flush its tree changes in, with the same few marks)."""
     if not mark:  # most roots: never alerted
         return False
     previous = _marks(mark)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,14 +63,14 @@ class Written(Generic[T]):
     """
 
     def __init__(self, limit: int = 256) -> None:
-        self._held: OrderedDict[int, tuple[object, T]] = OrderedDict()
+        self._held: dict[int, tuple[object, T]] = {}  # insertion-ordered: the first key is the oldest
         self._limit = limit
 
     def keep(self, model: object, written: T) -> None:
         """Hold `written` for `model` (the model itself is held too, so its id cannot be reused meanwhile)."""
         held = self._held
         if len(held) >= self._limit:
-            held.popitem(last=False)  # O(1): a dict's first key is found by skipping the deleted ones
+            del held[next(iter(held))]  # the oldest (a plain dict: no OrderedDict links to keep per call)
         held[id(model)] = (model, written)
 
     def take(self, model: object) -> T | None:
@@ -302,14 +301,14 @@ def _alert(
         "top_features": [{"name": n, "value": float(v), "contribution": float(c)} for n, v, c in
                          incident.top_features[:64]],
         "mode": mode, "actions": actions,
-        "first_seen": ms_text(min(n.start_ms if n.start_ms is not None else n.last_ms for n in nodes)),
-        "last_seen": ms_text(max(n.last_ms for n in nodes)), "created_at": utc_text(now),
+        "first_seen": ms_text(_first_ms(nodes)), "last_seen": ms_text(max([n.last_ms for n in nodes])),
+        "created_at": utc_text(now),
         "summary": _summary(incident),
     }  # fmt: skip
     snapshot: dict[str, Any] = body["process_tree"]
     evidence = incident.evidence[:MAX_SNAPSHOT_EVIDENCE]
     snapshot["evidence"] = evidence_models(evidence)  # validated as models, then written as JSON
-    alert = Alert.model_validate(body)
+    alert: Alert = _validate_alert(body)
     try:
         snapshot["evidence"] = _evidence_json(evidence)
         data = orjson.dumps(body)
@@ -319,11 +318,22 @@ def _alert(
     return alert
 
 
+_validate_alert = Alert.__pydantic_validator__.validate_python
+"""`Alert.model_validate`, without its Python frame (the same validator, called with the same defaults)."""
+
+
+def _first_ms(nodes: Sequence[NodeView]) -> int:
+    """When the snapshot's first process started (its last event when its start is unknown)."""
+    return min([n.last_ms if n.start_ms is None else n.start_ms for n in nodes])
+
+
 def _probabilities(scores: Mapping[str, float]) -> dict[str, float]:
-    """`_probability` of every value: a copy when each is already a float in [0, 1] (the model's)."""
-    if all(type(v) is float and 0.0 <= v <= 1.0 for v in scores.values()):
-        return dict(scores)
-    return {k: _probability(v) for k, v in scores.items()}
+    """`_probability` of every value: the dict itself when each is already a float in [0, 1] (the model's;
+    pydantic copies what it validates, and the body is only read), else a clamped copy."""
+    for v in scores.values():
+        if type(v) is not float or not 0.0 <= v <= 1.0:
+            return {k: _probability(v) for k, v in scores.items()}
+    return scores if type(scores) is dict else dict(scores)
 
 
 def _probability(value: float) -> float:
@@ -404,10 +414,16 @@ def _actions(
 
 
 def _summary(incident: Incident) -> str:
-    label = f"PROVISIONAL model {incident.model_version}" if incident.provisional else incident.model_version
-    drivers = ", ".join(name for name, _, _ in incident.top_features[:3]) or "n/a"
+    label = _label(incident.model_version)
+    drivers = ", ".join([name for name, _, _ in incident.top_features[:3]]) or "n/a"
     return (
         f"[{label}] {incident.tactic} in the tree of {basename(incident.root.image) or incident.root.key} "
         f"({len(incident.nodes)} processes); {basename(incident.scored.image) or incident.scored.key} "
         f"scored {incident.score:.2f}; drivers: {drivers}"
     )
+
+
+@lru_cache(maxsize=64)
+def _label(model_version: str) -> str:
+    """How a summary names the model (remembered: one or two versions score every incident)."""
+    return f"PROVISIONAL model {model_version}" if "provisional" in model_version else model_version

@@ -65,6 +65,8 @@ def decision_records(decisions: Iterable[Decision], topics: OutputTopics, key: S
 
 
 def _record(decision: Decision, topics: OutputTopics, key: SigningKey) -> OutRecord:
+    if type(decision) is Command:  # the policy's own records first (their exact types), then any subclass
+        return OutRecord(topics.commands, decision.device_id.encode(), _signed(decision, key))
     if isinstance(decision, Alert):
         return OutRecord(
             topics.alerts, decision.device_id.encode(), WRITTEN.take(decision) or encode(decision)

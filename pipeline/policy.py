@@ -206,35 +206,18 @@ class Policy:
         return [alert_record(incident, alert_id, mode, commands, verdicts, True, now), *commands, *verdicts]
 
     def _commands(self, incident: Incident, alert_id: str, now_ms: int, issued: datetime) -> list[Command]:
+        """Kill the root's tree; quarantine the artifact when there is one. Each command is written as
+        its JSON values in the contract's field order (one dict, no merge) and validated from them."""
         times = (utc_text(issued), ms_text(now_ms + self.config.command_ttl_ms))
-        name = incident.name
         root, artifact = incident.root, incident.artifact
-        wanted: list[tuple[CommandAction, str, dict[str, Any]]] = [
-            (
-                CommandAction.KILL_PROCESS_TREE,
-                root.key,
-                {"process_key": root.key, "pid": root.pid, "image": root.image or None, "path": None,
-                 "sha256": None},
-            ),
-        ]  # fmt: skip
+        head = (SCHEMA_VERSION, incident.device_id, alert_id, incident.name)
+        kill = (root.key, root.pid, root.image or None, None, None)
+        commands = [_command(head, times, _KILL, root.key, kill)]
         if artifact is not None:
-            wanted.append(
-                (
-                    CommandAction.QUARANTINE_FILE,
-                    artifact.image,
-                    {"process_key": None, "pid": None, "image": None, "path": artifact.image,
-                     "sha256": sha256_text(artifact.sha256)},
-                )
-            )  # fmt: skip
-        return [
-            _written(Command, {
-                "schema_version": SCHEMA_VERSION, "command_id": stable_id(alert_id, action.value, target),
-                "device_id": incident.device_id, "action": action.value, **fields, "alert_id": alert_id,
-                "reason": name, "nonce": _nonce(alert_id, action.value, target), "issued_at": times[0],
-                "expires_at": times[1], "key_id": None, "signature": None,
-            })
-            for action, target, fields in wanted
-        ]  # fmt: skip
+            target = artifact.image
+            where = (None, None, None, target, sha256_text(artifact.sha256))
+            commands.append(_command(head, times, _QUARANTINE, target, where))
+        return commands
 
     def _verdicts(self, incident: Incident, alert_id: str, now_ms: int, issued: datetime) -> list[Verdict]:
         artifact = incident.artifact
@@ -256,6 +239,29 @@ class Policy:
         ]  # fmt: skip
 
 
+_KILL, _QUARANTINE = CommandAction.KILL_PROCESS_TREE.value, CommandAction.QUARANTINE_FILE.value
+
+
+def _command(
+    head: tuple[str, str, str, str],
+    times: tuple[str, str],
+    action: str,
+    target: str,
+    where: tuple[str | None, int | None, str | None, str | None, str | None],
+) -> Command:
+    """One command of an alert: `head` = (schema version, device, alert id, reason), `where` = (process_key,
+    pid, image, path, sha256); its id and nonce derive from (alert id, action, target): redelivery
+    reproduces them."""
+    version, device_id, alert_id, reason = head
+    process_key, pid, image, path, sha256 = where
+    return _written(Command, {
+        "schema_version": version, "command_id": stable_id(alert_id, action, target), "device_id": device_id,
+        "action": action, "process_key": process_key, "pid": pid, "image": image, "path": path,
+        "sha256": sha256, "alert_id": alert_id, "reason": reason, "nonce": _nonce(alert_id, action, target),
+        "issued_at": times[0], "expires_at": times[1], "key_id": None, "signature": None,
+    })  # fmt: skip
+
+
 def _written(kind: type[SignedT], values: dict[str, Any]) -> SignedT:
     """A command or verdict validated from its JSON values, which are kept for signing (`VALUES`).
 
@@ -264,6 +270,6 @@ def _written(kind: type[SignedT], values: dict[str, Any]) -> SignedT:
     `schemas.signing.signed_json_of` gives the bytes `signed_json(model)` would
     (tests/unit/test_incident_json.py).
     """
-    record = kind.model_validate(values)
+    record: SignedT = kind.__pydantic_validator__.validate_python(values)  # `model_validate`, one call less
     VALUES.keep(record, values)
     return record
