@@ -7,16 +7,20 @@ Pipeline, "Session K — decode and the worker's own loop"). libzstd releases th
 second core is partly idle (the C trees' predict thread uses it during flushes), so a batch can be
 decompressed there while the loop's thread handles the records of the batch before it.
 
-**How.** `install()` (called by `kafka_io.make_events_consumer`, never at import) makes aiokafka's
-fetcher wrap each fetched message set in a `_AheadRecords`: it walks the set's batch headers once
-(Kafka's record batch v2 layout: 61 header bytes, then the records), and keeps `AHEAD` zstd batches
-ahead of the one the consumer is reading submitted to one thread (`_Ahead`). When aiokafka then
-asks for a batch's bytes (`zstd_decode`, looked up in its record modules), the thread's answer for
-an equal payload is taken (waiting for it if needed); anything else - a payload not submitted, one
-the thread failed on, a batch that is not v2 zstd, a declared size over `MAX_AHEAD_BYTES` - is
-decoded on the caller's thread by `pipeline.kafka_zstd.zstd_decode` exactly as before, so answers
-and errors are the same (the thread runs that same function on the same bytes). A submitted answer
-never taken (a partition revoked mid-fetch, a CRC error, a seek) is dropped once `KEPT` newer ones
+**How.** `enable(consumer)` (called by `kafka_io.make_events_consumer`, never at import; only that
+consumer reads ahead, the process's other consumers read as before) makes aiokafka's fetcher wrap
+each of its fetched message sets in a `_AheadRecords`: it walks the set's batch headers once
+(Kafka's record batch v2 layout: 61 header bytes, then the records) and keeps the next `AHEAD` zstd
+batches after the one the consumer is reading submitted to one daemon thread (`_Ahead`); not a
+set's first batch, which a worker that has caught up wants at once. When aiokafka then asks for a
+batch's bytes (`zstd_decode`, looked up in its record modules), the thread's answer for an equal
+payload is taken if it is ready. The loop's thread never waits for the thread: a payload not
+submitted, not decoded yet (on a busy host the thread may wait for a core: waiting for it took
+verdicts' p99 from ~0.1 to 1-4 s at load 7-9 in the latency bench), one the thread failed on, a
+batch that is not v2 zstd or declares more than `MAX_AHEAD_BYTES` is decoded on the caller's
+thread by `pipeline.kafka_zstd.zstd_decode` exactly as before, so answers and errors are the same
+(the thread runs that same function on the same bytes). Answers never taken (a partition revoked
+mid-fetch, a CRC error, a seek, one decoded here meanwhile) are dropped once `KEPT` newer ones
 wait: memory stays bounded (at most `KEPT` answers of at most `MAX_AHEAD_BYTES`).
 """
 
@@ -82,11 +86,12 @@ def _bounded(payload: bytes) -> bool:
 class _Job:
     """A payload for the thread; `done` is held until its answer is set (None: the thread failed)."""
 
-    __slots__ = ("answer", "done", "payload")
+    __slots__ = ("answer", "done", "payload", "wanted")
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
         self.answer: bytes | None = None
+        self.wanted = True  # False once dropped: the thread skips it if it has not begun it
         self.done = threading.Lock()
         self.done.acquire()
 
@@ -96,7 +101,7 @@ def _work(jobs: SimpleQueue[_Job | None]) -> None:
     (the caller's thread then decodes the payload itself and raises what it raises)."""
     while (job := jobs.get()) is not None:
         try:
-            job.answer = kafka_zstd.zstd_decode(job.payload)
+            job.answer = kafka_zstd.zstd_decode(job.payload) if job.wanted else None
         except Exception:  # answered again on the caller's thread, with its error
             job.answer = None
         job.done.release()
@@ -116,7 +121,7 @@ class _Ahead:
         self._waiting: dict[_Key, list[_Job]] = {}
         self._order: deque[tuple[_Key, _Job]] = deque()  # submission order, to drop the oldest
         self._lock = threading.Lock()  # aiokafka reads on the loop's thread; tests may use others
-        self.taken = self.missed = 0
+        self.taken = self.missed = self.late = 0
 
     def submit(self, payload: bytes) -> None:
         key, job = _key(payload), _Job(payload)
@@ -132,6 +137,7 @@ class _Ahead:
         self._jobs.put(job)
 
     def _forget(self, key: _Key, job: _Job) -> None:
+        job.wanted = False
         jobs = self._waiting.get(key)
         if jobs is not None and job in jobs:
             jobs.remove(job)
@@ -139,7 +145,8 @@ class _Ahead:
                 del self._waiting[key]
 
     def take(self, payload: bytes) -> bytes | None:
-        """The thread's answer for this payload if it was submitted (None: decode it here)."""
+        """The thread's answer for this payload if it was submitted and is ready (None: decode it
+        here; never waits for the thread)."""
         key = _key(payload)
         with self._lock:
             job = next((job for job in self._waiting.get(key, ()) if job.payload == payload), None)
@@ -149,9 +156,11 @@ class _Ahead:
         if job is None:
             self.missed += 1
             return None
+        if not job.done.acquire(blocking=False):  # never waits for the thread: decoded here instead
+            self.late += 1
+            return None
         self.taken += 1
-        with job.done:  # waits (GIL released) if the thread has not finished it yet
-            return job.answer
+        return job.answer
 
 
 _ahead = _Ahead()
@@ -166,7 +175,7 @@ class _AheadRecords:
         self._records = records
         self._payloads = batch_payloads(data)
         self._read = 0  # batches handed out so far
-        for _, payload in self._payloads[:AHEAD]:
+        for _, payload in self._payloads[1:AHEAD]:  # not the first: it is wanted at once when caught up
             if payload is not None:
                 _ahead.submit(payload)
 
