@@ -13,7 +13,8 @@
  * the Python `apply` (the one implementation of every rarer case) and calls `fold` again after it.
  *
  * What it does per event, in `apply`'s order: the redelivery check (seq high-water mark and
- * watermark), the event counter, the watermark, the node's recency, its last activity, its
+ * watermark), the event counter, the watermark, the node's recency (appended to `forest._touched`: the
+ * order `_lru` is applied when something reads it, `pipeline.recency`), its last activity, its
  * connection record, then `_add_evidence` (packed `(ts_ms << 8) | code` records, lifetime counts,
  * the 1, 2, 4, 8... re-score back-off, strong and generic codes) and the notable event; a change
  * to re-score is appended to `changed` as `(device_id, process_key, notable)`, which is what
@@ -50,7 +51,7 @@ static PyObject *s_old_path, *s_value_name, *s_operation, *s_outbound, *s_signed
 static PyObject *s_command_line, *s_cmd_mask, *s_sha256, *s_user, *s_pid, *s_integrity_level, *s_uid, *s_start_ms;
 static PyObject *s_children, *s_set_image, *s_new_node, *s_max_nodes, *s_end_ms, *s_exited;
 static PyObject *s_image_cls, *s_max_depth, *s_epoch, *s_stamp, *s_blank, *s_copy, *s_nodes_created;
-static PyObject *s_max_evidence, *s_max_conns, *s_max_notable;
+static PyObject *s_max_evidence, *s_max_conns, *s_max_notable, *s_touched;
 static PyObject *k_start, *k_end, *k_script, *k_network, *k_load;
 static PyTypeObject *deque_type;  /* collections.deque */
 static PyObject *deque_append;    /* its unbound append: no method lookup per call */
@@ -87,7 +88,9 @@ static void untrack_plain(PyObject *tuple) {
 #define CODES_CACHE_CHARS 512      /* longer deciding strings are not cached (as behaviour._CACHED_CHARS) */
 #define STAMP_LIMIT ((long long)1 << 54) /* |ts_ms| below this: ts_ms * 256 | code fits in 64 bits */
 
-#define QUEUED_MAX 64  /* changes remembered per call (a record holds 50 events of one device) */
+#define QUEUED_MAX 64
+static int deferring = 1;  /* `defer_touches` */
+static int apply_touched(PyObject *lru, PyObject *touched);  /* changes remembered per call (a record holds 50 events of one device) */
 
 /* Forest-level values held in C during a run and written back when it ends, however it ends. */
 typedef struct {
@@ -109,6 +112,9 @@ typedef struct {
     PyObject *nodes;           /* borrowed: forest.nodes */
     int clone;                 /* -1 not yet decided this call, 0 call `_new_node`, 1 clone */
     PyObject *blank, *lru_dict;  /* held when clone == 1 */
+    /* `forest._touched` (held) when it is an exact list: a node an event makes the most recently active is
+       appended to it (`pipeline.recency` applies the order later); NULL: moved in `_lru` at once. */
+    PyObject *touched;
     long long created;         /* nodes cloned: stats.nodes_created */
 } Run;
 
@@ -708,6 +714,16 @@ done:
 
 static int queue(Run *run, PyObject *changed, PyObject *device_id, PyObject *node, PyObject *key, int notable);
 
+/* `node` (under `key`) is now the most recently active: appended to `forest._touched`, as `apply` does,
+   or, for a forest without that list, moved to the end of `_lru` (`lru`: its bound move_to_end). */
+static int touch(Run *run, PyObject *lru, PyObject *node, PyObject *key) {
+    if (run->touched != NULL)
+        return PyList_Append(run->touched, node);
+    PyObject *r = PyObject_CallOneArg(lru, key);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 /* `_behaviour` for a process end: its end time, the forest's exit order, re-score it (not notable). */
 static int apply_end(Run *run, PyObject *device_id, PyObject *changed, Item *it) {
     PyObject *exited = NULL, *key = NULL;
@@ -731,10 +747,8 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
     run->events++;
     if (it->when > run->watermark)
         run->watermark = it->when;
-    PyObject *r = PyObject_CallOneArg(lru, it->key);  /* the forest's bound _lru.move_to_end */
-    if (r == NULL)
+    if (touch(run, lru, it->node, it->key) < 0)
         return -1;
-    Py_DECREF(r);
     if (it->when > it->last && set_ll(it->node, s_last_ms, it->when) < 0)
         return -1;
     if (it->end)
@@ -859,7 +873,8 @@ static int blank_ready(Run *run) {
 }
 
 /* `_new_node(key)` with room to spare, as a clone of the blank: its slots shared or fresh empty
-   containers, then its key and stamp; put in `nodes` and at the end of `_lru`, counted as created.
+   containers, then its key and stamp; put in `nodes` and at the end of `_lru` (through `_touched` when the
+   forest defers its order: `touch`), counted as created.
    The clone and its fresh containers are taken off the cycle collector's lists (what `gc.is_tracked`
    reports): a node holds strs, ints, its own containers and what the fold puts in them (keys, packed
    ints, connection tuples, the decoder's events), none of which refers back to a node, so no cycle
@@ -893,7 +908,8 @@ static PyObject *clone_node(Run *run, PyObject *key) {
     if (node != NULL)
         PyObject_GC_UnTrack(node);
     if (node == NULL || set_attr(node, s_key, key) < 0 || set_attr(node, s_stamp, run->epoch) < 0 ||
-        PyDict_SetItem(run->nodes, key, node) < 0 || PyObject_SetItem(run->lru_dict, key, Py_None) < 0) {
+        PyDict_SetItem(run->nodes, key, node) < 0 ||
+        (run->touched != NULL ? PyList_Append(run->touched, node) : PyObject_SetItem(run->lru_dict, key, Py_None)) < 0) {
         Py_XDECREF(node);
         return NULL;
     }
@@ -950,9 +966,8 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
     if (it->when > it->last && set_ll(it->parent, s_last_ms, it->when) < 0)
         goto done;
     Py_CLEAR(value);
-    if ((value = get_attr(it->parent, s_key)) == NULL || (r = PyObject_CallOneArg(lru, value)) == NULL)
+    if ((value = get_attr(it->parent, s_key)) == NULL || touch(run, lru, it->parent, value) < 0)
         goto done;
-    Py_DECREF(r);
     int flags = add_evidence(run, it->parent, it->when, it->codes, strong, generic);
     if (flags < 0)
         goto done;
@@ -1011,6 +1026,18 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         goto out;
     }
     run.watermark0 = run.watermark, run.seq_hwm0 = run.seq_hwm, run.nodes = nodes;
+    if ((run.touched = PyObject_GetAttr(forest, s_touched)) == NULL)
+        PyErr_Clear();  /* a forest without the list: `_lru` is kept current here, as before */
+    else if (!PyList_CheckExact(run.touched))
+        Py_CLEAR(run.touched);
+    if (run.touched != NULL && !deferring) {  /* moved per event: what is pending first */
+        PyObject *lru_map = PyList_GET_SIZE(run.touched) ? get_attr(forest, s_lru) : NULL;
+        int synced = lru_map == NULL ? (PyList_GET_SIZE(run.touched) ? -1 : 0) : apply_touched(lru_map, run.touched);
+        Py_XDECREF(lru_map);
+        Py_CLEAR(run.touched);
+        if (synced < 0)
+            goto out;
+    }
     run.lifecycle = starts != NULL;
     int limit = starts == NULL ? 1 : get_ll(limits, s_max_nodes, &run.max_nodes);
     if (limit < 0)
@@ -1054,6 +1081,7 @@ out:
         Py_DECREF(run.queued[q].node), Py_DECREF(run.queued[q].key);
     Py_XDECREF(run.blank);
     Py_XDECREF(run.lru_dict);
+    Py_XDECREF(run.touched);
     return result;
 }
 
@@ -1201,7 +1229,93 @@ static PyObject *rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* --- the recency order: `pipeline.recency.apply_touches` ---------------------------------------------- */
+
+/* apply_touches(lru, touched): put each node of the list `touched` at the end of the mapping `lru` (its
+   key moved when present, inserted when not), once, in the order of its last touch; `touched` emptied
+   first (so code the moves run cannot see it half applied). Which touch is a node's last is found from
+   the end with a set of node addresses (the nodes are held meanwhile), not a Python set. */
+static int apply_touched(PyObject *lru, PyObject *touched) {
+    PyObject *pending = PyList_GetSlice(touched, 0, PY_SSIZE_T_MAX);
+    if (pending == NULL || PyList_SetSlice(touched, 0, PY_SSIZE_T_MAX, NULL) < 0) {
+        Py_XDECREF(pending);
+        return -1;
+    }
+    const Py_ssize_t n = PyList_GET_SIZE(pending);
+    size_t cap = 16;
+    while (cap < 2 * (size_t)n)
+        cap *= 2;
+    PyObject **seen = PyMem_Calloc(cap, sizeof(PyObject *));
+    char *last = PyMem_Calloc(n ? (size_t)n : 1, 1);
+    PyObject *move = seen == NULL || last == NULL ? NULL : PyObject_GetAttr(lru, s_move_to_end);
+    int rc = move == NULL ? -1 : 0;
+    if (seen == NULL || last == NULL)
+        PyErr_NoMemory();
+    for (Py_ssize_t i = n - 1; rc == 0 && i >= 0; i--) {  /* a node's last touch: the first met from the end */
+        PyObject *node = PyList_GET_ITEM(pending, i);
+        size_t at = ((uintptr_t)node >> 4) * 0x9E3779B97F4A7C15ull >> 20 & (cap - 1);
+        while (seen[at] != NULL && seen[at] != node)
+            at = (at + 1) & (cap - 1);
+        if (seen[at] == NULL)
+            seen[at] = node, last[i] = 1;
+    }
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        if (!last[i])
+            continue;
+        PyObject *key = get_attr(PyList_GET_ITEM(pending, i), s_key);
+        int present = key == NULL ? -1 : PySequence_Contains(lru, key);
+        if (present > 0) {
+            PyObject *r = PyObject_CallOneArg(move, key);
+            present = r == NULL ? -1 : 1;
+            Py_XDECREF(r);
+        } else if (present == 0) {
+            present = PyObject_SetItem(lru, key, Py_None);
+        }
+        Py_XDECREF(key);
+        rc = present < 0 ? -1 : 0;
+    }
+    Py_XDECREF(move);
+    PyMem_Free(seen);
+    PyMem_Free(last);
+    Py_DECREF(pending);
+    return rc;
+}
+
+static PyObject *apply_touches(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 2 || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "apply_touches(lru, touched: list)");
+        return NULL;
+    }
+    return apply_touched(args[0], args[1]) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* defer_touches(on=None) -> bool: whether the fold appends to `forest._touched` (on, the default) or, after
+   applying what is pending there, moves `_lru` per event as before session L (off: tests and benchmarks
+   compare the two). With `on`, the answer is the previous state. */
+static PyObject *defer_touches(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "defer_touches(on=None)");
+        return NULL;
+    }
+    const int was = deferring;
+    if (nargs == 1) {
+        int on = PyObject_IsTrue(args[0]);
+        if (on < 0)
+            return NULL;
+        deferring = on;
+    }
+    return PyBool_FromLong(was);
+}
+
 static PyMethodDef methods[] = {
+    {"defer_touches", (PyCFunction)(void (*)(void))defer_touches, METH_FASTCALL,
+     "defer_touches(on=None) -> bool: whether the fold defers recency moves to forest._touched (set `on` to "
+     "change it; the answer is then the previous state)."},
+    {"apply_touches", (PyCFunction)(void (*)(void))apply_touches, METH_FASTCALL,
+     "apply_touches(lru, touched) -> None: each node of the list `touched` put at the end of `lru` (moved, or "
+     "inserted when its key is not there), once, in the order of its last touch; `touched` is emptied."},
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
      "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches[, starts]]) -> index of "
      "the first event not applied (another device's, or one DeviceForest.apply must handle). caches: kind -> "
@@ -1242,7 +1356,7 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         {&s_image_cls, "image_cls"}, {&s_max_depth, "max_depth"}, {&s_epoch, "epoch"}, {&s_stamp, "stamp"},
         {&s_blank, "_blank"}, {&s_copy, "__copy__"}, {&s_nodes_created, "nodes_created"},
         {&s_max_evidence, "max_evidence_per_node"}, {&s_max_conns, "max_conns_per_node"},
-        {&s_max_notable, "max_notable_per_node"},
+        {&s_max_notable, "max_notable_per_node"}, {&s_touched, "_touched"},
         {&k_start, "process_start"}, {&k_end, "process_end"}, {&k_script, "script"},
         {&k_network, "network_connect"}, {&k_load, "image_load"},
     };

@@ -21,6 +21,11 @@ offline hunting evicts exactly as the stream does. Serialisation lives in `pipel
 This is mutable state on purpose (an immutable forest per event would not reach the throughput
 goal); it does no I/O and is deterministic, so it is as testable as a pure function.
 
+The recency order (`_lru`, least recently active first: floods and idle eviction take from its front, the
+state record keeps it) is not moved per event: the node an event names is appended to `_touched`, and
+`_recency()` applies those touches (each node once, in the order of its last touch: the same order) before
+anything reads or changes it (`pipeline.recency`).
+
 `apply_run` is the hot path: when the optional C extension `pipeline._cforest` is built (setup.py),
 it applies the common cases (behaviour and the end of a process already known, the start of a new
 process under a known parent) in C and hands every other event to `apply`, before changing anything
@@ -37,6 +42,7 @@ from typing import Any
 from pipeline.behaviour import CODE_FIELDS, CODES_BY_KIND, GENERIC_CODES, STRONG_CODES, Counter, child_codes
 from pipeline.indicators import indicator_mask
 from pipeline.node import NO_CHANGE, Change, ForestStats, ProcessNode, TreeLimits
+from pipeline.recency import TOUCHED_MAX, apply_touches
 from schemas.fastcodec import Event
 
 __all__ = ["NO_CHANGE", "Change", "DeviceForest", "ForestStats", "ProcessNode", "TreeLimits", "ts_ms"]
@@ -82,7 +88,8 @@ class DeviceForest:
         self.watermark_ms = 0  # latest event time seen on this device
         self.seq_hwm = -1  # highest seq seen (redelivery detection)
         self.epoch = 0  # stamped on the nodes events name; a state encoding moves it on (see `apply`)
-        self._lru: OrderedDict[str, None] = OrderedDict()  # least recently active first
+        self._lru: OrderedDict[str, None] = OrderedDict()  # least recently active first, once `_recency()`d
+        self._touched: list[ProcessNode] = []  # made most recently active since (pipeline.recency)
         self._exited: OrderedDict[str, None] = OrderedDict()  # in exit order
         self._blank = self._fresh("")  # what the compiled fold clones for a new node (see `_new_node`)
 
@@ -94,7 +101,12 @@ class DeviceForest:
 
     def recency_order(self) -> list[str]:
         """Node keys, least recently active first (the flood-eviction order)."""
-        return list(self._lru)
+        return list(self._recency())
+
+    def _recency(self) -> OrderedDict[str, None]:
+        """`_lru` with the pending touches applied: what reads or changes the order calls this first."""
+        apply_touches(self._lru, self._touched)
+        return self._lru
 
     def exit_order(self) -> list[str]:
         """Keys of exited nodes in the order they exited."""
@@ -102,9 +114,10 @@ class DeviceForest:
 
     def restore(self, nodes: Iterable[ProcessNode], exited: Iterable[str]) -> None:
         """Load nodes (in recency order) and the exit order from a snapshot; children are relinked."""
+        lru = self._recency()
         for node in nodes:
             self.nodes[node.key] = node
-            self._lru[node.key] = None
+            lru[node.key] = None
         for node in self.nodes.values():
             parent = self.get(node.parent_key)
             if parent is not None:
@@ -136,6 +149,8 @@ class DeviceForest:
             if keys:
                 changed += [(device, key, notable) for key in keys]
             i += 1
+        if len(self._touched) > TOUCHED_MAX:
+            self._recency()
         return i
 
     def apply(self, event: Event) -> Change:
@@ -172,7 +187,10 @@ class DeviceForest:
         if node is None:
             node = self._new_node(key)
         else:
-            self._lru.move_to_end(key)
+            touched = self._touched
+            touched.append(node)  # the most recently active: put last by `_recency`
+            if len(touched) > TOUCHED_MAX:
+                self._recency()
             if not node.image and not node.started:  # a placeholder: its own event arrived
                 self.stats.placeholders_filled += 1
         image = event.image
@@ -206,11 +224,15 @@ class DeviceForest:
             self._make_room(keep)
         node = self._fresh(key)
         self.nodes[key] = node
-        self._lru[key] = None
         if placeholder:
-            self._lru.move_to_end(key, last=False)  # a placeholder is the first to go in a flood
+            lru = self._recency()
+            lru[key] = None
+            lru.move_to_end(key, last=False)  # a placeholder is the first to go in a flood
             self.stats.placeholders_created += 1
         else:
+            self._touched.append(node)  # the most recently active: put last by `_recency`
+            if len(self._touched) > TOUCHED_MAX:
+                self._recency()
             self.stats.nodes_created += 1
         return node
 
@@ -230,7 +252,7 @@ class DeviceForest:
         if key is not None:
             self.stats.flood_evicted_exited += 1
         else:
-            key = next((k for k in self._lru if k != keep), None)
+            key = next((k for k in self._recency() if k != keep), None)
             self.stats.flood_evicted_idle += key is not None
         if key is not None:
             self._remove(key)
@@ -252,7 +274,7 @@ class DeviceForest:
         if parent is None or not first:
             return Change((node.key,), bool(node.cmd_mask))
         parent.last_ms = max(parent.last_ms, when)
-        self._lru.move_to_end(parent.key)
+        self._touched.append(parent)
         rescore, notable = self._add_evidence(parent, when, child_codes(start.image))
         notable = notable or bool(node.cmd_mask)
         return Change((node.key, parent.key) if rescore or notable else (node.key,), notable)
@@ -379,7 +401,7 @@ class DeviceForest:
 
     def _evict_idle(self, before_ms: int) -> int:
         idle = []
-        for key in self._lru:
+        for key in self._recency():
             if self.nodes[key].last_ms >= before_ms:
                 break
             idle.append(key)
@@ -416,7 +438,7 @@ class DeviceForest:
         node = self.nodes.pop(key, None)
         if node is None:
             return
-        self._lru.pop(key, None)
+        self._recency().pop(key, None)
         self._exited.pop(key, None)
         parent = self.get(node.parent_key)
         if parent is not None and key in parent.children:
