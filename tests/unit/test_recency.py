@@ -10,12 +10,15 @@ check `apply_touches` itself (C and Python) against the rule it implements.
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from debug_child import passes_under_debug_allocator
 from forest_support import queued, snapshot, tree_path
 from test_tree_compiled import SMALL, fast, stream
 
@@ -23,6 +26,7 @@ from pipeline import recency, tree
 from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest, TreeLimits
 
+CHILD = "RINGFENCE_RECENCY_CHILD"
 cforest = pytest.importorskip("pipeline._cforest", reason="pipeline._cforest is not built (build_ext)")
 
 
@@ -161,11 +165,14 @@ def test_an_error_in_the_middle_leaves_the_list_empty_and_the_order_applied_so_f
 
 
 def test_the_touched_nodes_are_released_once_applied() -> None:
-    import sys
-
     node = _node("a")
     held = sys.getrefcount(node)
     lru: OrderedDict[str, None] = OrderedDict()
     touched = [node] * 50
     cforest.apply_touches(lru, touched)
     assert sys.getrefcount(node) == held and list(lru) == ["a"]
+
+
+@pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the debug-allocator child")
+def test_this_file_passes_under_the_debug_allocator() -> None:
+    passes_under_debug_allocator(__file__, CHILD)
