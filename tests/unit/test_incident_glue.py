@@ -3,8 +3,9 @@
 `pipeline.detect` walks a flagged row's parents one at a time (`_parents`) instead of listing the whole
 ancestor chain first, and remembers `_already_alerted` per (mark, tactic, band); `pipeline.incident`
 hands the model's own tactic-score dict to the alert's validation instead of a copy. Each must give
-what it replaced, on any forest, any mark and any scores: a wrong root or a wrongly skipped re-alert
-would change which alert the SOC gets.
+what it replaced, on any forest, any mark, any scores and any time (`ms_text` formats a node's time
+straight from its datetime instead of through `utc` and `utc_text`): a wrong root or a wrongly
+skipped re-alert would change which alert the SOC gets, a wrong time the alert's bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.detect import _BANDS, _already_alerted, _marks, _parents
-from pipeline.incident import _probabilities
+from pipeline.incident import _probabilities, ms_text, utc, utc_text
 from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest, TreeLimits
 
@@ -75,3 +76,9 @@ def test_tactic_scores_are_handed_over_as_they_are_only_when_each_is_already_a_p
         want = want if 0.0 <= want <= 1.0 else min(max(want, 0.0), 1.0)
         assert out[key] == want or (math.isnan(want) and math.isnan(out[key]))
         assert type(out[key]) is float
+
+
+@given(st.integers(-30_000_000_000_000, 250_000_000_000_000))  # years ~1019-9892, any millisecond
+def test_a_time_is_written_as_the_flush_clock_writes_it(ms: int) -> None:
+    assert ms_text(ms) == utc_text(utc(ms))
+    assert ms_text(ms).endswith("Z") and len(ms_text(ms)) == 27
