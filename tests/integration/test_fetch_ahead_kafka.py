@@ -45,7 +45,9 @@ async def _read_all(consumer: Any, topic: str, subscribe: bool) -> list[tuple[in
 
 
 async def test_the_events_consumer_reads_ahead_what_a_plain_consumer_reads(
-        kafka_settings: KafkaSettings) -> None:
+        kafka_settings: KafkaSettings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch_ahead, "MIN_AHEAD_BYTES", 1)  # this test's batches are small, and few
+    monkeypatch.setattr(fetch_ahead, "BACKLOG_BATCHES", 1)
     kafka, suffix = kafka_settings, uuid.uuid4().hex[:8]
     topic = f"rf-test-ahead-{suffix}"
     admin = AIOKafkaAdminClient(**kafka.client_kwargs())

@@ -17,7 +17,8 @@ from aiokafka.record.memory_records import _MemoryRecordsPy as PureMemoryRecords
 
 from pipeline import fetch_ahead, kafka_zstd
 
-_MEMORY_RECORDS = fetcher.MemoryRecords
+_MEMORY_RECORDS = fetcher.MemoryRecords  # aiokafka's own (tests are imported before any runs)
+_PROC_FETCH_REQUEST = fetcher.Fetcher._proc_fetch_request
 _CODECS = {"none": 0, "gzip": 1, "zstd": 4}
 
 
@@ -76,7 +77,8 @@ def _outcome(read: Callable[[], Any]) -> tuple[str, Any]:
 
 @pytest.fixture
 def patched(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """install() for one test: every module and counter it changes is restored afterwards."""
+    """install() for one test, over aiokafka's own fetcher (a worker made earlier in the session,
+    e.g. by an integration test, installed it for real): everything it changes is restored afterwards."""
     for name in (*kafka_zstd._MODULES, *fetch_ahead._RECORD_MODULES):
         try:
             module = importlib.import_module(name)
@@ -85,8 +87,10 @@ def patched(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         for attr in ("zstd_decode", "zstd_encode"):
             if hasattr(module, attr):
                 monkeypatch.setattr(module, attr, getattr(module, attr))
-    monkeypatch.setattr(fetcher, "MemoryRecords", fetcher.MemoryRecords)
-    monkeypatch.setattr(fetcher.Fetcher, "_proc_fetch_request", fetcher.Fetcher._proc_fetch_request)
+    monkeypatch.setattr(fetcher, "MemoryRecords", _MEMORY_RECORDS)
+    monkeypatch.setattr(fetcher.Fetcher, "_proc_fetch_request", _PROC_FETCH_REQUEST)
+    monkeypatch.setattr(fetch_ahead, "MIN_AHEAD_BYTES", 1)  # the tests' batches are small
+    monkeypatch.setattr(fetch_ahead, "BACKLOG_BATCHES", 1)
     monkeypatch.setattr(fetch_ahead, "_installed", False)
     monkeypatch.setattr(fetch_ahead, "_ahead", fetch_ahead._Ahead())
     assert fetch_ahead.install()
@@ -101,6 +105,7 @@ def _ahead_records(data: bytes) -> Any:
 
 
 def test_batch_payloads_are_the_bytes_aiokafka_decompresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fetch_ahead, "MIN_AHEAD_BYTES", 1)
     data, _ = _message_set(["zstd", "none", "zstd", "gzip", "zstd"])
     asked: list[bytes] = []
 
@@ -129,11 +134,26 @@ def test_a_truncated_or_garbled_message_set_is_walked_no_further() -> None:
     assert fetch_ahead.batch_payloads(b"") == [] and fetch_ahead.batch_payloads(b"\x00" * 70) == []
 
 
-def test_a_frame_declaring_too_much_is_not_read_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_frame_declaring_too_much_or_too_little_is_not_read_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
     data, _ = _message_set(["zstd"])
+    assert fetch_ahead.batch_payloads(data)[0][1] is None  # ~4 KB: decoded when read
+    monkeypatch.setattr(fetch_ahead, "MIN_AHEAD_BYTES", 1)
     assert fetch_ahead.batch_payloads(data)[0][1] is not None
     monkeypatch.setattr(fetch_ahead, "MAX_AHEAD_BYTES", 100)
     assert fetch_ahead.batch_payloads(data)[0][1] is None
+
+
+@pytest.mark.usefixtures("patched")
+def test_a_worker_that_keeps_up_reads_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A set of fewer than `BACKLOG_BATCHES` batches, or of small batches, sends nothing ahead."""
+    monkeypatch.setattr(fetch_ahead, "BACKLOG_BATCHES", 3)
+    few, _ = _message_set(["zstd", "zstd"])
+    assert _read(_ahead_records(few), settle=True) == _read(PureMemoryRecords(few))
+    assert fetch_ahead._ahead.taken == 0 and not fetch_ahead._ahead._order
+    monkeypatch.setattr(fetch_ahead, "MIN_AHEAD_BYTES", 256 << 10)
+    small, _ = _message_set(["zstd"] * 6)
+    assert _read(_ahead_records(small), settle=True) == _read(PureMemoryRecords(small))
+    assert fetch_ahead._ahead.taken == 0 and not fetch_ahead._ahead._order
 
 
 @pytest.mark.usefixtures("patched")

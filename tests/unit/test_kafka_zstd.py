@@ -42,15 +42,18 @@ def _with_declared_size(frame: bytes, size: int) -> bytes:
 
 @pytest.fixture
 def patched(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """install() for one test: every module it changes is restored afterwards."""
+    """install() for one test, from aiokafka's own functions (a worker made earlier in the session,
+    e.g. by an integration test, installed `pipeline.fetch_ahead` over it): every module it changes
+    is restored afterwards."""
+    originals = {"zstd_decode": _ORIGINAL_DECODE, "zstd_encode": _ORIGINAL_ENCODE}
     for name in kafka_zstd._MODULES:
         try:
             module = importlib.import_module(name)
         except ImportError:
             continue
-        for attr in ("zstd_decode", "zstd_encode"):
+        for attr, original in originals.items():
             if hasattr(module, attr):
-                monkeypatch.setattr(module, attr, getattr(module, attr))
+                monkeypatch.setattr(module, attr, original)
     monkeypatch.setattr(kafka_zstd, "_original_decode", None)
     assert kafka_zstd.install()
     yield
