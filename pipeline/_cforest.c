@@ -17,7 +17,8 @@
  * order `_lru` is applied when something reads it, `pipeline.recency`), its last activity, its
  * connection record, then `_add_evidence` (packed `(ts_ms << 8) | code` records, lifetime counts,
  * the 1, 2, 4, 8... re-score back-off, strong and generic codes) and the notable event; a change
- * to re-score is appended to `changed` as `(device_id, process_key, notable)`, which is what
+ * to re-score is appended to `changed` (or set as a key in it: the batcher's pending dict) as
+ * `(device_id, process_key, notable)`, which is what
  * `Detector.ingest` queues, once per call for equal changes (the batcher keeps the first of equal
  * ones anyway). A start creates the node as a clone of the forest's `_blank` (what `_new_node` makes,
  * without its Python frames and off the cycle collector's lists; `blank_ready` and `clone_node` say when
@@ -798,7 +799,7 @@ static int queue(Run *run, PyObject *changed, PyObject *device_id, PyObject *nod
     PyObject *change = PyTuple_Pack(3, device_id, key, notable ? Py_True : Py_False);
     if (change != NULL)
         untrack_plain(change);
-    int rc = change == NULL ? -1 : PyList_Append(changed, change);
+    int rc = change == NULL ? -1 : PyList_Check(changed) ? PyList_Append(changed, change) : PyDict_SetItem(changed, change, Py_None);
     Py_XDECREF(change);
     if (rc == 0 && run->n_queued < QUEUED_MAX) {  /* held: Python runs between events, nothing may reuse them */
         run->queued[run->n_queued].node = Py_NewRef(node), run->queued[run->n_queued].key = Py_NewRef(key);
@@ -998,10 +999,10 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t start = PyLong_AsSsize_t(args[2]);
     if (start == -1 && PyErr_Occurred())
         return NULL;
-    if (!PyList_Check(changed) || !PyDict_Check(codes_by_kind) || !PyAnySet_Check(strong) ||
-        !PyAnySet_Check(generic) || (caches != NULL && !PyDict_Check(caches))) {
-        PyErr_SetString(PyExc_TypeError,
-                        "changed must be a list, codes_by_kind and caches dicts, strong and generic sets");
+    if (!(PyList_Check(changed) || PyDict_CheckExact(changed)) || !PyDict_Check(codes_by_kind) ||
+        !PyAnySet_Check(strong) || !PyAnySet_Check(generic) || (caches != NULL && !PyDict_Check(caches))) {
+        PyErr_SetString(PyExc_TypeError, "changed must be a list or a dict, codes_by_kind and caches dicts, "
+                                         "strong and generic sets");
         return NULL;
     }
     PyObject *events = PySequence_Fast(args[1], "events must be a sequence");

@@ -10,7 +10,7 @@ def fold(
     forest: Any,
     events: Sequence[Any],
     start: int,
-    changed: list[tuple[str, str, bool]],
+    changed: list[tuple[str, str, bool]] | dict[tuple[str, str, bool], None],
     codes_by_kind: dict[str, Callable[[Any], tuple[int, ...]]],
     strong: Collection[int],
     generic: Collection[int],

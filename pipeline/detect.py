@@ -52,7 +52,7 @@ from pipeline.scoring import (
     load_model,
     malicious_threshold,
 )
-from pipeline.tree import DeviceForest, ProcessNode, TreeLimits
+from pipeline.tree import Changed, DeviceForest, ProcessNode, TreeLimits
 from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
 from pipeline.windows import DEFAULT_WINDOW_MS
 from schemas.events import BehaviorEvent
@@ -145,20 +145,20 @@ class Detector:
         """Fold events into the trees and queue the changed processes, without scoring."""
         self._check_idle()
         touched: dict[str, DeviceForest] = {}
-        changed: list[tuple[str, str, bool]] = []
-        try:
-            i, end = 0, len(events)
-            while i < end:  # a batch usually holds one device's events: one run each
-                device_id = events[i].device_id
-                forest = touched.get(device_id) or self._forest(events[i])
-                touched[device_id] = forest
-                i = forest.apply_run(events, i, changed)
-        finally:  # one call (same order, same clock); what was applied is queued even if an event raised
-            if changed:
-                self._batcher.add(changed, now_ms)
+        # the changes go straight into the batcher's pending keys (same order, same clock): what was
+        # applied is queued even if an event raised
+        self._batcher.add_into(lambda pending: self._apply(events, touched, pending), now_ms)
         self.stats.events += len(events)
         for device in touched.values():
             self._maybe_evict(device)
+
+    def _apply(self, events: Sequence[Event], touched: dict[str, DeviceForest], changed: Changed) -> None:
+        i, end = 0, len(events)
+        while i < end:  # a batch usually holds one device's events: one run each
+            device_id = events[i].device_id
+            forest = touched.get(device_id) or self._forest(events[i])
+            touched[device_id] = forest
+            i = forest.apply_run(events, i, changed)
 
     def _ingest(self, event: Event, now_ms: int) -> None:
         """One event (kept for callers written against the first version; prefer `ingest`)."""

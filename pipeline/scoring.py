@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -295,6 +295,17 @@ class MicroBatcher(Generic[K]):
         if not pending:
             self._since_ms = now_ms
         pending.update(dict.fromkeys(keys))  # in order, a known key keeps its place; one C loop
+
+    def add_into(self, fill: Callable[[dict[K, None]], None], now_ms: int) -> None:
+        """`add` of the keys `fill` sets in the pending dict itself (`Detector.ingest`: the C fold queues
+        its changes there, without a list and a dict made per call); the clock as `add` starts it."""
+        pending = self._pending
+        empty = not pending
+        try:
+            fill(pending)
+        finally:
+            if empty and pending:
+                self._since_ms = now_ms
 
     def due(self, now_ms: int) -> bool:
         """True when a flush is owed: enough rows, or the oldest has waited long enough."""

@@ -59,8 +59,9 @@ memory of the classifiers, so the common event costs a dict lookup instead of a 
 by every device (the classifiers are pure); bounded in `fold` (`CODES_CACHE_ENTRIES` per kind, emptied
 when full; keys of plain str/int/bool/None values only, `CODES_CACHE_CHARS` characters at most). Used
 only while the kind's `CODES_BY_KIND` function is the one cached here."""
-Changed = list[tuple[str, str, bool]]
-"""(device_id, process_key, notable) of each process to re-score, what `Detector.ingest` queues."""
+Changed = list[tuple[str, str, bool]] | dict[tuple[str, str, bool], None]
+"""(device_id, process_key, notable) of each process to re-score, what `Detector.ingest` queues: a list, or
+the batcher's pending dict itself (set as keys, in order; a known one keeps its place)."""
 
 _fold: Callable[..., int] | None
 try:  # apply's common case in C (pipeline/_cforest.c); optional: without it `apply` does everything
@@ -147,7 +148,11 @@ class DeviceForest:
                 break
             keys, notable = self.apply(event)
             if keys:
-                changed += [(device, key, notable) for key in keys]
+                found = [(device, key, notable) for key in keys]
+                if isinstance(changed, dict):  # the batcher's pending keys (Detector.ingest)
+                    changed.update(dict.fromkeys(found))
+                else:
+                    changed += found
             i += 1
         if len(self._touched) > TOUCHED_MAX:
             self._recency()
