@@ -92,12 +92,13 @@ def _bounded(payload: bytes) -> bool:
 class _Job:
     """A payload for the thread; `done` is held until its answer is set (None: the thread failed)."""
 
-    __slots__ = ("answer", "done", "payload", "wanted")
+    __slots__ = ("answer", "done", "payload")
 
     def __init__(self, payload: bytes) -> None:
-        self.payload = payload
+        # None once dropped or taken: the thread skips it if it has not begun it, and a job waiting in
+        # the thread's queue does not keep its batch alive (a stalled thread: memory stays bounded)
+        self.payload: bytes | None = payload
         self.answer: bytes | None = None
-        self.wanted = True  # False once dropped: the thread skips it if it has not begun it
         self.done = threading.Lock()
         self.done.acquire()
 
@@ -106,8 +107,9 @@ def _work(jobs: SimpleQueue[_Job | None]) -> None:
     """The thread: what `kafka_zstd.zstd_decode` answers for each payload, or None when it raised
     (the caller's thread then decodes the payload itself and raises what it raises)."""
     while (job := jobs.get()) is not None:
+        payload = job.payload  # read once: the loop's thread may drop it meanwhile
         try:
-            job.answer = kafka_zstd.zstd_decode(job.payload) if job.wanted else None
+            job.answer = None if payload is None else kafka_zstd.zstd_decode(payload)
         except Exception:  # answered again on the caller's thread, with its error
             job.answer = None
         job.done.release()
@@ -143,7 +145,7 @@ class _Ahead:
         self._jobs.put(job)
 
     def _forget(self, key: _Key, job: _Job) -> None:
-        job.wanted = False
+        job.payload = None
         jobs = self._waiting.get(key)
         if jobs is not None and job in jobs:
             jobs.remove(job)

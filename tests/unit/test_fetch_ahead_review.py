@@ -1,0 +1,91 @@
+"""pipeline.fetch_ahead under a stalled thread and hostile message sets (review of session L).
+
+The module promises bounded memory however slow its thread is: at most `KEPT` answers and the payloads
+of the jobs it still wants. A job it dropped must not keep its payload (a batch of up to
+`MAX_AHEAD_BYTES`) alive while it waits in the thread's queue; on a busy host the thread may not run
+for a while as the worker reads (and submits) batch after batch.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+
+import pytest
+import zstandard
+from aiokafka.record.memory_records import _MemoryRecordsPy as PureMemoryRecords
+from test_fetch_ahead import _message_set, _outcome, _read, patched  # noqa: F401 - patched: a fixture
+
+from pipeline import fetch_ahead, kafka_zstd
+
+
+@pytest.fixture
+def stalled(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The thread's decode blocks until the event is set (set again at the end of the test)."""
+    release = threading.Event()
+    decode = kafka_zstd.zstd_decode
+
+    def slow_on_the_thread(payload: bytes) -> bytes:
+        if threading.current_thread().name == "zstd-ahead":
+            release.wait(20)
+        return decode(payload)
+
+    monkeypatch.setattr(kafka_zstd, "zstd_decode", slow_on_the_thread)
+    try:
+        yield release
+    finally:
+        release.set()
+
+
+def test_payloads_dropped_while_the_thread_is_stalled_are_not_held(stalled: threading.Event) -> None:
+    ahead = fetch_ahead._Ahead()
+    size, count = 100_000, 200
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(count):
+            ahead.submit(os.urandom(size))  # the reader read (and dropped) the batch meanwhile
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(ahead._order) == fetch_ahead.KEPT
+    # the kept jobs' payloads (and the one the stalled thread is decoding), not every one submitted
+    assert held < (fetch_ahead.KEPT + 4) * size, f"{held / size:.0f} payloads held"
+
+
+def test_a_stalled_thread_still_answers_the_kept_payloads_exactly(stalled: threading.Event) -> None:
+    ahead = fetch_ahead._Ahead()
+    frames = [zstandard.ZstdCompressor().compress(b"%d," % i * 700) for i in range(fetch_ahead.KEPT * 3)]
+    for frame in frames:
+        ahead.submit(frame)
+    assert ahead.take(frames[-1]) is None  # not decoded yet: the reader decodes it itself
+    stalled.set()
+    deadline = time.monotonic() + 10
+    while any(job.done.locked() for _, job in ahead._order):
+        assert time.monotonic() < deadline, "the thread did not answer in 10 s"
+        time.sleep(0.001)
+    for i, frame in enumerate(frames[:-1]):
+        answer = ahead.take(frame)
+        assert answer is None or answer == b"%d," % i * 700  # dropped ones: decoded by the reader
+    assert ahead.taken == fetch_ahead.KEPT - 1
+
+
+@pytest.mark.usefixtures("patched")
+def test_hostile_message_sets_read_ahead_fail_or_read_as_plainly() -> None:
+    """Bytes changed anywhere in a fetched set of zstd batches (or the set cut short): reading it with
+    batches sent ahead gives the records or the error that reading it plainly gives."""
+    data, _ = _message_set(["zstd"] * 5)
+    rng = random.Random(5)
+    for _ in range(150):
+        changed = bytearray(data)
+        for _ in range(rng.randrange(1, 4)):
+            changed[rng.randrange(len(changed))] = rng.randrange(256)
+        hostile = bytes(changed[: rng.randrange(len(changed))] if rng.random() < 0.2 else changed)
+        plain = _outcome(lambda: _read(PureMemoryRecords(hostile)))  # noqa: B023 - called at once
+        ahead_records = fetch_ahead._AheadRecords(PureMemoryRecords(hostile), hostile)
+        assert _outcome(lambda: _read(ahead_records, settle=True)) == plain  # noqa: B023
+    assert fetch_ahead._ahead.taken > 0  # the thread's answers were used
