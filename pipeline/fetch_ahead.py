@@ -199,7 +199,8 @@ class _AheadRecords:
     def next_batch(self) -> Any:
         batch = self._records.next_batch()
         read, payloads = self._read, self._payloads
-        if batch is None or read >= len(payloads) or payloads[read][0] != batch.base_offset:
+        # an old-format (magic 0/1) batch has no base offset: not one walked here either
+        if batch is None or read >= len(payloads) or payloads[read][0] != getattr(batch, "base_offset", None):
             self._payloads = []  # not the batches walked here: nothing more is submitted
             return batch
         self._read = read + 1

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 import zstandard
+from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.memory_records import _MemoryRecordsPy as PureMemoryRecords
 from test_fetch_ahead import _message_set, _outcome, _read, patched  # noqa: F401 - patched: a fixture
 
@@ -89,3 +90,25 @@ def test_hostile_message_sets_read_ahead_fail_or_read_as_plainly() -> None:
         ahead_records = fetch_ahead._AheadRecords(PureMemoryRecords(hostile), hostile)
         assert _outcome(lambda: _read(ahead_records, settle=True)) == plain  # noqa: B023
     assert fetch_ahead._ahead.taken > 0  # the thread's answers were used
+
+
+def _legacy(magic: int, count: int) -> bytes:
+    builder = LegacyRecordBatchBuilder(magic=magic, compression_type=0, batch_size=1 << 20)
+    for i in range(count):
+        assert builder.append(i, timestamp=1_700_000_000_000 + i if magic else None, key=b"k%d" % i,
+                              value=b"v" * 80) is not None
+    return bytes(builder.build())
+
+
+@pytest.mark.usefixtures("patched")
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("magic", [0, 1])
+def test_a_set_of_old_format_messages_reads_as_plainly(compiled: bool, magic: int) -> None:
+    """aiokafka reads magic 0/1 messages (a log written before v2, served as it is) as batches without a
+    base offset: read ahead or not, the same records come out (not an AttributeError)."""
+    plain_class = (pytest.importorskip("aiokafka.record._crecords.memory_records").MemoryRecords if compiled
+                   else PureMemoryRecords)
+    data = _legacy(magic, 5)
+    plain = _read(plain_class(data))
+    assert len(plain) == 5
+    assert _read(fetch_ahead._AheadRecords(plain_class(data), data)) == plain
