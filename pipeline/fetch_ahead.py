@@ -109,9 +109,13 @@ def _work(jobs: SimpleQueue[_Job | None]) -> None:
     while (job := jobs.get()) is not None:
         payload = job.payload  # read once: the loop's thread may drop it meanwhile
         try:
-            job.answer = None if payload is None else kafka_zstd.zstd_decode(payload)
+            answer = None if payload is None else kafka_zstd.zstd_decode(payload)
         except Exception:  # answered again on the caller's thread, with its error
-            job.answer = None
+            answer = None
+        # the first frame declares the size checked, not the payload's (several frames back to back):
+        # a bigger answer is not kept (the caller decodes it when read), so KEPT answers stay bounded
+        job.answer = answer if answer is None or len(answer) <= MAX_AHEAD_BYTES else None
+        payload = answer = None  # not held while the thread waits for the next job
         job.done.release()
 
 

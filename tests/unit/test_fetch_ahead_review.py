@@ -112,3 +112,31 @@ def test_a_set_of_old_format_messages_reads_as_plainly(compiled: bool, magic: in
     plain = _read(plain_class(data))
     assert len(plain) == 5
     assert _read(fetch_ahead._AheadRecords(plain_class(data), data)) == plain
+
+
+def test_answers_kept_are_bounded_for_a_payload_of_several_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's first frame declares its size, not the batch's (several frames back to back, as a
+    streaming producer writes, or a hostile one): the answers kept for batches never read (a partition
+    revoked, a seek) stay within `KEPT` x `MAX_AHEAD_BYTES`, and a batch read gets its bytes."""
+    monkeypatch.setattr(fetch_ahead, "MAX_AHEAD_BYTES", 1 << 20)
+    compressor = zstandard.ZstdCompressor()
+    payloads = [compressor.compress(b"%d" % i * 300_000) + compressor.compress(b"z" * (4 << 20))
+                for i in range(fetch_ahead.KEPT)]
+    assert all(fetch_ahead._bounded(p) for p in payloads)  # what `batch_payloads` sends ahead
+    ahead = fetch_ahead._Ahead()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for payload in payloads:
+            ahead.submit(payload)
+        deadline = time.monotonic() + 20
+        while any(job.done.locked() for _, job in ahead._order):
+            assert time.monotonic() < deadline, "the thread did not answer in 20 s"
+            time.sleep(0.001)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < fetch_ahead.KEPT * ((1 << 20) + 64 * 1024), f"{held >> 20} MB held"
+    whole = b"3" * 300_000 + b"z" * (4 << 20)
+    assert ahead.take(payloads[3]) in (None, whole)  # None: the reader decodes it itself
+    assert kafka_zstd.zstd_decode(payloads[3]) == whole
