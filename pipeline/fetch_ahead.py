@@ -20,9 +20,10 @@ batch's bytes (`zstd_decode`, looked up in its record modules), the thread's ans
 payload is taken if it is ready. The loop's thread never waits for the thread: a payload not
 submitted, not decoded yet (on a busy host the thread may wait for a core: waiting for it took
 verdicts' p99 from ~0.1 to 1-4 s at load 7-9 in the latency bench), one the thread failed on, a
-batch that is not v2 zstd or declares more than `MAX_AHEAD_BYTES` is decoded on the caller's
-thread by `pipeline.kafka_zstd.zstd_decode` exactly as before, so answers and errors are the same
-(the thread runs that same function on the same bytes). Answers never taken (a partition revoked
+batch that is not v2 zstd, declares more than `MAX_AHEAD_BYTES` or holds several frames is decoded
+on the caller's thread by `pipeline.kafka_zstd.zstd_decode` exactly as before, so answers and errors
+are the same (the thread runs that function's single-frame path on the same bytes, so it never makes
+more than `MAX_AHEAD_BYTES` for one payload). Answers never taken (a partition revoked
 mid-fetch, a CRC error, a seek, one decoded here meanwhile) are dropped once `KEPT` newer ones
 wait: memory stays bounded (at most `KEPT` answers of at most `MAX_AHEAD_BYTES`).
 """
@@ -104,17 +105,19 @@ class _Job:
 
 
 def _work(jobs: SimpleQueue[_Job | None]) -> None:
-    """The thread: what `kafka_zstd.zstd_decode` answers for each payload, or None when it raised
-    (the caller's thread then decodes the payload itself and raises what it raises)."""
+    """The thread: what `kafka_zstd.zstd_decode` answers for each payload that is one frame declaring at
+    most `MAX_AHEAD_BYTES`, or None for anything else (the caller's thread then decodes the payload
+    itself, with its answer or its error). Several frames back to back (the first declares only its
+    own size) are never decoded here, so the thread never makes more than `MAX_AHEAD_BYTES` per
+    payload (a hostile batch expanding to gigabytes is not decoded twice) and KEPT answers stay
+    bounded."""
     while (job := jobs.get()) is not None:
         payload = job.payload  # read once: the loop's thread may drop it meanwhile
         try:
-            answer = None if payload is None else kafka_zstd.zstd_decode(payload)
+            answer = None if payload is None else kafka_zstd.single_frame(payload, MAX_AHEAD_BYTES)
         except Exception:  # answered again on the caller's thread, with its error
             answer = None
-        # the first frame declares the size checked, not the payload's (several frames back to back):
-        # a bigger answer is not kept (the caller decodes it when read), so KEPT answers stay bounded
-        job.answer = answer if answer is None or len(answer) <= MAX_AHEAD_BYTES else None
+        job.answer = answer
         payload = answer = None  # not held while the thread waits for the next job
         job.done.release()
 
@@ -138,7 +141,7 @@ class _Ahead:
     def submit(self, payload: bytes) -> None:
         key, job = _key(payload), _Job(payload)
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
                 self._thread = threading.Thread(target=_work, args=(self._jobs,), name="zstd-ahead",
                                                 daemon=True)
                 self._thread.start()

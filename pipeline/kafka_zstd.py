@@ -29,7 +29,8 @@ from typing import Any
 
 import zstandard
 
-__all__ = ["DEFAULT_LEVEL", "MAX_DECLARED_BYTES", "install", "installed", "zstd_decode", "zstd_encode"]
+__all__ = ["DEFAULT_LEVEL", "MAX_DECLARED_BYTES", "install", "installed", "single_frame", "zstd_decode",
+           "zstd_encode"]
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +58,27 @@ def zstd_encode(payload: Any, level: int | None = None) -> bytes:
 def zstd_decode(payload: Any) -> bytes:
     """The bytes of a zstd-compressed batch; anything but one frame of declared, bounded size is
     decoded (or refused) by aiokafka's own function."""
+    answer = single_frame(payload, MAX_DECLARED_BYTES)
+    if answer is not None:
+        return answer
     fallback = _original_decode
-    try:
-        size = zstandard.frame_content_size(payload)
-        if 0 < size <= MAX_DECLARED_BYTES:  # 0: zstandard answers b"" without reading the frame
-            return _decompressor().decompress(payload, allow_extra_data=False)
-    except zstandard.ZstdError:
-        pass
     if fallback is None:  # not installed (called directly): aiokafka's as it is now
         from aiokafka import codec
 
         fallback = codec.zstd_decode
     return fallback(payload)
+
+
+def single_frame(payload: Any, limit: int) -> bytes | None:
+    """The bytes of `payload` when it is exactly one zstd frame declaring 1 to `limit` bytes, else None
+    (several frames, no or a bigger declared size, damage): never more than `limit` bytes are made."""
+    try:
+        size = zstandard.frame_content_size(payload)
+        if 0 < size <= limit:  # 0: zstandard answers b"" without reading the frame
+            return _decompressor().decompress(payload, allow_extra_data=False)
+    except zstandard.ZstdError:
+        pass
+    return None
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:

@@ -171,11 +171,19 @@ def test_records_read_ahead_are_the_records_read_when_needed(compiled: bool,
     threads: list[str] = []
     decode = kafka_zstd.zstd_decode
 
+    single = kafka_zstd.single_frame
+
     def spy(payload: bytes) -> bytes:
         threads.append(threading.current_thread().name)
         return decode(payload)
 
+    def spy_single(payload: bytes, limit: int) -> bytes | None:  # what the thread decodes with
+        if threading.current_thread().name == "zstd-ahead":
+            threads.append("zstd-ahead")
+        return single(payload, limit)
+
     monkeypatch.setattr(kafka_zstd, "zstd_decode", spy)
+    monkeypatch.setattr(kafka_zstd, "single_frame", spy_single)
     ahead = _ahead_records(data)
     assert isinstance(ahead, original)
     read = _read(ahead, settle=True)
@@ -237,24 +245,32 @@ def test_install_is_idempotent_and_what_aiokafka_uses() -> None:
     assert fetch_ahead.zstd_decode(frame) == b"x" * 1000  # never submitted: decoded here
 
 
-@pytest.mark.usefixtures("patched")
-def test_the_reader_never_waits_for_the_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A batch the thread has not decoded yet (it waits for a core on a busy host) is decoded here."""
+@pytest.fixture
+def stalled(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """The thread's decode (`kafka_zstd.single_frame`, what it runs) blocks until the event is set (set
+    again at the end of the test); the reader's own decode is not slowed."""
     release = threading.Event()
-    decode = kafka_zstd.zstd_decode
+    single = kafka_zstd.single_frame
 
-    def slow_on_the_thread(payload: bytes) -> bytes:
+    def slow_on_the_thread(payload: bytes, limit: int) -> bytes | None:
         if threading.current_thread().name == "zstd-ahead":
-            release.wait(10)
-        return decode(payload)
+            release.wait(20)
+        return single(payload, limit)
 
-    monkeypatch.setattr(kafka_zstd, "zstd_decode", slow_on_the_thread)
-    data, values = _message_set(["zstd"] * 5)
-    started = time.monotonic()
+    monkeypatch.setattr(kafka_zstd, "single_frame", slow_on_the_thread)
     try:
-        read = _read(_ahead_records(data))
+        yield release
     finally:
         release.set()
+
+
+@pytest.mark.usefixtures("patched")
+def test_the_reader_never_waits_for_the_thread(stalled: threading.Event) -> None:
+    """A batch the thread has not decoded yet (it waits for a core on a busy host) is decoded here."""
+    data, values = _message_set(["zstd"] * 5)
+    started = time.monotonic()
+    read = _read(_ahead_records(data))
+    stalled.set()
     assert time.monotonic() - started < 5
     assert [value for _, _, value in read] == [v for batch in values for v in batch]
     ahead = fetch_ahead._ahead

@@ -13,9 +13,9 @@ import random
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
+import test_fetch_ahead
 import zstandard
 from aiokafka.record.legacy_records import LegacyRecordBatchBuilder
 from aiokafka.record.memory_records import _MemoryRecordsPy as PureMemoryRecords
@@ -23,23 +23,7 @@ from test_fetch_ahead import _message_set, _outcome, _read, patched  # noqa: F40
 
 from pipeline import fetch_ahead, kafka_zstd
 
-
-@pytest.fixture
-def stalled(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
-    """The thread's decode blocks until the event is set (set again at the end of the test)."""
-    release = threading.Event()
-    decode = kafka_zstd.zstd_decode
-
-    def slow_on_the_thread(payload: bytes) -> bytes:
-        if threading.current_thread().name == "zstd-ahead":
-            release.wait(20)
-        return decode(payload)
-
-    monkeypatch.setattr(kafka_zstd, "zstd_decode", slow_on_the_thread)
-    try:
-        yield release
-    finally:
-        release.set()
+stalled = test_fetch_ahead.stalled  # the fixture: the thread's decode blocks until it is set
 
 
 def test_payloads_dropped_while_the_thread_is_stalled_are_not_held(stalled: threading.Event) -> None:
@@ -140,3 +124,53 @@ def test_answers_kept_are_bounded_for_a_payload_of_several_frames(monkeypatch: p
     whole = b"3" * 300_000 + b"z" * (4 << 20)
     assert ahead.take(payloads[3]) in (None, whole)  # None: the reader decodes it itself
     assert kafka_zstd.zstd_decode(payloads[3]) == whole
+
+
+def test_the_thread_never_decodes_a_payload_of_several_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several frames back to back pass the first frame's size check, but only the reader decodes them
+    (through aiokafka's own function): a hostile batch expanding far beyond what its first frame
+    declares is never decompressed a second time on the thread."""
+    on_thread: list[int] = []
+    original = kafka_zstd._original_decode or (lambda payload: b"")
+
+    def counting(payload: bytes) -> bytes:
+        if threading.current_thread().name == "zstd-ahead":
+            on_thread.append(len(payload))
+        return original(payload)
+
+    monkeypatch.setattr(kafka_zstd, "_original_decode", counting)
+    compressor = zstandard.ZstdCompressor()
+    payload = compressor.compress(b"a" * 300_000) + compressor.compress(b"b" * (2 << 20))
+    single = compressor.compress(b"c" * 300_000)
+    ahead = fetch_ahead._Ahead()
+    ahead.submit(payload)
+    ahead.submit(single)
+    deadline = time.monotonic() + 20
+    while any(job.done.locked() for _, job in ahead._order):
+        assert time.monotonic() < deadline, "the thread did not answer in 20 s"
+        time.sleep(0.001)
+    assert ahead.take(payload) is None  # no answer: the reader decodes it
+    assert ahead.take(single) == b"c" * 300_000  # a single frame is still decoded ahead
+    assert on_thread == []
+    assert kafka_zstd.zstd_decode(payload) == b"a" * 300_000 + b"b" * (2 << 20)
+
+
+def test_a_thread_that_is_gone_is_started_again() -> None:
+    """After a fork (or any end of the thread) the next submit starts a new one: batches are decoded
+    ahead again and the queue does not only grow."""
+    ahead = fetch_ahead._Ahead()
+    first = zstandard.ZstdCompressor().compress(b"1" * 300_000)
+    ahead.submit(first)
+    old = ahead._thread
+    assert old is not None
+    ahead._jobs.put(None)  # ends the thread, as a fork leaves the child without it
+    old.join(10)
+    assert not old.is_alive()
+    second = zstandard.ZstdCompressor().compress(b"2" * 300_000)
+    ahead.submit(second)
+    assert ahead._thread is not old and ahead._thread is not None and ahead._thread.is_alive()
+    deadline = time.monotonic() + 20
+    while (answer := ahead.take(second)) is None and time.monotonic() < deadline:
+        ahead.submit(second)  # taken or late: submit again until the new thread answers it
+        time.sleep(0.01)
+    assert answer == b"2" * 300_000
