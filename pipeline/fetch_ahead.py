@@ -59,31 +59,36 @@ _RECORD_MODULES = ("aiokafka.record.default_records", "aiokafka.record._crecords
 _Key = tuple[int, bytes]
 
 
-def batch_payloads(data: bytes) -> list[tuple[int, bytes | None]]:
+def batch_payloads(data: bytes, at_least: int = 0) -> list[tuple[int, bytes | None]]:
     """(base offset, zstd payload or None) of each whole batch in a fetched message set, in order;
     None for a batch that is not a v2 zstd batch declaring `MIN_AHEAD_BYTES` to `MAX_AHEAD_BYTES`
-    (it is decoded when read)."""
-    view, out, pos, end = memoryview(data), [], 0, len(data)
+    (it is decoded when read). Empty when the set holds fewer than `at_least` whole batches: the
+    headers are walked first and a payload is copied only when it will be sent ahead."""
+    view, spans, pos, end = memoryview(data), [], 0, len(data)
     while pos + _HEADER <= end:
         size = 12 + int.from_bytes(view[pos + 8: pos + 12], "big", signed=True)
         if size < _HEADER or pos + size > end:
             break  # a truncated last batch (aiokafka stops there too) or garbage: nothing more
         attributes = int.from_bytes(view[pos + 21: pos + 23], "big")
-        payload = None
-        if view[pos + 16] == 2 and attributes & _CODEC_MASK == _ZSTD and not attributes & _CONTROL:
-            payload = bytes(view[pos + _HEADER: pos + size])
-            if not _bounded(payload):
-                payload = None
-        out.append((int.from_bytes(view[pos: pos + 8], "big", signed=True), payload))
+        zstd = view[pos + 16] == 2 and attributes & _CODEC_MASK == _ZSTD and not attributes & _CONTROL
+        spans.append((int.from_bytes(view[pos: pos + 8], "big", signed=True), pos, pos + size, zstd))
         pos += size
-    return out
+    if len(spans) < at_least:
+        return []
+    return [(base, _payload(view[start + _HEADER: stop]) if zstd else None)
+            for base, start, stop, zstd in spans]
+
+
+def _payload(compressed: memoryview) -> bytes | None:
+    """A copy of a batch's compressed records when their frame declares a size worth sending ahead."""
+    return bytes(compressed) if _bounded(compressed) else None
 
 
 def _key(payload: bytes) -> _Key:
     return len(payload), payload[-32:]
 
 
-def _bounded(payload: bytes) -> bool:
+def _bounded(payload: bytes | memoryview) -> bool:
     try:
         return MIN_AHEAD_BYTES <= zstandard.frame_content_size(payload) <= MAX_AHEAD_BYTES
     except zstandard.ZstdError:
@@ -188,9 +193,8 @@ class _AheadRecords:
 
     def __init__(self, records: Any, data: bytes) -> None:
         self._records = records
-        self._payloads = batch_payloads(data)
-        if len(self._payloads) < BACKLOG_BATCHES:  # a worker that keeps up: each batch is wanted at once
-            self._payloads = []
+        # a worker that keeps up fetches fewer batches and wants each at once: nothing is copied for it
+        self._payloads = batch_payloads(data, BACKLOG_BATCHES)
         self._read = 0  # batches handed out so far
         for _, payload in self._payloads[1:AHEAD]:  # not the first: it is wanted at once
             if payload is not None:

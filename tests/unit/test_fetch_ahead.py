@@ -123,6 +123,18 @@ def test_batch_payloads_are_the_bytes_aiokafka_decompresses(monkeypatch: pytest.
     assert [payload is None for _, payload in found] == [False, True, False, True, False]
 
 
+def test_a_set_of_fewer_batches_than_asked_gives_nothing_and_a_larger_one_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caught-up worker's small fetch is not read ahead: nothing of it is copied or sent."""
+    monkeypatch.setattr(fetch_ahead, "MIN_AHEAD_BYTES", 1)
+    data, _ = _message_set(["zstd", "none", "zstd"])
+    assert fetch_ahead.batch_payloads(data, at_least=4) == []
+    assert fetch_ahead.batch_payloads(data, at_least=3) == fetch_ahead.batch_payloads(data)
+    found = fetch_ahead.batch_payloads(data, at_least=3)
+    assert [type(payload) for _, payload in found] == [bytes, type(None), bytes]
+
+
 def test_a_truncated_or_garbled_message_set_is_walked_no_further() -> None:
     data, _ = _message_set(["zstd", "zstd", "zstd"])
     whole = len(_batch(0, _values(0))) + len(_batch(100, _values(1)))
