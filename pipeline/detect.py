@@ -27,7 +27,7 @@ call `flush`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import attrgetter
@@ -303,7 +303,7 @@ class Detector:
     def _root(self, row: Row, malicious: dict[tuple[str, str], int]) -> ProcessNode:
         forest, node = row
         root = node
-        for parent in _parents(forest, node):
+        for parent in forest.iter_ancestors(node.key):
             if not _scorable(parent) or (
                 (forest.device_id, parent.key) not in malicious and not parent.alert_mark
             ):
@@ -471,20 +471,6 @@ def _techniques_of(mask: int, fired: tuple[int, ...]) -> tuple[str, ...]:
     found = set(_indicator_techniques(mask))
     found.update(t for i in fired for t in _COUNTER_TECHNIQUES[i])
     return tuple(sorted(found))
-
-
-def _parents(forest: DeviceForest, node: ProcessNode) -> Iterator[ProcessNode]:
-    """`forest.ancestors(node.key)`, nearest first, one at a time: a root search stops at the first parent
-    nobody flagged (usually the first), so the rest of the chain is not looked up."""
-    nodes = forest.nodes
-    held = nodes.get(node.key)  # as `ancestors` does: the chain of the node the forest holds under its key
-    parent_key = None if held is None else held.parent_key
-    for _ in range(forest.limits.max_depth):
-        parent = None if parent_key is None else nodes.get(parent_key)
-        if parent is None:
-            return
-        yield parent
-        parent_key = parent.parent_key
 
 
 @lru_cache(maxsize=4096)

@@ -109,6 +109,13 @@ class DeviceForest:
         apply_touches(self._lru, self._touched)
         return self._lru
 
+    def _touch(self, node: ProcessNode) -> None:
+        """Make `node` the most recently active: put last by `_recency` (at once when too many wait)."""
+        touched = self._touched
+        touched.append(node)
+        if len(touched) > TOUCHED_MAX:
+            self._recency()
+
     def exit_order(self) -> list[str]:
         """Keys of exited nodes in the order they exited."""
         return list(self._exited)
@@ -192,10 +199,7 @@ class DeviceForest:
         if node is None:
             node = self._new_node(key)
         else:
-            touched = self._touched
-            touched.append(node)  # the most recently active: put last by `_recency`
-            if len(touched) > TOUCHED_MAX:
-                self._recency()
+            self._touch(node)
             if not node.image and not node.started:  # a placeholder: its own event arrived
                 self.stats.placeholders_filled += 1
         image = event.image
@@ -235,9 +239,7 @@ class DeviceForest:
             lru.move_to_end(key, last=False)  # a placeholder is the first to go in a flood
             self.stats.placeholders_created += 1
         else:
-            self._touched.append(node)  # the most recently active: put last by `_recency`
-            if len(self._touched) > TOUCHED_MAX:
-                self._recency()
+            self._touch(node)
             self.stats.nodes_created += 1
         return node
 
@@ -279,7 +281,7 @@ class DeviceForest:
         if parent is None or not first:
             return Change((node.key,), bool(node.cmd_mask))
         parent.last_ms = max(parent.last_ms, when)
-        self._touched.append(parent)
+        self._touch(parent)
         rescore, notable = self._add_evidence(parent, when, child_codes(start.image))
         notable = notable or bool(node.cmd_mask)
         return Change((node.key, parent.key) if rescore or notable else (node.key,), notable)
@@ -357,10 +359,11 @@ class DeviceForest:
                     notable = True
         return rescore, notable
 
-    def _chain(self, key: str | None) -> Iterator[ProcessNode]:
-        """`key`'s node then its ancestors, bounded by max_depth and stopping at unknown parents."""
+    def _chain(self, key: str | None, length: int | None = None) -> Iterator[ProcessNode]:
+        """`key`'s node then its ancestors, at most `length` nodes (default max_depth), stopping at
+        unknown parents."""
         node = self.get(key)
-        for _ in range(self.limits.max_depth):
+        for _ in range(self.limits.max_depth if length is None else length):
             if node is None:
                 return
             yield node
@@ -376,6 +379,14 @@ class DeviceForest:
             if node is not None:
                 found.append(node)
         return found
+
+    def iter_ancestors(self, key: str) -> Iterator[ProcessNode]:
+        """`ancestors(key)`, nearest first, one at a time: a caller that stops at the first parent it
+        wants (`Detector`'s root search, usually the first) does not look up the rest of the chain.
+        (`ancestors` stays a plain loop: listing a short chain through a generator costs twice as much.)"""
+        chain = self._chain(key, self.limits.max_depth + 1)
+        next(chain, None)  # the node itself
+        return chain
 
     def descendants(self, key: str, *, active_since_ms: int = 0, max_nodes: int = 1024) -> list[ProcessNode]:
         """Known descendants of `key` active at or after `active_since_ms`, breadth first, bounded."""

@@ -1,11 +1,12 @@
 """The incident path's small shortcuts decide exactly what the longer ways did.
 
-`pipeline.detect` walks a flagged row's parents one at a time (`_parents`) instead of listing the whole
-ancestor chain first, and remembers `_already_alerted` per (mark, tactic, band); `pipeline.incident`
-hands the model's own tactic-score dict to the alert's validation instead of a copy. Each must give
-what it replaced, on any forest, any mark, any scores and any time (`ms_text` formats a node's time
-straight from its datetime instead of through `utc` and `utc_text`): a wrong root or a wrongly
-skipped re-alert would change which alert the SOC gets, a wrong time the alert's bytes.
+`pipeline.detect` walks a flagged row's parents one at a time (`DeviceForest.iter_ancestors`) instead
+of listing the whole ancestor chain first, and remembers `_already_alerted` per (mark, tactic, band);
+`pipeline.incident` hands the model's own tactic-score dict to the alert's validation instead of a
+copy. Each must give what it replaced, on any forest, any mark, any scores and any time (`ms_text`
+formats a node's time straight from its datetime instead of through `utc` and `utc_text`): a wrong
+root or a wrongly skipped re-alert would change which alert the SOC gets, a wrong time the alert's
+bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.detect import _BANDS, _already_alerted, _marks, _parents
+from pipeline.detect import _BANDS, _already_alerted, _marks
 from pipeline.incident import _probabilities, ms_text, utc, utc_text
 from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest, TreeLimits
@@ -41,7 +42,7 @@ def _forests(draw: st.DrawFn) -> tuple[DeviceForest, ProcessNode]:
 @given(_forests())
 def test_parents_are_the_ancestor_chain_one_at_a_time(case: tuple[DeviceForest, ProcessNode]) -> None:
     forest, node = case
-    walked = list(_parents(forest, node))
+    walked = list(forest.iter_ancestors(node.key))
     assert [id(n) for n in walked] == [id(n) for n in forest.ancestors(node.key)]
 
 
