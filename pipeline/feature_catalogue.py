@@ -10,10 +10,12 @@ feature list that is not the one it was built for.
 from __future__ import annotations
 
 from pipeline.behaviour import COUNTER_DOCS, Counter
-from pipeline.indicators import INDICATORS
+from pipeline.indicators import INDICATORS, LONE_INDICATORS
 from pipeline.lexicon import ImageClass
 
-FEATURE_VERSION = "1.0"
+FEATURE_VERSION = "1.1"
+BASE_FEATURE_VERSION = "1.0"
+"""The list 1.1 extends: its first `N_BASE_FEATURES` columns are 1.0's, unchanged."""
 ANCESTOR_DEPTH = 3  # ancestors whose indicators form the row's context
 
 
@@ -81,7 +83,18 @@ def _catalogue() -> tuple[tuple[str, str], ...]:
     return tuple(out)
 
 
-_CATALOGUE = _catalogue()
+def _lone_catalogue() -> tuple[tuple[str, str], ...]:
+    """1.1's columns, appended after 1.0's: the lone-command indicators (`LONE_INDICATORS`) of the
+    process's own command line and of its nearest ancestors'. Read by the process-creation view's
+    booster (`pipeline.model.routed`); the full view's booster is fitted on 1.0's columns alone."""
+    out = [(f"lone_{i.name}", f"own command line: {i.doc}") for i in LONE_INDICATORS]
+    out += [(f"lone_anc_{i.name}", f"one of {ANCESTOR_DEPTH} nearest ancestors' command lines: {i.doc}")
+            for i in LONE_INDICATORS]
+    return tuple(out)
+
+
+N_BASE_FEATURES = len(_catalogue())
+_CATALOGUE = _catalogue() + _lone_catalogue()
 FEATURE_NAMES: tuple[str, ...] = tuple(name for name, _ in _CATALOGUE)
 FEATURE_DOCS: dict[str, str] = dict(_CATALOGUE)
 N_FEATURES = len(FEATURE_NAMES)

@@ -34,11 +34,12 @@ from pipeline.feature_catalogue import (
     FEATURE_DOCS,
     FEATURE_NAMES,
     FEATURE_VERSION,
+    N_BASE_FEATURES,
     N_FEATURES,
     feature_index,
     render_markdown,
 )
-from pipeline.indicators import INDICATORS
+from pipeline.indicators import INDICATORS, LONE_INDICATORS, lone_mask
 from pipeline.lexicon import ImageClass
 from pipeline.process_facts import command_line_stats, static_facts
 from pipeline.tree import DeviceForest, ProcessNode
@@ -55,7 +56,8 @@ except ImportError:  # pragma: no cover - depends on the build
     _compiled_rows = _compiled_context = _compiled_contexts = None
 
 __all__ = [
-    "ANCESTOR_DEPTH", "FEATURE_DOCS", "FEATURE_NAMES", "FEATURE_VERSION", "MAX_DESCENDANTS", "N_FEATURES",
+    "ANCESTOR_DEPTH", "FEATURE_DOCS", "FEATURE_NAMES", "FEATURE_VERSION", "MAX_DESCENDANTS",
+    "N_BASE_FEATURES", "N_FEATURES",
     "RowContext", "command_line_stats", "feature_index", "feature_matrix", "features_for", "render_markdown",
     "row_context", "row_contexts", "static_facts",
 ]  # fmt: skip
@@ -132,7 +134,32 @@ def feature_matrix(contexts: Sequence[RowContext]) -> NDArray[np.float32]:
         _compiled_rows(contexts, matrix, static_facts, _C_LAYOUT, ProcessNode)
     else:
         _numpy_rows(matrix, contexts)
+    _fill_lone(matrix, contexts)
     return matrix
+
+
+_N_LONE = len(LONE_INDICATORS)
+_LONE, _LONE_ANC = _AT[f"lone_{LONE_INDICATORS[0].name}"], _AT[f"lone_anc_{LONE_INDICATORS[0].name}"]
+_LONE_SHIFTS = np.arange(_N_LONE, dtype=np.uint64)
+
+
+def _fill_lone(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
+    """1.1's lone-command indicator bits of each row's own command line and its nearest ancestors'
+    (`lone_mask`, cached per command line); rows whose process and ancestors match none stay zero."""
+    masks = np.zeros((len(contexts), 2), dtype=np.uint64)
+    any_set = False
+    for row, ctx in enumerate(contexts):
+        own = lone_mask(ctx.node.command_line)
+        anc = 0
+        for a in ctx.ancestors:
+            anc |= lone_mask(a.command_line)
+        if own or anc:
+            masks[row] = own, anc
+            any_set = True
+    if any_set:
+        bits = (masks[:, :, None] >> _LONE_SHIFTS) & np.uint64(1)
+        matrix[:, _LONE : _LONE + _N_LONE] = bits[:, 0, :]
+        matrix[:, _LONE_ANC : _LONE_ANC + _N_LONE] = bits[:, 1, :]
 
 
 def _numpy_rows(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
@@ -346,7 +373,8 @@ def _fill_counters(matrix: NDArray[np.float32], contexts: Sequence[RowContext], 
         offsets = np.concatenate(([0], np.cumsum(table.desc_sizes)[:-1]))
         desc_sum[nonempty] = np.add.reduceat(counts[table.desc], offsets[nonempty], axis=0)
     matrix[:, _SUB : _SUB + _N_CNT] = own + desc_sum
-    matrix[:, _AT["own_distinct_dst_ip"] :] = [_distinct(ctx) for ctx in contexts]
+    distinct = _AT["own_distinct_dst_ip"]
+    matrix[:, distinct : distinct + 3] = [_distinct(ctx) for ctx in contexts]
 
 
 def _distinct(ctx: RowContext) -> tuple[int, int, int]:

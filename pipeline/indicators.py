@@ -243,10 +243,156 @@ INDICATORS: tuple[Indicator, ...] = (
          r"(rundll32|regsvr32)\b.*(\\temp\\|\\appdata\\|\\users\\public\\|\\programdata\\|/tmp/)",
          needles="rundll32 regsvr32"),
     _ind("ransom_encrypt", "bulk encryption commands (openssl enc -e, gpg -c, cipher /e)", "T1486",
-         r"openssl\s+enc\b(?!.*\s-d\b)|\bgpg\b.*(-c|--symmetric)|cipher\s+/e|\.encrypt\(|aescryptoserviceprovider",
+         r"openssl\s+enc\b(?!.*\s-d\b)|\bgpg\b.*(-c|--symmetric)|cipher\s+/e|\.encrypt\("
+         r"|aescryptoserviceprovider",
          needles="openssl gpg cipher .encrypt( aescryptoserviceprovider"),
 )
+# Feature version 1.1: what a *lone* command line configures, for the process-creation view (Security 4688,
+# Sysmon event 1), where the command line is nearly all there is. They are kept apart from INDICATORS
+# (their own mask, `lone_mask`): the rows of the full-telemetry view and the re-scoring of ancestors
+# stay exactly as at 1.0, and only the process-creation booster (`pipeline.model.routed`) reads them.
+# Each names a configuration an attacker changes (or reads) and an installer or admin rarely does in
+# the same words: a service's recovery command or binary path, a debugger for another image, logon
+# autostarts, security and credential settings in the registry, audit and firewall changes, explicit
+# credentials on the command line, session hijacking, plug-in DLLs of system services.
+_WRITABLE = (r"(\\programdata\\|\\appdata\\|\\users\\public\\|\\windows\\temp\\|\\temp\\|\\perflogs\\"
+             r"|\\downloads\\|\\windows\\tasks\\|\\recycler|\\\$recycle\.bin\\)")
+_SET = r"(/d|-value)\s+[\"']?"  # what a value is set to: `reg add ... /d 1`, `Set-ItemProperty ... -Value 1`
+LONE_INDICATORS: tuple[Indicator, ...] = (
+    _ind("service_tamper", "a service's recovery command, binary path, DLL or security descriptor changed",
+         "T1543.003 T1574.011",
+         r"\bsc(\.exe)?\s+(\\\\\S+\s+)?(failure\b.*\bcommand=|config\b.*\bbinpath=|sdset\b)"
+         r"|\\services\\[^\\\s]+(\\parameters)?\"?\s+/v\s+\"?(imagepath|failurecommand|servicedll)"
+         r"|set-service\b.*-binarypathname|set-itemproperty\b.*\\services\\.*(imagepath|servicedll)",
+         needles="failure config sdset \\services\\ set-service"),
+    _ind("debugger_hijack", "a debugger or exit monitor set for another image (IFEO, SilentProcessExit)",
+         "T1546.012 T1546.008",
+         r"image file execution options|silentprocessexit|\\(sethc|utilman|osk|magnify|narrator|displayswitch"
+         r"|atbroker)\.exe\b.*\b(debugger|globalflag)",
+         needles="image silentprocessexit sethc utilman osk magnify narrator displayswitch atbroker"),
+    _ind("logon_autostart", "Winlogon, AppInit/AppCert DLLs, policy Run keys, Active Setup, logon scripts",
+         "T1547.004 T1546.010 T1547.014 T1037.001",
+         r"\\winlogon\"?\s+/v\s+\"?(userinit|shell|notify|taskman)|appinit_dlls|appcertdlls"
+         r"|\\policies\\explorer\\run|active setup\\installed components|userinitmprlogonscript"
+         r"|\\start menu\\programs\\startup\\",
+         needles="winlogon appinit_dlls appcertdlls explorer active userinitmprlogonscript startup"),
+    _ind("defense_registry", "registry values set to switch off Defender, UAC, logging or command-line "
+         "auditing (the value that disables, not any write)",
+         "T1562.001 T1562.002 T1548.002 T1112",
+         r"^(?=.*\b(reg(\.exe)?\"?\s+add|set-itemproperty|new-itemproperty)\b)(?:"
+         r"(?=.*disable(antispyware|antivirus|realtimemonitoring|behaviormonitoring|ioavprotection"
+         r"|onaccessprotection"
+         r"|scanonrealtimeenable|scriptscanning|blockatfirstseen"
+         r"|routinelytakingaction))(?=.*" + _SET + r"(0x0*)?1\b)"
+         r"|(?=.*(enablelua|consentpromptbehavioradmin|promptonsecuredesktop|enablescriptblocklogging"
+         r"|enablemodulelogging|processcreationincludecmdline_enabled"
+         r"|tamperprotection))(?=.*" + _SET + r"(0x0*)?0\b)"
+         r"|(?=.*localaccounttokenfilterpolicy)(?=.*" + _SET + r"(0x0*)?1\b)"
+         r"|(?=.*\\services\\(eventlog|windefend|sense|wdboot|wdfilter|wdnisdrv|wdnissvc|sysmon\w*|mpssvc)\b)"
+         r"(?=.*\bstart\b)(?=.*" + _SET + r"(0x0*)?4\b)"
+         r"|(?=.*\\control\\minint)|(?=.*\\wmi\\autologger\\)(?=.*" + _SET + r"(0x0*)?0\b))",
+         needles="add set-itemproperty new-itemproperty"),
+    _ind("credential_registry", "registry values set to expose credentials (WDigest caching on, LSA "
+         "protection off, DSRM network logon, weak LM hashes, credential delegation)",
+         "T1003.001 T1112 T1556",
+         r"^(?=.*\b(reg(\.exe)?\"?\s+add|set-itemproperty|new-itemproperty)\b)(?:"
+         r"(?=.*uselogoncredential)(?=.*" + _SET + r"(0x0*)?1\b)"
+         r"|(?=.*(runasppl|\bnolmhash|disablerestrictedadmin\b))(?=.*" + _SET + r"(0x0*)?0\b)"
+         r"|(?=.*dsrmadminlogonbehavior)(?=.*" + _SET + r"(0x0*)?[12]\b)"
+         r"|(?=.*lmcompatibilitylevel)(?=.*" + _SET + r"(0x0*)?[0-2]\b)"
+         r"|(?=.*(allowdefaultcredentials|allowdefcredentialswhenntlmonly|tokenleakdetectdelaysecs)))",
+         needles="add set-itemproperty new-itemproperty"),
+    _ind("audit_tamper", "audit policy, event log or change journal switched off or removed",
+         "T1562.002 T1070",
+         r"auditpol\b.*(/set\b.*:\s*disable|/remove|/clear)|wevtutil\b.*\bsl\b.*/e:false"
+         r"|fsutil\b.*usn\s+deletejournal|nteventlog\b.*cleareventlog|limit-eventlog|clear-eventlog"
+         r"|bcdedit\b.*(testsigning\s+on|nointegritychecks\s+on|debug\s+on)",
+         needles="auditpol wevtutil fsutil nteventlog limit-eventlog clear-eventlog bcdedit"),
+    _ind("firewall_change", "a firewall rule or profile added, opened or switched off",
+         "T1562.004",
+         r"netsh\b.*(firewall|advfirewall)\b.*\b(add|set)\b|new-netfirewallrule|set-netfirewallprofile"
+         r"|set-netfirewallrule|disable-netfirewallrule",
+         needles=(
+             "netsh new-netfirewallrule set-netfirewallprofile set-netfirewallrule disable-netfirewallrule"
+         )),
+    _ind("security_config_query", "firewall, audit policy, Defender or LSA settings read",
+         "T1016 T1518.001 T1082",
+         r"netsh\b.*(firewall|advfirewall)\b.*\bshow\b|auditpol\b.*/(get|list)|get-netfirewall"
+         r"|get-mppreference|reg(\.exe)?\s+query\b.*(\\lsa\b|\\windows defender|\\policies\\|wdigest"
+         r"|\\winlogon|image file execution options)",
+         needles="netsh auditpol get-netfirewall get-mppreference query"),
+    _ind("net_capture", "a packet capture started (pktmon, netsh trace capture, tcpdump, tshark)",
+         "T1040",
+         r"pktmon\b.*\bstart\b|netsh\b.*trace\s+start\b.*capture\s*=\s*yes|\btcpdump\b|\btshark\b|\bwindump\b"
+         r"|\bdumpcap\b",
+         needles="pktmon netsh tcpdump tshark windump dumpcap"),
+    _ind("explicit_credentials", "a password typed on the command line (net use /user: PASS, runas "
+         "/savecred, "
+         "psexec -p, /password:)",
+         "T1078 T1021.002 T1552",
+         r"net1?(\.exe)?\s+use\b.*/u(ser)?:\S+\s+(?!/)\S+|\bcmdkey\b.*/pass:|/savecred|/password:\S|/rp\s+\S"
+         r"|(psexec|paexec)\S*\s.*\s-p\s+\S|sshpass\s+-p|-asplaintext|convertto-securestring",
+         needles=(
+             "use cmdkey /savecred /password: /rp psexec paexec sshpass -asplaintext convertto-securestring"
+         )),
+    _ind("session_hijack", "another user's session attached to this one (tscon to an RDP session, shadowing "
+         "without consent)",
+         "T1563.002",
+         r"\btscon(\.exe)?\s+\d+\s+/dest:(?!console\b)\S|\bmstsc\b.*/shadow:\d+.*/noconsentprompt",
+         needles="tscon mstsc"),
+    _ind("share_change", "a share created or opened to everyone, or shares mounted with admin rights",
+         "T1135 T1021.002",
+         r"net1?(\.exe)?\s+share\s+\S+=\S+|new-smbshare|grant-smbshareaccess|/grant:\s*everyone",
+         needles="share new-smbshare grant-smbshareaccess /grant"),
+    _ind("spn_change", "a service principal name added to an account (Kerberoasting set-up)",
+         "T1098 T1558.003",
+         r"\bsetspn(\.exe)?\s+(-\w+\s+)*-[as]\s|set-aduser\b.*serviceprincipalname|-serviceprincipalnames",
+         needles="setspn set-aduser serviceprincipalname -serviceprincipalnames"),
+    _ind("plugin_dll_register", "a DLL registered into a system service (netsh helper, DNS plug-in, "
+         "time provider, print monitor, LSA package)",
+         "T1546.007 T1574 T1547.003 T1547.010",
+         r"netsh(\.exe)?\s+add\s+helper|serverlevelplugindll|\\timeproviders\\|\\print\\monitors\\"
+         r"|\\control\\lsa\\.*packages|\\netsh\"?\s+/v",
+         needles="helper serverlevelplugindll \\timeproviders\\ \\monitors\\ packages \\netsh"),
+    _ind("privileged_schedule", "a scheduled task or at job run as SYSTEM, highest, at logon or start-up",
+         "T1053.005 T1053.002",
+         r"schtasks\b.*/create\b.*(/ru\s+\"?(system|nt authority\\system)|/rl\s+highest"
+         r"|/sc\s+(onlogon|onstart"
+         r"|onidle))|\bat(\.exe)?\s+(\\\\\S+\s+)?\d{1,2}:\d{2}|register-scheduledtask\b.*(system|highest)",
+         needles="schtasks =at =at.exe register-scheduledtask"),
+    _ind("fs_redirect", "file-system redirection tricks (symbolic-link evaluation, links into shadow copies)",
+         "T1006 T1564",
+         r"fsutil\b.*behavior\s+set\s+symlinkevaluation|mklink\b.*globalroot|harddiskvolumeshadowcopy",
+         needles="fsutil mklink globalroot harddiskvolumeshadowcopy"),
+    _ind("feature_enable", "an optional feature enabled that hosts other code (WSL, SMB1, telnet, TFTP)",
+         "T1202 T1562",
+         r"(dism\b.*/enable-feature|enable-windowsoptionalfeature|add-windowscapability)\b.*"
+         r"(subsystem-linux|smb1|telnet|tftp|virtualmachineplatform|openssh\.server)",
+         needles="dism enable-windowsoptionalfeature add-windowscapability"),
+    _ind("writable_config_target", "a service, task, firewall rule or registry value pointed at a "
+         "user-writable path",
+         "T1574 T1543.003 T1053.005",
+         r"(binpath=|command=|program=|/tr\s|/v\s+\S+.*/d\s|-binarypathname|-execute\s"
+         r"|-program\s).*" + _WRITABLE,
+         needles="binpath= command= program= /tr /d -binarypathname -execute -program"),
+    _ind("remote_launch", "a shell, script or payload started on another host (not a query)",
+         "T1021.006 T1047 T1569.002 T1053.005",
+         r"\bwinrs\b.*-r(emote)?:\S+\s+\"?(cmd|powershell|pwsh|rundll32|mshta|regsvr32|wscript|cscript"
+         r"|\S+\.(exe|bat"
+         r"|ps1|vbs|js|hta))\b|invoke-command\b.*\{[^}]*(iex|invoke-expression|start-process|downloadstring"
+         r"|new-object|\.exe|cmd\b)|wmic\b.*/node:.*process\s+call\s+create|\bsc(\.exe)?\s+\\\\\S+\s+(create"
+         r"|config|start)\b|schtasks\b.*/s\s+\S+.*/(create|run)\b|\b(psexec|paexec)",
+         needles="winrs invoke-command wmic sc schtasks psexec paexec"),
+    _ind("relay_admin_port", "a port relay to a remote-administration port (RDP, SMB, RPC, WinRM, LDAP, "
+         "MSSQL)",
+         "T1090 T1572",
+         r"portproxy\b.*connectport=(3389|445|139|135|5985|5986|1433|389|636|88)\b",
+         needles="portproxy"),
+)
 # fmt: on
+
+LONE_INDICATOR_NAMES: tuple[str, ...] = tuple(ind.name for ind in LONE_INDICATORS)
+_LONE_INDEXED = tuple(enumerate(LONE_INDICATORS))
 
 INDICATOR_NAMES: tuple[str, ...] = tuple(ind.name for ind in INDICATORS)
 _INDEXED = tuple(enumerate(INDICATORS))
@@ -274,9 +420,34 @@ def _mask(text: str) -> int:
 _cached_mask = lru_cache(maxsize=32768)(_mask)
 
 
+def lone_mask(text: str) -> int:
+    """The bit mask of every `LONE_INDICATORS` entry found in `text` (bit i = LONE_INDICATORS[i])."""
+    if not text:
+        return 0
+    return _cached_lone_mask(text) if len(text) <= _CACHED_CHARS else _lone_mask(text)
+
+
+def _lone_mask(text: str) -> int:
+    lowered = text.lower()
+    tokens = frozenset(_TOKEN_SPLIT.split(lowered))
+    mask = 0
+    for bit, ind in _LONE_INDEXED:
+        if ind.search(lowered, tokens):
+            mask |= 1 << bit
+    return mask
+
+
+_cached_lone_mask = lru_cache(maxsize=32768)(_lone_mask)
+
+
 def indicator_names(mask: int) -> tuple[str, ...]:
     """Names of the indicators set in `mask`, in catalogue order."""
     return tuple(name for bit, name in enumerate(INDICATOR_NAMES) if mask >> bit & 1)
+
+
+def lone_indicator_names(mask: int) -> tuple[str, ...]:
+    """Names of the `LONE_INDICATORS` set in a `lone_mask`, in catalogue order."""
+    return tuple(name for bit, name in enumerate(LONE_INDICATOR_NAMES) if mask >> bit & 1)
 
 
 def indicator_techniques(mask: int) -> tuple[str, ...]:

@@ -197,7 +197,7 @@ def model_classify(model: Model, matrix: Matrix, probabilities: Matrix) -> Batch
     """`classify` with the model's thresholds; a model with two sensor views
     (`pipeline.model.routed.RoutedModel`) flags its process-only rows by its lone thresholds."""
     scores = classify(probabilities, model.thresholds)
-    route = getattr(model, "process_only", None)
+    route = getattr(model, "lone_rows", None)
     if route is None or not len(matrix):
         return scores
     lone = route(matrix)
@@ -215,7 +215,7 @@ def model_classify(model: Model, matrix: Matrix, probabilities: Matrix) -> Batch
 
 def malicious_threshold(model: Model, row: Matrix) -> float:
     """The minimum 1 - P(benign) that applied to one feature row (its view's, for a routed model)."""
-    route = getattr(model, "process_only", None)
+    route = getattr(model, "lone_rows", None)
     if route is not None and bool(route(row.reshape(1, -1))[0]):
         return float(model.lone_thresholds.get("malicious", 0.5))  # type: ignore[attr-defined]
     return float(model.thresholds.get("malicious", 0.5))

@@ -50,11 +50,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--no-recordings", action="store_true", help="skip the recording-level hunt evaluation"
     )
     parser.add_argument(
-        "--two-view",
+        "--one-view",
         action="store_true",
-        help="also fit a second booster for process-creation-only rows (model_lone.ubj, "
-        "pipeline/model/routed.py); an experiment, not the committed recipe "
-        "(pipeline/training/weaknesses.py)",
+        help="fit the full booster alone, without the second booster for process-only rows that show a "
+        "lone-command indicator (model_lone.ubj, pipeline/model/routed.py); not the committed recipe",
     )
     parser.set_defaults(func=_run)
 
@@ -85,7 +84,7 @@ def _run(args: argparse.Namespace) -> int:
         evtx_dir=args.evtx or DEFAULT_EVTX,
         cache=args.cache,
         recordings=not args.no_recordings,
-        two_view=args.two_view,
+        two_view=not args.one_view,
     )
     results = run_train(config)
     print(f"model {results.version}: {results.artifact_bytes / 1e6:.2f} MB in {config.out}")

@@ -1,6 +1,5 @@
-"""Two boosters behind one `Model`, one per sensor view: a row that carries telemetry beyond process
-creation is scored by the *full* booster, a row that carries process creation alone by the *lone*
-booster.
+"""Two boosters behind one `Model`, one per sensor view: a row that carries process creation alone
+and a lone-command indicator is scored by the *lone* booster, every other row by the *full* booster.
 
 Why: many fleets and labs collect process creation only (Security 4688, Sysmon event 1), and a
 single-technique recording is often one to three process starts. One booster trained on both views
@@ -11,10 +10,14 @@ trees and its own thresholds, each calibrated to the false-alert budget on benig
 
 The route is a property of the row, not of the device: a row is *process-only* when every feature
 computed from file, registry, network, image-load, process-access or script events is zero, for the
-process and its subtree (`TELEMETRY_FEATURES`). That is exactly what the lone booster was trained on
-(`pipeline.training.train.fit_views` selects rows by the same function), so training, the stream and
-hunting route alike, with no state kept per device; a full-telemetry device's quiet process (a lone
-`whoami` with no image loads collected) is scored as the process-creation view it is.
+process and its subtree (`TELEMETRY_FEATURES`), and it goes to the lone booster when, in addition, its
+own or its nearest ancestors' command line shows one of feature version 1.1's lone-command indicators
+(`LONE_FEATURES`: a service's recovery command changed, a debugger set for another image, a password
+typed on the line, ...). Other process-only rows (a lone `whoami`, a Linux build step) stay with the
+full booster, which scored them well before: the lone booster is a specialist for what the full one
+cannot see, and its thresholds never undercut the full booster's. That is exactly what the lone
+booster was trained on (`pipeline.training.train.fit_views` selects rows by the same function,
+`lone_rows`), so training, the stream and hunting route alike, with no state kept per device.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ TELEMETRY_FEATURES: tuple[str, ...] = tuple(
     name for name in FEATURE_NAMES if name.startswith(("own_", "sub_")) and "_child_" not in name
 )
 """Features only events other than process start and exit can raise (own and subtree)."""
+LONE_FEATURES: tuple[str, ...] = tuple(name for name in FEATURE_NAMES if name.startswith("lone_"))
+"""Feature version 1.1's lone-command indicators (own and ancestors' command lines)."""
 
 
 def _runs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
@@ -47,6 +52,7 @@ def _runs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
 
 
 _TELEMETRY_RUNS = _runs(TELEMETRY_FEATURES)
+_LONE_RUNS = _runs(LONE_FEATURES)
 
 
 def process_only(matrix: Matrix) -> NDArray[np.bool_]:
@@ -57,8 +63,18 @@ def process_only(matrix: Matrix) -> NDArray[np.bool_]:
     return ~rich
 
 
+def lone_rows(matrix: Matrix) -> NDArray[np.bool_]:
+    """Per row: True when the lone booster scores it (process-only, with a lone-command indicator)."""
+    lone = np.zeros(len(matrix), dtype=np.bool_)
+    for start, stop in _LONE_RUNS:
+        lone |= np.any(matrix[:, start:stop] != 0, axis=1)
+    if not lone.any():
+        return lone
+    return lone & process_only(matrix)
+
+
 class RoutedModel:
-    """The full booster for rows with telemetry, the lone booster for process-only rows."""
+    """The lone booster for `lone_rows`, the full booster for every other row."""
 
     def __init__(self, full: Any, lone: Any, version: str) -> None:
         self.full, self.lone, self._version = full, lone, version
@@ -90,9 +106,9 @@ class RoutedModel:
         thresholds: Mapping[str, float] = self.lone.thresholds
         return thresholds
 
-    def process_only(self, matrix: Matrix) -> NDArray[np.bool_]:
-        """The rows the lone booster scores (`process_only`)."""
-        return process_only(matrix)
+    def lone_rows(self, matrix: Matrix) -> NDArray[np.bool_]:
+        """The rows the lone booster scores (`lone_rows`)."""
+        return lone_rows(matrix)
 
     def predict_proba(self, matrix: Matrix) -> Matrix:
         """Each row's probabilities from the booster of its view."""
@@ -110,7 +126,7 @@ class RoutedModel:
         """Both boosters' predicts begun on their C threads (`FastBooster.predict_start`); a booster
         that declines (no C trees) scores its rows now; None when both decline, so the caller scores
         synchronously."""
-        lone = process_only(matrix)
+        lone = lone_rows(matrix)
         if not lone.any():
             return start_predict(self.full, matrix)
         if lone.all():
@@ -126,7 +142,7 @@ class RoutedModel:
         return _PairPredict(lone, full_part, lone_part)
 
     def _routed(self, matrix: Matrix, apply: Callable[[Any, Matrix], Matrix]) -> Matrix:
-        lone = process_only(matrix)
+        lone = lone_rows(matrix)
         if not lone.any():
             return np.asarray(apply(self.full, matrix), dtype=np.float32)
         if lone.all():

@@ -76,7 +76,7 @@ def write_model(
             "booster_sha256": hashlib.sha256(lone_bytes).hexdigest(),
             "best_iteration": lone.best_iteration,
             "class_weights": lone.class_weights,
-            "routes": "rows whose telemetry features are all zero (pipeline.model.routed.process_only)",
+            "routes": "process-only rows with a lone-command indicator (pipeline.model.routed.lone_rows)",
         }
     meta: dict[str, Any] = {
         "version": version,

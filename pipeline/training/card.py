@@ -17,7 +17,8 @@ from pipeline.training.evaluate import TreeReport, render_confusion, render_reco
 from pipeline.training.sim.linux_benign import WORKLOADS as LINUX_WORKLOADS
 from pipeline.training.sim.win_benign import WORKLOADS as WIN_WORKLOADS
 from pipeline.training.sim.win_benign_lone import LONE_WORKLOADS
-from pipeline.training.simulate import SimConfig, techniques
+from pipeline.training.sim.win_benign_lone2 import LONE2_WORKLOADS
+from pipeline.training.simulate import SimConfig, lone_view_techniques, techniques
 from pipeline.training.train import TrainConfig
 from pipeline.training.weaknesses import WEAKNESSES as _WEAKNESSES
 
@@ -190,6 +191,32 @@ def _catalogue(sim: SimConfig) -> str:
         win = ", ".join(sorted(set(by.get((tactic, "windows"), []))))
         lin = ", ".join(sorted(set(by.get((tactic, "linux"), []))))
         lines.append(f"| {tactic} | {win} | {lin} |")
+    return "\n".join(lines) + "\n" + _lone_view_catalogue(sim)
+
+
+def _lone_view_catalogue(sim: SimConfig) -> str:
+    """The lone-command simulations (origin `sim-lone`): the process-creation booster's data only."""
+    lone = lone_view_techniques()
+    by: dict[str, list[str]] = {}
+    for t in lone:
+        by.setdefault(t.tactic, []).append(t.attack_id)
+    weighted = ", ".join(f"{t.generate.__name__} x{t.weight}" for t in lone if t.weight != 1) or "none"
+    lines = [
+        "## Lone-command simulations (the process-creation booster's data only)",
+        "",
+        f"{len(lone)} Windows generators (`pipeline/training/sim/win_lone2.py`), "
+        f"{sim.lone_view_attacks_per_technique} trees each ({weighted} weighted), and "
+        f"{sim.lone_view_benign_trees} benign trees of {len(LONE2_WORKLOADS)} workloads typing the same "
+        "tools "
+        "for ordinary reasons (`win_benign_lone2.py`: "
+        f"{', '.join(name for name, _, _ in LONE2_WORKLOADS)}); same views and noise as the other "
+        "simulated trees. Origin `sim-lone`: the full booster never sees them; the lone booster learns "
+        "from their process-only rows that show a lone-command indicator (`pipeline/model/routed.py`).",
+        "",
+        "| tactic | Windows technique ids |",
+        "|---|---|",
+    ]
+    lines += [f"| {t} | {', '.join(sorted(set(by[t])))} |" for t in CLASSES[1:] if t in by]
     return "\n".join(lines) + "\n"
 
 
@@ -214,7 +241,10 @@ def render_card(results: Results, data: Dataset, train: TrainConfig, sim: SimCon
         "",
         "Dev = held-out labs (hosts never seen in training) and held-out simulated trees. The "
         "recording-level",
-        "numbers run `ringfence hunt`'s path (the detector itself) over whole files.",
+        "numbers run `ringfence hunt`'s path (the detector itself) over whole files. \"All dev sources but",
+        "the lone-command simulations\" is the dev set models before feature version 1.1 were measured on;",
+        "the lone-command simulations' benign trees are look-alikes written to be as close to their attacks",
+        "as possible, a stress set rather than a fleet's rate (Known weaknesses).",
         "",
     ]
     for title, hunt in results.hunts.items():
@@ -234,15 +264,20 @@ def _lone_method(lone: LoneBooster | None) -> str:
     if lone is None:
         return ""
     thresholds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(lone.thresholds.items()))
-    return f"""- **Two sensor views, two boosters.** The booster above scores rows that carry telemetry beyond
-  process creation. A row whose file, registry, network, image-load, process-access and script
-  features are all zero, for the process and its subtree (the view of a Security 4688 or Sysmon
-  event 1 collection, or of a quiet process), is scored by a second booster, `model_lone.ubj`
-  (`pipeline/model/routed.py`): the same parameters and weighting, trained, stopped early and
-  calibrated (same rule, one budget: no threshold under the first booster's) on the {lone.rows}
-  process-only training and calibration rows alone; {lone.best_iteration + 1} rounds; thresholds:
-  {thresholds}. One booster for both views had to
-  trade lab recall for lone commands (Known weaknesses).
+    return f"""- **Two sensor views, two boosters.** A row whose file, registry, network, image-load,
+  process-access and script features are all zero, for the process and its subtree (the view of a
+  Security 4688 or Sysmon event 1 collection, or of a quiet process), *and* whose own or nearest
+  ancestors' command line shows one of feature version 1.1's lone-command indicators
+  (`LONE_INDICATORS` in `pipeline/indicators.py`: a service's recovery command or binary path changed,
+  a debugger set for another image, Defender or LSA protection switched off by value, a password on
+  the command line, a session hijacked, ...) is scored by a second booster, `model_lone.ubj`
+  (`pipeline/model/routed.py`). Every other row is scored by the booster above, which is fitted on
+  feature version 1.0's columns of every source but the lone-command simulations: it is the 1.0
+  model's booster, tree for tree. The second booster has the same parameters and weighting, and is
+  trained, stopped early and calibrated (the same budget rule) on its {lone.rows} training and
+  calibration rows alone, with all the columns; {lone.best_iteration + 1} rounds; thresholds:
+  {thresholds}. One booster for both views had to trade lab recall for lone commands (Known
+  weaknesses).
 """
 
 

@@ -40,7 +40,7 @@ from pipeline.training.labels import (
     raw_pid_keys,
 )
 from pipeline.training.rows import AMBIGUOUS, STREAM_CHUNK_EVENTS, RowBlock, replay_rows
-from pipeline.training.simulate import SimConfig, simulate_corpus
+from pipeline.training.simulate import SimConfig, lone_view_corpus, simulate_corpus
 from pipeline.training.split import DEV, hashed_split, lab_of, recording_splits
 from schemas.events import BehaviorEvent
 
@@ -49,6 +49,9 @@ DEFAULT_OTRF = Path("/work/shared/datasets/otrf")
 CAPTURE_DIR = Path(__file__).resolve().parent.parent / "model" / "data"
 PROCESS_VIEW = "otrf-proc"
 """Origin of a recording's process-creation-only view (see the module docstring)."""
+LONE_VIEW = "sim-lone"
+"""Origin of the simulated lone commands that train only the process-creation view's booster
+(`pipeline.training.simulate.lone_view_corpus`, `pipeline.training.train.fit_views`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,8 @@ class DataConfig:
     """Build only the sources of this split (evaluation needs dev only)."""
     process_views: bool = True
     """Also train on each training/calibration recording's process-creation-only view (module docstring)."""
+    lone_view: bool = True
+    """Also build the simulated lone commands of the process-creation view (`LONE_VIEW`), last."""
 
 
 def build_dataset(config: DataConfig) -> Dataset:
@@ -122,6 +127,8 @@ def build_dataset(config: DataConfig) -> Dataset:
     blocks.extend(sim_blocks(config.sim, config.only_split))
     if config.captures is not None and config.captures.is_dir():
         blocks.extend(capture_blocks(config.captures, config.only_split))
+    if config.lone_view:
+        blocks.extend(sim_blocks(config.sim, config.only_split, lone_view=True))
     return _assemble(blocks, reports)
 
 
@@ -185,15 +192,19 @@ def tree_classes(block: RowBlock) -> Counter[str]:
     return Counter(by_tree.values())
 
 
-def sim_blocks(config: SimConfig, only_split: str | None = None) -> Iterator[tuple[SourceInfo, RowBlock]]:
-    """Rows of every simulated tree (of one split, when given)."""
+def sim_blocks(
+    config: SimConfig, only_split: str | None = None, *, lone_view: bool = False
+) -> Iterator[tuple[SourceInfo, RowBlock]]:
+    """Rows of every simulated tree (of one split, when given); with `lone_view`, of the lone commands
+    that train the process-creation view's booster only (origin `LONE_VIEW`)."""
     keep = None if only_split is None else (lambda tree_id: hashed_split(tree_id) == only_split)
-    for number, tree in enumerate(simulate_corpus(config, keep), start=1):
+    corpus = lone_view_corpus(config, keep) if lone_view else simulate_corpus(config, keep)
+    for number, tree in enumerate(corpus, start=1):
         block = replay_rows(tree.events, tree.node_labels, tree.tree_id, chunk_events=STREAM_CHUNK_EVENTS)
         yield (
             SourceInfo(
                 tree.tree_id,
-                "sim",
+                LONE_VIEW if lone_view else "sim",
                 hashed_split(tree.tree_id),
                 tree.platform.value,
                 tree.label,

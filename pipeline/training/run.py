@@ -1,9 +1,10 @@
 """The `ringfence train` and `ringfence evaluate` workflows, end to end.
 
-train:    build (or load a cached) dataset -> fit (with `two_view`, a second booster for process-only
-          rows too: `pipeline.model.routed`) -> write model.ubj/model.json -> measure on dev
-          (tree level per origin; recording level through hunt on held-out lab recordings and on the
-          .evtx samples) -> write DATA.md, MODEL_CARD.md and confusion_dev.png next to the model.
+train:    build (or load a cached) dataset -> fit (with `two_view`, the default, a second booster for
+          process-only rows that show a lone-command indicator: `pipeline.model.routed`) -> write
+          model.ubj/model.json -> measure on dev (tree level per origin; recording level through hunt
+          on held-out lab recordings and on the .evtx samples) -> write DATA.md, MODEL_CARD.md and
+          confusion_dev.png next to the model.
 evaluate: load a model directory -> rebuild the dev sources only -> the same measurements, printed.
 """
 
@@ -20,7 +21,14 @@ import numpy as np
 from pipeline.scoring import Model, load_model, model_classify
 from pipeline.training.artifact import artifact_bytes, write_model
 from pipeline.training.card import LoneBooster, Results, render_card, render_data
-from pipeline.training.dataset import DataConfig, Dataset, build_dataset, load_dataset, save_dataset
+from pipeline.training.dataset import (
+    LONE_VIEW,
+    DataConfig,
+    Dataset,
+    build_dataset,
+    load_dataset,
+    save_dataset,
+)
 from pipeline.training.evaluate import (
     RecordingReport,
     TreeReport,
@@ -46,7 +54,7 @@ class RunConfig:
     evtx_dir: Path | None = DEFAULT_EVTX
     cache: Path | None = None  # dataset cache (build once, reuse)
     recordings: bool = True  # also hunt whole recordings (slower)
-    two_view: bool = False  # also fit the process-only rows' booster (`pipeline.model.routed`)
+    two_view: bool = True  # also fit the lone-command rows' booster (`pipeline.model.routed`)
 
 
 def dataset(config: RunConfig) -> Dataset:
@@ -93,13 +101,15 @@ def _lone_summary(views: Views | None) -> LoneBooster | None:
 def tree_reports(model: Model, data: Dataset) -> dict[str, TreeReport]:
     """Tree-level dev reports: all dev rows, then per origin."""
     out = {}
-    for origin, title in (
-        (None, "Trees, all dev sources"),
-        ("otrf", "Trees, held-out lab recordings"),
-        ("sim", "Trees, held-out simulated trees"),
-        ("capture", "Trees, captured Linux sessions"),
+    dev = data.split_mask(DEV)
+    for title, mask in (
+        ("Trees, all dev sources", dev),
+        ("Trees, all dev sources but the lone-command simulations", dev & ~data.split_mask(DEV, LONE_VIEW)),
+        ("Trees, held-out lab recordings", data.split_mask(DEV, "otrf")),
+        ("Trees, held-out simulated trees", data.split_mask(DEV, "sim")),
+        ("Trees, held-out lone-command simulations", data.split_mask(DEV, LONE_VIEW)),
+        ("Trees, captured Linux sessions", data.split_mask(DEV, "capture")),
     ):
-        mask = data.split_mask(DEV, origin)
         if mask.any():
             matrix = data.matrix[mask]
             probabilities = np.asarray(model.predict_proba(matrix), dtype=np.float32)

@@ -37,7 +37,9 @@ from pipeline.training.sim import (
     win_benign,
     win_benign_diag,
     win_benign_lone,
+    win_benign_lone2,
     win_lone,
+    win_lone2,
 )
 from pipeline.training.sim.builder import SimTree, TreeBuilder
 from pipeline.training.sim.catalog import Technique
@@ -69,6 +71,10 @@ class SimConfig:
     linux_benign_share: float = 0.4
     lone_benign_trees: int = 1_500
     """Small benign Windows trees (`win_benign_lone`): everyday uses of the lone-command attacks' tools."""
+    lone_view_attacks_per_technique: int = 100
+    """Trees per `win_lone2` technique (times its weight): lone commands for the process-creation view."""
+    lone_view_benign_trees: int = 20_000
+    """Small benign Windows trees of `win_benign_lone2`: the same tools' everyday uses."""
 
 
 def techniques() -> tuple[Technique, ...]:
@@ -240,5 +246,28 @@ def _lone_benign_corpus(config: SimConfig, keep: Callable[[str], bool] | None) -
     total = sum(w for _, w, _ in workloads)
     for name, weight, fn in workloads:
         for index in range(round(config.lone_benign_trees * weight / total)):
+            if keep is None or keep(benign_tree_id(Platform.WINDOWS, name, index)):
+                yield simulate_benign(Platform.WINDOWS, name, fn, index, config)
+
+
+def lone_view_techniques() -> tuple[Technique, ...]:
+    """The lone-command generators that train only the process-creation view's booster (`win_lone2`)."""
+    return tuple(win_lone2.REG.items)
+
+
+def lone_view_corpus(
+    config: SimConfig = SimConfig(), keep: Callable[[str], bool] | None = None
+) -> Iterator[SimTree]:
+    """Lone commands (`win_lone2`) and their benign look-alikes (`win_benign_lone2`): small trees for
+    the process-creation view's booster only (`pipeline.training.train.fit_views`). Drawn after every
+    other simulated tree and from their own generators, so no other tree changed."""
+    for tech in lone_view_techniques():
+        for index in range(config.lone_view_attacks_per_technique * tech.weight):
+            if keep is None or keep(attack_tree_id(tech, index)):
+                yield simulate_attack(tech, index, config)
+    workloads = win_benign_lone2.LONE2_WORKLOADS
+    total = sum(w for _, w, _ in workloads)
+    for name, weight, fn in workloads:
+        for index in range(round(config.lone_view_benign_trees * weight / total)):
             if keep is None or keep(benign_tree_id(Platform.WINDOWS, name, index)):
                 yield simulate_benign(Platform.WINDOWS, name, fn, index, config)

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.features import FEATURE_NAMES
+from pipeline.features import FEATURE_NAMES, N_BASE_FEATURES
 from pipeline.scoring import CLASSES, DOMINANCE, classify
-from pipeline.training.dataset import Dataset
+from pipeline.training.dataset import LONE_VIEW, Dataset
 from pipeline.training.split import CALIB, TRAIN
 
 log = logging.getLogger(__name__)
@@ -130,31 +130,36 @@ def fit(
     config: TrainConfig,
     rows: NDArray[np.bool_] | None = None,
     floors: Mapping[str, float] | None = None,
+    columns: int | None = None,
 ) -> Trained:
     """Train on the train split, stop early on the calibration split, calibrate thresholds there
-    (only `rows` of each, when given; no threshold under its `floors` value, when given)."""
+    (only `rows` of each, when given; no threshold under its `floors` value, when given). With
+    `columns`, the booster is fitted on the first `columns` features only (1.0's list, for the full
+    view) and then declared over the whole list (`widen`: the others are never split on)."""
     import xgboost
 
     train, calib = data.split_mask(TRAIN), data.split_mask(CALIB)
     if rows is not None:
         train, calib = train & rows, calib & rows
+    width = len(FEATURE_NAMES) if columns is None else columns
+    names = list(FEATURE_NAMES[:width])
     y = class_index(data.labels)
     w, class_weights = balanced_weights(
         y[train], data.weights[train], config.max_class_weight, config.benign_share
     )
     w_calib, _ = balanced_weights(y[calib], data.weights[calib], config.max_class_weight, config.benign_share)
     dtrain = xgboost.DMatrix(
-        data.matrix[train],
+        data.matrix[train][:, :width],
         label=y[train],
         weight=w,
-        feature_names=list(FEATURE_NAMES),
+        feature_names=names,
         nthread=config.nthread,
     )
     dcalib = xgboost.DMatrix(
-        data.matrix[calib],
+        data.matrix[calib][:, :width],
         label=y[calib],
         weight=w_calib,
-        feature_names=list(FEATURE_NAMES),
+        feature_names=names,
         nthread=config.nthread,
     )
     log.info("training on %d rows (%d calibration rows)", int(train.sum()), int(calib.sum()))
@@ -168,9 +173,28 @@ def fit(
     )
     best = int(getattr(booster, "best_iteration", config.rounds - 1))
     booster = booster[: best + 1]
+    if width < len(FEATURE_NAMES):
+        booster = widen(booster)
     probabilities = predict(booster, data.matrix[calib], config.nthread)
     thresholds = calibrate(probabilities, data.labels[calib], data.trees[calib], config, floors)
     return Trained(booster, thresholds, best, class_weights)
+
+
+def widen(booster: Any) -> Any:
+    """The same trees declared over the whole feature list (`FEATURE_NAMES`): a booster fitted on its
+    first columns predicts the same on every row, and contributes exactly zero for the rest."""
+    import json
+
+    import xgboost
+
+    model = json.loads(bytes(booster.save_raw("json")))
+    learner = model["learner"]
+    learner["learner_model_param"]["num_feature"] = str(len(FEATURE_NAMES))
+    learner["feature_names"] = list(FEATURE_NAMES)
+    learner["feature_types"] = ["float"] * len(FEATURE_NAMES)
+    wide = xgboost.Booster()
+    wide.load_model(bytearray(json.dumps(model).encode()))
+    return wide
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,19 +207,23 @@ class Views:
 
 
 def fit_views(data: Dataset, config: TrainConfig) -> Views:
-    """The full booster on every row (exactly `fit`), and the lone booster on the process-only rows
-    (`pipeline.model.routed.process_only`, the route the stream takes). The lone booster's thresholds
-    are calibrated with the full booster's as floors: the two views share one false-alert budget, and a
-    second set of thresholds each set by one benign calibration tree would let as many new benign trees
-    through again (one calibration per booster measured 1.47 false alerts per 1,000 dev trees,
-    weaknesses.py)."""
-    from pipeline.model.routed import process_only
+    """The full booster on 1.0's columns of every row but the process-creation-only simulations
+    (`LONE_VIEW`), and the lone booster on every row it routes
+    (`pipeline.model.routed.lone_rows`: process-only rows with a lone-command indicator, the route
+    the stream takes) with all the columns, 1.1's
+    lone-command indicators among them. Each booster is calibrated on the rows it scores. The lone
+    booster's rows are few (about 2 % of the data) and narrow, so its own calibration bounds what it
+    can add; when it scored every process-only row (64 %), a second calibration let as many new benign
+    trees through again, and its thresholds had to be floored at the full booster's (weaknesses.py)."""
+    from pipeline.model.routed import lone_rows
 
-    full = fit(data, config)
-    only = process_only(data.matrix)
+    lone_view = np.array([s.origin == LONE_VIEW for s in data.sources], dtype=bool)
+    everywhere = ~lone_view[data.source_index] if len(lone_view) else None
+    full = fit(data, config, everywhere, columns=N_BASE_FEATURES)
+    only = lone_rows(data.matrix)
     used = only & (data.split_mask(TRAIN) | data.split_mask(CALIB))
-    log.info("lone booster: %d process-only rows of %d", int(used.sum()), len(only))
-    return Views(full, fit(data, config, only, full.thresholds), int(used.sum()))
+    log.info("lone booster: %d training and calibration rows of %d", int(used.sum()), len(only))
+    return Views(full, fit(data, config, only), int(used.sum()))
 
 
 def predict(booster: Any, matrix: NDArray[np.float32], nthread: int = 2) -> NDArray[np.float32]:

@@ -21,6 +21,7 @@ from pipeline.eventkit import EventKit
 from pipeline.features import FEATURE_NAMES, feature_matrix, row_context
 from pipeline.model.booster import BoosterModel
 from pipeline.model.provisional import ProvisionalRules
+from pipeline.model.routed import RoutedModel
 from pipeline.scoring import CLASSES, MODEL_DIR, Matrix, Scorer, load_model
 
 xgboost = pytest.importorskip("xgboost")
@@ -295,9 +296,10 @@ def test_a_booster_that_cannot_be_compiled_keeps_xgboost(
     assert "XGBoost only" in caplog.text
 
 
-def test_load_model_serves_the_compiled_booster() -> None:
+def test_load_model_serves_the_compiled_boosters() -> None:
     model = load_model()
-    assert isinstance(model, FastBooster) and model.version == committed()[0].version
+    assert isinstance(model, RoutedModel) and model.version == committed()[0].version
+    assert isinstance(model.full, FastBooster) and isinstance(model.lone, FastBooster)
 
 
 def test_c_trees_whose_construction_failed_refuse_to_score() -> None:

@@ -25,7 +25,7 @@ from test_tree_compiled import SMALL, fast, stream
 from agents.sysmon import FileStats, load_events
 from pipeline import features
 from pipeline.detect import Detector, DetectorConfig
-from pipeline.features import N_FEATURES, RowContext, feature_matrix, row_context
+from pipeline.features import N_BASE_FEATURES, N_FEATURES, RowContext, feature_matrix, row_context
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.training.rows import replay_rows
 from pipeline.training.simulate import (
@@ -283,7 +283,8 @@ def test_training_rows_of_simulated_trees_are_the_same_with_the_extension_off(
 
 
 def test_the_c_layout_names_every_feature_column_exactly_once() -> None:
-    """A column added to the numpy path only would be left zero by C: the layout must cover the list."""
+    """A column added to the numpy path only would be left zero by C: the layout must cover the list
+    up to 1.1's lone-command columns, which both paths fill with the same Python (`_fill_lone`)."""
     layout = list(features._C_LAYOUT)
     n_features, n_cls, n_ind, n_cnt = layout[:4]
     img, parent, gparent, unknown = layout[7:11]
@@ -294,4 +295,6 @@ def test_the_c_layout_names_every_feature_column_exactly_once() -> None:
     blocks = [(img, n_cls), (parent, n_cls), (gparent, n_cls), (self_ind, n_ind), (desc_ind, n_ind)]
     for first, width in [*blocks, (anc_ind, n_ind), (own, n_cnt), (sub, n_cnt)]:
         columns += range(first, first + width)
-    assert n_features == N_FEATURES and sorted(columns) == list(range(N_FEATURES))
+    assert n_features == N_FEATURES and sorted(columns) == list(range(N_BASE_FEATURES))
+    lone = [i for i, name in enumerate(features.FEATURE_NAMES) if name.startswith("lone_")]
+    assert lone == list(range(N_BASE_FEATURES, N_FEATURES))

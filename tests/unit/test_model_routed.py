@@ -1,5 +1,6 @@
-"""Two boosters, one per sensor view: process-only rows go to the lone booster, with its thresholds,
-in training, in the stream and when an artifact is written and loaded again."""
+"""Two boosters, one per sensor view: process-only rows with a lone-command indicator go to the lone
+booster, with its thresholds, in training, in the stream and when an artifact is written and loaded
+again; every other row to the full booster."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import ModelError
-from pipeline.features import FEATURE_NAMES
-from pipeline.model.routed import TELEMETRY_FEATURES, RoutedModel, process_only
+from pipeline.features import FEATURE_NAMES, N_BASE_FEATURES
+from pipeline.model.routed import LONE_FEATURES, TELEMETRY_FEATURES, RoutedModel, lone_rows, process_only
 from pipeline.scoring import (
     BENIGN,
     CLASSES,
@@ -24,7 +25,7 @@ from pipeline.scoring import (
     model_classify,
 )
 from pipeline.training.artifact import model_version, write_model
-from pipeline.training.dataset import DataConfig, Dataset, build_dataset
+from pipeline.training.dataset import LONE_VIEW, DataConfig, Dataset, build_dataset
 from pipeline.training.simulate import SimConfig
 from pipeline.training.train import TrainConfig, calibrate, fit, fit_views, predict
 
@@ -53,6 +54,21 @@ def test_a_row_is_process_only_until_a_telemetry_feature_is_set() -> None:
     assert not any("_child_" in name for name in TELEMETRY_FEATURES)
     assert {"own_file_write", "sub_reg_run", "own_load_unsigned", "sub_script"} <= set(TELEMETRY_FEATURES)
     assert process_only(np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)).shape == (0,)
+
+
+def test_the_lone_booster_takes_only_process_only_rows_that_show_a_lone_command_indicator() -> None:
+    rows = np.vstack(
+        [
+            row(img_shell=1, lone_service_tamper=1),
+            row(img_shell=1, lone_anc_session_hijack=1),
+            row(img_shell=1, self_account_create=1),  # process-only, but no lone-command indicator
+            row(img_shell=1, lone_service_tamper=1, own_reg_write=1),  # telemetry: the full view
+        ]
+    )
+    assert lone_rows(rows).tolist() == [True, True, False, False]
+    assert process_only(rows).tolist() == [True, True, True, False]
+    assert set(LONE_FEATURES) == {n for n in FEATURE_NAMES if n.startswith("lone_")} and LONE_FEATURES
+    assert lone_rows(np.zeros((0, len(FEATURE_NAMES)), dtype=np.float32)).shape == (0,)
 
 
 class Constant:
@@ -97,8 +113,11 @@ LENIENT = {"malicious": 0.6, "generic": 0.98, **dict.fromkeys(CLASSES[1:], 0.6)}
 
 
 def mixed() -> Matrix:
-    """Rows 0 and 2 carry telemetry, rows 1 and 3 process creation only."""
-    return np.vstack([row(own_file_write=1), row(img_shell=1), row(sub_net_connect=1), row(img_lolbin=1)])
+    """Rows 0 and 2 carry telemetry, rows 1 and 3 process creation only and a lone-command indicator."""
+    return np.vstack([
+        row(own_file_write=1, lone_service_tamper=1), row(img_shell=1, lone_service_tamper=1),
+        row(sub_net_connect=1), row(img_lolbin=1, lone_anc_net_capture=1),
+    ])
 
 
 def routed(started: bool = False) -> RoutedModel:
@@ -147,15 +166,17 @@ def test_contributions_come_from_the_booster_that_scored_the_row() -> None:
 
 @pytest.fixture(scope="module")
 def tiny() -> Dataset:
-    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120)
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120, lone_view_attacks_per_technique=2,
+                    lone_view_benign_trees=60)
     return build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
 
 
-def test_the_lone_booster_learns_from_process_only_rows_alone(tiny: Dataset) -> None:
-    only = process_only(tiny.matrix)
+def test_the_lone_booster_learns_from_its_rows_alone(tiny: Dataset) -> None:
+    only = lone_rows(tiny.matrix)
     assert 0 < only.sum() < len(only)  # the simulated views give both kinds of rows
     views = fit_views(tiny, TINY)
-    full = fit(tiny, TINY)
+    lone_view = np.array([s.origin == LONE_VIEW for s in tiny.sources])[tiny.source_index]
+    full = fit(tiny, TINY, ~lone_view, columns=N_BASE_FEATURES)
     assert np.array_equal(predict(views.full.booster, tiny.matrix), predict(full.booster, tiny.matrix))
     lone_only = fit(tiny, TINY, only)
     assert np.array_equal(
@@ -177,7 +198,7 @@ def test_a_two_view_artifact_loads_routed_and_scores_as_its_boosters(tmp_path: P
     assert version != model_version((tmp_path / "model.ubj").read_bytes(), views.full.thresholds)
     model = load_model(tmp_path)
     assert isinstance(model, RoutedModel) and model.version == version
-    only = process_only(tiny.matrix)
+    only = lone_rows(tiny.matrix)
     expected = np.where(
         only[:, None], predict(views.lone.booster, tiny.matrix), predict(views.full.booster, tiny.matrix)
     )
@@ -211,7 +232,8 @@ def test_a_named_but_missing_or_malformed_second_booster_is_refused(tmp_path: Pa
 def test_ringfence_train_fits_the_second_booster_only_when_asked(tmp_path: Path, two_view: bool) -> None:
     from pipeline.training.run import RunConfig, run_train
 
-    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120)
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120, lone_view_attacks_per_technique=2,
+                    lone_view_benign_trees=60)
     config = RunConfig(
         out=tmp_path,
         data=DataConfig(otrf_root=None, captures=None, sim=sim),

@@ -51,10 +51,16 @@ NOW = 1_780_000_000_000  # a wall clock decisions accept (2026)
 
 @pytest.fixture(scope="module")
 def model() -> Any:
-    """The committed trained model, scored by the C trees."""
-    loaded = load_model()
+    """The committed trained model's full booster (the one most rows go to), scored by the C trees."""
+    loaded = committed_booster()
     assert getattr(loaded, "native", None) is not None, "the trained model is not scored by the C trees"
     return loaded
+
+
+def committed_booster() -> Any:
+    """The committed model's full booster (a two-view model's `full`, `pipeline.model.routed`)."""
+    loaded = load_model()
+    return getattr(loaded, "full", loaded)
 
 
 def rows_like_the_detector(count: int, seed: int = 0) -> Matrix:
@@ -123,7 +129,7 @@ def test_the_matrix_is_copied_so_changing_it_afterwards_changes_nothing(model: A
 
 
 def test_a_scoring_keeps_its_forest_alive_and_is_collected_once() -> None:
-    model: Any = load_model()
+    model: Any = committed_booster()
     matrix = rows_like_the_detector(50, seed=4)
     expected = predicted(model.native, matrix)
     scoring = model.native.predict_start(matrix)
@@ -157,7 +163,7 @@ def test_scorings_dropped_without_wait_end_cleanly(model: Any) -> None:
 def test_a_child_forked_while_a_thread_scores_drops_its_model_and_exits() -> None:
     """The child inherits the Forest's count of reading threads but not the thread: dropping the
     model there must not wait forever (it leaves the Forest allocated after a second)."""
-    model: Any = load_model()
+    model: Any = committed_booster()
     matrix = rows_like_the_detector(400, seed=8)
     scoring = model.native.predict_start(matrix)
     pid = os.fork()

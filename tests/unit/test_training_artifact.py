@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from pipeline.features import FEATURE_NAMES, FEATURE_VERSION
-from pipeline.scoring import MODEL_DIR
+from pipeline.scoring import LONE_BOOSTER, MODEL_DIR
 from pipeline.training.artifact import MODEL_NAME, model_digest, model_version
 
 BOOSTER = b"\x7bbooster bytes\x7d"
@@ -33,4 +33,6 @@ def test_another_booster_or_feature_list_changes_the_digest() -> None:
 def test_the_committed_model_version_is_the_digest_of_its_booster_and_thresholds() -> None:
     meta = json.loads((MODEL_DIR / "model.json").read_text(encoding="utf-8"))
     booster = (MODEL_DIR / "model.ubj").read_bytes()
-    assert meta["version"] == model_version(booster, meta["thresholds"])
+    lone = ((MODEL_DIR / LONE_BOOSTER).read_bytes(), meta["lone"]["thresholds"])
+    assert meta["version"] == model_version(booster, meta["thresholds"], lone)
+    assert meta["version"] != model_version(booster, meta["thresholds"])

@@ -18,7 +18,8 @@ TINY = TrainConfig(rounds=6, early_stopping_rounds=3, max_depth=3)
 
 @pytest.fixture(scope="module")
 def tiny() -> Dataset:
-    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120)
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120, lone_view_attacks_per_technique=1,
+                    lone_view_benign_trees=40)
     return build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
 
 

@@ -1,0 +1,216 @@
+"""Feature version 1.1: lone-command indicators for the process-creation view, and the two-view recipe
+that keeps the full view's booster on 1.0's columns and rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import features
+from pipeline.eventkit import EventKit
+from pipeline.feature_catalogue import BASE_FEATURE_VERSION, N_BASE_FEATURES
+from pipeline.features import FEATURE_NAMES, N_FEATURES, feature_matrix, row_context
+from pipeline.indicators import LONE_INDICATOR_NAMES, lone_indicator_names, lone_mask
+from pipeline.model.routed import lone_rows
+from pipeline.training.dataset import LONE_VIEW, DataConfig, Dataset, build_dataset
+from pipeline.training.simulate import SimConfig
+from pipeline.training.split import CALIB, TRAIN
+from pipeline.training.train import TrainConfig, fit, fit_views, predict, widen
+from pipeline.tree import DeviceForest
+
+COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
+TINY = TrainConfig(rounds=6, early_stopping_rounds=3, max_depth=3)
+_S32 = "C:\\Windows\\System32\\"
+
+POSITIVES: dict[str, list[str]] = {
+    "service_tamper": [
+        'sc.exe failure Dnscache reset= 3600 actions= run/5000 command= "C:\\ProgramData\\u\\d.exe"',
+        "sc config wuauserv binPath= C:\\Windows\\Temp\\w.exe",
+        "sc sdset Schedule D:(A;;GA;;;BU)",
+        'reg add "HKLM\\SYSTEM\\CurrentControlSet\\Services\\Wecsvc\\Parameters" /v ServiceDll /d x.dll /f',
+    ],
+    "debugger_hijack": [
+        'reg add "HKLM\\Software\\Microsoft\\Windows NT\\CurrentVersion\\Image File Execution Options\\'
+        'utilman.exe" /v Debugger /d cmd.exe',
+        "reg add HKLM\\...\\SilentProcessExit\\notepad.exe /v MonitorProcess /d C:\\x.exe",
+    ],
+    "logon_autostart": [
+        'reg add "HKLM\\Software\\Microsoft\\Windows NT\\CurrentVersion\\Winlogon" /v Userinit '
+        '/d "u.exe,x.exe"',
+        "reg add HKCU\\Environment /v UserInitMprLogonScript /d C:\\u\\a.bat",
+    ],
+    "defense_registry": [
+        'reg add "HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows Defender\\Real-Time Protection" '
+        "/v DisableBehaviorMonitoring /t REG_DWORD /d 1",
+        "reg.exe add HKLM\\SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Policies\\System "
+        "/v EnableLUA /d 0 /f",
+        "Set-ItemProperty HKLM:\\SYSTEM\\CurrentControlSet\\Services\\EventLog -Name Start -Value 4",
+    ],
+    "credential_registry": [
+        "reg add HKLM\\SYSTEM\\CurrentControlSet\\Control\\Lsa /v RunAsPPL /t REG_DWORD /d 0 /f",
+        "Set-ItemProperty -Path HKLM:\\...\\WDigest -Name UseLogonCredential -Value 1",
+    ],
+    "audit_tamper": [
+        "auditpol /set /subcategory:\"Process Creation\" /success:disable",
+        "wevtutil sl Microsoft-Windows-Sysmon/Operational /e:false",
+        "fsutil usn deletejournal /d C:",
+    ],
+    "firewall_change": [
+        "netsh firewall add portopening TCP 8443 svc",
+        "New-NetFirewallRule -DisplayName x -Direction Inbound -LocalPort 5985 -Action Allow",
+    ],
+    "security_config_query": [
+        "netsh advfirewall firewall show rule name=all dir=in",
+        "auditpol.exe /get /subcategory:Logon",
+        "reg query HKLM\\SYSTEM\\CurrentControlSet\\Control\\Lsa",
+    ],
+    "net_capture": ["netsh trace start capture=yes tracefile=c:\\t.etl", "pktmon.exe start --capture"],
+    "explicit_credentials": [
+        "net use \\\\fs02\\IPC$ /user:acme\\svc Winter2024",
+        "runas /savecred /user:admin cmd",
+        "PsExec.exe \\\\h -u acme\\adm -p S3cret! cmd",
+    ],
+    "session_hijack": ["tscon.exe 3 /dest:RDP-Tcp#4"],
+    "share_change": ["net share loot=C:\\Users /GRANT:Everyone,FULL", "New-SmbShare -Name x -Path C:\\"],
+    "spn_change": ["setspn.exe -s MSSQLSvc/db01:1433 acme\\bob"],
+    "plugin_dll_register": [
+        "netsh.exe add helper C:\\ProgramData\\h.dll",
+        "dnscmd.exe /config /ServerLevelPluginDll C:\\x.dll",
+    ],
+    "privileged_schedule": [
+        'schtasks /create /tn t /tr "C:\\x.exe" /sc onstart /ru "NT AUTHORITY\\SYSTEM"',
+        "at 23:59 /every:M C:\\x.bat",
+    ],
+    "fs_redirect": ["mklink /d C:\\s \\\\?\\GLOBALROOT\\Device\\HarddiskVolumeShadowCopy1\\"],
+    "feature_enable": ["Enable-WindowsOptionalFeature -Online -FeatureName SMB1Protocol"],
+    "remote_launch": [
+        "winrs -r:fs02 cmd /c C:\\ProgramData\\u.bat",
+        "Invoke-Command -ComputerName fs02 -ScriptBlock { Start-Process C:\\x.exe }",
+        "sc \\\\fs02 create upd binPath= C:\\x.exe",
+    ],
+    "relay_admin_port": [
+        "netsh interface portproxy add v4tov4 listenport=8443 connectport=445 connectaddress=10.1.1.5"
+    ],
+    "writable_config_target": [
+        'netsh advfirewall firewall add rule name=u dir=in action=allow program="C:\\Users\\Public\\u.exe"',
+        'schtasks /create /tn u /tr "C:\\Users\\bob\\AppData\\Roaming\\u.exe" /sc daily',
+        'sc create x binPath= "C:\\PerfLogs\\x.exe"',
+    ],
+}
+ORDINARY = [
+    'reg add "HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows Defender" /v DisableAntiSpyware /t REG_DWORD '
+    "/d 0 /f",
+    "reg add HKLM\\SYSTEM\\CurrentControlSet\\Control\\Lsa /v RunAsPPL /t REG_DWORD /d 1 /f",
+    "Set-ItemProperty -Path HKLM:\\...\\WDigest -Name UseLogonCredential -Value 0",
+    "tscon 2 /dest:console",
+    "winrs -r:fs02 ipconfig /all",
+    "Invoke-Command -ComputerName fs02 -ScriptBlock { Get-Service W32Time }",
+    "netsh interface portproxy add v4tov4 listenport=3000 listenaddress=0.0.0.0 connectport=3000 "
+    "connectaddress=172.20.1.2",
+    "sc query wuauserv",
+    'sc config "Acme Agent" start= delayed-auto',
+    'sc failure AcmeAgent reset= 86400 actions= restart/60000',
+    "reg add HKCU\\Software\\Acme\\Viewer /v Zoom /t REG_DWORD /d 2 /f",
+    'schtasks /create /tn AcmeUpdate /tr "C:\\Program Files\\Acme\\update.exe" /sc daily /st 03:00',
+    "net use Z: \\\\fs01\\projects /persistent:yes",
+    "netsh interface ip show config",
+    "dism /online /get-features /format:table",
+    "setspn -L svc_sql",
+    "git -c core.quotepath=false status --porcelain",
+    "/usr/bin/python3 -m pytest tests/unit",
+]
+
+
+def test_every_lone_indicator_has_positive_examples() -> None:
+    assert set(POSITIVES) == set(LONE_INDICATOR_NAMES)
+
+
+@pytest.mark.parametrize(("name", "text"), [(n, t) for n, texts in POSITIVES.items() for t in texts])
+def test_lone_indicator_fires_on_documented_behaviour(name: str, text: str) -> None:
+    assert name in lone_indicator_names(lone_mask(text))
+
+
+@pytest.mark.parametrize("text", ORDINARY)
+def test_everyday_admin_and_installer_commands_carry_no_lone_indicator(text: str) -> None:
+    assert lone_indicator_names(lone_mask(text)) == ()
+
+
+def test_the_lone_columns_come_after_every_column_of_the_base_version() -> None:
+    assert BASE_FEATURE_VERSION == "1.0" and features.FEATURE_VERSION == "1.1"
+    assert all(not name.startswith("lone_") for name in FEATURE_NAMES[:N_BASE_FEATURES])
+    assert all(name.startswith("lone_") for name in FEATURE_NAMES[N_BASE_FEATURES:])
+    assert N_FEATURES - N_BASE_FEATURES == 2 * len(LONE_INDICATOR_NAMES)
+
+
+def _forest() -> DeviceForest:
+    kit = EventKit("d1")
+    forest = DeviceForest("d1", "windows")
+    lines = [
+        ("p1", None, _S32 + "cmd.exe", 'cmd /c sc config Fax binpath= "C:\\ProgramData\\f.exe"'),
+        ("p2", "p1", _S32 + "sc.exe", 'sc config Fax binpath= "C:\\ProgramData\\f.exe"'),
+        ("p3", "p2", _S32 + "conhost.exe", "conhost.exe 0xffffffff"),
+    ]
+    for key, parent, image, line in lines:
+        forest.apply(kit.start(key, image, line, parent=parent))
+    return forest
+
+
+def test_a_row_carries_its_own_and_its_ancestors_lone_indicators() -> None:
+    forest = _forest()
+    matrix = feature_matrix([row_context(forest, key) for key in ("p1", "p2", "p3")])
+    own, anc = COLUMN["lone_service_tamper"], COLUMN["lone_anc_service_tamper"]
+    assert matrix[:, own].tolist() == [1.0, 1.0, 0.0]
+    assert matrix[:, anc].tolist() == [0.0, 1.0, 1.0]
+    assert matrix[:, COLUMN["lone_writable_config_target"]].tolist() == [1.0, 1.0, 0.0]
+
+
+def test_the_base_columns_do_not_depend_on_the_lone_indicators(monkeypatch: pytest.MonkeyPatch) -> None:
+    forest = _forest()
+    contexts = [row_context(forest, key) for key in ("p1", "p2", "p3")]
+    with_lone = feature_matrix(contexts)
+    monkeypatch.setattr(features, "lone_mask", lambda text: 0)
+    without = feature_matrix(contexts)
+    assert np.array_equal(with_lone[:, :N_BASE_FEATURES], without[:, :N_BASE_FEATURES])
+    assert with_lone[:, N_BASE_FEATURES:].any() and not without[:, N_BASE_FEATURES:].any()
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Dataset:
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120, lone_view_attacks_per_technique=2,
+                    lone_view_benign_trees=60)
+    return build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
+
+
+def test_a_widened_booster_scores_every_row_as_it_did_on_its_own_columns(tiny: Dataset) -> None:
+    import xgboost
+
+    names = list(FEATURE_NAMES[:N_BASE_FEATURES])
+    labels = np.array([0 if label == "Benign" else 1 for label in tiny.labels])
+    narrow = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 3, "seed": 1, "nthread": 1},
+        xgboost.DMatrix(tiny.matrix[:, :N_BASE_FEATURES], label=labels, feature_names=names),
+        num_boost_round=4,
+    )
+    wide = widen(narrow)
+    assert wide.num_features() == N_FEATURES and narrow.num_features() == N_BASE_FEATURES
+    rows = xgboost.DMatrix(tiny.matrix, feature_names=list(FEATURE_NAMES))
+    expected = narrow.predict(xgboost.DMatrix(tiny.matrix[:, :N_BASE_FEATURES], feature_names=names))
+    assert np.array_equal(wide.predict(rows), expected)
+    contributions = wide.predict(rows, pred_contribs=True)
+    assert contributions.shape[1] == N_FEATURES + 1
+    assert not contributions[:, N_BASE_FEATURES:-1].any()  # never split on a lone column
+
+
+def test_the_full_booster_never_sees_the_lone_view_simulations_or_the_lone_columns(tiny: Dataset) -> None:
+    lone_view = np.array([s.origin == LONE_VIEW for s in tiny.sources])[tiny.source_index]
+    assert lone_view.any() and not lone_view.all()
+    views = fit_views(tiny, TINY)
+    reference = fit(tiny, TINY, ~lone_view, columns=N_BASE_FEATURES)
+    assert np.array_equal(predict(views.full.booster, tiny.matrix), predict(reference.booster, tiny.matrix))
+    assert views.full.thresholds == reference.thresholds
+    shuffled = tiny.matrix.copy()
+    shuffled[:, N_BASE_FEATURES:] = 1.0 - shuffled[:, N_BASE_FEATURES:]
+    assert np.array_equal(predict(views.full.booster, shuffled), predict(views.full.booster, tiny.matrix))
+    only = lone_rows(tiny.matrix)
+    assert views.lone_rows == int((only & (tiny.split_mask(TRAIN) | tiny.split_mask(CALIB))).sum())
+    assert (only & lone_view).any()  # the lone booster learns from them
