@@ -64,13 +64,16 @@ def process_only(matrix: Matrix) -> NDArray[np.bool_]:
 
 
 def lone_rows(matrix: Matrix) -> NDArray[np.bool_]:
-    """Per row: True when the lone booster scores it (process-only, with a lone-command indicator)."""
-    lone = np.zeros(len(matrix), dtype=np.bool_)
-    for start, stop in _LONE_RUNS:
-        lone |= np.any(matrix[:, start:stop] != 0, axis=1)
-    if not lone.any():
-        return lone
-    return lone & process_only(matrix)
+    """Per row: True when the lone booster scores it (process-only, with a lone-command indicator).
+    Called a few times per flush, nearly always on rows without one: that answer costs one `any`."""
+    (start, stop), *more = _LONE_RUNS
+    block = matrix[:, start:stop]
+    if not more and not block.any():
+        return np.zeros(len(matrix), dtype=np.bool_)
+    lone = block.any(axis=1)
+    for start, stop in more:
+        lone |= matrix[:, start:stop].any(axis=1)
+    return lone & process_only(matrix) if lone.any() else lone
 
 
 class RoutedModel:
