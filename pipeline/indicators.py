@@ -6,6 +6,14 @@ the ATT&CK techniques it points at. They are deliberately platform-neutral where
 host, user or domain names, Sysmon rule names or lab-specific paths, so that a model trained on one
 lab's recordings still means something on another's. The bit position of an indicator in a mask is
 its index in `INDICATORS`; appending is compatible, reordering is a new feature version.
+
+Hostile text: a pattern such as `netsh\b.*firewall.*off`, searched in a command line that repeats
+`netsh firewall` a few thousand times, backtracks cubically (8 KB took 4 s, 32 KB minutes), and a
+process start or a script is text any process on a device controls. Texts of `LINEAR_FROM`
+characters or more are therefore searched with each pattern's *linear form* (`linear_form`): the
+same test, anchored at the start, each `.*`-separated part found at its first occurrence after the
+previous one inside an atomic group, so nothing is tried twice. Shorter texts keep the plain
+pattern (faster on ordinary lines; its worst case there is a few milliseconds).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ class Indicator:
     pattern: re.Pattern[str]
     substrings: tuple[str, ...]  # the pattern can only match if one of these occurs...
     tokens: frozenset[str]  # ...or one of these is a whole token; both empty: always try
+    linear: re.Pattern[str]  # the same test in time linear in the text (`linear_form`), for long texts
 
     def may_match(self, text: str, tokens: frozenset[str]) -> bool:
         """Cheap necessary condition checked before the regular expression."""
@@ -34,7 +43,91 @@ class Indicator:
 
     def search(self, text: str, tokens: frozenset[str]) -> bool:
         """Whether the lower-cased `text` shows this behaviour."""
-        return self.may_match(text, tokens) and self.pattern.search(text) is not None
+        if not self.may_match(text, tokens):
+            return False
+        return (self.pattern if len(text) < LINEAR_FROM else self.linear).search(text) is not None
+
+
+LINEAR_FROM = 512  # characters from which a text is searched with the patterns' linear forms
+
+
+def _split_top(regex: str, sep: str) -> list[str]:
+    """`regex` split at `sep` (`|` or a greedy `.*`) outside groups, classes and escapes."""
+    out, depth, i, start, in_class = [], 0, 0, 0, False
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += regex[i + 1 : i + 2] == "]"  # a leading ] is a member
+        elif c in "()":
+            depth += 1 if c == "(" else -1
+        elif depth == 0 and regex.startswith(sep, i) and not _lazy_or_possessive(regex, i, sep):
+            out.append(regex[start:i])
+            i = start = i + len(sep)
+            continue
+        i += 1
+    return [*out, regex[start:]]
+
+
+def _lazy_or_possessive(regex: str, i: int, sep: str) -> bool:
+    """A `.*?` or `.*+` at `i` is not a separator (only greedy `.*` is)."""
+    return sep == ".*" and regex[i + 2 : i + 3] in ("?", "+")
+
+
+def _top_groups(regex: str) -> list[tuple[int, int]]:
+    """(start, end) of every outermost group of `regex`."""
+    out, depth, i, start, in_class = [], 0, 0, 0, False
+    while i < len(regex):
+        c = regex[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+            i += regex[i + 1 : i + 2] == "]"
+        elif c == "(":
+            start, depth = (i if depth == 0 else start), depth + 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                out.append((start, i + 1))
+        i += 1
+    return out
+
+
+def _distribute(branch: str) -> list[str]:
+    """`branch` as alternatives without a `.*` inside a plain group: `a.*(b.*c|d)` -> `a.*b.*c`, `a.*d`."""
+    for start, end in _top_groups(branch):
+        group = branch[start:end]
+        if group.startswith("(?") and not group.startswith("(?:"):
+            continue  # lookarounds and flags stay as they are
+        inner = group[3:-1] if group.startswith("(?:") else group[1:-1]
+        if ".*" not in inner or branch[end : end + 1] in ("?", "*", "+", "{"):
+            continue
+        parts = _split_top(inner, "|")
+        return [alt for part in parts for alt in _distribute(branch[:start] + part + branch[end:])]
+    return [branch]
+
+
+def linear_form(regex: str) -> str:
+    """A pattern that `search`es like `regex`, in time linear in the text: every alternative
+    `p1.*p2.*...pn` becomes `^(?>.*?p1)(?>.*?p2)....*?pn`, the first occurrence of each part after
+    the previous one (enough: if any occurrence of p1 is followed by p2, the first is). Patterns
+    anchored with `^` (the lookahead conjunctions) are returned as they are."""
+    if regex.startswith("^"):
+        return regex
+    branches = [alt for branch in _split_top(regex, "|") for alt in _distribute(branch)]
+    parts = [_split_top(branch, ".*") for branch in branches]
+    return "^(?:" + "|".join(
+        "".join(f"(?>.*?(?:{p}))" for p in seq[:-1]) + f".*?(?:{seq[-1]})" for seq in parts
+    ) + ")"
 
 
 def _ind(name: str, doc: str, techniques: str, regex: str, *, needles: str) -> Indicator:
@@ -47,6 +140,7 @@ def _ind(name: str, doc: str, techniques: str, regex: str, *, needles: str) -> I
         re.compile(regex),
         tuple(p for p in parts if not p.startswith("=")),
         frozenset(p[1:] for p in parts if p.startswith("=")),
+        re.compile(linear_form(regex)),
     )
 
 
@@ -124,7 +218,7 @@ INDICATORS: tuple[Indicator, ...] = (
          r"\bchmod\s+(-\w+\s+)*(?:[ugoa]*\+[rwxst]*[xs]|(?=[0-7]{3,4}\b)[0-7]*[1357])",
          needles="chmod"),
     _ind("pipe_to_shell", "fetched content piped into a shell or interpreter", "T1059.004 T1105",
-         r"\b(curl|wget|fetch)\b[^|]*\|\s*(sudo\s+)?(ba|da|z|k)?sh\b|\|\s*(python\d?|perl|ruby)\b"
+         r"\b(curl|wget|fetch)\b[^|]{0,1024}\|\s*(sudo\s+)?(ba|da|z|k)?sh\b|\|\s*(python\d?|perl|ruby)\b"
          r"|\b(curl|wget)\b.*-o\s*-\s*\|",
          needles="|"),
     _ind("base64_decode", "decode base64/hex payloads (base64 -d, certutil -decode, openssl)", "T1140",
@@ -379,7 +473,7 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          "T1021.006 T1047 T1569.002 T1053.005",
          r"\bwinrs\b.*-r(emote)?:\S+\s+\"?(cmd|powershell|pwsh|rundll32|mshta|regsvr32|wscript|cscript"
          r"|\S+\.(exe|bat"
-         r"|ps1|vbs|js|hta))\b|invoke-command\b.*\{[^}]*(iex|invoke-expression|start-process|downloadstring"
+         r"|ps1|vbs|js|hta))\b|invoke-command\b.*\{[^}]{0,1024}(iex|invoke-expression|start-process|downloadstring"
          r"|new-object|\.exe|cmd\b)|wmic\b.*/node:.*process\s+call\s+create|\bsc(\.exe)?\s+\\\\\S+\s+(create"
          r"|config|start)\b|schtasks\b.*/s\s+\S+.*/(create|run)\b|\b(psexec|paexec)",
          needles="winrs invoke-command wmic sc schtasks psexec paexec"),

@@ -3,6 +3,9 @@ that keeps the full view's booster on 1.0's columns and rows."""
 
 from __future__ import annotations
 
+import re
+import time
+
 import numpy as np
 import pytest
 
@@ -10,7 +13,16 @@ from pipeline import features
 from pipeline.eventkit import EventKit
 from pipeline.feature_catalogue import BASE_FEATURE_VERSION, N_BASE_FEATURES
 from pipeline.features import FEATURE_NAMES, N_FEATURES, feature_matrix, row_context
-from pipeline.indicators import LONE_INDICATOR_NAMES, lone_indicator_names, lone_mask
+from pipeline.indicators import (
+    INDICATORS,
+    LINEAR_FROM,
+    LONE_INDICATOR_NAMES,
+    LONE_INDICATORS,
+    indicator_mask,
+    linear_form,
+    lone_indicator_names,
+    lone_mask,
+)
 from pipeline.model.routed import lone_rows
 from pipeline.training.dataset import LONE_VIEW, DataConfig, Dataset, build_dataset
 from pipeline.training.simulate import SimConfig
@@ -214,3 +226,40 @@ def test_the_full_booster_never_sees_the_lone_view_simulations_or_the_lone_colum
     only = lone_rows(tiny.matrix)
     assert views.lone_rows == int((only & (tiny.split_mask(TRAIN) | tiny.split_mask(CALIB))).sum())
     assert (only & lone_view).any()  # the lone booster learns from them
+
+
+HOSTILE_WORDS = [
+    "netsh firewall ", "netsh advfirewall firewall ", "/v x /d ", "invoke-command {", "auditpol /set ",
+    "binpath= ", "winrs -r:h ", "curl |", "openssl enc -e ", "reg add /v a /d ", "schtasks /create ",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("word", HOSTILE_WORDS)
+def test_a_command_line_repeating_trigger_words_is_scanned_in_linear_time(word: str) -> None:
+    """A 32 KB line of `netsh firewall ` took minutes with the plain patterns (cubic backtracking):
+    a process any user starts could stall the worker. The linear forms keep it far under a second."""
+    text = (word * (32_768 // len(word) + 1))[:32_768]
+    started = time.perf_counter()
+    indicator_mask(text + "a"), lone_mask(text + "b")  # not cached
+    assert time.perf_counter() - started < 2.0
+
+
+def test_the_linear_forms_decide_as_the_patterns_do() -> None:
+    texts = [t.lower() for texts in POSITIVES.values() for t in texts] + [t.lower() for t in ORDINARY]
+    texts += ["sc config x binpath= c:\\users\\public\\a.exe", "netsh advfirewall set x off"]
+    for ind in (*INDICATORS, *LONE_INDICATORS):
+        for text in texts:
+            assert (ind.pattern.search(text) is None) == (ind.linear.search(text) is None), (ind.name, text)
+    expected = r"^(?:(?>.*?(?:a\b))(?>.*?(?:b)).*?(?:c)|(?>.*?(?:a\b)).*?(?:d)|.*?(?:e))"
+    assert linear_form(r"a\b.*(b.*c|d)|e") == expected
+    assert linear_form(r"^(?=.*x)y") == r"^(?=.*x)y"  # anchored conjunctions are linear already
+
+
+def test_long_texts_are_searched_with_the_linear_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    ind = next(i for i in LONE_INDICATORS if i.name == "firewall_change")
+    short, long = "netsh advfirewall set allprofiles state off", "netsh advfirewall set " + "x" * LINEAR_FROM
+    tokens = frozenset(short.split())
+    assert ind.search(short, tokens) and ind.search(long, tokens)
+    never = re.compile("$^")
+    broken = type(ind)(ind.name, ind.doc, ind.techniques, ind.pattern, ind.substrings, ind.tokens, never)
+    assert broken.search(short, tokens) and not broken.search(long, tokens)  # the long one used `linear`
