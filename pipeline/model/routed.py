@@ -70,7 +70,7 @@ def lone_rows(matrix: Matrix) -> NDArray[np.bool_]:
     block = matrix[:, start:stop]
     if not more and not block.any():
         return np.zeros(len(matrix), dtype=np.bool_)
-    lone = block.any(axis=1)
+    lone: NDArray[np.bool_] = np.asarray(block.any(axis=1), dtype=np.bool_)
     for start, stop in more:
         lone |= matrix[:, start:stop].any(axis=1)
     return lone & process_only(matrix) if lone.any() else lone
