@@ -37,7 +37,7 @@ from pipeline.behaviour import COUNTER_TECHNIQUES, Counter
 from pipeline.errors import PipelineError
 from pipeline.features import FEATURE_NAMES, RowContext, feature_matrix, row_contexts
 from pipeline.incident import Incident, NodeView, blockable
-from pipeline.indicators import indicator_techniques
+from pipeline.indicators import LONE_INDICATORS, indicator_techniques
 from pipeline.lexicon import ANCHOR_CLASSES
 from pipeline.policy import Decision, Policy
 from pipeline.scoring import (
@@ -66,6 +66,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _compiled_rows = None
 _BANDS = ("medium", "high", "critical")
 _SUB_OFFSET = FEATURE_NAMES.index("sub_child_spawn")
+_LONE_OFFSET = FEATURE_NAMES.index(f"lone_{LONE_INDICATORS[0].name}")  # own, then ancestors' (1.1)
 _EVENT_ORDER = attrgetter("ts", "seq")  # an incident's evidence in event time order
 
 
@@ -460,15 +461,22 @@ _indicator_techniques = lru_cache(maxsize=4096)(indicator_techniques)
 
 
 def _techniques(mask: int, values: Matrix) -> tuple[str, ...]:
-    """ATT&CK techniques of the tree's indicator bits and of the subtree's non-zero counters (NaN counts:
-    numpy's `flatnonzero` counted it; -0.0 does not), remembered per (mask, counters fired)."""
+    """ATT&CK techniques of the tree's indicator bits, of the scored row's lone-command indicators (the
+    lone booster's evidence: they are kept on no node) and of the subtree's non-zero counters (NaN
+    counts: numpy's `flatnonzero` counted it; -0.0 does not), remembered per (mask, lone, fired)."""
     counters = values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)].tolist()
-    return _techniques_of(mask, tuple(i for i, v in enumerate(counters) if v))
+    lone = values[_LONE_OFFSET : _LONE_OFFSET + 2 * len(LONE_INDICATORS)].tolist()
+    return _techniques_of(
+        mask,
+        tuple(i % len(LONE_INDICATORS) for i, v in enumerate(lone) if v),
+        tuple(i for i, v in enumerate(counters) if v),
+    )
 
 
 @lru_cache(maxsize=4096)
-def _techniques_of(mask: int, fired: tuple[int, ...]) -> tuple[str, ...]:
+def _techniques_of(mask: int, lone: tuple[int, ...], fired: tuple[int, ...]) -> tuple[str, ...]:
     found = set(_indicator_techniques(mask))
+    found.update(t for i in lone for t in LONE_INDICATORS[i].techniques)
     found.update(t for i in fired for t in _COUNTER_TECHNIQUES[i])
     return tuple(sorted(found))
 

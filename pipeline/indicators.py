@@ -11,8 +11,8 @@ Hostile text: a pattern such as `netsh\b.*firewall.*off`, searched in a command 
 `netsh firewall` a few thousand times, backtracks cubically (8 KB took 4 s, 32 KB minutes), and a
 process start or a script is text any process on a device controls. Texts of `LINEAR_FROM`
 characters or more are therefore searched with each pattern's *linear form* (`linear_form`): the
-same test, anchored at the start, each `.*`-separated part found at its first occurrence after the
-previous one inside an atomic group, so nothing is tried twice. Shorter texts keep the plain
+same test, anchored at the start of each line, each `.*`-separated part found at its first occurrence
+after the previous one inside an atomic group, so nothing is tried twice. Shorter texts keep the plain
 pattern (faster on ordinary lines; its worst case there is a few milliseconds).
 """
 
@@ -119,13 +119,15 @@ def _distribute(branch: str) -> list[str]:
 def linear_form(regex: str) -> str:
     """A pattern that `search`es like `regex`, in time linear in the text: every alternative
     `p1.*p2.*...pn` becomes `^(?>.*?p1)(?>.*?p2)....*?pn`, the first occurrence of each part after
-    the previous one (enough: if any occurrence of p1 is followed by p2, the first is). Patterns
-    anchored with `^` (the lookahead conjunctions) are returned as they are."""
+    the previous one (enough: if any occurrence of p1 is followed by p2 on the same line, the first
+    one on that line is). `.` stops at a newline, so the search starts at every line (not only at the
+    text's start): a script's second line is searched as its first is. Patterns anchored with `^` (the
+    lookahead conjunctions) are returned as they are."""
     if regex.startswith("^"):
         return regex
     branches = [alt for branch in _split_top(regex, "|") for alt in _distribute(branch)]
     parts = [_split_top(branch, ".*") for branch in branches]
-    return "^(?:" + "|".join(
+    return r"(?:\A|(?<=\n))(?:" + "|".join(
         "".join(f"(?>.*?(?:{p}))" for p in seq[:-1]) + f".*?(?:{seq[-1]})" for seq in parts
     ) + ")"
 
@@ -218,7 +220,10 @@ INDICATORS: tuple[Indicator, ...] = (
          r"\bchmod\s+(-\w+\s+)*(?:[ugoa]*\+[rwxst]*[xs]|(?=[0-7]{3,4}\b)[0-7]*[1357])",
          needles="chmod"),
     _ind("pipe_to_shell", "fetched content piped into a shell or interpreter", "T1059.004 T1105",
-         r"\b(curl|wget|fetch)\b[^|]{0,1024}\|\s*(sudo\s+)?(ba|da|z|k)?sh\b|\|\s*(python\d?|perl|ruby)\b"
+         # 1.0's `\b(curl|wget|fetch)\b[^|]*\|...`, exactly, in linear time: only the first download
+         # tool of each `|`-free stretch is tried (every later one reaches the same `|`).
+         r"(?:\A|(?<=\|))(?>[^|]*?\b(curl|wget|fetch)\b)[^|]*+\|\s*(sudo\s+)?(ba|da|z|k)?sh\b"
+         r"|\|\s*(python\d?|perl|ruby)\b"
          r"|\b(curl|wget)\b.*-o\s*-\s*\|",
          needles="|"),
     _ind("base64_decode", "decode base64/hex payloads (base64 -d, certutil -decode, openssl)", "T1140",
@@ -231,7 +236,7 @@ INDICATORS: tuple[Indicator, ...] = (
          needles="nc /dev/ >& socat mkfifo pty.spawn socket tcpclient"),
     _ind("remote_execution", "run code on another host (psexec, wmic /node, winrm, ssh cmd)", "T1021 T1047",
          r"psexec|paexec|wmic\b.*/node:|\bwinrs\b|invoke-command\b.*-computername|enter-pssession"
-         r"|\\\\[\w.-]+\\(admin|c|ipc)\$|\bssh\b\s+(-\w+\s+)*\S+@?\S+\s+\S|\bscp\b|\bsshpass\b"
+         r"|\\\\[\w.-]+\\(admin|c|ipc)\$|\bssh\b\s+(-\w+\s+)*\S\S++\s+\S|\bscp\b|\bsshpass\b"
          r"|schtasks\b.*/s\s|invoke-wmimethod\b.*-computername",
          needles="psexec paexec /node: winrs -computername enter-pssession \\\\ ssh scp /s"),
     _ind("archive_data", "pack files into an archive", "T1560",
@@ -245,7 +250,7 @@ INDICATORS: tuple[Indicator, ...] = (
          r"|uploadfile|uploadstring|\bscp\b.*:",
          needles="curl rclone rsync ftp invoke-restmethod nc upload scp"),
     _ind("credential_tool", "credential dumping tools and hives (mimikatz, comsvcs, sam/shadow)", "T1003",
-         r"mimikatz|sekurlsa|lsadump|kerberos::|comsvcs(\.dll)?\W*,?\s*#?(minidump|24)"
+         r"mimikatz|sekurlsa|lsadump|kerberos::|comsvcs(\.dll)?\W*(minidump|24)"
          r"|procdump\b.*lsass|ntdsutil|reg(\.exe)?\s+save\s+hklm\\(sam|security|system)|/etc/shadow"
          r"|\bunshadow\b|vaultcmd|cmdkey\s+/list|rubeus|kerberoast|invoke-mimikatz|lazagne",
          needles=(
@@ -276,7 +281,7 @@ INDICATORS: tuple[Indicator, ...] = (
          r"lastwritetime)|\.lastwritetime\s*=",
          needles="attrib chattr touch creationtime lastwritetime"),
     _ind("file_wipe", "secure delete or mass recursive deletion", "T1485 T1070.004",
-         r"\bshred\b|\bsdelete\b|cipher\s+/w|\brm\s+-\w*r\w*f\w*\s+/(\s|$|\*)|dd\s+if=/dev/(zero|u?random)"
+         r"\bshred\b|\bsdelete\b|cipher\s+/w|\brm\s+-(?=[^\Wr]*r[^\Wf]*f)\w*+\s+/(\s|$|\*)|dd\s+if=/dev/(zero|u?random)"
          r"\s+of=/dev/|format\s+[a-z]:|del\s+/[fsq].*/[fsq]",
          needles="shred sdelete cipher rm if=/dev/ format del"),
     _ind("ssh_keys", "authorized_keys, ssh-keygen or private key access", "T1098.004 T1552.004",
@@ -291,7 +296,7 @@ INDICATORS: tuple[Indicator, ...] = (
     _ind("data_collection", "clipboard, screenshots, keylogging or searching for secrets",
          "T1005 T1115 T1113",
          r"get-clipboard|\bxclip\b|\bxsel\b|copyfromscreen|screenshot|import\s+-window\s+root|keylog"
-         r"|getasynckeystate|findstr\s+/\w*s\w*i?.*pass|grep\s+-\w*r\w*.*pass(word|wd)"
+         r"|getasynckeystate|findstr\s+/\w*?s.*pass|grep\s+-\w*?r.*pass(word|wd)"
          r"|get-childitem\b.*-recurse.*\.(docx?|xlsx?|pdf|kdbx)|find\s+/.*-name\s+.*\.(docx?|pdf|kdbx|pem)",
          needles=(
              "clipboard xclip xsel copyfromscreen screenshot import keylog getasynckeystate findstr "
@@ -306,7 +311,7 @@ INDICATORS: tuple[Indicator, ...] = (
          r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?![0-9.])",
          needles=""),
     _ind("user_writable_exec", "runs or names an executable/script in a temp or world-writable dir", "T1204",
-         r"(\\(temp|tmp|appdata\\local\\temp|downloads|public)\\[^\s\"']*\.(exe|dll|scr|ps1|bat"
+         r"((?:\A|(?<=[\s\"']))(?>[^\s\"']*?\\(temp|tmp|appdata\\local\\temp|downloads|public)\\)[^\s\"']*\.(exe|dll|scr|ps1|bat"
          r"|cmd|vbs|js|hta))|((^|\s)/(tmp|var/tmp|dev/shm)/)",
          needles="\\temp\\ \\tmp\\ \\downloads\\ \\public\\ /tmp/ /var/tmp/ /dev/shm/"),
     _ind("obfuscation", "caret/backtick/char-code/concat obfuscation or IFS tricks", "T1027",
@@ -324,7 +329,7 @@ INDICATORS: tuple[Indicator, ...] = (
          r"\b(ps|tasklist)\b.*\|\s*(grep|findstr).*(av|defender|falcon|sentinel|sysmon)",
          needles="securitycenter2 antivirusproduct get-mpcomputerstatus windefend |"),
     _ind("memory_dump", "dump process memory (procdump, MiniDump, gcore, /proc/*/mem)", "T1003.001",
-         r"procdump|minidump|\bgcore\b|/proc/\S+/mem\b|out-minidump|createdump",
+         r"procdump|minidump|\bgcore\b|(?:\A|(?<=\s))(?>\S*?/proc/)\S+/mem\b|out-minidump|createdump",
          needles="procdump minidump gcore /proc/ createdump"),
     _ind("remote_access_tool", "remote access/admin tools launched by command line", "T1219",
          r"anydesk|teamviewer|screenconnect|\bvnc\w*\b|atera|\bngrok\b",
@@ -425,7 +430,7 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          "psexec -p, /password:)",
          "T1078 T1021.002 T1552",
          r"net1?(\.exe)?\s+use\b.*/u(ser)?:\S+\s+(?!/)\S+|\bcmdkey\b.*/pass:|/savecred|/password:\S|/rp\s+\S"
-         r"|(psexec|paexec)\S*\s.*\s-p\s+\S|sshpass\s+-p|-asplaintext|convertto-securestring",
+         r"|(?:\A|(?<=\s))(?>\S*?(psexec|paexec))\S*\s.*\s-p\s+\S|sshpass\s+-p|-asplaintext|convertto-securestring",
          needles=(
              "use cmdkey /savecred /password: /rp psexec paexec sshpass -asplaintext convertto-securestring"
          )),
@@ -466,16 +471,16 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
     _ind("writable_config_target", "a service, task, firewall rule or registry value pointed at a "
          "user-writable path",
          "T1574 T1543.003 T1053.005",
-         r"(binpath=|command=|program=|/tr\s|/v\s+\S+.*/d\s|-binarypathname|-execute\s"
+         r"(binpath=|command=|program=|/tr\s|/v\s+\S.*/d\s|-binarypathname|-execute\s"
          r"|-program\s).*" + _WRITABLE,
          needles="binpath= command= program= /tr /d -binarypathname -execute -program"),
     _ind("remote_launch", "a shell, script or payload started on another host (not a query)",
          "T1021.006 T1047 T1569.002 T1053.005",
          r"\bwinrs\b.*-r(emote)?:\S+\s+\"?(cmd|powershell|pwsh|rundll32|mshta|regsvr32|wscript|cscript"
          r"|\S+\.(exe|bat"
-         r"|ps1|vbs|js|hta))\b|invoke-command\b.*\{[^}]{0,1024}(iex|invoke-expression|start-process|downloadstring"
+         r"|ps1|vbs|js|hta))\b|invoke-command\b.*\{[^{}]{0,1024}(iex|invoke-expression|start-process|downloadstring"
          r"|new-object|\.exe|cmd\b)|wmic\b.*/node:.*process\s+call\s+create|\bsc(\.exe)?\s+\\\\\S+\s+(create"
-         r"|config|start)\b|schtasks\b.*/s\s+\S+.*/(create|run)\b|\b(psexec|paexec)",
+         r"|config|start)\b|schtasks\b.*/s\s+\S.*/(create|run)\b|\b(psexec|paexec)",
          needles="winrs invoke-command wmic sc schtasks psexec paexec"),
     _ind("relay_admin_port", "a port relay to a remote-administration port (RDP, SMB, RPC, WinRM, LDAP, "
          "MSSQL)",

@@ -12,9 +12,10 @@ Rebuild the XGBoost model (benign + 12 ATT&CK tactics) from labelled lab recordi
 attack and benign trees and captured Linux sessions, then measure it on the dev split and write
 next to it: model.ubj, model.json (version, feature list, classes, thresholds, data summary),
 MODEL_CARD.md, DATA.md and confusion_dev.png. Deterministic for a given --seed (fixed threads).
-Takes several minutes on two cores; --cache reuses the built dataset between runs. --two-view
-adds a second booster for rows that carry process creation alone (model_lone.ubj): measured, not
-the committed recipe (pipeline/training/weaknesses.py).
+Takes several minutes on two cores; --cache reuses the built dataset between runs (a cache built
+by another feature version is not detected: delete it). By default a second booster,
+model_lone.ubj, scores the rows that carry process creation alone and show a lone-command
+indicator (pipeline/model/routed.py); --one-view fits a single booster instead.
 """
 
 
@@ -86,7 +87,10 @@ def _run(args: argparse.Namespace) -> int:
         recordings=not args.no_recordings,
         two_view=not args.one_view,
     )
-    results = run_train(config)
+    try:
+        results = run_train(config)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     print(f"model {results.version}: {results.artifact_bytes / 1e6:.2f} MB in {config.out}")
     for title, report in results.tree_reports.items():
         print(f"  {title}: {report.alerts_per_1000_benign:.2f} false alerts per 1,000 benign trees")

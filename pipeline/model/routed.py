@@ -15,7 +15,8 @@ own or its nearest ancestors' command line shows one of feature version 1.1's lo
 (`LONE_FEATURES`: a service's recovery command changed, a debugger set for another image, a password
 typed on the line, ...). Other process-only rows (a lone `whoami`, a Linux build step) stay with the
 full booster, which scored them well before: the lone booster is a specialist for what the full one
-cannot see, and its thresholds never undercut the full booster's. That is exactly what the lone
+cannot see, calibrated on its own rows (its thresholds may be lower than the full booster's: no
+floors since feature version 1.1, weaknesses.py). That is exactly what the lone
 booster was trained on (`pipeline.training.train.fit_views` selects rows by the same function,
 `lone_rows`), so training, the stream and hunting route alike, with no state kept per device.
 """

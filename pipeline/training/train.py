@@ -211,7 +211,9 @@ def fit_views(data: Dataset, config: TrainConfig) -> Views:
     (`LONE_VIEW`), and the lone booster on every row it routes
     (`pipeline.model.routed.lone_rows`: process-only rows with a lone-command indicator, the route
     the stream takes) with all the columns, 1.1's
-    lone-command indicators among them. Each booster is calibrated on the rows it scores. The lone
+    lone-command indicators among them. The full booster is calibrated as 1.0's was (every calibration
+    row but the lone-command simulations, the lone booster's rows included); the lone booster on the
+    rows it scores. The lone
     booster's rows are few (about 2 % of the data) and narrow, so its own calibration bounds what it
     can add; when it scored every process-only row (64 %), a second calibration let as many new benign
     trees through again, and its thresholds had to be floored at the full booster's (weaknesses.py)."""
@@ -222,6 +224,11 @@ def fit_views(data: Dataset, config: TrainConfig) -> Views:
     full = fit(data, config, everywhere, columns=N_BASE_FEATURES)
     only = lone_rows(data.matrix)
     used = only & (data.split_mask(TRAIN) | data.split_mask(CALIB))
+    if not (only & data.split_mask(TRAIN)).any() or not (only & data.split_mask(CALIB)).any():
+        raise ValueError(
+            "no process-only row with a lone-command indicator in the train and calibration splits: "
+            "the second booster cannot be fitted (`ringfence train --one-view`)"
+        )
     log.info("lone booster: %d training and calibration rows of %d", int(used.sum()), len(only))
     return Views(full, fit(data, config, only), int(used.sum()))
 

