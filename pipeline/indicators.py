@@ -429,7 +429,10 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          "/savecred, "
          "psexec -p, /password:)",
          "T1078 T1021.002 T1552",
-         r"net1?(\.exe)?\s+use\b.*/u(ser)?:\S+\s+(?!/)\S+|\bcmdkey\b.*/pass:|/savecred|/password:\S|/rp\s+\S"
+         # `/u(ser)?:\S+\s+(?!/)\S+` exactly, in linear time: only the first `/u:` of a token is tried
+         # (every later one in the same token has the same rest of the line after its token).
+         r"net1?(\.exe)?\s+use\b.*(?:\A|(?<=\s))(?>\S*?/u(ser)?:)\S++\s+(?!/)\S+"
+         r"|\bcmdkey\b.*/pass:|/savecred|/password:\S|/rp\s+\S"
          r"|(?:\A|(?<=\s))(?>\S*?(psexec|paexec))\S*\s.*\s-p\s+\S|sshpass\s+-p|-asplaintext|convertto-securestring",
          needles=(
              "use cmdkey /savecred /password: /rp psexec paexec sshpass -asplaintext convertto-securestring"
@@ -476,7 +479,8 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          needles="binpath= command= program= /tr /d -binarypathname -execute -program"),
     _ind("remote_launch", "a shell, script or payload started on another host (not a query)",
          "T1021.006 T1047 T1569.002 T1053.005",
-         r"\bwinrs\b.*-r(emote)?:\S+\s+\"?(cmd|powershell|pwsh|rundll32|mshta|regsvr32|wscript|cscript"
+         r"\bwinrs\b.*(?:\A|(?<=\s))(?>\S*?-r(emote)?:)\S++\s+\"?(cmd|powershell|pwsh|rundll32|mshta|regsvr32"
+         r"|wscript|cscript"
          r"|\S+\.(exe|bat"
          r"|ps1|vbs|js|hta))\b|invoke-command\b.*\{[^{}]{0,1024}(iex|invoke-expression|start-process|downloadstring"
          r"|new-object|\.exe|cmd\b)|wmic\b.*/node:.*process\s+call\s+create|\bsc(\.exe)?\s+\\\\\S+\s+(create"

@@ -254,6 +254,8 @@ HOSTILE_LINES = [
     "\\temp\\" * 5_000,  # user_writable_exec
     "/proc/" * 5_000,  # memory_dump
     "psexec" * 5_000,  # explicit_credentials
+    "net use " + "/u:" * 10_900,  # explicit_credentials: `/u(ser)?:\\S+` from every `/u:` (2.3 s)
+    "winrs " + "-r:" * 10_900,  # remote_launch: the same with `-r:` (2.5 s)
 ]
 
 
