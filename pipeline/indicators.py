@@ -510,19 +510,6 @@ def indicator_mask(text: str) -> int:
     return _cached_mask(text) if len(text) <= _CACHED_CHARS else _mask(text)
 
 
-def _mask(text: str) -> int:
-    lowered = text.lower()
-    tokens = frozenset(_TOKEN_SPLIT.split(lowered))
-    mask = 0
-    for bit, ind in _INDEXED:
-        if ind.search(lowered, tokens):
-            mask |= 1 << bit
-    return mask
-
-
-_cached_mask = lru_cache(maxsize=32768)(_mask)
-
-
 def lone_mask(text: str) -> int:
     """The bit mask of every `LONE_INDICATORS` entry found in `text` (bit i = LONE_INDICATORS[i])."""
     if not text:
@@ -530,16 +517,25 @@ def lone_mask(text: str) -> int:
     return _cached_lone_mask(text) if len(text) <= _CACHED_CHARS else _lone_mask(text)
 
 
-def _lone_mask(text: str) -> int:
+def _mask_of(text: str, indexed: tuple[tuple[int, Indicator], ...]) -> int:
     lowered = text.lower()
     tokens = frozenset(_TOKEN_SPLIT.split(lowered))
     mask = 0
-    for bit, ind in _LONE_INDEXED:
+    for bit, ind in indexed:
         if ind.search(lowered, tokens):
             mask |= 1 << bit
     return mask
 
 
+def _mask(text: str) -> int:
+    return _mask_of(text, _INDEXED)
+
+
+def _lone_mask(text: str) -> int:
+    return _mask_of(text, _LONE_INDEXED)
+
+
+_cached_mask = lru_cache(maxsize=32768)(_mask)
 _cached_lone_mask = lru_cache(maxsize=32768)(_lone_mask)
 
 
