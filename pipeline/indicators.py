@@ -19,6 +19,7 @@ pattern (faster on ordinary lines; its worst case there is a few milliseconds).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -51,9 +52,10 @@ class Indicator:
 LINEAR_FROM = 512  # characters from which a text is searched with the patterns' linear forms
 
 
-def _split_top(regex: str, sep: str) -> list[str]:
-    """`regex` split at `sep` (`|` or a greedy `.*`) outside groups, classes and escapes."""
-    out, depth, i, start, in_class = [], 0, 0, 0, False
+def _outside(regex: str) -> Iterator[tuple[int, str, int]]:
+    """(position, character, groups open before it) of each character of `regex` that is neither
+    escaped nor inside a character class: the structure `_split_top` and `_top_groups` read."""
+    depth, i, in_class = 0, 0, False
     while i < len(regex):
         c = regex[i]
         if c == "\\":
@@ -64,13 +66,19 @@ def _split_top(regex: str, sep: str) -> list[str]:
         elif c == "[":
             in_class = True
             i += regex[i + 1 : i + 2] == "]"  # a leading ] is a member
-        elif c in "()":
-            depth += 1 if c == "(" else -1
-        elif depth == 0 and regex.startswith(sep, i) and not _lazy_or_possessive(regex, i, sep):
-            out.append(regex[start:i])
-            i = start = i + len(sep)
-            continue
+        else:
+            yield i, c, depth
+            depth += (c == "(") - (c == ")")
         i += 1
+
+
+def _split_top(regex: str, sep: str) -> list[str]:
+    """`regex` split at `sep` (`|` or a greedy `.*`) outside groups, classes and escapes."""
+    out, start = [], 0
+    for i, _, depth in _outside(regex):
+        if depth == 0 and i >= start and regex.startswith(sep, i) and not _lazy_or_possessive(regex, i, sep):
+            out.append(regex[start:i])
+            start = i + len(sep)
     return [*out, regex[start:]]
 
 
@@ -81,24 +89,12 @@ def _lazy_or_possessive(regex: str, i: int, sep: str) -> bool:
 
 def _top_groups(regex: str) -> list[tuple[int, int]]:
     """(start, end) of every outermost group of `regex`."""
-    out, depth, i, start, in_class = [], 0, 0, 0, False
-    while i < len(regex):
-        c = regex[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            i += regex[i + 1 : i + 2] == "]"
-        elif c == "(":
-            start, depth = (i if depth == 0 else start), depth + 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                out.append((start, i + 1))
-        i += 1
+    out, start = [], 0
+    for i, c, depth in _outside(regex):
+        if c == "(" and depth == 0:
+            start = i
+        elif c == ")" and depth == 1:
+            out.append((start, i + 1))
     return out
 
 
