@@ -221,33 +221,40 @@ def simulate_corpus(
     config: SimConfig = SimConfig(), keep: Callable[[str], bool] | None = None
 ) -> Iterator[SimTree]:
     """Every simulated tree (those whose id `keep` accepts): attacks per technique, then benign workloads."""
-    for tech in techniques():
-        for index in range(config.attacks_per_technique * tech.weight):
-            if keep is None or keep(attack_tree_id(tech, index)):
-                yield simulate_attack(tech, index, config)
-    yield from _benign_corpus(config, keep)
-    yield from _lone_benign_corpus(config, keep)
-
-
-def _benign_corpus(config: SimConfig, keep: Callable[[str], bool] | None) -> Iterator[SimTree]:
+    yield from _attack_corpus(techniques(), config.attacks_per_technique, config, keep)
     shares = ((Platform.LINUX, config.linux_benign_share), (Platform.WINDOWS, 1 - config.linux_benign_share))
     for platform, share in shares:
-        workloads = benign_workloads(platform)
-        total = sum(w for _, w, _ in workloads)
-        for name, weight, fn in workloads:
-            for index in range(round(config.benign_trees * share * weight / total)):
-                if keep is None or keep(benign_tree_id(platform, name, index)):
-                    yield simulate_benign(platform, name, fn, index, config)
+        trees = config.benign_trees * share
+        yield from _workload_corpus(platform, benign_workloads(platform), trees, config, keep)
+    # the small benign Windows trees, after every other simulated tree (so none of those changed)
+    yield from _workload_corpus(
+        Platform.WINDOWS, win_benign_lone.LONE_WORKLOADS, config.lone_benign_trees, config, keep
+    )
 
 
-def _lone_benign_corpus(config: SimConfig, keep: Callable[[str], bool] | None) -> Iterator[SimTree]:
-    """The small benign Windows trees, after every other simulated tree (so none of those changed)."""
-    workloads = win_benign_lone.LONE_WORKLOADS
+def _attack_corpus(
+    techs: Sequence[Technique], per_technique: int, config: SimConfig, keep: Callable[[str], bool] | None
+) -> Iterator[SimTree]:
+    """`per_technique` trees (times its weight) of each technique, in order."""
+    for tech in techs:
+        for index in range(per_technique * tech.weight):
+            if keep is None or keep(attack_tree_id(tech, index)):
+                yield simulate_attack(tech, index, config)
+
+
+def _workload_corpus(
+    platform: Platform,
+    workloads: Sequence[tuple[str, float, Workload]],
+    trees: float,
+    config: SimConfig,
+    keep: Callable[[str], bool] | None,
+) -> Iterator[SimTree]:
+    """About `trees` benign trees of `platform`, shared among `workloads` by weight (rounded per workload)."""
     total = sum(w for _, w, _ in workloads)
     for name, weight, fn in workloads:
-        for index in range(round(config.lone_benign_trees * weight / total)):
-            if keep is None or keep(benign_tree_id(Platform.WINDOWS, name, index)):
-                yield simulate_benign(Platform.WINDOWS, name, fn, index, config)
+        for index in range(round(trees * weight / total)):
+            if keep is None or keep(benign_tree_id(platform, name, index)):
+                yield simulate_benign(platform, name, fn, index, config)
 
 
 def lone_view_techniques() -> tuple[Technique, ...]:
@@ -261,13 +268,7 @@ def lone_view_corpus(
     """Lone commands (`win_lone2`) and their benign look-alikes (`win_benign_lone2`): small trees for
     the process-creation view's booster only (`pipeline.training.train.fit_views`). Drawn after every
     other simulated tree and from their own generators, so no other tree changed."""
-    for tech in lone_view_techniques():
-        for index in range(config.lone_view_attacks_per_technique * tech.weight):
-            if keep is None or keep(attack_tree_id(tech, index)):
-                yield simulate_attack(tech, index, config)
-    workloads = win_benign_lone2.LONE2_WORKLOADS
-    total = sum(w for _, w, _ in workloads)
-    for name, weight, fn in workloads:
-        for index in range(round(config.lone_view_benign_trees * weight / total)):
-            if keep is None or keep(benign_tree_id(Platform.WINDOWS, name, index)):
-                yield simulate_benign(Platform.WINDOWS, name, fn, index, config)
+    yield from _attack_corpus(lone_view_techniques(), config.lone_view_attacks_per_technique, config, keep)
+    yield from _workload_corpus(
+        Platform.WINDOWS, win_benign_lone2.LONE2_WORKLOADS, config.lone_view_benign_trees, config, keep
+    )
