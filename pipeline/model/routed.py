@@ -29,14 +29,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.features import FEATURE_NAMES
+from pipeline.features import FEATURE_NAMES, N_BASE_FEATURES, N_FEATURES
 from pipeline.scoring import Matrix, RunningPredict, start_predict
 
 TELEMETRY_FEATURES: tuple[str, ...] = tuple(
     name for name in FEATURE_NAMES if name.startswith(("own_", "sub_")) and "_child_" not in name
 )
 """Features only events other than process start and exit can raise (own and subtree)."""
-LONE_FEATURES: tuple[str, ...] = tuple(name for name in FEATURE_NAMES if name.startswith("lone_"))
+LONE_FEATURES: tuple[str, ...] = FEATURE_NAMES[N_BASE_FEATURES:]
 """Feature version 1.1's lone-command indicators (own and ancestors' command lines)."""
 
 
@@ -53,7 +53,7 @@ def _runs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
 
 
 _TELEMETRY_RUNS = _runs(TELEMETRY_FEATURES)
-_LONE_RUNS = _runs(LONE_FEATURES)
+_LONE_COLUMNS = slice(N_BASE_FEATURES, N_FEATURES)  # one block, appended after 1.0's (feature_catalogue)
 
 
 def process_only(matrix: Matrix) -> NDArray[np.bool_]:
@@ -67,14 +67,11 @@ def process_only(matrix: Matrix) -> NDArray[np.bool_]:
 def lone_rows(matrix: Matrix) -> NDArray[np.bool_]:
     """Per row: True when the lone booster scores it (process-only, with a lone-command indicator).
     Called a few times per flush, nearly always on rows without one: that answer costs one `any`."""
-    (start, stop), *more = _LONE_RUNS
-    block = matrix[:, start:stop]
-    if not more and not block.any():
+    block = matrix[:, _LONE_COLUMNS]
+    if not block.any():
         return np.zeros(len(matrix), dtype=np.bool_)
     lone: NDArray[np.bool_] = np.asarray(block.any(axis=1), dtype=np.bool_)
-    for start, stop in more:
-        lone |= matrix[:, start:stop].any(axis=1)
-    return lone & process_only(matrix) if lone.any() else lone
+    return lone & process_only(matrix)
 
 
 class RoutedModel:
