@@ -305,8 +305,10 @@ async def test_a_signed_group_switch_to_block_kills_and_a_forged_one_is_refused(
         await produce(bootstrap, topics.policy, f"group_mode:{group}", group_switch(key, group, Mode.BLOCK))
         assert await wait_exit(survivor) == -9, "the switch to block did not kill the running binary"
         assert plugin.enforcer.mode is Mode.BLOCK
+        # wait for both records asserted below: the kill's may be published after the mode's
         results = await wait_for_actions(bootstrap, topics.actions, lambda rs: any(
-            r.action is ActionKind.SET_MODE and r.outcome is Outcome.SUCCEEDED for r in rs))
+            r.action is ActionKind.SET_MODE and r.outcome is Outcome.SUCCEEDED for r in rs) and any(
+            r.action is ActionKind.KILL_BLOCKED_INSTANCE and r.pid == survivor.pid for r in rs))
     modes = [(r.outcome, r.error_class) for r in results if r.action is ActionKind.SET_MODE]
     assert modes == [(Outcome.REFUSED, "SignatureError"), (Outcome.SUCCEEDED, None)]
     assert any(r.action is ActionKind.KILL_BLOCKED_INSTANCE and r.pid == survivor.pid
