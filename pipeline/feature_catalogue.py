@@ -13,7 +13,7 @@ from pipeline.behaviour import COUNTER_DOCS, Counter
 from pipeline.indicators import INDICATORS, LONE_INDICATORS
 from pipeline.lexicon import ImageClass
 
-FEATURE_VERSION = "1.1"
+FEATURE_VERSION = "1.2"
 BASE_FEATURE_VERSION = "1.0"
 """The list 1.1 extends: its first `N_BASE_FEATURES` columns are 1.0's, unchanged."""
 ANCESTOR_DEPTH = 3  # ancestors whose indicators form the row's context

@@ -18,6 +18,7 @@ pattern (faster on ordinary lines; its worst case there is a few milliseconds).
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -487,6 +488,42 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          "T1090 T1572",
          r"portproxy\b.*connectport=(3389|445|139|135|5985|5986|1433|389|636|88)\b",
          needles="portproxy"),
+    # Feature version 1.2: remote-shell output, PowerShell that builds what it runs, fetch-and-run, and
+    # accounts added; read in the command line and in what an -EncodedCommand decodes to (`lone_mask`).
+    _ind("remote_shell_output", "an Impacket-style remote shell's command (wmiexec, smbexec, atexec, "
+         "dcomexec): output sent to a loopback admin share or a Windows\\Temp file, or its temporary "
+         "batch file",
+         "T1047 T1021.002 T1569.002 T1053.005",
+         r"\\\\(127\.0\.0\.1|localhost)\\(admin|c)\$\\(__|windows\\temp\\)"
+         r"|\bcmd(\.exe)?\"?\s+/q\s+/c\s+\"?(%\w+%|[a-z]:\\windows\\temp)\\[^\\\s\"]+\.bat\b"
+         r"|>\s*\"?(%windir%|[a-z]:\\windows)\\temp\\\w{8}\.tmp\"?\s+2>&1",
+         needles="127.0.0.1 localhost /q 2>&1"),
+    _ind("dynamic_invoke", "PowerShell that builds the command it runs: IEX spelled from characters of "
+         "variables ($env:ComSpec[4,15,25], $PSHome[..], $ShellId[..], $VerbosePreference), or decoded text "
+         "piped into a computed command `| .( )` / `| &( )`",
+         "T1027.010 T1059.001",
+         r"\$(env:)?(comspec|public)\s*\[\s*-?\d+\s*[,\]]|\$pshome\s*\[\s*-?\d+|\$shellid\s*\[\s*-?\d+"
+         r"|verbosepreference(\.tostring\(\s*\))?\s*\)?\s*\[\s*\d+\s*,|\*mdr\*"
+         r"|\|\s*[.&]\s*\(\s*(\$|\(|'|\")|(\[char\]\s*\d+\s*\+\s*){2}\[char\]\s*\d+",
+         needles="comspec public pshome shellid verbosepreference *mdr* | [char]"),
+    _ind("fetch_and_run", "content downloaded and run in one command: a download cradle fed to IEX, or a "
+         "file fetched and then started",
+         "T1059.001 T1105 T1204.002",
+         r"^(?=.*(\biex\b|invoke-expression))(?=.*(downloadstring|downloaddata|net\.webclient|invoke-webrequest"
+         r"|\biwr\b|invoke-restmethod|\birm\b|msxml2\.xmlhttp|winhttp\.winhttprequest))"
+         r"|^(?=.*(downloadfile|-outfile\b|/transfer\b|-urlcache\b|start-bitstransfer))"
+         r"(?=.*(start-process|invoke-item|\bstart\s+\"?[^\s\"]+\.(exe|bat|cmd|ps1|hta|vbs|js)\b"
+         r"|[;&|]\s*\"?[a-z]:\\[^\s;&|\"]+\.(exe|bat|cmd|hta|vbs|js)\b|rundll32|regsvr32|mshta|\bcscript|\bwscript"
+         r"|msiexec))",
+         needles="iex invoke-expression downloadfile -outfile /transfer -urlcache start-bitstransfer"),
+    _ind("account_add", "a local or domain account created, or added to an administrators, remote-desktop or "
+         "domain-admin group",
+         "T1136.001 T1136.002 T1098",
+         r"\bnet1?(\.exe)?\"?\s+user\b.*\s/add\b|\bnet1?(\.exe)?\"?\s+(local)?group\s+\"?(administrators"
+         r"|administrateurs|administradores|remote desktop users|backup operators|domain admins"
+         r"|enterprise admins|schema admins)\"?\s.*/add\b|new-localuser\b|new-aduser\b"
+         r"|add-localgroupmember\b.*admin|add-adgroupmember\b.*admins",
+         needles="/add new-localuser new-aduser add-localgroupmember add-adgroupmember"),
 )
 # fmt: on
 
@@ -528,7 +565,42 @@ def _mask(text: str) -> int:
 
 
 def _lone_mask(text: str) -> int:
+    decoded = encoded_text(text)
+    if decoded:  # one line with the command: the lookahead conjunctions read a line
+        text = " ".join((text, *decoded.split()))
     return _mask_of(text, _LONE_INDEXED)
+
+
+_ENCODED_ARG = re.compile(r"(?:^|[\s\"'])[-/](e[a-z]*)\s+[\"']?([a-z0-9+/]{16,}=*)", re.IGNORECASE)
+_ENCODED_MAX = 65536  # base64 characters decoded per argument: a script, not a payload's bulk
+_ENCODED_ARGS = 3  # arguments decoded per text, and levels: an encoded command that starts another
+
+
+def encoded_text(text: str, depth: int = 2) -> str:
+    """What the PowerShell `-EncodedCommand` arguments of `text` (any of its abbreviations: -e, -ec,
+    -en, -enc, ...) decode to, UTF-16LE as PowerShell reads them, one per line; '' when there is none
+    or it does not decode to text. An encoded command that itself starts one is decoded again, up to
+    `depth` levels; at most `_ENCODED_ARGS` arguments of `_ENCODED_MAX` characters each per level, so
+    a hostile line costs time linear in its length."""
+    out: list[str] = []
+    for found in _ENCODED_ARG.finditer(text):
+        if len(out) == _ENCODED_ARGS:
+            break
+        flag = found.group(1).lower()
+        if flag != "ec" and not "encodedcommand".startswith(flag):
+            continue
+        payload = found.group(2).rstrip("=")[:_ENCODED_MAX]
+        payload = payload[: len(payload) - (len(payload) % 4 == 1)]  # one spare character never decodes
+        raw = base64.b64decode(payload + "=" * (-len(payload) % 4))
+        decoded = raw[: len(raw) - len(raw) % 2].decode("utf-16-le", errors="replace")
+        if not decoded or sum(" " <= c <= "~" or c in "\r\n\t" for c in decoded) < 0.9 * len(decoded):
+            continue  # random bytes (a payload, not a script)
+        out.append(decoded)
+        if depth > 1:
+            inner = encoded_text(decoded, depth - 1)
+            if inner:
+                out.append(inner)
+    return "\n".join(out)
 
 
 _cached_mask = lru_cache(maxsize=32768)(_mask)

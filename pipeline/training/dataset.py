@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from agents.sysmon import load_events
-from pipeline.features import N_FEATURES
+from pipeline.features import FEATURE_VERSION, N_FEATURES
 from pipeline.scoring import BENIGN
 from pipeline.training.labels import (
     Recording,
@@ -275,16 +275,28 @@ def save_dataset(data: Dataset, path: Path) -> None:
         keys=data.keys,
     )
     meta = {
+        "feature_version": FEATURE_VERSION,
         "sources": [asdict(s) for s in data.sources],
         "reports": [{**asdict(r), "trees": dict(r.trees)} for r in data.reports],
     }
     path.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
 
 
+class StaleCache(ValueError):
+    """A cached dataset built by another feature version (or another column count) than this code's."""
+
+
 def load_dataset(path: Path) -> Dataset:
-    """Read a dataset cached by `save_dataset`."""
+    """Read a dataset cached by `save_dataset`; `StaleCache` when its rows are not this feature version's
+    (a cache written before the version was recorded is judged by its column count)."""
     arrays = np.load(path.with_suffix(".npz"))
     meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    version, columns = meta.get("feature_version"), arrays["matrix"].shape[1]
+    if version not in (None, FEATURE_VERSION) or columns != N_FEATURES:
+        raise StaleCache(
+            f"{path} holds feature version {version or 'unknown'} rows of {columns} columns; "
+            f"this code computes version {FEATURE_VERSION}, {N_FEATURES} columns"
+        )
     reports = [RecordingReport(**{**r, "trees": Counter(r["trees"])}) for r in meta["reports"]]
     return Dataset(
         arrays["matrix"],

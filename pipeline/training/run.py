@@ -25,6 +25,7 @@ from pipeline.training.dataset import (
     LONE_VIEW,
     DataConfig,
     Dataset,
+    StaleCache,
     build_dataset,
     load_dataset,
     save_dataset,
@@ -61,7 +62,10 @@ def dataset(config: RunConfig) -> Dataset:
     """The dataset: from the cache when it exists, else built (and cached when a cache path is given)."""
     if config.cache is not None and config.cache.with_suffix(".npz").is_file():
         log.info("loading cached dataset %s", config.cache)
-        return load_dataset(config.cache)
+        try:
+            return load_dataset(config.cache)
+        except StaleCache as stale:
+            log.warning("%s: building the dataset again and replacing the cache", stale)
     data = build_dataset(config.data)
     if config.cache is not None:
         save_dataset(data, config.cache)

