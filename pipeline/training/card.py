@@ -17,8 +17,7 @@ from pipeline.training.evaluate import TreeReport, render_confusion, render_reco
 from pipeline.training.sim.linux_benign import WORKLOADS as LINUX_WORKLOADS
 from pipeline.training.sim.win_benign import WORKLOADS as WIN_WORKLOADS
 from pipeline.training.sim.win_benign_lone import LONE_WORKLOADS
-from pipeline.training.sim.win_benign_lone2 import LONE2_WORKLOADS
-from pipeline.training.simulate import SimConfig, lone_view_techniques, techniques
+from pipeline.training.simulate import SimConfig, lone_view_techniques, lone_view_workloads, techniques
 from pipeline.training.train import TrainConfig
 from pipeline.training.weaknesses import WEAKNESSES as _WEAKNESSES
 
@@ -196,7 +195,7 @@ def _catalogue(sim: SimConfig) -> str:
 
 def _lone_view_catalogue(sim: SimConfig) -> str:
     """The lone-command simulations (origin `sim-lone`): the process-creation booster's data only."""
-    lone = lone_view_techniques()
+    lone, workloads = lone_view_techniques(), lone_view_workloads()
     by: dict[str, list[str]] = {}
     for t in lone:
         by.setdefault(t.tactic, []).append(t.attack_id)
@@ -204,12 +203,12 @@ def _lone_view_catalogue(sim: SimConfig) -> str:
     lines = [
         "## Lone-command simulations (the process-creation booster's data only)",
         "",
-        f"{len(lone)} Windows generators (`pipeline/training/sim/win_lone2.py`), "
+        f"{len(lone)} Windows generators (`pipeline/training/sim/win_lone2.py`, `win_lone3.py`), "
         f"{sim.lone_view_attacks_per_technique} trees each ({weighted} weighted), and "
-        f"{sim.lone_view_benign_trees} benign trees of {len(LONE2_WORKLOADS)} workloads typing the same "
+        f"{sim.lone_view_benign_trees} benign trees of {len(workloads)} workloads typing the same "
         "tools "
-        "for ordinary reasons (`win_benign_lone2.py`: "
-        f"{', '.join(name for name, _, _ in LONE2_WORKLOADS)}); same views and noise as the other "
+        "for ordinary reasons (`win_benign_lone2.py`, `win_benign_lone3.py`: "
+        f"{', '.join(name for name, _, _ in workloads)}); same views and noise as the other "
         "simulated trees. Origin `sim-lone`: the full booster never sees them; the lone booster learns "
         "from their process-only rows that show a lone-command indicator (`pipeline/model/routed.py`).",
         "",

@@ -38,8 +38,10 @@ from pipeline.training.sim import (
     win_benign_diag,
     win_benign_lone,
     win_benign_lone2,
+    win_benign_lone3,
     win_lone,
     win_lone2,
+    win_lone3,
 )
 from pipeline.training.sim.builder import SimTree, TreeBuilder
 from pipeline.training.sim.catalog import Technique
@@ -258,9 +260,14 @@ def _workload_corpus(
 
 
 def lone_view_techniques() -> tuple[Technique, ...]:
-    """The lone-command generators that train only the process-creation view's booster (`win_lone2`, and
-    `win_lone3`'s, registered in the same catalogue)."""
-    return tuple(win_lone2.REG.items)
+    """The lone-command generators that train only the process-creation view's booster (`win_lone2`,
+    then `win_lone3`)."""
+    return (*win_lone2.REG.items, *win_lone3.REG.items)
+
+
+def lone_view_workloads() -> list[tuple[str, float, Callable[[Session], None]]]:
+    """The lone-command simulations' benign look-alikes (`win_benign_lone2`, then `win_benign_lone3`)."""
+    return [*win_benign_lone2.LONE2_WORKLOADS, *win_benign_lone3.LONE3_WORKLOADS]
 
 
 def lone_view_corpus(
@@ -271,6 +278,5 @@ def lone_view_corpus(
     (`pipeline.training.train.fit_views`). Drawn after every other simulated tree and from their own
     generators, so no other tree changed."""
     yield from _attack_corpus(lone_view_techniques(), config.lone_view_attacks_per_technique, config, keep)
-    yield from _workload_corpus(
-        Platform.WINDOWS, win_benign_lone2.LONE2_WORKLOADS, config.lone_view_benign_trees, config, keep
-    )
+    workloads, trees = lone_view_workloads(), config.lone_view_benign_trees
+    yield from _workload_corpus(Platform.WINDOWS, workloads, trees, config, keep)

@@ -39,7 +39,7 @@ from pipeline.training.dataset import (
     load_dataset,
     save_dataset,
 )
-from pipeline.training.simulate import SimConfig
+from pipeline.training.simulate import SimConfig, lone_view_corpus, lone_view_techniques, lone_view_workloads
 from pipeline.training.split import CALIB, TRAIN
 from pipeline.training.train import TrainConfig, fit, fit_views, predict, widen
 from pipeline.tree import DeviceForest
@@ -225,6 +225,17 @@ def test_a_hostile_encoded_argument_costs_time_linear_in_its_length() -> None:
         started = time.perf_counter()
         lone_mask(text)
         assert time.perf_counter() - started < 2.0
+
+
+def test_the_lone_view_corpus_draws_every_part_of_the_lone_simulations() -> None:
+    names = {t.generate.__name__ for t in lone_view_techniques()}
+    assert {"lone_smbexec", "lone_obfuscated_launch", "lone_fetch_and_run"} <= names  # win_lone3
+    assert "lone2_service_failure" in names  # win_lone2
+    workloads = {name for name, _, _ in lone_view_workloads()}
+    assert {"agent_encoded_script", "package_bootstrap", "svc_recovery_setup"} <= workloads
+    config = SimConfig(seed=5, lone_view_attacks_per_technique=1, lone_view_benign_trees=200)
+    drawn = {tree.technique for tree in lone_view_corpus(config)}
+    assert {"T1027.010", "T1105", "agent_encoded_script", "package_bootstrap"} <= drawn
 
 
 def test_the_lone_columns_come_after_every_column_of_the_base_version() -> None:

@@ -6,24 +6,32 @@ Why: each new lone-command indicator of feature version 1.2 also matches ordinar
 and RMM agents start `powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand`
 with inventory scripts, and fetch their own updates with `Invoke-WebRequest -OutFile` followed by
 `Start-Process msiexec`; documented installers of Chocolatey, Scoop, the .NET SDK and the Azure CLI are
-download-and-run one-liners; admins generate passwords with `[char]` and `-join`. Registered in
+download-and-run one-liners; admins generate passwords with `[char]` and `-join`. `LONE3_WORKLOADS` is
+drawn together with `win_benign_lone2.LONE2_WORKLOADS` (`simulate.lone_view_corpus`). Registered in
 `win_benign_lone2.LONE2_WORKLOADS`, so they are drawn with the other lone-command look-alikes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pipeline.training.sim.session import Session
 from pipeline.training.sim.vocab import Rand, sys32
-from pipeline.training.sim.win_benign_lone2 import (
-    SYSTEM,
-    _admin,
-    _agent,
-    _installer,
-    _vendor,
-    lone2_workload,
-)
+from pipeline.training.sim.win_benign_lone2 import SYSTEM, _admin, _agent, _installer, _vendor
 from pipeline.training.sim.win_lone2 import _room
 from pipeline.training.sim.win_lone3 import lone_ps
+
+Workload = Callable[[Session], None]
+LONE3_WORKLOADS: list[tuple[str, float, Workload]] = []
+"""(name, relative weight, generator) of the small benign trees of part 3."""
+
+
+def lone3_workload(name: str, weight: float = 1.0) -> Callable[[Workload], Workload]:
+    """Register a small benign tree generator of part 3."""
+    def decorate(fn: Workload) -> Workload:
+        LONE3_WORKLOADS.append((name, weight, fn))
+        return fn
+    return decorate
 
 _INVENTORY = (
     "Get-Service -Name '{svc}' | Select-Object -ExpandProperty Status",
@@ -54,7 +62,7 @@ def _vendor_url(r: Rand, company: str, leaf: str) -> str:
     return f"https://{r.pick(('download', 'dl', 'updates', 'cdn', 'packages'))}.{domain}/{r.pick(('agent', 'client', 'latest', 'stable'))}/{leaf}"
 
 
-@lone2_workload("agent_encoded_script", 2.5)
+@lone3_workload("agent_encoded_script", 2.5)
 def agent_encoded_script(s: Session) -> None:
     """A management agent runs an inventory or upkeep script as -EncodedCommand (or -Command) with its
     usual switches; sometimes it fetches its own update and installs it with msiexec."""
@@ -94,7 +102,7 @@ _BOOTSTRAPS = (
 )
 
 
-@lone2_workload("package_bootstrap", 1.5)
+@lone3_workload("package_bootstrap", 1.5)
 def package_bootstrap(s: Session) -> None:
     """A developer or admin installs a package manager or tool with its documented one-liner
     (Chocolatey, Scoop, the .NET SDK script, the Azure CLI MSI, a release's setup), or a build agent
@@ -126,7 +134,7 @@ _STRINGS = (
 )
 
 
-@lone2_workload("script_string_building", 1.0)
+@lone3_workload("script_string_building", 1.0)
 def script_string_building(s: Session) -> None:
     """An admin's or agent's script builds strings from character codes (a generated password), quotes
     with `[char]34`, pipes a list into a tool found with Join-Path, or encodes a value."""
@@ -138,7 +146,7 @@ def script_string_building(s: Session) -> None:
     lone_ps(sess, script, encoded=0.15, attack=False, integrity=r.pick(("High", "System", "Medium")))
 
 
-@lone2_workload("installer_quiet_batch", 0.5)
+@lone3_workload("installer_quiet_batch", 0.5)
 def installer_quiet_batch(s: Session) -> None:
     """An installer's custom action or a deployment runs its own batch file quietly (`cmd.exe /Q /C`)
     from Windows\\Temp, the SCCM cache or its package folder, or redirects a tool's output to a log."""

@@ -9,19 +9,23 @@ text decoded from character codes; a download cradle fetches a script into `IEX`
 same line then starts. Each generator is written from the public descriptions of its technique id
 (MITRE ATT&CK T1047, T1021.002/003, T1569.002, T1053.005, T1027.010, T1059.001, T1105; the Impacket
 examples' and Invoke-Obfuscation's documentation; LOLBAS entries for bitsadmin and certutil) with
-names, addresses, paths, casing, separators and quoting drawn at random. Registered in `win_lone2`'s
-catalogue (`REG`), so they train the process-creation view's booster only; their benign counterparts
-(agents' encoded scripts, package bootstraps, account provisioning) are in `win_benign_lone3`.
+names, addresses, paths, casing, separators and quoting drawn at random. Drawn with `win_lone2`'s
+(`simulate.lone_view_techniques`), so they train the process-creation view's booster only; their benign
+counterparts (agents' encoded scripts, package bootstraps, string-building scripts, installers' quiet
+batch files) are in `win_benign_lone3`.
 """
 
 from __future__ import annotations
 
 from pipeline.training.sim.builder import Proc
+from pipeline.training.sim.catalog import Registry
 from pipeline.training.sim.session import Session
 from pipeline.training.sim.vocab import Rand, powershell, sys32
 from pipeline.training.sim.win_lone import _integrity, lone_entry
-from pipeline.training.sim.win_lone2 import REG, SYSTEM
+from pipeline.training.sim.win_lone2 import SYSTEM
+from schemas.events import Platform
 
+REG = Registry(Platform.WINDOWS)
 add = REG.add
 
 # --- shared helpers ------------------------------------------------------------------------------
