@@ -66,7 +66,7 @@ except ImportError:  # pragma: no cover - depends on the build
     _compiled_rows = None
 _BANDS = ("medium", "high", "critical")
 _SUB_OFFSET = FEATURE_NAMES.index("sub_child_spawn")
-_LONE_OFFSET = FEATURE_NAMES.index(f"lone_{LONE_INDICATORS[0].name}")  # own, then ancestors' (1.1)
+_LONE_OFFSET = FEATURE_NAMES.index(f"lone_{LONE_INDICATORS[0].name}")  # own, then ancestors' (1.1, 1.2)
 _EVENT_ORDER = attrgetter("ts", "seq")  # an incident's evidence in event time order
 
 

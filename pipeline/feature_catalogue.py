@@ -84,9 +84,10 @@ def _catalogue() -> tuple[tuple[str, str], ...]:
 
 
 def _lone_catalogue() -> tuple[tuple[str, str], ...]:
-    """1.1's columns, appended after 1.0's: the lone-command indicators (`LONE_INDICATORS`) of the
-    process's own command line and of its nearest ancestors'. Read by the process-creation view's
-    booster (`pipeline.model.routed`); the full view's booster is fitted on 1.0's columns alone."""
+    """1.1's and 1.2's columns, appended after 1.0's: the lone-command indicators (`LONE_INDICATORS`) of
+    the process's own command line and of its nearest ancestors'. Read by the process-creation view's
+    booster (`pipeline.model.routed`); the full view's booster is fitted on 1.0's columns alone. 1.2
+    added three indicators and reads -EncodedCommand arguments decoded (`indicators.lone_mask`)."""
     out = [(f"lone_{i.name}", f"own command line: {i.doc}") for i in LONE_INDICATORS]
     out += [(f"lone_anc_{i.name}", f"one of {ANCESTOR_DEPTH} nearest ancestors' command lines: {i.doc}")
             for i in LONE_INDICATORS]

@@ -144,8 +144,9 @@ _LONE_SHIFTS = np.arange(_N_LONE, dtype=np.uint64)
 
 
 def _fill_lone(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
-    """1.1's lone-command indicator bits of each row's own command line and its nearest ancestors'
-    (`lone_mask`, cached per command line); rows whose process and ancestors match none stay zero."""
+    """The lone-command indicator bits (1.1, 1.2) of each row's own command line and its nearest
+    ancestors' (`lone_mask`, cached per command line); rows whose process and ancestors match none stay
+    zero."""
     masks = np.zeros((len(contexts), 2), dtype=np.uint64)
     any_set = False
     for row, ctx in enumerate(contexts):

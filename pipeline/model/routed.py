@@ -11,9 +11,10 @@ trees and its own thresholds, each calibrated to the false-alert budget on benig
 The route is a property of the row, not of the device: a row is *process-only* when every feature
 computed from file, registry, network, image-load, process-access or script events is zero, for the
 process and its subtree (`TELEMETRY_FEATURES`), and it goes to the lone booster when, in addition, its
-own or its nearest ancestors' command line shows one of feature version 1.1's lone-command indicators
-(`LONE_FEATURES`: a service's recovery command changed, a debugger set for another image, a password
-typed on the line, ...). Other process-only rows (a lone `whoami`, a Linux build step) stay with the
+own or its nearest ancestors' command line shows one of the lone-command indicators of feature
+versions 1.1 and 1.2 (`LONE_FEATURES`: a service's recovery command changed, a debugger set for another
+image, a password typed on the line, a remote shell's output redirection, a download fed to IEX, ...).
+Other process-only rows (a lone `whoami`, a Linux build step) stay with the
 full booster, which scored them well before: the lone booster is a specialist for what the full one
 cannot see, calibrated on its own rows (its thresholds may be lower than the full booster's: no
 floors since feature version 1.1, weaknesses.py). That is exactly what the lone
@@ -37,7 +38,7 @@ TELEMETRY_FEATURES: tuple[str, ...] = tuple(
 )
 """Features only events other than process start and exit can raise (own and subtree)."""
 LONE_FEATURES: tuple[str, ...] = FEATURE_NAMES[N_BASE_FEATURES:]
-"""Feature version 1.1's lone-command indicators (own and ancestors' command lines)."""
+"""The lone-command indicators of feature versions 1.1 and 1.2 (own and ancestors' command lines)."""
 
 
 def _runs(names: tuple[str, ...]) -> tuple[tuple[int, int], ...]:

@@ -266,10 +266,12 @@ def _lone_method(lone: LoneBooster | None) -> str:
     return f"""- **Two sensor views, two boosters.** A row whose file, registry, network, image-load,
   process-access and script features are all zero, for the process and its subtree (the view of a
   Security 4688 or Sysmon event 1 collection, or of a quiet process), *and* whose own or nearest
-  ancestors' command line shows one of feature version 1.1's lone-command indicators
+  ancestors' command line shows one of the lone-command indicators of feature versions 1.1 and 1.2
   (`LONE_INDICATORS` in `pipeline/indicators.py`: a service's recovery command or binary path changed,
   a debugger set for another image, Defender or LSA protection switched off by value, a password on
-  the command line, a session hijacked, ...) is scored by a second booster, `model_lone.ubj`
+  the command line, a session hijacked, a remote shell's output sent to a loopback admin share, a
+  download fed to IEX, IEX spelled from characters of variables, ...; read also in what an
+  -EncodedCommand decodes to) is scored by a second booster, `model_lone.ubj`
   (`pipeline/model/routed.py`). Every other row is scored by the booster above, which is fitted on
   feature version 1.0's columns of every source but the lone-command simulations: it is the 1.0
   model's booster, tree for tree. The second booster has the same parameters and weighting, and is

@@ -210,8 +210,8 @@ def fit_views(data: Dataset, config: TrainConfig) -> Views:
     """The full booster on 1.0's columns of every row but the process-creation-only simulations
     (`LONE_VIEW`), and the lone booster on every row it routes
     (`pipeline.model.routed.lone_rows`: process-only rows with a lone-command indicator, the route
-    the stream takes) with all the columns, 1.1's
-    lone-command indicators among them. The full booster is calibrated as 1.0's was (every calibration
+    the stream takes) with all the columns, the lone-command indicators (1.1, 1.2) among
+    them. The full booster is calibrated as 1.0's was (every calibration
     row but the lone-command simulations, the lone booster's rows included); the lone booster on the
     rows it scores. The lone
     booster's rows are few (about 2 % of the data) and narrow, so its own calibration bounds what it
