@@ -15,7 +15,7 @@ from pipeline.lexicon import ImageClass
 
 FEATURE_VERSION = "1.2"
 BASE_FEATURE_VERSION = "1.0"
-"""The list 1.1 extends: its first `N_BASE_FEATURES` columns are 1.0's, unchanged."""
+"""The list 1.1 and 1.2 extend: its first `N_BASE_FEATURES` columns are 1.0's, unchanged."""
 ANCESTOR_DEPTH = 3  # ancestors whose indicators form the row's context
 
 

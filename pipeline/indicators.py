@@ -19,6 +19,7 @@ pattern (faster on ordinary lines; its worst case there is a few milliseconds).
 from __future__ import annotations
 
 import base64
+import binascii
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -491,32 +492,39 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
     # Feature version 1.2: remote-shell output, PowerShell that builds what it runs, content fetched and run;
     # read in the command line and in what an -EncodedCommand decodes to (`lone_mask`).
     _ind("remote_shell_output", "an Impacket-style remote shell's command (wmiexec, smbexec, atexec, "
-         "dcomexec): output sent to a loopback admin share or a Windows\\Temp file, or its temporary "
-         "batch file",
+         "dcomexec): output sent to an admin share's `__output` or `__<timestamp>` file or redirected to a "
+         "loopback admin share, its batch file run quietly from Windows or Windows\\Temp, or output sent to "
+         "a Windows\\Temp file of eight letters",
          "T1047 T1021.002 T1569.002 T1053.005",
-         r"\\\\(127\.0\.0\.1|localhost)\\(admin|c)\$\\(__|windows\\temp\\)"
-         r"|\bcmd(\.exe)?\"?\s+/q\s+/c\s+\"?(%\w+%|[a-z]:\\windows\\temp)\\[^\\\s\"]+\.bat\b"
+         r"\\\\[^\\\s]+\\(admin|c)\$\\__(output\b|\d{9,})|>\s*\\\\(127\.0\.0\.1|localhost)\\(admin|c)\$\\"
+         r"|\bcmd(\.exe)?\"?\s+/q\s+/c\s+\"?(%\w+%|[a-z]:\\windows(\\temp)?)\\[^\\\s\"]+\.bat\b"
          r"|>\s*\"?(%windir%|[a-z]:\\windows)\\temp\\\w{8}\.tmp\"?\s+2>&1",
-         needles="127.0.0.1 localhost /q 2>&1"),
+         needles="__ 127.0.0.1 localhost /q 2>&1"),
     _ind("dynamic_invoke", "PowerShell that builds the command it runs: IEX spelled from characters of "
          "variables ($env:ComSpec[4,15,25], $PSHome[..], $ShellId[..], $VerbosePreference) or character "
-         "codes ([char[]](73,69,88)), or decoded text piped into a computed command `| .( )` / `| &( )`",
+         "codes ([char]105+[char]101+[char]120, [char[]](73,69,88)), or decoded text piped into a "
+         "computed command `| .( )` / `| &( )`",
          "T1027.010 T1059.001",
-         r"\$(env:)?(comspec|public)\s*\[\s*-?\d+\s*[,\]]|\$pshome\s*\[\s*-?\d+|\$shellid\s*\[\s*-?\d+"
-         r"|verbosepreference(\.tostring\(\s*\))?\s*\)?\s*\[\s*\d+\s*,|\*mdr\*"
-         r"|\|\s*[.&]\s*\(\s*(\$|\(|'|\")|(\[char\]\s*\d+\s*\+\s*){2}\[char\]\s*\d+"
+         r"\$env:(comspec|public)\s*\[\s*-?\d+\s*[,\]]|\$pshome\s*\[\s*-?\d+|\$shellid\s*\[\s*-?\d+"
+         r"|verbosepreference(\.tostring\(\s*\))?(\s*\))?\s*\[\s*\d+\s*,|\*mdr\*"
+         r"|\|\s*[.&]\s*\(\s*(\$|\(|'|\")"
+         r"|\[char\]\s*(73|105)\s*\+\s*\[char\]\s*(69|101)\s*\+\s*\[char\]\s*(88|120)\b"
          r"|\[char\[\]\]\s*\(\s*\d+\s*,\s*\d+\s*,",
          needles="comspec public pshome shellid verbosepreference *mdr* | [char] [char[]]"),
     _ind("fetch_and_run", "content downloaded and run in one command: a download cradle fed to IEX, or a "
          "file fetched and then started",
          "T1059.001 T1105 T1204.002",
          r"^(?=.*(\biex\b|invoke-expression))(?=.*(downloadstring|downloaddata|net\.webclient|invoke-webrequest"
-         r"|\biwr\b|invoke-restmethod|\birm\b|msxml2\.xmlhttp|winhttp\.winhttprequest))"
-         r"|^(?=.*(downloadfile|-outfile\b|/transfer\b|-urlcache\b|start-bitstransfer))"
+         r"|\biwr\b|invoke-restmethod|\birm\b|\bcurl\b|\bwget\b|webrequest\]::create|msxml2\.xmlhttp"
+         r"|winhttp\.winhttprequest))"
+         r"|^(?=.*(downloadfile|-outfile\b|/transfer\b|-urlcache\b|start-bitstransfer"
+         r"|\s-o\s+[^\s;&|]+\.(exe|dll|bat|cmd|ps1|hta|vbs|js|msi|scr)\b))"
          r"(?=.*(start-process|invoke-item|\bstart\s+\"?[^\s\"]+\.(exe|bat|cmd|ps1|hta|vbs|js)\b"
-         r"|[;&|]\s*\"?[a-z]:\\[^\s;&|\"]+\.(exe|bat|cmd|hta|vbs|js)\b|rundll32|regsvr32|mshta|\bcscript|\bwscript"
-         r"|msiexec))",
-         needles="iex invoke-expression downloadfile -outfile /transfer -urlcache start-bitstransfer"),
+         r"|[;&|]\s*&?\s*[\"']?([a-z]:\\|%\w+%\\|\$env:\w+\\|\.\\)[^\s;&|\"']+\.(exe|bat|cmd|hta|vbs|js)\b"
+         r"|rundll32|regsvr32|mshta|\bcscript|\bwscript|msiexec))",
+         needles=(
+             "iex invoke-expression downloadfile -outfile /transfer -urlcache start-bitstransfer -o"
+         )),
 )
 # fmt: on
 
@@ -559,40 +567,50 @@ def _mask(text: str) -> int:
 
 def _lone_mask(text: str) -> int:
     decoded = encoded_text(text)
-    if decoded:  # one line with the command: the lookahead conjunctions read a line
-        text = " ".join((text, *decoded.split()))
+    if decoded:  # one line, command and decoded text: the lookahead conjunctions read the first line
+        text = " ".join((*text.split(), *decoded.split()))
     return _mask_of(text, _LONE_INDEXED)
 
 
-_ENCODED_ARG = re.compile(r"(?:^|[\s\"'])[-/](e[a-z]*)\s+[\"']?([a-z0-9+/]{16,}=*)", re.IGNORECASE)
+# PowerShell takes a parameter after `-`, `/` or a typographic dash (U+2013-U+2015), doubled or not, and
+# any prefix of -EncodedCommand (or -ec). ASCII-only: under IGNORECASE `[a-z]` would also take the
+# Kelvin sign and the long s, which base64 refuses.
+_ENCODED_ARG = re.compile(
+    r"(?:^|[\s\"'])[-/\u2013\u2014\u2015]-?(e[a-z]*)\s+[\"']?([a-z0-9+/]{16,}=*)", re.IGNORECASE | re.ASCII
+)
 _ENCODED_MAX = 65536  # base64 characters decoded per argument: a script, not a payload's bulk
-_ENCODED_ARGS = 3  # arguments decoded per text, and levels: an encoded command that starts another
+_DECODED_MAX = 262144  # decoded characters kept per text, all arguments and levels together
 
 
 def encoded_text(text: str, depth: int = 2) -> str:
     """What the PowerShell `-EncodedCommand` arguments of `text` (any of its abbreviations: -e, -ec,
-    -en, -enc, ...) decode to, UTF-16LE as PowerShell reads them, one per line; '' when there is none
-    or it does not decode to text. An encoded command that itself starts one is decoded again, up to
-    `depth` levels; at most `_ENCODED_ARGS` arguments of `_ENCODED_MAX` characters each per level, so
-    a hostile line costs time linear in its length."""
+    -en, -enc, ...) decode to, UTF-16LE as PowerShell reads them, one per line; '' when there is none.
+    An encoded command that itself starts one is decoded again, up to `depth` levels. Every argument is
+    decoded (the arguments do not overlap, so a hostile line costs time linear in its length), each up
+    to `_ENCODED_MAX` characters and `_DECODED_MAX` characters in all. Bytes that are not a script
+    decode to characters no indicator matches."""
     out: list[str] = []
+    kept = 0
     for found in _ENCODED_ARG.finditer(text):
-        if len(out) == _ENCODED_ARGS:
-            break
         flag = found.group(1).lower()
         if flag != "ec" and not "encodedcommand".startswith(flag):
             continue
         payload = found.group(2).rstrip("=")[:_ENCODED_MAX]
         payload = payload[: len(payload) - (len(payload) % 4 == 1)]  # one spare character never decodes
-        raw = base64.b64decode(payload + "=" * (-len(payload) % 4))
-        decoded = raw[: len(raw) - len(raw) % 2].decode("utf-16-le", errors="replace")
-        if not decoded or sum(" " <= c <= "~" or c in "\r\n\t" for c in decoded) < 0.9 * len(decoded):
-            continue  # random bytes (a payload, not a script)
+        try:
+            raw = base64.b64decode(payload + "=" * (-len(payload) % 4))
+        except (ValueError, binascii.Error):  # pragma: no cover - the pattern admits base64 only
+            continue
+        decoded = raw[: len(raw) - len(raw) % 2].decode("utf-16-le", errors="replace")[: _DECODED_MAX - kept]
         out.append(decoded)
-        if depth > 1:
-            inner = encoded_text(decoded, depth - 1)
+        kept += len(decoded)
+        if depth > 1 and kept < _DECODED_MAX:
+            inner = encoded_text(decoded, depth - 1)[: _DECODED_MAX - kept]
             if inner:
                 out.append(inner)
+                kept += len(inner)
+        if kept >= _DECODED_MAX:
+            break
     return "\n".join(out)
 
 

@@ -18,6 +18,7 @@ it never crosses into dev) and is its own source (`otrf-proc`) in DATA.md.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 from collections import Counter
@@ -263,8 +264,9 @@ def _assemble(blocks: list[tuple[SourceInfo, RowBlock]], reports: list[Recording
     )
 
 
-def save_dataset(data: Dataset, path: Path) -> None:
-    """Cache a built dataset (rows as .npz, sources and reports as JSON beside it)."""
+def save_dataset(data: Dataset, path: Path, fingerprint: str = "") -> None:
+    """Cache a built dataset (rows as .npz, sources and reports as JSON beside it), with the
+    `fingerprint` of what built it (`cache_fingerprint`)."""
     np.savez_compressed(
         path.with_suffix(".npz"),
         matrix=data.matrix,
@@ -276,27 +278,53 @@ def save_dataset(data: Dataset, path: Path) -> None:
     )
     meta = {
         "feature_version": FEATURE_VERSION,
+        "fingerprint": fingerprint,
         "sources": [asdict(s) for s in data.sources],
         "reports": [{**asdict(r), "trees": dict(r.trees)} for r in data.reports],
     }
     path.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
 
 
+_CODE_ROOT = Path(__file__).resolve().parents[2]
+_CODE = ("pipeline", "schemas", "agents")  # what turns recordings and simulations into rows
+
+
+def cache_fingerprint(config: DataConfig) -> str:
+    """SHA-256 of the data configuration and of every Python and C source of the packages that build
+    the rows: a cache built by other code or settings is stale even at the same feature version, such
+    as one built before a simulation module was added (any source edit rebuilds: a few minutes)."""
+    digest = hashlib.sha256(repr(config).encode())
+    for package in _CODE:
+        for source in sorted((_CODE_ROOT / package).rglob("*")):
+            if source.suffix in (".py", ".c", ".h"):
+                digest.update(source.relative_to(_CODE_ROOT).as_posix().encode())
+                digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
 class StaleCache(ValueError):
-    """A cached dataset built by another feature version (or another column count) than this code's."""
+    """A cached dataset that this code would not build: another feature version, column count or
+    fingerprint (`cache_fingerprint`), or a cache that cannot be read whole."""
 
 
-def load_dataset(path: Path) -> Dataset:
+def load_dataset(path: Path, fingerprint: str | None = None) -> Dataset:
     """Read a dataset cached by `save_dataset`; `StaleCache` when its rows are not this feature version's
-    (a cache written before the version was recorded is judged by its column count)."""
-    arrays = np.load(path.with_suffix(".npz"))
-    meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    version, columns = meta.get("feature_version"), arrays["matrix"].shape[1]
+    (a cache written before the version was recorded is judged by its column count), when `fingerprint`
+    is given and differs from the one it was saved with, or when a part is missing or unreadable."""
+    try:
+        arrays = np.load(path.with_suffix(".npz"))
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        columns = arrays["matrix"].shape[1]
+    except (OSError, ValueError, KeyError) as exc:
+        raise StaleCache(f"{path}: cannot be read whole ({exc})") from exc
+    version = meta.get("feature_version")
     if version not in (None, FEATURE_VERSION) or columns != N_FEATURES:
         raise StaleCache(
             f"{path} holds feature version {version or 'unknown'} rows of {columns} columns; "
             f"this code computes version {FEATURE_VERSION}, {N_FEATURES} columns"
         )
+    if fingerprint is not None and meta.get("fingerprint") != fingerprint:
+        raise StaleCache(f"{path} was built by other code or settings than these (its fingerprint differs)")
     reports = [RecordingReport(**{**r, "trees": Counter(r["trees"])}) for r in meta["reports"]]
     return Dataset(
         arrays["matrix"],

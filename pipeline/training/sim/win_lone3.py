@@ -89,25 +89,30 @@ def _timestamp(r: Rand) -> str:
 
 @add("T1569.002", "Execution", entry=lone_entry, weight=2)
 def lone_smbexec(s: Session) -> None:
-    """Impacket smbexec: the service it creates runs `%COMSPEC% /Q /c echo CMD ^> \\\\127.0.0.1\\C$\\__output
-    2^>^&1 > %TEMP%\\execute.bat & %COMSPEC% /Q /c %TEMP%\\execute.bat & del ...`; the first shell is not
-    always in the recording, its child `cmd.exe /Q /c C:\\Windows\\TEMP\\execute.bat` is."""
+    """Impacket smbexec: the service it creates runs `%COMSPEC% /Q /c echo CMD ^> \\\\HOST\\C$\\__output
+    2^>^&1 > DIR\\NAME.bat & %COMSPEC% /Q /c DIR\\NAME.bat & del DIR\\NAME.bat` (older releases: the
+    loopback address, %TEMP% and `execute.bat`; newer: %COMPUTERNAME%, %SYSTEMROOT% and eight random
+    letters); the first shell is not always in the recording, its child `cmd.exe /Q /c DIR\\NAME.bat` is."""
     b, r = s.b, s.r
     services = b.existing(sys32(r, "services.exe"), user=SYSTEM)
     cmd = sys32(r, "cmd.exe")
     comspec = r.pick(("%COMSPEC%", "C:\\Windows\\system32\\cmd.exe", "%comspec%"))
-    bat = r.pick(("execute.bat", "execute.bat", f"{r.token(8, 8)}.bat"))
-    temp = r.pick(("%TEMP%", "C:\\Windows\\TEMP", "C:\\Windows\\Temp"))
+    if r.chance(0.5):
+        host, temp, expanded = "127.0.0.1", r.pick(("%TEMP%", "C:\\Windows\\TEMP")), "C:\\Windows\\TEMP"
+        bat = r.pick(("execute.bat", "execute.bat", f"{r.token(8, 8)}.bat"))
+    else:
+        host, temp, expanded = r.pick(("%COMPUTERNAME%", r.host().upper())), "%SYSTEMROOT%", "C:\\Windows"
+        bat = f"{r.token(8, 8, 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz')}.bat"
     share = r.pick(("C$", "C$", "ADMIN$"))
     for _ in range(r.num(1, 3)):
         command = _remote_command(s)
-        first = (f"{comspec} /Q /c echo {command} ^> \\\\127.0.0.1\\{share}\\__output 2^>^&1 > {temp}\\{bat} & "
+        first = (f"{comspec} /Q /c echo {command} ^> \\\\{host}\\{share}\\__output 2^>^&1 > {temp}\\{bat} & "
                  f"{comspec} /Q /c {temp}\\{bat} & del {temp}\\{bat}")
         if r.chance(0.7):
             parent = b.spawn(services, cmd, first, user=SYSTEM, integrity="System")
         else:
             parent = b.existing(cmd, user=SYSTEM, attack=True)
-        s.run(cmd, f"C:\\Windows\\system32\\cmd.exe  /Q /c C:\\Windows\\TEMP\\{bat} ", parent=parent, user=SYSTEM,
+        s.run(cmd, f"C:\\Windows\\system32\\cmd.exe  /Q /c {expanded}\\{bat} ", parent=parent, user=SYSTEM,
               integrity="System")
 
 
