@@ -45,3 +45,18 @@ class Registry:
             self.items.append(Technique(attack_id, tactic, self.platform, fn, entry, weight))
             return fn
         return decorate
+
+
+Workload = Callable[[Session], None]
+
+
+class Workloads(list[tuple[str, float, Workload]]):
+    """(name, relative weight, generator) of benign tree generators, in registration order (the order
+    the corpus draws them in); `add` is the decorator that registers one."""
+
+    def add(self, name: str, weight: float = 1.0) -> Callable[[Workload], Workload]:
+        """Register the decorated generator under `name` with `weight`."""
+        def decorate(fn: Workload) -> Workload:
+            self.append((name, weight, fn))
+            return fn
+        return decorate

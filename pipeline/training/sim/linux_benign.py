@@ -9,21 +9,13 @@ would call all of that malicious. Real captures of ordinary work on this machine
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from pipeline.training.sim.catalog import Workloads
 from pipeline.training.sim.linux_attack1 import bin_
 from pipeline.training.sim.session import Session
 
-Workload = Callable[[Session], None]
-WORKLOADS: list[tuple[str, float, Workload]] = []
-
-
-def workload(name: str, weight: float = 1.0) -> Callable[[Workload], Workload]:
-    """Register a benign workload generator."""
-    def decorate(fn: Workload) -> Workload:
-        WORKLOADS.append((name, weight, fn))
-        return fn
-    return decorate
+WORKLOADS = Workloads()
+"""(name, relative weight, generator)."""
+workload = WORKLOADS.add
 
 
 _PKGS = ("nginx", "curl", "git", "htop", "python3-venv", "build-essential", "postgresql", "docker-ce", "jq", "vim", "redis-server", "openjdk-17-jre")

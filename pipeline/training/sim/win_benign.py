@@ -8,23 +8,14 @@ the benign corpus must too, or the false-alert budget (≤ 1 per 1,000 benign tr
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pipeline.training.sim.builder import Proc
+from pipeline.training.sim.catalog import Workloads
 from pipeline.training.sim.session import Session, ps_housekeeping
 from pipeline.training.sim.vocab import powershell, sys32
 
-Workload = Callable[[Session], None]
-WORKLOADS: list[tuple[str, float, Workload]] = []
+WORKLOADS = Workloads()
 """(name, relative weight, generator)."""
-
-
-def workload(name: str, weight: float = 1.0) -> Callable[[Workload], Workload]:
-    """Register a benign workload generator."""
-    def decorate(fn: Workload) -> Workload:
-        WORKLOADS.append((name, weight, fn))
-        return fn
-    return decorate
+workload = WORKLOADS.add
 
 
 def _svc(s: Session, image: str, user: str = "NT AUTHORITY\\SYSTEM") -> Proc:

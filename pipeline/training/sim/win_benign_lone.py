@@ -15,23 +15,14 @@ draws from `win_benign.WORKLOADS` only), so adding them changed no earlier tree.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pipeline.training.sim.builder import Proc
+from pipeline.training.sim.catalog import Workloads
 from pipeline.training.sim.session import Session
 from pipeline.training.sim.vocab import powershell, sys32
 
-Workload = Callable[[Session], None]
-LONE_WORKLOADS: list[tuple[str, float, Workload]] = []
+LONE_WORKLOADS = Workloads()
 """(name, relative weight, generator) of the small benign trees."""
-
-
-def lone_workload(name: str, weight: float = 1.0) -> Callable[[Workload], Workload]:
-    """Register a small benign tree generator."""
-    def decorate(fn: Workload) -> Workload:
-        LONE_WORKLOADS.append((name, weight, fn))
-        return fn
-    return decorate
+lone_workload = LONE_WORKLOADS.add
 
 
 def _shell(s: Session) -> Proc:

@@ -19,28 +19,20 @@ Windows benign entry, whose session has `malicious=False`); each workload starts
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 from pipeline.training.sim.builder import Proc
+from pipeline.training.sim.catalog import Workloads
 from pipeline.training.sim.session import Session
 from pipeline.training.sim.vocab import Rand, powershell, sys32
 from pipeline.training.sim.win_benign_lone import _shell
 from pipeline.training.sim.win_lone2 import _q, _room, _set_value, _tool
 
-Workload = Callable[[Session], None]
-LONE2_WORKLOADS: list[tuple[str, float, Workload]] = []
+LONE2_WORKLOADS = Workloads()
 """(name, relative weight, generator) of the small benign trees of part 2."""
+lone2_workload = LONE2_WORKLOADS.add
 
 SYSTEM = "NT AUTHORITY\\SYSTEM"
-
-
-def lone2_workload(name: str, weight: float = 1.0) -> Callable[[Workload], Workload]:
-    """Register a small benign tree generator of part 2."""
-    def decorate(fn: Workload) -> Workload:
-        LONE2_WORKLOADS.append((name, weight, fn))
-        return fn
-    return decorate
 
 
 # --- parents and vendors -------------------------------------------------------------------------

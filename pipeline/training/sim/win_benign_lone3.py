@@ -13,25 +13,16 @@ drawn together with `win_benign_lone2.LONE2_WORKLOADS` (`simulate.lone_view_corp
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
+from pipeline.training.sim.catalog import Workloads
 from pipeline.training.sim.session import Session
 from pipeline.training.sim.vocab import Rand, sys32
 from pipeline.training.sim.win_benign_lone2 import SYSTEM, _admin, _agent, _installer, _vendor
 from pipeline.training.sim.win_lone2 import _room
 from pipeline.training.sim.win_lone3 import lone_ps
 
-Workload = Callable[[Session], None]
-LONE3_WORKLOADS: list[tuple[str, float, Workload]] = []
+LONE3_WORKLOADS = Workloads()
 """(name, relative weight, generator) of the small benign trees of part 3."""
-
-
-def lone3_workload(name: str, weight: float = 1.0) -> Callable[[Workload], Workload]:
-    """Register a small benign tree generator of part 3."""
-    def decorate(fn: Workload) -> Workload:
-        LONE3_WORKLOADS.append((name, weight, fn))
-        return fn
-    return decorate
+lone3_workload = LONE3_WORKLOADS.add
 
 _INVENTORY = (
     "Get-Service -Name '{svc}' | Select-Object -ExpandProperty Status",
