@@ -13,7 +13,7 @@ attack and benign trees and captured Linux sessions, then measure it on the dev 
 next to it: model.ubj, model.json (version, feature list, classes, thresholds, data summary),
 MODEL_CARD.md, DATA.md and confusion_dev.png. Deterministic for a given --seed (fixed threads).
 Takes several minutes on two cores; --cache reuses the built dataset between runs (a cache built
-by another feature version is built again and replaced). By default a second booster,
+by other code, settings or feature version is built again and replaced). By default a second booster,
 model_lone.ubj, scores the rows that carry process creation alone and show a lone-command
 indicator (pipeline/model/routed.py); --one-view fits a single booster instead.
 """
