@@ -355,6 +355,11 @@ INDICATORS: tuple[Indicator, ...] = (
 _WRITABLE = (r"(\\programdata\\|\\appdata\\|\\users\\public\\|\\windows\\temp\\|\\temp\\|\\perflogs\\"
              r"|\\downloads\\|\\windows\\tasks\\|\\recycler|\\\$recycle\.bin\\)")
 _SET = r"(/d|-value)\s+[\"']?"  # what a value is set to: `reg add ... /d 1`, `Set-ItemProperty ... -Value 1`
+# A file started in the same line (for `fetch_and_run`): by a cmdlet, `start`, after a command separator,
+# or by a script or library host.
+_STARTED = (r"(start-process|invoke-item|\bstart\s+\"?[^\s\"]+\.(exe|bat|cmd|ps1|hta|vbs|js)\b"
+            r"|[;&|]\s*&?\s*[\"']?[^\s;&|\"']+\.(exe|bat|cmd|hta|vbs|js)\b|rundll32|regsvr32|mshta|\bcscript"
+            r"|\bwscript|msiexec)")
 LONE_INDICATORS: tuple[Indicator, ...] = (
     _ind("service_tamper", "a service's recovery command, binary path, DLL or security descriptor changed",
          "T1543.003 T1574.011",
@@ -492,38 +497,35 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
     # Feature version 1.2: remote-shell output, PowerShell that builds what it runs, content fetched and run;
     # read in the command line and in what an -EncodedCommand decodes to (`lone_mask`).
     _ind("remote_shell_output", "an Impacket-style remote shell's command (wmiexec, smbexec, atexec, "
-         "dcomexec): output sent to an admin share's `__output` or `__<timestamp>` file or redirected to a "
-         "loopback admin share, its batch file run quietly from Windows or Windows\\Temp, or output sent to "
-         "a Windows\\Temp file of eight letters",
+         "dcomexec): output sent to an admin share's `__output` or `__<timestamp>` file, its batch file run "
+         "quietly from Windows or Windows\\Temp, or output sent to a Windows\\Temp file of eight letters",
          "T1047 T1021.002 T1569.002 T1053.005",
-         r"\\\\[^\\\s]+\\(admin|c)\$\\__(output\b|\d{9,})|>\s*\\\\(127\.0\.0\.1|localhost)\\(admin|c)\$\\"
+         r"\\\\[^\\\s]+\\(admin|c)\$\\__(output\b|\d{9,})"
          r"|\bcmd(\.exe)?\"?\s+/q\s+/c\s+\"?(%\w+%|[a-z]:\\windows(\\temp)?)\\[^\\\s\"]+\.bat\b"
          r"|>\s*\"?(%windir%|[a-z]:\\windows)\\temp\\\w{8}\.tmp\"?\s+2>&1",
-         needles="__ 127.0.0.1 localhost /q 2>&1"),
+         needles="__ /q 2>&1"),
     _ind("dynamic_invoke", "PowerShell that builds the command it runs: IEX spelled from characters of "
-         "variables ($env:ComSpec[4,15,25], $PSHome[..], $ShellId[..], $VerbosePreference) or character "
-         "codes ([char]105+[char]101+[char]120, [char[]](73,69,88)), or decoded text piped into a "
-         "computed command `| .( )` / `| &( )`",
+         "variables ($env:ComSpec[4,15,25], $PSHome[..], $ShellId[..], $VerbosePreference) or from character "
+         "codes ([char]105+[char]101+[char]120, [char[]](73,69,88)), or decoded text piped into a computed "
+         "command `| .( )` / `| &( )`",
          "T1027.010 T1059.001",
-         r"\$env:(comspec|public)\s*\[\s*-?\d+\s*[,\]]|\$pshome\s*\[\s*-?\d+|\$shellid\s*\[\s*-?\d+"
+         r"\$\{?env:(comspec|public)\}?\s*\[\s*-?\d+\s*[,\]]|\$pshome\s*\[\s*-?\d+|\$shellid\s*\[\s*-?\d+"
          r"|verbosepreference(\.tostring\(\s*\))?(\s*\))?\s*\[\s*\d+\s*,|\*mdr\*"
          r"|\|\s*[.&]\s*\(\s*(\$|\(|'|\")"
-         r"|\[char\]\s*(73|105)\s*\+\s*\[char\]\s*(69|101)\s*\+\s*\[char\]\s*(88|120)\b"
-         r"|\[char\[\]\]\s*\(\s*\d+\s*,\s*\d+\s*,",
+         r"|\[char\]\s*(73|105|0x49|0x69)\s*\+\s*\[char\]\s*(69|101|0x45|0x65)\s*\+\s*\[char\]\s*(88|120|0x58|0x78)\b"
+         r"|\[char\[\]\]\s*@?\(\s*(73|105)\s*,\s*(69|101)\s*,\s*(88|120)\s*\)",
          needles="comspec public pshome shellid verbosepreference *mdr* | [char] [char[]]"),
     _ind("fetch_and_run", "content downloaded and run in one command: a download cradle fed to IEX, or a "
-         "file fetched and then started",
+         "file fetched (WebClient, -OutFile, bitsadmin, certutil, BITS, curl or wget -o) and then started",
          "T1059.001 T1105 T1204.002",
          r"^(?=.*(\biex\b|invoke-expression))(?=.*(downloadstring|downloaddata|net\.webclient|invoke-webrequest"
          r"|\biwr\b|invoke-restmethod|\birm\b|\bcurl\b|\bwget\b|webrequest\]::create|msxml2\.xmlhttp"
          r"|winhttp\.winhttprequest))"
-         r"|^(?=.*(downloadfile|-outfile\b|/transfer\b|-urlcache\b|start-bitstransfer"
-         r"|\s-o\s+[^\s;&|]+\.(exe|dll|bat|cmd|ps1|hta|vbs|js|msi|scr)\b))"
-         r"(?=.*(start-process|invoke-item|\bstart\s+\"?[^\s\"]+\.(exe|bat|cmd|ps1|hta|vbs|js)\b"
-         r"|[;&|]\s*&?\s*[\"']?([a-z]:\\|%\w+%\\|\$env:\w+\\|\.\\)[^\s;&|\"']+\.(exe|bat|cmd|hta|vbs|js)\b"
-         r"|rundll32|regsvr32|mshta|\bcscript|\bwscript|msiexec))",
+         r"|^(?=.*(downloadfile|-outfile\b|/transfer\b|-urlcache\b|start-bitstransfer))(?=.*" + _STARTED + ")"
+         r"|^(?=.*\b(curl|wget)\b)(?=.*\s(-o|--output)\s+[^\s;&|]+\.(exe|dll|bat|cmd|ps1|hta|vbs|js|msi|scr)\b)"
+         r"(?=.*" + _STARTED + ")",
          needles=(
-             "iex invoke-expression downloadfile -outfile /transfer -urlcache start-bitstransfer -o"
+             "iex invoke-expression downloadfile -outfile /transfer -urlcache start-bitstransfer curl wget"
          )),
 )
 # fmt: on
@@ -572,36 +574,42 @@ def _lone_mask(text: str) -> int:
     return _mask_of(text, _LONE_INDEXED)
 
 
-# PowerShell takes a parameter after `-`, `/` or a typographic dash (U+2013-U+2015), doubled or not, and
-# any prefix of -EncodedCommand (or -ec). ASCII-only: under IGNORECASE `[a-z]` would also take the
-# Kelvin sign and the long s, which base64 refuses.
+# PowerShell takes a parameter after `-`, `/` or a typographic dash (U+2013-U+2015), then optionally a
+# second dash of any of those kinds, and any prefix of -EncodedCommand (or -ec); the argument may be
+# quoted, with white space inside (base64 decoding skips it). ASCII-only: under IGNORECASE `[a-z]` would
+# also take the Kelvin sign and the long s, which base64 refuses.
 _ENCODED_ARG = re.compile(
-    r"(?:^|[\s\"'])[-/\u2013\u2014\u2015]-?(e[a-z]*)\s+[\"']?([a-z0-9+/]{16,}=*)", re.IGNORECASE | re.ASCII
+    r"(?:^|[\s\"'])[-/\u2013\u2014\u2015][-\u2013\u2014\u2015]?(e[a-z]*)\s+"
+    r"(?:\"([a-z0-9+/=\s]{16,})\"|'([a-z0-9+/=\s]{16,})'|([a-z0-9+/]{16,}=*))",
+    re.IGNORECASE | re.ASCII,
 )
 _ENCODED_MAX = 65536  # base64 characters decoded per argument: a script, not a payload's bulk
 _DECODED_MAX = 262144  # decoded characters kept per text, all arguments and levels together
 
 
-def encoded_text(text: str, depth: int = 2) -> str:
+def encoded_text(text: str, depth: int = 3) -> str:
     """What the PowerShell `-EncodedCommand` arguments of `text` (any of its abbreviations: -e, -ec,
     -en, -enc, ...) decode to, UTF-16LE as PowerShell reads them, one per line; '' when there is none.
     An encoded command that itself starts one is decoded again, up to `depth` levels. Every argument is
-    decoded (the arguments do not overlap, so a hostile line costs time linear in its length), each up
-    to `_ENCODED_MAX` characters and `_DECODED_MAX` characters in all. Bytes that are not a script
-    decode to characters no indicator matches."""
+    tried (the arguments do not overlap, so a hostile line costs time linear in its length), each up to
+    `_ENCODED_MAX` characters and `_DECODED_MAX` decoded characters in all; what does not decode to text
+    (at least half of it printable ASCII: another program's `-e` flag, a binary payload) is left out."""
     out: list[str] = []
     kept = 0
     for found in _ENCODED_ARG.finditer(text):
         flag = found.group(1).lower()
         if flag != "ec" and not "encodedcommand".startswith(flag):
             continue
-        payload = found.group(2).rstrip("=")[:_ENCODED_MAX]
+        argument = found.group(2) or found.group(3) or found.group(4)
+        payload = "".join(argument.split()).rstrip("=")[:_ENCODED_MAX]
         payload = payload[: len(payload) - (len(payload) % 4 == 1)]  # one spare character never decodes
         try:
             raw = base64.b64decode(payload + "=" * (-len(payload) % 4))
-        except (ValueError, binascii.Error):  # pragma: no cover - the pattern admits base64 only
+        except (ValueError, binascii.Error):  # "=" inside a quoted argument
             continue
         decoded = raw[: len(raw) - len(raw) % 2].decode("utf-16-le", errors="replace")[: _DECODED_MAX - kept]
+        if not decoded or 2 * sum(" " <= c <= "~" or c in "\r\n\t" for c in decoded) < len(decoded):
+            continue
         out.append(decoded)
         kept += len(decoded)
         if depth > 1 and kept < _DECODED_MAX:

@@ -21,6 +21,9 @@ import gzip
 import hashlib
 import json
 import logging
+import os
+import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -266,37 +269,52 @@ def _assemble(blocks: list[tuple[SourceInfo, RowBlock]], reports: list[Recording
 
 def save_dataset(data: Dataset, path: Path, fingerprint: str = "") -> None:
     """Cache a built dataset (rows as .npz, sources and reports as JSON beside it), with the
-    `fingerprint` of what built it (`cache_fingerprint`)."""
-    np.savez_compressed(
-        path.with_suffix(".npz"),
-        matrix=data.matrix,
-        labels=data.labels,
-        weights=data.weights,
-        source_index=data.source_index,
-        trees=data.trees,
-        keys=data.keys,
-    )
+    `fingerprint` of what built it (`cache_fingerprint`). Each file is written beside its name and then
+    moved into place, so an interrupted save leaves no half-written cache."""
+    rows, meta_path = path.with_suffix(".npz"), path.with_suffix(".json")
+    with open(rows.with_suffix(".npz.partial"), "wb") as out:
+        np.savez_compressed(
+            out,
+            matrix=data.matrix,
+            labels=data.labels,
+            weights=data.weights,
+            source_index=data.source_index,
+            trees=data.trees,
+            keys=data.keys,
+        )
     meta = {
         "feature_version": FEATURE_VERSION,
         "fingerprint": fingerprint,
         "sources": [asdict(s) for s in data.sources],
         "reports": [{**asdict(r), "trees": dict(r.trees)} for r in data.reports],
     }
-    path.with_suffix(".json").write_text(json.dumps(meta), encoding="utf-8")
+    meta_path.with_suffix(".json.partial").write_text(json.dumps(meta), encoding="utf-8")
+    os.replace(rows.with_suffix(".npz.partial"), rows)
+    os.replace(meta_path.with_suffix(".json.partial"), meta_path)
 
 
+_ARRAYS = ("matrix", "labels", "weights", "source_index", "trees", "keys")
 _CODE_ROOT = Path(__file__).resolve().parents[2]
 _CODE = ("pipeline", "schemas", "agents")  # what turns recordings and simulations into rows
 
 
 def cache_fingerprint(config: DataConfig) -> str:
-    """SHA-256 of the data configuration and of every Python and C source of the packages that build
-    the rows: a cache built by other code or settings is stale even at the same feature version, such
-    as one built before a simulation module was added (any source edit rebuilds: a few minutes)."""
+    """SHA-256 of what builds the rows: the data configuration, the name, size and modification time of
+    every file of its recordings and captures, and every Python and C source of the packages that turn
+    them into rows. A cache built by other code, settings or data is stale even at the same feature
+    version, such as one built before a simulation module was added (any source edit rebuilds: a few
+    minutes)."""
     digest = hashlib.sha256(repr(config).encode())
+    for folder in (config.otrf_root, config.captures):
+        if folder is not None and folder.is_dir():
+            for item in sorted(folder.rglob("*")):
+                if item.is_file():
+                    stat = item.stat()
+                    name = item.relative_to(folder).as_posix()
+                    digest.update(f"{name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     for package in _CODE:
         for source in sorted((_CODE_ROOT / package).rglob("*")):
-            if source.suffix in (".py", ".c", ".h"):
+            if source.suffix in (".py", ".c", ".h") and source.is_file():
                 digest.update(source.relative_to(_CODE_ROOT).as_posix().encode())
                 digest.update(source.read_bytes())
     return digest.hexdigest()
@@ -312,10 +330,11 @@ def load_dataset(path: Path, fingerprint: str | None = None) -> Dataset:
     (a cache written before the version was recorded is judged by its column count), when `fingerprint`
     is given and differs from the one it was saved with, or when a part is missing or unreadable."""
     try:
-        arrays = np.load(path.with_suffix(".npz"))
+        with np.load(path.with_suffix(".npz")) as stored:
+            arrays = {name: stored[name] for name in _ARRAYS}
         meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         columns = arrays["matrix"].shape[1]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise StaleCache(f"{path}: cannot be read whole ({exc})") from exc
     version = meta.get("feature_version")
     if version not in (None, FEATURE_VERSION) or columns != N_FEATURES:
@@ -324,7 +343,7 @@ def load_dataset(path: Path, fingerprint: str | None = None) -> Dataset:
             f"this code computes version {FEATURE_VERSION}, {N_FEATURES} columns"
         )
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
-        raise StaleCache(f"{path} was built by other code or settings than these (its fingerprint differs)")
+        raise StaleCache(f"{path} was built by other code, settings or data (its fingerprint differs)")
     reports = [RecordingReport(**{**r, "trees": Counter(r["trees"])}) for r in meta["reports"]]
     return Dataset(
         arrays["matrix"],

@@ -61,15 +61,16 @@ class RunConfig:
 
 def dataset(config: RunConfig) -> Dataset:
     """The dataset: from the cache when it exists, else built (and cached when a cache path is given)."""
+    fingerprint = cache_fingerprint(config.data) if config.cache is not None else ""
     if config.cache is not None and config.cache.with_suffix(".npz").is_file():
         log.info("loading cached dataset %s", config.cache)
         try:
-            return load_dataset(config.cache, cache_fingerprint(config.data))
+            return load_dataset(config.cache, fingerprint)
         except StaleCache as stale:
             log.warning("%s: building the dataset again and replacing the cache", stale)
     data = build_dataset(config.data)
     if config.cache is not None:
-        save_dataset(data, config.cache, cache_fingerprint(config.data))
+        save_dataset(data, config.cache, fingerprint)
     return data
 
 

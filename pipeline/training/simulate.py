@@ -74,9 +74,11 @@ class SimConfig:
     lone_benign_trees: int = 1_500
     """Small benign Windows trees (`win_benign_lone`): everyday uses of the lone-command attacks' tools."""
     lone_view_attacks_per_technique: int = 100
-    """Trees per `win_lone2` technique (times its weight): lone commands for the process-creation view."""
+    """Trees per `win_lone2`/`win_lone3` technique (times its weight): lone commands for the
+    process-creation view."""
     lone_view_benign_trees: int = 20_000
-    """Small benign Windows trees of `win_benign_lone2`: the same tools' everyday uses."""
+    """Small benign Windows trees of `win_benign_lone2` and `win_benign_lone3`: the same tools' everyday
+    uses."""
 
 
 def techniques() -> tuple[Technique, ...]:

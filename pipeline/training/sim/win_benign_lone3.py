@@ -7,8 +7,7 @@ and RMM agents start `powershell -NoProfile -NonInteractive -ExecutionPolicy Byp
 with inventory scripts, and fetch their own updates with `Invoke-WebRequest -OutFile` followed by
 `Start-Process msiexec`; documented installers of Chocolatey, Scoop, the .NET SDK and the Azure CLI are
 download-and-run one-liners; admins generate passwords with `[char]` and `-join`. `LONE3_WORKLOADS` is
-drawn together with `win_benign_lone2.LONE2_WORKLOADS` (`simulate.lone_view_corpus`). Registered in
-`win_benign_lone2.LONE2_WORKLOADS`, so they are drawn with the other lone-command look-alikes.
+drawn together with `win_benign_lone2.LONE2_WORKLOADS` (`simulate.lone_view_corpus`).
 """
 
 from __future__ import annotations
