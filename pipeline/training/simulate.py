@@ -44,7 +44,7 @@ from pipeline.training.sim import (
     win_lone3,
 )
 from pipeline.training.sim.builder import SimTree, TreeBuilder
-from pipeline.training.sim.catalog import Technique
+from pipeline.training.sim.catalog import Technique, Workload
 from pipeline.training.sim.session import LINUX_ENTRIES, WIN_ENTRIES, Session
 from pipeline.training.sim.session import linux_benign as linux_benign_entry
 from pipeline.training.sim.session import win_benign as win_benign_entry
@@ -53,7 +53,6 @@ from schemas.events import BehaviorEvent, Platform, ProcessStart
 
 _PROCESS_KINDS = frozenset({"process_start", "process_end"})
 _LIGHT_DROP = frozenset({"image_load", "process_access"})
-Workload = Callable[[Session], None]
 EXTRA_WORKLOAD_MODULES = (win_benign_diag,)
 """Modules that register more workloads into `win_benign.WORKLOADS` when imported."""
 
@@ -267,7 +266,7 @@ def lone_view_techniques() -> tuple[Technique, ...]:
     return (*win_lone2.REG.items, *win_lone3.REG.items)
 
 
-def lone_view_workloads() -> list[tuple[str, float, Callable[[Session], None]]]:
+def lone_view_workloads() -> list[tuple[str, float, Workload]]:
     """The lone-command simulations' benign look-alikes (`win_benign_lone2`, then `win_benign_lone3`)."""
     return [*win_benign_lone2.LONE2_WORKLOADS, *win_benign_lone3.LONE3_WORKLOADS]
 
