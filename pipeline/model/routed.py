@@ -17,8 +17,9 @@ image, a password typed on the line, a remote shell's output redirection, a down
 Other process-only rows (a lone `whoami`, a Linux build step) stay with the full booster, which scored
 them well before: the lone booster is a specialist for what the full one cannot see, calibrated on its
 own rows (its thresholds may be lower than the full booster's: no floors since feature version 1.1,
-weaknesses.py). That is exactly what the lone booster was trained on (`pipeline.training.train.fit_views` selects rows by the same function,
-`lone_rows`), so training, the stream and hunting route alike, with no state kept per device.
+weaknesses.py). That is exactly what the lone booster was trained on (`pipeline.training.train.fit_views`
+selects rows by the same function, `lone_rows`), so training, the stream and hunting route alike, with no
+state kept per device.
 """
 
 from __future__ import annotations
