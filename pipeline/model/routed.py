@@ -14,12 +14,13 @@ process and its subtree (`TELEMETRY_FEATURES`), and it goes to the lone booster 
 own or its nearest ancestors' command line shows one of the lone-command indicators of feature
 versions 1.1 and 1.2 (`LONE_FEATURES`: a service's recovery command changed, a debugger set for another
 image, a password typed on the line, a remote shell's output redirection, a download fed to IEX, ...).
-Other process-only rows (a lone `whoami`, a Linux build step) stay with the full booster, which scored
-them well before: the lone booster is a specialist for what the full one cannot see, calibrated on its
-own rows (its thresholds may be lower than the full booster's: no floors since feature version 1.1,
-weaknesses.py). That is exactly what the lone booster was trained on (`pipeline.training.train.fit_views`
-selects rows by the same function, `lone_rows`), so training, the stream and hunting route alike, with no
-state kept per device.
+Other process-only rows (a lone `whoami`, a Linux build step, an admin's remote query) stay with the full
+booster, which also learns from the lone-command simulations' benign rows routed to it, admins'
+look-alikes among them (`pipeline.training.train.full_view_rows`): the lone booster is a specialist for
+what the full one cannot see, calibrated on its own rows (its thresholds may be lower than the full
+booster's: no floors since feature version 1.1, weaknesses.py). That is exactly what the lone booster was
+trained on (`pipeline.training.train.fit_views` selects rows by the same function, `lone_rows`), so
+training, the stream and hunting route alike, with no state kept per device.
 """
 
 from __future__ import annotations

@@ -194,14 +194,15 @@ def _catalogue(sim: SimConfig) -> str:
 
 
 def _lone_view_catalogue(sim: SimConfig) -> str:
-    """The lone-command simulations (origin `sim-lone`): the process-creation booster's data only."""
+    """The lone-command simulations (origin `sim-lone`): the lone booster's data, and benign rows of the
+    full booster's (`pipeline.training.train.full_view_rows`)."""
     lone, workloads = lone_view_techniques(), lone_view_workloads()
     by: dict[str, list[str]] = {}
     for t in lone:
         by.setdefault(t.tactic, []).append(t.attack_id)
     weighted = ", ".join(f"{t.generate.__name__} x{t.weight}" for t in lone if t.weight != 1) or "none"
     lines = [
-        "## Lone-command simulations (the process-creation booster's data only)",
+        "## Lone-command simulations (the lone booster's data; their benign rows also the full booster's)",
         "",
         f"{len(lone)} Windows generators (`pipeline/training/sim/win_lone2.py`, `win_lone3.py`), "
         f"{sim.lone_view_attacks_per_technique} trees each ({weighted} weighted), and "
@@ -209,8 +210,9 @@ def _lone_view_catalogue(sim: SimConfig) -> str:
         "tools "
         "for ordinary reasons (`win_benign_lone2.py`, `win_benign_lone3.py`: "
         f"{', '.join(name for name, _, _ in workloads)}); same views and noise as the other "
-        "simulated trees. Origin `sim-lone`: the full booster never sees them; the lone booster learns "
-        "from their process-only rows that show a lone-command indicator (`pipeline/model/routed.py`).",
+        "simulated trees. Origin `sim-lone`: the lone booster learns from their process-only rows that "
+        "show a lone-command indicator (`pipeline/model/routed.py`); the full booster from their other "
+        "benign rows, never from their attacks (`pipeline.training.train.full_view_rows`).",
         "",
         "| tactic | Windows technique ids |",
         "|---|---|",
@@ -273,12 +275,13 @@ def _lone_method(lone: LoneBooster | None) -> str:
   download fed to IEX, IEX spelled from characters of variables, ...; read also in what an
   -EncodedCommand decodes to) is scored by a second booster, `model_lone.ubj`
   (`pipeline/model/routed.py`). Every other row is scored by the booster above, which is fitted on
-  feature version 1.0's columns of every source but the lone-command simulations: it is the 1.0
-  model's booster, tree for tree. The second booster has the same parameters and weighting, and is
-  trained, stopped early and calibrated (the same budget rule) on its {lone.rows} training and
-  calibration rows alone, with all the columns; {lone.best_iteration + 1} rounds; thresholds:
-  {thresholds}. One booster for both views had to trade lab recall for lone commands (Known
-  weaknesses).
+  feature version 1.0's columns of every source but the lone-command simulations, plus those
+  simulations' benign rows that the stream routes to it: administrators' and agents' look-alikes
+  that show no lone-command indicator, and benign noise (`pipeline.training.train.full_view_rows`).
+  The second booster has the same parameters and weighting, and is trained, stopped early and
+  calibrated (the same budget rule) on its {lone.rows} training and calibration rows alone, with all
+  the columns; {lone.best_iteration + 1} rounds; thresholds: {thresholds}. One booster for both
+  views had to trade lab recall for lone commands (Known weaknesses).
 """
 
 

@@ -54,8 +54,8 @@ CAPTURE_DIR = Path(__file__).resolve().parent.parent / "model" / "data"
 PROCESS_VIEW = "otrf-proc"
 """Origin of a recording's process-creation-only view (see the module docstring)."""
 LONE_VIEW = "sim-lone"
-"""Origin of the simulated lone commands that train only the process-creation view's booster
-(`pipeline.training.simulate.lone_view_corpus`, `pipeline.training.train.fit_views`)."""
+"""Origin of the simulated lone commands and their look-alikes: the lone booster's data, and benign rows
+of the full booster's (`pipeline.training.simulate.lone_view_corpus`, `pipeline.training.train.fit_views`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +200,7 @@ def sim_blocks(
     config: SimConfig, only_split: str | None = None, *, lone_view: bool = False
 ) -> Iterator[tuple[SourceInfo, RowBlock]]:
     """Rows of every simulated tree (of one split, when given); with `lone_view`, of the lone commands
-    that train the process-creation view's booster only (origin `LONE_VIEW`)."""
+    and their look-alikes (origin `LONE_VIEW`, `pipeline.training.train.fit_views`)."""
     keep = None if only_split is None else (lambda tree_id: hashed_split(tree_id) == only_split)
     corpus = lone_view_corpus(config, keep) if lone_view else simulate_corpus(config, keep)
     for number, tree in enumerate(corpus, start=1):

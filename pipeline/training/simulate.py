@@ -275,9 +275,9 @@ def lone_view_corpus(
     config: SimConfig = SimConfig(), keep: Callable[[str], bool] | None = None
 ) -> Iterator[SimTree]:
     """Lone commands (`win_lone2`, `win_lone3`) and their benign look-alikes (`win_benign_lone2`,
-    `win_benign_lone3`): small trees for the process-creation view's booster only
-    (`pipeline.training.train.fit_views`). Drawn after every other simulated tree and from their own
-    generators, so no other tree changed."""
+    `win_benign_lone3`): small trees for the lone booster, whose benign rows the full booster also learns
+    from when the stream routes them to it (`pipeline.training.train.fit_views`). Drawn after every other
+    simulated tree and from their own generators, so no other tree changed."""
     yield from _attack_corpus(lone_view_techniques(), config.lone_view_attacks_per_technique, config, keep)
     workloads, trees = lone_view_workloads(), config.lone_view_benign_trees
     yield from _workload_corpus(Platform.WINDOWS, workloads, trees, config, keep)

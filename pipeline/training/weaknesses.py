@@ -30,6 +30,38 @@ WEAKNESSES = """## Known weaknesses
   ~6,000 benign trees, so the dev rate scatters around the target, and the charge pushes Persistence and
   `generic` near 1.0: lone account creations and Generic-only detections are what this model gives up for
   its false-alert budget.
+- **What 1.2's second recipe changed, and what was looked at to change it** (`ringfence-xgb-1.2-ce833de4bc`,
+  after `ringfence-xgb-1.2-37ea9aae5d`; same features, same data). The first booster is now also fitted on
+  the lone-command simulations' benign rows that the stream routes to it (`train.full_view_rows`): admins'
+  and agents' look-alikes that show no lone-command indicator (remote queries, Defender, firewall and
+  service administration, SSH tunnels, vendor registry settings) and the ordinary benign noise interleaved
+  into those trees; it had never seen them. Their attack rows stay out, even those the stream routes to it.
+  It is no longer 1.0's booster tree for tree (120 rounds, the cap; thresholds calibrated by the same rule
+  on the calibration rows of its own training set). **Looked at:** which dev trees 37ea9aae5d alerted on:
+  221 of the lone-command simulations' 222 false alerts came from the first booster (remote admin queries 54
+  of 184 trees, Defender administration 46 of 224, SSH tunnels 35 of 111, ...). The same idea had been tried
+  on 1.1 (the hard negatives of the 1.1 bullet below) and not kept for its 1.33 per 1,000 outside the new
+  set. Measured on the same sources, 37ea9aae5d then ce833de4bc: **all dev benign trees 15.51 then 1.09
+  false alerts per 1,000** (228 then 16 of 14,700 trees); the lone-command simulations' benign trees 28.06
+  then 1.01 (222 then 8 of 7,911); dev trees outside those simulations 0.88 then **1.18** (6 then 8 of
+  6,789). Both 1.09 and 1.18 are **over the budget** of 1 per 1,000, by one to two trees. Attack trees
+  detected: all dev 1,791 then **1,654** of 2,911 (outside the lone-command simulations 1,053 then 1,020 of
+  1,592, recall falling most for Discovery 0.27 to 0.18, CredentialAccess 0.69 to 0.57 and CommandAndControl
+  0.63 to 0.54; inside 738 then 634 of 1,319). Held-out labs 95 % / 79 % then **89 % / 74 %** (0 of 252,
+  then 0 of 251 benign trees; the ProxyLogon recording, alerted before as DefenseEvasion, is missed; two
+  LSASS-dump campaigns are named Collection and Execution, no longer CredentialAccess; a registry change
+  that hides command lines is now named DefenseEvasion first). .evtx 100 % / 100 % both; probes 55 % / 51 %
+  then 53 % / 49 % (0 of 30 benign probes both). Chosen although over the budget, because the budget is a
+  rate over benign trees, all of them: 15.51 per 1,000 over the whole dev set is fourteen times the target,
+  a fleet's admins type these commands, and in block mode each false alert kills an admin's tool. **Tried
+  and not kept**, on the same cached data: the look-alikes in the first booster's calibration only (its
+  trees unchanged): dev 0.75 per 1,000 everywhere, but thresholds of 0.97-1.00 on six tactics and held-out
+  labs 53 % / 5 %; the recipe with 400 rounds allowed (early stopping never stopped it): dev 1.22 everywhere
+  and 1.62 outside the simulations, labs 89 % / 74 %, probes 56 % / 51 %; the look-alikes added on top of
+  the other benign rows' weight (benign share 0.652 instead of 0.5, so that the rows of before keep their
+  weight): dev 1.36 and 1.62, labs 95 % / **53 %**; every row the stream routes to the first booster, the
+  simulations' attack rows too: dev 1.50 and 1.03, labs **63 % / 32 %**, .evtx 100 % / 83 %. The recipe was
+  chosen among these five on the dev numbers above, so they are optimistic for it.
 - **What feature version 1.2 changed, and what was looked at to change it** (`ringfence-xgb-1.2-37ea9aae5d`,
   after `ringfence-xgb-1.1-c7936bbe8a`). Three more lone-command indicators: `remote_shell_output` (an
   Impacket-style remote shell's command: its `__output` or `__<timestamp>` file on an admin share, its batch

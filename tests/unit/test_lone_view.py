@@ -1,5 +1,6 @@
 """Feature versions 1.1 and 1.2: lone-command indicators for the process-creation view, and the
-two-view recipe that keeps the full view's booster on 1.0's columns and rows."""
+two-view recipe that keeps the full view's booster on 1.0's columns, 1.0's rows and the lone-command
+simulations' benign rows routed to it."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from pipeline.training.dataset import (
 )
 from pipeline.training.simulate import SimConfig, lone_view_corpus, lone_view_techniques, lone_view_workloads
 from pipeline.training.split import CALIB, TRAIN
-from pipeline.training.train import TrainConfig, fit, fit_views, predict, widen
+from pipeline.training.train import TrainConfig, fit, fit_views, full_view_rows, predict, widen
 from pipeline.tree import DeviceForest
 
 COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -401,19 +402,50 @@ def test_a_widened_booster_scores_every_row_as_it_did_on_its_own_columns(tiny: D
     assert not contributions[:, N_BASE_FEATURES:-1].any()  # never split on a lone column
 
 
-def test_the_full_booster_never_sees_the_lone_view_simulations_or_the_lone_columns(tiny: Dataset) -> None:
+def test_the_full_booster_learns_the_lone_view_look_alikes_it_scores_never_their_attacks(
+    tiny: Dataset,
+) -> None:
     lone_view = np.array([s.origin == LONE_VIEW for s in tiny.sources])[tiny.source_index]
     assert lone_view.any() and not lone_view.all()
+    only = lone_rows(tiny.matrix)
+    benign = tiny.labels == "Benign"
+    rows = full_view_rows(tiny, only)
+    # Every row outside the lone-command simulations; of theirs, only the benign rows the stream routes
+    # to the full booster: none of their attacks, none the lone booster scores.
+    assert rows[~lone_view].all()
+    assert (rows & lone_view & benign & ~only).any()
+    assert not (rows & lone_view & ~benign).any() and not (rows & lone_view & only).any()
+    assert np.array_equal(rows[lone_view], (benign & ~only)[lone_view])
     views = fit_views(tiny, TINY)
-    reference = fit(tiny, TINY, ~lone_view, columns=N_BASE_FEATURES)
+    reference = fit(tiny, TINY, ~lone_view | (benign & ~only), columns=N_BASE_FEATURES)
     assert np.array_equal(predict(views.full.booster, tiny.matrix), predict(reference.booster, tiny.matrix))
     assert views.full.thresholds == reference.thresholds
+    without = fit(tiny, TINY, ~lone_view, columns=N_BASE_FEATURES)  # the recipe up to 37ea9aae5d
+    assert not np.array_equal(predict(views.full.booster, tiny.matrix), predict(without.booster, tiny.matrix))
     shuffled = tiny.matrix.copy()
     shuffled[:, N_BASE_FEATURES:] = 1.0 - shuffled[:, N_BASE_FEATURES:]
     assert np.array_equal(predict(views.full.booster, shuffled), predict(views.full.booster, tiny.matrix))
-    only = lone_rows(tiny.matrix)
     assert views.lone_rows == int((only & (tiny.split_mask(TRAIN) | tiny.split_mask(CALIB))).sum())
     assert (only & lone_view).any()  # the lone booster learns from them
+
+
+def test_without_lone_command_simulations_the_full_booster_keeps_every_row(tiny: Dataset) -> None:
+    renamed = [dataclasses.replace(s, origin="sim") if s.origin == LONE_VIEW else s for s in tiny.sources]
+    others = dataclasses.replace(tiny, sources=renamed)
+    only = lone_rows(tiny.matrix)
+    assert only.any() and full_view_rows(others, only).all()
+    empty = dataclasses.replace(
+        tiny,
+        matrix=tiny.matrix[:0],
+        labels=tiny.labels[:0],
+        weights=tiny.weights[:0],
+        source_index=tiny.source_index[:0],
+        trees=tiny.trees[:0],
+        keys=tiny.keys[:0],
+        sources=[],
+    )
+    rows = full_view_rows(empty, only[:0])
+    assert rows.dtype == np.bool_ and rows.shape == (0,)
 
 
 HOSTILE_WORDS = [

@@ -25,9 +25,9 @@ from pipeline.scoring import (
     model_classify,
 )
 from pipeline.training.artifact import model_version, write_model
-from pipeline.training.dataset import LONE_VIEW, DataConfig, Dataset, build_dataset
+from pipeline.training.dataset import DataConfig, Dataset, build_dataset
 from pipeline.training.simulate import SimConfig
-from pipeline.training.train import TrainConfig, calibrate, fit, fit_views, predict
+from pipeline.training.train import TrainConfig, calibrate, fit, fit_views, full_view_rows, predict
 
 COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 TINY = TrainConfig(rounds=6, early_stopping_rounds=3, max_depth=3)
@@ -175,8 +175,7 @@ def test_the_lone_booster_learns_from_its_rows_alone(tiny: Dataset) -> None:
     only = lone_rows(tiny.matrix)
     assert 0 < only.sum() < len(only)  # the simulated views give both kinds of rows
     views = fit_views(tiny, TINY)
-    lone_view = np.array([s.origin == LONE_VIEW for s in tiny.sources])[tiny.source_index]
-    full = fit(tiny, TINY, ~lone_view, columns=N_BASE_FEATURES)
+    full = fit(tiny, TINY, full_view_rows(tiny, only), columns=N_BASE_FEATURES)
     assert np.array_equal(predict(views.full.booster, tiny.matrix), predict(full.booster, tiny.matrix))
     lone_only = fit(tiny, TINY, only)
     assert np.array_equal(
