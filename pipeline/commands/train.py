@@ -43,9 +43,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--cache", type=Path, default=None, help="dataset cache path (built once, then reused)"
     )
     parser.add_argument(
-        "--attacks-per-technique", type=int, default=None, help="simulated trees per generator"
+        "--attacks-per-technique",
+        type=int,
+        default=None,
+        help="simulated attack trees per generator of the main simulation (default 60)",
     )
-    parser.add_argument("--benign-trees", type=int, default=None, help="simulated benign trees")
+    parser.add_argument(
+        "--benign-trees",
+        type=int,
+        default=None,
+        help="simulated benign trees of the main simulation (default 12000)",
+    )
+    parser.add_argument(
+        "--lone-attacks-per-technique",
+        type=int,
+        default=None,
+        help="trees per generator of the lone-command simulations (win_lone2, win_lone3; default 100, "
+        "times each generator's weight)",
+    )
+    parser.add_argument(
+        "--lone-benign-trees",
+        type=int,
+        default=None,
+        help="benign look-alike trees of the lone-command simulations (win_benign_lone2, "
+        "win_benign_lone3; default 20000)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="XGBoost threads (part of determinism)")
     parser.add_argument(
         "--no-recordings", action="store_true", help="skip the recording-level hunt evaluation"
@@ -57,6 +79,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "lone-command indicator (model_lone.ubj, pipeline/model/routed.py); not the committed recipe",
     )
     parser.set_defaults(func=_run)
+
+
+_SIM_COUNTS = (
+    ("attacks_per_technique", "attacks_per_technique"),
+    ("benign_trees", "benign_trees"),
+    ("lone_attacks_per_technique", "lone_view_attacks_per_technique"),
+    ("lone_benign_trees", "lone_view_benign_trees"),
+)
+"""(option's argparse name, `SimConfig` field) of every simulated-tree count the command sets."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -71,10 +102,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise CliError("--threads must be at least 1")
     sim = SimConfig(seed=args.seed)
-    if args.attacks_per_technique is not None:
-        sim = replace(sim, attacks_per_technique=args.attacks_per_technique)
-    if args.benign_trees is not None:
-        sim = replace(sim, benign_trees=args.benign_trees)
+    for flag, field in _SIM_COUNTS:
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if value < 0:
+            raise CliError(f"--{flag.replace('_', '-')} must be 0 or more, not {value}")
+        sim = replace(sim, **{field: value})
     otrf = args.otrf or DEFAULT_OTRF
     if args.otrf is not None and not otrf.is_dir():
         raise CliError(f"no OTRF folder at {otrf}")
