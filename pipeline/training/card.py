@@ -271,8 +271,8 @@ def _lone_method(lone: LoneBooster | None) -> str:
   ancestors' command line shows one of the lone-command indicators of feature versions 1.1 and 1.2
   (`LONE_INDICATORS` in `pipeline/indicators.py`: a service's recovery command or binary path changed,
   a debugger set for another image, Defender or LSA protection switched off by value, a password on
-  the command line, a session hijacked, a remote shell's output sent to a loopback admin share, a
-  download fed to IEX, IEX spelled from characters of variables, ...; read also in what an
+  the command line, a session hijacked, a remote shell's output sent to an admin share's `__output`
+  file, a download fed to IEX, IEX spelled from characters of variables, ...; read also in what an
   -EncodedCommand decodes to) is scored by a second booster, `model_lone.ubj`
   (`pipeline/model/routed.py`). Every other row is scored by the booster above, which is fitted on
   feature version 1.0's columns of every source but the lone-command simulations, plus those
