@@ -192,6 +192,7 @@ class _Timed:
         self.consumer, self.records = consumer, records
         self.worker: BatchWorker | None = None
         self.started = 0.0
+        self.started_cpu = 0.0  # this thread's CPU time at the first record (`main_thread_busy`)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.consumer, name)
@@ -202,13 +203,14 @@ class _Timed:
             self.worker.request_stop()
         batch = await self.consumer.getmany(**kwargs)
         if batch and not self.started:
-            self.started = time.perf_counter()
+            self.started, self.started_cpu = time.perf_counter(), time.thread_time()
         return batch
 
 
-async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> tuple[float, BatchWorker]:
+async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> WorkerRate:
     """The whole worker path in this process (decode, tree, features, batched score, policy, signed
-    outputs, state at commit points, commits): (events/s first record to last, the worker)."""
+    outputs, state at commit points, commits), timed from the first record to the end of the last
+    checkpoint."""
     from pipeline.worker_runtime import load_signing_key
 
     await prepare_state_topic(
@@ -250,14 +252,26 @@ async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> t
     previous = tune_gc()  # as `ringfence worker` does
     try:
         await asyncio.wait_for(worker.run(), 600)  # its last commit point (state, acks, commit) included
-        finished = time.perf_counter()
+        finished, finished_cpu = time.perf_counter(), time.thread_time()
     finally:
         gc.set_threshold(*previous)
         gc.unfreeze()
         await consumer.consumer.stop()
         await producer.stop()
         await state_producer.stop()
-    return worker.stats.events / (finished - consumer.started), worker
+    seconds = finished - consumer.started
+    return WorkerRate(worker.stats.events / seconds, worker, (finished_cpu - consumer.started_cpu) / seconds)
+
+
+@dataclass(frozen=True)
+class WorkerRate:
+    """`worker_rate`'s measure: events/s from the first record to the end of the last checkpoint, the
+    worker, and the share of that window the worker's thread (the event loop's) spent on the CPU — near
+    1 when the path is CPU-bound on that thread, with no waiting to win back."""
+
+    events_per_s: float
+    worker: BatchWorker
+    main_thread_busy: float
 
 
 class WorkerProcess:

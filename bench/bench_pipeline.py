@@ -30,6 +30,11 @@ the broker's ack, to the worker's decision (`issued_at`) and to its verdict's ar
 
 `--latency-only --max-rate N` runs (d) alone against a given one-process rate (events/s), e.g. the
 scale-out figure of an earlier run, to compare worker versions in the same minutes.
+
+`--throughput-only [--events N] [--repeat K]` runs (a) and (b) alone on a backlog of N events (50 per
+record; default 200,000, the full run's), K times on the same topic, and prints with each run the share of
+(b)'s timed window the worker's thread was on the CPU (BENCHMARKS.md, Pipeline, session P: a longer
+backlog runs slower, because each device's forest keeps growing).
 """
 
 from __future__ import annotations
@@ -136,13 +141,14 @@ async def _throughput(
     count = await fill(bench.kafka, topic, values)
     settings = bench.settings(f"w{per_record}", topic)
     raw, _ = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
-    full, worker = await worker_rate(bench, settings, count)
-    model = worker.detector.model.version
+    measured = await worker_rate(bench, settings, count)
+    full, model = measured.events_per_s, measured.worker.detector.model.version
     baseline = "aiokafka getmany + orjson.loads, same topic, same run"
     results += [
         Result(
             f"full worker path, {shape}, model {model} (goal >= 25 % of raw)", full, "events/s", raw, baseline
         ),
+        _busy(measured.main_thread_busy, shape),
         _decode_only([v for _, v in values], raw, shape),
     ]
     if per_record == 1 or sizes.faust_batched:
@@ -156,6 +162,40 @@ async def _throughput(
             )
         )
     return full
+
+
+def _busy(share: float, shape: str) -> Result:
+    """The worker thread's CPU share of (b)'s timed window: near 100 % means no waiting to win back."""
+    return Result(f"  worker thread on the CPU, {shape}", 100.0 * share, "% of the timed window")
+
+
+async def _throughput_only(bench: Bench, events: int, repeat: int) -> list[Result]:
+    """(a) then (b) on one backlog of `events` (50 per record), `repeat` times, alternated on one topic."""
+    await bench.setup()
+    try:
+        topic = bench.name("events50")
+        await bench.create([(topic, 2)])
+        values = list(records(events, 50, DEVICES, prefix="d50"))
+        check_sample([v for _, v in values])
+        count = await fill(bench.kafka, topic, values)
+        results: list[Result] = []
+        for run_index in range(repeat):
+            settings = bench.settings(f"w50-{run_index}", topic)
+            raw, _ = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
+            measured = await worker_rate(bench, settings, count)
+            results += [
+                Result(
+                    f"full worker path, 50 ev/record, backlog of {events:,} events, run {run_index + 1}",
+                    measured.events_per_s,
+                    "events/s",
+                    raw,
+                    "aiokafka getmany + orjson.loads, same topic, same run",
+                ),
+                _busy(measured.main_thread_busy, f"run {run_index + 1}"),
+            ]
+        return results
+    finally:
+        await bench.cleanup()
 
 
 def _decode_only(values: list[bytes], raw: float, shape: str) -> Result:
@@ -419,9 +459,24 @@ def main() -> None:
     parser.add_argument("--latency-only", action="store_true", help="only (d), at --max-rate")
     parser.add_argument("--max-rate", type=float, help="one worker process's events/s for (d)'s load levels")
     parser.add_argument("--seconds", type=float, help="seconds per load level of (d) (probes: 10/s)")
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="only (a) and (b), 50 ev/record, --repeat times"
+    )
+    parser.add_argument(
+        "--events", type=int, default=FULL.batched_events, help="backlog for --throughput-only (events)"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="runs of --throughput-only (default 3)")
     args = parser.parse_args()
     if args.latency_only and not args.max_rate:
         parser.error("--latency-only needs --max-rate")
+    if args.throughput_only:
+        if args.events < 1_000 or args.repeat < 1:
+            parser.error("--throughput-only needs --events >= 1000 and --repeat >= 1")
+        with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+            bench = Bench(_kafka(), Path(workdir))
+            print(format_results(asyncio.run(_throughput_only(bench, args.events, args.repeat))))
+        return
     print(format_results(run(args.quick, args.max_rate if args.latency_only else None, args.seconds)))
 
 
