@@ -70,6 +70,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--threads", type=int, default=2, help="XGBoost threads (part of determinism)")
     parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="boosters per view, fitted with seeds --seed, --seed + 1, ... and averaged into one (margins), "
+        "at that many times the trees to store and score (default 1: the committed recipe)",
+    )
+    parser.add_argument(
         "--no-recordings", action="store_true", help="skip the recording-level hunt evaluation"
     )
     parser.add_argument(
@@ -101,6 +108,8 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise CliError("--threads must be at least 1")
+    if args.ensemble < 1:
+        raise CliError(f"--ensemble must be at least 1, not {args.ensemble}")
     sim = SimConfig(seed=args.seed)
     for flag, field in _SIM_COUNTS:
         value = getattr(args, flag)
@@ -115,7 +124,7 @@ def _run(args: argparse.Namespace) -> int:
     config = RunConfig(
         out=args.out or MODEL_DIR,
         data=DataConfig(otrf_root=otrf, sim=sim),
-        train=TrainConfig(seed=args.seed, nthread=args.threads),
+        train=TrainConfig(seed=args.seed, nthread=args.threads, ensemble=args.ensemble),
         evtx_dir=args.evtx or DEFAULT_EVTX,
         cache=args.cache,
         recordings=not args.no_recordings,

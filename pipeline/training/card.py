@@ -285,6 +285,14 @@ def _lone_method(lone: LoneBooster | None) -> str:
 """
 
 
+def _seeds(train: TrainConfig) -> str:
+    if train.ensemble <= 1:
+        return f"seed {train.seed}"
+    last = train.seed + train.ensemble - 1
+    return (f"{train.ensemble} boosters per view, seeds {train.seed} to {last}, each stopped early on its "
+            "own and averaged into one (mean margins, `train.average_boosters`)")
+
+
 def _card_head(results: Results, train: TrainConfig, train_trees: int) -> str:
     thresholds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(results.thresholds.items()))
     return f"""# Model card — {results.version}
@@ -311,7 +319,7 @@ and Linux, simulated benign workloads with hard negatives and captured Linux wor
   boosted at most {train.max_class_weight:g}x) and benign rows carry {train.benign_share:.0%} of the
   whole weight.
 - XGBoost `hist`, depth {train.max_depth}, eta {train.eta}, subsample {train.subsample}, colsample
-  {train.colsample_bytree}, early stopping on the calibration split; seed {train.seed}, {train.nthread}
+  {train.colsample_bytree}, early stopping on the calibration split; {_seeds(train)}, {train.nthread}
   threads — deterministic.
 - Per-class thresholds, calibrated on the calibration split's benign trees (simulated, captured and
   real background of the training lab's calibration recordings) to ≤ {train.fp_per_1000:g} false

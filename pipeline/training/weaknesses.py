@@ -30,6 +30,35 @@ WEAKNESSES = """## Known weaknesses
   ~6,000 benign trees, so the dev rate scatters around the target, and the charge pushes Persistence and
   `generic` near 1.0: lone account creations and Generic-only detections are what this model gives up for
   its false-alert budget.
+- **One seed's fit is a draw, and this model is the favourable one** (measured after it was committed, on
+  the same cached data and recipe; only XGBoost's seed differs, which draws the row and column subsamples).
+  Seeds 7 (this model), 8 and 9: held-out lab recordings detected **89 / 79 / 79 %**, right tactic 74 / 53
+  / 74 %; held-out lab benign trees alerted **0 / 13 / 0 of 527**; all dev benign trees 1.09 / 1.70 / 1.29
+  false alerts per 1,000 (outside the lone-command simulations 1.18 / 2.36 / 1.77); probes detected 53 / 42
+  / 56 %; .evtx right tactic 100 / 100 / 83 %. Every recipe choice above was made looking at seed 7's
+  numbers, so they are the favourable end of the spread: a fleet should expect about 80 % of the labs'
+  attack recordings, not 89 %, and a fit can alert on real benign background that dev never shows (seed
+  8's 13 trees). **An average of seeds 7-9** (`ringfence train --ensemble 3`, one booster per view whose
+  margins are the three boosters' mean, `train.average_boosters`) measured 84 % / 68 % on the labs, 0 of
+  527 lab benign trees, all dev 1.02 (outside the lone-command simulations 1.33), probes 55 % / 49 %, .evtx
+  100 % / 83 %; on the pipeline benchmark's workload it made 98 decisions instead of 180 per 60,000 events.
+  Not the default: three times the trees (a 12 MB artifact) made the worker path about 13 % slower
+  (144-161k events/s against 165-183k, two alternated pairs of `bench.bench_pipeline --throughput-only`),
+  where issue 5's throughput goal is not met, and its labs figure is one recording under the 85 % goal.
+  Without subsampling (subsample and colsample 1.0, nothing left to draw): labs 74 % / 63 %, 1 of 527 lab
+  benign trees, all dev 1.43, probes 58 % / 51 %.
+- **Administrators' scripts are thin in the benign data** (measured after this model was committed; not
+  kept). A benign workload of logon, scheduled and agent-pushed scripts (PowerShell `-File` or a batch
+  file writing temp and log files, looking up and connecting to the organisation's servers and vendors,
+  setting its own registry values, running robocopy, `net use`, `reg query`...) was written: this model
+  alerts on **12 of 300** such trees (40 per 1,000; Collection for writes to ProgramData or Temp). Trained
+  with it (`1.2-4e971059d4`): probes 62 % / 53 %, labs 95 % / 68 %, all dev 1.17 per 1,000 (this model on
+  that dev set: 3.92), but **2 of 527 lab benign trees** alerted:
+  `C:\\Windows\\servicing\\TrustedInstaller.exe` under services.exe as PrivilegeEscalation 0.69, a SYSTEM
+  service from a folder no image-location column covers (`img_loc_*` has none for `C:\\Windows` outside
+  System32, so it reads like an odd location). With the simulated TrustedInstaller moved to its real folder
+  (`1.2-4ffdd62d2a`) the two trees still alerted and the labs fell to 74 % / 58 %: one more draw of the
+  spread above.
 - **What 1.2's second recipe changed, and what was looked at to change it** (`ringfence-xgb-1.2-ce833de4bc`,
   after `ringfence-xgb-1.2-37ea9aae5d`; same features, same data). The first booster is now also fitted on
   the lone-command simulations' benign rows that the stream routes to it (`train.full_view_rows`): admins'

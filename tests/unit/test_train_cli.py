@@ -70,3 +70,16 @@ def test_the_help_states_the_simulations_real_defaults(capsys: pytest.CaptureFix
         entry = f"{option} {option[2:].upper().replace('-', '_')}"
         described = text.rsplit(entry, 1)[1]  # the option's own entry, not the usage line
         assert f"default {value}" in described.split(" --", 1)[0], option
+
+
+def test_the_ensemble_option_reaches_training_and_zero_is_refused(
+    captured: list[Any], tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--out", str(tmp_path), "--no-recordings"]) != 0
+    assert captured[-1].train.ensemble == 1  # the committed recipe: one booster per view
+    assert main(["train", "--out", str(tmp_path), "--no-recordings", "--ensemble", "3"]) != 0
+    assert captured[-1].train.ensemble == 3
+    count = len(captured)
+    assert main(["train", "--out", str(tmp_path), "--ensemble", "0"]) != 0
+    assert "--ensemble must be at least 1, not 0" in capsys.readouterr().err
+    assert len(captured) == count

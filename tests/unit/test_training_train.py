@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,7 +13,15 @@ from pipeline.features import FEATURE_NAMES, FEATURE_VERSION
 from pipeline.scoring import CLASSES, MODEL_DIR, load_model
 from pipeline.training.dataset import DataConfig, Dataset, build_dataset
 from pipeline.training.simulate import SimConfig
-from pipeline.training.train import TrainConfig, calibrate, false_alert_trees, fit, predict
+from pipeline.training.train import (
+    TrainConfig,
+    average_boosters,
+    calibrate,
+    class_index,
+    false_alert_trees,
+    fit,
+    predict,
+)
 
 TINY = TrainConfig(rounds=6, early_stopping_rounds=3, max_depth=3)
 
@@ -67,3 +77,46 @@ def test_the_false_alert_budget_is_what_the_calibration_trees_can_vouch_for() ->
     assert allowed_false_alerts(6000, 1.0, 0.99) < allowed_false_alerts(6000, 1.0, 0.5)
     budgets = [allowed_false_alerts(n, 1.0, 0.9) for n in range(0, 50_000, 2500)]
     assert budgets == sorted(budgets) and budgets[-1] < 50
+
+
+def _margins(booster: Any, matrix: np.ndarray) -> np.ndarray:
+    import xgboost
+
+    dmatrix = xgboost.DMatrix(matrix, feature_names=list(FEATURE_NAMES))
+    return np.asarray(booster.predict(dmatrix, output_margin=True))
+
+
+def test_an_ensemble_is_one_booster_whose_margins_are_its_members_mean(tiny: Dataset) -> None:
+    import xgboost
+
+    members = []
+    dtrain = xgboost.DMatrix(tiny.matrix, label=class_index(tiny.labels), feature_names=list(FEATURE_NAMES))
+    for seed in (7, 8, 9):
+        params = {**TINY.params(), "seed": seed, "subsample": 0.6, "colsample_bytree": 0.5}
+        members.append(xgboost.train(params, dtrain, num_boost_round=3 + seed % 3))
+    averaged = average_boosters(members)
+    expected = np.mean([_margins(m, tiny.matrix) for m in members], axis=0)
+    assert not np.allclose(_margins(members[0], tiny.matrix), _margins(members[1], tiny.matrix))
+    assert np.allclose(_margins(averaged, tiny.matrix), expected, atol=1e-5)
+    assert averaged.num_boosted_rounds() == sum(m.num_boosted_rounds() for m in members)
+    assert average_boosters(members[:1]) is members[0]
+
+
+def test_boosters_of_other_data_are_not_averaged(tiny: Dataset) -> None:
+    import xgboost
+
+    labels = class_index(tiny.labels)
+    first = xgboost.train(TINY.params(), xgboost.DMatrix(tiny.matrix, label=labels), num_boost_round=2)
+    half = xgboost.DMatrix(tiny.matrix[::2], label=labels[::2])
+    other = xgboost.train(TINY.params(), half, num_boost_round=2)
+    with pytest.raises(ValueError, match="share their intercepts"):
+        average_boosters([first, other])
+
+
+def test_an_ensemble_fit_is_deterministic_and_calibrated_on_the_average(tiny: Dataset) -> None:
+    config = replace(TINY, ensemble=2)
+    first, second = fit(tiny, config), fit(tiny, config)
+    single = fit(tiny, TINY)
+    assert np.array_equal(predict(first.booster, tiny.matrix), predict(second.booster, tiny.matrix))
+    assert first.booster.num_boosted_rounds() > single.booster.num_boosted_rounds()
+    assert not np.array_equal(predict(first.booster, tiny.matrix), predict(single.booster, tiny.matrix))
