@@ -181,11 +181,13 @@ async def _throughput_only(bench: Bench, events: int, repeat: int) -> list[Resul
         results: list[Result] = []
         for run_index in range(repeat):
             settings = bench.settings(f"w50-{run_index}", topic)
-            raw, _ = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
+            raw, backlog = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
             measured = await worker_rate(bench, settings, count)
+            model = measured.worker.detector.model.version
             results += [
                 Result(
-                    f"full worker path, 50 ev/record, backlog of {events:,} events, run {run_index + 1}",
+                    f"full worker path, 50 ev/record, backlog of {backlog:,} events, model {model}, "
+                    f"run {run_index + 1}",
                     measured.events_per_s,
                     "events/s",
                     raw,
@@ -463,13 +465,25 @@ def main() -> None:
         "--throughput-only", action="store_true", help="only (a) and (b), 50 ev/record, --repeat times"
     )
     parser.add_argument(
-        "--events", type=int, default=FULL.batched_events, help="backlog for --throughput-only (events)"
+        "--events",
+        type=int,
+        help=f"backlog of --throughput-only, in events (at least 1000; default {FULL.batched_events:,}, the "
+        "full run's; rounded up to whole records of 50)",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="runs of --throughput-only (default 3)")
+    parser.add_argument("--repeat", type=int, help="runs of --throughput-only (at least 1; default 3)")
     args = parser.parse_args()
     if args.latency_only and not args.max_rate:
         parser.error("--latency-only needs --max-rate")
+    if not args.throughput_only and (args.events is not None or args.repeat is not None):
+        parser.error("--events and --repeat go with --throughput-only")
     if args.throughput_only:
+        if args.quick or args.latency_only or args.max_rate is not None or args.seconds is not None:
+            parser.error(
+                "--throughput-only runs (a) and (b) alone: --quick, --latency-only, --max-rate and "
+                "--seconds do not apply"
+            )
+        args.events = FULL.batched_events if args.events is None else args.events
+        args.repeat = 3 if args.repeat is None else args.repeat
         if args.events < 1_000 or args.repeat < 1:
             parser.error("--throughput-only needs --events >= 1000 and --repeat >= 1")
         with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:

@@ -80,6 +80,10 @@ class TrainConfig:
     min_threshold: float = 0.6  # prior: benign data from an unseen fleet scores higher than calibration data
     min_generic: float = 0.98  # alerts that name no tactic need more confidence than named ones
 
+    def __post_init__(self) -> None:
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble must be at least 1 booster per view, not {self.ensemble}")
+
     def params(self) -> dict[str, Any]:
         """XGBoost booster parameters."""
         return {
@@ -175,7 +179,7 @@ def fit(
     )
     log.info("training on %d rows (%d calibration rows)", int(train.sum()), int(calib.sum()))
     members = []
-    for member in range(max(1, config.ensemble)):
+    for member in range(config.ensemble):
         fitted = xgboost.train(
             {**config.params(), "seed": config.seed + member},
             dtrain,
@@ -195,20 +199,23 @@ def fit(
 
 
 def average_boosters(boosters: list[Any]) -> Any:
-    """One booster whose raw margins are the mean of `boosters`' (same data, classes and features): every
-    member's trees, in order, with their leaf values and node weights divided by the member count.
-    ValueError when the members' intercepts (`base_score`) differ, as they would on other data; a single
-    member is returned as it is."""
+    """One booster whose raw margins are the mean of `boosters`' (fitted on the same rows): every member's
+    trees, in order, with their leaf values and node weights divided by the member count. ValueError for
+    none, or when the members' model parameters differ (classes, features, the intercept `base_score`);
+    a single member is returned as it is. Predict, SHAP contributions and the C trees see one booster;
+    slicing it by rounds (`booster[:n]`) would cut into the members and means nothing."""
     import json
 
     import xgboost
 
+    if not boosters:
+        raise ValueError("no booster to average")
     if len(boosters) == 1:
         return boosters[0]
     models = [json.loads(bytes(b.save_raw("json"))) for b in boosters]
     params = [m["learner"]["learner_model_param"] for m in models]
     if any(p != params[0] for p in params):
-        raise ValueError("boosters to average must share their intercepts, classes and features")
+        raise ValueError("boosters to average must share their classes, features and intercepts")
     merged, count = models[0], len(models)
     trees: list[dict[str, Any]] = []
     tree_info: list[int] = []

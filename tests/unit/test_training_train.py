@@ -16,6 +16,7 @@ from pipeline.training.simulate import SimConfig
 from pipeline.training.train import (
     TrainConfig,
     average_boosters,
+    balanced_weights,
     calibrate,
     class_index,
     false_alert_trees,
@@ -102,21 +103,58 @@ def test_an_ensemble_is_one_booster_whose_margins_are_its_members_mean(tiny: Dat
     assert average_boosters(members[:1]) is members[0]
 
 
-def test_boosters_of_other_data_are_not_averaged(tiny: Dataset) -> None:
+def test_boosters_of_other_models_are_not_averaged_and_none_is_refused(tiny: Dataset) -> None:
     import xgboost
 
     labels = class_index(tiny.labels)
     first = xgboost.train(TINY.params(), xgboost.DMatrix(tiny.matrix, label=labels), num_boost_round=2)
-    half = xgboost.DMatrix(tiny.matrix[::2], label=labels[::2])
-    other = xgboost.train(TINY.params(), half, num_boost_round=2)
-    with pytest.raises(ValueError, match="share their intercepts"):
+    fewer = xgboost.DMatrix(tiny.matrix[:, :5], label=labels)  # other features: another model's trees
+    other = xgboost.train(TINY.params(), fewer, num_boost_round=2)
+    with pytest.raises(ValueError, match="must share their classes, features and intercepts"):
         average_boosters([first, other])
+    with pytest.raises(ValueError, match="no booster to average"):
+        average_boosters([])
+
+
+def test_one_booster_per_view_is_the_plain_early_stopped_fit(tiny: Dataset) -> None:
+    """`ensemble=1` (the committed recipe) trains exactly what one `xgboost.train` call did before."""
+    import xgboost
+
+    from pipeline.training.split import CALIB, TRAIN
+
+    train, calib = tiny.split_mask(TRAIN), tiny.split_mask(CALIB)
+    y = class_index(tiny.labels)
+    cap, share = TINY.max_class_weight, TINY.benign_share
+    weights, _ = balanced_weights(y[train], tiny.weights[train], cap, share)
+    calib_weights, _ = balanced_weights(y[calib], tiny.weights[calib], cap, share)
+    names = list(FEATURE_NAMES)
+    plain = xgboost.train(
+        TINY.params(),
+        xgboost.DMatrix(tiny.matrix[train], label=y[train], weight=weights, feature_names=names, nthread=2),
+        num_boost_round=TINY.rounds,
+        evals=[(xgboost.DMatrix(tiny.matrix[calib], label=y[calib], weight=calib_weights, feature_names=names,
+                                nthread=2), "calib")],
+        early_stopping_rounds=TINY.early_stopping_rounds,
+        verbose_eval=False,
+    )
+    plain = plain[: plain.best_iteration + 1]
+    assert bytes(fit(tiny, TINY).booster.save_raw("ubj")) == bytes(plain.save_raw("ubj"))
 
 
 def test_an_ensemble_fit_is_deterministic_and_calibrated_on_the_average(tiny: Dataset) -> None:
+    from pipeline.training.split import CALIB
+
     config = replace(TINY, ensemble=2)
     first, second = fit(tiny, config), fit(tiny, config)
     single = fit(tiny, TINY)
     assert np.array_equal(predict(first.booster, tiny.matrix), predict(second.booster, tiny.matrix))
     assert first.booster.num_boosted_rounds() > single.booster.num_boosted_rounds()
     assert not np.array_equal(predict(first.booster, tiny.matrix), predict(single.booster, tiny.matrix))
+    calib = tiny.split_mask(CALIB)
+    averaged = predict(first.booster, tiny.matrix[calib])
+    assert first.thresholds == calibrate(averaged, tiny.labels[calib], tiny.trees[calib], config)
+
+
+def test_zero_boosters_per_view_is_refused() -> None:
+    with pytest.raises(ValueError, match="ensemble must be at least 1"):
+        TrainConfig(ensemble=0)
