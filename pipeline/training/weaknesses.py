@@ -31,7 +31,9 @@ WEAKNESSES = """## Known weaknesses
   `generic` near 1.0: lone account creations and Generic-only detections are what this model gives up for
   its false-alert budget.
 - **One seed's fit is a draw, and this model is the favourable one** (measured after it was committed, on
-  the same cached data and recipe; only XGBoost's seed differs, which draws the row and column subsamples).
+  the same data and recipe; only XGBoost's seed differs, which draws the row and column subsamples: made
+  with `pipeline.training.run.run_train` and `TrainConfig(seed=8)` or `9`, since `ringfence train --seed`
+  reseeds the simulation too; they are the members of `--ensemble 3`).
   Seeds 7 (this model), 8 and 9: held-out lab recordings detected **89 / 79 / 79 %**, right tactic 74 / 53
   / 74 %; held-out lab benign trees alerted **0 / 13 / 0 of 527**; all dev benign trees 1.09 / 1.70 / 1.29
   false alerts per 1,000 (outside the lone-command simulations 1.18 / 2.36 / 1.77); probes detected 53 / 42
@@ -43,8 +45,9 @@ WEAKNESSES = """## Known weaknesses
   527 lab benign trees, all dev 1.02 (outside the lone-command simulations 1.33), probes 55 % / 49 %, .evtx
   100 % / 83 %; on the pipeline benchmark's workload it made 98 decisions instead of 180 per 60,000 events.
   Not the default: three times the trees (a 12 MB artifact) made the worker path about 13 % slower
-  (144-161k events/s against 165-183k, two alternated pairs of `bench.bench_pipeline --throughput-only`),
-  where issue 5's throughput goal is not met, and its labs figure is one recording under the 85 % goal.
+  (144-161k events/s against 165-183k in four runs each of `bench.bench_pipeline --throughput-only`,
+  alternated in the same minutes; BENCHMARKS.md, Pipeline, session P), where issue 5's throughput goal is
+  not met, and its labs figure is one recording under the 85 % goal.
   Without subsampling (subsample and colsample 1.0, nothing left to draw): labs 74 % / 63 %, 1 of 527 lab
   benign trees, all dev 1.43, probes 58 % / 51 %.
 - **Administrators' scripts are thin in the benign data** (measured after this model was committed; not
