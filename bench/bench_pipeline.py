@@ -64,6 +64,7 @@ from schemas.fastcodec import decode_events
 from schemas.topics import KafkaSettings
 
 LEVELS = (0.25, 0.5, 0.9)
+RAW_BASELINE = "aiokafka getmany + orjson.loads, same topic, same run"
 COMMIT_MS = 1000  # (e)'s worker processes commit every second: their progress is seen through commits
 SCALE_PARTITIONS = 4
 
@@ -82,13 +83,21 @@ FULL = Sizes(200_000, 40_000, 12.0, 300_000, True)
 DEVICES = 200
 
 
-def run(quick: bool, max_rate: float | None = None, seconds: float | None = None) -> list[Result]:
-    """All figures of the section (see the module docstring); only (d) when `max_rate` is given."""
+def run(
+    quick: bool,
+    max_rate: float | None = None,
+    seconds: float | None = None,
+    throughput: tuple[int, int] | None = None,
+) -> list[Result]:
+    """All figures of the section (see the module docstring); only (d) when `max_rate` is given; only
+    (a) and (b) when `throughput` = (events, runs) is."""
     os.environ.setdefault(
         "OMP_NUM_THREADS", "1"
     )  # as `ringfence worker` runs (effective if xgboost is not loaded yet)
     with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:
         bench = Bench(_kafka(), Path(workdir))
+        if throughput is not None:
+            return asyncio.run(_throughput_only(bench, *throughput))
         sizes = QUICK if quick else FULL
         if seconds is not None:
             sizes = dataclasses.replace(sizes, latency_s=seconds)
@@ -134,19 +143,18 @@ async def _throughput(
     bench: Bench, per_record: int, events: int, sizes: Sizes, results: list[Result]
 ) -> float:
     shape = f"{per_record} ev/record"
-    topic = bench.name(f"events{per_record}")
-    await bench.create([(topic, 2)])
-    values = list(records(events, per_record, DEVICES, prefix=f"d{per_record}"))
-    check_sample([v for _, v in values])
-    count = await fill(bench.kafka, topic, values)
+    topic, values, count = await _filled_topic(bench, per_record, events)
     settings = bench.settings(f"w{per_record}", topic)
     raw, _ = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
     measured = await worker_rate(bench, settings, count)
     full, model = measured.events_per_s, measured.worker.detector.model.version
-    baseline = "aiokafka getmany + orjson.loads, same topic, same run"
     results += [
         Result(
-            f"full worker path, {shape}, model {model} (goal >= 25 % of raw)", full, "events/s", raw, baseline
+            f"full worker path, {shape}, model {model} (goal >= 25 % of raw)",
+            full,
+            "events/s",
+            raw,
+            RAW_BASELINE,
         ),
         _busy(measured.main_thread_busy, shape),
         _decode_only([v for _, v in values], raw, shape),
@@ -158,10 +166,22 @@ async def _throughput(
                 _faust_rate(bench, topic, count),
                 "events/s",
                 raw,
-                baseline,
+                RAW_BASELINE,
             )
         )
     return full
+
+
+async def _filled_topic(
+    bench: Bench, per_record: int, events: int
+) -> tuple[str, list[tuple[bytes, bytes]], int]:
+    """A new 2-partition topic holding `events` generated events, `per_record` to a record: (topic, the
+    records' keys and values, records written)."""
+    topic = bench.name(f"events{per_record}")
+    await bench.create([(topic, 2)])
+    values = list(records(events, per_record, DEVICES, prefix=f"d{per_record}"))
+    check_sample([v for _, v in values])
+    return topic, values, await fill(bench.kafka, topic, values)
 
 
 def _busy(share: float, shape: str) -> Result:
@@ -173,11 +193,7 @@ async def _throughput_only(bench: Bench, events: int, repeat: int) -> list[Resul
     """(a) then (b) on one backlog of `events` (50 per record), `repeat` times, alternated on one topic."""
     await bench.setup()
     try:
-        topic = bench.name("events50")
-        await bench.create([(topic, 2)])
-        values = list(records(events, 50, DEVICES, prefix="d50"))
-        check_sample([v for _, v in values])
-        count = await fill(bench.kafka, topic, values)
+        topic, _, count = await _filled_topic(bench, 50, events)
         results: list[Result] = []
         for run_index in range(repeat):
             settings = bench.settings(f"w50-{run_index}", topic)
@@ -191,7 +207,7 @@ async def _throughput_only(bench: Bench, events: int, repeat: int) -> list[Resul
                     measured.events_per_s,
                     "events/s",
                     raw,
-                    "aiokafka getmany + orjson.loads, same topic, same run",
+                    RAW_BASELINE,
                 ),
                 _busy(measured.main_thread_busy, f"run {run_index + 1}"),
             ]
@@ -486,10 +502,7 @@ def main() -> None:
         args.repeat = 3 if args.repeat is None else args.repeat
         if args.events < 1_000 or args.repeat < 1:
             parser.error("--throughput-only needs --events >= 1000 and --repeat >= 1")
-        with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:
-            os.environ.setdefault("OMP_NUM_THREADS", "1")
-            bench = Bench(_kafka(), Path(workdir))
-            print(format_results(asyncio.run(_throughput_only(bench, args.events, args.repeat))))
+        print(format_results(run(False, throughput=(args.events, args.repeat))))
         return
     print(format_results(run(args.quick, args.max_rate if args.latency_only else None, args.seconds)))
 
