@@ -261,11 +261,10 @@ def render_card(results: Results, data: Dataset, train: TrainConfig, sim: SimCon
     return "\n".join(parts) + "\n"
 
 
-def _rounds(total: int, ensemble: int) -> str:
-    """A booster's rounds as the card states them: an averaged booster's are its members' together."""
-    if ensemble <= 1:
-        return f"{total} rounds"
-    return f"{total} rounds in all over its {ensemble} averaged boosters"
+def _rounds(ensemble: int) -> str:
+    """What a booster's round count counts, as the card states it: an averaged booster's are its
+    members' together."""
+    return "rounds" if ensemble <= 1 else f"rounds in all over its {ensemble} averaged boosters"
 
 
 def _lone_method(lone: LoneBooster | None, ensemble: int = 1) -> str:
@@ -287,7 +286,7 @@ def _lone_method(lone: LoneBooster | None, ensemble: int = 1) -> str:
   that show no lone-command indicator, and benign noise (`pipeline.training.train.full_view_rows`).
   The second booster has the same parameters and weighting, and is trained, stopped early and
   calibrated (the same budget rule) on its {lone.rows} training and calibration rows alone, with all
-  the columns; {_rounds(lone.best_iteration + 1, ensemble)}; thresholds: {thresholds}. One booster for both
+  the columns; {lone.best_iteration + 1} {_rounds(ensemble)}; thresholds: {thresholds}. One booster for both
   views had to trade lab recall for lone commands (Known weaknesses).
 """
 
@@ -307,7 +306,6 @@ def _seeds(train: TrainConfig) -> str:
 def _card_head(results: Results, train: TrainConfig, train_trees: int) -> str:
     thresholds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(results.thresholds.items()))
     rebuild = f"{train.seed}{_ensemble_flag(train)}"
-    rounds_text = _rounds(results.best_iteration + 1, train.ensemble).split(" ", 1)[1]
     lone_text = _lone_method(results.lone, train.ensemble)
     return f"""# Model card — {results.version}
 
@@ -320,7 +318,7 @@ tactics) over the versioned feature rows of `pipeline/features.py` (one row per 
 of its ancestors and its window-active descendants). It names detections
 `Behavior:<Win32|Linux>/<Tactic>.<Variant>!ml`; `Generic` when a row is malicious but no tactic dominates.
 Artifact: `model.ubj` + `model.json` ({results.artifact_bytes / 1e6:.2f} MB), {results.best_iteration + 1}
-boosting {rounds_text}, trained in {results.train_seconds:.0f} s on {train.nthread} threads.
+boosting {_rounds(train.ensemble)}, trained in {results.train_seconds:.0f} s on {train.nthread} threads.
 
 ## Data
 {train_trees} training trees from labelled lab recordings, simulated attacks for every tactic on Windows
