@@ -23,8 +23,8 @@
  * ones anyway). A start creates the node as a clone of the forest's `_blank` (what `_new_node` makes,
  * without its Python frames and off the cycle collector's lists; `blank_ready` and `clone_node` say when
  * and why) or with the forest's own `_new_node`, sets its
- * image with `set_image`, and calls the `child_codes` and `indicator_mask` `tree` names, so those
- * stay single implementations. Behaviour codes come from the same Python functions
+ * image with `set_image`, and calls the `child_codes`, `indicator_mask` and `lone_mask` `tree` names, so
+ * those stay single implementations. Behaviour codes come from the same Python functions
  * (`CODES_BY_KIND`), so there is one catalogue; their answers are remembered per kind by the payload
  * fields that decide them (`tree.CODE_CACHES`, `behaviour.CODE_FIELDS`: plain values only, bounded
  * in entries and in characters), so the common event is a dict lookup, not a Python call.
@@ -99,6 +99,7 @@ typedef struct {
     long long watermark, seq_hwm, events, duplicates, evidence_dropped;
     long long watermark0, seq_hwm0;
     PyObject *child_codes, *indicator_mask;  /* borrowed; NULL: every process start is Python's */
+    PyObject *lone_mask;  /* borrowed (starts[3]); NULL: no start is kept as evidence for its lone-command bits */
     long long max_nodes;
     int lifecycle;  /* 0: every process start and end is Python's (a 7- or 8-argument call) */
     PyObject *epoch;         /* the forest's `epoch`, stamped on every node an event names */
@@ -266,6 +267,7 @@ typedef struct {
     PyObject *event, *key, *node, *payload, *codes, *ip, *port, *named;  /* named: its parent key, or None */
     long long when, seq, last;  /* event time, its seq, the node's last activity */
     PyObject *parent, *mask;    /* a process start: the known parent, the command line's indicator bits */
+    int lone;                   /* a process start whose line shows only lone-command indicators (kept as evidence) */
     int end;                    /* a process end of a known process */
 } Item;
 
@@ -452,8 +454,15 @@ static int classify_start(Run *run, PyObject *nodes, Item *it) {
         it->mask = it->codes == NULL ? NULL : PyObject_CallOneArg(run->indicator_mask, command_line);
     }
     Py_XDECREF(image);
+    int plain = it->mask != NULL && PyLong_CheckExact(it->mask) && valid_codes(it->codes);
+    if (plain && run->lone_mask != NULL && !PyObject_IsTrue(it->mask)) {  /* `_start`'s evidence rule */
+        PyObject *lone = PyObject_CallOneArg(run->lone_mask, command_line);
+        plain = lone != NULL && PyLong_CheckExact(lone);
+        it->lone = plain && PyObject_IsTrue(lone);  /* an exact int: cannot fail */
+        Py_XDECREF(lone);
+    }
     Py_XDECREF(command_line);
-    if (it->mask == NULL || !PyLong_CheckExact(it->mask) || !valid_codes(it->codes)) {
+    if (!plain) {
         PyErr_Clear();  /* Python's apply meets the same error or value, and decides */
         return 1;
     }
@@ -957,7 +966,7 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
     if (copy_attr(node, it->payload, s_user) < 0 || copy_attr(node, it->payload, s_pid) < 0 ||
         copy_attr(node, it->payload, s_integrity_level) < 0 || copy_attr(node, it->payload, s_uid) < 0)
         goto done;
-    if (mask && append_to(node, s_notable, it->event) < 0)
+    if ((mask || it->lone) && append_to(node, s_notable, it->event) < 0)
         goto done;
     Py_CLEAR(value);
     if ((value = get_attr(it->event, s_parent_process_key)) == NULL || set_attr(node, s_parent_key, value) < 0)
@@ -990,8 +999,9 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *starts = nargs == 9 && args[8] != Py_None ? args[8] : NULL;
-    if (starts != NULL && !(PyTuple_CheckExact(starts) && (PyTuple_GET_SIZE(starts) == 2 || PyTuple_GET_SIZE(starts) == 3))) {
-        PyErr_SetString(PyExc_TypeError, "starts must be a (child_codes, indicator_mask[, DeviceForest._new_node]) tuple");
+    if (starts != NULL && !(PyTuple_CheckExact(starts) && PyTuple_GET_SIZE(starts) >= 2 && PyTuple_GET_SIZE(starts) <= 4)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "starts must be a (child_codes, indicator_mask[, DeviceForest._new_node[, lone_mask]]) tuple");
         return NULL;
     }
     PyObject *forest = args[0], *changed = args[3], *codes_by_kind = args[4], *strong = args[5];
@@ -1014,8 +1024,10 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *lru = lru_dict == NULL ? NULL : get_attr(lru_dict, s_move_to_end);
     Py_XDECREF(lru_dict);
     Run run = {.forest = forest, .stats = get_attr(forest, s_stats), .clone = -1};  /* the rest zero, NULL */
-    if (starts != NULL && PyTuple_GET_SIZE(starts) == 3)
+    if (starts != NULL && PyTuple_GET_SIZE(starts) >= 3 && PyTuple_GET_ITEM(starts, 2) != Py_None)
         run.plain_new_node = PyTuple_GET_ITEM(starts, 2);
+    if (starts != NULL && PyTuple_GET_SIZE(starts) == 4 && PyTuple_GET_ITEM(starts, 3) != Py_None)
+        run.lone_mask = PyTuple_GET_ITEM(starts, 3);
     PyObject *result = NULL;
     int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
     if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0 ||
@@ -1321,8 +1333,9 @@ static PyMethodDef methods[] = {
      "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches[, starts]]) -> index of "
      "the first event not applied (another device's, or one DeviceForest.apply must handle). caches: kind -> "
      "(codes function, deciding field names, dict) to remember that function's codes by those fields; "
-     "starts: (child_codes, indicator_mask) to apply the start of a new process under a known parent, and "
-     "the end of a known process, too."},
+     "starts: (child_codes, indicator_mask[, DeviceForest._new_node[, lone_mask]]) to apply the start of a new "
+     "process under a known parent, and the end of a known process, too; a start whose indicator_mask is 0 "
+     "and whose lone_mask is not is kept as notable (alert evidence) as well."},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(pending, forests, context_up, anchors) -> [(forest, node)]: the rows a flush scores for the queued "
      "(device_id, process_key, notable) changes, as pipeline.detect.Detector._rows picks them: each scorable "

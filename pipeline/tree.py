@@ -9,7 +9,8 @@ created from `event.image`.
 Memory is bounded per device, because one noisy or hostile device must not starve the worker:
 - each node keeps at most `max_evidence_per_node` evidence records (the oldest go first) and
   `max_conns_per_node` connection records and `max_notable_per_node` raw "notable" events (those
-  that earned a specific behaviour code or an indicator: the evidence an alert shows);
+  that earned a specific behaviour code or an indicator, and process starts whose command line shows a
+  lone-command indicator: the evidence an alert shows);
 - a device keeps at most `max_nodes` nodes. When a new node would exceed that, the forest evicts
   the oldest *exited* node first (by exit order), and only when none has exited the least recently
   active node. Every drop is counted in `ForestStats` so a flood is visible, never silent.
@@ -40,7 +41,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from pipeline.behaviour import CODE_FIELDS, CODES_BY_KIND, GENERIC_CODES, STRONG_CODES, Counter, child_codes
-from pipeline.indicators import indicator_mask
+from pipeline.indicators import indicator_mask, lone_mask
 from pipeline.node import NO_CHANGE, Change, ForestStats, ProcessNode, TreeLimits
 from pipeline.recency import TOUCHED_MAX, apply_touches
 from schemas.fastcodec import Event
@@ -146,7 +147,7 @@ class DeviceForest:
         while i < end:
             if _fold is not None:  # stops before an event only `apply` handles, or another device's
                 # what `_start` calls (the fold starts processes too), the `_new_node` it may clone for
-                starts = (child_codes, indicator_mask, _PLAIN_NEW_NODE)
+                starts = (child_codes, indicator_mask, _PLAIN_NEW_NODE, lone_mask)
                 i = _fold(self, events, i, changed, _CODES_BY_KIND, _STRONG, _GENERIC, CODE_CACHES, starts)
                 if i >= end:
                     break
@@ -272,7 +273,7 @@ class DeviceForest:
         node.command_line, node.cmd_mask = start.command_line, indicator_mask(start.command_line)
         node.sha256, node.user, node.pid = start.sha256 or node.sha256, start.user, start.pid
         node.integrity_level, node.uid = start.integrity_level, start.uid
-        if node.cmd_mask:
+        if node.cmd_mask or lone_mask(start.command_line):  # evidence; only cmd_mask makes the change notable
             node.notable.append(event)
         parent_key = event.parent_process_key
         parent = self._link(node, parent_key, when) if parent_key is not None else self.get(node.parent_key)

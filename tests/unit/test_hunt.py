@@ -42,6 +42,21 @@ def test_json_lines_parse_and_carry_the_input_path(capsys: pytest.CaptureFixture
         assert alert.detection_name.startswith("Behavior:Win32/") and alert.top_features
 
 
+def test_an_alert_from_a_command_line_alone_carries_that_process_start_as_evidence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Security 4688 only: the lone-command view's alert shows the analyst the line that made it."""
+    path = _evtx("TA0007-Discovery__T1016")
+    assert main(["hunt", "--quiet", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    alerts = [Alert.model_validate(json.loads(line)["alert"]) for line in out.splitlines()]
+    assert alerts
+    for alert in alerts:
+        evidence = alert.process_tree.evidence
+        lines = [e.payload.command_line for e in evidence if e.payload.kind == "process_start"]
+        assert any("advfirewall" in line for line in lines), alert.process_tree.evidence
+
+
 def test_malformed_and_missing_files_are_reported_and_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -126,7 +141,10 @@ def test_stderr_holds_the_summaries_not_a_log_line_per_alert() -> None:
 
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "hunt", "--quiet", str(_evtx(LSASS))],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert "Behavior:Win32/CredentialAccess" in done.stdout

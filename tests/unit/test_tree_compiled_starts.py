@@ -33,7 +33,14 @@ IMAGES = [
     "/usr/bin/curl",
     r"C:\Windows\System32\whoami.exe",
 ]
-COMMANDS = ["", "x.exe /q", "powershell -enc SQBFAFgA", "vssadmin delete shadows /all /quiet", "whoami /all"]
+COMMANDS = [
+    "",
+    "x.exe /q",
+    "powershell -enc SQBFAFgA",
+    "vssadmin delete shadows /all /quiet",
+    "whoami /all",
+    "netsh advfirewall firewall show rule name=all",  # a lone-command indicator only: kept as evidence
+]
 
 
 def _starts(seed: int, n: int = 200, step_ms: int | None = None) -> list[Any]:
@@ -149,6 +156,53 @@ def test_the_child_codes_and_indicators_the_tree_names_are_the_ones_used(
     assert any(
         Counter.LSASS_READ in [code for _, code, _, _ in node["code_counts"][1]] for node in nodes.values()
     )
+
+
+def test_a_start_with_only_a_lone_command_indicator_is_kept_as_evidence_without_a_notable_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process-creation-only alert (Security 4688) carries the command line that made it: its start is
+    kept as notable evidence, in C as in Python, and it queues what it queued before (no ancestors
+    re-scored for it)."""
+    kit = EventKit("dev-s", start=datetime(2026, 5, 1, tzinfo=UTC))
+    events = [
+        kit.start("root", r"C:\Windows\explorer.exe", "explorer.exe"),
+        kit.start("fw", r"C:\Windows\System32\netsh.exe", COMMANDS[5], parent="root"),
+        kit.start("plain", r"C:\Windows\System32\netsh.exe", "netsh interface show interface", parent="root"),
+    ]
+    assert tree._fold is not None, NOT_BUILT
+
+    def build(compiled: bool) -> tuple[DeviceForest, list[tuple[str, str, bool]]]:
+        forest = DeviceForest("dev-s", "windows")
+        changed: list[tuple[str, str, bool]] = []
+        with tree_path(compiled):
+            assert forest.apply_run(events, 0, changed) == 3
+        return forest, queued(changed)
+
+    for compiled in (False, True):
+        forest, changed = build(compiled)
+        assert list(forest.nodes["fw"].notable) == [events[1]]
+        assert not forest.nodes["plain"].notable
+        with monkeypatch.context() as m:
+            m.setattr(tree, "lone_mask", lambda text: 0)
+            before, changed_before = build(compiled)
+        assert not before.nodes["fw"].notable
+        assert changed == changed_before
+    assert _build(events, None, True)[2] == ["root"]  # both starts were the fold's
+
+
+def test_the_lone_mask_the_tree_names_is_the_one_the_fold_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tree, "indicator_mask", lambda text: 0)
+    monkeypatch.setattr(tree, "lone_mask", lambda text: int(text == "x.exe /q"))
+    events = _starts(6, 60)
+    python, compiled = _build(events, None, False), _build(events, None, True)
+    assert compiled[:2] == python[:2]
+    forest = DeviceForest("dev-s", "windows")
+    with tree_path(True):
+        forest.apply_run(events, 0, [])
+    nodes = forest.nodes.values()
+    kept = {n.command_line for n in nodes for e in n.notable if e.payload.kind == "process_start"}
+    assert kept == {"x.exe /q"}
 
 
 def test_a_child_classifier_that_raises_raises_from_apply_with_nothing_applied(
