@@ -12,7 +12,8 @@ The clock advances 3 ms per record (a flush every ~17 records of 50 events, as a
 the model is whatever `pipeline.scoring.load_model` loads (the committed trained booster), one
 OpenMP thread as `ringfence worker` runs it; GC tuned as the worker does. `--stages` also prints
 the detector's CPU time per stage (tree update, flush rows, row contexts, features, scoring,
-incidents with their explanations), per event.
+incidents with their explanations), per event, and per scored row with the rows' shape (rows per event,
+the share of leaves, window-active descendants per row).
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ STAGES = (
     ("row contexts", detect, "row_contexts"), ("features", features_module, "feature_matrix"),
     ("scoring", Scorer, "score"), ("incidents", detect.Detector, "_decide"),
 )  # fmt: skip
+PER_ROW = ("row contexts", "features", "scoring")
+"""The stages whose work is per scored row (`--stages` prints them per row too)."""
 
 
 @contextmanager
@@ -96,6 +99,28 @@ def feature_matrices(seen: Callable[[Any], object]) -> Iterator[None]:
         yield
     finally:
         setattr(detect, "feature_matrix", matrix_of)  # noqa: B010
+
+
+@contextmanager
+def row_shapes(shape: dict[str, int]) -> Iterator[None]:
+    """Count the rows the detector scores, the leaves among them and their window-active descendants
+    into `shape` while inside (the detector's own name for `row_contexts` is wrapped, then restored): what
+    the per-row stages walk."""
+    contexts_of = getattr(detect, "row_contexts")  # noqa: B009 (the name is swapped below)
+    shape.update(rows=0, leaves=0, descendants=0)
+
+    def tapped(rows: Sequence[Any], window_ms: int) -> list[RowContext]:
+        contexts: list[RowContext] = contexts_of(rows, window_ms)
+        shape["rows"] += len(contexts)
+        shape["leaves"] += sum(not c.descendants for c in contexts)
+        shape["descendants"] += sum(len(c.descendants) for c in contexts)
+        return contexts
+
+    setattr(detect, "row_contexts", tapped)  # noqa: B010 (the detector's own name for it)
+    try:
+        yield
+    finally:
+        setattr(detect, "row_contexts", contexts_of)  # noqa: B010
 
 
 def replay(values: list[bytes], decoder: str) -> dict[str, Any]:
@@ -233,9 +258,17 @@ def main() -> None:
         compare_overlap(values, args.overlap)
     if args.stages:
         seconds: dict[str, float] = {}
-        with timed_stages(seconds):
+        shape: dict[str, int] = {}
+        with timed_stages(seconds), row_shapes(shape):
             n = replay(values, args.decoder)["events"]
         print("per event, CPU: " + ", ".join(f"{label} {s / n * 1e6:.2f} us" for label, s in seconds.items()))
+        rows = max(shape["rows"], 1)
+        per_row = ", ".join(f"{label} {seconds[label] / rows * 1e6:.2f} us" for label in PER_ROW)
+        print(
+            f"per scored row, CPU: {per_row}; rows per event {shape['rows'] / n:.3f}, leaves (no "
+            f"window-active descendant) {shape['leaves'] / rows:.0%}, window-active descendants per row "
+            f"{shape['descendants'] / rows:.2f}"
+        )
 
 
 if __name__ == "__main__":
