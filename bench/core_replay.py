@@ -263,7 +263,7 @@ def main() -> None:
             n = replay(values, args.decoder)["events"]
         print("per event, CPU: " + ", ".join(f"{label} {s / n * 1e6:.2f} us" for label, s in seconds.items()))
         rows = max(shape["rows"], 1)
-        per_row = ", ".join(f"{label} {seconds[label] / rows * 1e6:.2f} us" for label in PER_ROW)
+        per_row = ", ".join(f"{label} {seconds.get(label, 0.0) / rows * 1e6:.2f} us" for label in PER_ROW)
         print(
             f"per scored row, CPU: {per_row}; rows per event {shape['rows'] / n:.3f}, leaves (no "
             f"window-active descendant) {shape['leaves'] / rows:.0%}, window-active descendants per row "

@@ -99,7 +99,7 @@ typedef struct {
     long long watermark, seq_hwm, events, duplicates, evidence_dropped;
     long long watermark0, seq_hwm0;
     PyObject *child_codes, *indicator_mask;  /* borrowed; NULL: every process start is Python's */
-    PyObject *lone_mask;  /* borrowed (starts[3]); NULL: no start is kept as evidence for its lone-command bits */
+    PyObject *lone_mask;  /* borrowed (starts[3]), set whenever child_codes is */
     long long max_nodes;
     int lifecycle;  /* 0: every process start and end is Python's (a 7- or 8-argument call) */
     PyObject *epoch;         /* the forest's `epoch`, stamped on every node an event names */
@@ -425,7 +425,8 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
 /* A process start the fold applies itself: a new process (its key unknown) under a parent the forest
    holds, with room for one more node, whose child codes and command-line bits are plain. What
    `apply` and `_start` do for it then needs no flood eviction, no placeholder and no cycle check.
-   0 ours (it->parent, it->codes, it->mask filled), 1 Python's, -1 error; nothing changed either way. */
+   0 ours (it->parent, it->codes, it->mask and it->lone filled), 1 Python's, -1 error; nothing changed either
+   way. */
 static int classify_start(Run *run, PyObject *nodes, Item *it) {
     if (PyDict_GET_SIZE(nodes) >= run->max_nodes)
         return 1;
@@ -455,7 +456,7 @@ static int classify_start(Run *run, PyObject *nodes, Item *it) {
     }
     Py_XDECREF(image);
     int plain = it->mask != NULL && PyLong_CheckExact(it->mask) && valid_codes(it->codes);
-    if (plain && run->lone_mask != NULL && !PyObject_IsTrue(it->mask)) {  /* `_start`'s evidence rule */
+    if (plain && !PyObject_IsTrue(it->mask)) {  /* `_start`'s evidence rule: a lone-command line is kept */
         PyObject *lone = PyObject_CallOneArg(run->lone_mask, command_line);
         plain = lone != NULL && PyLong_CheckExact(lone);
         it->lone = plain && PyObject_IsTrue(lone);  /* an exact int: cannot fail */
@@ -999,9 +1000,11 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *starts = nargs == 9 && args[8] != Py_None ? args[8] : NULL;
-    if (starts != NULL && !(PyTuple_CheckExact(starts) && PyTuple_GET_SIZE(starts) >= 2 && PyTuple_GET_SIZE(starts) <= 4)) {
+    /* All four or none: a fold without `lone_mask` would keep less evidence than `_start` (Python's) does. */
+    if (starts != NULL && !(PyTuple_CheckExact(starts) && PyTuple_GET_SIZE(starts) == 4 &&
+                            PyTuple_GET_ITEM(starts, 3) != Py_None)) {
         PyErr_SetString(PyExc_TypeError,
-                        "starts must be a (child_codes, indicator_mask[, DeviceForest._new_node[, lone_mask]]) tuple");
+                        "starts must be a (child_codes, indicator_mask, DeviceForest._new_node or None, lone_mask) tuple");
         return NULL;
     }
     PyObject *forest = args[0], *changed = args[3], *codes_by_kind = args[4], *strong = args[5];
@@ -1024,10 +1027,8 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *lru = lru_dict == NULL ? NULL : get_attr(lru_dict, s_move_to_end);
     Py_XDECREF(lru_dict);
     Run run = {.forest = forest, .stats = get_attr(forest, s_stats), .clone = -1};  /* the rest zero, NULL */
-    if (starts != NULL && PyTuple_GET_SIZE(starts) >= 3 && PyTuple_GET_ITEM(starts, 2) != Py_None)
+    if (starts != NULL && PyTuple_GET_ITEM(starts, 2) != Py_None)
         run.plain_new_node = PyTuple_GET_ITEM(starts, 2);
-    if (starts != NULL && PyTuple_GET_SIZE(starts) == 4 && PyTuple_GET_ITEM(starts, 3) != Py_None)
-        run.lone_mask = PyTuple_GET_ITEM(starts, 3);
     PyObject *result = NULL;
     int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
     if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0 ||
@@ -1055,8 +1056,10 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     int limit = starts == NULL ? 1 : get_ll(limits, s_max_nodes, &run.max_nodes);
     if (limit < 0)
         goto out;
-    if (limit == 0)  /* a plain max_nodes: new processes under known parents are applied here too */
+    if (limit == 0) {  /* a plain max_nodes: new processes under known parents are applied here too */
         run.child_codes = PyTuple_GET_ITEM(starts, 0), run.indicator_mask = PyTuple_GET_ITEM(starts, 1);
+        run.lone_mask = PyTuple_GET_ITEM(starts, 3);
+    }
     int failed = 0;
     for (; i < PySequence_Fast_GET_SIZE(events); i++) {  /* size and item re-read: Python ran in between */
         Item it;
@@ -1333,9 +1336,9 @@ static PyMethodDef methods[] = {
      "fold(forest, events, start, changed, codes_by_kind, strong, generic[, caches[, starts]]) -> index of "
      "the first event not applied (another device's, or one DeviceForest.apply must handle). caches: kind -> "
      "(codes function, deciding field names, dict) to remember that function's codes by those fields; "
-     "starts: (child_codes, indicator_mask[, DeviceForest._new_node[, lone_mask]]) to apply the start of a new "
-     "process under a known parent, and the end of a known process, too; a start whose indicator_mask is 0 "
-     "and whose lone_mask is not is kept as notable (alert evidence) as well."},
+     "starts: (child_codes, indicator_mask, DeviceForest._new_node or None, lone_mask) to apply the start of a "
+     "new process under a known parent, and the end of a known process, too; a start whose indicator_mask is "
+     "0 and whose lone_mask is not is kept as notable (alert evidence) as well."},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(pending, forests, context_up, anchors) -> [(forest, node)]: the rows a flush scores for the queued "
      "(device_id, process_key, notable) changes, as pipeline.detect.Detector._rows picks them: each scorable "

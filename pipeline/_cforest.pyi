@@ -3,6 +3,10 @@
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+_Starts = tuple[
+    Callable[[str], tuple[int, ...]], Callable[[str], int], Callable[..., Any] | None, Callable[[str], int]
+]  # child_codes, indicator_mask, DeviceForest._new_node or None, lone_mask
+
 CODES_CACHE_ENTRIES: int
 CODES_CACHE_CHARS: int
 
@@ -15,7 +19,7 @@ def fold(
     strong: Collection[int],
     generic: Collection[int],
     caches: dict[str, tuple[Callable[[Any], tuple[int, ...]], tuple[str, ...], dict[Any, Any]]] | None = None,
-    starts: tuple[Callable[[str], tuple[int, ...]], Callable[[str], int]] | None = None,
+    starts: _Starts | None = None,
     /,
 ) -> int: ...
 def rows(

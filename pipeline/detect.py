@@ -462,8 +462,9 @@ _indicator_techniques = lru_cache(maxsize=4096)(indicator_techniques)
 
 def _techniques(mask: int, values: Matrix) -> tuple[str, ...]:
     """ATT&CK techniques of the tree's indicator bits, of the scored row's lone-command indicators (the
-    lone booster's evidence: they are kept on no node) and of the subtree's non-zero counters (NaN
-    counts: numpy's `flatnonzero` counted it; -0.0 does not), remembered per (mask, lone, fired)."""
+    lone booster's evidence: their bits are kept on no node, only a lone-only start among the notable events)
+    and of the subtree's non-zero counters (NaN counts: numpy's `flatnonzero` counted it; -0.0 does not),
+    remembered per (mask, lone, fired)."""
     counters = values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)].tolist()
     lone = values[_LONE_OFFSET : _LONE_OFFSET + 2 * len(LONE_INDICATORS)].tolist()
     return _techniques_of(

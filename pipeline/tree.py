@@ -266,14 +266,16 @@ class DeviceForest:
             self._remove(key)
 
     def _start(self, node: ProcessNode, event: Event, start: Any, when: int) -> Change:
-        """Fill the node; the parent earns child codes. Notable when the child carries any signal."""
+        """Fill the node; the parent earns child codes. The change is notable when the command line shows an
+        indicator or the parent earns a specific code; a line with only lone-command indicators is kept as
+        evidence (its first start) without making the change notable."""
         first = not node.started
         node.started, node.start_ms = True, when if first else node.start_ms
         node.set_image(start.image)
         node.command_line, node.cmd_mask = start.command_line, indicator_mask(start.command_line)
         node.sha256, node.user, node.pid = start.sha256 or node.sha256, start.user, start.pid
         node.integrity_level, node.uid = start.integrity_level, start.uid
-        if node.cmd_mask or lone_mask(start.command_line):  # evidence; only cmd_mask makes the change notable
+        if node.cmd_mask or (first and lone_mask(start.command_line)):  # evidence; cmd_mask makes it notable
             node.notable.append(event)
         parent_key = event.parent_process_key
         parent = self._link(node, parent_key, when) if parent_key is not None else self.get(node.parent_key)

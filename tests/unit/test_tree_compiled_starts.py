@@ -205,6 +205,57 @@ def test_the_lone_mask_the_tree_names_is_the_one_the_fold_uses(monkeypatch: pyte
     assert kept == {"x.exe /q"}
 
 
+@pytest.mark.parametrize("answer", ["raises", "not an int"])
+def test_a_lone_mask_that_misbehaves_on_one_start_leaves_that_start_to_apply(
+    monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    """The fold hands the start to Python's `apply`, which meets the same answer: the same forest, the same
+    error, in both paths."""
+    real = tree.lone_mask
+
+    def odd(text: str) -> Any:
+        if text == COMMANDS[5]:
+            if answer == "raises":
+                raise RuntimeError("lone_mask bug")
+            return 2.0
+        return real(text)
+
+    monkeypatch.setattr(tree, "lone_mask", odd)
+    events = _starts(4, 80)
+    assert any(getattr(e.payload, "command_line", None) == COMMANDS[5] for e in events)
+    if answer == "raises":
+        for compiled in (False, True):
+            with tree_path(compiled), pytest.raises(RuntimeError, match="lone_mask bug"):
+                DeviceForest("dev-s", "windows").apply_run(events, 0, [])
+        return
+    python, compiled = _build(events, None, False), _build(events, None, True)
+    assert compiled[:2] == python[:2]
+    assert len(compiled[2]) < len(python[2])  # the other starts were still the fold's
+
+
+def test_the_fold_refuses_starts_without_the_lone_mask() -> None:
+    """A fold that cannot keep a lone-command start as evidence would build another forest than Python."""
+    assert tree._fold is not None, NOT_BUILT
+    forest = DeviceForest("dev-s", "windows")
+    short = (tree.child_codes, tree.indicator_mask, None)
+    with pytest.raises(TypeError, match="lone_mask"):
+        tree._fold(forest, [], 0, [], tree.CODES_BY_KIND, set(), set(), None, short)
+    with pytest.raises(TypeError, match="lone_mask"):
+        tree._fold(forest, [], 0, [], tree.CODES_BY_KIND, set(), set(), None, (*short, None))
+
+
+def test_a_start_seen_again_does_not_keep_its_lone_command_line_twice() -> None:
+    kit = EventKit("dev-s", start=datetime(2026, 5, 1, tzinfo=UTC))
+    root = kit.start("root", r"C:\Windows\explorer.exe", "explorer.exe")
+    fw = kit.start("fw", r"C:\Windows\System32\netsh.exe", COMMANDS[5], parent="root")
+    again = fw.model_copy(update={"seq": fw.seq + 100})
+    for compiled in (False, True):
+        forest = DeviceForest("dev-s", "windows")
+        with tree_path(compiled):
+            forest.apply_run([root, fw, again], 0, [])
+        assert list(forest.nodes["fw"].notable) == [fw]
+
+
 def test_a_child_classifier_that_raises_raises_from_apply_with_nothing_applied(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -225,7 +276,8 @@ def test_the_fold_keeps_no_reference_to_the_starts_and_ends_it_applied_once_the_
     kit = EventKit("dev-s", start=datetime(2026, 5, 1, tzinfo=UTC))
     root = kit.start("root", r"C:\Windows\explorer.exe", "x")
     starts = [
-        kit.start(f"p{i}", IMAGES[i % 5], COMMANDS[i % 2], parent="root", sha256="b" * 64) for i in range(60)
+        kit.start(f"p{i}", IMAGES[i % 5], COMMANDS[(0, 1, 5)[i % 3]], parent="root", sha256="b" * 64)
+        for i in range(60)
     ]
     events = [root, *[fastcodec.decode_events(codec.encode_event(e))[0] for e in starts]]
     watched = [
