@@ -84,9 +84,19 @@ def timed_stages(seconds: dict[str, float]) -> AbstractContextManager[None]:
 
 
 @contextmanager
-def feature_matrices(seen: Callable[[Any], object]) -> Iterator[None]:
-    """Hand every flush's feature matrix to `seen` while inside (the detector's own name for
-    `feature_matrix` is wrapped, then restored)."""
+def _detector_name(name: str, tapped: Callable[..., Any]) -> Iterator[None]:
+    """The detector's own name `name` (a function it calls, `pipeline.detect.<name>`) set to `tapped`
+    while inside, then restored."""
+    original = getattr(detect, name)
+    setattr(detect, name, tapped)
+    try:
+        yield
+    finally:
+        setattr(detect, name, original)
+
+
+def feature_matrices(seen: Callable[[Any], object]) -> AbstractContextManager[None]:
+    """Hand every flush's feature matrix to `seen` while inside."""
     matrix_of = features_module.feature_matrix
 
     def tapped(contexts: Sequence[RowContext]) -> Any:
@@ -94,19 +104,13 @@ def feature_matrices(seen: Callable[[Any], object]) -> Iterator[None]:
         seen(matrix)
         return matrix
 
-    setattr(detect, "feature_matrix", tapped)  # noqa: B010 (the detector's own name for it)
-    try:
-        yield
-    finally:
-        setattr(detect, "feature_matrix", matrix_of)  # noqa: B010
+    return _detector_name("feature_matrix", tapped)
 
 
-@contextmanager
-def row_shapes(shape: dict[str, int]) -> Iterator[None]:
+def row_shapes(shape: dict[str, int]) -> AbstractContextManager[None]:
     """Count the rows the detector scores, the leaves among them and their window-active descendants
-    into `shape` while inside (the detector's own name for `row_contexts` is wrapped, then restored): what
-    the per-row stages walk."""
-    contexts_of = getattr(detect, "row_contexts")  # noqa: B009 (the name is swapped below)
+    into `shape` while inside: what the per-row stages walk."""
+    contexts_of = detect.row_contexts
     shape.update(rows=0, leaves=0, descendants=0)
 
     def tapped(rows: Sequence[Any], window_ms: int) -> list[RowContext]:
@@ -116,11 +120,7 @@ def row_shapes(shape: dict[str, int]) -> Iterator[None]:
         shape["descendants"] += sum(len(c.descendants) for c in contexts)
         return contexts
 
-    setattr(detect, "row_contexts", tapped)  # noqa: B010 (the detector's own name for it)
-    try:
-        yield
-    finally:
-        setattr(detect, "row_contexts", contexts_of)  # noqa: B010
+    return _detector_name("row_contexts", tapped)
 
 
 def replay(values: list[bytes], decoder: str) -> dict[str, Any]:
