@@ -8,7 +8,8 @@ The same Sysmon event reaches us in several shapes, all seen in real data:
   same objects at the top level, with `EventID` possibly `{"#text": 1}` and `TimeCreated` as
   `{"#attributes": {"SystemTime": ...}}`;
 - winlogbeat 6: `event_id`, `log_name`, `computer_name`, fields nested in `event_data`;
-- winlogbeat 7+/ECS: the same under `winlog`;
+- winlogbeat 7+/ECS: the same under `winlog`, nested or with dotted keys as flattening exporters write
+  it (`winlog.event_id`, `winlog.event_data.Image`, ...; `event_data.Image` for winlogbeat 6);
 - Azure Monitor `WindowsEvent`: `EventData` is a JSON *string*.
 
 `normalise` turns any of them into a `WinRecord`: the header (id, channel, provider, computer,
@@ -90,6 +91,8 @@ class WinRecord:
 
 def normalise(record: Mapping[str, Any]) -> WinRecord:
     """Read any supported shape; unknown shapes give a WinRecord with `event_id` None."""
+    if _dotted(record):
+        record = _undotted(record)
     event = record.get("Event")
     if isinstance(event, Mapping):
         record = event
@@ -103,6 +106,36 @@ def normalise(record: Mapping[str, Any]) -> WinRecord:
     if isinstance(event_data, Mapping):
         return _from_nested(record, event_data, record)
     return _from_flat(record)
+
+
+def _dotted(record: Mapping[str, Any]) -> bool:
+    """A winlogbeat record flattened with dotted keys (three lookups: most records are not)."""
+    if "winlog.event_id" in record or "winlog.channel" in record:
+        return "winlog" not in record
+    return "event_id" in record and "event_data" not in record  # winlogbeat 6, `event_data.*` dotted
+
+
+_PREFIXES = ("winlog.event_data.", "winlog.user_data.", "winlog.", "event_data.")
+
+
+def _undotted(record: Mapping[str, Any]) -> dict[str, Any]:
+    """`winlog.event_data.Image` and the like nested again as winlogbeat writes them (`winlog` ->
+    `event_data` -> `Image`); other keys as they are. A nested value already there wins."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        prefix = next((p for p in _PREFIXES if isinstance(key, str) and key.startswith(p)), None)
+        if prefix is None:
+            out.setdefault(key, value)
+            continue
+        parents, name = prefix.rstrip(".").split("."), key[len(prefix) :]
+        target = out
+        for part in parents:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = target[part] = {}
+            target = child
+        target.setdefault(name, value)
+    return out
 
 
 def _from_flat(record: Mapping[str, Any]) -> WinRecord:

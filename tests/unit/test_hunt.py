@@ -57,6 +57,37 @@ def test_an_alert_from_a_command_line_alone_carries_that_process_start_as_eviden
         assert any("advfirewall" in line for line in lines), alert.process_tree.evidence
 
 
+_ECS_HEADER = {"EventID": "winlog.event_id", "Channel": "winlog.channel", "Hostname": "winlog.computer_name",
+               "SourceName": "winlog.provider_name", "EventRecordID": "winlog.record_id"}
+
+
+def test_a_recording_exported_as_dotted_ecs_keys_raises_the_alerts_of_its_flattened_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another lab's export of the same events (winlogbeat's ECS document flattened with dotted keys:
+    `winlog.event_id`, `winlog.event_data.Image`, ...) is hunted as the flattened recording is."""
+    name = "cmd_wevtutil_modify_security_eventlog_path.jsonl.gz"
+    source = shared_datasets("otrf") / "defense_evasion" / name
+    ecs = tmp_path / "ecs.jsonl.gz"
+    with gzip.open(source, "rt") as lines, gzip.open(ecs, "wt") as out:
+        for line in lines:
+            record = json.loads(line)
+            dotted = {"@timestamp": record.pop("@timestamp", None)}
+            for key, value in record.items():
+                if not key.startswith("_"):
+                    dotted[_ECS_HEADER.get(key, f"winlog.event_data.{key}")] = value
+            out.write(json.dumps(dotted) + "\n")
+
+    def alerts(path: Path) -> list[tuple[str, float, str]]:
+        assert main(["hunt", "--quiet", "--json", str(path)]) == 0
+        found = [json.loads(line)["alert"] for line in capsys.readouterr().out.splitlines()]
+        roots = [a["process_tree"]["nodes"][0]["image"] for a in found]
+        return sorted((a["detection_name"], a["score"], root) for a, root in zip(found, roots, strict=True))
+
+    expected = alerts(source)
+    assert expected and alerts(ecs) == expected
+
+
 def test_malformed_and_missing_files_are_reported_and_skipped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

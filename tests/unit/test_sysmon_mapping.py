@@ -287,6 +287,30 @@ def test_ecs_winlog_nesting() -> None:
     assert event.ts == datetime(2021, 4, 26, 15, 3, 7, tzinfo=UTC)
 
 
+def _dotted(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`record` flattened with dotted keys, as exporters of winlogbeat documents write them."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict) and key in ("winlog", "event_data"):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_ecs_and_winlogbeat6_records_flattened_with_dotted_keys_map_as_nested_ones() -> None:
+    ecs = {"@timestamp": "2021-04-26T15:03:07Z", "host.name": "collector",
+           "winlog": {"event_id": "3", "channel": SYSMON, "computer_name": HOST, "record_id": 77,
+                      "provider_name": "Microsoft-Windows-Sysmon", "event_data": {**FIELDS[3]}}}
+    beat6 = {"event_id": 1, "log_name": SYSMON, "computer_name": HOST, "record_number": "3325219",
+             "@timestamp": "2019-03-19T17:15:16.131Z", "event_data": {**FIELDS[1], "UtcTime": UTC_TIME}}
+    for record in (ecs, beat6):
+        dotted = _dotted(record)
+        assert "winlog" not in dotted and "event_data" not in dotted and len(dotted) > len(record)
+        assert mapped(dotted) == mapped(record)
+    assert mapped(_dotted(ecs)).payload.kind == "network_connect"
+
+
 def test_system_and_event_data_at_the_top_level() -> None:
     inner = nested(13)["Event"]
     event = mapped({"System": inner["System"], "EventData": inner["EventData"]})
