@@ -7,9 +7,10 @@ The same Sysmon event reaches us in several shapes, all seen in real data:
 - evtx-dump (the `evtx` package, `evtx_dump -o jsonl`): `Event.System` + `Event.EventData`, or the
   same objects at the top level, with `EventID` possibly `{"#text": 1}` and `TimeCreated` as
   `{"#attributes": {"SystemTime": ...}}`;
-- winlogbeat 6: `event_id`, `log_name`, `computer_name`, fields nested in `event_data`;
-- winlogbeat 7+/ECS: the same under `winlog`, nested or with dotted keys as flattening exporters write
-  it (`winlog.event_id`, `winlog.event_data.Image`, ...; `event_data.Image` for winlogbeat 6);
+- winlogbeat 6: `event_id`, `log_name`, `computer_name`, fields nested in `event_data` (or with dotted
+  keys, `event_data.Image`, as flattening exporters write it);
+- winlogbeat 7+/ECS: the same under `winlog`, nested or dotted (`winlog.event_id`,
+  `winlog.event_data.Image`, ...);
 - Azure Monitor `WindowsEvent`: `EventData` is a JSON *string*.
 
 `normalise` turns any of them into a `WinRecord`: the header (id, channel, provider, computer,
@@ -91,8 +92,7 @@ class WinRecord:
 
 def normalise(record: Mapping[str, Any]) -> WinRecord:
     """Read any supported shape; unknown shapes give a WinRecord with `event_id` None."""
-    if _dotted(record):
-        record = _undotted(record)
+    record = _nested_again(record)
     event = record.get("Event")
     if isinstance(event, Mapping):
         record = event
@@ -108,33 +108,47 @@ def normalise(record: Mapping[str, Any]) -> WinRecord:
     return _from_flat(record)
 
 
-def _dotted(record: Mapping[str, Any]) -> bool:
-    """A winlogbeat record flattened with dotted keys (three lookups: most records are not)."""
-    if "winlog.event_id" in record or "winlog.channel" in record:
-        return "winlog" not in record
-    return "event_id" in record and "event_data" not in record  # winlogbeat 6, `event_data.*` dotted
+def _nested_again(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A winlogbeat record an exporter flattened with dotted keys, nested again as winlogbeat writes it;
+    any other record as it is (a flat `EventID` header, or a nested `winlog` or `event_data`, keeps its
+    shape as before). The input is never changed.
+
+    - ECS (`winlog.event_id`, `winlog.channel`, ..., `winlog.event_data.Image`): `winlog` -> `event_data`.
+      A `winlog.event_data` given whole (a mapping or a JSON string) wins over dotted fields of the same
+      name, in whatever order they come.
+    - winlogbeat 6 (`event_id`, `log_name`, ... and `event_data.Image`): `event_data`, which also takes
+      the fields left at the top level (a dotted field of the same name wins)."""
+    if "EventID" in record or "winlog" in record:
+        return record
+    if "winlog.event_id" in record:
+        return _ecs_nested(record)
+    if "event_id" in record and "event_data" not in record:
+        plain: dict[Any, Any] = {}
+        dotted: dict[str, Any] = {}
+        for key, value in record.items():
+            if isinstance(key, str) and key.startswith("event_data."):
+                dotted.setdefault(key[11:], value)
+            else:
+                plain[key] = value
+        if dotted:  # fields left at the top level are read too (the dotted ones win)
+            return {**plain, "event_data": {**plain, **dotted}}
+    return record
 
 
-_PREFIXES = ("winlog.event_data.", "winlog.user_data.", "winlog.", "event_data.")
-
-
-def _undotted(record: Mapping[str, Any]) -> dict[str, Any]:
-    """`winlog.event_data.Image` and the like nested again as winlogbeat writes them (`winlog` ->
-    `event_data` -> `Image`); other keys as they are. A nested value already there wins."""
+def _ecs_nested(record: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    winlog: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     for key, value in record.items():
-        prefix = next((p for p in _PREFIXES if isinstance(key, str) and key.startswith(p)), None)
-        if prefix is None:
-            out.setdefault(key, value)
-            continue
-        parents, name = prefix.rstrip(".").split("."), key[len(prefix) :]
-        target = out
-        for part in parents:
-            child = target.get(part)
-            if not isinstance(child, dict):
-                child = target[part] = {}
-            target = child
-        target.setdefault(name, value)
+        if not isinstance(key, str) or not key.startswith("winlog."):
+            out[key] = value
+        elif key.startswith("winlog.event_data."):
+            fields.setdefault(key[18:], value)
+        else:
+            winlog.setdefault(key[7:], value)
+    whole = winlog.get("event_data")
+    winlog["event_data"] = {**fields, **(_event_data(whole) if isinstance(whole, str | Mapping) else {})}
+    out["winlog"] = winlog
     return out
 
 

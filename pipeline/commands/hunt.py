@@ -19,11 +19,12 @@ Run exactly the stream's detection path (trees, windows, features, the model, th
 mode) over recorded files and print what it would have alerted on — "what would this model have
 blocked?" before switching a device group from audit to block.
 
-Input: .evtx files, Sysmon JSON Lines (winlogbeat-style flattened records, winlogbeat documents nested
-or flattened with dotted keys such as winlog.event_data.Image, or evtx-dump style System/EventData
-fields), BehaviorEvent JSON Lines (what agents publish), gzip or not; files or
-folders (searched recursively). Each file is hunted on its own. Malformed files and lines are
-reported in the per-file summary (stderr) and skipped; they never stop the hunt.
+Input: .evtx files, Sysmon JSON Lines (flat records with EventID, Image... at the top level as
+winlogbeat-style shippers write them; winlogbeat documents, nested or with dotted keys such as
+winlog.event_data.Image; evtx-dump style System/EventData fields), BehaviorEvent JSON Lines (what
+agents publish), gzip or not; files or folders (searched recursively). Each file is hunted on its
+own. Malformed files and lines are reported in the per-file summary (stderr) and skipped; they never
+stop the hunt.
 
 Output (stdout): a table by default; --json prints one JSON object per alert
 ({"path": <input file>, "alert": <Alert record>}); --ocsf prints OCSF Detection Findings with the

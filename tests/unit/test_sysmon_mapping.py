@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -309,6 +311,34 @@ def test_ecs_and_winlogbeat6_records_flattened_with_dotted_keys_map_as_nested_on
         assert "winlog" not in dotted and "event_data" not in dotted and len(dotted) > len(record)
         assert mapped(dotted) == mapped(record)
     assert mapped(_dotted(ecs)).payload.kind == "network_connect"
+
+
+def test_dotted_and_whole_event_data_mixed_in_any_order_map_alike_and_leave_the_record_as_it_was() -> None:
+    header = {"@timestamp": "2021-04-26T15:03:07Z", "winlog.event_id": "3", "winlog.channel": SYSMON,
+              "winlog.computer_name": HOST, "winlog.record_id": 77}
+    whole = {**FIELDS[3]}
+    expected = mapped({**header, **{f"winlog.event_data.{k}": v for k, v in whole.items()}})
+    extra = {"winlog.event_data.Image": "C:\\other.exe"}  # a dotted field the whole one overrides
+    for given in (whole, json.dumps(whole)):
+        first = {**header, **extra, "winlog.event_data": given}
+        for record in (first, {**header, "winlog.event_data": given, **extra}):
+            before = copy.deepcopy(record)
+            assert mapped(record) == expected
+            assert record == before
+
+
+def test_records_with_a_flat_header_keep_their_shape_whatever_dotted_keys_they_carry() -> None:
+    def read(record: dict[str, Any]) -> tuple[Any, ...]:
+        event = mapped(record)
+        return event.device_id, event.process_key, event.ts, event.payload
+
+    flat_record = flat(1)
+    assert read({**flat_record, "winlog.channel": SYSMON, "winlog.api": "wineventlog"}) == read(flat_record)
+    beat6_flat = {"event_id": 1, "log_name": SYSMON, "computer_name": HOST, **FIELDS[1], "UtcTime": UTC_TIME}
+    expected = read(beat6_flat)
+    assert expected[3].kind == "process_start"
+    assert read({**beat6_flat, "winlog.api": "x"}) == expected
+    assert read({**beat6_flat, "event_data.Description": "x"}) == expected  # the top-level fields still read
 
 
 def test_system_and_event_data_at_the_top_level() -> None:
