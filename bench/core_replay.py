@@ -233,7 +233,9 @@ def main() -> None:
     parser.add_argument("--per-record", type=int, default=50)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--decoder", choices=sorted(_DECODERS), default="fast")
-    parser.add_argument("--stages", action="store_true", help="CPU time per detector stage (a second replay)")
+    parser.add_argument("--stages", action="store_true",
+                        help="CPU time per detector stage, and per scored row with the rows' shape "
+                             "(a second replay)")
     parser.add_argument("--overlap", type=int, default=0, metavar="PAIRS",
                         help="also replay in the worker's order, without and with the predict overlapped "
                              "with decoding (Detector.start_flush), PAIRS times each, by wall time")
