@@ -25,7 +25,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import orjson
@@ -54,10 +54,20 @@ PER_ROW = ("row contexts", "features", "scoring")
 
 
 @contextmanager
+def _swapped(owner: Any, name: str, replacement: Callable[..., Any]) -> Iterator[None]:
+    """`owner.name` set to `replacement` while inside, then restored."""
+    original = getattr(owner, name)
+    setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+@contextmanager
 def timed_parts(parts: Sequence[tuple[str, Any, str]], seconds: dict[str, float]) -> Iterator[None]:
     """Add the CPU seconds of each (label, owner, attribute) function to `seconds[label]` while inside
     (the functions are wrapped, then restored); `bench.incident_cost` times its parts with it too."""
-    originals = [(owner, name, getattr(owner, name)) for _, owner, name in parts]
 
     def wrap(label: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -69,30 +79,15 @@ def timed_parts(parts: Sequence[tuple[str, Any, str]], seconds: dict[str, float]
 
         return timed
 
-    for (label, _, _), (owner, name, function) in zip(parts, originals, strict=True):
-        setattr(owner, name, wrap(label, function))
-    try:
+    with ExitStack() as stack:
+        for label, owner, name in parts:
+            stack.enter_context(_swapped(owner, name, wrap(label, getattr(owner, name))))
         yield
-    finally:
-        for owner, name, function in originals:
-            setattr(owner, name, function)
 
 
 def timed_stages(seconds: dict[str, float]) -> AbstractContextManager[None]:
     """Add each detector stage's CPU seconds to `seconds` while inside."""
     return timed_parts(STAGES, seconds)
-
-
-@contextmanager
-def _detector_name(name: str, tapped: Callable[..., Any]) -> Iterator[None]:
-    """The detector's own name `name` (a function it calls, `pipeline.detect.<name>`) set to `tapped`
-    while inside, then restored."""
-    original = getattr(detect, name)
-    setattr(detect, name, tapped)
-    try:
-        yield
-    finally:
-        setattr(detect, name, original)
 
 
 def feature_matrices(seen: Callable[[Any], object]) -> AbstractContextManager[None]:
@@ -104,7 +99,7 @@ def feature_matrices(seen: Callable[[Any], object]) -> AbstractContextManager[No
         seen(matrix)
         return matrix
 
-    return _detector_name("feature_matrix", tapped)
+    return _swapped(detect, "feature_matrix", tapped)  # the detector's own name for it
 
 
 def row_shapes(shape: dict[str, int]) -> AbstractContextManager[None]:
@@ -120,7 +115,7 @@ def row_shapes(shape: dict[str, int]) -> AbstractContextManager[None]:
         shape["descendants"] += sum(len(c.descendants) for c in contexts)
         return contexts
 
-    return _detector_name("row_contexts", tapped)
+    return _swapped(detect, "row_contexts", tapped)
 
 
 def replay(values: list[bytes], decoder: str) -> dict[str, Any]:
