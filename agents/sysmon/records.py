@@ -123,33 +123,31 @@ def _nested_again(record: Mapping[str, Any]) -> Mapping[str, Any]:
     if "winlog.event_id" in record:
         return _ecs_nested(record)
     if "event_id" in record and "event_data" not in record:
-        plain: dict[Any, Any] = {}
-        dotted: dict[str, Any] = {}
-        for key, value in record.items():
-            if isinstance(key, str) and key.startswith("event_data."):
-                dotted.setdefault(key[11:], value)
-            else:
-                plain[key] = value
+        plain, dotted = _split(record, "event_data.")
         if dotted:  # fields left at the top level are read too (the dotted ones win)
             return {**plain, "event_data": {**plain, **dotted}}
     return record
 
 
 def _ecs_nested(record: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    winlog: dict[str, Any] = {}
-    fields: dict[str, Any] = {}
-    for key, value in record.items():
-        if not isinstance(key, str) or not key.startswith("winlog."):
-            out[key] = value
-        elif key.startswith("winlog.event_data."):
-            fields.setdefault(key[18:], value)
-        else:
-            winlog.setdefault(key[7:], value)
+    out, winlog = _split(record, "winlog.")
+    winlog, fields = _split(winlog, "event_data.")
     whole = winlog.get("event_data")
     winlog["event_data"] = {**fields, **(_event_data(whole) if isinstance(whole, str | Mapping) else {})}
     out["winlog"] = winlog
     return out
+
+
+def _split(record: Mapping[Any, Any], prefix: str) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """(`record`'s other keys, its keys that start with `prefix`, the prefix cut off)."""
+    other: dict[Any, Any] = {}
+    cut: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(key, str) and key.startswith(prefix):
+            cut[key[len(prefix) :]] = value
+        else:
+            other[key] = value
+    return other, cut
 
 
 def _from_flat(record: Mapping[str, Any]) -> WinRecord:
