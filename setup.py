@@ -2,6 +2,8 @@
 
 - `pipeline._ctrees` scores the trained booster exactly as XGBoost does, without its fixed cost per
   call (pipeline/compiled_model.py). No -ffast-math: the float operations must stay in XGBoost's order.
+- `pipeline._cring` is `Ring`, a process's evidence records as one int64 buffer (pipeline/_ring.h, which
+  `_cforest`, `_cfeatures` and `_cstate` read it through).
 - `pipeline._cforest` applies the common case of `DeviceForest.apply` (pipeline/tree.py).
 - `pipeline._cfeatures` computes the rows of `feature_matrix` (pipeline/features.py); no -ffast-math
   either: its float32 sums follow numpy's order, so the matrices are equal byte for byte.
@@ -29,18 +31,25 @@ setup(
             extra_compile_args=_EXACT_FLOATS,
             optional=True,
         ),
+        Extension("pipeline._cring", sources=["pipeline/_cring.c"], depends=["pipeline/_ring.h"], optional=True),
         Extension(
-            "pipeline._cforest", sources=["pipeline/_cforest.c"], depends=["pipeline/_slots.h"], optional=True
+            "pipeline._cforest",
+            sources=["pipeline/_cforest.c"],
+            depends=["pipeline/_slots.h", "pipeline/_ring.h"],
+            optional=True,
         ),
         Extension(
             "pipeline._cfeatures",
             sources=["pipeline/_cfeatures.c"],
-            depends=["pipeline/_slots.h"],
+            depends=["pipeline/_slots.h", "pipeline/_ring.h"],
             extra_compile_args=_EXACT_FLOATS,
             optional=True,
         ),
         Extension(
-            "pipeline._cstate", sources=["pipeline/_cstate.c"], depends=["pipeline/_slots.h"], optional=True
+            "pipeline._cstate",
+            sources=["pipeline/_cstate.c"],
+            depends=["pipeline/_slots.h", "pipeline/_ring.h"],
+            optional=True,
         ),
         Extension("schemas._cfastcodec", sources=["schemas/_cfastcodec.c"], optional=True),
     ]

@@ -34,6 +34,7 @@
 #include <structmember.h>
 
 #include "_slots.h"  /* slot_of, get_attr, set_attr: attribute access of slotted objects */
+#include "_ring.h"   /* a `Ring` of evidence records, counted straight from its buffer */
 
 static PyObject *s_image_cls, *s_image, *s_started, *s_exited, *s_placeholder, *s_end_ms, *s_start_ms;
 static PyObject *s_cmd_mask, *s_script_mask;
@@ -393,6 +394,15 @@ static int check_deque_layout(void) { return 0; }
    below 2**60, two digits). */
 static int count_evidence(PyObject *evidence, long long start, int32_t *counts, const Layout *L) {
     memset(counts, 0, (size_t)L->n_cnt * sizeof(int32_t));
+    if (is_ring(evidence)) {  /* int64 records in one buffer: no object read */
+        const RingObject *r = (const RingObject *)evidence;
+        for (Py_ssize_t i = 0; i < r->len; i++) {
+            const long long packed = ring_at(r, i), code = packed & 0xFF;
+            if ((packed >> 8) >= start && code < L->n_cnt && counts[code] < INT32_MAX)
+                counts[code]++;
+        }
+        return 0;
+    }
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
     if (in_place && deque_type != NULL && Py_TYPE(evidence) == deque_type) {
         Tally t = {start, counts, L};
@@ -1247,7 +1257,7 @@ PyMODINIT_FUNC PyInit__cfeatures(void) {
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;
     if ((zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL ||
-        (thousand = PyLong_FromLong(1000)) == NULL || check_deque_layout() < 0)
+        (thousand = PyLong_FromLong(1000)) == NULL || check_deque_layout() < 0 || ring_import() < 0)
         return NULL;
     return PyModule_Create(&module);
 }

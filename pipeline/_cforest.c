@@ -84,6 +84,7 @@ static void untrack_plain(PyObject *tuple) {
 }
 
 #include "_slots.h"  /* slot_of, get_attr, set_attr: attribute access of slotted objects */
+#include "_ring.h"   /* a `Ring` of evidence records, appended to without an int object per record */
 
 #define CODES_CACHE_ENTRIES 16384  /* per kind: emptied when full */
 #define CODES_CACHE_CHARS 512      /* longer deciding strings are not cached (as behaviour._CACHED_CHARS) */
@@ -646,8 +647,9 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
     /* A plain deque: what its appends dropped is counted after them, from its length (a deque never holds
        more than its maxlen, so held + n - held after = max(0, held + n - maxlen), capped at n, as
        `_add_evidence` counts it), without reading `maxlen` through the generic attribute lookup. */
+    const int ring = evidence != NULL && is_ring(evidence);  /* each append's drop counted as it is made */
     const int plain = evidence != NULL && Py_IS_TYPE(evidence, deque_type);
-    PyObject *maxlen = evidence == NULL ? NULL : plain ? Py_NewRef(Py_None) : get_attr(evidence, s_maxlen);
+    PyObject *maxlen = evidence == NULL ? NULL : plain || ring ? Py_NewRef(Py_None) : get_attr(evidence, s_maxlen);
     int rc = -1, rescore = 0, notable = 0;
     Py_ssize_t n = PyTuple_GET_SIZE(codes), held_before = plain ? PyObject_Length(evidence) : 0;
     if (maxlen == NULL || counts == NULL || held_before < 0)
@@ -666,13 +668,21 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
     }
     for (Py_ssize_t c = 0; c < n; c++) {
         PyObject *code = PyTuple_GET_ITEM(codes, c);
-        PyObject *packed = PyLong_FromLongLong(when * 256 | PyLong_AsLong(code));
-        if (packed == NULL)
-            goto done;
-        int pushed = push(evidence, packed);
-        Py_DECREF(packed);
-        if (pushed < 0)
-            goto done;
+        const long long record = when * 256 | PyLong_AsLong(code);
+        if (ring) {
+            int dropped = ring_push((RingObject *)evidence, record);
+            if (dropped < 0)
+                goto done;
+            run->evidence_dropped += dropped;
+        } else {
+            PyObject *packed = PyLong_FromLongLong(record);
+            if (packed == NULL)
+                goto done;
+            int pushed = push(evidence, packed);
+            Py_DECREF(packed);
+            if (pushed < 0)
+                goto done;
+        }
         PyObject *held = PyDict_GetItemWithError(counts, code);
         long long seen = 1;
         if (held != NULL) {
@@ -825,7 +835,7 @@ static int queue(Run *run, PyObject *changed, PyObject *device_id, PyObject *nod
 static int shareable(PyObject *value) {
     if (value == NULL)
         return 0;
-    if (PyDict_CheckExact(value) || PyList_CheckExact(value) || Py_IS_TYPE(value, deque_type))
+    if (PyDict_CheckExact(value) || PyList_CheckExact(value) || Py_IS_TYPE(value, deque_type) || is_ring(value))
         return PyObject_Length(value) == 0;  /* cannot fail on these */
     return !PyObject_IS_GC(value) || PyLong_Check(value);
 }
@@ -905,7 +915,7 @@ static PyObject *clone_node(Run *run, PyObject *key) {
             mine = PyDict_New();
         else if (PyList_CheckExact(value))
             mine = PyList_New(0);
-        else if (Py_IS_TYPE(value, deque_type))
+        else if (Py_IS_TYPE(value, deque_type) || is_ring(value))
             mine = PyObject_CallMethodNoArgs(value, s_copy);  /* empty, the same maxlen */
         else
             mine = Py_NewRef(value);
@@ -1388,7 +1398,7 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         return NULL;
     }
     deque_type = (PyTypeObject *)deque;  /* kept for the module's lifetime */
-    if ((deque_append = PyObject_GetAttrString(deque, "append")) == NULL)
+    if ((deque_append = PyObject_GetAttrString(deque, "append")) == NULL || ring_import() < 0)
         return NULL;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

@@ -43,6 +43,7 @@
 #include <structmember.h>
 
 #include "_slots.h"  /* `small_ll`, and the slot reads of `encode_rows` */
+#include "_ring.h"   /* a `Ring` of evidence records, packed straight from its buffer */
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
@@ -145,6 +146,15 @@ static int pack_record(PyObject *item, unsigned char *out) {
    error set on a record that is not an int in int64's range, or when fewer than `n` come. */
 static int pack_tail_into(PyObject *evidence, Py_ssize_t n, unsigned char *raw) {
     if (n == 0) return 0;
+    if (is_ring(evidence)) {  /* its records are int64s already: copied, none read as an object */
+        const RingObject *r = (const RingObject *)evidence;
+        if (n > r->len) {
+            PyErr_SetString(PyExc_RuntimeError, "evidence shrank while it was read");
+            return -1;
+        }
+        ring_pack(r, r->len - n, raw);
+        return 0;
+    }
     PyObject *it = PyObject_CallOneArg((PyObject *)&PyReversed_Type, evidence);  /* reversed(evidence) */
     if (it == NULL) return -1;
     Py_ssize_t i = n;
@@ -496,6 +506,10 @@ static PyObject *pack_all(PyObject *evidence) {
     if (n < 0) return NULL;
     PyObject *out = PyBytes_FromStringAndSize(NULL, 8 * n);
     if (out == NULL) return NULL;
+    if (is_ring(evidence)) {
+        ring_pack((const RingObject *)evidence, 0, (unsigned char *)PyBytes_AS_STRING(out));
+        return out;
+    }
     PyObject *it = PyObject_GetIter(evidence), *item;
     if (it == NULL) goto fail;
     Py_ssize_t i = 0;
@@ -635,9 +649,10 @@ static int same_notable(const Previous *prev, PyObject *notable, PyTypeObject *e
 
 /* The node's evidence as int64 bytes, as `tree_state._evidence_raw` makes it: the previous row's records
    still held plus the ones appended since, packed from the deque's right end, when the previous row read
-   this same deque and the counts agree; else every record. NULL with nothing set when a record is not an
+   this same deque and the counts agree; else every record (always, for a `Ring`: its buffer is copied). NULL with nothing set when a record is not an
    int in int64's range (Python raises its error). */
 static PyObject *evidence_raw(PyObject *evidence, long long appended, const Previous *prev) {
+    if (is_ring(evidence)) return pack_all(evidence);  /* a copy of its buffer: nothing to save by reusing */
     Py_ssize_t held = PyObject_Length(evidence);
     if (held < 0) return NULL;
     long long fresh;
@@ -670,7 +685,7 @@ static PyObject *new_row(PyObject *node, PyObject *previous, const Since *rule, 
         PyErr_Clear();
         goto done;
     }
-    if (!Py_IS_TYPE(tails[EVIDENCE], deque_type) || !Py_IS_TYPE(tails[CONNS], deque_type) ||
+    if (!(Py_IS_TYPE(tails[EVIDENCE], deque_type) || is_ring(tails[EVIDENCE])) || !Py_IS_TYPE(tails[CONNS], deque_type) ||
         !Py_IS_TYPE(tails[NOTABLE], deque_type) || !PyDict_CheckExact(tails[CODES]))
         goto done;
     long long appended;
@@ -805,5 +820,6 @@ PyMODINIT_FUNC PyInit__cstate(void) {
         PyErr_SetString(PyExc_TypeError, "collections.deque is not a type");
         return NULL;
     }
+    if (ring_import() < 0) return NULL;
     return PyModule_Create(&module);
 }

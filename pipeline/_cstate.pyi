@@ -3,7 +3,9 @@
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-def evidence_tail(evidence: Sequence[int], n: int, /) -> bytes: ...
+from pipeline._cring import Ring
+
+def evidence_tail(evidence: Sequence[int] | Ring, n: int, /) -> bytes: ...
 def raw_b64(raw: bytes, since_ms: int, code_bits: int, /) -> str: ...
 def row_json(
     fields: tuple[Any, ...], raw: bytes, since_ms: int, code_bits: int, conns: Iterable[Any], notable: bytes,

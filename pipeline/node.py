@@ -7,11 +7,26 @@ everything that reads it from outside `pipeline.tree` treats it as read-only.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, cast
 
 from pipeline.lexicon import ImageClass, image_class
 from schemas.fastcodec import Event
+
+if TYPE_CHECKING:
+    from pipeline._cring import Ring
+
+Evidence: TypeAlias = "deque[int] | Ring"
+"""A process's evidence records (packed `ts_ms << 8 | code` ints, oldest first, bounded): what `new_evidence`
+makes. Everything that reads them uses only what both types have (append, len, iteration both ways,
+indexing, `maxlen`); the C extensions read a `Ring` in place."""
+
+_ring: Any
+try:  # one int64 buffer per process (pipeline/_cring.c); optional: without it, a deque of ints
+    from pipeline._cring import Ring as _ring
+except ImportError:  # pragma: no cover - depends on the build
+    _ring = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +90,7 @@ class ProcessNode:
     code_counts: dict[int, int] = field(default_factory=dict)  # lifetime count per behaviour code
     image_cls: ImageClass = ImageClass.OTHER
     children: list[str] = field(default_factory=list)
-    evidence: deque[int] = field(default_factory=deque)
+    evidence: Evidence = field(default_factory=deque)  # the forest gives each node `new_evidence(...)`
     conns: deque[tuple[int, str, int]] = field(default_factory=deque)
     notable: deque[Event | dict[str, Any]] = field(default_factory=deque)  # dicts after a restore
     static: tuple[float, ...] | None = None  # per-process feature cache, owned by pipeline.features
@@ -101,6 +116,21 @@ class ProcessNode:
         self.image = image
         self.image_cls = image_class(image)
         self.static = None
+
+
+def new_evidence(maxlen: int, records: Iterable[int] = ()) -> Evidence:
+    """An evidence container keeping the last `maxlen` records: a `pipeline._cring.Ring` (8 bytes per
+    record in one buffer, read in place by the C extensions) when it is built, else a `deque` of ints
+    (~40 bytes per record, one int object each). Both hold the same records and answer the same."""
+    if _ring is not None:
+        ring: Evidence = _ring(records, maxlen)
+        return ring
+    return deque(records, maxlen=maxlen)
+
+
+def ring_bytes(evidence: Evidence) -> bytes | None:
+    """A `Ring`'s records as little-endian int64 bytes (one copy of its buffer); None for anything else."""
+    return cast("Ring", evidence).tobytes() if _ring is not None and type(evidence) is _ring else None
 
 
 class Change(NamedTuple):

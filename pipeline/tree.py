@@ -42,7 +42,7 @@ from typing import Any
 
 from pipeline.behaviour import CODE_FIELDS, CODES_BY_KIND, GENERIC_CODES, STRONG_CODES, Counter, child_codes
 from pipeline.indicators import indicator_mask, lone_mask
-from pipeline.node import NO_CHANGE, Change, ForestStats, ProcessNode, TreeLimits
+from pipeline.node import NO_CHANGE, Change, ForestStats, ProcessNode, TreeLimits, new_evidence
 from pipeline.recency import TOUCHED_MAX, apply_touches
 from schemas.fastcodec import Event
 
@@ -248,7 +248,7 @@ class DeviceForest:
         limits = self.limits
         return ProcessNode(
             key,
-            evidence=deque(maxlen=limits.max_evidence_per_node),
+            evidence=new_evidence(limits.max_evidence_per_node),
             conns=deque(maxlen=limits.max_conns_per_node),
             notable=deque(maxlen=limits.max_notable_per_node),
             stamp=self.epoch,

@@ -47,7 +47,7 @@ import binascii
 import sys
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from itertools import islice
 from operator import attrgetter
@@ -59,6 +59,7 @@ import orjson
 
 from pipeline.behaviour import N_COUNTERS
 from pipeline.errors import StateError
+from pipeline.node import Evidence, new_evidence, ring_bytes
 from pipeline.tree import DeviceForest, ForestStats, ProcessNode, TreeLimits
 from pipeline.windows import CODE_BITS, CODE_MASK
 from schemas.events import BehaviorEvent
@@ -67,7 +68,7 @@ from schemas.fastcodec import Event, FastEvent
 __all__ = ["STATE_VERSION", "ForestEncoder", "forest_from_bytes", "forest_from_dict", "forest_to_bytes",
            "forest_to_dict"]
 
-_ctail: Callable[[Sequence[int], int], bytes] | None
+_ctail: Callable[[Evidence, int], bytes] | None
 _cb64: Callable[[bytes, int, int], str] | None
 _crow: Callable[[tuple[Any, ...], bytes, int, int, Iterable[Any], bytes, dict[int, int]], bytes | None] | None
 _crows: Callable[[list[Any], list[Any], int, int, type, Callable[[Any], Any], type, int], list[Any]] | None
@@ -269,14 +270,18 @@ def _event_json(event: Event | dict[str, Any]) -> bytes:
     return orjson.dumps(event)
 
 
-def _evidence_raw(evidence: deque[int], appended: int, previous: _Row | None) -> bytes:
+def _evidence_raw(evidence: Evidence, appended: int, previous: _Row | None) -> bytes:
     """The node's evidence records as int64 bytes, converting only those appended since `previous`.
 
     Evidence is only ever appended (one record per code count, `DeviceForest._add_evidence`) and
     drops its oldest when full, so the deque is the tail of the previous records plus the new ones:
     a busy process re-encoded at every checkpoint has its new records read, not its (up to 512) old
-    ones, each a separate int object (~20 ns apiece when cold).
+    ones, each a separate int object (~20 ns apiece when cold). A `Ring` is copied whole (as
+    `pipeline._cstate` does): its records are int64s already.
     """
+    whole = ring_bytes(evidence)  # one buffer: copied whole, nothing to reuse
+    if whole is not None:
+        return whole
     held = len(evidence)
     new = appended - previous.appended if previous is not None else held
     if (previous is None or previous.source is not evidence or new < 0 or new >= held
@@ -286,7 +291,7 @@ def _evidence_raw(evidence: deque[int], appended: int, previous: _Row | None) ->
     return kept + _pack_tail(evidence, new) if new else kept
 
 
-def _pack_tail(evidence: deque[int], count: int) -> bytes:
+def _pack_tail(evidence: Evidence, count: int) -> bytes:
     """The last `count` records (in order) as little-endian int64 bytes."""
     if _ctail is not None:  # read from the deque's right end in C (pipeline/_cstate.c)
         return _ctail(evidence, count)
@@ -361,7 +366,7 @@ def _node_from_row(row: list[Any], limits: TreeLimits) -> ProcessNode:
     evidence = np.frombuffer(base64.b64decode(row[-4], validate=True), dtype="<i8")
     if ((evidence & CODE_MASK) >= N_COUNTERS).any():
         raise ValueError(f"unknown behaviour code in node {node.key}")
-    node.evidence = deque(evidence.tolist(), maxlen=limits.max_evidence_per_node)
+    node.evidence = new_evidence(limits.max_evidence_per_node, evidence.tolist())
     node.conns = deque(
         ((int(t), str(ip), int(port)) for t, ip, port in row[-3]), maxlen=limits.max_conns_per_node
     )

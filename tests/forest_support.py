@@ -12,6 +12,11 @@ from pipeline import tree
 from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest
 
+try:
+    from pipeline._cring import Ring
+except ImportError:  # pragma: no cover - depends on the build; rings are then never made
+    Ring = None  # type: ignore[assignment,misc]
+
 
 @contextmanager
 def tree_path(compiled: bool) -> Iterator[None]:
@@ -25,13 +30,13 @@ def tree_path(compiled: bool) -> Iterator[None]:
 
 
 def snapshot(forest: DeviceForest) -> dict[str, Any]:
-    """Every observable part of a forest, deques and dicts as lists (key types included)."""
+    """Every observable part of a forest, deques, evidence rings and dicts as lists (key types included)."""
     nodes = {}
     for key, node in forest.nodes.items():
         values = {}
         for f in fields(ProcessNode):
             value = getattr(node, f.name)
-            if isinstance(value, deque):
+            if isinstance(value, deque) or (Ring is not None and type(value) is Ring):
                 value = (value.maxlen, [id(v) if f.name == "notable" else v for v in value])
             elif isinstance(value, dict):
                 value = [(type(k).__name__, int(k), type(v).__name__, v) for k, v in value.items()]
