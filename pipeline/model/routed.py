@@ -68,11 +68,16 @@ def process_only(matrix: Matrix) -> NDArray[np.bool_]:
 
 def lone_rows(matrix: Matrix) -> NDArray[np.bool_]:
     """Per row: True when the lone booster scores it (process-only, with a lone-command indicator).
-    Called a few times per flush, nearly always on rows without one: that answer costs one `any`."""
+    Called a few times per flush, nearly always on rows without one: that answer costs one `any`; the
+    telemetry columns are then read only on the rows that show an indicator (a flush's few, not all)."""
     block = matrix[:, _LONE_COLUMNS]
     if not block.any():
         return np.zeros(len(matrix), dtype=np.bool_)
     lone: NDArray[np.bool_] = np.asarray(block.any(axis=1), dtype=np.bool_)
+    shown = np.flatnonzero(lone)
+    if len(shown) < len(lone):
+        lone[shown] = process_only(matrix[shown])
+        return lone
     return lone & process_only(matrix)
 
 
@@ -81,6 +86,7 @@ class RoutedModel:
 
     def __init__(self, full: Any, lone: Any, version: str) -> None:
         self.full, self.lone, self._version = full, lone, version
+        self._route: tuple[Matrix, NDArray[np.bool_]] | None = None  # the last read-only matrix's route
 
     @property
     def version(self) -> str:
@@ -110,8 +116,17 @@ class RoutedModel:
         return thresholds
 
     def lone_rows(self, matrix: Matrix) -> NDArray[np.bool_]:
-        """The rows the lone booster scores (`lone_rows`)."""
-        return lone_rows(matrix)
+        """The rows the lone booster scores (`lone_rows`). A flush asks this of the same matrix when its
+        predict starts and when its scores are classified: a matrix that cannot change (not writeable, as
+        `Detector` leaves a flush's) is routed once, and every caller gets that one read-only answer."""
+        last = self._route
+        if last is not None and last[0] is matrix:
+            return last[1]
+        route = lone_rows(matrix)
+        if not matrix.flags.writeable and matrix.base is None:  # its own data, frozen: the answer holds
+            route.flags.writeable = False
+            self._route = (matrix, route)
+        return route
 
     def predict_proba(self, matrix: Matrix) -> Matrix:
         """Each row's probabilities from the booster of its view."""
@@ -129,7 +144,7 @@ class RoutedModel:
         """Both boosters' predicts begun on their C threads (`FastBooster.predict_start`); a booster
         that declines (no C trees) scores its rows now; None when both decline, so the caller scores
         synchronously."""
-        lone = lone_rows(matrix)
+        lone = self.lone_rows(matrix)
         if not lone.any():
             return start_predict(self.full, matrix)
         if lone.all():
@@ -145,7 +160,7 @@ class RoutedModel:
         return _PairPredict(lone, full_part, lone_part)
 
     def _routed(self, matrix: Matrix, apply: Callable[[Any, Matrix], Matrix]) -> Matrix:
-        lone = lone_rows(matrix)
+        lone = self.lone_rows(matrix)
         if not lone.any():
             return np.asarray(apply(self.full, matrix), dtype=np.float32)
         if lone.all():

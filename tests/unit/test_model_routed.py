@@ -278,3 +278,44 @@ def test_a_booster_that_cannot_start_scores_its_rows_once_and_the_other_still_st
     got = Scorer(model).start(matrix).result()
     assert model.full.seen == [2] and model.lone.seen == [2]  # no row predicted twice
     assert np.array_equal(got.probabilities, Scorer(routed()).score(matrix).probabilities)
+
+
+def _every_row_alone(matrix: Matrix) -> list[bool]:
+    """The route of each row computed by itself: what the batch answer must equal."""
+    return [bool(lone_rows(matrix[i : i + 1])[0]) for i in range(len(matrix))]
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_batch_routes_each_row_as_that_row_alone_routes(seed: int) -> None:
+    # The telemetry columns are read only on the rows that show an indicator: a mix of every kind of row
+    # (none, an indicator on a quiet row, an indicator beside telemetry, telemetry alone) in any order.
+    rng = np.random.default_rng(seed)
+    kinds = [row(), row(**{LONE_FEATURES[0]: 1}), row(**{LONE_FEATURES[-1]: 1, TELEMETRY_FEATURES[3]: 2}),
+             row(**{TELEMETRY_FEATURES[-1]: 1}), row(cmd_len_log=3, **{LONE_FEATURES[5]: 1})]  # fmt: skip
+    matrix = np.vstack([kinds[k] for k in rng.integers(0, len(kinds), size=int(rng.integers(1, 60)))])
+    assert lone_rows(matrix).tolist() == _every_row_alone(matrix)
+
+
+def test_a_frozen_matrix_is_routed_once_and_a_writeable_one_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.model import routed
+
+    calls: list[int] = []
+    real = routed.lone_rows
+    monkeypatch.setattr(routed, "lone_rows", lambda m: calls.append(len(m)) or real(m))
+    model = RoutedModel(None, None, "test")
+    quiet, loud = row(), row(**{LONE_FEATURES[0]: 1})
+    writeable = np.vstack([quiet, quiet])
+    assert model.lone_rows(writeable).tolist() == [False, False]
+    writeable[1] = loud  # a writeable matrix may change between two questions: each gets a fresh answer
+    assert model.lone_rows(writeable).tolist() == [False, True] and len(calls) == 2
+    frozen = np.vstack([quiet, loud])
+    frozen.flags.writeable = False
+    first = model.lone_rows(frozen)
+    assert model.lone_rows(frozen) is first and first.tolist() == [False, True] and len(calls) == 3
+    with pytest.raises(ValueError, match="read-only"):
+        first[0] = True  # the one answer every caller shares cannot be changed by one of them
+    view = frozen[1:]  # not its own data: routed each time
+    assert model.lone_rows(view).tolist() == [True] and model.lone_rows(view).tolist() == [True]
+    assert len(calls) == 5
