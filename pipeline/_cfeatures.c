@@ -20,8 +20,9 @@
  * (tests/unit/test_features_compiled.py). Slots are read through `_slots.h`; ProcessNode's three
  * properties the rows need (`placeholder`, `exited`, `mask`, one-line expressions of its slots in
  * pipeline/node.py) are computed from those slots for a plain ProcessNode and read through the
- * property for any subclass. On CPython 3.11 a node's evidence deque is read in place (its layout
- * checked at import; see `count_evidence`), else through its iterator. `context` builds `row_context`'s RowContext the same way
+ * property for any subclass. A node's evidence `Ring` (pipeline/_ring.h) is counted from its buffer; on
+ * CPython 3.11 an evidence deque is read in place (its layout checked at import; see `count_evidence`),
+ * else through its iterator. `context` builds `row_context`'s RowContext the same way
  * (off the cycle collector's lists: see `make_row`).
  * Whatever it cannot read as the numpy path would raises (TypeError, ValueError, OverflowError,
  * IndexError) instead of guessing.

@@ -7,7 +7,9 @@ and filled in if its `process_start` arrives later; a process seen only through 
 created from `event.image`.
 
 Memory is bounded per device, because one noisy or hostile device must not starve the worker:
-- each node keeps at most `max_evidence_per_node` evidence records (the oldest go first) and
+- each node keeps at most `max_evidence_per_node` evidence records (the oldest go first; packed
+  `ts_ms << 8 | code` int64s in one `pipeline._cring.Ring` buffer when that extension is built, 8 bytes
+  each, else a deque of ints: `pipeline.node.new_evidence`) and
   `max_conns_per_node` connection records and `max_notable_per_node` raw "notable" events (those
   that earned a specific behaviour code or an indicator, and process starts whose command line shows a
   lone-command indicator: the evidence an alert shows);
@@ -344,7 +346,7 @@ class DeviceForest:
         notable: the event is kept as alert evidence and the ancestors are re-scored too.
         """
         evidence, counts = node.evidence, node.code_counts
-        if evidence.maxlen is not None:  # every append to a full deque drops its oldest record
+        if evidence.maxlen is not None:  # every append to a full ring or deque drops its oldest record
             overflow = len(evidence) + len(codes) - evidence.maxlen
             if overflow > 0:
                 self.stats.evidence_dropped += min(overflow, len(codes))
