@@ -278,7 +278,8 @@ static int table_grow(Table *t) {
     return 0;
 }
 
-/* A node's evidence is a `collections.deque` of up to 512 packed ints, and counting it was ~40 % of the
+/* A node's evidence is a `pipeline._cring.Ring` (read from its buffer: `count_evidence`), or, without that
+   extension, a `collections.deque` of up to 512 packed ints, and counting a deque was ~40 % of the
    rows' CPU, most of it in the deque's iterator: a reference taken and dropped per record (two writes to
    each int object, whose cache line the tree update has since evicted). On CPython 3.11 the deque is
    read in place instead: its blocks of 64 item pointers, left to right (Modules/_collectionsmodule.c's
@@ -1203,6 +1204,7 @@ static PyObject *contexts(PyObject *self, PyObject *const *args, Py_ssize_t narg
 }
 
 /* read_in_place(on=None) -> bool: whether evidence deques are read in place (set `on` to turn it on or off;
+   evidence rings are read from their buffer either way;
    the answer is then the previous state). False on other Pythons or when the deque's layout differs. */
 static PyObject *read_in_place(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
@@ -1226,8 +1228,9 @@ static PyObject *read_in_place(PyObject *self, PyObject *const *args, Py_ssize_t
 }
 
 static PyMethodDef methods[] = {
+    READS_RINGS_METHOD,
     {"read_in_place", (PyCFunction)(void (*)(void))read_in_place, METH_FASTCALL,
-     "read_in_place(on=None) -> bool: whether a node's evidence deque is read in place (CPython 3.11's layout, "
+     "read_in_place(on=None) -> bool: whether a node's evidence deque is read in place (a ring always is; CPython 3.11's layout, "
      "checked at import); `on` turns it on or off and the previous state is returned."},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(contexts, matrix, static_facts, layout, node_type) -> None: fill the zeroed float32 matrix with one "

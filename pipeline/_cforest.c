@@ -829,15 +829,17 @@ static int queue(Run *run, PyObject *changed, PyObject *device_id, PyObject *nod
 }
 
 /* A value a clone may share with `forest._blank`: what a dataclass default shares between instances
-   anyway (None, a bool, an int or IntEnum member, a str...: no GC type but ints), or an empty exact
-   dict, list or deque, which the clone gets a fresh one of. Anything else (a set, a tuple, an object of
+   anyway (None, a bool, an int or IntEnum member, a float, a str, bytes), or an empty exact dict, list,
+   deque or evidence ring, which the clone gets a fresh one of. Anything else (a set, a tuple, an object of
    another kind) and the forest's nodes are made by `_new_node`. */
 static int shareable(PyObject *value) {
     if (value == NULL)
         return 0;
-    if (PyDict_CheckExact(value) || PyList_CheckExact(value) || Py_IS_TYPE(value, deque_type) || is_ring(value))
+    if (PyDict_CheckExact(value) || PyList_CheckExact(value) || Py_IS_TYPE(value, deque_type) || is_any_ring(value))
         return PyObject_Length(value) == 0;  /* cannot fail on these */
-    return !PyObject_IS_GC(value) || PyLong_Check(value);
+    /* immutable values only: a mutable object need not be a GC type (an evidence ring, an array) */
+    return value == Py_None || PyBool_Check(value) || PyLong_Check(value) || PyFloat_Check(value) ||
+           PyUnicode_Check(value) || PyBytes_Check(value);
 }
 
 /* `obj.name.maxlen == limits.limit` for one of a node's deques (0 when not, or on an odd value). */
@@ -915,7 +917,7 @@ static PyObject *clone_node(Run *run, PyObject *key) {
             mine = PyDict_New();
         else if (PyList_CheckExact(value))
             mine = PyList_New(0);
-        else if (Py_IS_TYPE(value, deque_type) || is_ring(value))
+        else if (Py_IS_TYPE(value, deque_type) || is_any_ring(value))
             mine = PyObject_CallMethodNoArgs(value, s_copy);  /* empty, the same maxlen */
         else
             mine = Py_NewRef(value);
@@ -1336,6 +1338,7 @@ static PyObject *defer_touches(PyObject *module, PyObject *const *args, Py_ssize
 }
 
 static PyMethodDef methods[] = {
+    READS_RINGS_METHOD,
     {"defer_touches", (PyCFunction)(void (*)(void))defer_touches, METH_FASTCALL,
      "defer_touches(on=None) -> bool: whether the fold defers recency moves to forest._touched (set `on` to "
      "change it; the answer is then the previous state)."},

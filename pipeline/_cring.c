@@ -18,6 +18,7 @@
 #include "_ring.h"
 
 static PyTypeObject Ring_Type;
+static PyTypeObject *deque_type;  /* collections.deque, looked up at import: a ring compares equal to one */
 
 static int64_t as_record(PyObject *value, int *failed) {
     *failed = 0;
@@ -191,14 +192,7 @@ static PyObject *Ring_richcompare(RingObject *r, PyObject *other, int op) {
         for (Py_ssize_t i = 0; same && i < r->len; i++)
             same = ring_at(r, i) == ring_at(o, i);
     } else {
-        PyObject *collections = PyImport_ImportModule("collections");
-        PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
-        Py_XDECREF(collections);
-        if (deque == NULL)
-            return NULL;
-        int is_deque = PyObject_TypeCheck(other, (PyTypeObject *)deque);
-        Py_DECREF(deque);
-        if (!is_deque)
+        if (!PyObject_TypeCheck(other, deque_type))
             Py_RETURN_NOTIMPLEMENTED;
         PyObject *mine = Ring_list(r), *theirs = mine == NULL ? NULL : PySequence_List(other);
         same = theirs == NULL ? -1 : PyObject_RichCompareBool(mine, theirs, Py_EQ);
@@ -319,6 +313,16 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pipeline._cring",
 PyMODINIT_FUNC PyInit__cring(void) {
     if (PyType_Ready(&Ring_Type) < 0 || PyType_Ready(&RingIter_Type) < 0)
         return NULL;
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
+    Py_XDECREF(collections);
+    if (deque == NULL || !PyType_Check(deque)) {
+        Py_XDECREF(deque);
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "collections.deque is not a type");
+        return NULL;
+    }
+    deque_type = (PyTypeObject *)deque;  /* kept for the module's lifetime */
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -1,13 +1,16 @@
 """Type stub of the optional C extension built from pipeline/_cring.c (see pipeline.node.new_evidence)."""
 
 from collections.abc import Iterable, Iterator
-from typing import Any, final
+from typing import Any, final, overload
 
 RING_LAYOUT: int
 
 @final
 class Ring:
-    def __init__(self, iterable: Iterable[int] = ..., maxlen: int = ...) -> None: ...
+    @overload
+    def __init__(self, iterable: Iterable[int], maxlen: int) -> None: ...
+    @overload
+    def __init__(self, *, maxlen: int) -> None: ...
     @property
     def maxlen(self) -> int: ...
     def append(self, record: int, /) -> None: ...

@@ -2,10 +2,10 @@
  * pipeline/_cstate.c: a process's evidence in the state records (pipeline/tree_state.py), in C.
  *
  * - `evidence_tail(evidence, n)`: the last `n` evidence records (ints `ms << code_bits | code`) as
- *   little-endian int64 bytes, read from the deque's right end: a process encoded again packs only the
- *   records appended since its last encoding (`tree_state._evidence_raw` keeps the rest as bytes), so a
- *   busy process's up to 512 old records, each a separate int object, are not read again at every
- *   checkpoint.
+ *   little-endian int64 bytes. An evidence `Ring` (pipeline/_ring.h) is copied from its buffer. A deque is
+ *   read from its right end: a process encoded again packs only the records appended since its last
+ *   encoding (`tree_state._evidence_raw` keeps the rest as bytes), so a busy process's up to 512 old
+ *   records, each a separate int object, are not read again at every checkpoint.
  * - `raw_b64(raw, since_ms, code_bits)`: base64 of those bytes, leaving out the records stamped before
  *   `since_ms` when the oldest is (the rule of `tree_state._evidence_b64`: numpy and binascii in Python).
  * - `row_json(fields, raw, since_ms, code_bits, conns, notable, codes)`: a process's row of the record, the
@@ -499,7 +499,7 @@ static void prefetch_contents(PyObject *node) {
     }
 }
 
-/* The records of an exact deque of ints, all of them, as little-endian int64 bytes (`tree_state._pack`);
+/* The records of an evidence ring (its buffer copied) or of an exact deque of ints, all of them, as little-endian int64 bytes (`tree_state._pack`);
    NULL with nothing set when a record is not an int in int64's range (Python then raises its error). */
 static PyObject *pack_all(PyObject *evidence) {
     Py_ssize_t n = PyObject_Length(evidence);
@@ -584,7 +584,7 @@ static int check_row_type(PyTypeObject *tp) {
 }
 
 /* A new `row_type` (checked by `check_row_type`) with its slots set to `values`, in ROW_NAMES order, which
-   the collector does not track: a row made here refers to a node, its evidence deque (of ints), bytes, ints
+   the collector does not track: a row made here refers to a node, its evidence ring or deque (of ints), bytes, ints
    and a tuple of gc=False events, none of which can refer back to a row, so it can be in no cycle; tracked,
    a checkpoint's ~10,000 new rows were visited by every young collection while it ran (session K: -8 % of
    the encoding with the worker's collector settings). */
@@ -787,6 +787,7 @@ static PyObject *encode_rows(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 
 static PyMethodDef methods[] = {
+    READS_RINGS_METHOD,
     {"evidence_tail", (PyCFunction)(void (*)(void))evidence_tail, METH_FASTCALL,
      "evidence_tail(evidence, n) -> bytes: the last n records as little-endian int64s, in order."},
     {"raw_b64", (PyCFunction)(void (*)(void))raw_b64, METH_FASTCALL,

@@ -87,43 +87,56 @@ static inline void ring_pack(const RingObject *r, Py_ssize_t first, unsigned cha
 }
 
 #ifndef RINGFENCE_RING_DEFINES_TYPE
-/* This extension's view of `pipeline._cring.Ring`: NULL when that module is missing or was built with
-   another struct layout (then no ring is read in place here). */
-static PyTypeObject *ring_type;
+/* This extension's view of `pipeline._cring.Ring`. `ring_type`: read in place (the layout matched);
+   `ring_any_type`: the type whatever its layout, to tell a ring from other values (a ring is mutable and
+   holds no object: it must never be shared between nodes like an immutable value). Both NULL when
+   `pipeline._cring` is missing; then `pipeline.node.new_evidence` makes deques and no ring exists. */
+static PyTypeObject *ring_type, *ring_any_type;
 
-/* Set `ring_type` once, at the extension's import; 0 even when there is no usable ring type, -1 only when
-   Python itself fails. */
+/* Set `ring_type` and `ring_any_type` once, at the extension's import; 0 whatever `pipeline._cring`
+   offers (missing, another layout, an odd module: then rings are read as any other sequence, slower,
+   the same values), -1 only when Python fails in a way an import must not hide (MemoryError). */
 static int ring_import(void) {
     PyObject *module = PyImport_ImportModule("pipeline._cring");
-    if (module == NULL) {
-        if (!PyErr_ExceptionMatches(PyExc_ImportError))
+    PyObject *type = module == NULL ? NULL : PyObject_GetAttrString(module, "Ring");
+    PyObject *layout = type == NULL ? NULL : PyObject_GetAttrString(module, "RING_LAYOUT");
+    Py_XDECREF(module);
+    long seen = layout == NULL || !PyLong_Check(layout) ? -1 : PyLong_AsLong(layout);
+    Py_XDECREF(layout);
+    if (PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_MemoryError)) {
+            Py_XDECREF(type);
             return -1;
-        PyErr_Clear();  /* not built: rings are never made either (pipeline.node.new_evidence) */
+        }
+        PyErr_Clear();
+    }
+    if (type == NULL || !PyType_Check(type)) {
+        Py_XDECREF(type);
         return 0;
     }
-    PyObject *type = PyObject_GetAttrString(module, "Ring");
-    PyObject *layout = type == NULL ? NULL : PyObject_GetAttrString(module, "RING_LAYOUT");
-    Py_DECREF(module);
-    if (layout == NULL) {
-        Py_XDECREF(type);
-        return -1;
-    }
-    long seen = PyLong_AsLong(layout);
-    Py_DECREF(layout);
-    if (seen == -1 && PyErr_Occurred()) {
-        Py_DECREF(type);
-        return -1;
-    }
-    if (PyType_Check(type) && seen == RING_LAYOUT)
-        ring_type = (PyTypeObject *)type;  /* kept for the extension's lifetime */
-    else
-        Py_DECREF(type);
+    ring_any_type = (PyTypeObject *)type;  /* kept for the extension's lifetime */
+    if (seen == RING_LAYOUT)
+        ring_type = ring_any_type;
     return 0;
 }
 
-/* Whether `obj` is a ring this extension may read in place (exactly the type: no subclass). */
+/* Whether `obj` is a ring this extension may read in place (exactly the type: it has no subclasses). */
 static inline int is_ring(PyObject *obj) {
     return ring_type != NULL && Py_IS_TYPE(obj, ring_type);
+}
+
+/* reads_rings() -> bool: whether this extension reads evidence rings in place (their layout matched). */
+static PyObject *reads_rings(PyObject *self, PyObject *Py_UNUSED(ignored)) {
+    (void)self;
+    return PyBool_FromLong(ring_type != NULL);
+}
+#define READS_RINGS_METHOD \
+    {"reads_rings", (PyCFunction)reads_rings, METH_NOARGS, \
+     "reads_rings() -> bool: whether evidence rings (pipeline._cring.Ring) are read in place here."}
+
+/* Whether `obj` is a ring at all (read in place or not). */
+static inline int is_any_ring(PyObject *obj) {
+    return ring_any_type != NULL && Py_IS_TYPE(obj, ring_any_type);
 }
 #endif /* RINGFENCE_RING_DEFINES_TYPE */
 

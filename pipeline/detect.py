@@ -185,7 +185,7 @@ class Detector:
         if not rows:
             return []
         contexts = row_contexts(rows, self.config.window_ms)
-        matrix = _frozen(feature_matrix(contexts))
+        matrix = feature_matrix(contexts)
         return self._decided(rows, contexts, matrix, self.scorer.score(matrix), now_ms)
 
     def start_flush(self, now_ms: int) -> PendingFlush | None:
@@ -198,7 +198,7 @@ class Detector:
         if not rows:
             return None
         contexts = row_contexts(rows, self.config.window_ms)
-        matrix = _frozen(feature_matrix(contexts))
+        matrix = feature_matrix(contexts)
         self._pending = PendingFlush(rows, contexts, matrix, self.scorer.start(matrix), now_ms)
         return self._pending
 
@@ -413,13 +413,6 @@ class Detector:
         self._check_idle()
         self.forests.pop(device_id, None)
         self._next_evict.pop(device_id, None)
-
-
-def _frozen(matrix: Matrix) -> Matrix:
-    """A flush's feature matrix made read-only: nothing changes it after the features are computed, so its
-    route to the model's boosters is worked out once (`RoutedModel.lone_rows`) however often it is asked."""
-    matrix.flags.writeable = False
-    return matrix
 
 
 def _events(kept: Iterable[Event | dict[str, Any]]) -> list[Event]:

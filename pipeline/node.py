@@ -14,19 +14,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias, cast
 from pipeline.lexicon import ImageClass, image_class
 from schemas.fastcodec import Event
 
-if TYPE_CHECKING:
-    from pipeline._cring import Ring
-
-Evidence: TypeAlias = "deque[int] | Ring"
-"""A process's evidence records (packed `ts_ms << 8 | code` ints, oldest first, bounded): what `new_evidence`
-makes. Everything that reads them uses only what both types have (append, len, iteration both ways,
-indexing, `maxlen`); the C extensions read a `Ring` in place."""
-
 _ring: Any
 try:  # one int64 buffer per process (pipeline/_cring.c); optional: without it, a deque of ints
     from pipeline._cring import Ring as _ring
 except ImportError:  # pragma: no cover - depends on the build
     _ring = None
+
+if TYPE_CHECKING:
+    from pipeline._cring import Ring
+
+    Evidence: TypeAlias = deque[int] | Ring
+else:  # the same alias at run time (typing.get_type_hints of ProcessNode resolves it)
+    Evidence = deque[int] if _ring is None else deque[int] | _ring
+"""A process's evidence records (packed `ts_ms << 8 | code` ints, oldest first, bounded): what `new_evidence`
+makes. Everything that reads them uses only what both types have (append, len, iteration both ways,
+indexing, `maxlen`); the C extensions read a `Ring` in place."""
 
 
 @dataclass(frozen=True, slots=True)

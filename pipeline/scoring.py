@@ -193,15 +193,23 @@ def _classify(probabilities: Matrix, thresholds: Mapping[str, float]) -> BatchSc
     return BatchScores(probabilities, malicious, flagged, best, named)
 
 
-def model_classify(model: Model, matrix: Matrix, probabilities: Matrix) -> BatchScores:
-    """`classify` with the model's thresholds; a model with two sensor views
-    (`pipeline.model.routed.RoutedModel`) flags its process-only rows by its lone thresholds."""
-    scores = classify(probabilities, model.thresholds)
+def route_of(model: Model, matrix: Matrix) -> NDArray[np.bool_] | None:
+    """The rows a model with two sensor views (`pipeline.model.routed.RoutedModel`) scores with its lone
+    booster; None for a model of one view, or for no rows."""
     route = getattr(model, "lone_rows", None)
-    if route is None or not len(matrix):
-        return scores
-    lone = route(matrix)
-    if not lone.any():
+    return None if route is None or not len(matrix) else np.asarray(route(matrix), dtype=np.bool_)
+
+
+def model_classify(
+    model: Model, matrix: Matrix, probabilities: Matrix, lone: NDArray[np.bool_] | None = None
+) -> BatchScores:
+    """`classify` with the model's thresholds; a model with two sensor views
+    (`pipeline.model.routed.RoutedModel`) flags its process-only rows by its lone thresholds. `lone`:
+    the matrix's `route_of`, when the caller has it already (else it is worked out here)."""
+    scores = classify(probabilities, model.thresholds)
+    if lone is None:
+        lone = route_of(model, matrix)
+    if lone is None or not lone.any():
         return scores
     other = classify(probabilities, model.lone_thresholds)  # type: ignore[attr-defined]
     return BatchScores(
@@ -347,19 +355,24 @@ class Scorer:
         C trees: `pipeline.compiled_model.FastBooster`), so the caller works meanwhile; else (or when
         a subclass overrides `score` but not `start`) scored now. `ScoreJob.result` gives
         the same `BatchScores` as `score` would."""
-        running = self._predict_start(matrix) if type(self).score is Scorer.score else None
-        return ScoreJob(self, matrix, self.score(matrix) if running is None else running)
+        if type(self).score is not Scorer.score:
+            return ScoreJob(self, matrix, self.score(matrix))
+        lone = route_of(self.model, matrix)  # once for the flush: its predict and its classification
+        running = self._predict_start(matrix, lone)
+        return ScoreJob(self, matrix, self.score(matrix) if running is None else running, lone)
 
-    def _predict_start(self, matrix: Matrix) -> RunningPredict | None:
-        """`start_predict` of this scorer's model."""
-        return start_predict(self.model, matrix)
+    def _predict_start(self, matrix: Matrix, lone: NDArray[np.bool_] | None = None) -> RunningPredict | None:
+        """`start_predict` of this scorer's model (`lone`: the matrix's `route_of`, when known)."""
+        return start_predict(self.model, matrix, lone)
 
-    def _classified(self, matrix: Matrix, probabilities: Any) -> BatchScores:
+    def _classified(
+        self, matrix: Matrix, probabilities: Any, lone: NDArray[np.bool_] | None = None
+    ) -> BatchScores:
         rows = len(matrix)
         probabilities = np.asarray(probabilities, dtype=np.float32)
         self.stats.predict_calls += 1
         self.stats.rows_scored += rows
-        scores = model_classify(self.model, matrix, probabilities.reshape(rows, len(CLASSES)))
+        scores = model_classify(self.model, matrix, probabilities.reshape(rows, len(CLASSES)), lone)
         self.stats.rows_malicious += int(scores.flagged.sum())
         return scores
 
@@ -400,20 +413,26 @@ class RunningPredict(Protocol):
         """The probabilities, (rows, classes); once only."""
 
 
-def start_predict(model: Any, matrix: Matrix) -> RunningPredict | None:
-    """The model's `predict_start(matrix)`; None when it has none or declines (no C trees)."""
+def start_predict(model: Any, matrix: Matrix, lone: NDArray[np.bool_] | None = None) -> RunningPredict | None:
+    """The model's `predict_start(matrix)` (with the rows `lone` routes, for a model of two views when the
+    caller has them); None when it has none or declines (no C trees)."""
     begin = getattr(model, "predict_start", None)
-    running: RunningPredict | None = None if begin is None else begin(matrix)
+    if begin is None:
+        return None
+    running: RunningPredict | None = begin(matrix) if lone is None else begin(matrix, lone)
     return running
 
 
 class ScoreJob:
     """A micro-batch's scores, maybe still being computed on another thread (`Scorer.start`)."""
 
-    __slots__ = ("_matrix", "_scorer", "_work")
+    __slots__ = ("_lone", "_matrix", "_scorer", "_work")
 
-    def __init__(self, scorer: Scorer, matrix: Matrix, work: RunningPredict | BatchScores) -> None:
-        self._scorer, self._matrix, self._work = scorer, matrix, work
+    def __init__(
+        self, scorer: Scorer, matrix: Matrix, work: RunningPredict | BatchScores,
+        lone: NDArray[np.bool_] | None = None,
+    ) -> None:  # fmt: skip
+        self._scorer, self._matrix, self._work, self._lone = scorer, matrix, work, lone
 
     def done(self) -> bool:
         """True when `result` would not wait (cheap: one flag read)."""
@@ -422,7 +441,7 @@ class ScoreJob:
     def result(self) -> BatchScores:
         """The scores (waits for the predict, then classifies on the caller's thread, once)."""
         if not isinstance(self._work, BatchScores):
-            self._work = self._scorer._classified(self._matrix, self._work.wait())
+            self._work = self._scorer._classified(self._matrix, self._work.wait(), self._lone)
         return self._work
 
 

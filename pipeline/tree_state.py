@@ -128,7 +128,7 @@ class _Row:
     notable_json: bytes  # a JSON array
     evidence: bytes  # every record the node held, unfiltered, as little-endian int64
     appended: int  # evidence records ever appended to the node then (the sum of its code counts)
-    source: Any  # the evidence container those records were read from (the node's deque)
+    source: Any  # the evidence container those records were read from (the node's ring or deque)
 
 
 class ForestEncoder:
@@ -293,7 +293,7 @@ def _evidence_raw(evidence: Evidence, appended: int, previous: _Row | None) -> b
 
 def _pack_tail(evidence: Evidence, count: int) -> bytes:
     """The last `count` records (in order) as little-endian int64 bytes."""
-    if _ctail is not None:  # read from the deque's right end in C (pipeline/_cstate.c)
+    if _ctail is not None:  # a ring's buffer, or a deque's right end, read in C (pipeline/_cstate.c)
         return _ctail(evidence, count)
     return _pack(evidence if count >= len(evidence) else list(islice(reversed(evidence), count))[::-1])
 

@@ -37,7 +37,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from agents.telemetry import continued, from_headers
 from pipeline.detect import Detector
 from pipeline.errors import PipelineError
-from pipeline.scoring import BatchScores, Matrix, RunningPredict, ScoreJob, Scorer
+from pipeline.scoring import BatchScores, Matrix, RunningPredict, ScoreJob, Scorer, route_of
 from pipeline.telemetry import PipelineMetrics, StreamCounts, Telemetry, TelemetrySettings, configure
 from schemas.actions import ActionKind, ActionResult
 from schemas.codec import decode, decode_device_value
@@ -85,10 +85,11 @@ class TimedScorer(Scorer):
         """`Scorer.start`, on the C trees' thread as without telemetry (`pipeline.flush_overlap`); the
         duration noted runs from the start until the caller takes the probabilities."""
         started = time.perf_counter()
-        running = self._predict_start(matrix)
+        lone = route_of(self.model, matrix)  # once for the flush, as `Scorer.start` does
+        running = self._predict_start(matrix, lone)
         if running is None:  # no C trees: scored (and noted) now
             return ScoreJob(self, matrix, self.score(matrix))
-        return ScoreJob(self, matrix, _TimedPredict(running, self, len(matrix), started))
+        return ScoreJob(self, matrix, _TimedPredict(running, self, len(matrix), started), lone)
 
     def note(self, rows: int, started: float) -> None:
         """Keep one predict call's rows and duration (since `started`, a perf_counter time)."""

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from dataclasses import fields
 from typing import Any
 
+from pipeline import node as node_module
 from pipeline import tree
 from pipeline.node import ProcessNode
 from pipeline.tree import DeviceForest
@@ -27,6 +28,18 @@ def tree_path(compiled: bool) -> Iterator[None]:
         yield
     finally:
         tree._fold = fold
+
+
+@contextmanager
+def deque_evidence() -> Iterator[None]:
+    """Inside, `new_evidence` makes deques of ints, as a build without pipeline._cring does (the C
+    extensions then read the deques: in place where they can, else through their iterators)."""
+    saved = node_module._ring
+    node_module._ring = None
+    try:
+        yield
+    finally:
+        node_module._ring = saved
 
 
 def snapshot(forest: DeviceForest) -> dict[str, Any]:

@@ -86,7 +86,6 @@ class RoutedModel:
 
     def __init__(self, full: Any, lone: Any, version: str) -> None:
         self.full, self.lone, self._version = full, lone, version
-        self._route: tuple[Matrix, NDArray[np.bool_]] | None = None  # the last read-only matrix's route
 
     @property
     def version(self) -> str:
@@ -116,17 +115,8 @@ class RoutedModel:
         return thresholds
 
     def lone_rows(self, matrix: Matrix) -> NDArray[np.bool_]:
-        """The rows the lone booster scores (`lone_rows`). A flush asks this of the same matrix when its
-        predict starts and when its scores are classified: a matrix that cannot change (not writeable, as
-        `Detector` leaves a flush's) is routed once, and every caller gets that one read-only answer."""
-        last = self._route
-        if last is not None and last[0] is matrix:
-            return last[1]
-        route = lone_rows(matrix)
-        if not matrix.flags.writeable and matrix.base is None:  # its own data, frozen: the answer holds
-            route.flags.writeable = False
-            self._route = (matrix, route)
-        return route
+        """The rows the lone booster scores (`lone_rows`)."""
+        return lone_rows(matrix)
 
     def predict_proba(self, matrix: Matrix) -> Matrix:
         """Each row's probabilities from the booster of its view."""
@@ -140,11 +130,12 @@ class RoutedModel:
         """One class's contributions (rows, features + 1), each row from the booster that scored it."""
         return self._routed(matrix, lambda model, rows: _class_contributions(model, rows, class_index))
 
-    def predict_start(self, matrix: Matrix) -> RunningPredict | None:
+    def predict_start(self, matrix: Matrix, lone: NDArray[np.bool_] | None = None) -> RunningPredict | None:
         """Both boosters' predicts begun on their C threads (`FastBooster.predict_start`); a booster
         that declines (no C trees) scores its rows now; None when both decline, so the caller scores
-        synchronously."""
-        lone = self.lone_rows(matrix)
+        synchronously. `lone`: the matrix's `lone_rows` when the caller has them (`Scorer.start` routes a
+        flush once, for its predict and its classification)."""
+        lone = lone_rows(matrix) if lone is None else lone
         if not lone.any():
             return start_predict(self.full, matrix)
         if lone.all():
@@ -160,7 +151,7 @@ class RoutedModel:
         return _PairPredict(lone, full_part, lone_part)
 
     def _routed(self, matrix: Matrix, apply: Callable[[Any, Matrix], Matrix]) -> Matrix:
-        lone = self.lone_rows(matrix)
+        lone = lone_rows(matrix)
         if not lone.any():
             return np.asarray(apply(self.full, matrix), dtype=np.float32)
         if lone.all():

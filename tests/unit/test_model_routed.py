@@ -13,6 +13,7 @@ import pytest
 
 from pipeline.errors import ModelError
 from pipeline.features import FEATURE_NAMES, N_BASE_FEATURES
+from pipeline.model.provisional import ProvisionalRules
 from pipeline.model.routed import LONE_FEATURES, TELEMETRY_FEATURES, RoutedModel, lone_rows, process_only
 from pipeline.scoring import (
     BENIGN,
@@ -23,6 +24,7 @@ from pipeline.scoring import (
     load_model,
     malicious_threshold,
     model_classify,
+    route_of,
 )
 from pipeline.training.artifact import model_version, write_model
 from pipeline.training.dataset import DataConfig, Dataset, build_dataset
@@ -296,26 +298,22 @@ def test_a_batch_routes_each_row_as_that_row_alone_routes(seed: int) -> None:
     assert lone_rows(matrix).tolist() == _every_row_alone(matrix)
 
 
-def test_a_frozen_matrix_is_routed_once_and_a_writeable_one_every_time(
+def test_a_flush_is_routed_once_for_its_predict_and_its_classification(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from pipeline.model import routed
 
+    model = load_model()
+    assert isinstance(model, RoutedModel)
+    quiet, loud = row(img_shell=1, cmd_len_log=3), row(img_shell=1, **{LONE_FEATURES[0]: 1})
+    matrix = np.vstack([quiet, loud, quiet, row(own_file_write=2, **{LONE_FEATURES[1]: 1})])
+    expected = Scorer(model).score(matrix)  # the synchronous path routes as before
     calls: list[int] = []
     real = routed.lone_rows
     monkeypatch.setattr(routed, "lone_rows", lambda m: calls.append(len(m)) or real(m))
-    model = RoutedModel(None, None, "test")
-    quiet, loud = row(), row(**{LONE_FEATURES[0]: 1})
-    writeable = np.vstack([quiet, quiet])
-    assert model.lone_rows(writeable).tolist() == [False, False]
-    writeable[1] = loud  # a writeable matrix may change between two questions: each gets a fresh answer
-    assert model.lone_rows(writeable).tolist() == [False, True] and len(calls) == 2
-    frozen = np.vstack([quiet, loud])
-    frozen.flags.writeable = False
-    first = model.lone_rows(frozen)
-    assert model.lone_rows(frozen) is first and first.tolist() == [False, True] and len(calls) == 3
-    with pytest.raises(ValueError, match="read-only"):
-        first[0] = True  # the one answer every caller shares cannot be changed by one of them
-    view = frozen[1:]  # not its own data: routed each time
-    assert model.lone_rows(view).tolist() == [True] and model.lone_rows(view).tolist() == [True]
-    assert len(calls) == 5
+    got = Scorer(model).start(matrix).result()
+    assert calls == [len(matrix)]  # one route, shared by the predict and by the thresholds
+    assert np.array_equal(got.flagged, expected.flagged) and np.array_equal(got.named, expected.named)
+    assert np.array_equal(got.probabilities, expected.probabilities)
+    assert route_of(model, matrix).tolist() == [False, True, False, False]
+    assert route_of(model, matrix[:0]) is None and route_of(ProvisionalRules(), matrix) is None

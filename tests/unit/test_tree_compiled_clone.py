@@ -13,6 +13,7 @@ with them).
 from __future__ import annotations
 
 import random
+from array import array
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,3 +111,15 @@ def test_the_fold_queues_an_equal_change_once_per_call_and_the_batcher_sees_the_
     slow, fast = apply_in_runs(python, events, False), apply_in_runs(compiled, events, True)
     assert slow.count(("dev-k", "root", True)) == 6  # a Run key is strong: every one re-scores
     assert fast.count(("dev-k", "root", True)) == 1 and queued(fast) == queued(slow) == fast
+
+
+@pytest.mark.parametrize("value", [array("q"), bytearray()])
+def test_a_mutable_value_of_the_blank_is_never_shared_even_when_no_gc_type(value: Any) -> None:
+    """A mutable value that is not a container the clone knows (an array, a bytearray: no cycle-collector
+    type, like an evidence ring an extension could not read in place) keeps the fold from cloning: new
+    nodes come from `_new_node`, and none of them holds the blank's object."""
+    assert tree._fold is not None, NOT_BUILT
+    forest = DeviceForest("dev-k", "windows")
+    forest._blank.alert_mark = value  # type: ignore[assignment]  (a slot no event writes)
+    apply_in_runs(forest, _stream(2), True)
+    assert len(forest.nodes) > 40 and all(node.alert_mark is not value for node in forest.nodes.values())

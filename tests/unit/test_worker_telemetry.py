@@ -303,3 +303,23 @@ def test_close_records_what_is_still_noted_before_the_last_export() -> None:
     sums = [point.sum for data in kept.exported for r in data.resource_metrics for s in r.scope_metrics
             for m in s.metrics if m.name == "ringfence.scoring.batch_size" for point in m.data.data_points]
     assert sums == [4]
+
+
+def test_with_metrics_on_a_flush_of_the_routed_model_is_routed_once_and_scored_as_without(
+    metered: tuple[Telemetry, InMemoryMetricReader], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.model import routed
+    from pipeline.scoring import load_model
+
+    model = load_model()
+    matrix = np.zeros((4, len(FEATURE_NAMES)), dtype=np.float32)
+    matrix[1, FEATURE_NAMES.index(routed.LONE_FEATURES[0])] = 1  # a quiet row with a lone-command indicator
+    matrix[3, FEATURE_NAMES.index("own_file_write")] = 2
+    expected = Scorer(model).score(matrix)
+    calls: list[int] = []
+    real = routed.lone_rows
+    monkeypatch.setattr(routed, "lone_rows", lambda m: calls.append(len(m)) or real(m))
+    got = TimedScorer(Scorer(model), metered[0].metrics).start(matrix).result()
+    assert calls == [4]  # the predict and the thresholds share one route
+    assert got.flagged.tolist() == expected.flagged.tolist()
+    assert np.array_equal(got.probabilities, expected.probabilities)
