@@ -1393,15 +1393,8 @@ PyMODINIT_FUNC PyInit__cforest(void) {
     PyDateTime_IMPORT;
     if (PyDateTimeAPI == NULL)
         return NULL;
-    PyObject *collections = PyImport_ImportModule("collections");
-    PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
-    Py_XDECREF(collections);
-    if (deque == NULL || !PyType_Check(deque)) {
-        Py_XDECREF(deque);
-        return NULL;
-    }
-    deque_type = (PyTypeObject *)deque;  /* kept for the module's lifetime */
-    if ((deque_append = PyObject_GetAttrString(deque, "append")) == NULL || ring_import() < 0)
+    if ((deque_type = import_deque_type()) == NULL ||  /* kept for the module's lifetime */
+        (deque_append = PyObject_GetAttrString((PyObject *)deque_type, "append")) == NULL || ring_import() < 0)
         return NULL;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

@@ -313,16 +313,8 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "pipeline._cring",
 PyMODINIT_FUNC PyInit__cring(void) {
     if (PyType_Ready(&Ring_Type) < 0 || PyType_Ready(&RingIter_Type) < 0)
         return NULL;
-    PyObject *collections = PyImport_ImportModule("collections");
-    PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
-    Py_XDECREF(collections);
-    if (deque == NULL || !PyType_Check(deque)) {
-        Py_XDECREF(deque);
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "collections.deque is not a type");
+    if ((deque_type = import_deque_type()) == NULL)  /* kept for the module's lifetime */
         return NULL;
-    }
-    deque_type = (PyTypeObject *)deque;  /* kept for the module's lifetime */
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;

@@ -812,15 +812,6 @@ PyMODINIT_FUNC PyInit__cstate(void) {
         if ((tail_names[i] = PyUnicode_InternFromString(TAIL_NAMES[i])) == NULL) return NULL;
     for (int i = 0; i < N_ROW; i++)
         if ((row_names[i] = PyUnicode_InternFromString(ROW_NAMES[i])) == NULL) return NULL;
-    PyObject *collections = PyImport_ImportModule("collections");
-    if (collections == NULL) return NULL;
-    deque_type = (PyTypeObject *)PyObject_GetAttrString(collections, "deque");  /* kept for the module's life */
-    Py_DECREF(collections);
-    if (deque_type == NULL) return NULL;
-    if (!PyType_Check(deque_type)) {
-        PyErr_SetString(PyExc_TypeError, "collections.deque is not a type");
-        return NULL;
-    }
-    if (ring_import() < 0) return NULL;
+    if ((deque_type = import_deque_type()) == NULL || ring_import() < 0) return NULL;  /* kept for the module's life */
     return PyModule_Create(&module);
 }

@@ -86,6 +86,19 @@ static inline void ring_pack(const RingObject *r, Py_ssize_t first, unsigned cha
     }
 }
 
+/* `collections.deque` (a new reference: the caller keeps it for the module's lifetime), or NULL with an
+   error set; the three extensions that tell a deque of evidence from a ring each look it up once. */
+static inline PyTypeObject *import_deque_type(void) {
+    PyObject *collections = PyImport_ImportModule("collections");
+    PyObject *deque = collections == NULL ? NULL : PyObject_GetAttrString(collections, "deque");
+    Py_XDECREF(collections);
+    if (deque != NULL && !PyType_Check(deque)) {
+        Py_CLEAR(deque);
+        PyErr_SetString(PyExc_TypeError, "collections.deque is not a type");
+    }
+    return (PyTypeObject *)deque;
+}
+
 #ifndef RINGFENCE_RING_DEFINES_TYPE
 /* This extension's view of `pipeline._cring.Ring`. `ring_type`: read in place (the layout matched);
    `ring_any_type`: the type whatever its layout, to tell a ring from other values (a ring is mutable and
