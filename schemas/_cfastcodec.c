@@ -14,7 +14,8 @@
  *
  * "No" costs nothing but time: the caller then runs msgspec and the Python proof and, failing that, the
  * full codec. So it says no whenever in doubt: any `\u` escape, an escape inside an identifier, a non-UTC
- * time, a single-event record (no batch wrapper), invalid UTF-8. It never reads outside the buffer
+ * time, invalid UTF-8. A single-event record (one `FastEvent` object, no batch wrapper) is proven and built
+ * the same way, with the checks `_consistent` makes of one (its device id as a batch's; since session R). It never reads outside the buffer
  * (every read is bounded by `end`) and releases what it built when it says no halfway.
  * `tests/unit/test_cfastcodec.py` checks that whatever it returns is what msgspec and the Python proof
  * return (types included), and that its field table (`FIELDS`) is the Structs' (so a contract change
@@ -524,10 +525,14 @@ static int event(Cur *c, Batch *b, PyObject **out) {
     int64_t seq;
     PyObject *v[10] = {NULL}, **at = out ? v : NULL;
     int ok = lit(c, "{\"schema_version\":\"1.0\"") && (at == NULL || keep(c, &v[0], Py_NewRef(version_str)))
-             && key(c, "event_id") && id_value(c, at ? &v[1] : NULL, 0) && key(c, "device_id")
-             && ident(c, &dev, &dev_len);
-    ok = ok && dev_len == b->device_len && memcmp(dev, b->device, (size_t)dev_len) == 0
-         && (at == NULL || keep(c, &v[2], shared_str(c, dev, dev_len, 0, 1)));
+             && key(c, "event_id") && id_value(c, at ? &v[1] : NULL, 0) && key(c, "device_id");
+    if (ok && b->device == NULL) {  /* a single-event record: its own device, checked as a batch's is */
+        ok = device(c, &dev, &dev_len);
+        b->device = dev, b->device_len = dev_len;
+    } else {
+        ok = ok && ident(c, &dev, &dev_len) && dev_len == b->device_len && memcmp(dev, b->device, (size_t)dev_len) == 0;
+    }
+    ok = ok && (at == NULL || keep(c, &v[2], shared_str(c, dev, dev_len, 0, 1)));
     ok = ok && key(c, "seq") && integer(c, 0, INT64_MAX, &seq, at ? &v[3] : NULL);
     if (ok) {
         if (seq < b->min_seq) b->min_seq = seq;
@@ -571,6 +576,32 @@ static int batch(Cur *c, Py_ssize_t max_events, PyObject *events) {
     return lit(c, "}") && c->p == c->end && b.min_seq == first && b.max_seq == last;
 }
 
+/* A single-event record: one event object as msgspec writes a `FastEvent` (what `codec.encode_event`
+   gives, the shape the issue's baseline producers send), with the checks `_consistent` makes of one. */
+static int single(Cur *c, Py_ssize_t max_events, PyObject *events) {
+    Batch b = {NULL, 0, INT64_MAX, -1};
+    PyObject *built = NULL;
+    if (max_events < 1 || !event(c, &b, events ? &built : NULL)) return 0;
+    if (events != NULL) {
+        int failed = PyList_Append(events, built);
+        Py_DECREF(built);
+        if (failed) {
+            c->failed = 1;
+            return 0;
+        }
+    }
+    return c->p == c->end;
+}
+
+/* A record of either shape: an event's first key after the version is "event_id", a batch's "device_id". */
+static int record(Cur *c, Py_ssize_t max_events, PyObject *events) {
+    static const char head[] = "{\"schema_version\":\"1.0\",\"event_id\"";
+    const size_t n = sizeof(head) - 1;
+    if ((size_t)(c->end - c->p) > n && memcmp(c->p, head, n) == 0)
+        return single(c, max_events, events);
+    return batch(c, max_events, events);
+}
+
 static int parse_args(PyObject *const *args, Py_ssize_t nargs, const char *usage, Cur *c, Py_ssize_t *max_events) {
     if (nargs != 3 || !PyBytes_Check(args[0])) {
         PyErr_SetString(PyExc_TypeError, usage);
@@ -591,7 +622,7 @@ static PyObject *proven(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t max_events;
     if (!parse_args(args, nargs, "proven(record: bytes, max_events: int, max_chars: int)", &c, &max_events))
         return NULL;
-    return PyBool_FromLong(c.max_chars >= 0 && batch(&c, max_events, NULL));
+    return PyBool_FromLong(c.max_chars >= 0 && record(&c, max_events, NULL));
 }
 
 /* decode(record, max_events, max_chars) -> the events (a tuple) when `proven` would say yes, else None. */
@@ -609,7 +640,7 @@ static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     PyObject *events = PyList_New(0);
     if (events == NULL) return NULL;
     c.shared = shared_table;
-    int ok = batch(&c, max_events, events);
+    int ok = record(&c, max_events, events);
     if (!ok) {
         Py_DECREF(events);
         if (c.failed || PyErr_Occurred()) return NULL;

@@ -24,12 +24,12 @@ codec's own. What the proof consists of:
   own proof) and every timestamp is written exactly as msgspec writes it (so pydantic reads the
   same instant from it). Anything else, pretty-printed JSON included, takes the full path.
 **In C.** When the optional extension `schemas._cfastcodec` is built (setup.py), `fast_events` first
-hands the bytes to it: in one pass it proves the record a batch in exactly the layout msgspec writes
-(every field, in order, each value written as msgspec writes it) whose values meet every constraint
-above, and builds the events as msgspec's decode would (the same Structs through their constructors,
-the same field types and values). A record it cannot prove (it says no whenever in doubt: `\\u`
-escapes, escaped identifiers, other time zones, single events) takes msgspec and the Python proof,
-then the codec, as before; so the answers are the same with or without it
+hands the bytes to it: in one pass it proves the record a batch (or, since session R, a single event)
+in exactly the layout msgspec writes (every field, in order, each value written as msgspec writes it)
+whose values meet every constraint above, and builds the events as msgspec's decode would (the same
+Structs through their constructors, the same field types and values). A record it cannot prove (it says
+no whenever in doubt: `\\u` escapes, escaped identifiers, other time zones) takes msgspec and the Python
+proof, then the codec, as before; so the answers are the same with or without it
 (tests/unit/test_cfastcodec.py). It halves the cost of decoding what agents write (BENCHMARKS.md,
 "Session G").
 `tests/unit/test_fastcodec.py` checks that both paths give equal values on generated batches and

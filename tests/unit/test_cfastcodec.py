@@ -187,6 +187,43 @@ def test_mutated_records_are_refused_or_what_the_python_proof_accepts(batch: Eve
     assert_same_either_way(bytes(raw))
 
 
+def needs_python_single(raw: bytes) -> bool:
+    """`needs_python` of a single-event record."""
+    record = orjson.loads(raw)
+    wrapped = {"schema_version": "1.0", "device_id": record["device_id"], "first_seq": record["seq"],
+               "last_seq": record["seq"], "events": [record]}  # fmt: skip
+    return needs_python(orjson.dumps(wrapped)) or b"\\u" in raw
+
+
+@SLOW
+@given(batch=batches())
+def test_each_event_alone_is_proven_with_the_python_proofs_values(batch: EventBatch) -> None:
+    for event in batch.events:
+        raw = codec.encode_event(event)
+        assert_same_either_way(raw)
+        if not needs_python_single(raw):
+            assert proven(raw, MAX_EVENTS, CHARS), raw[:300]
+
+
+@SLOW
+@given(batch=batches(), data=st.data())
+def test_mutated_single_event_records_are_refused_or_what_the_python_proof_accepts(
+    batch: EventBatch, data: Any
+) -> None:
+    raw = bytearray(codec.encode_event(batch.events[0]))
+    for _ in range(data.draw(st.integers(1, 3))):
+        position = data.draw(st.integers(0, len(raw) - 1))
+        action = data.draw(st.sampled_from(("replace", "insert", "delete")))
+        byte = data.draw(st.sampled_from(b'0129aAfFzZ"\\:,{}[]-.+eE nTtu/\n\x00\x7f\xc3\xa9\xed\xff'))
+        if action == "replace":
+            raw[position] = byte
+        elif action == "insert":
+            raw.insert(position, byte)
+        elif len(raw) > 1:
+            del raw[position]
+    assert_same_either_way(bytes(raw))
+
+
 def test_every_truncation_is_refused() -> None:
     raw = codec.encode_batch(_batch())
     assert proven(raw, MAX_EVENTS, CHARS)
@@ -344,10 +381,22 @@ def test_other_buffer_types_decode_as_bytes_do() -> None:
         _cfastcodec.decode(bytearray(BASE), MAX_EVENTS, CHARS)  # bytes only (what as_bytes gives)
 
 
-def test_a_single_event_record_is_left_to_the_python_proof() -> None:
+def test_a_single_event_record_is_proven_as_the_python_proof_proves_it() -> None:
     raw = codec.encode_event(_batch(1).events[0])
-    assert not proven(raw, MAX_EVENTS, CHARS)
-    assert fastcodec.decode_events(raw) == python_says(raw)
+    assert proven(raw, MAX_EVENTS, CHARS) and proven(raw, 1, CHARS) and not proven(raw, 0, CHARS)
+    assert_same_either_way(raw)
+    identical(fastcodec.decode_events(raw), python_says(raw))
+    assert not any(proven(raw[:end], MAX_EVENTS, CHARS) for end in range(len(raw)))
+    assert not proven(raw + b" ", MAX_EVENTS, CHARS)
+    record = orjson.loads(raw)
+    for device in ("-starts-with-a-dash", "has space", "x" * 129, "dévice", ""):  # the batch's device rule
+        bad = orjson.dumps({**record, "device_id": device})
+        assert not proven(bad, MAX_EVENTS, CHARS), device
+        assert_same_either_way(bad)
+    assert not proven(orjson.dumps({**record, "device_id": 7}), MAX_EVENTS, CHARS)
+    late = orjson.dumps({**record, "ts": "2100-01-01T00:00:00.000000Z"})  # out of the contract's range
+    assert not proven(late, MAX_EVENTS, CHARS)
+    assert_same_either_way(late)
 
 
 def test_huge_strings_and_deep_nesting_are_refused_without_trouble() -> None:
