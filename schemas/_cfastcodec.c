@@ -1,7 +1,8 @@
 /*
  * schemas/_cfastcodec.c: the events of an events-topic record in one pass over its bytes, when they can
  * be proven to be an `EventBatch` exactly as msgspec writes it (`schemas.codec.encode_batch`, i.e. every
- * agent's output) whose values meet every check of `schemas.fastcodec.fast_events`.
+ * agent's output), or a single event as msgspec writes a `FastEvent` (`schemas.codec.encode_event`),
+ * whose values meet every check of `schemas.fastcodec.fast_events`.
  *
  * Why: `fast_events` decodes with msgspec, then proves the record safe by re-encoding it and comparing
  * the bytes (no duplicate keys, canonical timestamps) and by a Python pass over the events (id charset,
@@ -14,8 +15,8 @@
  *
  * "No" costs nothing but time: the caller then runs msgspec and the Python proof and, failing that, the
  * full codec. So it says no whenever in doubt: any `\u` escape, an escape inside an identifier, a non-UTC
- * time, invalid UTF-8. A single-event record (one `FastEvent` object, no batch wrapper) is proven and built
- * the same way, with the checks `_consistent` makes of one (its device id as a batch's; since session R). It never reads outside the buffer
+ * time, invalid UTF-8. A single-event record (one `FastEvent` object, no batch wrapper) is proven and
+ * built the same way, with the checks `_consistent` makes of one (its device id as a batch's; session R). It never reads outside the buffer
  * (every read is bounded by `end`) and releases what it built when it says no halfway.
  * `tests/unit/test_cfastcodec.py` checks that whatever it returns is what msgspec and the Python proof
  * return (types included), and that its field table (`FIELDS`) is the Structs' (so a contract change
@@ -514,9 +515,10 @@ static int payload(Cur *c, PyObject **out) {
 }
 
 typedef struct {
-    const unsigned char *device;
+    const unsigned char *device;  /* a batch's device id (every event's must equal it) */
     Py_ssize_t device_len;
     int64_t min_seq, max_seq;
+    int single;                   /* a single-event record: the event's device id is checked by itself */
 } Batch;
 
 static int event(Cur *c, Batch *b, PyObject **out) {
@@ -526,9 +528,8 @@ static int event(Cur *c, Batch *b, PyObject **out) {
     PyObject *v[10] = {NULL}, **at = out ? v : NULL;
     int ok = lit(c, "{\"schema_version\":\"1.0\"") && (at == NULL || keep(c, &v[0], Py_NewRef(version_str)))
              && key(c, "event_id") && id_value(c, at ? &v[1] : NULL, 0) && key(c, "device_id");
-    if (ok && b->device == NULL) {  /* a single-event record: its own device, checked as a batch's is */
-        ok = device(c, &dev, &dev_len);
-        b->device = dev, b->device_len = dev_len;
+    if (b->single) {  /* a single-event record: its own device id, checked as a batch's is */
+        ok = ok && device(c, &dev, &dev_len);
     } else {
         ok = ok && ident(c, &dev, &dev_len) && dev_len == b->device_len && memcmp(dev, b->device, (size_t)dev_len) == 0;
     }
@@ -552,7 +553,7 @@ static int event(Cur *c, Batch *b, PyObject **out) {
 
 /* The whole record; with `events` (a list), every event built is appended to it. */
 static int batch(Cur *c, Py_ssize_t max_events, PyObject *events) {
-    Batch b = {NULL, 0, INT64_MAX, -1};
+    Batch b = {NULL, 0, INT64_MAX, -1, 0};
     int64_t first, last;
     if (!lit(c, "{\"schema_version\":\"1.0\"") || !key(c, "device_id") || !device(c, &b.device, &b.device_len))
         return 0;
@@ -579,7 +580,7 @@ static int batch(Cur *c, Py_ssize_t max_events, PyObject *events) {
 /* A single-event record: one event object as msgspec writes a `FastEvent` (what `codec.encode_event`
    gives, the shape the issue's baseline producers send), with the checks `_consistent` makes of one. */
 static int single(Cur *c, Py_ssize_t max_events, PyObject *events) {
-    Batch b = {NULL, 0, INT64_MAX, -1};
+    Batch b = {NULL, 0, INT64_MAX, -1, 1};
     PyObject *built = NULL;
     if (max_events < 1 || !event(c, &b, events ? &built : NULL)) return 0;
     if (events != NULL) {
@@ -738,7 +739,8 @@ fail:
 
 static PyMethodDef methods[] = {
     {"proven", (PyCFunction)(void (*)(void))proven, METH_FASTCALL,
-     "proven(record, max_events, max_chars) -> bool: the record is a batch exactly as msgspec writes it, "
+     "proven(record, max_events, max_chars) -> bool: the record is a batch (or a single event) exactly as "
+     "msgspec writes it, "
      "valid under schemas.fastcodec's Structs and checks."},
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
      "decode(record, max_events, max_chars) -> tuple | None: the events of a proven record, as msgspec builds them."},

@@ -194,7 +194,8 @@ class FastEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=Fals
 
     schema_version: _Version = "1.0"
     event_id: _Id
-    device_id: _Id  # equal to the batch's, whose pattern is checked (single events: `_consistent`)
+    device_id: _Id  # equal to the batch's, whose pattern is checked (single events: `_consistent`, and in C
+    # `schemas/_cfastcodec.c` checks a single event's by the batch's rule)
     seq: _Seq
     ts: _Time
     platform: Platform
@@ -254,16 +255,18 @@ def fast_events(data: RecordValue, limits: Limits = DEFAULT_LIMITS) -> tuple[Fas
     built = _cdecode(raw, limits.max_events_per_batch, FAST_TEXT_CHARS) if _cdecode is not None else None
     if built is not None:
         return built  # proven canonical and valid, and built as msgspec builds it, in C
-    try:
-        if b'"events"' in raw:
-            batch = _BATCH.decode(raw)
-            events = batch.events
-            decoded: FastBatch | FastEvent = batch
-        else:
+    decoded: FastBatch | FastEvent | None = None
+    if b'"events"' in raw:  # a batch, most likely (a single event may hold the word in a value)
+        try:
+            decoded = _BATCH.decode(raw)
+        except (msgspec.MsgspecError, ValueError):  # ValueError: e.g. invalid UTF-8 in a string
+            decoded = None
+    if decoded is None:
+        try:
             decoded = _EVENT.decode(raw)
-            events = (decoded,)
-    except (msgspec.MsgspecError, ValueError):  # ValueError: e.g. invalid UTF-8 in a string
-        return None
+        except (msgspec.MsgspecError, ValueError):
+            return None
+    events = decoded.events if isinstance(decoded, FastBatch) else (decoded,)
     if len(events) > limits.max_events_per_batch or not _consistent(decoded, events):
         return None
     if _ENCODER.encode(decoded) == raw or _same_as_orjson(raw, events):

@@ -24,7 +24,7 @@ import pytest
 from debug_child import passes_under_debug_allocator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemas_strategies import batches
+from schemas_strategies import batches, events
 
 from schemas import codec, fastcodec
 from schemas.codec import Limits
@@ -222,6 +222,56 @@ def test_mutated_single_event_records_are_refused_or_what_the_python_proof_accep
         elif len(raw) > 1:
             del raw[position]
     assert_same_either_way(bytes(raw))
+
+
+HOSTILE_IDS = ["-a", ".a", "a b", "é", "x" * 128, "x" * 129, 'a"b', "a\\b", "a~", "a/b", "a\x7f", "",
+               "events"]
+HOSTILE_VALUES: dict[str, list[Any]] = {
+    "device_id": HOSTILE_IDS, "event_id": HOSTILE_IDS, "process_key": HOSTILE_IDS,
+    "parent_process_key": [*HOSTILE_IDS, None], "seq": [0, 2**63 - 1, -1, 2**63],
+    "ts": ["1989-12-31T23:59:59.999999Z", "1990-01-01T00:00:00Z", "2099-12-31T23:59:59.999999Z",
+           "2100-01-01T00:00:00Z", "2023-02-29T00:00:00Z", "2024-02-29T00:00:00Z",
+           "2024-01-01T00:00:00+00:00"],
+    "image": ["events", 'x"events', None, ""],
+}  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(event=events(), data=st.data())
+def test_a_single_event_with_one_hostile_value_is_decoded_only_as_the_python_proof_decodes_it(
+    event: Any, data: Any
+) -> None:
+    # One value at a time made hostile (ids the batch's device rule or the id charset refuses, times at
+    # the contract's edges, seqs past int64, the word "events" that once sent Python to the batch decoder),
+    # written as msgspec writes it so that the C walk reaches the value, then a trailing byte and limits
+    # of every kind: whatever C builds, the Python proof builds too, equal, under the same limits.
+    record = orjson.loads(codec.encode_event(event.model_copy(update={"ts": event.ts.astimezone(UTC)})))
+    name = data.draw(st.sampled_from(sorted(HOSTILE_VALUES)))
+    record[name] = data.draw(st.sampled_from(HOSTILE_VALUES[name]))
+    try:
+        raw = fastcodec._ENCODER.encode(fastcodec._EVENT.decode(orjson.dumps(record)))
+    except (msgspec.MsgspecError, TypeError, OverflowError):  # a value msgspec refuses: written by orjson
+        raw = orjson.dumps(record)
+    raw += data.draw(st.sampled_from([b""] * 6 + [b" ", b"\n", b"}", b"x"]))
+    max_events = data.draw(st.sampled_from([-1, 0, 1, 2, 5000]))
+    built = _cfastcodec.decode(raw, max_events, CHARS)
+    assert (built is not None) == proven(raw, max_events, CHARS)
+    if built is not None:
+        limits = Limits(max_events_per_batch=max(max_events, 1))
+        expected = python_says(raw, limits)
+        assert expected is not None and max_events >= 1, raw
+        identical(built, expected)
+
+
+def test_a_single_event_holding_the_word_events_decodes_alike_either_way() -> None:
+    base = orjson.loads(codec.encode_event(_batch(1).events[0]))
+    for name, value in (("image", "events"), ("image", 'x"events'), ("process_key", "events")):
+        raw = fastcodec._ENCODER.encode(fastcodec._EVENT.decode(orjson.dumps({**base, name: value})))
+        assert proven(raw, MAX_EVENTS, CHARS), name
+        assert_same_either_way(raw)
+        assert type(fastcodec.decode_events(raw)[0]) is fastcodec.FastEvent
+    batch_head = b'{"schema_version":"1.0","device_id":"d","first_seq":1,"last_seq":1,"events":'
+    assert not proven(batch_head + codec.encode_event(_batch(1).events[0]), MAX_EVENTS, CHARS)
 
 
 def test_every_truncation_is_refused() -> None:
