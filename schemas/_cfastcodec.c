@@ -551,6 +551,15 @@ static int event(Cur *c, Batch *b, PyObject **out) {
     return make(c, ok, event_type, event_names, v, 10, out);
 }
 
+/* `built` (an event just made) appended to `events` (reference taken over); 0 with `c->failed` set when
+   the append fails. */
+static int take(Cur *c, PyObject *events, PyObject *built) {
+    int failed = PyList_Append(events, built);
+    Py_DECREF(built);
+    if (failed) c->failed = 1;
+    return !failed;
+}
+
 /* The whole record; with `events` (a list), every event built is appended to it. */
 static int batch(Cur *c, Py_ssize_t max_events, PyObject *events) {
     Batch b = {NULL, 0, INT64_MAX, -1, 0};
@@ -563,14 +572,7 @@ static int batch(Cur *c, Py_ssize_t max_events, PyObject *events) {
     for (Py_ssize_t n = 1;; n++) {
         PyObject *built = NULL;
         if (n > max_events || !event(c, &b, events ? &built : NULL)) return 0;
-        if (events != NULL) {
-            int failed = PyList_Append(events, built);
-            Py_DECREF(built);
-            if (failed) {
-                c->failed = 1;
-                return 0;
-            }
-        }
+        if (events != NULL && !take(c, events, built)) return 0;
         if (lit(c, "]")) break;
         if (!lit(c, ",")) return 0;
     }
@@ -583,14 +585,7 @@ static int single(Cur *c, Py_ssize_t max_events, PyObject *events) {
     Batch b = {NULL, 0, INT64_MAX, -1, 1};
     PyObject *built = NULL;
     if (max_events < 1 || !event(c, &b, events ? &built : NULL)) return 0;
-    if (events != NULL) {
-        int failed = PyList_Append(events, built);
-        Py_DECREF(built);
-        if (failed) {
-            c->failed = 1;
-            return 0;
-        }
-    }
+    if (events != NULL && !take(c, events, built)) return 0;
     return c->p == c->end;
 }
 
