@@ -278,6 +278,14 @@ static int table_grow(Table *t) {
     return 0;
 }
 
+/* One evidence record (`ts_ms << 8 | code`) counted when it is at or after `start` and its code has a
+   counter: the rule of `windows.count_windows`, for every way `count_evidence` reads the records. */
+static inline void count_record(long long packed, long long start, int32_t *counts, const Layout *L) {
+    const long long code = packed & 0xFF;
+    if ((packed >> 8) >= start && code < L->n_cnt && counts[code] < INT32_MAX)
+        counts[code]++;
+}
+
 /* A node's evidence is a `pipeline._cring.Ring` (read from its buffer: `count_evidence`), or, without that
    extension, a `collections.deque` of up to 512 packed ints, and counting a deque was ~40 % of the
    rows' CPU, most of it in the deque's iterator: a reference taken and dropped per record (two writes to
@@ -333,9 +341,7 @@ static int tally(PyObject *item, void *arg) {
     long long packed;
     if (!small_ll(item, &packed))
         return 0;
-    const long long code = packed & 0xFF;
-    if ((packed >> 8) >= t->start && code < t->L->n_cnt && t->counts[code] < INT32_MAX)
-        t->counts[code]++;
+    count_record(packed, t->start, t->counts, t->L);
     return 1;
 }
 
@@ -398,11 +404,8 @@ static int count_evidence(PyObject *evidence, long long start, int32_t *counts, 
     memset(counts, 0, (size_t)L->n_cnt * sizeof(int32_t));
     if (is_ring(evidence)) {  /* int64 records in one buffer: no object read */
         const RingObject *r = (const RingObject *)evidence;
-        for (Py_ssize_t i = 0; i < r->len; i++) {
-            const long long packed = ring_at(r, i), code = packed & 0xFF;
-            if ((packed >> 8) >= start && code < L->n_cnt && counts[code] < INT32_MAX)
-                counts[code]++;
-        }
+        for (Py_ssize_t i = 0; i < r->len; i++)
+            count_record(ring_at(r, i), start, counts, L);
         return 0;
     }
 #if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
@@ -424,9 +427,7 @@ static int count_evidence(PyObject *evidence, long long start, int32_t *counts, 
         Py_DECREF(item);
         if (rc < 0)
             break;
-        const long long code = packed & 0xFF;
-        if ((packed >> 8) >= start && code < L->n_cnt && counts[code] < INT32_MAX)
-            counts[code]++;
+        count_record(packed, start, counts, L);
     }
     Py_DECREF(it);
     if (PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_StopIteration))
@@ -1230,7 +1231,8 @@ static PyObject *read_in_place(PyObject *self, PyObject *const *args, Py_ssize_t
 static PyMethodDef methods[] = {
     READS_RINGS_METHOD,
     {"read_in_place", (PyCFunction)(void (*)(void))read_in_place, METH_FASTCALL,
-     "read_in_place(on=None) -> bool: whether a node's evidence deque is read in place (a ring always is; CPython 3.11's layout, "
+     "read_in_place(on=None) -> bool: whether a node's evidence deque is read in place (a ring always is; "
+     "CPython 3.11's layout, "
      "checked at import); `on` turns it on or off and the previous state is returned."},
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(contexts, matrix, static_facts, layout, node_type) -> None: fill the zeroed float32 matrix with one "

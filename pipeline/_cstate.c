@@ -135,9 +135,7 @@ static int pack_record(PyObject *item, unsigned char *out) {
     long long v;
     if (!small_ll(item, &v) && (v = PyLong_AsLongLong(item)) == -1 && PyErr_Occurred())
         return -1;
-    uint64_t u = (uint64_t)v;
-    for (int b = 0; b < 8; b++)
-        out[b] = (unsigned char)(u >> (8 * b));
+    put_le64(out, v);
     return 0;
 }
 
@@ -499,8 +497,9 @@ static void prefetch_contents(PyObject *node) {
     }
 }
 
-/* The records of an evidence ring (its buffer copied) or of an exact deque of ints, all of them, as little-endian int64 bytes (`tree_state._pack`);
-   NULL with nothing set when a record is not an int in int64's range (Python then raises its error). */
+/* The records of an evidence ring (its buffer copied) or of an exact deque of ints, all of them, as
+   little-endian int64 bytes (`tree_state._pack`); NULL with nothing set when a record is not an int in
+   int64's range (Python then raises its error). */
 static PyObject *pack_all(PyObject *evidence) {
     Py_ssize_t n = PyObject_Length(evidence);
     if (n < 0) return NULL;
@@ -584,8 +583,8 @@ static int check_row_type(PyTypeObject *tp) {
 }
 
 /* A new `row_type` (checked by `check_row_type`) with its slots set to `values`, in ROW_NAMES order, which
-   the collector does not track: a row made here refers to a node, its evidence ring or deque (of ints), bytes, ints
-   and a tuple of gc=False events, none of which can refer back to a row, so it can be in no cycle; tracked,
+   the collector does not track: a row made here refers to a node, its evidence ring or deque (of ints),
+   bytes, ints and a tuple of gc=False events, none of which can refer back to a row, so it can be in no cycle; tracked,
    a checkpoint's ~10,000 new rows were visited by every young collection while it ran (session K: -8 % of
    the encoding with the worker's collector settings). */
 static PyObject *make_row(PyTypeObject *row_type, PyObject *const *values) {
@@ -649,8 +648,8 @@ static int same_notable(const Previous *prev, PyObject *notable, PyTypeObject *e
 
 /* The node's evidence as int64 bytes, as `tree_state._evidence_raw` makes it: the previous row's records
    still held plus the ones appended since, packed from the deque's right end, when the previous row read
-   this same deque and the counts agree; else every record (always, for a `Ring`: its buffer is copied). NULL with nothing set when a record is not an
-   int in int64's range (Python raises its error). */
+   this same deque and the counts agree; else every record (always, for a `Ring`: its buffer is copied).
+   NULL with nothing set when a record is not an int in int64's range (Python raises its error). */
 static PyObject *evidence_raw(PyObject *evidence, long long appended, const Previous *prev) {
     if (is_ring(evidence)) return pack_all(evidence);  /* a copy of its buffer: nothing to save by reusing */
     Py_ssize_t held = PyObject_Length(evidence);
@@ -685,8 +684,9 @@ static PyObject *new_row(PyObject *node, PyObject *previous, const Since *rule, 
         PyErr_Clear();
         goto done;
     }
-    if (!(Py_IS_TYPE(tails[EVIDENCE], deque_type) || is_ring(tails[EVIDENCE])) || !Py_IS_TYPE(tails[CONNS], deque_type) ||
-        !Py_IS_TYPE(tails[NOTABLE], deque_type) || !PyDict_CheckExact(tails[CODES]))
+    if (!(Py_IS_TYPE(tails[EVIDENCE], deque_type) || is_ring(tails[EVIDENCE])) ||
+        !Py_IS_TYPE(tails[CONNS], deque_type) || !Py_IS_TYPE(tails[NOTABLE], deque_type) ||
+        !PyDict_CheckExact(tails[CODES]))
         goto done;
     long long appended;
     if (sum_counts(tails[CODES], &appended)) goto done;

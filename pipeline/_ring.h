@@ -77,13 +77,17 @@ static inline int ring_push(RingObject *r, int64_t value) {
     return 0;
 }
 
+/* One record as the 8 little-endian bytes a state record stores (`tree_state._pack`). */
+static inline void put_le64(unsigned char *out, int64_t value) {
+    const uint64_t u = (uint64_t)value;
+    for (int b = 0; b < 8; b++)
+        out[b] = (unsigned char)(u >> (8 * b));
+}
+
 /* The records from `first` on (0 <= first <= len), in order, as little-endian int64 bytes at `out`. */
 static inline void ring_pack(const RingObject *r, Py_ssize_t first, unsigned char *out) {
-    for (Py_ssize_t i = first; i < r->len; i++, out += 8) {
-        const uint64_t u = (uint64_t)ring_at(r, i);
-        for (int b = 0; b < 8; b++)
-            out[b] = (unsigned char)(u >> (8 * b));
-    }
+    for (Py_ssize_t i = first; i < r->len; i++, out += 8)
+        put_le64(out, ring_at(r, i));
 }
 
 /* `collections.deque` (a new reference: the caller keeps it for the module's lifetime), or NULL with an

@@ -223,8 +223,8 @@ def model_classify(
 
 def malicious_threshold(model: Model, row: Matrix) -> float:
     """The minimum 1 - P(benign) that applied to one feature row (its view's, for a routed model)."""
-    route = getattr(model, "lone_rows", None)
-    if route is not None and bool(route(row.reshape(1, -1))[0]):
+    lone = route_of(model, row.reshape(1, -1))
+    if lone is not None and bool(lone[0]):
         return float(model.lone_thresholds.get("malicious", 0.5))  # type: ignore[attr-defined]
     return float(model.thresholds.get("malicious", 0.5))
 
