@@ -24,7 +24,6 @@ Kafka).
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +33,7 @@ from bench._pipeline_data import records
 from pipeline.detect import Detector
 from pipeline.scoring import load_model
 from pipeline.state_out import pack_state
+from pipeline.worker_runtime import tune_gc
 from schemas.fastcodec import decode_events
 
 COMMIT_MS = 1000  # as the pipeline benchmark's worker processes
@@ -111,9 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     values = [value for _, value in records(args.events, 50, 200)]
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(1_000, 5, 10_000)  # as `ringfence worker` runs
+    tune_gc()  # as `ringfence worker` runs: the start-up heap frozen, its collection thresholds
     r = replay(values, args.rate, args.mode)
     n, saved = r["events"], r["encode_s"] + r["zstd_s"]
     print(

@@ -19,7 +19,6 @@ the share of leaves, window-active descendants per row).
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import os
 import statistics
@@ -36,6 +35,7 @@ from pipeline import features as features_module
 from pipeline.features import RowContext
 from pipeline.flush_overlap import DECODE_AHEAD, FlushOverlap
 from pipeline.scoring import Scorer, load_model
+from pipeline.worker_runtime import tune_gc
 from schemas import codec, fastcodec
 
 _DECODERS: dict[str, Callable[[bytes], Sequence[Any]]] = {
@@ -237,9 +237,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     values = [value for _, value in records(args.events, args.per_record, args.devices)]
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 10, 10)
+    tune_gc()  # as `ringfence worker` runs: the start-up heap frozen, its collection thresholds
     r = replay(values, args.decoder)
     n = r["events"]
     print(

@@ -18,7 +18,6 @@ Each repeat is a fresh replay; the per-part figures are medians over the repeats
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import os
 import statistics
@@ -32,6 +31,7 @@ from pipeline import detect, outputs
 from pipeline.outputs import OutputTopics
 from pipeline.policy import Policy, PolicyConfig
 from pipeline.scoring import Scorer, load_model
+from pipeline.worker_runtime import tune_gc
 from schemas.common import Mode
 from schemas.fastcodec import decode_events
 from schemas.signing import SigningKey
@@ -72,9 +72,7 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     decoded = [decode_events(value) for _, value in records(args.events, 50, 200)]
     key = SigningKey(Ed25519PrivateKey.from_private_bytes(bytes(range(32))), "bench-fleet-1")
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 10, 10)  # as the worker tunes it
+    tune_gc()  # as `ringfence worker` runs: the start-up heap frozen, its collection thresholds
     runs = [replay(decoded, Mode(args.mode), key) for _ in range(max(1, args.repeat))]
     incidents, decided, produced = runs[0][1:]
     if any(run[1:] != runs[0][1:] for run in runs):
