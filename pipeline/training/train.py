@@ -35,6 +35,12 @@ lucky, while the bound shrinks the budget exactly as far as `n` calibration tree
 Every class whose threshold a benign tree sets (rather than its floor) has already spent one alert of
 that budget: out of sample, a threshold just above the highest of `n` benign scores is still passed by
 about one benign tree in `n + 1`. Only the remainder is spent on lowering thresholds.
+
+The lone booster (`fit_views`) is floored at `lone_min_threshold` (0.5) instead of `min_threshold`: its
+calibration negatives are administrators' look-alikes of its attacks, not ordinary software, so the
+prior is in them already; and they are few (~800 process-only trees), too few to vouch for a single
+false alert, so the floor alone sets most of its classes. 0.5 names a tactic only when the row is more
+likely that tactic than anything else, benign included.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -78,6 +84,10 @@ class TrainConfig:
     fp_per_1000: float = 1.0
     calibration_confidence: float = 0.9  # the budget holds at this one-sided confidence (module docstring)
     min_threshold: float = 0.6  # prior: benign data from an unseen fleet scores higher than calibration data
+    # The lone booster's floor (`fit_views`): its calibration negatives are administrators' look-alikes,
+    # written as close to its attacks as possible, so the prior above is already in them; 0.5 is a
+    # majority: a tactic is named only when the row is more likely that tactic than anything else.
+    lone_min_threshold: float = 0.5
     min_generic: float = 0.98  # alerts that name no tactic need more confidence than named ones
 
     def __post_init__(self) -> None:
@@ -274,8 +284,9 @@ def fit_views(data: Dataset, config: TrainConfig) -> Views:
     the lone booster on every row it routes (`pipeline.model.routed.lone_rows`: process-only rows
     with a lone-command indicator, the route the stream takes) with all the columns, the lone-command
     indicators (1.1, 1.2) among them. Each booster stops early and is calibrated on the calibration
-    rows of its own training set. The lone booster's rows are few (about 2 % of the data) and narrow, so
-    its own calibration bounds what it can add; when it scored every process-only row (64 %), a second
+    rows of its own training set, the lone booster with `lone_min_threshold` as its floor (module
+    docstring). The lone booster's rows are few (about 2 % of the data) and narrow, so its own
+    calibration bounds what it can add; when it scored every process-only row (64 %), a second
     calibration let as many new benign trees through again, and its thresholds had to be floored at the
     full booster's (weaknesses.py)."""
     from pipeline.model.routed import lone_rows
@@ -289,7 +300,8 @@ def fit_views(data: Dataset, config: TrainConfig) -> Views:
             "the second booster cannot be fitted (`ringfence train --one-view`)"
         )
     log.info("lone booster: %d training and calibration rows of %d", int(used.sum()), len(only))
-    return Views(full, fit(data, config, only), int(used.sum()))
+    lone = fit(data, replace(config, min_threshold=config.lone_min_threshold), only)
+    return Views(full, lone, int(used.sum()))
 
 
 def full_view_rows(data: Dataset, lone: NDArray[np.bool_]) -> NDArray[np.bool_]:

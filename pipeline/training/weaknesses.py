@@ -20,8 +20,9 @@ WEAKNESSES = """## Known weaknesses
   software (admin scripts, updaters) may need exclusions or recalibration, which `ringfence evaluate` on
   that fleet's data would show.
 - **Dev is not untouched.** The benign weight share (50 %) and the threshold floors (0.6, Generic 0.98)
-  were chosen in an earlier session by comparing a few settings on the dev numbers above (held-out labs
-  and .evtx samples), so those numbers are somewhat optimistic; the held-out labs are few (19 labelled
+  were chosen in an earlier session (the second booster's 0.5 in session S, below) by comparing a few
+  settings on the dev numbers above (held-out labs and .evtx samples), so those numbers are somewhat
+  optimistic; the held-out labs are few (19 labelled
   attack recordings, three tactics) and the .evtx samples six. The false-alert budget rule (a 90 % upper
   confidence bound, one unit of it charged to each class bound by a benign tree) replaced the fixed 70 %
   margin after retrains measured 1.3-1.8 false alerts per 1,000 benign dev trees; each rule was tried once
@@ -30,15 +31,30 @@ WEAKNESSES = """## Known weaknesses
   ~6,000 benign trees, so the dev rate scatters around the target, and the charge pushes Persistence and
   `generic` near 1.0: lone account creations and Generic-only detections are what this model gives up for
   its false-alert budget.
+- **The lone booster's floor is 0.5, chosen looking at dev and the probes** (session S; the boosters are
+  `ringfence-xgb-1.2-ce833de4bc`'s, bit for bit: only the second booster's thresholds moved). Its
+  calibration negatives are ~800 process-only look-alike trees, too few to vouch for one false alert, so
+  every class but CredentialAccess sat on the 0.6 floor while the highest look-alike scored 0.18 for
+  Persistence, 0.48 for Discovery and 0.54 for Execution; lone service, scheduled-task and encoded
+  PowerShell commands scored 0.50-0.59 for their tactic and did not alert. Recalibrated at floors 0.6 /
+  0.55 / 0.52 / 0.5 / 0.4 on the same boosters: probes detected 53 / 53 / 56 / **60** / 62 % (right tactic
+  49 / 49 / 49 / **51** / 53 %), all dev benign trees alerted 16 / 16 / 17 / **17** / 18 of 14,700 (1.09 /
+  1.09 / 1.16 / **1.16** / 1.22 per 1,000), held-out labs, their benign trees and the .evtx samples
+  unchanged at every floor (89 % / 74 %, 0 of 251, 6 of 6). At 0.5, 34 more dev attack trees are detected
+  (lone download cradles, schtasks, IFEO and accessibility debuggers, service binary paths, at jobs, ...)
+  for one more benign tree: a child of `auditpol /get` in an audit-policy review, Discovery 0.54. The
+  first booster keeps 0.6: its negatives are ordinary software. So the dev false-alert rate, over the
+  budget before, is one tree further over it.
 - **One seed's fit is a draw, and this model is the favourable one** (measured after it was committed, on
   the same data and recipe; only XGBoost's seed differs, which draws the row and column subsamples: made
   with `pipeline.training.run.run_train` and `TrainConfig(seed=8)` or `9`, since `ringfence train --seed`
   reseeds the simulation too; they are the members of `--ensemble 3`).
-  Seeds 7 (this model), 8 and 9: held-out lab recordings detected **89 / 79 / 79 %**, right tactic 74 / 53
-  / 74 %; held-out lab benign trees alerted **0 / 13 / 0 of 527**; all dev benign trees 1.09 / 1.70 / 1.29
-  false alerts per 1,000 (outside the lone-command simulations 1.18 / 2.36 / 1.77); probes detected 53 / 42
-  / 56 %; .evtx right tactic 100 / 100 / 83 %. Every recipe choice above was made looking at seed 7's
-  numbers, so they are the favourable end of the spread: a fleet should expect about 80 % of the labs'
+  Seeds 7 (this model), 8 and 9, with the second booster floored at 0.6 as then: held-out lab recordings
+  detected **89 / 79 / 79 %**, right tactic 74 / 53 / 74 %; held-out lab benign trees alerted **0 / 13 / 0
+  of 527**; all dev benign trees 1.09 / 1.70 / 1.29 false alerts per 1,000 (outside the lone-command
+  simulations 1.18 / 2.36 / 1.77); probes detected 53 / 42 / 56 %; .evtx right tactic 100 / 100 / 83 %.
+  Every recipe choice above was made looking at seed 7's numbers, so they are the favourable end of the
+  spread: a fleet should expect about 80 % of the labs'
   attack recordings, not 89 %, and a fit can alert on real benign background that dev never shows (seed
   8's 13 trees). **An average of seeds 7-9** (`ringfence train --ensemble 3`, one booster per view whose
   margins are the three boosters' mean, `train.average_boosters`) measured 84 % / 68 % on the labs, 0 of

@@ -5,6 +5,7 @@ again; every other row to the full booster."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,7 @@ def test_the_lone_booster_learns_from_its_rows_alone(tiny: Dataset) -> None:
     views = fit_views(tiny, TINY)
     full = fit(tiny, TINY, full_view_rows(tiny, only), columns=N_BASE_FEATURES)
     assert np.array_equal(predict(views.full.booster, tiny.matrix), predict(full.booster, tiny.matrix))
-    lone_only = fit(tiny, TINY, only)
+    lone_only = fit(tiny, replace(TINY, min_threshold=TINY.lone_min_threshold), only)  # its rows, its floor
     assert np.array_equal(
         predict(views.lone.booster, tiny.matrix), predict(lone_only.booster, tiny.matrix)
     )
@@ -251,9 +252,18 @@ def test_ringfence_train_fits_the_second_booster_only_when_asked(tmp_path: Path,
     assert results.version in card and (results.lone is not None) is two_view
 
 
-def test_the_lone_thresholds_never_undercut_the_full_ones(tiny: Dataset) -> None:
+def test_the_lone_booster_is_calibrated_with_its_own_floor_and_the_full_one_ignores_it(tiny: Dataset) -> None:
+    # Each view is calibrated on its own rows (no view floors the other, since 1.1); the lone booster's
+    # floor is `lone_min_threshold`, the full booster's `min_threshold`.
     views = fit_views(tiny, TINY)
-    assert all(views.lone.thresholds[k] >= views.full.thresholds[k] for k in views.full.thresholds)
+    assert TINY.lone_min_threshold < TINY.min_threshold
+    assert min(views.lone.thresholds.values()) >= TINY.lone_min_threshold
+    assert min(views.full.thresholds.values()) >= TINY.min_threshold
+    strict = fit_views(tiny, replace(TINY, lone_min_threshold=0.95))
+    assert strict.full.thresholds == views.full.thresholds  # the full booster never reads the lone floor
+    assert min(strict.lone.thresholds.values()) >= 0.95
+    assert strict.lone.thresholds["generic"] >= TINY.min_generic
+    assert strict.lone.thresholds != views.lone.thresholds
 
 
 def test_calibration_keeps_every_threshold_at_or_above_the_floors_it_is_given() -> None:
