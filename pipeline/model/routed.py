@@ -18,9 +18,10 @@ Other process-only rows (a lone `whoami`, a Linux build step, an admin's remote 
 booster, which also learns from the lone-command simulations' benign rows routed to it, admins'
 look-alikes among them (`pipeline.training.train.full_view_rows`): the lone booster is a specialist for
 what the full one cannot see, calibrated on its own rows (its thresholds may be lower than the full
-booster's: no floors since feature version 1.1, weaknesses.py). That is exactly what the lone booster was
-trained on (`pipeline.training.train.fit_views` selects rows by the same function, `lone_rows`), so
-training, the stream and hunting route alike, with no state kept per device.
+booster's: neither view floors the other since feature version 1.1, and the lone booster's own floor is
+`TrainConfig.lone_min_threshold`, below the full one's; weaknesses.py). That is exactly what the lone
+booster was trained on (`pipeline.training.train.fit_views` selects rows by the same function,
+`lone_rows`), so training, the stream and hunting route alike, with no state kept per device.
 """
 
 from __future__ import annotations

@@ -267,7 +267,7 @@ def _rounds(ensemble: int) -> str:
     return "rounds" if ensemble <= 1 else f"rounds in all over its {ensemble} averaged boosters"
 
 
-def _lone_method(lone: LoneBooster | None, ensemble: int = 1, floor: float = 0.5) -> str:
+def _lone_method(lone: LoneBooster | None, ensemble: int, floor: float) -> str:
     if lone is None:
         return ""
     thresholds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(lone.thresholds.items()))
@@ -287,8 +287,8 @@ def _lone_method(lone: LoneBooster | None, ensemble: int = 1, floor: float = 0.5
   The second booster has the same parameters and weighting, and is trained, stopped early and
   calibrated (the same budget rule) on its {lone.rows} training and calibration rows alone, with all
   the columns; {lone.best_iteration + 1} {_rounds(ensemble)}; thresholds: {thresholds}. Its floor is
-  {floor:g}, not the first booster's: its calibration negatives are administrators' look-alikes of its
-  attacks, too few to vouch for one false alert, so the floor sets most of its classes (Known
+  {floor:g}, not the first booster's: its calibration negatives are mostly administrators' look-alikes
+  of its attacks, and too few to vouch for one false alert, so the floor sets most of its classes (Known
   weaknesses). One booster for both views had to trade lab recall for lone commands (Known weaknesses).
 """
 
