@@ -130,6 +130,7 @@ class Detector:
             self.config.max_rows, self.config.max_delay_ms
         )
         self._next_evict: dict[str, int] = {}
+        self._evict_due: dict[str, DeviceForest] = {}  # TTL eviction owed once their changes are scored
         self._pending: PendingFlush | None = None  # a started flush: the trees must not change
 
     @property
@@ -183,10 +184,13 @@ class Detector:
         self._check_idle()
         rows = self.take_rows()
         if not rows:
+            self.evict_scored()
             return []
         contexts = row_contexts(rows, self.config.window_ms)
         matrix = feature_matrix(contexts)
-        return self._decided(rows, contexts, matrix, self.scorer.score(matrix), now_ms)
+        decisions = self._decided(rows, contexts, matrix, self.scorer.score(matrix), now_ms)
+        self.evict_scored()
+        return decisions
 
     def start_flush(self, now_ms: int) -> PendingFlush | None:
         """`flush`, begun: rows and features taken now, the predict started on another thread when the
@@ -196,6 +200,7 @@ class Detector:
         self._check_idle()
         rows = self.take_rows()
         if not rows:
+            self.evict_scored()
             return None
         contexts = row_contexts(rows, self.config.window_ms)
         matrix = feature_matrix(contexts)
@@ -208,7 +213,10 @@ class Detector:
             raise PipelineError("finish_flush: not this detector's pending flush (or finished already)")
         self._pending = None
         job = pending.job
-        return self._decided(pending.rows, pending.contexts, pending.matrix, job.result(), pending.now_ms)
+        rows, contexts, matrix = pending.rows, pending.contexts, pending.matrix
+        decisions = self._decided(rows, contexts, matrix, job.result(), pending.now_ms)
+        self.evict_scored()
+        return decisions
 
     def _check_idle(self) -> None:
         if self._pending is not None:
@@ -233,10 +241,27 @@ class Detector:
         return forest
 
     def _maybe_evict(self, forest: DeviceForest) -> None:
-        """TTL eviction every `evict_every_ms` of the device's own time."""
+        """Note a device whose TTL eviction is due (every `evict_every_ms` of its own time); `evict_scored`
+        evicts it once the changes just folded are scored."""
         if forest.watermark_ms >= self._next_evict.get(forest.device_id, 0):
-            forest.evict()
-            self._next_evict[forest.device_id] = forest.watermark_ms + self.config.evict_every_ms
+            self._evict_due[forest.device_id] = forest
+
+    def evict_scored(self) -> None:
+        """TTL eviction of the devices that came due while events were folded, now that their changes are
+        scored (`flush` and `finish_flush` call it; training replays call it after scoring `take_rows`).
+
+        Why not while folding: one device's batch can span more than a TTL (an agent's spool sent after a
+        night offline, a sparse Security 4688 log hunted in one chunk); its processes would be gone, never
+        scored, before the flush that owes them a row (exited ones 10 minutes after their end, idle ones
+        after 2 hours of the device's own time)."""
+        self._check_idle()
+        if not self._evict_due:
+            return
+        due, self._evict_due = self._evict_due, {}
+        for device_id, forest in due.items():
+            if self.forests.get(device_id) is forest:  # not dropped or restored meanwhile
+                forest.evict()
+                self._next_evict[device_id] = forest.watermark_ms + self.config.evict_every_ms
 
     def _rows(self, pending: Sequence[tuple[str, str, bool]]) -> list[Row]:
         """Changed processes (plus nearest ancestors on notable changes), once each, minus anchors."""
@@ -413,6 +438,7 @@ class Detector:
         self._check_idle()
         self.forests.pop(device_id, None)
         self._next_evict.pop(device_id, None)
+        self._evict_due.pop(device_id, None)
 
 
 def _events(kept: Iterable[Event | dict[str, Any]]) -> list[Event]:

@@ -118,7 +118,7 @@ def chunks(events: Iterable[BehaviorEvent], size: int = CHUNK_EVENTS) -> Iterato
 
 def _new_trees(detector: Detector, chunk: list[BehaviorEvent]) -> int:
     """Ingest a chunk; count processes that start a new tree (parent unknown or an anchor)."""
-    detector.process(chunk, ts_ms(chunk[-1]))
+    detector.ingest(chunk, ts_ms(chunk[-1]))  # the caller's flush scores it (and then evicts)
     roots = 0
     for event in chunk:
         if not isinstance(event.payload, ProcessStart):

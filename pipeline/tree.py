@@ -19,7 +19,10 @@ Memory is bounded per device, because one noisy or hostile device must not starv
 TTL eviction (`evict`) removes exited subtrees once every node in them has been gone for
 `exited_ttl_ms` (at least the scoring window, so late evidence still scores), and any node idle for
 `idle_ttl_ms` (its end was never reported). Time is the device's event time (`watermark_ms`), so
-offline hunting evicts exactly as the stream does. Serialisation lives in `pipeline.tree_state`.
+offline hunting evicts exactly as the stream does. The detector evicts a device only after the flush
+that scores its latest changes (`Detector.evict_scored`): one batch may span more than a TTL (a spool
+sent after a night offline, a sparse 4688 log), and its processes must be scored before they go.
+Serialisation lives in `pipeline.tree_state`.
 
 This is mutable state on purpose (an immutable forest per event would not reach the throughput
 goal); it does no I/O and is deterministic, so it is as testable as a pure function.

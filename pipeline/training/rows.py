@@ -4,11 +4,11 @@ A recording is replayed in chunks the way `ringfence hunt` feeds the detector (`
 file order, one scoring pass per chunk) through the detector's public API: `Detector.ingest` folds a
 chunk into the trees and `Detector.take_rows` drains the rows its next flush would score; their
 features come from `pipeline.features.row_context`/`feature_matrix`, the functions `Detector.flush`
-calls. The rows are: every process whose tree changed plus its nearest ancestors,
-leaving out anchors (services, desktop shells, sshd...) and placeholders. A process is scored many
-times while its subtree grows, so each distinct snapshot is kept (the first few and the latest
-few) with weights that sum to one per process: the model sees the early, partial view the stream
-sees, without long-lived processes dominating.
+calls, and `Detector.evict_scored` then evicts as a flush does. The rows are: every process whose tree
+changed plus its nearest ancestors, leaving out anchors (services, desktop shells, sshd...) and
+placeholders. A process is scored many times while its subtree grows, so each distinct snapshot is kept
+(the first few and the latest few) with weights that sum to one per process: the model sees the early,
+partial view the stream sees, without long-lived processes dominating.
 
 Row labels: the tactic of the process when it belongs to the attack, `Benign` when neither it nor
 any of its window-active descendants does, and *ambiguous* (left out of training) when a benign
@@ -92,6 +92,7 @@ def replay_rows(
     for chunk in chunks(events, chunk_events):
         detector.ingest(chunk, ts_ms(chunk[-1]))
         _score_pending(detector, node_labels, snaps, window_ms)
+        detector.evict_scored()  # as a flush does, once the chunk's rows are taken
     return _block(source, snaps)
 
 

@@ -219,3 +219,37 @@ def test_a_flush_whose_incident_cannot_be_built_marks_no_root_and_alerts_both_ne
     monkeypatch.setattr(Detector, "_build", built)
     detector.process([kit.write("a", r"C:\Temp\x.log"), kit.write("b", r"C:\Temp\y.log")], now_ms=kit.now_ms)
     assert detector.stats.incidents == 2 and detector.stats.realerts_skipped == 0
+
+
+def _late(kit: EventKit, minutes: int) -> BehaviorEvent:
+    """An unrelated service host starting `minutes` later on the same device (an anchor: never scored)."""
+    kit.advance(minutes * 60_000)
+    return kit.start("late", r"C:\Windows\System32\svchost.exe", "svchost.exe -k netsvcs", parent="smss")
+
+
+@pytest.mark.parametrize("minutes", [11, 150])
+def test_a_batch_spanning_the_eviction_ttls_scores_its_processes_before_evicting_them(minutes: int) -> None:
+    """A device's batch can span more than the exited (10 min) or idle (2 h) TTL: an agent's spool sent
+    after a night offline, a sparse 4688 log hunted in one chunk. Its processes are scored first, then
+    evicted; before, TTL eviction ran while the batch was folded and dropped them unscored."""
+    kit = EventKit()
+    attack = windows_attack(kit)
+    ended = [kit.end(key) for key in ("v", "d", "p", "w")] if minutes < 120 else []
+    d = detector()
+    decisions = run(d, [*attack, *ended, _late(kit, minutes)], kit.now_ms)
+    (alert,) = only(decisions, Alert)
+    assert isinstance(alert, Alert) and alert.detection_name.startswith("Behavior:Win32/Impact.")
+    assert alert.process_tree.root_process_key in {"w", "p"}  # the descendants left the 5-minute window
+    assert not {"w", "p", "d", "v"} & set(d.forests[kit.device_id].nodes)  # and evicted once scored
+
+
+def test_eviction_waits_for_the_flush_that_scores_the_changes() -> None:
+    """Ingest alone never evicts (the changes are unscored); the next flush scores, then evicts."""
+    kit = EventKit()
+    d = detector()
+    attack = windows_attack(kit)
+    ended = [kit.end(key) for key in ("v", "d", "p", "w")]
+    d.ingest([*attack, *ended, _late(kit, 11)], kit.now_ms)
+    assert "w" in d.forests[kit.device_id].nodes
+    assert only(d.flush(kit.now_ms), Alert)
+    assert "w" not in d.forests[kit.device_id].nodes
