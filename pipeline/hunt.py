@@ -2,8 +2,9 @@
 
 "What would this model have blocked?" is answered by the same code the fleet runs: events are
 read by the agent's own loaders (`.evtx`, Sysmon JSON Lines in either flattened style, BehaviorEvent
-JSON Lines, gzip or not), folded into trees and scored by `pipeline.detect.Detector`, in chunks of
-`CHUNK_EVENTS` events with one scoring pass per chunk (training replays recordings the same way).
+JSON Lines, gzip or not), folded into trees and scored by `pipeline.detect.Detector`, one scoring pass per
+chunk of at most `CHUNK_EVENTS` events and `CHUNK_SPAN_MS` of event time (training replays recordings in
+chunks too: `pipeline.training.rows`).
 
 Each file is hunted on its own (a fresh detector): files are separate recordings, and mixing two
 recordings of one host would interleave unrelated trees. A file that cannot be opened, a line that
@@ -31,7 +32,13 @@ from schemas.events import BehaviorEvent, ProcessStart
 
 log = logging.getLogger(__name__)
 CHUNK_EVENTS = 256
-"""Events per scoring pass; training replays use `chunks` too, so its rows are the rows hunting scores."""
+"""Events per scoring pass at most; training replays use `chunks` too, so its rows are the rows hunting
+scores."""
+CHUNK_SPAN_MS = 1_000
+"""Event time one scoring pass spans at most. The stream scores an event within about a second of its
+time (the agent's 500 ms linger, the worker's 50 ms micro-batch); a sparse log hunted 256 events at a
+time would score a command minutes or hours after it ran, its behaviour out of the window and its
+lifetime stretched to the chunk's last event (a 4688 log reports no exits)."""
 Progress = Callable[[str], None]
 
 
@@ -104,11 +111,22 @@ def hunt_file(
         summary.skipped.update(stats.skipped)
 
 
-def chunks(events: Iterable[BehaviorEvent], size: int = CHUNK_EVENTS) -> Iterator[list[BehaviorEvent]]:
-    """Consecutive runs of `size` events (the last may be shorter): one scoring pass each."""
+def chunks(
+    events: Iterable[BehaviorEvent], size: int = CHUNK_EVENTS, span_ms: int | None = CHUNK_SPAN_MS
+) -> Iterator[list[BehaviorEvent]]:
+    """Consecutive runs of at most `size` events whose times lie within `span_ms` of each other (None:
+    any span), in file order: one scoring pass each."""
     chunk: list[BehaviorEvent] = []
+    low = high = 0
     for event in events:
+        when = ts_ms(event)
+        if chunk and span_ms is not None and max(high, when) - min(low, when) > span_ms:
+            yield chunk
+            chunk = []
+        if not chunk:
+            low = high = when
         chunk.append(event)
+        low, high = min(low, when), max(high, when)
         if len(chunk) >= size:
             yield chunk
             chunk = []

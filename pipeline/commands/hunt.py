@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 DESCRIPTION = """\
 Run exactly the stream's detection path (trees, windows, features, the model, the policy in audit
 mode) over recorded files and print what it would have alerted on — "what would this model have
-blocked?" before switching a device group from audit to block.
+blocked?" before switching a device group from audit to block. Events are scored in file order, in
+passes of at most 256 events and one second of event time, as promptly as the stream scores them.
 
 Input: .evtx files, Sysmon JSON Lines (flat records with EventID, Image... at the top level as
 winlogbeat-style shippers write them; winlogbeat documents, nested or with dotted keys such as

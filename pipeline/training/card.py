@@ -121,9 +121,10 @@ network events that another lab may not collect. Dev recordings are never replay
 
 Rows are computed by replaying each source through the detector's public API (`Detector.ingest`,
 `Detector.take_rows`, then `pipeline.features`: the code the stream and `ringfence hunt` run;
-`pipeline/training/rows.py`): recordings in chunks of 256 events, exactly as `ringfence hunt` reads
-them; simulated trees and captured sessions in chunks of 8 events, the stream's early, partial view
-(it flushes every 50 ms).
+`pipeline/training/rows.py`): recordings in chunks of 256 events, as `ringfence hunt` read them until
+session T (it now also ends a pass after one second of event time, and evicts only after scoring: Known
+weaknesses, in the model card); simulated trees and captured sessions in chunks of 8 events, the
+stream's early, partial view (it flushes every 50 ms).
 
 ## Split (`pipeline/training/split.py`) — by recording and host, never by event
 Recordings are grouped into labs (connected components of recordings that share a host name, host

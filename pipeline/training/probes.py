@@ -195,25 +195,39 @@ BENIGN_PROBES: tuple[Probe, ...] = (
 # fmt: on
 
 
-def probe_events(probe: Probe, device: str = "probe-host") -> list[BehaviorEvent]:
-    """The probe as an agent's 4688 mapper would publish it: starts under a parent never seen starting."""
+TAIL_S = 600
+"""The probes' second reading: the same file with an unrelated service start this many seconds later."""
+
+
+def probe_events(probe: Probe, device: str = "probe-host", tail_s: int = 0) -> list[BehaviorEvent]:
+    """The probe as an agent's 4688 mapper would publish it: starts under a parent never seen starting.
+
+    `tail_s`: the log goes on that long after the commands, to one unrelated `svchost` start (a service
+    host: never scored). A 4688 log reports no exits, so the commands look as if they ran until then, as
+    they do in a recording that keeps logging after its technique; detection should not hinge on it."""
     kit = EventKit(device, step_ms=1500)
     extra = {} if probe.parent_image is None else {"parent_image": probe.parent_image}
-    return [
+    events = [
         kit.start(f"p{i}", image, line, parent="unseen-parent", **extra)
         for i, (image, line) in enumerate(probe.commands, 1)
     ]
+    if tail_s:
+        kit.advance(tail_s * 1000)
+        events.append(kit.start("later", _S32 + "svchost.exe", "svchost.exe -k netsvcs -p", parent="services"))
+    return events
 
 
-def write_probes(probes: Sequence[Probe], directory: Path) -> Iterator[tuple[Probe, Path]]:
+def write_probes(probes: Sequence[Probe], directory: Path, tail_s: int = 0) -> Iterator[tuple[Probe, Path]]:
     """One BehaviorEvent JSON Lines file per probe (what `ringfence hunt` reads)."""
     for i, probe in enumerate(probes):
         path = directory / f"probe-{i:03d}.jsonl"
-        path.write_bytes(b"".join(encode_event(e) + b"\n" for e in probe_events(probe)))
+        path.write_bytes(b"".join(encode_event(e) + b"\n" for e in probe_events(probe, tail_s=tail_s)))
         yield probe, path
 
 
-def temp_probe_files(probes: Sequence[Probe]) -> tuple[tempfile.TemporaryDirectory[str], list[tuple[Probe, Path]]]:
+def temp_probe_files(
+    probes: Sequence[Probe], tail_s: int = 0
+) -> tuple[tempfile.TemporaryDirectory[str], list[tuple[Probe, Path]]]:
     """Probe files in a fresh temporary folder (the caller cleans it up)."""
     holder = tempfile.TemporaryDirectory(prefix="ringfence-probes-")
-    return holder, list(write_probes(probes, Path(holder.name)))
+    return holder, list(write_probes(probes, Path(holder.name), tail_s))

@@ -95,12 +95,13 @@ def _outcome(
     return outcome
 
 
-def probe_outcomes(model: Model) -> Iterator[RecordingOutcome]:
+def probe_outcomes(model: Model, tail_s: int = 0) -> Iterator[RecordingOutcome]:
     """Hunt each hand-written lone-command probe (`pipeline.training.probes`) as its own file: an attack
-    probe counts like an attack recording; a benign probe is one benign tree (alerted or not)."""
+    probe counts like an attack recording; a benign probe is one benign tree (alerted or not). `tail_s`:
+    each file goes on that long after its commands (`probe_events`)."""
     from pipeline.training.probes import ATTACK_PROBES, BENIGN_PROBES, temp_probe_files
 
-    holder, files = temp_probe_files(ATTACK_PROBES + BENIGN_PROBES)
+    holder, files = temp_probe_files(ATTACK_PROBES + BENIGN_PROBES, tail_s)
     with holder:
         for probe, path in files:
             benign = probe.tactic == BENIGN

@@ -4,11 +4,20 @@ A recording is replayed in chunks the way `ringfence hunt` feeds the detector (`
 file order, one scoring pass per chunk) through the detector's public API: `Detector.ingest` folds a
 chunk into the trees and `Detector.take_rows` drains the rows its next flush would score; their
 features come from `pipeline.features.row_context`/`feature_matrix`, the functions `Detector.flush`
-calls, and `Detector.evict_scored` then evicts as a flush does. The rows are: every process whose tree
-changed plus its nearest ancestors, leaving out anchors (services, desktop shells, sshd...) and
-placeholders. A process is scored many times while its subtree grows, so each distinct snapshot is kept
-(the first few and the latest few) with weights that sum to one per process: the model sees the early,
-partial view the stream sees, without long-lived processes dominating.
+calls, and `Detector.evict_scored` evicts. The rows are: every process whose tree changed plus its
+nearest ancestors, leaving out anchors (services, desktop shells, sshd...) and placeholders. A process
+is scored many times while its subtree grows, so each distinct snapshot is kept (the first few and the
+latest few) with weights that sum to one per process: the model sees the early, partial view the stream
+sees, without long-lived processes dominating.
+
+Training replays differ from hunting on purpose since session T. Hunting (and the stream) score passes
+of at most `pipeline.hunt.CHUNK_SPAN_MS` of event time and evict a device only once its changes are
+scored; training replays keep the recipe the committed model (`ringfence-xgb-1.2-b94977f9bd`) was fitted
+with, so `ringfence train --seed 7` still rebuilds it: passes of `chunk_events` events whatever time they
+span, a device's TTL eviction before its rows are taken. What that recipe skips are processes that
+exited more than 10 minutes (or idled 2 hours) before the end of their pass: late views whose window has
+emptied. Refitted on hunting's replays, the model measured worse on the held-out labs (pipeline/model/
+MODEL_CARD.md, Known weaknesses), so the switch waits for a retrain that gains from it.
 
 Row labels: the tactic of the process when it belongs to the attack, `Benign` when neither it nor
 any of its window-active descendants does, and *ambiguous* (left out of training) when a benign
@@ -80,17 +89,23 @@ def replay_rows(
     source: str,
     window_ms: int = DEFAULT_WINDOW_MS,
     chunk_events: int = CHUNK_EVENTS,
+    chunk_span_ms: int | None = None,
+    evict_before_rows: bool = True,
 ) -> RowBlock:
     """Replay `events` in order and collect labelled feature rows (see module docstring).
 
-    Row selection and TTL eviction are the detector's own (`Detector.ingest`/`take_rows`), so training
-    rows are the rows the stream and hunting score; only the model call is replaced by feature
-    collection.
+    Row selection and TTL eviction are the detector's own (`Detector.ingest`/`take_rows`/`evict_scored`);
+    only the model call is replaced by feature collection. The defaults are the committed model's recipe
+    (module docstring): passes of `chunk_events` events whatever time they span, a device's TTL eviction
+    before its rows are taken; `chunk_span_ms=CHUNK_SPAN_MS, evict_before_rows=False` replays as
+    `ringfence hunt` and the stream score since session T.
     """
     detector = Detector(model=ProvisionalRules(), config=DetectorConfig(window_ms=window_ms))
     snaps = _Snapshots()
-    for chunk in chunks(events, chunk_events):
+    for chunk in chunks(events, chunk_events, chunk_span_ms):
         detector.ingest(chunk, ts_ms(chunk[-1]))
+        if evict_before_rows:
+            detector.evict_scored()
         _score_pending(detector, node_labels, snaps, window_ms)
         detector.evict_scored()  # as a flush does, once the chunk's rows are taken
     return _block(source, snaps)

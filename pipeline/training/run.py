@@ -38,6 +38,7 @@ from pipeline.training.evaluate import (
     summarise,
     tree_report_of,
 )
+from pipeline.training.probes import TAIL_S
 from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes, probe_outcomes
 from pipeline.training.split import DEV
 from pipeline.training.train import TrainConfig, Views, fit, fit_views
@@ -139,6 +140,8 @@ def hunt_reports(model: Model, config: RunConfig) -> dict[str, RecordingReport]:
     out["Recordings: hand-written lone-command probes (hunt; never training data)"] = summarise(
         list(probe_outcomes(model))
     )
+    tail = f"Recordings: the same probes, each log going on {TAIL_S // 60} minutes after its commands (hunt)"
+    out[tail] = summarise(list(probe_outcomes(model, TAIL_S)))
     return out
 
 

@@ -10,8 +10,14 @@ import pytest
 from shared_data import shared_datasets
 
 from pipeline.cli import main
+from pipeline.eventkit import EventKit
+from pipeline.hunt import FileSummary, chunks, hunt_file
+from pipeline.scoring import load_model
+from pipeline.training.probes import ATTACK_PROBES, TAIL_S, write_probes
 from pipeline.training.simulate import SimConfig, simulate_attack, techniques
+from pipeline.tree import ts_ms
 from schemas.alerts import Alert
+from schemas.events import BehaviorEvent, ProcessStart
 
 
 def _evtx(prefix: str) -> Path:
@@ -181,3 +187,39 @@ def test_stderr_holds_the_summaries_not_a_log_line_per_alert() -> None:
     assert "Behavior:Win32/CredentialAccess" in done.stdout
     assert "alerts: CredentialAccess=1" in done.stderr
     assert "INFO pipeline.detect" not in done.stderr  # the alert is on stdout already
+
+
+_T0 = 1_700_000_000_000
+
+
+def _at(ms: int) -> BehaviorEvent:
+    whoami = ProcessStart(image=r"C:\Windows\System32\whoami.exe")
+    return EventKit("h").event(f"p{ms}", whoami, at_ms=_T0 + ms)
+
+
+def test_a_scoring_pass_spans_at_most_a_second_of_event_time_and_256_events() -> None:
+    """`chunks` cuts where the next event would stretch a pass beyond `span_ms`, and every `size` events."""
+    times = [0, 400, 1_000, 1_001, 5_000, 5_000, 4_500, 3_999]
+    assert [[ts_ms(e) - _T0 for e in c] for c in chunks([_at(t) for t in times], 256, 1_000)] == [
+        [0, 400, 1_000], [1_001], [5_000, 5_000, 4_500], [3_999]]  # fmt: skip
+    assert [len(c) for c in chunks([_at(t) for t in times], 3, None)] == [3, 3, 2]
+    assert [len(c) for c in chunks([_at(0)] * 600)] == [256, 256, 88]
+
+
+def test_what_a_probe_raises_does_not_depend_on_how_long_its_log_goes_on(tmp_path: Path) -> None:
+    """A 4688 log reports no exits: hunted in one pass with a service start 10 minutes later, a command
+    looked as if it ran until then, its score moved, and 5 of the 33 probes that alert went silent. Each
+    pass now spans at most a second, as the stream scores: the same probes alert, naming the same tactics."""
+    model = load_model()
+
+    def alerts(tail_s: int) -> dict[str, set[str]]:
+        found = {}
+        for probe, path in write_probes(ATTACK_PROBES, tmp_path / str(tail_s), tail_s):
+            found[probe.name] = {str(f.alert.tactic) for f in hunt_file(path, model, FileSummary(str(path)))}
+        return found
+
+    (tmp_path / "0").mkdir()
+    (tmp_path / str(TAIL_S)).mkdir()
+    prompt = alerts(0)
+    assert sum(bool(t) for t in prompt.values()) >= len(ATTACK_PROBES) // 2  # the check has something to hold
+    assert alerts(TAIL_S) == prompt

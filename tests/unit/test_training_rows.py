@@ -28,7 +28,7 @@ class Recording(ProvisionalRules):
 def _scored_rows(events: tuple[object, ...], size: int) -> set[bytes]:
     model = Recording()
     detector = Detector(model)
-    for chunk in chunks(events, size):  # type: ignore[arg-type]
+    for chunk in chunks(events, size, None):  # type: ignore[arg-type]
         detector.ingest(chunk, ts_ms(chunk[-1]))
         detector.flush(ts_ms(chunk[-1]))
     return {row.tobytes() for matrix in model.seen for row in matrix}
@@ -52,3 +52,6 @@ def test_small_chunks_show_the_stream_its_early_partial_views() -> None:
     early = replay_rows(tree.events, tree.node_labels, tree.tree_id, chunk_events=8)
     assert len(early) > len(whole)  # the launcher is seen with few children, not only finished
     assert abs(float(early.weights.sum()) - len(set(early.keys))) < 1e-3  # one unit of weight per process
+    hunted = replay_rows(tree.events, tree.node_labels, tree.tree_id,
+                         chunk_span_ms=1_000, evict_before_rows=False)
+    assert len(hunted) > len(whole)  # passes of a second at most, as `ringfence hunt` scores since session T
