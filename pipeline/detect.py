@@ -27,11 +27,11 @@ call `flush`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from operator import attrgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.behaviour import COUNTER_TECHNIQUES, Counter
 from pipeline.errors import PipelineError
@@ -52,7 +52,7 @@ from pipeline.scoring import (
     load_model,
     malicious_threshold,
 )
-from pipeline.tree import Changed, DeviceForest, ProcessNode, TreeLimits
+from pipeline.tree import Changed, DeviceForest, ProcessNode, TreeLimits, ts_ms
 from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes
 from pipeline.windows import DEFAULT_WINDOW_MS
 from schemas.events import BehaviorEvent
@@ -68,6 +68,13 @@ _BANDS = ("medium", "high", "critical")
 _SUB_OFFSET = FEATURE_NAMES.index("sub_child_spawn")
 _LONE_OFFSET = FEATURE_NAMES.index(f"lone_{LONE_INDICATORS[0].name}")  # own, then ancestors' (1.1, 1.2)
 _EVENT_ORDER = attrgetter("ts", "seq")  # an incident's evidence in event time order
+E = TypeVar("E", bound=BehaviorEvent | FastEvent)
+PASS_SPAN_MS = 1_000
+"""Event time one scoring pass spans at most, in `ringfence hunt` and for a record the worker takes. The
+stream scores an event within about a second of its time (the agent's 500 ms linger, the worker's 50 ms
+micro-batch); a pass spanning minutes or hours (a sparse log hunted 256 events at a time, an agent's
+spool sent after a night offline) would score a process at its last event: its behaviour out of the
+window, its lifetime stretched to that event (a 4688 log reports no exits)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +513,27 @@ def _techniques_of(mask: int, lone: tuple[int, ...], fired: tuple[int, ...]) -> 
     found.update(t for i in lone for t in LONE_INDICATORS[i].techniques)
     found.update(t for i in fired for t in _COUNTER_TECHNIQUES[i])
     return tuple(sorted(found))
+
+
+def passes(events: Iterable[E], size: int, span_ms: int | None = PASS_SPAN_MS) -> Iterator[list[E]]:
+    """Consecutive runs of at most `size` events whose times lie within `span_ms` of each other (None:
+    any span), in the given order: one scoring pass each."""
+    run: list[E] = []
+    low = high = 0
+    for event in events:
+        when = ts_ms(event)
+        if run and span_ms is not None and max(high, when) - min(low, when) > span_ms:
+            yield run
+            run = []
+        if not run:
+            low = high = when
+        run.append(event)
+        low, high = min(low, when), max(high, when)
+        if len(run) >= size:
+            yield run
+            run = []
+    if run:
+        yield run
 
 
 @lru_cache(maxsize=4096)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.sysmon import FileStats, InputFileError, load_events, read_paths
-from pipeline.detect import Detector
+from pipeline.detect import PASS_SPAN_MS, Detector, passes
 from pipeline.lexicon import ANCHOR_CLASSES
 from pipeline.node import ProcessNode
 from pipeline.scoring import Model
@@ -34,11 +34,9 @@ log = logging.getLogger(__name__)
 CHUNK_EVENTS = 256
 """Events per scoring pass at most; training replays use `chunks` too, so its rows are the rows hunting
 scores."""
-CHUNK_SPAN_MS = 1_000
-"""Event time one scoring pass spans at most. The stream scores an event within about a second of its
-time (the agent's 500 ms linger, the worker's 50 ms micro-batch); a sparse log hunted 256 events at a
-time would score a command minutes or hours after it ran, its behaviour out of the window and its
-lifetime stretched to the chunk's last event (a 4688 log reports no exits)."""
+CHUNK_SPAN_MS = PASS_SPAN_MS
+"""Event time one scoring pass spans at most (`pipeline.detect.PASS_SPAN_MS`): as promptly as the stream
+scores."""
 Progress = Callable[[str], None]
 
 
@@ -115,23 +113,8 @@ def chunks(
     events: Iterable[BehaviorEvent], size: int = CHUNK_EVENTS, span_ms: int | None = CHUNK_SPAN_MS
 ) -> Iterator[list[BehaviorEvent]]:
     """Consecutive runs of at most `size` events whose times lie within `span_ms` of each other (None:
-    any span), in file order: one scoring pass each."""
-    chunk: list[BehaviorEvent] = []
-    low = high = 0
-    for event in events:
-        when = ts_ms(event)
-        if chunk and span_ms is not None and max(high, when) - min(low, when) > span_ms:
-            yield chunk
-            chunk = []
-        if not chunk:
-            low = high = when
-        chunk.append(event)
-        low, high = min(low, when), max(high, when)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+    any span), in file order: one scoring pass each (`pipeline.detect.passes`)."""
+    return passes(events, size, span_ms)
 
 
 def _new_trees(detector: Detector, chunk: list[BehaviorEvent]) -> int:

@@ -53,6 +53,11 @@ is fatal (the worker stops without committing) rather than processing a partitio
 
 Bad records go to the DLQ with their coordinates (including a record whose key is not its events'
 device: it sits in another device's partition); the loop goes on.
+
+**A record spanning more than a second of event time** (an agent's spool sent after it was offline) is
+taken one pass of `pipeline.detect.PASS_SPAN_MS` at a time, each but the last scored at once, as if it
+had arrived live: taken whole, its processes would be scored at its last event, their behaviour out of
+the window (`spread_records` counts them). The check reads two event times per record.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,7 +75,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from agents.telemetry import TraceContext, continued, from_headers, headers_kwargs
 from pipeline.checkpoints import Checkpoint, CommitSchedule, overdue
-from pipeline.detect import Detector
+from pipeline.detect import PASS_SPAN_MS, Detector, passes
 from pipeline.errors import PipelineError, StateError
 from pipeline.flush_overlap import DECODE_AHEAD, FlushOverlap
 from pipeline.kafka_io import RebalanceHooks
@@ -79,6 +84,7 @@ from pipeline.policy import Decision
 from pipeline.settings import WorkerSettings
 from pipeline.state_out import StateWriter, unpack_state
 from pipeline.telemetry import trace_groups
+from pipeline.tree import ts_ms
 from pipeline.tree_state import ForestEncoder
 from schemas.alerts import Alert
 from schemas.commands import Command
@@ -106,6 +112,7 @@ class WorkerStats:
 
     records: int = 0
     events: int = 0
+    spread_records: int = 0  # records spanning more than a scoring pass, taken a pass at a time
     dead_letters: int = 0
     alerts: int = 0
     verdicts: int = 0
@@ -262,9 +269,13 @@ class BatchWorker:
             log.exception("%s: detector failed to flush after this record; dead-lettered", where)
             return exc, where
 
-    def _take(self, partition: int, record: Any, decoded: _Decoded, now_ms: int) -> _Rejected | None:
+    def _take(
+        self, partition: int, record: Any, decoded: _Decoded, now_ms: int
+    ) -> list[Decision] | _Rejected | None:
         """One record's events (`_decode`d) into the detector's trees, or why and where it must be
-        dead-lettered (synchronous: most records need no await)."""
+        dead-lettered (synchronous: most records need no await). A record spanning more than
+        `PASS_SPAN_MS` of event time (an agent's spool sent after it was offline) is taken one pass at a
+        time, each but the last scored at once: the decisions of those passes are returned."""
         self.stats.records += 1
         if isinstance(decoded, Exception):
             return decoded, self._where(partition, record)
@@ -279,12 +290,26 @@ class BatchWorker:
         self._dirty.add(device)  # its forest stamps the nodes these events change (`ForestEncoder`)
         self.stats.events += len(events)
         try:
-            self.detector.ingest(events, now_ms)
+            if abs(ts_ms(events[-1]) - ts_ms(events[0])) <= PASS_SPAN_MS:  # nearly every record
+                self.detector.ingest(events, now_ms)
+                return None
+            return self._take_passes(events, now_ms) or None
         except Exception as exc:  # a bug in the core on one record must not stop the fleet's pipeline
             where = self._where(partition, record)
             log.exception("%s: device %s: detector failed on this record; dead-lettered", where, device)
             return exc, where
-        return None
+
+    def _take_passes(self, events: Sequence[Event], now_ms: int) -> list[Decision]:
+        """A record that spans minutes or hours, scored as it happened (`pipeline.detect.passes`): else
+        its processes would be scored at its last event, their behaviour out of the window."""
+        self.stats.spread_records += 1
+        runs = list(passes(events, len(events)))
+        decisions: list[Decision] = []
+        for run in runs[:-1]:
+            self.detector.ingest(run, now_ms)
+            decisions += self.detector.flush(now_ms)
+        self.detector.ingest(runs[-1], now_ms)
+        return decisions
 
     def _where(self, partition: int, record: Any) -> SourceCoordinates:
         """A record's coordinates, for a dead letter (made only then: most records never need them)."""

@@ -21,10 +21,12 @@ from worker_support import ransomware
 from pipeline import worker as worker_module
 from pipeline.detect import Detector
 from pipeline.errors import PipelineError
+from pipeline.eventkit import EventKit
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.policy import Policy, PolicyConfig
 from pipeline.settings import WorkerSettings
 from pipeline.state_out import unpack_state
+from pipeline.tree import ts_ms
 from pipeline.tree_state import forest_to_bytes
 from pipeline.worker import IDLE_WAIT_MS, BatchWorker
 from schemas.alerts import Alert
@@ -32,7 +34,7 @@ from schemas.codec import decode, encode_batch
 from schemas.commands import Command
 from schemas.common import Mode
 from schemas.deadletter import DeadLetter
-from schemas.events import BehaviorEvent, EventBatch
+from schemas.events import BehaviorEvent, EventBatch, ProcessStart
 from schemas.signing import Keyring, SigningKey, verify
 
 KEY = SigningKey.generate()
@@ -581,3 +583,25 @@ async def test_after_a_state_slice_in_idle_time_the_poll_waits_briefly_for_the_f
     first = log.index("send t.state")
     assert log[first - 1: first + 3] == ["wait 0", "send t.state", "send t.state", f"wait {IDLE_WAIT_MS}"]
     assert "wait 10" in log[first + 3:]  # the checkpoint done, an idle poll waits a micro-batch again
+
+
+async def test_a_record_spanning_half_an_hour_is_scored_as_it_happened(tmp_path: Path) -> None:
+    """An agent's spool sent after it was offline: one record holds the ransomware tree and, 30 minutes
+    later, a service start. Taken whole, every process would be scored at that last event, the attack's
+    behaviour out of the 5-minute window; taken one pass at a time it alerts as if sent live."""
+    phase1, phase2 = ransomware("dev-a", SHA)
+    last = phase2[-1]
+    svchost = ProcessStart(image=r"C:\Windows\System32\svchost.exe", command_line="svchost.exe -k netsvcs")
+    late = EventKit("dev-a").event("dev-a-svc", svchost, at_ms=ts_ms(last) + 30 * 60_000)
+    late = late.model_copy(update={"seq": last.seq + 1, "event_id": "dev-a-late"})
+    worker, consumer, producer = make(tmp_path, [{0: [record(0, [*phase1, *phase2, late])]}])
+    await worker.run()
+    assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
+    assert worker.stats.spread_records == 1 and consumer.committed_offsets == {0: 1}
+
+
+async def test_a_record_within_a_second_is_taken_whole(tmp_path: Path) -> None:
+    phase1, phase2 = ransomware("dev-a", SHA)
+    worker, _, producer = make(tmp_path, [{0: [record(0, [*phase1, *phase2])]}])
+    await worker.run()
+    assert len(alerts(producer)) == 1 and worker.stats.spread_records == 0
