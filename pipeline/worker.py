@@ -57,7 +57,7 @@ device: it sits in another device's partition); the loop goes on.
 **A record spanning more than a second of event time** (an agent's spool sent after it was offline) is
 taken one pass of `pipeline.detect.PASS_SPAN_MS` at a time, each but the last scored at once, as if it
 had arrived live: taken whole, its processes would be scored at its last event, their behaviour out of
-the window (`spread_records` counts them). The check reads two event times per record.
+the window (`spread_records` counts them). The check subtracts two event times per record.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -84,7 +84,6 @@ from pipeline.policy import Decision
 from pipeline.settings import WorkerSettings
 from pipeline.state_out import StateWriter, unpack_state
 from pipeline.telemetry import trace_groups
-from pipeline.tree import ts_ms
 from pipeline.tree_state import ForestEncoder
 from schemas.alerts import Alert
 from schemas.commands import Command
@@ -97,6 +96,7 @@ __all__ = ["BatchWorker", "WorkerStats"]
 log = logging.getLogger(__name__)
 
 Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
+_PASS_SPAN = timedelta(milliseconds=PASS_SPAN_MS)
 _Rejected = tuple[Exception, SourceCoordinates]  # a record to dead-letter: why, and where it was
 _Decoded = tuple[Event, ...] | Exception  # a record's events, or why it is refused (dead-lettered)
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
@@ -290,7 +290,7 @@ class BatchWorker:
         self._dirty.add(device)  # its forest stamps the nodes these events change (`ForestEncoder`)
         self.stats.events += len(events)
         try:
-            if abs(ts_ms(events[-1]) - ts_ms(events[0])) <= PASS_SPAN_MS:  # nearly every record
+            if abs(events[-1].ts - events[0].ts) <= _PASS_SPAN:  # nearly every record (80 ns)
                 self.detector.ingest(events, now_ms)
                 return None
             return self._take_passes(events, now_ms) or None
