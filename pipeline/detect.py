@@ -1,6 +1,7 @@
 """The detection path, end to end and free of I/O: events -> trees -> windows -> features -> score -> policy.
 
-The stream worker and `ringfence hunt` both call `Detector.process(events, now_ms)`, so what an
+The stream worker and `ringfence hunt` both fold events with `Detector.ingest` and score them with
+`Detector.flush` (or its two halves), in passes of at most `PASS_SPAN_MS` of event time, so what an
 analyst sees offline is what the fleet would have done. `now_ms` is the caller's clock (wall time
 in the stream, event time or "end of file" when hunting); it drives micro-batch flushing, command
 expiry and exclusion expiry. Windows and TTLs run on each device's own event time.
@@ -68,7 +69,7 @@ _BANDS = ("medium", "high", "critical")
 _SUB_OFFSET = FEATURE_NAMES.index("sub_child_spawn")
 _LONE_OFFSET = FEATURE_NAMES.index(f"lone_{LONE_INDICATORS[0].name}")  # own, then ancestors' (1.1, 1.2)
 _EVENT_ORDER = attrgetter("ts", "seq")  # an incident's evidence in event time order
-E = TypeVar("E", bound=BehaviorEvent | FastEvent)
+_Ev = TypeVar("_Ev", bound=Event)
 PASS_SPAN_MS = 1_000
 """Event time one scoring pass spans at most, in `ringfence hunt` and for a record the worker takes. The
 stream scores an event within about a second of its time (the agent's 500 ms linger, the worker's 50 ms
@@ -515,10 +516,10 @@ def _techniques_of(mask: int, lone: tuple[int, ...], fired: tuple[int, ...]) -> 
     return tuple(sorted(found))
 
 
-def passes(events: Iterable[E], size: int, span_ms: int | None = PASS_SPAN_MS) -> Iterator[list[E]]:
+def passes(events: Iterable[_Ev], size: int, span_ms: int | None = PASS_SPAN_MS) -> Iterator[list[_Ev]]:
     """Consecutive runs of at most `size` events whose times lie within `span_ms` of each other (None:
     any span), in the given order: one scoring pass each."""
-    run: list[E] = []
+    run: list[_Ev] = []
     low = high = 0
     for event in events:
         when = ts_ms(event)

@@ -32,8 +32,8 @@ from schemas.events import BehaviorEvent, ProcessStart
 
 log = logging.getLogger(__name__)
 CHUNK_EVENTS = 256
-"""Events per scoring pass at most; training replays use `chunks` too, so its rows are the rows hunting
-scores."""
+"""Events per scoring pass at most (training replays recordings 256 events at a time too, but without
+the span bound: `pipeline.training.rows`)."""
 CHUNK_SPAN_MS = PASS_SPAN_MS
 """Event time one scoring pass spans at most (`pipeline.detect.PASS_SPAN_MS`): as promptly as the stream
 scores."""

@@ -158,6 +158,7 @@ class BatchWorker:
         self._partition_of: dict[str, int] = {}  # device -> events partition
         self._trace_of: dict[str, TraceContext] = {}  # device -> trace of its latest event batch (W3C)
         self._dirty: set[str] = set()  # devices changed since the last commit point
+        self._owed: list[Decision] = []  # decided by a record's earlier passes before a later one failed
         self.states = ForestEncoder()  # state records: re-encodes only the nodes changed since the last one
         self._inflight: list[asyncio.Future[Any]] = []
         self._lock = asyncio.Lock()
@@ -237,7 +238,7 @@ class BatchWorker:
             if outcome is None and self.detector.due(now_ms):
                 outcome = self._flush_ahead(partition, record, now_ms, work, ahead, i + 1)
             if outcome:  # most records decide nothing: no coroutine, no await for them
-                await (self._dead_letter(record, *outcome) if isinstance(outcome, tuple)
+                await (self._rejected(record, *outcome) if isinstance(outcome, tuple)
                        else self._emit(outcome))
             positions[partition] = record.offset + 1
             if time.perf_counter() >= self._yield_at:
@@ -302,18 +303,30 @@ class BatchWorker:
     def _take_passes(self, events: Sequence[Event], now_ms: int) -> list[Decision]:
         """A record that spans minutes or hours, scored as it happened (`pipeline.detect.passes`): else
         its processes would be scored at its last event, their behaviour out of the window."""
-        self.stats.spread_records += 1
         runs = list(passes(events, len(events)))
+        self.stats.spread_records += len(runs) > 1
         decisions: list[Decision] = []
-        for run in runs[:-1]:
-            self.detector.ingest(run, now_ms)
-            decisions += self.detector.flush(now_ms)
-        self.detector.ingest(runs[-1], now_ms)
+        try:
+            for run in runs[:-1]:
+                self.detector.ingest(run, now_ms)
+                decisions += self.detector.flush(now_ms)  # any device's pending changes, not only this one's
+            self.detector.ingest(runs[-1], now_ms)
+        except Exception:
+            self._owed += decisions  # emitted before the record is dead-lettered (`_rejected`)
+            raise
         return decisions
 
     def _where(self, partition: int, record: Any) -> SourceCoordinates:
         """A record's coordinates, for a dead letter (made only then: most records never need them)."""
         return SourceCoordinates(self.settings.events_topic, partition, record.offset)
+
+    async def _rejected(self, record: Any, error: Exception, where: SourceCoordinates) -> None:
+        """Dead-letter a record, after emitting what its earlier passes decided (`_take_passes`): those
+        flushes marked their roots as alerted, so their decisions would never be made again."""
+        if self._owed:
+            owed, self._owed = self._owed, []
+            await self._emit(owed)
+        await self._dead_letter(record, error, where)
 
     async def _dead_letter(self, record: Any, error: Exception, where: SourceCoordinates) -> None:
         self.stats.dead_letters += 1

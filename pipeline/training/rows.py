@@ -1,14 +1,14 @@
-"""Feature rows for training, computed exactly where and how the stream computes them.
+"""Feature rows for training, computed by the code the stream and hunting run.
 
-A recording is replayed in chunks the way `ringfence hunt` feeds the detector (`pipeline.hunt.chunks`:
-file order, one scoring pass per chunk) through the detector's public API: `Detector.ingest` folds a
-chunk into the trees and `Detector.take_rows` drains the rows its next flush would score; their
-features come from `pipeline.features.row_context`/`feature_matrix`, the functions `Detector.flush`
-calls, and `Detector.evict_scored` evicts. The rows are: every process whose tree changed plus its
-nearest ancestors, leaving out anchors (services, desktop shells, sshd...) and placeholders. A process
-is scored many times while its subtree grows, so each distinct snapshot is kept (the first few and the
-latest few) with weights that sum to one per process: the model sees the early, partial view the stream
-sees, without long-lived processes dominating.
+A recording is replayed in chunks (`pipeline.hunt.chunks`: file order, one scoring pass per chunk; how
+these passes differ from hunting's since session T is said below) through the detector's public API:
+`Detector.ingest` folds a chunk into the trees and `Detector.take_rows` drains the rows its next flush
+would score; their features come from `pipeline.features.row_context`/`feature_matrix`, the functions
+`Detector.flush` calls, and `Detector.evict_scored` evicts. The rows are: every process whose tree
+changed plus its nearest ancestors, leaving out anchors (services, desktop shells, sshd...) and
+placeholders. A process is scored many times while its subtree grows, so each distinct snapshot is kept
+(the first few and the latest few) with weights that sum to one per process: the model sees the early,
+partial view the stream sees, without long-lived processes dominating.
 
 Training replays differ from hunting on purpose since session T. Hunting (and the stream) score passes
 of at most `pipeline.hunt.CHUNK_SPAN_MS` of event time and evict a device only once its changes are

@@ -253,3 +253,21 @@ def test_eviction_waits_for_the_flush_that_scores_the_changes() -> None:
     assert "w" in d.forests[kit.device_id].nodes
     assert only(d.flush(kit.now_ms), Alert)
     assert "w" not in d.forests[kit.device_id].nodes
+
+
+def test_the_overlapped_flush_evicts_once_decided_and_an_empty_flush_evicts_at_once() -> None:
+    """The worker's `start_flush`/`finish_flush` evict like `flush`; a flush with no row to score (the batch
+    held only a service host) evicts the device that came due at once."""
+    kit = EventKit()
+    d = detector()
+    attack = windows_attack(kit)
+    ended = [kit.end(key) for key in ("v", "d", "p", "w")]
+    d.ingest([*attack, *ended, _late(kit, 11)], kit.now_ms)
+    pending = d.start_flush(kit.now_ms)
+    assert pending is not None and "w" in d.forests[kit.device_id].nodes
+    assert only(d.finish_flush(pending), Alert)
+    assert "w" not in d.forests[kit.device_id].nodes
+    kit.advance(130 * 60_000)  # e's idle time runs out (2 h); only a service host changes
+    d.ingest([kit.start("later", r"C:\Windows\System32\svchost.exe", "svchost.exe -k rpcss")], kit.now_ms)
+    assert "e" in d.forests[kit.device_id].nodes
+    assert d.flush(kit.now_ms) == [] and "e" not in d.forests[kit.device_id].nodes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.detect import Detector
+from pipeline.eventkit import EventKit
 from pipeline.hunt import chunks
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.scoring import Matrix
@@ -55,3 +56,16 @@ def test_small_chunks_show_the_stream_its_early_partial_views() -> None:
     hunted = replay_rows(tree.events, tree.node_labels, tree.tree_id,
                          chunk_span_ms=1_000, evict_before_rows=False)
     assert len(hunted) > len(whole)  # passes of a second at most, as `ringfence hunt` scores since session T
+
+
+def test_training_replays_keep_the_committed_recipe_evicting_before_the_rows_are_taken() -> None:
+    """The committed model's rows: a pass evicts what exited 10 minutes before its last event, before its
+    rows are taken (`pipeline.training.rows`, module docstring); hunting's way keeps that process's row."""
+    kit = EventKit("h")
+    events = [kit.start("c", r"C:\Windows\System32\cmd.exe", "cmd.exe /c whoami /all"), kit.end("c")]
+    kit.advance(11 * 60_000)
+    events.append(kit.start("s", r"C:\Windows\System32\svchost.exe", "svchost.exe -k netsvcs"))  # no row
+    recipe = replay_rows(events, {}, "r")
+    hunted = replay_rows(events, {}, "r", chunk_span_ms=1_000, evict_before_rows=False)
+    assert len(recipe) == 0
+    assert set(hunted.keys) == {"h/c"}

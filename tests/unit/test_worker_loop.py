@@ -585,16 +585,19 @@ async def test_after_a_state_slice_in_idle_time_the_poll_waits_briefly_for_the_f
     assert "wait 10" in log[first + 3:]  # the checkpoint done, an idle poll waits a micro-batch again
 
 
-async def test_a_record_spanning_half_an_hour_is_scored_as_it_happened(tmp_path: Path) -> None:
-    """An agent's spool sent after it was offline: one record holds the ransomware tree and, 30 minutes
-    later, a service start. Taken whole, every process would be scored at that last event, the attack's
-    behaviour out of the 5-minute window; taken one pass at a time it alerts as if sent live."""
-    phase1, phase2 = ransomware("dev-a", SHA)
+def spooled(device: str) -> list[BehaviorEvent]:
+    """An agent's spool sent after it was offline: a ransomware tree, and 30 minutes later a service start."""
+    phase1, phase2 = ransomware(device, SHA)
     last = phase2[-1]
     svchost = ProcessStart(image=r"C:\Windows\System32\svchost.exe", command_line="svchost.exe -k netsvcs")
-    late = EventKit("dev-a").event("dev-a-svc", svchost, at_ms=ts_ms(last) + 30 * 60_000)
-    late = late.model_copy(update={"seq": last.seq + 1, "event_id": "dev-a-late"})
-    worker, consumer, producer = make(tmp_path, [{0: [record(0, [*phase1, *phase2, late])]}])
+    late = EventKit(device).event(f"{device}-svc", svchost, at_ms=ts_ms(last) + 30 * 60_000)
+    return [*phase1, *phase2, late.model_copy(update={"seq": last.seq + 1, "event_id": f"{device}-late"})]
+
+
+async def test_a_record_spanning_half_an_hour_is_scored_as_it_happened(tmp_path: Path) -> None:
+    """Taken whole, every process of a spooled record would be scored at its last event, the attack's
+    behaviour out of the 5-minute window; taken one pass at a time it alerts as if sent live."""
+    worker, consumer, producer = make(tmp_path, [{0: [record(0, spooled("dev-a"))]}])
     await worker.run()
     assert [a.detection_name for a in alerts(producer)] == ["Behavior:Win32/Impact.RenameUncommonExt!ml"]
     assert worker.stats.spread_records == 1 and consumer.committed_offsets == {0: 1}
@@ -605,3 +608,25 @@ async def test_a_record_within_a_second_is_taken_whole(tmp_path: Path) -> None:
     worker, _, producer = make(tmp_path, [{0: [record(0, [*phase1, *phase2])]}])
     await worker.run()
     assert len(alerts(producer)) == 1 and worker.stats.spread_records == 0
+
+
+async def test_a_spooled_record_failing_in_its_last_pass_is_dead_lettered_after_its_earlier_alerts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its earlier passes' flush marked the roots alerted (another device's pending ones too): their
+    decisions are emitted before the record goes to the DLQ, else they would never be made again."""
+    phase1, phase2 = ransomware("dev-b", SHA)
+    events = spooled("dev-a")
+    worker, _, producer = make(tmp_path, [{0: [record(0, [*phase1, *phase2]), record(1, events)]}])
+    ingest = worker.detector.ingest
+
+    def failing_last_pass(batch: Any, now_ms: int) -> Any:
+        if batch[-1].event_id == "dev-a-late":
+            raise ZeroDivisionError("a bug in the core")
+        return ingest(batch, now_ms)
+
+    monkeypatch.setattr(worker.detector, "ingest", failing_last_pass)
+    await worker.run()
+    assert sorted(a.device_id for a in alerts(producer)) == ["dev-a", "dev-b"]
+    (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
+    assert letter.source_offset == 1 and letter.error_class == "ZeroDivisionError"
