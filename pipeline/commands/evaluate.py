@@ -15,7 +15,8 @@ recording-level numbers through the hunt path: the share of attack recordings wi
 creation that raise an alert, the share where an alert names the right tactic, and false alerts
 per 1,000 benign trees (held-out lab recordings, the .evtx samples, and hand-written lone-command
 probes: one technique per file as Security 4688 shows it, plus benign admin commands, from
-pipeline/training/probes.py). Rebuilds only the dev sources (a few minutes).
+pipeline/training/probes.py; the probes are hunted twice, the second time with each log going on 10
+minutes after its commands). Rebuilds only the dev sources (a few minutes).
 """
 
 
