@@ -2,9 +2,9 @@
 
 "What would this model have blocked?" is answered by the same code the fleet runs: events are
 read by the agent's own loaders (`.evtx`, Sysmon JSON Lines in either flattened style, BehaviorEvent
-JSON Lines, gzip or not), folded into trees and scored by `pipeline.detect.Detector`, one scoring pass per
-chunk of at most `CHUNK_EVENTS` events and `CHUNK_SPAN_MS` of event time (training replays recordings in
-chunks too: `pipeline.training.rows`).
+JSON Lines, gzip or not), folded into trees and scored by `pipeline.detect.Detector`, one scoring pass
+per chunk of at most `CHUNK_EVENTS` events and `pipeline.detect.PASS_SPAN_MS` of event time (training
+replays recordings in chunks too: `pipeline.training.rows`).
 
 Each file is hunted on its own (a fresh detector): files are separate recordings, and mixing two
 recordings of one host would interleave unrelated trees. A file that cannot be opened, a line that
@@ -34,9 +34,6 @@ log = logging.getLogger(__name__)
 CHUNK_EVENTS = 256
 """Events per scoring pass at most (training replays recordings 256 events at a time too, but without
 the span bound: `pipeline.training.rows`)."""
-CHUNK_SPAN_MS = PASS_SPAN_MS
-"""Event time one scoring pass spans at most (`pipeline.detect.PASS_SPAN_MS`): as promptly as the stream
-scores."""
 Progress = Callable[[str], None]
 
 
@@ -110,7 +107,7 @@ def hunt_file(
 
 
 def chunks(
-    events: Iterable[BehaviorEvent], size: int = CHUNK_EVENTS, span_ms: int | None = CHUNK_SPAN_MS
+    events: Iterable[BehaviorEvent], size: int = CHUNK_EVENTS, span_ms: int | None = PASS_SPAN_MS
 ) -> Iterator[list[BehaviorEvent]]:
     """Consecutive runs of at most `size` events whose times lie within `span_ms` of each other (None:
     any span), in file order: one scoring pass each (`pipeline.detect.passes`)."""

@@ -11,7 +11,7 @@ placeholders. A process is scored many times while its subtree grows, so each di
 partial view the stream sees, without long-lived processes dominating.
 
 Training replays differ from hunting on purpose since session T. Hunting (and the stream) score passes
-of at most `pipeline.hunt.CHUNK_SPAN_MS` of event time and evict a device only once its changes are
+of at most `pipeline.detect.PASS_SPAN_MS` of event time and evict a device only once its changes are
 scored; training replays keep the recipe the committed model (`ringfence-xgb-1.2-b94977f9bd`) was fitted
 with, so `ringfence train --seed 7` still rebuilds it: passes of `chunk_events` events whatever time they
 span, a device's TTL eviction before its rows are taken. What that recipe skips are processes that
@@ -97,7 +97,7 @@ def replay_rows(
     Row selection and TTL eviction are the detector's own (`Detector.ingest`/`take_rows`/`evict_scored`);
     only the model call is replaced by feature collection. The defaults are the committed model's recipe
     (module docstring): passes of `chunk_events` events whatever time they span, a device's TTL eviction
-    before its rows are taken; `chunk_span_ms=CHUNK_SPAN_MS, evict_before_rows=False` replays as
+    before its rows are taken; `chunk_span_ms=PASS_SPAN_MS, evict_before_rows=False` replays as
     `ringfence hunt` and the stream score since session T.
     """
     detector = Detector(model=ProvisionalRules(), config=DetectorConfig(window_ms=window_ms))
