@@ -23,6 +23,7 @@ from pipeline.errors import StateError
 from pipeline.eventkit import EventKit
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.tree import DeviceForest, TreeLimits
+from pipeline import tree_state
 from pipeline.tree_state import ForestEncoder, forest_from_bytes, forest_to_bytes, forest_to_dict
 from schemas.codec import encode_batch
 from schemas.events import BehaviorEvent, EventBatch
@@ -272,7 +273,8 @@ def test_alert_marks_set_by_the_detector_reach_the_next_record() -> None:
     assert decisions
     record = encoder.encode(detector.forests["dev-a"])
     assert record == fresh(detector.forests["dev-a"])
-    marks = {row[0]: row[17] for row in orjson.loads(record)["nodes"] if row[17]}
+    mark = tree_state._FIELDS.index("alert_mark")
+    marks = {row[0]: row[mark] for row in orjson.loads(record)["nodes"] if row[mark]}
     assert marks == {"dev-a-word": "Execution:high,Impact:critical"}  # no event of phase 2 named WINWORD
 
 
