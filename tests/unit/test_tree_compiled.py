@@ -49,7 +49,7 @@ def _event(kit: EventKit, rng: random.Random, keys: list[str]) -> Any:
         parent = rng.choice([*keys, f"ghost{rng.randrange(5)}"])
         keys.append(new)
         command = rng.choice(["x.exe /q", "powershell -enc SQBFAFgA"])
-        reported = REPORTED_PARENTS[int(new[1:]) % len(REPORTED_PARENTS)]  # no draw: the streams stay as they were
+        reported = REPORTED_PARENTS[int(new[1:]) % len(REPORTED_PARENTS)]  # no draw: streams stay as before
         return kit.start(new, rng.choice(IMAGES), command, parent=parent, parent_image=reported)
     if roll < 0.16:
         return kit.end(key)
