@@ -539,7 +539,7 @@ static int ancestor_class(const Ctx *c, Py_ssize_t level, const Layout *L, long 
 }
 
 /* Class one-hots, parent_unknown and the pairs; `reported`: the class of the parent image the row's start
-   reported (-1 when none), read by the pairs that allow it while the parent is not in the forest. */
+   reported (-1 when none), read by the pairs that allow it while the parent is a placeholder. */
 static int set_classes(float *out, const Ctx *c, int own, long long reported, const Layout *L) {
     long long parent, grand;
     if (ancestor_class(c, 0, L, &parent) < 0 || ancestor_class(c, 1, L, &grand) < 0)
@@ -550,8 +550,9 @@ static int set_classes(float *out, const Ctx *c, int own, long long reported, co
     if (grand >= 0)
         out[L->gparent + grand] = 1.0f;
     out[L->parent_unknown] = parent < 0;
+    int placeholder = parent < 0 && PyTuple_GET_SIZE(c->ancestors) > 0;  /* named, never seen starting */
     for (int k = 0; k < N_PAIRS; k++) {
-        long long from = parent >= 0 || !L->pair_reported[k] ? parent : reported;
+        long long from = parent >= 0 || !L->pair_reported[k] || !placeholder ? parent : reported;
         if (from >= 0 && (L->pair_parent[k] >> from & 1) && (L->pair_own[k] >> own & 1))
             out[L->pair_col[k]] = 1.0f;
     }

@@ -17,11 +17,11 @@ FEATURE_VERSION = "1.3"
 BASE_FEATURE_VERSION = "1.0"
 """The list 1.1 and 1.2 extend: its first `N_BASE_FEATURES` columns are 1.0's names. 1.3 kept every name
 and widened five pair columns: office, browser, web-server, WMI and remote-service pairs also read the
-parent image a process's start reported when that parent is not in the forest (`features._PAIRS`)."""
+parent image a process's start reported when that parent was never seen starting (`features._PAIRS`)."""
 ANCESTOR_DEPTH = 3  # ancestors whose indicators form the row's context
 
 
-_REPORTED = "; or its start reported such a parent image, not in the forest (1.3)"
+_REPORTED = "; or its start reported such a parent image and the parent was never seen starting (1.3)"
 
 
 def _catalogue() -> tuple[tuple[str, str], ...]:

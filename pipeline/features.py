@@ -237,7 +237,9 @@ def _fill_classes(matrix: NDArray[np.float32], contexts: Sequence[RowContext], t
         matrix[rows[known], offset + classes[known]] = 1.0
     matrix[:, _AT["parent_unknown"]] = parent < 0
     reported = table.static[table.own, _REPORTED_PARENT].astype(np.int64)
-    _fill_pairs(matrix, own, parent, np.where(parent < 0, reported, parent))
+    placeholder = np.fromiter((bool(c.ancestors) for c in contexts), dtype=np.bool_, count=len(contexts))
+    placeholder &= parent < 0  # a parent in the forest that was never seen starting
+    _fill_pairs(matrix, own, parent, np.where(placeholder, reported, parent))
 
 
 def _class_of(ancestors: tuple[ProcessNode, ...], level: int) -> int:
@@ -274,18 +276,21 @@ _PAIRS: tuple[tuple[str, frozenset[ImageClass], frozenset[ImageClass], bool], ..
 """Column, parent classes, own classes, and whether the parent may be the one the start reported: the pair
 is set when the parent's class and the process's are in them. Since 1.3 the five pairs whose parent is
 the foothold itself (a document, a browser, a web server, WMI, a remote-access service) also read the
-parent image the process's start reported when that parent is not in the forest: a web server or an
-Office process started before the agent (or before the recording) is the usual case, and its children
-are what an intrusion through it looks like. Service hosts and shells are left to the forest's own
-parent: their children are ordinary, and a reported image is only a name the child's event gives."""
+parent image the process's start reported when the parent it names is in the forest only as a
+placeholder (never seen starting): a web server or an Office process started before the agent (or
+before the recording) is the usual case, and its children are what an intrusion through it looks like.
+A start that names no parent key (a bare audit-log fragment) is left as it was: there is no parent
+process to stand in for. Service hosts and shells are left to the forest's own parent: their children
+are ordinary, and a reported image is only a name the child's event gives."""
 
 
 def _fill_pairs(
     matrix: NDArray[np.float32], own: NDArray[np.int64], parent: NDArray[np.int64],
     reported: NDArray[np.int64],
 ) -> None:  # fmt: skip
-    """`parent`: the forest's parent class per row (-1 when it is not there); `reported`: that class, else
-    the class of the parent image the row's start reported (-1 when neither)."""
+    """`parent`: the forest's parent class per row (-1 when there is none or it is a placeholder);
+    `reported`: that class, else for a placeholder parent the class of the parent image the row's start
+    reported (-1 when it reported none)."""
     for name, parents, owns, may_report in _PAIRS:
         matrix[:, _AT[name]] = _isin(reported if may_report else parent, _lookup(parents)) & _isin(
             own, _lookup(owns)

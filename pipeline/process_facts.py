@@ -40,7 +40,7 @@ def static_facts(node: ProcessNode) -> tuple[float, ...]:
 
     Layout: 10 image facts, priv_high, priv_system, 4 command-line stats, runs-from-user-writable, and the
     class of the parent image the start reported (`ProcessNode.parent_image`; -1 when it reported none),
-    which the pair features read while that parent is not in the forest.
+    which the pair features read while that parent is a placeholder (never seen starting).
     """
     if node.static is None:
         key = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed,

@@ -239,7 +239,7 @@ def test_process_row_sees_its_parent_children_and_ancestors() -> None:
 def test_a_shell_under_a_web_server_started_before_the_agent_reads_the_parent_its_start_reports() -> None:
     """1.3: a web shell's `w3wp.exe > cmd.exe` where w3wp started before the agent (or the recording). The
     forest has only a placeholder for w3wp; the start's reported parent image stands in for it, for the
-    foothold pairs only, and never over a parent the forest has seen."""
+    foothold pairs only, never over a parent the forest has seen, and not for a start naming no parent."""
     kit = EventKit()
     w3wp, svchost = r"C:\Windows\System32\inetsrv\w3wp.exe", r"C:\Windows\System32\svchost.exe"
     cmd = r"C:\Windows\System32\cmd.exe"
@@ -249,8 +249,11 @@ def test_a_shell_under_a_web_server_started_before_the_agent_reads_the_parent_it
         kit.start("svc", cmd, "cmd /c whoami", parent="svc-host", parent_image=svchost),
         kit.start("explorer", r"C:\Windows\explorer.exe", "explorer.exe", parent="userinit"),
         kit.start("lying", cmd, "cmd /c whoami", parent="explorer", parent_image=w3wp),
+        kit.start("orphan", cmd, "cmd /c whoami", parent_image=w3wp),  # an audit-log line without a parent key
     ])  # fmt: skip
     shell, plain, svc, lying = (row(forest, key) for key in ("shell", "plain", "svc", "lying"))
+    orphan = row(forest, "orphan")
+    assert "pair_webserver_shell" not in orphan and orphan["parent_unknown"] == 1
     assert shell["pair_webserver_shell"] == shell["parent_unknown"] == 1
     assert "parent_web_server" not in shell  # the parent one-hots stay the forest's
     assert "pair_webserver_shell" not in plain and plain["parent_unknown"] == 1
