@@ -44,19 +44,16 @@ static PyObject *s_limits, *s_max_depth, *s_watermark_ms, *s_get, *s_last_ms, *s
 static PyObject *zero, *one, *thousand; /* the ints 0, 1 and 1000 */
 
 #define N_PAIRS 8
-#define N_STATIC_COLS 16 /* static facts copied to the row; then user-writable (summed), reported parent class */
-#define USER_WRITABLE N_STATIC_COLS
-#define REPORTED_PARENT (N_STATIC_COLS + 1)
+#define N_STATIC_COLS 16 /* static facts copied to the row; one more (user-writable) is summed */
 #define N_PROCESS_COLS 7
 #define N_GROUPS 3 /* descendant class groups: shells, LOLBins, admin tools */
-#define LAYOUT_LEN (11 + 4 * N_PAIRS + N_STATIC_COLS + N_PROCESS_COLS + 2 + 2 * N_GROUPS + 10)
+#define LAYOUT_LEN (11 + 3 * N_PAIRS + N_STATIC_COLS + N_PROCESS_COLS + 2 + 2 * N_GROUPS + 10)
 
 typedef struct {
     Py_ssize_t n_features, n_cls, n_ind, n_cnt, n_static, ancestor_depth, depth_cap;
     Py_ssize_t img, parent, gparent, parent_unknown;
     Py_ssize_t pair_col[N_PAIRS];
     uint64_t pair_parent[N_PAIRS], pair_own[N_PAIRS]; /* class bit sets */
-    int pair_reported[N_PAIRS]; /* the parent image the start reported stands in for a parent not in the forest */
     Py_ssize_t static_col[N_STATIC_COLS], process_col[N_PROCESS_COLS];
     Py_ssize_t distinct_images, user_writable;
     Py_ssize_t group_col[N_GROUPS];
@@ -89,8 +86,7 @@ static int read_layout(PyObject *layout, Layout *L) {
     L->ancestor_depth = *p++, L->depth_cap = *p++;
     L->img = *p++, L->parent = *p++, L->gparent = *p++, L->parent_unknown = *p++;
     for (int k = 0; k < N_PAIRS; k++)
-        L->pair_col[k] = *p++, L->pair_parent[k] = (uint64_t)*p++, L->pair_own[k] = (uint64_t)*p++,
-        L->pair_reported[k] = *p++ != 0;
+        L->pair_col[k] = *p++, L->pair_parent[k] = (uint64_t)*p++, L->pair_own[k] = (uint64_t)*p++;
     for (int k = 0; k < N_STATIC_COLS; k++)
         L->static_col[k] = *p++;
     for (int k = 0; k < N_PROCESS_COLS; k++)
@@ -103,7 +99,7 @@ static int read_layout(PyObject *layout, Layout *L) {
     L->own_ports = *p++, L->sub_ips = *p++;
     const Py_ssize_t nf = L->n_features;
     int ok = L->n_cls >= 1 && L->n_cls <= 64 && L->n_ind <= 64 && L->n_cnt >= 1 && L->n_cnt <= 256 &&
-             L->n_static == REPORTED_PARENT + 1 && in_range(L->img, L->n_cls, nf) &&
+             L->n_static == N_STATIC_COLS + 1 && in_range(L->img, L->n_cls, nf) &&
              in_range(L->parent, L->n_cls, nf) && in_range(L->gparent, L->n_cls, nf) &&
              in_range(L->self_ind, L->n_ind, nf) && in_range(L->desc_ind, L->n_ind, nf) &&
              in_range(L->anc_ind, L->n_ind, nf) && in_range(L->own_cnt, L->n_cnt, nf) &&
@@ -229,7 +225,7 @@ typedef struct {
     long long start;
     int cls;
     uint64_t mask;
-    float facts[REPORTED_PARENT + 1];
+    float facts[N_STATIC_COLS + 1];
 } Rec;
 
 typedef struct {
@@ -538,9 +534,7 @@ static int ancestor_class(const Ctx *c, Py_ssize_t level, const Layout *L, long 
     return class_in_range(*cls, L);
 }
 
-/* Class one-hots, parent_unknown and the pairs; `reported`: the class of the parent image the row's start
-   reported (-1 when none), read by the pairs that allow it while the parent is a placeholder. */
-static int set_classes(float *out, const Ctx *c, int own, long long reported, const Layout *L) {
+static int set_classes(float *out, const Ctx *c, int own, const Layout *L) {
     long long parent, grand;
     if (ancestor_class(c, 0, L, &parent) < 0 || ancestor_class(c, 1, L, &grand) < 0)
         return -1;
@@ -550,12 +544,9 @@ static int set_classes(float *out, const Ctx *c, int own, long long reported, co
     if (grand >= 0)
         out[L->gparent + grand] = 1.0f;
     out[L->parent_unknown] = parent < 0;
-    int placeholder = parent < 0 && PyTuple_GET_SIZE(c->ancestors) > 0;  /* named, never seen starting */
-    for (int k = 0; k < N_PAIRS; k++) {
-        long long from = parent >= 0 || !L->pair_reported[k] || !placeholder ? parent : reported;
-        if (from >= 0 && (L->pair_parent[k] >> from & 1) && (L->pair_own[k] >> own & 1))
+    for (int k = 0; k < N_PAIRS; k++)
+        if (parent >= 0 && (L->pair_parent[k] >> parent & 1) && (L->pair_own[k] >> own & 1))
             out[L->pair_col[k]] = 1.0f;
-    }
     return 0;
 }
 
@@ -782,7 +773,7 @@ static int set_subtree(float *out, const Ctx *c, Py_ssize_t own, Table *t, PyObj
         const int32_t *counts = t->counts + d * n_cnt;
         for (int k = 0; k < N_GROUPS; k++)
             groups[k] += L->group_cls[k] >> r->cls & 1;
-        user_writable += (double)r->facts[USER_WRITABLE];
+        user_writable += (double)r->facts[N_STATIC_COLS];
         desc_mask |= r->mask;
         if (PySet_Add(images, r->image) < 0)
             return -1;
@@ -830,8 +821,7 @@ static int one_row(float *out, const Ctx *c, Work *w) {
     const Rec *o = &w->table.recs[own];
     for (int k = 0; k < N_STATIC_COLS; k++)
         out[L->static_col[k]] = o->facts[k];
-    float reported = o->facts[REPORTED_PARENT];  /* a class, or -1; anything else (NaN too) reads as none */
-    if (set_classes(out, c, o->cls, reported >= 0 && reported < L->n_cls ? (long long)reported : -1, L) < 0 || set_process(out, c, L) < 0 ||
+    if (set_classes(out, c, w->table.recs[own].cls, L) < 0 || set_process(out, c, L) < 0 ||
         set_subtree(out, c, own, &w->table, w->images, w->static_facts, L) < 0)
         return -1;
     return set_distinct(out, c, w->ips, w->ports, L);

@@ -50,7 +50,6 @@ static PyObject *s_started, *s_last_ms, *s_parent_key, *s_path, *s_conns, *s_evi
 static PyObject *s_notable, *s_maxlen, *s_append, *s_move_to_end, *s_dst_ip, *s_dst_port, *s_key;
 static PyObject *s_old_path, *s_value_name, *s_operation, *s_outbound, *s_signed, *s_target_image, *s_granted_access;
 static PyObject *s_command_line, *s_cmd_mask, *s_sha256, *s_user, *s_pid, *s_integrity_level, *s_uid, *s_start_ms;
-static PyObject *s_parent_image;
 static PyObject *s_children, *s_set_image, *s_new_node, *s_max_nodes, *s_end_ms, *s_exited;
 static PyObject *s_image_cls, *s_max_depth, *s_epoch, *s_stamp, *s_blank, *s_copy, *s_nodes_created;
 static PyObject *s_max_evidence, *s_max_conns, *s_max_notable, *s_touched;
@@ -978,8 +977,7 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
     if (truthy < 0 || (truthy && set_attr(node, s_sha256, value) < 0))
         goto done;
     if (copy_attr(node, it->payload, s_user) < 0 || copy_attr(node, it->payload, s_pid) < 0 ||
-        copy_attr(node, it->payload, s_integrity_level) < 0 || copy_attr(node, it->payload, s_uid) < 0 ||
-        copy_attr(node, it->payload, s_parent_image) < 0)
+        copy_attr(node, it->payload, s_integrity_level) < 0 || copy_attr(node, it->payload, s_uid) < 0)
         goto done;
     if ((mask || it->lone) && append_to(node, s_notable, it->event) < 0)
         goto done;
@@ -1383,7 +1381,6 @@ PyMODINIT_FUNC PyInit__cforest(void) {
         {&s_granted_access, "granted_access"},
         {&s_command_line, "command_line"}, {&s_cmd_mask, "cmd_mask"}, {&s_sha256, "sha256"}, {&s_user, "user"},
         {&s_pid, "pid"}, {&s_integrity_level, "integrity_level"}, {&s_uid, "uid"}, {&s_start_ms, "start_ms"},
-        {&s_parent_image, "parent_image"},
         {&s_children, "children"}, {&s_set_image, "set_image"}, {&s_new_node, "_new_node"},
         {&s_max_nodes, "max_nodes"}, {&s_end_ms, "end_ms"}, {&s_exited, "_exited"},
         {&s_image_cls, "image_cls"}, {&s_max_depth, "max_depth"}, {&s_epoch, "epoch"}, {&s_stamp, "stamp"},

@@ -440,7 +440,7 @@ static PyObject *row_json(PyObject *self, PyObject *const *args, Py_ssize_t narg
 /* The node's slots `encode_rows` reads, in `tree_state._FIELDS` order, then its containers. */
 static const char *const FIELD_NAMES[] = {
     "key", "image", "command_line", "sha256", "user", "integrity_level", "uid", "pid", "parent_key", "start_ms",
-    "end_ms", "last_ms", "started", "cmd_mask", "script_mask", "signer", "signed", "parent_image", "alert_mark"};
+    "end_ms", "last_ms", "started", "cmd_mask", "script_mask", "signer", "signed", "alert_mark"};
 #define N_FIELDS ((Py_ssize_t)(sizeof FIELD_NAMES / sizeof FIELD_NAMES[0]))
 enum { EVIDENCE, CONNS, NOTABLE, CODES, N_TAILS };
 static const char *const TAIL_NAMES[N_TAILS] = {"evidence", "conns", "notable", "code_counts"};

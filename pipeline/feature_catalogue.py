@@ -13,15 +13,10 @@ from pipeline.behaviour import COUNTER_DOCS, Counter
 from pipeline.indicators import INDICATORS, LONE_INDICATORS
 from pipeline.lexicon import ImageClass
 
-FEATURE_VERSION = "1.3"
+FEATURE_VERSION = "1.2"
 BASE_FEATURE_VERSION = "1.0"
-"""The list 1.1 and 1.2 extend: its first `N_BASE_FEATURES` columns are 1.0's names. 1.3 kept every name
-and widened five pair columns: office, browser, web-server, WMI and remote-service pairs also read the
-parent image a process's start reported when that parent was never seen starting (`features._PAIRS`)."""
+"""The list 1.1 and 1.2 extend: its first `N_BASE_FEATURES` columns are 1.0's, unchanged."""
 ANCESTOR_DEPTH = 3  # ancestors whose indicators form the row's context
-
-
-_REPORTED = "; or its start reported such a parent image and the parent was never seen starting (1.3)"
 
 
 def _catalogue() -> tuple[tuple[str, str], ...]:
@@ -32,13 +27,12 @@ def _catalogue() -> tuple[tuple[str, str], ...]:
     out += [("parent_unknown", "the parent is unknown (started before the agent, or its start was lost)")]
     out += [(f"gparent_{c}", f"the grandparent image is a {c}") for c in cls]
     out += [
-        ("pair_office_tool",
-         "an office/document process started a shell, script host, LOLBin or admin tool" + _REPORTED),
-        ("pair_browser_tool", "a browser started a shell, script host, LOLBin or admin tool" + _REPORTED),
-        ("pair_webserver_shell", "a web or database server started a shell or script host" + _REPORTED),
+        ("pair_office_tool", "an office/document process started a shell, script host, LOLBin or admin tool"),
+        ("pair_browser_tool", "a browser started a shell, script host, LOLBin or admin tool"),
+        ("pair_webserver_shell", "a web or database server started a shell or script host"),
         ("pair_service_shell", "a service host (services, svchost, systemd, cron) started a shell"),
-        ("pair_wmi_shell", "the WMI provider host started a shell, script host or LOLBin" + _REPORTED),
-        ("pair_remote_shell", "a remote-access service (sshd, WinRM, psexec) started a shell" + _REPORTED),
+        ("pair_wmi_shell", "the WMI provider host started a shell, script host or LOLBin"),
+        ("pair_remote_shell", "a remote-access service (sshd, WinRM, psexec) started a shell"),
         ("pair_shell_lolbin", "a shell or script host started a LOLBin"),
         ("pair_shell_chain", "a shell whose parent is also a shell or script host"),
         ("img_loc_temp", "the image runs from a temp directory"),

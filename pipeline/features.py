@@ -236,10 +236,7 @@ def _fill_classes(matrix: NDArray[np.float32], contexts: Sequence[RowContext], t
         known = classes >= 0
         matrix[rows[known], offset + classes[known]] = 1.0
     matrix[:, _AT["parent_unknown"]] = parent < 0
-    reported = table.static[table.own, _REPORTED_PARENT].astype(np.int64)
-    placeholder = np.fromiter((bool(c.ancestors) for c in contexts), dtype=np.bool_, count=len(contexts))
-    placeholder &= parent < 0  # a parent in the forest that was never seen starting
-    _fill_pairs(matrix, own, parent, np.where(placeholder, reported, parent))
+    _fill_pairs(matrix, own, parent)
 
 
 def _class_of(ancestors: tuple[ProcessNode, ...], level: int) -> int:
@@ -263,38 +260,21 @@ def _isin(classes: NDArray[np.int64], members: NDArray[np.bool_]) -> NDArray[np.
     return members[classes]
 
 
-_PAIRS: tuple[tuple[str, frozenset[ImageClass], frozenset[ImageClass], bool], ...] = (
-    ("pair_office_tool", frozenset({ImageClass.OFFICE}), _TOOLISH, True),
-    ("pair_browser_tool", frozenset({ImageClass.BROWSER}), _TOOLISH, True),
-    ("pair_webserver_shell", frozenset({ImageClass.WEB_SERVER}), _SHELLISH, True),
-    ("pair_service_shell", frozenset({ImageClass.SERVICE_HOST}), _SHELLISH, False),
-    ("pair_wmi_shell", frozenset({ImageClass.WMI}), _SHELLISH | {ImageClass.LOLBIN}, True),
-    ("pair_remote_shell", frozenset({ImageClass.REMOTE_SERVICE}), _SHELLISH, True),
-    ("pair_shell_lolbin", _SHELLISH, frozenset({ImageClass.LOLBIN}), False),
-    ("pair_shell_chain", _SHELLISH, _SHELLISH, False),
-)
-"""Column, parent classes, own classes, and whether the parent may be the one the start reported: the pair
-is set when the parent's class and the process's are in them. Since 1.3 the five pairs whose parent is
-the foothold itself (a document, a browser, a web server, WMI, a remote-access service) also read the
-parent image the process's start reported when the parent it names is in the forest only as a
-placeholder (never seen starting): a web server or an Office process started before the agent (or
-before the recording) is the usual case, and its children are what an intrusion through it looks like.
-A start that names no parent key (a bare audit-log fragment) is left as it was: there is no parent
-process to stand in for. Service hosts and shells are left to the forest's own parent: their children
-are ordinary, and a reported image is only a name the child's event gives."""
+_PAIRS: tuple[tuple[str, frozenset[ImageClass], frozenset[ImageClass]], ...] = (
+    ("pair_office_tool", frozenset({ImageClass.OFFICE}), _TOOLISH),
+    ("pair_browser_tool", frozenset({ImageClass.BROWSER}), _TOOLISH),
+    ("pair_webserver_shell", frozenset({ImageClass.WEB_SERVER}), _SHELLISH),
+    ("pair_service_shell", frozenset({ImageClass.SERVICE_HOST}), _SHELLISH),
+    ("pair_wmi_shell", frozenset({ImageClass.WMI}), _SHELLISH | {ImageClass.LOLBIN}),
+    ("pair_remote_shell", frozenset({ImageClass.REMOTE_SERVICE}), _SHELLISH),
+    ("pair_shell_lolbin", _SHELLISH, frozenset({ImageClass.LOLBIN})),
+    ("pair_shell_chain", _SHELLISH, _SHELLISH),
+)  # column, parent classes, own classes: set when the parent's class and the process's are in them
 
 
-def _fill_pairs(
-    matrix: NDArray[np.float32], own: NDArray[np.int64], parent: NDArray[np.int64],
-    reported: NDArray[np.int64],
-) -> None:  # fmt: skip
-    """`parent`: the forest's parent class per row (-1 when there is none or it is a placeholder);
-    `reported`: that class, else for a placeholder parent the class of the parent image the row's start
-    reported (-1 when it reported none)."""
-    for name, parents, owns, may_report in _PAIRS:
-        matrix[:, _AT[name]] = _isin(reported if may_report else parent, _lookup(parents)) & _isin(
-            own, _lookup(owns)
-        )
+def _fill_pairs(matrix: NDArray[np.float32], own: NDArray[np.int64], parent: NDArray[np.int64]) -> None:
+    for name, parents, owns in _PAIRS:
+        matrix[:, _AT[name]] = _isin(parent, _lookup(parents)) & _isin(own, _lookup(owns))
 
 
 _STATIC_COLUMNS = (
@@ -302,9 +282,7 @@ _STATIC_COLUMNS = (
     "img_masquerade", "img_double_ext", "img_hidden_dir", "img_unsigned", "img_unknown",
     "priv_high", "priv_system", "cmd_len_log", "cmd_entropy", "cmd_max_token_log", "cmd_special_ratio",
 )  # fmt: skip
-_USER_WRITABLE = len(_STATIC_COLUMNS)  # static_facts: runs-from-user-writable (summed over descendants)
-_REPORTED_PARENT = _USER_WRITABLE + 1  # static_facts: the class of the parent image its start reported
-_N_STATIC = _REPORTED_PARENT + 1
+_N_STATIC = len(_STATIC_COLUMNS) + 1  # + runs-from-user-writable (used for descendants)
 _PROCESS_COLUMNS = (
     "start_seen", "exited", "depth", "lifetime_log", "n_children", "n_descendants", "subtree_depth",
 )  # fmt: skip
@@ -325,8 +303,7 @@ def _bits(classes: Iterable[ImageClass]) -> int:
 _C_LAYOUT: tuple[int, ...] = (
     N_FEATURES, _N_CLS, _N_IND, _N_CNT, _N_STATIC, ANCESTOR_DEPTH, _DEPTH_CAP,
     _IMG, _PARENT, _GPARENT, _AT["parent_unknown"],
-    *chain.from_iterable((_AT[name], _bits(parents), _bits(owns), may_report)
-                         for name, parents, owns, may_report in _PAIRS),
+    *chain.from_iterable((_AT[name], _bits(parents), _bits(owns)) for name, parents, owns in _PAIRS),
     *(_AT[c] for c in _STATIC_COLUMNS), *(_AT[c] for c in _PROCESS_COLUMNS),
     _AT["desc_distinct_images"], _AT["desc_user_writable"],
     *chain.from_iterable((_AT[name], _bits(members)) for name, members in _DESC_GROUPS),
@@ -356,8 +333,7 @@ def _fill_subtree(matrix: NDArray[np.float32], table: _Table) -> None:
     by_class = np.bincount(row * _N_CLS + cls, minlength=n * _N_CLS).reshape(n, _N_CLS)
     for name, members in _DESC_GROUPS:
         matrix[:, _AT[name]] = by_class[:, sorted(members)].sum(axis=1)
-    user_writable = table.static[table.desc, _USER_WRITABLE]
-    matrix[:, _AT["desc_user_writable"]] = np.bincount(row, weights=user_writable, minlength=n)
+    matrix[:, _AT["desc_user_writable"]] = np.bincount(row, weights=table.static[table.desc, -1], minlength=n)
     image_ids: dict[str, int] = {}
     images = np.fromiter(
         (image_ids.setdefault(table.nodes[p].image, len(image_ids)) for p in table.desc.tolist()),

@@ -88,8 +88,6 @@ class ProcessNode:
     script_mask: int = 0  # indicator bits of script content it ran
     signer: str | None = None  # signer of its own image when an image_load reported it
     signed: bool | None = None
-    parent_image: str | None = None  # the parent's image as this process's start reported it (a feature only
-    # while that parent is a placeholder, never seen starting: `static_facts`); None when not reported
     alert_mark: str | None = None  # "<tactic>:<band>,..." of alerts rooted here
     code_counts: dict[int, int] = field(default_factory=dict)  # lifetime count per behaviour code
     image_cls: ImageClass = ImageClass.OTHER

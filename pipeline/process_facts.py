@@ -3,7 +3,7 @@ masquerades, its privileges, its command line's shape.
 
 They change only when the process's start, image or signature is seen, so `static_facts` computes
 them once per process and keeps them on the node (`ProcessNode.static`); across processes they are
-a pure function of seven values and cached by those (services, renderers and updaters start the same
+a pure function of six values and cached by those (services, renderers and updaters start the same
 images with the same command lines over and over). `pipeline.features` copies them into its rows
 (the C rows read the node's cache, or call `static_facts`) and re-exports both functions.
 """
@@ -15,7 +15,7 @@ from collections import Counter as Tally
 from functools import lru_cache
 
 from pipeline import lexicon as lx
-from pipeline.lexicon import ImageClass, Location, image_class
+from pipeline.lexicon import ImageClass, Location
 from pipeline.node import ProcessNode
 
 __all__ = ["command_line_stats", "static_facts"]
@@ -38,14 +38,11 @@ _DOUBLE_EXT = ("pdf", "doc", "docx", "xls", "xlsx", "txt", "jpg", "png", "zip", 
 def static_facts(node: ProcessNode) -> tuple[float, ...]:
     """Facts that change only when the process's start, image or signature is seen; cached on the node.
 
-    Layout: 10 image facts, priv_high, priv_system, 4 command-line stats, runs-from-user-writable, and the
-    class of the parent image the start reported (`ProcessNode.parent_image`; -1 when it reported none),
-    which the pair features read while that parent is a placeholder (never seen starting).
+    Layout: 10 image facts, priv_high, priv_system, 4 command-line stats, runs-from-user-writable.
     """
     if node.static is None:
-        key = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed,
-               node.parent_image)  # fmt: skip
-        if len(node.image) + len(node.command_line) + len(node.parent_image or "") > _CACHED_CHARS:
+        key = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed)
+        if len(node.image) + len(node.command_line) > _CACHED_CHARS:
             node.static = _static.__wrapped__(*key)
         else:
             node.static = _static(*key)
@@ -53,7 +50,7 @@ def static_facts(node: ProcessNode) -> tuple[float, ...]:
 
 
 # Processes are started from the same images with the same command lines over and over (services,
-# browser renderers, updaters), and the facts are a pure function of these seven values: cached, but
+# browser renderers, updaters), and the facts are a pure function of these six values: cached, but
 # only for strings of a usual size, so a hostile device cannot pin megabytes in the cache.
 _CACHED_CHARS = 4096
 
@@ -61,7 +58,7 @@ _CACHED_CHARS = 4096
 @lru_cache(maxsize=16384)
 def _static(
     image: str, cls: ImageClass, command_line: str, integrity_level: str | None, uid: int | None,
-    signed: bool | None, parent_image: str | None,
+    signed: bool | None,
 ) -> tuple[float, ...]:  # fmt: skip
     loc = lx.location(image) if image else Location.OTHER
     stem_ext = lx.basename(image).rsplit(".", 2)
@@ -81,7 +78,6 @@ def _static(
         integrity == "system" or uid == 0,
         *command_line_stats(lx.anonymise(command_line)),
         loc in _USER_WRITABLE,
-        image_class(parent_image) if parent_image else -1,
     )
 
 

@@ -280,7 +280,6 @@ class DeviceForest:
         node.command_line, node.cmd_mask = start.command_line, indicator_mask(start.command_line)
         node.sha256, node.user, node.pid = start.sha256 or node.sha256, start.user, start.pid
         node.integrity_level, node.uid = start.integrity_level, start.uid
-        node.parent_image = start.parent_image  # read by the pair features while that parent is not here
         if node.cmd_mask or (first and lone_mask(start.command_line)):  # evidence; cmd_mask makes it notable
             node.notable.append(event)
         parent_key = event.parent_process_key

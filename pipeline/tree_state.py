@@ -31,9 +31,7 @@ the bytes `_encode_row` writes, from the same previous row, and leaves any node 
 exactly so (a restored notable dict, a value orjson must decide, an error) to `_encode_row`, which
 writes it or raises its own error.
 
-The record layout is the one `STATE_VERSION` 2 always had, plus (version 3, with feature version 1.3)
-each node's `parent_image` before its alert mark; version 2 records are still read, as nodes whose start
-reported no parent image. Records written before this encoder
+The record layout is the one `STATE_VERSION` 2 always had; records written before this encoder
 (which filtered notable events by time and sorted code counts) are read exactly as before. What
 changed is how a clean node's row is produced: it is the bytes of its last encoding, so behaviour
 that left the window since then is still in it (the live forest holds it too; windows ignore it).
@@ -85,8 +83,7 @@ except ImportError:  # pragma: no cover - depends on the build
 else:
     _ctail, _cb64, _crow, _crows = _compiled_tail, _compiled_b64, _compiled_row, _compiled_rows
 
-STATE_VERSION = 3
-_READABLE_VERSIONS = (2, 3)  # 2: the same rows without `parent_image` (written before feature version 1.3)
+STATE_VERSION = 2
 _FIELDS = (
     "key",
     "image",
@@ -105,7 +102,6 @@ _FIELDS = (
     "script_mask",
     "signer",
     "signed",
-    "parent_image",
     "alert_mark",
 )
 _INT_FIELDS = ("uid", "pid", "start_ms", "end_ms")
@@ -338,37 +334,24 @@ def forest_from_dict(data: Any, limits: TreeLimits | None = None) -> DeviceFores
         raise StateError("forest state is not an object")
     device = data.get("device_id")
     device_id = device if isinstance(device, str) else None
-    version = data.get("v")
-    if version not in _READABLE_VERSIONS or type(version) is not int:
-        raise StateError(f"unsupported forest state version {version!r}", device_id=device_id)
+    if data.get("v") != STATE_VERSION:
+        raise StateError(f"unsupported forest state version {data.get('v')!r}", device_id=device_id)
     try:
-        return _rebuild(data, limits, version)
+        return _rebuild(data, limits)
     except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as exc:
         raise StateError(f"corrupt forest state: {exc}", device_id=device_id) from exc
 
 
-def _rebuild(data: dict[str, Any], limits: TreeLimits | None, version: int) -> DeviceForest:
+def _rebuild(data: dict[str, Any], limits: TreeLimits | None) -> DeviceForest:
     forest = DeviceForest(str(data["device_id"]), str(data["platform"]), limits)
     forest.watermark_ms, forest.seq_hwm = int(data["watermark_ms"]), int(data["seq_hwm"])
     forest.stats = ForestStats(**{k: int(v) for k, v in data["stats"].items()})
-    rows = data["nodes"] if version == STATE_VERSION else map(_from_v2, data["nodes"])
-    forest.restore((_node_from_row(row, forest.limits) for row in rows), data["exited"])
+    forest.restore((_node_from_row(row, forest.limits) for row in data["nodes"]), data["exited"])
     return forest
 
 
-_PARENT_IMAGE = _FIELDS.index("parent_image")
-
-
-def _from_v2(row: Any) -> Any:
-    """A version 2 row as version 3 writes it: no parent image reported (the pair features then read only
-    the forest's parent, as feature version 1.2 did)."""
-    if not isinstance(row, list) or len(row) != len(_FIELDS) - 1 + _TAILS:
-        return row  # `_node_from_row` names what is wrong with it
-    return [*row[:_PARENT_IMAGE], None, *row[_PARENT_IMAGE:]]
-
-
 def _node_from_row(row: list[Any], limits: TreeLimits) -> ProcessNode:
-    if not isinstance(row, list) or len(row) != len(_FIELDS) + _TAILS:
+    if len(row) != len(_FIELDS) + _TAILS:
         raise ValueError(f"node row has {len(row)} fields, expected {len(_FIELDS) + _TAILS}")
     values = dict(zip(_FIELDS, row[: len(_FIELDS)], strict=True))
     for name in _INT_FIELDS:
@@ -378,8 +361,6 @@ def _node_from_row(row: list[Any], limits: TreeLimits) -> ProcessNode:
     for name in _STR_FIELDS:
         if not isinstance(values[name], str):
             raise TypeError(f"node field {name} must be a string")
-    if values["parent_image"] is not None and not isinstance(values["parent_image"], str):
-        raise TypeError("node field parent_image must be a string or null")
     node = ProcessNode(**values)
     node.set_image(node.image)
     evidence = np.frombuffer(base64.b64decode(row[-4], validate=True), dtype="<i8")

@@ -236,33 +236,6 @@ def test_process_row_sees_its_parent_children_and_ancestors() -> None:
     assert vss["anc_encoded_command"] == 1 and vss["gparent_office"] == 1 and vss["depth"] == 3
 
 
-def test_a_shell_under_a_web_server_started_before_the_agent_reads_the_parent_its_start_reports() -> None:
-    """1.3: a web shell's `w3wp.exe > cmd.exe` where w3wp started before the agent (or the recording). The
-    forest has only a placeholder for w3wp; the start's reported parent image stands in for it, for the
-    foothold pairs only, never over a parent the forest has seen, and not for a start naming no parent."""
-    kit = EventKit()
-    w3wp, svchost = r"C:\Windows\System32\inetsrv\w3wp.exe", r"C:\Windows\System32\svchost.exe"
-    cmd = r"C:\Windows\System32\cmd.exe"
-    forest = build([
-        kit.start("shell", cmd, "cmd /c whoami", parent="w3", parent_image=w3wp),
-        kit.start("plain", cmd, "cmd /c whoami", parent="w3b"),
-        kit.start("svc", cmd, "cmd /c whoami", parent="svc-host", parent_image=svchost),
-        kit.start("explorer", r"C:\Windows\explorer.exe", "explorer.exe", parent="userinit"),
-        kit.start("lying", cmd, "cmd /c whoami", parent="explorer", parent_image=w3wp),
-        kit.start("orphan", cmd, "cmd /c whoami", parent_image=w3wp),  # an audit-log line without a parent key
-    ])  # fmt: skip
-    shell, plain, svc, lying = (row(forest, key) for key in ("shell", "plain", "svc", "lying"))
-    orphan = row(forest, "orphan")
-    assert "pair_webserver_shell" not in orphan and orphan["parent_unknown"] == 1
-    assert shell["pair_webserver_shell"] == shell["parent_unknown"] == 1
-    assert "parent_web_server" not in shell  # the parent one-hots stay the forest's
-    assert "pair_webserver_shell" not in plain and plain["parent_unknown"] == 1
-    assert "pair_service_shell" not in svc  # service hosts' children are ordinary: the forest's parent only
-    assert "pair_webserver_shell" not in lying and lying["parent_user_shell"] == 1
-    forest.apply(kit.start("w3", w3wp, "w3wp.exe -ap DefaultAppPool", parent="svc-host"))
-    assert row(forest, "shell")["pair_webserver_shell"] == 1  # now from the forest's own parent
-
-
 def test_same_behaviour_in_another_lab_gives_the_same_row() -> None:
     """Host, user and domain names must not move a single feature."""
     one = build(attack(EventKit("WORKSTATION5.corp.lab"), "wardog"))
@@ -368,7 +341,6 @@ def test_static_facts_are_the_same_from_the_cache_and_follow_what_changed() -> N
     assert {**a, "lifetime_log": 0} == {**b, "lifetime_log": 0} and a["priv_high"] == 1
     assert "priv_high" not in c and c["img_unsigned"] == 1
     node = forest.nodes["l"]
-    args = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed,
-            node.parent_image)  # fmt: skip
+    args = (node.image, node.image_cls, node.command_line, node.integrity_level, node.uid, node.signed)
     assert F.static_facts(node) == process_facts._static(*args) == process_facts._static.__wrapped__(*args)
     assert long_row["cmd_len_log"] > 8

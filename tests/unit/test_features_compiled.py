@@ -124,8 +124,6 @@ def test_the_generated_forests_reach_what_the_rows_read() -> None:
                  "gparent_shell", "desc_shell", "desc_credential_tool", "tree_ind_count"):  # fmt: skip
         assert matrix[:, at(name)].max() > 0, name
     assert matrix[:, at("parent_unknown")].min() == 0
-    reported = (matrix[:, at("parent_unknown")] > 0) & (matrix[:, at("pair_office_tool")] > 0)
-    assert reported.any()  # a pair read from the parent image a start reported (1.3)
 
 
 def test_rows_of_several_forests_with_shared_and_repeated_nodes() -> None:
@@ -290,7 +288,7 @@ def test_the_c_layout_names_every_feature_column_exactly_once() -> None:
     layout = list(features._C_LAYOUT)
     n_features, n_cls, n_ind, n_cnt = layout[:4]
     img, parent, gparent, unknown = layout[7:11]
-    pairs, rest = layout[11:43:4], layout[43:]  # a pair: column, parent classes, own classes, reported flag
+    pairs, rest = layout[11:35:3], layout[35:]
     singles = [*rest[:16], *rest[16:23], rest[23], rest[24], *rest[25:31:2]]  # static, process, desc
     self_ind, desc_ind, anc_ind, self_count, tree_count, own, sub, *distinct = rest[31:]
     columns = [*pairs, *singles, unknown, self_count, tree_count, *distinct]

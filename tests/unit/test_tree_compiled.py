@@ -37,7 +37,6 @@ IMAGES = [
     r"C:\Users\a\AppData\Local\Temp\drop.exe",
     r"C:\Windows\System32\svchost.exe",
 ]
-REPORTED_PARENTS = [None, r"C:\Windows\System32\inetsrv\w3wp.exe", IMAGES[2], IMAGES[4], ""]  # parent_image
 SMALL = TreeLimits(max_nodes=10, max_evidence_per_node=6, max_conns_per_node=3, max_notable_per_node=2)
 
 
@@ -49,8 +48,7 @@ def _event(kit: EventKit, rng: random.Random, keys: list[str]) -> Any:
         parent = rng.choice([*keys, f"ghost{rng.randrange(5)}"])
         keys.append(new)
         command = rng.choice(["x.exe /q", "powershell -enc SQBFAFgA"])
-        reported = REPORTED_PARENTS[int(new[1:]) % len(REPORTED_PARENTS)]  # no draw: streams stay as before
-        return kit.start(new, rng.choice(IMAGES), command, parent=parent, parent_image=reported)
+        return kit.start(new, rng.choice(IMAGES), command, parent=parent)
     if roll < 0.16:
         return kit.end(key)
     if roll < 0.19:
