@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import islice
 from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
@@ -59,7 +60,8 @@ class Written(Generic[T]):
     An alert's JSON is written once (`_alert`) and the model validated from the same values, so
     `pipeline.outputs` sends those bytes instead of dumping the model again; a command's JSON values
     are signed as they are (`schemas.signing.signed_json_of`). Bounded: decisions nobody writes out
-    (hunting, tests) push the oldest entries out; a decision not found is dumped as before.
+    (hunting, tests, `bench.core_replay`) push the older half out once the limit is reached; a decision
+    not found is dumped as before (the same bytes).
     """
 
     def __init__(self, limit: int = 256) -> None:
@@ -67,10 +69,15 @@ class Written(Generic[T]):
         self._limit = limit
 
     def keep(self, model: object, written: T) -> None:
-        """Hold `written` for `model` (the model itself is held too, so its id cannot be reused meanwhile)."""
+        """Hold `written` for `model` (the model itself is held too, so its id cannot be reused meanwhile).
+
+        At the limit the older half goes at once, the newer half copied into a fresh dict: deleting the
+        oldest entry per call left a hole at the dict's front, which finding the next oldest walked over
+        again (up to ~400 slots per alert once full: 1.76 -> 1.37 us per `keep` in `bench.core_replay`).
+        """
         held = self._held
         if len(held) >= self._limit:
-            del held[next(iter(held))]  # the oldest (a plain dict: no OrderedDict links to keep per call)
+            held = self._held = dict(islice(held.items(), len(held) // 2, None))
         held[id(model)] = (model, written)
 
     def take(self, model: object) -> T | None:

@@ -121,6 +121,15 @@ def test_the_registry_is_bounded_and_gives_bytes_only_to_the_object_they_belong_
     assert written.take(second) == b"2" and written.take(third) == b"3"
 
 
+def test_the_registry_lets_the_older_half_go_at_its_limit_and_keeps_the_newer() -> None:
+    written: Written[int] = Written(limit=4)
+    models = [object() for _ in range(11)]
+    for i, model in enumerate(models):
+        written.keep(model, i)
+    # at 4 held the older two go: 0-3, then 2-5, then 4-7, then 6-9, then 8-10 held
+    assert [written.take(model) for model in models] == [None] * 8 + [8, 9, 10]
+
+
 def test_commands_and_verdicts_are_signed_from_the_values_they_were_validated_from() -> None:
     from pipeline.incident import VALUES
     from schemas.signing import Keyring, check_command, check_verdict, signed_json
