@@ -302,7 +302,9 @@ class Detector:
         groups = self._group(rows, flagged)
         fresh = {i: root for i, root in groups.items() if self._fresh(root, flagged[i])}
         picks = list(fresh)
-        reasons = self.scorer.explain(matrix, picks, [flagged[i].class_index for i in picks], FEATURE_NAMES)
+        classes = [flagged[i].class_index for i in picks]
+        lone = _known([flagged[i].lone for i in picks])  # the flush's route: not worked out again
+        reasons = self.scorer.explain(matrix, picks, classes, FEATURE_NAMES, lone=lone)
         # Every incident is built before any is decided: each phase's code stays warm over the flush,
         # and an incident that cannot be built raises before any root is marked as alerted.
         built = [
@@ -404,7 +406,7 @@ class Detector:
             evidence=tuple(evidence),
             tactic=score.tactic,
             score=score.malicious,
-            threshold=malicious_threshold(model, values),
+            threshold=malicious_threshold(model, values, score.lone),
             tactic_scores=dict(zip(TACTICS, score.probabilities[1:], strict=True)),
             top_features=tuple(reasons),
             techniques=_techniques(mask, values),
@@ -462,6 +464,12 @@ def _events(kept: Iterable[Event | dict[str, Any]]) -> list[Event]:
         except ValueError:
             log.warning("dropping an unreadable evidence event restored from state")
     return out
+
+
+def _known(routes: list[bool | None]) -> list[bool] | None:
+    """The rows' routes (`RowScore.lone`) when every one is known, else None."""
+    known = [route for route in routes if route is not None]
+    return known if len(known) == len(routes) else None
 
 
 def _scorable(node: ProcessNode) -> bool:

@@ -81,6 +81,7 @@ class RowScore:
     tactic: str  # a TACTICS name, "Generic", or "Benign" when not malicious
     class_index: int  # column of the most probable tactic (whose contributions explain the row)
     probabilities: tuple[float, ...]
+    lone: bool | None = None  # scored by a routed model's lone booster (None: not worked out)
 
     @property
     def is_malicious(self) -> bool:
@@ -106,6 +107,7 @@ class BatchScores:
     flagged: NDArray[np.bool_]  # crossed the malicious threshold
     best: NDArray[np.int64]  # column of the most probable tactic
     named: NDArray[np.bool_]  # that tactic passes its threshold and dominates (else Generic)
+    lone: NDArray[np.bool_] | None = None  # the flush's `route_of` (a model of two views), when worked out
 
     def __len__(self) -> int:
         return len(self.malicious)
@@ -115,15 +117,17 @@ class BatchScores:
         return [int(i) for i in np.nonzero(self.flagged)[0]]
 
     def rows(self, indices: Sequence[int]) -> list[RowScore]:
-        """`row(i)` of each index, read through one `tolist()` per array instead of scalar reads per row."""
+        """`row(i)` of each index, read through one `tolist()` per array instead of scalar reads per row;
+        each with its route when the flush's is known (`lone`)."""
         if not indices:
             return []
         at = np.asarray(indices, dtype=np.intp)
         columns = (self.malicious, self.best, self.flagged, self.named, self.probabilities)
+        routes = [None] * len(at) if self.lone is None else self.lone[at].tolist()
         generic = Tactic.GENERIC.value
         return [
-            RowScore(m, (CLASSES[b] if n else generic) if f else BENIGN, b, tuple(p))
-            for m, b, f, n, p in zip(*(c[at].tolist() for c in columns), strict=True)
+            RowScore(m, (CLASSES[b] if n else generic) if f else BENIGN, b, tuple(p), lone)
+            for m, b, f, n, p, lone in zip(*(c[at].tolist() for c in columns), routes, strict=True)
         ]
 
     def row(self, i: int) -> RowScore:
@@ -132,8 +136,9 @@ class BatchScores:
             tactic = BENIGN
         else:
             tactic = CLASSES[int(self.best[i])] if self.named[i] else Tactic.GENERIC.value
+        lone = None if self.lone is None else bool(self.lone[i])
         return RowScore(
-            float(self.malicious[i]), tactic, int(self.best[i]), tuple(self.probabilities[i].tolist())
+            float(self.malicious[i]), tactic, int(self.best[i]), tuple(self.probabilities[i].tolist()), lone
         )
 
 
@@ -205,12 +210,15 @@ def model_classify(
 ) -> BatchScores:
     """`classify` with the model's thresholds; a model with two sensor views
     (`pipeline.model.routed.RoutedModel`) flags its process-only rows by its lone thresholds. `lone`:
-    the matrix's `route_of`, when the caller has it already (else it is worked out here)."""
+    the matrix's `route_of`, when the caller has it already (else it is worked out here). The route is
+    kept in the scores (`BatchScores.lone`): the flush's explanations and thresholds read it too."""
     scores = classify(probabilities, model.thresholds)
     if lone is None:
         lone = route_of(model, matrix)
-    if lone is None or not lone.any():
+    if lone is None:
         return scores
+    if not lone.any():
+        return BatchScores(probabilities, scores.malicious, scores.flagged, scores.best, scores.named, lone)
     other = classify(probabilities, model.lone_thresholds)  # type: ignore[attr-defined]
     return BatchScores(
         probabilities,
@@ -218,13 +226,17 @@ def model_classify(
         np.where(lone, other.flagged, scores.flagged),
         scores.best,
         np.where(lone, other.named, scores.named),
+        lone,
     )
 
 
-def malicious_threshold(model: Model, row: Matrix) -> float:
-    """The minimum 1 - P(benign) that applied to one feature row (its view's, for a routed model)."""
-    lone = route_of(model, row.reshape(1, -1))
-    if lone is not None and bool(lone[0]):
+def malicious_threshold(model: Model, row: Matrix, lone: bool | None = None) -> float:
+    """The minimum 1 - P(benign) that applied to one feature row (its view's, for a routed model).
+    `lone`: the row's route when known (`RowScore.lone`), else it is worked out from the row."""
+    if lone is None:
+        route = route_of(model, row.reshape(1, -1))
+        lone = route is not None and bool(route[0])
+    if lone:
         return float(model.lone_thresholds.get("malicious", 0.5))  # type: ignore[attr-defined]
     return float(model.thresholds.get("malicious", 0.5))
 
@@ -377,16 +389,21 @@ class Scorer:
         return scores
 
     def explain(
-        self, matrix: Matrix, rows: Sequence[int], classes: Sequence[int], names: tuple[str, ...], k: int = 8
-    ) -> dict[int, list[tuple[str, float, float]]]:
+        self, matrix: Matrix, rows: Sequence[int], classes: Sequence[int], names: tuple[str, ...], k: int = 8,
+        lone: Sequence[bool] | None = None,
+    ) -> dict[int, list[tuple[str, float, float]]]:  # fmt: skip
         """Top features of `rows`, each for its class column, in one contributions call.
 
         Contributions (SHAP values for a booster) cost far more than a prediction, so the detector
-        asks only for the rows that will become alerts, not for every malicious row.
+        asks only for the rows that will become alerts, not for every malicious row. `lone`: each
+        row's route (`RowScore.lone`) when known, so a routed model does not work it out again for
+        every class (a model of one view has no route to take: ignored).
         """
         if not rows:
             return {}
         per_class = getattr(self.model, "class_contributions", None)
+        if not hasattr(self.model, "lone_rows"):
+            lone = None
         if per_class is None:
             values = matrix[list(rows)]
             contrib = self.model.contributions(values)
@@ -395,9 +412,13 @@ class Scorer:
             return dict(zip(rows, top_features_of_rows(own, values, names, k), strict=True))
         out: dict[int, list[tuple[str, float, float]]] = {}
         for cls in sorted(set(classes)):  # one call per class: only that class's trees are walked
-            picked = [row for row, c in zip(rows, classes, strict=True) if c == cls]
+            at = [j for j, c in enumerate(classes) if c == cls]
+            picked = [rows[j] for j in at]
             values = matrix[picked]
-            contrib = per_class(values, cls)
+            if lone is None:
+                contrib = per_class(values, cls)
+            else:
+                contrib = per_class(values, cls, np.array([lone[j] for j in at], dtype=np.bool_))
             self.stats.contribution_calls += 1
             out.update(zip(picked, top_features_of_rows(contrib, values, names, k), strict=True))
         return {row: out[row] for row in rows}

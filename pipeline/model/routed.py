@@ -127,9 +127,12 @@ class RoutedModel:
         """Each row's contributions (rows, classes, features + 1) from the booster that scored it."""
         return self._routed(matrix, lambda model, rows: model.contributions(rows))
 
-    def class_contributions(self, matrix: Matrix, class_index: int) -> Matrix:
-        """One class's contributions (rows, features + 1), each row from the booster that scored it."""
-        return self._routed(matrix, lambda model, rows: _class_contributions(model, rows, class_index))
+    def class_contributions(
+        self, matrix: Matrix, class_index: int, lone: NDArray[np.bool_] | None = None
+    ) -> Matrix:
+        """One class's contributions (rows, features + 1), each row from the booster that scored it.
+        `lone`: the matrix's `lone_rows` when the caller has them (`Scorer.explain`, from the flush's)."""
+        return self._routed(matrix, lambda model, rows: _class_contributions(model, rows, class_index), lone)
 
     def predict_start(self, matrix: Matrix, lone: NDArray[np.bool_] | None = None) -> RunningPredict | None:
         """Both boosters' predicts begun on their C threads (`FastBooster.predict_start`); a booster
@@ -151,8 +154,10 @@ class RoutedModel:
         )
         return _PairPredict(lone, full_part, lone_part)
 
-    def _routed(self, matrix: Matrix, apply: Callable[[Any, Matrix], Matrix]) -> Matrix:
-        lone = lone_rows(matrix)
+    def _routed(
+        self, matrix: Matrix, apply: Callable[[Any, Matrix], Matrix], lone: NDArray[np.bool_] | None = None
+    ) -> Matrix:
+        lone = lone_rows(matrix) if lone is None else lone
         if not lone.any():
             return np.asarray(apply(self.full, matrix), dtype=np.float32)
         if lone.all():

@@ -22,6 +22,7 @@ from pipeline.scoring import (
     LONE_BOOSTER,
     Matrix,
     Scorer,
+    classify,
     load_model,
     malicious_threshold,
     model_classify,
@@ -326,3 +327,48 @@ def test_a_flush_is_routed_once_for_its_predict_and_its_classification(
     assert np.array_equal(got.probabilities, expected.probabilities)
     assert route_of(model, matrix).tolist() == [False, True, False, False]
     assert route_of(model, matrix[:0]) is None and route_of(ProvisionalRules(), matrix) is None
+
+
+def test_the_flush_keeps_its_route_for_the_explanations_and_thresholds_of_its_alerts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.model import routed
+
+    model = load_model()
+    assert isinstance(model, RoutedModel)
+    quiet, loud = row(img_shell=1, cmd_len_log=3), row(img_shell=1, **{LONE_FEATURES[0]: 1})
+    matrix = np.vstack([quiet, loud, quiet, row(own_file_write=2, **{LONE_FEATURES[1]: 1}), loud])
+    scores = Scorer(model).score(matrix)
+    assert scores.lone is not None and scores.lone.tolist() == route_of(model, matrix).tolist()
+    every = list(range(len(matrix)))
+    assert [s.lone for s in scores.rows(every)] == [scores.row(i).lone for i in every] == scores.lone.tolist()
+    assert scores.lone.tolist() == [False, True, False, False, True]
+    for i in every:  # the route known or worked out again: the same threshold
+        known = scores.row(i).lone
+        assert malicious_threshold(model, matrix[i], known) == malicious_threshold(model, matrix[i])
+    classes = [3, 5, 3, 5, 3]
+    expected = Scorer(model).explain(matrix, every, classes, FEATURE_NAMES)
+    calls: list[int] = []
+    real = routed.lone_rows
+    monkeypatch.setattr(routed, "lone_rows", lambda m: calls.append(len(m)) or real(m))
+    lone = [bool(v) for v in scores.lone]
+    assert repr(Scorer(model).explain(matrix, every, classes, FEATURE_NAMES, lone=lone)) == repr(expected)
+    assert calls == []  # not routed again, per class
+    assert Scorer(model).explain(matrix, every, classes, FEATURE_NAMES) == expected
+    assert calls  # no route given: worked out
+
+
+def test_scores_made_without_a_model_leave_the_route_to_be_worked_out() -> None:
+    model = routed()
+    matrix = mixed()
+    scores = classify(model.predict_proba(matrix), model.thresholds)
+    assert scores.lone is None and {s.lone for s in scores.rows(range(4))} == {None}
+    assert model_classify(ProvisionalRules(), matrix, model.predict_proba(matrix)).lone is None
+
+
+def test_a_route_handed_to_a_model_of_one_view_is_ignored() -> None:
+    model = load_model()
+    assert isinstance(model, RoutedModel)
+    matrix = np.vstack([row(img_shell=1, cmd_len_log=3), row(own_file_write=2)])
+    expected = Scorer(model.full).explain(matrix, [0, 1], [3, 5], FEATURE_NAMES)
+    assert Scorer(model.full).explain(matrix, [0, 1], [3, 5], FEATURE_NAMES, lone=[False, False]) == expected
