@@ -31,6 +31,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import compress
 from operator import attrgetter
 from typing import Any, TypeVar
 
@@ -502,18 +503,21 @@ _indicator_techniques = lru_cache(maxsize=4096)(indicator_techniques)
 """`indicator_techniques` per mask, remembered: a few masks recur over many incidents (values are tuples)."""
 
 
+_COUNTERS = range(len(Counter))
+_COUNTER_COLUMNS = slice(_SUB_OFFSET, _SUB_OFFSET + len(Counter))  # len(Counter): a Python call per use
+_LONE_OF_COLUMN = tuple(i % len(LONE_INDICATORS) for i in range(2 * len(LONE_INDICATORS)))
+"""Each lone-command column's indicator (own columns, then ancestors')."""
+_LONE_COLUMNS = slice(_LONE_OFFSET, _LONE_OFFSET + len(_LONE_OF_COLUMN))
+
+
 def _techniques(mask: int, values: Matrix) -> tuple[str, ...]:
     """ATT&CK techniques of the tree's indicator bits, of the scored row's lone-command indicators (the
     lone booster's evidence: their bits are kept on no node, only a lone-only start among the notable events)
     and of the subtree's non-zero counters (NaN counts: numpy's `flatnonzero` counted it; -0.0 does not),
-    remembered per (mask, lone, fired)."""
-    counters = values[_SUB_OFFSET : _SUB_OFFSET + len(Counter)].tolist()
-    lone = values[_LONE_OFFSET : _LONE_OFFSET + 2 * len(LONE_INDICATORS)].tolist()
-    return _techniques_of(
-        mask,
-        tuple(i % len(LONE_INDICATORS) for i, v in enumerate(lone) if v),
-        tuple(i for i, v in enumerate(counters) if v),
-    )
+    remembered per (mask, lone, fired). The set columns are picked by `compress` (truth, as `if v` tests
+    it), not by a generator over all ~100 (4.2 -> 2.4 us per alert warm)."""
+    counters, lone = values[_COUNTER_COLUMNS].tolist(), values[_LONE_COLUMNS].tolist()
+    return _techniques_of(mask, tuple(compress(_LONE_OF_COLUMN, lone)), tuple(compress(_COUNTERS, counters)))
 
 
 @lru_cache(maxsize=4096)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pipeline import detect, incident
 from pipeline.behaviour import COUNTER_TECHNIQUES, Counter
 from pipeline.features import N_FEATURES
-from pipeline.indicators import indicator_techniques
+from pipeline.indicators import LONE_INDICATORS, indicator_techniques
 
 _COUNTER_VALUES = st.sampled_from([0.0, -0.0, 1.0, 3.0, float("nan"), float("inf"), 1e-45])
 
@@ -24,8 +24,10 @@ _COUNTER_VALUES = st.sampled_from([0.0, -0.0, 1.0, 3.0, float("nan"), float("inf
 def _reference_techniques(mask: int, values: np.ndarray) -> tuple[str, ...]:
     """What `_techniques` computed before: numpy's non-zero columns, then a set and a sort."""
     fired = np.flatnonzero(values[detect._SUB_OFFSET : detect._SUB_OFFSET + len(Counter)])
+    lone = np.flatnonzero(values[detect._LONE_OFFSET : detect._LONE_OFFSET + 2 * len(LONE_INDICATORS)])
     found = set(indicator_techniques(mask))
     found.update(t for i in fired.tolist() for t in COUNTER_TECHNIQUES.get(Counter(i), ()))
+    found.update(t for i in lone.tolist() for t in LONE_INDICATORS[i % len(LONE_INDICATORS)].techniques)
     return tuple(sorted(found))
 
 
@@ -33,11 +35,16 @@ def _reference_techniques(mask: int, values: np.ndarray) -> tuple[str, ...]:
 @given(
     mask=st.integers(0, (1 << 40) - 1),
     counters=st.lists(st.tuples(st.integers(0, len(Counter) - 1), _COUNTER_VALUES), max_size=12),
+    lone=st.lists(st.tuples(st.integers(0, 2 * len(LONE_INDICATORS) - 1), _COUNTER_VALUES), max_size=6),
 )
-def test_techniques_equal_numpys_nonzero_columns(mask: int, counters: list[tuple[int, float]]) -> None:
+def test_techniques_equal_numpys_nonzero_columns(
+    mask: int, counters: list[tuple[int, float]], lone: list[tuple[int, float]]
+) -> None:
     row = np.zeros(N_FEATURES, dtype=np.float32)
     for column, value in counters:
         row[detect._SUB_OFFSET + column] = value
+    for column, value in lone:  # own lone-command columns, then ancestors'
+        row[detect._LONE_OFFSET + column] = value
     assert detect._techniques(mask, row) == _reference_techniques(mask, row)
     assert detect._techniques(mask, row) == _reference_techniques(mask, row)  # remembered: the same answer
 
