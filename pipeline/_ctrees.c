@@ -953,7 +953,9 @@ static PyTypeObject ForestType = {
  * are hits, at most 78 keys per tree. A table grows from 16 slots to SHAP_TREE_SLOTS and is only read
  * once 3/4 full, so memory is bounded by the trees whatever the rows (~1.3 MB after the replay's 690
  * alerting rows; 17 MB with 3,000 random rows on all 13 classes, every table full). The tables are filled
- * while holding the GIL (every call shares them), so calls do not release it.
+ * while holding the GIL (every call shares them), so calls do not release it. A flush's explanations
+ * find the trees and tables cold (its features and predict ran in between), so what a hit reads takes
+ * few cache lines: each tree's split tests side by side (`SplitTest`), each key beside its sums (`MemoSlot`).
  *
  * Everything an index comes from is checked once at construction: children inside their tree, every
  * node reached once from the root (a tree, not a graph with cycles or shared children), depth at most
@@ -963,11 +965,18 @@ static PyTypeObject ForestType = {
 #define SHAP_MAX_DEPTH 64
 #define SHAP_TREE_SLOTS 128  /* the largest table of a tree; it stops taking keys at 3/4 of that (96) */
 
-/* A tree's contributions per branch vector: open addressing, `capacity` (a power of two) slots. */
+/* One slot of a tree's table: its key, then its sums beside it, so a lookup that hits reads one or two
+   adjacent cache lines (a flush's explanations find the tables cold), not three scattered arrays. */
 typedef struct {
-    uint64_t *keys;   /* bit i set: the row goes left at the tree's i-th split (`splits` order) */
-    float *sums;      /* (capacity, the tree's feature count) its per-feature sums, in `features` order */
-    uint8_t *used;
+    uint64_t key;    /* bit i set: the row goes left at the tree's i-th split (`splits` order) */
+    uint32_t used;
+    float sums[];    /* the tree's per-feature sums, in `features` order */
+} MemoSlot;
+
+/* A tree's contributions per branch vector: open addressing, `capacity` (a power of two) slots of
+   `memo_stride(width)` bytes each, width being the tree's feature count. */
+typedef struct {
+    char *slots;
     int32_t capacity, count;
 } TreeMemo;
 
@@ -1103,37 +1112,49 @@ static inline size_t memo_slot(uint64_t key, int32_t capacity) {
     return (size_t)((key * 0x9E3779B97F4A7C15ull) >> 32) & (size_t)(capacity - 1);
 }
 
+/* Bytes of one slot of a tree of `width` features (a multiple of 8: every key stays aligned). */
+static inline size_t memo_stride(int32_t width) {
+    return (offsetof(MemoSlot, sums) + (size_t)width * sizeof(float) + 7) & ~(size_t)7;
+}
+
+static inline MemoSlot *memo_at(const TreeMemo *m, size_t i, size_t stride) {
+    return (MemoSlot *)(m->slots + i * stride);
+}
+
 /* The table's sums for `key`, or NULL. */
 static const float *memo_find(const TreeMemo *m, uint64_t key, int32_t width) {
     if (m->capacity == 0)
         return NULL;
+    const size_t stride = memo_stride(width);
     for (size_t i = memo_slot(key, m->capacity);; i = (i + 1) & (size_t)(m->capacity - 1)) {
-        if (!m->used[i])
+        const MemoSlot *slot = memo_at(m, i, stride);
+        if (!slot->used)
             return NULL;
-        if (m->keys[i] == key)
-            return m->sums + i * (size_t)width;
+        if (slot->key == key)
+            return slot->sums;
     }
+}
+
+/* The slot `key` goes to in `m` (a free one: `key` is not there yet, and the table is not full). */
+static MemoSlot *memo_free_slot(const TreeMemo *m, uint64_t key, size_t stride) {
+    size_t i = memo_slot(key, m->capacity);
+    while (memo_at(m, i, stride)->used)
+        i = (i + 1) & (size_t)(m->capacity - 1);
+    return memo_at(m, i, stride);
 }
 
 /* `m` moved to a table of `capacity` slots (0 on success; -1: no memory, `m` unchanged). */
 static int memo_resize(TreeMemo *m, int32_t capacity, int32_t width) {
-    TreeMemo grown = {PyMem_Malloc((size_t)capacity * sizeof(uint64_t)),
-                      PyMem_Malloc((size_t)capacity * (size_t)(width > 0 ? width : 1) * sizeof(float)),
-                      PyMem_Calloc((size_t)capacity, 1), capacity, m->count};
-    if (grown.keys == NULL || grown.sums == NULL || grown.used == NULL) {
-        PyMem_Free(grown.keys), PyMem_Free(grown.sums), PyMem_Free(grown.used);
+    const size_t stride = memo_stride(width);
+    TreeMemo grown = {PyMem_Calloc((size_t)capacity, stride), capacity, m->count};
+    if (grown.slots == NULL)
         return -1;
-    }
     for (int32_t j = 0; j < m->capacity; j++) {
-        if (!m->used[j])
-            continue;
-        size_t i = memo_slot(m->keys[j], capacity);
-        while (grown.used[i])
-            i = (i + 1) & (size_t)(capacity - 1);
-        grown.used[i] = 1, grown.keys[i] = m->keys[j];
-        memcpy(grown.sums + i * (size_t)width, m->sums + (size_t)j * (size_t)width, (size_t)width * sizeof(float));
+        const MemoSlot *old = memo_at(m, (size_t)j, stride);
+        if (old->used)
+            memcpy(memo_free_slot(&grown, old->key, stride), old, stride);
     }
-    PyMem_Free(m->keys), PyMem_Free(m->sums), PyMem_Free(m->used);
+    PyMem_Free(m->slots);
     *m = grown;
     return 0;
 }
@@ -1144,11 +1165,9 @@ static void memo_keep(TreeMemo *m, uint64_t key, const float *sums, int32_t widt
         if (m->capacity >= SHAP_TREE_SLOTS || memo_resize(m, m->capacity ? 2 * m->capacity : 16, width) < 0)
             return;
     }
-    size_t i = memo_slot(key, m->capacity);
-    while (m->used[i])
-        i = (i + 1) & (size_t)(m->capacity - 1);
-    m->used[i] = 1, m->keys[i] = key, m->count++;
-    memcpy(m->sums + i * (size_t)width, sums, (size_t)width * sizeof(float));
+    MemoSlot *slot = memo_free_slot(m, key, memo_stride(width));
+    slot->key = key, slot->used = 1, m->count++;
+    memcpy(slot->sums, sums, (size_t)width * sizeof(float));
 }
 
 /* One row: per tree, its contributions from zero (only its own features can be non-zero), added in:
@@ -1325,7 +1344,7 @@ static int Explainer_init(Explainer *self, PyObject *args, PyObject *kwds) {
 
 static void Explainer_dealloc(Explainer *self) {
     for (Py_ssize_t t = 0; self->memos != NULL && t < self->n_trees; t++)
-        PyMem_Free(self->memos[t].keys), PyMem_Free(self->memos[t].sums), PyMem_Free(self->memos[t].used);
+        PyMem_Free(self->memos[t].slots);
     PyMem_Free(self->memos);
     PyMem_Free(self->splits);
     PyMem_Free(self->split_start);
