@@ -1049,20 +1049,26 @@ static void unwind_path(PathStep *m, int d, int k) {
         m[i].feature = m[i + 1].feature, m[i].zero = m[i + 1].zero, m[i].one = m[i + 1].one;
 }
 
-/* sum(UNWIND(m, k).w) without writing the path: the weight of the element k at a leaf. */
-static float unwound_sum(const PathStep *m, int d, int k) {
-    const float one = m[k].one, zero = m[k].zero;
-    float next = m[d].weight, total = 0.0f;
+/* sum(UNWIND(m, k).w) without writing the path, for every k = 1..d at once: the weight of each element
+   at a leaf, into totals[k]. Each k's float operations are those of unwinding it alone, in the same order
+   (so the same bits); the d chains are only interleaved, step i of every k before step i - 1, so the CPU
+   overlaps their multiply-divide latencies instead of waiting on one chain at a time. */
+static void unwound_sums(const PathStep *m, int d, float *totals) {
+    float next[SHAP_MAX_DEPTH + 2];
+    for (int k = 1; k <= d; k++)
+        next[k] = m[d].weight, totals[k] = 0.0f;
     for (int i = d - 1; i >= 0; i--) {
-        if (one != 0.0f) {
-            const float w = next * (float)(d + 1) / ((float)(i + 1) * one);
-            total += w;
-            next = m[i].weight - w * zero * ((float)(d - i) / (float)(d + 1));
-        } else if (zero != 0.0f) {
-            total += (m[i].weight / zero) / ((float)(d - i) / (float)(d + 1));
-        }  /* both fractions zero: every weight is zero, nothing to add */
+        for (int k = 1; k <= d; k++) {
+            const float one = m[k].one, zero = m[k].zero;
+            if (one != 0.0f) {
+                const float w = next[k] * (float)(d + 1) / ((float)(i + 1) * one);
+                totals[k] += w;
+                next[k] = m[i].weight - w * zero * ((float)(d - i) / (float)(d + 1));
+            } else if (zero != 0.0f) {
+                totals[k] += (m[i].weight / zero) / ((float)(d - i) / (float)(d + 1));
+            }  /* both fractions zero: every weight is zero, nothing to add */
+        }
     }
-    return total;
 }
 
 /* Algorithm 2's RECURSE at `node`, the parent's path being parent[0..len-1]; the node's own path is
@@ -1075,8 +1081,10 @@ static void shap_recurse(const Explainer *e, int32_t node, const float *row, flo
     int d = len;
     const ShapNode *n = &e->nodes[node];
     if (n->left < 0) {
+        float totals[SHAP_MAX_DEPTH + 2];
+        unwound_sums(m, d, totals);
         for (int i = 1; i <= d; i++)
-            phi[m[i].feature] += unwound_sum(m, d, i) * (m[i].one - m[i].zero) * n->value;
+            phi[m[i].feature] += totals[i] * (m[i].one - m[i].zero) * n->value;
         return;
     }
     const float v = row[n->feature];
