@@ -271,3 +271,30 @@ def test_the_overlapped_flush_evicts_once_decided_and_an_empty_flush_evicts_at_o
     d.ingest([kit.start("later", r"C:\Windows\System32\svchost.exe", "svchost.exe -k rpcss")], kit.now_ms)
     assert "e" in d.forests[kit.device_id].nodes
     assert d.flush(kit.now_ms) == [] and "e" not in d.forests[kit.device_id].nodes
+
+
+def test_a_flush_carries_each_alerts_route_to_its_threshold_and_explanation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One flush alerting through both boosters (a lone `auditpol /clear` on one device, shadow copies
+    deleted on another): the route kept in the flush's scores gives each alert the threshold and
+    explanation that working the route out again gives (`RowScore.lone`, `detect._known`)."""
+    from pipeline import detect
+    from pipeline.scoring import load_model
+    from pipeline.training.probes import ATTACK_PROBES, probe_events
+
+    by_name = {probe.name: probe for probe in ATTACK_PROBES}
+    events = [*probe_events(by_name["audit policy cleared"], device="d-lone"),
+              *probe_events(by_name["shadow copies deleted"], device="d-full")]  # fmt: skip
+    now = 1_800_000_000_000
+
+    def alerts() -> list[str]:
+        detector = Detector(load_model(), config=DetectorConfig(max_rows=10_000, max_delay_ms=60_000))
+        decisions = detector.process(events, now) + detector.flush(now)
+        return sorted(d.model_dump_json() for d in decisions if isinstance(d, Alert))
+
+    carried = alerts()
+    thresholds = sorted({Alert.model_validate_json(a).threshold for a in carried})
+    assert thresholds == [0.5, 0.6]  # both boosters' floors: one alert each way
+    monkeypatch.setattr(detect, "_known", lambda routes: None)
+    assert alerts() == carried

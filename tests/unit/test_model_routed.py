@@ -356,6 +356,11 @@ def test_the_flush_keeps_its_route_for_the_explanations_and_thresholds_of_its_al
     assert calls == []  # not routed again, per class
     assert Scorer(model).explain(matrix, every, classes, FEATURE_NAMES) == expected
     assert calls  # no route given: worked out
+    picks, picked_classes = [4, 1, 3], [3, 5, 5]  # out of order and partial: positions are not row numbers
+    assert [s.lone for s in scores.rows(picks)] == [scores.lone[i] for i in picks] == [True, True, False]
+    worked_out = Scorer(model).explain(matrix, picks, picked_classes, FEATURE_NAMES)
+    given = Scorer(model).explain(matrix, picks, picked_classes, FEATURE_NAMES, lone=[True, True, False])
+    assert repr(given) == repr(worked_out) and list(given) == picks
 
 
 def test_scores_made_without_a_model_leave_the_route_to_be_worked_out() -> None:
