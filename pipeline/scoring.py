@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from array import array
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -218,16 +218,10 @@ def model_classify(
     if lone is None:
         return scores
     if not lone.any():
-        return BatchScores(probabilities, scores.malicious, scores.flagged, scores.best, scores.named, lone)
+        return replace(scores, lone=lone)
     other = classify(probabilities, model.lone_thresholds)  # type: ignore[attr-defined]
-    return BatchScores(
-        probabilities,
-        scores.malicious,
-        np.where(lone, other.flagged, scores.flagged),
-        scores.best,
-        np.where(lone, other.named, scores.named),
-        lone,
-    )
+    flagged, named = np.where(lone, other.flagged, scores.flagged), np.where(lone, other.named, scores.named)
+    return replace(scores, flagged=flagged, named=named, lone=lone)
 
 
 def malicious_threshold(model: Model, row: Matrix, lone: bool | None = None) -> float:
