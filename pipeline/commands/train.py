@@ -68,6 +68,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="benign look-alike trees of the lone-command simulations (win_benign_lone2, "
         "win_benign_lone3; default 20000)",
     )
+    parser.add_argument(
+        "--threshold-multiple",
+        type=int,
+        default=None,
+        help="simulated benign trees drawn for threshold calibration alone (never trained on, never dev), "
+        "as a multiple of every benign count above (default 3; 0 draws none)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="XGBoost threads (part of determinism)")
     parser.add_argument(
         "--ensemble",
@@ -93,6 +100,7 @@ _SIM_COUNTS = (
     ("benign_trees", "benign_trees"),
     ("lone_attacks_per_technique", "lone_view_attacks_per_technique"),
     ("lone_benign_trees", "lone_view_benign_trees"),
+    ("threshold_multiple", "threshold_multiple"),
 )
 """(option's argparse name, `SimConfig` field) of every simulated-tree count the command sets."""
 

@@ -18,6 +18,7 @@ from pipeline.training.sim.linux_benign import WORKLOADS as LINUX_WORKLOADS
 from pipeline.training.sim.win_benign import WORKLOADS as WIN_WORKLOADS
 from pipeline.training.sim.win_benign_lone import LONE_WORKLOADS
 from pipeline.training.simulate import SimConfig, lone_view_techniques, lone_view_workloads, techniques
+from pipeline.training.split import THRESHOLDS
 from pipeline.training.train import TrainConfig
 from pipeline.training.weaknesses import WEAKNESSES as _WEAKNESSES
 
@@ -132,7 +133,9 @@ names compared without their domain). The largest lab trains — a fifth of its 
 the file name) are kept for threshold calibration — and every other lab is **dev** (held-out hosts,
 users and background software). No recording and no host is on both the training and the dev side.
 Simulated trees and captured sessions are split by a hash of their id: 70 % train, 15 % calibration
-(thresholds), 15 % dev.
+(early stopping and thresholds), 15 % dev. The **threshold-only** trees (`thresholds` below) are more
+simulated benign trees of the same workloads, numbered apart from that corpus
+(`pipeline.training.simulate.threshold_corpus`): they calibrate the thresholds and nothing else.
 """
 
 
@@ -237,8 +240,9 @@ def render_card(results: Results, data: Dataset, train: TrainConfig, sim: SimCon
     """MODEL_CARD.md."""
     counts = tree_counts(data)
     train_trees = sum(sum(c.values()) for g, c in counts.items() if g.endswith("/train"))
+    threshold_trees = sum(sum(c.values()) for g, c in counts.items() if g.endswith(f"/{THRESHOLDS}"))
     parts = [
-        _card_head(results, train, train_trees),
+        _card_head(results, train, train_trees, sim, threshold_trees),
         "## Measured quality (dev split)",
         "",
         "Dev = held-out labs (hosts never seen in training) and held-out simulated trees. The "
@@ -286,10 +290,10 @@ def _lone_method(lone: LoneBooster | None, ensemble: int, floor: float) -> str:
   simulations' benign rows that the stream routes to it: administrators' and agents' look-alikes
   that show no lone-command indicator, and benign noise (`pipeline.training.train.full_view_rows`).
   The second booster has the same parameters and weighting, and is trained, stopped early and
-  calibrated (the same budget rule) on its {lone.rows} training and calibration rows alone, with all
-  the columns; {lone.best_iteration + 1} {_rounds(ensemble)}; thresholds: {thresholds}. Its floor is
-  {floor:g}, not the first booster's: its calibration negatives are mostly administrators' look-alikes
-  of its attacks, and too few to vouch for one false alert, so the floor sets most of its classes (Known
+  calibrated (the same budget rule, with the threshold-only trees it routes) on its {lone.rows} training
+  and calibration rows alone, with all the columns; {lone.best_iteration + 1} {_rounds(ensemble)};
+  thresholds: {thresholds}. Its floor is {floor:g}, not the first booster's: its calibration negatives
+  are mostly administrators' look-alikes of its attacks, so the prior is in them already (Known
   weaknesses). One booster for both views had to trade lab recall for lone commands (Known weaknesses).
 """
 
@@ -306,7 +310,9 @@ def _seeds(train: TrainConfig) -> str:
             "own and averaged into one (mean margins, `train.average_boosters`)")
 
 
-def _card_head(results: Results, train: TrainConfig, train_trees: int) -> str:
+def _card_head(
+    results: Results, train: TrainConfig, train_trees: int, sim: SimConfig, threshold_trees: int
+) -> str:
     thresholds = ", ".join(f"{k} {v:.3f}" for k, v in sorted(results.thresholds.items()))
     rebuild = f"{train.seed}{_ensemble_flag(train)}"
     lone_text = _lone_method(results.lone, train.ensemble, train.lone_min_threshold)
@@ -337,14 +343,16 @@ and Linux, simulated benign workloads with hard negatives and captured Linux wor
   {train.colsample_bytree}, early stopping on the calibration split; {_seeds(train)}, {train.nthread}
   threads — deterministic.
 - Per-class thresholds, calibrated on the calibration split's benign trees (simulated, captured and
-  real background of the training lab's calibration recordings) to ≤ {train.fp_per_1000:g} false
+  real background of the training lab's calibration recordings) and on {threshold_trees} simulated benign
+  trees drawn for the thresholds alone ({sim.threshold_multiple:g} times the corpus's benign workloads,
+  numbered apart from it: never trained on, never dev) to ≤ {train.fp_per_1000:g} false
   alerts per 1,000 benign trees at {train.calibration_confidence:.0%} one-sided confidence (the number of
   calibration benign trees allowed to alert is the largest whose exact Poisson upper bound stays within
   the target, minus one for every class whose threshold a benign tree sets): each class
   starts just above its highest benign tree (never below {train.min_threshold:g}; `generic` never below
-  {train.min_generic:g}), then the budget is
-  spent on the benign trees whose acceptance catches the most calibration attack trees (`generic` covers
-  alerts naming no tactic): {thresholds}.
+  {train.min_generic:g}), then the budget is spent, step by step, on lowering the class threshold that
+  catches the most calibration attack trees per benign tree it lets through (looking past several
+  benign trees at once; `generic` covers alerts naming no tactic): {thresholds}.
 {lone_text}- Each alert lists the features that drove its score (XGBoost SHAP contributions
   for its class).
 - The version (`ringfence-xgb-<feature version>-<hash>`) hashes the boosters' bytes, the thresholds and
@@ -355,6 +363,7 @@ and Linux, simulated benign workloads with hard negatives and captured Linux wor
   trees and captured sessions): fitting the booster.
 - **calibration** (a fifth of that lab's recordings and their views, 15 % of the simulated trees and
   captures): early stopping and the thresholds.
+- **threshold-only** ({threshold_trees} simulated benign trees beyond the corpus): the thresholds only.
 - **dev, held-out labs** (every other lab's recordings, full telemetry only) and **dev, simulated**
   (15 %): measurement only — but see "Dev is not untouched" below for what was chosen after looking.
 - **.evtx samples** (`../shared/datasets/evtx-samples`): measurement only; never training data, never

@@ -44,8 +44,8 @@ from pipeline.training.labels import (
     raw_pid_keys,
 )
 from pipeline.training.rows import AMBIGUOUS, STREAM_CHUNK_EVENTS, RowBlock, replay_rows
-from pipeline.training.simulate import SimConfig, lone_view_corpus, simulate_corpus
-from pipeline.training.split import DEV, hashed_split, lab_of, recording_splits
+from pipeline.training.simulate import SimConfig, lone_view_corpus, simulate_corpus, threshold_corpus
+from pipeline.training.split import DEV, THRESHOLDS, hashed_split, lab_of, recording_splits
 from schemas.events import BehaviorEvent
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,8 @@ def build_dataset(config: DataConfig) -> Dataset:
         blocks.extend(capture_blocks(config.captures, config.only_split))
     if config.lone_view:
         blocks.extend(sim_blocks(config.sim, config.only_split, lone_view=True))
+    if config.only_split in (None, THRESHOLDS):
+        blocks.extend(threshold_blocks(config.sim, config.lone_view))
     return _assemble(blocks, reports)
 
 
@@ -218,6 +220,22 @@ def sim_blocks(
         )
         if number % 2000 == 0:
             log.info("simulated %d trees", number)
+
+
+def threshold_blocks(config: SimConfig, lone_view: bool = True) -> Iterator[tuple[SourceInfo, RowBlock]]:
+    """Rows of the threshold-only benign trees (`threshold_corpus`, split `THRESHOLDS`), last, so no other
+    row moves; the lone-command look-alikes among them have origin `LONE_VIEW` (only with `lone_view`)."""
+    for number, (tree, look_alike) in enumerate(threshold_corpus(config), start=1):
+        if look_alike and not lone_view:
+            continue
+        block = replay_rows(tree.events, tree.node_labels, tree.tree_id, chunk_events=STREAM_CHUNK_EVENTS)
+        origin = LONE_VIEW if look_alike else "sim"
+        yield (
+            SourceInfo(tree.tree_id, origin, THRESHOLDS, tree.platform.value, tree.label, tree.technique),
+            block,
+        )
+        if number % 10000 == 0:
+            log.info("simulated %d threshold-only benign trees", number)
 
 
 def capture_blocks(directory: Path, only_split: str | None = None) -> Iterator[tuple[SourceInfo, RowBlock]]:

@@ -12,8 +12,9 @@ partial view the stream sees, without long-lived processes dominating.
 
 Training replays differ from hunting on purpose since session T. Hunting (and the stream) score passes
 of at most `pipeline.detect.PASS_SPAN_MS` of event time and evict a device only once its changes are
-scored; training replays keep the recipe the committed model (`ringfence-xgb-1.2-b94977f9bd`) was fitted
-with, so `ringfence train --seed 7` still rebuilds it: passes of `chunk_events` events whatever time they
+scored; training replays keep the recipe the committed boosters were fitted with (those of
+`ringfence-xgb-1.2-b94977f9bd`, kept bit for bit by `752398b064`, which recalibrated the thresholds), so
+`ringfence train --seed 7` still rebuilds them: passes of `chunk_events` events whatever time they
 span, a device's TTL eviction before its rows are taken. What that recipe skips are processes that
 exited more than 10 minutes (or idled 2 hours) before the end of their pass: late views whose window has
 emptied. Refitted on hunting's replays, the model measured worse on the held-out labs (pipeline/model/

@@ -78,6 +78,9 @@ class SimConfig:
     lone_view_benign_trees: int = 20_000
     """Small benign Windows trees of `win_benign_lone2` and `win_benign_lone3`: the same tools' everyday
     uses."""
+    threshold_multiple: int = 3
+    """Benign trees for threshold calibration only (`threshold_corpus`), as a multiple of every benign
+    workload's count above; 0 draws none."""
 
 
 def techniques() -> tuple[Technique, ...]:
@@ -251,11 +254,13 @@ def _workload_corpus(
     trees: float,
     config: SimConfig,
     keep: Callable[[str], bool] | None,
+    first: int = 0,
 ) -> Iterator[SimTree]:
-    """About `trees` benign trees of `platform`, shared among `workloads` by weight (rounded per workload)."""
+    """About `trees` benign trees of `platform`, shared among `workloads` by weight (rounded per workload),
+    numbered from `first` within each workload."""
     total = sum(w for _, w, _ in workloads)
     for name, weight, fn in workloads:
-        for index in range(round(trees * weight / total)):
+        for index in range(first, first + round(trees * weight / total)):
             if keep is None or keep(benign_tree_id(platform, name, index)):
                 yield simulate_benign(platform, name, fn, index, config)
 
@@ -281,3 +286,32 @@ def lone_view_corpus(
     yield from _attack_corpus(lone_view_techniques(), config.lone_view_attacks_per_technique, config, keep)
     workloads, trees = lone_view_workloads(), config.lone_view_benign_trees
     yield from _workload_corpus(Platform.WINDOWS, workloads, trees, config, keep)
+
+
+THRESHOLD_FIRST_INDEX = 100_000
+"""Where the threshold-only trees' numbers start within each workload: above every split corpus's, so
+their ids, and the draws seeded by them, are their own."""
+
+
+def threshold_corpus(config: SimConfig = SimConfig()) -> Iterator[tuple[SimTree, bool]]:
+    """Benign trees that only calibrate thresholds (`pipeline.training.split.THRESHOLDS`), with whether
+    each is one of the lone-command look-alikes (`lone_view_corpus`'s workloads): `threshold_multiple`
+    times the benign trees of `simulate_corpus` and `lone_view_corpus`, from the same workloads and
+    weights, numbered from `THRESHOLD_FIRST_INDEX`. Never trained on, never dev: they only let the
+    thresholds see more of the benign tail than the calibration split's share of the corpus does."""
+    multiple, first = config.threshold_multiple, THRESHOLD_FIRST_INDEX
+    if multiple <= 0:
+        return
+    shares = ((Platform.LINUX, config.linux_benign_share), (Platform.WINDOWS, 1 - config.linux_benign_share))
+    for platform, share in shares:
+        trees = config.benign_trees * share * multiple
+        for tree in _workload_corpus(platform, benign_workloads(platform), trees, config, None, first):
+            yield tree, False
+    lone_trees = config.lone_benign_trees * multiple
+    for tree in _workload_corpus(
+        Platform.WINDOWS, win_benign_lone.LONE_WORKLOADS, lone_trees, config, None, first
+    ):
+        yield tree, False
+    view_trees = config.lone_view_benign_trees * multiple
+    for tree in _workload_corpus(Platform.WINDOWS, lone_view_workloads(), view_trees, config, None, first):
+        yield tree, True

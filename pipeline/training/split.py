@@ -8,7 +8,11 @@ lab is held out as dev, so dev numbers describe hosts, users and background soft
 never seen — the closest available stand-in for "a lab you do not have".
 
 Simulated trees and captured benign sessions have their own device per source and are split by a
-hash of their source id: 70 % train, 15 % calibration (thresholds), 15 % dev.
+hash of their source id: 70 % train, 15 % calibration (early stopping and thresholds), 15 % dev.
+
+A fourth split, `THRESHOLDS`, holds only benign simulated trees drawn beyond that corpus
+(`pipeline.training.simulate.threshold_corpus`): they calibrate thresholds with the calibration split
+and do nothing else (no training, no early stopping, no measurement).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 
 TRAIN, CALIB, DEV = "train", "calib", "dev"
+THRESHOLDS = "thresholds"
 
 
 def host_key(device_id: str) -> str:

@@ -18,14 +18,19 @@ relative to the others), and benign rows together carry `benign_share` of the wh
 one thirteenth: a model that sees benign as one class among thirteen learns a prior that makes every
 unfamiliar benign process look malicious.
 
-Thresholds (consumed by `pipeline.scoring.classify`) are calibrated on the calibration split's
-*benign trees* (a tree alerts when any of its rows does). Each class threshold (the 12 tactics, plus
-`generic` for alerts that name no tactic) starts strict: just above the highest score any benign tree
-reaches for it, and never below `min_threshold` (a prior: benign software of an unseen fleet scores
-higher than calibration data does). The budget is then spent one benign tree at a time on the
-class where letting that tree alert lowers the threshold most usefully (catches the most calibration
-attack trees of that class). A final pass checks the union of alerts against the budget and raises the
-class behind the worst false alert while it is exceeded. `malicious` is the lowest threshold.
+Thresholds (consumed by `pipeline.scoring.classify`) are calibrated on the *benign trees* (a tree
+alerts when any of its rows does) of the calibration split and of the threshold-only split
+(`THRESHOLDS`: three times the simulated benign workloads again, drawn for this alone, because the
+calibration split's ~13,600 benign trees could not vouch for more false alerts than the classes their
+highest scores bind already cost). Each class threshold (the 12 tactics, plus `generic` for alerts that
+name no tactic) starts strict: just above the highest score any benign tree reaches for it, and never
+below `min_threshold` (a prior: benign software of an unseen fleet scores higher than calibration data
+does). The budget is then spent step by step: each step lowers one class's threshold past the next `k`
+benign trees still under it, choosing the class and `k` that catch the most calibration attack trees of
+that class per benign tree let through (with hundreds of thousands of benign trees the top scores crowd
+together, and a step past one tree alone rarely catches anything). A final pass checks the union of
+alerts against the budget and raises the class behind the worst false alert while it is exceeded.
+`malicious` is the lowest threshold.
 
 The budget is the number of calibration benign trees allowed to alert: the most false alerts `k` for
 which the one-sided `calibration_confidence` upper bound of the false-alert rate (exact Poisson bound
@@ -37,11 +42,10 @@ that budget: out of sample, a threshold just above the highest of `n` benign sco
 about one benign tree in `n + 1`. Only the remainder is spent on lowering thresholds.
 
 The lone booster (`fit_views`) is floored at `lone_min_threshold` (0.5) instead of `min_threshold`: its
-calibration negatives are mostly administrators' look-alikes of its attacks (719 of 815 trees in the
-committed model's data; the rest ordinary simulated software), so the prior is in them already; and
-they are too few to vouch for a single false alert, so the floor alone sets most of its classes. At 0.5 a
-tactic is named only when it holds at least half of the row's probability: no other class, benign
-included, and not all of them together, is more likely.
+calibration negatives are mostly administrators' look-alikes of its attacks (719 of the calibration
+split's 815 trees it routes; the threshold-only trees add about 15,000 more, most of them look-alikes
+too), so the prior is in them already. At 0.5 a tactic is named only when it holds at least half of the
+row's probability: no other class, benign included, and not all of them together, is more likely.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from numpy.typing import NDArray
 from pipeline.features import FEATURE_NAMES, N_BASE_FEATURES
 from pipeline.scoring import BENIGN, CLASSES, DOMINANCE, classify
 from pipeline.training.dataset import LONE_VIEW, Dataset
-from pipeline.training.split import CALIB, TRAIN
+from pipeline.training.split import CALIB, THRESHOLDS, TRAIN
 
 log = logging.getLogger(__name__)
 GENERIC = "generic"
@@ -158,8 +162,9 @@ def fit(
     floors: Mapping[str, float] | None = None,
     columns: int | None = None,
 ) -> Trained:
-    """Train on the train split, stop early on the calibration split, calibrate thresholds there
-    (only `rows` of each, when given; no threshold under its `floors` value, when given). With
+    """Train on the train split, stop early on the calibration split, calibrate thresholds there and on
+    the threshold-only benign trees (`THRESHOLDS`) (only `rows` of each, when given; no threshold under
+    its `floors` value, when given). With
     `columns`, the booster is fitted on the first `columns` features only (1.0's list, for the full
     view) and then declared over the whole list (`widen`: the others are never split on)."""
     import xgboost
@@ -204,8 +209,9 @@ def fit(
     best = booster.num_boosted_rounds() - 1
     if width < len(FEATURE_NAMES):
         booster = widen(booster)
-    probabilities = predict(booster, data.matrix[calib], config.nthread)
-    thresholds = calibrate(probabilities, data.labels[calib], data.trees[calib], config, floors)
+    bench = calib | (data.split_mask(THRESHOLDS) if rows is None else data.split_mask(THRESHOLDS) & rows)
+    probabilities = predict(booster, data.matrix[bench], config.nthread)
+    thresholds = calibrate(probabilities, data.labels[bench], data.trees[bench], config, floors)
     return Trained(booster, thresholds, best, class_weights)
 
 
@@ -444,39 +450,60 @@ def _spend_budget(
     floor: NDArray[np.float64],
 ) -> NDArray[np.float64]:
     """Start strict (just above every benign tree), then let at most `allowed` benign trees alert: each
-    step sacrifices the benign tree whose removal from a class's top lowers that class's threshold the
-    most usefully (the most held-back attack trees of that class, or any class for `generic`, caught)."""
+    step lowers the one class threshold past the top `k` benign trees still under it (`k` within what is
+    left of the budget) that catches the most held-back attack trees of that class (any class for
+    `generic`) per benign tree let through. Looking past one tree matters once calibration holds many
+    benign trees: their top scores crowd together, and lowering past any single one catches nothing."""
     thresholds = np.maximum(floor, benign.max(axis=0).astype(np.float64) + 1e-6)
-    sacrificed: set[int] = set()
-    for _ in range(allowed):
-        choice = _best_sacrifice(benign, attack, truth, thresholds, sacrificed, floor)
+    let_through = np.zeros(len(benign), dtype=bool)
+    candidates, caught = [], []
+    for column in range(benign.shape[1]):
+        above = np.nonzero(benign[:, column] >= floor[column])[0]
+        candidates.append(above[np.argsort(-benign[above, column], kind="stable")])
+        mine = attack[:, column] if column == benign.shape[1] - 1 else attack[truth == column, column]
+        caught.append(np.sort(mine.astype(np.float64)))
+    spent = 0
+    while spent < allowed:
+        choice = _best_sacrifice(benign, candidates, caught, thresholds, let_through, floor, allowed - spent)
         if choice is None:
             break
-        column, tree, threshold = choice
-        sacrificed.add(tree)
+        column, trees, threshold = choice
+        spent += int((~let_through[trees]).sum())
+        let_through[trees] = True
         thresholds[column] = threshold
     return np.asarray(np.minimum(thresholds, 0.999999), dtype=np.float64)
 
 
 def _best_sacrifice(
     benign: NDArray[np.float32],
-    attack: NDArray[np.float32],
-    truth: NDArray[np.int64],
+    candidates: list[NDArray[np.int64]],
+    caught: list[NDArray[np.float64]],
     thresholds: NDArray[np.float64],
-    sacrificed: set[int],
+    let_through: NDArray[np.bool_],
     floors: NDArray[np.float64],
-) -> tuple[int, int, float] | None:
-    best: tuple[int, int, int, float] | None = None  # (gain, column, tree, threshold)
-    for column in range(benign.shape[1]):
-        alive = [t for t in np.argsort(-benign[:, column]).tolist() if t not in sacrificed]
-        floor = float(floors[column])
-        if not alive or benign[alive[0], column] < floor:
+    budget: int,
+) -> tuple[int, NDArray[np.int64], float] | None:
+    """(class column, the benign trees it lets through, its new threshold) of the step with the most
+    attack trees caught per benign tree; None when no step within `budget` catches one. `candidates`:
+    each column's benign trees at or above its floor, highest first; `caught`: each column's attack
+    scores, sorted. A tree another class already lets through costs nothing again."""
+    best: tuple[float, int, NDArray[np.int64], float] | None = (
+        None  # (gain per tree, column, trees, threshold)
+    )
+    for column, ranked in enumerate(candidates):
+        alive = ranked[~let_through[ranked]]
+        steps = min(len(alive), budget)
+        if steps == 0:
             continue
-        lower = max(floor, float(benign[alive[1], column]) + 1e-6) if len(alive) > 1 else floor
-        mine = attack[:, column] if column == benign.shape[1] - 1 else attack[truth == column, column]
-        gain = int(((mine >= lower) & (mine < thresholds[column])).sum())
-        if gain > 0 and (best is None or gain > best[0]):
-            best = (gain, column, alive[0], lower)
+        k = np.arange(1, steps + 1)
+        below = np.append(benign[alive, column].astype(np.float64), -np.inf)[k]  # highest still under
+        lower = np.maximum(floors[column], below + 1e-6)
+        scores = caught[column]
+        gain = np.searchsorted(scores, thresholds[column]) - np.searchsorted(scores, lower)
+        rate = gain / k
+        step = int(np.argmax(rate))  # the smallest k of the best rate
+        if gain[step] > 0 and (best is None or rate[step] > best[0]):
+            best = (float(rate[step]), column, alive[: step + 1], float(lower[step]))
     return None if best is None else (best[1], best[2], best[3])
 
 

@@ -27,10 +27,43 @@ WEAKNESSES = """## Known weaknesses
   confidence bound, one unit of it charged to each class bound by a benign tree) replaced the fixed 70 %
   margin after retrains measured 1.3-1.8 false alerts per 1,000 benign dev trees; each rule was tried once
   and kept on its principle. The same booster with the bound alone (no charge per class) measured more on
-  the recordings but 1.78 false alerts per 1,000 dev trees and was not chosen. Calibration sees only
-  ~6,000 benign trees, so the dev rate scatters around the target, and the charge pushes Persistence and
-  `generic` near 1.0: lone account creations and Generic-only detections are what this model gives up for
-  its false-alert budget.
+  the recordings but 1.78 false alerts per 1,000 dev trees and was not chosen. Until session V the
+  calibration split alone set the thresholds, and the charge pushed Persistence and `generic` near 1.0
+  (below).
+- **Thresholds see three times the benign workloads again, drawn for them alone (session V; the boosters
+  are `ringfence-xgb-1.2-b94977f9bd`'s, bit for bit).** Before, the first booster's thresholds saw the
+  calibration split's 13,605 benign trees: a budget of 8 false alerts against 10 classes bound by a
+  benign tree left nothing to spend, so every class sat just above its highest benign tree, each letting
+  about one new benign tree in 13,600 through, and all dev measured 1.16 per 1,000 (17 of 14,700); the
+  second booster saw 815 and had no budget at all. Now `threshold_corpus` draws the corpus's benign
+  workloads three times over, numbered apart (never trained on, never early stopping, never dev), and
+  the budget is spent looking past several benign trees at a time: with about 240,000 calibration
+  benign trees their top scores crowd together, and the one-tree step caught nothing and stopped (on the
+  same draw it left the thresholds higher than before: all dev 0.34 per 1,000, but held-out labs 89 /
+  63 %, .evtx 4 of 6, probes 47 %). Measured on the same boosters, with b94977f9bd's thresholds, this
+  model's (threshold-only trees for both boosters), another draw of those trees (numbered from 200,000)
+  and those trees for the first booster only (held-out labs detected / right tactic, their benign trees
+  alerted; .evtx detected; probes detected / right tactic; all dev false alerts per 1,000 and dev attack
+  trees detected, of 2,911):
+
+  | thresholds | labs | lab benign | .evtx | probes | all dev | dev attacks |
+  |---|---|---|---|---|---|---|
+  | b94977f9bd (calibration split) | 95 / 74 % | 1 of 405 | 6 of 6 | 60 / 51 % | 1.16 | 1,688 |
+  | **this model** (both boosters) | 95 / 79 % | 0 of 404 | 5 of 6 | 55 / 49 % | **0.88** | 1,754 |
+  | another draw (from 200,000) | 95 / 79 % | 0 of 403 | 5 of 6 | 53 / 47 % | 0.88 | 1,760 |
+  | the first booster's only | 95 / 79 % | 0 of 404 | 6 of 6 | 56 / 49 % | 1.02 | 1,776 |
+
+  b94977f9bd's 95 % counted a recording whose only alert was off its labelled tree (its Metasploit
+  payload, Execution 0.96: that lab benign tree); this model no longer raises it and alerts the web
+  shell `proxylogon_ssrf_rce_poc` on its tree instead (Persistence 0.95), so 18 of the 19 recordings
+  alert on their attack trees, against 17. What moved: Persistence 0.990 -> 0.706 and `generic` 0.994 ->
+  0.980 (that web shell, and a lone `net user /add` probe, now alert); Impact 0.808 -> 0.866 (installer
+  service trees score up to 0.86 for it), so the probes "shadow copies deleted by WMI" and "recovery
+  disabled" no longer alert; the second booster's
+  Discovery is set by a look-alike at 0.821 instead of the 0.5 floor, so the .evtx sample's lone `netsh
+  advfirewall ... show` (Discovery 0.81) no longer alerts. The variant that kept the second booster's
+  thresholds kept that sample but stayed over the budget. This model was chosen with all four rows in
+  view, for being the one rule applied to both boosters and within the false-alert goal on dev.
 - **The lone booster's floor is 0.5, chosen looking at dev and the probes** (session S; the boosters are
   `ringfence-xgb-1.2-ce833de4bc`'s, bit for bit: only the second booster's thresholds moved). Its
   calibration negatives are 815 process-only trees, 719 of them administrators' look-alikes: too few to

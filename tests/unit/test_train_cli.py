@@ -29,13 +29,14 @@ def test_each_count_option_sets_its_own_simulation(
     captured: list[Any], tmp_path: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
     counts = ["--attacks-per-technique", "3", "--benign-trees", "40"]
-    counts += ["--lone-attacks-per-technique", "5", "--lone-benign-trees", "0"]
+    counts += ["--lone-attacks-per-technique", "5", "--lone-benign-trees", "0", "--threshold-multiple", "0"]
     argv = ["train", "--out", str(tmp_path), "--no-recordings", *counts]
     assert main(argv) != 0
     assert "stopped by the test before training" in capsys.readouterr().err
     sim = captured[0].data.sim
     assert (sim.attacks_per_technique, sim.benign_trees) == (3, 40)
     assert (sim.lone_view_attacks_per_technique, sim.lone_view_benign_trees) == (5, 0)
+    assert sim.threshold_multiple == 0
 
 
 def test_without_count_options_the_simulation_keeps_its_defaults(captured: list[Any], tmp_path: Any) -> None:
@@ -44,7 +45,7 @@ def test_without_count_options_the_simulation_keeps_its_defaults(captured: list[
 
 
 COUNT_OPTIONS = ["--attacks-per-technique", "--benign-trees", "--lone-attacks-per-technique",
-                 "--lone-benign-trees"]  # fmt: skip
+                 "--lone-benign-trees", "--threshold-multiple"]  # fmt: skip
 
 
 @pytest.mark.parametrize("option", COUNT_OPTIONS)
@@ -66,6 +67,7 @@ def test_the_help_states_the_simulations_real_defaults(capsys: pytest.CaptureFix
         ("--benign-trees", defaults.benign_trees),
         ("--lone-attacks-per-technique", defaults.lone_view_attacks_per_technique),
         ("--lone-benign-trees", defaults.lone_view_benign_trees),
+        ("--threshold-multiple", defaults.threshold_multiple),
     ):
         entry = f"{option} {option[2:].upper().replace('-', '_')}"
         described = text.rsplit(entry, 1)[1]  # the option's own entry, not the usage line

@@ -8,9 +8,13 @@ from pipeline.scoring import TACTICS
 from pipeline.training.simulate import (
     SimConfig,
     benign_workloads,
+    lone_view_corpus,
+    lone_view_workloads,
     simulate_attack,
     simulate_benign,
+    simulate_corpus,
     techniques,
+    threshold_corpus,
 )
 from schemas.events import Platform, ProcessStart
 
@@ -85,3 +89,28 @@ def test_benign_linux_workloads_include_encrypted_backups_and_shredding() -> Non
              for e in simulate_benign(Platform.LINUX, "encrypted_backup", backup, i, CONFIG).events
              if isinstance(e.payload, ProcessStart)]
     assert any(line.startswith(("gpg", "openssl", "7z")) for line in lines)
+
+
+def test_threshold_only_trees_are_benign_new_trees_of_every_benign_workload() -> None:
+    """`threshold_corpus`: `threshold_multiple` times the corpus's benign trees, from the same workloads,
+    none of them a tree of the split corpus (so none is a dev tree), the look-alikes flagged; none at 0."""
+    small = SimConfig(
+        seed=11,
+        attacks_per_technique=1,
+        benign_trees=60,
+        lone_benign_trees=20,
+        lone_view_attacks_per_technique=1,
+        lone_view_benign_trees=30,
+        threshold_multiple=2,
+    )
+    corpus = [t for t in (*simulate_corpus(small), *lone_view_corpus(small)) if t.label == "Benign"]
+    extra = list(threshold_corpus(small))
+    assert abs(len(extra) - 2 * len(corpus)) <= len(corpus) // 5  # rounded per workload
+    assert not {t.tree_id for t in corpus} & {t.tree_id for t, _ in extra}
+    assert {t.label for t, _ in extra} == {"Benign"} and all(not t.node_labels for t, _ in extra)
+    look_alikes = {name for name, _, _ in lone_view_workloads()}
+    assert all(flag == (t.tree_id.split(":")[3] in look_alikes) for t, flag in extra)
+    assert any(flag for _, flag in extra) and not all(flag for _, flag in extra)
+    again = [t.tree_id for t, _ in threshold_corpus(small)]
+    assert again == [t.tree_id for t, _ in extra]
+    assert list(threshold_corpus(SimConfig(threshold_multiple=0))) == []

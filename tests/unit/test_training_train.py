@@ -55,6 +55,78 @@ def test_calibrated_thresholds_keep_benign_trees_within_the_budget() -> None:
     assert set(CLASSES[1:]) <= set(thresholds) and {"generic", "malicious"} <= set(thresholds)
 
 
+def _benign_and_attack_trees(
+    benign_top: list[float], benign_trees: int, attack_scores: list[float], column: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration rows, one row per tree: `benign_trees` benign trees (the first ones scoring
+    `benign_top` for `column`, the rest almost certainly benign) and one attack tree per score."""
+    rows = benign_trees + len(attack_scores)
+    probabilities = np.zeros((rows, len(CLASSES)), dtype=np.float32)
+    probabilities[:, 0] = 0.99
+    probabilities[:, 1] = 0.01
+    for i, score in enumerate(benign_top + attack_scores):
+        row = i if i < len(benign_top) else benign_trees + i - len(benign_top)
+        probabilities[row] = 0.0
+        probabilities[row, column], probabilities[row, 0] = score, 1.0 - score
+    labels = np.array(["Benign"] * benign_trees + [CLASSES[column]] * len(attack_scores))
+    return probabilities, labels, np.array([f"t{i}" for i in range(rows)])
+
+
+def test_the_budget_is_spent_past_benign_trees_that_crowd_the_top() -> None:
+    """Many calibration trees crowd a class's top: lowering past its highest benign tree alone catches no
+    attack, past its two highest catches ten. With the budget for two, both are let through; with none,
+    the threshold stays above them and the attacks are missed."""
+    column = CLASSES.index("Execution")
+    attacks = [0.70 + 0.02 * i for i in range(10)]
+    probabilities, labels, trees = _benign_and_attack_trees([0.95, 0.949], 10_000, attacks, column)
+    thresholds = calibrate(probabilities, labels, trees, TrainConfig())  # budget 5, one class bound
+    assert thresholds["Execution"] <= 0.70
+    benign_rows = [np.array([i]) for i in range(10_000)]
+    assert false_alert_trees(probabilities, benign_rows, thresholds) == 2
+    few, few_labels, few_trees = _benign_and_attack_trees([0.95, 0.949], 4_000, attacks, column)
+    strict = calibrate(few, few_labels, few_trees, TrainConfig())  # budget 1, spent on the bound class
+    assert strict["Execution"] > 0.95
+    assert false_alert_trees(few, [np.array([i]) for i in range(4_000)], strict) == 0
+
+
+def test_threshold_only_trees_set_thresholds_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The threshold-only benign trees (split `thresholds`) reach calibration but neither the booster's
+    training nor its early stopping: the booster is the one fitted without them, bit for bit."""
+    from pipeline.training.split import CALIB, THRESHOLDS
+
+    sim = SimConfig(
+        seed=3,
+        attacks_per_technique=1,
+        benign_trees=120,
+        lone_view_attacks_per_technique=1,
+        lone_view_benign_trees=40,
+        threshold_multiple=0,
+    )
+    without = build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
+    with_them = build_dataset(
+        DataConfig(otrf_root=None, captures=None, sim=replace(sim, threshold_multiple=2))
+    )
+    extra = with_them.split_mask(THRESHOLDS)
+    assert not without.split_mask(THRESHOLDS).any() and extra.sum() > 0
+    assert set(with_them.labels[extra].tolist()) == {"Benign"}
+    import pipeline.training.train as train_module
+
+    seen: list[set[str]] = []
+
+    def calibrate_and_record(probabilities: Any, labels: Any, trees: Any, *rest: Any) -> dict[str, float]:
+        seen.append(set(trees.tolist()))
+        return calibrate(probabilities, labels, trees, *rest)
+
+    monkeypatch.setattr(train_module, "calibrate", calibrate_and_record)
+    plain, wider = fit(without, TINY), fit(with_them, TINY)
+    assert bytes(plain.booster.save_raw("ubj")) == bytes(wider.booster.save_raw("ubj"))
+    bench = with_them.split_mask(CALIB) | extra
+    assert seen[0] == set(without.trees[without.split_mask(CALIB)].tolist())
+    assert seen[1] == set(with_them.trees[bench].tolist()) > seen[0]
+    scores = predict(wider.booster, with_them.matrix[bench])
+    assert wider.thresholds == calibrate(scores, with_them.labels[bench], with_them.trees[bench], TINY)
+
+
 def test_the_committed_model_loads_with_our_feature_list_and_classes() -> None:
     meta = json.loads((MODEL_DIR / "model.json").read_text(encoding="utf-8"))
     assert meta["feature_version"] == FEATURE_VERSION
@@ -142,7 +214,7 @@ def test_one_booster_per_view_is_the_plain_early_stopped_fit(tiny: Dataset) -> N
 
 
 def test_an_ensemble_fit_is_deterministic_and_calibrated_on_the_average(tiny: Dataset) -> None:
-    from pipeline.training.split import CALIB
+    from pipeline.training.split import CALIB, THRESHOLDS
 
     config = replace(TINY, ensemble=2)
     first, second = fit(tiny, config), fit(tiny, config)
@@ -150,9 +222,9 @@ def test_an_ensemble_fit_is_deterministic_and_calibrated_on_the_average(tiny: Da
     assert np.array_equal(predict(first.booster, tiny.matrix), predict(second.booster, tiny.matrix))
     assert first.booster.num_boosted_rounds() > single.booster.num_boosted_rounds()
     assert not np.array_equal(predict(first.booster, tiny.matrix), predict(single.booster, tiny.matrix))
-    calib = tiny.split_mask(CALIB)
-    averaged = predict(first.booster, tiny.matrix[calib])
-    assert first.thresholds == calibrate(averaged, tiny.labels[calib], tiny.trees[calib], config)
+    bench = tiny.split_mask(CALIB) | tiny.split_mask(THRESHOLDS)
+    averaged = predict(first.booster, tiny.matrix[bench])
+    assert first.thresholds == calibrate(averaged, tiny.labels[bench], tiny.trees[bench], config)
 
 
 def test_zero_boosters_per_view_is_refused() -> None:
