@@ -89,42 +89,78 @@ def test_the_budget_is_spent_past_benign_trees_that_crowd_the_top() -> None:
     assert false_alert_trees(few, [np.array([i]) for i in range(4_000)], strict) == 0
 
 
-def test_threshold_only_trees_set_thresholds_and_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def with_and_without_threshold_trees() -> tuple[Dataset, Dataset]:
+    """The same small corpus without and with threshold-only trees (twice its benign workloads)."""
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120, lone_view_attacks_per_technique=1,
+                    lone_view_benign_trees=40, threshold_multiple=0)
+    without = build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
+    wider = replace(sim, threshold_multiple=2)
+    return without, build_dataset(DataConfig(otrf_root=None, captures=None, sim=wider))
+
+
+def test_threshold_only_trees_set_thresholds_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, with_and_without_threshold_trees: tuple[Dataset, Dataset]
+) -> None:
     """The threshold-only benign trees (split `thresholds`) reach calibration but neither the booster's
-    training nor its early stopping: the booster is the one fitted without them, bit for bit."""
+    training nor its early stopping: the booster is the one fitted without them, bit for bit, and its
+    early stopping watched the calibration rows alone. With `rows`, only those of them are calibrated on."""
+    import xgboost
+
+    import pipeline.training.train as train_module
     from pipeline.training.split import CALIB, THRESHOLDS
 
-    sim = SimConfig(
-        seed=3,
-        attacks_per_technique=1,
-        benign_trees=120,
-        lone_view_attacks_per_technique=1,
-        lone_view_benign_trees=40,
-        threshold_multiple=0,
-    )
-    without = build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim))
-    with_them = build_dataset(
-        DataConfig(otrf_root=None, captures=None, sim=replace(sim, threshold_multiple=2))
-    )
+    without, with_them = with_and_without_threshold_trees
     extra = with_them.split_mask(THRESHOLDS)
     assert not without.split_mask(THRESHOLDS).any() and extra.sum() > 0
     assert set(with_them.labels[extra].tolist()) == {"Benign"}
-    import pipeline.training.train as train_module
-
     seen: list[set[str]] = []
+    watched: list[int] = []
 
     def calibrate_and_record(probabilities: Any, labels: Any, trees: Any, *rest: Any) -> dict[str, float]:
         seen.append(set(trees.tolist()))
         return calibrate(probabilities, labels, trees, *rest)
 
+    original_train = xgboost.train
+
+    def train_and_record(params: Any, dtrain: Any, *args: Any, **kwargs: Any) -> Any:
+        watched.append(kwargs["evals"][0][0].num_row())
+        return original_train(params, dtrain, *args, **kwargs)
+
     monkeypatch.setattr(train_module, "calibrate", calibrate_and_record)
+    monkeypatch.setattr(xgboost, "train", train_and_record)
     plain, wider = fit(without, TINY), fit(with_them, TINY)
     assert bytes(plain.booster.save_raw("ubj")) == bytes(wider.booster.save_raw("ubj"))
+    assert watched == [int(without.split_mask(CALIB).sum()), int(with_them.split_mask(CALIB).sum())]
     bench = with_them.split_mask(CALIB) | extra
     assert seen[0] == set(without.trees[without.split_mask(CALIB)].tolist())
     assert seen[1] == set(with_them.trees[bench].tolist()) > seen[0]
     scores = predict(wider.booster, with_them.matrix[bench])
     assert wider.thresholds == calibrate(scores, with_them.labels[bench], with_them.trees[bench], TINY)
+    half = np.zeros(len(with_them.labels), dtype=bool)
+    half[::2] = True
+    fit(with_them, TINY, half)
+    assert seen[2] == set(with_them.trees[bench & half].tolist())
+
+
+def test_threshold_only_trees_are_built_for_training_only_and_look_alikes_keep_their_origin(
+    with_and_without_threshold_trees: tuple[Dataset, Dataset],
+) -> None:
+    """`ringfence evaluate` builds the dev split alone: no threshold-only tree. The threshold-only
+    look-alikes are `LONE_VIEW` sources, like the lone-command simulations' (`full_view_rows` reads it)."""
+    from pipeline.training.dataset import LONE_VIEW
+    from pipeline.training.simulate import lone_view_workloads
+    from pipeline.training.split import DEV, THRESHOLDS
+
+    _, with_them = with_and_without_threshold_trees
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120, lone_view_attacks_per_technique=1,
+                    lone_view_benign_trees=40, threshold_multiple=2)
+    dev = build_dataset(DataConfig(otrf_root=None, captures=None, sim=sim, only_split=DEV))
+    assert {s.split for s in dev.sources} == {DEV}
+    look_alikes = {name for name, _, _ in lone_view_workloads()}
+    extra = [s for s in with_them.sources if s.split == THRESHOLDS]
+    assert extra and {s.origin for s in extra} == {LONE_VIEW, "sim"}
+    assert all((s.origin == LONE_VIEW) == (s.source.split(":")[3] in look_alikes) for s in extra)
 
 
 def test_the_committed_model_loads_with_our_feature_list_and_classes() -> None:
@@ -230,3 +266,49 @@ def test_an_ensemble_fit_is_deterministic_and_calibrated_on_the_average(tiny: Da
 def test_zero_boosters_per_view_is_refused() -> None:
     with pytest.raises(ValueError, match="ensemble must be at least 1"):
         TrainConfig(ensemble=0)
+
+
+def _spend(benign: list[list[float]], attack: list[tuple[int, float]], allowed: int) -> np.ndarray:
+    """`_spend_budget` over two classes (columns 0 and 1 of three; the last is `generic`), floors 0.6:
+    `benign` trees' scores per class, `attack` trees as (class column, score)."""
+    from pipeline.training.train import _spend_budget
+
+    width = 3
+    scores = np.zeros((len(benign), width), dtype=np.float32)
+    scores[:, :2] = benign
+    attacks = np.zeros((len(attack), width), dtype=np.float32)
+    for row, (column, score) in enumerate(attack):
+        attacks[row, column] = score
+    truth = np.array([column for column, _ in attack], dtype=np.int64)
+    return _spend_budget(scores, attacks, truth, allowed, np.array([0.6, 0.6, 0.98]))
+
+
+def test_a_spend_step_stays_within_the_budget_left_and_above_the_floor() -> None:
+    """Lowering class 0 past its two benign trees would catch five attacks: with one tree of budget it
+    is not done at all; with two it is, down to the floor and no further (the attack under 0.6 stays
+    missed), and the next benign tree under the threshold stays under it."""
+    benign = [[0.95, 0.0], [0.94, 0.0], [0.5, 0.0]]
+    attack = [(0, 0.7), (0, 0.75), (0, 0.8), (0, 0.85), (0, 0.9), (0, 0.55)]
+    one, two = _spend(benign, attack, 1), _spend(benign, attack, 2)
+    assert one[0] > 0.95
+    assert two[0] == 0.6 and two[0] > 0.5
+    three = _spend([[0.95, 0.0], [0.94, 0.0], [0.65, 0.0]], attack, 2)
+    assert 0.65 < three[0] <= 0.7  # just above the benign tree still under it
+
+
+def test_a_tree_another_class_lets_through_costs_nothing_again() -> None:
+    """Tree 0 tops both classes. Once class 0 lets it through, class 1 pays only for tree 1: with a
+    budget of two, both classes reach their attacks."""
+    benign = [[0.95, 0.95], [0.0, 0.94], [0.0, 0.0]]
+    attack = [(0, 0.8), (0, 0.85), (1, 0.7), (1, 0.75)]
+    thresholds = _spend(benign, attack, 2)
+    assert thresholds[0] <= 0.8 and thresholds[1] <= 0.7
+
+
+def test_the_budget_goes_first_where_a_benign_tree_buys_the_most_attacks() -> None:
+    """Class 0 catches three attacks for one benign tree; class 1 six for three. With three trees of
+    budget, class 0 is lowered (three per tree) and the two trees left cannot buy class 1's step."""
+    benign = [[0.95, 0.0], [0.0, 0.96], [0.0, 0.955], [0.0, 0.95], [0.0, 0.0]]
+    attack = [(0, 0.7), (0, 0.75), (0, 0.8)] + [(1, 0.7 + 0.02 * i) for i in range(6)]
+    thresholds = _spend(benign, attack, 3)
+    assert thresholds[0] <= 0.7 and thresholds[1] > 0.96
