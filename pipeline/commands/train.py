@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=None,
         help="simulated benign trees drawn for threshold calibration alone (never trained on, never dev), "
-        "as a multiple of every benign count above (default 3; 0 draws none)",
+        "as a multiple of every benign workload's trees in the corpus (default 3; 0 draws none)",
     )
     parser.add_argument("--threads", type=int, default=2, help="XGBoost threads (part of determinism)")
     parser.add_argument(

@@ -343,9 +343,10 @@ and Linux, simulated benign workloads with hard negatives and captured Linux wor
   {train.colsample_bytree}, early stopping on the calibration split; {_seeds(train)}, {train.nthread}
   threads — deterministic.
 - Per-class thresholds, calibrated on the calibration split's benign trees (simulated, captured and
-  real background of the training lab's calibration recordings) and on {threshold_trees} simulated benign
-  trees drawn for the thresholds alone ({sim.threshold_multiple:g} times the corpus's benign workloads,
-  numbered apart from it: never trained on, never dev) to ≤ {train.fp_per_1000:g} false
+  real background of the training lab's calibration recordings) and on the threshold-only trees each
+  booster scores ({threshold_trees} simulated benign trees in all, drawn for the thresholds alone:
+  {sim.threshold_multiple:g} times the corpus's benign workloads, numbered apart from it, never trained
+  on, never dev) to ≤ {train.fp_per_1000:g} false
   alerts per 1,000 benign trees at {train.calibration_confidence:.0%} one-sided confidence (the number of
   calibration benign trees allowed to alert is the largest whose exact Poisson upper bound stays within
   the target, minus one for every class whose threshold a benign tree sets): each class

@@ -302,6 +302,12 @@ def threshold_corpus(config: SimConfig = SimConfig()) -> Iterator[tuple[SimTree,
     multiple, first = config.threshold_multiple, THRESHOLD_FIRST_INDEX
     if multiple <= 0:
         return
+    largest = max(config.benign_trees, config.lone_benign_trees, config.lone_view_benign_trees)
+    if largest >= first:
+        raise ValueError(
+            f"{largest} benign trees of one kind: the threshold-only trees are numbered from {first} and "
+            "would repeat the corpus's own (and so its train and dev trees)"
+        )
     shares = ((Platform.LINUX, config.linux_benign_share), (Platform.WINDOWS, 1 - config.linux_benign_share))
     for platform, share in shares:
         trees = config.benign_trees * share * multiple

@@ -290,10 +290,11 @@ def fit_views(data: Dataset, config: TrainConfig) -> Views:
     simulations, plus those simulations' benign rows the stream routes to it), and
     the lone booster on every row it routes (`pipeline.model.routed.lone_rows`: process-only rows
     with a lone-command indicator, the route the stream takes) with all the columns, the lone-command
-    indicators (1.1, 1.2) among them. Each booster stops early and is calibrated on the calibration
-    rows of its own training set, the lone booster with `lone_min_threshold` as its floor (module
-    docstring). The lone booster's rows are few (about 2 % of the data) and narrow, so its own
-    calibration bounds what it can add; when it scored every process-only row (64 %), a second
+    indicators (1.1, 1.2) among them. Each booster stops early on the calibration rows of its own
+    training set and is calibrated on those and on the threshold-only rows it scores (`THRESHOLDS`, the
+    same row selection), the lone booster with `lone_min_threshold` as its floor (module docstring).
+    The lone booster's rows are few (about 2 % of the data) and narrow, so its own calibration bounds
+    what it can add; when it scored every process-only row (64 %), a second
     calibration let as many new benign trees through again, and its thresholds had to be floored at the
     full booster's (weaknesses.py)."""
     from pipeline.model.routed import lone_rows

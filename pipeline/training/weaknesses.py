@@ -33,13 +33,14 @@ WEAKNESSES = """## Known weaknesses
 - **Thresholds see three times the benign workloads again, drawn for them alone (session V; the boosters
   are `ringfence-xgb-1.2-b94977f9bd`'s, bit for bit).** Before, the first booster's thresholds saw the
   calibration split's 13,605 benign trees: a budget of 8 false alerts against 10 classes bound by a
-  benign tree left nothing to spend, so every class sat just above its highest benign tree, each letting
+  benign tree left nothing to spend, so each class a benign tree bound sat just above it, each letting
   about one new benign tree in 13,600 through, and all dev measured 1.16 per 1,000 (17 of 14,700); the
   second booster saw 815 and had no budget at all. Now `threshold_corpus` draws the corpus's benign
   workloads three times over, numbered apart (never trained on, never early stopping, never dev), and
   the budget is spent looking past several benign trees at a time: with about 240,000 calibration
-  benign trees their top scores crowd together, and the one-tree step caught nothing and stopped (on the
-  same draw it left the thresholds higher than before: all dev 0.34 per 1,000, but held-out labs 89 /
+  benign trees their top scores crowd together, and the one-tree step stopped after 25 of the 204 trees
+  it could spend, where no single further tree caught an attack (on the same draw it left the thresholds
+  higher than before: all dev 0.34 per 1,000, but held-out labs 89 /
   63 %, .evtx 4 of 6, probes 47 %). Measured on the same boosters, with b94977f9bd's thresholds, this
   model's (threshold-only trees for both boosters), another draw of those trees (numbered from 200,000)
   and those trees for the first booster only (held-out labs detected / right tactic, their benign trees

@@ -547,3 +547,30 @@ def test_two_views_without_any_lone_command_row_is_a_clear_error(tiny: Dataset) 
     without.matrix[:, N_BASE_FEATURES:] = 0.0
     with pytest.raises(ValueError, match="one-view"):
         fit_views(without, TINY)
+
+
+def test_each_booster_calibrates_on_the_threshold_only_rows_it_scores(
+    tiny: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The threshold-only trees split between the boosters as the stream routes their rows: the full
+    booster's thresholds see the calibration and threshold-only rows of `full_view_rows`, the lone
+    booster's those that `lone_rows` sends it (look-alikes among them keep the `LONE_VIEW` origin)."""
+    from pipeline.training import train as train_module
+    from pipeline.training.split import THRESHOLDS
+
+    seen: list[set[str]] = []
+    original = train_module.calibrate
+
+    def calibrate_and_record(scores: object, labels: object, trees: np.ndarray, *rest: object) -> object:
+        seen.append(set(trees.tolist()))
+        return original(scores, labels, trees, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "calibrate", calibrate_and_record)
+    fit_views(tiny, TINY)
+    bench = tiny.split_mask(CALIB) | tiny.split_mask(THRESHOLDS)
+    only = lone_rows(tiny.matrix)
+    full = set(tiny.trees[bench & full_view_rows(tiny, only)].tolist())
+    lone = set(tiny.trees[bench & only].tolist())
+    assert seen == [full, lone]
+    extra = set(tiny.trees[tiny.split_mask(THRESHOLDS)].tolist())
+    assert full & extra and lone & extra

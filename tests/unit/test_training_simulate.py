@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from pipeline.scoring import TACTICS
 from pipeline.training.simulate import (
     SimConfig,
@@ -114,3 +116,13 @@ def test_threshold_only_trees_are_benign_new_trees_of_every_benign_workload() ->
     again = [t.tree_id for t, _ in threshold_corpus(small)]
     assert again == [t.tree_id for t, _ in extra]
     assert list(threshold_corpus(SimConfig(threshold_multiple=0))) == []
+
+
+def test_threshold_only_trees_refuse_a_corpus_whose_numbers_would_reach_theirs() -> None:
+    """Numbered from `THRESHOLD_FIRST_INDEX`: a corpus with that many trees of one kind would share ids,
+    and so trees, with them; refused rather than calibrating on training and dev trees."""
+    from pipeline.training.simulate import THRESHOLD_FIRST_INDEX
+
+    too_many = SimConfig(lone_benign_trees=THRESHOLD_FIRST_INDEX)
+    with pytest.raises(ValueError, match="would repeat the corpus"):
+        next(threshold_corpus(too_many))

@@ -312,3 +312,21 @@ def test_the_budget_goes_first_where_a_benign_tree_buys_the_most_attacks() -> No
     attack = [(0, 0.7), (0, 0.75), (0, 0.8)] + [(1, 0.7 + 0.02 * i) for i in range(6)]
     thresholds = _spend(benign, attack, 3)
     assert thresholds[0] <= 0.7 and thresholds[1] > 0.96
+
+
+def test_a_spend_lets_no_more_benign_trees_through_than_its_budget() -> None:
+    """Random small calibrations: whatever the steps, the benign trees at or above a threshold it sets
+    (in any class) never outnumber the budget, and no threshold falls under its floor."""
+    from pipeline.training.train import _spend_budget
+
+    rng = np.random.default_rng(5)
+    floors = np.array([0.6, 0.6, 0.6, 0.98])
+    for _ in range(300):
+        benign = rng.choice([0.0, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95], size=(12, 4)).astype(np.float32)
+        attack = rng.uniform(0.5, 1.0, size=(15, 4)).astype(np.float32)
+        truth = rng.integers(0, 3, size=15)
+        allowed = int(rng.integers(0, 5))
+        thresholds = _spend_budget(benign, attack, truth, allowed, floors)
+        through = (benign.astype(np.float64) >= thresholds).any(axis=1)
+        assert int(through.sum()) <= allowed
+        assert (thresholds >= floors).all()
