@@ -330,3 +330,23 @@ def test_a_spend_lets_no_more_benign_trees_through_than_its_budget() -> None:
         through = (benign.astype(np.float64) >= thresholds).any(axis=1)
         assert int(through.sum()) <= allowed
         assert (thresholds >= floors).all()
+
+
+def test_the_card_counts_threshold_only_trees_apart_from_the_training_trees(
+    with_and_without_threshold_trees: tuple[Dataset, Dataset],
+) -> None:
+    """MODEL_CARD.md's data line counts the trees trained on; the threshold-only trees are stated apart,
+    as what the thresholds alone saw."""
+    from pipeline.training.card import Results, render_card, tree_counts
+    from pipeline.training.split import THRESHOLDS, TRAIN
+
+    _, with_them = with_and_without_threshold_trees
+    counts = tree_counts(with_them)
+    trained = sum(sum(c.values()) for group, c in counts.items() if group.endswith(f"/{TRAIN}"))
+    extra = sum(sum(c.values()) for group, c in counts.items() if group.endswith(f"/{THRESHOLDS}"))
+    assert trained and extra
+    results = Results("v", 1, 0, {"malicious": 0.6}, {}, {}, 1.0)
+    card = render_card(results, with_them, TINY, SimConfig(threshold_multiple=2))
+    assert f"## Data\n{trained} training trees" in card
+    assert f"({extra} simulated benign trees in all" in card
+    assert f"**threshold-only** ({extra} simulated benign trees beyond the corpus)" in card
