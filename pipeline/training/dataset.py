@@ -225,9 +225,7 @@ def sim_blocks(
 def threshold_blocks(config: SimConfig, lone_view: bool = True) -> Iterator[tuple[SourceInfo, RowBlock]]:
     """Rows of the threshold-only benign trees (`threshold_corpus`, split `THRESHOLDS`), last, so no other
     row moves; the lone-command look-alikes among them have origin `LONE_VIEW` (only with `lone_view`)."""
-    for number, (tree, look_alike) in enumerate(threshold_corpus(config), start=1):
-        if look_alike and not lone_view:
-            continue
+    for number, (tree, look_alike) in enumerate(threshold_corpus(config, lone_view), start=1):
         block = replay_rows(tree.events, tree.node_labels, tree.tree_id, chunk_events=STREAM_CHUNK_EVENTS)
         origin = LONE_VIEW if look_alike else "sim"
         yield (

@@ -293,12 +293,15 @@ THRESHOLD_FIRST_INDEX = 100_000
 their ids, and the draws seeded by them, are their own."""
 
 
-def threshold_corpus(config: SimConfig = SimConfig()) -> Iterator[tuple[SimTree, bool]]:
+def threshold_corpus(
+    config: SimConfig = SimConfig(), look_alikes: bool = True
+) -> Iterator[tuple[SimTree, bool]]:
     """Benign trees that only calibrate thresholds (`pipeline.training.split.THRESHOLDS`), with whether
     each is one of the lone-command look-alikes (`lone_view_corpus`'s workloads): `threshold_multiple`
     times the benign trees of `simulate_corpus` and `lone_view_corpus`, from the same workloads and
-    weights, numbered from `THRESHOLD_FIRST_INDEX`. Never trained on, never dev: they only let the
-    thresholds see more of the benign tail than the calibration split's share of the corpus does."""
+    weights, numbered from `THRESHOLD_FIRST_INDEX` (without the look-alikes when not `look_alikes`).
+    Never trained on, never dev: they only let the thresholds see more of the benign tail than the
+    calibration split's share of the corpus does."""
     multiple, first = config.threshold_multiple, THRESHOLD_FIRST_INDEX
     if multiple <= 0:
         return
@@ -308,16 +311,15 @@ def threshold_corpus(config: SimConfig = SimConfig()) -> Iterator[tuple[SimTree,
             f"{largest} benign trees of one kind: the threshold-only trees are numbered from {first} and "
             "would repeat the corpus's own (and so its train and dev trees)"
         )
-    shares = ((Platform.LINUX, config.linux_benign_share), (Platform.WINDOWS, 1 - config.linux_benign_share))
-    for platform, share in shares:
-        trees = config.benign_trees * share * multiple
-        for tree in _workload_corpus(platform, benign_workloads(platform), trees, config, None, first):
-            yield tree, False
-    lone_trees = config.lone_benign_trees * multiple
-    for tree in _workload_corpus(
-        Platform.WINDOWS, win_benign_lone.LONE_WORKLOADS, lone_trees, config, None, first
-    ):
-        yield tree, False
-    view_trees = config.lone_view_benign_trees * multiple
-    for tree in _workload_corpus(Platform.WINDOWS, lone_view_workloads(), view_trees, config, None, first):
-        yield tree, True
+    linux, windows = Platform.LINUX, Platform.WINDOWS
+    kinds = [  # (platform, workloads, corpus trees, look-alikes?): simulate_corpus's, then lone_view_corpus's
+        (linux, benign_workloads(linux), config.benign_trees * config.linux_benign_share, False),
+        (windows, benign_workloads(windows), config.benign_trees * (1 - config.linux_benign_share), False),
+        (windows, win_benign_lone.LONE_WORKLOADS, config.lone_benign_trees, False),
+        (windows, lone_view_workloads(), config.lone_view_benign_trees, True),
+    ]
+    for platform, workloads, trees, look_alike in kinds:
+        if look_alike and not look_alikes:
+            continue
+        for tree in _workload_corpus(platform, workloads, trees * multiple, config, None, first):
+            yield tree, look_alike

@@ -170,8 +170,9 @@ def fit(
     import xgboost
 
     train, calib = data.split_mask(TRAIN), data.split_mask(CALIB)
+    thresholds_only = data.split_mask(THRESHOLDS)
     if rows is not None:
-        train, calib = train & rows, calib & rows
+        train, calib, thresholds_only = train & rows, calib & rows, thresholds_only & rows
     width = len(FEATURE_NAMES) if columns is None else columns
     names = list(FEATURE_NAMES[:width])
     y = class_index(data.labels)
@@ -209,7 +210,7 @@ def fit(
     best = booster.num_boosted_rounds() - 1
     if width < len(FEATURE_NAMES):
         booster = widen(booster)
-    bench = calib | (data.split_mask(THRESHOLDS) if rows is None else data.split_mask(THRESHOLDS) & rows)
+    bench = calib | thresholds_only
     probabilities = predict(booster, data.matrix[bench], config.nthread)
     thresholds = calibrate(probabilities, data.labels[bench], data.trees[bench], config, floors)
     return Trained(booster, thresholds, best, class_weights)
@@ -488,9 +489,8 @@ def _best_sacrifice(
     attack trees caught per benign tree; None when no step within `budget` catches one. `candidates`:
     each column's benign trees at or above its floor, highest first; `caught`: each column's attack
     scores, sorted. A tree another class already lets through costs nothing again."""
-    best: tuple[float, int, NDArray[np.int64], float] | None = (
-        None  # (gain per tree, column, trees, threshold)
-    )
+    # (gain per tree, column, trees, threshold)
+    best: tuple[float, int, NDArray[np.int64], float] | None = None
     for column, ranked in enumerate(candidates):
         alive = ranked[~let_through[ranked]]
         steps = min(len(alive), budget)
