@@ -38,7 +38,7 @@
 #include "_ring.h"   /* a `Ring` of evidence records, counted straight from its buffer */
 
 static PyObject *s_image_cls, *s_image, *s_started, *s_exited, *s_placeholder, *s_end_ms, *s_start_ms;
-static PyObject *s_cmd_mask, *s_script_mask;
+static PyObject *s_cmd_mask, *s_script_mask, *s_command_line;
 static PyObject *s_children, *s_mask, *s_evidence, *s_conns, *s_static, *s_parent_key, *s_nodes;
 static PyObject *s_limits, *s_max_depth, *s_watermark_ms, *s_get, *s_last_ms, *s_key;
 static PyObject *zero, *one, *thousand; /* the ints 0, 1 and 1000 */
@@ -905,6 +905,138 @@ out:
     return result;
 }
 
+/* --- lone-command bits: `features._fill_lone` ------------------------------------------------------ */
+
+typedef struct {
+    PyObject *mask;            /* `indicators.lone_mask`, borrowed */
+    PyObject *seen;            /* a dict: exact str of 1..cache_chars chars -> its mask (an exact int), borrowed */
+    Py_ssize_t cache_chars, cache_max;  /* what `seen` may hold: line length, entries (then it is cleared) */
+} LoneMask;
+
+/* `lone_mask(text)` of the node's command line as a uint64. An exact str of 1..cache_chars characters is
+   looked up in `seen` first and its answer kept there; anything else goes through `lone_mask` itself, so
+   its errors (and its own cache) are its own. */
+static int lone_of(const LoneMask *m, PyObject *node, uint64_t *out) {
+    PyObject *text = get_attr(node, s_command_line);
+    if (text == NULL)
+        return -1;
+    const int str = PyUnicode_CheckExact(text);
+    if (str && PyUnicode_GET_LENGTH(text) == 0) {
+        Py_DECREF(text);
+        *out = 0;
+        return 0;
+    }
+    const int keep = str && PyUnicode_GET_LENGTH(text) <= m->cache_chars;
+    PyObject *value = keep ? PyDict_GetItemWithError(m->seen, text) : NULL;  /* borrowed */
+    if (value != NULL) {
+        Py_DECREF(text);
+        *out = PyLong_AsUnsignedLongLong(value);  /* an exact int this function put there */
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (PyErr_Occurred() || (value = PyObject_CallOneArg(m->mask, text)) == NULL) {
+        Py_DECREF(text);
+        return -1;
+    }
+    int rc = -1;
+    if (!PyLong_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "lone_mask must return an int");
+    } else {
+        *out = PyLong_AsUnsignedLongLong(value);  /* OverflowError past 64 bits or below zero */
+        if (!PyErr_Occurred()) {
+            rc = 0;
+            if (keep && PyLong_CheckExact(value)) {
+                if (PyDict_GET_SIZE(m->seen) >= m->cache_max)
+                    PyDict_Clear(m->seen);  /* bounded: a flood of distinct lines starts it afresh */
+                rc = PyDict_SetItem(m->seen, text, value);
+            }
+        }
+    }
+    Py_DECREF(text);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* lone_bits(contexts, matrix, lone) -> None; lone = (lone_mask, seen, cache_chars, cache_max, own_first,
+   anc_first, n): set bit i of each row's own command line's `lone_mask` at column own_first + i and of
+   its ancestors' (or-ed) at anc_first + i, i < n; a row whose masks are both zero is left as it is
+   (zero in a fresh matrix). The bytes `features._fill_lone` writes, without a Python loop per row. */
+static PyObject *lone_bits(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 3 || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) != 7) {
+        PyErr_SetString(PyExc_TypeError, "lone_bits(contexts, matrix, (lone_mask, seen, cache_chars, cache_max, "
+                                         "own_first, anc_first, n))");
+        return NULL;
+    }
+    PyObject *lone = args[2];
+    LoneMask m = {PyTuple_GET_ITEM(lone, 0), PyTuple_GET_ITEM(lone, 1), 0, 0};
+    long long v[5];
+    for (int k = 0; k < 5; k++) {
+        if (as_ll(PyTuple_GET_ITEM(lone, 2 + k), &v[k]) < 0)
+            return NULL;
+        if (v[k] < 0) {
+            PyErr_SetString(PyExc_ValueError, "lone_bits: sizes and columns must be non-negative");
+            return NULL;
+        }
+    }
+    m.cache_chars = (Py_ssize_t)v[0], m.cache_max = (Py_ssize_t)v[1];
+    const Py_ssize_t own_first = (Py_ssize_t)v[2], anc_first = (Py_ssize_t)v[3], n_bits = (Py_ssize_t)v[4];
+    if (!PyCallable_Check(m.mask) || !PyDict_CheckExact(m.seen) || n_bits > 64) {
+        PyErr_SetString(PyExc_TypeError, "lone_bits: lone_mask, a dict and at most 64 bits");
+        return NULL;
+    }
+    PyObject *contexts = PySequence_Tuple(args[0]);
+    if (contexts == NULL)
+        return NULL;
+    const Py_ssize_t n = PyTuple_GET_SIZE(contexts);
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        Py_DECREF(contexts);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (view.ndim != 2 || view.itemsize != 4 || view.format == NULL || strcmp(view.format, "f") != 0 ||
+        view.shape[0] != n || !in_range(own_first, n_bits, view.shape[1]) ||
+        !in_range(anc_first, n_bits, view.shape[1])) {
+        PyErr_Format(PyExc_ValueError, "lone_bits: matrix must be float32, C order, %zd rows holding the columns", n);
+        goto out;
+    }
+    const Py_ssize_t width = view.shape[1];
+    for (Py_ssize_t r = 0; r < n; r++) {
+        PyObject *context = PyTuple_GET_ITEM(contexts, r);
+        if (!PyTuple_Check(context) || PyTuple_GET_SIZE(context) != 6) {
+            PyErr_SetString(PyExc_TypeError, "a row context must be a RowContext");
+            goto out;
+        }
+        uint64_t own, anc = 0;
+        if (lone_of(&m, PyTuple_GET_ITEM(context, 1), &own) < 0)
+            goto out;
+        PyObject *ancestors = PySequence_Tuple(PyTuple_GET_ITEM(context, 2));  /* Python may run meanwhile */
+        if (ancestors == NULL)
+            goto out;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ancestors); i++) {
+            uint64_t one_mask;
+            if (lone_of(&m, PyTuple_GET_ITEM(ancestors, i), &one_mask) < 0) {
+                Py_DECREF(ancestors);
+                goto out;
+            }
+            anc |= one_mask;
+        }
+        Py_DECREF(ancestors);
+        if (own | anc) {
+            float *row = (float *)view.buf + r * width;
+            for (Py_ssize_t i = 0; i < n_bits; i++) {
+                row[own_first + i] = (float)(own >> i & 1);
+                row[anc_first + i] = (float)(anc >> i & 1);
+            }
+        }
+    }
+    result = Py_NewRef(Py_None);
+out:
+    PyBuffer_Release(&view);
+    Py_DECREF(contexts);
+    return result;
+}
+
 /* --- row contexts: `features.row_context` ------------------------------------------------------- */
 
 #define FEW_ANCESTORS 16  /* a walk this short fills a tuple from an array, without a list in between */
@@ -1237,6 +1369,9 @@ static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))rows, METH_FASTCALL,
      "rows(contexts, matrix, static_facts, layout, node_type) -> None: fill the zeroed float32 matrix with one "
      "feature row per RowContext, as pipeline.features computes it with numpy."},
+    {"lone_bits", (PyCFunction)(void (*)(void))lone_bits, METH_FASTCALL,
+     "lone_bits(contexts, matrix, (lone_mask, seen, cache_chars, cache_max, own_first, anc_first, n)) -> None: set the "
+     "lone-command indicator columns of each row as pipeline.features._fill_lone does."},
     {"context", (PyCFunction)(void (*)(void))context, METH_FASTCALL,
      "context(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> the RowContext "
      "pipeline.features.row_context builds."},
@@ -1257,7 +1392,7 @@ PyMODINIT_FUNC PyInit__cfeatures(void) {
         {&s_children, "children"}, {&s_mask, "mask"}, {&s_cmd_mask, "cmd_mask"}, {&s_script_mask, "script_mask"}, {&s_evidence, "evidence"}, {&s_conns, "conns"},
         {&s_static, "static"}, {&s_parent_key, "parent_key"}, {&s_nodes, "nodes"}, {&s_limits, "limits"},
         {&s_max_depth, "max_depth"}, {&s_watermark_ms, "watermark_ms"}, {&s_get, "get"},
-        {&s_last_ms, "last_ms"}, {&s_key, "key"},
+        {&s_last_ms, "last_ms"}, {&s_key, "key"}, {&s_command_line, "command_line"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

@@ -14,6 +14,12 @@ def rows(
     node_type: type,
     /,
 ) -> None: ...
+def lone_bits(
+    contexts: Sequence[Any],
+    matrix: NDArray[np.float32],
+    lone: tuple[Callable[[Any], int], dict[str, int], int, int, int, int, int],
+    /,
+) -> None: ...
 def context(
     forest: Any,
     key: str,

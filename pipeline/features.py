@@ -39,21 +39,23 @@ from pipeline.feature_catalogue import (
     feature_index,
     render_markdown,
 )
-from pipeline.indicators import INDICATORS, LONE_INDICATORS, lone_mask
+from pipeline.indicators import INDICATORS, LONE_CACHED_CHARS, LONE_INDICATORS, lone_mask
 from pipeline.lexicon import ImageClass
 from pipeline.process_facts import command_line_stats, static_facts
 from pipeline.tree import DeviceForest, ProcessNode
 from pipeline.windows import DEFAULT_WINDOW_MS, count_windows, sliding_start
 
 _compiled_rows: Callable[..., Any] | None
+_compiled_lone: Callable[..., Any] | None
 _compiled_context: Callable[..., RowContext] | None
 _compiled_contexts: Callable[..., list[RowContext]] | None
 try:  # rows and contexts in C (pipeline/_cfeatures.c); optional: without it Python and numpy compute the same
     from pipeline._cfeatures import context as _compiled_context
     from pipeline._cfeatures import contexts as _compiled_contexts
+    from pipeline._cfeatures import lone_bits as _compiled_lone
     from pipeline._cfeatures import rows as _compiled_rows
 except ImportError:  # pragma: no cover - depends on the build
-    _compiled_rows = _compiled_context = _compiled_contexts = None
+    _compiled_rows = _compiled_lone = _compiled_context = _compiled_contexts = None
 
 __all__ = [
     "ANCESTOR_DEPTH", "FEATURE_DOCS", "FEATURE_NAMES", "FEATURE_VERSION", "MAX_DESCENDANTS",
@@ -134,19 +136,31 @@ def feature_matrix(contexts: Sequence[RowContext]) -> NDArray[np.float32]:
         _compiled_rows(contexts, matrix, static_facts, _C_LAYOUT, ProcessNode)
     else:
         _numpy_rows(matrix, contexts)
-    _fill_lone(matrix, contexts)
+    if _compiled_lone is not None:
+        mask = lone_mask  # the remembered masks are `indicators.lone_mask`'s: another function starts afresh
+        seen = _LONE_SEEN if mask is _REMEMBERED else {}
+        lone = (mask, seen, LONE_CACHED_CHARS, _LONE_SEEN_MAX, _LONE, _LONE_ANC, _N_LONE)
+        _compiled_lone(contexts, matrix, lone)
+    else:
+        _fill_lone(matrix, contexts)
     return matrix
 
 
 _N_LONE = len(LONE_INDICATORS)
 _LONE, _LONE_ANC = _AT[f"lone_{LONE_INDICATORS[0].name}"], _AT[f"lone_anc_{LONE_INDICATORS[0].name}"]
 _LONE_SHIFTS = np.arange(_N_LONE, dtype=np.uint64)
+# What `_cfeatures.lone_bits` remembers: `lone_mask` of command lines up to LONE_CACHED_CHARS characters,
+# at most _LONE_SEEN_MAX of them (then it starts afresh)
+_LONE_SEEN: dict[str, int] = {}
+_LONE_SEEN_MAX = 4096
+_REMEMBERED = lone_mask
 
 
 def _fill_lone(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
     """The lone-command indicator bits (1.1, 1.2) of each row's own command line and its nearest
     ancestors' (`lone_mask`, cached per command line); rows whose process and ancestors match none stay
-    zero."""
+    zero. `_cfeatures.lone_bits` writes the same bytes without a Python loop per row (0.45 -> ~0.1 us per
+    row: BENCHMARKS.md, "Session W")."""
     masks = np.zeros((len(contexts), 2), dtype=np.uint64)
     any_set = False
     for row, ctx in enumerate(contexts):

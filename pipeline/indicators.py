@@ -624,6 +624,7 @@ def encoded_text(text: str, depth: int = 3) -> str:
 
 _cached_mask = lru_cache(maxsize=32768)(_mask)
 _cached_lone_mask = lru_cache(maxsize=32768)(_lone_mask)
+LONE_CACHED_CHARS = _CACHED_CHARS  # the longest line whose mask is remembered (`features._LONE_SEEN` too)
 
 
 def indicator_names(mask: int) -> tuple[str, ...]:
