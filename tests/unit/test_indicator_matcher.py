@@ -1,0 +1,184 @@
+"""The indicator masks as the stream computes them (`indicators._Matcher`) equal the reference, one
+indicator at a time (`indicators._mask_of` through `Indicator.search`), bit for bit.
+
+A process start with a command line no cache has seen (its own ids, temporary names, URLs) pays
+`indicator_mask` and often `lone_mask`: the matcher runs every indicator's prefilter at once and
+searches a long text's linear forms alternative by alternative (`_first_occurrences`). A bit it got
+wrong would be a different feature value, so the model would score another row than it was trained
+on. Checked on every distinct command line of the OTRF recordings, on the simulators' lines, on the
+hand-written positives and hostile lines, and on generated multi-line texts built from the patterns'
+own trigger words, where the first-occurrence rules and line boundaries decide.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import time
+from collections.abc import Iterator
+from itertools import islice
+
+import pytest
+from shared_data import shared_datasets
+from test_lone_view import HOSTILE_LINES, HOSTILE_WORDS, ORDINARY, POSITIVES
+
+from pipeline import indicators
+from pipeline.indicators import (
+    _INDEXED,
+    _LONE_INDEXED,
+    INDICATORS,
+    LINEAR_FROM,
+    LONE_INDICATORS,
+    _branches,
+    _first_occurrences,
+    _lone_mask,
+    _lone_text,
+    _mask,
+    _mask_of,
+)
+
+
+def reference_masks(text: str) -> tuple[int, int]:
+    return _mask_of(text, _INDEXED), _mask_of(_lone_text(text), _LONE_INDEXED)
+
+
+def assert_same_masks(texts: list[str]) -> tuple[int, int]:
+    """Both masks equal the reference for every text; how many texts have a bit set in each."""
+    found = [0, 0]
+    for text in texts:
+        expected = reference_masks(text)
+        assert (_mask(text), _lone_mask(text)) == expected, text[:200]
+        found[0] += expected[0] != 0
+        found[1] += expected[1] != 0
+    return found[0], found[1]
+
+
+def otrf_command_lines() -> list[str]:
+    lines: set[str] = set()
+    for path in sorted(shared_datasets("otrf").rglob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            for raw in handle:
+                try:
+                    event = json.loads(raw)
+                except ValueError:
+                    continue
+                line = event.get("CommandLine") if str(event.get("EventID")) in ("1", "4688") else None
+                if isinstance(line, str) and line:
+                    lines.add(line)
+    return sorted(lines)
+
+
+def test_every_distinct_otrf_command_line_gets_the_reference_masks() -> None:
+    lines = otrf_command_lines()
+    with_mask, with_lone = assert_same_masks(lines)
+    assert len(lines) > 500 and with_mask > 50 and with_lone > 20
+    assert sum(len(line) >= LINEAR_FROM for line in lines) > 20  # long scripts: the linear search
+
+
+def test_the_simulators_command_lines_get_the_reference_masks() -> None:
+    from pipeline.training.simulate import SimConfig, lone_view_corpus, simulate_corpus
+
+    config = SimConfig(seed=11, attacks_per_technique=2, benign_trees=200, lone_benign_trees=50,
+                       lone_view_attacks_per_technique=2, lone_view_benign_trees=100)  # fmt: skip
+    lines: set[str] = set()
+    for tree in [*islice(simulate_corpus(config), 1500), *islice(lone_view_corpus(config), 500)]:
+        for event in tree.events:
+            line = getattr(event.payload, "command_line", None)
+            if line:
+                lines.add(line)
+    with_mask, with_lone = assert_same_masks(sorted(lines))
+    assert len(lines) > 300 and with_mask > 50 and with_lone > 20
+
+
+def test_hand_written_positives_ordinary_and_hostile_lines_get_the_reference_masks() -> None:
+    texts = [t for ts in POSITIVES.values() for t in ts] + ORDINARY + HOSTILE_LINES
+    texts += [(word * (4096 // len(word) + 1))[:4096] for word in HOSTILE_WORDS]
+    texts += ["", "\n", "a", "İSTANBUL net user x /add", "x" * (LINEAR_FROM - 1), "x" * LINEAR_FROM]
+    assert_same_masks(texts)
+
+
+def _words() -> list[str]:
+    """What the patterns look for: every needle and whole token, and pieces of their regexes' literals."""
+    words: set[str] = set()
+    for ind in (*INDICATORS, *LONE_INDICATORS):
+        words.update(ind.substrings)
+        words.update(ind.tokens)
+    return sorted(words)
+
+
+def generated_texts(seed: int, count: int) -> Iterator[str]:
+    """Multi-line texts mixing trigger words, separators and newlines (inside and between words),
+    around and past `LINEAR_FROM`: where first occurrences, atomic parts and line ends decide."""
+    rng = random.Random(seed)
+    words = _words()
+    glue = [" ", " ", " ", "\n", "\t", "", "=", ":", "/", "\\", "-", ",", "\"", "'", " x ", " 10.1.2.3 ",
+            " http://e.example/a ", " c:\\users\\public\\a.exe "]  # fmt: skip
+    for _ in range(count):
+        target = rng.choice((60, 300, LINEAR_FROM + 10, 1500, 4000))
+        parts: list[str] = []
+        size = 0
+        while size < target:
+            piece = rng.choice(words) if rng.random() < 0.6 else rng.choice(glue)
+            parts.append(piece)
+            size += len(piece)
+        yield "".join(parts)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_generated_texts_get_the_reference_masks(seed: int) -> None:
+    texts = list(generated_texts(seed, 150))
+    with_mask, with_lone = assert_same_masks(texts)
+    assert with_mask > 100 and with_lone > 20
+
+
+def test_each_alternative_searched_by_parts_decides_as_the_linear_form() -> None:
+    """The alternative-by-alternative search against the linear form's own `search`, indicator by
+    indicator (no prefilter), on long generated texts and texts shaped to split parts across lines."""
+    texts = [t.lower() for t in generated_texts(99, 120) if len(t) >= LINEAR_FROM]
+    texts += [
+        "net use \\\\h\\c$\n/user:x p\nnet use \\\\h /user:a b",  # the second part on the next line only
+        "net use\n/u:a b c",  # a part that starts at the newline's own position
+        "a\n net\n use net\nuse /user:a b",  # a first part across a newline; the next line starts another
+        "curl \n-t x",
+        "x\ncurl -t a",
+        "curl -x\n" * 200 + "curl -t z",
+        "bitsadmin\n" * 300 + "/transfer",
+    ]
+    checked = 0
+    for ind in (*INDICATORS, *LONE_INDICATORS):
+        branches = _branches(ind.pattern.pattern)
+        if branches is None:
+            assert ind.pattern.pattern.startswith("^")
+            continue
+        for text in texts:
+            expected = ind.linear.search(text) is not None
+            found = any(_first_occurrences(text, parts) for parts in branches)
+            assert found == expected, (ind.name, text[:120])
+            checked += 1
+    assert checked > 4000
+
+
+def test_a_part_that_refers_to_another_part_s_group_leaves_the_linear_form_to_decide() -> None:
+    assert _branches(r"(a)b.*\1") is None
+    assert _branches(r"^(?=.*x)y") is None
+    split = _branches(r"a\b.*(b.*c|d)|e")
+    assert split is not None
+    assert [[p.pattern for p in parts] for parts in split] == [[r"a\b", "b", "c"], [r"a\b", "d"], ["e"]]
+
+
+def test_many_lines_each_with_a_first_part_and_the_next_part_far_away_stay_linear() -> None:
+    """Each line starts a first part whose next part only occurs at the very end: searching that part
+    again from every line would scan the rest of the text once per line (quadratic)."""
+    for line, tail in (("net use \\\\h\\c$ ", "/user:a b"), ("curl -x", "curl -t z"), ("rsync a", " b:c")):
+        text = (line + "\n") * 20_000 + tail
+        started = time.perf_counter()
+        _mask(text + "a"), _lone_mask(text + "b")  # not cached
+        assert time.perf_counter() - started < 2.0, line
+
+
+def test_the_stream_s_masks_come_from_the_matcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "wevtutil cl security " + "y" * 5000  # longer than the caches take
+    assert indicators.indicator_mask(text) == _mask_of(text, _INDEXED) != 0
+    monkeypatch.setattr(indicators, "_MATCH", lambda text: 0)
+    assert indicators.indicator_mask(text) == 0
