@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import compress
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -592,15 +593,26 @@ class _Matcher:
                 substrings[text] = substrings.get(text, 0) | 1 << bit
             for token in ind.tokens:
                 tokens[token] = tokens.get(token, 0) | 1 << bit
-        self.substrings, self.substring_bits = tuple(substrings), tuple(substrings.values())
+        # a substring can only occur where its first three characters do: looked for by them (`_grams`)
+        by_gram: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+        for text, bits in substrings.items():
+            by_gram.setdefault(tuple(text[:3]) if len(text) >= 3 else (), []).append((text, bits))
+        self.short = tuple(by_gram.pop((), ()))  # one or two characters: looked for as they are
+        self.by_gram = {gram: tuple(found) for gram, found in by_gram.items()}
+        self.grams = frozenset(self.by_gram)
         self.tokens, self.known_tokens = tokens, frozenset(tokens)
         self.branches = tuple(_branches(ind.pattern.pattern) for ind in indicators)
 
     def __call__(self, text: str) -> int:
         lowered = text.lower()
         candidates = self.always
-        for bits in compress(self.substring_bits, map(lowered.__contains__, self.substrings)):
-            candidates |= bits
+        for gram in self.grams.intersection(_grams(lowered)):
+            for needle, bits in self.by_gram[gram]:
+                if needle in lowered:
+                    candidates |= bits
+        for needle, bits in self.short:
+            if needle in lowered:
+                candidates |= bits
         for token in self.known_tokens.intersection(_TOKEN_SPLIT.split(lowered)):
             candidates |= self.tokens[token]
         mask, linear = 0, len(lowered) >= LINEAR_FROM
@@ -612,24 +624,68 @@ class _Matcher:
             elif (branches := self.branches[bit]) is None:
                 found = self.indicators[bit].linear.search(lowered) is not None
             else:
-                found = any(_first_occurrences(lowered, parts) for parts in branches)
+                found = any(needle in lowered and _first_occurrences(lowered, parts)
+                            for needle, parts in branches)  # fmt: skip
             if found:
                 mask |= low
             candidates ^= low
         return mask
 
 
-def _branches(regex: str) -> tuple[tuple[re.Pattern[str], ...], ...] | None:
+_last_grams: tuple[str, frozenset[tuple[str, ...]]] = ("", frozenset())  # `lone_mask` reads the line
+# `indicator_mask` has just read: one (text, grams) pair, replaced whole (a reader never sees half of it)
+
+
+def _grams(lowered: str) -> frozenset[tuple[str, ...]]:
+    """Every three consecutive characters of the text (as tuples: made in one C pass by `zip`)."""
+    global _last_grams
+    last, grams = _last_grams
+    if lowered != last:
+        grams = frozenset(zip(lowered, lowered[1:], lowered[2:], strict=False))  # the shorter ones end it
+        _last_grams = (lowered, grams)
+    return grams
+
+
+def _branches(regex: str) -> tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] | None:
     """The linear form's alternatives (`linear_form`), each as its `.*`-separated parts compiled on their
-    own; None for a pattern kept as it is (anchored with `^`) or one whose parts do not stand alone (a
-    part that refers to a group of another: then the linear form itself is searched)."""
+    own, with the longest text one of its parts cannot match without (`_needle`: looked for first, '' when
+    there is none); None for a pattern kept as it is (anchored with `^`) or one whose parts do not stand
+    alone (a part that refers to a group of another: then the linear form itself is searched)."""
     if regex.startswith("^"):
         return None
     branches = [alt for branch in _split_top(regex, "|") for alt in _distribute(branch)]
     try:
-        return tuple(tuple(re.compile(part) for part in _split_top(branch, ".*")) for branch in branches)
+        split = [[(_needle(part), re.compile(part)) for part in _split_top(branch, ".*")]
+                 for branch in branches]  # fmt: skip
     except re.error:
         return None
+    return tuple((max((n for n, _ in parts), key=len), tuple(p for _, p in parts)) for parts in split)
+
+
+_re_parser: Any = importlib.import_module("re._parser")  # the standard library's own parser (no type stubs)
+_REPEATS = frozenset(getattr(_re_parser, name) for name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"))
+
+
+def _needle(regex: str) -> str:
+    """The longest run of plain characters that `regex` matches in sequence at its top level (not inside
+    a group, a class, an alternation, or anything optional; a character repeated at least once counts
+    once and ends the run): text every match contains. '' when there is none."""
+    parsed = _re_parser.parse(regex)
+    if parsed.state.flags & (re.IGNORECASE | re.VERBOSE):  # letters then match more than themselves
+        return ""
+    runs: list[str] = []
+    run: list[str] = []
+    for op, value in parsed:
+        if op is _re_parser.LITERAL:
+            run.append(chr(value))
+            continue
+        low, item = (value[0], list(value[2])) if op in _REPEATS else (0, [])
+        if low >= 1 and len(item) == 1 and item[0][0] is _re_parser.LITERAL:
+            run.append(chr(item[0][1]))  # `x+`, `x{2,}`: an x is there; what follows need not be
+        runs.append("".join(run))
+        run = []
+    runs.append("".join(run))
+    return max(runs, key=len)
 
 
 def _first_occurrences(text: str, parts: tuple[re.Pattern[str], ...]) -> bool:

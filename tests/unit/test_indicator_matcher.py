@@ -36,6 +36,7 @@ from pipeline.indicators import (
     _lone_text,
     _mask,
     _mask_of,
+    _needle,
 )
 
 
@@ -153,8 +154,9 @@ def test_each_alternative_searched_by_parts_decides_as_the_linear_form() -> None
             continue
         for text in texts:
             expected = ind.linear.search(text) is not None
-            found = any(_first_occurrences(text, parts) for parts in branches)
-            assert found == expected, (ind.name, text[:120])
+            by_parts = any(_first_occurrences(text, parts) for _, parts in branches)
+            with_needles = any(n in text and _first_occurrences(text, parts) for n, parts in branches)
+            assert by_parts == with_needles == expected, (ind.name, text[:120])
             checked += 1
     assert checked > 4000
 
@@ -162,9 +164,30 @@ def test_each_alternative_searched_by_parts_decides_as_the_linear_form() -> None
 def test_a_part_that_refers_to_another_part_s_group_leaves_the_linear_form_to_decide() -> None:
     assert _branches(r"(a)b.*\1") is None
     assert _branches(r"^(?=.*x)y") is None
-    split = _branches(r"a\b.*(b.*c|d)|e")
+    split = _branches(r"ab\b.*(b.*cd|d)|e+f")
     assert split is not None
-    assert [[p.pattern for p in parts] for parts in split] == [[r"a\b", "b", "c"], [r"a\b", "d"], ["e"]]
+    expected = [[r"ab\b", "b", "cd"], [r"ab\b", "d"], ["e+f"]]
+    assert [[p.pattern for p in parts] for _, parts in split] == expected
+    assert [needle for needle, _ in split] == ["ab", "ab", "e"]
+
+
+@pytest.mark.parametrize(
+    ("regex", "needle"),
+    [
+        (r"\btar\s+-?\w*[cz]\w*\b", "tar"),
+        (r"7z(a|\.exe)?\s+a\b", "7z"),
+        (r"net1?(\.exe)?\s+use\b", "net"),
+        (r"(?:\A|(?<=\s))(?>\S*?/u(ser)?:)\S++\s+(?!/)\S+", ""),  # inside groups only: none
+        (r"abc+d", "abc"),  # a repeated character counts once and ends the run
+        (r"ab?cd", "cd"),  # an optional one is not needed
+        (r"x{0,3}yz", "yz"),
+        (r"[ab]cd|x", ""),  # an alternation at the top: no one text is needed
+        (r"(?i)abc", ""),  # a flag that lets letters match more than themselves
+        (r"\bcompress-archive\b", "compress-archive"),
+    ],
+)
+def test_the_needle_is_text_every_match_contains(regex: str, needle: str) -> None:
+    assert _needle(regex) == needle
 
 
 def test_many_lines_each_with_a_first_part_and_the_next_part_far_away_stay_linear() -> None:
