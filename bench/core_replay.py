@@ -234,9 +234,16 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=0, metavar="PAIRS",
                         help="also replay in the worker's order, without and with the predict overlapped "
                              "with decoding (Detector.start_flush), PAIRS times each, by wall time")
+    parser.add_argument("--own-lines", type=float, default=0.0, metavar="SHARE",
+                        help="share of process starts whose command line has arguments of its own, seen "
+                             "nowhere else (default 0: the generator's eight lines, every mask cached; a "
+                             "fleet's are not: 0.39 of OTRF's starts); other digests then")
     args = parser.parse_args()
+    if not 0.0 <= args.own_lines <= 1.0:
+        parser.error("--own-lines is a share: 0 to 1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    values = [value for _, value in records(args.events, args.per_record, args.devices)]
+    made = records(args.events, args.per_record, args.devices, own_lines=args.own_lines)
+    values = [value for _, value in made]
     tune_gc()  # as `ringfence worker` runs: the start-up heap frozen, its collection thresholds
     r = replay(values, args.decoder)
     n = r["events"]
