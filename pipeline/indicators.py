@@ -17,9 +17,11 @@ pattern (faster on ordinary lines; its worst case there is a few milliseconds).
 
 `indicator_mask` and `lone_mask` remember the masks of recent lines; a line they have not seen goes to
 a `_Matcher`, which gives the mask one indicator at a time would (`_mask_of`, the reference) at about
-half the cost: every prefilter of the list at once, and a long text's linear forms searched
-alternative by alternative with each part's own `search` (`_first_occurrences`) instead of a lazy scan
-of every line (tests/unit/test_indicator_matcher.py; `python -m bench.indicator_masks`).
+a third of the cost: every prefilter of the list at once (a needle looked up only where its first
+three characters occur), then each passing pattern searched alternative by alternative, only those
+whose own needle is in the text (`_needle`: literal text every match contains), a long text's linear
+forms with each part's own `search` (`_first_occurrences`) instead of a lazy scan of every line
+(tests/unit/test_indicator_matcher.py; `python -m bench.indicator_masks`).
 """
 
 from __future__ import annotations
@@ -574,13 +576,15 @@ def _mask_of(text: str, indexed: tuple[tuple[int, Indicator], ...]) -> int:
 
 class _Matcher:
     """`_mask_of` for one list of indicators, its prefilters (`Indicator.may_match`) run for all of them at
-    once: each distinct substring is looked for once (not once per indicator that names it, through two
-    Python calls), each whole token is one dict lookup, and only the indicators they leave are searched.
+    once: each distinct substring is looked for once, and only where its first three characters occur
+    (`_grams`), each whole token is one dict lookup; the indicators they leave are searched alternative
+    by alternative (`_alternatives`, `_branches`), skipping those whose needle the text lacks.
 
     Why: a command line the caches have not seen (most of them carry a process's own arguments: ids,
-    temporary names, URLs) cost ~100 us per mask on the OTRF recordings' 1,030 distinct lines, about half
-    of it the prefilters' Python calls; a fleet's process starts pay it twice (`indicator_mask`, then
-    `lone_mask` for a line without indicators). BENCHMARKS.md, "Session W"."""
+    temporary names, URLs) cost ~100 us per mask on the OTRF recordings' 1,030 distinct lines (~3.5 ms
+    for a long script), and a fleet's process starts pay it twice (`indicator_mask`, then `lone_mask`).
+    Loose needles ("-f" is in "--field-trial-handle") let many patterns through to a search that tries
+    every alternative at every position. BENCHMARKS.md, "Session W"."""
 
     def __init__(self, indicators: Sequence[Indicator]) -> None:
         self.indicators = tuple(indicators)
@@ -601,6 +605,7 @@ class _Matcher:
         self.by_gram = {gram: tuple(found) for gram, found in by_gram.items()}
         self.grams = frozenset(self.by_gram)
         self.tokens, self.known_tokens = tokens, frozenset(tokens)
+        self.alternatives = tuple(_alternatives(ind.pattern.pattern) for ind in indicators)
         self.branches = tuple(_branches(ind.pattern.pattern) for ind in indicators)
 
     def __call__(self, text: str) -> int:
@@ -620,7 +625,11 @@ class _Matcher:
             low = candidates & -candidates
             bit = low.bit_length() - 1
             if not linear:
-                found = self.indicators[bit].pattern.search(lowered) is not None
+                if (alternatives := self.alternatives[bit]) is None:
+                    found = self.indicators[bit].pattern.search(lowered) is not None
+                else:
+                    found = any(needle in lowered and alternative.search(lowered) is not None
+                                for needle, alternative in alternatives)  # fmt: skip
             elif (branches := self.branches[bit]) is None:
                 found = self.indicators[bit].linear.search(lowered) is not None
             else:
@@ -644,6 +653,23 @@ def _grams(lowered: str) -> frozenset[tuple[str, ...]]:
         grams = frozenset(zip(lowered, lowered[1:], lowered[2:], strict=False))  # the shorter ones end it
         _last_grams = (lowered, grams)
     return grams
+
+
+_REFERS = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")  # a backreference, or a conditional on a group
+_FLAGS = re.compile(r"\(\?[aiLmsux-]+[:)]")  # inline flags: an alternative alone would lose or gain them
+
+
+def _alternatives(regex: str) -> tuple[tuple[str, re.Pattern[str]], ...] | None:
+    """The pattern's top-level alternatives, each compiled on its own with its `_needle`: `search` of the
+    whole pattern finds a match exactly when one of them does. None for a pattern of one alternative, an
+    anchored one, or one where a group could be referred to (numbers would shift alone)."""
+    alternatives = _split_top(regex, "|")
+    if len(alternatives) < 2 or regex.startswith("^") or _REFERS.search(regex) or _FLAGS.search(regex):
+        return None
+    try:
+        return tuple((_needle(alternative), re.compile(alternative)) for alternative in alternatives)
+    except re.error:
+        return None
 
 
 def _branches(regex: str) -> tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] | None:

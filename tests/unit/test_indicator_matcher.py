@@ -30,6 +30,7 @@ from pipeline.indicators import (
     INDICATORS,
     LINEAR_FROM,
     LONE_INDICATORS,
+    _alternatives,
     _branches,
     _first_occurrences,
     _lone_mask,
@@ -159,6 +160,34 @@ def test_each_alternative_searched_by_parts_decides_as_the_linear_form() -> None
             assert by_parts == with_needles == expected, (ind.name, text[:120])
             checked += 1
     assert checked > 4000
+
+
+def test_each_pattern_searched_by_alternatives_decides_as_the_pattern() -> None:
+    """A short text's search alternative by alternative (those whose needle is there) against the
+    whole pattern's `search`, indicator by indicator, on generated texts under `LINEAR_FROM`."""
+    texts = [t.lower() for t in generated_texts(7, 300) if len(t) < LINEAR_FROM]
+    texts += [t.lower() for ts in POSITIVES.values() for t in ts] + [t.lower() for t in ORDINARY]
+    split = checked = 0
+    for ind in (*INDICATORS, *LONE_INDICATORS):
+        alternatives = _alternatives(ind.pattern.pattern)
+        if alternatives is None:
+            continue
+        split += 1
+        for text in texts:
+            expected = ind.pattern.search(text) is not None
+            assert any(a.search(text) is not None for _, a in alternatives) == expected, (ind.name, text)
+            assert any(n in text and a.search(text) is not None for n, a in alternatives) == expected
+            checked += 1
+    assert split > 40 and checked > 10_000
+
+
+@pytest.mark.parametrize(
+    "regex",
+    [r"abc", r"^(?=.*x)y|z", r"(a)(b)|(c)\1", r"(a)x|b\1", r"(?P<n>a)|(?P=n)b", r"(?i)a|b", r"a|(?s:b.)",
+     r"a|(b"],
+)  # fmt: skip
+def test_a_pattern_whose_alternatives_would_not_mean_the_same_alone_is_searched_whole(regex: str) -> None:
+    assert _alternatives(regex) is None
 
 
 def test_a_part_that_refers_to_another_part_s_group_leaves_the_linear_form_to_decide() -> None:
