@@ -153,7 +153,7 @@ def records(
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) EventBatch records, devices round-robin, until `n_events` events were written.
     `own_lines`: the share of process starts whose command line carries arguments of its own (0: eight
-    fixed lines, every mask a cache hit; OTRF's recordings: 39 % of starts have a line seen nowhere else)."""
+    fixed lines, every mask a cache hit; in OTRF's recordings, starts carry 39 % as many distinct lines)."""
     rng = random.Random(seed)
     devices = [_Device(f"{prefix}-{d}", rng, own_lines) for d in range(n_devices)]
     pending = {d.device_id: d.start_anchors() for d in devices}

@@ -237,7 +237,8 @@ def main() -> None:
     parser.add_argument("--own-lines", type=float, default=0.0, metavar="SHARE",
                         help="share of process starts whose command line has arguments of its own, seen "
                              "nowhere else (default 0: the generator's eight lines, every mask cached; a "
-                             "fleet's are not: 0.39 of OTRF's starts); other digests then")
+                             "fleet's are not: OTRF's starts carry 0.39 as many distinct lines); other "
+                             "digests then")
     args = parser.parse_args()
     if not 0.0 <= args.own_lines <= 1.0:
         parser.error("--own-lines is a share: 0 to 1")
