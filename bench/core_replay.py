@@ -7,13 +7,16 @@ every flush's feature matrix and of every decision, so a speed-up can be shown t
 run it before and after a change and compare the digests.
 
     .venv/bin/python -m bench.core_replay [--events 60000] [--per-record 50] [--decoder fast|codec] [--stages]
+        [--own-lines SHARE]
 
 The clock advances 3 ms per record (a flush every ~17 records of 50 events, as at ~15k events/s);
 the model is whatever `pipeline.scoring.load_model` loads (the committed trained booster), one
 OpenMP thread as `ringfence worker` runs it; GC tuned as the worker does. `--stages` also prints
 the detector's CPU time per stage (tree update, flush rows, row contexts, features, scoring,
 incidents with their explanations), per event, and per scored row with the rows' shape (rows per event,
-the share of leaves, window-active descendants per row).
+the share of leaves, window-active descendants per row). `--own-lines` gives that share of the process
+starts a command line of its own (the default's eight lines are always in the masks' caches; a fleet's
+are not: BENCHMARKS.md, "Session W").
 """
 
 from __future__ import annotations
