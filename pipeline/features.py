@@ -159,8 +159,8 @@ _REMEMBERED = lone_mask
 def _fill_lone(matrix: NDArray[np.float32], contexts: Sequence[RowContext]) -> None:
     """The lone-command indicator bits (1.1, 1.2) of each row's own command line and its nearest
     ancestors' (`lone_mask`, cached per command line); rows whose process and ancestors match none stay
-    zero. `_cfeatures.lone_bits` writes the same bytes without a Python loop per row (0.45 -> ~0.1 us per
-    row: BENCHMARKS.md, "Session W")."""
+    zero. `_cfeatures.lone_bits` writes the same bytes without a Python loop per row (0.47-0.52 ->
+    0.18-0.27 us per row on the pipeline benchmark's rows: BENCHMARKS.md, "Session W")."""
     masks = np.zeros((len(contexts), 2), dtype=np.uint64)
     any_set = False
     for row, ctx in enumerate(contexts):

@@ -11,14 +11,15 @@ Hostile text: a pattern such as `netsh\b.*firewall.*off`, searched in a command 
 `netsh firewall` a few thousand times, backtracks cubically (8 KB took 4 s, 32 KB minutes), and a
 process start or a script is text any process on a device controls. Texts of `LINEAR_FROM`
 characters or more are therefore searched with each pattern's *linear form* (`linear_form`): the
-same test, anchored at the start of each line, each `.*`-separated part found at its first occurrence
-after the previous one inside an atomic group, so nothing is tried twice. Shorter texts keep the plain
-pattern (faster on ordinary lines; its worst case there is a few milliseconds).
+same test within a line, anchored at the start of each line, each `.*`-separated part found at its
+first occurrence after the previous one inside an atomic group, so nothing is tried twice. (Where a
+pattern's white space would span a line break the two can differ, hence a fixed boundary.) Shorter texts
+keep the plain pattern (faster on ordinary lines; its worst case there is a few milliseconds).
 
 `indicator_mask` and `lone_mask` remember the masks of recent lines; a line they have not seen goes to
 a `_Matcher`, which gives the mask one indicator at a time would (`_mask_of`, the reference) at about
-a third of the cost: every prefilter of the list at once (a needle looked up only where its first
-three characters occur), then each passing pattern searched alternative by alternative, only those
+a third of the cost: every prefilter of the list at once (a needle looked for only if its first three
+characters occur in the text), then each passing pattern searched alternative by alternative, only those
 whose own needle is in the text (`_needle`: literal text every match contains), a long text's linear
 forms with each part's own `search` (`_first_occurrences`) instead of a lazy scan of every line
 (tests/unit/test_indicator_matcher.py; `python -m bench.indicator_masks`).
@@ -576,8 +577,8 @@ def _mask_of(text: str, indexed: tuple[tuple[int, Indicator], ...]) -> int:
 
 class _Matcher:
     """`_mask_of` for one list of indicators, its prefilters (`Indicator.may_match`) run for all of them at
-    once: each distinct substring is looked for once, and only where its first three characters occur
-    (`_grams`), each whole token is one dict lookup; the indicators they leave are searched alternative
+    once: each distinct substring is looked for once, and only if its first three characters occur in the
+    text (`_grams`), each whole token is one dict lookup; the indicators they leave are searched alternative
     by alternative (`_alternatives`, `_branches`), skipping those whose needle the text lacks.
 
     Why: a command line the caches have not seen (most of them carry a process's own arguments: ids,
@@ -597,7 +598,8 @@ class _Matcher:
                 substrings[text] = substrings.get(text, 0) | 1 << bit
             for token in ind.tokens:
                 tokens[token] = tokens.get(token, 0) | 1 << bit
-        # a substring can only occur where its first three characters do: looked for by them (`_grams`)
+        # a substring can only occur if its first three characters do: looked for by them (`_grams`)
+        self.needles = tuple(substrings.items())
         by_gram: dict[tuple[str, ...], list[tuple[str, int]]] = {}
         for text, bits in substrings.items():
             by_gram.setdefault(tuple(text[:3]) if len(text) >= 3 else (), []).append((text, bits))
@@ -611,13 +613,18 @@ class _Matcher:
     def __call__(self, text: str) -> int:
         lowered = text.lower()
         candidates = self.always
-        for gram in self.grams.intersection(_grams(lowered)):
-            for needle, bits in self.by_gram[gram]:
+        if len(lowered) <= GRAMS_CHARS:
+            for gram in self.grams.intersection(_grams(lowered)):
+                for needle, bits in self.by_gram[gram]:
+                    if needle in lowered:
+                        candidates |= bits
+            for needle, bits in self.short:
                 if needle in lowered:
                     candidates |= bits
-        for needle, bits in self.short:
-            if needle in lowered:
-                candidates |= bits
+        else:  # a script's many distinct triples would cost more than looking for every needle
+            for needle, bits in self.needles:
+                if needle in lowered:
+                    candidates |= bits
         for token in self.known_tokens.intersection(_TOKEN_SPLIT.split(lowered)):
             candidates |= self.tokens[token]
         mask, linear = 0, len(lowered) >= LINEAR_FROM
@@ -641,6 +648,7 @@ class _Matcher:
         return mask
 
 
+GRAMS_CHARS = 4096  # texts up to this long are prefiltered through their triples (`_grams`), and remembered
 _last_grams: tuple[str, frozenset[tuple[str, ...]]] = ("", frozenset())  # `lone_mask` reads the line
 # `indicator_mask` has just read: one (text, grams) pair, replaced whole (a reader never sees half of it)
 
@@ -675,9 +683,9 @@ def _alternatives(regex: str) -> tuple[tuple[str, re.Pattern[str]], ...] | None:
 def _branches(regex: str) -> tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] | None:
     """The linear form's alternatives (`linear_form`), each as its `.*`-separated parts compiled on their
     own, with the longest text one of its parts cannot match without (`_needle`: looked for first, '' when
-    there is none); None for a pattern kept as it is (anchored with `^`) or one whose parts do not stand
-    alone (a part that refers to a group of another: then the linear form itself is searched)."""
-    if regex.startswith("^"):
+    there is none); None for a pattern kept as it is (anchored with `^`) or one whose parts would not
+    mean the same alone (a group referred to, inline flags): then the linear form itself is searched."""
+    if regex.startswith("^") or _REFERS.search(regex) or _FLAGS.search(regex):
         return None
     branches = [alt for branch in _split_top(regex, "|") for alt in _distribute(branch)]
     try:
@@ -721,9 +729,10 @@ def _first_occurrences(text: str, parts: tuple[re.Pattern[str], ...]) -> bool:
 
     The same answer as the linear form's `search` (tests/unit/test_indicator_matcher.py), found with each
     part's own `search`, which skips ahead with the part's literal prefix where the linear form tries the
-    part at every position of every line through its lazy `.*?`: 3-4 times faster on long scripts. Still
-    linear: lines are taken in order, each part's search is remembered and only done again once the
-    remembered match lies behind, so no stretch of text is scanned twice by one part."""
+    part at every position of every line through its lazy `.*?`: 3-4 times faster on long scripts. Lines
+    are taken in order, only those where the first part occurs, and each later part's search is
+    remembered and done again only once its match lies behind (or a chain ended before where it was
+    searched from), so a text repeating a first part on every line does not rescan the rest per line."""
     first, n = parts[0], len(text)
     if len(parts) == 1:
         return first.search(text) is not None
@@ -741,7 +750,7 @@ def _first_occurrences(text: str, parts: tuple[re.Pattern[str], ...]) -> bool:
                 match = parts[i].search(text, end)
                 kept[i] = (end, match)
             if match is None:
-                return False  # nowhere after `end`: nor after any later line's
+                break  # not on this line; a later line's chain may end before `end` (a part spanning lines)
             stop = text.find("\n", end)
             if match.start() > (n if stop < 0 else stop):
                 break

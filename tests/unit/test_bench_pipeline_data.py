@@ -3,6 +3,8 @@ live processes per device at which it begins to end the oldest."""
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 
 from bench._pipeline_data import _ANCHORS, records
@@ -36,6 +38,11 @@ def _start_lines(own_lines: float) -> list[str]:
 def test_own_command_lines_are_drawn_only_when_asked_for_and_are_each_their_own() -> None:
     """`--own-lines`: a share of the starts gets arguments of its own (a line no mask cache has seen);
     at 0 the records are the very bytes the benchmarks' digests were taken on."""
+    digest = hashlib.sha256()
+    for key, value in records(3_000, 50, 3):
+        digest.update(key + value)
+    # the records of commit 94f946b, before `own_lines`: the benchmarks' digests were taken on these
+    assert digest.hexdigest() == "59e866ddab3d5d8471f45a2bfa842893fa95da044dac24b737dbcdfeb0d6404e"
     assert list(records(3_000, 50, 3)) == list(records(3_000, 50, 3, own_lines=0.0))
     fixed = set(_start_lines(0.0))
     assert len(fixed) <= len(_ANCHORS) + 8  # the anchors' and the eight images' lines

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import time
 from collections.abc import Iterator
 from itertools import islice
@@ -27,6 +28,7 @@ from pipeline import indicators
 from pipeline.indicators import (
     _INDEXED,
     _LONE_INDEXED,
+    GRAMS_CHARS,
     INDICATORS,
     LINEAR_FROM,
     LONE_INDICATORS,
@@ -38,6 +40,7 @@ from pipeline.indicators import (
     _mask,
     _mask_of,
     _needle,
+    linear_form,
 )
 
 
@@ -234,3 +237,60 @@ def test_the_stream_s_masks_come_from_the_matcher(monkeypatch: pytest.MonkeyPatc
     assert indicators.indicator_mask(text) == _mask_of(text, _INDEXED) != 0
     monkeypatch.setattr(indicators, "_MATCH", lambda text: 0)
     assert indicators.indicator_mask(text) == 0
+
+
+def test_at_the_linear_boundary_the_lowered_text_s_length_decides_as_in_the_reference() -> None:
+    """The plain pattern and the linear form can differ where white space spans a line break (a `\\r`,
+    a `\\x0b`), so which one a text gets must be the reference's choice: by the lowered text's length,
+    from 512 characters on (İ lowers to two characters)."""
+    base = "attrib\rattrib\n\x0b+h"
+    ind = next(i for i in INDICATORS if i.name == "hide_artifacts")
+    assert (ind.pattern.search(base) is None) != (ind.linear.search(base) is None)  # they differ here
+    for text in (base.ljust(LINEAR_FROM - 1), base.ljust(LINEAR_FROM), base.ljust(LINEAR_FROM + 1),
+                 base + " " + "İ" * 245, base + " " + "İ" * 256):  # fmt: skip
+        assert (_mask(text), _lone_mask(text)) == reference_masks(text), (len(text), len(text.lower()))
+
+
+@pytest.mark.parametrize(
+    ("regex", "text"),
+    [
+        (r"(?:b|a\s+\w+).*c", "a\nbcbbb"),  # line 1's chain ends past the only c; line 2's ends before it
+        (r"(?:b|a\s+\w+).*c", "a\nbbbbb"),
+        (r"x.*(?:y|z\s+\w+).*q", "x z\nyq\nx y q"),
+        (r"a\b.*(b.*c|d)|e", "a\nb c\na b\nc"),
+    ],
+)
+def test_a_part_spanning_lines_decides_as_the_linear_form(regex: str, text: str) -> None:
+    branches = _branches(regex)
+    assert branches is not None
+    expected = re.compile(linear_form(regex)).search(text) is not None
+    assert any(_first_occurrences(text, parts) for _, parts in branches) == expected
+
+
+@pytest.mark.parametrize("regex", [r"(a).*(b)\1", r"(?P<x>a).*(?P=x)", r"(?s:a).*b"])
+def test_parts_that_would_not_mean_the_same_alone_leave_the_linear_form_to_decide(regex: str) -> None:
+    assert _branches(regex) is None
+    assert re.compile(linear_form(r"(a).*(b)\1")).search("aba")  # what a split would have missed
+
+
+def test_a_text_whose_first_part_ends_every_line_stays_linear() -> None:
+    """Blank lines before a chain whose parts sit on the last two lines: each line is found by the first
+    part's own search from where the last one ended, not by a scan from each line's start."""
+    for text in ("\n" * 100_000 + "net use x\n/user:a b", "\n" * 100_000 + "curl -x\ncurl -t z"):
+        started = time.perf_counter()
+        _mask(text + "a"), _lone_mask(text + "b")  # not cached
+        assert time.perf_counter() - started < 1.0
+
+
+def test_a_long_varied_script_is_prefiltered_needle_by_needle_and_not_remembered() -> None:
+    """Past `GRAMS_CHARS` every distinct triple of a high-entropy text would be a tuple held in memory
+    (a MiB of CJK text: a million of them): such a text looks for each needle instead, remembers nothing,
+    and gets the reference's masks."""
+    rng = random.Random(5)
+    cjk = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(GRAMS_CHARS + 1))
+    text = cjk + " wevtutil cl security"
+    assert (_mask(text), _lone_mask(text)) == reference_masks(text) and _mask(text) != 0
+    assert indicators._last_grams[0] != text.lower()
+    short = text[-40:]
+    _mask(short)
+    assert indicators._last_grams[0] == short.lower()

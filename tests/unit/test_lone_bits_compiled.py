@@ -180,3 +180,31 @@ def test_a_mask_function_that_breaks_its_contract_is_an_error_not_a_guess() -> N
         features._compiled_lone(contexts, np.zeros((len(contexts) + 1, N_FEATURES), np.float32), LONE_C)
     with pytest.raises(TypeError, match="lone_bits"):
         features._compiled_lone(contexts, matrix, LONE_C[:6])
+
+
+def test_the_remembered_and_the_computed_masks_hold_no_reference_they_should_not() -> None:
+    """A cache hit and a miss each read the command line and the mask once and let both go: a
+    reference kept per call would grow with every row the stream ever scores."""
+    import sys
+
+    contexts = _one_context("")
+    node = contexts[0].node
+    hit, miss = "net share kept=C:\\ /grant:everyone,full", "net share fresh=C:\\ /grant:everyone,full"
+    node.command_line = hit
+    c_bits(contexts)  # now remembered
+    before = sys.getrefcount(hit), sys.getrefcount(features._LONE_SEEN[hit])
+    for _ in range(1000):
+        c_bits(contexts)
+    assert (sys.getrefcount(hit), sys.getrefcount(features._LONE_SEEN[hit])) == before
+    node.command_line = miss
+    features._LONE_SEEN.clear()
+    c_bits(contexts)
+    mask = lone_mask(miss)  # the int object its cache hands out every time
+    assert mask != 0
+    kept = sys.getrefcount(miss), sys.getrefcount(mask)
+    for _ in range(1000):
+        features._LONE_SEEN.clear()  # a miss every time: `lone_mask` is called and its answer stored
+        c_bits(contexts)
+    features._LONE_SEEN.clear()
+    c_bits(contexts)
+    assert (sys.getrefcount(miss), sys.getrefcount(mask)) == kept
