@@ -849,6 +849,27 @@ static void drop_ctx(Ctx *c) {
     Py_XDECREF(c->depths);
 }
 
+/* The contexts as a tuple (new reference) with `matrix` as a writable float32 buffer in C order, one row
+   per context; NULL with an error (`who` names the caller) when it is not one. The caller releases both. */
+static PyObject *rows_and_matrix(PyObject *contexts_arg, PyObject *matrix, Py_buffer *view, const char *who) {
+    PyObject *contexts = PySequence_Tuple(contexts_arg);
+    if (contexts == NULL)
+        return NULL;
+    if (PyObject_GetBuffer(matrix, view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        Py_DECREF(contexts);
+        return NULL;
+    }
+    if (view->ndim != 2 || view->itemsize != 4 || view->format == NULL || strcmp(view->format, "f") != 0 ||
+        view->shape[0] != PyTuple_GET_SIZE(contexts)) {
+        PyErr_Format(PyExc_ValueError, "%s: matrix must be float32 in C order with %zd rows", who,
+                     PyTuple_GET_SIZE(contexts));
+        PyBuffer_Release(view);
+        Py_DECREF(contexts);
+        return NULL;
+    }
+    return contexts;
+}
+
 /* rows(contexts, matrix, static_facts, layout, node_type): fill `matrix` (zeros, float32, C order, one row per
    context) as features._numpy_rows does. */
 static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -865,20 +886,15 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         return NULL;
     }
     L.plain = (PyTypeObject *)args[4];  /* borrowed: the caller's reference lives through the call */
-    PyObject *contexts = PySequence_Tuple(args[0]);
+    Py_buffer view;
+    PyObject *contexts = rows_and_matrix(args[0], args[1], &view, "rows");
     if (contexts == NULL)
         return NULL;
     const Py_ssize_t n = PyTuple_GET_SIZE(contexts);
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        Py_DECREF(contexts);
-        return NULL;
-    }
     PyObject *result = NULL;
     Work w = {.static_facts = args[2], .L = &L};
     w.table.n_cnt = L.n_cnt;
-    if (view.ndim != 2 || view.itemsize != 4 || view.format == NULL || strcmp(view.format, "f") != 0 ||
-        view.shape[0] != n || view.shape[1] != L.n_features) {
+    if (view.shape[1] != L.n_features) {
         PyErr_Format(PyExc_ValueError, "matrix must be float32 of shape (%zd, %zd) in C order", n, L.n_features);
         goto out;
     }
@@ -984,20 +1000,15 @@ static PyObject *lone_bits(PyObject *self, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "lone_bits: lone_mask, a dict and at most 64 bits");
         return NULL;
     }
-    PyObject *contexts = PySequence_Tuple(args[0]);
+    Py_buffer view;
+    PyObject *contexts = rows_and_matrix(args[0], args[1], &view, "lone_bits");
     if (contexts == NULL)
         return NULL;
     const Py_ssize_t n = PyTuple_GET_SIZE(contexts);
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[1], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        Py_DECREF(contexts);
-        return NULL;
-    }
     PyObject *result = NULL;
-    if (view.ndim != 2 || view.itemsize != 4 || view.format == NULL || strcmp(view.format, "f") != 0 ||
-        view.shape[0] != n || !in_range(own_first, n_bits, view.shape[1]) ||
-        !in_range(anc_first, n_bits, view.shape[1])) {
-        PyErr_Format(PyExc_ValueError, "lone_bits: matrix must be float32, C order, %zd rows holding the columns", n);
+    if (!in_range(own_first, n_bits, view.shape[1]) || !in_range(anc_first, n_bits, view.shape[1])) {
+        PyErr_Format(PyExc_ValueError, "lone_bits: the matrix's %zd columns do not hold the lone columns",
+                     view.shape[1]);
         goto out;
     }
     const Py_ssize_t width = view.shape[1];

@@ -12,8 +12,6 @@ own trigger words, where the first-occurrence rules and line boundaries decide.
 
 from __future__ import annotations
 
-import gzip
-import json
 import random
 import re
 import time
@@ -24,6 +22,7 @@ import pytest
 from shared_data import shared_datasets
 from test_lone_view import HOSTILE_LINES, HOSTILE_WORDS, ORDINARY, POSITIVES
 
+from bench.indicator_masks import command_lines
 from pipeline import indicators
 from pipeline.indicators import (
     _INDEXED,
@@ -60,18 +59,8 @@ def assert_same_masks(texts: list[str]) -> tuple[int, int]:
 
 
 def otrf_command_lines() -> list[str]:
-    lines: set[str] = set()
-    for path in sorted(shared_datasets("otrf").rglob("*.jsonl.gz")):
-        with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for raw in handle:
-                try:
-                    event = json.loads(raw)
-                except ValueError:
-                    continue
-                line = event.get("CommandLine") if str(event.get("EventID")) in ("1", "4688") else None
-                if isinstance(line, str) and line:
-                    lines.add(line)
-    return sorted(lines)
+    """Every distinct command line of OTRF's process starts (what `bench.indicator_masks` times)."""
+    return command_lines(shared_datasets("otrf"))
 
 
 def test_every_distinct_otrf_command_line_gets_the_reference_masks() -> None:
