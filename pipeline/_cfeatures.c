@@ -895,7 +895,8 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Work w = {.static_facts = args[2], .L = &L};
     w.table.n_cnt = L.n_cnt;
     if (view.shape[1] != L.n_features) {
-        PyErr_Format(PyExc_ValueError, "matrix must be float32 of shape (%zd, %zd) in C order", n, L.n_features);
+        PyErr_Format(PyExc_ValueError, "rows: matrix must be float32 of shape (%zd, %zd) in C order", n,
+                     L.n_features);
         goto out;
     }
     if ((w.images = PySet_New(NULL)) == NULL || (w.ips = PySet_New(NULL)) == NULL ||

@@ -256,10 +256,19 @@ def test_a_part_spanning_lines_decides_as_the_linear_form(regex: str, text: str)
     assert any(_first_occurrences(text, parts) for _, parts in branches) == expected
 
 
-@pytest.mark.parametrize("regex", [r"(a).*(b)\1", r"(?P<x>a).*(?P=x)", r"(?s:a).*b"])
-def test_parts_that_would_not_mean_the_same_alone_leave_the_linear_form_to_decide(regex: str) -> None:
+@pytest.mark.parametrize(
+    ("regex", "text"),
+    [(r"(a).*(b)\1", "aba"), (r"(a).*(b)(c)\2", "abcb")],
+)
+def test_parts_that_would_not_mean_the_same_alone_leave_the_linear_form_to_decide(
+    regex: str, text: str
+) -> None:
+    """Each part here compiles alone, but a group number then names another group: split, the search
+    would miss what the linear form finds. Inline flags are left whole too (a part could lose them)."""
+    naive = [re.compile(part) for part in regex.split(".*")]
+    assert re.compile(linear_form(regex)).search(text) and not _first_occurrences(text, tuple(naive))
     assert _branches(regex) is None
-    assert re.compile(linear_form(r"(a).*(b)\1")).search("aba")  # what a split would have missed
+    assert _branches(r"(?s:a).*b") is None
 
 
 def test_a_text_whose_first_part_ends_every_line_stays_linear() -> None:
@@ -283,3 +292,16 @@ def test_a_long_varied_script_is_prefiltered_needle_by_needle_and_not_remembered
     short = text[-40:]
     _mask(short)
     assert indicators._last_grams[0] == short.lower()
+
+
+def test_long_texts_find_the_one_and_two_character_needles_too() -> None:
+    """Past `GRAMS_CHARS` every needle is looked for as it is, the shortest ones included (`-w`, `nc`,
+    `/s`, `\\`): each hand-written line after 4,096 characters of filler gets the reference's masks."""
+    lines = [t for ts in POSITIVES.values() for t in ts] + ORDINARY
+    found = 0
+    for line in lines:
+        text = "x " * (GRAMS_CHARS // 2 + 1) + line
+        expected = reference_masks(text)
+        assert (_mask(text), _lone_mask(text)) == expected, line
+        found += expected != (0, 0)
+    assert found > len(lines) // 2

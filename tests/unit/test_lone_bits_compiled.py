@@ -208,3 +208,36 @@ def test_the_remembered_and_the_computed_masks_hold_no_reference_they_should_not
     features._LONE_SEEN.clear()
     c_bits(contexts)
     assert (sys.getrefcount(miss), sys.getrefcount(mask)) == kept
+
+
+def test_a_refused_matrix_is_a_clear_error_that_keeps_no_reference() -> None:
+    """`rows` and `lone_bits` refuse a matrix that is not writable float32 in C order with one row per
+    context; the contexts they copied and the buffer they took are let go on that path too (counted
+    after a first round, so that an error kept from the last call does not count, then after 1,000 more)."""
+    import sys
+
+    from pipeline.features import _C_LAYOUT, static_facts
+    from pipeline.tree import ProcessNode
+
+    contexts = probe_contexts()[:3]
+    rows = features._compiled_rows
+    assert rows is not None and features._compiled_lone is not None, NOT_BUILT
+    shape = (3, N_FEATURES)
+    readonly = np.zeros(shape, np.float32)
+    readonly.flags.writeable = False
+    fortran, strided = np.asfortranarray(np.zeros(shape, np.float32)), np.zeros(shape, np.float32)[:, ::2]
+    bad = [np.zeros(shape, np.float64), np.zeros((2, N_FEATURES), np.float32), strided, fortran, readonly]
+    calls = [lambda m: features._compiled_lone(contexts, m, LONE_C),
+             lambda m: rows(contexts, m, static_facts, _C_LAYOUT, ProcessNode)]  # fmt: skip
+
+    def refuse_all(times: int) -> list[int]:
+        for call in calls:
+            for matrix in bad:
+                for _ in range(times):
+                    with pytest.raises((ValueError, BufferError)):
+                        call(matrix)
+        return [sys.getrefcount(c) for c in contexts] + [sys.getrefcount(m) for m in bad]
+
+    assert refuse_all(10) == refuse_all(1000)
+    with pytest.raises(ValueError, match="rows: matrix must be float32"):
+        rows(contexts, np.zeros((3, N_FEATURES + 1), np.float32), static_facts, _C_LAYOUT, ProcessNode)
