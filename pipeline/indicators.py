@@ -598,8 +598,8 @@ class _Matcher:
                 substrings[text] = substrings.get(text, 0) | 1 << bit
             for token in ind.tokens:
                 tokens[token] = tokens.get(token, 0) | 1 << bit
+        self.needles = tuple(substrings.items())  # a long text looks for each
         # a substring can only occur if its first three characters do: looked for by them (`_grams`)
-        self.needles = tuple(substrings.items())
         by_gram: dict[tuple[str, ...], list[tuple[str, int]]] = {}
         for text, bits in substrings.items():
             by_gram.setdefault(tuple(text[:3]) if len(text) >= 3 else (), []).append((text, bits))
@@ -667,33 +667,42 @@ _REFERS = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")  # a backreference, or a conditio
 _FLAGS = re.compile(r"\(\?[aiLmsux-]+[:)]")  # inline flags: an alternative alone would lose or gain them
 
 
-def _alternatives(regex: str) -> tuple[tuple[str, re.Pattern[str]], ...] | None:
-    """The pattern's top-level alternatives, each compiled on its own with its `_needle`: `search` of the
-    whole pattern finds a match exactly when one of them does. None for a pattern of one alternative, an
-    anchored one, or one where a group could be referred to (numbers would shift alone)."""
-    alternatives = _split_top(regex, "|")
-    if len(alternatives) < 2 or regex.startswith("^") or _REFERS.search(regex) or _FLAGS.search(regex):
-        return None
+def _splits(regex: str) -> bool:
+    """Whether pieces of `regex` mean alone what they mean in it: not anchored with `^` (kept whole), no
+    group referred to (numbers would shift alone), no inline flags (a piece could lose them)."""
+    return not (regex.startswith("^") or _REFERS.search(regex) or _FLAGS.search(regex))
+
+
+def _pieces(pieces: list[str]) -> tuple[tuple[str, re.Pattern[str]], ...] | None:
+    """Each piece compiled on its own with its `_needle`; None when one does not compile alone."""
     try:
-        return tuple((_needle(alternative), re.compile(alternative)) for alternative in alternatives)
+        return tuple((_needle(piece), re.compile(piece)) for piece in pieces)
     except re.error:
         return None
+
+
+def _alternatives(regex: str) -> tuple[tuple[str, re.Pattern[str]], ...] | None:
+    """The pattern's top-level alternatives, each compiled on its own with its `_needle`: `search` of the
+    whole pattern finds a match exactly when one of them does. None for a pattern of one alternative or
+    one that does not split (`_splits`)."""
+    alternatives = _split_top(regex, "|")
+    return _pieces(alternatives) if len(alternatives) >= 2 and _splits(regex) else None
 
 
 def _branches(regex: str) -> tuple[tuple[str, tuple[re.Pattern[str], ...]], ...] | None:
     """The linear form's alternatives (`linear_form`), each as its `.*`-separated parts compiled on their
     own, with the longest text one of its parts cannot match without (`_needle`: looked for first, '' when
-    there is none); None for a pattern kept as it is (anchored with `^`) or one whose parts would not
-    mean the same alone (a group referred to, inline flags): then the linear form itself is searched."""
-    if regex.startswith("^") or _REFERS.search(regex) or _FLAGS.search(regex):
+    there is none); None for a pattern that does not split (`_splits`), or whose parts do not compile
+    alone: then the linear form itself is searched."""
+    if not _splits(regex):
         return None
-    branches = [alt for branch in _split_top(regex, "|") for alt in _distribute(branch)]
-    try:
-        split = [[(_needle(part), re.compile(part)) for part in _split_top(branch, ".*")]
-                 for branch in branches]  # fmt: skip
-    except re.error:
-        return None
-    return tuple((max((n for n, _ in parts), key=len), tuple(p for _, p in parts)) for parts in split)
+    split = []
+    for branch in (alt for top in _split_top(regex, "|") for alt in _distribute(top)):
+        parts = _pieces(_split_top(branch, ".*"))
+        if parts is None:
+            return None
+        split.append((max((n for n, _ in parts), key=len), tuple(p for _, p in parts)))
+    return tuple(split)
 
 
 _re_parser: Any = importlib.import_module("re._parser")  # the standard library's own parser (no type stubs)
