@@ -760,7 +760,7 @@ def _first_occurrences(text: str, parts: tuple[re.Pattern[str], ...]) -> bool:
                 kept[i] = (end, match)
             if match is None:
                 break  # not on this line; a later line's chain may end before `end` (a part spanning lines)
-            stop = text.find("\n", end)
+            stop = line_end if end <= line_end else text.find("\n", end)  # the line `end` is on ends there
             if match.start() > (n if stop < 0 else stop):
                 break
             end = match.end()
