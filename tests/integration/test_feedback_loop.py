@@ -56,7 +56,7 @@ from pipeline.demo_kit import (
 )
 from pipeline.enroll import KeysFolder
 from schemas.actions import ActionKind, ActionResult, Outcome
-from schemas.alerts import Alert
+from schemas.alerts import Alert, AlertAction
 from schemas.codec import encode
 from schemas.commands import Command, CommandAction, new_command
 from schemas.common import Mode
@@ -156,6 +156,11 @@ def about(alert: Alert, kit: AttackKit) -> bool:
     return any(str(kit.root) in f"{node.image} {node.command_line}" for node in alert.process_tree.nodes)
 
 
+def publishes(alert: Alert, sha256: str) -> bool:
+    """Whether the alert's actions publish a fleet verdict for `sha256`."""
+    return any(a.action is AlertAction.PUBLISH_VERDICT and a.target == sha256 for a in alert.actions)
+
+
 def ended(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
     try:
         return proc.wait(timeout_s)
@@ -236,9 +241,14 @@ async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Lo
     await loop.ready("dev-a", "dev-b", "dev-c")
     with loop.frozen("dev-b", "dev-c"):  # dev-a's attack is on their host too (module docstring)
         locker = loop.attack(kit, delay_s=0.5)
-        alert = await until(lambda: next((a for a in seen.alerts if a.device_id == "dev-a" and about(a, kit)),
-                                         None), 30, "an alert for dev-a about the attack")
-        assert alert.mode == "block" and alert.artifact_sha256 == kit.sha256
+        # the alert whose actions block the locker's binary: which row of the attack's tree scores first
+        # (the locker, or the shell step that started it) is a race, so its `artifact_sha256` (the
+        # scored process's image) may be the shell's; what must hold is that it publishes the
+        # locker's verdict (a shell is never blockable: `incident.blockable`)
+        alert = await until(lambda: next((a for a in seen.alerts if a.device_id == "dev-a" and about(a, kit)
+                                          and publishes(a, kit.sha256)), None), 30,
+                            "an alert for dev-a about the attack that blocks its binary")
+        assert alert.mode == "block" and not any(action.audited for action in alert.actions)
         assert alert.detection_name.startswith(f"Behavior:Linux/{alert.tactic}.")
         assert (code := ended(locker, 20)) is not None and code < 0, "the attack was not killed"
         assert kit.originals_left() > 0 and kit.encrypted() < len(kit.victims), "the attack ran to its end"
