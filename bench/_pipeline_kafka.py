@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench._worker_parts import Parts, worker_parts
 from pipeline import kafka_zstd
 from pipeline.demo_kit import assigned_partitions
 from pipeline.enroll import KeysFolder
@@ -188,11 +190,12 @@ async def _partitions(consumer: Any, topic: str) -> set[int]:
 class _Timed:
     """Wraps the worker's consumer: notes the first non-empty batch, stops the worker once all is read."""
 
-    def __init__(self, consumer: Any, records: int) -> None:
-        self.consumer, self.records = consumer, records
+    def __init__(self, consumer: Any, records: int, parts: Parts | None = None) -> None:
+        self.consumer, self.records, self.parts = consumer, records, parts
         self.worker: BatchWorker | None = None
         self.started = 0.0
         self.started_cpu = 0.0  # this thread's CPU time at the first record (`main_thread_busy`)
+        self.parts_at_start: dict[str, float] = {}  # `parts` when the window began
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.consumer, name)
@@ -204,13 +207,17 @@ class _Timed:
         batch = await self.consumer.getmany(**kwargs)
         if batch and not self.started:
             self.started, self.started_cpu = time.perf_counter(), time.thread_time()
+            self.parts_at_start = {} if self.parts is None else self.parts.snapshot()
         return batch
 
 
-async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> WorkerRate:
+async def worker_rate(
+    bench: Bench, settings: WorkerSettings, records: int, parts: Parts | None = None
+) -> WorkerRate:
     """The whole worker path in this process (decode, tree, features, batched score, policy, signed
     outputs, state at commit points, commits), timed from the first record to the end of the last
-    checkpoint."""
+    checkpoint. With `parts`, the worker's functions are wrapped to count their thread's CPU time
+    into it (`bench._worker_parts`), and the rate's `parts` holds the window's seconds per part."""
     from pipeline.worker_runtime import load_signing_key
 
     await prepare_state_topic(
@@ -227,6 +234,7 @@ async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> W
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
         ),
         records,
+        parts,
     )
     producer = make_producer(settings.kafka, max_request_bytes=settings.max_state_bytes + (64 << 10))
     state_producer = make_state_producer(
@@ -251,7 +259,8 @@ async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> W
     await consumer.consumer.start()
     previous = tune_gc()  # as `ringfence worker` does
     try:
-        await asyncio.wait_for(worker.run(), 600)  # its last commit point (state, acks, commit) included
+        with worker_parts(parts) if parts is not None else nullcontext():
+            await asyncio.wait_for(worker.run(), 600)  # its last commit point (state, acks, commit) included
         finished, finished_cpu = time.perf_counter(), time.thread_time()
     finally:
         gc.set_threshold(*previous)
@@ -259,8 +268,9 @@ async def worker_rate(bench: Bench, settings: WorkerSettings, records: int) -> W
         await consumer.consumer.stop()
         await producer.stop()
         await state_producer.stop()
-    seconds = finished - consumer.started
-    return WorkerRate(worker.stats.events / seconds, worker, (finished_cpu - consumer.started_cpu) / seconds)
+    seconds, cpu = finished - consumer.started, finished_cpu - consumer.started_cpu
+    window = {} if parts is None else parts.window(consumer.parts_at_start, cpu, seconds)
+    return WorkerRate(worker.stats.events / seconds, worker, cpu / seconds, window)
 
 
 @dataclass(frozen=True)
@@ -272,6 +282,7 @@ class WorkerRate:
     events_per_s: float
     worker: BatchWorker
     main_thread_busy: float
+    parts: dict[str, float] = field(default_factory=dict)  # seconds of the window per part, when asked
 
 
 class WorkerProcess:

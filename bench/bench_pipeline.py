@@ -34,7 +34,9 @@ scale-out figure of an earlier run, to compare worker versions in the same minut
 `--throughput-only [--events N] [--repeat K]` runs (a) and (b) alone on a backlog of N events (50 per
 record; default 200,000, the full run's), K times on the same topic, and prints with each run the share of
 (b)'s timed window the worker's thread was on the CPU (BENCHMARKS.md, Pipeline, session P: a longer
-backlog runs slower, because each device's forest keeps growing).
+backlog runs slower, because each device's forest keeps growing). `--breakdown` adds, per run, the window
+split into the worker thread's own CPU time per part of the path and the time it waited
+(`bench._worker_parts`; measured with the parts wrapped, so read the headline from runs without it).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from bench import Result
 from bench._pipeline_data import attack_probe, check_sample, records
 from bench._pipeline_kafka import Bench, WorkerProcess, fill, raw_rate, wait_until, worker_rate
+from bench._worker_parts import Parts
 from schemas.fastcodec import decode_events
 from schemas.topics import KafkaSettings
 
@@ -88,16 +91,17 @@ def run(
     max_rate: float | None = None,
     seconds: float | None = None,
     throughput: tuple[int, int] | None = None,
+    breakdown: bool = False,
 ) -> list[Result]:
     """All figures of the section (see the module docstring); only (d) when `max_rate` is given; only
-    (a) and (b) when `throughput` = (events, runs) is."""
+    (a) and (b) when `throughput` = (events, runs) is, with (b)'s window per part when `breakdown`."""
     os.environ.setdefault(
         "OMP_NUM_THREADS", "1"
     )  # as `ringfence worker` runs (effective if xgboost is not loaded yet)
     with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:
         bench = Bench(_kafka(), Path(workdir))
         if throughput is not None:
-            return asyncio.run(_throughput_only(bench, *throughput))
+            return asyncio.run(_throughput_only(bench, *throughput, breakdown))
         sizes = QUICK if quick else FULL
         if seconds is not None:
             sizes = dataclasses.replace(sizes, latency_s=seconds)
@@ -184,13 +188,21 @@ async def _filled_topic(
     return topic, values, await fill(bench.kafka, topic, values)
 
 
+def _parts(parts: dict[str, float], run: str) -> list[Result]:
+    """(b)'s window per part (`--breakdown`), in % of it: they sum to 100."""
+    window = sum(parts.values())
+    return [Result(f"    {name}, {run}", 100.0 * seconds / window, "% of the timed window")
+            for name, seconds in parts.items()] if window > 0 else []  # fmt: skip
+
+
 def _busy(share: float, shape: str) -> Result:
     """The worker thread's CPU share of (b)'s timed window: near 100 % means no waiting to win back."""
     return Result(f"  worker thread on the CPU, {shape}", 100.0 * share, "% of the timed window")
 
 
-async def _throughput_only(bench: Bench, events: int, repeat: int) -> list[Result]:
-    """(a) then (b) on one backlog of `events` (50 per record), `repeat` times, alternated on one topic."""
+async def _throughput_only(bench: Bench, events: int, repeat: int, breakdown: bool = False) -> list[Result]:
+    """(a) then (b) on one backlog of `events` (50 per record), `repeat` times, alternated on one topic;
+    with `breakdown`, (b)'s window split into the parts of `bench._worker_parts` (each run measured so)."""
     await bench.setup()
     try:
         topic, _, count = await _filled_topic(bench, 50, events)
@@ -198,7 +210,7 @@ async def _throughput_only(bench: Bench, events: int, repeat: int) -> list[Resul
         for run_index in range(repeat):
             settings = bench.settings(f"w50-{run_index}", topic)
             raw, backlog = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
-            measured = await worker_rate(bench, settings, count)
+            measured = await worker_rate(bench, settings, count, Parts() if breakdown else None)
             model = measured.worker.detector.model.version
             results += [
                 Result(
@@ -210,6 +222,7 @@ async def _throughput_only(bench: Bench, events: int, repeat: int) -> list[Resul
                     RAW_BASELINE,
                 ),
                 _busy(measured.main_thread_busy, f"run {run_index + 1}"),
+                *_parts(measured.parts, f"run {run_index + 1}"),
             ]
         return results
     finally:
@@ -487,11 +500,18 @@ def main() -> None:
         "full run's; rounded up to whole records of 50)",
     )
     parser.add_argument("--repeat", type=int, help="runs of --throughput-only (at least 1; default 3)")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="with --throughput-only: also split each run's window into the worker thread's CPU per part "
+        "(decode, tree, flush, incidents, outputs, checkpoint, Kafka clients, other) and its waiting; "
+        "the wrappers cost ~1 %% of the window",
+    )
     args = parser.parse_args()
     if args.latency_only and not args.max_rate:
         parser.error("--latency-only needs --max-rate")
-    if not args.throughput_only and (args.events is not None or args.repeat is not None):
-        parser.error("--events and --repeat go with --throughput-only")
+    if not args.throughput_only and (args.events is not None or args.repeat is not None or args.breakdown):
+        parser.error("--events, --repeat and --breakdown go with --throughput-only")
     if args.throughput_only:
         if args.quick or args.latency_only or args.max_rate is not None or args.seconds is not None:
             parser.error(
@@ -502,7 +522,7 @@ def main() -> None:
         args.repeat = 3 if args.repeat is None else args.repeat
         if args.events < 1_000 or args.repeat < 1:
             parser.error("--throughput-only needs --events >= 1000 and --repeat >= 1")
-        print(format_results(run(False, throughput=(args.events, args.repeat))))
+        print(format_results(run(False, throughput=(args.events, args.repeat), breakdown=args.breakdown)))
         return
     print(format_results(run(args.quick, args.max_rate if args.latency_only else None, args.seconds)))
 

@@ -53,7 +53,7 @@ def test_throughput_only_prints_each_run_against_its_raw_read_and_the_worker_thr
         (("--throughput-only", "--events", "10"), "--throughput-only needs --events >= 1000"),
         (("--throughput-only", "--repeat", "0"), "needs --events >= 1000 and --repeat >= 1"),
         (("--throughput-only", "--quick"), "--quick, --latency-only, --max-rate and --seconds do not apply"),
-        (("--events", "5000"), "--events and --repeat go with --throughput-only"),
+        (("--events", "5000"), "--events, --repeat and --breakdown go with --throughput-only"),
     ],
 )
 def test_bad_throughput_only_arguments_are_refused_before_touching_kafka(
@@ -62,3 +62,29 @@ def test_bad_throughput_only_arguments_are_refused_before_touching_kafka(
     done = _bench(*args, bootstrap="127.0.0.1:1")  # nothing listens there: refused first
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_breakdown_splits_each_runs_window_into_parts_that_sum_to_all_of_it(kafka_bootstrap: str) -> None:
+    done = _bench(
+        "--throughput-only", "--events", "2000", "--repeat", "1", "--breakdown", bootstrap=kafka_bootstrap
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    shares = {
+        name.strip(): float(value)
+        for name, value in re.findall(
+            r"^\s+(\S[^\n]*?), run 1\s+([\d.]+) % of the timed window", done.stdout, re.M
+        )
+    }
+    for part in (
+        "decode + validate",
+        "tree update",
+        "flush: rows, features, predict",
+        "checkpoint: states, commit",
+        "Kafka clients",
+        "waiting (off the CPU)",
+    ):
+        assert part in shares, done.stdout
+    busy = shares.pop("worker thread on the CPU")
+    assert abs(sum(shares.values()) - 100.0) < 0.5, shares  # every part of the window, once
+    assert shares["tree update"] > 0 and shares["decode + validate"] > 0
+    assert abs(100.0 - shares["waiting (off the CPU)"] - busy) < 0.5  # what was not waiting was on the CPU
