@@ -154,6 +154,7 @@ async def raw_rate(kafka: KafkaSettings, topic: str, records: int, max_records: 
     the worker does with the records, not which codec each side happened to get (before this, the first
     raw measure of a run used aiokafka's stock codec and every later one the worker's)."""
     kafka_zstd.install()
+    gc.collect()  # a clean heap: not collecting a worker run's cyclic trees (just before) while timed
     consumer = AIOKafkaConsumer(
         **kafka.client_kwargs(), enable_auto_commit=False, max_partition_fetch_bytes=4 << 20
     )

@@ -224,6 +224,7 @@ async def _throughput_only(bench: Bench, events: int, repeat: int, breakdown: bo
                 _busy(measured.main_thread_busy, f"run {run_index + 1}"),
                 *_parts(measured.parts, f"run {run_index + 1}"),
             ]
+            del measured  # its worker's trees are garbage before the next raw read (`raw_rate` collects it)
         return results
     finally:
         await bench.cleanup()
