@@ -50,12 +50,9 @@ class WorkerSettings(BaseSettings):
     state_topic: str = WORKER_STATE  # compacted per-device detector state, partitioned like events
 
     # batching and timing
-    # records per getmany: bounds one loop's work between two checkpoint slices (agents send up to 500
-    # events per record). Decisions go out as each record is taken, and the clients' I/O runs every few ms
-    # within a poll, so a longer poll delays neither; it leaves more records to decode while a due
-    # flush's predict runs on the C trees' thread, and fewer polls: 200 measured ~5 % more events/s
-    # than 50 under a backlog, with a lower p99 at 50 % load (BENCHMARKS.md, Pipeline, session X)
-    poll_max_records: int = Field(200, gt=0)
+    # records per getmany: bounds one loop's work, hence the latency of what arrives meanwhile
+    # (agents send up to 500 events per record; a checkpoint slice runs between two polls)
+    poll_max_records: int = Field(50, gt=0)
     micro_batch_rows: int = Field(512, gt=0)  # score when this many changed processes are pending
     micro_batch_ms: int = Field(10, ge=0)  # ... or the oldest waited this long (or nothing more is fetched)
     window_ms: int = Field(5 * 60 * 1000, gt=0)  # sliding behaviour window per process
