@@ -10,17 +10,22 @@ thread waits. `--breakdown` shows them all, in one window, summing to 100 %.
 How: `Parts` wraps the worker's functions (sync and async) so that each adds its *own* CPU time on
 the calling thread (`time.thread_time`) to its part: a wrapped call made inside another is taken out
 of the outer one (a flush's incidents are "incidents", not "flush"; decoding ahead during a flush's
-predict is "decode"). An async part includes what other tasks of the loop ran on that thread while
-it awaited: aiokafka's sender and fetcher, i.e. Kafka client work. Only the worker's task calls these
-functions in the window (rebalance callbacks run at the start and stop, outside it). What no part
-claims is "other" (the loop's own glue), and the window less the thread's CPU is "waiting".
+predict is "decode"). Calls nest per asyncio task, and a task's outermost wrapped call is taken out of the
+calls other tasks have in progress (a rebalance callback's checkpoint, run by aiokafka's coordinator
+task while the worker's task awaits its poll, is neither an inner call of that poll nor part of it).
+An async part includes what other tasks of the loop ran on that thread while it awaited: aiokafka's
+sender and fetcher, so "Kafka clients" is the client work done while the worker polled or yielded to
+them, and what they did while it awaited its outputs' sends or a checkpoint's acks is in those parts.
+What no part claims is "other" (the loop's own glue), and the window less the thread's CPU is "waiting".
 
-The wrappers cost ~1 us a call (~9,000 calls for 200,000 events, ~1 % of the window), so the headline
-figure is measured without them; `--breakdown` is for reading where the time goes, in its own runs.
+The wrappers cost ~1.5-2 us a call (~8,600 calls for 200,000 events, ~1.5 % of the window), so the
+headline figure is measured without them; `--breakdown` is for reading where the time goes, in its own
+runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import time
@@ -60,21 +65,32 @@ _WRAPPED: tuple[tuple[Any, str, str], ...] = (
 
 @dataclass
 class Parts:
-    """Own CPU seconds per part, with a stack of the wrapped calls in progress (see the module)."""
+    """Own CPU seconds per part, with a stack per asyncio task of the wrapped calls in progress (see the
+    module)."""
 
     clock: Callable[[], float] = time.thread_time
     seconds: dict[str, float] = field(default_factory=dict)
-    _stack: list[list[float]] = field(default_factory=list)  # [started, taken by inner calls]
+    _stacks: dict[object, list[list[float]]] = field(default_factory=dict)  # task -> [started, inner]
+
+    def _stack(self) -> list[list[float]]:
+        return self._stacks.setdefault(_current_task(), [])
 
     def enter(self) -> None:
-        self._stack.append([self.clock(), 0.0])
+        self._stack().append([self.clock(), 0.0])
 
     def leave(self, part: str) -> None:
-        started, inner = self._stack.pop()
+        stack = self._stack()
+        started, inner = stack.pop()
         spent = self.clock() - started
         self.seconds[part] = self.seconds.get(part, 0.0) + spent - inner
-        if self._stack:
-            self._stack[-1][1] += spent
+        if stack:
+            stack[-1][1] += spent
+            return
+        task = _current_task()
+        del self._stacks[task]  # an idle task's key is not kept
+        for other, calls in self._stacks.items():  # one thread: they were suspended all along
+            if other is not task and calls:
+                calls[-1][1] += spent
 
     def wrap(self, function: Callable[..., Any], part: str) -> Callable[..., Any]:
         """`function` (sync or a coroutine function) counting its own CPU time into `part`."""
@@ -104,8 +120,9 @@ class Parts:
         """The seconds so far, to subtract at a window's end (`window`); the calls in progress count from
         now on only (the window begins inside the worker's poll, a wrapped call)."""
         now = self.clock()
-        for frame in self._stack:
-            frame[0], frame[1] = now, 0.0
+        for stack in self._stacks.values():
+            for frame in stack:
+                frame[0], frame[1] = now, 0.0
         return dict(self.seconds)
 
     def window(self, since: dict[str, float], cpu_s: float, wall_s: float) -> dict[str, float]:
@@ -115,6 +132,14 @@ class Parts:
         out[OTHER] = max(cpu_s - sum(out.values()), 0.0)
         out[WAITING] = max(wall_s - cpu_s, 0.0)
         return out
+
+
+def _current_task() -> object:
+    """The running asyncio task, or None outside one (a sync call with no loop running)."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
 
 
 @contextmanager

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench._worker_parts import DECODE, FLUSH, INCIDENTS, OTHER, PART_NAMES, TREE, WAITING
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -54,6 +56,7 @@ def test_throughput_only_prints_each_run_against_its_raw_read_and_the_worker_thr
         (("--throughput-only", "--repeat", "0"), "needs --events >= 1000 and --repeat >= 1"),
         (("--throughput-only", "--quick"), "--quick, --latency-only, --max-rate and --seconds do not apply"),
         (("--events", "5000"), "--events, --repeat and --breakdown go with --throughput-only"),
+        (("--breakdown",), "--events, --repeat and --breakdown go with --throughput-only"),
     ],
 )
 def test_bad_throughput_only_arguments_are_refused_before_touching_kafka(
@@ -64,7 +67,7 @@ def test_bad_throughput_only_arguments_are_refused_before_touching_kafka(
     assert message in done.stderr
 
 
-def test_breakdown_splits_each_runs_window_into_parts_that_sum_to_all_of_it(kafka_bootstrap: str) -> None:
+def test_breakdown_gives_each_part_of_the_path_its_share_of_the_window(kafka_bootstrap: str) -> None:
     done = _bench(
         "--throughput-only", "--events", "2000", "--repeat", "1", "--breakdown", bootstrap=kafka_bootstrap
     )
@@ -75,16 +78,10 @@ def test_breakdown_splits_each_runs_window_into_parts_that_sum_to_all_of_it(kafk
             r"^\s+(\S[^\n]*?), run 1\s+([\d.]+) % of the timed window", done.stdout, re.M
         )
     }
-    for part in (
-        "decode + validate",
-        "tree update",
-        "flush: rows, features, predict",
-        "checkpoint: states, commit",
-        "Kafka clients",
-        "waiting (off the CPU)",
-    ):
-        assert part in shares, done.stdout
     busy = shares.pop("worker thread on the CPU")
-    assert abs(sum(shares.values()) - 100.0) < 0.5, shares  # every part of the window, once
-    assert shares["tree update"] > 0 and shares["decode + validate"] > 0
-    assert abs(100.0 - shares["waiting (off the CPU)"] - busy) < 0.5  # what was not waiting was on the CPU
+    assert sorted(shares) == sorted(PART_NAMES), done.stdout
+    # the wrapped functions claim the thread's work: what none claims is the loop's glue, a small part
+    assert shares[OTHER] < 20.0, shares
+    for part in (DECODE, TREE, FLUSH, INCIDENTS):  # the 2,000 events decode, fold, score and alert
+        assert shares[part] > 0.0, shares
+    assert abs(100.0 - shares[WAITING] - busy) < 0.5  # what was not waiting was on the CPU

@@ -249,6 +249,8 @@ async def test_attack_on_a_is_killed_and_every_device_blocks_the_binary(loop: Lo
                                           and publishes(a, kit.sha256)), None), 30,
                             "an alert for dev-a about the attack that blocks its binary")
         assert alert.mode == "block" and not any(action.audited for action in alert.actions)
+        block = {AlertAction.KILL_PROCESS_TREE, AlertAction.QUARANTINE_FILE, AlertAction.PUBLISH_VERDICT}
+        assert {a.action for a in alert.actions} == block
         assert alert.detection_name.startswith(f"Behavior:Linux/{alert.tactic}.")
         assert (code := ended(locker, 20)) is not None and code < 0, "the attack was not killed"
         assert kit.originals_left() > 0 and kit.encrypted() < len(kit.victims), "the attack ran to its end"

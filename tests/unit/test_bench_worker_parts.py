@@ -116,3 +116,45 @@ def test_a_call_in_progress_when_the_window_begins_counts_from_then_on() -> None
     parts.wrap(poll, "a")()
     window = {k: v - starts[0].get(k, 0.0) for k, v in parts.seconds.items()}
     assert window == {"a": 2.0, "b": 1.0}
+
+
+def test_calls_of_two_tasks_interleaved_by_awaits_are_each_counted_once_in_their_own_part() -> None:
+    clock = _Clock()
+    parts = Parts(clock=clock)
+    b_started = asyncio.Event()
+    a_resume = asyncio.Event()
+
+    async def x() -> None:  # the worker's poll: 5 s, awaits while another task runs, then 1 s
+        clock.now += 5.0
+        await a_resume.wait()
+        clock.now += 1.0
+
+    async def y() -> None:  # a rebalance callback's checkpoint: 1 s, awaits, 1 s
+        clock.now += 1.0
+        b_started.set()
+        await asyncio.sleep(0)
+        clock.now += 1.0
+        a_resume.set()
+
+    timed_x, timed_y = parts.wrap(x, "X"), parts.wrap(y, "Y")
+
+    async def both() -> None:
+        a = asyncio.create_task(timed_x())
+        await asyncio.sleep(0)  # x runs its first 5 s and waits
+        await asyncio.gather(a, timed_y())
+
+    asyncio.run(both())
+    assert parts.seconds == {"X": 6.0, "Y": 2.0}
+
+
+def test_each_part_is_made_of_the_worker_functions_it_names() -> None:
+    made_of = {(owner, name): part for owner, name, part in _worker_parts._WRAPPED}
+    assert made_of[(worker, "_decode")] == _worker_parts.DECODE
+    assert made_of[(detect.Detector, "ingest")] == _worker_parts.TREE
+    for name in ("flush", "start_flush", "finish_flush"):
+        assert made_of[(detect.Detector, name)] == _worker_parts.FLUSH
+    assert made_of[(detect.Detector, "_decide")] == _worker_parts.INCIDENTS
+    assert made_of[(worker.BatchWorker, "_emit")] == _worker_parts.OUTPUTS
+    for name in ("_commit_point", "_checkpoint_step", "_state_slice"):
+        assert made_of[(worker.BatchWorker, name)] == _worker_parts.CHECKPOINT
+    assert made_of[(worker.BatchWorker, "_poll")] == made_of[(worker, "_let_io_run")] == _worker_parts.IO
