@@ -504,9 +504,10 @@ def main() -> None:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="with --throughput-only: also split each run's window into the worker thread's CPU per part "
-        "(decode, tree, flush, incidents, outputs, checkpoint, Kafka clients, other) and its waiting; "
-        "the wrappers cost ~1 %% of the window",
+        help="with --throughput-only: also split each run's window into the worker thread's own CPU per part "
+        "(decode, tree, flush, incidents, outputs, checkpoint, Kafka clients, other) and its waiting "
+        "(client work done while the worker awaited its sends or a checkpoint's acks is in those parts; "
+        "bench/_worker_parts.py); the wrappers cost ~1.5 %% of the window",
     )
     args = parser.parse_args()
     if args.latency_only and not args.max_rate:
