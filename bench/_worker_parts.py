@@ -11,8 +11,10 @@ How: `Parts` wraps the worker's functions (sync and async) so that each adds its
 the calling thread (`time.thread_time`) to its part: a wrapped call made inside another is taken out
 of the outer one (a flush's incidents are "incidents", not "flush"; decoding ahead during a flush's
 predict is "decode"). Calls nest per asyncio task, and a task's outermost wrapped call is taken out of the
-calls other tasks have in progress (a rebalance callback's checkpoint, run by aiokafka's coordinator
-task while the worker's task awaits its poll, is neither an inner call of that poll nor part of it).
+calls other tasks have in progress, for at most the time since each began: a rebalance callback's
+checkpoint, run by aiokafka's coordinator task while the worker's task awaits its poll, is neither an
+inner call of that poll nor part of it. Calls of two tasks that overlap otherwise are split only
+approximately (nothing is counted twice); in the bench's window only the worker's task runs them.
 An async part includes what other tasks of the loop ran on that thread while it awaited: aiokafka's
 sender and fetcher, so "Kafka clients" is the client work done while the worker polled or yielded to
 them, and what they did while it awaited its outputs' sends or a checkpoint's acks is in those parts.
@@ -88,9 +90,10 @@ class Parts:
             return
         task = _current_task()
         del self._stacks[task]  # an idle task's key is not kept
-        for other, calls in self._stacks.items():  # one thread: they were suspended all along
-            if other is not task and calls:
-                calls[-1][1] += spent
+        now = started + spent
+        for other, calls in self._stacks.items():  # one thread: they were suspended meanwhile
+            if other is not task and calls:  # (at most since they began: this call may be older)
+                calls[-1][1] += min(spent, now - calls[-1][0])
 
     def wrap(self, function: Callable[..., Any], part: str) -> Callable[..., Any]:
         """`function` (sync or a coroutine function) counting its own CPU time into `part`."""
