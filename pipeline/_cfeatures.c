@@ -38,7 +38,7 @@
 #include "_ring.h"   /* a `Ring` of evidence records, counted straight from its buffer */
 
 static PyObject *s_image_cls, *s_image, *s_started, *s_exited, *s_placeholder, *s_end_ms, *s_start_ms;
-static PyObject *s_cmd_mask, *s_script_mask, *s_command_line;
+static PyObject *s_cmd_mask, *s_script_mask, *s_command_line, *s_lone;
 static PyObject *s_children, *s_mask, *s_evidence, *s_conns, *s_static, *s_parent_key, *s_nodes;
 static PyObject *s_limits, *s_max_depth, *s_watermark_ms, *s_get, *s_last_ms, *s_key;
 static PyObject *zero, *one, *thousand; /* the ints 0, 1 and 1000 */
@@ -928,11 +928,29 @@ typedef struct {
     PyObject *mask;            /* `indicators.lone_mask`, borrowed */
     PyObject *seen;            /* a dict: exact str of 1..cache_chars chars -> its mask (an exact int), borrowed */
     Py_ssize_t cache_chars, cache_max;  /* what `seen` may hold: line length, entries (then it is cleared) */
+    int remember;              /* lines longer than cache_chars: read and keep each node's memo (`ProcessNode.lone`) */
 } LoneMask;
 
+/* The mask the node's memo (`ProcessNode.lone`: (line, mask)) holds for `text`, as a new reference, when
+   the memo was made from this very str object; NULL otherwise, and with an exception set only when the
+   node has no `lone` to read. */
+static PyObject *memo_for(PyObject *node, PyObject *text) {
+    PyObject *memo = get_attr(node, s_lone);
+    if (memo == NULL)
+        return NULL;
+    PyObject *found = NULL;
+    if (PyTuple_CheckExact(memo) && PyTuple_GET_SIZE(memo) == 2 && PyTuple_GET_ITEM(memo, 0) == text &&
+        PyLong_CheckExact(PyTuple_GET_ITEM(memo, 1)))
+        found = Py_NewRef(PyTuple_GET_ITEM(memo, 1));
+    Py_DECREF(memo);
+    return found;
+}
+
 /* `lone_mask(text)` of the node's command line as a uint64. An exact str of 1..cache_chars characters is
-   looked up in `seen` first and its answer kept there; anything else goes through `lone_mask` itself, so
-   its errors (and its own cache) are its own. */
+   looked up in `seen` first and its answer kept there. A longer one, with `remember`, is read once per
+   process: the node's memo answers, and what `lone_mask` finds is kept there (a 5,000-character launcher,
+   the ancestor of every row of its subtree, was read again for each of them: BENCHMARKS.md, "Session Z").
+   Anything else goes through `lone_mask` itself, so its errors (and its own cache) are its own. */
 static int lone_of(const LoneMask *m, PyObject *node, uint64_t *out) {
     PyObject *text = get_attr(node, s_command_line);
     if (text == NULL)
@@ -944,10 +962,12 @@ static int lone_of(const LoneMask *m, PyObject *node, uint64_t *out) {
         return 0;
     }
     const int keep = str && PyUnicode_GET_LENGTH(text) <= m->cache_chars;
-    PyObject *value = keep ? PyDict_GetItemWithError(m->seen, text) : NULL;  /* borrowed */
+    const int memo = str && !keep && m->remember;
+    PyObject *value = keep ? Py_XNewRef(PyDict_GetItemWithError(m->seen, text)) : memo ? memo_for(node, text) : NULL;
     if (value != NULL) {
         Py_DECREF(text);
         *out = PyLong_AsUnsignedLongLong(value);  /* an exact int this function put there */
+        Py_DECREF(value);
         return PyErr_Occurred() ? -1 : 0;
     }
     if (PyErr_Occurred() || (value = PyObject_CallOneArg(m->mask, text)) == NULL) {
@@ -965,6 +985,10 @@ static int lone_of(const LoneMask *m, PyObject *node, uint64_t *out) {
                 if (PyDict_GET_SIZE(m->seen) >= m->cache_max)
                     PyDict_Clear(m->seen);  /* bounded: a flood of distinct lines starts it afresh */
                 rc = PyDict_SetItem(m->seen, text, value);
+            } else if (memo && PyLong_CheckExact(value)) {
+                PyObject *pair = PyTuple_Pack(2, text, value);
+                rc = pair == NULL ? -1 : set_attr(node, s_lone, pair);
+                Py_XDECREF(pair);
             }
         }
     }
@@ -974,18 +998,18 @@ static int lone_of(const LoneMask *m, PyObject *node, uint64_t *out) {
 }
 
 /* lone_bits(contexts, matrix, lone) -> None; lone = (lone_mask, seen, cache_chars, cache_max, own_first,
-   anc_first, n): set bit i of each row's own command line's `lone_mask` at column own_first + i and of
+   anc_first, n, remember): set bit i of each row's own command line's `lone_mask` at column own_first + i and of
    its ancestors' (or-ed) at anc_first + i, i < n; a row whose masks are both zero is left as it is
    (zero in a fresh matrix). The bytes `features._fill_lone` writes, without a Python loop per row. */
 static PyObject *lone_bits(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     (void)self;
-    if (nargs != 3 || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) != 7) {
+    if (nargs != 3 || !PyTuple_Check(args[2]) || PyTuple_GET_SIZE(args[2]) != 8) {
         PyErr_SetString(PyExc_TypeError, "lone_bits(contexts, matrix, (lone_mask, seen, cache_chars, cache_max, "
-                                         "own_first, anc_first, n))");
+                                         "own_first, anc_first, n, remember))");
         return NULL;
     }
     PyObject *lone = args[2];
-    LoneMask m = {PyTuple_GET_ITEM(lone, 0), PyTuple_GET_ITEM(lone, 1), 0, 0};
+    LoneMask m = {PyTuple_GET_ITEM(lone, 0), PyTuple_GET_ITEM(lone, 1), 0, 0, 0};
     long long v[5];
     for (int k = 0; k < 5; k++) {
         if (as_ll(PyTuple_GET_ITEM(lone, 2 + k), &v[k]) < 0)
@@ -996,6 +1020,8 @@ static PyObject *lone_bits(PyObject *self, PyObject *const *args, Py_ssize_t nar
         }
     }
     m.cache_chars = (Py_ssize_t)v[0], m.cache_max = (Py_ssize_t)v[1];
+    if ((m.remember = PyObject_IsTrue(PyTuple_GET_ITEM(lone, 7))) < 0)
+        return NULL;
     const Py_ssize_t own_first = (Py_ssize_t)v[2], anc_first = (Py_ssize_t)v[3], n_bits = (Py_ssize_t)v[4];
     if (!PyCallable_Check(m.mask) || !PyDict_CheckExact(m.seen) || n_bits > 64) {
         PyErr_SetString(PyExc_TypeError, "lone_bits: lone_mask, a dict and at most 64 bits");
@@ -1382,7 +1408,7 @@ static PyMethodDef methods[] = {
      "rows(contexts, matrix, static_facts, layout, node_type) -> None: fill the zeroed float32 matrix with one "
      "feature row per RowContext, as pipeline.features computes it with numpy."},
     {"lone_bits", (PyCFunction)(void (*)(void))lone_bits, METH_FASTCALL,
-     "lone_bits(contexts, matrix, (lone_mask, seen, cache_chars, cache_max, own_first, anc_first, n)) -> None: set the "
+     "lone_bits(contexts, matrix, (lone_mask, seen, cache_chars, cache_max, own_first, anc_first, n, remember)) -> None: set the "
      "lone-command indicator columns of each row as pipeline.features._fill_lone does."},
     {"context", (PyCFunction)(void (*)(void))context, METH_FASTCALL,
      "context(forest, key, window_ms, row_type, ancestor_depth, max_descendants) -> the RowContext "
@@ -1405,6 +1431,7 @@ PyMODINIT_FUNC PyInit__cfeatures(void) {
         {&s_static, "static"}, {&s_parent_key, "parent_key"}, {&s_nodes, "nodes"}, {&s_limits, "limits"},
         {&s_max_depth, "max_depth"}, {&s_watermark_ms, "watermark_ms"}, {&s_get, "get"},
         {&s_last_ms, "last_ms"}, {&s_key, "key"}, {&s_command_line, "command_line"},
+        {&s_lone, "lone"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].slot = PyUnicode_InternFromString(names[i].text)) == NULL)

@@ -17,7 +17,7 @@ def rows(
 def lone_bits(
     contexts: Sequence[Any],
     matrix: NDArray[np.float32],
-    lone: tuple[Callable[[Any], int], dict[str, int], int, int, int, int, int],
+    lone: tuple[Callable[[Any], int], dict[str, int], int, int, int, int, int, bool],
     /,
 ) -> None: ...
 def context(

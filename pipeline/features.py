@@ -138,8 +138,9 @@ def feature_matrix(contexts: Sequence[RowContext]) -> NDArray[np.float32]:
         _numpy_rows(matrix, contexts)
     if _compiled_lone is not None:
         mask = lone_mask  # the remembered masks are `indicators.lone_mask`'s: another function starts afresh
-        seen = _LONE_SEEN if mask is _REMEMBERED else {}
-        lone = (mask, seen, LONE_CACHED_CHARS, _LONE_SEEN_MAX, _LONE, _LONE_ANC, _N_LONE)
+        remember = mask is _REMEMBERED
+        seen = _LONE_SEEN if remember else {}
+        lone = (mask, seen, LONE_CACHED_CHARS, _LONE_SEEN_MAX, _LONE, _LONE_ANC, _N_LONE, remember)
         _compiled_lone(contexts, matrix, lone)
     else:
         _fill_lone(matrix, contexts)
@@ -150,7 +151,8 @@ _N_LONE = len(LONE_INDICATORS)
 _LONE, _LONE_ANC = _AT[f"lone_{LONE_INDICATORS[0].name}"], _AT[f"lone_anc_{LONE_INDICATORS[0].name}"]
 _LONE_SHIFTS = np.arange(_N_LONE, dtype=np.uint64)
 # What `_cfeatures.lone_bits` remembers: `lone_mask` of command lines up to LONE_CACHED_CHARS characters,
-# at most _LONE_SEEN_MAX of them (then it starts afresh)
+# at most _LONE_SEEN_MAX of them (then it starts afresh); of a longer line, on its node (`ProcessNode.lone`,
+# with the line it read), so that it is read once per process
 _LONE_SEEN: dict[str, int] = {}
 _LONE_SEEN_MAX = 4096
 _REMEMBERED = lone_mask

@@ -96,6 +96,7 @@ class ProcessNode:
     conns: deque[tuple[int, str, int]] = field(default_factory=deque)
     notable: deque[Event | dict[str, Any]] = field(default_factory=deque)  # dicts after a restore
     static: tuple[float, ...] | None = None  # per-process feature cache, owned by pipeline.features
+    lone: tuple[str, int] | None = None  # (a long command_line, its lone_mask): pipeline.features's memo
     stamp: int = 0  # the forest's `epoch` when an event last named it (pipeline.tree_state reuses rows by it)
 
     @property

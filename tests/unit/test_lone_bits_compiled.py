@@ -28,7 +28,7 @@ NOT_BUILT = "pipeline._cfeatures is not built: `pip install -e .` or `setup.py b
 WINDOW_MS = 300_000
 # what `feature_matrix` hands `lone_bits`
 LONE_C = (lone_mask, features._LONE_SEEN, LONE_CACHED_CHARS, features._LONE_SEEN_MAX, features._LONE,
-          features._LONE_ANC, features._N_LONE)  # fmt: skip
+          features._LONE_ANC, features._N_LONE, True)  # fmt: skip
 
 
 def python_bits(contexts: Sequence[RowContext]) -> np.ndarray[Any, np.dtype[np.float32]]:
@@ -146,6 +146,44 @@ def test_lines_longer_than_the_cache_takes_are_not_remembered() -> None:
     assert features._LONE_SEEN[short] == lone_mask(short)
 
 
+def test_a_line_longer_than_the_cache_takes_is_read_once_per_process() -> None:
+    """An attack's long launcher line (an encoded PowerShell stager is ~5,000 characters) is an ancestor of
+    every row of its subtree, at every flush: it is read once per process, remembered on its node, and
+    read again only when the node's line is another. Without `remember`, every call reads it."""
+    launcher = "powershell.exe -noP -sta -w 1 -enc " + "SQBFAFgA" * (LONE_CACHED_CHARS // 8 + 1)
+    contexts = contexts_of(forest_of(chained([
+        (r"C:\Windows\System32\WindowsPowerShell\v1.0\powershell.exe", launcher),
+        (r"C:\Windows\System32\net.exe", "net user x /add"),
+        (r"C:\Windows\System32\wevtutil.exe", "wevtutil cl Security"),
+    ])))  # fmt: skip
+    read: list[str] = []
+
+    def counted(text: str) -> int:
+        read.append(text)
+        return lone_mask(text)
+
+    parts = list(LONE_C)
+    parts[0], parts[1] = counted, {}
+    assert features._compiled_lone is not None, NOT_BUILT
+    for _ in range(5):
+        matrix = np.zeros((len(contexts), N_FEATURES), dtype=np.float32)
+        features._compiled_lone(contexts, matrix, tuple(parts))
+        assert matrix.tobytes() == python_bits(contexts).tobytes()
+    assert read.count(launcher) == 1 and len(read) == 3  # the two short lines: once each, in `seen`
+    (root,) = [c.node for c in contexts if c.node.command_line == launcher]
+    assert root.lone == (launcher, lone_mask(launcher))
+    root.command_line = launcher.replace("-sta", "-mta")  # another line: read afresh, bits follow it
+    features._compiled_lone(contexts, np.zeros((len(contexts), N_FEATURES), np.float32), tuple(parts))
+    line = root.command_line
+    assert read.count(line) == 1 and root.lone == (line, lone_mask(line))
+    read.clear()
+    parts[7] = False
+    for _ in range(3):
+        features._compiled_lone(contexts, np.zeros((len(contexts), N_FEATURES), np.float32), tuple(parts))
+    reading = [c for c in contexts if c.node is root or root in c.ancestors]  # its row, its descendants'
+    assert len(reading) == 3 and read.count(root.command_line) == 3 * len(reading)
+
+
 def test_another_mask_function_is_not_answered_from_the_remembered_masks(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -179,7 +217,7 @@ def test_a_mask_function_that_breaks_its_contract_is_an_error_not_a_guess() -> N
     with pytest.raises(ValueError, match="lone_bits"):
         features._compiled_lone(contexts, np.zeros((len(contexts) + 1, N_FEATURES), np.float32), LONE_C)
     with pytest.raises(TypeError, match="lone_bits"):
-        features._compiled_lone(contexts, matrix, LONE_C[:6])
+        features._compiled_lone(contexts, matrix, LONE_C[:7])
 
 
 def test_the_remembered_and_the_computed_masks_hold_no_reference_they_should_not() -> None:
