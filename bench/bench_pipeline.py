@@ -11,6 +11,10 @@ measured) on the same pre-filled topic:
     tree, windows, features, one predict per micro-batch, policy, signed outputs, state records
     at commit points, offset commits) — the ratio (b)/(a) is the goal (>= 25 %);
     plus, without Kafka, decode alone and the detector alone on the same values (where time goes);
+    (a) and (b) again at 50 ev/record on recorded telemetry: ../shared/datasets/otrf replayed as agents
+    would publish it, one device per recording (`bench._pipeline_data.recorded_records`; left out,
+    with a note, when the recordings are not there): real processes, lines and behaviour, and alerts
+    where the attacks are, where the generated fleet's shells make the model alert every ~390 events;
 (c) faust's per-event agent path (`_pipeline_faust`, its own process): decode + detector per record;
 (e) scale-out: one vs two `ringfence worker` processes draining the same backlog, written once every
     worker holds its share of the (empty) topic's partitions, timed from its first record written
@@ -31,12 +35,13 @@ the broker's ack, to the worker's decision (`issued_at`) and to its verdict's ar
 `--latency-only --max-rate N` runs (d) alone against a given one-process rate (events/s), e.g. the
 scale-out figure of an earlier run, to compare worker versions in the same minutes.
 
-`--throughput-only [--events N] [--repeat K]` runs (a) and (b) alone on a backlog of N events (50 per
-record; default 200,000, the full run's), K times on the same topic, and prints with each run the share of
-(b)'s timed window the worker's thread was on the CPU (BENCHMARKS.md, Pipeline, session P: a longer
-backlog runs slower, because each device's forest keeps growing). `--breakdown` adds, per run, the window
-split into the worker thread's own CPU time per part of the path and the time it waited
-(`bench._worker_parts`; measured with the parts wrapped, so read the headline from runs without it).
+`--throughput-only [--events N] [--repeat K] [--workload generated|recorded]` runs (a) and (b) alone on
+a backlog of N events (50 per record; default 200,000, the full run's), K times on the same topic, and
+prints with each run the share of (b)'s timed window the worker's thread was on the CPU (BENCHMARKS.md,
+Pipeline, session P: a longer backlog runs slower, because each device's forest keeps growing).
+`--breakdown` adds, per run, the window split into the worker thread's own CPU time per part of the path
+and the time it waited (`bench._worker_parts`; measured with the parts wrapped, so read the headline from
+runs without it).
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import Result
-from bench._pipeline_data import attack_probe, check_sample, records
+from bench._pipeline_data import RECORDINGS, attack_probe, check_sample, recorded_records, records
 from bench._pipeline_kafka import Bench, WorkerProcess, fill, raw_rate, wait_until, worker_rate
 from bench._worker_parts import Parts
 from schemas.fastcodec import decode_events
@@ -92,16 +97,18 @@ def run(
     seconds: float | None = None,
     throughput: tuple[int, int] | None = None,
     breakdown: bool = False,
+    workload: str = "generated",
 ) -> list[Result]:
     """All figures of the section (see the module docstring); only (d) when `max_rate` is given; only
-    (a) and (b) when `throughput` = (events, runs) is, with (b)'s window per part when `breakdown`."""
+    (a) and (b) when `throughput` = (events, runs) is, with (b)'s window per part when `breakdown`, on
+    the `workload` ("generated" or "recorded")."""
     os.environ.setdefault(
         "OMP_NUM_THREADS", "1"
     )  # as `ringfence worker` runs (effective if xgboost is not loaded yet)
     with tempfile.TemporaryDirectory(prefix="rf-bench-pipeline-") as workdir:
         bench = Bench(_kafka(), Path(workdir))
         if throughput is not None:
-            return asyncio.run(_throughput_only(bench, *throughput, breakdown))
+            return asyncio.run(_throughput_only(bench, *throughput, breakdown, workload))
         sizes = QUICK if quick else FULL
         if seconds is not None:
             sizes = dataclasses.replace(sizes, latency_s=seconds)
@@ -127,6 +134,10 @@ async def _run(bench: Bench, sizes: Sizes) -> list[Result]:
         results: list[Result] = []
         for per_record, events in ((50, sizes.batched_events), (1, sizes.single_events)):
             await _throughput(bench, per_record, events, sizes, results)
+        if RECORDINGS.is_dir():
+            await _throughput(bench, 50, sizes.batched_events, sizes, results, "recorded")
+        else:
+            print(f"(b) on recorded telemetry left out: no {RECORDINGS}", file=sys.stderr)
         one, two = await _scale_out(bench, sizes)
         results.append(
             Result(
@@ -144,10 +155,15 @@ async def _run(bench: Bench, sizes: Sizes) -> list[Result]:
 
 
 async def _throughput(
-    bench: Bench, per_record: int, events: int, sizes: Sizes, results: list[Result]
+    bench: Bench,
+    per_record: int,
+    events: int,
+    sizes: Sizes,
+    results: list[Result],
+    workload: str = "generated",
 ) -> float:
-    shape = f"{per_record} ev/record"
-    topic, values, count = await _filled_topic(bench, per_record, events)
+    shape = f"{per_record} ev/record" + (", recorded telemetry" if workload == "recorded" else "")
+    topic, values, count = await _filled_topic(bench, per_record, events, workload)
     settings = bench.settings(f"w{per_record}", topic)
     raw, _ = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
     measured = await worker_rate(bench, settings, count)
@@ -163,7 +179,7 @@ async def _throughput(
         _busy(measured.main_thread_busy, shape),
         _decode_only([v for _, v in values], raw, shape),
     ]
-    if per_record == 1 or sizes.faust_batched:
+    if workload == "generated" and (per_record == 1 or sizes.faust_batched):
         results.append(
             Result(
                 f"faust per-event agent path, {shape}",
@@ -177,13 +193,17 @@ async def _throughput(
 
 
 async def _filled_topic(
-    bench: Bench, per_record: int, events: int
+    bench: Bench, per_record: int, events: int, workload: str = "generated"
 ) -> tuple[str, list[tuple[bytes, bytes]], int]:
-    """A new 2-partition topic holding `events` generated events, `per_record` to a record: (topic, the
-    records' keys and values, records written)."""
-    topic = bench.name(f"events{per_record}")
+    """A new 2-partition topic holding `events` events of the `workload` (generated: `records`' fleet;
+    recorded: `recorded_records`, the OTRF recordings), `per_record` to a record: (topic, the records'
+    keys and values, records written)."""
+    topic = bench.name(f"events{per_record}{workload[0]}")
     await bench.create([(topic, 2)])
-    values = list(records(events, per_record, DEVICES, prefix=f"d{per_record}"))
+    if workload == "recorded":
+        values = list(recorded_records(events, per_record, prefix=f"r{per_record}"))
+    else:
+        values = list(records(events, per_record, DEVICES, prefix=f"d{per_record}"))
     check_sample([v for _, v in values])
     return topic, values, await fill(bench.kafka, topic, values)
 
@@ -200,12 +220,15 @@ def _busy(share: float, shape: str) -> Result:
     return Result(f"  worker thread on the CPU, {shape}", 100.0 * share, "% of the timed window")
 
 
-async def _throughput_only(bench: Bench, events: int, repeat: int, breakdown: bool = False) -> list[Result]:
-    """(a) then (b) on one backlog of `events` (50 per record), `repeat` times, alternated on one topic;
-    with `breakdown`, (b)'s window split into the parts of `bench._worker_parts` (each run measured so)."""
+async def _throughput_only(
+    bench: Bench, events: int, repeat: int, breakdown: bool = False, workload: str = "generated"
+) -> list[Result]:
+    """(a) then (b) on one backlog of `events` (50 per record) of the `workload`, `repeat` times,
+    alternated on one topic; with `breakdown`, (b)'s window split into the parts of `bench._worker_parts`
+    (each run measured so)."""
     await bench.setup()
     try:
-        topic, _, count = await _filled_topic(bench, 50, events)
+        topic, _, count = await _filled_topic(bench, 50, events, workload)
         results: list[Result] = []
         for run_index in range(repeat):
             settings = bench.settings(f"w50-{run_index}", topic)
@@ -214,8 +237,8 @@ async def _throughput_only(bench: Bench, events: int, repeat: int, breakdown: bo
             model = measured.worker.detector.model.version
             results += [
                 Result(
-                    f"full worker path, 50 ev/record, backlog of {backlog:,} events, model {model}, "
-                    f"run {run_index + 1}",
+                    f"full worker path, 50 ev/record, backlog of {backlog:,} {workload} events, model "
+                    f"{model}, run {run_index + 1}",
                     measured.events_per_s,
                     "events/s",
                     raw,
@@ -502,6 +525,12 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, help="runs of --throughput-only (at least 1; default 3)")
     parser.add_argument(
+        "--workload",
+        choices=("generated", "recorded"),
+        help="events of --throughput-only: generated (default: the fleet of bench/_pipeline_data.py) or "
+        "recorded (real telemetry: ../shared/datasets/otrf replayed, one device per recording)",
+    )
+    parser.add_argument(
         "--breakdown",
         action="store_true",
         help="with --throughput-only: also split each run's window into the worker thread's own CPU per part "
@@ -512,8 +541,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.latency_only and not args.max_rate:
         parser.error("--latency-only needs --max-rate")
-    if not args.throughput_only and (args.events is not None or args.repeat is not None or args.breakdown):
-        parser.error("--events, --repeat and --breakdown go with --throughput-only")
+    if not args.throughput_only and (
+        args.events is not None or args.repeat is not None or args.breakdown or args.workload is not None
+    ):
+        parser.error("--events, --repeat, --breakdown and --workload go with --throughput-only")
     if args.throughput_only:
         if args.quick or args.latency_only or args.max_rate is not None or args.seconds is not None:
             parser.error(
@@ -524,7 +555,11 @@ def main() -> None:
         args.repeat = 3 if args.repeat is None else args.repeat
         if args.events < 1_000 or args.repeat < 1:
             parser.error("--throughput-only needs --events >= 1000 and --repeat >= 1")
-        print(format_results(run(False, throughput=(args.events, args.repeat), breakdown=args.breakdown)))
+        if args.workload == "recorded" and not RECORDINGS.is_dir():
+            parser.error(f"--workload recorded needs the recordings: no {RECORDINGS}")
+        throughput = (args.events, args.repeat)
+        workload = args.workload or "generated"
+        print(format_results(run(False, throughput=throughput, breakdown=args.breakdown, workload=workload)))
         return
     print(format_results(run(args.quick, args.max_rate if args.latency_only else None, args.seconds)))
 

@@ -7,7 +7,7 @@ every flush's feature matrix and of every decision, so a speed-up can be shown t
 run it before and after a change and compare the digests.
 
     .venv/bin/python -m bench.core_replay [--events 60000] [--per-record 50] [--decoder fast|codec] [--stages]
-        [--own-lines SHARE]
+        [--own-lines SHARE] [--workload generated|recorded]
 
 The clock advances 3 ms per record (a flush every ~17 records of 50 events, as at ~15k events/s);
 the model is whatever `pipeline.scoring.load_model` loads (the committed trained booster), one
@@ -16,7 +16,8 @@ the detector's CPU time per stage (tree update, flush rows, row contexts, featur
 incidents with their explanations), per event, and per scored row with the rows' shape (rows per event,
 the share of leaves, window-active descendants per row). `--own-lines` gives that share of the process
 starts a command line of its own (the default's eight lines are always in the masks' caches; a fleet's
-are not: BENCHMARKS.md, "Session W").
+are not: BENCHMARKS.md, "Session W"). `--workload recorded` replays real telemetry instead
+(`bench._pipeline_data.recorded_records`: ../shared/datasets/otrf, one device per recording).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from bench._pipeline_data import records
+from bench._pipeline_data import recorded_records, records
 from pipeline import detect
 from pipeline import features as features_module
 from pipeline.features import RowContext
@@ -237,6 +238,10 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=0, metavar="PAIRS",
                         help="also replay in the worker's order, without and with the predict overlapped "
                              "with decoding (Detector.start_flush), PAIRS times each, by wall time")
+    parser.add_argument("--workload", choices=("generated", "recorded"), default="generated",
+                        help="generated: the pipeline benchmark's fleet (bench._pipeline_data.records); "
+                             "recorded: ../shared/datasets/otrf replayed, one device per recording "
+                             "(--devices and --own-lines do not apply)")
     parser.add_argument("--own-lines", type=float, default=0.0, metavar="SHARE",
                         help="share of process starts whose command line has arguments of its own, seen "
                              "nowhere else (default 0: the generator's eight lines, every mask cached; a "
@@ -246,7 +251,10 @@ def main() -> None:
     if not 0.0 <= args.own_lines <= 1.0:
         parser.error("--own-lines is a share: 0 to 1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    made = records(args.events, args.per_record, args.devices, own_lines=args.own_lines)
+    if args.workload == "recorded":
+        made = recorded_records(args.events, args.per_record)
+    else:
+        made = records(args.events, args.per_record, args.devices, own_lines=args.own_lines)
     values = [value for _, value in made]
     tune_gc()  # as `ringfence worker` runs: the start-up heap frozen, its collection thresholds
     r = replay(values, args.decoder)

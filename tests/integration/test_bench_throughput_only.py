@@ -36,7 +36,7 @@ def test_throughput_only_prints_each_run_against_its_raw_read_and_the_worker_thr
     assert done.returncode == 0, done.stderr[-2000:]
     for run in (1, 2):
         rate = re.search(
-            rf"full worker path, 50 ev/record, backlog of 2,000 events, model ringfence-\S+, run {run}\s+"
+            rf"full worker path, 50 ev/record, backlog of 2,000 generated events, model ringfence-\S+, run {run}\s+"
             r"([\d,.]+) events/s\s+"
             r"([\d,.]+)\s+([\d.]+)x",
             done.stdout,
@@ -55,8 +55,13 @@ def test_throughput_only_prints_each_run_against_its_raw_read_and_the_worker_thr
         (("--throughput-only", "--events", "10"), "--throughput-only needs --events >= 1000"),
         (("--throughput-only", "--repeat", "0"), "needs --events >= 1000 and --repeat >= 1"),
         (("--throughput-only", "--quick"), "--quick, --latency-only, --max-rate and --seconds do not apply"),
-        (("--events", "5000"), "--events, --repeat and --breakdown go with --throughput-only"),
-        (("--breakdown",), "--events, --repeat and --breakdown go with --throughput-only"),
+        (("--events", "5000"), "--events, --repeat, --breakdown and --workload go with --throughput-only"),
+        (("--breakdown",), "--events, --repeat, --breakdown and --workload go with --throughput-only"),
+        (
+            ("--workload", "recorded"),
+            "--events, --repeat, --breakdown and --workload go with --throughput-only",
+        ),
+        (("--throughput-only", "--workload", "lab"), "invalid choice: 'lab'"),
     ],
 )
 def test_bad_throughput_only_arguments_are_refused_before_touching_kafka(
@@ -85,3 +90,43 @@ def test_breakdown_gives_each_part_of_the_path_its_share_of_the_window(kafka_boo
     for part in (DECODE, TREE, FLUSH, INCIDENTS):  # the 2,000 events decode, fold, score and alert
         assert shares[part] > 0.0, shares
     assert abs(100.0 - shares[WAITING] - busy) < 0.5  # what was not waiting was on the CPU
+
+
+def test_the_recorded_workload_measures_the_worker_on_real_telemetry_against_its_raw_read(
+    kafka_bootstrap: str,
+) -> None:
+    """`--workload recorded`: ../shared's OTRF recordings replayed as agents publish them, the worker's
+    rate against the raw read of the same topic; without the recordings, a clear refusal."""
+    done = _bench(
+        "--throughput-only",
+        "--events",
+        "3000",
+        "--repeat",
+        "1",
+        "--workload",
+        "recorded",
+        bootstrap=kafka_bootstrap,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rate = re.search(
+        r"full worker path, 50 ev/record, backlog of ([\d,]+) recorded events, model ringfence-\S+, run 1\s+"
+        r"([\d,.]+) events/s\s+([\d,.]+)\s+([\d.]+)x",
+        done.stdout,
+    )
+    assert rate, done.stdout
+    backlog, figure, raw, ratio = (float(v.replace(",", "")) for v in rate.groups())
+    assert 3000 <= backlog < 3000 + 50 and figure > 0 and raw > 0 and abs(ratio - figure / raw) < 0.01
+    missing = subprocess.run(
+        [sys.executable, "-m", "bench.bench_pipeline", "--throughput-only", "--workload", "recorded"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "RINGFENCE_SHARED": str(REPO / "no-such-folder"),
+            "RINGFENCE_KAFKA_BOOTSTRAP": "127.0.0.1:1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert missing.returncode == 2 and "--workload recorded needs the recordings" in missing.stderr
