@@ -187,11 +187,13 @@ def recorded_records(
     n_events: int, events_per_record: int, root: Path = RECORDINGS, *, prefix: str = "rec"
 ) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) records of real telemetry until `n_events` events were written: each recording under
-    `root` (`*.json.gz` / `*.jsonl.gz`, in name order) is one device, its events read by
-    `agents.sysmon.loader.load_events` in recorded order; one record holds `events_per_record` of one
-    device's events, devices round-robin, as agents publish. A recording that ends drops out; when all
-    have ended they start again as new devices (`<prefix>-<round>-<index>`). Files are read as far as
-    needed, so a short run reads only the head of each."""
+    `root` (`*.gz`, in name order) is one device, its events read by `agents.sysmon.loader.load_events`
+    in recorded order. A record is one device's batch as its agent would have sent it: at most
+    `events_per_record` events, spanning at most the agent's linger (`AGENT_LINGER_MS` of event time: the
+    agent sends what it spooled within one linger, so a quiet device's events go in smaller records, not
+    one record spanning minutes); devices take turns. A recording that ends drops out; when all have
+    ended they start again as new devices (`<prefix>-<round>-<index>`). Files are read as far as needed,
+    so a short run reads only the head of each."""
     from agents.sysmon.loader import load_events
 
     files = sorted(p for p in root.rglob("*.gz") if p.is_file())
@@ -200,12 +202,13 @@ def recorded_records(
     written, round_no = 0, 0
     while written < n_events:
         streams = deque(
-            iter(load_events(path, device_id=f"{prefix}-{round_no}-{i}")) for i, path in enumerate(files)
+            _Recording(load_events(path, device_id=f"{prefix}-{round_no}-{i}"))
+            for i, path in enumerate(files)
         )
         before = written
         while streams and written < n_events:
             stream = streams.popleft()
-            chunk = [event for _, event in zip(range(events_per_record), stream, strict=False)]
+            chunk = stream.batch(events_per_record, AGENT_LINGER_MS)
             if not chunk:
                 continue  # ended: it drops out
             streams.append(stream)
@@ -215,6 +218,32 @@ def recorded_records(
         if written == before:
             raise ValueError(f"the recordings under {root} hold no event the mapping reads")
         round_no += 1
+
+
+AGENT_LINGER_MS = 500  # agents.publisher.PublisherConfig.linger_ms's default
+
+
+class _Recording:
+    """One recording's events, taken a batch at a time (the event that would not fit waits for the next)."""
+
+    def __init__(self, events: Iterator[BehaviorEvent]) -> None:
+        self.events, self.held = iter(events), None
+
+    def batch(self, most: int, span_ms: int) -> list[BehaviorEvent]:
+        out: list[BehaviorEvent] = []
+        low = high = None
+        while len(out) < most:
+            event = self.held if self.held is not None else next(self.events, None)
+            self.held = None
+            if event is None:
+                break
+            when = event.ts.timestamp() * 1000
+            if low is not None and high is not None and max(high, when) - min(low, when) > span_ms:
+                self.held = event
+                break
+            low, high = (when, when) if low is None or high is None else (min(low, when), max(high, when))
+            out.append(event)
+        return out
 
 
 _EVENT_FIELDS = {name: field.default for name, field in BehaviorEvent.model_fields.items()}

@@ -36,7 +36,8 @@ def test_throughput_only_prints_each_run_against_its_raw_read_and_the_worker_thr
     assert done.returncode == 0, done.stderr[-2000:]
     for run in (1, 2):
         rate = re.search(
-            rf"full worker path, 50 ev/record, backlog of 2,000 generated events, model ringfence-\S+, run {run}\s+"
+            r"full worker path, 50 ev/record, backlog of 2,000 generated events, "
+            rf"model ringfence-\S+, run {run}\s+"
             r"([\d,.]+) events/s\s+"
             r"([\d,.]+)\s+([\d.]+)x",
             done.stdout,
@@ -109,7 +110,8 @@ def test_the_recorded_workload_measures_the_worker_on_real_telemetry_against_its
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rate = re.search(
-        r"full worker path, 50 ev/record, backlog of ([\d,]+) recorded events, model ringfence-\S+, run 1\s+"
+        r"full worker path, recorded telemetry, up to 50 ev/record, backlog of ([\d,]+) recorded events, "
+        r"model ringfence-\S+, run 1\s+"
         r"([\d,.]+) events/s\s+([\d,.]+)\s+([\d.]+)x",
         done.stdout,
     )

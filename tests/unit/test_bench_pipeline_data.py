@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+from datetime import datetime
 from pathlib import Path
 
 import orjson
@@ -12,7 +13,7 @@ import pytest
 from shared_data import shared_datasets
 
 from agents.sysmon.loader import load_events
-from bench._pipeline_data import _ANCHORS, check_sample, recorded_records, records
+from bench._pipeline_data import _ANCHORS, AGENT_LINGER_MS, check_sample, recorded_records, records
 
 
 def test_every_process_starts_before_its_events_and_the_oldest_end_once_200_are_live() -> None:
@@ -62,8 +63,9 @@ def test_recorded_records_replay_each_recording_as_one_device_in_order_as_agents
     tmp_path: Path,
 ) -> None:
     """`--workload recorded`: real telemetry, one device per recording, its events in recorded order,
-    50 to a record, devices taking turns; recordings that end drop out, and all start again as new
-    devices when every one has ended. The records are the bytes an agent writes."""
+    at most 50 to a record and at most an agent's linger of event time, devices taking turns; recordings
+    that end drop out, and all start again as new devices when every one has ended. The records are the
+    bytes an agent writes."""
     source = shared_datasets("otrf")
     small = sorted(source.rglob("*.gz"), key=lambda p: p.stat().st_size)[:2]
     for i, path in enumerate(small):
@@ -80,6 +82,8 @@ def test_recorded_records_replay_each_recording_as_one_device_in_order_as_agents
         events = obj.get("events", [obj])
         assert {e["device_id"] for e in events} == {key.decode()}
         assert len(events) <= 50
+        times = [datetime.fromisoformat(e["ts"].replace("Z", "+00:00")).timestamp() * 1000 for e in events]
+        assert max(times) - min(times) <= AGENT_LINGER_MS  # what an agent sends within one linger
         turns.append(key.decode())
         by_device.setdefault(key.decode(), []).extend(events)
     first_round = [d for d in by_device if d.startswith("t-0-")]
