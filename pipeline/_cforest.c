@@ -270,6 +270,7 @@ typedef struct {
     PyObject *parent, *mask;    /* a process start: the known parent, the command line's indicator bits */
     int lone;                   /* a process start whose line shows only lone-command indicators (kept as evidence) */
     int end;                    /* a process end of a known process */
+    int fresh;                  /* the first event of a process the forest does not know: its node is made */
 } Item;
 
 static void drop_item(Item *it) {
@@ -339,7 +340,10 @@ static int stamp_duplicate(Run *run, PyObject *nodes, PyObject *event) {
 }
 
 static int classify_start(Run *run, PyObject *nodes, Item *it);
+static int classify_fresh(Run *run, PyObject *nodes, PyObject *codes_by_kind, PyObject *caches, Item *it);
 static int valid_codes(PyObject *codes);
+static int blank_ready(Run *run);
+static PyObject *clone_node(Run *run, PyObject *key);
 
 static int classify_payload(Item *it, PyObject *codes_of, PyObject *cached, int load, int network);
 
@@ -368,8 +372,14 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     if (it->key == NULL)
         return -1;
     it->node = PyDict_GetItemWithError(nodes, it->key);
-    if (it->node == NULL)
-        return PyErr_Occurred() ? -1 : run->child_codes == NULL ? 1 : classify_start(run, nodes, it);
+    if (it->node == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        if (run->child_codes == NULL)
+            return 1;
+        rc = classify_start(run, nodes, it);
+        return rc != 1 || it->payload == NULL ? rc : classify_fresh(run, nodes, codes_by_kind, caches, it);
+    }
     Py_INCREF(it->node);
     if ((rc = get_ll(it->node, s_last_ms, &it->last)) != 0)
         return rc;
@@ -631,6 +641,85 @@ static int classify_payload(Item *it, PyObject *codes_of, PyObject *cached, int 
     return 0;
 }
 
+/* The first event of a process the forest does not know that is not its start (a process started before
+   the agent, the log or the worker's state began: most of a lab recording's first minutes), which
+   `apply` makes a node for (`_new_node`), gives the event's image (`set_image`) and then applies as
+   behaviour of a known process. Ours when `classify_start` left it (not a start it takes: `it->payload`
+   read, nothing else), there is room for one more node, the event names an image (without one the node
+   would be a placeholder to fill later) and no parent (a link to make), and its kind is one whose codes
+   the fold reads, other than the process's own image load (its signer is recorded) -- a behaviour
+   `classify` would take for a known process. 0 ours (it->fresh, it->codes and the rest filled; it->node
+   stays NULL until `make_fresh`), 1 Python's, -1 error; nothing changed either way. */
+static int classify_fresh(Run *run, PyObject *nodes, PyObject *codes_by_kind, PyObject *caches, Item *it) {
+    if (PyDict_GET_SIZE(nodes) >= run->max_nodes)
+        return 1;
+    PyObject *image = get_attr(it->event, s_image);
+    if (image == NULL)
+        return -1;
+    int named = PyUnicode_CheckExact(image) && PyUnicode_GET_LENGTH(image) > 0;
+    if (!named) {  /* no image (a placeholder), or not a plain str: Python's */
+        Py_DECREF(image);
+        return 1;
+    }
+    if ((it->named = get_attr(it->event, s_parent_process_key)) == NULL || it->named != Py_None) {
+        Py_DECREF(image);
+        return it->named == NULL ? -1 : 1;
+    }
+    PyObject *kind = get_attr(it->payload, s_kind);
+    if (kind == NULL) {
+        Py_DECREF(image);
+        return -1;
+    }
+    int start = same_str(kind, k_start), end = same_str(kind, k_end), script = same_str(kind, k_script);
+    int network = same_str(kind, k_network), load = same_str(kind, k_load);
+    int rc = start < 0 || end < 0 || script < 0 || network < 0 || load < 0 ? -1 : start || end || script ? 1 : 0;
+    PyObject *codes_of = NULL, *cached = NULL;
+    if (rc == 0) {
+        codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
+        rc = codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
+        if (rc == 0 && caches != NULL && (cached = PyDict_GetItemWithError(caches, kind)) == NULL && PyErr_Occurred())
+            rc = -1;
+        Py_XINCREF(codes_of);  /* held: the attribute reads below can run code that changes the dicts */
+        Py_XINCREF(cached);
+    }
+    Py_DECREF(kind);
+    if (rc == 0 && load) {  /* its own image: Python's (as `classify_payload` decides for a known node) */
+        PyObject *path = get_attr(it->payload, s_path);
+        int own = path == NULL ? -1 : PyObject_RichCompareBool(path, image, Py_EQ);
+        Py_XDECREF(path);
+        rc = own != 0 ? (own < 0 ? -1 : 1) : 0;
+    }
+    Py_DECREF(image);
+    if (rc == 0)
+        rc = classify_payload(it, codes_of, cached, 0, network);
+    Py_XDECREF(codes_of);
+    Py_XDECREF(cached);
+    it->fresh = rc == 0;
+    return rc;
+}
+
+/* The node of an event `classify_fresh` took: `_new_node(key)` with room to spare (a clone of the blank, or
+   the forest's own call), most recently active and counted as created, then `set_image(event.image)`;
+   it->node and it->last (the new node's last activity) filled. -1 on error. */
+static int make_fresh(Run *run, Item *it) {
+    int clone = blank_ready(run);
+    if (clone < 0)
+        return -1;
+    it->node = clone ? clone_node(run, it->key) : PyObject_CallMethodOneArg(run->forest, s_new_node, it->key);
+    if (it->node == NULL)
+        return -1;
+    PyObject *image = get_attr(it->event, s_image);
+    PyObject *r = image == NULL ? NULL : PyObject_CallMethodOneArg(it->node, s_set_image, image);
+    Py_XDECREF(image);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    int rc = get_ll(it->node, s_last_ms, &it->last);
+    if (rc > 0)
+        PyErr_SetString(PyExc_TypeError, "a new node's last_ms must be a small int");
+    return rc == 0 ? 0 : -1;
+}
+
 static int append_to(PyObject *obj, PyObject *name, PyObject *value) {
     PyObject *target = get_attr(obj, name);
     if (target == NULL)
@@ -768,8 +857,8 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
     run->events++;
     if (it->when > run->watermark)
         run->watermark = it->when;
-    if (touch(run, lru, it->node, it->key) < 0)
-        return -1;
+    if (it->fresh ? make_fresh(run, it) < 0 : touch(run, lru, it->node, it->key) < 0)
+        return -1;  /* a new node is made the most recently active by `_new_node` */
     if (it->when > it->last && set_ll(it->node, s_last_ms, it->when) < 0)
         return -1;
     if (it->end)

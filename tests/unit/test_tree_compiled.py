@@ -55,9 +55,19 @@ def _event(kit: EventKit, rng: random.Random, keys: list[str]) -> Any:
         return kit.script(key, rng.choice(["Invoke-Mimikatz", "Get-Date"]))
     if roll < 0.24:
         return kit.load(key, kit._images.get(key) or IMAGES[0], signed=rng.random() < 0.5, signer="MS")
-    if roll < 0.30:
-        unknown, payload = f"u{rng.randrange(30)}", kit.write(key, "x").payload
-        return kit.event(unknown, payload, image=rng.choice(["", *IMAGES]), parent=rng.choice([None, *keys]))
+    if roll < 0.30:  # a process first seen by its behaviour (its start was never seen), or by its end
+        unknown, image = f"u{rng.randrange(30)}", rng.choice(["", *IMAGES])
+        first: list[Callable[[], Any]] = [
+            lambda: kit.write(key, "x"),
+            lambda: kit.connect(key, "10.0.0.9", 445),
+            lambda: kit.access(key, r"C:\Windows\System32\lsass.exe", 0x1010),
+            lambda: kit.reg(key, r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run", "x"),
+            lambda: kit.load(key, image or IMAGES[0], signed=True, signer="MS"),  # its own image when named
+            lambda: kit.end(key),
+            lambda: kit.script(key, "Invoke-Mimikatz"),
+        ]
+        payload = rng.choice(first)().payload
+        return kit.event(unknown, payload, image=image, parent=rng.choice([None, None, *keys]))
     temp = rf"C:\Users\a\AppData\Local\Temp\f{rng.randrange(9)}.{rng.choice(['tmp', 'exe'])}"
     makers: list[Callable[[], Any]] = [
         lambda: kit.write(key, temp),
@@ -130,6 +140,51 @@ def test_the_streams_reach_every_case_the_c_path_hands_back() -> None:
                     "flood_evicted_exited", "parent_conflicts"):  # fmt: skip
         assert stats[counter] > 0, counter
     assert any(n["signer"][1] == "MS" for n in python["nodes"].values())  # own image load seen
+
+
+def _built_seeing_apply(events: list[Any], monkeypatch: pytest.MonkeyPatch) -> tuple[Any, list[Any]]:
+    """`build` with the C path, and the events the Python `apply` was called for."""
+    calls: list[Any] = []
+    real_apply = DeviceForest.apply
+
+    def apply(self: DeviceForest, event: Any) -> Any:
+        calls.append(event)
+        return real_apply(self, event)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(DeviceForest, "apply", apply)
+        return build(events, None, True), calls
+
+
+def test_the_first_behaviour_of_an_unknown_process_is_applied_in_c_as_apply_applies_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process seen first by its behaviour (its start came before the agent, the log or the state began:
+    most of a recording's first minutes) gets its node, image and evidence from the fold without a call of
+    the Python `apply`, the same forest as `apply` builds; one without an image (a placeholder to fill) or
+    naming a parent (a link to make) is still `apply`'s."""
+    kit = EventKit("dev-f", start=datetime(2026, 5, 1, tzinfo=UTC), step_ms=5)
+    kinds = [lambda k: kit.write(k, r"C:\Users\a\AppData\Local\Temp\x.exe"),
+             lambda k: kit.access(k, r"C:\Windows\System32\lsass.exe", 0x1010),
+             lambda k: kit.connect(k, "10.0.0.9", 445),
+             lambda k: kit.load(k, r"C:\Windows\System32\samlib.dll", signed=False)]  # fmt: skip
+    root = kit.start("root", r"C:\Windows\explorer.exe", "explorer.exe")  # no parent: `apply`'s
+    events = [root]
+    for i in range(40):
+        made = kinds[i % len(kinds)](f"seen-{i % 13}")  # 13 processes, each first seen by behaviour
+        events.append(kit.event(f"seen-{i % 13}", made.payload, image=IMAGES[i % len(IMAGES)]))
+    for model in (events, fast(events)):
+        python = build(model, None, False)
+        compiled, calls = _built_seeing_apply(model, monkeypatch)
+        assert compiled == python
+        assert calls == model[:1]  # the first event of each of the 13 processes too was the fold's
+        assert python[0]["stats"]["nodes_created"] == 14 and python[0]["stats"]["placeholders_created"] == 0
+        assert python[0]["nodes"]["seen-3"]["image"] == ("str", IMAGES[3])
+    no_image = kit.event("ghost", kit.write("g", "x").payload, image="")  # a placeholder to fill later
+    linked = kit.event("child", kit.write("c", "x").payload, image=IMAGES[0], parent="root")  # a link
+    for odd in (no_image, linked):
+        compiled, calls = _built_seeing_apply([root, odd], monkeypatch)
+        assert calls == [root, odd] and compiled == build([root, odd], None, False)
 
 
 def test_a_run_stops_at_another_devices_event() -> None:
