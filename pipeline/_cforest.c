@@ -7,8 +7,9 @@
  * the forest already knows; the next are the start of a new process under a parent it knows and
  * the end of a known process (a few % of a fleet's events each, the most Python per event before). `fold` applies a run of such events
  * exactly as `DeviceForest.apply` would, and stops at the first event it does not handle itself --
- * another device's, any other process start, a script, an unknown or placeholder process, a
- * parent link to make, an image to set, a duplicate seq that cannot be decided here, a full forest,
+ * another device's, any other process start, a script, a placeholder process, an unknown process's
+ * first event other than plain behaviour with an image (`classify_fresh`: a process whose start was
+ * never seen, the bulk of a recording's first minutes, is made here), a parent link to make, an image to set, a duplicate seq that cannot be decided here, a full forest,
  * anything that raised -- *before* changing anything for that event, so the caller applies it with
  * the Python `apply` (the one implementation of every rarer case) and calls `fold` again after it.
  *
