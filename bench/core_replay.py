@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from bench._pipeline_data import recorded_records, records
+from bench._pipeline_data import RECORDINGS, recorded_records, records
 from pipeline import detect
 from pipeline import features as features_module
 from pipeline.features import RowContext
@@ -252,6 +252,8 @@ def main() -> None:
         parser.error("--own-lines is a share: 0 to 1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.workload == "recorded":
+        if not RECORDINGS.is_dir():
+            parser.error(f"--workload recorded needs the recordings: no {RECORDINGS}")
         made = recorded_records(args.events, args.per_record)
     else:
         made = records(args.events, args.per_record, args.devices, own_lines=args.own_lines)
