@@ -9,8 +9,8 @@
  * exactly as `DeviceForest.apply` would, and stops at the first event it does not handle itself --
  * another device's, any other process start, a script, a placeholder process, an unknown process's
  * first event other than plain behaviour with an image (`classify_fresh`: a process whose start was
- * never seen, the bulk of a recording's first minutes, is made here), a parent link to make, an image to set, a duplicate seq that cannot be decided here, a full forest,
- * anything that raised -- *before* changing anything for that event, so the caller applies it with
+ * never seen, the bulk of a recording's first minutes, is made here), a parent link to make, an image
+ * to set, a duplicate seq that cannot be decided here, a full forest, anything that raised -- *before* changing anything for that event, so the caller applies it with
  * the Python `apply` (the one implementation of every rarer case) and calls `fold` again after it.
  *
  * What it does per event, in `apply`'s order: the redelivery check (seq high-water mark and
