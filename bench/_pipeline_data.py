@@ -227,21 +227,23 @@ class _Recording:
     """One recording's events, taken a batch at a time (the event that would not fit waits for the next)."""
 
     def __init__(self, events: Iterator[BehaviorEvent]) -> None:
-        self.events, self.held = iter(events), None
+        self.events = iter(events)
+        self.held: BehaviorEvent | None = None
 
     def batch(self, most: int, span_ms: int) -> list[BehaviorEvent]:
+        """Up to `most` next events whose times lie within `span_ms` of each other."""
         out: list[BehaviorEvent] = []
-        low = high = None
+        low = high = 0.0
         while len(out) < most:
             event = self.held if self.held is not None else next(self.events, None)
             self.held = None
             if event is None:
                 break
             when = event.ts.timestamp() * 1000
-            if low is not None and high is not None and max(high, when) - min(low, when) > span_ms:
+            if out and max(high, when) - min(low, when) > span_ms:
                 self.held = event
                 break
-            low, high = (when, when) if low is None or high is None else (min(low, when), max(high, when))
+            low, high = (min(low, when), max(high, when)) if out else (when, when)
             out.append(event)
         return out
 
