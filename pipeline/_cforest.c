@@ -348,6 +348,20 @@ static PyObject *clone_node(Run *run, PyObject *key);
 
 static int classify_payload(Item *it, PyObject *codes_of, PyObject *cached, int load, int network);
 
+/* The codes function of a behaviour `kind` (`CODES_BY_KIND`) and its answers' cache (`CODE_CACHES`, or
+   NULL), as new references: held, since the attribute reads after this can run code that changes the
+   dicts. 0 found, 1 a kind the fold does not code (Python's), -1 error. */
+static int codes_of_kind(PyObject *codes_by_kind, PyObject *caches, PyObject *kind, PyObject **codes_of,
+                         PyObject **cached) {
+    *codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
+    int rc = *codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
+    if (rc == 0 && caches != NULL && (*cached = PyDict_GetItemWithError(caches, kind)) == NULL && PyErr_Occurred())
+        rc = -1;
+    Py_XINCREF(*codes_of);
+    Py_XINCREF(*cached);
+    return rc;
+}
+
 /* 0: ours (it filled), 1: Python's (nothing changed), 2: a redelivered duplicate, -1: error. */
 static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *codes_by_kind, PyObject *caches,
                     int dedupe, PyObject *event, Item *it) {
@@ -419,12 +433,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     } else if (end && run->lifecycle) {
         rc = 0, it->end = 1;
     } else if (!(start || end || script)) {
-        codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
-        rc = codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
-        if (rc == 0 && caches != NULL && (cached = PyDict_GetItemWithError(caches, kind)) == NULL && PyErr_Occurred())
-            rc = -1;
-        Py_XINCREF(codes_of);  /* held: the attribute reads below can run code that changes the dicts */
-        Py_XINCREF(cached);
+        rc = codes_of_kind(codes_by_kind, caches, kind, &codes_of, &cached);
     }
     Py_DECREF(kind);
     if (rc == 0 && !it->end)
@@ -675,14 +684,8 @@ static int classify_fresh(Run *run, PyObject *nodes, PyObject *codes_by_kind, Py
     int network = same_str(kind, k_network), load = same_str(kind, k_load);
     int rc = start < 0 || end < 0 || script < 0 || network < 0 || load < 0 ? -1 : start || end || script ? 1 : 0;
     PyObject *codes_of = NULL, *cached = NULL;
-    if (rc == 0) {
-        codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
-        rc = codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
-        if (rc == 0 && caches != NULL && (cached = PyDict_GetItemWithError(caches, kind)) == NULL && PyErr_Occurred())
-            rc = -1;
-        Py_XINCREF(codes_of);  /* held: the attribute reads below can run code that changes the dicts */
-        Py_XINCREF(cached);
-    }
+    if (rc == 0)
+        rc = codes_of_kind(codes_by_kind, caches, kind, &codes_of, &cached);
     Py_DECREF(kind);
     if (rc == 0 && load) {  /* its own image: Python's (as `classify_payload` decides for a known node) */
         PyObject *path = get_attr(it->payload, s_path);
