@@ -5,7 +5,10 @@
 A faust App whose agent iterates the topic record by record (`async for value in stream`), decodes
 each value with `schemas.codec` and hands its events to the same `Detector` the worker uses: the
 agent path as faust's examples write it. When RECORDS records were processed it writes
-`{"events": N, "seconds": S}` (first record to last) to RESULT_FILE; the parent then stops it.
+`{"events": N, "seconds": S}` (first record to last) to RESULT_FILE; the parent then stops it. faust's
+data folder goes beside RESULT_FILE, in the parent's temporary folder (it stops this process with a
+signal, so nothing here would get to remove a folder of its own: until session Z each run left one in
+/tmp).
 faust is untyped and this file is a benchmark harness, so it is kept out of mypy's packages.
 """
 
@@ -14,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,7 +34,7 @@ def main(bootstrap: str, topic_name: str, records: int, result: Path) -> None:
         broker=f"kafka://{bootstrap}",
         store="memory://",
         web_enabled=False,
-        datadir=tempfile.mkdtemp(prefix="rf-bench-faust-"),
+        datadir=str(result.parent / f"{result.stem}-data"),  # the parent's folder: removed with it
         consumer_auto_offset_reset="earliest",
         topic_allow_declare=False,
         topic_disable_leader=True,
