@@ -137,10 +137,14 @@ def test_a_command_line_lone_mask_refuses_is_refused_by_c_with_its_error(line: o
         c_bits(contexts)
 
 
-def test_lines_longer_than_the_cache_takes_are_not_remembered() -> None:
+def test_lines_longer_than_the_cache_takes_stay_out_of_the_shared_cache() -> None:
+    """A long line's mask is kept on its own node only (evicted with it), never in the cache every
+    device shares: a hostile device cannot pin megabytes there."""
     long_line = "wevtutil cl Security " + "y" * LONE_CACHED_CHARS
-    feature_matrix(_one_context(long_line))
+    contexts = _one_context(long_line)
+    feature_matrix(contexts)
     assert long_line not in features._LONE_SEEN
+    assert contexts[0].node.lone == (long_line, lone_mask(long_line))
     short = "wevtutil cl System"
     feature_matrix(_one_context(short))
     assert features._LONE_SEEN[short] == lone_mask(short)
