@@ -165,7 +165,7 @@ async def _throughput(
 ) -> float:
     shape = _shape(per_record, workload)
     topic, values, count = await _filled_topic(bench, per_record, events, workload)
-    settings = bench.settings(f"w{per_record}", topic)
+    settings = bench.settings(f"w{per_record}{workload[0]}", topic)  # its own state topic and group
     raw, _ = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
     measured = await worker_rate(bench, settings, count)
     full, model = measured.events_per_s, measured.worker.detector.model.version
