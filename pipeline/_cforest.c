@@ -92,6 +92,10 @@ static void untrack_plain(PyObject *tuple) {
 #define STAMP_LIMIT ((long long)1 << 54) /* |ts_ms| below this: ts_ms * 256 | code fits in 64 bits */
 
 #define QUEUED_MAX 64
+#define KIND_MEMO 16  /* behaviour kinds a run remembers (`codes_of_kind`): there are a dozen */
+#if PY_VERSION_HEX < 0x030C0000  /* `ma_version_tag`: deprecated from 3.12, so remembered on 3.11 only */
+#define DICT_VERSION(d) (((PyDictObject *)(d))->ma_version_tag)
+#endif
 static int deferring = 1;  /* `defer_touches` */
 static int apply_touched(PyObject *lru, PyObject *touched);  /* changes remembered per call (a record holds 50 events of one device) */
 
@@ -120,6 +124,11 @@ typedef struct {
        appended to it (`pipeline.recency` applies the order later); NULL: moved in `_lru` at once. */
     PyObject *touched;
     long long created;         /* nodes cloned: stats.nodes_created */
+    /* `codes_of_kind`'s answers this call, while neither dict changed (their version tags, PEP 509; the
+       entries hold their objects): two dict lookups per event become a scan of a few pointers. */
+    struct { PyObject *kind, *codes_of, *cached; } kinds[KIND_MEMO];
+    int n_kinds;
+    uint64_t codes_version, caches_version;
 } Run;
 
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
@@ -250,7 +259,9 @@ static int truthy_attr(PyObject *obj, PyObject *name) {
     PyObject *value = get_attr(obj, name);
     if (value == NULL)
         return -1;
-    int rc = PyObject_IsTrue(value);
+    /* the common values read without a call: an exact str (an image), a bool, None */
+    int rc = PyUnicode_CheckExact(value) ? PyUnicode_GET_LENGTH(value) != 0
+             : value == Py_True ? 1 : value == Py_False || value == Py_None ? 0 : PyObject_IsTrue(value);
     Py_DECREF(value);
     return rc;
 }
@@ -351,14 +362,50 @@ static int classify_payload(Item *it, PyObject *codes_of, PyObject *cached, int 
 /* The codes function of a behaviour `kind` (`CODES_BY_KIND`) and its answers' cache (`CODE_CACHES`, or
    NULL), as new references: held, since the attribute reads after this can run code that changes the
    dicts. 0 found, 1 a kind the fold does not code (Python's), -1 error. */
-static int codes_of_kind(PyObject *codes_by_kind, PyObject *caches, PyObject *kind, PyObject **codes_of,
+static void forget_kinds(Run *run) {
+    while (run->n_kinds > 0) {
+        run->n_kinds--;
+        Py_CLEAR(run->kinds[run->n_kinds].kind);
+        Py_CLEAR(run->kinds[run->n_kinds].codes_of);
+        Py_CLEAR(run->kinds[run->n_kinds].cached);
+    }
+}
+
+static int codes_of_kind(Run *run, PyObject *codes_by_kind, PyObject *caches, PyObject *kind, PyObject **codes_of,
                          PyObject **cached) {
+#ifdef DICT_VERSION
+    /* Remembered answers hold while both dicts are unchanged (exact dicts: a subclass may answer otherwise). */
+    const int memo = PyDict_CheckExact(codes_by_kind) && (caches == NULL || PyDict_CheckExact(caches));
+    if (memo) {
+        const uint64_t codes_version = DICT_VERSION(codes_by_kind), caches_version = caches ? DICT_VERSION(caches) : 0;
+        if (run->n_kinds && (codes_version != run->codes_version || caches_version != run->caches_version))
+            forget_kinds(run);  /* may free the old objects: their dicts let go of them */
+        run->codes_version = codes_version, run->caches_version = caches_version;
+        for (int k = 0; k < run->n_kinds; k++)
+            if (run->kinds[k].kind == kind) {
+                *codes_of = Py_NewRef(run->kinds[k].codes_of);
+                *cached = Py_XNewRef(run->kinds[k].cached);
+                return 0;
+            }
+    }
+#endif
     *codes_of = PyDict_GetItemWithError(codes_by_kind, kind);
     int rc = *codes_of == NULL ? (PyErr_Occurred() ? -1 : 1) : 0;
     if (rc == 0 && caches != NULL && (*cached = PyDict_GetItemWithError(caches, kind)) == NULL && PyErr_Occurred())
         rc = -1;
     Py_XINCREF(*codes_of);
     Py_XINCREF(*cached);
+#ifdef DICT_VERSION
+    /* Remembered only when looking up ran no code (str keys, whose hash and == run none): the tags read
+       above still describe the dicts these answers came from. */
+    if (rc == 0 && memo && run->n_kinds < KIND_MEMO && PyUnicode_CheckExact(kind) &&
+        DICT_VERSION(codes_by_kind) == run->codes_version && (caches == NULL || DICT_VERSION(caches) == run->caches_version)) {
+        run->kinds[run->n_kinds].kind = Py_NewRef(kind);
+        run->kinds[run->n_kinds].codes_of = Py_NewRef(*codes_of);
+        run->kinds[run->n_kinds].cached = Py_XNewRef(*cached);
+        run->n_kinds++;
+    }
+#endif
     return rc;
 }
 
@@ -433,7 +480,7 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
     } else if (end && run->lifecycle) {
         rc = 0, it->end = 1;
     } else if (!(start || end || script)) {
-        rc = codes_of_kind(codes_by_kind, caches, kind, &codes_of, &cached);
+        rc = codes_of_kind(run, codes_by_kind, caches, kind, &codes_of, &cached);
     }
     Py_DECREF(kind);
     if (rc == 0 && !it->end)
@@ -685,7 +732,7 @@ static int classify_fresh(Run *run, PyObject *nodes, PyObject *codes_by_kind, Py
     int rc = start < 0 || end < 0 || script < 0 || network < 0 || load < 0 ? -1 : start || end || script ? 1 : 0;
     PyObject *codes_of = NULL, *cached = NULL;
     if (rc == 0)
-        rc = codes_of_kind(codes_by_kind, caches, kind, &codes_of, &cached);
+        rc = codes_of_kind(run, codes_by_kind, caches, kind, &codes_of, &cached);
     Py_DECREF(kind);
     if (rc == 0 && load) {  /* its own image: Python's (as `classify_payload` decides for a known node) */
         PyObject *path = get_attr(it->payload, s_path);
@@ -733,6 +780,57 @@ static int append_to(PyObject *obj, PyObject *name, PyObject *value) {
     return rc;
 }
 
+/* Membership of a code (0..255) in `behaviour.STRONG_CODES` / `GENERIC_CODES`, asked once or twice per
+   event: as bits of the frozenset, read once per set object (a frozenset cannot change; the entry holds
+   it, so its address is not reused). A set that is not an exact frozenset of ints 0..255 is asked as
+   Python asks it (`code in codes`). */
+typedef struct {
+    PyObject *set;     /* held; NULL: empty entry */
+    int usable;        /* every item an exact int 0..255: `bits` answers for it */
+    uint64_t bits[4];
+} CodeBits;
+static CodeBits code_bits[2];
+
+/* The entry of `set` (filled on first sight), as a copy: 0 when `set` is not an exact frozenset. The
+   replaced entry's set is released last, as `_slots.h` releases a type: its items' finalisers may run
+   code that looks up (and refills) this cache. */
+static int bits_of(PyObject *set, CodeBits *out) {
+    for (int e = 0; e < 2; e++)
+        if (code_bits[e].set == set) {
+            *out = code_bits[e];
+            return 1;
+        }
+    if (!PyFrozenSet_CheckExact(set))
+        return 0;
+    CodeBits *entry = code_bits[0].set == NULL ? &code_bits[0] : &code_bits[1];  /* else replaces the second */
+    PyObject *old = entry->set;
+    entry->set = Py_NewRef(set), entry->usable = 1;
+    memset(entry->bits, 0, sizeof(entry->bits));
+    Py_ssize_t pos = 0;
+    PyObject *item;
+    Py_hash_t hash;
+    while (_PySet_NextEntry(set, &pos, &item, &hash)) {  /* borrowed items of an immutable set */
+        long value = PyLong_Check(item) ? PyLong_AsLong(item) : -1;  /* an int subclass (IntEnum) runs no code */
+        if (value < 0 || value > 255) {
+            PyErr_Clear();
+            entry->usable = 0;
+            break;
+        }
+        entry->bits[value >> 6] |= 1ull << (value & 63);
+    }
+    *out = *entry;
+    Py_XDECREF(old);
+    return 1;
+}
+
+/* `code in codes` for a code 0..255 (`valid_codes`): 1, 0, or -1 with an error set. */
+static int has_code(PyObject *codes, PyObject *code, long value) {
+    CodeBits b;
+    if (bits_of(codes, &b) && b.usable)
+        return (int)(b.bits[value >> 6] >> (value & 63) & 1);
+    return PySet_Contains(codes, code);
+}
+
 /* `_add_evidence`: returns bit 1 re-score, bit 2 notable; -1 on error. */
 static int add_evidence(Run *run, PyObject *node, long long when, PyObject *codes, PyObject *strong,
                         PyObject *generic) {
@@ -761,7 +859,8 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
     }
     for (Py_ssize_t c = 0; c < n; c++) {
         PyObject *code = PyTuple_GET_ITEM(codes, c);
-        const long long record = when * 256 | PyLong_AsLong(code);
+        const long value = PyLong_AsLong(code);  /* 0..255: `valid_codes` */
+        const long long record = when * 256 | value;
         if (ring) {
             int dropped = ring_push((RingObject *)evidence, record);
             if (dropped < 0)
@@ -797,7 +896,7 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
             goto done;
         }
         Py_DECREF(count);
-        int is_strong = PySet_Contains(strong, code);
+        int is_strong = has_code(strong, code, value);
         if (is_strong < 0)
             goto done;
         if (is_strong) {
@@ -805,7 +904,7 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
         } else if ((seen & (seen - 1)) == 0) {
             rescore = 1;
             if (seen == 1) {
-                int is_generic = PySet_Contains(generic, code);
+                int is_generic = has_code(generic, code, value);
                 if (is_generic < 0)
                     goto done;
                 notable |= !is_generic;
@@ -868,7 +967,9 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
     if (it->end)
         return apply_end(run, device_id, changed, it);
     if (it->ip != NULL) {
-        PyObject *record = Py_BuildValue("(LOO)", it->when, it->ip, it->port);
+        PyObject *when = PyLong_FromLongLong(it->when);  /* (when, ip, port), made directly: no format to parse */
+        PyObject *record = when == NULL ? NULL : PyTuple_Pack(3, when, it->ip, it->port);
+        Py_XDECREF(when);
         if (record != NULL)
             untrack_plain(record);
         if (record == NULL || append_to(it->node, s_conns, record) < 0) {
@@ -1129,14 +1230,13 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t i = start < 0 ? 0 : start;
     PyObject *device_id = get_attr(forest, s_device_id), *nodes = get_attr(forest, s_nodes);
     PyObject *lru_dict = get_attr(forest, s_lru), *limits = get_attr(forest, s_limits);
-    PyObject *lru = lru_dict == NULL ? NULL : get_attr(lru_dict, s_move_to_end);
-    Py_XDECREF(lru_dict);
+    PyObject *lru = NULL;  /* `_lru.move_to_end`, made below only for a forest without `_touched` (`touch`) */
     Run run = {.forest = forest, .stats = get_attr(forest, s_stats), .clone = -1};  /* the rest zero, NULL */
     if (starts != NULL && PyTuple_GET_ITEM(starts, 2) != Py_None)
         run.plain_new_node = PyTuple_GET_ITEM(starts, 2);
     PyObject *result = NULL;
     int dedupe = limits == NULL ? -1 : truthy_attr(limits, s_dedupe_by_seq);
-    if (device_id == NULL || nodes == NULL || lru == NULL || run.stats == NULL || dedupe < 0 ||
+    if (device_id == NULL || nodes == NULL || lru_dict == NULL || run.stats == NULL || dedupe < 0 ||
         (run.epoch = get_attr(forest, s_epoch)) == NULL)
         goto out;
     if (!PyDict_Check(nodes) || get_ll(forest, s_watermark_ms, &run.watermark) != 0 ||
@@ -1150,13 +1250,13 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     else if (!PyList_CheckExact(run.touched))
         Py_CLEAR(run.touched);
     if (run.touched != NULL && !deferring) {  /* moved per event: what is pending first */
-        PyObject *lru_map = PyList_GET_SIZE(run.touched) ? get_attr(forest, s_lru) : NULL;
-        int synced = lru_map == NULL ? (PyList_GET_SIZE(run.touched) ? -1 : 0) : apply_touched(lru_map, run.touched);
-        Py_XDECREF(lru_map);
+        int synced = PyList_GET_SIZE(run.touched) ? apply_touched(lru_dict, run.touched) : 0;
         Py_CLEAR(run.touched);
         if (synced < 0)
             goto out;
     }
+    if (run.touched == NULL && (lru = get_attr(lru_dict, s_move_to_end)) == NULL)
+        goto out;
     run.lifecycle = starts != NULL;
     int limit = starts == NULL ? 1 : get_ll(limits, s_max_nodes, &run.max_nodes);
     if (limit < 0)
@@ -1193,6 +1293,7 @@ out:
     Py_DECREF(events);
     Py_XDECREF(device_id);
     Py_XDECREF(nodes);
+    Py_XDECREF(lru_dict);
     Py_XDECREF(lru);
     Py_XDECREF(limits);
     Py_XDECREF(run.stats);
@@ -1203,6 +1304,7 @@ out:
     Py_XDECREF(run.blank);
     Py_XDECREF(run.lru_dict);
     Py_XDECREF(run.touched);
+    forget_kinds(&run);
     return result;
 }
 

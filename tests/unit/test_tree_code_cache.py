@@ -223,3 +223,55 @@ def test_any_values_get_the_classifiers_codes_from_the_cache_too(
     for event in events:
         expected = CODES_BY_KIND[event.payload.kind](event.payload)
         assert _one_event_codes(event) == expected == _one_event_codes(event), event.payload  # miss, hit
+
+
+def test_a_classifier_replaced_during_a_fold_call_answers_the_events_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fold remembers each kind's classifier for the rest of its call, but only while `CODES_BY_KIND`
+    and `CODE_CACHES` are unchanged: a classifier that swaps the table mid-record is honoured from the
+    very next event, as `apply` (Python, one lookup per event) honours it."""
+    original = tree._CODES_BY_KIND["dns_query"]
+
+    def swapping(payload: Any) -> tuple[Counter, ...]:
+        tree._CODES_BY_KIND["dns_query"] = lambda p: (Counter.LSASS_READ,)  # the table changes mid-call
+        return tuple(original(payload))
+
+    kit = EventKit("dev-cache", start=datetime(2026, 5, 1, tzinfo=UTC))
+    events = [kit.start("root", ROOT_IMAGE, "explorer.exe")]
+    events += [kit.dns("root", "a.example") for _ in range(3)]
+    results = []
+    for compiled in (False, True):
+        monkeypatch.setitem(tree._CODES_BY_KIND, "dns_query", swapping)
+        with tree_path(compiled):
+            forest = DeviceForest("dev-cache", "windows")
+            assert forest.apply_run(events, 0, []) == len(events)
+        results.append(snapshot(forest))
+        codes = [record & 0xFF for record in forest.nodes["root"].evidence]
+        assert codes.count(Counter.LSASS_READ) == 2 and codes.count(Counter.DNS_QUERY) == 1, (compiled, codes)
+    assert results[0] == results[1]
+
+
+@pytest.mark.parametrize(
+    "strong",
+    [
+        frozenset({Counter.DNS_QUERY}),  # the codes' own kind of set: read as bits
+        {Counter.DNS_QUERY},  # a plain set: asked as Python asks it
+        frozenset({float(Counter.DNS_QUERY)}),  # equal to the code, but not an int: asked as Python asks it
+        frozenset({Counter.DNS_QUERY, "odd"}),
+    ],
+)
+def test_strong_and_generic_codes_are_the_sets_python_reads(
+    monkeypatch: pytest.MonkeyPatch, strong: Any
+) -> None:
+    """Whatever sets `STRONG_CODES` and `GENERIC_CODES` are, the fold's notable events and re-scores are
+    `apply`'s: a strong DNS query is notable at every sighting, not only the first."""
+    monkeypatch.setattr(tree, "_STRONG", strong)
+    monkeypatch.setattr(tree, "_GENERIC", frozenset({Counter.FILE_WRITE, 1.5}))
+    kit = EventKit("dev-cache", start=datetime(2026, 5, 1, tzinfo=UTC))
+    events = [kit.start("root", ROOT_IMAGE, "explorer.exe")]
+    events += [kit.dns("root", "a.example") if i % 2 else kit.write("root", PATHS[0]) for i in range(6)]
+    built = [_build(events, compiled) for compiled in (False, True)]
+    assert built[0] == built[1]
+    changes = built[1][1]
+    assert sum(1 for _, _, notable in changes if notable) >= 1
