@@ -11,15 +11,21 @@
 #ifndef RINGFENCE_SLOTS_SMALL_LL_ONLY
 /* Attribute reads and writes of slotted objects (ProcessNode, the msgspec events) without the type
    lookup: a small cache (type, name) -> the slot's offset, filled from the type's own member
-   descriptor, used only for types with the default getattr/setattr. Anything else (a property, a
-   __dict__ attribute, a class variable, an unset slot) goes through PyObject_GetAttr/SetAttr. */
+   descriptor, used only for types with the default getattr/setattr. A class's plain value read through
+   an instance that has no __dict__ (a msgspec payload's tag, `kind`) is remembered too, and used only
+   while the type's version tag is the one it was read under (any change to the class or its bases moves
+   the tag on, as CPython's own attribute cache relies on). Anything else (a property, a __dict__
+   attribute, an unset slot) goes through PyObject_GetAttr/SetAttr. */
 #define CACHE_SIZE 512  /* a few dozen (type, name) pairs are in use: open addressing stays sparse */
 #define CACHE_PROBES 4
+#define CLASS_VALUE (-2)  /* SlotCache.offset of a class's plain value: `value`, while the tag is `version` */
 typedef struct {
     PyTypeObject *type;  /* strong reference while cached */
     PyObject *name;      /* interned, immortal for the module's life */
-    Py_ssize_t offset;   /* -1: not a plain object slot of this type */
+    Py_ssize_t offset;   /* >= 0: a plain object slot of this type; CLASS_VALUE; -1: neither */
     int writable;
+    PyObject *value;     /* CLASS_VALUE: borrowed from the class's dict, read only under `version` */
+    unsigned int version;
 } SlotCache;
 static SlotCache slot_cache[CACHE_SIZE];
 
@@ -42,7 +48,7 @@ static inline SlotCache slot_of(PyTypeObject *tp, PyObject *name) {
     if (c == NULL)
         c = &slot_cache[first];  /* all probes taken: replace the first */
     PyTypeObject *old = c->type;
-    c->type = NULL, c->name = name, c->offset = -1, c->writable = 0;
+    c->type = NULL, c->name = name, c->offset = -1, c->writable = 0, c->value = NULL, c->version = 0;
     PyObject *descr = tp->tp_getattro == PyObject_GenericGetAttr ? _PyType_Lookup(tp, name) : NULL;
     if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&  /* borrowed */
         PyType_IsSubtype(tp, PyDescr_TYPE(descr))) {
@@ -51,6 +57,10 @@ static inline SlotCache slot_of(PyTypeObject *tp, PyObject *name) {
             c->offset = member->offset;
             c->writable = !(member->flags & READONLY) && tp->tp_setattro == PyObject_GenericSetAttr;
         }
+    } else if (descr != NULL && Py_TYPE(descr)->tp_descr_get == NULL && Py_TYPE(descr)->tp_descr_set == NULL &&
+               tp->tp_dictoffset == 0 && (tp->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        /* no descriptor and no instance dict to shadow it: the generic getattr returns it as it is */
+        c->offset = CLASS_VALUE, c->value = descr, c->version = tp->tp_version_tag;
     }
     Py_INCREF(tp);
     c->type = tp;
@@ -68,6 +78,9 @@ static inline PyObject *get_attr(PyObject *obj, PyObject *name) {
             Py_INCREF(value);
             return value;
         }
+    } else if (c.offset == CLASS_VALUE && Py_TYPE(obj)->tp_version_tag == c.version &&
+               (Py_TYPE(obj)->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        return Py_NewRef(c.value);  /* the class unchanged since: its dict still holds this value */
     }
     return PyObject_GetAttr(obj, name);
 }

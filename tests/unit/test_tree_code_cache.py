@@ -275,3 +275,31 @@ def test_strong_and_generic_codes_are_the_sets_python_reads(
     assert built[0] == built[1]
     changes = built[1][1]
     assert sum(1 for _, _, notable in changes if notable) >= 1
+
+
+def test_a_payload_kind_read_from_its_class_follows_the_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    """msgspec's payloads carry `kind` on the class (their tag), not on the instance: the fold remembers
+    that value, but only while the class is unchanged. A class whose `kind` is replaced between two
+    records is read anew, as Python's `apply` reads it."""
+
+    class Payload:
+        __slots__ = ()  # no instance dict: the class's value is what an instance reads
+        kind = "dns_query"
+        query = "a.example"
+
+    kit = EventKit("dev-cache", start=datetime(2026, 5, 1, tzinfo=UTC))
+    start = kit.start("root", ROOT_IMAGE, "explorer.exe")
+    odd = [kit.dns("root", "a.example").model_copy(update={"payload": Payload()}) for _ in range(2)]
+    results = []
+    for compiled in (False, True):
+        monkeypatch.setattr(Payload, "kind", "dns_query")
+        with tree_path(compiled):
+            forest = DeviceForest("dev-cache", "windows")
+            assert forest.apply_run([start, odd[0]], 0, []) == 2
+            Payload.kind = "process_end"  # the class changes between two records
+            assert forest.apply_run([odd[1]], 0, []) == 1
+        root = forest.nodes["root"]
+        assert [record & 0xFF for record in root.evidence].count(Counter.DNS_QUERY) == 1, compiled
+        assert root.end_ms == odd[1].ts.timestamp() * 1000, compiled  # the second was read as an end
+        results.append(snapshot(forest))
+    assert results[0] == results[1]
