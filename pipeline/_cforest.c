@@ -28,7 +28,10 @@
  * those stay single implementations. Behaviour codes come from the same Python functions
  * (`CODES_BY_KIND`), so there is one catalogue; their answers are remembered per kind by the payload
  * fields that decide them (`tree.CODE_CACHES`, `behaviour.CODE_FIELDS`: plain values only, bounded
- * in entries and in characters), so the common event is a dict lookup, not a Python call.
+ * in entries and in characters), so the common event is a dict lookup, not a Python call. Within one
+ * call it also remembers each kind's function and cache, while `CODES_BY_KIND` and `CODE_CACHES` keep
+ * their dict version tags, and reads the strong and generic codes as bits of their frozensets
+ * (`codes_of_kind`, `has_code`; docs/DESIGN-NOTES.md).
  * `tests/unit/test_tree_compiled.py`, `test_tree_compiled_starts.py` and `test_tree_code_cache.py`
  * check forests built both ways are equal field for field on generated streams (every event kind,
  * duplicates, floods, placeholders, starts).
