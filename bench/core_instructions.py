@@ -4,10 +4,11 @@ none of them.
 Why: on this shared 2-vCPU VM the same code's CPU time per event moves 10-30 % from one minute to the
 next (`bench.core_replay`'s stages, BENCHMARKS.md), so a change worth 3-6 % of the fold is invisible
 in time unless run dozens of times. Valgrind's callgrind counts the instructions the CPU executes,
-which is the same from run to run for the same input: a small change to the C fold or the decoder
-shows as an exact difference. Instructions are not time (a cache miss costs many cycles and one
+which is the same from run to run for the same input (to within a few in a million: objects' addresses,
+and so a few hash probes, still differ between runs): a small change to the C fold or the decoder
+shows as a difference far above that. Instructions are not time (a cache miss costs many cycles and one
 instruction), so this complements `bench.core_replay`, it does not replace it. The child runs with
-PYTHONHASHSEED=0: str hashes, and so the dict probes they cost, are then the same in every run.
+PYTHONHASHSEED=0: str hashes, and so most dict probes, are then the same in every run.
 
     .venv/bin/python -m bench.core_instructions [--events 20000] [--per-record 50]
         [--workload generated|recorded] [--against PATH]

@@ -1,4 +1,4 @@
-"""`bench.core_instructions`: instruction counts that repeat exactly, and clear refusals without its tools."""
+"""`bench.core_instructions`: instruction counts that repeat, and clear refusals without its tools."""
 
 from __future__ import annotations
 
@@ -15,16 +15,23 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_same_code_counts_the_same_instructions_twice() -> None:
-    """The point of the tool: this tree against itself gives the same count per region, to the instruction
-    (valgrind is on every machine this project runs on: the environment's notes)."""
+    """The point of the tool: this tree against itself gives the same count per region, to within 0.1 % (a
+    change it is used to show is 1-5 %; runs differ by a few instructions in a million, as objects'
+    addresses and so a few hash probes do). valgrind is on every machine this project runs on (the
+    environment's notes)."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.core_instructions", "--events", "300", "--against", str(ROOT)],
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    counts = re.findall(r"decode\s+([\d,]+)\s+detector\s+([\d,]+)\s+decisions (\d+)", done.stdout)
-    assert len(counts) == 2 and counts[0] == counts[1], done.stdout
-    decode, detector = (int(n.replace(",", "")) for n in counts[0][:2])
+    found = re.findall(r"decode\s+([\d,]+)\s+detector\s+([\d,]+)\s+decisions (\d+)", done.stdout)
+    assert len(found) == 2, done.stdout
+    (decode, detector, decisions), (decode2, detector2, decisions2) = (
+        tuple(int(n.replace(",", "")) for n in row) for row in found
+    )
+    assert decisions == decisions2, done.stdout  # the same replay both times
+    assert abs(decode - decode2) <= decode / 1000, done.stdout
+    assert abs(detector - detector2) <= detector / 1000, done.stdout
     assert 500 < decode < 100_000 and 1_000 < detector < 1_000_000  # per event: a real replay was counted
     assert "ratio     decode 1.000  detector 1.000" in done.stdout
 
