@@ -92,7 +92,6 @@ def _child(helper: str, records_file: str) -> None:
     from pipeline.worker_runtime import tune_gc
     from schemas.fastcodec import decode_events
 
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     values = _read(Path(records_file))
     detector = detect.Detector(load_model())
     region = ctypes.CDLL(helper)
@@ -114,7 +113,8 @@ def _child(helper: str, records_file: str) -> None:
 def _count(tree: Path, helper: Path, records_file: Path, workdir: Path, tag: str) -> dict[str, float]:
     """Run the child under callgrind with `tree` first on sys.path: instructions per event per region."""
     out = workdir / f"callgrind.{tag}"
-    env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}  # str hashes (dict probes) fixed
+    # one predict thread, as `ringfence worker` runs; str hashes (and so most dict probes) the same every run
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "PYTHONPATH": str(tree), "PYTHONHASHSEED": "0"}
     command = [
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
         sys.executable, str(Path(__file__).resolve()), "--child", str(helper), "--records", str(records_file),
@@ -157,6 +157,8 @@ def main() -> None:
         return
     if args.events < 100 or args.per_record < 1:
         parser.error("--events at least 100, --per-record at least 1")
+    if args.against is not None and not (args.against / "pipeline").is_dir():
+        parser.error(f"--against {args.against}: no pipeline/ there (a checkout of this project is expected)")
     if shutil.which("valgrind") is None:
         raise SystemExit("core_instructions needs valgrind (callgrind): e.g. apt-get install valgrind")
     trees = [("this tree", ROOT)] + ([("against", args.against.resolve())] if args.against else [])
