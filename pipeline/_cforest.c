@@ -132,7 +132,23 @@ typedef struct {
     struct { PyObject *kind, *codes_of, *cached; } kinds[KIND_MEMO];
     int n_kinds;
     uint64_t codes_version, caches_version;
+    /* The int of the last event time this call made (held): a record's events often share a millisecond,
+       and an event's last activity and connection record share its time. */
+    PyObject *when_obj;
+    long long when_val;
 } Run;
+
+/* `value` as an int (new reference), the one made for the previous call with the same value if any. */
+static PyObject *when_int(Run *run, long long value) {
+    if (run->when_obj == NULL || run->when_val != value) {
+        PyObject *made = PyLong_FromLongLong(value);
+        if (made == NULL)
+            return NULL;
+        Py_XSETREF(run->when_obj, made);
+        run->when_val = value;
+    }
+    return Py_NewRef(run->when_obj);
+}
 
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
     PyObject *value = get_attr(obj, name);
@@ -878,7 +894,11 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
             if (pushed < 0)
                 goto done;
         }
-        PyObject *held = PyDict_GetItemWithError(counts, code);
+        /* an exact dict keyed by the code's int: its hash is computed once for the get and the set */
+        const Py_hash_t hash = PyDict_CheckExact(counts) ? PyObject_Hash(code) : -1;
+        if (hash == -1 && PyErr_Occurred())
+            goto done;
+        PyObject *held = hash != -1 ? _PyDict_GetItem_KnownHash(counts, code, hash) : PyDict_GetItemWithError(counts, code);
         long long seen = 1;
         if (held != NULL) {
             if (!small_ll(held, &seen))
@@ -894,7 +914,8 @@ static int add_evidence(Run *run, PyObject *node, long long when, PyObject *code
             goto done;
         }
         PyObject *count = PyLong_FromLongLong(seen);
-        if (count == NULL || PyDict_SetItem(counts, code, count) < 0) {
+        if (count == NULL || (hash != -1 ? _PyDict_SetItem_KnownHash(counts, code, count, hash)
+                                         : PyDict_SetItem(counts, code, count)) < 0) {
             Py_XDECREF(count);
             goto done;
         }
@@ -965,12 +986,17 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
         run->watermark = it->when;
     if (it->fresh ? make_fresh(run, it) < 0 : touch(run, lru, it->node, it->key) < 0)
         return -1;  /* a new node is made the most recently active by `_new_node` */
-    if (it->when > it->last && set_ll(it->node, s_last_ms, it->when) < 0)
-        return -1;
+    if (it->when > it->last) {
+        PyObject *when = when_int(run, it->when);
+        int rc = when == NULL ? -1 : set_attr(it->node, s_last_ms, when);
+        Py_XDECREF(when);
+        if (rc < 0)
+            return -1;
+    }
     if (it->end)
         return apply_end(run, device_id, changed, it);
     if (it->ip != NULL) {
-        PyObject *when = PyLong_FromLongLong(it->when);  /* (when, ip, port), made directly: no format to parse */
+        PyObject *when = when_int(run, it->when);  /* (when, ip, port), made directly: no format to parse */
         PyObject *record = when == NULL ? NULL : PyTuple_Pack(3, when, it->ip, it->port);
         Py_XDECREF(when);
         if (record != NULL)
@@ -1308,6 +1334,7 @@ out:
     Py_XDECREF(run.lru_dict);
     Py_XDECREF(run.touched);
     forget_kinds(&run);
+    Py_XDECREF(run.when_obj);
     return result;
 }
 
