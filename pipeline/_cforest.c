@@ -122,7 +122,8 @@ typedef struct {
     PyObject *plain_new_node;  /* borrowed: DeviceForest._new_node (starts[2]), or NULL */
     PyObject *nodes;           /* borrowed: forest.nodes */
     int clone;                 /* -1 not yet decided this call, 0 call `_new_node`, 1 clone */
-    PyObject *blank, *lru_dict;  /* held when clone == 1 */
+    PyObject *blank;           /* held when clone == 1 */
+    PyObject *lru_dict;        /* borrowed: forest._lru, which `fold` holds for the call */
     /* `forest._touched` (held) when it is an exact list: a node an event makes the most recently active is
        appended to it (`pipeline.recency` applies the order later); NULL: moved in `_lru` at once. */
     PyObject *touched;
@@ -148,6 +149,14 @@ static PyObject *when_int(Run *run, long long value) {
         run->when_val = value;
     }
     return Py_NewRef(run->when_obj);
+}
+
+/* obj.name = the event time `value` (its int through `when_int`); -1 on error. */
+static inline int set_when(Run *run, PyObject *obj, PyObject *name, long long value) {
+    PyObject *when = when_int(run, value);
+    int rc = when == NULL ? -1 : set_attr(obj, name, when);
+    Py_XDECREF(when);
+    return rc;
 }
 
 static int get_ll(PyObject *obj, PyObject *name, long long *out) {
@@ -378,9 +387,16 @@ static PyObject *clone_node(Run *run, PyObject *key);
 
 static int classify_payload(Item *it, PyObject *codes_of, PyObject *cached, int load, int network);
 
-/* The codes function of a behaviour `kind` (`CODES_BY_KIND`) and its answers' cache (`CODE_CACHES`, or
-   NULL), as new references: held, since the attribute reads after this can run code that changes the
-   dicts. 0 found, 1 a kind the fold does not code (Python's), -1 error. */
+/* Which of the kinds the fold tells apart a payload's `kind` is (an interned str compares by pointer). */
+typedef struct { int start, end, script, network, load; } KindFlags;
+
+static inline int kind_flags(PyObject *kind, KindFlags *f) {
+    f->start = same_str(kind, k_start), f->end = same_str(kind, k_end), f->script = same_str(kind, k_script);
+    f->network = same_str(kind, k_network), f->load = same_str(kind, k_load);
+    return f->start < 0 || f->end < 0 || f->script < 0 || f->network < 0 || f->load < 0 ? -1 : 0;
+}
+
+/* Release what `codes_of_kind` remembered this call. */
 static void forget_kinds(Run *run) {
     while (run->n_kinds > 0) {
         run->n_kinds--;
@@ -390,6 +406,9 @@ static void forget_kinds(Run *run) {
     }
 }
 
+/* The codes function of a behaviour `kind` (`CODES_BY_KIND`) and its answers' cache (`CODE_CACHES`, or
+   NULL), as new references: held, since the attribute reads after this can run code that changes the
+   dicts. 0 found, 1 a kind the fold does not code (Python's), -1 error. */
 static int codes_of_kind(Run *run, PyObject *codes_by_kind, PyObject *caches, PyObject *kind, PyObject **codes_of,
                          PyObject **cached) {
 #ifdef DICT_VERSION
@@ -492,18 +511,17 @@ static int classify(Run *run, PyObject *nodes, PyObject *device_id, PyObject *co
         return -1;
     rc = 1;
     PyObject *codes_of = NULL, *cached = NULL;
-    int start = same_str(kind, k_start), end = same_str(kind, k_end), script = same_str(kind, k_script);
-    int network = same_str(kind, k_network), load = same_str(kind, k_load);
-    if (start < 0 || end < 0 || script < 0 || network < 0 || load < 0) {
+    KindFlags f;
+    if (kind_flags(kind, &f) < 0) {
         rc = -1;
-    } else if (end && run->lifecycle) {
+    } else if (f.end && run->lifecycle) {
         rc = 0, it->end = 1;
-    } else if (!(start || end || script)) {
+    } else if (!(f.start || f.end || f.script)) {
         rc = codes_of_kind(run, codes_by_kind, caches, kind, &codes_of, &cached);
     }
     Py_DECREF(kind);
     if (rc == 0 && !it->end)
-        rc = classify_payload(it, codes_of, cached, load, network);
+        rc = classify_payload(it, codes_of, cached, f.load, f.network);
     Py_XDECREF(codes_of);
     Py_XDECREF(cached);
     return rc;
@@ -746,14 +764,13 @@ static int classify_fresh(Run *run, PyObject *nodes, PyObject *codes_by_kind, Py
         Py_DECREF(image);
         return -1;
     }
-    int start = same_str(kind, k_start), end = same_str(kind, k_end), script = same_str(kind, k_script);
-    int network = same_str(kind, k_network), load = same_str(kind, k_load);
-    int rc = start < 0 || end < 0 || script < 0 || network < 0 || load < 0 ? -1 : start || end || script ? 1 : 0;
+    KindFlags f;
+    int rc = kind_flags(kind, &f) < 0 ? -1 : f.start || f.end || f.script ? 1 : 0;
     PyObject *codes_of = NULL, *cached = NULL;
     if (rc == 0)
         rc = codes_of_kind(run, codes_by_kind, caches, kind, &codes_of, &cached);
     Py_DECREF(kind);
-    if (rc == 0 && load) {  /* its own image: Python's (as `classify_payload` decides for a known node) */
+    if (rc == 0 && f.load) {  /* its own image: Python's (as `classify_payload` decides for a known node) */
         PyObject *path = get_attr(it->payload, s_path);
         int own = path == NULL ? -1 : PyObject_RichCompareBool(path, image, Py_EQ);
         Py_XDECREF(path);
@@ -761,7 +778,7 @@ static int classify_fresh(Run *run, PyObject *nodes, PyObject *codes_by_kind, Py
     }
     Py_DECREF(image);
     if (rc == 0)
-        rc = classify_payload(it, codes_of, cached, 0, network);
+        rc = classify_payload(it, codes_of, cached, 0, f.network);
     Py_XDECREF(codes_of);
     Py_XDECREF(cached);
     it->fresh = rc == 0;
@@ -964,7 +981,7 @@ static int touch(Run *run, PyObject *lru, PyObject *node, PyObject *key) {
 /* `_behaviour` for a process end: its end time, the forest's exit order, re-score it (not notable). */
 static int apply_end(Run *run, PyObject *device_id, PyObject *changed, Item *it) {
     PyObject *exited = NULL, *key = NULL;
-    int rc = set_ll(it->node, s_end_ms, it->when);
+    int rc = set_when(run, it->node, s_end_ms, it->when);
     if (rc == 0)
         rc = (exited = get_attr(run->forest, s_exited)) == NULL || (key = get_attr(it->node, s_key)) == NULL ? -1 : 0;
     if (rc == 0)
@@ -986,13 +1003,8 @@ static int apply_item(Run *run, PyObject *lru, PyObject *device_id, PyObject *ch
         run->watermark = it->when;
     if (it->fresh ? make_fresh(run, it) < 0 : touch(run, lru, it->node, it->key) < 0)
         return -1;  /* a new node is made the most recently active by `_new_node` */
-    if (it->when > it->last) {
-        PyObject *when = when_int(run, it->when);
-        int rc = when == NULL ? -1 : set_attr(it->node, s_last_ms, when);
-        Py_XDECREF(when);
-        if (rc < 0)
-            return -1;
-    }
+    if (it->when > it->last && set_when(run, it->node, s_last_ms, it->when) < 0)
+        return -1;
     if (it->end)
         return apply_end(run, device_id, changed, it);
     if (it->ip != NULL) {
@@ -1108,13 +1120,12 @@ static int blank_ready(Run *run) {
     ok = limits != NULL && same_maxlen(blank, s_evidence, limits, s_max_evidence) &&
          same_maxlen(blank, s_conns, limits, s_max_conns) && same_maxlen(blank, s_notable, limits, s_max_notable);
     Py_XDECREF(limits);
-    PyObject *lru = ok ? get_attr(run->forest, s_lru) : NULL;
     PyErr_Clear();
-    if (lru == NULL) {
+    if (!ok) {
         Py_DECREF(blank);
         return 0;
     }
-    run->blank = blank, run->lru_dict = lru;
+    run->blank = blank;
     return run->clone = 1;
 }
 
@@ -1178,7 +1189,7 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
     if (node == NULL)
         return -1;
     int rc = -1, mask = PyObject_IsTrue(it->mask);  /* an exact int: cannot fail */
-    PyObject *when = PyLong_FromLongLong(it->when), *last = when == NULL ? NULL : get_attr(node, s_last_ms);
+    PyObject *when = when_int(run, it->when), *last = when == NULL ? NULL : get_attr(node, s_last_ms);
     int later = last == NULL ? -1 : PyObject_RichCompareBool(when, last, Py_GT);  /* whatever _new_node set */
     if (later > 0)
         later = set_attr(node, s_last_ms, when) < 0 ? -1 : 1;
@@ -1186,7 +1197,7 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
     Py_XDECREF(last);
     if (later < 0)
         goto done;
-    if (set_attr(node, s_started, Py_True) < 0 || set_ll(node, s_start_ms, it->when) < 0)
+    if (set_attr(node, s_started, Py_True) < 0 || set_when(run, node, s_start_ms, it->when) < 0)
         goto done;
     value = get_attr(it->payload, s_image);  /* the start's image is the last set_image of `apply` */
     PyObject *r = value == NULL ? NULL : PyObject_CallMethodOneArg(node, s_set_image, value);
@@ -1209,7 +1220,7 @@ static int apply_start(Run *run, PyObject *lru, PyObject *device_id, PyObject *c
         goto done;
     if (append_to(it->parent, s_children, it->key) < 0)
         goto done;
-    if (it->when > it->last && set_ll(it->parent, s_last_ms, it->when) < 0)
+    if (it->when > it->last && set_when(run, it->parent, s_last_ms, it->when) < 0)
         goto done;
     Py_CLEAR(value);
     if ((value = get_attr(it->parent, s_key)) == NULL || touch(run, lru, it->parent, value) < 0)
@@ -1260,7 +1271,7 @@ static PyObject *fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     PyObject *device_id = get_attr(forest, s_device_id), *nodes = get_attr(forest, s_nodes);
     PyObject *lru_dict = get_attr(forest, s_lru), *limits = get_attr(forest, s_limits);
     PyObject *lru = NULL;  /* `_lru.move_to_end`, made below only for a forest without `_touched` (`touch`) */
-    Run run = {.forest = forest, .stats = get_attr(forest, s_stats), .clone = -1};  /* the rest zero, NULL */
+    Run run = {.forest = forest, .stats = get_attr(forest, s_stats), .clone = -1, .lru_dict = lru_dict};  /* the rest zero */
     if (starts != NULL && PyTuple_GET_ITEM(starts, 2) != Py_None)
         run.plain_new_node = PyTuple_GET_ITEM(starts, 2);
     PyObject *result = NULL;
@@ -1331,7 +1342,6 @@ out:
     for (int q = 0; q < run.n_queued; q++)
         Py_DECREF(run.queued[q].node), Py_DECREF(run.queued[q].key);
     Py_XDECREF(run.blank);
-    Py_XDECREF(run.lru_dict);
     Py_XDECREF(run.touched);
     forget_kinds(&run);
     Py_XDECREF(run.when_obj);
