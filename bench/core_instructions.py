@@ -61,17 +61,6 @@ def _helper(workdir: Path) -> Path:
     return library
 
 
-def _values(workload: str, events: int, per_record: int) -> list[bytes]:
-    """`bench.core_replay`'s record values (made here, by this tree's generator, for every tree counted)."""
-    from bench._pipeline_data import RECORDINGS, recorded_records, records
-
-    if workload == "recorded":
-        if not RECORDINGS.is_dir():
-            raise SystemExit(f"--workload recorded needs the recordings: no {RECORDINGS}")
-        return [value for _, value in recorded_records(events, per_record)]
-    return [value for _, value in records(events, per_record, 200)]
-
-
 def _write(values: list[bytes], path: Path) -> None:
     path.write_bytes(b"".join(len(v).to_bytes(4, "little") + v for v in values))
 
@@ -159,13 +148,19 @@ def main() -> None:
         parser.error("--events at least 100, --per-record at least 1")
     if args.against is not None and not (args.against / "pipeline").is_dir():
         parser.error(f"--against {args.against}: no pipeline/ there (a checkout of this project is expected)")
+    # here, not at the top: the child runs this file against another checkout, whose bench/ may differ
+    from bench._pipeline_data import RECORDINGS
+    from bench.core_replay import workload_values
+
+    if args.workload == "recorded" and not RECORDINGS.is_dir():
+        parser.error(f"--workload recorded needs the recordings: no {RECORDINGS}")
     if shutil.which("valgrind") is None:
         raise SystemExit("core_instructions needs valgrind (callgrind): e.g. apt-get install valgrind")
     trees = [("this tree", ROOT)] + ([("against", args.against.resolve())] if args.against else [])
     with tempfile.TemporaryDirectory(prefix="rf-instructions-") as folder:
         workdir = Path(folder)
         helper, records_file = _helper(workdir), workdir / "records.bin"
-        _write(_values(args.workload, args.events, args.per_record), records_file)
+        _write(workload_values(args.workload, args.events, args.per_record), records_file)
         counts = {
             name: _count(tree, helper, records_file, workdir, f"t{i}") for i, (name, tree) in enumerate(trees)
         }

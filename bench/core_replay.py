@@ -225,6 +225,19 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.median(ordered):.2f} [{ordered[0]:.2f}..{ordered[-1]:.2f}]"
 
 
+def workload_values(
+    workload: str, events: int, per_record: int, devices: int = 200, own_lines: float = 0.0
+) -> list[bytes]:
+    """The record values this replay reads: the generated fleet's (`records`) or, for "recorded", the OTRF
+    recordings' (`recorded_records`, which the caller has checked are there). `bench.core_instructions`
+    counts the same ones."""
+    if workload == "recorded":
+        made = recorded_records(events, per_record)
+    else:
+        made = records(events, per_record, devices, own_lines=own_lines)
+    return [value for _, value in made]
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
@@ -251,13 +264,9 @@ def main() -> None:
     if not 0.0 <= args.own_lines <= 1.0:
         parser.error("--own-lines is a share: 0 to 1")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if args.workload == "recorded":
-        if not RECORDINGS.is_dir():
-            parser.error(f"--workload recorded needs the recordings: no {RECORDINGS}")
-        made = recorded_records(args.events, args.per_record)
-    else:
-        made = records(args.events, args.per_record, args.devices, own_lines=args.own_lines)
-    values = [value for _, value in made]
+    if args.workload == "recorded" and not RECORDINGS.is_dir():
+        parser.error(f"--workload recorded needs the recordings: no {RECORDINGS}")
+    values = workload_values(args.workload, args.events, args.per_record, args.devices, args.own_lines)
     tune_gc()  # as `ringfence worker` runs: the start-up heap frozen, its collection thresholds
     r = replay(values, args.decoder)
     n = r["events"]
