@@ -13,9 +13,9 @@ from pipeline.behaviour import COUNTER_DOCS, Counter
 from pipeline.indicators import INDICATORS, LONE_INDICATORS
 from pipeline.lexicon import ImageClass
 
-FEATURE_VERSION = "1.2"
+FEATURE_VERSION = "1.3"
 BASE_FEATURE_VERSION = "1.0"
-"""The list 1.1 and 1.2 extend: its first `N_BASE_FEATURES` columns are 1.0's, unchanged."""
+"""The list 1.1, 1.2 and 1.3 extend: its first `N_BASE_FEATURES` columns are 1.0's, unchanged."""
 ANCESTOR_DEPTH = 3  # ancestors whose indicators form the row's context
 
 
@@ -84,10 +84,14 @@ def _catalogue() -> tuple[tuple[str, str], ...]:
 
 
 def _lone_catalogue() -> tuple[tuple[str, str], ...]:
-    """1.1's and 1.2's columns, appended after 1.0's: the lone-command indicators (`LONE_INDICATORS`) of
-    the process's own command line and of its nearest ancestors'. Read by the process-creation view's
+    """1.1's, 1.2's and 1.3's columns, appended after 1.0's: the lone-command indicators (`LONE_INDICATORS`)
+    of the process's own command line and of its nearest ancestors'. Read by the process-creation view's
     booster (`pipeline.model.routed`); the full view's booster is fitted on 1.0's columns alone. 1.2
-    added three indicators and reads -EncodedCommand arguments decoded (`indicators.lone_mask`)."""
+    added three indicators and reads -EncodedCommand arguments decoded (`indicators.lone_mask`); 1.3
+    added `domain_enumeration`, `recovery_inhibit` and `recovery_tool`: a lone `net group "domain admins"
+    /domain` or
+    `wmic shadowcopy delete` was scored by the full booster, which never trains on the lone-command
+    simulations' attacks (`pipeline.training.train.full_view_rows`)."""
     out = [(f"lone_{i.name}", f"own command line: {i.doc}") for i in LONE_INDICATORS]
     out += [(f"lone_anc_{i.name}", f"one of {ANCESTOR_DEPTH} nearest ancestors' command lines: {i.doc}")
             for i in LONE_INDICATORS]

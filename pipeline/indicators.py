@@ -538,6 +538,47 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          needles=(
              "iex invoke-expression downloadfile -outfile /transfer -urlcache start-bitstransfer curl wget"
          )),
+    # Feature version 1.3: the domain mapped as a whole, not one account looked up.
+    _ind("domain_enumeration", "the domain mapped as a whole: every user or group (`net user /domain`), a "
+         "privileged group's members, the password policy, SPNs by wildcard, trusts or domain controllers, "
+         "every share of a host, or an AD enumeration tool (AdFind, PowerView, an LDAP searcher); not one "
+         "named account or group looked up",
+         "T1087.002 T1069.002 T1201 T1482 T1558.003 T1135 T1018",
+         r"\bnet1?(\.exe)?\"?\s+(user|group|accounts|view|computers?)\s+/do(m(ain)?)?(\s|:|$)"
+         r"|\bnet1?(\.exe)?\"?\s+group\s+\"?(domain\s+(admins|controllers|computers)|enterprise\s+admins"
+         r"|schema\s+admins|dnsadmins|exchange\s+trusted\s+subsystem)\b"
+         r"|\bnet1?(\.exe)?\"?\s+view\s+(\\\\\S+\s+)?/all\b"
+         r"|\bsetspn(\.exe)?\"?\s(.*\s)?[-/]q\s+\S*\*"
+         r"|\bnltest(\.exe)?\"?\s.*/(dclist|domain_trusts|trusted_domains|all_trusts)\b"
+         r"|\bdsquery(\.exe)?\"?\s+\*|\bdsquery(\.exe)?\"?\s.*-limit\s+0\b|\badfind(\.exe)?\b"
+         r"|get-ad(user|computer|group)\b.*-filter\s*['\"{(]?\s*\*|get-ad(user|computer)\b.*serviceprincipalname"
+         r"|get-adgroupmember\b.*(domain|enterprise|schema)\s+admins|get-adtrust\b|getalltrustrelationships"
+         r"|get-addomaincontroller\b.*-filter|get-net(user|group|computer|domaintrust|domaincontroller|session"
+         r"|share|loggedon)\b|get-domain(user|group|computer|trust|controller)\b|invoke-(sharefinder|userhunter"
+         r"|enumeratelocaladmin)\b|find-localadminaccess|\[adsisearcher\]|directoryservices\.directorysearcher",
+         needles=(
+             "=net =net1 setspn nltest dsquery adfind get-ad getalltrustrelationships get-net get-domain "
+             "invoke-sharefinder invoke-userhunter invoke-enumeratelocaladmin find-localadminaccess "
+             "adsisearcher "
+             "directorysearcher"
+         )),
+    _ind("recovery_inhibit", "every shadow copy, backup catalogue or automatic recovery removed: `vssadmin "
+         "delete shadows /all`, `wmic shadowcopy delete`, Win32_ShadowCopy objects deleted, `wbadmin delete "
+         "catalog` or `-keepversions:0`, shadow storage shrunk to megabytes, `bcdedit` recovery off or boot "
+         "failures ignored; not a backup tool's retention (`/oldest`, `-keepversions:3`)",
+         "T1490",
+         r"\bvssadmin(\.exe)?\"?\s+delete\s+shadows\b.*\s/all\b|\bvssadmin(\.exe)?\"?\s+resize\s+shadowstorage\b"
+         r".*maxsize=\s*\d{1,4}\s*mb\b|\bshadowcopy\s+delete\b|win32_shadowcopy\b.*(\.delete\(|remove-wmiobject"
+         r"|remove-ciminstance)|\bwbadmin(\.exe)?\"?\s+delete\s+(catalog\b|(systemstatebackup|backup)\b.*"
+         r"-keepversions:\s*0\b)|\bbcdedit(\.exe)?\"?\s.*(recoveryenabled\s+(no|off|false|0)\b"
+         r"|bootstatuspolicy\s+ignoreallfailures)",
+         needles="vssadmin shadowcopy win32_shadowcopy wbadmin bcdedit"),
+    _ind("recovery_tool", "a shadow-copy, backup or boot-configuration tool used at all (vssadmin, wbadmin, "
+         "bcdedit, diskshadow, wmic shadowcopy, Win32_ShadowCopy): so that a backup tool's retention reaches "
+         "the process-creation view's booster beside the attacks `recovery_inhibit` names",
+         "T1490",
+         r"\b(vssadmin|wbadmin|bcdedit|diskshadow)(\.exe)?\b|\bshadowcopy\b|win32_shadowcopy",
+         needles="vssadmin wbadmin bcdedit diskshadow shadowcopy"),
 )
 # fmt: on
 

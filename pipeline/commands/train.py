@@ -15,7 +15,9 @@ MODEL_CARD.md, DATA.md and confusion_dev.png. Deterministic for a given --seed (
 Takes several minutes on two cores; --cache reuses the built dataset between runs (a cache built
 by other code, settings or feature version is built again and replaced). By default a second booster,
 model_lone.ubj, scores the rows that carry process creation alone and show a lone-command
-indicator (pipeline/model/routed.py); --one-view fits a single booster instead.
+indicator (pipeline/model/routed.py); --one-view fits a single booster instead. --full-from DIR
+keeps DIR's full booster and thresholds and fits the second booster only (DIR may be --out itself:
+the committed model rebuilds from its own folder; its card says so).
 """
 
 
@@ -92,6 +94,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="fit the full booster alone, without the second booster for process-only rows that show a "
         "lone-command indicator (model_lone.ubj, pipeline/model/routed.py); not the committed recipe",
     )
+    parser.add_argument(
+        "--full-from",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep the full booster and its thresholds of the two-view model in DIR, bit for bit, and fit "
+        "the lone-command view's booster only: for a change to that view alone (its indicators, "
+        "simulations or look-alikes); the committed model's card says which model it keeps",
+    )
     parser.set_defaults(func=_run)
 
 
@@ -137,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         cache=args.cache,
         recordings=not args.no_recordings,
         two_view=not args.one_view,
+        full_from=args.full_from,
     )
     try:
         results = run_train(config)

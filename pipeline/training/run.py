@@ -41,7 +41,7 @@ from pipeline.training.evaluate import (
 from pipeline.training.probes import TAIL_S
 from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes, probe_outcomes
 from pipeline.training.split import DEV
-from pipeline.training.train import TrainConfig, Views, fit, fit_views
+from pipeline.training.train import TrainConfig, Trained, Views, fit, fit_views, kept_full
 
 log = logging.getLogger(__name__)
 DEFAULT_EVTX = Path("/work/shared/datasets/evtx-samples")
@@ -58,6 +58,7 @@ class RunConfig:
     cache: Path | None = None  # dataset cache (build once, reuse)
     recordings: bool = True  # also hunt whole recordings (slower)
     two_view: bool = True  # also fit the lone-command rows' booster (`pipeline.model.routed`)
+    full_from: Path | None = None  # keep this model's full booster and thresholds (`train.kept_full`)
 
 
 def dataset(config: RunConfig) -> Dataset:
@@ -77,13 +78,19 @@ def dataset(config: RunConfig) -> Dataset:
 
 def run_train(config: RunConfig) -> Results:
     """Train, save, measure and document (see module docstring)."""
+    kept: tuple[Trained, str] | None = None
+    if config.full_from is not None:
+        if not config.two_view:
+            raise ValueError("--full-from keeps the full booster of a two-view model: not with --one-view")
+        kept = kept_full(config.full_from)  # before the dataset: a wrong folder fails at once
     data = dataset(config)
     started = time.monotonic()
-    views = fit_views(data, config.train) if config.two_view else None
+    views = fit_views(data, config.train, None if kept is None else kept[0]) if config.two_view else None
     trained = fit(data, config.train) if views is None else views.full
     lone = None if views is None else views.lone
     seconds = time.monotonic() - started
-    version = write_model(config.out, trained, config.train, data, lone=lone)
+    extra = None if kept is None else {"full_from": kept[1]}
+    version = write_model(config.out, trained, config.train, data, extra, lone=lone)
     model = load_model(config.out)
     results = Results(
         version,
@@ -94,6 +101,7 @@ def run_train(config: RunConfig) -> Results:
         hunt_reports(model, config),
         seconds,
         _lone_summary(views),
+        None if kept is None else kept[1],
     )
     _write_documents(config, data, results)
     return results

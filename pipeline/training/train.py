@@ -50,10 +50,13 @@ row's probability: no other class, benign included, and not all of them together
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -286,12 +289,58 @@ class Views:
     lone_rows: int  # training + calibration rows the lone booster saw
 
 
-def fit_views(data: Dataset, config: TrainConfig) -> Views:
+def kept_full(model_dir: Path) -> tuple[Trained, str]:
+    """The full-view booster of the model in `model_dir` with its thresholds, to keep as it is, and that
+    model's version (`ringfence train --full-from`): for a change to the lone-command view alone (its
+    indicators, simulations or look-alikes), so that every row with telemetry scores exactly as before.
+    A retrain of the full booster on data perturbed that little is another draw of it (Known
+    weaknesses: seeds 7, 8 and 9 of one recipe detected 89 / 79 / 79 % of the held-out lab recordings).
+
+    Its trees must read 1.0's columns only, as every full booster's do (`fit_views`), so this feature
+    version's rows mean to it what they meant to the version it was fitted for. ValueError when
+    `model_dir` holds no two-view model, when model.ubj is not the booster its model.json names, or when
+    a tree splits on a later column."""
+    import xgboost
+
+    meta_path, ubj = model_dir / "model.json", model_dir / "model.ubj"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        booster_bytes = ubj.read_bytes()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--full-from {model_dir}: no model to keep the full booster of ({exc})") from None
+    if not isinstance(meta, dict) or "lone" not in meta:
+        raise ValueError(f"--full-from {model_dir}: not a two-view model (no lone booster in its model.json)")
+    if hashlib.sha256(booster_bytes).hexdigest() != meta.get("booster_sha256"):
+        raise ValueError(f"--full-from {model_dir}: model.ubj is not the booster its model.json names")
+    if meta.get("classes") != list(CLASSES):
+        raise ValueError(f"--full-from {model_dir}: its classes are not {', '.join(CLASSES)}")
+    names = list(meta.get("feature_names", []))
+    if names[:N_BASE_FEATURES] != list(FEATURE_NAMES[:N_BASE_FEATURES]):
+        raise ValueError(f"--full-from {model_dir}: its first {N_BASE_FEATURES} features are not 1.0's")
+    try:
+        booster = xgboost.Booster()
+        booster.load_model(bytearray(booster_bytes))
+        model = json.loads(bytes(booster.save_raw("json")))
+        trees = model["learner"]["gradient_booster"]["model"]["trees"]
+        read = {i for tree in trees for i in tree["split_indices"]}
+        thresholds = {str(k): float(v) for k, v in meta["thresholds"].items()}
+        best, weights = int(meta["best_iteration"]), dict(meta["class_weights"])
+    except (xgboost.core.XGBoostError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"--full-from {model_dir}: its full booster cannot be read ({exc!r})") from None
+    if read and max(read) >= N_BASE_FEATURES:
+        raise ValueError(
+            f"--full-from {model_dir}: its full booster splits on column {max(read)}, beyond 1.0's"
+        )
+    return Trained(widen(booster), thresholds, best, weights), str(meta.get("version", "unknown"))
+
+
+def fit_views(data: Dataset, config: TrainConfig, full: Trained | None = None) -> Views:
     """The full booster on 1.0's columns of `full_view_rows` (every source but the lone-command
     simulations, plus those simulations' benign rows the stream routes to it), and
     the lone booster on every row it routes (`pipeline.model.routed.lone_rows`: process-only rows
     with a lone-command indicator, the route the stream takes) with all the columns, the lone-command
-    indicators (1.1, 1.2) among them. Each booster stops early on the calibration rows of its own
+    indicators (1.1, 1.2, 1.3) among them; `full`, when given (`kept_full`), is kept instead of fitting
+    the first. Each booster stops early on the calibration rows of its own
     training set and is calibrated on those and on the threshold-only rows it scores (`THRESHOLDS`, the
     same row selection), the lone booster with `lone_min_threshold` as its floor (module docstring).
     The lone booster's rows are few (about 2 % of the data) and narrow, so its own calibration bounds
@@ -301,7 +350,8 @@ def fit_views(data: Dataset, config: TrainConfig) -> Views:
     from pipeline.model.routed import lone_rows
 
     only = lone_rows(data.matrix)
-    full = fit(data, config, full_view_rows(data, only), columns=N_BASE_FEATURES)
+    if full is None:
+        full = fit(data, config, full_view_rows(data, only), columns=N_BASE_FEATURES)
     used = only & (data.split_mask(TRAIN) | data.split_mask(CALIB))
     if not (only & data.split_mask(TRAIN)).any() or not (only & data.split_mask(CALIB)).any():
         raise ValueError(

@@ -30,6 +30,50 @@ WEAKNESSES = """## Known weaknesses
   the recordings but 1.78 false alerts per 1,000 dev trees and was not chosen. Until session V the
   calibration split alone set the thresholds, and the charge pushed Persistence and `generic` near 1.0
   (below).
+- **What feature version 1.3 changed, and what was looked at to change it** (session AB,
+  `ringfence-xgb-1.3-4cb2571784`, after `ringfence-xgb-1.2-752398b064`). The full booster and its
+  thresholds are 1.2's, bit for bit (`ringfence train --full-from`): a first retrain of it on 1.3's
+  data, which differs from 1.2's only in the lone-command simulations, drew a worse fit (held-out labs 95 /
+  79 -> 84 / 63 %, two of 406 lab benign trees alerted, .evtx 5 -> 4 of 6; the eventlog `MiniNt` and
+  `wevtutil` recordings lost), as seeds do (below), so a change meant for the process-creation view is
+  measured and shipped with the other view unchanged. Three lone-command indicators:
+  `domain_enumeration` (the domain mapped as a whole: `net group "domain admins" /domain`, `net user
+  /domain`, `net accounts /domain`, `net view \\\\host /all`, a wildcard `setspn -Q`, `nltest /dclist` or
+  `/domain_trusts`, AdFind, PowerView, an LDAP searcher; not one named account looked up),
+  `recovery_inhibit` (every shadow copy, backup catalogue or automatic recovery removed; not a backup
+  tool's `/oldest` or `-keepVersions:3`) and `recovery_tool` (any vssadmin, wbadmin, bcdedit, diskshadow or
+  shadow-copy use, so that a backup tool's retention reaches the second booster beside those attacks).
+  Before, a lone `net group "domain admins" /domain` or `wmic shadowcopy delete` reached the full booster,
+  which never trains on the lone-command simulations' attacks (`train.full_view_rows`) but does on the
+  admins' look-alikes. New simulations: `win_lone3.lone_inhibit_recovery` (T1490 as 4688 shows it) and, in
+  `win_benign_lone3`, `domain_review` (administrators' and audit jobs' reviews of Domain Admins, the
+  password policy, DCs, trusts, stale accounts; weight 0.6, beside `spn_admin`'s 0.5) and
+  `backup_retention` (vssadmin `/oldest`, wbadmin `-keepVersions`, shadow storage sizing, `bcdedit /enum`).
+  Measured on the same sources (1.2 on its own dev set, which lacked the two new look-alike workloads):
+  held-out labs 95 / 79 % both; .evtx **5 -> 4 of 6**; probes **55 / 49 -> 62 / 56 %** (30 / 27, then 34 /
+  31 of 55; 0 of 30 benign probes both); all dev 0.88 -> **1.02** false alerts per 1,000 benign trees
+  (outside the lone-command simulations 0.59 both: 4 of 6,789; the lone-command simulations 1.01 -> 1.39,
+  11 of 7,941, two of them a `domain_review` and an `spn_admin` tree); dev Discovery trees detected 18 ->
+  32 %, lone-command Impact trees 95 %. Gained probes: SPN enumeration, shares enumerated, shadow copies
+  deleted by WMI, recovery disabled, the pktmon capture; lost: service permissions opened (`sc sdset`,
+  Persistence 0.35 against the second booster's 0.56, 0.59 against 0.5 before). `net group "domain
+  admins" /domain`, `net user /domain` and `net accounts /domain` still score 0.18-0.40, below the
+  second booster's Discovery 0.70, as the look-alikes say administrators type them too. **The .evtx
+  sample lost** is `wbadmin delete backup
+  -backupTarget:m:\\ -deleteOldest`, Windows Server Backup's documented retention command (delete the
+  oldest backup): 1.2's full booster called it Impact 0.93 through the broad 1.0 indicator; 1.3 routes it
+  to the second booster as a recovery tool, which sees it as retention. Kept so: the indicators were
+  written from the techniques' descriptions, and bending them to that sample would alert on every backup
+  server's retention. **Looked at:** the probes' misses were in view when the indicators and simulations
+  were written (session AA's diagnostics), so the probe gains are optimistic for these techniques.
+  **Measured and not kept** (each with the full booster kept): `domain_enumeration` alone (probes 62 / 53
+  %, all dev 0.82; it gained `sc failure ... command=` and `sc create` into a user-writable folder, lost the
+  audit-policy query, and missed the Impact probes); `domain_review` at weight 0.1 instead of 0.6
+  (rarer look-alikes score higher, and their top scores lifted the second booster's Discovery threshold
+  from 0.81 to 0.915: probes 58 / 51 %, all dev 1.63); without `recovery_tool` (the backup-retention
+  look-alikes reached the full booster, which alerted on 12 of them as Impact, a false alert 1.2 also
+  raises on such commands: all dev 1.70, .evtx 5 of 6, probes 62 / 56 %). Session S's `domain_recon`
+  (below) was the same idea with the full booster refitted and the second floored at 0.6.
 - **Thresholds see three times the benign workloads again, drawn for them alone (session V; the boosters
   are `ringfence-xgb-1.2-b94977f9bd`'s, bit for bit).** Before, the first booster's thresholds saw the
   calibration split's 13,605 benign trees: a budget of 8 false alerts against 10 classes bound by a

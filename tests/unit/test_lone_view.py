@@ -154,6 +154,42 @@ POSITIVES: dict[str, list[str]] = {
         'schtasks /create /tn u /tr "C:\\Users\\bob\\AppData\\Roaming\\u.exe" /sc daily',
         'sc create x binPath= "C:\\PerfLogs\\x.exe"',
     ],
+    "domain_enumeration": [
+        'net group "domain admins" /domain',
+        "NET1 group /domain",
+        "net user /domain",
+        "net accounts /domain",
+        "net view \\\\fs01 /all",
+        "net view /domain:CORP",
+        "setspn -T corp.local -Q */*",
+        "nltest /domain_trusts /all_trusts",
+        "nltest /dclist:corp",
+        "dsquery * -filter \"(objectClass=trustedDomain)\" -attr *",
+        "adfind.exe -f objectcategory=computer",
+        "powershell Get-ADUser -Filter * -Properties ServicePrincipalName",
+        "powershell Get-NetDomainTrust",
+        "powershell ([adsisearcher]'(objectcategory=user)').FindAll()",
+    ],
+    "recovery_inhibit": [
+        "vssadmin delete shadows /all /quiet",
+        "cmd /c vssadmin.exe Delete Shadows /For=C: /All /Quiet",
+        "vssadmin resize shadowstorage /for=c: /on=c: /maxsize=401MB",
+        "wmic shadowcopy delete /nointeractive",
+        "powershell Get-WmiObject Win32_Shadowcopy | ForEach-Object {$_.Delete();}",
+        "powershell Get-CimInstance Win32_ShadowCopy | Remove-CimInstance",
+        "wbadmin delete catalog -quiet",
+        "wbadmin DELETE SYSTEMSTATEBACKUP -keepVersions:0",
+        "bcdedit /set {default} recoveryenabled No",
+        "bcdedit.exe /set {default} bootstatuspolicy ignoreallfailures",
+    ],
+    "recovery_tool": [
+        "vssadmin delete shadows /for=D: /oldest /quiet",
+        "wbadmin delete systemstatebackup -keepVersions:3 -quiet",
+        "bcdedit /enum",
+        "wmic shadowcopy list brief",
+        "powershell Get-WmiObject Win32_ShadowCopy | Select-Object ID",
+        "diskshadow /s C:\\Scripts\\backup.dsh",
+    ],
 }
 ORDINARY = [
     'reg add "HKLM\\SOFTWARE\\Policies\\Microsoft\\Windows Defender" /v DisableAntiSpyware /t REG_DWORD '
@@ -174,6 +210,12 @@ ORDINARY = [
     "netsh interface ip show config",
     "dism /online /get-features /format:table",
     "setspn -L svc_sql",
+    "setspn -Q MSSQLSvc/sql01.corp.local:1433",  # one SPN checked for duplicates, not a wildcard sweep
+    "net user jdoe /domain",  # one account looked up
+    'net group "Sales" /domain',
+    "nltest /dsgetdc:corp",
+    "net time /domain",
+    "dotnet user-secrets set Key Value",
     "git -c core.quotepath=false status --porcelain",
     "/usr/bin/python3 -m pytest tests/unit",
     "net user jdoe",
@@ -199,6 +241,17 @@ def test_every_lone_indicator_has_positive_examples() -> None:
 @pytest.mark.parametrize(("name", "text"), [(n, t) for n, texts in POSITIVES.items() for t in texts])
 def test_lone_indicator_fires_on_documented_behaviour(name: str, text: str) -> None:
     assert name in lone_indicator_names(lone_mask(text))
+
+
+@pytest.mark.parametrize("text", [
+    "vssadmin delete shadows /for=D: /oldest /quiet",  # a backup tool's retention, not every copy
+    "vssadmin resize shadowstorage /for=D: /on=D: /maxsize=20GB",
+    "wbadmin delete systemstatebackup -keepVersions:3 -quiet",
+    "bcdedit /set {current} bootstatuspolicy displayallfailures",
+    "powershell Get-WmiObject Win32_ShadowCopy | Select-Object ID,InstallDate",
+])
+def test_a_backup_tools_retention_is_routed_as_a_recovery_tool_but_is_no_inhibition(text: str) -> None:
+    assert lone_indicator_names(lone_mask(text.lower())) == ("recovery_tool",)
 
 
 @pytest.mark.parametrize("text", ORDINARY)
@@ -284,7 +337,7 @@ def test_the_lone_view_corpus_draws_every_part_of_the_lone_simulations() -> None
 
 
 def test_the_lone_columns_come_after_every_column_of_the_base_version() -> None:
-    assert BASE_FEATURE_VERSION == "1.0" and features.FEATURE_VERSION == "1.2"
+    assert BASE_FEATURE_VERSION == "1.0" and features.FEATURE_VERSION == "1.3"
     assert all(not name.startswith("lone_") for name in FEATURE_NAMES[:N_BASE_FEATURES])
     assert all(name.startswith("lone_") for name in FEATURE_NAMES[N_BASE_FEATURES:])
     assert N_FEATURES - N_BASE_FEATURES == 2 * len(LONE_INDICATOR_NAMES)

@@ -5,12 +5,14 @@ again; every other row to the full booster."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import xgboost
 
 from pipeline.errors import ModelError
 from pipeline.features import FEATURE_NAMES, N_BASE_FEATURES
@@ -31,7 +33,15 @@ from pipeline.scoring import (
 from pipeline.training.artifact import model_version, write_model
 from pipeline.training.dataset import DataConfig, Dataset, build_dataset
 from pipeline.training.simulate import SimConfig
-from pipeline.training.train import TrainConfig, calibrate, fit, fit_views, full_view_rows, predict
+from pipeline.training.train import (
+    TrainConfig,
+    calibrate,
+    fit,
+    fit_views,
+    full_view_rows,
+    kept_full,
+    predict,
+)
 
 COLUMN = {name: i for i, name in enumerate(FEATURE_NAMES)}
 TINY = TrainConfig(rounds=6, early_stopping_rounds=3, max_depth=3)
@@ -251,6 +261,78 @@ def test_ringfence_train_fits_the_second_booster_only_when_asked(tmp_path: Path,
     assert isinstance(load_model(tmp_path), RoutedModel) is two_view
     assert ("Two sensor views, two boosters" in card) is two_view
     assert results.version in card and (results.lone is not None) is two_view
+
+
+def test_train_full_from_keeps_a_models_full_booster_bit_for_bit_and_refits_the_lone_one(
+    tmp_path: Path, tiny: Dataset
+) -> None:
+    from pipeline.training.run import RunConfig, run_train
+
+    source = tmp_path / "source"
+    views = fit_views(tiny, TINY)
+    source_version = write_model(source, views.full, TINY, tiny, lone=views.lone)
+    other = replace(TINY, seed=11, subsample=0.6)  # a full booster fitted with it would differ
+    kept, version = kept_full(source)
+    assert version == source_version and kept.thresholds == views.full.thresholds
+    assert np.array_equal(predict(kept.booster, tiny.matrix), predict(views.full.booster, tiny.matrix))
+    refit = fit_views(tiny, other, kept)
+    assert refit.full is kept
+    assert not np.array_equal(predict(fit_views(tiny, other).full.booster, tiny.matrix),
+                              predict(kept.booster, tiny.matrix))
+    # the whole command: in its own folder too, as the committed model rebuilds from itself
+    sim = SimConfig(seed=3, attacks_per_technique=1, benign_trees=120, lone_view_attacks_per_technique=2,
+                    lone_view_benign_trees=60)
+    config = RunConfig(out=source, data=DataConfig(otrf_root=None, captures=None, sim=sim), train=other,
+                       evtx_dir=None, recordings=False, full_from=source)
+    results = run_train(config)
+    meta = json.loads((source / "model.json").read_text(encoding="utf-8"))
+    assert meta["thresholds"] == views.full.thresholds and meta["full_from"] == source_version
+    assert results.full_from == source_version and results.version != source_version
+    model = load_model(source)
+    assert isinstance(model, RoutedModel)
+    full_rows = ~lone_rows(tiny.matrix)
+    assert np.allclose(model.predict_proba(tiny.matrix)[full_rows],
+                       predict(views.full.booster, tiny.matrix)[full_rows], atol=1e-6)
+    card = (source / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert f"`{source_version}`'s, bit for bit" in card and "--full-from pipeline/model" in card
+
+
+def test_train_full_from_refuses_what_it_cannot_keep(tmp_path: Path, tiny: Dataset) -> None:
+    views = fit_views(tiny, TINY)
+    with pytest.raises(ValueError, match="no model to keep"):
+        kept_full(tmp_path / "absent")
+    one_view = tmp_path / "one"
+    write_model(one_view, views.full, TINY, tiny)
+    with pytest.raises(ValueError, match="not a two-view model"):
+        kept_full(one_view)
+    two = tmp_path / "two"
+    write_model(two, views.full, TINY, tiny, lone=views.lone)
+    (two / "model.ubj").write_bytes((two / LONE_BOOSTER).read_bytes())  # another booster under its name
+    with pytest.raises(ValueError, match=re.escape("not the booster its model.json names")):
+        kept_full(two)
+    wide = tmp_path / "wide"  # a "full" booster whose tree reads a lone-command column cannot be kept
+    model = json.loads(bytes(views.full.booster.save_raw("json")))
+    tree = model["learner"]["gradient_booster"]["model"]["trees"][0]
+    inner = tree["left_children"].index(next(c for c in tree["left_children"] if c != -1))
+    tree["split_indices"][inner] = N_BASE_FEATURES  # the first lone column
+    reads_lone = xgboost.Booster()
+    reads_lone.load_model(bytearray(json.dumps(model).encode()))
+    write_model(wide, replace(views.full, booster=reads_lone), TINY, tiny, lone=views.lone)
+    with pytest.raises(ValueError, match=re.escape(f"splits on column {N_BASE_FEATURES}, beyond 1.0's")):
+        kept_full(wide)
+    meta_path = two / "model.json"
+    write_model(two, views.full, TINY, tiny, lone=views.lone)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["feature_names"] = list(reversed(meta["feature_names"]))
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ValueError, match=re.escape("not 1.0's")):
+        kept_full(two)
+    write_model(two, views.full, TINY, tiny, lone=views.lone)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    del meta["thresholds"]  # a hand-edited model.json: refused with the folder named, not a KeyError
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(ValueError, match="cannot be read"):
+        kept_full(two)
 
 
 def test_the_lone_booster_is_calibrated_with_its_own_floor_and_the_full_one_ignores_it(tiny: Dataset) -> None:

@@ -85,3 +85,27 @@ def test_the_ensemble_option_reaches_training_and_zero_is_refused(
     assert main(["train", "--out", str(tmp_path), "--ensemble", "0"]) != 0
     assert "--ensemble must be at least 1, not 0" in capsys.readouterr().err
     assert len(captured) == count
+
+
+def test_the_full_from_option_reaches_training_and_is_refused_with_one_view(
+    captured: list[Any], tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", "--out", str(tmp_path), "--no-recordings"]) != 0
+    assert captured[-1].full_from is None  # the full booster is fitted unless asked
+    assert main(["train", "--out", str(tmp_path), "--no-recordings", "--full-from", str(tmp_path / "m")]) != 0
+    assert captured[-1].full_from == tmp_path / "m"
+
+
+def test_full_from_a_folder_without_a_model_fails_before_any_dataset_is_built(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_dataset(config: Any) -> Any:
+        raise AssertionError("the dataset was built before the kept booster was read")
+
+    monkeypatch.setattr(run, "dataset", no_dataset)
+    args = ["train", "--out", str(tmp_path), "--no-recordings", "--full-from", str(tmp_path / "absent")]
+    assert main(args) != 0
+    err = capsys.readouterr().err
+    assert "--full-from" in err and "no model to keep" in err
+    assert main([*args[:-2], "--one-view", "--full-from", str(tmp_path)]) != 0
+    assert "not with --one-view" in capsys.readouterr().err

@@ -149,3 +149,73 @@ def installer_quiet_batch(s: Session) -> None:
     line = r.pick((f"cmd.exe /Q /C {folder}\\{bat}", f'cmd.exe /q /c "{folder}\\{bat}"',
                    f"cmd.exe /c {folder}\\{bat} > C:\\Windows\\Temp\\{v.company.lower()}_install.log 2>&1"))
     sess.run(sys32(r, "cmd.exe"), line, user=SYSTEM, integrity="System")
+
+
+# --- feature version 1.3: the domain reviewed by its administrators ---------------------------------
+
+_DOMAIN_REVIEW = (
+    ("net", 'group "Domain Admins" /domain'), ("net", 'group "Enterprise Admins" /domain'),
+    ("net", 'group "Schema Admins" /domain'), ("net", "accounts /domain"), ("net", "group /domain"),
+    ("nltest", "/dclist:{short}"), ("nltest", "/domain_trusts"), ("setspn", "-X"), ("setspn", "-Q MSSQLSvc/*"),
+    ("ps", "Get-ADGroupMember -Identity 'Domain Admins' -Recursive | Select-Object Name,SamAccountName | "
+           "Export-Csv C:\\Reports\\{tag}-domain-admins.csv -NoTypeInformation"),
+    ("ps", "Get-ADUser -Filter * -Properties LastLogonDate,PasswordLastSet | Where-Object {{ $_.LastLogonDate -lt "
+           "(Get-Date).AddDays(-90) }} | Export-Csv C:\\Reports\\{tag}-stale-users.csv -NoTypeInformation"),
+    ("ps", "Get-ADComputer -Filter * -Properties OperatingSystem | Group-Object OperatingSystem | "
+           "Select-Object Count,Name"),
+    ("ps", "Get-ADDomainController -Filter * | Select-Object HostName,Site,IsGlobalCatalog"),
+)
+
+
+@lone3_workload("domain_review", 0.6)
+def domain_review(s: Session) -> None:
+    """An administrator or an audit job reviews the domain: who is in Domain Admins or Enterprise Admins,
+    the password policy, the domain controllers and trusts, duplicate SPNs, stale accounts and computers
+    exported for a report (the quarterly access review most audit frameworks ask for)."""
+    r = s.r
+    sess = _admin(s) if r.chance(0.7) else _agent(s)
+    short = r.pick(("CORP", "AD", r.token(3, 8).upper()))
+    tag = r.pick(("q1", "q2", "q3", "q4", "audit", "review"))
+    for exe, args in r.sample(_DOMAIN_REVIEW, r.pick((1, 1, 2))):
+        if not _room(sess, 2):
+            break
+        text = args.format(short=short, tag=tag)
+        if exe == "ps":
+            lone_ps(sess, text, encoded=0.0, attack=False, integrity=r.pick(("High", "Medium")))
+        else:
+            sess.run(sys32(r, f"{exe}.exe"), f"{exe} {text}", integrity=r.pick(("High", "Medium")))
+        s.b.tick(1.0, 40.0)
+
+
+_RETENTION = (
+    ("vssadmin", "delete shadows /for={drive} /oldest /quiet"), ("vssadmin", "list shadows"),
+    ("vssadmin", "list shadowstorage"), ("vssadmin", "resize shadowstorage /for={drive} /on={drive} /maxsize={pct}%"),
+    ("vssadmin", "resize shadowstorage /for={drive} /on={drive} /maxsize={gb}GB"),
+    ("wbadmin", "delete systemstatebackup -keepVersions:{keep} -quiet"), ("wbadmin", "delete backup -keepVersions:{keep} -quiet"),
+    ("wbadmin", "get versions"), ("wbadmin", "start systemstatebackup -backupTarget:E: -quiet"),
+    ("bcdedit", "/enum"), ("bcdedit", "/set {{current}} bootstatuspolicy displayallfailures"),
+    ("bcdedit", "/timeout 10"), ("wmic", "shadowcopy list brief"),
+    ("ps", "Get-WmiObject Win32_ShadowCopy | Sort-Object InstallDate | Select-Object -First 1 | ForEach-Object {{ $_.ID }}"),
+)
+
+
+@lone3_workload("backup_retention", 1.0)
+def backup_retention(s: Session) -> None:
+    """Backup software, a scheduled job or an admin keeps shadow copies and system-state backups within
+    their retention (`vssadmin delete shadows /oldest`, `wbadmin delete systemstatebackup -keepVersions:3`),
+    sizes shadow storage, lists versions, or reads and sets boot options (`bcdedit /enum`, a boot timeout)."""
+    r = s.r
+    v = _vendor(r)
+    sess = _agent(s) if r.chance(0.5) else (_installer(s, v) if r.chance(0.3) else _admin(s))
+    drive = r.pick(("C:", "D:", "E:", "c:"))
+    for exe, args in r.sample(_RETENTION, r.pick((1, 1, 2))):
+        if not _room(sess, 2):
+            break
+        text = args.format(drive=drive, pct=r.pick((10, 15, 20)), gb=r.pick((10, 20, 50, 100)), keep=r.pick((2, 3, 5, 7)))
+        if exe == "ps":
+            lone_ps(sess, text, encoded=0.0, attack=False, integrity=r.pick(("High", "System")))
+        else:
+            image = sys32(r, "wbem\\WMIC.exe" if exe == "wmic" else f"{exe}.exe")
+            sess.run(image, f"{exe} {text}", user=SYSTEM if r.chance(0.5) else None,
+                     integrity=r.pick(("High", "System")))
+        s.b.tick(0.5, 20.0)

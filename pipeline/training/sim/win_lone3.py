@@ -249,3 +249,44 @@ def lone_fetch_and_run(s: Session) -> None:
         then = r.pick((f" & {runner}", f" && {runner}", f" & start {path}"))
         flags = r.pick(("-urlcache -split -f", "-urlcache -f", "-URLCache -Split -F", "-verifyctl -split -f -urlcache"))
         s.run(sys32(r, "cmd.exe"), f"cmd.exe /c certutil.exe {flags} {u} {path}{then}", integrity=_integrity(r))
+
+
+# --- feature version 1.3: recovery inhibited (T1490) ---------------------------------------------
+
+_INHIBIT = (
+    ("vssadmin", "delete shadows /all /quiet"), ("vssadmin", "Delete Shadows /All /Quiet"),
+    ("vssadmin", "delete shadows /for={drive} /all /quiet"), ("vssadmin", "resize shadowstorage /for={drive} /on={drive} /maxsize=401MB"),
+    ("wmic", "shadowcopy delete /nointeractive"), ("wmic", "shadowcopy delete"),
+    ("wbadmin", "delete catalog -quiet"), ("wbadmin", "DELETE SYSTEMSTATEBACKUP -keepVersions:0"),
+    ("wbadmin", "delete backup -keepVersions:0 -quiet"),
+    ("bcdedit", "/set {{default}} recoveryenabled No"), ("bcdedit", "/set {{default}} bootstatuspolicy ignoreallfailures"),
+    ("bcdedit", "/set {{current}} recoveryenabled off"),
+    ("ps", "Get-WmiObject Win32_Shadowcopy | ForEach-Object {{$_.Delete();}}"),
+    ("ps", "Get-CimInstance Win32_ShadowCopy | Remove-CimInstance"),
+    ("ps", "Get-WmiObject Win32_ShadowCopy | Remove-WmiObject"),
+)
+
+
+@add("T1490", "Impact", entry=lone_entry, weight=2)
+def lone_inhibit_recovery(s: Session) -> None:
+    """T1490: what ransomware runs before it encrypts, as Security 4688 shows it: every shadow copy deleted
+    (`vssadmin delete shadows /all /quiet`, `wmic shadowcopy delete`, Win32_ShadowCopy objects deleted from
+    PowerShell), shadow storage shrunk until the copies go, the backup catalogue or every system-state backup
+    deleted (`wbadmin`), and boot recovery switched off (`bcdedit ... recoveryenabled No`, `bootstatuspolicy
+    ignoreallfailures`); one to three of them, sometimes chained in one `cmd /c` line."""
+    r = s.r
+    drive = r.pick(("c:", "C:", "D:"))
+    steps = r.sample(_INHIBIT, r.pick((1, 1, 2, 3)))
+    if len(steps) > 1 and all(exe != "ps" for exe, _ in steps) and r.chance(0.3):
+        line = " & ".join(f"{exe} {args.format(drive=drive)}" for exe, args in steps)
+        s.run(sys32(r, "cmd.exe"), f"cmd.exe /c {line}", integrity=r.pick(("High", "System")))
+        return
+    for exe, args in steps:
+        text = args.format(drive=drive)
+        if exe == "ps":
+            lone_ps(s, text, encoded=0.2, integrity=r.pick(("High", "System")))
+        else:
+            image = sys32(r, "wbem\\WMIC.exe" if exe == "wmic" else f"{exe}.exe")
+            typed = r.pick((exe, f"{exe}.exe", exe.upper(), image))
+            s.run(image, f"{typed} {text}", via_shell=0.4, integrity=r.pick(("High", "High", "System")))
+        s.b.tick(0.2, 5.0)
