@@ -276,8 +276,8 @@ def test_the_overlapped_flush_evicts_once_decided_and_an_empty_flush_evicts_at_o
 def test_a_flush_carries_each_alerts_route_to_its_threshold_and_explanation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One flush alerting through both boosters (a lone `auditpol /clear` on one device, shadow copies
-    deleted on another): the route kept in the flush's scores gives each alert the threshold and
+    """One flush alerting through both boosters (a lone `auditpol /clear` on one device, LSASS dumped with
+    comsvcs on another: no lone-command indicator, so the full booster): the route kept in the flush's scores gives each alert the threshold and
     explanation that working the route out again gives (`RowScore.lone`, `detect._known`)."""
     from pipeline import detect
     from pipeline.scoring import load_model
@@ -285,7 +285,7 @@ def test_a_flush_carries_each_alerts_route_to_its_threshold_and_explanation(
 
     by_name = {probe.name: probe for probe in ATTACK_PROBES}
     events = [*probe_events(by_name["audit policy cleared"], device="d-lone"),
-              *probe_events(by_name["shadow copies deleted"], device="d-full")]  # fmt: skip
+              *probe_events(by_name["LSASS dump with comsvcs"], device="d-full")]  # fmt: skip
     now = 1_800_000_000_000
 
     def alerts() -> list[str]:
