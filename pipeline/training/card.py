@@ -304,6 +304,7 @@ def _kept_note(results: Results) -> str:
     if not results.full_from:
         return ""
     return f"""
+
 **The full booster and its thresholds are `{results.full_from}`'s, bit for bit**: `--full-from` read them
 from a model folder (this one's own, for the rebuild above; `{results.full_from}`'s artifact, from the
 commit that committed it, the first time) and only the lone-command view's booster was fitted. The

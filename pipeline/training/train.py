@@ -290,8 +290,9 @@ class Views:
 
 
 def kept_full(model_dir: Path) -> tuple[Trained, str]:
-    """The full-view booster of the model in `model_dir` with its thresholds, to keep as it is, and that
-    model's version (`ringfence train --full-from`): for a change to the lone-command view alone (its
+    """The full-view booster of the model in `model_dir` with its thresholds, to keep as it is, and the
+    version of the model that fitted it (`model_dir`'s, or the one its own model.json says it kept it
+    from) (`ringfence train --full-from`): for a change to the lone-command view alone (its
     indicators, simulations or look-alikes), so that every row with telemetry scores exactly as before.
     A retrain of the full booster on data perturbed that little is another draw of it (Known
     weaknesses: seeds 7, 8 and 9 of one recipe detected 89 / 79 / 79 % of the held-out lab recordings).
@@ -331,7 +332,8 @@ def kept_full(model_dir: Path) -> tuple[Trained, str]:
         raise ValueError(
             f"--full-from {model_dir}: its full booster splits on column {max(read)}, beyond 1.0's"
         )
-    return Trained(widen(booster), thresholds, best, weights), str(meta.get("version", "unknown"))
+    origin = meta.get("full_from") or meta.get("version", "unknown")  # kept before: the model that fitted it
+    return Trained(widen(booster), thresholds, best, weights), str(origin)
 
 
 def fit_views(data: Dataset, config: TrainConfig, full: Trained | None = None) -> Views:

@@ -277,8 +277,9 @@ def test_a_flush_carries_each_alerts_route_to_its_threshold_and_explanation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """One flush alerting through both boosters (a lone `auditpol /clear` on one device, LSASS dumped with
-    comsvcs on another: no lone-command indicator, so the full booster): the route kept in the flush's scores gives each alert the threshold and
-    explanation that working the route out again gives (`RowScore.lone`, `detect._known`)."""
+    comsvcs on another: no lone-command indicator, so the full booster): the route kept in the flush's
+    scores gives each alert the threshold and explanation that working the route out again gives
+    (`RowScore.lone`, `detect._known`)."""
     from pipeline import detect
     from pipeline.scoring import load_model
     from pipeline.training.probes import ATTACK_PROBES, probe_events

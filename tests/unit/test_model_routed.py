@@ -295,6 +295,8 @@ def test_train_full_from_keeps_a_models_full_booster_bit_for_bit_and_refits_the_
                        predict(views.full.booster, tiny.matrix)[full_rows], atol=1e-6)
     card = (source / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert f"`{source_version}`'s, bit for bit" in card and "--full-from pipeline/model" in card
+    again = run_train(config)  # kept from a model that kept it: still named after the model that fitted it
+    assert again.version == results.version and again.full_from == source_version
 
 
 def test_train_full_from_refuses_what_it_cannot_keep(tmp_path: Path, tiny: Dataset) -> None:
