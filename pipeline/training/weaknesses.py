@@ -31,8 +31,8 @@ WEAKNESSES = """## Known weaknesses
   calibration split alone set the thresholds, and the charge pushed Persistence and `generic` near 1.0
   (below).
 - **What feature version 1.3 changed, and what was looked at to change it** (session AB,
-  `ringfence-xgb-1.3-4cb2571784`, after `ringfence-xgb-1.2-752398b064`). The full booster and its
-  thresholds are 1.2's, bit for bit (`ringfence train --full-from`): a first retrain of it on 1.3's
+  `ringfence-xgb-1.3-4cb2571784`, after `ringfence-xgb-1.2-752398b064`, commit 468e3a3). The full booster
+  and its thresholds are 1.2's, bit for bit (`ringfence train --full-from`): a first retrain of it on 1.3's
   data, which differs from 1.2's only in the lone-command simulations, drew a worse fit (held-out labs 95 /
   79 -> 84 / 63 %, two of 406 lab benign trees alerted, .evtx 5 -> 4 of 6; the eventlog `MiniNt` and
   `wevtutil` recordings lost), as seeds do (below), so a change meant for the process-creation view is

@@ -1,6 +1,8 @@
 """Simulated benign Windows small trees, part 3: the look-alikes of `win_lone3`: management agents'
 encoded PowerShell, package and agent bootstraps that download and run, scripts that build strings
-from character codes, installers' quiet batch files.
+from character codes, installers' quiet batch files; and, for feature version 1.3's indicators,
+administrators' reviews of the domain (the look-alikes of `win_lone2`'s domain discovery) and backup
+tools' retention (of `win_lone3`'s recovery inhibition).
 
 Why: each new lone-command indicator of feature version 1.2 also matches ordinary work. Intune, SCCM
 and RMM agents start `powershell -NoProfile -NonInteractive -ExecutionPolicy Bypass -EncodedCommand`

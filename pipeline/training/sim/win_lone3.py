@@ -1,5 +1,6 @@
 """Simulated Windows attacks seen as lone commands, part 3: remote shells' commands, PowerShell that
-builds the command it runs, and content downloaded and run in one line.
+builds the command it runs, content downloaded and run in one line, and (feature version 1.3) system
+recovery inhibited: shadow copies, backups and boot recovery removed (T1490).
 
 Why: single-technique recordings of these show one or two process creations and little else. An
 Impacket-style remote shell (wmiexec, smbexec, atexec, dcomexec) runs each command as `cmd.exe /Q /c`
@@ -273,7 +274,8 @@ def lone_inhibit_recovery(s: Session) -> None:
     (`vssadmin delete shadows /all /quiet`, `wmic shadowcopy delete`, Win32_ShadowCopy objects deleted from
     PowerShell), shadow storage shrunk until the copies go, the backup catalogue or every system-state backup
     deleted (`wbadmin`), and boot recovery switched off (`bcdedit ... recoveryenabled No`, `bootstatuspolicy
-    ignoreallfailures`); one to three of them, sometimes chained in one `cmd /c` line."""
+    ignoreallfailures`); one to three of them, sometimes chained in one `cmd /c` line (only that shell is
+    simulated then, not the tools it starts: the line alone carries the indicator)."""
     r = s.r
     drive = r.pick(("c:", "C:", "D:"))
     steps = r.sample(_INHIBIT, r.pick((1, 1, 2, 3)))
