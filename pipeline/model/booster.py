@@ -39,8 +39,20 @@ class ModelMetadata:
     def read(cls, path: Path) -> ModelMetadata:
         """Parse and check model.json; ModelError/FeatureMismatch on anything unusable."""
         try:
-            raw: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-            meta = cls(
+            raw: Any = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read model metadata {path}: {exc}") from exc
+        meta = cls.parse(raw, path)
+        meta.check()
+        return meta
+
+    @classmethod
+    def parse(cls, raw: Any, path: Path) -> ModelMetadata:
+        """model.json's decoded contents (read from `path`), not yet `check`ed against this code's feature
+        list (`pipeline.training.train.kept_full` keeps a booster of an older list); ModelError when
+        malformed."""
+        try:
+            return cls(
                 str(raw["version"]),
                 str(raw["feature_version"]),
                 tuple(raw["feature_names"]),
@@ -48,10 +60,8 @@ class ModelMetadata:
                 {str(k): float(v) for k, v in raw.get("thresholds", {}).items()},
                 _lone_thresholds(raw.get("lone")),
             )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ModelError(f"cannot read model metadata {path}: {exc}") from exc
-        meta.check()
-        return meta
 
     def check(self) -> None:
         """The model must speak our feature list and class order."""

@@ -62,7 +62,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from pipeline.errors import ModelError
 from pipeline.features import FEATURE_NAMES, N_BASE_FEATURES
+from pipeline.model.booster import ModelMetadata
 from pipeline.scoring import BENIGN, CLASSES, DOMINANCE, classify
 from pipeline.training.dataset import LONE_VIEW, Dataset
 from pipeline.training.split import CALIB, THRESHOLDS, TRAIN
@@ -309,22 +311,26 @@ def kept_full(model_dir: Path) -> tuple[Trained, str]:
         booster_bytes = ubj.read_bytes()
     except (OSError, ValueError) as exc:
         raise ValueError(f"--full-from {model_dir}: no model to keep the full booster of ({exc})") from None
-    if not isinstance(meta, dict) or "lone" not in meta:
+    try:  # what the pipeline reads of model.json, without its check of this code's feature list
+        metadata = ModelMetadata.parse(meta, meta_path)
+    except ModelError as exc:
+        raise ValueError(f"--full-from {model_dir}: its full booster cannot be read ({exc})") from None
+    if metadata.lone_thresholds is None:
         raise ValueError(f"--full-from {model_dir}: not a two-view model (no lone booster in its model.json)")
     if hashlib.sha256(booster_bytes).hexdigest() != meta.get("booster_sha256"):
         raise ValueError(f"--full-from {model_dir}: model.ubj is not the booster its model.json names")
-    if meta.get("classes") != list(CLASSES):
+    if metadata.classes != CLASSES:
         raise ValueError(f"--full-from {model_dir}: its classes are not {', '.join(CLASSES)}")
-    names = list(meta.get("feature_names", []))
-    if names[:N_BASE_FEATURES] != list(FEATURE_NAMES[:N_BASE_FEATURES]):
+    if metadata.feature_names[:N_BASE_FEATURES] != FEATURE_NAMES[:N_BASE_FEATURES]:
         raise ValueError(f"--full-from {model_dir}: its first {N_BASE_FEATURES} features are not 1.0's")
     try:
+        if not metadata.thresholds:
+            raise ValueError("no thresholds")
         booster = xgboost.Booster()
         booster.load_model(bytearray(booster_bytes))
         model = json.loads(bytes(booster.save_raw("json")))
         trees = model["learner"]["gradient_booster"]["model"]["trees"]
         read = {i for tree in trees for i in tree["split_indices"]}
-        thresholds = {str(k): float(v) for k, v in meta["thresholds"].items()}
         best, weights = int(meta["best_iteration"]), dict(meta["class_weights"])
     except (xgboost.core.XGBoostError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"--full-from {model_dir}: its full booster cannot be read ({exc!r})") from None
@@ -333,7 +339,7 @@ def kept_full(model_dir: Path) -> tuple[Trained, str]:
             f"--full-from {model_dir}: its full booster splits on column {max(read)}, beyond 1.0's"
         )
     origin = meta.get("full_from") or meta.get("version", "unknown")  # kept before: the model that fitted it
-    return Trained(widen(booster), thresholds, best, weights), str(origin)
+    return Trained(widen(booster), dict(metadata.thresholds), best, weights), str(origin)
 
 
 def fit_views(data: Dataset, config: TrainConfig, full: Trained | None = None) -> Views:
