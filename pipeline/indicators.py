@@ -559,8 +559,7 @@ LONE_INDICATORS: tuple[Indicator, ...] = (
          needles=(
              "=net =net1 setspn nltest dsquery adfind get-ad getalltrustrelationships get-net get-domain "
              "invoke-sharefinder invoke-userhunter invoke-enumeratelocaladmin find-localadminaccess "
-             "adsisearcher "
-             "directorysearcher"
+             "adsisearcher directorysearcher"
          )),
     _ind("recovery_inhibit", "every shadow copy, backup catalogue or automatic recovery removed: `vssadmin "
          "delete shadows /all`, `wmic shadowcopy delete`, Win32_ShadowCopy objects deleted, `wbadmin delete "

@@ -78,18 +78,19 @@ def dataset(config: RunConfig) -> Dataset:
 
 def run_train(config: RunConfig) -> Results:
     """Train, save, measure and document (see module docstring)."""
-    kept: tuple[Trained, str] | None = None
+    full: Trained | None = None
+    full_from: str | None = None  # the model that fitted the kept full booster
     if config.full_from is not None:
         if not config.two_view:
             raise ValueError("--full-from keeps the full booster of a two-view model: not with --one-view")
-        kept = kept_full(config.full_from)  # before the dataset: a wrong folder fails at once
+        full, full_from = kept_full(config.full_from)  # before the dataset: a wrong folder fails at once
     data = dataset(config)
     started = time.monotonic()
-    views = fit_views(data, config.train, None if kept is None else kept[0]) if config.two_view else None
+    views = fit_views(data, config.train, full) if config.two_view else None
     trained = fit(data, config.train) if views is None else views.full
     lone = None if views is None else views.lone
     seconds = time.monotonic() - started
-    extra = None if kept is None else {"full_from": kept[1]}
+    extra = None if full_from is None else {"full_from": full_from}
     version = write_model(config.out, trained, config.train, data, extra, lone=lone)
     model = load_model(config.out)
     results = Results(
@@ -101,7 +102,7 @@ def run_train(config: RunConfig) -> Results:
         hunt_reports(model, config),
         seconds,
         _lone_summary(views),
-        None if kept is None else kept[1],
+        full_from,
     )
     _write_documents(config, data, results)
     return results
