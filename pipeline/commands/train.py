@@ -15,9 +15,10 @@ MODEL_CARD.md, DATA.md and confusion_dev.png. Deterministic for a given --seed (
 Takes several minutes on two cores; --cache reuses the built dataset between runs (a cache built
 by other code, settings or feature version is built again and replaced). By default a second booster,
 model_lone.ubj, scores the rows that carry process creation alone and show a lone-command
-indicator (pipeline/model/routed.py); --one-view fits a single booster instead. --full-from DIR
-keeps DIR's full booster and thresholds and fits the second booster only (DIR may be --out itself:
-the committed model rebuilds from its own folder; its card says so).
+indicator (pipeline/model/routed.py), and both boosters' thresholds are calibrated together, under
+one false-alert budget; --one-view fits a single booster instead. --full-from DIR keeps DIR's full
+booster and fits the second booster only (DIR may be --out itself: the committed model rebuilds from
+its own folder; its card says so).
 """
 
 
@@ -99,9 +100,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="keep the full booster and its thresholds of the two-view model in DIR, bit for bit, and fit "
-        "the lone-command view's booster only: for a change to that view alone (its indicators, "
-        "simulations or look-alikes); the committed model's card says which model it keeps",
+        help="keep the full booster of the two-view model in DIR, bit for bit, and fit the lone-command "
+        "view's booster only (both boosters' thresholds are calibrated together, as always): for a "
+        "change to that view alone (its indicators, simulations or look-alikes); the committed model's "
+        "card says which model it keeps",
     )
     parser.set_defaults(func=_run)
 

@@ -291,12 +291,17 @@ def _lone_method(lone: LoneBooster | None, ensemble: int, floor: float) -> str:
   feature version 1.0's columns of every source but the lone-command simulations, plus those
   simulations' benign rows that the stream routes to it: administrators' and agents' look-alikes
   that show no lone-command indicator, and benign noise (`pipeline.training.train.full_view_rows`).
-  The second booster has the same parameters and weighting, and is trained, stopped early and
-  calibrated (the same budget rule, with the threshold-only trees it routes) on its {lone.rows} training
-  and calibration rows alone, with all the columns; {lone.best_iteration + 1} {_rounds(ensemble)};
-  thresholds: {thresholds}. Its floor is {floor:g}, not the first booster's: its calibration negatives
-  are mostly administrators' look-alikes of its attacks, so the prior is in them already (Known
-  weaknesses). One booster for both views had to trade lab recall for lone commands (Known weaknesses).
+  The second booster has the same parameters and weighting, and is trained and stopped early on its
+  {lone.rows} training and calibration rows alone, with all the columns; {lone.best_iteration + 1}
+  {_rounds(ensemble)}. **The thresholds of both boosters are calibrated together**
+  (`train.calibrate_views`): the budget rule above holds for the benign trees of both, every
+  calibration and threshold-only row judged by the booster the stream routes it to, and each step of
+  the spending lowers whichever booster's class threshold catches the most attack trees per benign tree
+  it lets through (calibrated apart, the second booster spent a budget of the ~16,000 benign trees it
+  routes: a sixteenth of the first's). The second booster's thresholds: {thresholds}. Its floor is
+  {floor:g}, not the first booster's: its calibration negatives are mostly administrators' look-alikes of
+  its attacks, so the prior is in them already (Known weaknesses). One booster for both views had to
+  trade lab recall for lone commands (Known weaknesses).
 """
 
 
@@ -305,12 +310,12 @@ def _kept_note(results: Results) -> str:
         return ""
     return f"""
 
-**The full booster and its thresholds are `{results.full_from}`'s, bit for bit**: `--full-from` read them
-from a model folder (this one's own, for the rebuild above; `{results.full_from}`'s artifact, from the
-commit that committed it, the first time) and only the lone-command view's booster was fitted. The
-boosting rounds below are the full booster's as kept; the training time is the lone booster's fit. A
-retrain of the full booster on data changed that little is another draw of it (Known weaknesses, "One
-seed's fit")."""
+**The full booster is `{results.full_from}`'s, bit for bit**: `--full-from` read it from a model folder
+(this one's own, for the rebuild above; `{results.full_from}`'s artifact, from the commit that committed
+it, the first time), only the lone-command view's booster was fitted, and the thresholds of both were
+calibrated together (Method). The boosting rounds below are the full booster's as kept; the training
+time is the lone booster's fit. A retrain of the full booster on data changed that little is another
+draw of it (Known weaknesses, "One seed's fit")."""
 
 
 def _ensemble_flag(train: TrainConfig) -> str:

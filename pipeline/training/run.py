@@ -58,7 +58,7 @@ class RunConfig:
     cache: Path | None = None  # dataset cache (build once, reuse)
     recordings: bool = True  # also hunt whole recordings (slower)
     two_view: bool = True  # also fit the lone-command rows' booster (`pipeline.model.routed`)
-    full_from: Path | None = None  # keep this model's full booster and thresholds (`train.kept_full`)
+    full_from: Path | None = None  # keep this model's full booster (`train.kept_full`)
 
 
 def dataset(config: RunConfig) -> Dataset:

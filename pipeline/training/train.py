@@ -46,6 +46,13 @@ calibration negatives are mostly administrators' look-alikes of its attacks (719
 split's 815 trees it routes; the threshold-only trees add about 15,000 more, most of them look-alikes
 too), so the prior is in them already. At 0.5 a tactic is named only when it holds at least half of the
 row's probability: no other class, benign included, and not all of them together, is more likely.
+
+The two boosters' thresholds are calibrated together (`calibrate_views`, `calibrate_routed`): one budget
+for the benign trees of both, each calibration and threshold-only row judged by the booster the stream
+routes it to, each set's 13 columns side by side so that a step of the spending may lower either
+booster's class, and the final pass raising the class (of either set) behind the worst false alert.
+Calibrated apart, the lone booster spent a budget of its own ~16,000 benign trees, a sixteenth of the
+full booster's, however many more attack trees a false alert bought on its side.
 """
 
 from __future__ import annotations
@@ -292,7 +299,8 @@ class Views:
 
 
 def kept_full(model_dir: Path) -> tuple[Trained, str]:
-    """The full-view booster of the model in `model_dir` with its thresholds, to keep as it is, and the
+    """The full-view booster of the model in `model_dir` with its thresholds, to keep as it is (its
+    thresholds are calibrated again with the new lone booster's: `fit_views`), and the
     version of the model that fitted it (`model_dir`'s, or the one its own model.json says it kept it
     from) (`ringfence train --full-from`): for a change to the lone-command view alone (its
     indicators, simulations or look-alikes), so that every row with telemetry scores exactly as before.
@@ -368,7 +376,34 @@ def fit_views(data: Dataset, config: TrainConfig, full: Trained | None = None) -
         )
     log.info("lone booster: %d training and calibration rows of %d", int(used.sum()), len(only))
     lone = fit(data, replace(config, min_threshold=config.lone_min_threshold), only)
+    full_thresholds, lone_thresholds = calibrate_views(data, config, full.booster, lone.booster, only)
+    full, lone = replace(full, thresholds=full_thresholds), replace(lone, thresholds=lone_thresholds)
     return Views(full, lone, int(used.sum()))
+
+
+def calibrate_views(
+    data: Dataset, config: TrainConfig, full: Any, lone: Any, only: NDArray[np.bool_]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Both boosters' thresholds under one budget (`calibrate_routed`), on every calibration and
+    threshold-only row as the stream scores it: the rows `only` marks (`lone_rows`) by the lone
+    booster, every other row by the full one, whatever its source (the lone-command simulations' attack
+    rows that show no indicator included: the stream sends them to the full booster).
+
+    Why: calibrated apart, each booster spent a budget of its own benign trees, so the lone booster's
+    (about 16,000 benign trees routed to it, most of them look-alikes of its attacks) was a sixteenth
+    of the full one's, however many more attack trees a false alert bought there. Under one budget the
+    same number of benign trees may alert, wherever they alert. Model `ringfence-xgb-1.3-4cb2571784`'s
+    boosters recalibrated so: dev false alerts unchanged (1.02 per 1,000 benign trees, 0.59 outside
+    the lone-command simulations), 20 more dev attack trees detected, probes 62 -> 65 % (model card)."""
+    bench = data.split_mask(CALIB) | data.split_mask(THRESHOLDS)
+    route = only[bench]
+    matrix = data.matrix[bench]
+    probabilities = np.zeros((len(matrix), len(CLASSES)), dtype=np.float32)
+    if (~route).any():
+        probabilities[~route] = predict(full, matrix[~route], config.nthread)
+    if route.any():
+        probabilities[route] = predict(lone, matrix[route], config.nthread)
+    return calibrate_routed(probabilities, data.labels[bench], data.trees[bench], route, config)
 
 
 def full_view_rows(data: Dataset, lone: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -408,31 +443,96 @@ def calibrate(
 ) -> dict[str, float]:
     """Thresholds meeting the benign-tree budget on the given rows (see module docstring); none under
     its `at_least` value (another booster's thresholds, when given)."""
+    floors = _floors(config.min_threshold, config.min_generic)
+    if at_least is not None:
+        floors = np.maximum(floors, [float(at_least.get(name, 0.0)) for name in _NAMES])
+    route = np.zeros(len(labels), dtype=np.int64)
+    return _calibrate_routes(probabilities, labels, trees, route, [floors], config)[0]
+
+
+def calibrate_routed(
+    probabilities: NDArray[np.float32],
+    labels: NDArray[np.str_],
+    trees: NDArray[np.str_],
+    lone: NDArray[np.bool_],
+    config: TrainConfig,
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The full and the lone booster's thresholds calibrated together (`fit_views`): `probabilities` are
+    each row's from the booster the stream routes it to (`lone`: the lone booster's rows), and one
+    budget holds for the benign trees of both, a tree alerting when any of its rows alerts under its
+    own booster's thresholds. Each step of the spending lowers whichever booster's class threshold
+    catches the most attack trees per benign tree let through (module docstring)."""
+    floors = [
+        _floors(config.min_threshold, config.min_generic),
+        _floors(config.lone_min_threshold, config.min_generic),
+    ]
+    full, lone_thresholds = _calibrate_routes(
+        probabilities, labels, trees, lone.astype(np.int64), floors, config
+    )
+    return full, lone_thresholds
+
+
+_NAMES = (*CLASSES[1:], GENERIC)  # one threshold set's columns: the 12 tactics, then `generic`
+
+
+def _floors(min_threshold: float, min_generic: float) -> NDArray[np.float64]:
+    return np.array([min_threshold] * (len(_NAMES) - 1) + [max(min_threshold, min_generic)])
+
+
+def _calibrate_routes(
+    probabilities: NDArray[np.float32],
+    labels: NDArray[np.str_],
+    trees: NDArray[np.str_],
+    route: NDArray[np.int64],
+    floors: list[NDArray[np.float64]],
+    config: TrainConfig,
+) -> list[dict[str, float]]:
+    """One threshold set per route (row `i` is judged by set `route[i]`), all under one budget of
+    benign trees: each set's 13 columns side by side, so a step may lower any set's class."""
     benign_rows, benign_tree = _tree_rows(labels, trees, attack=False)
     attack_rows, attack_tree = _tree_rows(labels, trees, attack=True)
-    names = (*CLASSES[1:], GENERIC)
-    floors = np.array(
-        [config.min_threshold] * (len(names) - 1) + [max(config.min_threshold, config.min_generic)]
-    )
-    if at_least is not None:
-        floors = np.maximum(floors, [float(at_least.get(name, 0.0)) for name in names])
+    floor = np.concatenate(floors)
     if len(benign_rows) == 0:
-        first = dict(zip(names, floors.tolist(), strict=True))
-        return {**first, "malicious": min(first.values())}
+        sets = [dict(zip(_NAMES, f.tolist(), strict=True)) for f in floors]
+        return [{**first, "malicious": min(first.values())} for first in sets]
     n_benign = int(benign_tree.max()) + 1
     allowed = allowed_false_alerts(n_benign, config.fp_per_1000, config.calibration_confidence)
-    benign = _tree_scores(probabilities[benign_rows], benign_tree)
-    attack = _tree_scores(probabilities[attack_rows], attack_tree) if len(attack_rows) else benign[:0]
-    truth = _tree_truth(labels[attack_rows], attack_tree) if len(attack_rows) else np.zeros(0, dtype=np.int64)
+    benign = _route_scores(probabilities[benign_rows], benign_tree, route[benign_rows], len(floors))
+    if len(attack_rows):
+        attack = _route_scores(probabilities[attack_rows], attack_tree, route[attack_rows], len(floors))
+        truth = _tree_truth(labels[attack_rows], attack_tree)
+    else:
+        attack, truth = benign[:0], np.zeros(0, dtype=np.int64)
     # A threshold set just above the highest of n benign trees still lets about 1 in n+1 new benign
     # trees through (order statistics): each class bound by a benign tree has spent one false alert.
-    binding = int((benign.max(axis=0) >= floors).sum())
+    binding = int((benign.max(axis=0) >= floor).sum())
     spend = max(0, allowed - binding)
-    thresholds = _spend_budget(benign, attack, truth, spend, floors)
-    current = dict(zip(names, thresholds.tolist(), strict=True))
-    current = _tighten(probabilities[benign_rows], benign_tree, current, spend)
-    current["malicious"] = min(current.values())
-    return {k: float(v) for k, v in current.items()}
+    thresholds = _spend_budget(benign, attack, truth, spend, floor)
+    width = len(_NAMES)
+    current = [
+        dict(zip(_NAMES, thresholds[i * width : (i + 1) * width].tolist(), strict=True))
+        for i in range(len(floors))
+    ]
+    current = _tighten(probabilities[benign_rows], benign_tree, route[benign_rows], current, spend)
+    return [
+        {**{k: float(v) for k, v in one.items()}, "malicious": float(min(one.values()))} for one in current
+    ]
+
+
+def _route_scores(
+    probabilities: NDArray[np.float32], tree_of_row: NDArray[np.int64], route: NDArray[np.int64], routes: int
+) -> NDArray[np.float32]:
+    """(trees, 13 x routes): `_tree_scores` of each route's rows, side by side (zero where a tree has
+    no row of that route)."""
+    n_trees = int(tree_of_row.max()) + 1 if len(tree_of_row) else 0
+    width = len(_NAMES)
+    out = np.zeros((n_trees, width * routes), dtype=np.float32)
+    for i in range(routes):
+        mine = route == i
+        if mine.any():
+            scores = _tree_scores(probabilities[mine], tree_of_row[mine])
+            out[: len(scores), i * width : (i + 1) * width] = scores
+    return out
 
 
 def allowed_false_alerts(trees: int, fp_per_1000: float, confidence: float) -> int:
@@ -520,7 +620,8 @@ def _spend_budget(
     for column in range(benign.shape[1]):
         above = np.nonzero(benign[:, column] >= floor[column])[0]
         candidates.append(above[np.argsort(-benign[above, column], kind="stable")])
-        mine = attack[:, column] if column == benign.shape[1] - 1 else attack[truth == column, column]
+        tactic = column % len(_NAMES)  # each threshold set's columns: 12 tactics, then `generic`
+        mine = attack[:, column] if tactic == len(_NAMES) - 1 else attack[truth == tactic, column]
         caught.append(np.sort(mine.astype(np.float64)))
     spent = 0
     while spent < allowed:
@@ -569,40 +670,52 @@ def _best_sacrifice(
 def _tighten(
     probabilities: NDArray[np.float32],
     tree_of_row: NDArray[np.int64],
-    thresholds: dict[str, float],
+    route: NDArray[np.int64],
+    thresholds: list[dict[str, float]],
     allowed: int,
-) -> dict[str, float]:
-    """While more benign trees alert than `allowed`, raise the threshold of the class responsible for
-    the highest-scoring false alert to just above that alert's score (the cheapest alerts survive)."""
-    current = dict(thresholds)
+) -> list[dict[str, float]]:
+    """While more benign trees alert than `allowed`, raise the threshold (of the set of the row's route)
+    of the class responsible for the highest-scoring false alert to just above that alert's score (the
+    cheapest alerts survive)."""
+    current = [dict(one) for one in thresholds]
     for _ in range(5000):
-        culprits = _false_alerts(probabilities, tree_of_row, current)
+        culprits = _false_alerts(probabilities, tree_of_row, route, current)
         if len(culprits) <= allowed:
             break
-        name, score = max(culprits, key=lambda c: c[1])
-        if current[name] >= 0.999999:
+        which, name, score = max(culprits, key=lambda c: c[2])
+        if current[which][name] >= 0.999999:
             break
-        current[name] = min(0.999999, score + 1e-6)
+        current[which][name] = min(0.999999, score + 1e-6)
     return current
 
 
 def _false_alerts(
-    probabilities: NDArray[np.float32], tree_of_row: NDArray[np.int64], thresholds: Mapping[str, float]
-) -> list[tuple[str, float]]:
-    """(threshold name, score) of the top alerting row of each benign tree that alerts."""
-    batch = classify(probabilities, {**thresholds, "malicious": min(thresholds.values())})
-    hits = np.nonzero(batch.flagged)[0]
+    probabilities: NDArray[np.float32],
+    tree_of_row: NDArray[np.int64],
+    route: NDArray[np.int64],
+    thresholds: list[dict[str, float]],
+) -> list[tuple[int, str, float]]:
+    """(threshold set, threshold name, score) of the top alerting row of each benign tree that alerts,
+    each row judged by the set of its route."""
+    batches = [classify(probabilities, {**one, "malicious": min(one.values())}) for one in thresholds]
+    flagged = np.zeros(len(probabilities), dtype=bool)
+    malicious = batches[0].malicious
+    for i, batch in enumerate(batches):
+        flagged |= (route == i) & batch.flagged
+    hits = np.nonzero(flagged)[0]
     if len(hits) == 0:
         return []
-    hits = hits[np.lexsort((-batch.malicious[hits], tree_of_row[hits]))]
+    hits = hits[np.lexsort((-malicious[hits], tree_of_row[hits]))]
     tops = hits[np.r_[True, tree_of_row[hits][1:] != tree_of_row[hits][:-1]]]
     out = []
     for top in tops.tolist():
+        which = int(route[top])
+        batch = batches[which]
         best = int(batch.best[top])
         if batch.named[top]:
-            out.append((CLASSES[best], float(probabilities[top, best])))
+            out.append((which, CLASSES[best], float(probabilities[top, best])))
         else:
-            out.append((GENERIC, float(batch.malicious[top])))
+            out.append((which, GENERIC, float(batch.malicious[top])))
     return out
 
 

@@ -10,6 +10,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -602,28 +603,31 @@ def test_two_views_without_any_lone_command_row_is_a_clear_error(tiny: Dataset) 
         fit_views(without, TINY)
 
 
-def test_each_booster_calibrates_on_the_threshold_only_rows_it_scores(
+def test_both_boosters_calibrate_together_on_every_row_as_the_stream_routes_it(
     tiny: Dataset, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The threshold-only trees split between the boosters as the stream routes their rows: the full
-    booster's thresholds see the calibration and threshold-only rows of `full_view_rows`, the lone
-    booster's those that `lone_rows` sends it (look-alikes among them keep the `LONE_VIEW` origin)."""
+    """The thresholds of both boosters come from one calibration (`calibrate_routed`) over every
+    calibration and threshold-only row, each with its route (`lone_rows`): the lone-command simulations'
+    attack rows that the stream sends to the full booster included; and they are the thresholds the
+    fitted views carry."""
     from pipeline.training import train as train_module
     from pipeline.training.split import THRESHOLDS
 
-    seen: list[set[str]] = []
-    original = train_module.calibrate
+    seen: list[Any] = []
+    original = train_module.calibrate_routed
 
-    def calibrate_and_record(scores: object, labels: object, trees: np.ndarray, *rest: object) -> object:
-        seen.append(set(trees.tolist()))
-        return original(scores, labels, trees, *rest)  # type: ignore[arg-type]
+    def calibrate_and_record(scores: Any, labels: Any, trees: Any, route: np.ndarray, *rest: Any) -> Any:
+        result = original(scores, labels, trees, route, *rest)
+        seen.append((trees.tolist(), route.copy(), result))
+        return result
 
-    monkeypatch.setattr(train_module, "calibrate", calibrate_and_record)
-    fit_views(tiny, TINY)
+    monkeypatch.setattr(train_module, "calibrate_routed", calibrate_and_record)
+    views = fit_views(tiny, TINY)
     bench = tiny.split_mask(CALIB) | tiny.split_mask(THRESHOLDS)
     only = lone_rows(tiny.matrix)
-    full = set(tiny.trees[bench & full_view_rows(tiny, only)].tolist())
-    lone = set(tiny.trees[bench & only].tolist())
-    assert seen == [full, lone]
-    extra = set(tiny.trees[tiny.split_mask(THRESHOLDS)].tolist())
-    assert full & extra and lone & extra
+    [(trees, route, thresholds)] = seen
+    assert trees == tiny.trees[bench].tolist() and np.array_equal(route, only[bench])
+    assert (views.full.thresholds, views.lone.thresholds) == thresholds
+    assert route.any() and not route.all() and tiny.split_mask(THRESHOLDS)[bench].any()
+    outside = bench & ~only & ~full_view_rows(tiny, only)  # lone-view attack rows the full booster scores
+    assert outside.any() and set(tiny.trees[outside].tolist()) <= set(trees)

@@ -4,6 +4,7 @@ again; every other row to the full booster."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import replace
@@ -36,6 +37,7 @@ from pipeline.training.simulate import SimConfig
 from pipeline.training.train import (
     TrainConfig,
     calibrate,
+    calibrate_views,
     fit,
     fit_views,
     full_view_rows,
@@ -272,11 +274,14 @@ def test_train_full_from_keeps_a_models_full_booster_bit_for_bit_and_refits_the_
     views = fit_views(tiny, TINY)
     source_version = write_model(source, views.full, TINY, tiny, lone=views.lone)
     other = replace(TINY, seed=11, subsample=0.6)  # a full booster fitted with it would differ
+    kept_bytes = (source / "model.ubj").read_bytes()
     kept, version = kept_full(source)
     assert version == source_version and kept.thresholds == views.full.thresholds
     assert np.array_equal(predict(kept.booster, tiny.matrix), predict(views.full.booster, tiny.matrix))
     refit = fit_views(tiny, other, kept)
-    assert refit.full is kept
+    assert refit.full.booster is kept.booster  # kept; its thresholds calibrated with the new lone booster's
+    assert (refit.full.thresholds, refit.lone.thresholds) == calibrate_views(
+        tiny, other, kept.booster, refit.lone.booster, lone_rows(tiny.matrix))
     assert not np.array_equal(predict(fit_views(tiny, other).full.booster, tiny.matrix),
                               predict(kept.booster, tiny.matrix))
     # the whole command: in its own folder too, as the committed model rebuilds from itself
@@ -286,7 +291,8 @@ def test_train_full_from_keeps_a_models_full_booster_bit_for_bit_and_refits_the_
                        evtx_dir=None, recordings=False, full_from=source)
     results = run_train(config)
     meta = json.loads((source / "model.json").read_text(encoding="utf-8"))
-    assert meta["thresholds"] == views.full.thresholds and meta["full_from"] == source_version
+    assert meta["booster_sha256"] == hashlib.sha256(kept_bytes).hexdigest()  # the kept booster, bit for bit
+    assert meta["thresholds"] == results.thresholds and meta["full_from"] == source_version
     assert results.full_from == source_version and results.version != source_version
     model = load_model(source)
     assert isinstance(model, RoutedModel)

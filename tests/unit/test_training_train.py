@@ -15,9 +15,11 @@ from pipeline.training.dataset import DataConfig, Dataset, build_dataset
 from pipeline.training.simulate import SimConfig
 from pipeline.training.train import (
     TrainConfig,
+    allowed_false_alerts,
     average_boosters,
     balanced_weights,
     calibrate,
+    calibrate_routed,
     class_index,
     false_alert_trees,
     fit,
@@ -87,6 +89,51 @@ def test_the_budget_is_spent_past_benign_trees_that_crowd_the_top() -> None:
     strict = calibrate(few, few_labels, few_trees, TrainConfig())  # budget 1, spent on the bound class
     assert strict["Execution"] > 0.95
     assert false_alert_trees(few, [np.array([i]) for i in range(4_000)], strict) == 0
+
+
+def test_both_boosters_share_one_budget_spent_where_it_catches_most() -> None:
+    """Two routes under one budget of benign trees. Full-booster rows: 10,000 benign trees, three scoring
+    0.948-0.95 for Execution, and ten attack trees at 0.70-0.88 behind them. Lone-booster rows: 4,004
+    benign trees, four of them scoring 0.90-0.93 for Discovery, and twenty attack trees at 0.60-0.79.
+    Calibrated apart, the lone booster's 4,004 trees vouch for one false alert, spent on the class its top
+    benign tree binds: none of its twenty attacks is caught. Together, the 14,004 trees vouch for eight,
+    six once the two bound classes are paid for: the lone route's four benign trees are let through for
+    its twenty attacks (five a tree), the full route's three are not (ten attacks, three and a third a
+    tree, and only two trees left), and no more benign trees alert in all than the budget."""
+    execution, discovery = CLASSES.index("Execution"), CLASSES.index("Discovery")
+    attacks = [0.70 + 0.02 * i for i in range(10)]
+    full_p, full_labels, full_trees = _benign_and_attack_trees(
+        [0.95, 0.949, 0.948], 10_000, attacks, execution
+    )
+    lone_attacks = [0.60 + 0.01 * i for i in range(20)]
+    lone_p, lone_labels, lone_trees = _benign_and_attack_trees(
+        [0.93, 0.92, 0.91, 0.90], 4_004, lone_attacks, discovery
+    )
+    lone_trees = np.array([f"lone-{t}" for t in lone_trees.tolist()])
+    probabilities = np.concatenate([full_p, lone_p])
+    labels, trees = np.concatenate([full_labels, lone_labels]), np.concatenate([full_trees, lone_trees])
+    route = np.r_[np.zeros(len(full_p), dtype=bool), np.ones(len(lone_p), dtype=bool)]
+    config = TrainConfig()
+    apart = calibrate(
+        lone_p, lone_labels, lone_trees, replace(config, min_threshold=config.lone_min_threshold)
+    )
+    assert apart["Discovery"] > 0.93  # its one false alert is the bound class's: no attack caught
+    full, lone = calibrate_routed(probabilities, labels, trees, route, config)
+    assert lone["Discovery"] <= 0.60 and full["Execution"] > 0.95
+    benign = [np.array([i]) for i in range(10_000)]
+    alerting = false_alert_trees(full_p, benign, full) + false_alert_trees(
+        lone_p, [np.array([i]) for i in range(4_004)], lone
+    )
+    assert alerting == 4 <= allowed_false_alerts(14_004, 1.0, 0.9) - 2
+    assert full["malicious"] == min(v for k, v in full.items() if k != "malicious")
+    # one route only: the same thresholds as calibrating that route alone
+    alone, unused = calibrate_routed(
+        full_p, full_labels, full_trees, np.zeros(len(full_p), dtype=bool), config
+    )
+    assert alone == calibrate(full_p, full_labels, full_trees, config)
+    assert unused["Discovery"] == config.lone_min_threshold and unused["generic"] == config.min_generic
+
+
 
 
 @pytest.fixture(scope="module")
