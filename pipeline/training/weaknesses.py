@@ -30,6 +30,31 @@ WEAKNESSES = """## Known weaknesses
   the recordings but 1.78 false alerts per 1,000 dev trees and was not chosen. Until session V the
   calibration split alone set the thresholds, and the charge pushed Persistence and `generic` near 1.0
   (below).
+- **Both boosters' thresholds are calibrated together since session AC** (this model: `4cb2571784`'s two
+  boosters bit for bit, `train.calibrate_views`). Calibrated apart, the second booster spent a budget of
+  the ~16,000 benign trees routed to it (a sixteenth of the first's), and the full booster kept 1.2's
+  thresholds, calibrated on 1.2's data. Now one budget (1 per 1,000 at 90 %, the same rule) covers the
+  calibration and threshold-only trees of both, every row judged by the booster the stream routes it to,
+  and the second booster's `generic` (an alert naming no tactic) is floored at 0.8 instead of 0.98.
+  Thresholds that moved: second booster Persistence 0.561 -> 0.500, Discovery 0.701 -> 0.572,
+  CredentialAccess 0.851 -> 0.761, `generic` 0.98 -> 0.80; full booster Persistence 0.706 -> 0.737 (1.3's
+  data alone moves it to 0.730), PrivilegeEscalation 0.604 -> 0.629, DefenseEvasion 0.684 -> 0.696,
+  Collection 0.683 -> 0.708, CommandAndControl 0.720 -> 0.778, Impact 0.866 -> 0.886. Measured against
+  `4cb2571784`: all dev **1.02 -> 0.95** false alerts per 1,000 benign trees (15 -> 14 of 14,730; outside
+  the lone-command simulations 0.59 -> 0.44, 4 -> 3 of 6,789), dev attack trees detected 1,839 -> 1,871
+  of 2,954; held-out labs 95 / 79 % and 0 of 404 benign trees both (top-scoring alert right 58 -> 63 %;
+  three recordings lose a second alert: Collection 0.94 on two LSASS campaigns, PrivilegeEscalation 0.96
+  on a netprofm one); .evtx 4 of 6 both (the firewall enumeration's `netsh advfirewall show allprofiles`
+  scores Discovery 0.570, now against 0.572); probes 62 / 56 -> **67 / 58 %** (`sc failure ...
+  command=`, `at ... /interactive`, named Persistence, and the encoded PowerShell launcher, named Generic,
+  gained). The pipeline benchmark's generated fleet alerts less (its shells' Collection alerts). **Chosen
+  looking at dev and the probes:** the joint budget alone (the second booster's `generic` at 0.98) gave
+  dev 1.02 / 0.59, 1,859 trees, probes 65 / 58 %; its `generic` at 0.7 or 0.6, dev 1.02 / 0.44 and 1,874
+  or 1,875 trees. **Measured and not kept** (the same boosters, thresholds only, calibrated apart as
+  before): a budget of 2 per 1,000 (probes 67 %, but all dev 1.49 and 0.74 outside the lone-command
+  simulations), 1.5 per 1,000 at 50 % confidence (probes 65 %, all dev 1.15), 1 per 1,000 at 50 %
+  confidence (dev unchanged, probes 62 %): a larger budget buys probes with dev false alerts, a shared one
+  bought them with none.
 - **What feature version 1.3 changed, and what was looked at to change it** (session AB,
   `ringfence-xgb-1.3-4cb2571784`, after `ringfence-xgb-1.2-752398b064`, commit 468e3a3). The full booster
   and its thresholds are 1.2's, bit for bit (`ringfence train --full-from`): a first retrain of it on 1.3's

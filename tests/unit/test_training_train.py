@@ -131,7 +131,7 @@ def test_both_boosters_share_one_budget_spent_where_it_catches_most() -> None:
         full_p, full_labels, full_trees, np.zeros(len(full_p), dtype=bool), config
     )
     assert alone == calibrate(full_p, full_labels, full_trees, config)
-    assert unused["Discovery"] == config.lone_min_threshold and unused["generic"] == config.min_generic
+    assert unused["Discovery"] == config.lone_min_threshold and unused["generic"] == config.lone_min_generic
 
 
 
