@@ -307,8 +307,8 @@ class Views:
 
 
 def kept_full(model_dir: Path) -> tuple[Trained, str]:
-    """The full-view booster of the model in `model_dir` with its thresholds, to keep as it is (its
-    thresholds are calibrated again with the new lone booster's: `fit_views`), and the
+    """The full-view booster of the model in `model_dir`, to keep as it is, with the thresholds it had
+    there (`fit_views` calibrates them again, together with the new lone booster's), and the
     version of the model that fitted it (`model_dir`'s, or the one its own model.json says it kept it
     from) (`ringfence train --full-from`): for a change to the lone-command view alone (its
     indicators, simulations or look-alikes), so that every row with telemetry scores exactly as before.
@@ -364,13 +364,13 @@ def fit_views(data: Dataset, config: TrainConfig, full: Trained | None = None) -
     the lone booster on every row it routes (`pipeline.model.routed.lone_rows`: process-only rows
     with a lone-command indicator, the route the stream takes) with all the columns, the lone-command
     indicators (1.1, 1.2, 1.3) among them; `full`, when given (`kept_full`), is kept instead of fitting
-    the first. Each booster stops early on the calibration rows of its own
-    training set and is calibrated on those and on the threshold-only rows it scores (`THRESHOLDS`, the
-    same row selection), the lone booster with `lone_min_threshold` as its floor (module docstring).
-    The lone booster's rows are few (about 2 % of the data) and narrow, so its own calibration bounds
-    what it can add; when it scored every process-only row (64 %), a second
-    calibration let as many new benign trees through again, and its thresholds had to be floored at the
-    full booster's (weaknesses.py)."""
+    the first. Each booster stops early on the calibration rows of its own training set; then both
+    boosters' thresholds are calibrated together, under one budget (`calibrate_views`), the lone
+    booster's floored at `lone_min_threshold` and `lone_min_generic` (module docstring). Until session AC
+    each was calibrated on its own rows alone, so the lone booster's few rows (about 2 % of the data)
+    bounded what it could add; when it scored every process-only row (64 %), a second calibration let
+    as many new benign trees through again, and its thresholds had to be floored at the full booster's
+    (weaknesses.py)."""
     from pipeline.model.routed import lone_rows
 
     only = lone_rows(data.matrix)
@@ -475,10 +475,8 @@ def calibrate_routed(
         _floors(config.min_threshold, config.min_generic),
         _floors(config.lone_min_threshold, config.lone_min_generic),
     ]
-    full, lone_thresholds = _calibrate_routes(
-        probabilities, labels, trees, lone.astype(np.int64), floors, config
-    )
-    return full, lone_thresholds
+    full, second = _calibrate_routes(probabilities, labels, trees, lone.astype(np.int64), floors, config)
+    return full, second
 
 
 _NAMES = (*CLASSES[1:], GENERIC)  # one threshold set's columns: the 12 tactics, then `generic`
