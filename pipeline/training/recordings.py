@@ -10,8 +10,9 @@ from __future__ import annotations
 import gzip
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agents.sysmon import load_events
 from pipeline.hunt import FileSummary, hunt_file
@@ -19,6 +20,9 @@ from pipeline.scoring import BENIGN, Model
 from pipeline.training.evaluate import RecordingOutcome
 from pipeline.training.labels import extract_clues, label_events, load_catalog, raw_hosts, raw_pid_keys
 from pipeline.training.split import DEV, recording_splits
+
+if TYPE_CHECKING:
+    from pipeline.training.probes import Probe
 
 log = logging.getLogger(__name__)
 TACTIC_IDS = {
@@ -95,13 +99,16 @@ def _outcome(
     return outcome
 
 
-def probe_outcomes(model: Model, tail_s: int = 0) -> Iterator[RecordingOutcome]:
-    """Hunt each hand-written lone-command probe (`pipeline.training.probes`) as its own file: an attack
-    probe counts like an attack recording; a benign probe is one benign tree (alerted or not). `tail_s`:
-    each file goes on that long after its commands (`probe_events`)."""
+def probe_outcomes(
+    model: Model, tail_s: int = 0, probes: Sequence[Probe] | None = None
+) -> Iterator[RecordingOutcome]:
+    """Hunt each hand-written lone-command probe (`pipeline.training.probes`; `probes`, when given, else
+    the first set, attack and benign) as its own file: an attack probe counts like an attack recording; a
+    benign probe is one benign tree (alerted or not). `tail_s`: each file goes on that long after its
+    commands (`probe_events`)."""
     from pipeline.training.probes import ATTACK_PROBES, BENIGN_PROBES, temp_probe_files
 
-    holder, files = temp_probe_files(ATTACK_PROBES + BENIGN_PROBES, tail_s)
+    holder, files = temp_probe_files(ATTACK_PROBES + BENIGN_PROBES if probes is None else probes, tail_s)
     with holder:
         for probe, path in files:
             benign = probe.tactic == BENIGN

@@ -38,7 +38,7 @@ from pipeline.training.evaluate import (
     summarise,
     tree_report_of,
 )
-from pipeline.training.probes import TAIL_S
+from pipeline.training.probes import SECOND_PROBES, TAIL_S
 from pipeline.training.recordings import evtx_outcomes, otrf_dev_outcomes, probe_outcomes
 from pipeline.training.split import DEV
 from pipeline.training.train import TrainConfig, Trained, Views, fit, fit_views, kept_full
@@ -151,6 +151,8 @@ def hunt_reports(model: Model, config: RunConfig) -> dict[str, RecordingReport]:
     )
     tail = f"Recordings: the same probes, each log going on {TAIL_S // 60} minutes after its commands (hunt)"
     out[tail] = summarise(list(probe_outcomes(model, TAIL_S)))
+    second = "Recordings: a second set of lone-command probes, from session AC (hunt; never training data)"
+    out[second] = summarise(list(probe_outcomes(model, probes=SECOND_PROBES)))
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.training.probes import ATTACK_PROBES, BENIGN_PROBES
+from pipeline.training.probes import ATTACK_PROBES, BENIGN_PROBES, SECOND_PROBES
 from pipeline.training.sim import win_benign, win_benign_lone, win_benign_lone2, win_lone, win_lone2
 from pipeline.training.sim.catalog import Technique
 from pipeline.training.simulate import SimConfig, simulate_attack, simulate_benign, techniques
@@ -18,7 +18,9 @@ TACTICS = frozenset({"Persistence", "PrivilegeEscalation", "DefenseEvasion", "Cr
                      "LateralMovement", "CommandAndControl", "Execution"})
 LONE2 = tuple(win_lone2.REG.items)
 WORKLOADS = tuple(win_benign_lone2.LONE2_WORKLOADS)
-PROBE_LINES = frozenset(line.lower() for p in (*ATTACK_PROBES, *BENIGN_PROBES) for _, line in p.commands)
+PROBE_LINES = frozenset(
+    line.lower() for p in (*ATTACK_PROBES, *BENIGN_PROBES, *SECOND_PROBES) for _, line in p.commands
+)
 
 
 def _start_events(events: tuple[BehaviorEvent, ...]) -> list[BehaviorEvent]:

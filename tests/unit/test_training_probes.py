@@ -8,7 +8,7 @@ from agents.sysmon import load_events
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.scoring import BENIGN
 from pipeline.training.evaluate import summarise
-from pipeline.training.probes import ATTACK_PROBES, BENIGN_PROBES, probe_events, write_probes
+from pipeline.training.probes import ATTACK_PROBES, BENIGN_PROBES, SECOND_PROBES, probe_events, write_probes
 from pipeline.training.recordings import probe_outcomes
 from schemas.alerts import Tactic
 from schemas.events import ProcessStart
@@ -45,3 +45,17 @@ def test_probe_outcomes_count_attack_probes_as_recordings_and_benign_probes_as_t
     assert report.false_alert_trees == alerted_benign
     assert all(hit for o in outcomes if o.tactic != BENIGN for _, _, hit in o.alerts)
     assert report.rate("detected") > 0  # the rules catch the LSASS dump and the shadow-copy deletion at least
+
+
+def test_the_second_probe_set_is_attacks_of_its_own_reported_apart() -> None:
+    """`SECOND_PROBES`: attack probes only, real tactics, names and command lines of their own (no line
+    that the first set calls benign), hunted on their own when asked."""
+    assert {p.tactic for p in SECOND_PROBES} <= {t.value for t in Tactic} and len(SECOND_PROBES) >= 40
+    names = [p.name for p in (*ATTACK_PROBES, *BENIGN_PROBES, *SECOND_PROBES)]
+    assert len(set(names)) == len(names)
+    benign_lines = {line.lower() for p in BENIGN_PROBES for _, line in p.commands}
+    assert not benign_lines & {line.lower() for p in SECOND_PROBES for _, line in p.commands}
+    outcomes = list(probe_outcomes(ProvisionalRules(), probes=SECOND_PROBES))
+    assert [o.name for o in outcomes] == [p.name for p in SECOND_PROBES]
+    report = summarise(outcomes)
+    assert report.attack_recordings == len(SECOND_PROBES) and report.benign_trees == 0
