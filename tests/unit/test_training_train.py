@@ -97,9 +97,10 @@ def test_both_boosters_share_one_budget_spent_where_it_catches_most() -> None:
     benign trees, four of them scoring 0.90-0.93 for Discovery, and twenty attack trees at 0.60-0.79.
     Calibrated apart, the lone booster's 4,004 trees vouch for one false alert, spent on the class its top
     benign tree binds: none of its twenty attacks is caught. Together, the 14,004 trees vouch for eight,
-    six once the two bound classes are paid for: the lone route's four benign trees are let through for
-    its twenty attacks (five a tree), the full route's three are not (ten attacks, three and a third a
-    tree, and only two trees left), and no more benign trees alert in all than the budget."""
+    five once the three classes a benign tree binds are paid for (the full booster's Execution, the lone
+    booster's Discovery and its `generic`, floored at 0.8): the lone route's four benign trees are let
+    through for its twenty attacks (five a tree), the full route's three are not (ten attacks, three and
+    a third a tree, and only one tree left), and no more benign trees alert in all than the budget."""
     execution, discovery = CLASSES.index("Execution"), CLASSES.index("Discovery")
     attacks = [0.70 + 0.02 * i for i in range(10)]
     full_p, full_labels, full_trees = _benign_and_attack_trees(
@@ -124,7 +125,7 @@ def test_both_boosters_share_one_budget_spent_where_it_catches_most() -> None:
     alerting = false_alert_trees(full_p, benign, full) + false_alert_trees(
         lone_p, [np.array([i]) for i in range(4_004)], lone
     )
-    assert alerting == 4 <= allowed_false_alerts(14_004, 1.0, 0.9) - 2
+    assert alerting == 4 <= allowed_false_alerts(14_004, 1.0, 0.9) - 3
     assert full["malicious"] == min(v for k, v in full.items() if k != "malicious")
     # one route only: the same thresholds as calibrating that route alone
     alone, unused = calibrate_routed(
