@@ -162,10 +162,12 @@ class RoutedModel:
             return np.asarray(apply(self.full, matrix), dtype=np.float32)
         if lone.all():
             return np.asarray(apply(self.lone, matrix), dtype=np.float32)
-        return _merged(lone, apply(self.full, matrix[~lone]), apply(self.lone, matrix[lone]))
+        return merge_routes(lone, apply(self.full, matrix[~lone]), apply(self.lone, matrix[lone]))
 
 
-def _merged(lone: NDArray[np.bool_], full_part: Matrix, lone_part: Matrix) -> Matrix:
+def merge_routes(lone: NDArray[np.bool_], full_part: Matrix, lone_part: Matrix) -> Matrix:
+    """One array of per-row results from each booster's part: `lone_part` for the rows `lone` marks (in
+    order), `full_part` for the others."""
     out: Matrix = np.empty((len(lone), *np.shape(full_part)[1:]), dtype=np.float32)
     out[~lone] = full_part
     out[lone] = lone_part
@@ -210,4 +212,4 @@ class _PairPredict:
 
     def wait(self) -> Matrix:
         """The probabilities of every row, in the matrix's order; once only."""
-        return _merged(self._mask, self._full.wait(), self._lone.wait())
+        return merge_routes(self._mask, self._full.wait(), self._lone.wait())

@@ -66,7 +66,7 @@ import itertools
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -182,17 +182,30 @@ def fit(
     floors: Mapping[str, float] | None = None,
     columns: int | None = None,
 ) -> Trained:
-    """Train on the train split, stop early on the calibration split, calibrate thresholds there and on
-    the threshold-only benign trees (`THRESHOLDS`) (only `rows` of each, when given; no threshold under
-    its `floors` value, when given). With
-    `columns`, the booster is fitted on the first `columns` features only (1.0's list, for the full
-    view) and then declared over the whole list (`widen`: the others are never split on)."""
+    """`fit_booster`, then its thresholds calibrated on the calibration split and on the threshold-only
+    benign trees (`THRESHOLDS`) (only `rows` of each, when given; no threshold under its `floors` value,
+    when given)."""
+    booster, best, class_weights = fit_booster(data, config, rows, columns)
+    bench = data.split_mask(CALIB) | data.split_mask(THRESHOLDS)
+    if rows is not None:
+        bench &= rows
+    probabilities = predict(booster, data.matrix[bench], config.nthread)
+    thresholds = calibrate(probabilities, data.labels[bench], data.trees[bench], config, floors)
+    return Trained(booster, thresholds, best, class_weights)
+
+
+def fit_booster(
+    data: Dataset, config: TrainConfig, rows: NDArray[np.bool_] | None = None, columns: int | None = None
+) -> tuple[Any, int, dict[str, float]]:
+    """(booster, best iteration, class weights): trained on the train split, stopped early on the
+    calibration split (only `rows` of each, when given). With `columns`, the booster is fitted on the
+    first `columns` features only (1.0's list, for the full view) and then declared over the whole list
+    (`widen`: the others are never split on)."""
     import xgboost
 
     train, calib = data.split_mask(TRAIN), data.split_mask(CALIB)
-    thresholds_only = data.split_mask(THRESHOLDS)
     if rows is not None:
-        train, calib, thresholds_only = train & rows, calib & rows, thresholds_only & rows
+        train, calib = train & rows, calib & rows
     width = len(FEATURE_NAMES) if columns is None else columns
     names = list(FEATURE_NAMES[:width])
     y = class_index(data.labels)
@@ -230,10 +243,7 @@ def fit(
     best = booster.num_boosted_rounds() - 1
     if width < len(FEATURE_NAMES):
         booster = widen(booster)
-    bench = calib | thresholds_only
-    probabilities = predict(booster, data.matrix[bench], config.nthread)
-    thresholds = calibrate(probabilities, data.labels[bench], data.trees[bench], config, floors)
-    return Trained(booster, thresholds, best, class_weights)
+    return booster, best, class_weights
 
 
 def average_boosters(boosters: list[Any]) -> Any:
@@ -308,7 +318,7 @@ class Views:
 
 def kept_full(model_dir: Path) -> tuple[Trained, str]:
     """The full-view booster of the model in `model_dir`, to keep as it is, with the thresholds it had
-    there (`fit_views` calibrates them again, together with the new lone booster's), and the
+    there (which `fit_views` does not use: it calibrates both boosters' together), and the
     version of the model that fitted it (`model_dir`'s, or the one its own model.json says it kept it
     from) (`ringfence train --full-from`): for a change to the lone-command view alone (its
     indicators, simulations or look-alikes), so that every row with telemetry scores exactly as before.
@@ -375,7 +385,10 @@ def fit_views(data: Dataset, config: TrainConfig, full: Trained | None = None) -
 
     only = lone_rows(data.matrix)
     if full is None:
-        full = fit(data, config, full_view_rows(data, only), columns=N_BASE_FEATURES)
+        view = full_view_rows(data, only)
+        full_booster, full_best, full_weights = fit_booster(data, config, view, N_BASE_FEATURES)
+    else:
+        full_booster, full_best, full_weights = full.booster, full.best_iteration, full.class_weights
     used = only & (data.split_mask(TRAIN) | data.split_mask(CALIB))
     if not (only & data.split_mask(TRAIN)).any() or not (only & data.split_mask(CALIB)).any():
         raise ValueError(
@@ -383,10 +396,13 @@ def fit_views(data: Dataset, config: TrainConfig, full: Trained | None = None) -
             "the second booster cannot be fitted (`ringfence train --one-view`)"
         )
     log.info("lone booster: %d training and calibration rows of %d", int(used.sum()), len(only))
-    lone = fit(data, replace(config, min_threshold=config.lone_min_threshold), only)
-    full_thresholds, lone_thresholds = calibrate_views(data, config, full.booster, lone.booster, only)
-    full, lone = replace(full, thresholds=full_thresholds), replace(lone, thresholds=lone_thresholds)
-    return Views(full, lone, int(used.sum()))
+    lone_booster, lone_best, lone_weights = fit_booster(data, config, only)
+    full_thresholds, lone_thresholds = calibrate_views(data, config, full_booster, lone_booster, only)
+    return Views(
+        Trained(full_booster, full_thresholds, full_best, full_weights),
+        Trained(lone_booster, lone_thresholds, lone_best, lone_weights),
+        int(used.sum()),
+    )
 
 
 def calibrate_views(
@@ -404,14 +420,12 @@ def calibrate_views(
     boosters recalibrated so (with the lone booster's `generic` floored at `lone_min_generic`): dev
     false alerts 1.02 -> 0.95 per 1,000 benign trees, 32 more dev attack trees detected, probes 62 ->
     67 % (model card, Known weaknesses)."""
+    from pipeline.model.routed import merge_routes
+
     bench = data.split_mask(CALIB) | data.split_mask(THRESHOLDS)
-    route = only[bench]
-    matrix = data.matrix[bench]
-    probabilities = np.zeros((len(matrix), len(CLASSES)), dtype=np.float32)
-    if (~route).any():
-        probabilities[~route] = predict(full, matrix[~route], config.nthread)
-    if route.any():
-        probabilities[route] = predict(lone, matrix[route], config.nthread)
+    route, matrix = only[bench], data.matrix[bench]
+    full_part = predict(full, matrix[~route], config.nthread)
+    probabilities = merge_routes(route, full_part, predict(lone, matrix[route], config.nthread))
     return calibrate_routed(probabilities, data.labels[bench], data.trees[bench], route, config)
 
 
