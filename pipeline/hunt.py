@@ -9,7 +9,8 @@ replays recordings in chunks too: `pipeline.training.rows`).
 Each file is hunted on its own (a fresh detector): files are separate recordings, and mixing two
 recordings of one host would interleave unrelated trees. A file that cannot be opened, a line that
 is not JSON or an event the mapper does not know is counted in that file's summary and skipped;
-nothing in an input file stops the hunt.
+nothing in an input file stops the hunt. Records that name no host are hunted as the device
+`UNNAMED_HOST`'s.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 CHUNK_EVENTS = 256
 """Events per scoring pass at most (training replays recordings 256 events at a time too, but without
 the span bound: `pipeline.training.rows`)."""
+UNNAMED_HOST = "unnamed-host"
+"""The device of a record that names no host (an export that kept only the event's fields): its events
+are hunted as one device's rather than skipped (each file is hunted on its own)."""
 Progress = Callable[[str], None]
 
 
@@ -94,7 +98,7 @@ def hunt_file(
     stats = FileStats()
     detector = Detector(model=model)
     try:
-        for chunk in chunks(load_events(path, stats=stats)):
+        for chunk in chunks(load_events(path, stats=stats, fallback_device_id=UNNAMED_HOST)):
             summary.trees += _new_trees(detector, chunk)
             yield from _alerts(detector, detector.flush(ts_ms(chunk[-1])), path, summary, min_score)
             _report(progress, path, stats)

@@ -61,11 +61,13 @@ def load_events(
     stats: FileStats | None = None,
     sequencer: Sequencer | None = None,
     max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+    fallback_device_id: str | None = None,
 ) -> Generator[BehaviorEvent, None, None]:
     """Stream the BehaviorEvents of one file (.evtx, JSON Lines, JSON array, gzip, or our own output).
 
     Pass `stats` to receive the counters (filled while iterating) and `sequencer` to continue
     another file's per-device `seq`. BehaviorEvent files are returned as recorded (not re-stamped).
+    `device_id` names every record's device; `fallback_device_id` only those that name no host.
     Raises InputFileError (when iteration starts) if the path cannot be opened.
     """
     path = Path(path)
@@ -76,7 +78,7 @@ def load_events(
         with open_binary(path) as handle:
             yield from read_behavior_events(handle, stats, max_line_bytes)
     else:
-        config = MappingConfig(device_id=device_id)
+        config = MappingConfig(device_id=device_id, fallback_device_id=fallback_device_id)
         items = _raw_items(path, InputFormat(stats.format), max_line_bytes)
         yield from map_items(items, config, sequencer or Sequencer(), stats)
     log.debug("%s", stats.summary())

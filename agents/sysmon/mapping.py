@@ -15,7 +15,8 @@ Identity:
   device, channel and the log's record number when the record has one (evtx, nxlog, winlogbeat),
   else of device and the reader's `fallback_id` (content digest + line), else of the content.
 - `ts`: Sysmon's own `UtcTime` first (when the event happened), then the log's `TimeCreated`,
-  then the shipper's `@timestamp`/`TimeGenerated`. Local-time fields (`EventTime`) are ignored.
+  then the shipper's `@timestamp`/`TimeGenerated`/`_time`, and last nxlog's `EventTime`, a local time
+  read as UTC, only for a record nothing else dates (`records._TIME_KEYS`).
 """
 
 from __future__ import annotations
@@ -74,9 +75,12 @@ class Skip:
 
 @dataclass(frozen=True, slots=True)
 class MappingConfig:
-    """Settings of the mapping; `device_id` overrides the host name found in records."""
+    """Settings of the mapping: `device_id` overrides the host name found in records;
+    `fallback_device_id` names the device of a record that names no host (`ringfence hunt` passes one
+    per file, so that a log exported without host names is still hunted instead of skipped whole)."""
 
     device_id: str | None = None
+    fallback_device_id: str | None = None
 
 
 DEFAULT_CONFIG = MappingConfig()
@@ -92,7 +96,7 @@ def map_record(
     if isinstance(selected, Skip):
         return selected
     origin, builder = selected
-    device_id = config.device_id or device_id_from_host(win.computer)
+    device_id = config.device_id or device_id_from_host(win.computer) or config.fallback_device_id
     if device_id is None:
         return Skip(SkipReason.NO_DEVICE)
     ts = _event_time(win, origin)
@@ -107,14 +111,30 @@ def map_record(
 
 
 def classify(win: WinRecord) -> Origin | None:
-    """Sysmon or Security, by channel or provider (forwarded logs keep the provider)."""
+    """Sysmon or Security, by channel or provider (forwarded logs keep the provider). A record that names
+    neither (an export that kept only the event's fields) is told by its own fields: Security's 4688
+    carries `NewProcessName`, and every Sysmon event its `UtcTime` and a process GUID; anything else
+    stays unclassified."""
     channel = (win.channel or "").lower()
     provider = (win.provider or "").lower()
     if channel == SYSMON_CHANNEL or provider == SYSMON_PROVIDER:
         return Origin.SYSMON
     if channel == SECURITY_CHANNEL or provider == SECURITY_PROVIDER:
         return Origin.SECURITY
+    if channel or provider:
+        return None
+    if win.event_id in SECURITY_BUILDERS and win.get("NewProcessName") is not None:
+        return Origin.SECURITY
+    if win.event_id in SYSMON_BUILDERS and win.get("UtcTime") is not None and _has_guid(win):
+        return Origin.SYSMON
     return None
+
+
+_GUID_FIELDS = ("ProcessGuid", "SourceProcessGuid", "SourceProcessGUID")
+
+
+def _has_guid(win: WinRecord) -> bool:
+    return any(win.get(name) is not None for name in _GUID_FIELDS)
 
 
 def _select_builder(win: WinRecord) -> tuple[Origin, Builder] | Skip:

@@ -11,7 +11,10 @@ The same Sysmon event reaches us in several shapes, all seen in real data:
   keys, `event_data.Image`, as flattening exporters write it);
 - winlogbeat 7+/ECS: the same under `winlog`, nested or dotted (`winlog.event_id`,
   `winlog.event_data.Image`, ...);
-- Azure Monitor `WindowsEvent`: `EventData` is a JSON *string*.
+- Azure Monitor `WindowsEvent`: `EventData` is a JSON *string*;
+- Splunk exports (`XmlWinEventLog`/`WinEventLog` events as JSON): `EventCode`, the channel after the
+  `source`'s `XmlWinEventLog:` prefix, the time in `_time`;
+- nxlog: a flat record dated only by `EventTime`, the host's local time (read last: see `_TIME_KEYS`).
 
 `normalise` turns any of them into a `WinRecord`: the header (id, channel, provider, computer,
 record id, time) plus the event fields. Event fields are looked up by their usual spelling first
@@ -33,10 +36,16 @@ from agents.sysmon.values import parse_int, text
 # header that is simply absent would cost more than the whole mapping).
 _COMPUTER_KEYS = ("Computer", "Hostname", "computer_name", "ComputerName", "computer", "hostname")
 _CHANNEL_KEYS = ("Channel", "log_name", "EventLog", "channel")
+_SPLUNK_SOURCE_KEYS = ("source", "sourcetype")  # read only with a `(Xml)WinEventLog:<channel>` value
+_SPLUNK_PREFIXES = ("xmlwineventlog:", "wineventlog:")
 _PROVIDER_KEYS = ("Provider", "SourceName", "ProviderName", "provider_name", "source_name", "provider")
 _RECORD_ID_KEYS = ("EventRecordID", "RecordNumber", "record_number", "record_id", "EventRecordId")
-_TIME_KEYS = ("TimeCreated", "@timestamp", "TimeGenerated", "timeCreated")
-_EVENT_ID_KEYS = ("EventID", "event_id", "EventId", "eventid", "eventId")
+_TIME_KEYS = ("TimeCreated", "@timestamp", "TimeGenerated", "timeCreated", "_time", "EventTime")
+"""The log's time of the event, first present wins. nxlog's `EventTime` is the host's local time without a
+zone (taken as UTC, as every naive time is): it comes last, so it dates only a record nothing else dates
+(nxlog's Security events; Sysmon's carry `UtcTime`, which `mapping` reads first). Times of such a log keep
+their order and spacing; they may be off by the host's zone."""
+_EVENT_ID_KEYS = ("EventID", "event_id", "EventId", "eventid", "eventId", "EventCode")
 _NESTED_PARTS = frozenset({"System", "EventData", "UserData", "#attributes"})
 
 
@@ -78,7 +87,7 @@ class WinRecord:
 
     def __init__(self, header: Fields, fields: Fields) -> None:
         self.event_id = _event_id(header.first(_EVENT_ID_KEYS))
-        self.channel = text(header.first(_CHANNEL_KEYS))
+        self.channel = _channel(header)
         self.provider = _provider(header.first(_PROVIDER_KEYS))
         self.computer = text(header.first(_COMPUTER_KEYS))
         self.record_id = text(header.first(_RECORD_ID_KEYS))
@@ -173,6 +182,24 @@ def _from_nested(header: Mapping[str, Any], event_data: Any, record: Mapping[str
     if "@timestamp" in record:
         merged.setdefault("@timestamp", record["@timestamp"])
     return WinRecord(Fields(merged), Fields(fields))
+
+
+def _channel(header: Fields) -> str | None:
+    """The channel, with a Splunk source type's `XmlWinEventLog:`/`WinEventLog:` prefix taken off; a
+    Splunk export's `source` names the channel only so (any other `source` is not read)."""
+    channel = text(header.first(_CHANNEL_KEYS))
+    if channel is None:
+        for key in _SPLUNK_SOURCE_KEYS:
+            value = text(header.first((key,)))
+            if value is not None and value.lower().startswith(_SPLUNK_PREFIXES):
+                channel = value
+                break
+    if channel is not None:
+        folded = channel.lower()
+        for prefix in _SPLUNK_PREFIXES:
+            if folded.startswith(prefix):
+                return channel[len(prefix) :]
+    return channel
 
 
 def _event_id(value: Any) -> int | None:

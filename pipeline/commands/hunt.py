@@ -22,10 +22,12 @@ passes of at most 256 events and one second of event time, as promptly as the st
 
 Input: .evtx files, Sysmon JSON Lines (flat records with EventID, Image... at the top level as
 winlogbeat-style shippers write them; winlogbeat documents, nested or with dotted keys such as
-winlog.event_data.Image; evtx-dump style System/EventData fields), BehaviorEvent JSON Lines (what
-agents publish), gzip or not; files or folders (searched recursively). Each file is hunted on its
-own. Malformed files and lines are reported in the per-file summary (stderr) and skipped; they never
-stop the hunt.
+winlog.event_data.Image; evtx-dump style System/EventData fields; Splunk exports with EventCode,
+source XmlWinEventLog:<channel> and _time; nxlog's, dated by the local EventTime when nothing else
+dates them), BehaviorEvent JSON Lines (what agents publish), gzip or not; files or folders (searched
+recursively). A record that names no channel is read as Sysmon or Security by its own fields, and
+one that names no host as the device "unnamed-host". Each file is hunted on its own. Malformed files
+and lines are reported in the per-file summary (stderr) and skipped; they never stop the hunt.
 
 Output (stdout): a table by default; --json prints one JSON object per alert
 ({"path": <input file>, "alert": <Alert record>}); --ocsf prints OCSF Detection Findings with the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,58 @@ def test_a_recording_exported_as_dotted_ecs_keys_raises_the_alerts_of_its_flatte
 
     expected = alerts(source)
     assert expected and alerts(ecs) == expected
+
+
+def _splunk(record: dict[str, object]) -> dict[str, object]:
+    """Splunk's export of an XmlWinEventLog event: `EventCode`, the channel in `source`, `_time`."""
+    out = {key: value for key, value in record.items() if key not in ("EventID", "Channel", "@timestamp")}
+    return {**out, "EventCode": str(record["EventID"]), "source": f"XmlWinEventLog:{record['Channel']}",
+            "sourcetype": "XmlWinEventLog", "_time": record.get("@timestamp")}
+
+
+def _nxlog(record: dict[str, object]) -> dict[str, object]:
+    """nxlog's: the log's time only as `EventTime` (naive; this host's zone is UTC)."""
+    out = {key: value for key, value in record.items() if key not in ("TimeCreated", "@timestamp")}
+    created = str(record["TimeCreated"])
+    return {**out, "EventTime": created.replace("T", " ").removesuffix("Z")}
+
+
+def _fields_only(record: dict[str, object]) -> dict[str, object]:
+    """An export that kept the event's own fields and its id: no channel, provider or host name."""
+    dropped = ("Channel", "SourceName", "ProviderGuid", "Hostname", "@timestamp")
+    return {key: value for key, value in record.items() if key not in dropped}
+
+
+@pytest.mark.parametrize("export", [_splunk, _nxlog, _fields_only], ids=["splunk", "nxlog", "fields-only"])
+def test_a_recording_exported_by_other_shippers_raises_the_alerts_of_its_flattened_form(
+    export: Callable[[dict[str, object]], dict[str, object]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Other labs' exports of the same events are hunted as the flattened recording is, none skipped
+    whole: Splunk's (the event id as `EventCode`, the channel behind `source`'s `XmlWinEventLog:`, the
+    time in `_time`), nxlog's (dated only by its local `EventTime`), and one that kept neither channel,
+    provider nor host (Sysmon and Security events told apart by their own fields; one unnamed device)."""
+    name = "cmd_wevtutil_modify_security_eventlog_path.jsonl.gz"
+    source = shared_datasets("otrf") / "defense_evasion" / name
+    exported = tmp_path / "exported.jsonl"
+    with gzip.open(source, "rt") as lines, exported.open("w") as out:
+        for line in lines:
+            record = {key: value for key, value in json.loads(line).items() if not key.startswith("_")}
+            out.write(json.dumps(export(record)) + "\n")
+
+    def hunted(path: Path) -> tuple[list[tuple[str, float, str]], int]:
+        assert main(["hunt", "--quiet", "--json", str(path)]) == 0
+        found = [json.loads(line)["alert"] for line in capsys.readouterr().out.splitlines()]
+        roots = [a["process_tree"]["nodes"][0]["image"] for a in found]
+        summary = FileSummary(path)
+        list(hunt_file(path, load_model(), summary))
+        named = sorted((a["detection_name"], a["score"], root) for a, root in zip(found, roots, strict=True))
+        return named, summary.events_mapped
+
+    expected, mapped = hunted(source)
+    assert expected and mapped > 100
+    assert hunted(exported) == (expected, mapped)
 
 
 def test_malformed_and_missing_files_are_reported_and_skipped(

@@ -272,6 +272,68 @@ def test_time_field_precedence(fields: dict[str, Any], expected: str) -> None:
     assert event.ts == datetime.fromisoformat(expected).replace(tzinfo=UTC)
 
 
+@pytest.mark.parametrize("event_id", [1, 10, 4688])
+def test_splunk_exports_map_as_the_flattened_record(event_id: int) -> None:
+    """Splunk's JSON export of an XmlWinEventLog event: `EventCode` (text), the channel behind the
+    `source`'s `XmlWinEventLog:` (or a classic `WinEventLog:`), the time in `_time`."""
+    expected = mapped(flat(event_id))
+    for source in (f"XmlWinEventLog:{_channel(event_id)}", f"WinEventLog:{_channel(event_id)}"):
+        when = {"@timestamp": None, "_time": "2021-04-26T15:03:07.000+00:00"}
+        record = flat(event_id, EventID=None, Channel=None, EventCode=str(event_id), source=source,
+                      sourcetype="XmlWinEventLog", **when)
+        assert mapped(record) == expected
+    prefixed = flat(event_id, Channel=f"XmlWinEventLog:{_channel(event_id)}")
+    assert mapped(prefixed) == expected
+
+
+def test_a_source_that_names_no_event_log_is_not_a_channel() -> None:
+    record = flat(1, Channel=None, SourceName="nxlog", source=r"C:\logs\sysmon.log", sourcetype="json")
+    assert skipped(record).key == "unsupported_channel:nxlog"
+
+
+def test_nxlogs_local_event_time_dates_only_what_nothing_else_dates() -> None:
+    """nxlog's `EventTime` (the host's local time, no zone) is read as UTC, and only when the record has
+    no other time: a Sysmon event keeps its `UtcTime`, a 4688 with `TimeCreated` keeps that."""
+    local = "2021-04-26 17:03:05"
+    only_local = flat(4688, EventTime=local, **{"@timestamp": None})
+    assert mapped(only_local).ts == datetime(2021, 4, 26, 17, 3, 5, tzinfo=UTC)
+    assert mapped(flat(4688, EventTime=local, TimeCreated=SYSTEM_TIME)).ts.second == 5
+    assert mapped(flat(4688, EventTime=local, TimeCreated=SYSTEM_TIME)).ts.hour == 15
+    assert mapped(flat(1, EventTime=local, **{"@timestamp": None})).ts.hour == 15  # UtcTime first
+    unreadable = flat(4688, EventTime="yesterday", **{"@timestamp": None})
+    assert skipped(unreadable).key == "missing_field:UtcTime/TimeCreated"
+
+
+@pytest.mark.parametrize("event_id", sorted(FIELDS))
+def test_records_without_channel_or_provider_are_told_apart_by_their_own_fields(event_id: int) -> None:
+    """An export that kept only the event's id and fields: every mapped Sysmon event carries `UtcTime`
+    and a process GUID, Security's 4688 its `NewProcessName`; the event maps as with its channel (its id,
+    a digest that names the channel, aside)."""
+    without = mapped(flat(event_id, Channel=None)).model_dump(exclude={"event_id"})
+    assert without == mapped(flat(event_id)).model_dump(exclude={"event_id"})
+
+
+@pytest.mark.parametrize(("record", "key"), [
+    (flat(1, Channel=None, UtcTime=None), "unsupported_channel:none"),  # no Sysmon signature
+    (flat(1, Channel=None, ProcessGuid=None), "unsupported_channel:none"),
+    (flat(4688, Channel=None, NewProcessName=None), "unsupported_channel:none"),
+    ({**flat(1, Channel=None), "EventID": 4624}, "unsupported_channel:none"),
+    (flat(1, Channel="Application"), "unsupported_channel:application"),  # a named channel is believed
+], ids=["no-utctime", "no-guid", "4688-no-image", "other-id", "named-channel"])
+def test_records_without_a_channel_and_without_either_signature_stay_unsupported(
+    record: dict[str, Any], key: str
+) -> None:
+    assert skipped(record).key == key
+
+
+def test_a_record_without_a_host_takes_the_fallback_device_only_when_it_names_none() -> None:
+    fallback = MappingConfig(fallback_device_id="unnamed-host")
+    assert mapped(flat(1, Hostname=None), fallback).device_id == "unnamed-host"
+    assert mapped(flat(1), fallback).device_id == DEVICE
+    configured = MappingConfig(device_id="lab-07", fallback_device_id="x")
+    assert mapped(flat(1, Hostname=None), configured).device_id == "lab-07"
+
+
 def test_winlogbeat6_event_data_nesting() -> None:
     record = {"event_id": 1, "log_name": SYSMON, "computer_name": HOST, "record_number": "3325219",
               "host": {"name": "WECserver"}, "@timestamp": "2019-03-19T17:15:16.131Z",
