@@ -16,7 +16,8 @@ Identity:
   else of device and the reader's `fallback_id` (content digest + line), else of the content.
 - `ts`: Sysmon's own `UtcTime` first (when the event happened), then the log's `TimeCreated`,
   then the shipper's `@timestamp`/`TimeGenerated`/`_time`, and last nxlog's `EventTime`, a local time
-  read as UTC, only for a record nothing else dates (`records._TIME_KEYS`).
+  read as UTC, only for a record nothing else dates (`records._TIME_KEYS`). ISO 8601 text, a Unix time
+  (a number or digits, s/ms/us/ns) and .NET's `/Date(<ms>)/` are read (`values.parse_ts`).
 """
 
 from __future__ import annotations

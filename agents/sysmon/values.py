@@ -9,6 +9,7 @@ missing value is fatal for the record (a typed skip) or just an unknown.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import UTC, datetime
 
@@ -78,14 +79,25 @@ def parse_hex(value: object) -> int | None:
 
 
 def parse_ts(value: object) -> datetime | None:
-    """An aware UTC datetime from ISO 8601 text (`Z`, space separator, 7 fraction digits all occur).
+    """An aware UTC datetime from ISO 8601 text (`Z`, space separator, 7 fraction digits all occur), or
+    from a Unix time as exporters write it: a number or digits (seconds, milliseconds, microseconds or
+    nanoseconds, told by size) or .NET's `/Date(<ms>)/` (PowerShell's `ConvertTo-Json`).
 
     Naive times are taken as UTC: Sysmon's `UtcTime` and `TimeCreated` are UTC by definition.
     """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return _epoch(float(value))
     raw = text(value)
     if raw is None or not raw.strip():
         return None
     candidate = raw.strip()
+    dotnet = _DOTNET_DATE.fullmatch(candidate)
+    if dotnet is not None:
+        return _epoch(int(dotnet.group(1)) / 1000.0)
+    if candidate.isdigit():
+        return _epoch(float(candidate))
     if candidate.endswith(" UTC"):
         candidate = candidate[:-4]
     try:
@@ -95,6 +107,21 @@ def parse_ts(value: object) -> datetime | None:
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
+
+
+_DOTNET_DATE = re.compile(r"/Date\((-?\d{1,16})([+-]\d{4})?\)/")
+_EPOCH_DIVISORS = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6))  # below the bound: seconds, ms, us; else ns
+
+
+def _epoch(number: float) -> datetime | None:
+    """A Unix time in seconds, milliseconds, microseconds or nanoseconds (by size), as UTC."""
+    if not math.isfinite(number) or number <= 0:
+        return None
+    divisor = next((d for bound, d in _EPOCH_DIVISORS if number < bound), 1e9)
+    try:
+        return datetime.fromtimestamp(number / divisor, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def sha256_from_hashes(value: object) -> str | None:

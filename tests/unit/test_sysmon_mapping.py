@@ -266,6 +266,10 @@ def test_security_channel_in_lower_case_and_id_as_text() -> None:
     ({"UtcTime": "not a time", "@timestamp": "2021-04-26T17:00:00.000Z"}, "2021-04-26T17:00:00"),
     ({"UtcTime": None, "TimeCreated": {"#attributes": {"SystemTime": "2021-04-26T18:00:00.1234567Z"}}},
      "2021-04-26T18:00:00.123456"),
+    ({"UtcTime": None, "@timestamp": 1619449385250}, "2021-04-26T15:03:05.25"),  # Unix ms, as a number
+    ({"UtcTime": None, "@timestamp": "1619449385"}, "2021-04-26T15:03:05"),  # Unix s, as digits
+    ({"UtcTime": None, "@timestamp": 1619449385250000000}, "2021-04-26T15:03:05.25"),  # Unix ns
+    ({"UtcTime": None, "TimeCreated": "/Date(1619449385250)/"}, "2021-04-26T15:03:05.25"),  # ConvertTo-Json
 ])
 def test_time_field_precedence(fields: dict[str, Any], expected: str) -> None:
     event = mapped(flat(1, **fields))
@@ -446,6 +450,9 @@ def test_device_id_is_normalised_host_name_or_configured() -> None:
     (flat(3, Protocol="icmp"), "invalid_field:payload.network_connect.protocol"),
     (flat(1, UtcTime=None, **{"@timestamp": None}), "missing_field:UtcTime/TimeCreated"),
     (flat(1, UtcTime="1980-01-01 00:00:00.000"), "invalid_field:ts"),
+    (flat(1, UtcTime=None, **{"@timestamp": "12"}), "invalid_field:ts"),  # 1970, out of the contract's range
+    (flat(1, UtcTime=None, **{"@timestamp": True}), "missing_field:UtcTime/TimeCreated"),
+    (flat(1, UtcTime=None, **{"@timestamp": -5}), "missing_field:UtcTime/TimeCreated"),
     (flat(1, ProcessGuid="{has spaces in it}"), "invalid_field:process_key"),
     (flat(22, QueryName={"nested": "object"}), "missing_field:QueryName"),
 ])
