@@ -88,7 +88,7 @@ def parse_ts(value: object) -> datetime | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return _epoch(float(value))
+        return _epoch(value)
     raw = text(value)
     if raw is None or not raw.strip():
         return None
@@ -96,8 +96,8 @@ def parse_ts(value: object) -> datetime | None:
     dotnet = _DOTNET_DATE.fullmatch(candidate)
     if dotnet is not None:
         return _epoch(int(dotnet.group(1)) / 1000.0)
-    if candidate.isdigit():
-        return _epoch(float(candidate))
+    if candidate.isascii() and candidate.isdigit():
+        return _epoch(int(candidate) if len(candidate) <= 20 else math.inf)
     if candidate.endswith(" UTC"):
         candidate = candidate[:-4]
     try:
@@ -113,8 +113,13 @@ _DOTNET_DATE = re.compile(r"/Date\((-?\d{1,16})([+-]\d{4})?\)/")
 _EPOCH_DIVISORS = ((1e11, 1.0), (1e14, 1e3), (1e17, 1e6))  # below the bound: seconds, ms, us; else ns
 
 
-def _epoch(number: float) -> datetime | None:
-    """A Unix time in seconds, milliseconds, microseconds or nanoseconds (by size), as UTC."""
+def _epoch(value: float) -> datetime | None:
+    """A Unix time in seconds, milliseconds, microseconds or nanoseconds (by size), as UTC; None for
+    anything no clock gives (not positive, not finite, past year 9999)."""
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
     if not math.isfinite(number) or number <= 0:
         return None
     divisor = next((d for bound, d in _EPOCH_DIVISORS if number < bound), 1e9)

@@ -453,6 +453,9 @@ def test_device_id_is_normalised_host_name_or_configured() -> None:
     (flat(1, UtcTime=None, **{"@timestamp": "12"}), "invalid_field:ts"),  # 1970, out of the contract's range
     (flat(1, UtcTime=None, **{"@timestamp": True}), "missing_field:UtcTime/TimeCreated"),
     (flat(1, UtcTime=None, **{"@timestamp": -5}), "missing_field:UtcTime/TimeCreated"),
+    (flat(1, UtcTime=None, **{"@timestamp": "\u00b2"}), "missing_field:UtcTime/TimeCreated"),  # not ASCII
+    (flat(1, UtcTime=None, **{"@timestamp": 10**400}), "missing_field:UtcTime/TimeCreated"),  # beyond a float
+    (flat(1, UtcTime=None, **{"@timestamp": "9" * 5000}), "missing_field:UtcTime/TimeCreated"),
     (flat(1, ProcessGuid="{has spaces in it}"), "invalid_field:process_key"),
     (flat(22, QueryName={"nested": "object"}), "missing_field:QueryName"),
 ])
