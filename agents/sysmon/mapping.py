@@ -131,7 +131,7 @@ def classify(win: WinRecord) -> Origin | None:
     return None
 
 
-_GUID_FIELDS = ("ProcessGuid", "SourceProcessGuid", "SourceProcessGUID")
+_GUID_FIELDS = ("ProcessGuid", "SourceProcessGuid")  # `get` matches any case (Sysmon 10's SourceProcessGUID)
 
 
 def _has_guid(win: WinRecord) -> bool:
