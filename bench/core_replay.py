@@ -37,7 +37,7 @@ from bench._pipeline_data import RECORDINGS, recorded_records, records
 from pipeline import detect
 from pipeline import features as features_module
 from pipeline.features import RowContext
-from pipeline.flush_overlap import DECODE_AHEAD, FlushOverlap
+from pipeline.flush_overlap import FlushOverlap, WorkAhead
 from pipeline.scoring import Scorer, load_model
 from pipeline.worker_runtime import tune_gc
 from schemas import codec, fastcodec
@@ -152,29 +152,50 @@ def replay(values: list[bytes], decoder: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def replay_inline(values: list[bytes], overlap: bool) -> dict[str, Any]:
+def replay_inline(values: list[bytes], mode: str, poll: int = 50) -> dict[str, Any]:
     """The worker's order (`pipeline.worker.BatchWorker._handle`): decode a record, ingest it, flush
-    when due; with `overlap`, through the worker's `FlushOverlap` (a due flush's predict on the C
-    trees' thread while the next records are decoded, while that pays). Timed by the wall clock and
-    by this thread's CPU time (a second thread's CPU is no cost to the worker's thread); digests as
-    `replay`."""
+    when due. `mode` "synchronous": each flush at once; "decode": through the worker's `FlushOverlap`,
+    the next records only decoded while a due flush's predict runs on the C trees' thread (the worker
+    until session AE); "take": as the worker does since, the next records of devices the flush does not
+    hold taken into the trees meanwhile (`WorkAhead`), a flush due after one of them made next. Record i
+    is ingested at the same clock in every mode, so the flushes, features and decisions are the same.
+    Records come in polls of `poll` (the worker's `poll_max_records`): nothing past a poll's end is
+    worked on ahead, and a flush due at its end is made at once (`BatchWorker._handle`'s tick). Timed
+    by the wall clock and by this thread's CPU time (a second thread's CPU is no cost to the worker's
+    thread); digests as `replay`."""
     features, decisions = hashlib.sha256(), hashlib.sha256()
     detector, flusher = detect.Detector(load_model()), FlushOverlap()
     decode = fastcodec.decode_events
     ahead: list[Sequence[Any] | None] = [None] * len(values)
     out: list[Any] = []
+    base = 1_700_000_000_000
+
+    def clock(i: int) -> int:
+        return base + 3 * (i + 1)
+
     with feature_matrices(lambda matrix: features.update(matrix.tobytes())):
-        now = 1_700_000_000_000
         started, thread_started = time.perf_counter(), time.thread_time()
-        for i, value in enumerate(values):
-            now += 3
+        i = 0
+        while i < len(values):
             events, ahead[i] = ahead[i], None
-            detector.ingest(decode(value) if events is None else events, now)
-            if detector.due(now) and overlap:
-                out += flusher.flush(detector, now, _decoder(values, ahead, i + 1))
-            elif detector.due(now):
-                out += detector.flush(now)
-        out += detector.flush(now + 1_000)
+            now = clock(i)
+            detector.ingest(decode(values[i]) if events is None else events, now)
+            i += 1
+            end = min(len(values), -(-i // poll) * poll)  # this poll's end
+            while detector.due(now):
+                if mode == "synchronous":
+                    out += detector.flush(now)
+                    break
+                taken: list[int] = []
+                work_one = _ahead(detector, values, ahead, i, end, mode, clock, taken)
+                out += flusher.flush(detector, now, work_one)
+                i += len(taken)
+                if not taken or not detector.due(taken[-1]):
+                    break
+                now = taken[-1]
+            if i == end and detector.due(now + 1):
+                out += detector.flush(now + 1)
+        out += detector.flush(clock(len(values)) + 1_000)
         wall, thread_cpu = time.perf_counter() - started, time.thread_time() - thread_started
     for decision in out:
         decisions.update(decision.model_dump_json().encode())
@@ -186,38 +207,41 @@ def replay_inline(values: list[bytes], overlap: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _decoder(values: list[bytes], ahead: list[Sequence[Any] | None], first: int) -> Callable[[], bool]:
-    """Decodes the next undecoded value into `ahead` (up to `DECODE_AHEAD` past `first`), as the worker."""
-    last, at = min(len(values), first + DECODE_AHEAD), first
+def _ahead(detector: detect.Detector, values: list[bytes], ahead: list[Sequence[Any] | None], first: int,
+           end: int, mode: str, clock: Callable[[int], int], taken: list[int]) -> WorkAhead[Sequence[Any]]:
+    """The worker's `work_one` for a flush due before `values[first]`, its poll ending before `end`: in
+    "take" mode records of devices the flush does not hold are ingested (their clocks appended to
+    `taken`) until one is not, or a flush is due after one; then, as in "decode" mode throughout,
+    records are only decoded into `ahead`."""
 
-    def decode_one() -> bool:
-        nonlocal at
-        while at < last and ahead[at] is not None:
-            at += 1
-        if at >= last:
-            return False
-        ahead[at] = fastcodec.decode_events(values[at])
-        return True
+    def take(at: int, events: Sequence[Any]) -> bool | None:
+        pending = detector.pending
+        if mode != "take" or pending is None or not pending.clear(events):
+            return None
+        now = clock(at)
+        detector.ingest(events, now)
+        taken.append(now)
+        return not detector.due(now)
 
-    return decode_one
+    return WorkAhead(ahead, first, end, lambda at: fastcodec.decode_events(values[at]), take)
 
 
 def compare_overlap(values: list[bytes], pairs: int) -> None:
-    """`replay_inline` without and with the overlap, alternately `pairs` times: wall time and the
-    replaying thread's CPU time per event (median [min..max]; on a machine with a core to spare the
-    wall time comes down to the thread's CPU), and the digests, which must be the same both ways."""
-    runs: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    """`replay_inline` synchronously, decoding ahead and taking ahead, in turn `pairs` times: wall time
+    and the replaying thread's CPU time per event (median [min..max]; on a machine with a core to spare
+    the wall time comes down to the thread's CPU), and the digests, which must be the same all ways."""
+    modes = ("synchronous", "decode", "take")
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
     for _ in range(pairs):
-        for overlap in (False, True):
-            runs[overlap].append(replay_inline(values, overlap))
-    for overlap in (False, True):
-        label = "overlapped" if overlap else "synchronous"
-        digests = sorted({(r["features_sha256"][:16], r["decisions_sha256"][:16]) for r in runs[overlap]})
-        spans = ", ".join(f"{name} {_spread([r[key] / r['events'] * 1e6 for r in runs[overlap]])} us/event"
+        for mode in modes:
+            runs[mode].append(replay_inline(values, mode))
+    for mode in modes:
+        digests = sorted({(r["features_sha256"][:16], r["decisions_sha256"][:16]) for r in runs[mode]})
+        spans = ", ".join(f"{name} {_spread([r[key] / r['events'] * 1e6 for r in runs[mode]])} us/event"
                           for name, key in (("wall", "wall_s"), ("thread CPU", "thread_cpu_s")))
-        counts = runs[overlap][-1]["overlap"] if overlap else None
+        counts = runs[mode][-1]["overlap"] if mode != "synchronous" else None
         flushes = f" (last run's flushes ready/starved/synchronous: {counts})" if counts else ""
-        print(f"{label}: {spans} over {pairs} runs; digests (features, decisions) {digests}{flushes}")
+        print(f"{mode}: {spans} over {pairs} runs; digests (features, decisions) {digests}{flushes}")
 
 
 def _spread(values: list[float]) -> str:
@@ -249,8 +273,9 @@ def main() -> None:
                         help="CPU time per detector stage, and per scored row with the rows' shape "
                              "(a second replay)")
     parser.add_argument("--overlap", type=int, default=0, metavar="PAIRS",
-                        help="also replay in the worker's order, without and with the predict overlapped "
-                             "with decoding (Detector.start_flush), PAIRS times each, by wall time")
+                        help="also replay in the worker's order: synchronously, with the predict overlapped "
+                             "with decoding ahead, and with taking ahead as the worker does "
+                             "(Detector.start_flush), PAIRS times each, by wall time")
     parser.add_argument("--workload", choices=("generated", "recorded"), default="generated",
                         help="generated: the pipeline benchmark's fleet (bench._pipeline_data.records); "
                              "recorded: ../shared/datasets/otrf replayed, one device per recording "

@@ -111,17 +111,29 @@ Row = tuple[DeviceForest, ProcessNode]
 
 @dataclass(frozen=True, slots=True)
 class PendingFlush:
-    """A flush whose predict runs (`Detector.start_flush`); `Detector.finish_flush` decides it."""
+    """A flush whose predict runs (`Detector.start_flush`); `Detector.finish_flush` decides it.
+
+    `held`: the devices its decisions read (those of its rows) and those whose TTL eviction it owes
+    (`evict`, taken from the detector when it started). Events of any other device may be ingested
+    meanwhile (`clear`): deciding and evicting touch only the held forests, so the decisions, and the
+    forests once it is finished, are those of the flush made before those events."""
 
     rows: list[Row]
     contexts: list[RowContext]
     matrix: Matrix
     job: ScoreJob
     now_ms: int
+    evict: dict[str, DeviceForest]
+    held: frozenset[str]
 
     def done(self) -> bool:
         """True when finishing would not wait for the predict."""
         return self.job.done()
+
+    def clear(self, events: Sequence[Event]) -> bool:
+        """True when no event is of a device this flush holds (they may be ingested before it finishes)."""
+        held = self.held
+        return all(event.device_id not in held for event in events)
 
 
 class Detector:
@@ -143,6 +155,11 @@ class Detector:
         self._pending: PendingFlush | None = None  # a started flush: the trees must not change
 
     @property
+    def pending(self) -> PendingFlush | None:
+        """The flush begun by `start_flush` and not finished yet, if any."""
+        return self._pending
+
+    @property
     def model(self) -> Model:
         """The model scoring the rows."""
         return self.scorer.model
@@ -153,8 +170,11 @@ class Detector:
         return self.flush(now_ms) if self._batcher.due(now_ms) else []
 
     def ingest(self, events: Sequence[Event], now_ms: int) -> None:
-        """Fold events into the trees and queue the changed processes, without scoring."""
-        self._check_idle()
+        """Fold events into the trees and queue the changed processes, without scoring. While a flush is
+        pending (`start_flush`), only events of devices it does not hold (`PendingFlush.clear`): their
+        changes go to the next micro-batch, as if they came after it."""
+        if self._pending is not None and not self._pending.clear(events):
+            raise PipelineError("a flush is pending and holds these events' device: finish_flush it first")
         touched: dict[str, DeviceForest] = {}
         # the changes go straight into the batcher's pending keys (same order, same clock): what was
         # applied is queued even if an event raised
@@ -203,9 +223,10 @@ class Detector:
 
     def start_flush(self, now_ms: int) -> PendingFlush | None:
         """`flush`, begun: rows and features taken now, the predict started on another thread when the
-        model can (`Scorer.start`); None when nothing is pending. Until `finish_flush` the trees must not
-        change (`ingest`, `flush` and another `start_flush` refuse), so the decisions are exactly
-        those `flush(now_ms)` gives; what needs no tree (decoding the next records) can run meanwhile."""
+        model can (`Scorer.start`); None when nothing is pending. Until `finish_flush` the forests it
+        holds must not change (`flush`, another `start_flush` and the state calls refuse; `ingest`
+        refuses their devices' events), so the decisions are exactly those `flush(now_ms)` gives; what
+        touches none of them (decoding the next records, other devices' events) can run meanwhile."""
         self._check_idle()
         rows = self.take_rows()
         if not rows:
@@ -213,7 +234,9 @@ class Detector:
             return None
         contexts = row_contexts(rows, self.config.window_ms)
         matrix = feature_matrix(contexts)
-        self._pending = PendingFlush(rows, contexts, matrix, self.scorer.start(matrix), now_ms)
+        evict, self._evict_due = self._evict_due, {}  # owed by this flush; later ones by the next
+        held = frozenset({forest.device_id for forest, _ in rows}.union(evict))
+        self._pending = PendingFlush(rows, contexts, matrix, self.scorer.start(matrix), now_ms, evict, held)
         return self._pending
 
     def finish_flush(self, pending: PendingFlush) -> list[Decision]:
@@ -224,7 +247,7 @@ class Detector:
         job = pending.job
         rows, contexts, matrix = pending.rows, pending.contexts, pending.matrix
         decisions = self._decided(rows, contexts, matrix, job.result(), pending.now_ms)
-        self.evict_scored()
+        self._evict(pending.evict)  # not the devices ingested meanwhile: their changes are not scored yet
         return decisions
 
     def _check_idle(self) -> None:
@@ -257,7 +280,8 @@ class Detector:
 
     def evict_scored(self) -> None:
         """TTL eviction of the devices that came due while events were folded, now that their changes are
-        scored (`flush` and `finish_flush` call it; training replays call it after scoring `take_rows`).
+        scored (`flush` calls it, `finish_flush` evicts those due when its `start_flush` began; training
+        replays call it after scoring `take_rows`).
 
         Why not while folding: one device's batch can span more than a TTL (an agent's spool sent after a
         night offline, a sparse Security 4688 log hunted in one chunk); its processes would be gone, never
@@ -267,6 +291,9 @@ class Detector:
         if not self._evict_due:
             return
         due, self._evict_due = self._evict_due, {}
+        self._evict(due)
+
+    def _evict(self, due: dict[str, DeviceForest]) -> None:
         for device_id, forest in due.items():
             if self.forests.get(device_id) is forest:  # not dropped or restored meanwhile
                 forest.evict()

@@ -7,14 +7,16 @@ the detector scores changed trees in micro-batches (one predict call per flush).
 closes when it is `micro_batch_ms` old or as soon as the consumer has nothing fetched left: under
 load batches grow, when the worker catches up a verdict does not wait for the timer.
 
-**A flush overlapped with decoding.** When a micro-batch is due within a poll, its rows and
-features are taken (`Detector.start_flush`) and its predict runs on a thread of the C trees' own
-(`pipeline._ctrees`, no Python on it) while this thread decodes the poll's next records (up to
-`DECODE_AHEAD`; decoding touches no tree), then the flush is finished (classified, incidents,
-decisions emitted) before the next record is ingested: the decisions are exactly the synchronous
-flush's, only emitted a few records' decoding later. A flush due at a poll's end stays plain (with
-nothing to decode, both threads scoring it from either end measured worse under load: BENCHMARKS.md,
-Pipeline, "Session J — scoring overlapped"). It pays only with a core to spare:
+**A flush overlapped with the next records.** When a micro-batch is due within a poll, its rows
+and features are taken (`Detector.start_flush`) and its predict runs on a thread of the C trees' own
+(`pipeline._ctrees`, no Python on it) while this thread takes the poll's next records into the trees
+as long as the flush does not hold their device (`PendingFlush.clear`) and none leaves a micro-batch
+due, then only decodes the following ones (up to `DECODE_AHEAD`; `pipeline.flush_overlap.WorkAhead`).
+Then the flush is finished (classified, incidents, decisions emitted), then what the records taken
+meanwhile owe (a dead letter; a flush due after the last of them), in order: the decisions are
+exactly the synchronous worker's, in the same order, emitted a few records later. A flush due at a
+poll's end stays plain (with nothing to decode, both threads scoring it from either end measured
+worse under load: BENCHMARKS.md, Pipeline, "Session J — scoring overlapped"). It pays only with a core to spare:
 `pipeline.flush_overlap.FlushOverlap` falls back to synchronous flushes for a while when the thread
 found none. A flush never stays pending across an await, so idle polls, checkpoints, revokes and
 shutdown see no pending flush (and a saved tree never holds unscored changes). Without the C trees
@@ -77,7 +79,7 @@ from agents.telemetry import TraceContext, continued, from_headers, headers_kwar
 from pipeline.checkpoints import Checkpoint, CommitSchedule, overdue
 from pipeline.detect import PASS_SPAN_MS, Detector, passes
 from pipeline.errors import PipelineError, StateError
-from pipeline.flush_overlap import DECODE_AHEAD, FlushOverlap
+from pipeline.flush_overlap import FlushOverlap, WorkAhead
 from pipeline.kafka_io import RebalanceHooks
 from pipeline.outputs import OutputTopics, OutRecord, SourceCoordinates, dead_letter, decision_records
 from pipeline.policy import Decision
@@ -99,6 +101,7 @@ Restore = Callable[[set[int]], Awaitable[dict[int, dict[bytes, bytes | None]]]]
 _PASS_SPAN = timedelta(milliseconds=PASS_SPAN_MS)
 _Rejected = tuple[Exception, SourceCoordinates]  # a record to dead-letter: why, and where it was
 _Decoded = tuple[Event, ...] | Exception  # a record's events, or why it is refused (dead-lettered)
+_Taken = tuple[int, Any, _Rejected | None, int]  # taken while a flush was pending: where, what, refusal, now
 STATE_SLICE_S = 0.010  # at most this long saving states between two batches (latency stays bounded)
 IDLE_SLICE_S = 0.003  # a slice in idle time: a record arriving meanwhile waits this long at most
 IDLE_WAIT_MS = 2  # after a state slice in idle time: the fetcher runs (a slice back to back starved it)
@@ -230,45 +233,89 @@ class BatchWorker:
         work = [(tp.partition, record) for tp, records in batch.items() if tp.partition in self.owned
                 for record in records]  # fmt: skip
         ahead: list[_Decoded | None] = [None] * len(work)  # records decoded while a flush was scored
-        for i, (partition, record) in enumerate(work):
+        i = 0
+        while i < len(work):
+            partition, record = work[i]
             now_ms = clock()  # per record: a micro-batch is due mid-poll too
             decoded, ahead[i] = ahead[i], None
             outcome: list[Decision] | _Rejected | None = self._take(
                 partition, record, _decode(record) if decoded is None else decoded, now_ms)
+            i += 1
             if outcome is None and self.detector.due(now_ms):
-                outcome = self._flush_ahead(partition, record, now_ms, work, ahead, i + 1)
-            if outcome:  # most records decide nothing: no coroutine, no await for them
-                await (self._rejected(record, *outcome) if isinstance(outcome, tuple)
-                       else self._emit(outcome))
-            positions[partition] = record.offset + 1
+                i = await self._flushes(partition, record, now_ms, work, ahead, i)
+            else:
+                if outcome:  # most records decide nothing: no coroutine, no await for them
+                    await (self._rejected(record, *outcome) if isinstance(outcome, tuple)
+                           else self._emit(outcome))
+                positions[partition] = record.offset + 1
             if time.perf_counter() >= self._yield_at:
                 await _let_io_run()  # the producer sends and the fetcher fetches during a long poll
                 self._yield_at = time.perf_counter() + YIELD_EVERY_S
         await self._emit(self.detector.tick(clock()))  # plain (module docstring: "A flush overlapped")
 
+    async def _flushes(self, partition: int, record: Any, now_ms: int, work: list[tuple[int, Any]],
+                       ahead: list[_Decoded | None], following: int) -> int:
+        """The micro-batch due after `record` (taken), and the records taken while it was scored: its
+        decisions are emitted first, then theirs (a dead letter) in order, as in their turns; when the
+        last one taken left a micro-batch due, as a flush in its turn would have, that one next. Returns
+        the index in `work` of the next record to take."""
+        positions = self._positions
+        while True:
+            taken: list[_Taken] = []
+            outcome = self._flush_ahead(partition, record, now_ms, work, ahead, following, taken)
+            if outcome:
+                await (self._rejected(record, *outcome) if isinstance(outcome, tuple)
+                       else self._emit(outcome))
+            positions[partition] = record.offset + 1
+            for later_partition, later, refused, _ in taken:
+                if refused is not None:
+                    await self._rejected(later, *refused)
+                positions[later_partition] = later.offset + 1
+            following += len(taken)
+            if not taken or taken[-1][2] is not None or not self.detector.due(taken[-1][3]):
+                return following
+            partition, record, _, now_ms = taken[-1]
+
     def _flush_ahead(self, partition: int, record: Any, now_ms: int, work: list[tuple[int, Any]],
-                     ahead: list[_Decoded | None], first: int) -> list[Decision] | _Rejected:
-        """The micro-batch's decisions; while its predict runs on the C trees' thread, the poll's
-        next records (up to `DECODE_AHEAD`) are decoded into `ahead` (`pipeline.flush_overlap`:
-        decoding changes no tree, so the decisions are the ones `Detector.flush` gives). A flush that
+                     ahead: list[_Decoded | None], first: int,
+                     taken: list[_Taken]) -> list[Decision] | _Rejected:
+        """The micro-batch's decisions. While its predict runs on the C trees' thread, the poll's next
+        records are taken into the trees, in order, as long as each is of a device the flush does not
+        hold and is one pass (`_take_ahead`; appended to `taken`); from the first that is not, they are
+        only decoded into `ahead` (up to `DECODE_AHEAD`). Neither changes what the flush decides
+        (`pipeline.flush_overlap`), so its decisions are the ones `Detector.flush` gives. A flush that
         fails is the failing `record`'s, as when `Detector.process` flushed within it."""
-        last, at = min(len(work), first + DECODE_AHEAD), first
 
-        def decode_one() -> bool:
-            nonlocal at
-            while at < last and ahead[at] is not None:  # decoded during an earlier flush
-                at += 1
-            if at >= last:
-                return False
-            ahead[at] = _decode(work[at][1])
-            return True
+        def take(at: int, decoded: _Decoded) -> bool | None:
+            took = self._take_ahead(work[at], decoded)
+            if took is None:
+                return None
+            taken.append(took)
+            # after a refused record, or one after which a micro-batch is due (its flush comes next, in
+            # its turn, as `_flushes` makes it), only decode
+            return took[2] is None and not self.detector.due(took[3])
 
+        work_one = WorkAhead(ahead, first, len(work), lambda at: _decode(work[at][1]), take)
         try:
-            return self.overlap.flush(self.detector, now_ms, decode_one)
+            return self.overlap.flush(self.detector, now_ms, work_one)
         except Exception as exc:  # as `_take`: a bug in the core must not stop the fleet's pipeline
             where = self._where(partition, record)
             log.exception("%s: detector failed to flush after this record; dead-lettered", where)
             return exc, where
+
+    def _take_ahead(self, item: tuple[int, Any], decoded: _Decoded) -> _Taken | None:
+        """Take a record while a flush is pending, when that cannot change the flush: decoded without
+        error, of one pass, of a device the flush does not hold (`PendingFlush.clear`). Else None: it
+        waits, decoded, for its turn."""
+        partition, record = item
+        pending = self.detector.pending
+        if (isinstance(decoded, Exception) or pending is None or not pending.clear(decoded)
+                or abs(decoded[-1].ts - decoded[0].ts) > _PASS_SPAN):
+            return None
+        now_ms = self._clock_ms()
+        outcome = self._take(partition, record, decoded, now_ms)
+        refused = outcome if isinstance(outcome, tuple) else None  # one pass: never decisions
+        return partition, record, refused, now_ms
 
     def _take(
         self, partition: int, record: Any, decoded: _Decoded, now_ms: int

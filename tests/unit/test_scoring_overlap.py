@@ -14,29 +14,34 @@ from __future__ import annotations
 
 import gc
 import os
+import random
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from debug_child import passes_under_debug_allocator
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_worker_loop import FakeConsumer, FakeProducer, Record, alerts, no_state, record
 from test_worker_loop import settings as worker_settings
-from worker_support import ransomware
+from worker_support import benign, ransomware
 
 from pipeline import flush_overlap
 from pipeline import worker as worker_module
-from pipeline.detect import Detector
+from pipeline.detect import Detector, DetectorConfig
 from pipeline.errors import PipelineError
+from pipeline.eventkit import EventKit
 from pipeline.features import FEATURE_NAMES
 from pipeline.flush_overlap import FlushOverlap
 from pipeline.model.provisional import ProvisionalRules
 from pipeline.policy import Policy, PolicyConfig
 from pipeline.scoring import CLASSES, Matrix, Scorer, load_model
 from pipeline.worker import BatchWorker
+from schemas.alerts import Alert
 from schemas.codec import decode
 from schemas.common import Mode
 from schemas.deadletter import DeadLetter
@@ -282,6 +287,120 @@ def test_while_a_flush_is_pending_the_trees_cannot_change(model: Any) -> None:
     assert any(dumped)
 
 
+def late_ransomware(device_id: str, sha256: str) -> list[Any]:
+    """The attack, every process of it ended, then 11 minutes later one more event of the device: a
+    record that makes the device's TTL eviction due, which must wait until the attack is scored."""
+    phase1, phase2 = ransomware(device_id, sha256, renames=4)
+    kit = EventKit(device_id, start=phase2[-1].ts + timedelta(milliseconds=10))
+    kit.seq = phase2[-1].seq
+    ends = [kit.end(f"{device_id}-{name}") for name in ("vss", "upd", "ps", "word")]
+    kit.advance(11 * 60 * 1000)
+    return [*phase1, *phase2, *ends, kit.write(f"{device_id}-explorer", r"C:\Users\bob\notes.txt")]
+
+
+def device_records(seed: int) -> list[list[Any]]:
+    """Records of seven devices interleaved at random, each device's in its order: attacks in small
+    records, a quiet device, and one device whose explorer comes first alone (its eviction due with
+    nothing to score: a flush must hold it) and then, in one record, an attack that ended 11 minutes
+    before its last event."""
+    rng = random.Random(seed)
+    streams: list[list[list[Any]]] = []
+    for n in range(5):
+        phase1, phase2 = ransomware(f"dev-{n}", f"{n:02x}" * 32, renames=6)
+        events = [*phase1, *phase2]
+        cuts = sorted(rng.sample(range(1, len(events)), 4))
+        streams.append([events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)])
+    streams.append([benign("dev-q", 3), benign("dev-q", 2)[1:]])
+    late = late_ransomware("dev-late", "ef" * 32)
+    streams.append([late[:1], late[1:]])  # explorer alone: no row to score, but the device's eviction due
+    out: list[list[Any]] = []
+    while any(streams):
+        stream = rng.choice([s for s in streams if s])
+        out.append(stream.pop(0))
+    return out
+
+
+def run_schedule(model: Any, records: list[list[Any]], seed: int,
+                 taken: list[int] | None = None) -> tuple[list[str], Detector, list[int]]:
+    """Each record in turn, a flush whenever one is due. Without `taken`, each flush is started, the next
+    records (up to a random few) are ingested while it is pending as long as it does not hold their
+    device, then it is finished. With `taken` (what such a run ingested while each flush was pending),
+    the same flushes are made at once, in the same places, and those records ingested after. Returns
+    the decisions as JSON, the detector, and how many records each flush had ingested while pending."""
+    rng, overlapped = random.Random(seed), taken is None
+    d = Detector(model, Policy(PolicyConfig(default_mode=Mode.BLOCK)),
+                 DetectorConfig(max_rows=4, max_delay_ms=10_000))
+    decided: list[str] = []
+    counts: list[int] = []
+    now, i = NOW, 0
+    while i < len(records):
+        now += 5
+        d.ingest(records[i], now)
+        i += 1
+        if not d.due(now):
+            continue
+        pending = d.start_flush(now) if overlapped else None
+        flushed = [] if overlapped else d.flush(now)
+        budget = rng.randint(1, 6) if taken is None else taken[len(counts)]
+        count = 0
+        while count < budget and i < len(records) and (pending is None or pending.clear(records[i])):
+            now += 5
+            d.ingest(records[i], now)
+            i, count = i + 1, count + 1
+        counts.append(count)
+        if pending is not None:
+            if i < len(records) and not pending.clear(records[i]):
+                with pytest.raises(PipelineError, match="holds"):
+                    d.ingest(records[i], now)
+            flushed = d.finish_flush(pending)
+        decided += [x.model_dump_json() for x in flushed]
+    decided += [x.model_dump_json() for x in d.flush(now + 1)]
+    return decided, d, counts
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_other_devices_ingested_while_a_flush_is_pending_change_nothing_it_decides(
+    model: Any, seed: int
+) -> None:
+    """The worker takes the next records of devices a pending flush does not hold: the decisions, in
+    order, and every device's state are those of flushing at once and ingesting them after. A device
+    whose eviction came due before the flush is held too; one that came due while it was pending is
+    evicted only once its changes are scored (else dev-late's attack would never alert)."""
+    records = device_records(seed)
+    over, over_d, taken = run_schedule(model, records, seed)
+    plain, plain_d, _ = run_schedule(model, records, seed, taken)
+    assert over == plain and sum(taken) > 0
+    assert over_d.stats == plain_d.stats and plain_d.stats.flushes >= 3
+    devices = sorted(plain_d.forests)
+    assert [over_d.device_state(x) for x in devices] == [plain_d.device_state(x) for x in devices]
+    alerted = {orjson.loads(x)["device_id"] for x in plain if '"process_tree"' in x}
+    assert {"dev-0", "dev-1", "dev-2", "dev-3", "dev-4", "dev-late"} <= alerted and "dev-q" not in alerted
+
+
+def test_a_flush_holds_the_devices_whose_eviction_it_owes(model: Any) -> None:
+    """A device whose eviction came due before the flush (here with no row to score: explorer alone)
+    is held like the rows' devices: its attack, ended 11 minutes before its last event, is refused
+    while the flush is pending, then taken and alerted, scored before that eviction drops it."""
+    late = late_ransomware("dev-late", "ef" * 32)
+    d = detector(model)
+    d.ingest(late[:1], NOW)
+    d.ingest(ransomware("dev-a", "ab" * 32)[0], NOW)
+    pending = d.start_flush(NOW + 10)
+    assert pending is not None and pending.held == {"dev-late", "dev-a"}
+    assert {forest.device_id for forest, _ in pending.rows} == {"dev-a"}
+    assert not pending.clear(late[1:]) and pending.clear(benign("dev-new", 1))
+    with pytest.raises(PipelineError, match="holds"):
+        d.ingest(late[1:], NOW + 20)
+    d.ingest(benign("dev-new", 3), NOW + 20)  # not held: taken now, scored by the next flush
+    with pytest.raises(PipelineError, match="holds"):
+        d.ingest([*benign("dev-new", 1), *benign("dev-a", 1)], NOW + 20)  # one held event refuses all
+    d.finish_flush(pending)
+    assert d.pending is None and d.due(NOW + 10_000)  # dev-new's changes wait for the next flush
+    d.ingest(late[1:], NOW + 30)
+    decided = d.flush(NOW + 40)
+    assert "dev-late" in {x.device_id for x in decided if isinstance(x, Alert)}
+
+
 # --- the worker's decode-ahead --------------------------------------------------------------------
 
 
@@ -379,6 +498,110 @@ async def test_the_worker_decodes_ahead_while_scoring_and_decides_as_without(
     assert worker.stats.dead_letters == 1 and worker.stats.records == 5
 
 
+async def test_the_worker_takes_other_devices_records_while_scoring_and_decides_as_without(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a flush due mid-poll is scored, the next records of devices it does not hold are taken
+    into the trees (not only decoded); the first of a device it holds stops that, and from there
+    records are only decoded. Every output is the synchronous worker's, in the same order, and every
+    record is taken once, in order, its offset committed."""
+    phase1, phase2 = ransomware("dev-a", "ab" * 32)
+    b1, b2 = ransomware("dev-b", "cd" * 32)
+    c1, c2 = ransomware("dev-c", "ef" * 32)
+    a = [phase1, phase2[:8], phase2[8:16], phase2[16:]]
+    batch = {0: [record(0, a[0]), record(1, a[1]), record(2, a[2]), record(3, b1), record(4, c1),
+                 record(5, a[3]), record(6, b2), record(7, c2)]}
+    log: list[str] = []
+    ingest, start, finish = Detector.ingest, Detector.start_flush, Detector.finish_flush
+
+    def ingested(self: Detector, events: Any, now_ms: int) -> None:
+        log.append(f"ingest {events[0].device_id}{' pending' if self.pending is not None else ''}")
+        ingest(self, events, now_ms)
+
+    def started(self: Detector, now_ms: int) -> Any:
+        log.append("start")
+        return start(self, now_ms)
+
+    def finished(self: Detector, pending: Any) -> Any:
+        log.append("finish")
+        return finish(self, pending)
+
+    monkeypatch.setattr(Detector, "ingest", ingested)
+    monkeypatch.setattr(Detector, "start_flush", started)
+    monkeypatch.setattr(Detector, "finish_flush", finished)
+    worker, producer = await run_worker(tmp_path, [batch], SlowRules(polls=50), stepping_clock(30))
+    first = log.index("start")  # due after record 2 (the detector's 50 ms): it holds dev-a
+    assert log[first:first + 4] == ["start", "ingest dev-b pending", "ingest dev-c pending", "finish"]
+    assert log[first + 4] == "ingest dev-a"  # held by the flush: taken after it, in its turn
+    assert [e.split()[1] for e in log if e.startswith("ingest")] == ["dev-a", "dev-a", "dev-a", "dev-b",
+                                                                    "dev-c", "dev-a", "dev-b", "dev-c"]
+    taken = worker.stats.records
+    log.clear()
+    _, plain = await run_worker(tmp_path, [batch], ProvisionalRules(), stepping_clock(30))
+    assert "ingest dev-b pending" not in log  # no C predict: scored at once
+    assert [(t, k, v) for t, k, v, _ in producer.sent] == [(t, k, v) for t, k, v, _ in plain.sent]
+    assert {a.device_id for a in alerts(producer)} == {"dev-a", "dev-b", "dev-c"}
+    assert taken == 8 and worker._positions == {0: 8}
+
+
+async def test_a_micro_batch_due_after_a_record_taken_ahead_is_flushed_next_as_in_its_turn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking stops at a record after which a micro-batch is due (as the synchronous worker would flush
+    there), and that flush comes next, before any later record: the flushes fall where they fall
+    without the overlap, so every output is the same."""
+    phase1, phase2 = ransomware("dev-a", "ab" * 32)
+    others = [ransomware(f"dev-{name}", f"{n:02x}" * 32)[0] for n, name in enumerate("bcde")]
+    batch = {0: [record(0, phase1), record(1, phase2[:8]), record(2, phase2[8:]),
+                 *(record(3 + n, events) for n, events in enumerate(others))]}
+    log: list[str] = []
+    ingest, start, finish = Detector.ingest, Detector.start_flush, Detector.finish_flush
+
+    def ingested(self: Detector, events: Any, now_ms: int) -> None:
+        log.append(f"ingest {events[0].device_id}{' pending' if self.pending is not None else ''}")
+        ingest(self, events, now_ms)
+
+    monkeypatch.setattr(Detector, "ingest", ingested)
+    monkeypatch.setattr(Detector, "start_flush", lambda self, now: log.append("start") or start(self, now))
+    monkeypatch.setattr(Detector, "finish_flush", lambda self, p: log.append("finish") or finish(self, p))
+    _, producer = await run_worker(tmp_path, [batch], SlowRules(polls=50), stepping_clock(30))
+    first = log.index("start")  # after record 2; then dev-b at +30, dev-c at +60, dev-d at +90 ms
+    assert log[first:first + 6] == ["start", "ingest dev-b pending", "ingest dev-c pending",
+                                    "ingest dev-d pending", "finish", "start"]  # dev-b's 50 ms were up
+    log.clear()
+    _, plain = await run_worker(tmp_path, [batch], ProvisionalRules(), stepping_clock(30))
+    assert [(t, k, v) for t, k, v, _ in producer.sent] == [(t, k, v) for t, k, v, _ in plain.sent]
+
+
+async def test_a_record_taken_while_scoring_that_fails_is_dead_lettered_after_the_flush_decides(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the core on a record taken while a flush is pending: the flush still decides, its
+    decisions go out first, then that record's dead letter, and nothing after it is taken ahead."""
+    phase1, phase2 = ransomware("dev-a", "ab" * 32)
+    b1, _ = ransomware("dev-b", "cd" * 32)
+    c1, _ = ransomware("dev-c", "ef" * 32)
+    batch = {0: [record(0, phase1), record(1, phase2[:8]), record(2, phase2[8:]), record(3, b1),
+                 record(4, c1)]}
+    ingest = Detector.ingest
+    log: list[str] = []
+
+    def failing(self: Detector, events: Any, now_ms: int) -> None:
+        if events[0].device_id == "dev-b":
+            raise ZeroDivisionError("a bug in the core")
+        log.append(f"ingest {events[0].device_id}{' pending' if self.pending is not None else ''}")
+        ingest(self, events, now_ms)
+
+    monkeypatch.setattr(Detector, "ingest", failing)
+    worker, producer = await run_worker(tmp_path, [batch], SlowRules(polls=50), stepping_clock(30))
+    topics = [t for t, *_ in producer.sent if t != "t.state"]
+    letters = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
+    assert [(d.source_offset, d.error_class) for d in letters] == [(3, "ZeroDivisionError")]
+    assert topics.index("t.dlq") > topics.index("t.alerts")  # dev-a's alert first, as without the overlap
+    assert "ingest dev-c pending" not in log and "ingest dev-c" in log  # taken in its turn
+    assert worker.stats.records == 5 and worker._positions == {0: 5}
+
+
 async def test_a_flush_that_fails_dead_letters_the_record_that_made_it_due(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -421,9 +644,10 @@ def test_a_starved_overlap_falls_back_to_synchronous_flushes_then_tries_again(
     model, flusher = NeverDone(0), FlushOverlap()
     decoded: list[int] = []
 
-    def decode_one() -> bool:
-        decoded.append(1)
-        return True
+    def decode_one(may_decode: bool) -> bool:
+        if may_decode:
+            decoded.append(1)
+        return may_decode
 
     plain = due_detector(ProvisionalRules(), 0).flush(NOW + 10)
     assert [x.model_dump_json() for x in flusher.flush(due_detector(model, 0), NOW + 10, decode_one)] == [
@@ -446,7 +670,7 @@ def test_a_decode_ahead_that_raises_stops_decoding_and_the_flush_still_decides(
     model, flusher = NeverDone(0), FlushOverlap()
     calls: list[int] = []
 
-    def decode_one() -> bool:
+    def decode_one(may_decode: bool) -> bool:
         calls.append(1)
         raise RuntimeError("a bug while decoding ahead")
 
@@ -459,10 +683,28 @@ def test_a_decode_ahead_that_raises_stops_decoding_and_the_flush_still_decides(
     assert d.due(NOW + 10_000)
 
 
+def test_records_taken_while_scoring_do_not_spend_the_time_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding ahead is bounded by the predict's expected time (a record decoded long before its turn
+    is cache-cold); a record taken into the trees is work done in its turn, so taking goes on until the
+    predict is done, and the overlap is not counted starved for it."""
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 0.0)
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_START", 0.0)
+    model, flusher = SlowRules(polls=5), FlushOverlap()
+    calls: list[int] = []
+
+    def take_one(may_decode: bool) -> int:
+        calls.append(1)
+        time.sleep(0.001)
+        return flush_overlap.TAKEN
+
+    flusher.flush(due_detector(model, 0), NOW + 10, take_one)
+    assert len(calls) == 5 and (flusher.ready, flusher.starved) == (1, 0)
+
+
 def test_an_overlap_that_ran_out_of_records_is_not_starved() -> None:
     model, flusher = NeverDone(0), FlushOverlap()
-    flusher.flush(due_detector(model, 0), NOW + 10, lambda: False)  # nothing to decode: finish at once
-    flusher.flush(due_detector(model, 1), NOW + 10, lambda: False)
+    flusher.flush(due_detector(model, 0), NOW + 10, lambda may_decode: False)  # nothing: finish at once
+    flusher.flush(due_detector(model, 1), NOW + 10, lambda may_decode: False)
     assert (flusher.starved, flusher.synchronous, model.started) == (0, 0, 2)
 
 
@@ -470,7 +712,7 @@ def test_a_thread_that_finishes_in_time_keeps_the_overlap_on() -> None:
     model, flusher = SlowRules(polls=2), FlushOverlap()  # done at the third look
     decoded: list[int] = []
     for at in range(3):
-        flusher.flush(due_detector(model, at), NOW + at + 10, lambda: decoded.append(1) is None)
+        flusher.flush(due_detector(model, at), NOW + at + 10, lambda may_decode: decoded.append(1) is None)
     assert (flusher.ready, flusher.starved, flusher.synchronous, model.started) == (3, 0, 0, 3)
     assert len(decoded) == 3 * 2  # decoded while the predict "ran", then no more
 
