@@ -82,8 +82,8 @@ class FlushOverlap:
                 if not did:
                     out_of_time = not in_time
                     break
-        except Exception:  # (the worker's never raises) working ahead stops; the record is taken in its turn
-            log.exception("working ahead of a flush failed; the record is decoded again in its turn")
+        except Exception:  # (the worker's never raises) working ahead stops; what it was on waits its turn
+            log.exception("working ahead of a flush failed; the record is taken again in its turn")
         except BaseException:  # interrupted: the trees must not stay locked
             detector.finish_flush(pending)
             raise

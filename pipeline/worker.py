@@ -14,13 +14,13 @@ as long as the flush does not hold their device (`PendingFlush.clear`) and none 
 due, then only decodes the following ones (up to `DECODE_AHEAD`; `pipeline.flush_overlap.WorkAhead`).
 Then the flush is finished (classified, incidents, decisions emitted), then what the records taken
 meanwhile owe (a dead letter; a flush due after the last of them), in order: the decisions are
-exactly the synchronous worker's, in the same order, emitted a few records later. A flush due at a
-poll's end stays plain (with nothing to decode, both threads scoring it from either end measured
-worse under load: BENCHMARKS.md, Pipeline, "Session J — scoring overlapped"). It pays only with a core to spare:
-`pipeline.flush_overlap.FlushOverlap` falls back to synchronous flushes for a while when the thread
-found none. A flush never stays pending across an await, so idle polls, checkpoints, revokes and
-shutdown see no pending flush (and a saved tree never holds unscored changes). Without the C trees
-the flush is synchronous.
+exactly the synchronous worker's, in the same order, emitted a few records later (BENCHMARKS.md,
+Pipeline, "Session AE"). A flush due at a poll's end stays plain (with nothing to decode, both
+threads scoring it from either end measured worse under load: "Session J — scoring overlapped"). It
+pays only with a core to spare: `pipeline.flush_overlap.FlushOverlap` falls back to synchronous
+flushes for a while when the thread found none. A flush never stays pending across an await, so idle
+polls, checkpoints, revokes and shutdown see no pending flush (and a saved tree never holds unscored
+changes). Without the C trees the flush is synchronous.
 
 **At-least-once with idempotent output.** Every `commit_interval_ms` a checkpoint takes the current
 offsets and the set of devices changed since the last one, then, a slice of at most `STATE_SLICE_S`
