@@ -7,7 +7,7 @@ every flush's feature matrix and of every decision, so a speed-up can be shown t
 run it before and after a change and compare the digests.
 
     .venv/bin/python -m bench.core_replay [--events 60000] [--per-record 50] [--decoder fast|codec] [--stages]
-        [--own-lines SHARE] [--workload generated|recorded]
+        [--own-lines SHARE] [--workload generated|recorded] [--overlap PAIRS]
 
 The clock advances 3 ms per record (a flush every ~17 records of 50 events, as at ~15k events/s);
 the model is whatever `pipeline.scoring.load_model` loads (the committed trained booster), one
@@ -18,6 +18,9 @@ the share of leaves, window-active descendants per row). `--own-lines` gives tha
 starts a command line of its own (the default's eight lines are always in the masks' caches; a fleet's
 are not: BENCHMARKS.md, "Session W"). `--workload recorded` replays real telemetry instead
 (`bench._pipeline_data.recorded_records`: ../shared/datasets/otrf, one device per recording).
+`--overlap PAIRS` also replays in the worker's order (50-record polls) with each flush made at once,
+with its predict overlapped with decoding the next records, and with it overlapped with taking them
+(the worker since session AE), in turn, by wall time: the digests must be the same all three ways.
 """
 
 from __future__ import annotations
