@@ -172,6 +172,7 @@ def replay_inline(values: list[bytes], mode: str, poll: int = 50) -> dict[str, A
     ahead: list[Sequence[Any] | None] = [None] * len(values)
     out: list[Any] = []
     base = 1_700_000_000_000
+    ahead_counts = {"taken": 0, "held": 0}  # records taken ahead; takes refused for a held device
 
     def clock(i: int) -> int:
         return base + 3 * (i + 1)
@@ -190,9 +191,10 @@ def replay_inline(values: list[bytes], mode: str, poll: int = 50) -> dict[str, A
                     out += detector.flush(now)
                     break
                 taken: list[int] = []
-                work_one = _ahead(detector, values, ahead, i, end, mode, clock, taken)
+                work_one = _ahead(detector, values, ahead, i, end, mode, clock, taken, ahead_counts)
                 out += flusher.flush(detector, now, work_one)
                 i += len(taken)
+                ahead_counts["taken"] += len(taken)
                 if not taken or not detector.due(taken[-1]):
                     break
                 now = taken[-1]
@@ -206,20 +208,24 @@ def replay_inline(values: list[bytes], mode: str, poll: int = 50) -> dict[str, A
         "events": detector.stats.events, "wall_s": wall, "thread_cpu_s": thread_cpu,
         "rows": detector.stats.rows_scored, "flushes": detector.stats.flushes, "decisions": len(out),
         "features_sha256": features.hexdigest(), "decisions_sha256": decisions.hexdigest(),
-        "overlap": (flusher.ready, flusher.starved, flusher.synchronous),
+        "overlap": (flusher.ready, flusher.starved, flusher.synchronous), **ahead_counts,
     }  # fmt: skip
 
 
 def _ahead(detector: detect.Detector, values: list[bytes], ahead: list[Sequence[Any] | None], first: int,
-           end: int, mode: str, clock: Callable[[int], int], taken: list[int]) -> WorkAhead[Sequence[Any]]:
+           end: int, mode: str, clock: Callable[[int], int], taken: list[int],
+           counts: dict[str, int]) -> WorkAhead[Sequence[Any]]:
     """The worker's `work_one` for a flush due before `values[first]`, its poll ending before `end`: in
     "take" mode records of devices the flush does not hold are ingested (their clocks appended to
-    `taken`) until one is not, or a flush is due after one; then, as in "decode" mode throughout,
-    records are only decoded into `ahead`."""
+    `taken`) until one is not (counted in `counts["held"]`), or a flush is due after one; then, as in
+    "decode" mode throughout, records are only decoded into `ahead`."""
 
     def take(at: int, events: Sequence[Any]) -> bool | None:
         pending = detector.pending
-        if mode != "take" or pending is None or not pending.clear(events):
+        if mode != "take" or pending is None:
+            return None
+        if not pending.clear(events):
+            counts["held"] += 1
             return None
         now = clock(at)
         detector.ingest(events, now)
