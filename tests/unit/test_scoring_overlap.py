@@ -526,6 +526,7 @@ async def test_the_worker_takes_other_devices_records_while_scoring_and_decides_
         log.append("finish")
         return finish(self, pending)
 
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 1.0)  # a slow child: never out of time
     monkeypatch.setattr(Detector, "ingest", ingested)
     monkeypatch.setattr(Detector, "start_flush", started)
     monkeypatch.setattr(Detector, "finish_flush", finished)
@@ -561,6 +562,7 @@ async def test_a_micro_batch_due_after_a_record_taken_ahead_is_flushed_next_as_i
         log.append(f"ingest {events[0].device_id}{' pending' if self.pending is not None else ''}")
         ingest(self, events, now_ms)
 
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 1.0)  # a slow child: never out of time
     monkeypatch.setattr(Detector, "ingest", ingested)
     monkeypatch.setattr(Detector, "start_flush", lambda self, now: log.append("start") or start(self, now))
     monkeypatch.setattr(Detector, "finish_flush", lambda self, p: log.append("finish") or finish(self, p))
@@ -592,6 +594,7 @@ async def test_a_record_taken_while_scoring_that_fails_is_dead_lettered_after_th
         log.append(f"ingest {events[0].device_id}{' pending' if self.pending is not None else ''}")
         ingest(self, events, now_ms)
 
+    monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 1.0)  # a slow child: never out of time
     monkeypatch.setattr(Detector, "ingest", failing)
     worker, producer = await run_worker(tmp_path, [batch], SlowRules(polls=50), stepping_clock(30))
     topics = [t for t, *_ in producer.sent if t != "t.state"]
