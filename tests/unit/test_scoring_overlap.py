@@ -451,6 +451,29 @@ def stepping_clock(step_ms: int) -> Any:
     return clock
 
 
+def log_flushes(monkeypatch: pytest.MonkeyPatch, log: list[str], *, ingests: bool = True) -> None:
+    """`Detector.start_flush` and `finish_flush` (and, with `ingests`, `ingest`: its device, and "pending"
+    while a flush is) append what they do to `log`."""
+    ingest, start, finish = Detector.ingest, Detector.start_flush, Detector.finish_flush
+
+    def ingested(self: Detector, events: Any, now_ms: int) -> None:
+        log.append(f"ingest {events[0].device_id}{' pending' if self.pending is not None else ''}")
+        ingest(self, events, now_ms)
+
+    def started(self: Detector, now_ms: int) -> Any:
+        log.append("start")
+        return start(self, now_ms)
+
+    def finished(self: Detector, pending: Any) -> Any:
+        log.append("finish")
+        return finish(self, pending)
+
+    if ingests:
+        monkeypatch.setattr(Detector, "ingest", ingested)
+    monkeypatch.setattr(Detector, "start_flush", started)
+    monkeypatch.setattr(Detector, "finish_flush", finished)
+
+
 async def test_the_worker_decodes_ahead_while_scoring_and_decides_as_without(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -461,24 +484,15 @@ async def test_the_worker_decodes_ahead_while_scoring_and_decides_as_without(
     bad = Record(3, b"dev-c", b"{not json")
     batch = {0: [record(0, phase1), record(1, phase2), record(2, other1), bad, record(4, other2)]}
     log: list[str] = []
-    events_of, start, finish = worker_module._events_of, Detector.start_flush, Detector.finish_flush
+    events_of = worker_module._events_of
 
     def decode(rec: Any) -> Any:
         log.append(f"decode {rec.offset}")
         return events_of(rec)
 
-    def started(self: Detector, now_ms: int) -> Any:
-        log.append("start")
-        return start(self, now_ms)
-
-    def finished(self: Detector, pending: Any) -> Any:
-        log.append("finish")
-        return finish(self, pending)
-
     monkeypatch.setattr(worker_module, "_events_of", decode)
     monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 1.0)  # a loaded test machine: time enough
-    monkeypatch.setattr(Detector, "start_flush", started)
-    monkeypatch.setattr(Detector, "finish_flush", finished)
+    log_flushes(monkeypatch, log, ingests=False)
     slow = SlowRules(polls=10)
     worker, producer = await run_worker(tmp_path, [batch], slow, stepping_clock(30))
     decodes = [entry for entry in log if entry.startswith("decode")]
@@ -512,24 +526,8 @@ async def test_the_worker_takes_other_devices_records_while_scoring_and_decides_
     batch = {0: [record(0, a[0]), record(1, a[1]), record(2, a[2]), record(3, b1), record(4, c1),
                  record(5, a[3]), record(6, b2), record(7, c2)]}
     log: list[str] = []
-    ingest, start, finish = Detector.ingest, Detector.start_flush, Detector.finish_flush
-
-    def ingested(self: Detector, events: Any, now_ms: int) -> None:
-        log.append(f"ingest {events[0].device_id}{' pending' if self.pending is not None else ''}")
-        ingest(self, events, now_ms)
-
-    def started(self: Detector, now_ms: int) -> Any:
-        log.append("start")
-        return start(self, now_ms)
-
-    def finished(self: Detector, pending: Any) -> Any:
-        log.append("finish")
-        return finish(self, pending)
-
     monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 1.0)  # a slow child: never out of time
-    monkeypatch.setattr(Detector, "ingest", ingested)
-    monkeypatch.setattr(Detector, "start_flush", started)
-    monkeypatch.setattr(Detector, "finish_flush", finished)
+    log_flushes(monkeypatch, log)
     worker, producer = await run_worker(tmp_path, [batch], SlowRules(polls=50), stepping_clock(30))
     first = log.index("start")  # due after record 2 (the detector's 50 ms): it holds dev-a
     assert log[first:first + 4] == ["start", "ingest dev-b pending", "ingest dev-c pending", "finish"]
@@ -556,16 +554,8 @@ async def test_a_micro_batch_due_after_a_record_taken_ahead_is_flushed_next_as_i
     batch = {0: [record(0, phase1), record(1, phase2[:8]), record(2, phase2[8:]),
                  *(record(3 + n, events) for n, events in enumerate(others))]}
     log: list[str] = []
-    ingest, start, finish = Detector.ingest, Detector.start_flush, Detector.finish_flush
-
-    def ingested(self: Detector, events: Any, now_ms: int) -> None:
-        log.append(f"ingest {events[0].device_id}{' pending' if self.pending is not None else ''}")
-        ingest(self, events, now_ms)
-
     monkeypatch.setattr(flush_overlap, "PREDICT_S_PER_ROW", 1.0)  # a slow child: never out of time
-    monkeypatch.setattr(Detector, "ingest", ingested)
-    monkeypatch.setattr(Detector, "start_flush", lambda self, now: log.append("start") or start(self, now))
-    monkeypatch.setattr(Detector, "finish_flush", lambda self, p: log.append("finish") or finish(self, p))
+    log_flushes(monkeypatch, log)
     _, producer = await run_worker(tmp_path, [batch], SlowRules(polls=50), stepping_clock(30))
     first = log.index("start")  # after record 2; then dev-b at +30, dev-c at +60, dev-d at +90 ms
     assert log[first:first + 6] == ["start", "ingest dev-b pending", "ingest dev-c pending",
