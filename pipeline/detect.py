@@ -246,7 +246,12 @@ class Detector:
         self._pending = None
         job = pending.job
         rows, contexts, matrix = pending.rows, pending.contexts, pending.matrix
-        decisions = self._decided(rows, contexts, matrix, job.result(), pending.now_ms)
+        try:
+            decisions = self._decided(rows, contexts, matrix, job.result(), pending.now_ms)
+        except BaseException:  # still owed, as a synchronous flush that raised leaves them
+            for device_id, forest in pending.evict.items():
+                self._evict_due.setdefault(device_id, forest)
+            raise
         self._evict(pending.evict)  # not the devices ingested meanwhile: their changes are not scored yet
         return decisions
 

@@ -401,6 +401,29 @@ def test_a_flush_holds_the_devices_whose_eviction_it_owes(model: Any) -> None:
     assert "dev-late" in {x.device_id for x in decided if isinstance(x, Alert)}
 
 
+def test_a_flush_that_fails_to_decide_still_owes_its_evictions(
+    model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while deciding a pending flush leaves the TTL evictions it took with it owed, as a synchronous
+    flush that raised leaves them: the next flush evicts dev-late's attack, ended 11 minutes ago."""
+    late = late_ransomware("dev-late", "ef" * 32)
+    d = detector(model)
+    d.ingest(late, NOW)
+    pending = d.start_flush(NOW + 10)
+    assert pending is not None and "dev-late" in pending.evict
+
+    def failing(*args: Any) -> list[Any]:
+        raise ZeroDivisionError("a bug in the core")
+
+    monkeypatch.setattr(Detector, "_decide", failing)
+    with pytest.raises(ZeroDivisionError):
+        d.finish_flush(pending)
+    assert d.pending is None and "dev-late-ps" in d.forests["dev-late"].nodes
+    monkeypatch.undo()
+    d.flush(NOW + 20)
+    assert "dev-late-ps" not in d.forests["dev-late"].nodes  # evicted once owed again
+
+
 # --- the worker's decode-ahead --------------------------------------------------------------------
 
 
