@@ -735,7 +735,158 @@ static int add_conns(PyObject *node, long long start, PyObject *ips, PyObject *p
     return rc < 0 || PyErr_Occurred() ? -1 : 0;
 }
 
-static int set_distinct(float *out, const Ctx *c, PyObject *ips, PyObject *ports, const Layout *L) {
+/* Distinct IPs and ports without sets, for a row whose connection records are all plain (`plain_conn`,
+   read in place): two open-addressing tables, one of borrowed exact strs (equal when the same object or
+   the same text, as a set compares them) with their hashes, one of port values. The deques whose strs
+   the table borrows are held until the row is counted, and no Python code runs meanwhile (an exact str's
+   hash and comparison run none), so nothing the table points to can change or go. What the sets count,
+   without a set entry's reference, resize and clear per row (~0.4 us a row: BENCHMARKS.md, "Session AE"). */
+typedef struct {
+    PyObject **ips;
+    Py_hash_t *hashes;
+    long long *ports;
+    unsigned char *port_used;
+    Py_ssize_t cap;       /* slots of each table allocated (a power of two) */
+    Py_ssize_t mask;      /* this row's slots - 1 */
+    Py_ssize_t n_ips, n_ports;
+    long long start;
+    int own;              /* the row's own process: its ports count too */
+} Distinct;
+
+static void distinct_free(Distinct *d) {
+    PyMem_Free(d->ips), PyMem_Free(d->hashes), PyMem_Free(d->ports), PyMem_Free(d->port_used);
+    memset(d, 0, sizeof(*d));
+}
+
+/* Empty tables of at least 2 * `records` slots. -1 with MemoryError set. */
+static int distinct_reset(Distinct *d, Py_ssize_t records) {
+    Py_ssize_t slots = 16;
+    while (slots < 2 * records)
+        slots *= 2;
+    if (slots > d->cap) {
+        distinct_free(d);
+        d->ips = PyMem_Malloc((size_t)slots * sizeof(PyObject *));
+        d->hashes = PyMem_Malloc((size_t)slots * sizeof(Py_hash_t));
+        d->ports = PyMem_Malloc((size_t)slots * sizeof(long long));
+        d->port_used = PyMem_Malloc((size_t)slots);
+        if (d->ips == NULL || d->hashes == NULL || d->ports == NULL || d->port_used == NULL) {
+            distinct_free(d);
+            PyErr_NoMemory();
+            return -1;
+        }
+        d->cap = slots;
+    }
+    memset(d->ips, 0, (size_t)slots * sizeof(PyObject *));
+    memset(d->port_used, 0, (size_t)slots);
+    d->mask = slots - 1, d->n_ips = d->n_ports = 0;
+    return 0;
+}
+
+static void distinct_ip(Distinct *d, PyObject *ip, Py_hash_t hash) {
+    for (Py_ssize_t at = (Py_ssize_t)((size_t)hash & (size_t)d->mask);; at = (at + 1) & d->mask) {
+        PyObject *held = d->ips[at];
+        if (held == NULL) {
+            d->ips[at] = ip, d->hashes[at] = hash, d->n_ips++;
+            return;
+        }
+        if (held == ip || (d->hashes[at] == hash && PyUnicode_Compare(held, ip) == 0))
+            return;
+    }
+}
+
+static void distinct_port(Distinct *d, long long port) {
+    const uint64_t mixed = (uint64_t)port * 0x9E3779B97F4A7C15ULL;
+    for (Py_ssize_t at = (Py_ssize_t)((mixed >> 32) & (uint64_t)d->mask);; at = (at + 1) & d->mask) {
+        if (!d->port_used[at]) {
+            d->port_used[at] = 1, d->ports[at] = port, d->n_ports++;
+            return;
+        }
+        if (d->ports[at] == port)
+            return;
+    }
+}
+
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+/* One record into the tables; 0 (stop) when it is not plain. */
+static int distinct_conn(PyObject *item, void *arg) {
+    Distinct *d = arg;
+    if (!plain_conn(item, NULL))
+        return 0;
+    long long ts = 0, port = 0;
+    small_ll(PyTuple_GET_ITEM(item, 0), &ts);  /* `plain_conn` checked it is one */
+    if (ts < d->start)
+        return 1;
+    PyObject *ip = PyTuple_GET_ITEM(item, 1);
+    const Py_hash_t hash = PyObject_Hash(ip);  /* an exact str's: cached after the first, runs no code */
+    if (hash == -1) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (d->own) {
+        int overflow = 0;
+        port = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(item, 2), &overflow);
+        if (overflow || (port == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 0;  /* a port past int64: the sets count it */
+        }
+        distinct_port(d, port);
+    }
+    distinct_ip(d, ip, hash);
+    return 1;
+}
+
+#define DISTINCT_HELD 257  /* the row's process and its window-active descendants (`features.MAX_DESCENDANTS`
+                             256) held on the stack; a row with more is counted by the sets */
+
+/* `set_distinct` without sets: 1 when counted, 0 when a record or a deque is not plain (the sets count
+   the row then), -1 with an exception set. */
+static int distinct_fast(float *out, const Ctx *c, Distinct *d, const Layout *L) {
+    const Py_ssize_t n = 1 + PyTuple_GET_SIZE(c->descendants);
+    if (n > DISTINCT_HELD)
+        return 0;
+    PyObject *held[DISTINCT_HELD];
+    Py_ssize_t got = 0, records = 0;
+    int rc = 1;
+    for (; got < n; got++) {
+        PyObject *node = got == 0 ? c->node : PyTuple_GET_ITEM(c->descendants, got - 1);
+        if ((held[got] = get_attr(node, s_conns)) == NULL) {
+            rc = -1;
+            break;
+        }
+        if (Py_TYPE(held[got]) != deque_type) {
+            got++, rc = 0;
+            break;
+        }
+        records += Py_SIZE(held[got]);
+    }
+    if (rc == 1)
+        rc = distinct_reset(d, records) < 0 ? -1 : 1;
+    d->start = c->start;
+    for (Py_ssize_t k = 0; rc == 1 && k < n; k++) {
+        d->own = k == 0;
+        if (!each_in_place(held[k], distinct_conn, d))
+            rc = 0;
+        else if (k == 0)
+            out[L->own_ips] = (float)d->n_ips, out[L->own_ports] = (float)d->n_ports;
+    }
+    if (rc == 1)
+        out[L->sub_ips] = (float)d->n_ips;
+    for (Py_ssize_t k = 0; k < got; k++)
+        Py_DECREF(held[k]);
+    return rc;
+}
+#endif
+
+static int set_distinct(float *out, const Ctx *c, PyObject *ips, PyObject *ports, Distinct *d, const Layout *L) {
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+    if (in_place && deque_type != NULL) {
+        const int fast = distinct_fast(out, c, d, L);
+        if (fast != 0)
+            return fast < 0 ? -1 : 0;
+    }
+#else
+    (void)d;
+#endif
     int plain = 1;  /* the sets are empty */
     if (PySet_Clear(ips) < 0 || PySet_Clear(ports) < 0 || add_conns(c->node, c->start, ips, ports, &plain) < 0)
         return -1;
@@ -809,6 +960,7 @@ static int set_subtree(float *out, const Ctx *c, Py_ssize_t own, Table *t, PyObj
 typedef struct {
     Table table;
     PyObject *images, *ips, *ports;
+    Distinct distinct;
     PyObject *static_facts;
     const Layout *L;
 } Work;
@@ -824,7 +976,7 @@ static int one_row(float *out, const Ctx *c, Work *w) {
     if (set_classes(out, c, w->table.recs[own].cls, L) < 0 || set_process(out, c, L) < 0 ||
         set_subtree(out, c, own, &w->table, w->images, w->static_facts, L) < 0)
         return -1;
-    return set_distinct(out, c, w->ips, w->ports, L);
+    return set_distinct(out, c, w->ips, w->ports, &w->distinct, L);
 }
 
 /* A RowContext (forest, node, ancestors, descendants, depths, window_start_ms) with its sequences
@@ -914,6 +1066,7 @@ static PyObject *rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     result = Py_NewRef(Py_None);
 out:
     table_free(&w.table);
+    distinct_free(&w.distinct);
     Py_XDECREF(w.images);
     Py_XDECREF(w.ips);
     Py_XDECREF(w.ports);

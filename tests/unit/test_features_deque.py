@@ -27,6 +27,7 @@ from test_features_compiled import assert_same_bytes, c_matrix, every_row, fores
 from test_tree_compiled import SMALL, stream
 
 from pipeline.behaviour import Counter
+from pipeline.eventkit import EventKit
 from pipeline.features import FEATURE_NAMES
 from pipeline.tree import DeviceForest
 
@@ -155,7 +156,7 @@ class _Ip(str):
 
 @pytest.mark.parametrize("shape", list(_conn_shapes(0)))
 @pytest.mark.parametrize(
-    "odd", [None, "list", "ip subclass", "bool port", "int subclass ts", "deque subclass"]
+    "odd", [None, "list", "ip subclass", "bool port", "huge port", "int subclass ts", "deque subclass"]
 )
 def test_connections_of_every_shape_and_odd_records_count_as_numpy_counts(
     shape: str, odd: str | None
@@ -168,7 +169,8 @@ def test_connections_of_every_shape_and_odd_records_count_as_numpy_counts(
             ts, ip, port = conns[-1]
             odd_ts = type("Ts", (int,), {})(ts)
             conns[-1] = {"list": [ts, ip, port], "ip subclass": (ts, _Ip(ip), port),
-                         "bool port": (ts, ip, True), "int subclass ts": (odd_ts, ip, port),
+                         "bool port": (ts, ip, True), "huge port": (ts, ip, 1 << 70),
+                         "int subclass ts": (odd_ts, ip, port),
                          "deque subclass": (ts, ip, port)}[odd]  # fmt: skip
             if odd == "deque subclass":
                 conns = type("Conns", (deque,), {})(conns, conns.maxlen)
@@ -218,3 +220,29 @@ def test_an_ip_whose_comparison_changes_the_deques_cannot_make_the_rows_read_fre
 @pytest.mark.skipif(os.environ.get(CHILD) == "1", reason="this is the debug-allocator child")
 def test_this_file_passes_under_the_debug_allocator() -> None:
     passes_under_debug_allocator(__file__, CHILD)
+
+
+def test_distinct_ips_and_ports_count_equal_texts_and_values_once_and_a_wide_subtree_whole() -> None:
+    """Connection records read in place are counted by text and value, as sets count them: two equal IP
+    strings made apart are one IP, two equal ports made apart one port; a subtree of 200 window-active
+    children, each with an IP of its own, counts all of them (more than a row's first 64 descendants)."""
+    kit = EventKit("dev-wide")
+    events = [kit.start("p", r"C:\Windows\System32\cmd.exe", "cmd.exe /c run.bat")]
+    for i in range(200):
+        events.append(kit.start(f"c{i}", r"C:\Tools\probe.exe", f"probe.exe {i}", parent="p"))
+        events.append(kit.connect(f"c{i}", f"10.1.{i // 250}.{i % 250}", 443))
+    forest = forest_of(events, None)
+    now = forest.watermark_ms
+    parent = forest.nodes["p"]
+    one = "".join(["10.0.0.", str(1)])
+    parent.conns = deque([(now, "10.0.0." + str(1), int("8080")), (now, one, int("80" + "80")),
+                          (now, "10.0.0.2", 443)], maxlen=128)  # fmt: skip
+    assert parent.conns[0][1] is not parent.conns[1][1] and parent.conns[0][2] is not parent.conns[1][2]
+    contexts = every_row([forest], 10**12)
+    row = next(i for i, c in enumerate(contexts) if c.node is parent)
+    assert len(contexts[row].descendants) == 200
+    for on in (True, False):
+        with reading(on):
+            matrix = assert_same_bytes(contexts)
+        names = ("own_distinct_dst_ip", "own_distinct_dst_port", "sub_distinct_dst_ip")
+        assert [matrix[row, FEATURE_NAMES.index(name)] for name in names] == [2, 2, 202]
