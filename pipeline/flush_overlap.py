@@ -108,10 +108,10 @@ class WorkAhead(Generic[D]):
 
     Each call takes the next record (`decode(i)`, kept in `decoded[i]`, then `take(i, decoded[i])`:
     None when it may not be taken now, True when taken, False when taken and taking must stop, e.g.
-    because a micro-batch is due after it) and returns `TAKEN`; once one could not be taken, it only
-    decodes ahead (up to `DECODE_AHEAD` records from there, when `may_decode`) and returns `DECODED`, or
-    `NOTHING`. A record taken is `None` in `decoded` again; one decoded ahead waits there for its turn.
-    `at` is the first record neither taken nor looked at."""
+    because a micro-batch is due after it) and returns `TAKEN`; once one could not be taken, or taking
+    had to stop, it only decodes ahead (up to `DECODE_AHEAD` records from there, when `may_decode`) and
+    returns `DECODED`, or `NOTHING`. A record taken is `None` in `decoded` again; one decoded ahead waits
+    there for its turn. `at` is the first record neither taken nor looked at."""
 
     def __init__(self, decoded: list[D | None], first: int, end: int, decode: Callable[[int], D],
                  take: Callable[[int, D], bool | None]) -> None:
@@ -127,9 +127,11 @@ class WorkAhead(Generic[D]):
                     item = decoded[at] = self.decode(at)
                 go_on = self.take(at, item)
                 if go_on is not None:
-                    decoded[at], self.at, self.taking = None, at + 1, go_on
+                    decoded[at], self.at = None, at + 1
+                    if not go_on:
+                        self._only_decode(at + 1)
                     return TAKEN
-            self.taking, self.end = False, min(self.end, at + DECODE_AHEAD)
+            self._only_decode(at)
         if not may_decode:
             return NOTHING
         while at < self.end and decoded[at] is not None:  # decoded during an earlier flush, or just now
@@ -139,3 +141,7 @@ class WorkAhead(Generic[D]):
             return NOTHING
         decoded[at] = self.decode(at)
         return DECODED
+
+    def _only_decode(self, at: int) -> None:
+        """No more taking: decode at most `DECODE_AHEAD` records from `at` on."""
+        self.taking, self.end = False, min(self.end, at + DECODE_AHEAD)

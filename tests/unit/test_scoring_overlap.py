@@ -717,6 +717,22 @@ def test_records_taken_while_scoring_do_not_spend_the_time_budget(monkeypatch: p
     assert len(calls) == 5 and (flusher.ready, flusher.starved) == (1, 0)
 
 
+@pytest.mark.parametrize("stop", ["refused", "taken, then stop"])
+def test_after_taking_ends_at_most_decode_ahead_records_are_decoded(stop: str) -> None:
+    """Whether the next record could not be taken or was taken with taking to stop after it (a
+    micro-batch due), what follows is decoded ahead for at most `DECODE_AHEAD` records, not to the
+    poll's end."""
+    decoded: list[int | None] = [None] * 100
+    answer = None if stop == "refused" else False
+    work = flush_overlap.WorkAhead(decoded, 0, 100, lambda at: at, lambda at, item: answer)
+    calls = [work(True) for _ in range(100)]
+    first = 0 if stop == "refused" else 1  # a refused record stays decoded; a taken one is the trees' now
+    assert calls[0] == (flush_overlap.DECODED if stop == "refused" else flush_overlap.TAKEN)
+    held = [i for i, item in enumerate(decoded) if item is not None]
+    assert held == list(range(first, first + flush_overlap.DECODE_AHEAD))
+    assert calls[-1] == flush_overlap.NOTHING
+
+
 def test_an_overlap_that_ran_out_of_records_is_not_starved() -> None:
     model, flusher = NeverDone(0), FlushOverlap()
     flusher.flush(due_detector(model, 0), NOW + 10, lambda may_decode: False)  # nothing: finish at once
