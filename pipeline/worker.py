@@ -204,11 +204,15 @@ class BatchWorker:
         worker would only wait: idle time is latency for free) and write a short slice of a
         checkpoint's states (`IDLE_SLICE_S`, once the fetcher has sent its next request), then wait
         up to a micro-batch (after a slice, `IDLE_WAIT_MS`: long enough for the fetcher to hand over
-        what arrived during the slice, which it cannot do while the slice runs)."""
+        what arrived during the slice, which it cannot do while the slice runs). A worker asked to stop
+        does none of that: its last commit point scores and saves everything, and it does not wait
+        out a fetch for records it will not take."""
         most = self.settings.poll_max_records
         batch: dict[Any, list[Any]] = await self.consumer.getmany(timeout_ms=0, max_records=most)
         if batch:
             self.schedule.fetched(self._clock_ms())
+            return batch
+        if self._stop.is_set():  # stopping: the last commit point scores and saves it all; no waiting
             return batch
         wait_ms = max(self.settings.micro_batch_ms, 1)
         async with self._lock:

@@ -630,3 +630,30 @@ async def test_a_spooled_record_failing_in_its_last_pass_is_dead_lettered_after_
     assert sorted(a.device_id for a in alerts(producer)) == ["dev-a", "dev-b"]
     (letter,) = [decode(DeadLetter, v) for v in producer.values("t.dlq")]
     assert letter.source_offset == 1 and letter.error_class == "ZeroDivisionError"
+
+
+class TimedConsumer(FakeConsumer):
+    """Notes each getmany's timeout."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeouts: list[int] = []
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:
+        self.timeouts.append(timeout_ms)
+        return await super().getmany(timeout_ms, max_records)
+
+
+async def test_a_worker_asked_to_stop_does_not_wait_out_an_empty_fetch(tmp_path: Path) -> None:
+    # The stop comes while the worker polls and nothing is fetched (SIGTERM on an idle worker): it
+    # goes straight to its last commit point, which still scores the tree and commits its offsets.
+    phase1, phase2 = ransomware("dev-a", SHA)
+    producer = FakeProducer()
+    consumer = TimedConsumer([{0: [record(0, phase1 + phase2)]}], producer, {0})
+    worker = BatchWorker(settings(tmp_path), detector(), KEY, consumer=consumer, producer=producer,
+                         restore=no_state, clock_ms=lambda: NOW_MS)
+    consumer.worker = worker
+    await asyncio.wait_for(worker.run(), 5)
+    assert consumer.timeouts == [0, 0]  # the records, then the empty poll that asked it to stop
+    assert {t for t, *_ in producer.sent} >= {"t.alerts", "t.commands", "t.verdicts", "t.state"}
+    assert consumer.committed_offsets == {0: 1}
