@@ -13,7 +13,8 @@ training defaults of `pipeline/training/train.py` (120 rounds x 13 classes = 1,5
 Rows are sparse float32 feature rows (5 % non-zero, like process-tree features). Each case is timed
 best-of-N passes, alternating one-row and batched calls so both see the same machine load. The
 figures are the one-row latency (us per call) and rows/s of `predict_proba` on batches of B rows
-(B = 64, and 512: the worker's `micro_batch_rows`); the baseline is rows/s of one-row calls on the
+(B = 64, and 512: the worker's `micro_batch_rows` until session AF, 1,024 since; kept so that figures
+stay comparable with those recorded); the baseline is rows/s of one-row calls on the
 same rows in the same run. Everything is measured twice: with the booster's thread count as
 `BoosterModel.load` leaves it (xgboost's default: all cores), then with `nthread=1`, because on a
 busy machine OpenMP's per-call thread wake-up dominates small predictions. Last, the worker's
@@ -43,7 +44,7 @@ from numpy.typing import NDArray
 from bench import Result
 
 NEEDS_KAFKA = False
-BATCH_SIZES = (64, 512)  # 512: the worker's micro_batch_rows
+BATCH_SIZES = (64, 512)  # 512: the worker's micro_batch_rows until session AF (1,024 since)
 COMPILED_BATCHES = (1, 20, 100, 500)
 DENSITY = 0.05
 ROUNDS, MAX_DEPTH, ETA = 120, 5, 0.2  # pipeline/training/train.py's defaults

@@ -53,7 +53,10 @@ class WorkerSettings(BaseSettings):
     # records per getmany: bounds one loop's work, hence the latency of what arrives meanwhile
     # (agents send up to 500 events per record; a checkpoint slice runs between two polls)
     poll_max_records: int = Field(50, gt=0)
-    micro_batch_rows: int = Field(512, gt=0)  # score when this many changed processes are pending
+    # score when this many changed processes are pending: a worker behind on its input fills it (at half
+    # its maximum rate the 10 ms below comes first); 1,024 rather than 512 halves a backlog's flushes
+    # for the same rows (BENCHMARKS.md, Pipeline, "Session AF")
+    micro_batch_rows: int = Field(1024, gt=0)
     micro_batch_ms: int = Field(10, ge=0)  # ... or the oldest waited this long (or nothing more is fetched)
     window_ms: int = Field(5 * 60 * 1000, gt=0)  # sliding behaviour window per process
     # flush, write changed devices' state and commit offsets this often: state records cost CPU and
