@@ -39,7 +39,8 @@ scale-out figure of an earlier run, to compare worker versions in the same minut
 `--throughput-only [--events N] [--repeat K] [--workload generated|recorded]` runs (a) and (b) alone on
 a backlog of N events (50 per record; default 200,000, the full run's), K times on the same topic, and
 prints with each run the share of (b)'s timed window the worker's thread was on the CPU (BENCHMARKS.md,
-Pipeline, session P: a longer backlog runs slower, because each device's forest keeps growing).
+Pipeline, session P: a longer backlog runs slower, because each device's forest keeps growing), and last
+the median of the runs' ratios with their range (one run's ratio moves with the host by ±15 %).
 `--breakdown` adds, per run, the window split into the worker thread's own CPU time per part of the path
 and the time it waited (`bench._worker_parts`; measured with the parts wrapped, so read the headline from
 runs without it).
@@ -238,11 +239,13 @@ async def _throughput_only(
     try:
         topic, _, count = await _filled_topic(bench, 50, events, workload)
         results: list[Result] = []
+        ratios: list[float] = []
         for run_index in range(repeat):
             settings = bench.settings(f"w50-{run_index}", topic)
             raw, backlog = await raw_rate(bench.kafka, topic, count, settings.poll_max_records)
             measured = await worker_rate(bench, settings, count, Parts() if breakdown else None)
             model = measured.worker.detector.model.version
+            ratios.append(measured.events_per_s / raw)
             results += [
                 Result(
                     f"full worker path, {_shape(50, workload)}, backlog of {backlog:,} {workload} events, "
@@ -256,9 +259,18 @@ async def _throughput_only(
                 *_parts(measured.parts, f"run {run_index + 1}"),
             ]
             del measured  # its worker's trees are garbage before the next raw read (`raw_rate` collects it)
+        if repeat > 1:  # one run's ratio moves with the host (BENCHMARKS.md, Pipeline): the runs' middle
+            results.append(_median_ratio(ratios))
         return results
     finally:
         await bench.cleanup()
+
+
+def _median_ratio(ratios: list[float]) -> Result:
+    """The median of the runs' worker/raw ratios, in % of raw, with their range."""
+    spread = f"[{100 * min(ratios):.1f} .. {100 * max(ratios):.1f}]"
+    return Result(f"median of the {len(ratios)} runs' ratios (goal >= 25 %)", 100 * statistics.median(ratios),
+                  f"% of raw {spread}")
 
 
 def _decode_only(values: list[bytes], raw: float, shape: str) -> Result:
