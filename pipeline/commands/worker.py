@@ -24,7 +24,8 @@ Configuration is read from the environment (RINGFENCE_*; Kafka: RINGFENCE_KAFKA_
   RINGFENCE_POLICY_PATH   YAML/JSON policy: default_mode, group_modes, device_modes, exclusions
   RINGFENCE_GROUP_ID      consumer group of the events topic (default ringfence-worker)
   RINGFENCE_EVENTS_TOPIC, RINGFENCE_STATE_TOPIC, RINGFENCE_ALERTS_TOPIC, ... topic names
-  RINGFENCE_COMMIT_INTERVAL_MS, RINGFENCE_MICRO_BATCH_MS, RINGFENCE_POLL_MAX_RECORDS  batching
+  RINGFENCE_COMMIT_INTERVAL_MS (default 5000), RINGFENCE_POLL_MAX_RECORDS (50), RINGFENCE_MICRO_BATCH_ROWS
+  (1024), RINGFENCE_MICRO_BATCH_MS (10)  batching (README, "Fleet pipeline")
 Telemetry (README "Observability"; all off by default):
   RINGFENCE_OTEL_PROMETHEUS_PORT  serve Prometheus /metrics on this port (RINGFENCE_OTEL_PROMETHEUS_HOST,
                                   default 127.0.0.1)

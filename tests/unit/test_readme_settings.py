@@ -1,7 +1,7 @@
-"""The README's table of worker settings states the defaults the worker really has.
+"""The README's table of worker settings and `ringfence worker --help` state the defaults the worker has.
 
-A newcomer tunes the worker from that table (`RINGFENCE_MICRO_BATCH_ROWS`, `RINGFENCE_COMMIT_INTERVAL_MS`,
-...); a default changed in `pipeline/settings.py` and not there would send them the wrong way.
+A newcomer tunes the worker from them (`RINGFENCE_MICRO_BATCH_ROWS`, `RINGFENCE_COMMIT_INTERVAL_MS`, ...);
+a default changed in `pipeline/settings.py` and not there would send them the wrong way.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pipeline.commands.worker import DESCRIPTION
 from pipeline.settings import WorkerSettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -40,3 +41,10 @@ def test_the_readme_gives_the_worker_settings_numeric_defaults() -> None:
     assert {name: float(value) for name, value in stated.items()} == {
         name: float(default) for name, default in defaults.items()
     }
+
+
+def test_the_worker_help_gives_the_batching_defaults() -> None:
+    pairs = re.findall(r"RINGFENCE_([A-Z_]+)\s+\((?:default )?(\d+)\)", DESCRIPTION)
+    stated = {name.lower(): int(value) for name, value in pairs}
+    assert set(stated) == {"commit_interval_ms", "poll_max_records", "micro_batch_rows", "micro_batch_ms"}
+    assert stated == {name: WorkerSettings.model_fields[name].default for name in stated}
