@@ -590,10 +590,11 @@ async def _let_io_run() -> None:
 
 def _one_pass(events: Sequence[Event]) -> bool:
     """The record's first and last events lie within `PASS_SPAN_MS` of each other (nearly every record;
-    80 ns): one pass. Agents send a device's events in order, so that is the record's span; a record
-    whose middle strays further (out of order) is taken in one pass too: comparing every event's time
-    cost 3.4 us a record (1.5 % of the worker's window on the pipeline benchmark), and its events are
-    folded and scored all the same, only at the record's end (BENCHMARKS.md, Pipeline, "Session AF")."""
+    80 ns): one pass. An agent sends its events in the order it recorded them, so that is the record's
+    span; a record whose middle strays further (out of time order) is taken in one pass too: comparing
+    every event's time cost 3.4 us a record (1.5 % of the worker's window on the pipeline benchmark), and
+    its events are folded and scored all the same, only at the record's end (BENCHMARKS.md, Pipeline,
+    "Session AF")."""
     return abs(events[-1].ts - events[0].ts) <= _PASS_SPAN
 
 

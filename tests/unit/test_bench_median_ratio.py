@@ -1,8 +1,8 @@
 """`--throughput-only --repeat K` ends with the median of its runs' ratios: one run moves with the host.
 
-The goal is judged on the worker's rate against the raw read of the same run; single runs of one
-invocation have read 0.22 and 0.29 minutes apart, so the line a reader compares with the goal is
-the runs' middle, printed with their range.
+The goal is judged on the worker's rate against the raw read of the same run; single runs minutes
+apart have read 0.22 and 0.29, so the line a reader compares with the goal is the runs' middle,
+printed with their range.
 """
 
 from __future__ import annotations
