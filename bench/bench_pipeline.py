@@ -66,7 +66,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from bench import Result
+from bench import Result, Spread
 from bench._pipeline_data import RECORDINGS, attack_probe, check_sample, recorded_records, records
 from bench._pipeline_kafka import Bench, WorkerProcess, fill, raw_rate, wait_until, worker_rate
 from bench._worker_parts import Parts
@@ -267,10 +267,11 @@ async def _throughput_only(
 
 
 def _median_ratio(ratios: list[float]) -> Result:
-    """The median of the runs' worker/raw ratios, in % of raw, with their range."""
-    spread = f"[{100 * min(ratios):.1f} .. {100 * max(ratios):.1f}]"
-    return Result(f"median of the {len(ratios)} runs' ratios (goal >= 25 %)", 100 * statistics.median(ratios),
-                  f"% of raw {spread}")
+    """The median of the runs' worker/raw ratios, in % of raw, with their range (`bench.Spread`)."""
+    spread = Spread.of(ratios)
+    assert spread is not None  # one ratio per run, and there are runs
+    return Result(f"median of the {len(ratios)} runs' ratios (goal >= 25 %)", 100 * spread.median,
+                  f"% of raw [{100 * spread.low:.1f} .. {100 * spread.high:.1f}]")
 
 
 def _decode_only(values: list[bytes], raw: float, shape: str) -> Result:
